@@ -1,0 +1,280 @@
+"""napari reader and sample-data contributions (wired in ``napari.yaml``).
+
+Everything here returns plain ``LayerData`` tuples ``(data, kwargs, layer_type)`` and imports
+nothing from napari or Qt, so it is testable headless and costs nothing at plugin discovery.
+
+Reader rules (documented in the README):
+
+* **Pair folder** — a folder with ``images/`` and ``masks/`` (or ``labels/``) whose files match by
+  stem (extensions may differ). If every image has the same shape, all pairs are stacked into one
+  Image layer ``(N, H, W[, 3])`` and one Labels layer ``(N, H, W)`` (napari shows a slider). If
+  shapes differ, nothing is resized or padded: up to :data:`MAX_SEPARATE_PAIRS` pairs open as
+  separate layers named after each file; more than that raises a ``ValueError`` saying so. A
+  folder of NIfTI pairs opens each volume as its own pair of layers (same limit).
+* **NIfTI** (``.nii``, ``.nii.gz``) — opens as Labels when the file name has a token containing
+  ``label``, ``seg`` or ``mask`` or equal to ``gt`` (e.g. ``case_gt.nii.gz``,
+  ``patient1_seg.nii``) or the file sits in a ``labels``/``masks`` folder; otherwise as Image.
+  Axes go from file order ``(X, Y, Z)`` to napari order ``(Z, Y, X)``; the header spacing becomes
+  the layer ``scale`` (reversed accordingly).
+* Masks are read with :func:`napari_segloss.data.io.read_mask` (JPEG masks binarised at > 127).
+  Every file is read before any layer is returned: a bad file raises a ``ValueError`` naming it and
+  nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.io import (
+    IMAGE_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    find_pairs,
+    is_nifti,
+    nifti_to_napari,
+    path_stem,
+    read_image,
+    read_mask,
+    read_nifti,
+)
+from .samples import sample_files
+
+__all__ = [
+    "MAX_SEPARATE_PAIRS",
+    "acdc_sample",
+    "get_reader",
+    "is_labels_path",
+    "kvasir_sample",
+    "read_nifti_layers",
+    "read_pair_folder",
+]
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathLike = str | os.PathLike[str]
+
+#: Most image/mask pairs of differing shapes opened as separate layers before the reader refuses.
+MAX_SEPARATE_PAIRS = 10
+
+_MASK_FOLDERS = ("masks", "labels")
+_LABEL_TOKENS = ("label", "seg", "mask")
+_LABELS_OPACITY = 0.5
+
+
+def is_labels_path(path: PathLike) -> bool:
+    """Whether a NIfTI file holds labels: a name token with label/seg/mask, a ``gt`` token, or a
+    ``labels``/``masks`` parent folder. Tokens avoid false hits such as ``gt`` in ``length``."""
+    p = Path(path)
+    tokens = [t for t in re.split(r"[^a-z0-9]+", path_stem(p).lower()) if t]
+    if any(any(key in t for key in _LABEL_TOKENS) or t == "gt" for t in tokens):
+        return True
+    return p.parent.name.lower() in _MASK_FOLDERS
+
+
+def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Integer labels for a napari Labels layer; fractional values mean it is not a label map."""
+    if arr.dtype.kind in "ui":
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if arr.size and arr.min() >= 0 and arr.max() <= 255:
+            return arr.astype(np.uint8)
+        return arr.astype(np.int32)
+    raise ValueError(
+        f"cannot open {str(path)!r} as labels: values are not integers (dtype {arr.dtype})"
+    )
+
+
+def _image_kwargs(name: str, image: np.ndarray, scale: Sequence[float], paths: list[str]) -> dict:
+    rgb = image.ndim >= 3 and image.shape[-1] == 3 and len(scale) == image.ndim - 1
+    kwargs: dict[str, Any] = {"name": name, "rgb": bool(rgb), "metadata": {"paths": paths}}
+    if not rgb:
+        kwargs["colormap"] = "gray"
+    kwargs["scale"] = tuple(float(s) for s in scale)
+    return kwargs
+
+
+def _labels_kwargs(name: str, scale: Sequence[float], paths: list[str]) -> dict:
+    return {
+        "name": name,
+        "opacity": _LABELS_OPACITY,
+        "scale": tuple(float(s) for s in scale),
+        "metadata": {"paths": paths},
+    }
+
+
+def read_nifti_layers(path: PathLike) -> list[LayerData]:
+    """One NIfTI file as a single Image or Labels layer in napari order ``([Z,] Y, X)``."""
+    p = Path(path)
+    arr, spacing = read_nifti(p)
+    data, scale = nifti_to_napari(arr, spacing)
+    name = path_stem(p)
+    if is_labels_path(p):
+        return [(_as_labels(data, p), _labels_kwargs(name, scale, [str(p)]), "labels")]
+    return [(data, _image_kwargs(name, data, scale, [str(p)]), "image")]
+
+
+def _mask_folder(root: Path) -> str | None:
+    if not (root / "images").is_dir():
+        return None
+    for name in _MASK_FOLDERS:
+        if (root / name).is_dir():
+            return name
+    return None
+
+
+def _folder_has(folder: Path, extensions: Sequence[str]) -> bool:
+    return any(
+        p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(extensions)
+        for p in folder.iterdir()
+    )
+
+
+def read_pair_folder(
+    root: PathLike, *, name: str | None = None, mask_name: str | None = None
+) -> list[LayerData]:
+    """Open ``root/images`` + ``root/masks`` (or ``labels``) as Image + Labels layers.
+
+    Same-shape pairs are stacked (``(N, H, W[, 3])`` + ``(N, H, W)``); differing shapes open as
+    separate layers, at most :data:`MAX_SEPARATE_PAIRS` pairs. ``name``/``mask_name`` override the
+    stacked layer names (default ``"<folder> images"`` / ``"<folder> masks"``).
+    """
+    root = Path(root)
+    masks = _mask_folder(root)
+    if masks is None:
+        raise ValueError(
+            f"folder {str(root)!r} must contain 'images/' and 'masks/' (or 'labels/') sub-folders"
+        )
+    if _folder_has(root / "images", IMAGE_EXTENSIONS) or not _folder_has(
+        root / "images", NIFTI_EXTENSIONS
+    ):
+        pairs = find_pairs(root, "images", masks)
+        volumetric = False
+    else:
+        pairs = find_pairs(
+            root,
+            "images",
+            masks,
+            image_extensions=NIFTI_EXTENSIONS,
+            mask_extensions=NIFTI_EXTENSIONS,
+        )
+        volumetric = True
+
+    if volumetric:
+        _check_separate_count(root, len(pairs), "NIfTI volumes are opened one layer pair each")
+        layers: list[LayerData] = []
+        for image_path, mask_path in pairs:
+            layers += _nifti_pair(image_path, mask_path)
+        return layers
+
+    images = [read_image(p) for p, _ in pairs]
+    labels = [read_mask(p) for _, p in pairs]
+    for (image_path, mask_path), image, label in zip(pairs, images, labels, strict=True):
+        if image.shape[:2] != label.shape:
+            raise ValueError(
+                f"image {str(image_path)!r} is {image.shape[:2]} but its mask "
+                f"{str(mask_path)!r} is {label.shape}; they must have the same height and width"
+            )
+    image_paths = [str(p) for p, _ in pairs]
+    mask_paths = [str(p) for _, p in pairs]
+    if len({im.shape for im in images}) == 1 and len({im.dtype for im in images}) == 1:
+        stacked = np.stack(images)
+        spatial = stacked.ndim - (1 if images[0].ndim == 3 else 0)
+        scale = (1.0,) * spatial
+        return [
+            (
+                stacked,
+                _image_kwargs(name or f"{root.name} images", stacked, scale, image_paths),
+                "image",
+            ),
+            (
+                np.stack(labels),
+                _labels_kwargs(mask_name or f"{root.name} masks", scale, mask_paths),
+                "labels",
+            ),
+        ]
+    shapes = sorted({str(im.shape) for im in images})
+    _check_separate_count(
+        root,
+        len(pairs),
+        f"the images have different shapes ({', '.join(shapes[:5])}) and are not resized or padded",
+    )
+    layers = []
+    for (image_path, mask_path), image, label in zip(pairs, images, labels, strict=True):
+        stem = path_stem(image_path)
+        layers.append(
+            (image, _image_kwargs(f"{stem} image", image, (1.0, 1.0), [str(image_path)]), "image")
+        )
+        layers.append(
+            (label, _labels_kwargs(f"{stem} mask", (1.0, 1.0), [str(mask_path)]), "labels")
+        )
+    return layers
+
+
+def _check_separate_count(root: Path, n: int, why: str) -> None:
+    if n > MAX_SEPARATE_PAIRS:
+        raise ValueError(
+            f"folder {str(root)!r} has {n} pairs but {why}; opening more than "
+            f"{MAX_SEPARATE_PAIRS} separate layer pairs is refused. Resize the images to one "
+            "shape first, or open a smaller folder or single files."
+        )
+
+
+def _nifti_pair(image_path: Path, mask_path: Path, name: str | None = None) -> list[LayerData]:
+    image, spacing = read_nifti(image_path)
+    label, _ = read_nifti(mask_path)
+    if image.shape != label.shape:
+        raise ValueError(
+            f"volume {str(image_path)!r} has shape {image.shape} but its labels "
+            f"{str(mask_path)!r} have shape {label.shape}"
+        )
+    image, scale = nifti_to_napari(image, spacing)
+    label, _ = nifti_to_napari(_as_labels(label, mask_path), spacing)
+    base = name or path_stem(image_path)
+    return [
+        (image, _image_kwargs(f"{base} image", image, scale, [str(image_path)]), "image"),
+        (label, _labels_kwargs(f"{base} labels", scale, [str(mask_path)]), "labels"),
+    ]
+
+
+def _read_paths(paths: list[str]) -> list[LayerData]:
+    layers: list[LayerData] = []
+    for p in paths:  # read everything first: an error leaves nothing half-loaded
+        layers += read_pair_folder(p) if os.path.isdir(p) else read_nifti_layers(p)
+    return layers
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerData]] | None:
+    """npe2 reader hook: a reader for NIfTI files or image/mask pair folders, else ``None``.
+
+    Returning ``None`` (not raising) for paths we do not handle lets napari try other readers.
+    """
+    paths = [os.fspath(p) for p in path] if isinstance(path, list | tuple) else [os.fspath(path)]
+    if not paths:
+        return None
+    for p in paths:
+        if os.path.isdir(p):
+            if _mask_folder(Path(p)) is None:
+                return None
+        elif not is_nifti(p):
+            return None
+    return lambda _path=None: _read_paths(paths)
+
+
+def kvasir_sample() -> list[LayerData]:
+    """napari sample ``kvasir``: the 3 shipped Kvasir-SEG pairs stacked, polyps of 11 %, 2.4 % and
+    44 % of the frame; layers ``kvasir image`` (3, 273, 320, 3) and ``kvasir mask`` {0, 1}."""
+    root = sample_files("kvasir")[0][0].parent.parent
+    return read_pair_folder(root, name="kvasir image", mask_name="kvasir mask")
+
+
+def acdc_sample() -> list[LayerData]:
+    """napari sample ``acdc``: one ACDC cine-MRI volume (Z, Y, X); layers ``acdc image`` and
+    ``acdc labels`` (0 background, 1 RV, 2 MYO, 3 LV)."""
+    image_path, label_path = sample_files("acdc")[0]
+    return _nifti_pair(image_path, label_path, name="acdc")

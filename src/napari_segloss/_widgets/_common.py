@@ -1,0 +1,331 @@
+"""Shared helpers of the napari panels: layer pickers, status messages, owned output layers.
+
+Every layer a panel creates carries ``layer.metadata[TAG] = {"panel": ..., "key": ...}``; panels
+only ever update or remove layers with their own tag, never a user's layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QLabel, QWidget
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+TAG = "napari_segloss"
+
+
+class PanelError(ValueError):
+    """A bad selection or input in a panel; shown to the user as a message, not a traceback."""
+
+
+def is_owned(layer: Layer, panel: str | None = None) -> bool:
+    """Whether ``layer`` was created by one of our panels (``panel`` restricts to one)."""
+    tag = layer.metadata.get(TAG) if isinstance(layer.metadata, dict) else None
+    return isinstance(tag, dict) and (panel is None or tag.get("panel") == panel)
+
+
+def find_owned(viewer: napari.Viewer, panel: str, key: str) -> Layer | None:
+    for layer in viewer.layers:
+        if is_owned(layer, panel) and layer.metadata[TAG].get("key") == key:
+            return layer
+    return None
+
+
+def upsert_layer(
+    viewer: napari.Viewer,
+    panel: str,
+    key: str,
+    kind: str,
+    data: np.ndarray,
+    *,
+    name: str,
+    like: Layer | None = None,
+    **props: Any,
+) -> Layer:
+    """Create or update the panel-owned layer identified by ``(panel, key)``.
+
+    ``kind`` is ``"image"`` or ``"labels"``.  ``like`` copies scale/translate so that the output
+    is aligned with the user's data.  Properties in ``props`` (colormap, contrast_limits,
+    opacity, ...) are (re)applied on every update so live updates keep them consistent.
+    """
+    geometry: dict[str, Any] = {}
+    if like is not None and like.ndim == np.ndim(data):
+        geometry = {"scale": like.scale, "translate": like.translate}
+    layer = find_owned(viewer, panel, key)
+    if layer is not None and (layer._type_string != kind or layer.data.shape != data.shape):
+        # Shape or type changed (e.g. another image picked): replace our own layer.
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        adder = viewer.add_image if kind == "image" else viewer.add_labels
+        layer = adder(data, name=name, metadata={TAG: {"panel": panel, "key": key}}, **geometry)
+    else:
+        layer.data = data
+        layer.name = name
+        for attr, value in geometry.items():
+            setattr(layer, attr, value)
+    for attr, value in props.items():
+        setattr(layer, attr, value)
+    return layer
+
+
+def remove_owned(viewer: napari.Viewer, panel: str, keep: Iterable[str] = ()) -> None:
+    """Remove the layers ``panel`` created whose key is not in ``keep``."""
+    keep = set(keep)
+    for layer in list(viewer.layers):
+        if is_owned(layer, panel) and layer.metadata[TAG].get("key") not in keep:
+            viewer.layers.remove(layer)
+
+
+class LayerPicker(QComboBox):
+    """A combo box listing the viewer's layers of some types, kept in sync with the layer list.
+
+    Layers created by our own panels are hidden unless ``include_owned`` (so that an output map
+    is not offered as an input by mistake).
+    """
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        layer_types: tuple[type, ...],
+        *,
+        allow_none: bool = False,
+        include_owned: bool = False,
+        filter: Callable[[Layer], bool] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._types = layer_types
+        self._allow_none = allow_none
+        self._include_owned = include_owned
+        self._filter = filter
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self._chose_none = False  # the user picked "(none)" explicitly: keep it
+        self.activated.connect(self._on_activated)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.reordered):
+            ev.connect(self.refresh)
+        self.refresh()
+
+    def disconnect_viewer(self) -> None:
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.reordered):
+            with contextlib.suppress(Exception):
+                ev.disconnect(self.refresh)
+
+    def candidates(self) -> list[Layer]:
+        out = []
+        for layer in self._viewer.layers:
+            if not isinstance(layer, self._types):
+                continue
+            if not self._include_owned and is_owned(layer):
+                continue
+            if self._filter is not None and not self._filter(layer):
+                continue
+            out.append(layer)
+        return out
+
+    def refresh(self, *_: Any) -> None:
+        current = self.layer()
+        self.blockSignals(True)
+        self.clear()
+        if self._allow_none:
+            self.addItem("(none)", None)
+        for layer in self.candidates():
+            self.addItem(layer.name, layer)
+            # Follow renames without rebuilding on every keystroke.
+            layer.events.name.connect(self._on_rename)
+        idx = self.findData(current) if current is not None else -1
+        if idx < 0 and not (self._allow_none and self._chose_none):
+            # Default to the first real layer, even when "(none)" is offered.
+            idx = 1 if self._allow_none and self.count() > 1 else 0
+        self.setCurrentIndex(idx if self.count() else -1)
+        self.blockSignals(False)
+        if self.layer() is not current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def _on_activated(self, index: int) -> None:
+        self._chose_none = self._allow_none and self.itemData(index) is None
+
+    def _on_rename(self, event: Any = None) -> None:
+        for i in range(self.count()):
+            layer = self.itemData(i)
+            if layer is not None:
+                self.setItemText(i, layer.name)
+
+    def layer(self) -> Layer | None:
+        idx = self.currentIndex()
+        if idx < 0:
+            return None
+        return self.itemData(idx)
+
+    def set_layer(self, layer: Layer | None) -> None:
+        idx = self.findData(layer)
+        if idx >= 0:
+            self._chose_none = layer is None
+            self.setCurrentIndex(idx)
+
+
+class StatusLabel(QLabel):
+    """A word-wrapped status line: neutral text, or a red error."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.is_error = False
+
+    def info(self, text: str) -> None:
+        self.is_error = False
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def error(self, text: str, *, notify: bool = True) -> None:
+        self.is_error = True
+        self.setStyleSheet("color: #ff6060;")
+        self.setText(text)
+        if notify:
+            from napari.utils.notifications import show_warning
+
+            # A warning, not show_error: the panel already explains the problem, and napari's
+            # error notifications are reserved for unexpected exceptions.
+            show_warning(text)
+
+
+def require_layer(layer: Layer | None, what: str) -> Layer:
+    if layer is None:
+        raise PanelError(f"{what}: no layer selected (open or add one in the layer list)")
+    return layer
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise PanelError(
+            f"{what_b}: expected the same shape as {what_a} {tuple(a.shape)}, got {tuple(b.shape)}"
+        )
+
+
+def labels_array(layer: Layer, what: str) -> np.ndarray:
+    """The (lowest-resolution-free) integer data of a Labels layer, validated."""
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    arr = np.asarray(data)
+    if arr.ndim not in (2, 3):
+        raise PanelError(f"{what}: expected a 2D or 3D Labels layer, got shape {arr.shape}")
+    if arr.size and arr.min() < 0:
+        raise PanelError(f"{what}: expected non-negative labels, got minimum {arr.min()}")
+    return arr
+
+
+def image_array(layer: Layer) -> np.ndarray:
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return np.asarray(data)
+
+
+def spatial_shape(layer: Layer) -> tuple[int, ...]:
+    """Shape without the RGB(A) channel axis of an ``rgb`` Image layer."""
+    shape = tuple(image_array(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def release_gpu_memory() -> None:
+    """Return cached CUDA memory to the driver (no-op without CUDA)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fmt(value: float) -> str:
+    """Compact number formatting for tables (NaN stays visible as 'nan')."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{float(value):.4f}"
+
+
+class CheckpointPicker(QWidget):
+    """An editable combo of this session's checkpoints (Train panel results) plus Browse."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+        from ._state import CHECKPOINTS
+
+        super().__init__(parent)
+        self.combo = QComboBox(self)
+        self.combo.setEditable(True)
+        self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.combo.lineEdit().setPlaceholderText("checkpoint .pt (train one or browse)")
+        self.combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.combo.setMinimumContentsLength(12)
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.combo, 1)
+        lay.addWidget(browse)
+        self._registry = CHECKPOINTS
+        self._last_latest: str | None = None
+        self._registry.changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        text = self.combo.currentText()
+        paths = self._registry.paths()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for p in paths:
+            self.combo.addItem(str(p))
+        self.combo.blockSignals(False)
+        latest = str(paths[0]) if paths else None
+        if latest is not None and latest != self._last_latest:
+            # A newly trained checkpoint becomes the selection at once.
+            self.combo.setCurrentIndex(0)
+        else:
+            self.combo.setEditText(text)
+        self._last_latest = latest
+
+    def _browse(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)"
+        )
+        if path:
+            self.set_path(path)
+
+    def set_path(self, path: str | Path) -> None:
+        self.combo.setEditText(str(path))
+
+    def path(self) -> Path | None:
+        text = self.combo.currentText().strip()
+        return Path(text).expanduser() if text else None
+
+    def require(self) -> Path:
+        p = self.path()
+        if p is None:
+            raise PanelError("checkpoint: none chosen (train one in 'Train / Fine-tune' or browse)")
+        if not p.is_file():
+            raise PanelError(f"checkpoint: expected an existing .pt file, got {str(p)!r}")
+        return p

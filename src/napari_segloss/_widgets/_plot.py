@@ -1,0 +1,76 @@
+"""The live training plot embedded in the Train panel (matplotlib ``FigureCanvasQTAgg``)."""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+#: napari's dark theme, so the plot does not glare inside the dock
+_BG = "#262930"
+_FG = "#d4d4d4"
+
+
+class LivePlot(FigureCanvasQTAgg):
+    """Loss (per step and per epoch, train and validation) and validation mean Dice per epoch.
+
+    Data are kept as plain lists (``steps``, ``epochs``) so tests can read what is drawn.
+    Redraws use ``draw_idle`` so a burst of steps costs one repaint.
+    """
+
+    def __init__(self, parent: object = None) -> None:
+        fig = Figure(figsize=(4.0, 2.6), dpi=90, facecolor=_BG, layout="constrained")
+        super().__init__(fig)
+        if parent is not None:
+            self.setParent(parent)
+        self.ax_loss = fig.add_subplot(1, 2, 1)
+        self.ax_dice = fig.add_subplot(1, 2, 2)
+        self.clear()
+
+    def _style(self) -> None:
+        for ax, title in ((self.ax_loss, "loss"), (self.ax_dice, "val mean Dice")):
+            ax.set_facecolor(_BG)
+            ax.set_title(title, color=_FG, fontsize=9)
+            ax.tick_params(colors=_FG, labelsize=7)
+            for spine in ax.spines.values():
+                spine.set_color(_FG)
+            ax.set_xlabel("epoch", color=_FG, fontsize=8)
+
+    def clear(self) -> None:
+        self.steps: list[tuple[float, float]] = []  # (fractional epoch, loss)
+        self.epochs: list[dict[str, float]] = []
+        self.ax_loss.cla()
+        self.ax_dice.cla()
+        self._style()
+        (self._l_step,) = self.ax_loss.plot([], [], color="#7f7f7f", lw=0.8, label="train (step)")
+        (self._l_train,) = self.ax_loss.plot([], [], "o-", color="#4fa3ff", ms=3, label="train")
+        (self._l_val,) = self.ax_loss.plot([], [], "s-", color="#ff9f40", ms=3, label="val")
+        (self._l_dice,) = self.ax_dice.plot([], [], "o-", color="#59d46b", ms=3)
+        self.ax_dice.set_ylim(0, 1)
+        leg = self.ax_loss.legend(fontsize=6, facecolor=_BG, edgecolor=_FG, loc="upper right")
+        for text in leg.get_texts():
+            text.set_color(_FG)
+        self.draw_idle()
+
+    def add_step(self, epoch_float: float, loss: float) -> None:
+        if math.isfinite(loss):
+            self.steps.append((epoch_float, loss))
+            self._l_step.set_data(*zip(*self.steps, strict=True))
+            self._rescale()
+
+    def add_epoch(self, epoch: int, train_loss: float, val_loss: float, val_dice: float) -> None:
+        self.epochs.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice}
+        )
+        x = [e["epoch"] for e in self.epochs]
+        self._l_train.set_data(x, [e["train_loss"] for e in self.epochs])
+        self._l_val.set_data(x, [e["val_loss"] for e in self.epochs])
+        self._l_dice.set_data(x, [e["val_dice"] for e in self.epochs])
+        self._rescale()
+
+    def _rescale(self) -> None:
+        for ax in (self.ax_loss, self.ax_dice):
+            ax.relim(visible_only=True)
+            ax.autoscale_view(scaley=ax is self.ax_loss)
+        self.draw_idle()

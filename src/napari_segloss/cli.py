@@ -1,0 +1,504 @@
+"""The ``segloss`` command: ``train``, ``predict``, ``evaluate`` and ``compare``.
+
+Examples::
+
+    segloss train --config training/configs/quickstart.yaml --set train.epochs=2
+    segloss predict --checkpoint runs/quickstart/best.pt --input img.jpg DIR/ --output preds/
+    segloss evaluate --pred preds/ --gt data/masks --tolerance 2
+    segloss compare --config training/configs/kvasir_pm_dice.yaml --losses ce dice pm_dice \\
+        --seeds 0 1 2 --set data.root=/data/kvasir-seg --output compare/kvasir
+
+Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends with a one-line
+``segloss <command>: error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
+
+Config conveniences handled here (so that YAML files stay portable):
+
+* ``data.root: bundled:kvasir`` (or ``bundled:acdc``) is the sample data shipped inside the
+  package (resolved by ``data.datasets.resolve_root``), so the quickstart needs no download.
+* ``data.root: ???`` is a placeholder the user must fill (``--set data.root=/path``); it is
+  reported as such instead of as a missing folder called ``???``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_parser", "main", "prepare_config"]
+
+PLACEHOLDERS = ("???", "", "CHANGE_ME", "SET_ME")
+
+
+class CLIError(ValueError):
+    """A user-facing problem reported as one line with exit code 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# config preparation
+
+
+def _check_root(value: Any, where: str) -> None:
+    if value is None or (isinstance(value, str) and value.strip() in PLACEHOLDERS):
+        raise CLIError(
+            f"config key 'data.root' is not set ({where}); pass --set data.root=/path/to/data "
+            "(a folder with the images/ and masks/ sub-folders, or the NIfTI dataset root)"
+        )
+
+
+def prepare_config(
+    config: str | Path, overrides: Sequence[str] = ()
+) -> tuple[dict[str, Any], list[str]]:
+    """Read a YAML config and check that ``data.root`` is not a placeholder (``???``).
+
+    Returns the config as a dict and the overrides, ready for
+    ``engine.config.load_config(tree, overrides)``, which validates everything else.
+    """
+    import yaml
+
+    from napari_segloss.engine.config import ConfigError
+
+    path = Path(config)
+    if not path.is_file():
+        raise CLIError(f"config file not found: {str(path)!r}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections")
+    roots = [
+        o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "data.root"
+    ]
+    if roots:
+        _check_root(roots[-1], "from --set")
+    elif isinstance(tree.get("data"), dict):
+        _check_root(tree["data"].get("root"), f"in {path}")
+    return tree, list(overrides)
+
+
+def _load_cfg(config: str | Path, overrides: Sequence[str]) -> Any:
+    from napari_segloss.engine.config import load_config
+
+    tree, overrides = prepare_config(config, overrides)
+    return load_config(tree, overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+
+
+def _main_process() -> bool:
+    try:
+        from napari_segloss.engine.distributed import is_main_process
+
+        return is_main_process()
+    except ImportError:  # pragma: no cover - engine always ships it
+        return True
+
+
+def _print_eval_summary(run_dir: Path) -> None:
+    from napari_segloss.engine.compare import metrics_from_eval
+
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        print(f"  (no eval.json in {run_dir})")
+        return
+    try:
+        metrics, _ = metrics_from_eval(json.loads(path.read_text()))
+    except ValueError as exc:
+        print(f"  eval.json: {exc}")
+        return
+    text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if math.isfinite(v))
+    print(f"  held-out split (%): {text}")
+    print(f"  per-class metrics: {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args.config, args.overrides)
+    from napari_segloss.engine.training import train
+
+    start = time.perf_counter()
+    done = train(
+        cfg,
+        init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if not _main_process():
+        return 0
+    run_dir = Path(done.get("run_dir", ""))
+    minutes = (time.perf_counter() - start) / 60
+    state = f"stopped ({done.get('reason', '')})" if done.get("stopped") else "finished"
+    print(f"segloss train: {state} in {minutes:.1f} min")
+    print(f"  run dir: {run_dir}")
+    for key in ("checkpoint", "best_checkpoint"):
+        if done.get(key):
+            print(f"  {key.replace('_', ' ')}: {done[key]}")
+    if done.get("best_dice") is not None:
+        print(f"  best validation Dice: {float(done['best_dice']):.4f}")
+    _print_eval_summary(run_dir)
+    return 1 if done.get("stopped") and "nan" in str(done.get("reason", "")).lower() else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# predict
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    from napari_segloss.data.io import IMAGE_EXTENSIONS, is_nifti
+
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and not f.name.startswith(".")
+                and (f.suffix.lower() in IMAGE_EXTENSIONS or is_nifti(f))
+            )
+            if not found:
+                raise CLIError(f"input folder {str(p)!r} holds no image or NIfTI files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CLIError(f"input not found: {str(p)!r}")
+    return files
+
+
+def _write_2d(path: Path, array: np.ndarray) -> None:
+    if path.suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, array)
+    else:
+        from PIL import Image
+
+        Image.fromarray(array).save(path)
+
+
+def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_segloss.data.io import is_nifti, path_stem, read_image
+    from napari_segloss.engine.checkpoint import load_model
+    from napari_segloss.engine.inference import predict, resolve_device
+
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
+    files = _expand_inputs(args.input)
+    device = resolve_device(args.device)
+    try:
+        model, meta = load_model(ckpt, device=str(device))
+    except (ValueError, OSError):
+        raise
+    except Exception as exc:  # torch.load raises many kinds on a corrupt file
+        raise CLIError(
+            f"checkpoint {str(ckpt)!r} could not be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    tile = tuple(args.tile) if args.tile else None
+    resize = False if args.no_resize else None
+    for n, path in enumerate(files, 1):
+        stem = path_stem(path)
+        if is_nifti(path):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            vol = np.asanyarray(img.dataobj)
+            if vol.ndim != 3:
+                raise CLIError(f"NIfTI {str(path)!r}: expected a 3D volume, got {vol.shape}")
+            # (X, Y, Z) file order -> (Z, Y, X): slices along Z, as napari shows them.
+            labels, probs = predict(
+                model, np.ascontiguousarray(vol.transpose(2, 1, 0)), meta=meta, tile=tile,
+                overlap=args.overlap, device=device, batch_size=args.batch_size,
+                amp=not args.no_amp, resize=resize,
+            )  # fmt: skip
+            label_path = out / f"{stem}.nii.gz"
+            _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img.affine)
+            if args.probs:  # (Z, K, Y, X) -> (X, Y, Z, K)
+                _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(3, 2, 0, 1), img.affine)
+        else:
+            image = read_image(path)
+            labels, probs = predict(
+                model, image, meta=meta, tile=tile, overlap=args.overlap, device=device,
+                batch_size=args.batch_size, amp=not args.no_amp, resize=resize,
+            )  # fmt: skip
+            ext = args.format if args.format != "auto" else (
+                ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
+            )  # fmt: skip
+            label_path = out / f"{stem}{ext if ext.startswith('.') else '.' + ext}"
+            _write_2d(label_path, labels)
+            if args.probs:
+                import tifffile
+
+                tifffile.imwrite(out / f"{stem}_probs.tif", probs.astype(np.float32))
+        fg = float((labels > 0).mean()) * 100
+        print(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %)")
+    print(f"segloss predict: wrote {len(files)} label file(s) to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _index_masks(folder: Path, role: str) -> dict[str, Path]:
+    from napari_segloss.data.io import MASK_EXTENSIONS, is_nifti, path_stem
+
+    if not folder.is_dir():
+        raise CLIError(f"{role} folder not found: {str(folder)!r}")
+    files: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        if f.name.endswith(("_probs.tif", "_probs.nii.gz")):
+            continue  # probability maps written by `segloss predict --probs`
+        if f.suffix.lower() in MASK_EXTENSIONS or is_nifti(f):
+            files[path_stem(f)] = f
+    if not files:
+        raise CLIError(f"{role} folder {str(folder)!r} holds no mask files (PNG/JPG/TIFF/NIfTI)")
+    return files
+
+
+def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    from napari_segloss.data.io import is_nifti, read_mask, read_nifti
+
+    if is_nifti(path):
+        arr, spacing = read_nifti(path)
+        return np.asarray(arr).astype(np.int64), spacing
+    return read_mask(path).astype(np.int64), None
+
+
+METRIC_KEYS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_segloss.metrics import aggregate, evaluate, to_csv, to_markdown
+
+    preds = _index_masks(Path(args.pred), "pred")
+    gts = _index_masks(Path(args.gt), "gt")
+    missing = sorted(set(preds) - set(gts))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise CLIError(f"{len(missing)} prediction(s) without a ground truth in {args.gt}: {shown}")
+    pairs = []
+    for stem in sorted(preds):
+        pred, _ = _read_labels(preds[stem])
+        gt, gt_spacing = _read_labels(gts[stem])
+        if pred.shape != gt.shape:
+            raise CLIError(
+                f"{stem}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
+            )
+        pairs.append((stem, pred, gt, gt_spacing))
+    num_classes = args.num_classes or int(max(max(p.max(), g.max()) for _, p, g, _ in pairs)) + 1
+    num_classes = max(num_classes, 2)
+    rows: list[dict[str, Any]] = []
+    results: list[dict[int, dict[str, float]]] = []
+    for stem, pred, gt, gt_spacing in pairs:
+        spacing = tuple(args.spacing) if args.spacing else gt_spacing
+        if spacing is not None and len(spacing) != gt.ndim:
+            raise CLIError(
+                f"--spacing: expected {gt.ndim} values for {stem} (shape {gt.shape}), "
+                f"got {len(spacing)}"
+            )
+        result = evaluate(
+            pred, gt, num_classes=num_classes, spacing=spacing, tolerance=args.tolerance,
+            include_background=args.include_background,
+        )  # fmt: skip
+        results.append(result)
+        for cls, metrics in result.items():
+            rows.append(
+                {
+                    "image": stem,
+                    "class": int(cls),
+                    **{k: metrics.get(k, math.nan) for k in METRIC_KEYS},
+                }
+            )
+    out = Path(args.output) if args.output else Path(args.pred)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "per_image.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "class", *METRIC_KEYS])
+        writer.writeheader()
+        writer.writerows(rows)
+    names = {i + 1: name for i, name in enumerate(args.class_names or [])}
+    if args.include_background:
+        names[0] = "background"
+    table = aggregate(results, class_names=names or None)
+    to_csv(table, out / "summary.csv")
+    text = to_markdown(table) + (
+        f"\nNSD tolerance {args.tolerance} "
+        f"({'spacing ' + str(tuple(args.spacing)) if args.spacing else 'pixel units, NIfTI: header spacing'}); "
+        "mean ± std over images; NaN (class absent from both masks) skipped and counted; "
+        "the 'mean' rows average the per-class means (as the PM-Dice tables do).\n"
+    )
+    (out / "summary.md").write_text(text)
+    print(text, end="")
+    unused = len(set(gts) - set(preds))
+    note = f" ({unused} ground-truth file(s) without a prediction ignored)" if unused else ""
+    print(
+        f"segloss evaluate: {len(pairs)} image(s){note}; wrote per_image.csv, summary.csv, summary.md to {out}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from napari_segloss.engine.compare import run_compare, write_tables
+
+    tree, overrides = prepare_config(args.config, args.overrides)
+    # Validate the base config once up front: a typo should fail before hours of training.
+    from napari_segloss.engine.config import load_config
+
+    load_config(tree, overrides)
+
+    def train_fn(cfg: Any) -> Any:
+        from napari_segloss.engine.training import train
+
+        return train(cfg, progress=args.progress)
+
+    runs = run_compare(tree, args.losses, args.seeds, args.output, overrides, train_fn=train_fn)
+    if not _main_process():
+        return 0
+    text = write_tables(args.output, runs, title=args.title or Path(args.config).stem)
+    print(text, end="")
+    n_failed = sum(r.status != "ok" for r in runs)
+    print(
+        f"segloss compare: {len(runs) - n_failed}/{len(runs)} run(s) ok; "
+        f"results.csv, results.md, runs.csv in {args.output}"
+    )
+    return 0 if n_failed == 0 else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config (see training/configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="extend",
+        nargs="+",
+        default=[],
+        help="override a config key, e.g. --set train.epochs=5 data.root=/data/kvasir-seg",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segloss`` argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="segloss",
+        description="Train, predict, evaluate and compare segmentation losses (napari-segloss).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in the output dir")
+    p.add_argument(
+        "--init-checkpoint", metavar="CKPT", help="fine-tune: start from this checkpoint's weights"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment images with a checkpoint (tiled inference)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument(
+        "--input", required=True, nargs="+", metavar="PATH", help="image/NIfTI files or folders"
+    )
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "png", "tif"],
+        help="2D label file type (auto: TIFF for TIFF inputs, else PNG; NIfTI in -> NIfTI out)",
+    )
+    p.add_argument("--probs", action="store_true", help="also write float32 probabilities")
+    p.add_argument(
+        "--tile", type=int, nargs="+", metavar="N", help="tile size (default: training crop)"
+    )
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--no-amp", action="store_true", help="float32 on GPU")
+    p.add_argument(
+        "--no-resize",
+        action="store_true",
+        help="predict at native resolution instead of the checkpoint's training size",
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of predicted label files against ground truth")
+    p.add_argument("--pred", required=True, metavar="DIR")
+    p.add_argument("--gt", required=True, metavar="DIR")
+    p.add_argument("--spacing", type=float, nargs="+", help="pixel/voxel spacing per axis")
+    p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance (physical units)")
+    p.add_argument("--num-classes", type=int, help="default: max label + 1")
+    p.add_argument("--include-background", action="store_true")
+    p.add_argument("--class-names", nargs="+", help="names of classes 1, 2, ...")
+    p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train losses x seeds and tabulate like the PM-Dice paper")
+    _add_config_args(p)
+    p.add_argument(
+        "--losses",
+        required=True,
+        nargs="+",
+        help="loss names (e.g. ce dice pm_dice ce+pm_dice; 'pm_dice:gamma=2' sets params)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--title", help="table title (default: the config's name)")
+    p.add_argument("--progress", action="store_true", help="progress bars for each run")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segloss`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"segloss {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        print(f"segloss {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,627 @@
+"""Image/mask datasets for training: image folders, NIfTI volumes (2D slices) and in-memory arrays.
+
+Every dataset yields ``(image, mask)``: ``image`` float32 ``(C, H, W)`` normalised as
+:class:`~napari_segloss.data.transforms.Normalization` says (default: /255 to [0, 1], then
+ImageNet mean/std for RGB), ``mask`` int64 ``(H, W)`` class labels.
+
+Decoded, resized pairs are cached in memory (``cache=True``) so each file is decoded once per
+process; :meth:`SegmentationDataset.validate` reads every pair up front (in threads) which both
+fills the cache before DataLoader workers fork and checks the data before the first training
+step: size mismatches, channel counts and mask labels outside ``0..num_classes-1`` are reported
+in one line naming the file.
+
+Protocols (PM-Dice paper, Hosseini 2025, section 3.1): Kvasir-SEG 90/10 split, resize 320,
+random crop 256 in training; ACDC 2D slices resized to 256x256 and scaled to [0, 1], with the
+``splits/`` folder's train/val/test frame lists.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from .transforms import Normalization, build_transform, default_normalization, resize_pair, to_chw
+
+if TYPE_CHECKING:
+    from ..engine.config import TrainConfig
+
+__all__ = [
+    "ArrayDataset",
+    "DataError",
+    "FolderDataset",
+    "NiftiSliceDataset",
+    "SegmentationDataset",
+    "build_datasets",
+    "build_test_dataset",
+    "read_split",
+    "resolve_root",
+]
+
+
+class DataError(ValueError):
+    """Bad training data, described in one line naming the file or config key."""
+
+
+class SegmentationDataset(Dataset):
+    """Base class: caching, resizing, validation, normalisation and paired augmentation.
+
+    Subclasses implement :meth:`__len__`, :meth:`item_name` and :meth:`_read` (raw arrays).
+
+    Args:
+        size: resize every pair to ``(h, w)`` (bilinear image, nearest mask); None keeps sizes.
+        crop: random crop ``(h, w)`` when ``train`` (padded if smaller); ignored otherwise.
+        train: training mode (crop + augmentation) or evaluation mode (neither).
+        augment: apply flips/rotation/zoom/elastic in training.
+        augmentation: magnitudes (``AugmentConfig`` or dict of its fields).
+        cache: keep decoded, resized pairs in memory.
+        normalize: ``"auto"`` (uint8 -> /255, else per-array min-max), ``"uint8"``, ``"minmax"``,
+            ``"none"``; ignored when ``normalization`` is given.
+        normalization: an explicit :class:`Normalization` (e.g. the training set's, for val).
+        in_channels: channels the model expects (gray is repeated to 3 when it is 3).
+    """
+
+    def __init__(
+        self,
+        *,
+        size: Sequence[int] | None = None,
+        crop: Sequence[int] | None = None,
+        train: bool = False,
+        augment: bool = True,
+        augmentation: Any = None,
+        cache: bool = True,
+        normalize: str = "auto",
+        normalization: Normalization | None = None,
+        in_channels: int | None = None,
+    ) -> None:
+        self.size = _check_hw(size, "size")
+        self.crop = _check_hw(crop, "crop")
+        self.train = bool(train)
+        self.augment = bool(augment)
+        if augmentation is None:
+            aug: dict[str, Any] = {}
+        elif isinstance(augmentation, dict):
+            aug = dict(augmentation)
+        else:
+            aug = augmentation.model_dump()
+        self.augmentation = aug
+        self.cache = bool(cache)
+        if normalize not in ("auto", "uint8", "minmax", "none"):
+            raise ValueError(
+                f"normalize must be 'auto', 'uint8', 'minmax' or 'none', got {normalize!r}"
+            )
+        self.normalize = normalize
+        self._normalization = normalization
+        self.in_channels = in_channels
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._transform = None
+
+    # -- subclass API ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def item_name(self, index: int) -> str:
+        """Human-readable source of item ``index`` (file name) for error messages."""
+        raise NotImplementedError
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``(image (C, H, W), mask (H, W))`` numpy arrays of item ``index``."""
+        raise NotImplementedError
+
+    def _raw_dtype(self) -> np.dtype:
+        return self._read(0)[0].dtype
+
+    # -- normalisation ----------------------------------------------------------------------
+    @property
+    def normalization(self) -> Normalization:
+        """The intensity normalisation (resolved from the first item for ``"auto"``)."""
+        if self._normalization is None:
+            if len(self) == 0:
+                raise DataError("dataset is empty: cannot infer its normalisation")
+            image = self._read(0)[0]
+            self._normalization = default_normalization(image.shape[0], image.dtype, self.normalize)
+        return self._normalization
+
+    @property
+    def transform(self) -> Any:
+        if self._transform is None:
+            train_aug = {k: v for k, v in self.augmentation.items()}
+            self._transform = build_transform(
+                self.normalization,
+                train=self.train,
+                crop=self.crop,
+                augment=self.augment,
+                **train_aug,
+            )
+        return self._transform
+
+    # -- loading ----------------------------------------------------------------------------
+    def _scaled(self, image: np.ndarray, index: int) -> torch.Tensor:
+        """Apply the scale step; uint8 stays uint8 (4x smaller cache), others become float32."""
+        norm = self.normalization
+        if norm.scale == "uint8":
+            if image.dtype != np.uint8:
+                raise DataError(
+                    f"{self.item_name(index)}: pixel type {image.dtype} but normalize='uint8' "
+                    "expects 8-bit images (use data.normalize: minmax)"
+                )
+            return torch.from_numpy(np.ascontiguousarray(image))
+        return torch.from_numpy(np.ascontiguousarray(self._scale_float(image, index)))
+
+    def _scale_float(self, image: np.ndarray, index: int) -> np.ndarray:
+        return self.normalization.scale_array(image)
+
+    def load_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded, scaled and resized ``(image (C, H, W), mask uint8 (H, W))`` (cached)."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        image_np, mask_np = self._read(index)
+        if image_np.shape[-2:] != mask_np.shape:
+            raise DataError(
+                f"{self.item_name(index)}: image size {tuple(image_np.shape[-2:])} != mask size "
+                f"{tuple(mask_np.shape)}"
+            )
+        image = self._scaled(image_np, index)
+        mask = torch.from_numpy(np.ascontiguousarray(mask_np.astype(np.uint8, copy=False)))
+        image, mask = resize_pair(image, mask, self.size)
+        assert mask is not None
+        if self.cache:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ds[i]`` or ``ds[(i, seed)]``: the seed makes the augmentation of this draw
+        reproducible whatever worker process runs it (see the training sampler)."""
+        if isinstance(key, tuple):
+            index, seed = key
+        else:
+            index, seed = key, None
+        image, mask = self.load_pair(int(index))
+        pair = (tv_tensors.Image(image), tv_tensors.Mask(mask))
+        if seed is None:
+            img, msk = self.transform(*pair)
+        else:
+            # Forked RNG: augmentation depends only on (seed, epoch, index), not on which worker
+            # ran before, which makes resume and multi-worker runs bit-reproducible.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                img, msk = self.transform(*pair)
+        return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor).long()
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(
+        self,
+        *,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        need_uniform_size: bool = False,
+        progress: bool = False,
+        workers: int | None = None,
+    ) -> dict[str, Any]:
+        """Read every pair (filling the cache) and check it before training starts.
+
+        Checks: at least one item; image/mask sizes agree; channel count; mask labels in
+        ``0..num_classes-1``; equal sizes when batching needs them. Raises :class:`DataError`
+        (one line naming the file). Returns ``{"count", "max_label", "sizes", "class_pixels"}``.
+        """
+        n = len(self)
+        if n == 0:
+            raise DataError("dataset has zero image/mask pairs")
+        if in_channels is not None:
+            self.in_channels = in_channels
+        _ = self.normalization  # resolve from item 0 before threads start
+
+        def scan(i: int) -> tuple[int, tuple[int, ...], int, np.ndarray]:
+            image, mask = self.load_pair(i)
+            counts = np.bincount(mask.numpy().ravel(), minlength=1)
+            return int(image.shape[0]), tuple(image.shape[-2:]), int(counts.size - 1), counts
+
+        workers = workers or min(8, os.cpu_count() or 1)
+        iterator: Any
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            iterator = pool.map(scan, range(n))
+            if progress:
+                from tqdm.auto import tqdm
+
+                iterator = tqdm(iterator, total=n, desc="checking data", leave=False)
+            results = list(iterator)
+        class_pixels = np.zeros(1, dtype=np.int64)
+        sizes: set[tuple[int, ...]] = set()
+        max_label = 0
+        for i, (channels, hw, top, counts) in enumerate(results):
+            if in_channels is not None and channels != in_channels:
+                raise DataError(
+                    f"{self.item_name(i)}: image has {channels} channel(s) but "
+                    f"model.in_channels={in_channels}"
+                )
+            if num_classes is not None and top >= num_classes:
+                raise DataError(
+                    f"{self.item_name(i)}: mask has label {top} but the model predicts "
+                    f"{num_classes} classes (labels 0..{num_classes - 1}); set model.classes "
+                    "(1 for binary masks {0,1}, K for labels 0..K-1)"
+                )
+            sizes.add(hw)
+            max_label = max(max_label, top)
+            if counts.size > class_pixels.size:
+                class_pixels = np.pad(class_pixels, (0, counts.size - class_pixels.size))
+            class_pixels[: counts.size] += counts
+        if need_uniform_size and len(sizes) > 1:
+            some = sorted(sizes)[:2]
+            raise DataError(
+                f"images have different sizes (e.g. {some[0]} and {some[1]}); set data.size "
+                "(resize) or data.crop so they can be batched"
+            )
+        return {
+            "count": n,
+            "max_label": max_label,
+            "sizes": sorted(sizes),
+            "class_pixels": class_pixels.tolist(),
+        }
+
+
+def _check_hw(value: Sequence[int] | None, name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = (value, value)
+    vals = tuple(int(v) for v in value)
+    if len(vals) != 2 or any(v <= 0 for v in vals):
+        raise ValueError(f"{name} must be (height, width) with positive values, got {value!r}")
+    return vals  # type: ignore[return-value]
+
+
+class FolderDataset(SegmentationDataset):
+    """Pairs of 2D image/mask files (PNG/JPG/TIFF/BMP), matched by file stem.
+
+    Args:
+        root: folder with ``images/`` and ``masks/`` sub-folders (names configurable).
+        pairs: explicit ``(image, mask)`` paths instead of scanning ``root``.
+        **kwargs: see :class:`SegmentationDataset`.
+    """
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        images: str = "images",
+        masks: str = "masks",
+        *,
+        pairs: Sequence[tuple[Path, Path]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if pairs is None:
+            if root is None:
+                raise ValueError("FolderDataset needs root or pairs, got neither")
+            from .io import find_pairs
+
+            try:
+                pairs = find_pairs(root, images, masks)
+            except ValueError as exc:
+                raise DataError(str(exc)) from exc
+        self.pairs = [(Path(a), Path(b)) for a, b in pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def item_name(self, index: int) -> str:
+        return str(self.pairs[index][0])
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        from .io import read_image, read_mask
+
+        image_path, mask_path = self.pairs[index]
+        try:
+            image = to_chw(read_image(image_path), self.in_channels, name=str(image_path))
+            mask = read_mask(mask_path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(str(exc)) from exc
+        if image.shape[-2:] != mask.shape:
+            raise DataError(
+                f"{image_path}: image size {tuple(image.shape[-2:])} != mask size "
+                f"{tuple(mask.shape)} of {mask_path.name}"
+            )
+        return image, mask
+
+
+class NiftiSliceDataset(SegmentationDataset):
+    """2D slices of NIfTI image/label volumes.
+
+    Volumes are put in napari axis order ``(Z, Y, X)`` (:func:`~napari_segloss.data.io.nifti_to_napari`)
+    and item ``k`` is one ``(Y, X)`` slice, so a model trained here sees slices the way the napari
+    panel shows them. The ``minmax`` scale is computed per volume (not per slice), so slices of one
+    scan keep their relative brightness.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import nibabel as nib
+
+        self.pairs = [(Path(a), Path(b)) for a, b in pairs]
+        self.index: list[tuple[int, int]] = []
+        for v, (img, lbl) in enumerate(self.pairs):
+            try:
+                shape = nib.load(str(img)).shape
+                lshape = nib.load(str(lbl)).shape
+            except Exception as exc:
+                raise DataError(f"cannot read NIfTI header of {img} / {lbl}: {exc}") from exc
+            shape = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
+            lshape = tuple(s for i, s in enumerate(lshape) if i < 3 or s != 1)
+            if shape != lshape:
+                raise DataError(f"{img}: image volume shape {shape} != label shape {lshape} of {lbl.name}")
+            depth = shape[2] if len(shape) >= 3 else 1
+            self.index.extend((v, z) for z in range(depth))
+        self._volume = functools.lru_cache(maxsize=2)(self._load_volume)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def item_name(self, index: int) -> str:
+        v, z = self.index[index]
+        return f"{self.pairs[v][0]} slice {z}"
+
+    def _load_volume(self, v: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
+        from .io import nifti_to_napari, read_nifti
+
+        img_path, lbl_path = self.pairs[v]
+        try:
+            image, spacing = read_nifti(img_path)
+            label, _ = read_nifti(lbl_path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(str(exc)) from exc
+        if image.ndim == 2:
+            image, label = image[..., None], label[..., None]
+        image, _ = nifti_to_napari(image, spacing)
+        label, _ = nifti_to_napari(label, spacing)
+        if label.dtype.kind == "f":
+            if not np.all(label == np.round(label)) or label.min() < 0:
+                raise DataError(f"{lbl_path}: labels must be non-negative integers")
+        elif label.min() < 0:
+            raise DataError(f"{lbl_path}: labels must be non-negative integers")
+        if label.max() > 255:
+            raise DataError(f"{lbl_path}: label {int(label.max())} > 255 is not supported")
+        rng: tuple[float, float] | None = None
+        if image.dtype != np.uint8:
+            rng = (float(image.min()), float(image.max()))  # per-volume min-max
+        return image, label.astype(np.uint8), rng
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        v, z = self.index[index]
+        image, label, _ = self._volume(v)
+        return to_chw(image[z], self.in_channels, name=self.item_name(index)), label[z]
+
+    def _scale_float(self, image: np.ndarray, index: int) -> np.ndarray:
+        norm = self.normalization
+        if norm.scale != "minmax":
+            return norm.scale_array(image)
+        _, _, rng = self._volume(self.index[index][0])
+        lo, hi = rng if rng is not None else (0.0, 255.0)
+        if hi <= lo:
+            return np.zeros(image.shape, np.float32)
+        return (image.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+
+
+class ArrayDataset(SegmentationDataset):
+    """In-memory 2D images and masks (e.g. napari layers).
+
+    Args:
+        images: list of ``(H, W)`` / ``(H, W, 3)`` / ``(C, H, W)`` arrays, or one stacked array
+            ``(N, H, W)`` / ``(N, H, W, 3)``.
+        masks: matching ``(H, W)`` integer label arrays (list or stacked ``(N, H, W)``).
+        **kwargs: see :class:`SegmentationDataset`.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndarray] | np.ndarray, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        imgs = list(images)
+        msks = list(masks)
+        if len(imgs) != len(msks):
+            raise DataError(f"images and masks must have the same length, got {len(imgs)} and {len(msks)}")
+        for i, m in enumerate(msks):
+            m = np.asarray(m)
+            if m.ndim != 2:
+                raise DataError(f"masks[{i}] must be 2D (H, W), got shape {m.shape}")
+            if m.dtype.kind not in "uib" or (m.size and m.min() < 0):
+                raise DataError(f"masks[{i}] must hold non-negative integer labels, got {m.dtype}")
+        self.images = [np.asarray(x) for x in imgs]
+        self.masks = [np.asarray(m) for m in msks]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def item_name(self, index: int) -> str:
+        return f"images[{index}]"
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image = to_chw(self.images[index], self.in_channels, name=self.item_name(index))
+        return image, self.masks[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and the config-driven factory
+
+
+def resolve_root(root: Path | str) -> Path:
+    """``data.root`` as a folder; ``bundled:NAME`` points at the package's sample data."""
+    text = str(root)
+    if text.startswith("bundled:"):
+        from .. import samples
+
+        name = text.split(":", 1)[1]
+        try:
+            return Path(samples.sample_pairs_dir(name))
+        except ValueError as exc:
+            raise DataError(f"config key 'data.root': {exc}") from exc
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise DataError(f"config key 'data.root': folder not found: {text!r}")
+    return path
+
+
+def _read_ids(path: Path) -> list[str]:
+    ids = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            ids.append(line)
+    return ids
+
+
+def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, list[str]]:
+    """Read a split: a folder with ``train.txt``/``val.txt`` (optional ``test.txt``), a ``.txt``
+    listing the validation ids (the rest train), or a ``.json``/``.yaml`` mapping
+    ``{"train": [...], "val": [...], "test": [...]}``. Ids are file stems (``patient001_frame01``).
+    """
+    path = Path(split_file).expanduser()
+    if not path.exists() and root is not None and (root / path).exists():
+        path = root / path
+    if not path.exists():
+        raise DataError(f"config key 'data.split_file': not found: {str(split_file)!r}")
+    if path.is_dir():
+        out: dict[str, list[str]] = {}
+        for name in ("train", "val", "test"):
+            f = path / f"{name}.txt"
+            if f.is_file():
+                out[name] = _read_ids(f)
+        if "train" not in out or ("val" not in out and "test" not in out):
+            raise DataError(
+                f"config key 'data.split_file': {str(path)!r} must contain train.txt and val.txt "
+                "(or test.txt)"
+            )
+        if "val" not in out:
+            out["val"] = out["test"]
+        return out
+    if path.suffix in (".json", ".yaml", ".yml"):
+        import yaml
+
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict) or not {"train", "val"} <= set(loaded):
+            raise DataError(
+                f"config key 'data.split_file': {str(path)!r} must map 'train' and 'val' to id lists"
+            )
+        return {k: [str(x) for x in v] for k, v in loaded.items() if k in ("train", "val", "test")}
+    return {"val": _read_ids(path)}
+
+
+def _split_pairs(
+    pairs: list[tuple[Path, Path]], cfg: TrainConfig, root: Path
+) -> dict[str, list[tuple[Path, Path]]]:
+    from .io import path_stem
+
+    by_id = {path_stem(img): (img, msk) for img, msk in pairs}
+    d = cfg.data
+    if d.split_file is not None:
+        split = read_split(d.split_file, root)
+        if "train" not in split:  # a plain .txt of validation ids
+            val_set = set(split["val"])
+            split["train"] = [k for k in sorted(by_id) if k not in val_set]
+        out = {}
+        for name, ids in split.items():
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise DataError(
+                    f"config key 'data.split_file': {len(missing)} id(s) of the {name} split have "
+                    f"no image/mask pair under {str(root)!r} (e.g. {missing[0]!r})"
+                )
+            chosen = ids[: d.limit] if d.limit else ids
+            out[name] = [by_id[i] for i in chosen]
+        return out
+    ids = sorted(by_id)
+    rng = np.random.default_rng(cfg.train.seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    if d.limit:
+        order = order[: d.limit]
+    n_val = round(len(order) * d.val_fraction)
+    if d.val_fraction > 0 and len(order) >= 2:
+        n_val = min(max(n_val, 1), len(order) - 1)
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
+
+
+def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
+    from .io import NIFTI_EXTENSIONS, find_pairs
+
+    d = cfg.data
+    root = resolve_root(d.root)
+    for key, sub in (("images", d.images), ("masks", d.masks)):
+        if not (root / sub).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise DataError(
+                f"config key 'data.{key}': folder {str(root / sub)!r} not found "
+                f"(sub-folders of data.root: {', '.join(found) or 'none'})"
+            )
+    kw: dict[str, Any] = {}
+    if d.kind == "nifti":
+        kw = {"image_extensions": NIFTI_EXTENSIONS, "mask_extensions": NIFTI_EXTENSIONS}
+    try:
+        pairs = find_pairs(root, d.images, d.masks, **kw)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    return pairs, root
+
+
+def _make(cfg: TrainConfig, pairs: list[tuple[Path, Path]], *, train: bool, normalization: Normalization | None) -> SegmentationDataset:
+    d = cfg.data
+    common: dict[str, Any] = {
+        "size": d.size,
+        "crop": d.crop,
+        "train": train,
+        "augment": d.augment,
+        "augmentation": d.augmentation,
+        "cache": d.cache,
+        "normalize": d.normalize,
+        "normalization": normalization,
+        "in_channels": cfg.model.in_channels,
+    }
+    if d.kind == "nifti":
+        return NiftiSliceDataset(pairs, **common)
+    return FolderDataset(pairs=pairs, **common)
+
+
+def _check_kind(cfg: TrainConfig) -> None:
+    if cfg.data.kind == "nifti" and cfg.data.slices == "3d":
+        raise DataError(
+            "config key 'data.slices': '3d' patches need a 3D network, but the model factory "
+            "builds 2D segmentation-models-pytorch networks; use slices: 2d"
+        )
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """``(train_ds, val_ds)`` for ``cfg.data``: deterministic split from ``cfg.train.seed``
+    (``val_fraction``) or from ``split_file``. The validation set uses the training set's
+    normalisation, no crop and no augmentation. Data is read lazily (see ``validate``).
+    """
+    _check_kind(cfg)
+    pairs, root = _pairs_for(cfg)
+    split = _split_pairs(pairs, cfg, root)
+    if not split["train"]:
+        raise DataError(f"config key 'data.root': no training pairs left under {str(root)!r}")
+    train_ds = _make(cfg, split["train"], train=True, normalization=None)
+    val_ds = _make(cfg, split.get("val", []), train=False, normalization=train_ds.normalization)
+    return train_ds, val_ds
+
+
+def build_test_dataset(cfg: TrainConfig, normalization: Normalization | None = None) -> SegmentationDataset | None:
+    """The ``test`` split of ``cfg.data.split_file`` (None when the split has no test list)."""
+    _check_kind(cfg)
+    if cfg.data.split_file is None:
+        return None
+    pairs, root = _pairs_for(cfg)
+    split = _split_pairs(pairs, cfg, root)
+    if not split.get("test"):
+        return None
+    ds = _make(cfg, split["test"], train=False, normalization=normalization)
+    return ds

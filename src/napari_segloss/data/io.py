@@ -1,0 +1,306 @@
+"""Readers for 2D images, 2D masks and NIfTI volumes, and image/mask pair discovery.
+
+Pure numpy + Pillow/tifffile/nibabel: no torch, Qt or napari, so the engine, the CLI, the napari
+reader and notebooks can all share one definition of "how a mask file becomes labels".
+
+Mask conventions (the reason this module exists):
+
+* JPEG masks (e.g. Kvasir-SEG) are lossy: a binary mask comes back with ~18 grey levels around 0
+  and 255. They are binarised at ``> 127`` to ``{0, 1}``.
+* An RGB(A) mask is reduced with the maximum over its colour channels first (alpha dropped), so a
+  white-on-black or coloured binary mask keeps every foreground pixel.
+* Lossless masks (PNG/TIFF/BMP) whose only values are ``{0, 255}`` (or a subset) are 8-bit
+  binary masks and become ``{0, 1}``. Any other integer map is a label map and is kept as is
+  (e.g. ACDC-style ``0..3``). Palette PNGs keep their palette indices as labels.
+
+NIfTI files are returned in file axis order ``(X, Y, Z)`` with the voxel spacing from the header;
+:func:`nifti_to_napari` converts to napari's ``(Z, Y, X)`` order (and reversed spacing as ``scale``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MASK_EXTENSIONS",
+    "NIFTI_EXTENSIONS",
+    "find_pairs",
+    "is_nifti",
+    "nifti_to_napari",
+    "path_stem",
+    "read_image",
+    "read_mask",
+    "read_nifti",
+]
+
+#: Lower-case suffixes (with the dot) of 2D image files the readers accept.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Lower-case suffixes (with the dot) of 2D mask files the readers accept.
+MASK_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Suffixes of NIfTI volumes (``.nii.gz`` is a double suffix; use :func:`path_stem`).
+NIFTI_EXTENSIONS: tuple[str, ...] = (".nii", ".nii.gz")
+
+_JPEG_EXTENSIONS = (".jpg", ".jpeg")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+# Binarisation threshold for lossy masks: JPEG ringing keeps values near 0 or near 255.
+_JPEG_MASK_THRESHOLD = 127
+_MAX_LISTED = 10  # how many unmatched names an error message spells out
+
+
+def _suffix(path: Path) -> str:
+    """Lower-case suffix, treating ``.nii.gz`` as one suffix."""
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def path_stem(path: str | Path) -> str:
+    """File name without its extension; ``scan.nii.gz`` -> ``scan`` (``Path.stem`` gives ``scan.nii``)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+
+
+def is_nifti(path: str | Path) -> bool:
+    """True when ``path`` ends in ``.nii`` or ``.nii.gz`` (case-insensitive)."""
+    return _suffix(Path(path)) in NIFTI_EXTENSIONS
+
+
+def _check_file(path: str | Path, allowed: Sequence[str], what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
+    if not path.is_file():
+        raise ValueError(
+            f"{what} path must be a file, got a directory or special file: {str(path)!r}"
+        )
+    suffix = _suffix(path)
+    if suffix not in allowed:
+        raise ValueError(
+            f"{what} file {str(path)!r} has unsupported extension {suffix or '(none)'!r}; "
+            f"expected one of {', '.join(allowed)}"
+        )
+    return path
+
+
+def _load_raw(path: Path) -> np.ndarray:
+    """Decode a 2D raster file to a numpy array without changing its values.
+
+    Pillow handles PNG/JPEG/BMP (palette images keep their indices); TIFF goes through tifffile so
+    16-bit and float TIFFs survive. Any decoding failure is re-raised as a ValueError naming the file.
+    """
+    try:
+        if _suffix(path) in _TIFF_EXTENSIONS:
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L"):
+                # Pillow's 16-bit modes convert lossily through "I"; go via numpy explicitly.
+                return np.asarray(img).astype(np.uint16)
+            if img.mode == "LA":
+                img = img.getchannel("L")
+            elif img.mode == "PA":
+                img = img.getchannel("P")
+            elif img.mode not in ("1", "L", "P", "RGB", "RGBA", "I", "F"):
+                # CMYK, YCbCr, ... -> RGB so callers only ever see gray or RGB(A).
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except Exception as exc:  # decoder errors come in many types (OSError, SyntaxError, ...)
+        raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _as_2d_or_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Normalise channel layout to (H, W) or (H, W, 3); RGBA -> RGB, gray+alpha -> gray."""
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # gray + alpha (e.g. from TIFF)
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3):
+        return arr
+    raise ValueError(
+        f"cannot interpret {str(path)!r} as a 2D image: expected shape (H, W) or (H, W, 3|4), "
+        f"got {arr.shape} (multi-page/3D stacks are not supported here; use NIfTI for volumes)"
+    )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a 2D image as ``(H, W)`` (gray) or ``(H, W, 3)`` (RGB).
+
+    8-bit files come back as ``uint8``; 16-bit and floating-point files (PNG/TIFF) as ``float32``
+    with their original values (normalisation is the dataset's job, not the reader's). An alpha
+    channel is dropped. Raises ``FileNotFoundError`` / ``ValueError`` naming the file.
+    """
+    path = _check_file(path, IMAGE_EXTENSIONS, "image")
+    arr = _as_2d_or_rgb(_load_raw(path), path)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"cannot interpret {str(path)!r}: unsupported pixel type {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a 2D mask as ``(H, W)`` ``uint8`` integer labels.
+
+    Rules, in order: RGB(A) -> max over colour channels; JPEG -> ``> 127`` gives ``{0, 1}``;
+    values only in ``{0, 255}`` -> ``{0, 1}``; otherwise a label map kept as is. Raises
+    ``ValueError`` naming the file for negative, fractional or > 255 values.
+    """
+    path = _check_file(path, MASK_EXTENSIONS, "mask")
+    arr = _as_2d_or_rgb(_load_raw(path), path)
+    if arr.ndim == 3:
+        arr = arr.max(axis=-1)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if _suffix(path) in _JPEG_EXTENSIONS:
+        return (arr > _JPEG_MASK_THRESHOLD).astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(
+                f"mask {str(path)!r} has non-integer values (dtype {arr.dtype}); "
+                "expected integer labels"
+            )
+    elif arr.dtype.kind not in "ui":
+        raise ValueError(f"mask {str(path)!r} has unsupported pixel type {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(
+            f"mask {str(path)!r} has labels in [{arr.min()}, {arr.max()}]; expected 0..255"
+        )
+    values = np.unique(arr)
+    if np.all(np.isin(values, (0, 255))):
+        return (arr == 255).astype(np.uint8)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _list_files(folder: Path, extensions: Iterable[str], role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise ValueError(f"{role} folder not found: {str(folder)!r}")
+    extensions = tuple(extensions)
+    by_stem: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or _suffix(p) not in extensions:
+            continue
+        stem = path_stem(p)
+        if stem in by_stem:
+            raise ValueError(
+                f"{role} folder {str(folder)!r} has two files with the stem {stem!r}: "
+                f"{by_stem[stem].name!r} and {p.name!r}; pairs are matched by stem, keep one"
+            )
+        by_stem[stem] = p
+    if not by_stem:
+        raise ValueError(
+            f"{role} folder {str(folder)!r} contains no files with extension {', '.join(extensions)}"
+        )
+    return by_stem
+
+
+def _names(stems: Iterable[str], files: dict[str, Path]) -> str:
+    names = [files[s].name for s in sorted(stems)]
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def find_pairs(
+    root: str | Path,
+    images: str = "images",
+    masks: str = "masks",
+    *,
+    image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    mask_extensions: Sequence[str] = MASK_EXTENSIONS,
+) -> list[tuple[Path, Path]]:
+    """Match ``root/images/*`` with ``root/masks/*`` by file stem (extensions may differ).
+
+    Returns ``(image, mask)`` paths sorted by stem. Hidden files and files with other extensions
+    are ignored. Raises ``ValueError`` naming the unmatched files (in both directions), an empty
+    or missing folder, or two files with one stem. For NIfTI volumes pass
+    ``image_extensions=NIFTI_EXTENSIONS, mask_extensions=NIFTI_EXTENSIONS`` (``.nii.gz`` handled).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root must be an existing folder, got {str(root)!r}")
+    image_files = _list_files(root / images, image_extensions, "images")
+    mask_files = _list_files(root / masks, mask_extensions, "masks")
+    no_mask = image_files.keys() - mask_files.keys()
+    no_image = mask_files.keys() - image_files.keys()
+    if no_mask or no_image:
+        problems = []
+        if no_mask:
+            problems.append(
+                f"{len(no_mask)} image(s) in {str(root / images)!r} without a mask: "
+                f"{_names(no_mask, image_files)}"
+            )
+        if no_image:
+            problems.append(
+                f"{len(no_image)} mask(s) in {str(root / masks)!r} without an image: "
+                f"{_names(no_image, mask_files)}"
+            )
+        raise ValueError(
+            "unmatched image/mask files (matched by file stem): " + "; ".join(problems)
+        )
+    return [(image_files[s], mask_files[s]) for s in sorted(image_files)]
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI volume in file axis order ``(X, Y, Z)`` with its voxel spacing.
+
+    The array keeps the on-disk dtype (``uint8`` labels stay ``uint8``) unless the header asks
+    for intensity scaling. Trailing singleton axes beyond the third are dropped (``(X, Y, Z, 1)``
+    is a 3D volume); data that is still 4-D or more raises ``ValueError`` naming the file, since
+    a time/channel axis has no single meaning here. Spacing comes from ``header.get_zooms()``.
+    """
+    path = _check_file(path, NIFTI_EXTENSIONS, "NIfTI")
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except Exception as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"cannot interpret NIfTI {str(path)!r}: expected a 2D or 3D volume (X, Y[, Z]), "
+            f"got shape {arr.shape}"
+        )
+    spacing = zooms[: arr.ndim]
+    # A zero/negative/NaN zoom is a broken header; 1.0 keeps distances in voxels.
+    spacing = tuple(z if np.isfinite(z) and z > 0 else 1.0 for z in spacing)
+    spacing = spacing + (1.0,) * (arr.ndim - len(spacing))
+    return np.asarray(arr), spacing
+
+
+def nifti_to_napari(
+    array: np.ndarray, spacing: Sequence[float] | None = None
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Reorder a NIfTI array from file order ``(X, Y[, Z])`` to napari order ``([Z,] Y, X)``.
+
+    napari treats the first axes as slider axes and the last two as (rows, columns), so the
+    short-axis slice index ``Z`` becomes the slider and each slice is shown with ``Y`` as rows.
+    Returns a transposed view and the matching ``scale`` (spacing reversed; ones if ``None``).
+    """
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"array must be 2D or 3D (X, Y[, Z]), got shape {array.shape}")
+    if spacing is None:
+        spacing = (1.0,) * array.ndim
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != array.ndim:
+        raise ValueError(
+            f"spacing must have one value per axis ({array.ndim}), got {len(spacing)}: {spacing}"
+        )
+    return array.T, spacing[::-1]

@@ -1,0 +1,150 @@
+"""Checkpoints: atomic writes, loading, and rebuilding a model from a checkpoint alone.
+
+A checkpoint is a ``torch.save``-d dict with at least ``"model"`` (state dict) and ``"meta"``
+(everything needed to rebuild and feed the model without the training config)::
+
+    meta = {
+        "format": "napari-segloss/1",
+        "arch": "Unet", "encoder": "resnet34", "in_channels": 3, "classes": 1,
+        "model_kwargs": {}, "spatial_dims": 2,
+        "normalization": {"scale": "uint8", "mean": [...], "std": [...]},
+        "input_size": [320, 320] or None,   # images were resized to this before the model
+        "crop": [256, 256] or None,          # training crop (the model is fully convolutional)
+        "class_names": [...] or None, "num_classes": 2,   # label values 0..num_classes-1
+        "loss": "pm_dice", "loss_params": {...},
+        "slice_order": "napari",             # NIfTI: 2D slices of the (Z, Y, X) array
+    }
+
+Training checkpoints (``checkpoint.pt``) also hold optimizer/scheduler/RNG state for ``resume``;
+``best.pt`` holds just the model, meta and the validation metrics of its epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "check_compatible",
+    "load_checkpoint",
+    "load_model",
+    "model_config_from_meta",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "napari-segloss/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the requested model (one line)."""
+
+
+def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` with ``torch.save`` atomically.
+
+    The data goes to a temporary file in the same directory, is flushed and fsync-ed, then
+    ``os.replace``-d over ``path``: a crash or Ctrl-C mid-write never leaves a truncated file,
+    and readers see either the old or the new checkpoint.
+    """
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave temp files behind.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict; ``CheckpointError`` names the file if it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {str(path)!r}")
+    try:
+        # Our checkpoints hold only tensors and plain Python containers/scalars: the safe loader
+        # suffices (numpy RNG state is stored as lists for this reason).
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
+        raise CheckpointError(
+            f"{str(path)!r} is not a napari-segloss checkpoint (expected a dict with 'model' and "
+            "'meta'; a bare state dict cannot be rebuilt without its architecture)"
+        )
+    return ckpt
+
+
+def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` that rebuilds the model described by a checkpoint's meta."""
+    try:
+        return ModelConfig(
+            arch=meta["arch"],
+            encoder=meta["encoder"],
+            encoder_weights=None,  # the checkpoint carries the trained weights
+            in_channels=int(meta["in_channels"]),
+            classes=int(meta["classes"]),
+            kwargs=dict(meta.get("model_kwargs") or {}),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint meta lacks the key {exc.args[0]!r}") from None
+
+
+def check_compatible(meta: dict[str, Any], cfg: ModelConfig, path: Path | str) -> None:
+    """Raise ``CheckpointError`` (one line) if ``meta`` describes a different model than ``cfg``."""
+    have = model_config_from_meta(meta)
+    diffs = []
+    for key in ("arch", "encoder", "in_channels", "classes", "kwargs"):
+        a, b = getattr(have, key), getattr(cfg, key)
+        if key == "arch":
+            a, b = str(a).lower(), str(b).lower()
+        if a != b:
+            diffs.append(f"model.{key}: checkpoint {getattr(have, key)!r} vs config {getattr(cfg, key)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was trained with a different model: " + "; ".join(diffs)
+        )
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint from its meta alone and load its weights.
+
+    Returns ``(model in eval mode on device, meta)``. Raises ``CheckpointError`` naming the file.
+    """
+    from .model import build_model
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    meta = dict(ckpt["meta"])
+    try:
+        model = build_model(model_config_from_meta(meta))
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot rebuild its model: {exc}") from exc
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: weights do not fit {meta.get('arch')}/{meta.get('encoder')}: "
+            + (first[1].strip() if len(first) > 1 else first[0])
+        ) from exc
+    model.to(device).eval()
+    return model, meta

@@ -1,0 +1,355 @@
+"""Training configuration: pydantic models, YAML loading and ``a.b=value`` overrides.
+
+The keys are the public contract of ``DESIGN.md`` ("Engine and CLI"). Every model forbids extra
+keys so a typo (``epoch: 10``) fails loudly instead of silently training with the default.
+Defaults follow the PM-Dice paper protocol (Hosseini 2025, section 3.2): Adam, weight decay
+1e-4, initial LR 5e-4 with the polynomial policy ``lr * (1 - it / max_it) ** 0.9``.
+
+Errors are raised as :class:`ConfigError` (a ``ValueError``) with one line naming the key, what
+was expected and what was given, e.g.
+``config key 'train.epochs': expected a valid integer, got 'ten'``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainSection",
+    "config_to_dict",
+    "load_config",
+    "resolve_output",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line naming the offending key."""
+
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _pair(value: Any, name: str) -> Any:
+    """Accept ``256`` as ``[256, 256]``; leave lists for pydantic to validate."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be [height, width] or one integer, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    return value
+
+
+def _positive(values: tuple[int, ...] | None, name: str) -> tuple[int, ...] | None:
+    if values is not None and any(v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive integers, got {list(values)}")
+    return values
+
+
+class AugmentConfig(BaseModel):
+    """Training augmentation parameters (the PM-Dice paper names the kinds, not the magnitudes).
+
+    Section 3.2: "random flipping, rotation, zooming, and elastic deformation". Magnitudes are our
+    choice: moderate values that keep anatomy plausible.
+    """
+
+    model_config = _STRICT
+
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    vflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a vertical flip")
+    rotate: float = Field(15.0, ge=0.0, le=180.0, description="max rotation in degrees (+-)")
+    zoom: tuple[float, float] = Field((0.9, 1.1), description="RandomAffine scale range")
+    elastic_p: float = Field(0.25, ge=0.0, le=1.0, description="probability of elastic deformation")
+    elastic_alpha: float = Field(30.0, ge=0.0, description="ElasticTransform displacement magnitude")
+    elastic_sigma: float = Field(5.0, gt=0.0, description="ElasticTransform smoothness")
+
+    @field_validator("zoom")
+    @classmethod
+    def _zoom_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"zoom must be [low, high] with 0 < low <= high, got {list(v)}")
+        return v
+
+
+class DataConfig(BaseModel):
+    """Where the images and masks are and how they are split, resized and augmented."""
+
+    model_config = _STRICT
+
+    kind: Literal["folder", "nifti"] = "folder"
+    root: Path
+    images: str = "images"
+    masks: str = "masks"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_file: Path | None = None
+    size: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+    slices: Literal["2d", "3d"] = "2d"
+    patch: tuple[int, int, int] | None = None
+    cache: bool = True
+    augment: bool = True
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    limit: int | None = Field(None, ge=1)
+    # Added keys (documented in the report): intensity scaling of the raw pixels.
+    normalize: Literal["auto", "uint8", "minmax", "none"] = "auto"
+    class_names: list[str] | None = None
+
+    @field_validator("size", "crop", mode="before")
+    @classmethod
+    def _size_pair(cls, v: Any, info: Any) -> Any:
+        return _pair(v, info.field_name)
+
+    @field_validator("size", "crop", "patch")
+    @classmethod
+    def _size_positive(cls, v: Any, info: Any) -> Any:
+        return _positive(v, info.field_name)
+
+
+class ModelConfig(BaseModel):
+    """A segmentation-models-pytorch model (``smp.create_model``)."""
+
+    model_config = _STRICT
+
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    # No internet on most training boxes: default null; "imagenet" or a local file path.
+    encoder_weights: str | None = None
+    in_channels: int = Field(3, ge=1)
+    classes: int = Field(1, ge=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(BaseModel):
+    """A loss from :func:`napari_segloss.losses.get_loss` by registry name."""
+
+    model_config = _STRICT
+
+    name: str = "pm_dice"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(BaseModel):
+    """Optimiser and LR policy (PM-Dice paper section 3.2: Adam, wd 1e-4, poly 0.9, lr 5e-4)."""
+
+    model_config = _STRICT
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    schedule: Literal["poly", "constant"] = "poly"
+    power: float = Field(0.9, ge=0.0)
+
+
+class TrainSection(BaseModel):
+    """Loop settings."""
+
+    model_config = _STRICT
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(8, ge=1)
+    amp: bool = True
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    num_workers: int = Field(2, ge=0)
+    channels_last: bool = True
+    deterministic: bool = True
+    val_every: int = Field(1, ge=1)
+    log_every: int = Field(10, ge=1)
+    # "full": metrics.evaluate per validation image (Dice, IoU, precision, recall, NSD, HD95);
+    # "overlap": only the confusion-matrix metrics (no distance transforms: faster epochs).
+    val_metrics: Literal["full", "overlap"] = "full"
+    val_batch_size: int | None = Field(None, ge=1)
+    overwrite: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
+        return v
+
+
+class TrainConfig(BaseModel):
+    """The whole training configuration (one YAML file)."""
+
+    model_config = _STRICT
+
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    # Placeholders {loss}, {seed}, {arch}, {encoder} are filled in by resolve_output().
+    output: Path = Path("runs/{loss}-seed{seed}")
+
+
+def _format_error(err: ValidationError, prefix: str = "") -> str:
+    """Collapse pydantic's multi-line report into one line per problem, joined by '; '."""
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        key = f"{prefix}{key}"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"config key {key!r}: unknown key")
+            continue
+        if e["type"] == "missing":
+            parts.append(f"config key {key!r}: required key is missing")
+            continue
+        msg = e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        msg = msg[0].lower() + msg[1:] if msg else msg
+        got = "" if ", got " in msg else f", got {e.get('input')!r}"
+        parts.append(f"config key {key!r}: {msg}{got}")
+    return "; ".join(parts)
+
+
+def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
+    """Name the allowed keys of the section holding an unknown key (first one only)."""
+    try:
+        TrainConfig.model_validate(data)
+    except ValidationError as err:
+        for e in err.errors():
+            if e["type"] != "extra_forbidden":
+                continue
+            model: type[BaseModel] = TrainConfig
+            for part in e["loc"][:-1]:
+                field = model.model_fields.get(str(part))
+                ann = getattr(field, "annotation", None)
+                if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                    return ""
+                model = ann
+            return f" (allowed: {', '.join(model.model_fields)})"
+    return ""
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"override {dotted!r}: expected a dotted key like train.epochs")
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(keys[: i + 1])
+            raise ConfigError(
+                f"override {dotted!r}: {where!r} is a value ({child!r}), not a section"
+            )
+        node = child
+    node[keys[-1]] = value
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
+    return key, value
+
+
+def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return _deep_copy(dict(source))
+    if not isinstance(source, str | Path):
+        raise ConfigError(
+            f"config source: expected a YAML path or a dict, got {type(source).__name__}"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {str(path)!r}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {str(path)!r}: expected a mapping of sections, got {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _deep_copy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _deep_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deep_copy(v) for v in tree]
+    return tree
+
+
+def load_config(
+    source: Path | str | Mapping[str, Any] | TrainConfig,
+    overrides: Sequence[str] = (),
+) -> TrainConfig:
+    """Load and validate a training config.
+
+    Args:
+        source: a YAML file path, a dict with the same structure, or a ``TrainConfig``.
+        overrides: ``"a.b=value"`` strings applied after loading; ``value`` is parsed with
+            ``yaml.safe_load`` (``train.epochs=5`` gives an int, ``data.size=[64,64]`` a list).
+
+    Raises:
+        ConfigError: one line naming the key and what was expected.
+    """
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides: expected a list of 'key=value' strings, got {overrides!r}")
+    if isinstance(source, TrainConfig):
+        tree = source.model_dump(mode="python")
+    else:
+        tree = _read_source(source)
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_path(tree, key, value)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err) + _allowed_keys_hint(tree)) from None
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """JSON/YAML-safe nested dict of ``cfg`` (paths as strings, tuples as lists)."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: TrainConfig, path: Path | str) -> None:
+    """Write ``cfg`` as YAML (what a run directory's ``config.yaml`` holds)."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def resolve_output(cfg: TrainConfig) -> Path:
+    """The run directory: ``cfg.output`` with ``{loss}``, ``{seed}``, ``{arch}``, ``{encoder}`` filled."""
+    fields = {
+        "loss": cfg.loss.name.replace("+", "_"),
+        "seed": cfg.train.seed,
+        "arch": cfg.model.arch,
+        "encoder": cfg.model.encoder,
+    }
+    try:
+        return Path(str(cfg.output).format(**fields))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"config key 'output': unknown placeholder {exc} in {str(cfg.output)!r} "
+            f"(allowed: {', '.join('{' + k + '}' for k in fields)})"
+        ) from None

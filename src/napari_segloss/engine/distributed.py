@@ -1,0 +1,154 @@
+"""torch.distributed helpers for ``torchrun`` launches (DDP + DistributedSampler).
+
+``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
+:func:`init_distributed` reads them and joins the process group (NCCL on CUDA, gloo on CPU).
+Without those variables everything degrades to a single process (rank 0 of 1), so the same
+training code runs in a notebook, the napari panel and on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistInfo",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "any_true",
+    "barrier",
+    "cleanup_distributed",
+    "get_dist_info",
+    "init_distributed",
+    "is_main_process",
+]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    initialized_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """True when running with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (rank 0)."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def get_dist_info() -> DistInfo:
+    """Current rank/world size (from the process group if initialised, else the environment)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=_env_int("LOCAL_RANK", 0),
+            backend=str(dist.get_backend()),
+        )
+    return DistInfo(
+        rank=_env_int("RANK", 0),
+        world_size=_env_int("WORLD_SIZE", 1),
+        local_rank=_env_int("LOCAL_RANK", 0),
+    )
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Join the torchrun process group if ``WORLD_SIZE > 1``; no-op otherwise.
+
+    Args:
+        backend: ``"nccl"``, ``"gloo"`` or None for automatic (NCCL when CUDA is available,
+            gloo otherwise).
+
+    Returns:
+        A :class:`DistInfo`; ``initialized_here`` tells whether this call created the group
+        (then :func:`cleanup_distributed` should destroy it).
+    """
+    if backend is not None and backend not in ("nccl", "gloo", "mpi"):
+        raise ValueError(f"backend must be 'nccl', 'gloo', 'mpi' or None, got {backend!r}")
+    info = get_dist_info()
+    if not info.enabled or (dist.is_available() and dist.is_initialized()):
+        return info
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        # Each process drives the GPU torchrun assigned to it.
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend=backend)
+    return DistInfo(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=info.local_rank,
+        backend=backend,
+        initialized_here=True,
+    )
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    """Destroy the process group if :func:`init_distributed` created it."""
+    if info.initialized_here and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in single-process runs): the only process that writes files."""
+    return get_dist_info().rank == 0
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Synchronise all ranks (no-op in a single process)."""
+    if _active():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (no-op in a single process); returns ``tensor``."""
+    if _active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True if ``flag`` is true on any rank, so every rank takes the same branch (no hang)."""
+    if not _active():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Gather one picklable object per rank (rank order); ``[obj]`` in a single process."""
+    if not _active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

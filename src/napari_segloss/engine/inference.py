@@ -1,0 +1,470 @@
+"""Tiled (sliding-window) inference for 2D images and 3D volumes.
+
+Images larger than the training size are cut into overlapping tiles; each tile's class
+probabilities are weighted by a smooth importance map (a separable Gaussian, as in nnU-Net,
+Isensee et al. 2021) and the weighted sum is divided by the summed weights. Tiles are run in
+batches and the accumulators live on one device in float32, so the memory use is bounded by
+``batch_size`` tiles of activations plus ``(K + 1) x image`` floats, whatever the image size.
+
+``predict`` is the user-facing helper: it loads a checkpoint if given one, applies the
+normalisation and resize recorded in the checkpoint's meta, runs ``sliding_window_predict`` and
+returns integer labels and class probabilities at the input's resolution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "gaussian_importance_map",
+    "normalise_image",
+    "predict",
+    "resolve_device",
+    "sliding_window_predict",
+    "tile_starts",
+]
+
+# ImageNet statistics: the default normalisation for 3-channel RGB inputs (see data.datasets).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Turn ``"auto"``/``None`` into CUDA when available, else CPU; pass others through."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from exc
+
+
+def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``[0, size)`` with ``overlap``.
+
+    The stride is ``tile * (1 - overlap)`` (at least 1); the last tile is shifted back so that it
+    ends exactly at ``size`` instead of running past the edge (no padding for non-multiples).
+    ``size`` must be ``>= tile`` (smaller images are padded by the caller).
+    """
+    if size < tile:
+        raise ValueError(f"size: expected >= tile ({tile}), got {size}")
+    stride = max(1, int(tile * (1.0 - overlap)))
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+@lru_cache(maxsize=8)
+def _gaussian_importance_map_cached(tile: tuple[int, ...], sigma_scale: float) -> Tensor:
+    weight = torch.ones((), dtype=torch.float64)
+    for length in tile:
+        sigma = max(length * sigma_scale, 1e-6)
+        coords = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
+        g = torch.exp(-0.5 * (coords / sigma) ** 2)
+        weight = weight.unsqueeze(-1) * g
+    weight = weight / weight.max()
+    # Corners of a Gaussian can underflow towards 0; a floor keeps every pixel covered by at
+    # least one tile with a non-zero weight, so the division by the summed weights is safe.
+    return weight.clamp_min(1e-3).to(torch.float32)
+
+
+def gaussian_importance_map(tile: Sequence[int], sigma_scale: float = 0.125) -> Tensor:
+    """Separable Gaussian weights of shape ``tile``, peak 1 at the centre, floor 1e-3.
+
+    ``sigma = sigma_scale * tile`` per axis (1/8 of the tile as in nnU-Net), so tile borders,
+    where the receptive field is truncated, contribute little to the blended prediction.
+    """
+    return _gaussian_importance_map_cached(tuple(int(t) for t in tile), float(sigma_scale))
+
+
+def _validate_tile(tile: Sequence[int] | int, n_spatial: int) -> tuple[int, ...]:
+    if isinstance(tile, int):
+        tile = (tile,) * n_spatial
+    tile = tuple(tile)
+    if len(tile) != n_spatial or not all(isinstance(t, int | np.integer) and t > 0 for t in tile):
+        raise ValueError(
+            f"tile: expected {n_spatial} positive integers (one per spatial axis), got {tile!r}"
+        )
+    return tuple(int(t) for t in tile)
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    # AMP only on CUDA: bf16 where supported (no overflow, no scaler needed), else fp16.
+    # CPU autocast is slower than float32 for convolutions on most CPUs, so it stays off.
+    if not amp or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _to_probabilities(logits: Tensor) -> Tensor:
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def sliding_window_predict(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    tile: Sequence[int] | int,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    amp: bool = True,
+    blend: str = "gaussian",
+    accumulate_device: str | torch.device | None = None,
+) -> Tensor:
+    """Class probabilities of ``model`` on ``image`` computed tile by tile and blended.
+
+    Args:
+        model: maps ``(N, C, *tile)`` to logits ``(N, K, *tile)``; ``K == 1`` is binary (sigmoid),
+            ``K >= 2`` multi-class (softmax).
+        image: ``(C, *spatial)`` or ``(B, C, *spatial)``, 2D or 3D (``len(tile)`` spatial axes),
+            already normalised as the model expects.
+        tile: tile size per spatial axis (e.g. the training crop). An image smaller than the tile
+            along an axis is zero-padded symmetrically and the padding is cropped away again.
+        overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
+        batch_size: tiles per forward pass (bounds activation memory).
+        device: where the model runs; ``None`` uses the model's parameter device, ``"auto"`` CUDA
+            if available.
+        amp: autocast (bf16, else fp16) on CUDA; ignored on CPU.
+        blend: ``"gaussian"`` (smooth weights, default) or ``"constant"`` (plain average).
+        accumulate_device: where the ``(K, *spatial)`` accumulators live; default: the image's
+            device (CPU for numpy-sourced images, so a huge image never has to fit on the GPU).
+
+    Returns:
+        float32 probabilities ``(K, *spatial)`` or ``(B, K, *spatial)`` matching ``image``'s batching.
+    """
+    if not isinstance(image, Tensor):
+        raise ValueError(f"image: expected a torch.Tensor, got {type(image).__name__}")
+    if isinstance(tile, int):
+        n_spatial = image.dim() - 1
+    else:
+        n_spatial = len(tuple(tile))
+    if n_spatial not in (2, 3):
+        raise ValueError(f"tile: expected 2 or 3 spatial sizes (2D or 3D), got {tile!r}")
+    tile_t = _validate_tile(tile, n_spatial)
+    if image.dim() == n_spatial + 1:
+        batched = False
+        image = image.unsqueeze(0)
+    elif image.dim() == n_spatial + 2:
+        batched = True
+    else:
+        raise ValueError(
+            f"image: expected shape (C, *spatial) or (B, C, *spatial) with {n_spatial} spatial "
+            f"axes for tile {tile_t}, got shape {tuple(image.shape)}"
+        )
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if blend not in ("gaussian", "constant"):
+        raise ValueError(f"blend: expected 'gaussian' or 'constant', got {blend!r}")
+
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        run_device = param.device if param is not None else torch.device("cpu")
+    else:
+        run_device = resolve_device(device)
+    acc_device = image.device if accumulate_device is None else resolve_device(accumulate_device)
+
+    spatial = tuple(image.shape[2:])
+    # Pad (symmetrically, with zeros = the mean after normalisation) where the image is smaller
+    # than the tile, so every tile is full-sized and models that need fixed sizes are happy.
+    pads_before = [max(0, t - s) // 2 for s, t in zip(spatial, tile_t, strict=True)]
+    pads_after = [max(0, t - s) - b for s, t, b in zip(spatial, tile_t, pads_before, strict=True)]
+    if any(pads_before) or any(pads_after):
+        pad_arg: list[int] = []
+        for b, a in zip(reversed(pads_before), reversed(pads_after), strict=True):
+            pad_arg += [b, a]
+        image = F.pad(image, pad_arg)
+    padded = tuple(image.shape[2:])
+
+    starts = [tile_starts(s, t, float(overlap)) for s, t in zip(padded, tile_t, strict=True)]
+    windows = [
+        tuple(slice(o, o + t) for o, t in zip(origin, tile_t, strict=True))
+        for origin in product(*starts)
+    ]
+    if blend == "gaussian":
+        weight = gaussian_importance_map(tile_t).to(acc_device)
+    else:
+        weight = torch.ones(tile_t, dtype=torch.float32, device=acc_device)
+
+    # The weight sum depends only on the window layout, so it is computed once for the batch.
+    weight_sum = torch.zeros(padded, dtype=torch.float32, device=acc_device)
+    for win in windows:
+        weight_sum[win] += weight
+
+    outputs: list[Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        for b in range(image.shape[0]):
+            acc: Tensor | None = None
+            for first in range(0, len(windows), int(batch_size)):
+                chunk = windows[first : first + int(batch_size)]
+                tiles = torch.stack([image[b][(slice(None), *win)] for win in chunk])
+                tiles = tiles.to(run_device, dtype=torch.float32, non_blocking=True)
+                with _autocast(run_device, amp):
+                    logits = model(tiles)
+                if not isinstance(logits, Tensor):
+                    raise ValueError(
+                        "model: expected a module returning a logits Tensor (N, K, *tile), "
+                        f"got {type(logits).__name__}"
+                    )
+                if tuple(logits.shape[2:]) != tile_t or logits.shape[0] != len(chunk):
+                    raise ValueError(
+                        f"model: expected output shape ({len(chunk)}, K, *{tile_t}), "
+                        f"got {tuple(logits.shape)}"
+                    )
+                probs = _to_probabilities(logits).to(acc_device)
+                if acc is None:
+                    acc = torch.zeros(
+                        (probs.shape[1], *padded), dtype=torch.float32, device=acc_device
+                    )
+                for win, p in zip(chunk, probs, strict=True):
+                    acc[(slice(None), *win)] += p * weight
+            assert acc is not None  # at least one window always exists
+            acc /= weight_sum
+            crop = tuple(slice(pb, pb + s) for pb, s in zip(pads_before, spatial, strict=True))
+            outputs.append(acc[(slice(None), *crop)])
+    result = torch.stack(outputs)
+    return result if batched else result[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# predict: numpy in, labels + probabilities out, using the checkpoint's meta
+
+
+def _meta_get(meta: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """First present key among ``keys`` in ``meta`` or in its ``normalization`` sub-dict."""
+    for key in keys:
+        if key in meta and meta[key] is not None:
+            return meta[key]
+    for sub in ("normalization", "normalisation", "norm"):
+        inner = meta.get(sub)
+        if isinstance(inner, dict):
+            for key in keys:
+                if key in inner and inner[key] is not None:
+                    return inner[key]
+    return default
+
+
+def normalise_image(image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Image ``(C, *spatial)`` (or a stack ``(Z, C, Y, X)``) -> float32 network input.
+
+    Uses the checkpoint's ``meta["normalization"]`` (``data.transforms.Normalization``:
+    ``scale`` in ``uint8`` (/255), ``minmax`` (this array's min..max to 0..1: for a stack of
+    slices that is per volume, as the NIfTI dataset does in training) or ``none``; then
+    per-channel ``(x - mean) / std``). Without it: integer images /255, float images as they are,
+    ImageNet mean/std for 3 channels, identity otherwise (the datasets' defaults).
+    """
+    norm = meta.get("normalization")
+    stack = image.ndim == 4
+    channels = image.shape[1] if stack else image.shape[0]
+    if isinstance(norm, dict) and isinstance(norm.get("scale"), str):
+        from napari_segloss.data.transforms import Normalization
+
+        n = Normalization.from_meta(norm)
+        if n.scale == "uint8" and image.dtype != np.uint8:
+            raise ValueError(
+                f"image: the checkpoint expects 8-bit images (normalization scale 'uint8'), "
+                f"got dtype {image.dtype}"
+            )
+        x = n.scale_array(image)
+        mean, std = n.mean, n.std
+    else:
+        x = image.astype(np.float32, copy=True)
+        if np.issubdtype(image.dtype, np.integer):
+            x /= np.float32(255.0)
+        mean = _meta_get(meta, "mean")
+        std = _meta_get(meta, "std")
+        if mean is None and std is None and channels == 3:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+    shape = (1, -1, 1, 1) if stack else (-1,) + (1,) * (x.ndim - 1)
+    if mean is not None:
+        m = np.asarray(mean, dtype=np.float32).reshape(-1)
+        if m.size not in (1, channels):
+            raise ValueError(f"meta mean: expected 1 or {channels} values, got {m.size}")
+        x -= m.reshape(shape)
+    if std is not None:
+        s = np.asarray(std, dtype=np.float32).reshape(-1)
+        if s.size not in (1, channels) or np.any(s <= 0):
+            raise ValueError(f"meta std: expected 1 or {channels} positive values, got {s}")
+        x /= s.reshape(shape)
+    return x
+
+
+def _pair(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(int(v) for v in value)
+
+
+def _default_tile(spatial: tuple[int, ...], meta: dict[str, Any]) -> tuple[int, ...]:
+    """The training crop (or resize) size, else the image rounded up to a multiple of 32."""
+    for key in ("crop", "tile", "patch", "input_size", "size"):
+        value = _pair(_meta_get(meta, key))
+        if value is not None and len(value) == len(spatial):
+            return value
+    # smp encoders downsample 5 times: sizes must be multiples of 32.
+    return tuple(max(32, math.ceil(s / 32) * 32) for s in spatial)
+
+
+def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bool]:
+    """Return ``(C, *spatial)`` and whether the input was a stack of 2D slices ``(Z, Y, X)``."""
+    if image.ndim == 2:
+        if in_channels != 1:
+            raise ValueError(
+                f"image: expected {in_channels} channels for this model, got a 2D grey image "
+                f"of shape {image.shape}"
+            )
+        return image[None], False
+    if image.ndim == 3:
+        if in_channels > 1 and image.shape[-1] == in_channels:
+            return np.moveaxis(image, -1, 0), False  # (H, W, C) as read from RGB files
+        if in_channels > 1 and image.shape[0] == in_channels:
+            return image, False
+        if in_channels == 1 and image.shape[-1] == 1:
+            return np.moveaxis(image, -1, 0), False
+        if in_channels == 1:
+            # A grey 3D volume for a 2D model: predicted slice by slice along axis 0.
+            return image[:, None], True
+    raise ValueError(
+        f"image: expected (H, W), (H, W, {in_channels}), ({in_channels}, H, W) or a grey volume "
+        f"(Z, Y, X) for a 1-channel model, got shape {image.shape}"
+    )
+
+
+def predict(
+    model_or_checkpoint: nn.Module | str | Path,
+    image_np: np.ndarray,
+    *,
+    meta: dict[str, Any] | None = None,
+    tile: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    device: str | torch.device = "auto",
+    batch_size: int = 4,
+    amp: bool = True,
+    resize: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one image (or a grey volume, slice by slice) with a model or a checkpoint file.
+
+    The checkpoint's meta decides the preprocessing, so no config is needed: normalisation
+    (``normalise_image``), the training resize (``size``; the image is resized to it, predicted
+    tile by tile with the training crop as the tile, and the probabilities are resized back
+    bilinearly, as the PM-Dice paper does for evaluation) — set ``resize=False`` to predict at
+    native resolution instead.
+
+    Returns:
+        ``labels`` (``uint8`` if ``K <= 255``, spatial shape of the input) and float32
+        ``probs`` (``(K, *spatial)``, or ``(Z, K, Y, X)`` for a volume predicted slice by slice).
+        Binary models (``K == 1``) threshold at 0.5; multi-class take the argmax.
+    """
+    if isinstance(model_or_checkpoint, str | Path):
+        from napari_segloss.engine.checkpoint import load_model
+
+        model, ckpt_meta = load_model(Path(model_or_checkpoint), device=str(resolve_device(device)))
+        meta = {**ckpt_meta, **(meta or {})}
+    elif isinstance(model_or_checkpoint, nn.Module):
+        model = model_or_checkpoint
+        meta = dict(meta or {})
+    else:
+        raise ValueError(
+            "model_or_checkpoint: expected an nn.Module or a checkpoint path, "
+            f"got {type(model_or_checkpoint).__name__}"
+        )
+    image_np = np.asarray(image_np)
+    if image_np.ndim not in (2, 3) or image_np.size == 0:
+        raise ValueError(
+            f"image_np: expected a non-empty 2D or 3D array, got shape {image_np.shape}"
+        )
+    run_device = resolve_device(device)
+    model = model.to(run_device)
+    in_channels = int(_meta_get(meta, "in_channels", default=_model_in_channels(model)))
+    chw, is_stack = _channels_first(image_np, in_channels)
+    # Normalise the whole input at once: a min-max scale then spans the whole volume.
+    chw = normalise_image(chw, meta)
+    if is_stack:
+        per_slice = [
+            _predict_chw(model, s, meta, tile, overlap, run_device, batch_size, amp, resize)
+            for s in chw
+        ]
+        labels = np.stack([p[0] for p in per_slice])
+        probs = np.stack([p[1] for p in per_slice])
+        return labels, probs
+    return _predict_chw(model, chw, meta, tile, overlap, run_device, batch_size, amp, resize)
+
+
+def _model_in_channels(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Conv3d):
+            return int(module.in_channels)
+    return 3
+
+
+def _predict_chw(
+    model: nn.Module,
+    chw: np.ndarray,
+    meta: dict[str, Any],
+    tile: Sequence[int] | None,
+    overlap: float,
+    device: torch.device,
+    batch_size: int,
+    amp: bool,
+    resize: bool | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    spatial = tuple(chw.shape[1:])
+    x = torch.from_numpy(np.ascontiguousarray(chw))
+    size = _pair(_meta_get(meta, "input_size", "size"))
+    do_resize = (resize is None or resize) and size is not None and len(size) == len(spatial)
+    if do_resize and tuple(size) != spatial:
+        mode = "bilinear" if len(spatial) == 2 else "trilinear"
+        x = F.interpolate(x[None], size=size, mode=mode, align_corners=False)[0]
+    work_tile = tuple(tile) if tile is not None else _default_tile(tuple(x.shape[1:]), meta)
+    probs = sliding_window_predict(
+        model,
+        x,
+        tile=work_tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        accumulate_device="cpu",
+    )
+    if tuple(probs.shape[1:]) != spatial:
+        mode = "bilinear" if len(spatial) == 2 else "trilinear"
+        probs = F.interpolate(probs[None], size=spatial, mode=mode, align_corners=False)[0]
+    probs_np = probs.numpy().astype(np.float32, copy=False)
+    if probs_np.shape[0] == 1:
+        labels = (probs_np[0] > 0.5).astype(np.uint8)
+    else:
+        idx = probs_np.argmax(axis=0)
+        labels = idx.astype(np.uint8 if probs_np.shape[0] <= 256 else np.int32)
+    return labels, probs_np

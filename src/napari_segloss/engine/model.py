@@ -1,0 +1,185 @@
+"""Model factory over segmentation-models-pytorch.
+
+The PM-Dice paper (Hosseini 2025, section 3.2) trains a U-Net with a ResNet34 encoder on Kvasir
+and ACDC: ``ModelConfig()`` defaults to exactly that (``arch="Unet"``, ``encoder="resnet34"``).
+Pretrained encoder weights are opt-in (``encoder_weights="imagenet"`` needs internet) or a local
+``.pth``/``.pt``/``.safetensors`` file holding an encoder or a whole-model state dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+__all__ = ["available_architectures", "available_encoders", "build_model", "load_weights_file"]
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+
+
+def available_architectures() -> list[str]:
+    """Architecture names accepted by ``model.arch`` (smp's class names)."""
+    import segmentation_models_pytorch as smp
+
+    mapping = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)
+    if mapping is None:
+        from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING as mapping
+    return sorted(cls.__name__ for cls in mapping.values())
+
+
+def available_encoders() -> list[str]:
+    """Encoder names accepted by ``model.encoder`` (timm models also work as ``tu-<name>``)."""
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    return sorted(get_encoder_names())
+
+
+def _check_names(cfg: ModelConfig) -> None:
+    archs = available_architectures()
+    if cfg.arch.lower() not in {a.lower() for a in archs}:
+        raise ConfigError(
+            f"config key 'model.arch': unknown architecture {cfg.arch!r} "
+            f"(expected one of: {', '.join(archs)})"
+        )
+    if cfg.encoder.startswith("tu-"):
+        import timm
+
+        if not timm.list_models(cfg.encoder[3:]):
+            raise ConfigError(
+                f"config key 'model.encoder': unknown timm model {cfg.encoder[3:]!r} in "
+                f"{cfg.encoder!r} (see timm.list_models())"
+            )
+        return
+    encoders = available_encoders()
+    if cfg.encoder not in encoders:
+        raise ConfigError(
+            f"config key 'model.encoder': unknown encoder {cfg.encoder!r} (expected one of: "
+            f"{', '.join(encoders)}, or 'tu-<timm model>')"
+        )
+
+
+def load_weights_file(path: Path | str) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``{"state_dict": ...}`` unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config key 'model.encoder_weights': file not found: {str(path)!r}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"config key 'model.encoder_weights': cannot read weights file {str(path)!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ConfigError(
+            f"config key 'model.encoder_weights': {str(path)!r} is not a state dict of tensors"
+        )
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _apply_local_weights(model: nn.Module, path: Path) -> None:
+    """Load an encoder-only or whole-model state dict into ``model``; mismatch is an error."""
+    state = load_weights_file(path)
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    model_keys = set(model.state_dict())
+    if set(state) <= model_keys and any(k.startswith("encoder.") for k in state):
+        target, name = model, "model"
+    else:
+        # Encoder-only file (e.g. a torchvision/timm backbone): drop a leading "encoder." if any.
+        state = {k.removeprefix("encoder."): v for k, v in state.items()}
+        target, name = encoder, "encoder"
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    # A backbone file may carry a classifier head (fc.*) that smp encoders delete: ignore those.
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "head."))]
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            detail.append(
+                f"{len(wrong)} with wrong shape (e.g. {k!r}: file {tuple(state[k].shape)} vs "
+                f"model {tuple(expected[k].shape)})"
+            )
+        raise ConfigError(
+            f"config key 'model.encoder_weights': {str(path)!r} does not match the {name} of "
+            f"this model: " + ", ".join(detail)
+        )
+    target.load_state_dict({k: state[k] for k in expected}, strict=True)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build ``smp.create_model(cfg.arch, cfg.encoder, ...)`` (PM-Dice paper section 3.2 setup).
+
+    ``cfg.encoder_weights`` may be ``None`` (random init), an smp weights name such as
+    ``"imagenet"`` (downloaded by smp), or a local weights file (encoder or whole model).
+    ``cfg.kwargs`` go to ``smp.create_model`` (e.g. ``encoder_depth=3``,
+    ``decoder_channels=[32, 16, 8]`` for tiny test models).
+
+    Raises:
+        ConfigError: unknown arch/encoder (listing the options), bad kwargs, unusable weights.
+    """
+    if not isinstance(cfg, ModelConfig):
+        raise ConfigError(f"build_model: expected a ModelConfig, got {type(cfg).__name__}")
+    _check_names(cfg)
+    import segmentation_models_pytorch as smp
+
+    weights = cfg.encoder_weights
+    local: Path | None = None
+    if weights is not None and (
+        Path(weights).suffix in _WEIGHT_SUFFIXES or "/" in weights or "\\" in weights
+    ):
+        local, weights = Path(weights).expanduser(), None
+        if not local.is_file():
+            raise ConfigError(
+                f"config key 'model.encoder_weights': file not found: {str(local)!r}"
+            )
+    try:
+        model = smp.create_model(
+            cfg.arch,
+            encoder_name=cfg.encoder,
+            encoder_weights=weights,
+            in_channels=cfg.in_channels,
+            classes=cfg.classes,
+            **cfg.kwargs,
+        )
+    except TypeError as exc:
+        raise ConfigError(
+            f"config key 'model.kwargs': {cfg.arch} rejected {sorted(cfg.kwargs)}: {exc}"
+        ) from exc
+    except (KeyError, ValueError) as exc:
+        if weights is not None and "weights" in str(exc).lower():
+            raise ConfigError(
+                f"config key 'model.encoder_weights': {weights!r} is not available for "
+                f"encoder {cfg.encoder!r}: {exc}"
+            ) from exc
+        raise ConfigError(f"config key 'model': cannot build {cfg.arch}/{cfg.encoder}: {exc}") from exc
+    except OSError as exc:  # download failures (URLError is an OSError)
+        raise ConfigError(
+            f"config key 'model.encoder_weights': could not fetch {weights!r} weights "
+            f"({type(exc).__name__}: {exc}); use null or a local weights file path"
+        ) from exc
+    if local is not None:
+        _apply_local_weights(model, local)
+    return model

@@ -1,0 +1,226 @@
+"""Base classes and shared helpers of the loss library.
+
+``SegLoss`` holds the arguments every loss shares (mode, reduction, ignore_index, validate) and
+the call convention: ``forward`` prepares the inputs once (:func:`._input.prepare`), asks the
+subclass for a per-image loss vector ``(B,)`` (``(1,)`` for ``batch_dice=True``) and reduces it.
+``RegionLoss`` adds the Dice-family arguments (include_background, batch_dice, skip_absent, eps)
+and the class-mean helper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ._input import MODES, REDUCTIONS, Prepared, prepare, spatial_sum
+
+#: small positive floor used before fractional powers / logs so gradients stay finite
+TINY = 1e-12
+
+
+def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def check_float(
+    name: str,
+    value: object,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """Validate a real number in [lo, hi] (open ends optional) and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    lo_bad = lo is not None and (v <= lo if lo_open else v < lo)
+    hi_bad = hi is not None and (v >= hi if hi_open else v > hi)
+    if not math.isfinite(v) or lo_bad or hi_bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ValueError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value!r}")
+    return v
+
+
+def check_float_or_seq(
+    name: str, value: object, lo: float | None = None, hi: float | None = None
+) -> float | tuple[float, ...]:
+    """A float, or a non-empty sequence of floats (one per class), each in [lo, hi]."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().flatten().tolist()
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == 0:
+            raise ValueError(f"{name} must be a float or a non-empty sequence, got {value!r}")
+        return tuple(check_float(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(value))
+    return check_float(name, value, lo, hi)
+
+
+def per_channel(
+    name: str, value: float | tuple[float, ...], n: int, ref: Tensor, hint: str = ""
+) -> Tensor:
+    """Broadcast a float or a per-class tuple to a float32 (n,) tensor on ``ref``'s device."""
+    if isinstance(value, tuple):
+        if len(value) != n:
+            raise ValueError(
+                f"{name} has {len(value)} values but the loss sees {n} class channels{hint}"
+            )
+        return torch.tensor(value, dtype=torch.float32, device=ref.device)
+    return torch.full((n,), float(value), dtype=torch.float32, device=ref.device)
+
+
+def view_channels(v: Tensor, ndim: int) -> Tensor:
+    """(K,) -> (1, K, 1, ...) for broadcasting against a (B, K, *sp) tensor of ``ndim`` dims."""
+    return v.view(1, -1, *([1] * (ndim - 2)))
+
+
+def reduce(per_image: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_image.mean()
+    if reduction == "sum":
+        return per_image.sum()
+    return per_image
+
+
+class SegLoss(nn.Module):
+    """Common base: argument validation, input preparation and reduction.
+
+    Args:
+        mode: "auto" (C == 1 binary, C >= 2 multiclass softmax), "binary", "multiclass" or
+            "multilabel" (sigmoid per channel, each channel its own binary problem).
+        reduction: "mean" (default) | "sum" | "none" (per-image vector (B,), or (1,) with
+            ``batch_dice=True``), for every loss so compounds can be added.
+        ignore_index: label value whose pixels contribute nothing (``None``: no ignoring).
+        validate: run value checks (label range, NaN/Inf logits, soft targets in [0, 1]).
+            With ``validate=False`` ``forward`` has no host-device synchronisation.
+    """
+
+    #: losses with a per-pixel value (``pixel_loss``) set this to True
+    pixel_separable: bool = False
+
+    def __init__(
+        self,
+        *,
+        mode: str = "auto",
+        reduction: str = "mean",
+        ignore_index: int | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        check_choice("mode", mode, MODES)
+        check_choice("reduction", reduction, REDUCTIONS)
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        check_bool("validate", validate)
+        self.mode = mode
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.validate = validate
+
+    def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
+        return prepare(
+            logits, target, mode=self.mode, ignore_index=self.ignore_index, validate=self.validate
+        )
+
+    def per_image(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return reduce(self.per_image(self.prepare(logits, target)), self.reduction)
+
+    def extra_repr(self) -> str:
+        keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+
+
+class PixelLoss(SegLoss):
+    """A loss that is a mean of per-pixel values (CE family): provides ``pixel_loss``."""
+
+    pixel_separable = True
+
+    def pixel_map(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
+        """Per-pixel loss (B, *spatial), zero at ignored pixels."""
+        raise NotImplementedError
+
+    def pixel_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Per-pixel loss values ``(B, *spatial)`` (0 at ignored pixels) for contribution maps."""
+        return self.pixel_map(self.prepare(logits, target))
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        # eq. 1 normalises by N, the number of (valid) pixels of the image
+        return self.pixel_map(inp).flatten(1).sum(1) / inp.valid_count()
+
+
+class RegionLoss(SegLoss):
+    """Base of the Dice/Tversky family (PM-Dice paper eq. 4 conventions).
+
+    Args (in addition to :class:`SegLoss`):
+        include_background: keep class channel 0 (background; ``1 - p`` for binary) in the class
+            mean. No meaning in multilabel mode (there is no background channel).
+        batch_dice: sum over the whole batch before the ratio (one score per batch) instead of
+            one score per image.
+        skip_absent: PM-Dice eq. 4 text: "C is the number of classes which are present in the
+            image including the background class". True (default): classes with
+            ``sum_i y_ic == 0`` in the image (batch with ``batch_dice``) leave the class mean;
+            an image where no class enters has loss 0. False: mean over all classes (MONAI/smp).
+        eps: smoothing added to numerator and denominator (default 1e-6).
+    """
+
+    def __init__(
+        self,
+        *,
+        include_background: bool = True,
+        batch_dice: bool = False,
+        skip_absent: bool = True,
+        eps: float = 1e-6,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        check_bool("include_background", include_background)
+        check_bool("batch_dice", batch_dice)
+        check_bool("skip_absent", skip_absent)
+        self.include_background = include_background
+        self.batch_dice = batch_dice
+        self.skip_absent = skip_absent
+        self.eps = check_float("eps", eps, 0.0, 1.0)
+
+    @staticmethod
+    def masked_probs(inp: Prepared) -> Tensor:
+        """Region probabilities with ignored pixels zeroed (targets are zeroed by prepare)."""
+        return inp.probs if inp.valid is None else inp.probs * inp.valid
+
+    def ssum(self, x: Tensor) -> Tensor:
+        """Per-image (per-batch if batch_dice) per-channel sum in float32 -> (B|1, K)."""
+        return spatial_sum(x, self.batch_dice)
+
+    def class_weights(self, inp: Prepared, y_sum: Tensor | None = None) -> Tensor:
+        """0/1 float weights (B|1, K) of the classes that enter the class mean."""
+        k = inp.num_channels
+        w = torch.ones(k, device=inp.logits.device)
+        if inp.has_background and not self.include_background:
+            w[0] = 0.0
+        w = w.unsqueeze(0)
+        if self.skip_absent:
+            if y_sum is None:
+                y_sum = self.ssum(inp.target)
+            w = w * (y_sum > 0).float()
+        return w
+
+    def class_mean(self, per_class: Tensor, weights: Tensor) -> Tensor:
+        """Weighted mean over classes (B|1, K) -> (B|1,); 0 when no class enters."""
+        w = weights.expand_as(per_class)
+        return (per_class * w).sum(1) / w.sum(1).clamp_min(1.0)

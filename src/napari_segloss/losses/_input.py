@@ -1,0 +1,287 @@
+"""The one place where loss inputs are checked and converted.
+
+Every loss in :mod:`napari_segloss.losses` calls :func:`prepare` and then works on float32
+probabilities, float32 targets of the same shape and an optional float32 validity mask.
+
+Conventions (see DESIGN.md, "Losses"):
+
+* ``logits`` ``(B, C, *spatial)``; ``C == 1`` is a binary problem (sigmoid), ``C >= 2`` is
+  multi-class (softmax) unless ``mode="multilabel"`` (sigmoid per channel).
+* Binary outputs are expanded to two channels ``[1 - p, p]`` (background, foreground) so that
+  the Dice-family "mean over classes including background" of the PM-Dice paper (eq. 4) holds.
+* Targets: integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot / soft
+  ``(B, C, *spatial)``. For binary outputs any ``(B, *spatial)`` / ``(B, 1, *spatial)`` target
+  is the foreground probability (labels 0/1 or soft values in [0, 1]).
+* ``ignore_index`` becomes a float mask that multiplies every sum, so ignored pixels contribute
+  nothing without boolean indexing (no host-device synchronisation).
+
+Shape checks always run. Value checks (label range, NaN/Inf logits, soft targets in [0, 1])
+run only when ``validate=True``; they are the only code here that synchronises with the device.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MODES = ("auto", "binary", "multiclass", "multilabel")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+class Prepared:
+    """Converted inputs of one loss call (all float32).
+
+    Region channels (``probs``, ``target``, ``valid``), ``K`` of them:
+      binary: 2 (``[1 - p, p]``); multiclass: C; multilabel: C (no background channel).
+
+    Pixel channels (``pix_*``) are what per-pixel losses sum over: binary and multiclass use
+    the region channels; multilabel interleaves ``[1 - p_c, p_c]`` for every label ``c`` so
+    each label is its own binary problem (``pix_div = C`` averages over labels).
+    """
+
+    def __init__(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        valid: Tensor | None,
+        mode: str,
+    ) -> None:
+        self.logits = logits  # float32 (B, C, *sp)
+        self.target = target  # float32 (B, K, *sp)
+        self.valid = valid  # float32 (B, 1|K, *sp) or None
+        self.mode = mode
+        self.spatial_dims = tuple(range(2, logits.ndim))
+
+    # ----- region channels -------------------------------------------------------------
+    @cached_property
+    def probs(self) -> Tensor:
+        if self.mode == "multiclass":
+            return torch.softmax(self.logits, dim=1)
+        p = torch.sigmoid(self.logits)
+        if self.mode == "binary":
+            return torch.cat([1.0 - p, p], dim=1)
+        return p
+
+    @property
+    def num_channels(self) -> int:
+        return self.target.shape[1]
+
+    @property
+    def has_background(self) -> bool:
+        """Whether region channel 0 is a background class (not in multilabel mode)."""
+        return self.mode != "multilabel"
+
+    # ----- pixel channels --------------------------------------------------------------
+    @cached_property
+    def pix_logp(self) -> Tensor:
+        """Log-probabilities of the pixel channels, computed stably from the logits."""
+        x = self.logits
+        if self.mode == "multiclass":
+            return F.log_softmax(x, dim=1)
+        if self.mode == "binary":
+            return torch.cat([F.logsigmoid(-x), F.logsigmoid(x)], dim=1)
+        return _interleave(F.logsigmoid(-x), F.logsigmoid(x))
+
+    @cached_property
+    def pix_probs(self) -> Tensor:
+        if self.mode != "multilabel":
+            return self.probs
+        p = self.probs
+        return _interleave(1.0 - p, p)
+
+    @cached_property
+    def pix_target(self) -> Tensor:
+        if self.mode != "multilabel":
+            return self.target
+        return _interleave(1.0 - self.target, self.target)
+
+    @cached_property
+    def pix_valid(self) -> Tensor | None:
+        """Validity mask broadcastable to the pixel channels."""
+        if self.valid is None or self.mode != "multilabel" or self.valid.shape[1] == 1:
+            return self.valid
+        return self.valid.repeat_interleave(2, dim=1)
+
+    @property
+    def pix_div(self) -> int:
+        """Divisor that turns the pixel-channel sum into a mean over labels (multilabel)."""
+        return self.logits.shape[1] if self.mode == "multilabel" else 1
+
+    @cached_property
+    def pix_is_background(self) -> Tensor:
+        """Float (P,) vector: 1 for background pixel channels, 0 for foreground ones."""
+        n = self.pix_target.shape[1]
+        dev = self.logits.device
+        if self.mode == "multilabel":
+            return (torch.arange(n, device=dev) % 2 == 0).float()
+        bg = torch.zeros(n, device=dev)
+        bg[0] = 1.0
+        return bg
+
+    # ----- pixel counts ----------------------------------------------------------------
+    def valid_count(self) -> Tensor:
+        """Number of valid pixels per image, float32 (B,), at least 1 (avoids 0/0)."""
+        b = self.logits.shape[0]
+        n = self.logits[0, 0].numel()
+        if self.valid is None:
+            return torch.full((b,), float(n), device=self.logits.device)
+        v = self.valid if self.valid.shape[1] == 1 else self.valid.amax(dim=1, keepdim=True)
+        return v.flatten(1).sum(1).clamp_min(1.0)
+
+
+def _interleave(a: Tensor, b: Tensor) -> Tensor:
+    """(B, C, *sp) x 2 -> (B, 2C, *sp) ordered a0, b0, a1, b1, ..."""
+    return torch.stack([a, b], dim=2).flatten(1, 2)
+
+
+def resolve_mode(mode: str, num_channels: int) -> str:
+    """Return the effective mode ("binary", "multiclass" or "multilabel") for ``C`` channels."""
+    if mode == "auto":
+        return "binary" if num_channels == 1 else "multiclass"
+    if mode == "binary" and num_channels != 1:
+        raise ValueError(
+            f"mode='binary' expects logits with 1 channel (B, 1, *spatial), got {num_channels} channels"
+        )
+    if mode == "multiclass" and num_channels < 2:
+        raise ValueError(
+            f"mode='multiclass' expects logits with >= 2 channels, got {num_channels}; "
+            "use mode='binary' (or 'auto') for a single sigmoid channel"
+        )
+    return mode
+
+
+def prepare(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    mode: str = "auto",
+    ignore_index: int | None = None,
+    validate: bool = True,
+) -> Prepared:
+    """Check and convert ``(logits, target)`` into a :class:`Prepared` bundle (float32)."""
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise ValueError(
+            "logits and target must be torch.Tensor, got "
+            f"{type(logits).__name__} and {type(target).__name__}"
+        )
+    if logits.ndim < 3:
+        raise ValueError(
+            f"logits must have shape (B, C, *spatial) with 1-3 spatial dims, got shape {_shape(logits)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}")
+    b, c = logits.shape[:2]
+    spatial = tuple(logits.shape[2:])
+    eff = resolve_mode(mode, c)
+    x = logits.float()  # float32 from here on: fp16/bf16 sums overflow or lose precision
+
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    label_shapes = ((b, *spatial), (b, 1, *spatial))
+    onehot_shape = (b, c, *spatial)
+    tshape = tuple(target.shape)
+
+    valid: Tensor | None = None
+    if eff == "binary":
+        if tshape not in label_shapes:
+            raise ValueError(
+                f"binary logits {_shape(logits)} need a target of shape {label_shapes[0]} or "
+                f"{label_shapes[1]}, got {_shape(target)}"
+            )
+        t = target.reshape(b, 1, *spatial)
+        if ignore_index is not None:
+            valid = (t != ignore_index).float()
+            y = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
+            y = y.float()
+        else:
+            y = t.float()
+        if validate:
+            _check_soft(y, valid, "binary target (foreground probability)")
+        y = torch.cat([1.0 - y, y], dim=1)
+        if valid is not None:
+            y = y * valid
+    elif eff == "multiclass" and tshape in label_shapes and not (c == 1):
+        t = target.reshape(b, *spatial)
+        if t.is_floating_point():
+            if validate and bool((t != t.round()).any()):
+                raise ValueError(
+                    "label targets of shape (B, *spatial) must hold integer class indices, got "
+                    "non-integer float values"
+                )
+            t = t.long()
+        elif t.dtype == torch.bool:
+            t = t.long()
+        if validate:
+            _check_labels(t, c, ignore_index)
+        classes = torch.arange(c, device=t.device).view(1, c, *([1] * len(spatial)))
+        # comparison instead of F.one_hot: no value check / sync, ignored labels give zero rows
+        y = (t.unsqueeze(1) == classes).float()
+        if ignore_index is not None:
+            valid = (t != ignore_index).unsqueeze(1).float()
+            y = y * valid
+    else:
+        if tshape != onehot_shape:
+            if eff == "multilabel":
+                raise ValueError(
+                    f"multilabel logits {_shape(logits)} need a target of the same shape "
+                    f"{onehot_shape}, got {_shape(target)}"
+                )
+            raise ValueError(
+                f"target shape {_shape(target)} does not match logits {_shape(logits)}: expected "
+                f"labels {label_shapes[0]} or {label_shapes[1]}, or one-hot/soft {onehot_shape}"
+            )
+        t = target
+        if ignore_index is not None:
+            hit = t == ignore_index
+            if eff == "multilabel":
+                valid = (~hit).float()
+            else:  # a pixel whose channels carry ignore_index is ignored as a whole
+                valid = (~hit.any(dim=1, keepdim=True)).float()
+            y = torch.where(hit, torch.zeros((), dtype=t.dtype, device=t.device), t).float()
+            y = y * valid
+        else:
+            y = t.float()
+        if validate:
+            _check_soft(y, valid, "one-hot/soft target")
+
+    if validate and not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"logits must be finite, got {n_bad} NaN/Inf values")
+    return Prepared(x, y, valid, eff)
+
+
+def _check_labels(t: Tensor, c: int, ignore_index: int | None) -> None:
+    if ignore_index is not None:
+        t = torch.where(t == ignore_index, torch.zeros((), dtype=t.dtype, device=t.device), t)
+    if t.numel() == 0:
+        return
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= c:
+        extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
+        raise ValueError(
+            f"target labels must be in [0, {c - 1}]{extra} for {c}-channel logits, "
+            f"got values in [{lo}, {hi}]"
+        )
+
+
+def _check_soft(y: Tensor, valid: Tensor | None, what: str) -> None:
+    if y.numel() == 0:
+        return
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{what} must be finite, got NaN/Inf values")
+    lo, hi = float(y.min()), float(y.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{what} values must be in [0, 1], got values in [{lo:g}, {hi:g}]")
+
+
+def spatial_sum(x: Tensor, batch: bool) -> Tensor:
+    """Sum a (B, K, *sp) tensor over space (and batch when ``batch``) -> (B|1, K) float32."""
+    s = x.float().flatten(2).sum(-1)
+    return s.sum(0, keepdim=True) if batch else s

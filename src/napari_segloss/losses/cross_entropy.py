@@ -1,0 +1,208 @@
+"""Cross-entropy family: CE/BCE, Focal CE and TopK CE (PM-Dice paper eqs. 1-3).
+
+All three are pixel-separable: ``pixel_loss(logits, target)`` returns the per-pixel values
+``(B, *spatial)`` that the maps module shows as "value" contribution maps.
+
+Per image the pixel values are summed and divided by N, the number of valid (not ignored)
+pixels of that image (eq. 1's 1/N); ``reduction="mean"`` then averages the images. Without
+``ignore_index`` this equals the usual mean over all pixels of the batch.
+
+Channels: binary logits are expanded to ``[1 - p, p]`` so eq. 1's sum over classes is exactly
+BCE; multilabel logits are one binary problem per channel and the per-channel values are
+averaged over channels (as ``BCEWithLogitsLoss(reduction="mean")`` does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._base import (
+    TINY,
+    PixelLoss,
+    check_choice,
+    check_float,
+    check_float_or_seq,
+    per_channel,
+    view_channels,
+)
+from ._input import Prepared
+from .registry import register
+
+
+def _pixel_weights(
+    inp: Prepared, name: str, value: float | tuple[float, ...] | None, binary_alpha: bool
+) -> Tensor | None:
+    """Per pixel-channel weights (P,) from a float (alpha_t style) or a per-class sequence."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        k = inp.num_channels
+        hint = " (binary logits count 2: [background, foreground])" if inp.mode == "binary" else ""
+        w = per_channel(name, value, k, inp.logits, hint)
+        return w.repeat_interleave(2) if inp.mode == "multilabel" else w
+    if binary_alpha:
+        # Lin et al. 2017 alpha_t: alpha for foreground, 1 - alpha for background
+        bg = inp.pix_is_background
+        return bg * (1.0 - value) + (1.0 - bg) * value
+    return torch.full_like(inp.pix_is_background, float(value))
+
+
+def ce_terms(inp: Prepared) -> Tensor:
+    """-y_c log p_c per pixel channel (B, P, *sp), zero at ignored pixels (y is zeroed)."""
+    return -(inp.pix_target * inp.pix_logp)
+
+
+def _finish(inp: Prepared, terms: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is not None:
+        terms = terms * view_channels(weights, terms.ndim)
+    out = terms.sum(1)
+    if inp.pix_div != 1:
+        out = out / inp.pix_div
+    return out
+
+
+@register("ce", "bce", "cross_entropy")
+class CrossEntropyLoss(PixelLoss):
+    """Cross-entropy (PM-Dice paper eq. 1): ``-1/N sum_i sum_c w_c y_ic log p_ic``.
+
+    Binary (C == 1) is BCE computed with ``logsigmoid`` (stable for large logits); multiclass
+    uses ``log_softmax``. Soft targets are allowed.
+
+    Args:
+        weight: optional per-class weights (one per class channel; 2 for binary:
+            [background, foreground]; one per label in multilabel). The sum is still divided by
+            N (eq. 1), not by the sum of weights as ``torch.nn.CrossEntropyLoss`` does.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(self, *, weight: Sequence[float] | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.weight = None if weight is None else _as_seq("weight", weight)
+
+    def pixel_map(self, inp: Prepared) -> Tensor:
+        w = _pixel_weights(inp, "weight", self.weight, binary_alpha=False)
+        return _finish(inp, ce_terms(inp), w)
+
+
+def _as_seq(name: str, value: object) -> tuple[float, ...]:
+    v = check_float_or_seq(name, value, 0.0, None)
+    if not isinstance(v, tuple):
+        raise ValueError(f"{name} must be a sequence with one value per class, got {value!r}")
+    return v
+
+
+def focal_terms(inp: Prepared, gamma: float | Tensor) -> Tensor:
+    """-(1 - p_c)^gamma y_c log p_c per pixel channel (eq. 3)."""
+    ce = ce_terms(inp)
+    if isinstance(gamma, float) and gamma == 0.0:
+        return ce
+    # clamp before a fractional power: d/dx x^g is infinite at x = 0 for g < 1
+    base = (1.0 - inp.pix_probs).clamp_min(TINY)
+    if isinstance(gamma, float) and gamma == 2.0:
+        mod = base * base
+    else:
+        mod = base.pow(gamma)
+    return mod * ce
+
+
+@register("focal", "focal_ce")
+class FocalLoss(PixelLoss):
+    """Focal CE (PM-Dice paper eq. 3; Lin et al. 2017):
+    ``-1/N sum_i sum_c alpha_c (1 - p_ic)^gamma y_ic log p_ic``.
+
+    Binary: the two expanded channels give exactly the sigmoid focal loss
+    ``-alpha_t (1 - p_t)^gamma log p_t`` (hard labels). ``(1 - p)`` is clamped at 1e-12 before
+    the power so fractional gammas keep finite gradients.
+
+    Args:
+        gamma: focusing parameter >= 0 (default 2, Lin et al.).
+        alpha: None (default, eq. 3 has no alpha); a float in [0, 1] is Lin's alpha_t (alpha for
+            foreground classes, 1 - alpha for background class 0, as MONAI); a sequence gives
+            per-class weights (2 for binary: [background, foreground]).
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.gamma = check_float("gamma", gamma, 0.0)
+        self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
+
+    def pixel_map(self, inp: Prepared) -> Tensor:
+        w = _pixel_weights(inp, "alpha", self.alpha, binary_alpha=True)
+        return _finish(inp, focal_terms(inp, self.gamma), w)
+
+
+@register("topk_ce", "topk")
+class TopKCELoss(PixelLoss):
+    """TopK CE (PM-Dice paper eq. 2): per image, the k % of valid pixels with the highest CE
+    values are kept, summed and divided by N (all valid pixels), literally as eq. 2 writes it.
+
+    ``normalize="selected"`` divides by the number of kept pixels instead (nnU-Net TopKLoss).
+    The number kept is ``ceil(k/100 * n_valid)``; selection uses ``torch.topk`` with a static
+    ``K = ceil(k/100 * N)`` (N pixels per image) and no full sort; ignored pixels rank -inf and
+    the per-image count is a tensor, so there is no host-device synchronisation.
+
+    Args:
+        k: percentage of pixels kept, in (0, 100] (default 10).
+        normalize: "pixels" (eq. 2, default) or "selected".
+        weight: optional per-class CE weights (see :class:`CrossEntropyLoss`).
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        k: float = 10.0,
+        normalize: str = "pixels",
+        weight: Sequence[float] | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.k = check_float("k", k, 0.0, 100.0, lo_open=True)
+        check_choice("normalize", normalize, ("pixels", "selected"))
+        self.normalize = normalize
+        self.weight = None if weight is None else _as_seq("weight", weight)
+
+    def _ce(self, inp: Prepared) -> Tensor:
+        w = _pixel_weights(inp, "weight", self.weight, binary_alpha=False)
+        return _finish(inp, ce_terms(inp), w).flatten(1)  # (B, N)
+
+    def _select(self, inp: Prepared, ce: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        n = ce.shape[1]
+        k_static = max(1, math.ceil(self.k * n / 100.0))
+        if inp.valid is None:
+            vals, idx = torch.topk(ce, k_static, dim=1, sorted=False)
+            keep = torch.ones_like(vals)
+            count = torch.full((ce.shape[0],), float(k_static), device=ce.device)
+            return vals, idx, keep, count
+        valid = inp.valid.amax(dim=1).flatten(1) if inp.valid.shape[1] > 1 else inp.valid.flatten(1)
+        scores = torch.where(valid > 0, ce, torch.full_like(ce, -math.inf))
+        vals, idx = torch.topk(scores, k_static, dim=1, sorted=True)
+        count = torch.ceil(self.k * valid.sum(1) / 100.0)
+        keep = (torch.arange(k_static, device=ce.device).unsqueeze(0) < count.unsqueeze(1)).float()
+        vals = torch.where(keep > 0, vals, torch.zeros_like(vals))
+        return vals, idx, keep, count
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        vals, _, _, count = self._select(inp, self._ce(inp))
+        s = vals.sum(1)
+        if self.normalize == "selected":
+            return s / count.clamp_min(1.0)
+        return s / inp.valid_count()
+
+    def pixel_map(self, inp: Prepared) -> Tensor:
+        """CE values of the selected pixels (0 elsewhere), shape (B, *spatial)."""
+        ce = self._ce(inp)
+        _, idx, keep, _ = self._select(inp, ce)
+        sel = torch.zeros_like(ce).scatter(1, idx, keep)
+        return (ce * sel).view(inp.logits.shape[0], *inp.logits.shape[2:])

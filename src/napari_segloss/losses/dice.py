@@ -1,0 +1,394 @@
+"""Dice family: Dice, PM Dice, Generalized Dice, Log Dice, Focal Dice (two variants), TopK Dice
+and WSDice.
+
+Notation (PM-Dice paper, Hosseini 2025): ``p_ic`` probability of class c at pixel i, ``y_ic``
+one-hot/soft target, sums over the pixels of one image (of the batch with ``batch_dice``), all
+accumulated in float32. "Class mean" is the mean over the classes that enter (see
+:class:`~napari_segloss.losses._base.RegionLoss`: ``include_background``, ``skip_absent``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._base import TINY, RegionLoss, check_bool, check_float, check_float_or_seq, per_channel
+from ._base import view_channels as _vc
+from ._input import Prepared
+from .registry import register
+
+
+def modulated_dice(
+    p: Tensor,
+    y: Tensor,
+    m: Tensor | None,
+    *,
+    squared: bool,
+    eps: float,
+    batch: bool,
+) -> tuple[Tensor, Tensor]:
+    """Per-class Dice coefficient in the PM-Dice eq. 5 form (eq. 4 when ``m is None``).
+
+    ``(2 sum m y p + eps) / (sum m (y^2 + p^2) + eps)``; ``squared=False`` uses ``y + p``.
+    Returns ``(dsc, y_sum)``, both (B|1, K) float32; ``y_sum = sum_i y_ic`` decides presence.
+    """
+    red = (0, *range(2, p.ndim)) if batch else tuple(range(2, p.ndim))
+    yp = y * p
+    if squared:
+        den_px = y * y + p * p
+    else:
+        den_px = y + p
+    if m is not None:
+        yp = m * yp
+        den_px = m * den_px
+    inter = yp.sum(red)
+    den = den_px.sum(red)
+    y_sum = y.sum(red)
+    if batch:
+        inter, den, y_sum = inter.unsqueeze(0), den.unsqueeze(0), y_sum.unsqueeze(0)
+    return (2.0 * inter + eps) / (den + eps), y_sum
+
+
+class _DiceBase(RegionLoss):
+    """Shared ``squared`` argument and the plain per-class Dice of eq. 4."""
+
+    def __init__(self, *, squared: bool = True, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        check_bool("squared", squared)
+        self.squared = squared
+
+    def dice_per_class(self, inp: Prepared, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return modulated_dice(
+            self.masked_probs(inp),
+            inp.target,
+            m,
+            squared=self.squared,
+            eps=self.eps,
+            batch=self.batch_dice,
+        )
+
+
+@register("dice")
+class DiceLoss(_DiceBase):
+    """Dice loss, PM-Dice paper eq. 4 (V-Net, Milletari et al. 2016; Liu et al. 2018 DSC loss):
+    ``1 - mean_c (2 sum_i y_ic p_ic + eps) / (sum_i (y_ic^2 + p_ic^2) + eps)``.
+
+    Args:
+        squared: squared denominator (V-Net, eq. 4; default) or ``sum_i (y_ic + p_ic)``.
+        include_background, batch_dice, skip_absent, eps: see :class:`RegionLoss`. The class
+            mean runs over the classes present in the image (eq. 4 text) unless
+            ``skip_absent=False``.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        dsc, y_sum = self.dice_per_class(inp)
+        return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
+
+
+@register("pm_dice")
+class PMDiceLoss(_DiceBase):
+    """Pixel-wise Modulated Dice loss, PM-Dice paper (Hosseini 2025) eq. 5:
+    ``1 - mean_c (2 sum_i m_ic y_ic p_ic + eps) / (sum_i m_ic (y_ic^2 + p_ic^2) + eps)`` with the
+    modulating term ``m_ic = |y_ic - p_ic|^gamma_c`` computed from **detached** probabilities:
+    the paper treats m as a hyperparameter, no gradient flows through it.
+
+    ``gamma = 0`` gives ``dice`` exactly (``0 ** 0 == 1`` in torch), with either
+    ``skip_absent`` setting.
+
+    Args:
+        gamma: float >= 0 (default 1.0) or one value per class channel (after binary
+            expansion: ``[gamma_BG, gamma_FG]`` for a one-channel binary output); a length
+            mismatch raises ValueError at forward.
+        squared, include_background, batch_dice, skip_absent, eps: see :class:`DiceLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(self, *, gamma: float | Sequence[float] = 1.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.gamma = check_float_or_seq("gamma", gamma, 0.0, None)
+
+    def modulating_term(self, inp: Prepared) -> Tensor:
+        """``|y - p.detach()|^gamma_c`` (B, K, *spatial), no gradient."""
+        err = (inp.target - inp.probs.detach()).abs()
+        g = self.gamma
+        if isinstance(g, tuple):
+            hint = " ([gamma_BG, gamma_FG] for binary logits)" if inp.mode == "binary" else ""
+            gt = per_channel("gamma", g, inp.num_channels, inp.logits, hint)
+            return err.pow(_vc(gt, err.ndim))
+        if g == 1.0:
+            return err
+        return err.pow(g)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        dsc, y_sum = self.dice_per_class(inp, self.modulating_term(inp))
+        return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
+
+
+@register("generalized_dice", "gdl")
+class GeneralizedDiceLoss(RegionLoss):
+    """Generalized Dice loss (Sudre et al. 2017):
+    ``1 - (2 sum_c w_c sum_i y_ic p_ic + eps) / (sum_c w_c sum_i (y_ic + p_ic) + eps)`` with
+    ``w_c = 1 / (sum_i y_ic)^2``. Weights of absent classes (infinite) are replaced by the
+    largest finite weight of that image (as MONAI's GeneralizedDiceLoss), so the class weights
+    themselves handle absent classes (``skip_absent`` is not a parameter here). If no class is
+    present all weights are 0 and the loss is 0.
+
+    Args:
+        include_background, batch_dice, eps: see :class:`RegionLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        include_background: bool = True,
+        batch_dice: bool = False,
+        eps: float = 1e-6,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            include_background=include_background,
+            batch_dice=batch_dice,
+            skip_absent=False,
+            eps=eps,
+            **kwargs,
+        )
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        p = self.masked_probs(inp)
+        y = inp.target
+        inter = self.ssum(y * p)
+        y_sum = self.ssum(y)
+        den = y_sum + self.ssum(p)
+        w = 1.0 / (y_sum * y_sum)
+        inf = torch.isinf(w)
+        w = torch.where(inf, torch.zeros_like(w), w)
+        w_max = w.amax(dim=1, keepdim=True)
+        w = torch.where(inf, w_max.expand_as(w), w)
+        w = w * self.class_weights(inp, y_sum)  # drops background if requested
+        return 1.0 - (2.0 * (w * inter).sum(1) + self.eps) / ((w * den).sum(1) + self.eps)
+
+
+@register("log_dice", "exp_log_dice")
+class LogDiceLoss(_DiceBase):
+    """Exponential logarithmic Dice term (Wong et al. 2018): ``mean_c (-ln Dice_c)^gamma``.
+
+    ``-ln Dice_c`` is clamped at 1e-12 before the power so the gradient stays finite when
+    ``Dice_c = 1`` (for ``gamma < 1`` the derivative of ``x^gamma`` is infinite at 0).
+    Dice_c is the eq. 4 form of this library (squared denominator by default; Wong et al. use
+    ``squared=False``).
+
+    Args:
+        gamma: exponent > 0 (default 0.3, Wong et al.).
+        squared, include_background, batch_dice, skip_absent, eps: see :class:`DiceLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(self, *, gamma: float = 0.3, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.gamma = check_float("gamma", gamma, 0.0, None, lo_open=True)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        dsc, y_sum = self.dice_per_class(inp)
+        t = (-torch.log(dsc.clamp(TINY, 1.0))).clamp_min(TINY).pow(self.gamma)
+        return self.class_mean(t, self.class_weights(inp, y_sum))
+
+
+@register("focal_dice")
+class FocalDiceLoss(_DiceBase):
+    """Focal Dice of Wang & Chung 2018 ("Focal Dice [40]" in the PM-Dice tables):
+    ``1 - mean_c Dice_c^(1/beta)``. Dice_c is clamped at 1e-12 before the root so the gradient
+    stays finite at Dice_c = 0.
+
+    Args:
+        beta: >= 1 (default 2); beta = 1 is the Dice loss.
+        squared, include_background, batch_dice, skip_absent, eps: see :class:`DiceLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(self, *, beta: float = 2.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.beta = check_float("beta", beta, 1.0, None)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        dsc, y_sum = self.dice_per_class(inp)
+        t = 1.0 - dsc.clamp_min(TINY).pow(1.0 / self.beta)
+        return self.class_mean(t, self.class_weights(inp, y_sum))
+
+
+def topk_mask(candidate: Tensor, error: Tensor, k: float) -> Tensor:
+    """0/1 float mask (B, K, *sp): among ``candidate`` pixels of each image and class keep the
+    ``ceil(k/100 * n_candidates)`` with the largest ``error``; non-candidates get 0.
+
+    No full sort and no host sync: ``torch.topk`` with a static ``ceil(k/100 * N)`` over the
+    flattened pixels (non-candidates at -inf), then an ``index < count`` mask scattered back.
+    """
+    shape = error.shape
+    e = error.flatten(2)
+    c = candidate.flatten(2)
+    n = e.shape[-1]
+    k_static = max(1, math.ceil(k * n / 100.0))
+    scores = torch.where(c > 0, e, torch.full_like(e, -math.inf))
+    _, idx = torch.topk(scores, k_static, dim=-1, sorted=True)
+    count = torch.ceil(k * c.sum(-1) / 100.0)  # (B, K)
+    rank = torch.arange(k_static, device=e.device).view(1, 1, -1)
+    keep = (rank < count.unsqueeze(-1)).to(e.dtype)
+    return torch.zeros_like(e).scatter(-1, idx, keep).view(shape)
+
+
+class _TopKDiceBase(_DiceBase):
+    def __init__(self, *, k: float = 10.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.k = check_float("k", k, 0.0, 100.0, lo_open=True)
+
+    def mask(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        dsc, y_sum = self.dice_per_class(inp, self.mask(inp))
+        return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
+
+
+def _valid_for(inp: Prepared) -> Tensor:
+    if inp.valid is None:
+        return torch.ones((), device=inp.logits.device)
+    return inp.valid
+
+
+@register("focal_dice_zhao")
+class FocalDiceZhaoLoss(_TopKDiceBase):
+    """Focal Dice of Zhao et al. 2020 (ICDM) as the PM-Dice paper describes it ("Focal Dice
+    [41]": "true negatives are ranked based on their error values and the ones that are not in
+    top K% are ignored"; it "focuses on false positives and true negatives with low
+    confidence").
+
+    Dice in the eq. 5 form with a binary mask ``m_ic``: negatives of class c (``y_ic < 0.5``)
+    enter only if their error ``p_ic`` is among the top k % of that image's negatives of class
+    c; positives always enter. The mask is computed from detached probabilities.
+
+    Args:
+        k: percentage of negatives kept per image and class, in (0, 100] (default 10; the
+            PM-Dice paper does not state it for [41]).
+        squared, include_background, batch_dice, skip_absent, eps: see :class:`DiceLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def mask(self, inp: Prepared) -> Tensor:
+        y = inp.target
+        neg = (y < 0.5).float() * _valid_for(inp)
+        keep = topk_mask(neg, inp.probs.detach(), self.k)
+        return torch.where(neg > 0, keep, torch.ones_like(keep))
+
+
+@register("topk_dice")
+class TopKDiceLoss(_TopKDiceBase):
+    """TopK Dice (Hosseini, BMVC 2024; "TopK Dice [42]" in the PM-Dice tables): "false
+    negatives and true positives are ranked based on their error values and the ones that are
+    not in top K% are ignored".
+
+    Dice in the eq. 5 form with a binary mask ``m_ic``: positives of class c (``y_ic >= 0.5``)
+    enter only if their error ``1 - p_ic`` is among the top k % of that image's positives of
+    class c; negatives always enter. The mask is computed from detached probabilities.
+
+    Args:
+        k: percentage of positives kept per image and class, in (0, 100] (default 10).
+        squared, include_background, batch_dice, skip_absent, eps: see :class:`DiceLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def mask(self, inp: Prepared) -> Tensor:
+        y = inp.target
+        pos = (y >= 0.5).float() * _valid_for(inp)
+        keep = topk_mask(pos, 1.0 - inp.probs.detach(), self.k)
+        return torch.where(pos > 0, keep, torch.ones_like(keep))
+
+
+def wsdice_coefficient(
+    p: Tensor, y: Tensor, valid: Tensor | None, v1: float, v2: float, eps: float, batch: bool
+) -> Tensor:
+    """Per-class WSDice coefficient (Wang et al. 2020 eq. 4), (B|1, K), in [-1, 1].
+
+    ``G = w (2y - 1)``, ``Ghat = w (2p - 1)``, ``w = y (v2 - v1) + v1``;
+    ``(2 sum Ghat G + eps) / (sum Ghat^2 + sum G^2 + eps)``. Ignored pixels get w = 0.
+    """
+    w = y * (v2 - v1) + v1
+    if valid is not None:
+        w = w * valid
+    g = w * (2.0 * y - 1.0)
+    gh = w * (2.0 * p - 1.0)
+    red = (0, *range(2, p.ndim)) if batch else tuple(range(2, p.ndim))
+    num = (g * gh).sum(red)
+    den = (gh * gh + g * g).sum(red)
+    if batch:
+        num, den = num.unsqueeze(0), den.unsqueeze(0)
+    return (2.0 * num + eps) / (den + eps)
+
+
+class _WSDiceMixin:
+    """Shared WSDice weights and the class-mean coefficient."""
+
+    v1: float
+    v2: float
+    eps: float
+    batch_dice: bool
+    include_background: bool
+
+    def _init_v(self, v1: float, v2: float | None) -> None:
+        self.v1 = check_float("v1", v1, 0.0, 0.5)
+        self.v2 = 1.0 - self.v1 if v2 is None else check_float("v2", v2, 0.0, 1.0)
+
+    def wsdice_mean(self, inp: Prepared) -> Tensor:
+        """Class-mean WSDice coefficient per image (B|1,)."""
+        p, y, valid = inp.probs, inp.target, inp.valid
+        if inp.mode == "binary" or (inp.has_background and not self.include_background):
+            # binary: the 2y-1 trick already includes the negatives -> foreground channel only
+            p, y = p[:, 1:], y[:, 1:]
+        coef = wsdice_coefficient(p, y, valid, self.v1, self.v2, self.eps, self.batch_dice)
+        return coef.mean(1)
+
+
+@register("wsdice")
+class WSDiceLoss(_WSDiceMixin, RegionLoss):
+    """Weighted soft Dice, WSDice (Wang et al. 2020, eq. 4):
+    ``1 - mean_c (2 sum Ghat G + eps) / (sum Ghat^2 + sum G^2 + eps)`` with
+    ``G = w (2y - 1)``, ``Ghat = w (2p - 1)``, ``w = y (v2 - v1) + v1``.
+
+    The coefficient lies in [-1, 1] (so the loss in [0, 2]). Because ``2y - 1`` already
+    counts the negatives, a one-channel binary output is scored on the foreground channel only
+    (the paper's binary formulation); multi-class is one-vs-rest per class ("for each class ...
+    regard it as foreground and the rest as background"), mean over classes respecting
+    ``include_background``. Absent classes keep a meaningful score (their negatives count), so
+    every class enters the mean (no ``skip_absent``).
+
+    Args:
+        v1: weight of negatives, in [0, 0.5] (default 0.15, the paper's ChestX-ray8 setting).
+        v2: weight of positives (default ``1 - v1``).
+        include_background, batch_dice, eps: see :class:`RegionLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        v1: float = 0.15,
+        v2: float | None = None,
+        include_background: bool = True,
+        batch_dice: bool = False,
+        eps: float = 1e-6,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            include_background=include_background,
+            batch_dice=batch_dice,
+            skip_absent=False,
+            eps=eps,
+            **kwargs,
+        )
+        self._init_v(v1, v2)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        return 1.0 - self.wsdice_mean(inp)

@@ -1,0 +1,149 @@
+"""Loss registry: names -> classes, ``get_loss`` / ``list_losses`` and ``a+b`` compounds."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from ._base import SegLoss
+
+_REGISTRY: dict[str, type[SegLoss]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(name: str, *aliases: str) -> Callable[[type[SegLoss]], type[SegLoss]]:
+    """Class decorator that registers a loss class under ``name`` (and ``aliases``)."""
+
+    def deco(cls: type[SegLoss]) -> type[SegLoss]:
+        for n in (name, *aliases):
+            if n in _REGISTRY or n in _ALIASES or "+" in n:
+                raise ValueError(f"loss name {n!r} is already registered or invalid")
+        _REGISTRY[name] = cls
+        for a in aliases:
+            _ALIASES[a] = name
+        cls.loss_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def list_losses(include_aliases: bool = False) -> list[str]:
+    """Sorted names of the registered losses (plus the PM-Dice table compounds).
+
+    Any ``a+b`` of these names is also accepted by :func:`get_loss`; the compound names of
+    the PM-Dice paper's tables 1-3 are listed explicitly.
+    """
+    names = set(_REGISTRY)
+    if include_aliases:
+        names |= set(_ALIASES)
+    from .compound import PAPER_COMPOUNDS
+
+    return sorted(names) + list(PAPER_COMPOUNDS)
+
+
+def accepted_params(cls: type[nn.Module]) -> list[str]:
+    """Keyword parameters accepted by ``cls`` (walking the ``**kwargs`` chain of its bases)."""
+    out: list[str] = []
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object) or "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(vars(klass)["__init__"])
+        for p in sig.parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            if p.name not in out:
+                out.append(p.name)
+    return out
+
+
+def _resolve(name: str) -> type[SegLoss]:
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    known = sorted(set(_REGISTRY) | set(_ALIASES))
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown loss name {name!r}{hint} (known: {', '.join(known)})")
+
+
+def _build(name: str, params: Mapping[str, Any]) -> SegLoss:
+    cls = _resolve(name)
+    ok = accepted_params(cls)
+    bad = [k for k in params if k not in ok]
+    if bad:
+        raise ValueError(
+            f"loss {name!r} got unknown parameter(s) {bad}; accepted parameters: {', '.join(ok)}"
+        )
+    return cls(**params)
+
+
+def get_loss(name: str, **params: Any) -> nn.Module:
+    """Build a loss by name.
+
+    ``name`` is a registered name (see :func:`list_losses`) or a compound ``"a+b(+c)"``.
+    For a compound, ``weights=(w_a, w_b, ...)`` (default all 1.0, the PM-Dice paper's plain
+    sums), per-component parameters as dicts keyed by component name
+    (``pm_dice={"gamma": 2.0}``), and shared parameters (``ignore_index``, ``mode``,
+    ``reduction``, ``validate``, ``include_background``, ``batch_dice``, ``eps``, ...)
+    forwarded to every component whose ``__init__`` accepts them.
+
+    Raises:
+        ValueError: unknown name (with close matches) or a parameter the loss does not accept.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"loss name must be a non-empty string, got {name!r}")
+    if "+" in name:
+        return _build_compound(name, params)
+    if "weights" in params and "weights" not in accepted_params(_resolve(name)):
+        raise ValueError(
+            f"'weights' is only accepted by compound names like 'ce+dice', got {name!r}"
+        )
+    return _build(name, params)
+
+
+def _build_compound(name: str, params: Mapping[str, Any]) -> nn.Module:
+    from .compound import CompoundLoss
+
+    parts = [p.strip().lower() for p in name.split("+")]
+    if any(not p for p in parts):
+        raise ValueError(f"compound loss name {name!r} has an empty component")
+    classes = [_resolve(p) for p in parts]
+    canon = [_ALIASES.get(p, p) for p in parts]
+    params = dict(params)
+    weights: Sequence[float] | None = params.pop("weights", None)
+    reduction = params.pop("reduction", "mean")
+    per: dict[str, dict[str, Any]] = {}
+    for key in list(params):
+        k = key.lower()
+        if k in parts or k in canon:
+            val = params.pop(key)
+            if not isinstance(val, Mapping):
+                raise ValueError(
+                    f"parameters for component {key!r} must be a dict, got {type(val).__name__}"
+                )
+            per[_ALIASES.get(k, k)] = dict(val)
+    shared = params
+    used: set[str] = set()
+    comps: list[SegLoss] = []
+    for cname, cls in zip(canon, classes, strict=True):
+        ok = accepted_params(cls)
+        kw = {k: v for k, v in shared.items() if k in ok}
+        used |= set(kw)
+        own = per.get(cname, {})
+        if "reduction" in own:
+            raise ValueError(f"set reduction on the compound, not on component {cname!r}")
+        kw.update(own)
+        kw["reduction"] = "none"
+        comps.append(_build(cname, kw))
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise ValueError(
+            f"compound {name!r}: parameter(s) {unused} are accepted by none of its components "
+            f"({', '.join(canon)})"
+        )
+    return CompoundLoss(comps, weights=weights, reduction=reduction, names=canon)

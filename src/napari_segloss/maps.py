@@ -1,0 +1,256 @@
+"""Per-pixel maps: PM-Dice modulating maps and loss contribution maps (what the panel draws).
+
+- :func:`modulating_map` is the PM-Dice modulating term ``m_ic = |y_ic - p_ic|^gamma_c``
+  (Hosseini 2025, eq. 5 and fig. 1), the map of the paper's fig. 2.
+- :func:`contribution_map` says how much each pixel drives a loss: the L1 norm over channels of
+  ``dLoss/dlogits`` (any loss, compounds included), or a per-pixel value.
+
+Pure torch; no Qt or napari.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MAP_KINDS", "contribution_map", "error_map", "modulating_map"]
+
+MAP_KINDS: tuple[str, ...] = ("gradient", "value")
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def _target_channels(target: Tensor, b: int, c: int, spatial: tuple[int, ...]) -> Tensor:
+    """Integer labels ``(B, *sp)`` / ``(B, 1, *sp)`` or one-hot/soft ``(B, C, *sp)`` -> float (B, K, *sp).
+
+    Binary (``C == 1``) gives ``[1 - y, y]``, matching the losses' binary expansion.
+    """
+    label_shapes = ((b, *spatial), (b, 1, *spatial))
+    tshape = tuple(target.shape)
+    if c == 1:
+        if tshape not in label_shapes:
+            raise ValueError(
+                f"target: binary probs (B, 1, *spatial) need a target of shape {label_shapes[0]} "
+                f"or {label_shapes[1]}, got {_shape(target)}"
+            )
+        y = target.reshape(b, 1, *spatial).float()
+        if y.numel() and (float(y.min()) < 0.0 or float(y.max()) > 1.0):
+            raise ValueError(
+                f"target: binary targets must be 0/1 labels or soft values in [0, 1], got values "
+                f"in [{float(y.min()):g}, {float(y.max()):g}]"
+            )
+        return torch.cat([1.0 - y, y], dim=1)
+    if tshape in label_shapes:
+        t = target.reshape(b, *spatial)
+        if t.is_floating_point():
+            if bool((t != t.round()).any()):
+                raise ValueError(
+                    "target: label targets (B, *spatial) must hold integer class indices, got "
+                    "non-integer float values"
+                )
+        t = t.long()
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= c):
+            raise ValueError(
+                f"target: labels must be in [0, {c - 1}] for {c} channels, got values in "
+                f"[{int(t.min())}, {int(t.max())}]"
+            )
+        classes = torch.arange(c, device=t.device).view(1, c, *([1] * len(spatial)))
+        return (t.unsqueeze(1) == classes).float()
+    if tshape == (b, c, *spatial):
+        y = target.float()
+        if y.numel() and (float(y.min()) < 0.0 or float(y.max()) > 1.0):
+            raise ValueError(
+                f"target: one-hot/soft targets must be in [0, 1], got values in "
+                f"[{float(y.min()):g}, {float(y.max()):g}]"
+            )
+        return y
+    raise ValueError(
+        f"target: expected labels {label_shapes[0]} or {label_shapes[1]}, or one-hot/soft "
+        f"{(b, c, *spatial)}, got {_shape(target)}"
+    )
+
+
+def _gamma_tensor(gamma: float | Sequence[float] | Tensor, k: int, ref: Tensor) -> Tensor:
+    """gamma as a (1, K, 1, ...) float32 tensor (scalar or one value per class channel, >= 0)."""
+    if isinstance(gamma, Tensor):
+        gamma = gamma.detach().cpu().flatten().tolist()
+        if len(gamma) == 1:
+            gamma = gamma[0]
+    if isinstance(gamma, Sequence) and not isinstance(gamma, str):
+        values = list(gamma)
+        if len(values) != k:
+            hint = " ([gamma_BG, gamma_FG] for binary probs)" if k == 2 else ""
+            raise ValueError(
+                f"gamma: expected a number or {k} values (one per class channel){hint}, got "
+                f"{len(values)} values"
+            )
+    elif isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+        raise ValueError(f"gamma: expected a number >= 0 or a sequence of them, got {gamma!r}")
+    else:
+        values = [gamma] * k
+    for i, g in enumerate(values):
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0 or g == float("inf"):
+            raise ValueError(f"gamma[{i}]: expected a finite number >= 0, got {g!r}")
+    return torch.tensor(values, dtype=torch.float32, device=ref.device).view(
+        1, k, *([1] * (ref.ndim - 2))
+    )
+
+
+def modulating_map(
+    probs: Tensor, target: Tensor, gamma: float | Sequence[float] | Tensor = 1.0
+) -> Tensor:
+    """PM-Dice modulating term ``m_ic = |y_ic - p_ic|^gamma_c`` (Hosseini 2025, eq. 5, fig. 1).
+
+    Args:
+        probs: probabilities ``(B, C, *spatial)`` (softmax output, or sigmoid for ``C == 1``).
+        target: integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot/soft
+            ``(B, C, *spatial)``.
+        gamma: focusing parameter >= 0, one number or one per class channel.
+
+    Returns:
+        float32 ``(B, K, *spatial)`` without gradient (the paper treats m as a hyperparameter).
+        ``K = C``, except binary ``C == 1`` probs, which are expanded to ``[1 - p, p]`` as in the
+        losses, so ``K = 2`` (background, foreground) and ``gamma`` may be ``[gamma_BG, gamma_FG]``.
+        ``gamma = 0`` gives all ones (``0 ** 0 = 1``: PM Dice reduces to Dice).
+    """
+    if not isinstance(probs, Tensor) or not isinstance(target, Tensor):
+        raise ValueError(
+            "probs and target: expected torch.Tensor, got "
+            f"{type(probs).__name__} and {type(target).__name__}"
+        )
+    if probs.ndim < 3 or not probs.is_floating_point():
+        raise ValueError(
+            f"probs: expected floating point probabilities (B, C, *spatial), got dtype "
+            f"{probs.dtype} and shape {_shape(probs)}"
+        )
+    p = probs.detach().float()
+    if p.numel() and (float(p.min()) < 0.0 or float(p.max()) > 1.0):
+        raise ValueError(
+            f"probs: expected probabilities in [0, 1] (apply softmax/sigmoid to logits first), "
+            f"got values in [{float(p.min()):g}, {float(p.max()):g}]"
+        )
+    b, c = p.shape[:2]
+    spatial = tuple(p.shape[2:])
+    y = _target_channels(target.detach().to(p.device), b, c, spatial)
+    if c == 1:
+        p = torch.cat([1.0 - p, p], dim=1)
+    return (y - p).abs().pow(_gamma_tensor(gamma, p.shape[1], p))
+
+
+def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:
+    if isinstance(loss, str):
+        from .losses import get_loss
+
+        # reduction="none": per-image losses, so an image's map does not depend on the batch
+        params = {"reduction": "none", **params}
+        return get_loss(loss, **params)
+    if isinstance(loss, nn.Module):
+        if params:
+            raise ValueError(
+                f"loss params {sorted(params)} are only accepted with a loss name; got an "
+                f"already built {type(loss).__name__}"
+            )
+        return loss
+    raise ValueError(
+        f"loss: expected a registered loss name (str) or an nn.Module, got {type(loss).__name__}"
+    )
+
+
+def _prepared(module: nn.Module, logits: Tensor, target: Tensor) -> Any:
+    """The losses' own input preparation (probabilities, binary expansion, one-hot, ignore)."""
+    if hasattr(module, "prepare"):
+        return module.prepare(logits, target)
+    comps = getattr(module, "components", None)
+    if comps is not None and len(comps) and hasattr(comps[0], "prepare"):
+        return comps[0].prepare(logits, target)
+    from .losses import prepare
+
+    return prepare(logits, target)
+
+
+def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel error ``(B, *spatial)`` used as the "value" map of region (Dice-family) losses.
+
+    ``sum_c w_c |y_c - p_c| / 2`` over the loss's class channels (binary: ``|y - p|``; in
+    [0, 1]: 0 = correct and confident, 1 = confidently wrong). ``w_c = 1`` except for PM Dice,
+    where ``w`` is its modulating term ``|y_c - p_c|^gamma_c`` (the modulated error the PM-Dice
+    loss sees, eq. 5). Multilabel: the mean over labels of ``|y_c - p_c|``. Ignored pixels: 0.
+    """
+    inp = _prepared(loss, logits, target)
+    err = (inp.target - inp.probs).abs()
+    if hasattr(loss, "modulating_term"):
+        err = err * loss.modulating_term(inp)
+    out = err.sum(1) / (inp.num_channels if inp.mode == "multilabel" else 2.0)
+    if inp.valid is not None:
+        out = out * inp.valid.amax(dim=1)
+    return out
+
+
+def _value_map(module: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
+    comps = getattr(module, "components", None)
+    if comps is not None and hasattr(module, "weights"):
+        # Compound: weighted sum of the components' value maps (pixel loss or error).
+        total = None
+        for w, comp in zip(module.weights, comps, strict=True):
+            v = w * _value_map(comp, logits, target)
+            total = v if total is None else total + v
+        return total
+    if hasattr(module, "pixel_loss"):
+        return module.pixel_loss(logits, target)
+    return error_map(module, logits, target)
+
+
+def contribution_map(
+    loss: str | nn.Module,
+    logits: Tensor,
+    target: Tensor,
+    kind: str = "gradient",
+    **params: Any,
+) -> Tensor:
+    """How much each pixel drives a loss, ``(B, *spatial)`` float32 without gradient.
+
+    Args:
+        loss: a registered loss name (built with ``get_loss(loss, reduction="none", **params)``)
+            or a loss module from ``get_loss``.
+        logits: raw network outputs ``(B, C, *spatial)``, 2D or 3D.
+        target: labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
+        kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too).
+            The per-image loss is differentiated, so a map does not depend on the batch size
+            (a module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
+            the images of the batch by definition).
+            ``"value"``: the per-pixel loss for pixel-separable losses (``pixel_loss``: ce, focal,
+            topk_ce); for region losses the per-pixel error of :func:`error_map` (the modulated
+            error for pm_dice); for compounds the weighted sum of the components' maps.
+        **params: loss parameters, only with a loss name.
+    """
+    if kind not in MAP_KINDS:
+        raise ValueError(f"kind: expected one of {list(MAP_KINDS)}, got {kind!r}")
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise ValueError(
+            "logits and target: expected torch.Tensor, got "
+            f"{type(logits).__name__} and {type(target).__name__}"
+        )
+    if logits.ndim < 3 or not logits.is_floating_point():
+        raise ValueError(
+            f"logits: expected floating point (B, C, *spatial), got dtype {logits.dtype} and "
+            f"shape {_shape(logits)}"
+        )
+    module = _resolve_loss(loss, params)
+    x = logits.detach().float()
+    if kind == "value":
+        with torch.no_grad():
+            return _value_map(module, x, target).detach().float()
+    x = x.requires_grad_(True)  # detach() made a new leaf: the caller's tensor is untouched
+    with torch.enable_grad():
+        out = module(x, target)
+        # Sum of per-image losses: image b's gradient is the gradient of its own loss.
+        total = out.sum() if out.ndim else out
+        if out.ndim == 0 and getattr(module, "reduction", None) == "mean":
+            total = total * x.shape[0]
+        (grad,) = torch.autograd.grad(total, x)
+    return grad.abs().sum(1)

@@ -1,0 +1,47 @@
+"""Shared test fixtures.
+
+``shared_data`` points at the project's real data (``../shared/data`` relative to the repository
+root). The package never needs it; tests that do are skipped with a clear message when it is
+absent, so the suite still passes on a fresh clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (where ``pyproject.toml`` and ``napari.yaml`` live)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; skips the test when the folder is not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not available: {SHARED_DATA} is absent (see its README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def kvasir_dir(shared_data: Path) -> Path:
+    """The full Kvasir-SEG folder (``images/`` + ``masks/``); skips when absent."""
+    path = shared_data / "kvasir-seg"
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def acdc_dir(shared_data: Path) -> Path:
+    """The ACDC folder (``images/``, ``labels/``, ``splits/``); skips when absent."""
+    path = shared_data / "acdc"
+    if not path.is_dir():
+        pytest.skip(f"real data not available: {path} is absent")
+    return path

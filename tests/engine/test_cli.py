@@ -1,0 +1,376 @@
+"""The ``segloss`` command: argument structure, one-line errors, predict and evaluate outputs."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_segloss.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "training" / "configs"
+TINY_KW = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _assert_one_line_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def test_parser_subcommands_and_set_overrides() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "train",
+            "--config",
+            "c.yaml",
+            "--set",
+            "train.epochs=2",
+            "data.size=[64,64]",
+            "--set",
+            "x=1",
+        ]
+    )
+    assert args.command == "train"
+    assert args.overrides == ["train.epochs=2", "data.size=[64,64]", "x=1"]
+    args = parser.parse_args(
+        [
+            "predict",
+            "--checkpoint",
+            "m.pt",
+            "--input",
+            "a.png",
+            "dir",
+            "--output",
+            "o",
+            "--tile",
+            "64",
+            "64",
+        ]
+    )
+    assert args.input == ["a.png", "dir"] and args.tile == [64, 64] and args.overlap == 0.25
+    args = parser.parse_args(["evaluate", "--pred", "p", "--gt", "g", "--spacing", "1.5", "1.5"])
+    assert args.spacing == [1.5, 1.5] and args.tolerance == 1.0
+    args = parser.parse_args(
+        ["compare", "--config", "c.yaml", "--losses", "ce", "pm_dice", "--output", "o"]
+    )
+    assert args.losses == ["ce", "pm_dice"] and args.seeds == [0, 1, 2]
+
+
+def test_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["train", "--config", "nope.yaml"], ["config file not found", "nope.yaml"]),
+        (
+            ["train", "--config", str(CONFIGS / "quickstart.yaml"), "--set", "train.epoch=3"],
+            ["train.epoch", "unknown key"],
+        ),
+        (
+            ["train", "--config", str(CONFIGS / "quickstart.yaml"), "--set", "train.epochs=ten"],
+            ["train.epochs"],
+        ),
+        (["train", "--config", str(CONFIGS / "kvasir_pm_dice.yaml")], ["data.root", "not set"]),
+        (
+            [
+                "compare",
+                "--config",
+                str(CONFIGS / "acdc_pm_dice.yaml"),
+                "--losses",
+                "ce",
+                "--output",
+                "o",
+            ],
+            ["data.root", "--set data.root="],
+        ),
+        (
+            ["predict", "--checkpoint", "missing.pt", "--input", ".", "--output", "o"],
+            ["checkpoint not found", "missing.pt"],
+        ),
+        (["evaluate", "--pred", "nope", "--gt", "nope2"], ["pred folder not found"]),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(
+    argv: list[str], needles: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rc, _, err = _run(argv, capsys)
+    _assert_one_line_error(rc, err, f"segloss {argv[0]}: error:", *needles)
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    rc, _, err = _run(
+        ["predict", "--checkpoint", str(bad), "--input", str(img), "--output", str(tmp_path / "o")],
+        capsys,
+    )
+    _assert_one_line_error(rc, err, "bad.pt")
+
+
+# ------------------------------------------------------------------------------ predict
+
+
+def _checkpoint(tmp_path: Path, in_channels: int, classes: int, **meta_extra: Any) -> Path:
+    from napari_segloss.engine.checkpoint import save_checkpoint
+    from napari_segloss.engine.config import ModelConfig
+    from napari_segloss.engine.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        encoder="mobilenet_v2", in_channels=in_channels, classes=classes, kwargs=TINY_KW
+    )
+    model = build_model(cfg)
+    mean, std = (
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3 else ([0.0], [1.0])
+    )
+    meta = {
+        "format": "napari-segloss/1",
+        "arch": "Unet",
+        "encoder": "mobilenet_v2",
+        "in_channels": in_channels,
+        "classes": classes,
+        "model_kwargs": TINY_KW,
+        "spatial_dims": 2,
+        "normalization": {"scale": "uint8", "mean": mean, "std": std},
+        "input_size": None,
+        "crop": [32, 32],
+        **meta_extra,
+    }
+    path = tmp_path / f"model_{in_channels}_{classes}.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "meta": meta})
+    return path
+
+
+def test_predict_writes_png_tif_probs_matching_inference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from napari_segloss.engine.checkpoint import load_model
+    from napari_segloss.engine.inference import predict
+
+    ckpt = _checkpoint(tmp_path, 3, 2)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)  # larger than the 32 tile, odd size
+    b = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)  # smaller than the tile
+    Image.fromarray(a).save(inputs / "a.png")
+    import tifffile
+
+    tifffile.imwrite(inputs / "b.tif", b)
+    (inputs / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    rc, stdout, err = _run(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--probs",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_probs.tif", "b.tif", "b_probs.tif"]
+    labels_a = np.asarray(Image.open(out / "a.png"))
+    probs_a = tifffile.imread(out / "a_probs.tif")
+    assert labels_a.shape == (40, 52) and labels_a.dtype == np.uint8
+    assert probs_a.shape == (2, 40, 52) and probs_a.dtype == np.float32
+    np.testing.assert_allclose(probs_a.sum(0), 1.0, atol=1e-5)
+    model, meta = load_model(ckpt)
+    ref_labels, ref_probs = predict(model, a, meta=meta, device="cpu")
+    np.testing.assert_array_equal(labels_a, ref_labels)
+    np.testing.assert_allclose(probs_a, ref_probs, atol=1e-6)
+    assert tifffile.imread(out / "b.tif").shape == (20, 24)
+    assert "wrote 2 label file(s)" in stdout
+
+
+def test_predict_nifti_volume_keeps_file_axes_and_affine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nibabel as nib
+
+    ckpt = _checkpoint(tmp_path, 1, 4)
+    vol = np.random.default_rng(1).integers(0, 256, (36, 28, 3), dtype=np.uint8)  # (X, Y, Z)
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "case.nii.gz"))
+    out = tmp_path / "out"
+    rc, _, err = _run(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "case.nii.gz"),
+            "--output",
+            str(out),
+            "--probs",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    lab = nib.load(str(out / "case.nii.gz"))
+    assert lab.shape == (36, 28, 3)
+    np.testing.assert_allclose(lab.affine, affine)
+    assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1, 2, 3}
+    probs = nib.load(str(out / "case_probs.nii.gz"))
+    assert probs.shape == (36, 28, 3, 4)
+    np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ evaluate
+
+
+def _mask(path: Path, arr: np.ndarray) -> None:
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+
+
+def test_evaluate_hand_computed_binary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    gt = np.zeros((16, 16), np.uint8)
+    gt[4:8, 4:8] = 1  # 16 pixels
+    pred = np.zeros_like(gt)
+    pred[4:8, 4:6] = 1  # 8 pixels, all inside the truth
+    _mask(gt_dir / "x.png", gt * 255)  # {0, 255} masks are read as {0, 1}
+    _mask(pred_dir / "x.png", pred)
+    _mask(gt_dir / "y.png", gt)  # perfect prediction for y
+    _mask(pred_dir / "y.png", gt)
+    _mask(gt_dir / "extra.png", gt)  # no prediction: ignored, reported
+    rc, out, err = _run(
+        [
+            "evaluate",
+            "--pred",
+            str(pred_dir),
+            "--gt",
+            str(gt_dir),
+            "--output",
+            str(tmp_path / "ev"),
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    with (tmp_path / "ev" / "per_image.csv").open() as fh:
+        rows = {r["image"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"x", "y"}
+    x = rows["x"]
+    # Dice 2*8/(16+8), IoU 8/16, precision 8/8, recall 8/16.
+    assert float(x["dice"]) == pytest.approx(2 / 3)
+    assert float(x["iou"]) == pytest.approx(0.5)
+    assert float(x["precision"]) == pytest.approx(1.0)
+    assert float(x["recall"]) == pytest.approx(0.5)
+    assert float(rows["y"]["dice"]) == pytest.approx(1.0)
+    with (tmp_path / "ev" / "summary.csv").open() as fh:
+        summary = {(r["class"], r["metric"]): r for r in csv.DictReader(fh)}
+    assert float(summary[("1", "dice")]["mean"]) == pytest.approx((2 / 3 + 1) / 2)
+    assert summary[("1", "dice")]["count"] == "2"
+    assert (tmp_path / "ev" / "summary.md").is_file()
+    assert "1 ground-truth file(s) without a prediction ignored" in out
+
+
+def test_evaluate_multiclass_nifti_uses_header_spacing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nibabel as nib
+
+    gt = np.zeros((10, 10, 2), np.uint8)
+    gt[2:5, 2:5, :] = 1
+    gt[6:9, 6:9, :] = 2
+    pred = gt.copy()
+    pred[6:9, 6:9, :] = 0  # class 2 missed entirely
+    for folder, arr in (("gt", gt), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        nib.save(
+            nib.Nifti1Image(arr, np.diag([2.0, 2.0, 5.0, 1.0])), str(tmp_path / folder / "v.nii.gz")
+        )
+    rc, _, err = _run(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--class-names",
+            "A",
+            "B",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    with (tmp_path / "pred" / "per_image.csv").open() as fh:
+        rows = {r["class"]: r for r in csv.DictReader(fh)}
+    assert float(rows["1"]["dice"]) == pytest.approx(1.0)
+    assert float(rows["2"]["dice"]) == pytest.approx(0.0)
+    assert "B" in (tmp_path / "pred" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("problem", ["no_gt", "shape", "spacing"])
+def test_evaluate_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
+) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    _mask(tmp_path / "p" / "a.png", np.zeros((8, 8)))
+    argv = ["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]
+    if problem == "no_gt":
+        _mask(tmp_path / "g" / "b.png", np.zeros((8, 8)))
+        needles = ["without a ground truth", "a"]
+    elif problem == "shape":
+        _mask(tmp_path / "g" / "a.png", np.zeros((8, 9)))
+        needles = ["shape"]
+    else:
+        _mask(tmp_path / "g" / "a.png", np.zeros((8, 8)))
+        argv += ["--spacing", "1", "1", "1"]
+        needles = ["--spacing", "expected 2"]
+    rc, _, err = _run(argv, capsys)
+    _assert_one_line_error(rc, err, *needles)
+
+
+# ------------------------------------------------------------------------------ train.py
+
+
+def test_training_script_is_the_cli_train() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "training" / "train.py"), "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "--config" in proc.stdout and "--resume" in proc.stdout and "--set" in proc.stdout

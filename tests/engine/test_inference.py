@@ -1,0 +1,273 @@
+"""Tiled inference: a pointwise model must give the same result tiled as untiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from napari_segloss.engine.inference import (
+    gaussian_importance_map,
+    normalise_image,
+    predict,
+    sliding_window_predict,
+    tile_starts,
+)
+
+
+def _pointwise(in_ch: int, out_ch: int, dims: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    return conv(in_ch, out_ch, kernel_size=1)
+
+
+def _untiled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(x)
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+
+
+class _Recorder(nn.Module):
+    """1x1 conv that records the batch sizes and tile shapes it is called with."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 1)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((10, 4, 0.5), [0, 2, 4, 6]),  # stride 2, ends exactly at 10
+        ((10, 4, 0.0), [0, 4, 6]),  # 10 is not a multiple of 4: last tile shifted back
+        ((4, 4, 0.25), [0]),
+        ((9, 4, 0.25), [0, 3, 5]),  # stride int(4 * 0.75) = 3
+        ((5, 4, 0.99), [0, 1]),  # stride never below 1
+    ],
+)
+def test_tile_starts_hand_computed(size: tuple[int, int, float], expected: list[int]) -> None:
+    assert tile_starts(*size) == expected
+
+
+def test_tile_starts_rejects_too_small_size() -> None:
+    with pytest.raises(ValueError, match="size"):
+        tile_starts(3, 4, 0.25)
+
+
+def test_gaussian_importance_map_shape_peak_symmetry_floor() -> None:
+    w = gaussian_importance_map((9, 6))
+    assert w.shape == (9, 6)
+    assert w.dtype == torch.float32
+    assert torch.isclose(w.max(), torch.tensor(1.0))
+    assert w[4, 2] == w[4, 3] == w.max()  # centre row, the two middle columns
+    assert torch.allclose(w, w.flip(0)) and torch.allclose(w, w.flip(1))
+    assert w.min() >= 1e-3
+    # sigma = 9 / 8 along axis 0: one pixel from the centre weighs exp(-0.5 * (8/9)^2).
+    assert w[3, 2] / w[4, 2] == pytest.approx(np.exp(-0.5 * (8 / 9) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("classes", [1, 3])
+def test_2d_tiled_equals_untiled(blend: str, overlap: float, classes: int) -> None:
+    model = _pointwise(2, classes)
+    x = torch.randn(2, 70, 45)  # neither axis a multiple of the tile
+    out = sliding_window_predict(model, x, tile=(32, 16), overlap=overlap, blend=blend)
+    assert out.shape == (classes, 70, 45)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _untiled(model, x[None])[0], atol=1e-5, rtol=0)
+
+
+def test_batched_input_keeps_batch_axis() -> None:
+    model = _pointwise(1, 2)
+    x = torch.randn(3, 1, 40, 33)
+    out = sliding_window_predict(model, x, tile=(16, 16), overlap=0.5, batch_size=5)
+    assert out.shape == (3, 2, 40, 33)
+    torch.testing.assert_close(out, _untiled(model, x), atol=1e-5, rtol=0)
+
+
+def test_image_smaller_than_tile_is_padded_and_cropped_back() -> None:
+    model = _Recorder(3, 2)
+    x = torch.randn(3, 20, 13)
+    out = sliding_window_predict(model, x, tile=(32, 32))
+    assert out.shape == (2, 20, 13)
+    assert model.calls == [(1, 3, 32, 32)]  # one full-size tile
+    torch.testing.assert_close(out, _untiled(model.conv, x[None])[0], atol=1e-5, rtol=0)
+
+
+def test_tiles_are_batched_and_bounded() -> None:
+    model = _Recorder(1, 2)
+    x = torch.randn(1, 64, 64)
+    sliding_window_predict(model, x, tile=(16, 16), overlap=0.0, batch_size=3)
+    # 4 x 4 = 16 windows in batches of at most 3: 5 full batches and one of 1.
+    assert [c[0] for c in model.calls] == [3, 3, 3, 3, 3, 1]
+    assert all(c[2:] == (16, 16) for c in model.calls)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_3d_tiled_equals_untiled(overlap: float) -> None:
+    model = _pointwise(2, 3, dims=3)
+    x = torch.randn(2, 9, 20, 17)
+    out = sliding_window_predict(model, x, tile=(8, 16, 16), overlap=overlap, batch_size=2)
+    assert out.shape == (3, 9, 20, 17)
+    torch.testing.assert_close(out, _untiled(model, x[None])[0], atol=1e-5, rtol=0)
+
+
+def test_3d_smaller_than_tile_along_one_axis() -> None:
+    model = _pointwise(1, 1, dims=3)
+    x = torch.randn(1, 5, 24, 24)
+    out = sliding_window_predict(model, x, tile=(8, 16, 16))
+    torch.testing.assert_close(out, _untiled(model, x[None])[0], atol=1e-5, rtol=0)
+
+
+def test_constant_blend_averages_overlapping_tiles() -> None:
+    """A model whose output is the tile's mean: overlap regions average the tile means."""
+
+    class TileMean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+
+    x = torch.zeros(1, 1, 6)
+    x[0, 0, :] = torch.tensor([0.0, 0.0, 0.0, 0.0, 4.0, 8.0])
+    # tile (1, 4), overlap 0.5 -> windows start at 0 and 2 along the last axis.
+    # sigmoid is applied per tile, so the expected value mixes the sigmoids of the tile means.
+    out = sliding_window_predict(TileMean(), x, tile=(1, 4), overlap=0.5, blend="constant")
+    s0, s1 = torch.sigmoid(torch.tensor(0.0)), torch.sigmoid(torch.tensor(3.0))
+    expected = torch.stack([s0, s0, (s0 + s1) / 2, (s0 + s1) / 2, s1, s1])
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-6, rtol=0)
+
+
+def test_model_training_mode_is_restored() -> None:
+    model = _pointwise(1, 2).train()
+    sliding_window_predict(model, torch.randn(1, 8, 8), tile=(8, 8))
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile": (0, 8)}, "tile"),
+        ({"tile": (8, 8, 8, 8)}, "tile"),
+        ({"tile": (8, 8), "overlap": 1.0}, "overlap"),
+        ({"tile": (8, 8), "overlap": -0.1}, "overlap"),
+        ({"tile": (8, 8), "batch_size": 0}, "batch_size"),
+        ({"tile": (8, 8), "blend": "linear"}, "blend"),
+        ({"tile": (8, 8, 8)}, "image"),  # 2D image with a 3D tile
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        sliding_window_predict(_pointwise(1, 2), torch.randn(1, 8, 8), **kwargs)
+
+
+def test_model_with_wrong_output_size_is_reported() -> None:
+    model = nn.Conv2d(1, 2, 3)  # no padding: output shrinks by 2
+    with pytest.raises(ValueError, match="output shape"):
+        sliding_window_predict(model, torch.randn(1, 16, 16), tile=(8, 8))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    th=st.integers(1, 24),
+    tw=st.integers(1, 24),
+    overlap=st.floats(0.0, 0.9),
+    batch=st.integers(1, 5),
+)
+def test_property_pointwise_model_tiled_equals_untiled(
+    h: int, w: int, th: int, tw: int, overlap: float, batch: int
+) -> None:
+    model = _pointwise(2, 2, seed=1)
+    x = torch.randn(2, h, w, generator=torch.Generator().manual_seed(h * 41 + w))
+    out = sliding_window_predict(model, x, tile=(th, tw), overlap=overlap, batch_size=batch)
+    torch.testing.assert_close(out, _untiled(model, x[None])[0], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------- predict()
+
+
+def test_normalise_image_defaults_imagenet_for_rgb_uint8() -> None:
+    img = np.full((3, 2, 2), 255, dtype=np.uint8)
+    out = normalise_image(img, {})
+    expected = [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]
+    np.testing.assert_allclose(out[:, 0, 0], expected, rtol=1e-6)
+
+
+def test_normalise_image_uses_meta_mean_std() -> None:
+    img = np.array([[[0, 51], [102, 255]]], dtype=np.uint8)  # 1 channel
+    out = normalise_image(img, {"normalization": {"mean": [0.2], "std": [0.5]}})
+    np.testing.assert_allclose(out[0], [[-0.4, 0.0], [0.4, 1.6]], atol=1e-6)
+
+
+def test_predict_rgb_binary_threshold_and_shapes() -> None:
+    # Hand-set 1x1 conv: logit = R - B (in normalised units) -> foreground where red dominates.
+    model = nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+        model.weight[0, 0] = 1.0
+        model.weight[0, 2] = -1.0
+    img = np.zeros((37, 50, 3), dtype=np.uint8)
+    img[:10, :, 0] = 255  # red band
+    img[10:, :, 2] = 255  # blue elsewhere
+    meta = {"in_channels": 3, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    labels, probs = predict(model, img, meta=meta, tile=(32, 32), device="cpu")
+    assert labels.shape == (37, 50) and labels.dtype == np.uint8
+    assert probs.shape == (1, 37, 50)
+    assert labels[:10].all() and not labels[10:].any()
+    np.testing.assert_allclose(probs[0, 0, 0], 1 / (1 + np.exp(-1.0)), rtol=1e-5)
+
+
+def test_predict_resizes_to_training_size_and_back() -> None:
+    model = _Recorder(1, 3)
+    img = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
+    labels, probs = predict(model, img, meta={"size": [32, 32], "crop": [16, 16]}, device="cpu")
+    assert labels.shape == (50, 70) and probs.shape == (3, 50, 70)
+    assert all(c[2:] == (16, 16) for c in model.calls)  # tiles at the training crop
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels, probs.argmax(0))
+
+
+def test_predict_grey_volume_slice_by_slice() -> None:
+    model = _pointwise(1, 4)
+    vol = np.random.default_rng(1).random((3, 20, 24)).astype(np.float32)
+    labels, probs = predict(model, vol, tile=(16, 16), device="cpu")
+    assert labels.shape == (3, 20, 24) and probs.shape == (3, 4, 20, 24)
+    x = torch.from_numpy(vol[:, None])
+    np.testing.assert_allclose(probs, _untiled(model, x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((4, 5, 6, 7)), "image_np"),
+        (np.zeros((8, 8), dtype=np.uint8), "channels"),  # grey image, RGB model
+    ],
+)
+def test_predict_bad_image(image: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        predict(_pointwise(3, 2), image, meta={"in_channels": 3}, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for the AMP path")
+def test_cuda_amp_close_to_float32() -> None:
+    model = _pointwise(3, 2).cuda()
+    x = torch.randn(3, 100, 90)
+    ref = _untiled(model.cpu(), x[None])[0]
+    model.cuda()
+    out = sliding_window_predict(model, x, tile=(64, 64), amp=True, device="cuda")
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)

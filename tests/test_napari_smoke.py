@@ -1,0 +1,240 @@
+"""napari reader + sample data: headless LayerData checks, then a real viewer (run under xvfb)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_segloss._napari_io import (
+    MAX_SEPARATE_PAIRS,
+    acdc_sample,
+    get_reader,
+    is_labels_path,
+    kvasir_sample,
+    read_nifti_layers,
+    read_pair_folder,
+)
+
+PLUGIN = "napari-segloss"
+
+
+def _pair(root: Path, stem: str, shape=(6, 8), rgb=True, mask_ext=".png") -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(stem))
+    image = rng.integers(0, 255, (*shape, 3) if rgb else shape, dtype=np.uint8)
+    Image.fromarray(image).save(root / "images" / f"{stem}.jpg", quality=95)
+    mask = np.zeros(shape, np.uint8)
+    mask[1:3, 2:5] = 255
+    Image.fromarray(mask).save(root / "masks" / f"{stem}{mask_ext}")
+
+
+def _nifti(path: Path, arr: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(arr, np.eye(4))
+    img.header.set_zooms(zooms)
+    nib.save(img, path)
+    return path
+
+
+# ------------------------------------------------------------------ headless: reader contract
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        ("patient001_frame01_gt.nii.gz", True),
+        ("case_seg.nii", True),
+        ("segmentation.nii.gz", True),
+        ("brainmask.nii.gz", True),
+        ("Labels_01.nii.gz", True),
+        ("images/length.nii.gz", False),  # 'gt' inside a word is not a label hint
+        ("t1.nii.gz", False),
+        ("labels/patient001.nii.gz", True),  # labels/ folder
+        ("masks/patient001.nii.gz", True),
+    ],
+)
+def test_is_labels_path(name: str, labels: bool) -> None:
+    assert is_labels_path(Path("/data") / name) is labels
+
+
+def test_get_reader_claims_only_what_it_reads(tmp_path: Path) -> None:
+    _pair(tmp_path / "pairs", "a")
+    vol = _nifti(tmp_path / "v.nii.gz", np.zeros((2, 3, 4), np.uint8))
+    (tmp_path / "plain").mkdir()
+    assert callable(get_reader(str(tmp_path / "pairs")))
+    assert callable(get_reader(str(vol)))
+    assert callable(get_reader([str(vol), str(vol)]))
+    assert get_reader(str(tmp_path / "pairs" / "images" / "a.jpg")) is None
+    assert get_reader(str(tmp_path / "plain")) is None
+    assert get_reader([str(vol), str(tmp_path / "pairs" / "images" / "a.jpg")]) is None
+    assert get_reader([]) is None
+
+
+def test_pair_folder_same_size_is_stacked(tmp_path: Path) -> None:
+    for stem in ("b", "a", "c"):
+        _pair(tmp_path / "set", stem, mask_ext=".jpg" if stem == "c" else ".png")
+    (image, ikw, itype), (labels, lkw, ltype) = get_reader(str(tmp_path / "set"))(
+        str(tmp_path / "set")
+    )
+    assert (itype, ltype) == ("image", "labels")
+    assert image.shape == (3, 6, 8, 3) and ikw["rgb"] is True
+    assert labels.shape == (3, 6, 8) and labels.dtype == np.uint8
+    assert (ikw["name"], lkw["name"]) == ("set images", "set masks")
+    assert [Path(p).name for p in lkw["metadata"]["paths"]] == ["a.png", "b.png", "c.jpg"]
+    expected = np.zeros((6, 8), np.uint8)
+    expected[1:3, 2:5] = 1
+    for k in range(3):  # the JPEG mask ('c') is binarised too: no grey levels
+        assert np.array_equal(labels[k], expected)
+    assert ikw["scale"] == (1.0, 1.0, 1.0) and lkw["scale"] == (1.0, 1.0, 1.0)
+
+
+def test_pair_folder_different_sizes_open_separately(tmp_path: Path) -> None:
+    _pair(tmp_path, "small", shape=(4, 4))
+    _pair(tmp_path, "wide", shape=(4, 10), rgb=False)
+    layers = read_pair_folder(tmp_path)
+    assert [(kw["name"], t, d.shape) for d, kw, t in layers] == [
+        ("small image", "image", (4, 4, 3)),
+        ("small mask", "labels", (4, 4)),
+        ("wide image", "image", (4, 10)),
+        ("wide mask", "labels", (4, 10)),
+    ]
+    assert layers[2][1]["rgb"] is False and layers[2][1]["colormap"] == "gray"
+
+
+def test_pair_folder_too_many_different_sizes_refused(tmp_path: Path) -> None:
+    for k in range(MAX_SEPARATE_PAIRS + 1):
+        _pair(tmp_path, f"p{k:02d}", shape=(4, 4 + k), rgb=False)
+    with pytest.raises(ValueError, match=rf"{MAX_SEPARATE_PAIRS + 1} pairs.*different shapes"):
+        read_pair_folder(tmp_path)
+
+
+def test_pair_folder_unmatched_names_file(tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "images" / "lonely.png")
+    with pytest.raises(ValueError, match=r"without a mask: lonely\.png"):
+        get_reader(str(tmp_path))(str(tmp_path))
+
+
+def test_pair_folder_unreadable_file_names_it(tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    (tmp_path / "images" / "b.png").write_bytes(b"not an image")
+    (tmp_path / "masks" / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot read .*images/b\.png"):
+        read_pair_folder(tmp_path)
+
+
+def test_pair_folder_mask_shape_mismatch(tmp_path: Path) -> None:
+    _pair(tmp_path, "a", shape=(6, 8))
+    Image.fromarray(np.zeros((5, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(ValueError, match=r"a\.jpg.*\(6, 8\).*a\.png.*\(5, 8\)"):
+        read_pair_folder(tmp_path)
+
+
+def test_pair_folder_needs_subfolders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"must contain 'images/' and 'masks/'"):
+        read_pair_folder(tmp_path)
+
+
+def test_nifti_reader_orders_axes_and_picks_layer_type(tmp_path: Path) -> None:
+    arr = np.arange(24, dtype=np.uint8).reshape(4, 3, 2) % 4  # (X, Y, Z)
+    img = _nifti(tmp_path / "heart.nii.gz", arr, (0.5, 0.75, 2.0))
+    seg = _nifti(tmp_path / "heart_gt.nii.gz", arr, (0.5, 0.75, 2.0))
+    [(data, kw, ltype)] = read_nifti_layers(img)
+    assert ltype == "image" and data.shape == (2, 3, 4) and kw["scale"] == (2.0, 0.75, 0.5)
+    assert data[1, 2, 3] == arr[3, 2, 1]
+    assert kw["rgb"] is False and kw["name"] == "heart"
+    [(data, kw, ltype)] = read_nifti_layers(seg)
+    assert ltype == "labels" and kw["name"] == "heart_gt" and data.dtype == np.uint8
+
+
+def test_nifti_labels_must_be_integers(tmp_path: Path) -> None:
+    seg = _nifti(tmp_path / "x_seg.nii", np.full((2, 2, 2), 0.5, np.float32))
+    with pytest.raises(ValueError, match=r"x_seg\.nii.*not integers"):
+        read_nifti_layers(seg)
+
+
+def test_nifti_4d_refused_naming_file(tmp_path: Path) -> None:
+    cine = _nifti(tmp_path / "cine.nii.gz", np.zeros((2, 2, 2, 3), np.uint8), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"cine\.nii\.gz"):
+        get_reader(str(cine))(str(cine))
+
+
+def test_nifti_pair_folder(tmp_path: Path) -> None:
+    for stem, z in (("p1", 2), ("p2", 3)):
+        _nifti(tmp_path / "images" / f"{stem}.nii.gz", np.ones((4, 3, z), np.uint8))
+        _nifti(tmp_path / "labels" / f"{stem}.nii.gz", np.full((4, 3, z), 2, np.uint8))
+    layers = read_pair_folder(tmp_path)
+    assert [(kw["name"], t, d.shape) for d, kw, t in layers] == [
+        ("p1 image", "image", (2, 3, 4)),
+        ("p1 labels", "labels", (2, 3, 4)),
+        ("p2 image", "image", (3, 3, 4)),
+        ("p2 labels", "labels", (3, 3, 4)),
+    ]
+
+
+def test_sample_functions_return_layer_data() -> None:
+    (image, ikw, itype), (mask, mkw, mtype) = kvasir_sample()
+    assert (ikw["name"], itype, image.shape) == ("kvasir image", "image", (3, 273, 320, 3))
+    assert (mkw["name"], mtype, mask.shape) == ("kvasir mask", "labels", (3, 273, 320))
+    assert set(np.unique(mask)) == {0, 1}
+    (image, ikw, _), (labels, lkw, _) = acdc_sample()
+    assert (ikw["name"], lkw["name"]) == ("acdc image", "acdc labels")
+    assert image.shape == labels.shape == (6, 216, 256)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+
+
+# ------------------------------------------------------------------------- npe2 + real viewer
+
+
+def test_manifest_discovered_by_npe2() -> None:
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest(PLUGIN)
+    assert [s.key for s in manifest.contributions.sample_data] == ["kvasir", "acdc"]
+    readers = {r.command for r in pm.iter_compatible_readers(["/x/patient_gt.nii.gz"])}
+    assert f"{PLUGIN}.get_reader" in readers
+
+
+def test_viewer_opens_samples(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "kvasir")
+    viewer.open_sample(PLUGIN, "acdc")
+    layers = {layer.name: layer for layer in viewer.layers}
+    assert list(layers) == ["kvasir image", "kvasir mask", "acdc image", "acdc labels"]
+    assert type(layers["kvasir image"]).__name__ == "Image" and layers["kvasir image"].rgb
+    assert type(layers["kvasir mask"]).__name__ == "Labels"
+    assert type(layers["acdc labels"]).__name__ == "Labels"
+    assert layers["kvasir image"].data.shape == (3, 273, 320, 3)
+    assert layers["kvasir mask"].data.shape == (3, 273, 320)
+    assert set(np.unique(layers["kvasir mask"].data)) == {0, 1}
+    assert layers["acdc image"].data.shape == (6, 216, 256)
+    assert set(np.unique(layers["acdc labels"].data)) == {0, 1, 2, 3}
+    assert viewer.dims.ndim == 3  # slice slider for the stack / the short-axis slices
+
+
+def test_viewer_opens_files_through_reader(make_napari_viewer, tmp_path: Path) -> None:
+    _pair(tmp_path / "pairs", "a")
+    _pair(tmp_path / "pairs", "b")
+    seg = _nifti(tmp_path / "labels" / "vol.nii.gz", np.zeros((4, 3, 2), np.uint8), (1, 1, 3))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "pairs"), plugin=PLUGIN)
+    viewer.open(str(seg), plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["pairs images", "pairs masks", "vol"]
+    assert type(viewer.layers["vol"]).__name__ == "Labels"
+    assert tuple(viewer.layers["vol"].scale) == (3.0, 1.0, 1.0)
+
+
+def test_viewer_reports_bad_folder_and_loads_nothing(make_napari_viewer, tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "masks" / "orphan.png")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match=r"orphan\.png") as info:
+        viewer.open(str(tmp_path), plugin=PLUGIN)
+    assert info.value is not None
+    assert len(viewer.layers) == 0

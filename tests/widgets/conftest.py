@@ -1,0 +1,68 @@
+"""Fixtures for the napari panel tests (run under xvfb: ``xvfb-run -a python -m pytest tests/widgets``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PLUGIN = "napari-segloss"
+
+
+@pytest.fixture
+def dock(make_napari_viewer):
+    """``dock(name) -> (viewer, widget)``: a fresh viewer with the panel docked from the manifest."""
+
+    def _dock(name: str, viewer=None):
+        viewer = viewer if viewer is not None else make_napari_viewer()
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        return viewer, widget
+
+    return _dock
+
+
+@pytest.fixture
+def wait_idle(qtbot):
+    """Block (processing Qt events) until a panel's worker is done."""
+
+    def _wait(widget, timeout: int = 30_000) -> None:
+        qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+    return _wait
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A small random-weight binary RGB U-Net checkpoint in the engine's format (fast on CPU)."""
+    import torch
+
+    from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from napari_segloss.engine.config import ModelConfig
+    from napari_segloss.engine.model import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}
+    cfg = ModelConfig(arch="Unet", encoder="resnet18", in_channels=3, classes=1, kwargs=kwargs)
+    model = build_model(cfg)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": "Unet",
+        "encoder": "resnet18",
+        "in_channels": 3,
+        "classes": 1,
+        "model_kwargs": kwargs,
+        "num_classes": 2,
+    }
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "meta": meta})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    """Session checkpoints registered by one test must not leak into another."""
+    from napari_segloss._widgets._state import CHECKPOINTS
+
+    CHECKPOINTS.clear()
+    yield
+    CHECKPOINTS.clear()
