@@ -58,6 +58,11 @@ step "checking the model library"
 python -c "import segmentation_models_pytorch as smp, torch; print('smp', smp.__version__, '| torch', torch.__version__)" \
     || die "segmentation_models_pytorch does not import"
 
+# ruff first, so that pytest's summary is the last line of the log (CI reads it).
+step "ruff check + ruff format --check"
+ruff check . && ruff format --check .
+ruff_rc=$?
+
 step "running the test suite"
 if command -v xvfb-run >/dev/null 2>&1; then
     xvfb-run -a python -m pytest -q "$@"
@@ -67,10 +72,5 @@ else
 fi
 tests_rc=$?
 
-step "ruff check + ruff format --check"
-ruff check . && ruff format --check .
-ruff_rc=$?
-
-echo
-echo "pytest exit code: $tests_rc | ruff exit code: $ruff_rc"
+[ "$ruff_rc" -eq 0 ] || echo "ruff failed (exit $ruff_rc)" >&2
 [ "$tests_rc" -eq 0 ] && [ "$ruff_rc" -eq 0 ]

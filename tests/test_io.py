@@ -79,6 +79,18 @@ def test_read_image_gray_rgb_and_rgba(tmp_path: Path) -> None:
     assert out.shape == (3, 4, 3) and np.array_equal(out, rgb)  # alpha dropped, colours kept
 
 
+def test_read_image_palette_and_bilevel(tmp_path: Path) -> None:
+    idx = np.array([[0, 1], [2, 1]], np.uint8)
+    img = Image.fromarray(idx, mode="P")
+    img.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    img.save(tmp_path / "p.png")
+    out = read_image(tmp_path / "p.png")  # a palette photo is shown in its colours
+    assert out.shape == (2, 2, 3)
+    assert out[0, 1].tolist() == [255, 0, 0] and out[1, 0].tolist() == [0, 255, 0]
+    Image.fromarray(np.array([[True, False]])).save(tmp_path / "b.png")
+    assert read_image(tmp_path / "b.png").tolist() == [[255, 0]]
+
+
 def test_read_image_16bit_and_float_tiff_keep_values(tmp_path: Path) -> None:
     deep = np.array([[0, 1000], [40000, 65535]], np.uint16)
     out = read_image(_save(tmp_path / "d.png", deep))

@@ -24,6 +24,7 @@ from napari_segloss.plotting import (
     show_maps_grid,
     summarize_rows,
     surface_3d,
+    surfaces_3d,
 )
 
 RNG = np.random.default_rng(0)
@@ -116,6 +117,18 @@ def test_surface_3d():
     _, ax2 = plt.subplots()
     with pytest.raises(ValueError, match="3D axes"):
         surface_3d(x, y, np.zeros((3, 5)), xlabel="a", ylabel="b", title="t", ax=ax2)
+
+
+def test_surfaces_3d_one_panel_per_surface():
+    x = y = np.linspace(-1, 1, 3)
+    fig = surfaces_3d(
+        x, y, {"dice": np.zeros((3, 3)), "ce": np.ones((3, 3))}, xlabel="a", ylabel="b"
+    )
+    panels = [a for a in fig.axes if a.name == "3d"]
+    assert [a.get_title() for a in panels] == ["dice", "ce"]
+    assert all(a.get_zlabel() == "loss" for a in panels)
+    with pytest.raises(ValueError, match="at least one surface"):
+        surfaces_3d(x, y, {}, xlabel="a", ylabel="b")
 
 
 def test_plot_curves_normalize():

@@ -42,7 +42,7 @@ from .data.io import (
     read_mask,
     read_nifti,
 )
-from .samples import sample_files
+from .samples import sample_files, sample_pairs_dir
 
 __all__ = [
     "MAX_SEPARATE_PAIRS",
@@ -269,8 +269,9 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerD
 def kvasir_sample() -> list[LayerData]:
     """napari sample ``kvasir``: the 3 shipped Kvasir-SEG pairs stacked, polyps of 11 %, 2.4 % and
     44 % of the frame; layers ``kvasir image`` (3, 273, 320, 3) and ``kvasir mask`` {0, 1}."""
-    root = sample_files("kvasir")[0][0].parent.parent
-    return read_pair_folder(root, name="kvasir image", mask_name="kvasir mask")
+    return read_pair_folder(
+        sample_pairs_dir("kvasir"), name="kvasir image", mask_name="kvasir mask"
+    )
 
 
 def acdc_sample() -> list[LayerData]:

@@ -94,7 +94,12 @@ def _gamma_tensor(gamma: float | Sequence[float] | Tensor, k: int, ref: Tensor) 
     else:
         values = [gamma] * k
     for i, g in enumerate(values):
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0 or g == float("inf"):
+        if (
+            isinstance(g, bool)
+            or not isinstance(g, (int, float))
+            or not g >= 0
+            or g == float("inf")
+        ):
             raise ValueError(f"gamma[{i}]: expected a finite number >= 0, got {g!r}")
     return torch.tensor(values, dtype=torch.float32, device=ref.device).view(
         1, k, *([1] * (ref.ndim - 2))

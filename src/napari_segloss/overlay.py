@@ -63,7 +63,9 @@ def error_labels(pred: Any, gt: Any, foreground: int | None = None) -> np.ndarra
     check_same_shape(p, g, "pred", "gt")
     if foreground is not None:
         if isinstance(foreground, bool) or not isinstance(foreground, (int, np.integer)):
-            raise ValueError(f"foreground: expected a class index (int) or None, got {foreground!r}")
+            raise ValueError(
+                f"foreground: expected a class index (int) or None, got {foreground!r}"
+            )
         if foreground < 0:
             raise ValueError(f"foreground: expected a non-negative class index, got {foreground}")
         pos_p, pos_g = p == foreground, g == foreground

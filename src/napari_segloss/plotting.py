@@ -12,7 +12,7 @@ Helpers:
   the PM-Dice paper) with colour bars.
 * :func:`contour_landscape` / :func:`contour_landscapes` — filled contour plots of a loss over
   two controlled quantities or two weight-space directions.
-* :func:`surface_3d` — the same as a 3D surface.
+* :func:`surface_3d` / :func:`surfaces_3d` — the same as 3D surfaces.
 * :func:`plot_curves` — loss against one controlled quantity for several losses.
 * :func:`bar_with_errors` (+ :func:`summarize_rows`) — grouped bars with error bars, e.g.
   metrics per loss as mean +- std over seeds.
@@ -42,6 +42,7 @@ __all__ = [
     "show_maps_grid",
     "summarize_rows",
     "surface_3d",
+    "surfaces_3d",
 ]
 
 _ERROR_NAMES = {1: "true positive", 2: "false positive", 3: "false negative"}
@@ -290,6 +291,43 @@ def surface_3d(
     ax.set_ylabel(ylabel)
     ax.set_zlabel(zlabel)
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def surfaces_3d(
+    x: Any,
+    y: Any,
+    surfaces: Mapping[str, Any],
+    *,
+    xlabel: str,
+    ylabel: str,
+    zlabel: str = "loss",
+    ncols: int | None = None,
+    suptitle: str | None = None,
+    panel_size: float = 3.8,
+    **kwargs: Any,
+) -> Figure:
+    """One :func:`surface_3d` panel per entry of ``surfaces`` (titles = the keys)."""
+    if not surfaces:
+        raise ValueError("surfaces must hold at least one surface")
+    nrows, ncols = _grid_shape(len(surfaces), ncols)
+    fig, axes = _new_figure(
+        nrows,
+        ncols,
+        figsize=(panel_size * ncols * 1.2, panel_size * nrows),
+        squeeze=False,
+        subplot_kw={"projection": "3d"},
+        constrained_layout=True,
+    )
+    flat = axes.ravel()
+    for ax, (name, z) in zip(flat, surfaces.items(), strict=False):
+        surface_3d(
+            x, y, z, xlabel=xlabel, ylabel=ylabel, zlabel=zlabel, title=name, ax=ax, **kwargs
+        )
+    for ax in flat[len(surfaces) :]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle)
     return fig
 
 

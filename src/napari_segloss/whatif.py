@@ -1,4 +1,4 @@
-""""What-if" predictions made from a ground truth, for exploring how losses react to errors.
+""" "What-if" predictions made from a ground truth, for exploring how losses react to errors.
 
 The PM-Dice paper (Hosseini 2025, fig. 2 and section 4) shows that the plain Dice loss stays low
 when a small object is missed while a large one is segmented well, whereas PM Dice (eq. 5) rises
@@ -149,7 +149,11 @@ def shift_labels(labels: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
     """
     arr = _check_labels(labels)
     off = tuple(int(o) for o in offset)
-    if len(off) == 0 or len(off) > arr.ndim or any(o != v for o, v in zip(off, offset, strict=True)):
+    if (
+        len(off) == 0
+        or len(off) > arr.ndim
+        or any(o != v for o, v in zip(off, offset, strict=True))
+    ):
         raise ValueError(
             f"offset: expected 1 to {arr.ndim} integer pixel offsets, got {tuple(offset)}"
         )

@@ -20,6 +20,15 @@ CONFIGS = REPO / "training" / "configs"
 TINY_KW = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread avoids oversubscription on shared CI cores (10-100x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     rc = main(argv)
     out, err = capsys.readouterr()

@@ -18,6 +18,15 @@ from napari_segloss.engine.inference import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread avoids oversubscription on shared CI cores (10-100x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _pointwise(in_ch: int, out_ch: int, dims: int = 2, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     conv = nn.Conv2d if dims == 2 else nn.Conv3d

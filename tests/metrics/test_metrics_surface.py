@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_segloss.metrics import hausdorff_distance, surface_dice, surface_elements
+from napari_segloss.metrics import surface as surface_module
 
 monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the NSD/HD95 reference")
 
@@ -161,8 +162,11 @@ def _cases():
     return [pytest.param(*c, id=c[0]) for c in cases]
 
 
+@pytest.mark.parametrize("search", ["auto", "kdtree"])
 @pytest.mark.parametrize(("name", "pred", "gt", "spacing", "tol"), _cases())
-def test_nsd_matches_monai(name, pred, gt, spacing, tol):
+def test_nsd_matches_monai(name, pred, gt, spacing, tol, search, monkeypatch):
+    if search == "kdtree":  # force the k-d tree path instead of the tolerance-ball dilation
+        monkeypatch.setattr(surface_module, "_DILATION_BUDGET", 0)
     ref = monai_nsd(pred, gt, tol, spacing)
     assert 0.0 < ref < 1.0, "the case should be non-trivial"
     assert surface_dice(pred, gt, tol, spacing) == pytest.approx(ref, abs=1e-6), name
@@ -195,6 +199,7 @@ masks_3d = arrays(np.bool_, st.tuples(st.integers(2, 5), st.integers(2, 5), st.i
     three_d=st.booleans(),
 )
 def test_nsd_property_vs_monai(data, tol, three_d):
+    # small grids and tolerances take the dilation path; the k-d tree path is forced above
     pred = data.draw(masks_3d if three_d else masks_2d)
     gt = data.draw(arrays(np.bool_, st.just(pred.shape)))
     spacing = tuple(data.draw(st.floats(0.3, 3.0)) for _ in range(pred.ndim))

@@ -36,6 +36,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """A small random-weight binary RGB U-Net checkpoint in the engine's format (fast on CPU)."""
     import torch
 
+    from napari_segloss._widgets._compat import guard_triton
+
+    guard_triton()  # a viewer may already have loaded Mesa's LLVM (see _compat)
     from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
     from napari_segloss.engine.config import ModelConfig
     from napari_segloss.engine.model import build_model

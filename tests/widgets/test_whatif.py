@@ -154,7 +154,9 @@ def test_bad_offset_and_iterations():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    labels=arrays(np.int64, st.tuples(st.integers(2, 12), st.integers(2, 12)), elements=st.integers(0, 3)),
+    labels=arrays(
+        np.int64, st.tuples(st.integers(2, 12), st.integers(2, 12)), elements=st.integers(0, 3)
+    ),
     kind=st.sampled_from(sorted(whatif.WHATIF_KINDS)),
     strength=st.integers(0, 3),
     softness=st.floats(0, 2),
@@ -170,7 +172,9 @@ def test_whatif_is_a_probability_map(labels, kind, strength, softness):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    labels=arrays(np.int64, st.tuples(st.integers(2, 10), st.integers(2, 10)), elements=st.integers(0, 1)),
+    labels=arrays(
+        np.int64, st.tuples(st.integers(2, 10), st.integers(2, 10)), elements=st.integers(0, 1)
+    ),
     n=st.integers(0, 3),
 )
 def test_erode_subset_dilate_superset(labels, n):

@@ -136,7 +136,11 @@ class LayerPicker(QComboBox):
         return out
 
     def refresh(self, *_: Any) -> None:
-        current = self.layer()
+        try:
+            current = self.layer()
+        except RuntimeError:  # the Qt widget was deleted (panel closed): stop listening
+            self.disconnect_viewer()
+            return
         self.blockSignals(True)
         self.clear()
         if self._allow_none:
@@ -145,7 +149,7 @@ class LayerPicker(QComboBox):
             self.addItem(layer.name, layer)
             # Follow renames without rebuilding on every keystroke.
             layer.events.name.connect(self._on_rename)
-        idx = self.findData(current) if current is not None else -1
+        idx = self._index_of(current) if current is not None else -1
         if idx < 0 and not (self._allow_none and self._chose_none):
             # Default to the first real layer, even when "(none)" is offered.
             idx = 1 if self._allow_none and self.count() > 1 else 0
@@ -169,8 +173,16 @@ class LayerPicker(QComboBox):
             return None
         return self.itemData(idx)
 
+    def _index_of(self, layer: Layer | None) -> int:
+        # Identity, not QComboBox.findData: Qt's variant comparison of Python objects is
+        # unreliable for layers.
+        for i in range(self.count()):
+            if self.itemData(i) is layer:
+                return i
+        return -1
+
     def set_layer(self, layer: Layer | None) -> None:
-        idx = self.findData(layer)
+        idx = self._index_of(layer)
         if idx >= 0:
             self._chose_none = layer is None
             self.setCurrentIndex(idx)
@@ -291,7 +303,11 @@ class CheckpointPicker(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        text = self.combo.currentText()
+        try:
+            text = self.combo.currentText()
+        except RuntimeError:  # the Qt widget was deleted (panel closed): stop listening
+            self._registry.changed.disconnect(self.refresh)
+            return
         paths = self._registry.paths()
         self.combo.blockSignals(True)
         self.combo.clear()

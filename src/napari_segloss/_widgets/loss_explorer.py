@@ -56,6 +56,7 @@ from ._common import (
     spatial_shape,
     upsert_layer,
 )
+from ._compat import guard_triton
 
 if TYPE_CHECKING:
     import napari
@@ -109,7 +110,9 @@ def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
         for p in sig.parameters.values():
             if p.kind is p.VAR_KEYWORD:
                 forwards = True
-            elif p.name != "self" and p.kind is not p.VAR_POSITIONAL and p.name not in HIDDEN_PARAMS:
+            elif (
+                p.name != "self" and p.kind is not p.VAR_POSITIONAL and p.name not in HIDDEN_PARAMS
+            ):
                 params.setdefault(p.name, p)
         if not forwards:
             break
@@ -204,7 +207,9 @@ def compute_explorer(
         m = modulating_map(p, t, float(g))[0, ch].detach().float().numpy()
         res.modulating.append((float(g), m.astype(np.float32, copy=False)))
         with torch.no_grad():
-            res.values.append((f"pm_dice(gamma={g:g})", float(get_loss("pm_dice", gamma=g)(logits, t))))
+            res.values.append(
+                (f"pm_dice(gamma={g:g})", float(get_loss("pm_dice", gamma=g)(logits, t)))
+            )
     if res.contributions:
         hi = max(
             float(np.percentile(m, CLIM_PERCENTILE)) if m.size else 0.0
@@ -374,7 +379,9 @@ class LossExplorerWidget(QWidget):
         self.whatif_softness = QDoubleSpinBox(w_whatif)
         self.whatif_softness.setRange(0.0, 20.0)
         self.whatif_softness.setValue(1.5)
-        self.whatif_softness.setToolTip("Gaussian sigma (px) that softens boundaries like a network")
+        self.whatif_softness.setToolTip(
+            "Gaussian sigma (px) that softens boundaries like a network"
+        )
         f.addRow("change", self.whatif_kind)
         f.addRow("strength", self.whatif_strength)
         f.addRow("softness", self.whatif_softness)
@@ -516,7 +523,10 @@ class LossExplorerWidget(QWidget):
 
     def set_losses(self, names: Sequence[str]) -> None:
         """Tick exactly ``names`` (unknown names raise ValueError)."""
-        available = {self.loss_list.item(i).text(): self.loss_list.item(i) for i in range(self.loss_list.count())}
+        available = {
+            self.loss_list.item(i).text(): self.loss_list.item(i)
+            for i in range(self.loss_list.count())
+        }
         unknown = [n for n in names if n not in available]
         if unknown:
             raise ValueError(f"names: expected registered losses, got unknown {unknown}")
@@ -575,7 +585,9 @@ class LossExplorerWidget(QWidget):
         gt = labels_array(gt_layer, "ground truth")
         image_layer = self.image_picker.layer()
         if image_layer is not None:
-            check_same_shape(gt, np.empty(spatial_shape(image_layer), dtype=bool), "the ground truth", "image")
+            check_same_shape(
+                gt, np.empty(spatial_shape(image_layer), dtype=bool), "the ground truth", "image"
+            )
         names = self.selected_losses()
         gammas = self.gammas()
         if not names and not gammas:
@@ -590,7 +602,11 @@ class LossExplorerWidget(QWidget):
             except (ValueError, TypeError) as exc:
                 raise PanelError(f"{n}: {exc}") from None
         source = self.source_combo.currentIndex()
-        z = self._current_z(gt_layer) if gt.ndim == 3 and self.scope_combo.currentIndex() == 0 else None
+        z = (
+            self._current_z(gt_layer)
+            if gt.ndim == 3 and self.scope_combo.currentIndex() == 0
+            else None
+        )
         self._z_index = z
         make_probs = self._prediction_job(source, gt, image_layer)
         cls = self.class_spin.value()
@@ -603,12 +619,16 @@ class LossExplorerWidget(QWidget):
             if z is not None:
                 probs, target = probs[:, z], gt[z]
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
-            res = compute_explorer(probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative)
+            res = compute_explorer(
+                probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
+            )
             return res, {"z": z, "shape": gt.shape, "gt_layer": gt_layer}
 
         return job
 
-    def _prediction_job(self, source: int, gt: np.ndarray, image_layer: Any) -> Callable[[], np.ndarray]:
+    def _prediction_job(
+        self, source: int, gt: np.ndarray, image_layer: Any
+    ) -> Callable[[], np.ndarray]:
         if source == 0:
             kind = self.whatif_kind.currentText()
             strength = self.whatif_strength.value()
@@ -647,6 +667,7 @@ class LossExplorerWidget(QWidget):
         if self._worker is not None:
             self._pending = True
             return
+        guard_triton()  # before the worker may import torch._dynamo (see _compat)
         try:
             job = self._collect()
         except PanelError as exc:
@@ -655,7 +676,7 @@ class LossExplorerWidget(QWidget):
         from napari.qt.threading import create_worker
 
         self.status.info("computing…")
-        self._worker = create_worker(job, _start_thread=False)
+        self._worker = create_worker(job, _start_thread=False, _ignore_errors=True)
         self._worker.returned.connect(self._apply)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_finished)
@@ -725,7 +746,7 @@ class LossExplorerWidget(QWidget):
             f"map(s){where}; contribution colour scale 0–{res.clim[1]:.3g} shared"
         )
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.dims.events.current_step.disconnect(self._on_step)
         super().closeEvent(event)
@@ -736,7 +757,11 @@ def channels_first_probs(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     ``(Z, K, Y, X)`` and is transposed."""
     if tuple(probs.shape[1:]) == tuple(labels.shape):
         return probs
-    if probs.ndim == 4 and probs.shape[0] == labels.shape[0] and probs.shape[2:] == labels.shape[1:]:
+    if (
+        probs.ndim == 4
+        and probs.shape[0] == labels.shape[0]
+        and probs.shape[2:] == labels.shape[1:]
+    ):
         return np.ascontiguousarray(np.moveaxis(probs, 1, 0))
     raise PanelError(
         f"prediction: unexpected probability shape {probs.shape} for labels {labels.shape}"

@@ -49,6 +49,7 @@ from ._common import (
     spatial_shape,
     upsert_layer,
 )
+from ._compat import guard_triton
 
 if TYPE_CHECKING:
     import napari
@@ -198,7 +199,7 @@ class PredictWidget(QWidget):
         self.status.info(message)
         self.run_button.setEnabled(False)
         self.compare_button.setEnabled(False)
-        self._worker = create_worker(fn, _start_thread=False)
+        self._worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
         self._worker.returned.connect(on_done)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_finished)
@@ -222,6 +223,7 @@ class PredictWidget(QWidget):
     def run_model(self) -> None:
         if self.busy:
             return
+        guard_triton()  # before the worker imports the engine (see _compat)
         try:
             layer = require_layer(self.image_picker.layer(), "image")
             path = self.ckpt_picker.require()
@@ -255,7 +257,13 @@ class PredictWidget(QWidget):
         like = self._run_info["layer"]
         name = Path(self._run_info["path"]).stem
         pred_layer = upsert_layer(
-            self.viewer, PANEL, "prediction", "labels", labels, name=f"prediction [{name}]", like=like
+            self.viewer,
+            PANEL,
+            "prediction",
+            "labels",
+            labels,
+            name=f"prediction [{name}]",
+            like=like,
         )
         if probs.shape[0] == 1:
             upsert_layer(
@@ -271,6 +279,7 @@ class PredictWidget(QWidget):
                 )  # fmt: skip
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
+        print("DBG", repr(pred_layer), [repr(x) for x in self.viewer.layers], [repr(self.pred_picker.itemData(i)) for i in range(self.pred_picker.count())])
         fg = float((labels > 0).mean()) * 100
         self.status.info(f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground")
         # Compare right after this worker has finished (see _on_finished).
@@ -342,7 +351,11 @@ class PredictWidget(QWidget):
             writer.writerow(["comparison", "class", *METRIC_COLUMNS])
             for cls, vals in sorted(self.metrics.items()):
                 writer.writerow(
-                    [self._metrics_source, cls, *(repr(float(vals.get(k, math.nan))) for k in METRIC_COLUMNS)]
+                    [
+                        self._metrics_source,
+                        cls,
+                        *(repr(float(vals.get(k, math.nan))) for k in METRIC_COLUMNS),
+                    ]
                 )
         return path
 
@@ -356,6 +369,6 @@ class PredictWidget(QWidget):
             except (OSError, PanelError) as exc:
                 self.status.error(f"export: {exc}")
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:
         release_gpu_memory()
         super().closeEvent(event)

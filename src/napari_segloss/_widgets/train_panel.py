@@ -42,6 +42,7 @@ from ._common import (
     require_layer,
     spatial_shape,
 )
+from ._compat import guard_triton
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
 from .predict_panel import device_choices
@@ -50,11 +51,20 @@ if TYPE_CHECKING:
     import napari
 
 ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
-ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "timm-efficientnet-b0")
+ENCODERS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "efficientnet-b0",
+    "timm-efficientnet-b0",
+)
 DEFAULT_RUNS_DIR = Path.home() / "napari-segloss-runs"
 
 
-def layer_pairs(image: np.ndarray, mask: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def layer_pairs(
+    image: np.ndarray, mask: np.ndarray, rgb: bool
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Training pairs from one image layer and its mask: one pair for a 2D image, one per slice
     for a grey volume ``(Z, Y, X)`` (2D models), slices without any label kept (they teach
     background)."""
@@ -264,7 +274,9 @@ class TrainWidget(QWidget):
             mask_layer = require_layer(self.mask_picker.layer(), "mask")
             image = image_array(image_layer)
             mask = labels_array(mask_layer, "mask")
-            check_same_shape(np.empty(spatial_shape(image_layer), dtype=bool), mask, "the image", "mask")
+            check_same_shape(
+                np.empty(spatial_shape(image_layer), dtype=bool), mask, "the image", "mask"
+            )
             rgb = bool(image_layer.rgb)
             if not rgb and image.ndim == 3 and image.shape[-1] in (3, 4) and mask.ndim == 2:
                 rgb = True
@@ -278,13 +290,18 @@ class TrainWidget(QWidget):
         else:
             root = self.folder_edit.text().strip()
             if not root or not Path(root).expanduser().is_dir():
-                raise PanelError(f"folder: expected an existing folder with images/ and masks/, got {root!r}")
+                raise PanelError(
+                    f"folder: expected an existing folder with images/ and masks/, got {root!r}"
+                )
             kind = self.folder_kind.currentText()
             data.update(kind=kind, root=str(Path(root).expanduser()))
             if kind == "nifti":
                 data["masks"] = "labels"
             in_channels, classes = None, None
-        model: dict[str, Any] = {"arch": self.arch_combo.currentText(), "encoder": self.encoder_combo.currentText()}
+        model: dict[str, Any] = {
+            "arch": self.arch_combo.currentText(),
+            "encoder": self.encoder_combo.currentText(),
+        }
         weights = self.weights_combo.currentText().strip()
         model["encoder_weights"] = None if weights.lower() in ("", "none") else weights
         init = None
@@ -357,6 +374,7 @@ class TrainWidget(QWidget):
     def start(self) -> None:
         if self.busy:
             return
+        guard_triton()  # before importing the engine (see _compat)
         try:
             cfg, datasets, init = self.build_config()
         except PanelError as exc:
@@ -375,7 +393,11 @@ class TrainWidget(QWidget):
         def run() -> Any:
             try:
                 yield from iter_train(
-                    cfg, should_stop=stop.is_set, datasets=datasets, init_checkpoint=init, progress=False
+                    cfg,
+                    should_stop=stop.is_set,
+                    datasets=datasets,
+                    init_checkpoint=init,
+                    progress=False,
                 )
             finally:
                 release_gpu_memory()
@@ -383,7 +405,7 @@ class TrainWidget(QWidget):
         self.plot.clear()
         self.last_result = None
         self._epochs = cfg.train.epochs
-        self._worker = create_worker(run, _start_thread=False)
+        self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
         self._worker.yielded.connect(self._on_event)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_finished)
@@ -447,7 +469,7 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(False)
         release_gpu_memory()
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:
         self._stop.set()
         release_gpu_memory()
         super().closeEvent(event)

@@ -102,6 +102,7 @@ class SegmentationDataset(Dataset):
         self._normalization = normalization
         self.in_channels = in_channels
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._raw0: tuple[np.ndarray, np.ndarray] | None = None
         self._transform = None
 
     # -- subclass API ---------------------------------------------------------------------
@@ -126,7 +127,9 @@ class SegmentationDataset(Dataset):
         if self._normalization is None:
             if len(self) == 0:
                 raise DataError("dataset is empty: cannot infer its normalisation")
-            image = self._read(0)[0]
+            raw = self._read(0)
+            self._raw0 = raw  # reused by load_pair(0): decode each file once
+            image = raw[0]
             self._normalization = default_normalization(image.shape[0], image.dtype, self.normalize)
         return self._normalization
 
@@ -168,7 +171,10 @@ class SegmentationDataset(Dataset):
         hit = self._cache.get(index)
         if hit is not None:
             return hit
-        image_np, mask_np = self._read(index)
+        raw, self._raw0 = (
+            (self._raw0, None) if index == 0 and self._raw0 is not None else (None, None)
+        )
+        image_np, mask_np = raw if raw is not None else self._read(index)
         if image_np.shape[-2:] != mask_np.shape:
             raise DataError(
                 f"{self.item_name(index)}: image size {tuple(image_np.shape[-2:])} != mask size "
@@ -360,7 +366,9 @@ class NiftiSliceDataset(SegmentationDataset):
             shape = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
             lshape = tuple(s for i, s in enumerate(lshape) if i < 3 or s != 1)
             if shape != lshape:
-                raise DataError(f"{img}: image volume shape {shape} != label shape {lshape} of {lbl.name}")
+                raise DataError(
+                    f"{img}: image volume shape {shape} != label shape {lshape} of {lbl.name}"
+                )
             depth = shape[2] if len(shape) >= 3 else 1
             self.index.extend((v, z) for z in range(depth))
         self._volume = functools.lru_cache(maxsize=2)(self._load_volume)
@@ -423,12 +431,19 @@ class ArrayDataset(SegmentationDataset):
         **kwargs: see :class:`SegmentationDataset`.
     """
 
-    def __init__(self, images: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndarray] | np.ndarray, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        masks: Sequence[np.ndarray] | np.ndarray,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         imgs = list(images)
         msks = list(masks)
         if len(imgs) != len(msks):
-            raise DataError(f"images and masks must have the same length, got {len(imgs)} and {len(msks)}")
+            raise DataError(
+                f"images and masks must have the same length, got {len(imgs)} and {len(msks)}"
+            )
         for i, m in enumerate(msks):
             m = np.asarray(m)
             if m.ndim != 2:
@@ -573,7 +588,13 @@ def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
     return pairs, root
 
 
-def _make(cfg: TrainConfig, pairs: list[tuple[Path, Path]], *, train: bool, normalization: Normalization | None) -> SegmentationDataset:
+def _make(
+    cfg: TrainConfig,
+    pairs: list[tuple[Path, Path]],
+    *,
+    train: bool,
+    normalization: Normalization | None,
+) -> SegmentationDataset:
     d = cfg.data
     common: dict[str, Any] = {
         "size": d.size,
@@ -614,7 +635,9 @@ def build_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationD
     return train_ds, val_ds
 
 
-def build_test_dataset(cfg: TrainConfig, normalization: Normalization | None = None) -> SegmentationDataset | None:
+def build_test_dataset(
+    cfg: TrainConfig, normalization: Normalization | None = None
+) -> SegmentationDataset | None:
     """The ``test`` split of ``cfg.data.split_file`` (None when the split has no test list)."""
     _check_kind(cfg)
     if cfg.data.split_file is None:

@@ -88,11 +88,13 @@ def _check_file(path: str | Path, allowed: Sequence[str], what: str) -> Path:
     return path
 
 
-def _load_raw(path: Path) -> np.ndarray:
+def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
     """Decode a 2D raster file to a numpy array without changing its values.
 
-    Pillow handles PNG/JPEG/BMP (palette images keep their indices); TIFF goes through tifffile so
-    16-bit and float TIFFs survive. Any decoding failure is re-raised as a ValueError naming the file.
+    Pillow handles PNG/JPEG/BMP; palette images keep their indices when ``keep_palette`` (a palette
+    mask stores labels as indices) and become RGB otherwise (a palette photo). TIFF goes through
+    tifffile so 16-bit and float TIFFs survive. Any decoding failure is re-raised as a ValueError
+    naming the file.
     """
     try:
         if _suffix(path) in _TIFF_EXTENSIONS:
@@ -106,6 +108,8 @@ def _load_raw(path: Path) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 # Pillow's 16-bit modes convert lossily through "I"; go via numpy explicitly.
                 return np.asarray(img).astype(np.uint16)
+            if img.mode in ("P", "PA") and not keep_palette:
+                img = img.convert("RGB")
             if img.mode == "LA":
                 img = img.getchannel("L")
             elif img.mode == "PA":
@@ -142,7 +146,7 @@ def read_image(path: str | Path) -> np.ndarray:
     channel is dropped. Raises ``FileNotFoundError`` / ``ValueError`` naming the file.
     """
     path = _check_file(path, IMAGE_EXTENSIONS, "image")
-    arr = _as_2d_or_rgb(_load_raw(path), path)
+    arr = _as_2d_or_rgb(_load_raw(path, keep_palette=False), path)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype == np.uint8:
@@ -160,7 +164,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     ``ValueError`` naming the file for negative, fractional or > 255 values.
     """
     path = _check_file(path, MASK_EXTENSIONS, "mask")
-    arr = _as_2d_or_rgb(_load_raw(path), path)
+    arr = _as_2d_or_rgb(_load_raw(path, keep_palette=True), path)
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     if arr.dtype == np.bool_:

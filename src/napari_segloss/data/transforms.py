@@ -16,6 +16,7 @@ the transform the model was trained with.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -30,6 +31,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Normalization",
+    "SmoothElastic",
     "build_transform",
     "default_normalization",
     "normalize_image",
@@ -84,9 +86,7 @@ class Normalization:
     def from_meta(cls, meta: dict[str, Any]) -> Normalization:
         """Inverse of :meth:`to_meta`."""
         try:
-            return cls(
-                scale=meta["scale"], mean=tuple(meta["mean"]), std=tuple(meta["std"])
-            )
+            return cls(scale=meta["scale"], mean=tuple(meta["mean"]), std=tuple(meta["std"]))
         except KeyError as exc:
             raise ValueError(f"normalization meta lacks the key {exc.args[0]!r}") from None
 
@@ -179,6 +179,37 @@ def resize_pair(
     return image, mask
 
 
+class SmoothElastic(v2.ElasticTransform):
+    """Elastic deformation with a cheap random field; the warp itself is torchvision's.
+
+    ``v2.ElasticTransform`` blurs full-resolution noise with a ``8 * sigma + 1`` Gaussian kernel
+    (~0.1 s per 256x256 sample on one core, 50x the warp); its default magnitude is also under a
+    pixel. Here the field is Gaussian noise on a coarse grid (one node every ``sigma`` pixels)
+    bilinearly upsampled to the image: the same kind of smooth random field, at ~1 % of the cost.
+    Masks are still resampled with nearest neighbour by ``F.elastic``.
+
+    Args:
+        alpha: displacement magnitude in pixels (standard deviation at the grid nodes).
+        sigma: smoothness in pixels (grid spacing of the random field).
+    """
+
+    def __init__(self, alpha: float = 3.0, sigma: float = 16.0, **kwargs: Any) -> None:
+        super().__init__(alpha=float(alpha), sigma=float(sigma), **kwargs)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        gh = max(2, math.ceil(height / self.sigma[1]) + 1)
+        gw = max(2, math.ceil(width / self.sigma[0]) + 1)
+        coarse = torch.randn(1, 2, gh, gw)
+        field = torch.nn.functional.interpolate(
+            coarse, size=(height, width), mode="bilinear", align_corners=True
+        )
+        # pixels -> the normalised [-1, 1] grid units that F.elastic adds to the identity grid
+        field[:, 0] *= self.alpha[0] * 2.0 / width
+        field[:, 1] *= self.alpha[1] * 2.0 / height
+        return {"displacement": field.permute(0, 2, 3, 1)}
+
+
 def build_transform(
     normalization: Normalization,
     *,
@@ -190,13 +221,13 @@ def build_transform(
     rotate: float = 15.0,
     zoom: Sequence[float] = (0.9, 1.1),
     elastic_p: float = 0.25,
-    elastic_alpha: float = 30.0,
-    elastic_sigma: float = 5.0,
+    elastic_alpha: float = 3.0,
+    elastic_sigma: float = 16.0,
 ) -> v2.Compose:
     """Paired transform ``(tv_tensors.Image, tv_tensors.Mask) -> (float image, mask)``.
 
     Training: random crop (padded if the image is smaller) then flips, RandomAffine rotation +
-    zoom, and (with probability ``elastic_p``) ElasticTransform, then scale to float and
+    zoom, and (with probability ``elastic_p``) :class:`SmoothElastic`, then scale to float and
     per-channel standardisation. Evaluation: no crop, no augmentation (the network is fully
     convolutional, so validation sees the whole resized image as the paper's test does).
     """
@@ -214,7 +245,7 @@ def build_transform(
         if elastic_p > 0 and elastic_alpha > 0:
             ops.append(
                 v2.RandomApply(
-                    [v2.ElasticTransform(alpha=float(elastic_alpha), sigma=float(elastic_sigma))],
+                    [SmoothElastic(alpha=float(elastic_alpha), sigma=float(elastic_sigma))],
                     p=elastic_p,
                 )
             )

@@ -118,14 +118,18 @@ def check_compatible(meta: dict[str, Any], cfg: ModelConfig, path: Path | str) -
         if key == "arch":
             a, b = str(a).lower(), str(b).lower()
         if a != b:
-            diffs.append(f"model.{key}: checkpoint {getattr(have, key)!r} vs config {getattr(cfg, key)!r}")
+            diffs.append(
+                f"model.{key}: checkpoint {getattr(have, key)!r} vs config {getattr(cfg, key)!r}"
+            )
     if diffs:
         raise CheckpointError(
             f"checkpoint {str(path)!r} was trained with a different model: " + "; ".join(diffs)
         )
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: Path | str, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint from its meta alone and load its weights.
 
     Returns ``(model in eval mode on device, meta)``. Raises ``CheckpointError`` naming the file.

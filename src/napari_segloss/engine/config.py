@@ -72,8 +72,8 @@ class AugmentConfig(BaseModel):
     rotate: float = Field(15.0, ge=0.0, le=180.0, description="max rotation in degrees (+-)")
     zoom: tuple[float, float] = Field((0.9, 1.1), description="RandomAffine scale range")
     elastic_p: float = Field(0.25, ge=0.0, le=1.0, description="probability of elastic deformation")
-    elastic_alpha: float = Field(30.0, ge=0.0, description="ElasticTransform displacement magnitude")
-    elastic_sigma: float = Field(5.0, gt=0.0, description="ElasticTransform smoothness")
+    elastic_alpha: float = Field(3.0, ge=0.0, description="elastic displacement std in pixels")
+    elastic_sigma: float = Field(16.0, gt=0.0, description="elastic field smoothness in pixels")
 
     @field_validator("zoom")
     @classmethod

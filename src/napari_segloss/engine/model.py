@@ -152,9 +152,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     ):
         local, weights = Path(weights).expanduser(), None
         if not local.is_file():
-            raise ConfigError(
-                f"config key 'model.encoder_weights': file not found: {str(local)!r}"
-            )
+            raise ConfigError(f"config key 'model.encoder_weights': file not found: {str(local)!r}")
     try:
         model = smp.create_model(
             cfg.arch,
@@ -174,7 +172,9 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                 f"config key 'model.encoder_weights': {weights!r} is not available for "
                 f"encoder {cfg.encoder!r}: {exc}"
             ) from exc
-        raise ConfigError(f"config key 'model': cannot build {cfg.arch}/{cfg.encoder}: {exc}") from exc
+        raise ConfigError(
+            f"config key 'model': cannot build {cfg.arch}/{cfg.encoder}: {exc}"
+        ) from exc
     except OSError as exc:  # download failures (URLError is an OSError)
         raise ConfigError(
             f"config key 'model.encoder_weights': could not fetch {weights!r} weights "

@@ -27,6 +27,7 @@ Engineering choices:
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -106,7 +107,9 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
                 "CUDA device(s) exist"
             )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"config key 'train.device': {device!r} requested but MPS is not available")
+        raise ConfigError(
+            f"config key 'train.device': {device!r} requested but MPS is not available"
+        )
     return dev
 
 
@@ -118,7 +121,9 @@ class EpochSampler(Sampler):
     the epoch, so a run resumed mid-epoch (``set_start``) replays exactly the same batches.
     """
 
-    def __init__(self, dataset: SegmentationDataset, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, dataset: SegmentationDataset, *, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.base = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
         )
@@ -153,11 +158,18 @@ class EpochSampler(Sampler):
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
+    # The legacy global numpy RNG is what user code (and old libraries) draw from: save it.
+    np_state = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python": random.getstate(),
         # numpy's state holds an ndarray; lists keep the checkpoint loadable with weights_only.
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
         "loader": generator.get_state(),
     }
@@ -170,16 +182,20 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
 
 
@@ -270,7 +286,9 @@ def _write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
     _write_text_atomic(path, buf.getvalue())
 
 
-def _summarize(per_image: list[dict[int, dict[str, float]]], class_names: Sequence[str] | None) -> dict[str, Any]:
+def _summarize(
+    per_image: list[dict[int, dict[str, float]]], class_names: Sequence[str] | None
+) -> dict[str, Any]:
     """Per-class means over images (NaN skipped, counted) and their mean over classes."""
     from ..metrics import aggregate
 
@@ -286,7 +304,12 @@ def _summarize(per_image: list[dict[int, dict[str, float]]], class_names: Sequen
             nan_counts.setdefault(str(r["class"]), {})[r["metric"]] = r["nan_count"]
     if len(per_class) == 1:  # binary: the one foreground class is the mean
         mean = dict(next(iter(per_class.values())))
-    return {"mean": mean, "per_class": per_class, "nan_count": nan_counts, "num_images": len(per_image)}
+    return {
+        "mean": mean,
+        "per_class": per_class,
+        "nan_count": nan_counts,
+        "num_images": len(per_image),
+    }
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -333,7 +356,9 @@ def _evaluate(
         images, (h, w) = _pad_to(images, multiple)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
             logits = model(images)
         logits = logits[..., :h, :w].float()
         if loss_fn is not None:
@@ -410,8 +435,21 @@ def iter_train(
     info = init_distributed()
     try:
         device = resolve_device(cfg.train.device, info)
-        with _determinism(cfg.train.deterministic, device.type == "cuda"), _Interrupts() as interrupts:
-            yield from _run(cfg, info, device, interrupts, should_stop, datasets, init_checkpoint, resume, progress)
+        with (
+            _determinism(cfg.train.deterministic, device.type == "cuda"),
+            _Interrupts() as interrupts,
+        ):
+            yield from _run(
+                cfg,
+                info,
+                device,
+                interrupts,
+                should_stop,
+                datasets,
+                init_checkpoint,
+                resume,
+                progress,
+            )
     finally:
         cleanup_distributed(info)
 
@@ -460,10 +498,17 @@ def _run(
     num_classes = max(cfg.model.classes, 2)
     need_uniform = getattr(train_ds, "crop", None) is None and t.batch_size > 1
     show = progress and main
-    train_ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels, need_uniform_size=need_uniform, progress=show)
+    train_ds.validate(
+        num_classes=num_classes,
+        in_channels=cfg.model.in_channels,
+        need_uniform_size=need_uniform,
+        progress=show,
+    )
     val_bs = 1
     if val_ds is not None and len(val_ds) > 0:
-        stats = val_ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show)
+        stats = val_ds.validate(
+            num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
+        )
         if len(stats["sizes"]) == 1:
             val_bs = t.val_batch_size or t.batch_size
     else:
@@ -486,7 +531,9 @@ def _run(
         ckpt = load_checkpoint(ckpt_path)
         check_compatible(ckpt["meta"], cfg.model, ckpt_path)
         if "optimizer" not in ckpt:
-            raise CheckpointError(f"{str(ckpt_path)!r} has no optimizer state: it cannot be resumed")
+            raise CheckpointError(
+                f"{str(ckpt_path)!r} has no optimizer state: it cannot be resumed"
+            )
         model.load_state_dict(ckpt["model"])
     elif init_checkpoint is not None:
         init = load_checkpoint(init_checkpoint)
@@ -498,7 +545,9 @@ def _run(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     use_amp = t.amp and device.type == "cuda"
-    amp_dtype = (torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16) if use_amp else None
+    amp_dtype = (
+        (torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16) if use_amp else None
+    )
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
@@ -517,7 +566,10 @@ def _run(
     power = cfg.optim.power
     constant = cfg.optim.schedule == "constant"
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: 1.0 if constant else poly_lr_factor(min(it, max_iterations), max_iterations, power)
+        optimizer,
+        lambda it: (
+            1.0 if constant else poly_lr_factor(min(it, max_iterations), max_iterations, power)
+        ),
     )
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -600,7 +652,13 @@ def _run(
     if progress and main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_iterations, initial=iteration, desc=f"train {cfg.loss.name}", unit="it", dynamic_ncols=True)
+        bar = tqdm(
+            total=max_iterations,
+            initial=iteration,
+            desc=f"train {cfg.loss.name}",
+            unit="it",
+            dynamic_ncols=True,
+        )
 
     stopped, reason = False, "completed"
     train_model.train()
@@ -620,7 +678,9 @@ def _run(
             for images, masks in loader:
                 # Cooperative stop between steps: local check is free; under DDP ranks agree
                 # on it only at log steps (where they synchronise anyway) to avoid a per-step sync.
-                want_stop = interrupts.reason is not None or (should_stop is not None and bool(should_stop()))
+                want_stop = interrupts.reason is not None or (
+                    should_stop is not None and bool(should_stop())
+                )
                 if want_stop and not sync_stop:
                     stopped = True
                     break
@@ -651,7 +711,9 @@ def _run(
                 if bar is not None:
                     bar.update(1)
                 if iteration % t.log_every == 0 or epoch_step == steps_per_epoch:
-                    value = float(all_reduce_sum(win_sum.clone()).item()) / (win_steps * info.world_size)
+                    value = float(all_reduce_sum(win_sum.clone()).item()) / (
+                        win_steps * info.world_size
+                    )
                     if not math.isfinite(value):
                         reason = (
                             f"non-finite loss ({value}) at iteration {iteration} (epoch {epoch + 1}); "
@@ -672,7 +734,9 @@ def _run(
                     }
                     win_sum.zero_()
                     win_steps = 0
-                    if sync_stop and any_true(want_stop, device if device.type == "cuda" else "cpu"):
+                    if sync_stop and any_true(
+                        want_stop, device if device.type == "cuda" else "cpu"
+                    ):
                         stopped = True
                         break
             if stopped:
@@ -685,7 +749,9 @@ def _run(
                     reason += f" at iteration {iteration} (epoch {epoch + 1}); checkpoint saved: {ckpt_path}"
                 break
             train_time = time.perf_counter() - t0
-            train_loss = float(all_reduce_sum(ep_sum.clone()).item()) / max(1, ep_steps * info.world_size)
+            train_loss = float(all_reduce_sum(ep_sum.clone()).item()) / max(
+                1, ep_steps * info.world_size
+            )
             if not math.isfinite(train_loss):
                 reason = (
                     f"non-finite loss at epoch {epoch + 1}; stopped, the last good checkpoint is kept: "
@@ -700,7 +766,9 @@ def _run(
                 "train_loss": train_loss,
             }
             summary: dict[str, Any] = {}
-            do_val = val_ds is not None and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs)
+            do_val = val_ds is not None and (
+                (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs
+            )
             val_loss = val_dice = None
             if do_val:
                 assert val_ds is not None
@@ -776,9 +844,17 @@ def _run(
             eval_ds = val_ds
         if eval_ds is not None and len(eval_ds) > 0:
             eval_summary = _write_eval(
-                eval_path, eval_ds, split, best_path if best_path.is_file() else ckpt_path,
-                model=_unwrap(train_model), loss_fn=loss_fn, device=device, num_classes=num_classes,
-                amp_dtype=amp_dtype, channels_last=channels_last, multiple=multiple,
+                eval_path,
+                eval_ds,
+                split,
+                best_path if best_path.is_file() else ckpt_path,
+                model=_unwrap(train_model),
+                loss_fn=loss_fn,
+                device=device,
+                num_classes=num_classes,
+                amp_dtype=amp_dtype,
+                channels_last=channels_last,
+                multiple=multiple,
                 class_names=cfg.data.class_names,
             )
     barrier()
@@ -813,11 +889,20 @@ def _write_eval(
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json``."""
     state = load_checkpoint(weights, map_location=device)["model"]
+    model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
     loss_sum, count, results = _evaluate(
-        model, dataset, list(range(len(dataset))), loss_fn=loss_fn, device=device,
-        num_classes=num_classes, batch_size=1, amp_dtype=amp_dtype, channels_last=channels_last,
-        surface=True, multiple=multiple,
+        model,
+        dataset,
+        list(range(len(dataset))),
+        loss_fn=loss_fn,
+        device=device,
+        num_classes=num_classes,
+        batch_size=1,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        surface=True,
+        multiple=multiple,
     )
     summary = _summarize(results, class_names)
     out = {
@@ -843,4 +928,3 @@ def _yaml(cfg: TrainConfig) -> str:
     import yaml
 
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-

@@ -109,6 +109,8 @@ class SegLoss(nn.Module):
 
     #: losses with a per-pixel value (``pixel_loss``) set this to True
     pixel_separable: bool = False
+    #: base-class parameters a subclass fixes itself (not accepted by ``get_loss``)
+    fixed_params: tuple[str, ...] = ()
 
     def __init__(
         self,

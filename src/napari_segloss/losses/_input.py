@@ -21,7 +21,8 @@ run only when ``validate=True``; they are the only code here that synchronises w
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,24 @@ from torch import Tensor
 
 MODES = ("auto", "binary", "multiclass", "multilabel")
 REDUCTIONS = ("mean", "sum", "none")
+
+
+class cached_property:
+    """Lock-free cached property: functools' version (Python 3.11) takes an RLock, which
+    ``torch.compile`` (dynamo) cannot trace."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        cache = obj.__dict__
+        if self.name not in cache:
+            cache[self.name] = self.fn(obj)
+        return cache[self.name]
 
 
 def _shape(t: Tensor) -> str:
@@ -49,15 +68,34 @@ class Prepared:
     def __init__(
         self,
         logits: Tensor,
-        target: Tensor,
+        target: Tensor | None,
         valid: Tensor | None,
         mode: str,
+        labels: Tensor | None = None,
     ) -> None:
         self.logits = logits  # float32 (B, C, *sp)
-        self.target = target  # float32 (B, K, *sp)
         self.valid = valid  # float32 (B, 1|K, *sp) or None
         self.mode = mode
+        #: hard integer labels (B, 1, *sp) with ignored pixels set to 0, when the target was
+        #: given as labels (binary or multiclass); lets region losses skip the one-hot tensor
+        self.labels = labels
+        if target is not None:
+            self.__dict__["target"] = target
+        elif labels is None:
+            raise ValueError("Prepared needs a target or labels")
         self.spatial_dims = tuple(range(2, logits.ndim))
+
+    @cached_property
+    def target(self) -> Tensor:
+        """float32 one-hot/soft target (B, K, *sp), zero at ignored pixels."""
+        assert self.labels is not None
+        k = self.num_channels
+        classes = torch.arange(k, device=self.labels.device).view(
+            1, k, *([1] * (self.logits.ndim - 2))
+        )
+        # comparison instead of F.one_hot: no value check / sync
+        y = (self.labels == classes).float()
+        return y * self.valid if self.valid is not None else y
 
     # ----- region channels -------------------------------------------------------------
     @cached_property
@@ -71,7 +109,8 @@ class Prepared:
 
     @property
     def num_channels(self) -> int:
-        return self.target.shape[1]
+        """Number of region channels K (2 for binary logits)."""
+        return 2 if self.mode == "binary" else self.logits.shape[1]
 
     @property
     def has_background(self) -> bool:
@@ -198,10 +237,14 @@ def prepare(
         t = target.reshape(b, 1, *spatial)
         if ignore_index is not None:
             valid = (t != ignore_index).float()
-            y = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
-            y = y.float()
-        else:
-            y = t.float()
+            t = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        if not t.is_floating_point():  # hard 0/1 labels: keep them as labels
+            if validate:
+                _check_labels(t, 2, None, "for binary (1-channel) logits")
+            if validate:
+                _check_finite(x)
+            return Prepared(x, None, valid, eff, labels=t.long())
+        y = t.float()
         if validate:
             _check_soft(y, valid, "binary target (foreground probability)")
         y = torch.cat([1.0 - y, y], dim=1)
@@ -220,12 +263,12 @@ def prepare(
             t = t.long()
         if validate:
             _check_labels(t, c, ignore_index)
-        classes = torch.arange(c, device=t.device).view(1, c, *([1] * len(spatial)))
-        # comparison instead of F.one_hot: no value check / sync, ignored labels give zero rows
-        y = (t.unsqueeze(1) == classes).float()
+            _check_finite(x)
+        t = t.unsqueeze(1)
         if ignore_index is not None:
-            valid = (t != ignore_index).unsqueeze(1).float()
-            y = y * valid
+            valid = (t != ignore_index).float()
+            t = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        return Prepared(x, None, valid, eff, labels=t)
     else:
         if tshape != onehot_shape:
             if eff == "multilabel":
@@ -251,13 +294,18 @@ def prepare(
         if validate:
             _check_soft(y, valid, "one-hot/soft target")
 
-    if validate and not bool(torch.isfinite(x).all()):
-        n_bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"logits must be finite, got {n_bad} NaN/Inf values")
+    if validate:
+        _check_finite(x)
     return Prepared(x, y, valid, eff)
 
 
-def _check_labels(t: Tensor, c: int, ignore_index: int | None) -> None:
+def _check_finite(x: Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"logits must be finite, got {n_bad} NaN/Inf values")
+
+
+def _check_labels(t: Tensor, c: int, ignore_index: int | None, what: str = "") -> None:
     if ignore_index is not None:
         t = torch.where(t == ignore_index, torch.zeros((), dtype=t.dtype, device=t.device), t)
     if t.numel() == 0:
@@ -265,9 +313,9 @@ def _check_labels(t: Tensor, c: int, ignore_index: int | None) -> None:
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= c:
         extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
+        what = what or f"for {c}-channel logits"
         raise ValueError(
-            f"target labels must be in [0, {c - 1}]{extra} for {c}-channel logits, "
-            f"got values in [{lo}, {hi}]"
+            f"target labels must be in [0, {c - 1}]{extra} {what}, got values in [{lo}, {hi}]"
         )
 
 

@@ -337,6 +337,8 @@ class FocalLogWSDiceLoss(_WSDiceMixin, RegionLoss):
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
 
+    fixed_params = ("skip_absent",)
+
     def __init__(
         self,
         *,

@@ -48,12 +48,13 @@ def list_losses(include_aliases: bool = False) -> list[str]:
 def accepted_params(cls: type[nn.Module]) -> list[str]:
     """Keyword parameters accepted by ``cls`` (walking the ``**kwargs`` chain of its bases)."""
     out: list[str] = []
+    fixed = set(getattr(cls, "fixed_params", ()))
     for klass in cls.__mro__:
         if klass in (nn.Module, object) or "__init__" not in vars(klass):
             continue
         sig = inspect.signature(vars(klass)["__init__"])
         for p in sig.parameters.values():
-            if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            if p.name == "self" or p.name in fixed or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
             if p.name not in out:
                 out.append(p.name)

@@ -1,0 +1,66 @@
+"""Launched by test_distributed.py under ``torchrun --nproc_per_node=2`` (not a test module).
+
+Usage: python -m torch.distributed.run --nproc_per_node=2 _dist_train_script.py DATA_ROOT OUT_DIR
+
+Every rank trains the same tiny config through :func:`napari_segloss.engine.train`, then saves
+its own final weights to ``OUT_DIR/../weights_rank{R}.pt`` (outside the run directory) so the
+test can check that DistributedDataParallel kept the replicas identical.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from napari_segloss.engine import load_config, train
+from napari_segloss.engine.checkpoint import load_checkpoint
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    data_root, out = Path(sys.argv[1]), Path(sys.argv[2])
+    cfg = load_config(
+        {
+            "data": {
+                "root": str(data_root),
+                "size": [32, 32],
+                "crop": [24, 24],
+                "val_fraction": 0.25,
+            },
+            "model": {
+                "arch": "Unet",
+                "encoder": "tu-resnet10t",
+                "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+            },
+            "loss": {"name": "ce+pm_dice"},
+            "train": {"epochs": 2, "batch_size": 2, "num_workers": 0, "log_every": 1},
+            "output": str(out),
+        }
+    )
+    import napari_segloss.engine.training as training
+
+    models: list[torch.nn.Module] = []
+    real_build = training.build_model
+
+    def capture(model_cfg: object) -> torch.nn.Module:
+        models.append(real_build(model_cfg))
+        return models[-1]
+
+    training.build_model = capture  # keep a handle on this rank's replica
+    done = train(cfg, progress=False)
+    assert not done["stopped"], done["reason"]
+    rank = int(os.environ["RANK"])
+    weights = {k: v.detach().clone() for k, v in models[0].state_dict().items()}
+    torch.save(weights, out.parent / f"weights_rank{rank}.pt")
+    if rank == 0:
+        ck = load_checkpoint(out / "checkpoint.pt")
+        assert all(torch.equal(ck["model"][k], weights[k]) for k in ck["model"])
+    assert not dist.is_initialized()  # train() tore down the group it created
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Config loading, overrides and one-line errors (napari_segloss.engine.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from napari_segloss.engine.config import (
+    ConfigError,
+    TrainConfig,
+    load_config,
+    resolve_output,
+    save_config,
+)
+
+DESIGN_YAML = """
+data:  {kind: folder, root: /data/kvasir, images: images, masks: masks, val_fraction: 0.1, size: [320, 320], crop: [256, 256]}
+model: {arch: Unet, encoder: resnet34, encoder_weights: null, in_channels: 3, classes: 1}
+loss:  {name: pm_dice, params: {gamma: 1.0}}
+optim: {name: adam, lr: 5.0e-4, weight_decay: 1.0e-4, schedule: poly, power: 0.9}
+train: {epochs: 50, batch_size: 8, amp: true, seed: 0, device: auto, num_workers: 2}
+output: runs/NAME
+"""
+
+
+def test_design_md_example_loads(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(DESIGN_YAML)
+    cfg = load_config(path)
+    assert cfg.data.size == (320, 320) and cfg.data.crop == (256, 256)
+    assert cfg.data.root == Path("/data/kvasir")
+    assert cfg.model.encoder_weights is None
+    assert cfg.loss.params == {"gamma": 1.0}
+    assert cfg.optim.lr == pytest.approx(5e-4) and cfg.optim.power == pytest.approx(0.9)
+    assert cfg.train.epochs == 50 and cfg.train.amp is True
+    assert cfg.output == Path("runs/NAME")
+    # Same result from a str path and from the parsed dict.
+    assert load_config(str(path)) == cfg == load_config(yaml.safe_load(DESIGN_YAML))
+
+
+def test_defaults_follow_pm_dice_protocol() -> None:
+    cfg = load_config({"data": {"root": "x"}})
+    assert (cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights) == (
+        "Unet",
+        "resnet34",
+        None,
+    )
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 5e-4, 1e-4)
+    assert (cfg.optim.schedule, cfg.optim.power) == ("poly", 0.9)
+    assert cfg.loss.name == "pm_dice"
+    assert cfg.data.val_fraction == 0.1 and cfg.data.slices == "2d" and cfg.data.cache is True
+    t = cfg.train
+    assert (t.batch_size, t.seed, t.device, t.num_workers, t.val_every, t.log_every) == (
+        8,
+        0,
+        "auto",
+        2,
+        1,
+        10,
+    )
+    assert t.channels_last and t.deterministic
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "expected"),
+    [
+        ("train.epochs=3", ("train", "epochs"), 3),
+        ("optim.lr=1e-3", ("optim", "lr"), 1e-3),
+        ("data.size=[64, 48]", ("data", "size"), (64, 48)),
+        ("data.size=64", ("data", "size"), (64, 64)),
+        ("loss.params.gamma=2", ("loss", "params"), {"gamma": 2}),
+        ("model.kwargs={encoder_depth: 3}", ("model", "kwargs"), {"encoder_depth": 3}),
+        ("model.encoder_weights=null", ("model", "encoder_weights"), None),
+        ("train.amp=false", ("train", "amp"), False),
+        ("output=runs/x", ("output",), Path("runs/x")),
+    ],
+)
+def test_overrides(override: str, path: tuple[str, ...], expected: object) -> None:
+    cfg = load_config({"data": {"root": "x"}}, [override])
+    value: object = cfg
+    for part in path:
+        value = getattr(value, part)
+    assert value == expected
+
+
+def test_overrides_do_not_mutate_the_source_dict() -> None:
+    src = {"data": {"root": "x"}, "loss": {"params": {"gamma": 1.0}}}
+    load_config(src, ["loss.params.gamma=3", "data.size=8"])
+    assert src == {"data": {"root": "x"}, "loss": {"params": {"gamma": 1.0}}}
+
+
+@pytest.mark.parametrize(
+    ("tree", "overrides", "must_contain"),
+    [
+        (
+            {"data": {"root": "x", "foo": 1}},
+            [],
+            ["'data.foo'", "unknown key", "allowed:", "val_fraction"],
+        ),
+        ({"data": {"root": "x"}, "bogus": 1}, [], ["'bogus'", "unknown key", "optim"]),
+        (
+            {"data": {"root": "x"}, "train": {"epochs": "ten"}},
+            [],
+            ["'train.epochs'", "integer", "'ten'"],
+        ),
+        (
+            {"data": {"root": "x"}, "train": {"epochs": 0}},
+            [],
+            ["'train.epochs'", "greater than or equal to 1"],
+        ),
+        ({"train": {}}, [], ["'data'", "missing"]),
+        ({"data": {"root": "x", "size": [1, 2, 3]}}, [], ["'data.size'", "[1, 2, 3]"]),
+        ({"data": {"root": "x", "size": [0, 4]}}, [], ["'data.size'", "positive"]),
+        (
+            {"data": {"root": "x", "kind": "zarr"}},
+            [],
+            ["'data.kind'", "'folder' or 'nifti'", "'zarr'"],
+        ),
+        (
+            {"data": {"root": "x"}, "train": {"device": "gpu"}},
+            [],
+            ["'train.device'", "cuda:N", "'gpu'"],
+        ),
+        ({"data": {"root": "x"}, "optim": {"lr": -1}}, [], ["'optim.lr'", "greater than 0"]),
+        (
+            {"data": {"root": "x"}, "optim": {"name": "sgd"}},
+            [],
+            ["'optim.name'", "'adam' or 'adamw'"],
+        ),
+        ({"data": {"root": "x"}}, ["train.epochs"], ["'train.epochs'", "key=value"]),
+        (
+            {"data": {"root": "x"}, "train": {"epochs": 5}},
+            ["train.epochs.x=1"],
+            ["'train.epochs'", "not a section"],
+        ),
+        ({"data": {"root": "x"}}, ["train.epochs.x=1"], ["'train.epochs'", "integer"]),
+        ({"data": {"root": "x"}}, ["train.epochs=[1"], ["train.epochs=[1", "YAML"]),
+        (
+            {"data": {"root": "x"}},
+            ["data.augmentation.zoom=[1.2, 0.8]"],
+            ["'data.augmentation.zoom'"],
+        ),
+    ],
+)
+def test_bad_configs_give_one_line_naming_the_key(
+    tree: dict, overrides: list[str], must_contain: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tree, overrides)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for part in must_contain:
+        assert part in msg, (part, msg)
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {root: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*invalid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listy)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_save_config_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(
+        {
+            "data": {"root": "d", "size": 32},
+            "loss": {"name": "ce+pm_dice", "params": {"weights": [1, 2]}},
+        }
+    )
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert isinstance(again, TrainConfig)
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("runs/{loss}-seed{seed}", "runs/ce_pm_dice-seed3"),
+        ("out/{arch}_{encoder}", "out/Unet_resnet34"),
+        ("plain/dir", "plain/dir"),
+    ],
+)
+def test_resolve_output(output: str, expected: str) -> None:
+    cfg = load_config(
+        {"data": {"root": "x"}, "loss": {"name": "ce+pm_dice"}, "output": output}, ["train.seed=3"]
+    )
+    assert resolve_output(cfg) == Path(expected)
+
+
+def test_resolve_output_unknown_placeholder() -> None:
+    cfg = load_config({"data": {"root": "x"}, "output": "runs/{name}"})
+    with pytest.raises(ConfigError, match=r"'output'.*\{name\}|'output'.*'name'"):
+        resolve_output(cfg)

@@ -1,0 +1,380 @@
+"""Datasets, splits, normalisation and paired augmentation (napari_segloss.data.datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_segloss.data.datasets import (
+    ArrayDataset,
+    DataError,
+    FolderDataset,
+    NiftiSliceDataset,
+    build_datasets,
+    build_test_dataset,
+    read_split,
+)
+from napari_segloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from napari_segloss.engine.config import load_config
+
+
+def write_folder(
+    root: Path,
+    n: int = 6,
+    hw: tuple[int, int] = (20, 24),
+    *,
+    mask_ext: str = ".png",
+    labels: int = 2,
+    seed: int = 0,
+) -> Path:
+    """n RGB PNG images whose red channel encodes the mask (255 on foreground)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = np.zeros(hw, np.uint8)
+        y, x = rng.integers(2, hw[0] - 8), rng.integers(2, hw[1] - 8)
+        mask[y : y + 6, x : x + 6] = rng.integers(1, labels) if labels > 2 else 1
+        img = np.zeros((*hw, 3), np.uint8)
+        img[..., 0] = (mask > 0) * 255
+        img[..., 1] = rng.integers(0, 50, hw)
+        Image.fromarray(img).save(root / "images" / f"case{i:02d}.png")
+        out = mask * 255 if labels == 2 else mask
+        Image.fromarray(out).save(root / "masks" / f"case{i:02d}{mask_ext}", quality=90)
+    return root
+
+
+def cfg_for(root: Path, **data: object) -> object:
+    return load_config({"data": {"root": str(root), **data}, "train": {"seed": 0}})
+
+
+def test_folder_item_types_and_imagenet_normalisation(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    img = np.full((8, 10, 3), 255, np.uint8)
+    img[:, :, 1] = 0
+    Image.fromarray(img).save(root / "images" / "a.png")
+    mask = np.zeros((8, 10), np.uint8)
+    mask[2:4, 3:6] = 255
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    ds = FolderDataset(root, train=False)
+    image, target = ds[0]
+    assert image.dtype == torch.float32 and image.shape == (3, 8, 10)
+    assert target.dtype == torch.int64 and target.shape == (8, 10)
+    # R = 255 -> (1 - 0.485) / 0.229; G = 0 -> (0 - 0.456) / 0.224
+    assert image[0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
+    assert image[1, 0, 0].item() == pytest.approx((0 - 0.456) / 0.224, rel=1e-5)
+    assert target.sum().item() == 6 and set(target.unique().tolist()) == {0, 1}
+    assert ds.normalization == Normalization("uint8", IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_gray_uint16_images_use_minmax_and_no_imagenet_stats() -> None:
+    img = np.array([[100, 300], [500, 100]], np.uint16)
+    ds = ArrayDataset([img], [np.zeros((2, 2), np.uint8)], in_channels=1)
+    image, _ = ds[0]
+    assert ds.normalization.scale == "minmax" and ds.normalization.mean == (0.0,)
+    # (x - 100) / (500 - 100)
+    assert image[0].flatten().tolist() == pytest.approx([0.0, 0.5, 1.0, 0.0])
+
+
+def test_gray_images_are_repeated_for_rgb_models() -> None:
+    img = np.full((4, 4), 51, np.uint8)  # 51 / 255 = 0.2
+    ds = ArrayDataset([img], [np.zeros((4, 4), np.uint8)], in_channels=3)
+    image, _ = ds[0]
+    assert image.shape == (3, 4, 4)
+    expected = [(0.2 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    assert image[:, 0, 0].tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_jpeg_masks_are_binarised(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=2, mask_ext=".jpg")
+    ds = FolderDataset(root)
+    for i in range(len(ds)):
+        assert set(ds[i][1].unique().tolist()) <= {0, 1}
+
+
+def test_resize_and_train_crop_shapes(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=2, hw=(30, 40))
+    val = FolderDataset(root, size=(32, 48), train=False)
+    assert val[0][0].shape == (3, 32, 48) and val[0][1].shape == (32, 48)
+    tr = FolderDataset(root, size=(32, 48), crop=(16, 24), train=True)
+    image, mask = tr[(0, 7)]
+    assert image.shape == (3, 16, 24) and mask.shape == (16, 24)
+    # crop larger than the image: padded, not an error
+    big = FolderDataset(root, crop=(36, 44), train=True, augment=False)
+    assert big[(1, 3)][0].shape == (3, 36, 44)
+
+
+def test_augmentation_moves_image_and_mask_together(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4, hw=(48, 48))
+    strong = {"hflip": 0.5, "vflip": 0.5, "rotate": 40.0, "zoom": (0.8, 1.2), "elastic_p": 1.0}
+    ds = FolderDataset(root, train=True, crop=(40, 40), augmentation=strong, normalize="none")
+    norm = ds.normalization
+    changed = 0
+    for i in range(len(ds)):
+        for seed in range(5):
+            image, mask = ds[(i, seed)]
+            red = image[0] * norm.std[0] + norm.mean[0]  # undo standardisation: 0..255 scale
+            fg_img = red > 127
+            fg_mask = mask > 0
+            inter = (fg_img & fg_mask).sum().item()
+            union = (fg_img | fg_mask).sum().item()
+            if union:
+                # bilinear image vs nearest mask differ only on boundary pixels
+                assert inter / union > 0.6, (i, seed, inter, union)
+            plain = FolderDataset(root, train=False, normalize="none")[i][1]
+            changed += int(mask.shape != plain.shape or not torch.equal(mask, plain[:40, :40]))
+    assert changed > 10  # the augmentation really does something
+
+
+def test_seeded_items_are_reproducible(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=2, hw=(32, 32))
+    ds = FolderDataset(root, train=True, crop=(24, 24), augmentation={"elastic_p": 1.0})
+    a, b = ds[(1, 11)], ds[(1, 11)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    c = ds[(1, 12)]
+    assert not torch.equal(a[0], c[0])
+    # The global RNG is untouched by seeded items (fork_rng).
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    ds[(0, 5)]
+    assert torch.equal(torch.rand(1), before)
+
+
+def test_cache_decodes_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_folder(tmp_path / "d", n=3)
+    ds = FolderDataset(root, size=(16, 16))
+    calls = []
+    original = ds._read
+    monkeypatch.setattr(ds, "_read", lambda i: calls.append(i) or original(i))
+    ds.validate(num_classes=2)
+    for _ in range(3):
+        for i in range(len(ds)):
+            ds[i]
+    assert sorted(calls) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("problem", "match"),
+    [
+        ("label_out_of_range", r"case01\.png.*label 3.*2 classes"),
+        ("size_mismatch", r"case00\.png.*image size \(20, 24\) != mask size \(10, 12\)"),
+        ("channels", r"case00\.png.*3 channel\(s\) but model.in_channels=2"),
+    ],
+)
+def test_validate_reports_bad_pairs(tmp_path: Path, problem: str, match: str) -> None:
+    root = write_folder(tmp_path / "d", n=3)
+    in_channels = None
+    if problem == "label_out_of_range":
+        Image.fromarray(np.full((20, 24), 3, np.uint8)).save(root / "masks" / "case01.png")
+    elif problem == "size_mismatch":
+        Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "masks" / "case00.png")
+    else:
+        in_channels = 2
+    with pytest.raises(DataError, match=match) as info:
+        FolderDataset(root).validate(num_classes=2, in_channels=in_channels)
+    assert "\n" not in str(info.value)
+
+
+def test_validate_requires_a_common_size_for_batches(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=2, hw=(20, 24))
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(root / "images" / "odd.png")
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(root / "masks" / "odd.png")
+    with pytest.raises(DataError, match=r"different sizes.*data\.size"):
+        FolderDataset(root).validate(need_uniform_size=True)
+    stats = FolderDataset(root, size=(16, 16)).validate(need_uniform_size=True)
+    assert stats["sizes"] == [(16, 16)] and stats["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("layout", "match"),
+    [
+        ("no_root", r"'data\.root'.*folder not found"),
+        ("no_masks_dir", r"'data\.masks'.*labels"),
+        ("empty", r"contains no files"),
+        ("unmatched", r"without a mask.*extra\.png"),
+    ],
+)
+def test_build_datasets_bad_folders(tmp_path: Path, layout: str, match: str) -> None:
+    root = tmp_path / "d"
+    if layout == "no_masks_dir":
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+    elif layout == "empty":
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+    elif layout == "unmatched":
+        write_folder(root, n=2)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "images" / "extra.png")
+    with pytest.raises(DataError, match=match):
+        build_datasets(cfg_for(root))
+
+
+def test_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=20)
+    a_tr, a_va = build_datasets(cfg_for(root, val_fraction=0.25))
+    b_tr, b_va = build_datasets(cfg_for(root, val_fraction=0.25))
+    assert a_va.pairs == b_va.pairs and a_tr.pairs == b_tr.pairs
+    assert len(a_va) == 5 and len(a_tr) == 15
+    assert not set(a_va.pairs) & set(a_tr.pairs)
+    other = load_config({"data": {"root": str(root), "val_fraction": 0.25}, "train": {"seed": 1}})
+    assert build_datasets(other)[1].pairs != a_va.pairs
+    assert a_tr.train and not a_va.train
+    assert a_va.normalization == a_tr.normalization
+    limited_tr, limited_va = build_datasets(cfg_for(root, val_fraction=0.25, limit=8))
+    assert (len(limited_tr), len(limited_va)) == (6, 2)
+
+
+def test_split_file_folder_and_txt(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=6)
+    splits = root / "splits"
+    splits.mkdir()
+    (splits / "train.txt").write_text("case00\ncase01\ncase02\n")
+    (splits / "val.txt").write_text("case03\n")
+    (splits / "test.txt").write_text("case04\ncase05\n")
+    cfg = cfg_for(root, split_file="splits")  # relative to data.root
+    tr, va = build_datasets(cfg)
+    assert [p[0].stem for p in tr.pairs] == ["case00", "case01", "case02"]
+    assert [p[0].stem for p in va.pairs] == ["case03"]
+    te = build_test_dataset(cfg)
+    assert te is not None and [p[0].stem for p in te.pairs] == ["case04", "case05"]
+    # a single .txt lists the validation ids; everything else trains
+    (tmp_path / "val.txt").write_text("# held out\ncase01\ncase04\n")
+    tr, va = build_datasets(cfg_for(root, split_file=str(tmp_path / "val.txt")))
+    assert [p[0].stem for p in va.pairs] == ["case01", "case04"] and len(tr) == 4
+    (splits / "val.txt").write_text("case99\n")
+    with pytest.raises(DataError, match=r"'data\.split_file'.*val split.*'case99'"):
+        build_datasets(cfg)
+
+
+def test_read_split_yaml(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("train: [a, b]\nval: [c]\n")
+    assert read_split(f) == {"train": ["a", "b"], "val": ["c"]}
+    with pytest.raises(DataError, match="not found"):
+        read_split(tmp_path / "missing")
+
+
+def _write_nifti(path: Path, array: np.ndarray) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+
+
+def test_nifti_slices_in_napari_order(tmp_path: Path) -> None:
+    root = tmp_path / "n"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    vols = {}
+    for name, depth in (("p1", 3), ("p2", 2)):
+        img = rng.integers(0, 1000, (6, 5, depth)).astype(np.int16)  # (X, Y, Z)
+        lab = rng.integers(0, 4, (6, 5, depth)).astype(np.uint8)
+        _write_nifti(root / "images" / f"{name}.nii.gz", img)
+        _write_nifti(root / "labels" / f"{name}.nii.gz", lab)
+        vols[name] = (img, lab)
+    cfg = load_config(
+        {"data": {"kind": "nifti", "root": str(root), "masks": "labels", "val_fraction": 0.5}}
+    )
+    tr, va = build_datasets(cfg)
+    assert isinstance(tr, NiftiSliceDataset) and len(tr) + len(va) == 5
+    ds = NiftiSliceDataset(
+        [(root / "images" / "p1.nii.gz", root / "labels" / "p1.nii.gz")], in_channels=1
+    )
+    img, lab = vols["p1"]
+    image, mask = ds[2]
+    assert image.shape == (1, 5, 6)  # (Y, X): slice z of the (Z, Y, X) napari array
+    assert torch.equal(mask, torch.from_numpy(lab[:, :, 2].T.astype(np.int64)))
+    lo, hi = float(img.min()), float(img.max())  # min-max over the whole volume, not the slice
+    expected = (img[:, :, 2].T.astype(np.float32) - lo) / (hi - lo)
+    assert np.allclose(image[0].numpy(), expected, atol=1e-6)
+    assert ds.validate(num_classes=4)["max_label"] == int(lab.max())
+    with pytest.raises(DataError, match="label 3"):
+        ds.validate(num_classes=3)
+
+
+def test_nifti_shape_mismatch(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    _write_nifti(tmp_path / "images" / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
+    _write_nifti(tmp_path / "labels" / "a.nii.gz", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=r"a\.nii\.gz.*\(4, 4, 2\) != label shape \(4, 4, 3\)"):
+        NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
+
+
+def test_nifti_3d_is_rejected_clearly(tmp_path: Path) -> None:
+    cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
+    with pytest.raises(DataError, match=r"'data\.slices'.*2D"):
+        build_datasets(cfg)
+
+
+def test_array_dataset_validation() -> None:
+    with pytest.raises(DataError, match="same length"):
+        ArrayDataset([np.zeros((4, 4))], [])
+    with pytest.raises(DataError, match=r"masks\[0\] must be 2D"):
+        ArrayDataset([np.zeros((4, 4))], [np.zeros((1, 4, 4), np.uint8)])
+    stacked = ArrayDataset(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 8, 8), np.uint8))
+    assert len(stacked) == 3 and stacked[2][0].shape == (3, 8, 8)
+
+
+def test_bundled_samples_root() -> None:
+    cfg = load_config({"data": {"root": "bundled:kvasir", "size": 64, "val_fraction": 0.34}})
+    tr, va = build_datasets(cfg)
+    assert len(tr) + len(va) == 3
+    assert tr.validate(num_classes=2)["max_label"] == 1
+    with pytest.raises(DataError, match=r"'data\.root'"):
+        build_datasets(load_config({"data": {"root": "bundled:nope"}}))
+
+
+@pytest.mark.shared_data
+def test_real_kvasir_protocol(kvasir_dir: Path) -> None:
+    cfg = load_config(
+        {
+            "data": {
+                "root": str(kvasir_dir),
+                "size": 320,
+                "crop": 256,
+                "limit": 4,
+                "val_fraction": 0.25,
+            }
+        }
+    )
+    tr, va = build_datasets(cfg)
+    tr.validate(num_classes=2, need_uniform_size=True)
+    image, mask = tr[(0, 1)]
+    assert image.shape == (3, 256, 256) and mask.shape == (256, 256)
+    assert set(mask.unique().tolist()) <= {0, 1}
+    assert va[0][0].shape == (3, 320, 320)  # validation: resized, not cropped
+
+
+@pytest.mark.shared_data
+def test_real_acdc_protocol(acdc_dir: Path) -> None:
+    cfg = load_config(
+        {
+            "data": {
+                "kind": "nifti",
+                "root": str(acdc_dir),
+                "masks": "labels",
+                "split_file": "splits",
+                "size": 256,
+                "limit": 1,
+            },
+            "model": {"in_channels": 1, "classes": 4},
+        }
+    )
+    tr, va = build_datasets(cfg)
+    assert tr.normalization.scale == "uint8" and tr.normalization.mean == (0.0,)
+    stats = tr.validate(num_classes=4, in_channels=1)
+    assert stats["sizes"] == [(256, 256)] and stats["max_label"] == 3
+    image, _ = va[0]
+    assert image.shape == (1, 256, 256) and 0.0 <= image.min() and image.max() <= 1.0
+    te = build_test_dataset(cfg, tr.normalization)
+    assert te is not None and len(te) > 0
+    train_ids = {p[0].name for p in tr.pairs}
+    assert train_ids.isdisjoint({p[0].name for p in te.pairs})

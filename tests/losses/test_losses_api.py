@@ -1,0 +1,202 @@
+"""Registry, compounds, argument validation, bad inputs and the no-sync guarantee."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_segloss.losses import CompoundLoss, PixelLoss, get_loss, list_losses
+
+DESIGN_NAMES = [
+    "ce", "focal", "topk_ce", "dice", "generalized_dice", "log_dice", "focal_dice",
+    "focal_dice_zhao", "topk_dice", "pm_dice", "wsdice", "tversky", "focal_tversky",
+    "cosine_tversky", "combo", "mixed_focal", "unified_focal", "asymmetric_unified_focal",
+    "focal_log_wsdice", "ce+dice", "focal+dice", "topk_ce+dice", "ce+topk_dice",
+    "topk_ce+topk_dice", "ce+pm_dice", "focal+pm_dice",
+]  # fmt: skip
+
+
+def xy(c: int = 3, b: int = 2):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(b, c, 4, 4, generator=g), torch.randint(0, max(c, 2), (b, 4, 4), generator=g)
+
+
+def test_every_design_name_is_listed_and_builds() -> None:
+    names = list_losses()
+    x, y = xy()
+    for n in DESIGN_NAMES:
+        assert n in names
+        assert torch.isfinite(get_loss(n)(x, y))
+
+
+def test_aliases_and_defaults() -> None:
+    assert type(get_loss("bce")) is type(get_loss("ce"))
+    assert get_loss("pm_dice").gamma == 1.0
+    assert get_loss("pm_dice").eps == 1e-6
+    assert get_loss("focal").gamma == 2.0
+    assert get_loss("topk_ce").k == 10.0
+    assert get_loss("log_dice").gamma == 0.3
+    assert get_loss("wsdice").v2 == pytest.approx(0.85)
+    u = get_loss("unified_focal")
+    assert (u.weight, u.delta, u.gamma) == (0.5, 0.6, 0.5)
+
+
+def test_compound_parts_weights_and_params() -> None:
+    x, y = xy()
+    y[0, 0, 0] = 255
+    loss = get_loss("ce+pm_dice", weights=(0.5, 2.0), pm_dice={"gamma": 2.0}, ignore_index=255)
+    assert isinstance(loss, CompoundLoss)
+    assert loss.weights == (0.5, 2.0)
+    ce, pm = loss.components
+    assert pm.gamma == 2.0 and pm.ignore_index == 255 and ce.ignore_index == 255
+    expected = 0.5 * get_loss("ce", ignore_index=255)(x, y) + 2.0 * get_loss(
+        "pm_dice", gamma=2.0, ignore_index=255
+    )(x, y)
+    torch.testing.assert_close(loss(x, y), expected)
+    # default weights are 1.0 (plain sums, PM-Dice tables); three components work
+    x, y = xy()
+    tri = get_loss("ce+dice+tversky", reduction="none")
+    ref = get_loss("ce", reduction="none")(x, y) + get_loss("dice", reduction="none")(x, y)
+    ref = ref + get_loss("tversky", reduction="none")(x, y)
+    torch.testing.assert_close(tri(x, y), ref)
+    # shared params go only to components that accept them (ce has no include_background)
+    comp = get_loss("ce+dice", include_background=False)
+    assert comp.components[1].include_background is False
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("dcie", {}, "did you mean 'dice'"),
+        ("pm_dcie", {}, "pm_dice"),
+        ("ce+dcie", {}, "dice"),
+        ("dice", {"gama": 1.0}, "gama.*accepted parameters"),
+        ("pm_dice", {"gamma": -1.0}, "gamma must be in"),
+        ("focal", {"alpha": 1.5}, "alpha must be in"),
+        ("topk_ce", {"k": 0}, r"k must be in \(0"),
+        ("topk_ce", {"normalize": "x"}, "normalize must be one of"),
+        ("dice", {"reduction": "avg"}, "reduction must be one of"),
+        ("dice", {"mode": "soft"}, "mode must be one of"),
+        ("dice", {"batch_dice": 1}, "batch_dice must be a bool"),
+        ("wsdice", {"v1": 0.7}, r"v1 must be in \[0, 0.5\]"),
+        ("focal_dice", {"beta": 0.5}, "beta must be in"),
+        ("unified_focal", {"gamma": 2.0}, "gamma must be in"),
+        ("ce+dice", {"weights": (1.0,)}, "one value per component"),
+        ("ce+dice", {"gamma": 1.0}, "accepted by none"),
+        ("ce+dice", {"dice": {"gamma": 1.0}}, "gamma"),
+        ("dice", {"weights": (1.0,)}, "only accepted by compound"),
+        ("dice", {"ignore_index": 1.5}, "ignore_index must be an int"),
+    ],
+)
+def test_bad_arguments(name: str, params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_loss(name, **params)
+
+
+@pytest.mark.parametrize("name", ["ce", "dice", "pm_dice", "tversky", "ce+pm_dice"])
+def test_bad_inputs(name: str) -> None:
+    loss = get_loss(name)
+    x, y = xy(3)
+    with pytest.raises(ValueError, match="does not match logits"):
+        loss(x, y[:, :3])  # spatial shape mismatch
+    with pytest.raises(ValueError, match="does not match logits"):
+        loss(x, torch.zeros(2, 4, 4, 4))  # wrong number of classes (one-hot with 4)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\].*got values in \[3, 3\]"):
+        loss(x, torch.full((2, 4, 4), 3))
+    with pytest.raises(ValueError, match="labels must be in"):
+        loss(x, torch.full((2, 4, 4), -1))
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="logits must be finite, got 1 NaN/Inf"):
+        loss(bad, y)
+    bad[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        loss(bad, y)
+    soft = torch.full((2, 3, 4, 4), 0.5)
+    soft[0, 0, 0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"values must be in \[0, 1\], got values in \[0.5, 1.5\]"):
+        loss(x, soft)
+    with pytest.raises(ValueError, match="logits must have shape"):
+        loss(x[0, 0], y[0])
+    xb, yb = xy(1)
+    with pytest.raises(ValueError, match=r"binary logits .* need a target of shape"):
+        loss(xb, yb[:, :2])
+    with pytest.raises(
+        ValueError, match=r"must be in \[0, 1\] for binary .* got values in \[2, 2\]"
+    ):
+        loss(xb, torch.full((2, 4, 4), 2))
+    with pytest.raises(ValueError, match=r"values must be in \[0, 1\], got values in \[0, 1.5\]"):
+        loss(xb, torch.full((2, 4, 4), 1.5) * (torch.arange(4) > 1))
+
+
+def test_mode_mismatch_and_per_class_length() -> None:
+    x, y = xy(3)
+    with pytest.raises(ValueError, match="mode='binary' expects logits with 1 channel"):
+        get_loss("dice", mode="binary")(x, y)
+    with pytest.raises(ValueError, match=r"multilabel logits .* need a target of the same shape"):
+        get_loss("dice", mode="multilabel")(x, y)
+    with pytest.raises(ValueError, match="gamma has 2 values but the loss sees 3 class channels"):
+        get_loss("pm_dice", gamma=(1.0, 2.0))(x, y)
+    xb, yb = xy(1)
+    with pytest.raises(ValueError, match=r"gamma has 3 values .* 2 class channels.*gamma_BG"):
+        get_loss("pm_dice", gamma=(1.0, 2.0, 3.0))(xb, yb)
+    with pytest.raises(ValueError, match="alpha has 2 values"):
+        get_loss("focal", alpha=(0.5, 0.5))(x, y)
+
+
+def test_ignore_index_skips_label_check() -> None:
+    x, y = xy(3)
+    y[0, 0, 0] = 255
+    with pytest.raises(ValueError, match="labels must be in"):
+        get_loss("dice")(x, y)
+    assert torch.isfinite(get_loss("dice", ignore_index=255)(x, y))
+
+
+@pytest.fixture
+def no_sync(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("host-device synchronisation in forward")
+
+    for attr in ("item", "__bool__", "__int__", "__float__", "nonzero", "tolist"):
+        monkeypatch.setattr(torch.Tensor, attr, boom)
+    yield
+
+
+@pytest.mark.parametrize("name", list_losses())
+@pytest.mark.parametrize("c", [1, 3])
+def test_validate_false_forward_has_no_sync(name: str, c: int, no_sync) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, c, 4, 4, generator=g).requires_grad_(True)
+    y = torch.randint(0, max(c, 2), (2, 4, 4), generator=g)
+    y[0, 0, 0] = 255
+    loss = get_loss(name, validate=False, ignore_index=255)
+    v = loss(x, y)
+    v.backward()
+    # and a validated loss does synchronise (so the monkeypatch is effective)
+    with pytest.raises(AssertionError, match="synchronisation"):
+        get_loss(name, ignore_index=255)(x, y)
+
+
+def test_pixel_loss_maps() -> None:
+    x, y = xy(3)
+    for name in ["ce", "focal", "topk_ce"]:
+        loss = get_loss(name)
+        assert isinstance(loss, PixelLoss) and loss.pixel_separable
+        pm = loss.pixel_loss(x, y)
+        assert pm.shape == (2, 4, 4)
+        # the per-image loss is the pixel map summed over pixels divided by N (eqs. 1-3)
+        torch.testing.assert_close(
+            pm.flatten(1).sum(1) / 16, get_loss(name, reduction="none")(x, y)
+        )
+    assert not get_loss("dice").pixel_separable
+    assert not hasattr(get_loss("pm_dice"), "pixel_loss")
+
+
+def test_torch_compile_smoke() -> None:
+    # dynamo traces validate=False losses as one graph (no data-dependent Python branches);
+    # the "eager" backend keeps the test fast (no code generation)
+    x, y = xy(3)
+    for name in ["pm_dice", "ce+pm_dice", "topk_dice"]:
+        loss = get_loss(name, validate=False, ignore_index=255)
+        compiled = torch.compile(loss, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, y), loss(x, y))

@@ -1,0 +1,186 @@
+"""evaluate / evaluate_batch (per-class metrics of label maps) and aggregate / to_markdown / to_csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_segloss.metrics import (
+    AGGREGATE_COLUMNS,
+    METRICS,
+    aggregate,
+    evaluate,
+    evaluate_batch,
+    hausdorff_distance,
+    surface_dice,
+    to_csv,
+    to_markdown,
+)
+
+
+def _labels_2d() -> tuple[np.ndarray, np.ndarray]:
+    gt = np.zeros((12, 12), np.int64)
+    gt[2:6, 2:6] = 1  # 16 px
+    gt[8:10, 8:11] = 2  # 6 px
+    pred = np.zeros((12, 12), np.int64)
+    pred[2:6, 3:7] = 1  # 12 px overlap with gt 1, 4 FP
+    pred[8:10, 8:10] = 2  # 4 px, all TP
+    return pred, gt
+
+
+def test_evaluate_hand_computed_overlap():
+    pred, gt = _labels_2d()
+    res = evaluate(pred, gt, tolerance=1.0)
+    assert set(res) == {1, 2}
+    assert set(res[1]) == set(METRICS)
+    # class 1: TP 12, FP 4, FN 4; class 2: TP 4, FP 0, FN 2
+    assert res[1]["dice"] == pytest.approx(24 / 32)
+    assert res[1]["iou"] == pytest.approx(12 / 20)
+    assert res[1]["precision"] == pytest.approx(12 / 16)
+    assert res[1]["recall"] == pytest.approx(12 / 16)
+    assert res[2]["dice"] == pytest.approx(8 / 10)
+    assert res[2]["precision"] == 1.0
+    assert res[2]["recall"] == pytest.approx(4 / 6)
+    # the 4x4 square shifted by one column: every corner surfel is within 1 of the other's
+    assert res[1]["nsd"] == 1.0
+    assert res[1]["hd95"] == pytest.approx(1.0)
+    # the surface metrics are those of the per-class masks
+    assert res[2]["nsd"] == surface_dice(pred == 2, gt == 2, 1.0)
+    assert res[2]["hd95"] == hausdorff_distance(pred == 2, gt == 2)
+
+
+def test_evaluate_background_absent_classes_and_num_classes():
+    pred, gt = _labels_2d()
+    res = evaluate(pred, gt, num_classes=4, include_background=True, surface=False)
+    assert set(res) == {0, 1, 2, 3}
+    assert "nsd" not in res[1] and "hd95" not in res[1]
+    assert all(math.isnan(v) for v in res[3].values())  # absent from both: undefined
+    assert 0.9 < res[0]["dice"] < 1.0
+
+
+def test_evaluate_one_empty_conventions():
+    gt = np.zeros((8, 8), int)
+    gt[2:4, 2:4] = 1
+    res = evaluate(np.zeros_like(gt), gt)
+    assert res[1] == {
+        "dice": 0.0,
+        "iou": 0.0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "nsd": 0.0,
+        "hd95": math.inf,
+    }
+    both_empty = evaluate(np.zeros_like(gt), np.zeros_like(gt))
+    assert set(both_empty) == {1}
+    assert all(math.isnan(v) for v in both_empty[1].values())
+
+
+def test_evaluate_3d_anisotropic_and_torch():
+    gt = np.zeros((6, 10, 10), np.uint8)
+    gt[1:5, 2:8, 2:8] = 1
+    pred = np.zeros_like(gt)
+    pred[1:5, 2:8, 4:8] = 1  # shifted face 2 voxels along the last axis
+    res = evaluate(pred, gt, spacing=(3.0, 1.0, 0.5), tolerance=1.0)
+    assert res[1]["dice"] == pytest.approx(2 * 96 / (96 + 144))
+    assert res[1]["hd95"] == pytest.approx(hausdorff_distance(pred, gt, 95, (3.0, 1.0, 0.5)))
+    # 2 voxels * 0.5 = 1.0 physical: within the inclusive tolerance
+    assert res[1]["nsd"] == pytest.approx(1.0)
+    res_t = evaluate(torch.from_numpy(pred), torch.from_numpy(gt), spacing=(3.0, 1.0, 0.5))
+    assert res_t == res
+    strict = evaluate(pred, gt, spacing=(3.0, 1.0, 0.5), tolerance=0.9)
+    assert strict[1]["nsd"] < 1.0
+
+
+def test_evaluate_batch_uses_one_num_classes():
+    pred, gt = _labels_2d()
+    results = evaluate_batch([pred, pred * 0], [gt, gt == 1], surface=False)
+    assert [set(r) for r in results] == [{1, 2}, {1, 2}]
+    assert math.isnan(results[1][2]["dice"])
+    batch = evaluate_batch(np.stack([pred, pred]), np.stack([gt, gt]))
+    assert batch[0] == batch[1] == evaluate(pred, gt)
+    with pytest.raises(ValueError, match="same number"):
+        evaluate_batch([pred], [gt, gt])
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "kwargs", "match"),
+    [
+        (np.zeros((4, 4), int), np.zeros((4, 5), int), {}, "same shape"),
+        (np.random.default_rng(0).random((4, 4)), np.zeros((4, 4), int), {}, "probability map"),
+        (np.zeros((4, 4), int), np.zeros((4, 4), int), {"spacing": (1.0,)}, "spacing"),
+        (np.zeros((4, 4), int), np.zeros((4, 4), int), {"tolerance": -0.5}, "tolerance"),
+        (np.zeros((4, 4), int), np.zeros((4, 4), int), {"num_classes": 1}, "num_classes"),
+        (np.full((4, 4), 3), np.zeros((4, 4), int), {"num_classes": 3}, "labels in"),
+        (np.zeros((2, 2, 2, 2), int), np.zeros((2, 2, 2, 2), int), {}, "2D"),
+        (np.zeros((4, 4), complex), np.zeros((4, 4), int), {}, "dtype"),
+        ("labels", np.zeros((4, 4), int), {}, "numpy array or torch tensor"),
+    ],
+)
+def test_evaluate_bad_input(pred, gt, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate(pred, gt, **kwargs)
+
+
+# ---------------------------------------------------------------- aggregate
+RESULTS = [
+    {1: {"dice": 0.5, "hd95": 2.0}, 2: {"dice": float("nan"), "hd95": float("nan")}},
+    {1: {"dice": 1.0, "hd95": 4.0}, 2: {"dice": 0.2, "hd95": float("inf")}},
+    {1: {"dice": 0.0, "hd95": 6.0}, 2: {"dice": 0.4, "hd95": 1.0}},
+]
+
+
+def _row(rows, cls, metric):
+    (r,) = [r for r in rows if r["class"] == cls and r["metric"] == metric]
+    return r
+
+
+def test_aggregate_skips_nan_and_counts():
+    rows = aggregate(RESULTS, class_names=["bg", "RV", "LV"])
+    r = _row(rows, 1, "dice")
+    assert r["name"] == "RV"
+    assert r["mean"] == pytest.approx(0.5)
+    assert r["std"] == pytest.approx(math.sqrt((0.25 + 0.25 + 0) / 3))
+    assert (r["count"], r["nan_count"], r["inf_count"]) == (3, 0, 0)
+    r2 = _row(rows, 2, "dice")
+    assert r2["mean"] == pytest.approx(0.3)
+    assert (r2["count"], r2["nan_count"]) == (2, 1)
+    # inf is a real failure (one mask empty): kept and counted
+    h2 = _row(rows, 2, "hd95")
+    assert h2["mean"] == math.inf and h2["median"] == math.inf
+    assert (h2["count"], h2["nan_count"], h2["inf_count"]) == (2, 1, 1)
+    # macro mean over classes of the per-class means (mDice as in the PM-Dice tables)
+    m = _row(rows, "mean", "dice")
+    assert m["mean"] == pytest.approx((0.5 + 0.3) / 2)
+    assert m["count"] == 2
+    assert set(rows[0]) == set(AGGREGATE_COLUMNS)
+
+
+def test_aggregate_all_nan_class_and_single_class():
+    rows = aggregate([{1: {"dice": float("nan")}}, {1: {"dice": float("nan")}}])
+    assert math.isnan(rows[0]["mean"]) and rows[0]["nan_count"] == 2 and rows[0]["count"] == 0
+    assert all(r["class"] != "mean" for r in rows)  # a single class needs no macro row
+    assert aggregate([]) == []
+    with pytest.raises(ValueError, match=r"results\[0\]"):
+        aggregate([[0.5]])
+
+
+def test_to_markdown_and_csv(tmp_path):
+    rows = aggregate(RESULTS, class_names={1: "RV", 2: "LV"})
+    md = to_markdown(rows, digits=2)
+    lines = md.strip().splitlines()
+    assert lines[0] == "| class | dice | hd95 |"
+    assert lines[2].startswith("| 1 RV | 0.50 ± 0.41 | 4.00 ± 1.63 |")
+    assert "(1 NaN)" in lines[3] and "(1 NaN, 1 inf)" in lines[3]
+    assert lines[4].startswith("| mean |")
+    path = tmp_path / "table.csv"
+    text = to_csv(rows, path)
+    assert path.read_text() == text
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(parsed[0]) == AGGREGATE_COLUMNS
+    assert len(parsed) == len(rows)
+    assert float(parsed[0]["mean"]) == pytest.approx(0.5)

@@ -1,0 +1,188 @@
+"""PM-Dice modulating maps and per-pixel loss contribution maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_segloss.losses import get_loss, list_losses
+from napari_segloss.maps import contribution_map, error_map, modulating_map
+
+# ---------------------------------------------------------------- modulating_map
+
+
+def test_modulating_map_binary_hand_computed():
+    p = torch.tensor([[[[0.9, 0.2], [0.5, 0.0]]]])  # (1, 1, 2, 2) foreground probability
+    y = torch.tensor([[[1, 0], [1, 0]]])
+    m = modulating_map(p, y, gamma=1.0)
+    assert m.shape == (1, 2, 2, 2)  # binary -> (bg, fg), as the losses expand it
+    expected_fg = torch.tensor([[0.1, 0.2], [0.5, 0.0]])
+    torch.testing.assert_close(m[0, 1], expected_fg)
+    torch.testing.assert_close(m[0, 0], expected_fg)  # |(1-y) - (1-p)| = |y - p|
+    m2 = modulating_map(p, y, gamma=[0.0, 2.0])
+    torch.testing.assert_close(m2[0, 0], torch.ones(2, 2))  # 0 ** 0 == 1: plain Dice
+    torch.testing.assert_close(m2[0, 1], expected_fg**2)
+
+
+def test_modulating_map_multiclass_labels_and_onehot():
+    p = torch.tensor([[0.7, 0.1], [0.2, 0.3], [0.1, 0.6]]).view(1, 3, 1, 2)
+    labels = torch.tensor([[[0, 2]]])
+    m = modulating_map(p, labels, gamma=2.0)
+    expected = torch.tensor([[0.3, 0.1], [0.2, 0.3], [0.1, 0.4]]).view(1, 3, 1, 2) ** 2
+    torch.testing.assert_close(m, expected)
+    onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(modulating_map(p, onehot, gamma=2.0), expected)
+    torch.testing.assert_close(modulating_map(p, labels[:, None], gamma=2.0), expected)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("spatial", [(6, 5), (3, 4, 5)])
+def test_modulating_map_matches_pm_dice_loss(c, gamma, spatial):
+    torch.manual_seed(0)
+    logits = torch.randn(2, c, *spatial)
+    target = torch.randint(0, max(c, 2), (2, *spatial))
+    loss = get_loss("pm_dice", gamma=gamma)
+    probs = torch.sigmoid(logits) if c == 1 else torch.softmax(logits, 1)
+    ref = loss.modulating_term(loss.prepare(logits, target))
+    torch.testing.assert_close(modulating_map(probs, target, gamma), ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    gamma=st.floats(0.0, 5.0),
+    seed=st.integers(0, 10_000),
+)
+def test_modulating_map_properties(gamma, seed):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(1, 3, 4, 4, generator=g), 1)
+    target = torch.randint(0, 3, (1, 4, 4), generator=g)
+    m = modulating_map(probs, target, gamma)
+    assert m.shape == (1, 3, 4, 4) and not m.requires_grad
+    assert bool(((m >= 0) & (m <= 1)).all())
+    # larger gamma focuses on harder pixels: m never grows with gamma (errors are <= 1)
+    assert bool((modulating_map(probs, target, gamma + 1.0) <= m + 1e-7).all())
+
+
+@pytest.mark.parametrize(
+    ("probs", "target", "gamma", "match"),
+    [
+        (torch.rand(1, 2, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long), 1.0, "target"),
+        (torch.rand(1, 2, 3, 3) + 1.0, torch.zeros(1, 3, 3, dtype=torch.long), 1.0, "probs"),
+        (torch.rand(1, 2, 3, 3), torch.full((1, 3, 3), 2), 1.0, "labels must be in"),
+        (torch.rand(1, 3, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), -1.0, "gamma"),
+        (torch.rand(1, 3, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), [1.0, 2.0], "gamma"),
+        (torch.rand(1, 1, 3, 3), torch.full((1, 3, 3), 2.0), 1.0, "binary targets"),
+        (torch.rand(3, 3), torch.zeros(3, 3), 1.0, "probs"),
+        (torch.rand(1, 2, 3, 3), torch.full((1, 3, 3), 0.5), 1.0, "integer class indices"),
+    ],
+)
+def test_modulating_map_bad_input(probs, target, gamma, match):
+    with pytest.raises(ValueError, match=match):
+        modulating_map(probs, target, gamma)
+
+
+# ---------------------------------------------------------------- contribution_map
+
+
+def _inputs(c: int, spatial: tuple[int, ...], seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, c, *spatial, generator=g)
+    target = torch.randint(0, max(c, 2), (2, *spatial), generator=g)
+    return logits, target
+
+
+@pytest.mark.parametrize("name", list_losses())
+@pytest.mark.parametrize(("c", "spatial"), [(1, (8, 8)), (3, (8, 8)), (3, (3, 4, 4))])
+def test_every_loss_gives_maps(name, c, spatial):
+    logits, target = _inputs(c, spatial)
+    before = logits.clone()
+    for kind in ("gradient", "value"):
+        m = contribution_map(name, logits, target, kind=kind)
+        assert m.shape == (2, *spatial), (name, kind)
+        assert m.dtype == torch.float32 and not m.requires_grad
+        assert bool(torch.isfinite(m).all()), (name, kind)
+    # the gradient map is the L1 norm over channels of the autograd gradient of the summed
+    # per-image losses (so an image's map does not depend on its batch mates)
+    x = logits.clone().requires_grad_(True)
+    get_loss(name, reduction="none")(x, target).sum().backward()
+    torch.testing.assert_close(
+        contribution_map(name, logits, target), x.grad.abs().sum(1), rtol=1e-5, atol=1e-7
+    )
+    torch.testing.assert_close(logits, before)  # the caller's logits are not modified
+
+
+def test_gradient_map_hand_computed_ce():
+    # CE per image = mean over pixels of -log softmax; d/dlogits = (p - y) / N
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
+    target = torch.tensor([[[0, 0]]])
+    p = torch.softmax(logits, 1)
+    expected = ((p[0, 0] - 1).abs() + p[0, 1].abs()) / 2
+    torch.testing.assert_close(contribution_map("ce", logits, target)[0], expected)
+
+
+def test_gradient_map_does_not_depend_on_batch_or_reduction():
+    logits, target = _inputs(3, (6, 6))
+    alone = contribution_map("pm_dice", logits[:1], target[:1])
+    in_batch = contribution_map("pm_dice", logits, target)[:1]
+    torch.testing.assert_close(alone, in_batch)
+    module_mean = get_loss("pm_dice")  # reduction="mean": rescaled by the batch size
+    torch.testing.assert_close(
+        contribution_map(module_mean, logits, target), contribution_map("pm_dice", logits, target)
+    )
+
+
+def test_value_map_pixel_loss_and_errors():
+    logits, target = _inputs(3, (5, 5))
+    ce = contribution_map("ce", logits, target, kind="value")
+    expected = -torch.log_softmax(logits, 1).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(ce, expected)
+    # region loss: sum_c |y - p| / 2
+    p = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    err = (y - p).abs().sum(1) / 2
+    torch.testing.assert_close(contribution_map("dice", logits, target, kind="value"), err)
+    # pm_dice: the modulated error sum_c |y - p|^(1 + gamma) / 2
+    pm = contribution_map("pm_dice", logits, target, kind="value", gamma=2.0)
+    torch.testing.assert_close(pm, ((y - p).abs() ** 3).sum(1) / 2)
+    # compound: weighted sum of the components' maps
+    both = contribution_map("ce+dice", logits, target, kind="value", weights=(2.0, 0.5))
+    torch.testing.assert_close(both, 2.0 * expected + 0.5 * err)
+
+
+def test_value_map_binary_is_absolute_error():
+    logits = torch.tensor([[[[3.0, -1.0, 0.0]]]])
+    target = torch.tensor([[[1, 1, 0]]])
+    p = torch.sigmoid(logits)[0, 0]
+    torch.testing.assert_close(
+        error_map(get_loss("dice"), logits, target)[0], (target[0] - p).abs()
+    )
+
+
+def test_ignore_index_zeroes_maps():
+    logits, target = _inputs(3, (5, 5))
+    target[:, 0, :] = 255
+    for kind in ("gradient", "value"):
+        for name in ("ce", "dice", "pm_dice"):
+            m = contribution_map(name, logits, target, kind=kind, ignore_index=255)
+            assert bool((m[:, 0, :] == 0).all()), (name, kind)
+            assert bool((m[:, 1:, :] > 0).any())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kind": "hessian"}, "kind"),
+        ({"loss": "no_such_loss"}, "unknown loss"),
+        ({"loss": 3}, "loss"),
+        ({"logits": torch.zeros(2, 3, dtype=torch.long)}, "logits"),
+        ({"gamma": 2.0, "loss": get_loss("pm_dice")}, "only accepted with a loss name"),
+    ],
+)
+def test_contribution_map_bad_input(kwargs, match):
+    logits, target = _inputs(3, (4, 4))
+    args = {"loss": "pm_dice", "logits": logits, "target": target} | kwargs
+    with pytest.raises(ValueError, match=match):
+        contribution_map(**args)
