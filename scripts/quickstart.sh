@@ -35,12 +35,15 @@ print(f"bundled samples: {sample_pairs_dir('kvasir')}")
 PY
 
 RUN_DIR="runs/quickstart"
+# One torch thread by default: the tiny quickstart model gains little from more, and on a busy
+# shared CPU multi-threaded small ops get several times slower. SEGLOSS_THREADS=N to change it.
+THREADS="${SEGLOSS_THREADS:-1}"
 echo ">>> training (segloss train --config training/configs/quickstart.yaml)"
-segloss train --config training/configs/quickstart.yaml --set "output=$RUN_DIR" "$@"
+segloss train --config training/configs/quickstart.yaml --threads "$THREADS" --set "output=$RUN_DIR" "$@"
 
 IMAGE="$(python -c "from napari_segloss.samples import sample_files; print(sample_files('kvasir')[1][0])")"
 echo ">>> predicting a bundled image: $IMAGE"
-segloss predict --checkpoint "$RUN_DIR/best.pt" --input "$IMAGE" --output "$RUN_DIR/predictions" --probs
+segloss predict --checkpoint "$RUN_DIR/best.pt" --input "$IMAGE" --output "$RUN_DIR/predictions" --probs --threads "$THREADS"
 
 echo
 echo "Done. Outputs:"

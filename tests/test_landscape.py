@@ -251,6 +251,25 @@ def test_logit_gradient_hand_computed():
     assert grad[1, 1] == pytest.approx(-0.8 / 16, rel=1e-5)
 
 
+def _registered_losses() -> list[str]:
+    from napari_segloss.losses import list_losses
+
+    return list_losses()
+
+
+@pytest.mark.parametrize("name", _registered_losses())
+def test_every_loss_pushes_controlled_errors_the_right_way(name):
+    """With the package losses: a missed object pixel gets a negative logit gradient (raise it),
+    a false positive a positive one — the sign the prediction-space notebook relies on."""
+    from napari_segloss.losses import get_loss
+
+    target = disk_target((24, 24), 0.15)
+    probs = controlled_prediction(target, fn_fraction=0.2, fp_fraction=0.2, confidence=0.8)
+    grad = logit_gradient(get_loss(name), probs, target)
+    assert (grad[target & (probs < 0.5)] < 0).all()
+    assert (grad[~target & (probs > 0.5)] > 0).all()
+
+
 # ---------------------------------------------------------------- parameter space
 class TinyNet(nn.Module):
     def __init__(self) -> None:

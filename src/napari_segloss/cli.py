@@ -115,12 +115,14 @@ def _print_eval_summary(run_dir: Path) -> None:
         print(f"  (no eval.json in {run_dir})")
         return
     try:
-        metrics, _ = metrics_from_eval(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        metrics, _ = metrics_from_eval(data)
     except ValueError as exc:
         print(f"  eval.json: {exc}")
         return
     text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if math.isfinite(v))
-    print(f"  held-out split (%): {text}")
+    split = f"{data.get('split', 'held-out')} split, {data.get('num_images', '?')} image(s)"
+    print(f"  {split} (%): {text}")
     print(f"  per-class metrics: {path}")
 
 
@@ -148,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if done.get("best_dice") is not None:
         print(f"  best validation Dice: {float(done['best_dice']):.4f}")
     _print_eval_summary(run_dir)
-    return 1 if done.get("stopped") and "nan" in str(done.get("reason", "")).lower() else 0
+    return 1 if done.get("stopped") else 0  # stopped: non-finite loss, cancel or Ctrl-C
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,10 +376,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     load_config(tree, overrides)
 
-    def train_fn(cfg: Any) -> Any:
+    def train_fn(cfg: Any, resume: bool = False) -> Any:
         from napari_segloss.engine.training import train
 
-        return train(cfg, progress=args.progress)
+        return train(cfg, progress=args.progress, resume=resume)
 
     runs = run_compare(tree, args.losses, args.seeds, args.output, overrides, train_fn=train_fn)
     if not _main_process():
@@ -415,10 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segloss",
         description="Train, predict, evaluate and compare segmentation losses (napari-segloss).",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice; 1 is faster on busy shared CPUs)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
-    p = sub.add_parser("train", help="train a model from a YAML config")
+    p = sub.add_parser("train", parents=[common], help="train a model from a YAML config")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in the output dir")
     p.add_argument(
@@ -427,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment images with a checkpoint (tiled inference)")
+    p = sub.add_parser(
+        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)"
+    )
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument(
         "--input", required=True, nargs="+", metavar="PATH", help="image/NIfTI files or folders"
@@ -454,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="metrics of predicted label files against ground truth")
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="metrics of predicted label files against ground truth"
+    )
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
     p.add_argument("--spacing", type=float, nargs="+", help="pixel/voxel spacing per axis")
@@ -465,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="train losses x seeds and tabulate like the PM-Dice paper")
+    p = sub.add_parser(
+        "compare", parents=[common], help="train losses x seeds and tabulate like the PM-Dice paper"
+    )
     _add_config_args(p)
     p.add_argument(
         "--losses",
@@ -485,6 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segloss`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: expected a positive integer, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

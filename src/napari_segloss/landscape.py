@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -298,7 +298,7 @@ def loss_grid(
     target: np.ndarray | torch.Tensor,
     fn_fractions: Sequence[float],
     fp_fractions: Sequence[float],
-    **prediction_kwargs,
+    **prediction_kwargs: Any,
 ) -> dict[str, np.ndarray]:
     """Every loss on a grid of controlled errors.
 

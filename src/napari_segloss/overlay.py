@@ -8,11 +8,14 @@ here: the panel builds ``napari.utils.colormaps.DirectLabelColormap(color_dict=E
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from .metrics._inputs import as_labels, check_same_shape
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ERROR_CLASS_NAMES", "ERROR_COLORS", "FN", "FP", "TN", "TP", "error_labels"]
 
@@ -39,7 +42,9 @@ ERROR_COLORS: Final[dict[int | None, tuple[float, float, float, float]]] = {
 }
 
 
-def error_labels(pred: Any, gt: Any, foreground: int | None = None) -> np.ndarray:
+def error_labels(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, foreground: int | None = None
+) -> np.ndarray:
     """Per-pixel error class of a prediction: 0 TN, 1 TP, 2 FP, 3 FN (uint8, same shape).
 
     Args:

@@ -383,3 +383,87 @@ def test_training_script_is_the_cli_train() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "--config" in proc.stdout and "--resume" in proc.stdout and "--set" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _tiny_folder(root: Path, n: int = 4, size: int = 32) -> None:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        mask[8 : 16 + i, 8:20] = 255
+        img[mask > 0, 0] = 255  # a red blob: learnable
+        Image.fromarray(img).save(root / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+
+
+def _tiny_config(tmp_path: Path) -> Path:
+    import yaml
+
+    cfg = {
+        "data": {
+            "kind": "folder",
+            "root": str(tmp_path / "data"),
+            "val_fraction": 0.25,
+            "augment": False,
+        },
+        "model": {"encoder": "mobilenet_v2", "encoder_weights": None, "kwargs": TINY_KW},
+        "loss": {"name": "pm_dice", "params": {"gamma": 1.0}},
+        "train": {
+            "epochs": 1,
+            "batch_size": 2,
+            "num_workers": 0,
+            "device": "cpu",
+            "val_metrics": "full",
+        },
+        "output": str(tmp_path / "runs" / "{loss}-seed{seed}"),
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_compare_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tiny_folder(tmp_path / "data")
+    config = _tiny_config(tmp_path)
+    rc, out, err = _run(
+        ["train", "--config", str(config), "--no-progress", "--set", "train.seed=3"], capsys
+    )
+    assert rc == 0, err
+    run = tmp_path / "runs" / "pm_dice-seed3"
+    for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "best.pt", "eval.json"):
+        assert (run / name).is_file(), name
+    assert "segloss train: finished" in out and "val split, 1 image(s) (%): mDice" in out
+
+    rc, _, err = _run(
+        ["predict", "--checkpoint", str(run / "best.pt"), "--input", str(tmp_path / "data" / "images"),
+         "--output", str(tmp_path / "pred"), "--device", "cpu"],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 4
+    rc, out, err = _run(
+        ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "data" / "masks")],
+        capsys,
+    )
+    assert rc == 0, err
+    assert "4 image(s)" in out
+
+    # compare: 2 losses x 1 seed, one loss name invalid -> recorded as failed, exit code 1.
+    rc, out, err = _run(
+        ["compare", "--config", str(config), "--losses", "ce", "dice", "no_such_loss", "--seeds", "0",
+         "--output", str(tmp_path / "cmp")],
+        capsys,
+    )  # fmt: skip
+    assert rc == 1, err
+    md = (tmp_path / "cmp" / "results.md").read_text()
+    assert "| CE |" in md and "| Dice |" in md and "no_such_loss seed 0" in md
+    assert (tmp_path / "cmp" / "runs" / "ce" / "seed0" / "eval.json").is_file()
+    assert "2/3 run(s) ok" in out

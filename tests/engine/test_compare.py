@@ -106,9 +106,15 @@ DICE = {
 }
 
 
-def _fake_train(calls: list[Any], fail: set[tuple[str, int]] = frozenset()):  # type: ignore[assignment]
-    def train(cfg: Any) -> dict:
+def _fake_train(
+    calls: list[Any],
+    fail: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
+    resumes: list[bool] | None = None,
+):
+    def train(cfg: Any, resume: bool = False) -> dict:
         calls.append(cfg)
+        if resumes is not None:
+            resumes.append(resume)
         key = (cfg.loss.name, cfg.train.seed)
         if key in fail:
             raise RuntimeError("CUDA out of memory (simulated)")
@@ -156,15 +162,22 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
 
     # Resume: finished runs are skipped, only the failed one is trained again.
     calls2: list[Any] = []
+    resumes: list[bool] = []
     DICE[("pm_dice", 2)] = 0.88
+    # ce seed 1 looks interrupted: checkpoint.pt but no eval.json -> resumed, not restarted.
+    (tmp_path / "runs" / "ce" / "seed1" / "eval.json").unlink()
+    (tmp_path / "runs" / "ce" / "seed1" / "checkpoint.pt").write_bytes(b"x")
     try:
         runs2 = run_compare(
-            BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, train_fn=_fake_train(calls2),
+            BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, train_fn=_fake_train(calls2, resumes=resumes),
             load_fn=load_config, log=logs.append,
         )  # fmt: skip
     finally:
         del DICE[("pm_dice", 2)]
-    assert [(c.loss.name, c.train.seed) for c in calls2] == [("pm_dice", 2)]
+    assert [(c.loss.name, c.train.seed) for c in calls2] == [("ce", 1), ("pm_dice", 2)]
+    assert resumes == [True, False]
+    assert calls2[1].train.overwrite  # the failed run restarts from scratch
+    assert not (tmp_path / "runs" / "pm_dice" / "seed2" / "FAILED.txt").exists()
     assert all(r.status == "ok" for r in runs2)
     text2 = write_tables(tmp_path, runs2)
     assert "| PM Dice | **88.00 ± 2.00** |" in text2  # 90, 86, 88
@@ -172,7 +185,7 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
 
 
 def test_single_seed_shows_mean_only_and_missing_eval_is_failure(tmp_path: Path) -> None:
-    def no_eval(cfg: Any) -> None:
+    def no_eval(cfg: Any, resume: bool = False) -> None:
         Path(cfg.output).mkdir(parents=True, exist_ok=True)
 
     runs = run_compare(

@@ -263,7 +263,7 @@ def test_predict_grey_volume_slice_by_slice() -> None:
     ("image", "match"),
     [
         (np.zeros((4, 5, 6, 7)), "image_np"),
-        (np.zeros((8, 8), dtype=np.uint8), "channels"),  # grey image, RGB model
+        (np.zeros((8, 8, 4), dtype=np.uint8), "image"),  # RGBA into an RGB model
     ],
 )
 def test_predict_bad_image(image: np.ndarray, match: str) -> None:
@@ -280,3 +280,43 @@ def test_cuda_amp_close_to_float32() -> None:
     out = sliding_window_predict(model, x, tile=(64, 64), amp=True, device="cuda")
     assert out.device.type == "cpu"
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
+
+
+def _identity_conv() -> nn.Module:
+    model = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.zero_()
+    return model
+
+
+def test_predict_minmax_checkpoint_scales_per_volume_not_per_slice() -> None:
+    vol = np.zeros((2, 8, 8), np.float32)
+    vol[0, 0, 0] = 10.0  # slice 0 spans 0..10, slice 1 spans 0..100: volume range 0..100
+    vol[1, 0, 0] = 100.0
+    meta = {"normalization": {"scale": "minmax", "mean": [0.0], "std": [1.0]}}
+    _, probs = predict(_identity_conv(), vol, meta=meta, tile=(8, 8), device="cpu")
+    assert probs.shape == (2, 1, 8, 8)
+    np.testing.assert_allclose(probs[0, 0, 0, 0], 1 / (1 + np.exp(-0.1)), rtol=1e-5)
+    np.testing.assert_allclose(probs[1, 0, 0, 0], 1 / (1 + np.exp(-1.0)), rtol=1e-5)
+    np.testing.assert_allclose(probs[0, 0, 1, 1], 0.5, rtol=1e-6)
+
+
+def test_predict_uint8_checkpoint_rejects_float_image() -> None:
+    meta = {"normalization": {"scale": "uint8", "mean": [0.0], "std": [1.0]}}
+    with pytest.raises(ValueError, match="8-bit"):
+        predict(_identity_conv(), np.zeros((8, 8), np.float32), meta=meta, device="cpu")
+
+
+def test_predict_grey_image_into_rgb_model_repeats_channels() -> None:
+    model = _pointwise(3, 2)
+    grey = np.random.default_rng(2).integers(0, 256, (12, 10), dtype=np.uint8)
+    _, probs = predict(model, grey, meta={"in_channels": 3}, tile=(16, 16), device="cpu")
+    _, probs_rgb = predict(
+        model,
+        np.repeat(grey[..., None], 3, -1),
+        meta={"in_channels": 3},
+        tile=(16, 16),
+        device="cpu",
+    )
+    np.testing.assert_allclose(probs, probs_rgb, atol=1e-6)

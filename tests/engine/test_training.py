@@ -241,6 +241,11 @@ def test_fine_tune_and_array_datasets(data_root: Path, tmp_path: Path) -> None:
             r"3 channel\(s\) but model.in_channels=1",
         ),
         (["data.root=/no/such/dir"], DataError, r"'data\.root'.*folder not found"),
+        (
+            ["model.classes=3", "model.arch=FPN", "model.kwargs={}", "data.crop=[24, 24]"],
+            ConfigError,
+            r"'data\.crop'.*\[24, 24\] must be divisible by 32.*\[32, 32\]",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(
@@ -330,3 +335,34 @@ def test_epoch_sampler_is_a_function_of_epoch() -> None:
     r0.set_epoch(1)
     r1.set_epoch(1)
     assert sorted([i for i, _ in r0] + [i for i, _ in r1]) == list(range(10))
+
+
+@pytest.mark.shared_data
+def test_real_acdc_tiny_run(acdc_dir: Path, tmp_path: Path) -> None:
+    """NIfTI slices, 4 classes, ACDC's split files; eval.json on the test split."""
+    cfg = load_config(
+        {
+            "data": {
+                "kind": "nifti",
+                "root": str(acdc_dir),
+                "masks": "labels",
+                "split_file": "splits",
+                "size": [64, 64],
+                "limit": 1,
+                "class_names": ["background", "RV", "MYO", "LV"],
+            },
+            "model": {**TINY_MODEL, "in_channels": 1, "classes": 4},
+            "loss": {"name": "pm_dice"},
+            "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "val_metrics": "overlap"},
+            "output": str(tmp_path / "acdc"),
+        }
+    )
+    done = train(cfg, progress=False)
+    assert not done["stopped"]
+    ev = json.loads((tmp_path / "acdc" / "eval.json").read_text())
+    assert ev["split"] == "test" and ev["num_classes"] == 4
+    assert set(ev["per_class"]) == {"1", "2", "3"}
+    assert ev["class_names"] == ["background", "RV", "MYO", "LV"]
+    _, meta = load_model(tmp_path / "acdc" / "best.pt")
+    assert meta["normalization"] == {"scale": "uint8", "mean": [0.0], "std": [1.0]}
+    assert meta["slice_order"] == "napari" and meta["class_names"][3] == "LV"

@@ -60,7 +60,9 @@ def test_kvasir_mask_vs_perturbed(kvasir_dir):
 def test_acdc_volume_multiclass_anisotropic(acdc_dir):
     nib = pytest.importorskip("nibabel")
     gt = np.asarray(nib.load(acdc_dir / "labels" / "patient001_frame01.nii.gz").dataobj)
-    gt = gt.astype(np.int64)
+    # the heart and a margin (keeps the MONAI reference fast; border handling is tested elsewhere)
+    box = tuple(slice(max(s.start - 4, 0), s.stop + 4) for s in ndimage.find_objects(gt > 0)[0])
+    gt = gt[box].astype(np.int64)
     # prediction: each structure dilated or eroded by one voxel in-plane, then relabelled
     pred = np.zeros_like(gt)
     for c, op in [

@@ -105,13 +105,14 @@ def test_run_checkpoint_on_kvasir_then_compare(dock, wait_idle, tiny_checkpoint)
     assert np.array_equal(e == 2, (pred.data == 1) & (mask == 0))
     assert np.array_equal(e == 3, (pred.data == 0) & (mask == 1))
     assert set(_table(widget)) == {1}
-    assert widget.pred_picker.layer() is pred
+    assert widget.pred_picker.layer().unique_id == pred.unique_id
 
     # running again re-uses the same layers
     n = len(viewer.layers)
     widget.run_model()
     wait_idle(widget)
-    assert len(viewer.layers) == n and _owned(viewer, "prediction") is pred
+    assert len(viewer.layers) == n
+    assert _owned(viewer, "prediction") is pred
 
 
 @pytest.mark.parametrize(

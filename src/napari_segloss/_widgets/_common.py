@@ -26,6 +26,17 @@ class PanelError(ValueError):
     """A bad selection or input in a panel; shown to the user as a message, not a traceback."""
 
 
+def same_layer(a: Layer | None, b: Layer | None) -> bool:
+    """Layer identity that survives napari's ``PublicOnlyProxy``.
+
+    napari hands plugin widgets a proxied viewer: every access to a layer returns a new proxy
+    object, so ``is`` cannot tell whether two references are the same layer; ``unique_id`` can.
+    """
+    if a is None or b is None:
+        return a is b
+    return a.unique_id == b.unique_id
+
+
 def is_owned(layer: Layer, panel: str | None = None) -> bool:
     """Whether ``layer`` was created by one of our panels (``panel`` restricts to one)."""
     tag = layer.metadata.get(TAG) if isinstance(layer.metadata, dict) else None
@@ -60,7 +71,7 @@ def upsert_layer(
     if like is not None and like.ndim == np.ndim(data):
         geometry = {"scale": like.scale, "translate": like.translate}
     layer = find_owned(viewer, panel, key)
-    if layer is not None and (layer._type_string != kind or layer.data.shape != data.shape):
+    if layer is not None and (_kind_of(layer) != kind or layer.data.shape != data.shape):
         # Shape or type changed (e.g. another image picked): replace our own layer.
         viewer.layers.remove(layer)
         layer = None
@@ -75,6 +86,14 @@ def upsert_layer(
     for attr, value in props.items():
         setattr(layer, attr, value)
     return layer
+
+
+def _kind_of(layer: Layer) -> str:
+    from napari.layers import Image, Labels
+
+    if isinstance(layer, Labels):
+        return "labels"
+    return "image" if isinstance(layer, Image) else type(layer).__name__.lower()
 
 
 def remove_owned(viewer: napari.Viewer, panel: str, keep: Iterable[str] = ()) -> None:
@@ -111,6 +130,7 @@ class LayerPicker(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self._chose_none = False  # the user picked "(none)" explicitly: keep it
+        self._items: list[Layer | None] = []
         self.activated.connect(self._on_activated)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.reordered):
@@ -143,10 +163,14 @@ class LayerPicker(QComboBox):
             return
         self.blockSignals(True)
         self.clear()
+        # Layers are kept in a Python list parallel to the items, not as Qt item data: a
+        # Python object round-tripped through a QVariant is not reliably the same object.
+        self._items: list[Layer | None] = [None] if self._allow_none else []
         if self._allow_none:
-            self.addItem("(none)", None)
+            self.addItem("(none)")
         for layer in self.candidates():
-            self.addItem(layer.name, layer)
+            self._items.append(layer)
+            self.addItem(layer.name)
             # Follow renames without rebuilding on every keystroke.
             layer.events.name.connect(self._on_rename)
         idx = self._index_of(current) if current is not None else -1
@@ -155,29 +179,27 @@ class LayerPicker(QComboBox):
             idx = 1 if self._allow_none and self.count() > 1 else 0
         self.setCurrentIndex(idx if self.count() else -1)
         self.blockSignals(False)
-        if self.layer() is not current:
+        if not same_layer(self.layer(), current):
             self.currentIndexChanged.emit(self.currentIndex())
 
     def _on_activated(self, index: int) -> None:
-        self._chose_none = self._allow_none and self.itemData(index) is None
+        self._chose_none = self._allow_none and self._item(index) is None
 
     def _on_rename(self, event: Any = None) -> None:
-        for i in range(self.count()):
-            layer = self.itemData(i)
+        for i, layer in enumerate(self._items):
             if layer is not None:
                 self.setItemText(i, layer.name)
 
+    def _item(self, index: int) -> Layer | None:
+        return self._items[index] if 0 <= index < len(self._items) else None
+
     def layer(self) -> Layer | None:
-        idx = self.currentIndex()
-        if idx < 0:
-            return None
-        return self.itemData(idx)
+        """The selected layer (None for "(none)" or when there is nothing to pick)."""
+        return self._item(self.currentIndex())
 
     def _index_of(self, layer: Layer | None) -> int:
-        # Identity, not QComboBox.findData: Qt's variant comparison of Python objects is
-        # unreliable for layers.
-        for i in range(self.count()):
-            if self.itemData(i) is layer:
+        for i, item in enumerate(self._items):
+            if same_layer(item, layer):
                 return i
         return -1
 

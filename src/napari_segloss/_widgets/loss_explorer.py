@@ -647,7 +647,7 @@ class LossExplorerWidget(QWidget):
         path = self.ckpt_picker.require()
         image_layer = require_layer(image_layer, "image (the checkpoint needs it)")
         image = image_array(image_layer)
-        key = (str(path), path.stat().st_mtime, id(image_layer), image.shape)
+        key = (str(path), path.stat().st_mtime, image_layer.unique_id, image.shape)
         cache = self._ckpt_cache
 
         def run_model() -> np.ndarray:

@@ -46,6 +46,7 @@ from ._common import (
     labels_array,
     release_gpu_memory,
     require_layer,
+    same_layer,
     spatial_shape,
     upsert_layer,
 )
@@ -279,7 +280,6 @@ class PredictWidget(QWidget):
                 )  # fmt: skip
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
-        print("DBG", repr(pred_layer), [repr(x) for x in self.viewer.layers], [repr(self.pred_picker.itemData(i)) for i in range(self.pred_picker.count())])
         fg = float((labels > 0).mean()) * 100
         self.status.info(f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground")
         # Compare right after this worker has finished (see _on_finished).
@@ -292,7 +292,7 @@ class PredictWidget(QWidget):
         try:
             pred_layer = require_layer(self.pred_picker.layer(), "prediction")
             gt_layer = require_layer(self.gt_picker.layer(), "ground truth")
-            if pred_layer is gt_layer:
+            if same_layer(pred_layer, gt_layer):
                 raise PanelError("ground truth: pick a different layer from the prediction")
             pred = labels_array(pred_layer, "prediction")
             gt = labels_array(gt_layer, "ground truth")

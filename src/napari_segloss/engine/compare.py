@@ -231,7 +231,7 @@ def run_compare(
     output: str | Path,
     overrides: Sequence[str] = (),
     *,
-    train_fn: Callable[[Any], Any] | None = None,
+    train_fn: Callable[..., Any] | None = None,
     load_fn: Callable[[Any, Sequence[str]], Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[CompareRun]:
@@ -244,8 +244,10 @@ def run_compare(
         seeds: ``train.seed`` values.
         output: grid folder (see module docstring); tables are written by ``write_tables``.
         overrides: ``key=value`` overrides applied to every run (before the grid's own).
-        train_fn: ``cfg -> any`` that trains and writes ``eval.json`` in ``cfg.output``;
-            default ``engine.training.train``.
+        train_fn: ``(cfg, resume=bool) -> any`` that trains and writes ``eval.json`` in
+            ``cfg.output``; default ``engine.training.train`` without progress bars. Runs with a
+            ``checkpoint.pt`` but no ``eval.json`` (interrupted) are resumed; runs that failed
+            (``FAILED.txt``) are trained again from scratch.
         load_fn: ``(source, overrides) -> cfg``; default ``engine.config.load_config``.
         log: progress lines.
     """
@@ -263,8 +265,8 @@ def run_compare(
     if train_fn is None:
         from napari_segloss.engine.training import train as _train
 
-        def train_fn(cfg: Any) -> Any:
-            return _train(cfg, progress=False)
+        def train_fn(cfg: Any, resume: bool = False) -> Any:
+            return _train(cfg, progress=False, resume=resume)
 
     if isinstance(base, str | Path):
         base_path = Path(base)
@@ -307,12 +309,19 @@ def run_compare(
                 f"loss.name={name}",
                 f"loss.params={json.dumps(run_params)}",
                 f"train.seed={int(seed)}",
-                f"output={run.run_dir}",
+                f"output={json.dumps(str(run.run_dir))}",
             ]
-            log(f"{tag}: training -> {run.run_dir}")
+            # A run dir with a checkpoint but no eval.json was interrupted (Ctrl-C, a killed
+            # job): resume it. One that failed with an error is retried from scratch.
+            failed_before = (run.run_dir / "FAILED.txt").is_file()
+            resume = (run.run_dir / "checkpoint.pt").is_file() and not failed_before
+            if failed_before:
+                (run.run_dir / "FAILED.txt").unlink()
+                run_overrides.append("train.overwrite=true")
+            log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
             try:
                 cfg = load_fn(base_dict, run_overrides)
-                train_fn(cfg)
+                train_fn(cfg, resume=resume)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one bad run must not stop the grid

@@ -21,6 +21,7 @@ __all__ = [
     "all_reduce_sum",
     "any_true",
     "barrier",
+    "broadcast_buffers",
     "cleanup_distributed",
     "get_dist_info",
     "init_distributed",
@@ -152,3 +153,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the *start* of each forward, so after the last training step each
+    replica holds running statistics of its own last batch. Syncing before validation and at the
+    end makes every rank evaluate (and finish with) exactly the weights rank 0 checkpoints.
+    """
+    if not _active():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src)

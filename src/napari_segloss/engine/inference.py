@@ -340,12 +340,13 @@ def _default_tile(spatial: tuple[int, ...], meta: dict[str, Any]) -> tuple[int, 
 def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bool]:
     """Return ``(C, *spatial)`` and whether the input was a stack of 2D slices ``(Z, Y, X)``."""
     if image.ndim == 2:
-        if in_channels != 1:
+        if in_channels not in (1, 3):
             raise ValueError(
                 f"image: expected {in_channels} channels for this model, got a 2D grey image "
                 f"of shape {image.shape}"
             )
-        return image[None], False
+        # Grey into an RGB model: repeated to 3 channels, as the training datasets do.
+        return np.repeat(image[None], in_channels, axis=0), False
     if image.ndim == 3:
         if in_channels > 1 and image.shape[-1] == in_channels:
             return np.moveaxis(image, -1, 0), False  # (H, W, C) as read from RGB files

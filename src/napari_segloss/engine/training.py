@@ -64,6 +64,7 @@ from .distributed import (
     all_reduce_sum,
     any_true,
     barrier,
+    broadcast_buffers,
     cleanup_distributed,
     init_distributed,
 )
@@ -396,6 +397,25 @@ def _meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
     }
 
 
+def _check_divisible(
+    model: nn.Module, train_ds: SegmentationDataset, stats: dict[str, Any], multiple: int
+) -> None:
+    """Training inputs must fit the encoder's output stride (smp raises mid-run otherwise)."""
+    if not getattr(model, "requires_divisible_input_shape", True):
+        return
+    crop, size = getattr(train_ds, "crop", None), getattr(train_ds, "size", None)
+    key, sizes = (
+        ("data.crop", [crop]) if crop else ("data.size", [size] if size else stats["sizes"])
+    )
+    for hw in sizes:
+        if hw and any(int(v) % multiple for v in hw):
+            fixed = [-(-int(v) // multiple) * multiple for v in hw]
+            raise ConfigError(
+                f"config key {key!r}: training size {list(hw)} must be divisible by {multiple} "
+                f"(the encoder's output stride); e.g. use {fixed}"
+            )
+
+
 # -- the loop ----------------------------------------------------------------------------
 
 
@@ -498,7 +518,7 @@ def _run(
     num_classes = max(cfg.model.classes, 2)
     need_uniform = getattr(train_ds, "crop", None) is None and t.batch_size > 1
     show = progress and main
-    train_ds.validate(
+    train_stats = train_ds.validate(
         num_classes=num_classes,
         in_channels=cfg.model.in_channels,
         need_uniform_size=need_uniform,
@@ -521,7 +541,8 @@ def _run(
     except ValueError as exc:
         raise ConfigError(f"config key 'loss': {exc}") from exc
     meta = _meta(cfg, train_ds)
-    multiple = 2 ** int(cfg.model.kwargs.get("encoder_depth", 5))
+    multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
+    _check_divisible(model, train_ds, train_stats, multiple)
 
     start_epoch, epoch_step, iteration, best_dice = 0, 0, 0, -math.inf
     history: list[dict[str, Any]] = []
@@ -597,8 +618,12 @@ def _run(
             find_unused_parameters=int(cfg.model.kwargs.get("encoder_depth", 5)) < 5,
         )
 
+    # Batches travel as uint8 and are standardised on the device (x * a + b, one fused pass).
+    norm_a, norm_b = train_ds.normalization.device_affine(
+        torch.uint8 if train_ds.normalization.scale == "uint8" else torch.float32, device
+    )
     loader = DataLoader(
-        train_ds,
+        train_ds.with_raw_output(),
         batch_size=t.batch_size,
         sampler=sampler,
         num_workers=t.num_workers,
@@ -686,6 +711,7 @@ def _run(
                     break
                 images = images.to(device, non_blocking=True)
                 masks = masks.to(device, non_blocking=True)
+                images = torch.addcmul(norm_b, images.float(), norm_a)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
@@ -703,14 +729,13 @@ def _run(
                 iteration += 1
                 epoch_step += 1
                 n_images += images.shape[0]
-                detached = loss.detach().double()
-                win_sum += detached
-                ep_sum += detached
+                win_sum += loss.detach()
                 win_steps += 1
                 ep_steps += 1
                 if bar is not None:
                     bar.update(1)
                 if iteration % t.log_every == 0 or epoch_step == steps_per_epoch:
+                    ep_sum += win_sum
                     value = float(all_reduce_sum(win_sum.clone()).item()) / (
                         win_steps * info.world_size
                     )
@@ -740,15 +765,17 @@ def _run(
                         stopped = True
                         break
             if stopped:
+                broadcast_buffers(_unwrap(train_model))
                 if reason == "completed":
                     reason = interrupts.reason or "stopped by request"
                     if main:
-                        part = (float(ep_sum.item()), ep_steps)
+                        part = (float((ep_sum + win_sum).item()), ep_steps)
                         save_checkpoint(ckpt_path, payload(epoch, epoch_step, part))
                         _write_metrics_csv(csv_path, history)
                     reason += f" at iteration {iteration} (epoch {epoch + 1}); checkpoint saved: {ckpt_path}"
                 break
             train_time = time.perf_counter() - t0
+            broadcast_buffers(_unwrap(train_model))
             train_loss = float(all_reduce_sum(ep_sum.clone()).item()) / max(
                 1, ep_steps * info.world_size
             )

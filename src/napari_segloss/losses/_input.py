@@ -250,7 +250,7 @@ def prepare(
         y = torch.cat([1.0 - y, y], dim=1)
         if valid is not None:
             y = y * valid
-    elif eff == "multiclass" and tshape in label_shapes and not (c == 1):
+    elif eff == "multiclass" and tshape in label_shapes:
         t = target.reshape(b, *spatial)
         if t.is_floating_point():
             if validate and bool((t != t.round()).any()):
@@ -258,9 +258,7 @@ def prepare(
                     "label targets of shape (B, *spatial) must hold integer class indices, got "
                     "non-integer float values"
                 )
-            t = t.long()
-        elif t.dtype == torch.bool:
-            t = t.long()
+        t = t.long()  # gather/scatter need int64 (uint8 / int32 / bool label maps are common)
         if validate:
             _check_labels(t, c, ignore_index)
             _check_finite(x)

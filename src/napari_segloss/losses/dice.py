@@ -53,9 +53,11 @@ def modulated_dice(
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """sum_n a * b over the last dim of (B, K, N) tensors in one fused reduction (vecdot is
-    several times faster on CPU than ``einsum``/``bmm`` or ``(a * b).sum(-1)`` here)."""
-    return torch.linalg.vecdot(a, b)
+    """sum_n a * b over the last dim of (B, K, N) float32 tensors in one fused reduction
+    (vecdot is faster on CPU than ``einsum``/``bmm`` or ``(a * b).sum(-1)`` here). Autocast
+    would run vecdot in fp16/bf16, so it is switched off: the sums must stay float32."""
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return torch.linalg.vecdot(a, b)
 
 
 class _HardLabelDiceSums(torch.autograd.Function):
@@ -104,8 +106,7 @@ class _HardLabelDiceSums(torch.autograd.Function):
             py_s = py * py if squared else py
             s_corr = zeros.scatter_add(1, flat, (a * py_s - py_s * py.pow(gamma)).view(b, n))
             s_total = s_full + s_corr
-        ctx.save_for_backward(q if q is not None and q is not p else p, idx, a, py)
-        ctx.q_is_p = q is p
+        ctx.save_for_backward(p if q is None else q, idx, a, py)
         ctx.q_none = q is None
         ctx.sq = sq
         ctx.mark_non_differentiable(y2)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-try:  # torch is a hard dependency of the package, but metrics must not need it to import fast
-    import torch
-except ImportError:  # pragma: no cover - torch is always installed with napari-segloss
-    torch = None  # type: ignore[assignment]
+
+def torch_module() -> Any:
+    """The torch module if it has been imported, else None.
+
+    A tensor can only exist once torch is imported, so the metrics never import torch
+    themselves (``import napari_segloss.metrics`` stays fast, e.g. for the CLI's evaluate).
+    """
+    return sys.modules.get("torch")
 
 
 def is_torch(x: Any) -> bool:
     """True when ``x`` is a ``torch.Tensor``."""
+    torch = torch_module()
     return torch is not None and isinstance(x, torch.Tensor)
 
 

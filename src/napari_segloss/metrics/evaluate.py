@@ -8,7 +8,7 @@ reports the mean over the foreground classes (sec. 3.2), hence ``include_backgro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,14 +22,17 @@ from ._inputs import (
 from .overlap import _check_num_classes, _confusion_numpy, overlap_from_confusion
 from .surface import _nsd_masks, _percentile_hd
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["METRICS", "evaluate", "evaluate_batch"]
 
 METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "nsd", "hd95")
 
 
 def evaluate(
-    pred: Any,
-    gt: Any,
+    pred: np.ndarray | torch.Tensor,
+    gt: np.ndarray | torch.Tensor,
     *,
     num_classes: int | None = None,
     spacing: float | Sequence[float] | None = None,

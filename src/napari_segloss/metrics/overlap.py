@@ -15,11 +15,14 @@ precision of an empty prediction and the recall of an empty reference, whose rat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._inputs import as_labels, check_same_shape, is_torch, torch
+from ._inputs import as_labels, check_same_shape, is_torch, torch_module
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["OVERLAP_METRICS", "confusion_matrix", "overlap_from_confusion", "overlap_metrics"]
 
@@ -37,6 +40,7 @@ def _check_num_classes(num_classes: Any) -> int:
 
 
 def _check_torch_labels(x: Any, name: str) -> Any:
+    torch = torch_module()
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()) or not bool((x == torch.round(x)).all()):
             raise ValueError(
@@ -55,7 +59,9 @@ def _check_torch_labels(x: Any, name: str) -> Any:
     return x
 
 
-def confusion_matrix(pred: Any, gt: Any, num_classes: int) -> Any:
+def confusion_matrix(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, num_classes: int
+) -> np.ndarray | torch.Tensor:
     """Per-image confusion matrices of a batch of label maps.
 
     Args:
@@ -69,6 +75,7 @@ def confusion_matrix(pred: Any, gt: Any, num_classes: int) -> Any:
     """
     k = _check_num_classes(num_classes)
     if is_torch(pred) and is_torch(gt):
+        torch = torch_module()
         if pred.shape != gt.shape:
             raise ValueError(
                 f"pred and gt: expected the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}"
@@ -102,7 +109,7 @@ def _confusion_numpy(p: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
 
 
-def overlap_from_confusion(cm: Any) -> dict[str, np.ndarray]:
+def overlap_from_confusion(cm: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
     """Dice, IoU, precision and recall per image and class from confusion matrices.
 
     Args:
@@ -140,7 +147,9 @@ def overlap_from_confusion(cm: Any) -> dict[str, np.ndarray]:
     }
 
 
-def overlap_metrics(pred: Any, gt: Any, num_classes: int) -> dict[str, np.ndarray]:
+def overlap_metrics(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, num_classes: int
+) -> dict[str, np.ndarray]:
     """Dice, IoU, precision, recall for a batch of label maps ``(B, *spatial)`` in one pass.
 
     Returns ``{metric: (B, K) float64 array}`` for every class including background (index 0);
