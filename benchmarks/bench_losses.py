@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--validate", action="store_true", help="run losses with validate=True")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_losses.md"))
+    ap.add_argument("--append", action="store_true", help="append to --out instead of overwriting")
+    ap.add_argument("--title", default="Loss benchmark", help="Markdown heading of this run")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_3d:
         cases = dict(list(cases.items())[:1])
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = {}
     for label, shape in cases.items():
         print(f"timing {label} ...", flush=True)
@@ -130,17 +133,27 @@ def main(argv: list[str] | None = None) -> int:
                 f"- {label}: pm_dice / dice = {r['pm_dice'] / r['dice']:.2f} "
                 f"(target <= 1.25), pm_dice / MONAI = {r['pm_dice'] / r[REF]:.2f} (target <= 0.6)"
             )
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = (
+        f"- load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        f"on {os.cpu_count()} cores (other jobs share the machine: absolute times are noisy, "
+        "ratios from the interleaved rounds are the meaningful numbers)\n"
+        if load_before and load_after
+        else ""
+    )
     info = (
-        f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores, shared with other jobs)\n"
+        f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores)\n{load}"
         f"- torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"Python {platform.python_version()}\n"
         f"- forward+backward, median of {args.repeats} interleaved rounds (plus 1 warm-up), "
         f"validate={args.validate}, float32 logits, integer labels\n"
         f"- reference: monai.losses.DiceLoss(softmax=True, to_onehot_y=True)"
     )
-    md = f"# Loss benchmark\n\n{info}\n\n{table}\n\n" + "\n".join(notes) + "\n"
+    md = f"# {args.title}\n\n{info}\n\n{table}\n\n" + "\n".join(notes) + "\n"
     print(md)
-    with open(args.out, "w") as f:
+    with open(args.out, "a" if args.append else "w") as f:
+        if args.append:
+            f.write("\n")
         f.write(md)
     print(f"written to {args.out}")
     return 0

@@ -79,7 +79,8 @@ def main() -> None:
             "",
             f"Machine: {machine_info()}. Median of {args.repeats} repeats after one warm-up, "
             f"torch threads {args.threads}; wall ms per call (CPU ms of the process in brackets: "
-            "the machine is shared, CPU time is what an idle machine would show). Batch 1, "
+            "on a shared machine it is less sensitive to the load than wall time, though contention "
+            "still inflates it). Batch 1, "
             "float32, losses built by name with their defaults (`validate=True`).",
             "",
             "| loss | binary gradient | binary value | 4-class gradient | 4-class value |",

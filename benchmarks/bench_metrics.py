@@ -73,7 +73,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, o
     """(median wall seconds, median CPU seconds of this process, last result).
 
     CPU time is reported too because the machine may be shared: with one torch thread it is
-    what the wall time would be on an idle machine.
+    less sensitive to other processes than wall time (contention still inflates it).
     """
     out = fn()  # warm-up (caches, lazy imports)
     wall, cpu = [], []
@@ -171,8 +171,8 @@ def main() -> None:
             "",
             f"Machine: {machine_info()}. Median of {args.repeats} repeats after one warm-up; "
             f"CPU, one process, torch threads {args.threads}. Times: wall ms (CPU ms of the "
-            "process in brackets: the machine is shared, CPU time is what an idle machine would "
-            "show). MONAI reference: `compute_surface_dice(use_subvoxels=True)` and "
+            "process in brackets: on a shared machine it is less sensitive to the load than wall "
+            "time, though contention still inflates it). MONAI reference: `compute_surface_dice(use_subvoxels=True)` and "
             "`compute_hausdorff_distance(percentile=95)` on one-hot tensors.",
             "",
             "| metric | case | spacing | tolerance | ours | MONAI | diff | ours ms | MONAI ms | speed-up |",

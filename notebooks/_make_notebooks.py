@@ -1038,6 +1038,8 @@ print(f"mode={MODE}: results from {COMPARE_DIR or OUTPUT}, losses {LOSSES}, seed
                     if r["loss"] not in checkpoints and ckpt.exists():
                         checkpoints[r["loss"]] = ckpt
                 print({loss: str(path) for loss, path in checkpoints.items()})
+                if not checkpoints:
+                    raise RuntimeError(f"no successful run with a checkpoint in {results_dir / 'runs.csv'}")
 
                 meta = load_checkpoint(next(iter(checkpoints.values())))["meta"]
                 if int(meta.get("in_channels", 3)) == 3:  # RGB model: the Kvasir samples

@@ -134,17 +134,24 @@ def modulating_map(
             f"{probs.dtype} and shape {_shape(probs)}"
         )
     p = probs.detach().float()
-    if p.numel() and (float(p.min()) < 0.0 or float(p.max()) > 1.0):
-        raise ValueError(
-            f"probs: expected probabilities in [0, 1] (apply softmax/sigmoid to logits first), "
-            f"got values in [{float(p.min()):g}, {float(p.max()):g}]"
-        )
+    if p.numel():
+        lo, hi = (float(v) for v in torch.aminmax(p))  # one pass for both bounds
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise ValueError(
+                f"probs: expected probabilities in [0, 1] (apply softmax/sigmoid to logits "
+                f"first), got values in [{lo:g}, {hi:g}]"
+            )
     b, c = p.shape[:2]
     spatial = tuple(p.shape[2:])
     y = _target_channels(target.detach().to(p.device), b, c, spatial)
     if c == 1:
         p = torch.cat([1.0 - p, p], dim=1)
-    return (y - p).abs().pow(_gamma_tensor(gamma, p.shape[1], p))
+    g = _gamma_tensor(gamma, p.shape[1], p)
+    err = (y - p).abs_()
+    first = float(g.flatten()[0])
+    if bool((g == first).all()):  # one gamma: scalar pow is much cheaper than a broadcast pow
+        return err if first == 1.0 else err.pow_(first)
+    return err.pow_(g)
 
 
 def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:

@@ -235,6 +235,7 @@ def make_whatif(
     *,
     softness: float = 1.0,
     num_classes: int | None = None,
+    in_plane: bool = False,
 ) -> np.ndarray:
     """A synthetic prediction made from a ground truth.
 
@@ -253,6 +254,10 @@ def make_whatif(
         ``strength`` in quadrature.
     num_classes
         Number of classes; default from the labels (``max(2, max + 1)``).
+    in_plane
+        For 3D labels: transform and soften each 2D slice (axis 0) on its own.  Use it for
+        stacks of frames and for anisotropic volumes (e.g. cine-MRI with thick slices), where
+        growing or blurring across slices would mix unrelated images.
 
     Returns
     -------
@@ -267,6 +272,9 @@ def make_whatif(
         raise ValueError(f"softness: expected a finite value >= 0, got {softness}")
     arr = _check_labels(labels)
     k = _resolve_classes(arr, num_classes)
+    if in_plane and arr.ndim == 3:
+        slices = [make_whatif(s, kind, strength, softness=softness, num_classes=k) for s in arr]
+        return np.stack(slices, axis=1)  # (C, Z, Y, X)
     transform, _ = WHATIF_KINDS[kind]
     changed = transform(arr, float(strength))
     sigma = float(np.hypot(strength, softness)) if kind == "blur" else float(softness)

@@ -234,3 +234,17 @@ def test_run_compare_argument_errors(
         run_compare(
             BASE, losses, seeds, tmp_path, overrides, train_fn=_fake_train([]), load_fn=load_config
         )
+
+
+def test_loss_params_overrides_apply_to_the_base_loss_only(tmp_path: Path) -> None:
+    calls: list[Any] = []
+    DICE[("dice", 0)] = 0.5
+    try:
+        run_compare(
+            BASE, ["pm_dice", "dice", "pm_dice:gamma=0.5"], [0], tmp_path,
+            ["loss.params.gamma=3", "loss.params.eps=1.0e-5"], train_fn=_fake_train(calls),
+            load_fn=load_config, log=lambda s: None,
+        )  # fmt: skip
+    finally:
+        del DICE[("dice", 0)]
+    assert [c.loss.params for c in calls] == [{"gamma": 3, "eps": 1e-5}, {}, {"gamma": 0.5}]

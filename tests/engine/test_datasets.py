@@ -378,3 +378,45 @@ def test_real_acdc_protocol(acdc_dir: Path) -> None:
     assert te is not None and len(te) > 0
     train_ids = {p[0].name for p in tr.pairs}
     assert train_ids.isdisjoint({p[0].name for p in te.pairs})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_raw_output_with_device_affine_matches_standardised_items(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 200, (8, 8, 3)).astype(dtype) for _ in range(2)]
+    masks = [np.zeros((8, 8), np.uint8)] * 2
+    ds = ArrayDataset(images, masks, train=True, crop=(6, 6))
+    raw = ds.with_raw_output()
+    assert raw._cache is ds._cache  # a view: the decoded cache is shared
+    for i in range(2):
+        ref, ref_mask = ds[(i, 3)]
+        x, mask = raw[(i, 3)]
+        assert x.dtype == (torch.uint8 if dtype == np.uint8 else torch.float32)
+        a, b = ds.normalization.device_affine(x.dtype, "cpu")
+        got = torch.addcmul(b, x[None].float(), a)[0]
+        assert torch.allclose(got, ref, atol=1e-5) and torch.equal(mask, ref_mask)
+
+
+def test_nifti_dataset_decodes_each_volume_once_and_pickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import napari_segloss.data.io as io
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        _write_nifti(tmp_path / "images" / f"{name}.nii.gz", np.zeros((8, 8, 6), np.uint8))
+        _write_nifti(tmp_path / "labels" / f"{name}.nii.gz", np.ones((8, 8, 6), np.uint8))
+    pairs = [
+        (tmp_path / "images" / f"{n}.nii.gz", tmp_path / "labels" / f"{n}.nii.gz") for n in "ab"
+    ]
+    ds = NiftiSliceDataset(pairs, in_channels=1)
+    reads: list[str] = []
+    real = io.read_nifti
+    monkeypatch.setattr(io, "read_nifti", lambda p: reads.append(Path(p).name) or real(p))
+    assert ds.validate(num_classes=2, workers=4)["count"] == 12
+    assert sorted(reads) == ["a.nii.gz", "a.nii.gz", "b.nii.gz", "b.nii.gz"]  # image + label
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives
+    assert torch.equal(clone[7][1], ds[7][1])

@@ -262,7 +262,8 @@ def test_predict_grey_volume_slice_by_slice() -> None:
 @pytest.mark.parametrize(
     ("image", "match"),
     [
-        (np.zeros((4, 5, 6, 7)), "image_np"),
+        (np.zeros((4, 5, 6, 7)), "image"),
+        (np.zeros((0, 5)), "image_np"),
         (np.zeros((8, 8, 4), dtype=np.uint8), "image"),  # RGBA into an RGB model
     ],
 )
@@ -320,3 +321,13 @@ def test_predict_grey_image_into_rgb_model_repeats_channels() -> None:
         device="cpu",
     )
     np.testing.assert_allclose(probs, probs_rgb, atol=1e-6)
+
+
+def test_predict_3d_model_tiles_in_3d() -> None:
+    model = _pointwise(1, 2, dims=3)
+    vol = np.random.default_rng(3).random((6, 20, 18)).astype(np.float32)
+    meta = {"spatial_dims": 3, "in_channels": 1, "patch": [4, 16, 16]}
+    labels, probs = predict(model, vol, meta=meta, device="cpu")
+    assert labels.shape == (6, 20, 18) and probs.shape == (2, 6, 20, 18)
+    ref = _untiled(model, torch.from_numpy(vol)[None, None])[0].numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-5)

@@ -366,3 +366,31 @@ def test_real_acdc_tiny_run(acdc_dir: Path, tmp_path: Path) -> None:
     _, meta = load_model(tmp_path / "acdc" / "best.pt")
     assert meta["normalization"] == {"scale": "uint8", "mean": [0.0], "std": [1.0]}
     assert meta["slice_order"] == "napari" and meta["class_names"][3] == "LV"
+
+
+def test_in_memory_batches_match_the_dataloader_path(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import napari_segloss.engine.training as training
+
+    used = {"n": 0}
+    real_iter = training._InMemoryBatches.__iter__
+
+    def counting_iter(self: Any) -> Any:
+        used["n"] += 1
+        return real_iter(self)
+
+    monkeypatch.setattr(training._InMemoryBatches, "__iter__", counting_iter)
+    args = ("data.augment=false", "data.crop=null")
+    fast = train(make_cfg(data_root, tmp_path / "fast", *args), progress=False)
+    assert used["n"] == 2  # one pass per epoch, no DataLoader
+    monkeypatch.setattr(training, "IN_MEMORY_MAX_BYTES", 0)  # too big -> DataLoader
+    slow = train(make_cfg(data_root, tmp_path / "slow", *args), progress=False)
+    assert used["n"] == 2
+    assert fast["iteration"] == slow["iteration"] == 6
+    a, b = (
+        _weights(tmp_path / "fast" / "checkpoint.pt"),
+        _weights(tmp_path / "slow" / "checkpoint.pt"),
+    )
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -196,7 +196,12 @@ def test_torch_compile_smoke() -> None:
     # dynamo traces validate=False losses as one graph (no data-dependent Python branches);
     # the "eager" backend keeps the test fast (no code generation)
     x, y = xy(3)
-    for name in ["pm_dice", "ce+pm_dice", "topk_dice"]:
-        loss = get_loss(name, validate=False, ignore_index=255)
+    for name, kw in [
+        ("pm_dice", {}),
+        ("ce+pm_dice", {}),
+        ("topk_dice", {}),
+        ("pm_dice", {"gamma": (0.5, 1.0, 2.0)}),
+    ]:
+        loss = get_loss(name, validate=False, ignore_index=255, **kw)
         compiled = torch.compile(loss, backend="eager", fullgraph=True)
         torch.testing.assert_close(compiled(x, y), loss(x, y))

@@ -5,6 +5,7 @@ Needs ``../shared/data`` (skipped with a message when absent, see tests/conftest
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -13,6 +14,18 @@ import torch
 from scipy import ndimage
 
 from napari_segloss.metrics import evaluate, surface_dice
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """MONAI runs torch ops; one thread is much faster on a busy shared CI machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
 
 monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the NSD/HD95 reference")
 
@@ -25,7 +38,7 @@ def _monai(pred: np.ndarray, gt: np.ndarray, k: int, tol: float, spacing) -> tup
             None
         ]
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore")
         nsd = monai_metrics.compute_surface_dice(
             onehot(pred).float(),
@@ -61,7 +74,10 @@ def test_acdc_volume_multiclass_anisotropic(acdc_dir):
     nib = pytest.importorskip("nibabel")
     gt = np.asarray(nib.load(acdc_dir / "labels" / "patient001_frame01.nii.gz").dataobj)
     # the heart and a margin (keeps the MONAI reference fast; border handling is tested elsewhere)
-    box = tuple(slice(max(s.start - 4, 0), s.stop + 4) for s in ndimage.find_objects(gt > 0)[0])
+    box = tuple(
+        slice(max(s.start - 4, 0), s.stop + 4)
+        for s in ndimage.find_objects((gt > 0).astype(np.int32))[0]
+    )
     gt = gt[box].astype(np.int64)
     # prediction: each structure dilated or eroded by one voxel in-plane, then relabelled
     pred = np.zeros_like(gt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -15,6 +16,18 @@ from hypothesis.extra.numpy import arrays
 from napari_segloss.metrics import hausdorff_distance, surface_dice, surface_elements
 from napari_segloss.metrics import surface as surface_module
 
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """MONAI runs torch ops; one thread is much faster on a busy shared CI machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the NSD/HD95 reference")
 
 
@@ -24,7 +37,7 @@ def _onehot(mask: np.ndarray) -> torch.Tensor:
 
 
 def monai_nsd(pred: np.ndarray, gt: np.ndarray, tol: float, spacing=None) -> float:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore")
         return monai_metrics.compute_surface_dice(
             _onehot(pred), _onehot(gt), [tol], spacing=spacing, use_subvoxels=True
@@ -32,7 +45,7 @@ def monai_nsd(pred: np.ndarray, gt: np.ndarray, tol: float, spacing=None) -> flo
 
 
 def monai_hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore")
         return monai_metrics.compute_hausdorff_distance(
             _onehot(pred), _onehot(gt), percentile=95, spacing=spacing

@@ -48,7 +48,8 @@ def test_kvasir_whatif_maps_layers_and_values(dock, wait_idle):
     contrib = _owned(viewer, "contrib:")
     modul = _owned(viewer, "modulating:")
     assert sorted(ly.metadata[TAG]["key"] for ly in contrib) == ["contrib:ce", "contrib:dice"]
-    assert [ly.name for ly in modul] == [f"PM-Dice m = |y-p|^{g}" for g in ("0.5", "1", "2", "5")]
+    assert [ly.name for ly in modul] == [f"PM-Dice m γ={g}" for g in ("0.5", "1", "2", "5")]
+    assert sorted(ly.name for ly in contrib) == ["ce contribution", "dice contribution"]
     for ly in contrib:
         assert ly.colormap.name == "inferno"
         assert ly.data.shape == mask.shape
@@ -87,7 +88,7 @@ def test_gamma_slider_updates_live_and_reuses_layers(dock, wait_idle):
     assert len(viewer.layers) == n_layers
     assert all(after[k] is before[k] for k in before)  # same layer objects, updated in place
     layer = after["modulating:1"]
-    assert layer.name == "PM-Dice m = |y-p|^3"
+    assert layer.name == "PM-Dice m γ=3"
     p = make_whatif(mask, "blur", 3.0, softness=1.5)[0]
     np.testing.assert_allclose(layer.data, np.abs(mask - p) ** 3, atol=1e-6)
     assert "pm_dice(gamma=3)" in _values(widget)
@@ -146,14 +147,17 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
     assert m.shape == labels.shape
     # current slice only: other slices stay empty
     assert m[3].max() > 0 and m[[0, 1, 2, 4, 5]].max() == 0
-    p = make_whatif(labels, "erode", 1, softness=1.5)  # (4, Z, Y, X) class probabilities
-    np.testing.assert_allclose(m[3], np.abs((labels[3] == 2) - p[2, 3]), atol=1e-6)
+    # what-if predictions are made slice by slice (in-plane), 4 class channels
+    p3 = make_whatif(labels[3], "erode", 1, softness=1.5, num_classes=4)
+    np.testing.assert_allclose(m[3], np.abs((labels[3] == 2) - p3[2]), atol=1e-6)
 
     widget.scope_combo.setCurrentText("whole volume")
     wait_idle(widget)
     m = _owned(viewer, "modulating:")[1].data
     assert all(m[z].max() > 0 for z in range(labels.shape[0]))
+    p = make_whatif(labels, "erode", 1, softness=1.5, in_plane=True)  # (4, Z, Y, X)
     np.testing.assert_allclose(m, np.abs((labels == 2) - p[2]), atol=1e-6)
+    np.testing.assert_allclose(p[:, 3], p3, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
 
 
 def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
-    viewer, widget = _setup(dock, tmp_path, epochs=500)
+    _viewer, widget = _setup(dock, tmp_path, epochs=500)
     widget.start()
     qtbot.waitUntil(lambda: len(widget.plot.steps) >= 1, timeout=120_000)
     widget.stop()

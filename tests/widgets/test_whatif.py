@@ -180,3 +180,14 @@ def test_whatif_is_a_probability_map(labels, kind, strength, softness):
 def test_erode_subset_dilate_superset(labels, n):
     assert np.all(whatif.erode_labels(labels, n) <= labels)
     assert np.all(whatif.dilate_labels(labels, n) >= labels)
+
+
+def test_in_plane_does_not_leak_across_slices():
+    a = np.zeros((3, 9, 9), dtype=np.int64)
+    a[1, 3:6, 3:6] = 1
+    p3d = whatif.make_whatif(a, "dilate", 2, softness=0.0)
+    assert p3d[0, 0].sum() > 0  # 3D dilation reaches the neighbouring slices
+    p2d = whatif.make_whatif(a, "dilate", 2, softness=1.0, in_plane=True)
+    assert p2d.shape == (1, 3, 9, 9)
+    assert p2d[0, 0].sum() == 0 and p2d[0, 2].sum() == 0
+    np.testing.assert_allclose(p2d[:, 1], whatif.make_whatif(a[1], "dilate", 2, softness=1.0))

@@ -242,11 +242,12 @@ def require_layer(layer: Layer | None, what: str) -> Layer:
     return layer
 
 
-def check_same_shape(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
-    if tuple(a.shape) != tuple(b.shape):
-        raise PanelError(
-            f"{what_b}: expected the same shape as {what_a} {tuple(a.shape)}, got {tuple(b.shape)}"
-        )
+def check_same_shape(a: Any, b: Any, what_a: str, what_b: str) -> None:
+    """Arrays (or shape tuples) ``a`` and ``b`` must have the same shape."""
+    sa = tuple(a) if isinstance(a, tuple) else tuple(a.shape)
+    sb = tuple(b) if isinstance(b, tuple) else tuple(b.shape)
+    if sa != sb:
+        raise PanelError(f"{what_b}: expected the same shape as {what_a} {sa}, got {sb}")
 
 
 def labels_array(layer: Layer, what: str) -> np.ndarray:

@@ -40,7 +40,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloss.whatif import WHATIF_KINDS, labels_to_probabilities, make_whatif
+from napari_segloss.whatif import (
+    WHATIF_KINDS,
+    labels_to_probabilities,
+    make_whatif,
+    num_classes_of,
+)
 
 from ._common import (
     CheckpointPicker,
@@ -50,6 +55,7 @@ from ._common import (
     check_same_shape,
     fmt,
     image_array,
+    is_owned,
     labels_array,
     remove_owned,
     require_layer,
@@ -494,8 +500,13 @@ class LossExplorerWidget(QWidget):
             item.setCheckState(
                 Qt.CheckState.Checked if name in DEFAULT_LOSSES else Qt.CheckState.Unchecked
             )
+        ticked = [
+            i
+            for i in range(self.loss_list.count())
+            if self.loss_list.item(i).text() in DEFAULT_LOSSES
+        ]
         if self.loss_list.count():
-            self.loss_list.setCurrentRow(0)
+            self.loss_list.setCurrentRow(ticked[0] if ticked else 0)
 
     def _show_params(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
         if item is None:
@@ -585,9 +596,7 @@ class LossExplorerWidget(QWidget):
         gt = labels_array(gt_layer, "ground truth")
         image_layer = self.image_picker.layer()
         if image_layer is not None:
-            check_same_shape(
-                gt, np.empty(spatial_shape(image_layer), dtype=bool), "the ground truth", "image"
-            )
+            check_same_shape(gt, spatial_shape(image_layer), "the ground truth", "image")
         names = self.selected_losses()
         gammas = self.gammas()
         if not names and not gammas:
@@ -608,16 +617,14 @@ class LossExplorerWidget(QWidget):
             else None
         )
         self._z_index = z
-        make_probs = self._prediction_job(source, gt, image_layer)
+        make_probs = self._prediction_job(source, gt, image_layer, z)
         cls = self.class_spin.value()
         relative = self.relative_check.isChecked()
 
         def job() -> tuple[ExplorerResult, dict[str, Any]]:
-            probs = make_probs()
-            check_target_fits(probs, gt)
-            target = gt
-            if z is not None:
-                probs, target = probs[:, z], gt[z]
+            probs = make_probs()  # already restricted to slice z when z is set
+            target = gt if z is None else gt[z]
+            check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
             res = compute_explorer(
                 probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
@@ -627,13 +634,28 @@ class LossExplorerWidget(QWidget):
         return job
 
     def _prediction_job(
-        self, source: int, gt: np.ndarray, image_layer: Any
+        self, source: int, gt: np.ndarray, image_layer: Any, z: int | None
     ) -> Callable[[], np.ndarray]:
+        """A callable (run in the worker) giving ``(C, *spatial)`` probabilities of the whole
+        ground truth, or of slice ``z`` only when ``z`` is set."""
         if source == 0:
             kind = self.whatif_kind.currentText()
             strength = self.whatif_strength.value()
             softness = self.whatif_softness.value()
-            return lambda: make_whatif(gt, kind, strength, softness=softness)
+            k = num_classes_of(gt)  # from the whole volume: same channels on every slice
+            region = gt if z is None else gt[z]
+            # In-plane: napari stacks are often frames or thick-slice volumes (see whatif).
+            return lambda: make_whatif(
+                region, kind, strength, softness=softness, num_classes=k, in_plane=True
+            )
+        full = self._full_prediction_job(source, gt, image_layer)
+        if z is None:
+            return full
+        return lambda: full()[:, z]
+
+    def _full_prediction_job(
+        self, source: int, gt: np.ndarray, image_layer: Any
+    ) -> Callable[[], np.ndarray]:
         if source == 1:
             layer = require_layer(self.pred_image_picker.layer(), "prediction (probability image)")
             data = image_array(layer)
@@ -650,13 +672,15 @@ class LossExplorerWidget(QWidget):
         key = (str(path), path.stat().st_mtime, image_layer.unique_id, image.shape)
         cache = self._ckpt_cache
 
+        rgb = bool(image_layer.rgb)
+
         def run_model() -> np.ndarray:
             if key not in cache:
-                from napari_segloss.engine.inference import predict
+                from .predict_panel import predict_image
 
-                labels, probs = predict(path, image)
+                _, probs = predict_image(path, image, rgb=rgb)
                 cache.clear()  # keep one prediction: slider moves re-use it
-                cache[key] = channels_first_probs(labels, probs)
+                cache[key] = probs
             return cache[key]
 
         return run_model
@@ -707,6 +731,7 @@ class LossExplorerWidget(QWidget):
             return full
 
         keep = []
+        n_before = sum(is_owned(ly, PANEL) for ly in self.viewer.layers)
         where = f" (slice {z})" if z is not None else ""
         if res.prediction is not None:
             keep.append("prediction")
@@ -721,7 +746,7 @@ class LossExplorerWidget(QWidget):
             keep.append(key)
             upsert_layer(
                 self.viewer, PANEL, key, "image", place(arr),
-                name=f"contribution {res.labels[name]} [{units}]{where}",
+                name=f"{res.labels[name]} contribution",
                 like=like, colormap=CONTRIB_COLORMAP, contrast_limits=res.clim,
             )  # fmt: skip
         for i, (g, arr) in enumerate(res.modulating):
@@ -729,7 +754,7 @@ class LossExplorerWidget(QWidget):
             keep.append(key)
             upsert_layer(
                 self.viewer, PANEL, key, "image", place(arr),
-                name=f"PM-Dice m = |y-p|^{g:g}{where}",
+                name=f"PM-Dice m γ={g:g}",
                 like=like, colormap=MODULATING_COLORMAP, contrast_limits=(0.0, 1.0),
             )  # fmt: skip
         remove_owned(self.viewer, PANEL, keep)
@@ -739,30 +764,18 @@ class LossExplorerWidget(QWidget):
             item = QTableWidgetItem(fmt(value))
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
-        if self.grid_check.isChecked():
+        layout_changed = len(keep) != n_before
+        if self.grid_check.isChecked() and not self.viewer.grid.enabled:
             self.viewer.grid.enabled = True
+            layout_changed = True
+        if layout_changed:
+            self.viewer.reset_view()  # fit the (new) grid of maps
         self.status.info(
-            f"{len(res.contributions)} contribution map(s), {len(res.modulating)} modulating "
-            f"map(s){where}; contribution colour scale 0–{res.clim[1]:.3g} shared"
+            f"{len(res.contributions)} contribution map(s) [{units}], {len(res.modulating)} "
+            f"modulating map(s){where}; contribution colour scale 0–{res.clim[1]:.3g} shared"
         )
 
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.dims.events.current_step.disconnect(self._on_step)
         super().closeEvent(event)
-
-
-def channels_first_probs(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """``predict``'s probabilities as ``(K, *spatial)``: a slice-by-slice volume comes back as
-    ``(Z, K, Y, X)`` and is transposed."""
-    if tuple(probs.shape[1:]) == tuple(labels.shape):
-        return probs
-    if (
-        probs.ndim == 4
-        and probs.shape[0] == labels.shape[0]
-        and probs.shape[2:] == labels.shape[1:]
-    ):
-        return np.ascontiguousarray(np.moveaxis(probs, 1, 0))
-    raise PanelError(
-        f"prediction: unexpected probability shape {probs.shape} for labels {labels.shape}"
-    )

@@ -47,7 +47,6 @@ from ._common import (
     release_gpu_memory,
     require_layer,
     same_layer,
-    spatial_shape,
     upsert_layer,
 )
 from ._compat import guard_triton
@@ -80,6 +79,58 @@ def error_colormap() -> Any:
     colors: dict[int | None, Any] = dict(ERROR_COLORS)
     colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))  # labels missing from the dict: transparent
     return DirectLabelColormap(color_dict=colors)
+
+
+def predict_image(
+    checkpoint: Path,
+    image: np.ndarray,
+    *,
+    rgb: bool,
+    tile: int = 0,
+    overlap: float = 0.25,
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``engine.inference.predict`` on a napari image: ``(labels, probs (K, *spatial))``.
+
+    A stack of RGB frames ``(N, Y, X, 3)`` (e.g. the ``kvasir`` sample) is predicted frame by
+    frame; a grey volume is sliced by ``predict`` itself.  Mixed precision only on GPUs: CPU
+    autocast is slower than float32 for these models.
+    """
+    from napari_segloss.engine.inference import predict, resolve_device
+
+    dev = resolve_device(device)
+    kw: dict[str, Any] = {
+        "tile": (tile, tile) if tile else None,
+        "overlap": overlap,
+        "device": dev,
+        "amp": dev.type == "cuda",
+    }
+    try:
+        if rgb and image.ndim == 4:
+            frames = [predict(checkpoint, frame, **kw) for frame in image]
+            labels = np.stack([f[0] for f in frames])
+            probs = np.stack([f[1] for f in frames], axis=1)  # (K, N, Y, X)
+            return labels, probs
+        labels, probs = predict(checkpoint, image, **kw)
+    finally:
+        release_gpu_memory()
+    return labels, channels_first_probs(labels, probs)
+
+
+def channels_first_probs(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``predict``'s probabilities as ``(K, *spatial)``: a slice-by-slice volume comes back as
+    ``(Z, K, Y, X)`` and is transposed."""
+    if tuple(probs.shape[1:]) == tuple(labels.shape):
+        return probs
+    if (
+        probs.ndim == 4
+        and probs.shape[0] == labels.shape[0]
+        and probs.shape[2:] == labels.shape[1:]
+    ):
+        return np.ascontiguousarray(np.moveaxis(probs, 1, 0))
+    raise PanelError(
+        f"prediction: unexpected probability shape {probs.shape} for labels {labels.shape}"
+    )
 
 
 def compare_job(
@@ -175,7 +226,7 @@ class PredictWidget(QWidget):
         root.addWidget(self.status)
         self.table = QTableWidget(0, 1 + len(METRIC_COLUMNS), self)
         self.table.setHorizontalHeaderLabels(["class", *METRIC_COLUMNS])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(120)
@@ -232,23 +283,13 @@ class PredictWidget(QWidget):
             self.status.error(str(exc))
             return
         image = image_array(layer)
-        tile_edge = self.tile_spin.value()
+        rgb = bool(layer.rgb)
+        tile = self.tile_spin.value()
         overlap = self.overlap_spin.value()
         device = self.device_combo.currentText()
-        n_spatial = len(spatial_shape(layer)) if not layer.rgb else 2
 
         def job() -> tuple[np.ndarray, np.ndarray]:
-            from napari_segloss.engine.inference import predict
-
-            from .loss_explorer import channels_first_probs
-
-            # A 2D model on a volume runs slice by slice: the tile is 2D then.
-            tile = (tile_edge,) * min(n_spatial, 2) if tile_edge else None
-            try:
-                labels, probs = predict(path, image, tile=tile, overlap=overlap, device=device)
-            finally:
-                release_gpu_memory()
-            return labels, channels_first_probs(labels, probs)
+            return predict_image(path, image, rgb=rgb, tile=tile, overlap=overlap, device=device)
 
         self._run_info = {"layer": layer, "path": path}
         self._start(job, self._on_predicted, f"predicting with {path.name}…")
@@ -256,7 +297,11 @@ class PredictWidget(QWidget):
     def _on_predicted(self, out: tuple[np.ndarray, np.ndarray]) -> None:
         labels, probs = out
         like = self._run_info["layer"]
-        name = Path(self._run_info["path"]).stem
+        path = Path(self._run_info["path"])
+        # Engine runs save checkpoint.pt / best.pt: the run folder says which model it is.
+        name = (
+            f"{path.parent.name}/{path.stem}" if path.stem in ("checkpoint", "best") else path.stem
+        )
         pred_layer = upsert_layer(
             self.viewer,
             PANEL,

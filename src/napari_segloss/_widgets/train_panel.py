@@ -65,12 +65,45 @@ DEFAULT_RUNS_DIR = Path.home() / "napari-segloss-runs"
 def layer_pairs(
     image: np.ndarray, mask: np.ndarray, rgb: bool
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Training pairs from one image layer and its mask: one pair for a 2D image, one per slice
-    for a grey volume ``(Z, Y, X)`` (2D models), slices without any label kept (they teach
-    background)."""
-    if rgb or image.ndim == 2:
+    """Training pairs from one image layer and its mask: one pair for a 2D image, one per frame
+    for a stack (``(N, Y, X, 3)`` RGB frames, or a grey volume ``(Z, Y, X)`` sliced for 2D
+    models); frames without any label are kept (they teach background)."""
+    single = image.ndim == (3 if rgb else 2)
+    if single:
         return [image], [mask]
     return [image[z] for z in range(image.shape[0])], [mask[z] for z in range(mask.shape[0])]
+
+
+def inspect_folder(root: Path, kind: str, masks: str, probe: int = 8) -> tuple[int, int]:
+    """``(in_channels, model classes)`` from the first ``probe`` pairs of a data folder, so a
+    new model fits the data (1 output channel for binary masks, K for labels 0..K-1)."""
+    from napari_segloss.data.io import (
+        NIFTI_EXTENSIONS,
+        find_pairs,
+        read_image,
+        read_mask,
+        read_nifti,
+    )
+
+    try:
+        if kind == "nifti":
+            pairs = find_pairs(
+                root,
+                "images",
+                masks,
+                image_extensions=NIFTI_EXTENSIONS,
+                mask_extensions=NIFTI_EXTENSIONS,
+            )
+            in_channels = 1
+            top = max(int(read_nifti(m)[0].max()) for _, m in pairs[:probe])
+        else:
+            pairs = find_pairs(root, "images", masks)
+            first = read_image(pairs[0][0])
+            in_channels = 3 if first.ndim == 3 else 1
+            top = max(int(read_mask(m).max()) for _, m in pairs[:probe])
+    except (OSError, ValueError) as exc:
+        raise PanelError(f"folder: {exc}") from None
+    return in_channels, (1 if top <= 1 else top + 1)
 
 
 def split_pairs(
@@ -274,12 +307,8 @@ class TrainWidget(QWidget):
             mask_layer = require_layer(self.mask_picker.layer(), "mask")
             image = image_array(image_layer)
             mask = labels_array(mask_layer, "mask")
-            check_same_shape(
-                np.empty(spatial_shape(image_layer), dtype=bool), mask, "the image", "mask"
-            )
+            check_same_shape(spatial_shape(image_layer), mask, "the image", "mask")
             rgb = bool(image_layer.rgb)
-            if not rgb and image.ndim == 3 and image.shape[-1] in (3, 4) and mask.ndim == 2:
-                rgb = True
             images, masks = layer_pairs(image, mask, rgb)
             (ti, tm), (vi, vm) = split_pairs(images, masks, data["val_fraction"])
             arrays = (ti, tm, vi, vm)
@@ -297,7 +326,9 @@ class TrainWidget(QWidget):
             data.update(kind=kind, root=str(Path(root).expanduser()))
             if kind == "nifti":
                 data["masks"] = "labels"
-            in_channels, classes = None, None
+            in_channels, classes = inspect_folder(
+                Path(data["root"]), kind, data.get("masks", "masks")
+            )
         model: dict[str, Any] = {
             "arch": self.arch_combo.currentText(),
             "encoder": self.encoder_combo.currentText(),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -390,7 +391,28 @@ class NiftiSliceDataset(SegmentationDataset):
                 )
             depth = shape[2] if len(shape) >= 3 else 1
             self.index.extend((v, z) for z in range(depth))
-        self._volume = functools.lru_cache(maxsize=2)(self._load_volume)
+        self._init_volume_cache()
+
+    def _init_volume_cache(self) -> None:
+        # Slices of one volume are consecutive items: keep the last volumes decoded, and let
+        # one thread decode a volume while the others wait (validate() reads in threads).
+        self._volume_lock = threading.Lock()
+        self._volume_lru = functools.lru_cache(maxsize=2)(self._load_volume)
+
+    def _volume(self, v: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
+        with self._volume_lock:
+            return self._volume_lru(v)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Locks and lru_cache wrappers do not pickle (DataLoader workers under "spawn").
+        state = self.__dict__.copy()
+        state.pop("_volume_lock", None)
+        state.pop("_volume_lru", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_volume_cache()
 
     def __len__(self) -> int:
         return len(self.index)

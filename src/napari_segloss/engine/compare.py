@@ -19,6 +19,7 @@ as failed (message in ``runs.csv`` and ``<run>/FAILED.txt``) and the grid contin
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -280,9 +281,19 @@ def run_compare(
             f"config: expected a mapping at the top level, got {type(base_dict).__name__}"
         )
     base_loss = (base_dict.get("loss") or {}).get("name")
+    base_params = dict((base_dict.get("loss") or {}).get("params") or {})
+    user_overrides = [o for o in overrides if not o.strip().startswith("loss.params")]
     for ov in overrides:
-        if ov.strip().startswith("loss.name="):
+        key, _, value = ov.partition("=")
+        key = key.strip()
+        if key == "loss.name":
             raise ValueError("--set loss.name=...: the loss is what compare varies; use --losses")
+        # --set loss.params.gamma=2 applies to the base config's loss, like its YAML params.
+        if key == "loss.params":
+            loaded = _yaml_value(value)
+            base_params = dict(loaded) if isinstance(loaded, dict) else {}
+        elif key.startswith("loss.params."):
+            base_params[key.removeprefix("loss.params.")] = _yaml_value(value)
 
     output = Path(output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
@@ -303,11 +314,13 @@ def run_compare(
                 continue
             run_params = dict(params)
             if name == base_loss and not params:
-                run_params = dict((base_dict.get("loss") or {}).get("params") or {})
+                run_params = dict(base_params)
+            # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
+            # float such as 1e-05 back as a string.
+            run_tree = copy.deepcopy(base_dict)
+            run_tree["loss"] = {"name": name, "params": run_params}
             run_overrides = [
-                *overrides,
-                f"loss.name={name}",
-                f"loss.params={json.dumps(run_params)}",
+                *user_overrides,
                 f"train.seed={int(seed)}",
                 f"output={json.dumps(str(run.run_dir))}",
             ]
@@ -320,7 +333,7 @@ def run_compare(
                 run_overrides.append("train.overwrite=true")
             log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
             try:
-                cfg = load_fn(base_dict, run_overrides)
+                cfg = load_fn(run_tree, run_overrides)
                 train_fn(cfg, resume=resume)
             except KeyboardInterrupt:
                 raise

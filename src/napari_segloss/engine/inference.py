@@ -147,7 +147,8 @@ def sliding_window_predict(
             ``K >= 2`` multi-class (softmax).
         image: ``(C, *spatial)`` or ``(B, C, *spatial)``, 2D or 3D (``len(tile)`` spatial axes),
             already normalised as the model expects.
-        tile: tile size per spatial axis (e.g. the training crop). An image smaller than the tile
+        tile: tile size per spatial axis (e.g. the training crop); an int means a square/cube
+            over an unbatched image's spatial axes. An image smaller than the tile
             along an axis is zero-padded symmetrically and the padding is cropped away again.
         overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
         batch_size: tiles per forward pass (bounds activation memory).
@@ -229,6 +230,9 @@ def sliding_window_predict(
                 chunk = windows[first : first + int(batch_size)]
                 tiles = torch.stack([image[b][(slice(None), *win)] for win in chunk])
                 tiles = tiles.to(run_device, dtype=torch.float32, non_blocking=True)
+                if run_device.type == "cuda" and tiles.dim() == 4:
+                    # Channels-last is what the training loop uses: faster convs with AMP.
+                    tiles = tiles.contiguous(memory_format=torch.channels_last)
                 with _autocast(run_device, amp):
                     logits = model(tiles)
                 if not isinstance(logits, Tensor):
@@ -274,8 +278,10 @@ def _meta_get(meta: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
-def normalise_image(image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    """Image ``(C, *spatial)`` (or a stack ``(Z, C, Y, X)``) -> float32 network input.
+def normalise_image(
+    image: np.ndarray, meta: dict[str, Any], *, channel_axis: int = 0
+) -> np.ndarray:
+    """Image ``(C, *spatial)`` (or a stack ``(Z, C, Y, X)``, ``channel_axis=1``) -> float32 input.
 
     Uses the checkpoint's ``meta["normalization"]`` (``data.transforms.Normalization``:
     ``scale`` in ``uint8`` (/255), ``minmax`` (this array's min..max to 0..1: for a stack of
@@ -284,8 +290,9 @@ def normalise_image(image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     ImageNet mean/std for 3 channels, identity otherwise (the datasets' defaults).
     """
     norm = meta.get("normalization")
-    stack = image.ndim == 4
-    channels = image.shape[1] if stack else image.shape[0]
+    if channel_axis not in (0, 1):
+        raise ValueError(f"channel_axis: expected 0 or 1, got {channel_axis!r}")
+    channels = image.shape[channel_axis]
     if isinstance(norm, dict) and isinstance(norm.get("scale"), str):
         from napari_segloss.data.transforms import Normalization
 
@@ -305,7 +312,8 @@ def normalise_image(image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
         std = _meta_get(meta, "std")
         if mean is None and std is None and channels == 3:
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-    shape = (1, -1, 1, 1) if stack else (-1,) + (1,) * (x.ndim - 1)
+    shape = [1] * x.ndim
+    shape[channel_axis] = -1
     if mean is not None:
         m = np.asarray(mean, dtype=np.float32).reshape(-1)
         if m.size not in (1, channels):
@@ -402,16 +410,25 @@ def predict(
             f"got {type(model_or_checkpoint).__name__}"
         )
     image_np = np.asarray(image_np)
-    if image_np.ndim not in (2, 3) or image_np.size == 0:
+    if image_np.ndim not in (2, 3, 4) or image_np.size == 0:
         raise ValueError(
             f"image_np: expected a non-empty 2D or 3D array, got shape {image_np.shape}"
         )
     run_device = resolve_device(device)
     model = model.to(run_device)
     in_channels = int(_meta_get(meta, "in_channels", default=_model_in_channels(model)))
-    chw, is_stack = _channels_first(image_np, in_channels)
+    if int(_meta_get(meta, "spatial_dims", default=2)) == 3:
+        # A 3D network: the volume (Z, Y, X) (or (C, Z, Y, X)) is tiled in 3D patches.
+        chw, is_stack = (image_np[None] if image_np.ndim == 3 else image_np), False
+        if chw.ndim != 4 or chw.shape[0] != in_channels:
+            raise ValueError(
+                f"image_np: expected a volume (Z, Y, X) or ({in_channels}, Z, Y, X) for this 3D "
+                f"model, got shape {image_np.shape}"
+            )
+    else:
+        chw, is_stack = _channels_first(image_np, in_channels)
     # Normalise the whole input at once: a min-max scale then spans the whole volume.
-    chw = normalise_image(chw, meta)
+    chw = normalise_image(chw, meta, channel_axis=1 if is_stack else 0)
     if is_stack:
         per_slice = [
             _predict_chw(model, s, meta, tile, overlap, run_device, batch_size, amp, resize)

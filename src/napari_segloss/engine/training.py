@@ -232,8 +232,13 @@ class _Interrupts:
     def __init__(self) -> None:
         self.reason: str | None = None
         self._old: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # A forked DataLoader worker inherited this handler: Ctrl-C reaches the whole
+            # process group, but only the main process decides; workers keep serving batches.
+            return
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
@@ -395,6 +400,52 @@ def _meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
         # NIfTI volumes are sliced in napari order (Z, Y, X): 2D inputs are (Y, X) slices.
         "slice_order": "napari",
     }
+
+
+#: Largest training set (bytes of cached uint8/float pixels + masks) served from stacked tensors.
+IN_MEMORY_MAX_BYTES = 2 * 1024**3
+
+
+def _deterministic_items(ds: SegmentationDataset) -> bool:
+    """True when a training item does not depend on its seed (no augmentation, no crop)."""
+    return not (getattr(ds, "augment", True) or getattr(ds, "crop", None) is not None)
+
+
+class _InMemoryBatches:
+    """The whole training set as two stacked tensors, batched by index: no DataLoader at all.
+
+    Used when items are deterministic (no augmentation/crop) and fit ``IN_MEMORY_MAX_BYTES``:
+    per-step cost is one gather (on the GPU when the stack fits there), like a hand-written
+    loop over in-memory tensors. Batches and order are identical to the DataLoader path.
+    """
+
+    def __init__(
+        self,
+        ds: SegmentationDataset,
+        sampler: EpochSampler,
+        batch_size: int,
+        drop_last: bool,
+        device: torch.device,
+    ) -> None:
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        first = ds[0][0]
+        per_item = first.numel() * first.element_size() + first[0].numel()
+        self.ok = len(ds) * per_item <= IN_MEMORY_MAX_BYTES
+        if not self.ok:
+            return
+        items = [ds[i] for i in range(len(ds))]
+        self.x = torch.stack([img for img, _ in items])
+        self.y = torch.stack([m.to(torch.uint8) for _, m in items])  # labels < 256 (validated)
+        if device.type == "cuda":
+            self.x, self.y = self.x.to(device), self.y.to(device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.tensor([i for i, _ in self.sampler], dtype=torch.long)
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        order = order.to(self.x.device)
+        for s in range(0, stop, self.batch_size):
+            idx = order[s : s + self.batch_size]
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx).long()
 
 
 def _check_divisible(
@@ -622,16 +673,23 @@ def _run(
     norm_a, norm_b = train_ds.normalization.device_affine(
         torch.uint8 if train_ds.normalization.scale == "uint8" else torch.float32, device
     )
-    loader = DataLoader(
-        train_ds.with_raw_output(),
-        batch_size=t.batch_size,
-        sampler=sampler,
-        num_workers=t.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=t.num_workers > 0,
-        drop_last=drop_last,
-        generator=generator,
-    )
+    fast = None
+    if _deterministic_items(train_ds) and len(train_stats["sizes"]) == 1:
+        fast = _InMemoryBatches(
+            train_ds.with_raw_output(), sampler, t.batch_size, drop_last, device
+        )
+    loader: Any = fast
+    if fast is None or not fast.ok:
+        loader = DataLoader(
+            train_ds.with_raw_output(),
+            batch_size=t.batch_size,
+            sampler=sampler,
+            num_workers=t.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=t.num_workers > 0,
+            drop_last=drop_last,
+            generator=generator,
+        )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_text_atomic(run_dir / "config.yaml", _yaml(cfg))

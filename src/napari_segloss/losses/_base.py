@@ -77,8 +77,19 @@ def per_channel(
             raise ValueError(
                 f"{name} has {len(value)} values but the loss sees {n} class channels{hint}"
             )
-        return torch.tensor(value, dtype=torch.float32, device=ref.device)
+        if torch.compiler.is_compiling():  # dynamo bakes it into the graph as a constant
+            return torch.tensor(value, dtype=torch.float32, device=ref.device)
+        # cached per device: after the first call no host-to-device copy per forward
+        # (CUDA-graph friendly); the cache is tiny (one entry per tuple and device)
+        key = (value, ref.device)
+        t = _CONST_CACHE.get(key)
+        if t is None:
+            t = _CONST_CACHE[key] = torch.tensor(value, dtype=torch.float32, device=ref.device)
+        return t
     return torch.full((n,), float(value), dtype=torch.float32, device=ref.device)
+
+
+_CONST_CACHE: dict[tuple[tuple[float, ...], torch.device], Tensor] = {}
 
 
 def view_channels(v: Tensor, ndim: int) -> Tensor:
