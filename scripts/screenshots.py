@@ -21,8 +21,11 @@ PLUGIN = "napari-segloss"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _wait(app, widget, timeout: float) -> None:
+def _wait(widget, timeout: float) -> None:
     """Process Qt events until the panel's worker is done (or fail after ``timeout`` s)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
     t0 = time.monotonic()
     while widget.busy or getattr(widget, "_compare_after", False):
         app.processEvents()
@@ -59,32 +62,42 @@ def _shoot(viewer, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs for the demo run")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs for the demo run")
+    parser.add_argument(
+        "--panels",
+        nargs="+",
+        choices=("loss_explorer", "train"),
+        default=("loss_explorer", "train"),
+        help="which shots to take (train also takes predict, with the model it trains)",
+    )
     parser.add_argument("--size", type=int, default=128, help="training resize (pixels)")
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from qtpy.QtWidgets import QApplication
+    if "loss_explorer" in args.panels:
+        # Frame 0 (an 11 % polyp) with a blurred "what-if" prediction: like the PM-Dice
+        # paper's fig. 2, the modulating maps light up on the uncertain boundary.
+        viewer, image, mask = _viewer((1700, 1050))
+        _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
+        explorer.image_picker.set_layer(image)
+        explorer.gt_picker.set_layer(mask)
+        viewer.dims.set_current_step(0, 0)
+        explorer.set_losses(["dice", "ce", "ce+pm_dice"])
+        explorer.whatif_kind.setCurrentText("blur")
+        explorer.whatif_strength.setValue(4)
+        explorer.whatif_softness.setValue(1.0)
+        explorer.update_maps()
+        _wait(explorer, args.timeout)
+        _shoot(viewer, args.out / "loss_explorer.png")
+        viewer.close()
+    if "train" in args.panels:
+        _train_and_predict(args)
 
-    # --- Loss Explorer: frame 1 (the small 2.4 % polyp), a blurred "what-if" prediction
-    viewer, image, mask = _viewer((1700, 1050))
-    app = QApplication.instance()
-    _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
-    explorer.image_picker.set_layer(image)
-    explorer.gt_picker.set_layer(mask)
-    viewer.dims.set_current_step(0, 1)
-    explorer.set_losses(["dice", "ce", "ce+pm_dice"])
-    explorer.whatif_kind.setCurrentText("dilate")
-    explorer.whatif_strength.setValue(4)
-    explorer.whatif_softness.setValue(2.0)
-    explorer.update_maps()
-    _wait(app, explorer, args.timeout)
-    viewer.layers.selection.active = viewer.layers[-1]
-    _shoot(viewer, args.out / "loss_explorer.png")
-    viewer.close()
 
-    # --- Train / Fine-tune: a short PM-Dice run on the three sample frames
+def _train_and_predict(args: argparse.Namespace) -> None:
+    """Train / Fine-tune: a short CE + PM-Dice run on the three sample frames; then Predict &
+    Compare with the checkpoint it saved (shared with the panel at once, as for a user)."""
     viewer, image, mask = _viewer((1500, 1000))
     _, trainer = viewer.window.add_plugin_dock_widget(PLUGIN, "Train / Fine-tune")
     trainer.image_picker.set_layer(image)
@@ -98,18 +111,17 @@ def main(argv: list[str] | None = None) -> None:
     runs = Path(tempfile.mkdtemp(prefix="segloss-shots-"))
     trainer.output_edit.setText(str(runs))
     trainer.start()
-    _wait(app, trainer, args.timeout)
+    _wait(trainer, args.timeout)
     _shoot(viewer, args.out / "train.png")
     checkpoint = Path(trainer.last_result["checkpoint"])
 
-    # --- Predict & Compare: the checkpoint just trained (shared with the panel at once)
     _, predictor = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict & Compare")
     viewer.window.remove_dock_widget(trainer)  # room for the Predict panel
     predictor.image_picker.set_layer(image)
     predictor.gt_picker.set_layer(mask)
     assert predictor.ckpt_picker.path() == checkpoint.resolve()
     predictor.run_model()
-    _wait(app, predictor, args.timeout)
+    _wait(predictor, args.timeout)
     for layer in viewer.layers:
         if layer.name.startswith("probability"):
             layer.visible = False

@@ -467,3 +467,34 @@ def test_train_predict_evaluate_compare_end_to_end(
     assert "| CE |" in md and "| Dice |" in md and "no_such_loss seed 0" in md
     assert (tmp_path / "cmp" / "runs" / "ce" / "seed0" / "eval.json").is_file()
     assert "2/3 run(s) ok" in out
+
+
+SHARED = REPO / ".." / "shared" / "data"
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    ("config", "sub", "n_train", "n_val"),
+    [("kvasir_pm_dice", "kvasir-seg", 900, 100), ("acdc_pm_dice", "acdc", None, None)],
+)
+def test_paper_configs_build_on_the_real_data(
+    config: str, sub: str, n_train: int | None, n_val: int | None
+) -> None:
+    if not (SHARED / sub).is_dir():
+        pytest.skip(f"../shared/data/{sub} is absent (real-data check of {config}.yaml)")
+    from napari_segloss.cli import prepare_config
+    from napari_segloss.data.datasets import build_datasets, build_test_dataset
+    from napari_segloss.engine.config import load_config
+
+    tree, overrides = prepare_config(CONFIGS / f"{config}.yaml", [f"data.root={SHARED / sub}"])
+    cfg = load_config(tree, overrides)
+    train_ds, val_ds = build_datasets(cfg)
+    if n_train is not None:  # Kvasir: the paper's 90/10 split of 1000 pairs
+        assert (len(train_ds), len(val_ds)) == (n_train, n_val)
+        assert build_test_dataset(cfg) is None  # no split file: evaluation on the 10 %
+    else:  # ACDC: splits/ with 140 / 20 / 40 frames (70 / 10 / 20 patients), 2D slices
+        names = {train_ds.item_name(i).split(" slice")[0] for i in range(len(train_ds))}
+        assert len(names) == 140
+        test_ds = build_test_dataset(cfg, train_ds.normalization)
+        assert test_ds is not None
+        assert len({test_ds.item_name(i).split(" slice")[0] for i in range(len(test_ds))}) == 40

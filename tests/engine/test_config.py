@@ -75,6 +75,14 @@ def test_defaults_follow_pm_dice_protocol() -> None:
         ("model.encoder_weights=null", ("model", "encoder_weights"), None),
         ("train.amp=false", ("train", "amp"), False),
         ("output=runs/x", ("output",), Path("runs/x")),
+        # YAML 1.1 reads 1e-6 (no dot) as a string; untyped loss params must still get a float.
+        ("loss.params.eps=1e-6", ("loss", "params"), {"eps": 1e-6}),
+        (
+            "loss.params={eps: 1E-6, gamma: [1, 2e0]}",
+            ("loss", "params"),
+            {"eps": 1e-6, "gamma": [1, 2.0]},
+        ),
+        ("data.class_names=[a, 1e3x]", ("data", "class_names"), ["a", "1e3x"]),
     ],
 )
 def test_overrides(override: str, path: tuple[str, ...], expected: object) -> None:

@@ -394,3 +394,16 @@ def test_in_memory_batches_match_the_dataloader_path(
     )
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_results_do_not_depend_on_num_workers(data_root: Path, tmp_path: Path) -> None:
+    """Augmentation seeds come from (seed, epoch, index), not from the worker that runs them."""
+    a = train(make_cfg(data_root, tmp_path / "w0", epochs=1, num_workers=0), progress=False)
+    b = train(make_cfg(data_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
+    assert a["iteration"] == b["iteration"] == 3
+    wa, wb = (
+        _weights(tmp_path / "w0" / "checkpoint.pt"),
+        _weights(tmp_path / "w2" / "checkpoint.pt"),
+    )
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

@@ -456,3 +456,42 @@ def test_label_fast_path_matches_onehot_path(name, gamma, squared, c, extra) -> 
     va.sum().backward()
     vb.sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("ce", {}),
+        ("ce", {"weight": (0.2, 0.3, 0.5)}),
+        ("focal", {}),
+        ("focal", {"gamma": 0.5, "alpha": 0.25}),
+        ("topk_ce", {"k": 30}),
+        ("mixed_focal", {}),
+        ("focal_log_wsdice", {}),
+    ],
+)
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("ignore", [False, True])
+def test_pixel_label_fast_path_matches_onehot_path(name, kw, c, ignore) -> None:
+    # integer labels gather log p_t; soft/one-hot targets sum over channels: same values/grads
+    if c == 1 and "weight" in kw:
+        kw = {"weight": (0.4, 0.6)}
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(2, c, 3, 5, generator=g) * 3
+    y = torch.randint(0, max(c, 2), (2, 3, 5), generator=g)
+    extra = {"ignore_index": 255} if ignore else {}
+    if ignore:
+        y[0, 0, :3] = 255
+    if c == 1:
+        soft = y.unsqueeze(1).float()
+    else:
+        oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
+        soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
+    loss = get_loss(name, reduction="none", **kw, **extra)
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    va, vb = loss(xa, y), loss(xb, soft)
+    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
+    va.sum().backward()
+    vb.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)

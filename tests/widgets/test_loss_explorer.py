@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segloss._widgets._common import TAG, is_owned
+from napari_segloss._widgets._common import TAG, grid_of, is_owned
 from napari_segloss.samples import load_sample
 from napari_segloss.whatif import make_whatif
 
@@ -70,7 +70,7 @@ def test_kvasir_whatif_maps_layers_and_values(dock, wait_idle):
     np.testing.assert_array_equal(viewer.layers["polyp"].data, image)
     np.testing.assert_array_equal(viewer.layers["truth"].data, mask)
     assert TAG not in viewer.layers["truth"].metadata
-    assert viewer.grid.enabled
+    assert grid_of(viewer).enabled
 
 
 def test_gamma_slider_updates_live_and_reuses_layers(dock, wait_idle):
@@ -160,6 +160,22 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
     np.testing.assert_allclose(p[:, 3], p3, atol=1e-6)
 
 
+def test_checkpoint_prediction_source(dock, wait_idle, tiny_checkpoint):
+    from napari_segloss._widgets.predict_panel import predict_image
+
+    viewer, widget, image, mask = _kvasir(dock)
+    widget.source_combo.setCurrentText("checkpoint")
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.set_losses(["dice"])
+    widget.update_maps()
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    _, probs = predict_image(tiny_checkpoint, image, rgb=True, device="cpu")
+    m = _owned(viewer, "modulating:")[1].data  # gamma = 1: |y - p| of the model's output
+    np.testing.assert_allclose(m, np.abs(mask - probs[0]), atol=1e-4)
+    assert len(widget._ckpt_cache) == 1  # a gamma change re-uses the prediction
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
@@ -189,3 +205,26 @@ def test_bad_selections_show_a_message(dock, wait_idle, setup, message):
     assert widget.status.is_error
     assert message in widget.status.text()
     assert _owned(viewer) == []
+
+
+def test_compute_explorer_relative_maps_and_classes():
+    from napari_segloss._widgets.loss_explorer import LossSpec, compute_explorer
+    from napari_segloss.losses import get_loss
+
+    gt = np.array([[0, 1, 2], [0, 2, 2]])
+    probs = np.full((3, 2, 3), 0.2, dtype=np.float32)
+    for c in range(3):
+        probs[c][gt == c] = 0.6  # the true class gets 0.6, the two others 0.2 each
+    specs = [LossSpec("dice", {}, get_loss("dice")), LossSpec("ce", {}, get_loss("ce"))]
+    res = compute_explorer(probs, gt, specs, [2.0], cls=2, relative=True)
+    for m in res.contributions.values():
+        assert m.shape == gt.shape
+        assert m.mean() == pytest.approx(1.0, rel=1e-5)  # relative to the mean pixel
+    # CE: -log(0.6) at every pixel
+    assert dict(res.values)["ce"] == pytest.approx(-np.log(0.6), abs=1e-5)
+    # class-2 modulating map, gamma 2: |1 - 0.6|^2 = 0.16 on class 2, |0 - 0.2|^2 = 0.04 elsewhere
+    np.testing.assert_allclose(res.modulating[0][1], np.where(gt == 2, 0.16, 0.04), atol=1e-6)
+    np.testing.assert_allclose(res.prediction, probs[2])
+    assert res.num_classes == 3
+    with pytest.raises(ValueError, match="class: expected 0 to 2, got 3"):
+        compute_explorer(probs, gt, specs, [1.0], cls=3)

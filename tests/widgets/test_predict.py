@@ -6,9 +6,9 @@ import csv
 
 import numpy as np
 import pytest
+from napari.layers import Image, Labels
 
 from napari_segloss._widgets._common import TAG, is_owned
-from napari_segloss.samples import load_sample
 
 NAME = "Predict & Compare"
 
@@ -77,26 +77,28 @@ def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
     np.testing.assert_array_equal(pred_layer.data, pred)
 
 
-def test_run_checkpoint_on_kvasir_then_compare(dock, wait_idle, tiny_checkpoint):
-    image, mask = load_sample("kvasir", 1)
+def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_checkpoint):
     viewer, widget = dock(NAME)
-    img_layer = viewer.add_image(image, name="frame")
-    gt_layer = viewer.add_labels(mask, name="polyp")
+    # the plugin's own sample: 3 RGB frames (3, 273, 320, 3) + masks (3, 273, 320)
+    layers = viewer.open_sample("napari-segloss", "kvasir")
+    img_layer = next(ly for ly in layers if ly.rgb)
+    gt_layer = next(ly for ly in layers if not getattr(ly, "rgb", False))
+    mask = np.asarray(gt_layer.data)
     widget.image_picker.set_layer(img_layer)
     widget.gt_picker.set_layer(gt_layer)
     widget.ckpt_picker.set_path(tiny_checkpoint)
-    widget.tile_spin.setValue(128)  # tiled: 273 x 320 in 128-px tiles
+    widget.tile_spin.setValue(128)  # tiled: 273 x 320 frames in 128-px tiles
     widget.device_combo.setCurrentText("cpu")
     widget.run_model()
-    wait_idle(widget)  # prediction, then the automatic comparison
+    wait_idle(widget)  # prediction (frame by frame), then the automatic comparison
     assert not widget.status.is_error, widget.status.text()
 
     pred = _owned(viewer, "prediction")
     prob = _owned(viewer, "prob:1")
     errors = _owned(viewer, "errors")
-    assert pred._type_string == "labels" and pred.data.shape == mask.shape
+    assert isinstance(pred, Labels) and pred.data.shape == mask.shape
     assert set(np.unique(pred.data)) <= {0, 1}
-    assert prob._type_string == "image" and prob.data.shape == mask.shape
+    assert isinstance(prob, Image) and prob.data.shape == mask.shape
     assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0
     np.testing.assert_array_equal(pred.data, (prob.data > 0.5).astype(np.uint8))
     # overlay = error classes of the model output vs the truth

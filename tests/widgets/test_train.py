@@ -59,10 +59,29 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
 
 
+def test_fine_tune_from_checkpoint(dock, wait_idle, tmp_path, tiny_checkpoint):
+    from napari_segloss.engine.checkpoint import load_checkpoint
+
+    _viewer, widget = _setup(dock, tmp_path, epochs=1)
+    widget.model_combo.setCurrentText("fine-tune checkpoint")
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    cfg, datasets, init = widget.build_config()
+    assert init == tiny_checkpoint
+    # the architecture comes from the checkpoint, not from the (ignored) new-model widgets
+    assert cfg.model.encoder == "resnet18" and cfg.model.kwargs["encoder_depth"] == 3
+    assert len(datasets[0]) == 1 and len(datasets[1]) == 1  # one 2D image: train = val
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    meta = load_checkpoint(widget.last_result["checkpoint"])["meta"]
+    assert meta["model_kwargs"]["decoder_channels"] == [16, 8, 8]
+
+
 def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
     _viewer, widget = _setup(dock, tmp_path, epochs=500)
     widget.start()
-    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 1, timeout=120_000)
+    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 1 or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()  # still training after its first step
     widget.stop()
     wait_idle(widget, timeout=60_000)
     done = widget.last_result

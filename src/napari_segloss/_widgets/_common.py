@@ -276,6 +276,13 @@ def spatial_shape(layer: Layer) -> tuple[int, ...]:
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
+def grid_of(viewer: napari.Viewer) -> Any:
+    """The viewer's grid settings: ``viewer.canvas.grid`` (napari >= 0.9), else ``viewer.grid``."""
+    canvas = getattr(viewer, "canvas", None)
+    grid = getattr(canvas, "grid", None)
+    return grid if grid is not None else viewer.grid
+
+
 def release_gpu_memory() -> None:
     """Return cached CUDA memory to the driver (no-op without CUDA)."""
     try:

@@ -54,6 +54,7 @@ from ._common import (
     StatusLabel,
     check_same_shape,
     fmt,
+    grid_of,
     image_array,
     is_owned,
     labels_array,
@@ -574,7 +575,12 @@ class LossExplorerWidget(QWidget):
 
     def _on_step(self, event: Any = None) -> None:
         # Only a slice change matters, and only when showing one slice of a volume.
-        gt = self.gt_picker.layer()
+        try:
+            gt = self.gt_picker.layer()
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.dims.events.current_step.disconnect(self._on_step)
+            return
         if gt is None or gt.ndim != 3 or self.scope_combo.currentIndex() != 0:
             return
         if self._current_z(gt) != self._z_index:
@@ -765,8 +771,9 @@ class LossExplorerWidget(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
         layout_changed = len(keep) != n_before
-        if self.grid_check.isChecked() and not self.viewer.grid.enabled:
-            self.viewer.grid.enabled = True
+        grid = grid_of(self.viewer)
+        if self.grid_check.isChecked() and not grid.enabled:
+            grid.enabled = True
             layout_changed = True
         if layout_changed:
             self.viewer.reset_view()  # fit the (new) grid of maps

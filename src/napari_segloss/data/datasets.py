@@ -196,7 +196,8 @@ class SegmentationDataset(Dataset):
                 f"{tuple(mask_np.shape)}"
             )
         image = self._scaled(image_np, index)
-        mask = torch.from_numpy(np.ascontiguousarray(mask_np.astype(np.uint8, copy=False)))
+        # np.array copies: decoded arrays may be read-only views, which torch warns about.
+        mask = torch.from_numpy(np.array(mask_np, dtype=np.uint8))
         image, mask = resize_pair(image, mask, self.size)
         assert mask is not None
         if self.cache:

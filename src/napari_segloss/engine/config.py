@@ -104,6 +104,8 @@ class DataConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     # Added keys (documented in the report): intensity scaling of the raw pixels.
     normalize: Literal["auto", "uint8", "minmax", "none"] = "auto"
+    # Indexed by class id, background first (e.g. [background, RV, MYO, LV]): metrics tables,
+    # eval.json and checkpoints all look names up by label value.
     class_names: list[str] | None = None
 
     @field_validator("size", "crop", mode="before")
@@ -253,13 +255,31 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _yaml_floats(value: Any) -> Any:
+    """Turn strings like ``1e-6`` into floats, recursively.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-6``); ``1e-6`` stays a string and
+    would then reach a loss as text. Users write it both ways, so accept both.
+    """
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_yaml_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _yaml_floats(v) for k, v in value.items()}
+    return value
+
+
 def _parse_override(item: str) -> tuple[str, Any]:
     if not isinstance(item, str) or "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=10")
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_floats(yaml.safe_load(raw)) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
     return key, value
@@ -276,7 +296,7 @@ def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = _yaml_floats(yaml.safe_load(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
 from ._input import REDUCTIONS, Prepared
-from .cross_entropy import _finish, _pixel_weights, focal_terms
+from .cross_entropy import _finish, _pixel_weights, focal_terms, hard_label_pixel_loss
 from .dice import _WSDiceMixin, modulated_dice
 from .registry import register
 from .tversky import tversky_index
@@ -161,6 +161,18 @@ class ComboLoss(RegionLoss):
         return self.alpha * mce - (1.0 - self.alpha) * dsc_mean
 
 
+def _focal_per_image(
+    inp: Prepared, gamma: float, alpha: float | tuple[float, ...] | None
+) -> Tensor:
+    """Focal CE (eq. 3 with alpha_t) per image: mean over valid pixels."""
+    w = _pixel_weights(inp, "alpha", alpha, binary_alpha=True)
+    if inp.labels is not None:
+        px = hard_label_pixel_loss(inp, gamma, w)
+    else:
+        px = _finish(inp, focal_terms(inp, gamma), w)
+    return px.flatten(1).sum(1) / inp.valid_count()
+
+
 def _pix_class_weights(loss: RegionLoss, inp: Prepared, y_sum: Tensor) -> Tensor:
     """Class-mean weights over the pixel channels (background channels = ``1 - p``)."""
     w = torch.ones_like(inp.pix_is_background)
@@ -226,9 +238,7 @@ class MixedFocalLoss(RegionLoss):
         self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
 
     def per_image(self, inp: Prepared) -> Tensor:
-        w = _pixel_weights(inp, "alpha", self.alpha, binary_alpha=True)
-        focal = _finish(inp, focal_terms(inp, self.gamma_f), w).flatten(1).sum(1)
-        focal = focal / inp.valid_count()
+        focal = _focal_per_image(inp, self.gamma_f, self.alpha)
         ti, y_sum = tversky_index(
             self.masked_probs(inp),
             inp.target,
@@ -365,8 +375,6 @@ class FocalLogWSDiceLoss(_WSDiceMixin, RegionLoss):
         self._init_v(v1, v2)
 
     def per_image(self, inp: Prepared) -> Tensor:
-        w = _pixel_weights(inp, "alpha", self.alpha, binary_alpha=True)
-        fl = _finish(inp, focal_terms(inp, self.gamma), w).flatten(1).sum(1)
-        fl = fl / inp.valid_count()
+        fl = _focal_per_image(inp, self.gamma, self.alpha)
         coef = self.wsdice_mean(inp)
         return self.beta * fl - torch.log(coef.clamp_min(self.eps))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._base import TINY, RegionLoss, check_bool, check_float, check_float_or_seq, per_channel
 from ._base import view_channels as _vc
@@ -113,6 +114,7 @@ class _HardLabelDiceSums(torch.autograd.Function):
         return inter, s_total, y2
 
     @staticmethod
+    @once_differentiable  # m is a constant of eq. 5; no double backward through this path
     def backward(ctx, g_inter, g_s, _g_y2):  # type: ignore[override]
         qp, idx, a, py = ctx.saved_tensors
         sq = ctx.sq
@@ -212,6 +214,10 @@ class PMDiceLoss(_DiceBase):
 
     ``gamma = 0`` gives ``dice`` exactly (``0 ** 0 == 1`` in torch), with either
     ``skip_absent`` setting.
+
+    Integer-label targets with a scalar gamma use a one-hot-free path with a hand-written
+    backward (same values and gradients as the one-hot form, fewer passes); it does not
+    support double backward (one-hot/soft targets do).
 
     Args:
         gamma: float >= 0 (default 1.0) or one value per class channel (after binary
