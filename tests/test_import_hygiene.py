@@ -20,6 +20,9 @@ CORE_MODULES = [
     "napari_segloss.data.io",
     "napari_segloss.engine",
     "napari_segloss.samples",
+    "napari_segloss.landscape",
+    "napari_segloss.plotting",
+    "napari_segloss.whatif",
     "napari_segloss._napari_io",  # the reader/sample hooks are imported at plugin discovery
 ]
 FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui")

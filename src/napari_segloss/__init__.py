@@ -12,7 +12,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"losses", "maps", "metrics", "overlay", "data", "engine", "plotting", "samples"}
+_SUBMODULES = {
+    "losses",
+    "maps",
+    "metrics",
+    "overlay",
+    "data",
+    "engine",
+    "landscape",
+    "plotting",
+    "samples",
+}
 
 __all__ = ["__version__", *sorted(_SUBMODULES)]
 
