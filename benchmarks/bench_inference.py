@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import emit, machine_line
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -130,14 +130,11 @@ def main() -> None:
         results.append(res)
         print(json.dumps(res), file=sys.stderr)
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [
         f"### Tiled inference ({args.encoder} U-Net, {args.classes} classes, tile {args.tile}, "
         f"overlap {args.overlap}, batch {args.batch_size} tiles, gaussian blend)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared), GPU: {gpu}; torch {torch.__version__}, threads {torch.get_num_threads()}; "
-        f"median of {args.repeats}.",
+        f"{machine_line()}; median of {args.repeats}.",
         "",
         "| mode | image | device | median s | Mpx/s | peak RSS MiB | floor MiB | CUDA max MiB |",
         "|---|---|---|---|---|---|---|---|",
@@ -152,11 +149,7 @@ def main() -> None:
             f"| {r['mode']} | {r['size']}² | {r['device']} | {r['median_s']:.2f} | {mpx:.2f} | "
             f"{r['peak_rss_mib']:.0f} | {r['floor_mib']:.0f} | {cuda} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        with args.output.open("a") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ epoch costs reported separately as the total wall time). Target: ratio >= 0.95.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import emit, machine_line
 
 
 def _config(args: argparse.Namespace, out: Path) -> dict:
@@ -83,6 +82,21 @@ class GpuBusy:
         return statistics.mean(self.samples) / 100 if self.samples else None
 
 
+def _throughput(
+    args: argparse.Namespace, marks: list[tuple[int, float]], total: float, busy: GpuBusy | None
+) -> dict:
+    """Steady-state img/s: from the first step mark at or after ``--warmup`` to the last."""
+    first = next(m for m in marks if m[0] >= args.warmup)
+    last = marks[-1]
+    steps = last[0] - first[0]
+    return {
+        "img_s": steps * args.batch_size / (last[1] - first[1]),
+        "steps": steps,
+        "total_s": total,
+        "gpu_busy": busy.busy if busy else None,
+    }
+
+
 def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -> dict:
     from napari_segloss.data.datasets import ArrayDataset
     from napari_segloss.engine.config import load_config
@@ -104,15 +118,7 @@ def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) ->
         if busy:
             busy.__exit__()
         total = time.perf_counter() - t_start
-    first = next(m for m in marks if m[0] >= args.warmup)
-    last = marks[-1]
-    steps = last[0] - first[0]
-    return {
-        "img_s": steps * args.batch_size / (last[1] - first[1]),
-        "steps": steps,
-        "total_s": total,
-        "gpu_busy": busy.busy if busy else None,
-    }
+    return _throughput(args, marks, total, busy)
 
 
 def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -> dict:
@@ -164,15 +170,7 @@ def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -
     if busy:
         busy.__exit__()
     total = time.perf_counter() - t_start
-    first = next(m for m in marks if m[0] >= args.warmup)
-    last = marks[-1]
-    steps = last[0] - first[0]
-    return {
-        "img_s": steps * args.batch_size / (last[1] - first[1]),
-        "steps": steps,
-        "total_s": total,
-        "gpu_busy": busy.busy if busy else None,
-    }
+    return _throughput(args, marks, total, busy)
 
 
 def main() -> None:
@@ -223,14 +221,11 @@ def main() -> None:
         k: statistics.median(x["img_s"] for x in v) for k, v in (("ours", ours), ("plain", plain))
     }
     ratios = [o["img_s"] / p_["img_s"] for o, p_ in zip(ours, plain, strict=True)]
-    gpu = torch.cuda.get_device_name(0) if cuda else "none"
     dev = "cuda" if cuda and args.device != "cpu" else "cpu"
     lines = [
         f"### Training throughput: iter_train vs plain smp loop ({dev})",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), GPU: "
-        f"{gpu}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads. "
-        f"Unet-{args.encoder}, {args.classes} output channel(s), loss {args.loss}, "
+        f"{machine_line()}. Unet-{args.encoder}, {args.classes} output channel(s), loss {args.loss}, "
         f"{args.size}x{args.size}, batch {args.batch_size}, {args.steps} steps/run "
         f"(steady state after {args.warmup}), num_workers {args.num_workers}, "
         f"median of {args.repeats} alternating repeats.",
@@ -250,11 +245,7 @@ def main() -> None:
         f"Ratio ours/plain: median {statistics.median(ratios):.3f} "
         f"(per repeat: {', '.join(f'{x:.3f}' for x in ratios)}); target >= 0.95.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        with args.output.open("a") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.output)
 
 
 if __name__ == "__main__":

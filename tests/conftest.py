@@ -7,6 +7,7 @@ absent, so the suite still passes on a fresh clone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,20 @@ SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 def repo_root() -> Path:
     """The repository root (where ``pyproject.toml`` and ``napari.yaml`` live)."""
     return REPO_ROOT
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread during the test (``pytest.mark.usefixtures``): tiny models and
+    MONAI gain nothing from more, and oversubscribed shared CI cores make them 10-100x slower."""
+    import torch  # lazily: not every test session needs torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

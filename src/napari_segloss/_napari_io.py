@@ -34,7 +34,7 @@ import numpy as np
 from .data.io import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
-    find_pairs,
+    _find_pairs_of,
     is_nifti,
     nifti_to_napari,
     path_stem,
@@ -150,20 +150,10 @@ def read_pair_folder(
         raise ValueError(
             f"folder {str(root)!r} must contain 'images/' and 'masks/' (or 'labels/') sub-folders"
         )
-    if _folder_has(root / "images", IMAGE_EXTENSIONS) or not _folder_has(
+    volumetric = not _folder_has(root / "images", IMAGE_EXTENSIONS) and _folder_has(
         root / "images", NIFTI_EXTENSIONS
-    ):
-        pairs = find_pairs(root, "images", masks)
-        volumetric = False
-    else:
-        pairs = find_pairs(
-            root,
-            "images",
-            masks,
-            image_extensions=NIFTI_EXTENSIONS,
-            mask_extensions=NIFTI_EXTENSIONS,
-        )
-        volumetric = True
+    )
+    pairs = _find_pairs_of(root, "images", masks, nifti=volumetric)
 
     if volumetric:
         _check_separate_count(root, len(pairs), "NIfTI volumes are opened one layer pair each")

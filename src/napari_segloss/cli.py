@@ -237,8 +237,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )  # fmt: skip
             label_path = out / f"{stem}.nii.gz"
             _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img.affine)
-            if args.probs:  # (Z, K, Y, X) -> (X, Y, Z, K)
-                _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(3, 2, 0, 1), img.affine)
+            if args.probs:  # (Z, K, Y, X), or (K, Z, Y, X) from a 3D network -> (X, Y, Z, K)
+                axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
+                _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(axes), img.affine)
         else:
             image = read_image(path)
             labels, probs = predict(

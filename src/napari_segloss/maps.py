@@ -25,6 +25,17 @@ def _shape(t: Tensor) -> str:
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
 
+def _check_inputs(name: str, x: Any, target: Any, expected: str) -> None:
+    # Both tensors; ``x`` (named ``name``) floating point with at least (B, C, one spatial axis).
+    if not isinstance(x, Tensor) or not isinstance(target, Tensor):
+        raise ValueError(
+            f"{name} and target: expected torch.Tensor, got "
+            f"{type(x).__name__} and {type(target).__name__}"
+        )
+    if x.ndim < 3 or not x.is_floating_point():
+        raise ValueError(f"{name}: expected {expected}, got dtype {x.dtype} and shape {_shape(x)}")
+
+
 def _target_channels(target: Tensor, b: int, c: int, spatial: tuple[int, ...]) -> Tensor:
     """Integer labels ``(B, *sp)`` / ``(B, 1, *sp)`` or one-hot/soft ``(B, C, *sp)`` -> float (B, K, *sp).
 
@@ -123,16 +134,7 @@ def modulating_map(
         losses, so ``K = 2`` (background, foreground) and ``gamma`` may be ``[gamma_BG, gamma_FG]``.
         ``gamma = 0`` gives all ones (``0 ** 0 = 1``: PM Dice reduces to Dice).
     """
-    if not isinstance(probs, Tensor) or not isinstance(target, Tensor):
-        raise ValueError(
-            "probs and target: expected torch.Tensor, got "
-            f"{type(probs).__name__} and {type(target).__name__}"
-        )
-    if probs.ndim < 3 or not probs.is_floating_point():
-        raise ValueError(
-            f"probs: expected floating point probabilities (B, C, *spatial), got dtype "
-            f"{probs.dtype} and shape {_shape(probs)}"
-        )
+    _check_inputs("probs", probs, target, "floating point probabilities (B, C, *spatial)")
     p = probs.detach().float()
     if p.numel():
         lo, hi = (float(v) for v in torch.aminmax(p))  # one pass for both bounds
@@ -242,16 +244,7 @@ def contribution_map(
     """
     if kind not in MAP_KINDS:
         raise ValueError(f"kind: expected one of {list(MAP_KINDS)}, got {kind!r}")
-    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
-        raise ValueError(
-            "logits and target: expected torch.Tensor, got "
-            f"{type(logits).__name__} and {type(target).__name__}"
-        )
-    if logits.ndim < 3 or not logits.is_floating_point():
-        raise ValueError(
-            f"logits: expected floating point (B, C, *spatial), got dtype {logits.dtype} and "
-            f"shape {_shape(logits)}"
-        )
+    _check_inputs("logits", logits, target, "floating point (B, C, *spatial)")
     module = _resolve_loss(loss, params)
     x = logits.detach().float()
     if kind == "value":

@@ -23,7 +23,7 @@ Helpers:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,46 @@ def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
         raise ValueError(f"ncols must be >= 1, got {ncols}")
     ncols = min(ncols, n)
     return math.ceil(n / ncols), ncols
+
+
+def _grid_xyz(x: Any, y: Any, z: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Float arrays of a surface z[i, j] over (x[j], y[i]), shapes checked.
+    xs, ys, zs = (_to_numpy(a, n).astype(float) for a, n in ((x, "x"), (y, "y"), (z, "z")))
+    if xs.ndim != 1 or ys.ndim != 1 or zs.shape != (ys.size, xs.size):
+        raise ValueError(
+            f"z must have shape (len(y), len(x)) = ({ys.size}, {xs.size}), got {zs.shape}"
+        )
+    return xs, ys, zs
+
+
+def _surface_panels(
+    surfaces: Mapping[str, Any],
+    ncols: int | None,
+    suptitle: str | None,
+    figsize: Callable[[int, int], tuple[float, float]],
+    draw: Callable[[Axes, str, Any], object],
+    **subplots_kwargs: Any,
+) -> Figure:
+    # One panel per surface, drawn by ``draw(ax, name, z)``; spare panels are hidden.
+    if not surfaces:
+        raise ValueError("surfaces must hold at least one surface")
+    nrows, ncols = _grid_shape(len(surfaces), ncols)
+    fig, axes = _new_figure(
+        nrows,
+        ncols,
+        figsize=figsize(nrows, ncols),
+        squeeze=False,
+        **subplots_kwargs,
+        constrained_layout=True,
+    )
+    flat = axes.ravel()
+    for ax, (name, z) in zip(flat, surfaces.items(), strict=False):
+        draw(ax, name, z)
+    for ax in flat[len(surfaces) :]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
 
 
 def show_maps_grid(
@@ -189,11 +229,7 @@ def contour_landscape(
         lines: overlay labelled iso-lines.
         mark: optional point to mark (e.g. ``(0, 0)``, the trained weights).
     """
-    xs, ys, zs = (_to_numpy(a, n).astype(float) for a, n in ((x, "x"), (y, "y"), (z, "z")))
-    if xs.ndim != 1 or ys.ndim != 1 or zs.shape != (ys.size, xs.size):
-        raise ValueError(
-            f"z must have shape (len(y), len(x)) = ({ys.size}, {xs.size}), got {zs.shape}"
-        )
+    xs, ys, zs = _grid_xyz(x, y, z)
     if xs.size < 2 or ys.size < 2:
         raise ValueError(f"a contour needs at least 2 x and 2 y values, got {xs.size}x{ys.size}")
     if ax is None:
@@ -237,24 +273,15 @@ def contour_landscapes(
     **kwargs: Any,
 ) -> Figure:
     """One :func:`contour_landscape` panel per entry of ``surfaces`` (titles = the keys)."""
-    if not surfaces:
-        raise ValueError("surfaces must hold at least one surface")
-    nrows, ncols = _grid_shape(len(surfaces), ncols)
-    fig, axes = _new_figure(
-        nrows,
+    return _surface_panels(
+        surfaces,
         ncols,
-        figsize=(panel_size * ncols * 1.25, panel_size * nrows),
-        squeeze=False,
-        constrained_layout=True,
+        suptitle,
+        lambda nrows, ncols: (panel_size * ncols * 1.25, panel_size * nrows),
+        lambda ax, name, z: contour_landscape(
+            x, y, z, xlabel=xlabel, ylabel=ylabel, title=name, ax=ax, **kwargs
+        ),
     )
-    flat = axes.ravel()
-    for ax, (name, z) in zip(flat, surfaces.items(), strict=False):
-        contour_landscape(x, y, z, xlabel=xlabel, ylabel=ylabel, title=name, ax=ax, **kwargs)
-    for ax in flat[len(surfaces) :]:
-        ax.set_visible(False)
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
 
 
 def surface_3d(
@@ -270,11 +297,7 @@ def surface_3d(
     cmap: str = "viridis",
 ) -> Figure:
     """3D surface of ``z[i, j]`` over ``(x[j], y[i])`` (pass an axes with projection='3d')."""
-    xs, ys, zs = (_to_numpy(a, n).astype(float) for a, n in ((x, "x"), (y, "y"), (z, "z")))
-    if xs.ndim != 1 or ys.ndim != 1 or zs.shape != (ys.size, xs.size):
-        raise ValueError(
-            f"z must have shape (len(y), len(x)) = ({ys.size}, {xs.size}), got {zs.shape}"
-        )
+    xs, ys, zs = _grid_xyz(x, y, z)
     if ax is None:
         fig, ax = _new_figure(
             figsize=(5.2, 4.4), subplot_kw={"projection": "3d"}, constrained_layout=True
@@ -308,27 +331,16 @@ def surfaces_3d(
     **kwargs: Any,
 ) -> Figure:
     """One :func:`surface_3d` panel per entry of ``surfaces`` (titles = the keys)."""
-    if not surfaces:
-        raise ValueError("surfaces must hold at least one surface")
-    nrows, ncols = _grid_shape(len(surfaces), ncols)
-    fig, axes = _new_figure(
-        nrows,
+    return _surface_panels(
+        surfaces,
         ncols,
-        figsize=(panel_size * ncols * 1.2, panel_size * nrows),
-        squeeze=False,
-        subplot_kw={"projection": "3d"},
-        constrained_layout=True,
-    )
-    flat = axes.ravel()
-    for ax, (name, z) in zip(flat, surfaces.items(), strict=False):
-        surface_3d(
+        suptitle,
+        lambda nrows, ncols: (panel_size * ncols * 1.2, panel_size * nrows),
+        lambda ax, name, z: surface_3d(
             x, y, z, xlabel=xlabel, ylabel=ylabel, zlabel=zlabel, title=name, ax=ax, **kwargs
-        )
-    for ax in flat[len(surfaces) :]:
-        ax.set_visible(False)
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
+        ),
+        subplot_kw={"projection": "3d"},
+    )
 
 
 def plot_curves(

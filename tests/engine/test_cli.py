@@ -20,19 +20,21 @@ CONFIGS = REPO / "training" / "configs"
 TINY_KW = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread avoids oversubscription on shared CI cores (10-100x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     rc = main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def _predict(
+    ckpt: Path, inp: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, str]:
+    """``segloss predict`` of ``inp`` into ``out`` on the CPU."""
+    argv = ["predict", "--checkpoint", str(ckpt), "--input", str(inp), "--output", str(out)]
+    return _run([*argv, "--device", "cpu", *extra], capsys)
 
 
 def _assert_one_line_error(rc: int, err: str, *needles: str) -> None:
@@ -199,21 +201,7 @@ def test_predict_writes_png_tif_probs_matching_inference(
     tifffile.imwrite(inputs / "b.tif", b)
     (inputs / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
-    rc, stdout, err = _run(
-        [
-            "predict",
-            "--checkpoint",
-            str(ckpt),
-            "--input",
-            str(inputs),
-            "--output",
-            str(out),
-            "--probs",
-            "--device",
-            "cpu",
-        ],
-        capsys,
-    )
+    rc, stdout, err = _predict(ckpt, inputs, out, capsys, "--probs")
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_probs.tif", "b.tif", "b_probs.tif"]
     labels_a = np.asarray(Image.open(out / "a.png"))
@@ -239,21 +227,7 @@ def test_predict_nifti_volume_keeps_file_axes_and_affine(
     affine = np.diag([1.5, 1.5, 8.0, 1.0])
     nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "case.nii.gz"))
     out = tmp_path / "out"
-    rc, _, err = _run(
-        [
-            "predict",
-            "--checkpoint",
-            str(ckpt),
-            "--input",
-            str(tmp_path / "case.nii.gz"),
-            "--output",
-            str(out),
-            "--probs",
-            "--device",
-            "cpu",
-        ],
-        capsys,
-    )
+    rc, _, err = _predict(ckpt, tmp_path / "case.nii.gz", out, capsys, "--probs")
     assert rc == 0, err
     lab = nib.load(str(out / "case.nii.gz"))
     assert lab.shape == (36, 28, 3)
@@ -442,11 +416,7 @@ def test_train_predict_evaluate_compare_end_to_end(
         assert (run / name).is_file(), name
     assert "segloss train: finished" in out and "val split, 1 image(s) (%): mDice" in out
 
-    rc, _, err = _run(
-        ["predict", "--checkpoint", str(run / "best.pt"), "--input", str(tmp_path / "data" / "images"),
-         "--output", str(tmp_path / "pred"), "--device", "cpu"],
-        capsys,
-    )  # fmt: skip
+    rc, _, err = _predict(run / "best.pt", tmp_path / "data" / "images", tmp_path / "pred", capsys)
     assert rc == 0, err
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
     rc, out, err = _run(

@@ -248,3 +248,22 @@ def test_loss_params_overrides_apply_to_the_base_loss_only(tmp_path: Path) -> No
     finally:
         del DICE[("dice", 0)]
     assert [c.loss.params for c in calls] == [{"gamma": 3, "eps": 1e-5}, {}, {"gamma": 0.5}]
+
+
+def test_ctrl_c_in_a_run_stops_the_whole_grid(tmp_path: Path) -> None:
+    # training catches Ctrl-C itself (saves a checkpoint, returns "interrupted"): compare must
+    # stop there instead of starting the next run
+    calls: list[Any] = []
+    logs: list[str] = []
+
+    def interrupted(cfg: Any, resume: bool = False) -> dict[str, Any]:
+        calls.append(cfg)
+        return {"type": "done", "stopped": True, "reason": "interrupted (Ctrl-C)"}
+
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(
+            BASE, ["ce", "pm_dice"], [0, 1], tmp_path, train_fn=interrupted, load_fn=load_config,
+            log=logs.append,
+        )  # fmt: skip
+    assert len(calls) == 1
+    assert "run the same command again to resume" in logs[-1]

@@ -308,9 +308,10 @@ def test_nifti_shape_mismatch(tmp_path: Path) -> None:
         NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
 
 
-def test_nifti_3d_is_rejected_clearly(tmp_path: Path) -> None:
+def test_nifti_3d_needs_the_3d_network(tmp_path: Path) -> None:
+    # 3D patches work with model.arch UNet3D (tests/engine/test_3d.py); a 2D smp network is refused.
     cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
-    with pytest.raises(DataError, match=r"'data\.slices'.*2D"):
+    with pytest.raises(DataError, match=r"'model\.arch'.*3D network \(arch: UNet3D\)"):
         build_datasets(cfg)
 
 

@@ -17,14 +17,7 @@ from napari_segloss.engine.inference import (
     tile_starts,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread avoids oversubscription on shared CI cores (10-100x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _pointwise(in_ch: int, out_ch: int, dims: int = 2, seed: int = 0) -> nn.Module:

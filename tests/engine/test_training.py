@@ -43,14 +43,7 @@ def write_data(root: Path, n: int = 8, hw: tuple[int, int] = (40, 40), labels: i
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # Tiny convolutions gain nothing from intra-op threads, and on a shared 2-core CI box
-    # oversubscribed OpenMP threads make each step up to 50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +113,13 @@ def test_end_to_end_run_directory(data_root: Path, tmp_path: Path) -> None:
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
+
+
+def _assert_same_weights(run_a: Path, run_b: Path) -> None:
+    """The two runs' final ``checkpoint.pt`` weights are bit-identical."""
+    a, b = _weights(run_a / "checkpoint.pt"), _weights(run_b / "checkpoint.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.mark.parametrize("stop_after", [3, 4])  # at the epoch boundary / mid-epoch
@@ -389,12 +389,7 @@ def test_in_memory_batches_match_the_dataloader_path(
     slow = train(make_cfg(data_root, tmp_path / "slow", *args), progress=False)
     assert used["n"] == 2
     assert fast["iteration"] == slow["iteration"] == 6
-    a, b = (
-        _weights(tmp_path / "fast" / "checkpoint.pt"),
-        _weights(tmp_path / "slow" / "checkpoint.pt"),
-    )
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _assert_same_weights(tmp_path / "fast", tmp_path / "slow")
 
 
 def test_results_do_not_depend_on_num_workers(data_root: Path, tmp_path: Path) -> None:
@@ -402,9 +397,4 @@ def test_results_do_not_depend_on_num_workers(data_root: Path, tmp_path: Path) -
     a = train(make_cfg(data_root, tmp_path / "w0", epochs=1, num_workers=0), progress=False)
     b = train(make_cfg(data_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
     assert a["iteration"] == b["iteration"] == 3
-    wa, wb = (
-        _weights(tmp_path / "w0" / "checkpoint.pt"),
-        _weights(tmp_path / "w2" / "checkpoint.pt"),
-    )
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+    _assert_same_weights(tmp_path / "w0", tmp_path / "w2")

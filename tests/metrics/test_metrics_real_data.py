@@ -5,7 +5,6 @@ Needs ``../shared/data`` (skipped with a message when absent, see tests/conftest
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -15,21 +14,10 @@ from scipy import ndimage
 
 from napari_segloss.metrics import evaluate, surface_dice
 
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """MONAI runs torch ops; one thread is much faster on a busy shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the NSD/HD95 reference")
 
-pytestmark = pytest.mark.shared_data
+# MONAI runs torch ops: one thread (tests/conftest.py) is faster on a busy shared CI machine
+pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _monai(pred: np.ndarray, gt: np.ndarray, k: int, tol: float, spacing) -> tuple:
@@ -38,7 +26,7 @@ def _monai(pred: np.ndarray, gt: np.ndarray, k: int, tol: float, spacing) -> tup
             None
         ]
 
-    with warnings.catch_warnings(), one_torch_thread():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nsd = monai_metrics.compute_surface_dice(
             onehot(pred).float(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
@@ -16,19 +15,9 @@ from hypothesis.extra.numpy import arrays
 from napari_segloss.metrics import hausdorff_distance, surface_dice, surface_elements
 from napari_segloss.metrics import surface as surface_module
 
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """MONAI runs torch ops; one thread is much faster on a busy shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the NSD/HD95 reference")
+# MONAI runs torch ops: one thread (tests/conftest.py) is faster on a busy shared CI machine
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _onehot(mask: np.ndarray) -> torch.Tensor:
@@ -37,7 +26,7 @@ def _onehot(mask: np.ndarray) -> torch.Tensor:
 
 
 def monai_nsd(pred: np.ndarray, gt: np.ndarray, tol: float, spacing=None) -> float:
-    with warnings.catch_warnings(), one_torch_thread():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return monai_metrics.compute_surface_dice(
             _onehot(pred), _onehot(gt), [tol], spacing=spacing, use_subvoxels=True
@@ -45,7 +34,7 @@ def monai_nsd(pred: np.ndarray, gt: np.ndarray, tol: float, spacing=None) -> flo
 
 
 def monai_hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
-    with warnings.catch_warnings(), one_torch_thread():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return monai_metrics.compute_hausdorff_distance(
             _onehot(pred), _onehot(gt), percentile=95, spacing=spacing

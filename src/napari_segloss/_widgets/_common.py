@@ -235,6 +235,34 @@ class StatusLabel(QLabel):
             # error notifications are reserved for unexpected exceptions.
             show_warning(text)
 
+    def exception(self, exc: BaseException, expected: tuple[type[BaseException], ...] = ()) -> None:
+        """Show ``exc`` as an error: its message alone when ``expected``, else with its type."""
+        self.error(str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}")
+
+
+def new_worker(
+    fn: Callable[[], Any],
+    *,
+    errored: Callable[[BaseException], Any],
+    finished: Callable[[], Any],
+    returned: Callable[[Any], Any] | None = None,
+    yielded: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A napari thread worker for ``fn`` with its signals connected, not started yet.
+
+    Exceptions go to ``errored`` only (not re-raised); store the worker, then ``.start()`` it.
+    """
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
+    if returned is not None:
+        worker.returned.connect(returned)
+    if yielded is not None:
+        worker.yielded.connect(yielded)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    return worker
+
 
 def require_layer(layer: Layer | None, what: str) -> Layer:
     if layer is None:

@@ -58,6 +58,7 @@ from ._common import (
     image_array,
     is_owned,
     labels_array,
+    new_worker,
     remove_owned,
     require_layer,
     spatial_shape,
@@ -703,13 +704,10 @@ class LossExplorerWidget(QWidget):
         except PanelError as exc:
             self.status.error(str(exc))
             return
-        from napari.qt.threading import create_worker
-
         self.status.info("computing…")
-        self._worker = create_worker(job, _start_thread=False, _ignore_errors=True)
-        self._worker.returned.connect(self._apply)
-        self._worker.errored.connect(self._on_error)
-        self._worker.finished.connect(self._on_finished)
+        self._worker = new_worker(
+            job, returned=self._apply, errored=self._on_error, finished=self._on_finished
+        )
         self._worker.start()
 
     def _on_finished(self) -> None:
@@ -719,10 +717,7 @@ class LossExplorerWidget(QWidget):
             self.update_maps()
 
     def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, PanelError | ValueError):
-            self.status.error(str(exc))
-        else:
-            self.status.error(f"{type(exc).__name__}: {exc}")
+        self.status.exception(exc, (ValueError,))  # PanelError is a ValueError
 
     def _apply(self, out: tuple[ExplorerResult, dict[str, Any]]) -> None:
         res, info = out

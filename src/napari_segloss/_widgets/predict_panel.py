@@ -44,6 +44,7 @@ from ._common import (
     fmt,
     image_array,
     labels_array,
+    new_worker,
     release_gpu_memory,
     require_layer,
     same_layer,
@@ -246,15 +247,12 @@ class PredictWidget(QWidget):
         return self._worker is not None
 
     def _start(self, fn: Any, on_done: Any, message: str) -> None:
-        from napari.qt.threading import create_worker
-
         self.status.info(message)
         self.run_button.setEnabled(False)
         self.compare_button.setEnabled(False)
-        self._worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
-        self._worker.returned.connect(on_done)
-        self._worker.errored.connect(self._on_error)
-        self._worker.finished.connect(self._on_finished)
+        self._worker = new_worker(
+            fn, returned=on_done, errored=self._on_error, finished=self._on_finished
+        )
         self._worker.start()
 
     def _on_finished(self) -> None:
@@ -266,10 +264,7 @@ class PredictWidget(QWidget):
             self.compare()
 
     def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, ValueError | FileNotFoundError):
-            self.status.error(str(exc))
-        else:
-            self.status.error(f"{type(exc).__name__}: {exc}")
+        self.status.exception(exc, (ValueError, FileNotFoundError))
 
     # ------------------------------------------------------------------ run a model
     def run_model(self) -> None:

@@ -38,6 +38,7 @@ from ._common import (
     check_same_shape,
     image_array,
     labels_array,
+    new_worker,
     release_gpu_memory,
     require_layer,
     spatial_shape,
@@ -77,27 +78,14 @@ def layer_pairs(
 def inspect_folder(root: Path, kind: str, masks: str, probe: int = 8) -> tuple[int, int]:
     """``(in_channels, model classes)`` from the first ``probe`` pairs of a data folder, so a
     new model fits the data (1 output channel for binary masks, K for labels 0..K-1)."""
-    from napari_segloss.data.io import (
-        NIFTI_EXTENSIONS,
-        find_pairs,
-        read_image,
-        read_mask,
-        read_nifti,
-    )
+    from napari_segloss.data.io import _find_pairs_of, read_image, read_mask, read_nifti
 
     try:
+        pairs = _find_pairs_of(root, "images", masks, nifti=kind == "nifti")
         if kind == "nifti":
-            pairs = find_pairs(
-                root,
-                "images",
-                masks,
-                image_extensions=NIFTI_EXTENSIONS,
-                mask_extensions=NIFTI_EXTENSIONS,
-            )
             in_channels = 1
             top = max(int(read_nifti(m)[0].max()) for _, m in pairs[:probe])
         else:
-            pairs = find_pairs(root, "images", masks)
             first = read_image(pairs[0][0])
             in_channels = 3 if first.ndim == 3 else 1
             top = max(int(read_mask(m).max()) for _, m in pairs[:probe])
@@ -408,14 +396,9 @@ class TrainWidget(QWidget):
         guard_triton()  # before importing the engine (see _compat)
         try:
             cfg, datasets, init = self.build_config()
-        except PanelError as exc:
-            self.status.error(str(exc))
-            return
         except (OSError, ValueError) as exc:
-            self.status.error(f"{type(exc).__name__}: {exc}")
+            self.status.exception(exc, (PanelError,))
             return
-        from napari.qt.threading import create_worker
-
         from napari_segloss.engine.training import iter_train
 
         self._stop.clear()
@@ -436,10 +419,9 @@ class TrainWidget(QWidget):
         self.plot.clear()
         self.last_result = None
         self._epochs = cfg.train.epochs
-        self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
-        self._worker.yielded.connect(self._on_event)
-        self._worker.errored.connect(self._on_error)
-        self._worker.finished.connect(self._on_finished)
+        self._worker = new_worker(
+            run, yielded=self._on_event, errored=self._on_error, finished=self._on_finished
+        )
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.status.info(f"starting: {cfg.model.arch}/{cfg.model.encoder}, loss {cfg.loss.name}…")

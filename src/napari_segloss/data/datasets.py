@@ -1,5 +1,7 @@
 """Image/mask datasets for training: image folders, NIfTI volumes (2D slices) and in-memory arrays.
 
+3D patches of NIfTI volumes (``data.slices: 3d``) live in :mod:`.patches`.
+
 Every dataset yields ``(image, mask)``: ``image`` float32 ``(C, H, W)`` normalised as
 :class:`~napari_segloss.data.transforms.Normalization` says (default: /255 to [0, 1], then
 ImageNet mean/std for RGB), ``mask`` int64 ``(H, W)`` class labels.
@@ -139,7 +141,8 @@ class SegmentationDataset(Dataset):
     @property
     def transform(self) -> Any:
         if self._transform is None:
-            train_aug = {k: v for k, v in self.augmentation.items()}
+            # zflip / rot90 are for 3D patches (data.patches); build_transform is 2D.
+            train_aug = {k: v for k, v in self.augmentation.items() if k not in ("zflip", "rot90")}
             self._transform = build_transform(
                 self.normalization,
                 train=self.train,
@@ -609,7 +612,7 @@ def _split_pairs(
 
 
 def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
-    from .io import NIFTI_EXTENSIONS, find_pairs
+    from .io import _find_pairs_of
 
     d = cfg.data
     root = resolve_root(d.root)
@@ -620,11 +623,8 @@ def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
                 f"config key 'data.{key}': folder {str(root / sub)!r} not found "
                 f"(sub-folders of data.root: {', '.join(found) or 'none'})"
             )
-    kw: dict[str, Any] = {}
-    if d.kind == "nifti":
-        kw = {"image_extensions": NIFTI_EXTENSIONS, "mask_extensions": NIFTI_EXTENSIONS}
     try:
-        pairs = find_pairs(root, d.images, d.masks, **kw)
+        pairs = _find_pairs_of(root, d.images, d.masks, nifti=d.kind == "nifti")
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     return pairs, root
@@ -649,17 +649,50 @@ def _make(
         "normalization": normalization,
         "in_channels": cfg.model.in_channels,
     }
+    if d.kind == "nifti" and d.slices == "3d":
+        from .patches import NiftiPatchDataset
+
+        return NiftiPatchDataset(
+            pairs,
+            patch=d.patch,  # type: ignore[arg-type]  # checked by _check_kind
+            patches_per_volume=d.patches_per_volume,
+            patch_foreground=d.patch_foreground,
+            **{k: v for k, v in common.items() if k not in ("size", "crop")},
+        )
     if d.kind == "nifti":
         return NiftiSliceDataset(pairs, **common)
     return FolderDataset(pairs=pairs, **common)
 
 
 def _check_kind(cfg: TrainConfig) -> None:
-    if cfg.data.kind == "nifti" and cfg.data.slices == "3d":
+    """3D patches and the 3D network go together; patches need data.patch, not size/crop."""
+    from ..engine.model import spatial_dims_of
+
+    d = cfg.data
+    three_d = d.kind == "nifti" and d.slices == "3d"
+    if three_d and spatial_dims_of(cfg.model.arch) != 3:
         raise DataError(
-            "config key 'data.slices': '3d' patches need a 3D network, but the model factory "
-            "builds 2D segmentation-models-pytorch networks; use slices: 2d"
+            "config key 'model.arch': data.slices: 3d trains on 3D patches and needs a 3D "
+            f"network (arch: UNet3D), got {cfg.model.arch!r}"
         )
+    if not three_d and spatial_dims_of(cfg.model.arch) == 3:
+        raise DataError(
+            f"config key 'data.slices': model.arch {cfg.model.arch!r} is a 3D network; it trains "
+            f"on NIfTI volumes with data.kind: nifti and data.slices: 3d (got kind {d.kind!r}, "
+            f"slices {d.slices!r})"
+        )
+    if three_d:
+        if d.patch is None:
+            raise DataError(
+                "config key 'data.patch': data.slices: 3d needs a patch size [Z, Y, X], "
+                "e.g. [8, 96, 96]"
+            )
+        for key in ("size", "crop"):
+            if getattr(d, key) is not None:
+                raise DataError(
+                    f"config key 'data.{key}': not used with data.slices: 3d (patches of "
+                    "data.patch are cut at native resolution); set it to null"
+                )
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:

@@ -257,6 +257,21 @@ def find_pairs(
     return [(image_files[s], mask_files[s]) for s in sorted(image_files)]
 
 
+def _find_pairs_of(
+    root: str | Path, images: str, masks: str, *, nifti: bool
+) -> list[tuple[Path, Path]]:
+    # find_pairs of NIfTI volumes (nifti=True) or of 2D image/mask files.
+    if nifti:
+        return find_pairs(
+            root,
+            images,
+            masks,
+            image_extensions=NIFTI_EXTENSIONS,
+            mask_extensions=NIFTI_EXTENSIONS,
+        )
+    return find_pairs(root, images, masks)
+
+
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read a NIfTI volume in file axis order ``(X, Y, Z)`` with its voxel spacing.
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "TrainSection": "config",
     "load_config": "config",
     "build_model": "model",
+    "UNet3D": "unet3d",
     "CheckpointError": "checkpoint",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
@@ -38,6 +39,15 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    if name in {"config", "model", "checkpoint", "training", "distributed", "inference", "compare"}:
+    if name in {
+        "config",
+        "model",
+        "unet3d",
+        "checkpoint",
+        "training",
+        "distributed",
+        "inference",
+        "compare",
+    }:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,9 @@ A checkpoint is a ``torch.save``-d dict with at least ``"model"`` (state dict) a
         "slice_order": "napari",             # NIfTI: 2D slices of the (Z, Y, X) array
     }
 
+A 3D network (``arch: "UNet3D"``) has ``"spatial_dims": 3`` and ``"patch": [Z, Y, X]`` (the
+training patch, used as the sliding-window tile); its inputs are whole ``(Z, Y, X)`` volumes.
+
 Training checkpoints (``checkpoint.pt``) also hold optimizer/scheduler/RNG state for ``resume``;
 ``best.pt`` holds just the model, meta and the validation metrics of its epoch.
 """

@@ -74,6 +74,12 @@ class AugmentConfig(BaseModel):
     elastic_p: float = Field(0.25, ge=0.0, le=1.0, description="probability of elastic deformation")
     elastic_alpha: float = Field(3.0, ge=0.0, description="elastic displacement std in pixels")
     elastic_sigma: float = Field(16.0, gt=0.0, description="elastic field smoothness in pixels")
+    # 3D patches (data.slices: 3d) use only flips (hflip: X, vflip: Y, zflip: Z) and in-plane
+    # 90-degree rotations: cheap, exact on the voxel grid, identical for image and label.
+    zflip: float = Field(0.5, ge=0.0, le=1.0, description="3D patches: probability of a Z flip")
+    rot90: float = Field(
+        0.5, ge=0.0, le=1.0, description="3D patches: probability of an in-plane 90-degree turn"
+    )
 
     @field_validator("zoom")
     @classmethod
@@ -97,7 +103,11 @@ class DataConfig(BaseModel):
     size: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
     slices: Literal["2d", "3d"] = "2d"
+    # 3D patches (kind nifti, slices 3d): patch size (Z, Y, X) in napari axis order, random
+    # patches per volume per epoch, and the probability that a patch is centred on foreground.
     patch: tuple[int, int, int] | None = None
+    patches_per_volume: int = Field(1, ge=1)
+    patch_foreground: float = Field(0.0, ge=0.0, le=1.0)
     cache: bool = True
     augment: bool = True
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -230,9 +230,10 @@ def sliding_window_predict(
                 chunk = windows[first : first + int(batch_size)]
                 tiles = torch.stack([image[b][(slice(None), *win)] for win in chunk])
                 tiles = tiles.to(run_device, dtype=torch.float32, non_blocking=True)
-                if run_device.type == "cuda" and tiles.dim() == 4:
+                if run_device.type == "cuda" and tiles.dim() in (4, 5):
                     # Channels-last is what the training loop uses: faster convs with AMP.
-                    tiles = tiles.contiguous(memory_format=torch.channels_last)
+                    fmt = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
+                    tiles = tiles.contiguous(memory_format=fmt)
                 with _autocast(run_device, amp):
                     logits = model(tiles)
                 if not isinstance(logits, Tensor):

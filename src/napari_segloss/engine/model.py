@@ -4,6 +4,10 @@ The PM-Dice paper (Hosseini 2025, section 3.2) trains a U-Net with a ResNet34 en
 and ACDC: ``ModelConfig()`` defaults to exactly that (``arch="Unet"``, ``encoder="resnet34"``).
 Pretrained encoder weights are opt-in (``encoder_weights="imagenet"`` needs internet) or a local
 ``.pth``/``.pt``/``.safetensors`` file holding an encoder or a whole-model state dict.
+
+``model.arch: UNet3D`` builds the plain-torch 3D U-Net of :mod:`.unet3d` instead (smp has no 3D
+networks); ``model.encoder`` is then ignored and ``model.encoder_weights`` may only be a local
+file.
 """
 
 from __future__ import annotations
@@ -17,19 +21,34 @@ from torch import nn
 
 from .config import ConfigError, ModelConfig
 
-__all__ = ["available_architectures", "available_encoders", "build_model", "load_weights_file"]
+__all__ = [
+    "UNET3D",
+    "available_architectures",
+    "available_encoders",
+    "build_model",
+    "load_weights_file",
+    "spatial_dims_of",
+]
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
+#: ``model.arch`` of the built-in 3D U-Net (matched case-insensitively, like smp's names).
+UNET3D = "UNet3D"
+
+
+def spatial_dims_of(arch: str) -> int:
+    """3 for the 3D network (``UNet3D``), 2 for every smp architecture."""
+    return 3 if str(arch).lower() == UNET3D.lower() else 2
+
 
 def available_architectures() -> list[str]:
-    """Architecture names accepted by ``model.arch`` (smp's class names)."""
+    """Architecture names accepted by ``model.arch`` (smp's class names and ``UNet3D``)."""
     import segmentation_models_pytorch as smp
 
     mapping = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)
     if mapping is None:
         from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING as mapping
-    return sorted(cls.__name__ for cls in mapping.values())
+    return sorted([*(cls.__name__ for cls in mapping.values()), UNET3D])
 
 
 def available_encoders() -> list[str]:
@@ -46,6 +65,8 @@ def _check_names(cfg: ModelConfig) -> None:
             f"config key 'model.arch': unknown architecture {cfg.arch!r} "
             f"(expected one of: {', '.join(archs)})"
         )
+    if spatial_dims_of(cfg.arch) == 3:
+        return  # UNet3D has its own encoder: model.encoder is ignored
     if cfg.encoder.startswith("tu-"):
         import timm
 
@@ -143,6 +164,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if not isinstance(cfg, ModelConfig):
         raise ConfigError(f"build_model: expected a ModelConfig, got {type(cfg).__name__}")
     _check_names(cfg)
+    if spatial_dims_of(cfg.arch) == 3:
+        return _build_unet3d(cfg)
     import segmentation_models_pytorch as smp
 
     weights = cfg.encoder_weights
@@ -182,4 +205,32 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         ) from exc
     if local is not None:
         _apply_local_weights(model, local)
+    return model
+
+
+def _build_unet3d(cfg: ModelConfig) -> nn.Module:
+    """The plain-torch :class:`~.unet3d.UNet3D`; ``cfg.kwargs`` are its keyword arguments."""
+    from .unet3d import UNet3D
+
+    weights = cfg.encoder_weights
+    local = None if weights is None else Path(weights).expanduser()
+    if weights is not None and local is not None and not local.is_file():
+        looks_like_file = Path(weights).suffix in _WEIGHT_SUFFIXES or "/" in weights
+        raise ConfigError(
+            f"config key 'model.encoder_weights': file not found: {str(local)!r}"
+            if looks_like_file
+            else f"config key 'model.encoder_weights': {UNET3D} has no downloadable pretrained "
+            f"weights ({weights!r}); use null or a local weights file (.pt/.pth/.safetensors)"
+        )
+    try:
+        model = UNet3D(in_channels=cfg.in_channels, classes=cfg.classes, **cfg.kwargs)
+    except TypeError as exc:
+        raise ConfigError(
+            f"config key 'model.kwargs': {UNET3D} rejected {sorted(cfg.kwargs)}: {exc} (allowed: "
+            "channels, depth, norm, anisotropic_levels)"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(f"config key 'model.kwargs': {UNET3D}: {exc}") from exc
+    if local is not None:
+        _apply_local_weights(model, local)  # whole model, or its "encoder." levels only
     return model

@@ -350,6 +350,18 @@ def _evaluate(
     """(loss sum, image count, per-image metrics.evaluate results) over ``indices``."""
     from ..metrics import evaluate
 
+    if getattr(dataset, "spatial_dims", 2) == 3:
+        return _evaluate_volumes(
+            model,
+            dataset,
+            indices,
+            loss_fn=loss_fn,
+            device=device,
+            num_classes=num_classes,
+            amp_dtype=amp_dtype,
+            channels_last=channels_last,
+            surface=surface,
+        )
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=0)
@@ -378,9 +390,73 @@ def _evaluate(
     return float(loss_sum.item()), count, results
 
 
+@torch.inference_mode()
+def _evaluate_volumes(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    indices: Sequence[int],
+    *,
+    loss_fn: nn.Module | None,
+    device: torch.device,
+    num_classes: int,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    surface: bool,
+) -> tuple[float, int, list[dict[int, dict[str, float]]]]:
+    """:func:`_evaluate` for 3D patch datasets: each whole volume is predicted with 3D sliding
+    windows (``tile = data.patch``, Gaussian blending) and scored with ``metrics.evaluate`` in 3D
+    at the volume's voxel spacing. The loss is taken on the blended probabilities (as logits:
+    ``log p`` for softmax, ``logit p`` for sigmoid), the closest whole-volume equivalent.
+    """
+    from ..metrics import evaluate
+    from .inference import sliding_window_predict
+
+    was_training = model.training
+    model.eval()
+    del channels_last  # sliding_window_predict makes CUDA tiles channels-last (3D) itself
+    patch = tuple(int(p) for p in dataset.patch)  # type: ignore[attr-defined]
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    results: list[dict[int, dict[str, float]]] = []
+    for i in indices:
+        image, mask = dataset[i]
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            probs = sliding_window_predict(
+                model,
+                image.to(device),
+                tile=patch,
+                device=device,
+                amp=False,  # the autocast above already uses train.amp_dtype
+                accumulate_device=device,
+            )
+        probs = probs.float().clamp(1e-6, 1 - 1e-6)[None]
+        logits = torch.logit(probs) if probs.shape[1] == 1 else probs.log()
+        mask = mask.to(device)[None]
+        if loss_fn is not None:
+            loss_sum += loss_fn(logits, mask).double()
+        pred = _predict_labels(logits)[0].cpu().numpy()
+        spacing = dataset.spacing(i) if hasattr(dataset, "spacing") else None
+        results.append(
+            evaluate(
+                pred,
+                mask[0].cpu().numpy(),
+                num_classes=num_classes,
+                spacing=spacing,
+                surface=surface,
+            )
+        )
+    model.train(was_training)
+    return float(loss_sum.item()), len(results), results
+
+
 def _meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
     m = cfg.model
     size, crop = getattr(train_ds, "size", None), getattr(train_ds, "crop", None)
+    patch = getattr(train_ds, "patch", None) if getattr(train_ds, "spatial_dims", 2) == 3 else None
+    if patch is not None:
+        # 3D: whole volumes at native resolution, tiled with the training patch.
+        size = crop = None
     return {
         "format": CHECKPOINT_FORMAT,
         "arch": m.arch,
@@ -388,7 +464,8 @@ def _meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
         "in_channels": m.in_channels,
         "classes": m.classes,
         "model_kwargs": dict(m.kwargs),
-        "spatial_dims": 2,
+        "spatial_dims": 3 if patch is not None else 2,
+        "patch": list(patch) if patch is not None else None,
         "num_classes": max(m.classes, 2),
         "normalization": train_ds.normalization.to_meta(),
         "input_size": list(size) if size else None,
@@ -593,6 +670,13 @@ def _run(
         raise ConfigError(f"config key 'loss': {exc}") from exc
     meta = _meta(cfg, train_ds)
     multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
+    dims = int(getattr(model, "spatial_dims", 2))
+    if dims != int(getattr(train_ds, "spatial_dims", 2)):
+        raise ConfigError(
+            f"config key 'model.arch': {cfg.model.arch!r} is a {dims}D network but the training "
+            f"data is {getattr(train_ds, 'spatial_dims', 2)}D (3D patches: data.kind: nifti, "
+            "data.slices: 3d with arch: UNet3D)"
+        )
     _check_divisible(model, train_ds, train_stats, multiple)
 
     start_epoch, epoch_step, iteration, best_dice = 0, 0, 0, -math.inf
@@ -614,8 +698,10 @@ def _run(
 
     channels_last = t.channels_last
     model.to(device)
+    # 5-D (3D) tensors need the 3D variant of the channels-last layout.
+    memory_format = torch.channels_last_3d if dims == 3 else torch.channels_last
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=memory_format)
     use_amp = t.amp and device.type == "cuda"
     amp_dtype = (
         (torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16) if use_amp else None
@@ -673,6 +759,8 @@ def _run(
     norm_a, norm_b = train_ds.normalization.device_affine(
         torch.uint8 if train_ds.normalization.scale == "uint8" else torch.float32, device
     )
+    if dims == 3:  # (1, C, 1, 1) -> (1, C, 1, 1, 1) for (B, C, Z, Y, X) batches
+        norm_a, norm_b = norm_a.unsqueeze(-1), norm_b.unsqueeze(-1)
     fast = None
     if _deterministic_items(train_ds) and len(train_stats["sizes"]) == 1:
         fast = _InMemoryBatches(
@@ -771,7 +859,7 @@ def _run(
                 masks = masks.to(device, non_blocking=True)
                 images = torch.addcmul(norm_b, images.float(), norm_a)
                 if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
+                    images = images.contiguous(memory_format=memory_format)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     logits = train_model(images)
                     loss = loss_fn(logits, masks)

@@ -237,3 +237,25 @@ class RegionLoss(SegLoss):
         """Weighted mean over classes (B|1, K) -> (B|1,); 0 when no class enters."""
         w = weights.expand_as(per_class)
         return (per_class * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+class _AllClassesRegionLoss(RegionLoss):
+    """A :class:`RegionLoss` whose class mean takes every class (``skip_absent`` fixed False)."""
+
+    fixed_params = ("skip_absent",)
+
+    def __init__(
+        self,
+        *,
+        include_background: bool = True,
+        batch_dice: bool = False,
+        eps: float = 1e-6,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            include_background=include_background,
+            batch_dice=batch_dice,
+            skip_absent=False,
+            eps=eps,
+            **kwargs,
+        )

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
 from ._input import REDUCTIONS, Prepared
 from .cross_entropy import _finish, _pixel_weights, focal_terms, hard_label_pixel_loss
-from .dice import _WSDiceMixin, modulated_dice
+from .dice import _WSDiceBase, modulated_dice
 from .registry import register
 from .tversky import tversky_index
 
@@ -330,7 +330,7 @@ class AsymmetricUnifiedFocalLoss(_UnifiedBase):
 
 
 @register("focal_log_wsdice")
-class FocalLogWSDiceLoss(_WSDiceMixin, RegionLoss):
+class FocalLogWSDiceLoss(_WSDiceBase):
     """Cascade ``beta * FL - log(WSDice)`` (Wang et al. 2020, Fig. 7 and Table 1).
 
     FL is the focal loss (eq. 1; Lin's alpha_t: alpha for foreground, 1 - alpha for
@@ -347,8 +347,6 @@ class FocalLogWSDiceLoss(_WSDiceMixin, RegionLoss):
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
 
-    fixed_params = ("skip_absent",)
-
     def __init__(
         self,
         *,
@@ -363,16 +361,16 @@ class FocalLogWSDiceLoss(_WSDiceMixin, RegionLoss):
         **kwargs: object,
     ) -> None:
         super().__init__(
+            v1=v1,
+            v2=v2,
             include_background=include_background,
             batch_dice=batch_dice,
-            skip_absent=False,
             eps=eps,
             **kwargs,
         )
         self.beta = check_float("beta", beta, 0.0)
         self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
         self.gamma = check_float("gamma", gamma, 0.0)
-        self._init_v(v1, v2)
 
     def per_image(self, inp: Prepared) -> Tensor:
         fl = _focal_per_image(inp, self.gamma, self.alpha)

@@ -16,7 +16,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._base import TINY, RegionLoss, check_bool, check_float, check_float_or_seq, per_channel
+from ._base import (
+    TINY,
+    RegionLoss,
+    _AllClassesRegionLoss,
+    check_bool,
+    check_float,
+    check_float_or_seq,
+    per_channel,
+)
 from ._base import view_channels as _vc
 from ._input import Prepared
 from .registry import register
@@ -70,9 +78,11 @@ class _HardLabelDiceSums(torch.autograd.Function):
     tensor: ``I = sum m y p``, ``S = sum m p^s`` and ``Y = sum m y^2`` with ``s = 2``
     (squared) or 1, ``m = |y - p|^gamma`` (no gradient). At non-label entries ``m = p^gamma``,
     at the label entry ``m = (1 - p)^gamma``, so the full-tensor work is one product
-    ``p^(gamma + s)`` whose label entries are overwritten (scatter) before the sum. Summing
-    first and then subtracting the label entries would be cheaper but cancels catastrophically
-    in float32 for confident predictions (the difference of two nearly equal large sums). The backward pass is written out (m held constant, as eq. 5 requires):
+    ``p^(gamma + s)`` whose label entries are replaced (``scatter_``; a broadcast
+    ``torch.where`` on a boolean label mask is far slower on CPU) before the sum.
+    Summing first and subtracting the label entries afterwards would save that pass but cancels
+    catastrophically in float32 for confident predictions (a difference of two nearly equal
+    sums). The backward pass is written out (m held constant, as eq. 5 requires):
     ``dS/dp = s p^(gamma + s - 1)`` off-label and ``dI/dp = m``, ``dS/dp = s m p^(s-1)`` at the
     label entry. ``Y`` carries no gradient.
     """
@@ -108,9 +118,7 @@ class _HardLabelDiceSums(torch.autograd.Function):
         else:
             # off-label terms m p^s = p^(r + 1); the label entry gets (1 - p)^gamma p^s instead
             py_s = py * py if squared else py
-            terms = q * p
-            terms.scatter_(1, idx, a * py_s)
-            s_total = terms.sum(-1)
+            s_total = (q * p).scatter_(1, idx, a * py_s).sum(-1)
         ctx.save_for_backward(p if q is None else q, idx, a, py)
         ctx.q_none = q is None
         ctx.sq = sq
@@ -125,15 +133,11 @@ class _HardLabelDiceSums(torch.autograd.Function):
         gs = (sq * g_s).unsqueeze(-1)  # (B, K, 1)
         b, k = gs.shape[:2]
         n = idx.shape[-1]
-        if ctx.q_none:
-            grad = gs.expand(b, k, n).clone()
-        else:
-            grad = qp * gs
+        grad = gs.expand(b, k, n).clone() if ctx.q_none else qp * gs
         gi_t = g_inter.gather(1, idx.view(b, n)).view(b, 1, n)
         gs_t = gs.view(b, k).gather(1, idx.view(b, n)).view(b, 1, n)
         lab = a * (gi_t + gs_t * (py if sq == 2 else 1.0))
-        grad.scatter_(1, idx, lab)
-        return grad, None, None, None, None
+        return grad.scatter_(1, idx, lab), None, None, None, None
 
 
 def hard_label_dice(
@@ -263,7 +267,7 @@ class PMDiceLoss(_DiceBase):
 
 
 @register("generalized_dice", "gdl")
-class GeneralizedDiceLoss(RegionLoss):
+class GeneralizedDiceLoss(_AllClassesRegionLoss):
     """Generalized Dice loss (Sudre et al. 2017):
     ``1 - (2 sum_c w_c sum_i y_ic p_ic + eps) / (sum_c w_c sum_i (y_ic + p_ic) + eps)`` with
     ``w_c = 1 / (sum_i y_ic)^2``. Weights of absent classes (infinite) are replaced by the
@@ -275,24 +279,6 @@ class GeneralizedDiceLoss(RegionLoss):
         include_background, batch_dice, eps: see :class:`RegionLoss`.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
-
-    fixed_params = ("skip_absent",)
-
-    def __init__(
-        self,
-        *,
-        include_background: bool = True,
-        batch_dice: bool = False,
-        eps: float = 1e-6,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(
-            include_background=include_background,
-            batch_dice=batch_dice,
-            skip_absent=False,
-            eps=eps,
-            **kwargs,
-        )
 
     def per_image(self, inp: Prepared) -> Tensor:
         p = self.masked_probs(inp)
@@ -465,16 +451,22 @@ def wsdice_coefficient(
     return (2.0 * num + eps) / (den + eps)
 
 
-class _WSDiceMixin:
+class _WSDiceBase(_AllClassesRegionLoss):
     """Shared WSDice weights and the class-mean coefficient."""
 
-    v1: float
-    v2: float
-    eps: float
-    batch_dice: bool
-    include_background: bool
-
-    def _init_v(self, v1: float, v2: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        v1: float = 0.15,
+        v2: float | None = None,
+        include_background: bool = True,
+        batch_dice: bool = False,
+        eps: float = 1e-6,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            include_background=include_background, batch_dice=batch_dice, eps=eps, **kwargs
+        )
         self.v1 = check_float("v1", v1, 0.0, 0.5)
         self.v2 = 1.0 - self.v1 if v2 is None else check_float("v2", v2, 0.0, 1.0)
 
@@ -489,7 +481,7 @@ class _WSDiceMixin:
 
 
 @register("wsdice")
-class WSDiceLoss(_WSDiceMixin, RegionLoss):
+class WSDiceLoss(_WSDiceBase):
     """Weighted soft Dice, WSDice (Wang et al. 2020, eq. 4):
     ``1 - mean_c (2 sum Ghat G + eps) / (sum Ghat^2 + sum G^2 + eps)`` with
     ``G = w (2y - 1)``, ``Ghat = w (2p - 1)``, ``w = y (v2 - v1) + v1``.
@@ -507,27 +499,6 @@ class WSDiceLoss(_WSDiceMixin, RegionLoss):
         include_background, batch_dice, eps: see :class:`RegionLoss`.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
-
-    fixed_params = ("skip_absent",)
-
-    def __init__(
-        self,
-        *,
-        v1: float = 0.15,
-        v2: float | None = None,
-        include_background: bool = True,
-        batch_dice: bool = False,
-        eps: float = 1e-6,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(
-            include_background=include_background,
-            batch_dice=batch_dice,
-            skip_absent=False,
-            eps=eps,
-            **kwargs,
-        )
-        self._init_v(v1, v2)
 
     def per_image(self, inp: Prepared) -> Tensor:
         return 1.0 - self.wsdice_mean(inp)
