@@ -353,6 +353,19 @@ def test_segloss_predict_3d_checkpoint(
     np.testing.assert_array_equal(probs.argmax(-1), labels)  # same (X, Y, Z) layout
 
 
+def test_predict_3d_with_an_in_plane_tile(trained: Path, acdc_root: Path) -> None:
+    # the napari panel passes (tile, tile): a 3D model keeps the training patch depth
+    from napari_segloss.data.io import nifti_to_napari, read_nifti
+    from napari_segloss.engine.inference import predict
+
+    vol, _ = read_nifti(acdc_root / "images" / "patient1_frame01.nii.gz")
+    zyx, _ = nifti_to_napari(vol)
+    auto = predict(trained / "best.pt", zyx, device="cpu")
+    inplane = predict(trained / "best.pt", zyx, tile=(32, 32), device="cpu")
+    assert inplane[0].shape == auto[0].shape == zyx.shape
+    np.testing.assert_allclose(inplane[1], auto[1], atol=1e-5)  # same tiles as the patch
+
+
 def test_acdc_3d_config_is_valid() -> None:
     """The shipped config validates, builds its UNet3D and cuts patches (on the bundled volume,
     which has fewer slices than the patch: zero-padded along Z)."""

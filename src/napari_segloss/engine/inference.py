@@ -392,6 +392,9 @@ def predict(
     bilinearly, as the PM-Dice paper does for evaluation) — set ``resize=False`` to predict at
     native resolution instead.
 
+    ``tile`` defaults to the training crop (2D) or patch (3D); for a 3D model a two-value
+    ``(Y, X)`` tile keeps the patch's depth.
+
     Returns:
         ``labels`` (``uint8`` if ``K <= 255``, spatial shape of the input) and float32
         ``probs`` (``(K, *spatial)``, or ``(Z, K, Y, X)`` for a volume predicted slice by slice).
@@ -426,6 +429,11 @@ def predict(
                 f"image_np: expected a volume (Z, Y, X) or ({in_channels}, Z, Y, X) for this 3D "
                 f"model, got shape {image_np.shape}"
             )
+        if tile is not None and len(tile) == 2:
+            # an in-plane tile (what a 2D caller such as the napari panel knows): keep the
+            # training patch's depth
+            patch = _meta_get(meta, "patch")
+            tile = (int(patch[0]) if patch else int(chw.shape[1]), *tile)
     else:
         chw, is_stack = _channels_first(image_np, in_channels)
     # Normalise the whole input at once: a min-max scale then spans the whole volume.

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ._base import (
     TINY,
+    TOPK_EXCLUDED,
     PixelLoss,
     check_choice,
     check_float,
@@ -217,11 +218,11 @@ class TopKCELoss(PixelLoss):
             count = torch.full((ce.shape[0],), float(k_static), device=ce.device)
             return vals, idx, keep, count
         valid = inp.valid.amax(dim=1).flatten(1) if inp.valid.shape[1] > 1 else inp.valid.flatten(1)
-        scores = torch.where(valid > 0, ce, torch.full_like(ce, -math.inf))
+        scores = ce + (valid - 1.0) * TOPK_EXCLUDED  # invalid pixels rank last
         vals, idx = torch.topk(scores, k_static, dim=1, sorted=True)
         count = torch.ceil(self.k * valid.sum(1) / 100.0)
         keep = (torch.arange(k_static, device=ce.device).unsqueeze(0) < count.unsqueeze(1)).float()
-        vals = torch.where(keep > 0, vals, torch.zeros_like(vals))
+        vals = vals * keep
         return vals, idx, keep, count
 
     def per_image(self, inp: Prepared) -> Tensor:

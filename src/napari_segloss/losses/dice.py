@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ._base import (
     TINY,
+    TOPK_EXCLUDED,
     RegionLoss,
     _AllClassesRegionLoss,
     check_bool,
@@ -355,7 +356,7 @@ def topk_mask(candidate: Tensor, error: Tensor, k: float) -> Tensor:
     c = candidate.flatten(2)
     n = e.shape[-1]
     k_static = max(1, math.ceil(k * n / 100.0))
-    scores = torch.where(c > 0, e, torch.full_like(e, -math.inf))
+    scores = e + (c - 1.0) * TOPK_EXCLUDED  # non-candidates rank last (see TOPK_EXCLUDED)
     _, idx = torch.topk(scores, k_static, dim=-1, sorted=True)
     count = torch.ceil(k * c.sum(-1) / 100.0)  # (B, K)
     rank = torch.arange(k_static, device=e.device).view(1, 1, -1)
@@ -404,7 +405,7 @@ class FocalDiceZhaoLoss(_TopKDiceBase):
         y = inp.target
         neg = (y < 0.5).float() * _valid_for(inp)
         keep = topk_mask(neg, inp.probs.detach(), self.k)
-        return torch.where(neg > 0, keep, torch.ones_like(keep))
+        return keep + (1.0 - neg)  # negatives: kept or not; everything else: 1 (keep is 0 there)
 
 
 @register("topk_dice")
@@ -427,7 +428,7 @@ class TopKDiceLoss(_TopKDiceBase):
         y = inp.target
         pos = (y >= 0.5).float() * _valid_for(inp)
         keep = topk_mask(pos, 1.0 - inp.probs.detach(), self.k)
-        return torch.where(pos > 0, keep, torch.ones_like(keep))
+        return keep + (1.0 - pos)  # positives: kept or not; everything else: 1 (keep is 0 there)
 
 
 def wsdice_coefficient(

@@ -1,0 +1,146 @@
+"""Figures for docs/RESULTS.md from a ``segloss compare`` output folder.
+
+Usage::
+
+    python benchmarks/paper_figures.py bars  COMPARE_DIR OUT.png [--title T]
+    python benchmarks/paper_figures.py gamma COMPARE_DIR OUT.png [--title T]
+
+``bars``: mDice, mNSD, mPrec., mRec. per loss (seed 0 of each loss's runs, or the mean over
+seeds), with error bars = 95 % confidence interval of the mean over the test images (each
+image's value is its mean over the foreground classes). With one seed this is the only spread
+there is; it says how much the ordering could move with another test set, not with another
+training seed.
+
+``gamma``: the PM-Dice paper's fig. 3 on our data: mean Dice, precision and recall against the
+focusing parameter gamma, from the runs ``dice`` (gamma = 0), ``pm_dice:gamma=...`` and
+``pm_dice`` (gamma = 1, the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from napari_segloss.engine.compare import display_name
+from napari_segloss.plotting import bar_with_errors, plot_curves
+
+METRICS = (("dice", "mDice"), ("nsd", "mNSD"), ("precision", "mPrec."), ("recall", "mRec."))
+
+
+def per_image(eval_json: Path, metric: str) -> np.ndarray:
+    """One value per test image: the mean over its foreground classes (NaN skipped), in %."""
+    data = json.loads(eval_json.read_text())
+    values = []
+    for item in data["per_image"]:
+        per_class = {k: v for k, v in item["metrics"].items() if k not in ("0", "background")}
+        vals = [float(v.get(metric, math.nan)) for v in per_class.values()]
+        vals = [v for v in vals if math.isfinite(v)]
+        values.append(np.mean(vals) * 100 if vals else math.nan)
+    return np.asarray(values, dtype=float)
+
+
+def loss_runs(folder: Path) -> dict[str, list[Path]]:
+    """Loss spec -> the eval.json of its finished runs, in grid order (from ``runs.csv``)."""
+    table = folder / "runs.csv"
+    if not table.is_file():
+        raise SystemExit(f"{table}: not found (written when `segloss compare` finishes)")
+    runs: dict[str, list[Path]] = {}
+    with table.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            path = Path(row["run_dir"]) / "eval.json"
+            if row["status"] == "ok" and path.is_file():
+                runs.setdefault(row["loss"], []).append(path)
+    return runs
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95 % confidence interval (NaN skipped)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return math.nan, 0.0
+    half = 1.96 * v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else 0.0
+    return float(v.mean()), float(half)
+
+
+def bars(folder: Path, out: Path, title: str) -> None:
+    means: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, float]] = {}
+    for label, paths in loss_runs(folder).items():
+        if ":" in label:  # parameter sweeps go into the gamma figure
+            continue
+        name = display_name(label)
+        means[name], errors[name] = {}, {}
+        for metric, column in METRICS:
+            values = np.concatenate([per_image(p, metric) for p in paths])
+            means[name][column], errors[name][column] = mean_ci(values)
+    if not means:
+        raise SystemExit(f"{folder}: no runs with eval.json under runs/")
+    # one bar group per metric, one colour per loss (the paper compares losses within a metric)
+    fig = bar_with_errors(means, errors, ylabel="% (mean over test images, 95 % CI)", title=title)
+    fig.set_size_inches(max(9.0, 0.55 * len(means) * len(METRICS)), 4.8)
+    ax = fig.axes[0]
+    ax.legend(fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.savefig(out, dpi=110)
+
+
+def gamma_sweep(folder: Path, out: Path, title: str) -> None:
+    runs = loss_runs(folder)
+    points: dict[float, list[Path]] = {}
+    for label, paths in runs.items():
+        if label == "dice":
+            points[0.0] = paths
+        elif label == "pm_dice":
+            points[1.0] = paths
+        else:
+            m = re.fullmatch(r"pm_dice:gamma=([0-9.]+)", label)
+            if m:
+                points[float(m.group(1))] = paths
+    if len(points) < 2:
+        raise SystemExit(f"{folder}: need dice and pm_dice:gamma=... runs for a gamma sweep")
+    gammas = sorted(points)
+    curves, lows, highs = {}, {}, {}
+    for metric, column in METRICS:
+        stats = [mean_ci(np.concatenate([per_image(p, metric) for p in points[g]])) for g in gammas]
+        curves[column] = [s[0] for s in stats]
+        lows[column] = [s[0] - s[1] for s in stats]
+        highs[column] = [s[0] + s[1] for s in stats]
+    fig = plot_curves(
+        gammas,
+        curves,
+        xlabel="focusing parameter gamma (0 = Dice)",
+        ylabel="% (mean over test images)",
+        title=title,
+    )
+    ax = fig.axes[0]
+    for column in curves:
+        ax.fill_between(gammas, lows[column], highs[column], alpha=0.15)
+    ax.set_xticks(gammas)
+    fig.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("kind", choices=("bars", "gamma"))
+    ap.add_argument("folder", type=Path, help="a `segloss compare --output` folder")
+    ap.add_argument("out", type=Path, help="PNG to write")
+    ap.add_argument("--title", default="")
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if args.kind == "bars":
+        bars(args.folder, args.out, args.title or f"Losses on {args.folder.name}")
+    else:
+        gamma_sweep(args.folder, args.out, args.title or "PM Dice: effect of gamma")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""benchmarks/paper_tables.py: our compare table next to the PM-Dice paper's."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_tables.py"
+
+
+@pytest.fixture(scope="module")
+def paper_tables():
+    spec = importlib.util.spec_from_file_location("paper_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(folder: Path, rows: list[dict[str, str]]) -> None:
+    cols = sorted({k for r in rows for k in r})
+    lines = [",".join(cols)] + [",".join(r.get(c, "") for c in cols) for r in rows]
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_side_by_side_ranks_and_correlation(paper_tables, tmp_path: Path, capsys) -> None:
+    # paper mDice: pm_dice 90.61 > ce 89.56 > dice 88.76; ours in the reverse order
+    rows = [
+        {"loss": "ce", "name": "CE", "mDice_mean": "60.0", "mIoU_mean": "50.0"},
+        {"loss": "dice", "name": "Dice", "mDice_mean": "70.0", "mIoU_mean": "55.0"},
+        {"loss": "pm_dice", "name": "PM Dice", "mDice_mean": "50.0", "mIoU_mean": "nan"},
+        {"loss": "wsdice", "name": "WSDice", "mDice_mean": "65.0"},
+    ]
+    _write(tmp_path, rows)
+    assert paper_tables.main(["kvasir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| CE | 60.00 / 89.56 | 50.00 / 83.76 |" in text
+    assert "| PM Dice | 50.00 / 90.61 | – / 85.37 |" in text
+    assert text.splitlines()[2].endswith("| 2 (2) |")  # CE: second in both
+    assert "| 3 (1) |" in text  # PM Dice: last of three here, first in the paper
+    assert "2 (not in paper)" in text  # WSDice ranks 2nd of all four of ours
+    assert "correlation of the two orderings: -1.00" in text
+
+
+def test_acdc_has_per_class_columns(paper_tables, tmp_path: Path, capsys) -> None:
+    _write(tmp_path, [{"loss": "dice", "name": "Dice", "mDice_mean": "80", "Dice LV_mean": "90"}])
+    paper_tables.main(["acdc", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert "Dice LV ours / paper" in text and "90.00 / 94.80" in text
+
+
+def test_missing_results_is_a_clear_error(paper_tables, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"results\.csv: not found"):
+        paper_tables.main(["kvasir", str(tmp_path)])
+
+
+# --------------------------------------------------------------------- benchmarks/paper_figures.py
+FIGURES = SCRIPT.with_name("paper_figures.py")
+
+
+@pytest.fixture(scope="module")
+def paper_figures():
+    spec = importlib.util.spec_from_file_location("paper_figures", FIGURES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_compare(root: Path, dice_by_loss: dict[str, list[float]]) -> Path:
+    import json
+
+    lines = ["loss,seed,status,mDice,run_dir,error"]
+    for k, (loss, dices) in enumerate(dice_by_loss.items()):
+        run = root / "runs" / f"run{k}" / "seed0"
+        run.mkdir(parents=True)
+        per_image = [
+            {"name": f"im{i}", "metrics": {"1": {"dice": d, "nsd": d, "precision": d, "recall": d}}}
+            for i, d in enumerate(dices)
+        ]
+        (run / "eval.json").write_text(json.dumps({"per_image": per_image}))
+        lines.append(f"{loss},0,ok,{100 * sum(dices) / len(dices)},{run},")
+    lines.append(f"ce,1,failed,,{root / 'runs' / 'missing'},boom")
+    (root / "runs.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_per_image_means_and_ci(paper_figures, tmp_path: Path) -> None:
+    root = _fake_compare(tmp_path, {"ce": [0.5, 0.7, 0.9]})
+    runs = paper_figures.loss_runs(root)
+    assert list(runs) == ["ce"] and len(runs["ce"]) == 1  # the failed seed is left out
+    values = paper_figures.per_image(runs["ce"][0], "dice")
+    assert values.tolist() == pytest.approx([50.0, 70.0, 90.0])
+    mean, half = paper_figures.mean_ci(values)
+    assert mean == pytest.approx(70.0)
+    assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
+
+
+def test_bars_and_gamma_sweep_write_pngs(paper_figures, tmp_path: Path) -> None:
+    root = _fake_compare(
+        tmp_path / "cmp",
+        {
+            "dice": [0.6, 0.7],
+            "pm_dice": [0.7, 0.8],
+            "pm_dice:gamma=2": [0.75, 0.8],
+            "ce": [0.5, 0.6],
+        },
+    )
+    assert paper_figures.main(["bars", str(root), str(tmp_path / "bars.png")]) == 0
+    assert paper_figures.main(["gamma", str(root), str(tmp_path / "gamma.png")]) == 0
+    assert (tmp_path / "bars.png").stat().st_size > 10_000
+    assert (tmp_path / "gamma.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="gamma sweep"):
+        paper_figures.gamma_sweep(
+            _fake_compare(tmp_path / "one", {"ce": [0.5]}), tmp_path / "x.png", ""
+        )
