@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart (the README's main job): set up a virtual environment, install napari-segloss,
-# train a small PM-Dice U-Net on the bundled Kvasir-SEG samples (CPU when there is no GPU,
-# about a minute on 2 cores), then segment a bundled image with the trained model.
+# train a small PM-Dice U-Net on 32 bundled Kvasir-SEG pairs (CPU when there is no GPU, about a
+# minute on 2 cores), then segment the three bundled `kvasir` frames it never saw and score them.
 #
 #   bash scripts/quickstart.sh            # from anywhere; works on a fresh machine with python3
 #   PYTHON=python3.12 bash scripts/quickstart.sh
@@ -41,12 +41,15 @@ THREADS="${SEGLOSS_THREADS:-1}"
 echo ">>> training (segloss train --config training/configs/quickstart.yaml)"
 segloss train --config training/configs/quickstart.yaml --threads "$THREADS" --set "output=$RUN_DIR" "$@"
 
-IMAGE="$(python -c "from napari_segloss.samples import sample_files; print(sample_files('kvasir')[1][0])")"
-echo ">>> predicting a bundled image: $IMAGE"
-segloss predict --checkpoint "$RUN_DIR/best.pt" --input "$IMAGE" --output "$RUN_DIR/predictions" --probs --threads "$THREADS"
+SAMPLES="$(python -c "from napari_segloss.samples import sample_pairs_dir; print(sample_pairs_dir('kvasir'))")"
+echo ">>> segmenting the 3 bundled kvasir frames (not seen in training): $SAMPLES/images"
+segloss predict --checkpoint "$RUN_DIR/best.pt" --input "$SAMPLES/images" --output "$RUN_DIR/predictions" --probs --threads "$THREADS"
+
+echo ">>> scoring them against their masks"
+segloss evaluate --pred "$RUN_DIR/predictions" --gt "$SAMPLES/masks" --threads "$THREADS"
 
 echo
 echo "Done. Outputs:"
 echo "  run directory:   $ROOT/$RUN_DIR  (config.yaml, metrics.csv, checkpoint.pt, best.pt, eval.json)"
-echo "  prediction:      $ROOT/$RUN_DIR/predictions  (label PNG {0,1} + probabilities TIFF)"
-echo "  open in napari:  napari $IMAGE $ROOT/$RUN_DIR/predictions"
+echo "  predictions:     $ROOT/$RUN_DIR/predictions  (label PNGs {0,1}, probability TIFFs, evaluation CSV/Markdown)"
+echo "  open in napari:  napari $SAMPLES/images/*.jpg, then Plugins > napari-segloss > Predict & Compare with $RUN_DIR/best.pt"

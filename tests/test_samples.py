@@ -24,7 +24,21 @@ KVASIR_FOREGROUND = [0.111, 0.024, 0.436]
 
 
 def test_list_samples() -> None:
-    assert list_samples() == ["acdc", "kvasir"]
+    assert list_samples() == ["acdc", "kvasir", "kvasir_train"]
+
+
+def test_kvasir_train_is_disjoint_from_the_kvasir_frames() -> None:
+    # the quickstart trains on kvasir_train and scores on kvasir: no image may be in both
+    train = sample_files("kvasir_train")
+    assert len(train) == 32
+    assert not {p.stem for p, _ in train} & {p.stem for p, _ in sample_files("kvasir")}
+    fractions = []
+    for index in (0, 15, 31):
+        image, mask = load_sample("kvasir_train", index)
+        assert image.ndim == 3 and image.shape[1] == 192 and image.shape[:2] == mask.shape
+        assert set(np.unique(mask)) == {0, 1}
+        fractions.append(mask.mean())
+    assert 0.0 < min(fractions) and max(fractions) < 0.7
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -59,7 +73,7 @@ def test_load_acdc_napari_order() -> None:
 @pytest.mark.parametrize(
     ("name", "index", "match"),
     [
-        ("mnist", 0, r"name must be one of \['acdc', 'kvasir'\], got 'mnist'"),
+        ("mnist", 0, r"name must be one of \['acdc', 'kvasir', 'kvasir_train'\], got 'mnist'"),
         ("kvasir", 3, r"index must be in \[-3, 2\] for sample 'kvasir' \(3 pair\(s\)\), got 3"),
         ("acdc", 1, r"index must be in \[-1, 0\].*got 1"),
         ("kvasir", 1.0, r"index must be an int, got float"),

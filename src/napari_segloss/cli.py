@@ -13,7 +13,7 @@ Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends
 
 Config conveniences handled here (so that YAML files stay portable):
 
-* ``data.root: bundled:kvasir`` (or ``bundled:acdc``) is the sample data shipped inside the
+* ``data.root: bundled:kvasir`` (or ``bundled:kvasir_train``, ``bundled:acdc``) is the sample data shipped inside the
   package (resolved by ``data.datasets.resolve_root``), so the quickstart needs no download.
 * ``data.root: ???`` is a placeholder the user must fill (``--set data.root=/path``); it is
   reported as such instead of as a missing folder called ``???``.

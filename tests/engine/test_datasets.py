@@ -333,6 +333,14 @@ def test_bundled_samples_root() -> None:
         build_datasets(load_config({"data": {"root": "bundled:nope"}}))
 
 
+def test_quickstart_config_trains_on_kvasir_train() -> None:
+    # the README's main job: 32 bundled pairs split 26 / 6, none of them a `kvasir` sample frame
+    config = Path(__file__).resolve().parents[2] / "training" / "configs" / "quickstart.yaml"
+    tr, va = build_datasets(load_config(config))
+    assert (len(tr), len(va)) == (26, 6)
+    assert tr.validate(num_classes=2)["max_label"] == 1
+
+
 @pytest.mark.shared_data
 def test_real_kvasir_protocol(kvasir_dir: Path) -> None:
     cfg = load_config(
