@@ -347,7 +347,7 @@ def test_loss_surface_linear_model_hand_computed():
             w = 2.0 + a * float(d1[0]) + b * float(d2[0])
             assert values[i, j] == pytest.approx(w * 5.5, rel=1e-6)
     # weights and mode restored
-    assert float(model.weight) == 2.0 and model.training
+    assert float(model.weight.detach()) == 2.0 and model.training
 
 
 def test_loss_surface_centre_equals_model_loss():
