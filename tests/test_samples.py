@@ -135,3 +135,10 @@ def test_samples_match_shared_originals(kvasir_dir: Path, acdc_dir: Path) -> Non
     for sub, arr in (("labels", labels), ("images", image)):
         ref = np.asarray(nib.load(acdc_dir / sub / "patient080_frame01.nii.gz").dataobj)
         assert np.array_equal(arr, ref.T)
+
+
+@pytest.mark.parametrize("name", ["kvasir", "kvasir_train", "acdc"])
+def test_loaded_arrays_are_writable(name: str) -> None:
+    # torch.from_numpy warns on read-only arrays, and notebooks edit masks in place
+    image, mask = load_sample(name, 0)
+    assert image.flags.writeable and mask.flags.writeable

@@ -117,7 +117,9 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
             elif img.mode not in ("1", "L", "P", "RGB", "RGBA", "I", "F"):
                 # CMYK, YCbCr, ... -> RGB so callers only ever see gray or RGB(A).
                 img = img.convert("RGB")
-            return np.asarray(img)
+            # np.array, not np.asarray: Pillow's buffer is read-only, and torch.from_numpy
+            # (and in-place edits in notebooks) need a writable array
+            return np.array(img)
     except Exception as exc:  # decoder errors come in many types (OSError, SyntaxError, ...)
         raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
 
