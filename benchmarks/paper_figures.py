@@ -5,8 +5,8 @@ Usage::
     python benchmarks/paper_figures.py bars  COMPARE_DIR OUT.png [--title T]
     python benchmarks/paper_figures.py gamma COMPARE_DIR OUT.png [--title T]
 
-``bars``: mDice, mNSD, mPrec., mRec. per loss (seed 0 of each loss's runs, or the mean over
-seeds), with error bars = 95 % confidence interval of the mean over the test images (each
+``bars``: mDice, mNSD, mPrec., mRec. per loss (one panel per metric, the best bar in red;
+the runs of all seeds of a loss pooled), with error bars = 95 % confidence interval of the mean over the test images (each
 image's value is its mean over the foreground classes). With one seed this is the only spread
 there is; it says how much the ordering could move with another test set, not with another
 training seed.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_segloss.engine.compare import display_name
-from napari_segloss.plotting import bar_with_errors, plot_curves
+from napari_segloss.plotting import plot_curves
 
 METRICS = (("dice", "mDice"), ("nsd", "mNSD"), ("precision", "mPrec."), ("recall", "mRec."))
 
@@ -69,6 +69,8 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 
 def bars(folder: Path, out: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
     means: dict[str, dict[str, float]] = {}
     errors: dict[str, dict[str, float]] = {}
     for label, paths in loss_runs(folder).items():
@@ -81,11 +83,24 @@ def bars(folder: Path, out: Path, title: str) -> None:
             means[name][column], errors[name][column] = mean_ci(values)
     if not means:
         raise SystemExit(f"{folder}: no runs with eval.json under runs/")
-    # one bar group per metric, one colour per loss (the paper compares losses within a metric)
-    fig = bar_with_errors(means, errors, ylabel="% (mean over test images, 95 % CI)", title=title)
-    fig.set_size_inches(max(9.0, 0.55 * len(means) * len(METRICS)), 4.8)
-    ax = fig.axes[0]
-    ax.legend(fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    # one panel per metric, one horizontal bar per loss (in grid order, top to bottom)
+    names = list(means)
+    fig, axes = plt.subplots(
+        1, len(METRICS), figsize=(3.2 * len(METRICS) + 2.2, 0.32 * len(names) + 1.6),
+        sharey=True, constrained_layout=True,
+    )  # fmt: skip
+    ypos = np.arange(len(names))[::-1]
+    for ax, (_, column) in zip(axes, METRICS, strict=True):
+        vals = [means[n][column] for n in names]
+        errs = [errors[n][column] for n in names]
+        ax.barh(ypos, vals, xerr=errs, capsize=2, color="tab:blue", alpha=0.8)
+        best = int(np.nanargmax(vals))
+        ax.barh(ypos[best], vals[best], color="tab:red", alpha=0.8)
+        ax.set_title(column)
+        ax.set_xlabel("% (95 % CI over test images)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ypos, names)
+    fig.suptitle(title, fontsize=10)
     fig.savefig(out, dpi=110)
 
 

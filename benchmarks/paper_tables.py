@@ -122,8 +122,9 @@ def side_by_side(dataset: str, rows: list[dict[str, str]]) -> str:
     rho = spearman(ours_dice, paper_dice)
     lines.append("")
     lines.append(
-        f"Ranks by mDice among the {len(shared)} losses that are in both tables; Spearman rank "
-        f"correlation of the two orderings: {fmt(rho)} (1 = same order, 0 = unrelated)."
+        f"Ranks by mDice among the {len(shared)} losses that are in both tables (rows not in "
+        f"the paper: rank among all {len(ours_dice)} rows here); Spearman rank correlation of "
+        f"the two orderings: {fmt(rho)} (1 = same order, 0 = unrelated, -1 = reversed)."
     )
     return "\n".join(lines)
 

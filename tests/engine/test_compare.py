@@ -48,6 +48,7 @@ def test_parse_loss_spec_rejects(spec: str) -> None:
         ("focal+pm_dice", "Focal CE + PM Dice"),
         ("topk_ce+topk_dice", "TopK CE + TopK Dice"),
         ("pm_dice:gamma=2", "PM Dice (gamma=2)"),
+        ("focal_log_wsdice", "Focal − log(WSDice)"),
         ("my_loss", "my_loss"),
     ],
 )

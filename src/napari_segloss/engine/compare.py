@@ -70,6 +70,10 @@ _DISPLAY = {
     "focal_tversky": "Focal Tversky",
     "unified_focal": "Unified Focal",
     "asymmetric_unified_focal": "Asymmetric Unified Focal",
+    "mixed_focal": "Mixed Focal",
+    "combo": "Combo",
+    "cosine_tversky": "Cosine Tversky",
+    "focal_log_wsdice": "Focal − log(WSDice)",
 }
 
 
