@@ -10,12 +10,17 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_tables.py"
 
 
-@pytest.fixture(scope="module")
-def paper_tables():
-    spec = importlib.util.spec_from_file_location("paper_tables", SCRIPT)
+def _load_script(path: Path):
+    """Import a benchmarks/ script (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def paper_tables():
+    return _load_script(SCRIPT)
 
 
 def _write(folder: Path, rows: list[dict[str, str]]) -> None:
@@ -61,10 +66,7 @@ FIGURES = SCRIPT.with_name("paper_figures.py")
 
 @pytest.fixture(scope="module")
 def paper_figures():
-    spec = importlib.util.spec_from_file_location("paper_figures", FIGURES)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script(FIGURES)
 
 
 def _fake_compare(root: Path, dice_by_loss: dict[str, list[float]]) -> Path:
