@@ -346,6 +346,9 @@ def test_find_pairs_nifti(tmp_path: Path) -> None:
         ("p1.nii.gz", "p1.nii.gz"),
         ("p2.nii.gz", "p2.nii.gz"),
     ]
+    assert find_pairs(tmp_path, "images", "labels", nifti=True) == pairs
+    with pytest.raises(ValueError, match="images"):  # 2D extensions find no volumes
+        find_pairs(tmp_path, "images", "labels")
 
 
 @settings(

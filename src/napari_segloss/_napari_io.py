@@ -34,7 +34,7 @@ import numpy as np
 from .data.io import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
-    _find_pairs_of,
+    find_pairs,
     is_nifti,
     nifti_to_napari,
     path_stem,
@@ -153,7 +153,7 @@ def read_pair_folder(
     volumetric = not _folder_has(root / "images", IMAGE_EXTENSIONS) and _folder_has(
         root / "images", NIFTI_EXTENSIONS
     )
-    pairs = _find_pairs_of(root, "images", masks, nifti=volumetric)
+    pairs = find_pairs(root, "images", masks, nifti=volumetric)
 
     if volumetric:
         _check_separate_count(root, len(pairs), "NIfTI volumes are opened one layer pair each")

@@ -78,10 +78,10 @@ def layer_pairs(
 def inspect_folder(root: Path, kind: str, masks: str, probe: int = 8) -> tuple[int, int]:
     """``(in_channels, model classes)`` from the first ``probe`` pairs of a data folder, so a
     new model fits the data (1 output channel for binary masks, K for labels 0..K-1)."""
-    from napari_segloss.data.io import _find_pairs_of, read_image, read_mask, read_nifti
+    from napari_segloss.data.io import find_pairs, read_image, read_mask, read_nifti
 
     try:
-        pairs = _find_pairs_of(root, "images", masks, nifti=kind == "nifti")
+        pairs = find_pairs(root, "images", masks, nifti=kind == "nifti")
         if kind == "nifti":
             in_channels = 1
             top = max(int(read_nifti(m)[0].max()) for _, m in pairs[:probe])

@@ -612,7 +612,7 @@ def _split_pairs(
 
 
 def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
-    from .io import _find_pairs_of
+    from .io import find_pairs
 
     d = cfg.data
     root = resolve_root(d.root)
@@ -624,7 +624,7 @@ def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
                 f"(sub-folders of data.root: {', '.join(found) or 'none'})"
             )
     try:
-        pairs = _find_pairs_of(root, d.images, d.masks, nifti=d.kind == "nifti")
+        pairs = find_pairs(root, d.images, d.masks, nifti=d.kind == "nifti")
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     return pairs, root

@@ -226,14 +226,17 @@ def find_pairs(
     *,
     image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
     mask_extensions: Sequence[str] = MASK_EXTENSIONS,
+    nifti: bool = False,
 ) -> list[tuple[Path, Path]]:
     """Match ``root/images/*`` with ``root/masks/*`` by file stem (extensions may differ).
 
     Returns ``(image, mask)`` paths sorted by stem. Hidden files and files with other extensions
     are ignored. Raises ``ValueError`` naming the unmatched files (in both directions), an empty
-    or missing folder, or two files with one stem. For NIfTI volumes pass
-    ``image_extensions=NIFTI_EXTENSIONS, mask_extensions=NIFTI_EXTENSIONS`` (``.nii.gz`` handled).
+    or missing folder, or two files with one stem. ``nifti=True`` matches NIfTI volumes
+    (``NIFTI_EXTENSIONS`` for both folders, ``.nii.gz`` handled) instead of 2D files.
     """
+    if nifti:
+        image_extensions = mask_extensions = NIFTI_EXTENSIONS
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"root must be an existing folder, got {str(root)!r}")
@@ -257,21 +260,6 @@ def find_pairs(
             "unmatched image/mask files (matched by file stem): " + "; ".join(problems)
         )
     return [(image_files[s], mask_files[s]) for s in sorted(image_files)]
-
-
-def _find_pairs_of(
-    root: str | Path, images: str, masks: str, *, nifti: bool
-) -> list[tuple[Path, Path]]:
-    # find_pairs of NIfTI volumes (nifti=True) or of 2D image/mask files.
-    if nifti:
-        return find_pairs(
-            root,
-            images,
-            masks,
-            image_extensions=NIFTI_EXTENSIONS,
-            mask_extensions=NIFTI_EXTENSIONS,
-        )
-    return find_pairs(root, images, masks)
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import (
-    _find_pairs_of,
+    find_pairs,
     nifti_to_napari,
     read_image,
     read_mask,
@@ -63,7 +63,7 @@ def sample_pairs_dir(name: str = "kvasir") -> Path:
 def sample_files(name: str) -> list[tuple[Path, Path]]:
     """``(image, mask)`` file paths of the sample ``name``, sorted by file name."""
     sub, images, masks, volumetric = _check_name(name)
-    return _find_pairs_of(SAMPLES_DIR / sub, images, masks, nifti=volumetric)
+    return find_pairs(SAMPLES_DIR / sub, images, masks, nifti=volumetric)
 
 
 def load_sample(name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
