@@ -55,6 +55,15 @@ class DataError(ValueError):
     """Bad training data, described in one line naming the file or config key."""
 
 
+def add_label_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``total + counts`` for per-label pixel counts (``np.bincount``) of different lengths:
+    the running total of :meth:`SegmentationDataset.validate` grows with the highest label."""
+    if counts.size > total.size:
+        total = np.pad(total, (0, counts.size - total.size))
+    total[: counts.size] += counts
+    return total
+
+
 class SegmentationDataset(Dataset):
     """Base class: caching, resizing, validation, normalisation and paired augmentation.
 
@@ -285,9 +294,7 @@ class SegmentationDataset(Dataset):
                 )
             sizes.add(hw)
             max_label = max(max_label, top)
-            if counts.size > class_pixels.size:
-                class_pixels = np.pad(class_pixels, (0, counts.size - class_pixels.size))
-            class_pixels[: counts.size] += counts
+            class_pixels = add_label_counts(class_pixels, counts)
         if need_uniform_size and len(sizes) > 1:
             some = sorted(sizes)[:2]
             raise DataError(

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import DataError, NiftiSliceDataset, SegmentationDataset
+from .datasets import DataError, NiftiSliceDataset, SegmentationDataset, add_label_counts
 
 __all__ = ["NiftiPatchDataset"]
 
@@ -302,9 +302,7 @@ class NiftiPatchDataset(NiftiSliceDataset):
                 self._foreground_voxels(v, label)  # before DataLoader workers fork
             shapes.add(tuple(label.shape))
             max_label = max(max_label, top)
-            if counts.size > class_pixels.size:
-                class_pixels = np.pad(class_pixels, (0, counts.size - class_pixels.size))
-            class_pixels[: counts.size] += counts
+            class_pixels = add_label_counts(class_pixels, counts)
         return {
             "count": len(self),
             "max_label": max_label,

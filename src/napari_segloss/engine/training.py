@@ -359,9 +359,8 @@ def _evaluate(
             device=device,
             num_classes=num_classes,
             amp_dtype=amp_dtype,
-            channels_last=channels_last,
             surface=surface,
-        )
+        )  # sliding_window_predict makes CUDA tiles channels-last (3D) itself
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=0)
@@ -400,7 +399,6 @@ def _evaluate_volumes(
     device: torch.device,
     num_classes: int,
     amp_dtype: torch.dtype | None,
-    channels_last: bool,
     surface: bool,
 ) -> tuple[float, int, list[dict[int, dict[str, float]]]]:
     """:func:`_evaluate` for 3D patch datasets: each whole volume is predicted with 3D sliding
@@ -413,7 +411,6 @@ def _evaluate_volumes(
 
     was_training = model.training
     model.eval()
-    del channels_last  # sliding_window_predict makes CUDA tiles channels-last (3D) itself
     patch = tuple(int(p) for p in dataset.patch)  # type: ignore[attr-defined]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     results: list[dict[int, dict[str, float]]] = []
