@@ -36,6 +36,12 @@ _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 UNET3D = "UNet3D"
 
 
+def _is_weights_path(weights: str) -> bool:
+    """``model.encoder_weights`` names a local file (a weights suffix or a path separator),
+    not a pretrained-weights name such as ``"imagenet"``."""
+    return Path(weights).suffix in _WEIGHT_SUFFIXES or "/" in weights or "\\" in weights
+
+
 def spatial_dims_of(arch: str) -> int:
     """3 for the 3D network (``UNet3D``), 2 for every smp architecture."""
     return 3 if str(arch).lower() == UNET3D.lower() else 2
@@ -170,9 +176,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
     weights = cfg.encoder_weights
     local: Path | None = None
-    if weights is not None and (
-        Path(weights).suffix in _WEIGHT_SUFFIXES or "/" in weights or "\\" in weights
-    ):
+    if weights is not None and _is_weights_path(weights):
         local, weights = Path(weights).expanduser(), None
         if not local.is_file():
             raise ConfigError(f"config key 'model.encoder_weights': file not found: {str(local)!r}")
@@ -214,11 +218,10 @@ def _build_unet3d(cfg: ModelConfig) -> nn.Module:
 
     weights = cfg.encoder_weights
     local = None if weights is None else Path(weights).expanduser()
-    if weights is not None and local is not None and not local.is_file():
-        looks_like_file = Path(weights).suffix in _WEIGHT_SUFFIXES or "/" in weights
+    if weights is not None and not local.is_file():
         raise ConfigError(
             f"config key 'model.encoder_weights': file not found: {str(local)!r}"
-            if looks_like_file
+            if _is_weights_path(weights)
             else f"config key 'model.encoder_weights': {UNET3D} has no downloadable pretrained "
             f"weights ({weights!r}); use null or a local weights file (.pt/.pth/.safetensors)"
         )
