@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import re
@@ -33,11 +34,16 @@ from napari_segloss.plotting import plot_curves
 METRICS = (("dice", "mDice"), ("nsd", "mNSD"), ("precision", "mPrec."), ("recall", "mRec."))
 
 
+@functools.cache
+def _per_image_metrics(eval_json: Path) -> list[dict]:
+    # every figure reads each metric of each run: parse each eval.json once
+    return json.loads(eval_json.read_text())["per_image"]
+
+
 def per_image(eval_json: Path, metric: str) -> np.ndarray:
     """One value per test image: the mean over its foreground classes (NaN skipped), in %."""
-    data = json.loads(eval_json.read_text())
     values = []
-    for item in data["per_image"]:
+    for item in _per_image_metrics(eval_json):
         per_class = {k: v for k, v in item["metrics"].items() if k not in ("0", "background")}
         vals = [float(v.get(metric, math.nan)) for v in per_class.values()]
         vals = [v for v in vals if math.isfinite(v)]
@@ -68,6 +74,11 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
+def pooled_ci(paths: list[Path], metric: str) -> tuple[float, float]:
+    """:func:`mean_ci` over the test images of all runs in ``paths`` (e.g. one loss's seeds)."""
+    return mean_ci(np.concatenate([per_image(p, metric) for p in paths]))
+
+
 def bars(folder: Path, out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -79,8 +90,7 @@ def bars(folder: Path, out: Path, title: str) -> None:
         name = display_name(label)
         means[name], errors[name] = {}, {}
         for metric, column in METRICS:
-            values = np.concatenate([per_image(p, metric) for p in paths])
-            means[name][column], errors[name][column] = mean_ci(values)
+            means[name][column], errors[name][column] = pooled_ci(paths, metric)
     if not means:
         raise SystemExit(f"{folder}: no runs with eval.json under runs/")
     # one panel per metric, one horizontal bar per loss (in grid order, top to bottom)
@@ -121,7 +131,7 @@ def gamma_sweep(folder: Path, out: Path, title: str) -> None:
     gammas = sorted(points)
     curves, lows, highs = {}, {}, {}
     for metric, column in METRICS:
-        stats = [mean_ci(np.concatenate([per_image(p, metric) for p in points[g]])) for g in gammas]
+        stats = [pooled_ci(points[g], metric) for g in gammas]
         curves[column] = [s[0] for s in stats]
         lows[column] = [s[0] - s[1] for s in stats]
         highs[column] = [s[0] + s[1] for s in stats]
