@@ -259,7 +259,12 @@ def test_ctrl_c_in_a_run_stops_the_whole_grid(tmp_path: Path) -> None:
 
     def interrupted(cfg: Any, resume: bool = False) -> dict[str, Any]:
         calls.append(cfg)
-        return {"type": "done", "stopped": True, "reason": "interrupted (Ctrl-C)"}
+        return {
+            "type": "done",
+            "stopped": True,
+            "reason": "interrupted (Ctrl-C)",
+            "interrupted": True,
+        }
 
     with pytest.raises(KeyboardInterrupt):
         run_compare(

@@ -137,6 +137,7 @@ def test_resume_matches_an_uninterrupted_run(
     cfg = make_cfg(data_root, tmp_path / "b")
     first = train(cfg, should_stop=should_stop, progress=False)
     assert first["stopped"] and "stopped by request" in first["reason"]
+    assert not first["interrupted"]  # the Stop button is not Ctrl-C
     assert first["iteration"] == stop_after
     ck = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert (ck["iteration"], ck["epoch"], ck["epoch_step"]) == (
@@ -199,6 +200,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> 
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs in background
     done = train(make_cfg(data_root, out), should_stop=press_ctrl_c, progress=False)
     assert done["stopped"] and done["reason"].startswith("interrupted (Ctrl-C)")
+    assert done["interrupted"]  # compare stops its whole grid on this
     # raised before step 2 ran? no: the flag is checked at the next step boundary
     ck = load_checkpoint(out / "checkpoint.pt")
     assert ck["iteration"] == 2 and ck["epoch_step"] == 2

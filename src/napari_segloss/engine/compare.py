@@ -338,12 +338,13 @@ def run_compare(
             log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
             try:
                 cfg = load_fn(run_tree, run_overrides)
-                result = train_fn(cfg, resume=resume)
-                reason = str((result or {}).get("reason") or "")
-                if reason.startswith(("interrupted", "terminated")):
+                result = train_fn(cfg, resume=resume) or {}
+                if result.get("interrupted"):
                     # training caught Ctrl-C/SIGTERM and saved a checkpoint: the user wants the
                     # whole grid to stop, not the next run to start
-                    log(f"{tag}: {reason}; stopping (run the same command again to resume)")
+                    log(
+                        f"{tag}: {result.get('reason')}; stopping (run the same command again to resume)"
+                    )
                     raise KeyboardInterrupt
             except KeyboardInterrupt:
                 raise

@@ -559,7 +559,8 @@ def iter_train(
     "epoch", "iteration", "max_iterations", "loss", "lr"}`` every ``train.log_every`` steps and at
     each epoch end (``loss`` is the mean since the previous step event), ``{"type": "epoch",
     "epoch", "train_loss", "val_loss", "val_dice", "metrics"}`` and finally ``{"type": "done",
-    "run_dir", "checkpoint", "best_checkpoint", "best_dice", "stopped", "reason"}``.
+    "run_dir", "checkpoint", "best_checkpoint", "best_dice", "stopped", "reason",
+    "interrupted"}``.
 
     Args:
         cfg: a :class:`TrainConfig` (or anything :func:`load_config` takes).
@@ -1036,6 +1037,8 @@ def _run(
         "best_dice": None if best_dice == -math.inf else best_dice,
         "stopped": stopped,
         "reason": reason,
+        # Ctrl-C / SIGTERM (not the Stop button): callers running several trainings stop too
+        "interrupted": interrupts.reason is not None,
         "epochs": len(history),
         "iteration": iteration,
         "eval": eval_summary,
