@@ -518,3 +518,28 @@ def test_pixel_label_fast_path_matches_onehot_path(name, kw, c, ignore) -> None:
     va.sum().backward()
     vb.sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.5])
+@pytest.mark.parametrize("extra", [{}, {"ignore_index": 255}])
+def test_label_fast_path_twice_backward_and_uneven_pixel_runs(gamma, extra) -> None:
+    # 7x9 = 63 pixels: three 16-pixel runs of the per-class label sums plus a 15-pixel tail;
+    # the hand-written backward consumes its saved buffer, so a second backward through the
+    # same graph (retain_graph=True) must rebuild it and give the same gradient
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 7, 9, generator=g) * 2
+    y = torch.randint(0, 3, (2, 7, 9), generator=g)
+    if extra:
+        y[0, :2] = 255
+    oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), 3).permute(0, 3, 1, 2).float()
+    soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
+    loss = get_loss("pm_dice", gamma=gamma, reduction="none", **extra)
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    va, vb = loss(xa, y), loss(xb, soft)
+    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
+    (first,) = torch.autograd.grad(va.sum(), xa, retain_graph=True)
+    (second,) = torch.autograd.grad(va.sum(), xa)
+    (ref,) = torch.autograd.grad(vb.sum(), xb)
+    torch.testing.assert_close(first, ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)

@@ -62,106 +62,154 @@ def modulated_dice(
     return (2.0 * inter + eps) / (den + eps), y_sum
 
 
-def _class_sums(labels: Tensor, values: Tensor, num_classes: int) -> Tensor:
-    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N) tensors.
+#: pixels per sequential scatter_add run in :func:`_class_sums`
+_SUM_CHUNK = 16
 
-    scatter_add accumulates one element at a time, so in float32 its relative error grows with
-    N (about 1e-4 on a 256x256 image): enough to shift ``1 - Dice`` of a confident prediction,
-    a difference of nearly equal sums, by 10%. Accumulating in float64 keeps the sums exact to
-    float32 rounding; the (B, N) inputs are one class-plane in size, so this costs little.
+
+def _class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
+    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
+    tensors, float32 (B, K); ``values=None`` counts the pixels.
+
+    scatter_add accumulates one element after the other, so in float32 its relative error
+    grows with N (about 1e-4 on a 256x256 image): enough to shift ``1 - Dice`` of a confident
+    prediction, a difference of nearly equal sums, by 10%. Summing runs of 16 pixels per
+    class and adding the run totals in float64 keeps the error at float32 rounding without a
+    float64 copy of the inputs (on CPU every full-size temporary costs page faults).
     """
-    out = values.new_zeros(values.shape[0], num_classes, dtype=torch.float64)
-    return out.scatter_add_(1, labels, values.double()).to(values.dtype)
+    b, n = labels.shape
+    if values is None:
+        values = torch.ones((), device=labels.device).expand(b, n)
+    m = n // _SUM_CHUNK
+    n0 = m * _SUM_CHUNK
+    runs = values.new_zeros(b, m, num_classes).scatter_add_(
+        2,
+        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
+        values[:, :n0].reshape(b, m, _SUM_CHUNK),
+    )
+    total = runs.sum(1, dtype=torch.float64)
+    if n0 < n:
+        total.scatter_add_(1, labels[:, n0:], values[:, n0:].double())
+    return total.float()
 
 
-class _HardLabelDiceSums(torch.autograd.Function):
-    """Per-class sums of the PM-Dice eq. 5 form for hard integer labels, without a one-hot
-    tensor: ``I = sum m y p``, ``S = sum m p^s`` and ``Y = sum m y^2`` with ``s = 2``
-    (squared) or 1, ``m = |y - p|^gamma`` (no gradient). At non-label entries ``m = p^gamma``,
-    at the label entry ``m = (1 - p)^gamma``, so the full-tensor work is one product
-    ``p^(gamma + s)`` whose label entries are replaced (``scatter_``; a broadcast
-    ``torch.where`` on a boolean label mask is far slower on CPU) before the sum.
-    Summing first and subtracting the label entries afterwards would save that pass but cancels
-    catastrophically in float32 for confident predictions (a difference of two nearly equal
-    sums). The backward pass is written out (m held constant, as eq. 5 requires):
-    ``dS/dp = s p^(gamma + s - 1)`` off-label and ``dI/dp = m``, ``dS/dp = s m p^(s-1)`` at the
-    label entry. ``Y`` carries no gradient.
+def _label_power(py: Tensor, gamma: float) -> Tensor:
+    """``(1 - p_y)^gamma`` (a new tensor): the modulating term at the label entry."""
+    if gamma == 1.0:
+        return 1.0 - py
+    return (1.0 - py).pow(gamma)
+
+
+def _power(p: Tensor, e: float) -> Tensor:
+    """A new tensor ``p^e`` (torch has fast kernels for the exponents 2 and 3)."""
+    if e == 1.0:
+        return p.clone()
+    return p.square() if e == 2.0 else p.pow(e)
+
+
+class _SoftmaxHardLabelDice(torch.autograd.Function):
+    """Per-class sums of the PM-Dice eq. 5 form for hard integer labels, straight from the
+    logits: ``p = softmax(x)`` over the classes, ``p' = p v`` (``v``: 0/1 validity mask or
+    None), ``I = sum m y p'``, ``S = sum m p'^s`` and ``Y = sum m y^2`` with ``s = 2``
+    (squared) or 1 and ``m = |y - p'|^gamma`` held constant (eq. 5: no gradient through m).
+
+    Why one hand-written function: softmax, modulation and sums all pass over the (B, K, N)
+    tensor, and each autograd node would allocate its own full-size temporary (on CPU large
+    allocations are fresh pages, so every one costs page faults). Here the forward makes two
+    full-size tensors, ``p`` and ``t = m p'^s``, and the backward reuses ``t`` for its result.
+
+    * Off the label ``m = p'^gamma`` so ``t = p'^(gamma + s)``; at the label entry
+      ``m = (1 - p'_y)^gamma`` and ``t_y = m p'_y^s`` is written in (``scatter_``).
+      Summing ``p'^(gamma + s)`` and subtracting the label entries afterwards would save the
+      scatter but cancels catastrophically in float32 for confident predictions.
+    * Backward: with ``g = dL/dp'`` the softmax backward needs only ``p g``, and off the label
+      ``p g = s (dL/dS) t``, so ``t`` scaled per class is ``p g`` there; the label entries are
+      ``m p'_y (dL/dI + s (dL/dS) p'_y^(s-1))``. Then ``dL/dx = p g - p sum_k p g``.
+      ``Y`` carries no gradient. Binary logits come in as ``[0, x]`` (softmax of that is
+      ``[1 - sigmoid(x), sigmoid(x)]``).
     """
 
     @staticmethod
-    def forward(ctx, p, labels, v, gamma: float, squared: bool):  # type: ignore[override]
-        b, k, n = p.shape
+    def forward(ctx, x, labels, v, gamma: float, squared: bool):  # type: ignore[override]
+        b, k, n = x.shape
         sq = 2 if squared else 1
-        r = gamma + sq - 1  # off-label: m * p^sq = p^(r + 1); dS/dp = sq * p^r
-        if r == 0.0:
-            q = None
-        elif r == 1.0:
-            q = p
+        p = torch.softmax(x, dim=1)
+        py = p.gather(1, labels)  # probability of the labelled class, (B, 1, N)
+        flat = labels.view(b, n)
+        vf = None if v is None else v.view(b, n)
+        if v is not None:
+            py.mul_(v)  # ignored pixels: label 0 and p' = 0, so m = 1 and y = 0 there
+        if gamma == 0.0:  # m = 1: u = m p'_y = p'_y, Y = pixel count
+            u = py
+            y2 = _class_sums(flat, vf, k)
         else:
-            q = p * p if r == 2.0 else p.pow(r)
-        idx = labels.view(b, 1, n)
-        py = p.gather(1, idx)  # probability of the labelled class (0 at ignored pixels)
-        if gamma == 0.0:
-            a = torch.ones_like(py)
-        elif gamma == 1.0:
-            a = 1.0 - py
-        else:
-            a = (1.0 - py).pow(gamma)
-        flat = idx.view(b, n)
-        av = a if v is None else a * v.view(b, 1, n)
-        y2 = _class_sums(flat, av.view(b, n), k)
-        inter = _class_sums(flat, (a * py).view(b, n), k)
-        if gamma == 0.0:  # m = 1 on and off the label: one fused reduction is exact
-            if q is None:
-                s_total = p.sum(-1)
-            else:  # sum p^2 as a squared L2 norm: the fastest fused reduction on CPU
+            a = _label_power(py, gamma)  # m at the label entry
+            y2 = _class_sums(flat, (a if v is None else a.mul_(v)).view(b, n), k)
+            u = a.mul_(py)  # m p'_y (a * v * p'_y = a * p'_y: p' is 0 where v is)
+        inter = _class_sums(flat, u.view(b, n), k)
+        if gamma == 0.0 and v is None:  # t = p^s, label entries included: nothing to write in
+            t = None
+            if squared:  # squared L2 norm: a fused reduction, no temporary
                 s_total = torch.linalg.vector_norm(p, 2, dim=-1).square()
+            else:
+                s_total = p.sum(-1)
         else:
-            # off-label terms m p^s = p^(r + 1); the label entry gets (1 - p)^gamma p^s instead
-            py_s = py * py if squared else py
-            s_total = (q * p).scatter_(1, idx, a * py_s).sum(-1)
-        ctx.save_for_backward(p if q is None else q, idx, a, py)
-        ctx.q_none = q is None
-        ctx.sq = sq
+            t = _power(p, gamma + sq)
+            if v is not None:
+                t.mul_(v)
+            s_total = t.scatter_(1, labels, u * py if squared else u).sum(-1)
+        ctx.save_for_backward(p, labels, u, py, v)
+        # t is consumed in place by the first backward, so it is kept outside save_for_backward
+        # (whose version check would reject a second backward); a second one rebuilds it
+        ctx.t, ctx.gamma, ctx.sq = t, gamma, sq
         ctx.mark_non_differentiable(y2)
         return inter, s_total, y2
 
     @staticmethod
     @once_differentiable  # m is a constant of eq. 5; no double backward through this path
     def backward(ctx, g_inter, g_s, _g_y2):  # type: ignore[override]
-        qp, idx, a, py = ctx.saved_tensors
+        p, labels, u, py, v = ctx.saved_tensors
         sq = ctx.sq
-        gs = (sq * g_s).unsqueeze(-1)  # (B, K, 1)
-        b, k = gs.shape[:2]
-        n = idx.shape[-1]
-        grad = gs.expand(b, k, n).clone() if ctx.q_none else qp * gs
-        gi_t = g_inter.gather(1, idx.view(b, n)).view(b, 1, n)
-        gs_t = gs.view(b, k).gather(1, idx.view(b, n)).view(b, 1, n)
-        lab = a * (gi_t + gs_t * (py if sq == 2 else 1.0))
-        return grad.scatter_(1, idx, lab), None, None, None, None
+        b, k, n = p.shape
+        coef = (sq * g_s).unsqueeze(-1)  # (B, K, 1)
+        pg, ctx.t = ctx.t, None  # used up in place below: saves a full-size allocation
+        if pg is None:  # gamma 0 (no t kept), or a second backward (retain_graph=True)
+            pg = _power(p, ctx.gamma + sq)
+            if v is not None:
+                pg.mul_(v)
+        pg.mul_(coef)
+        # label entries: m p'_y (dL/dI + s dL/dS p'_y^(s-1)), built in one (B, 1, N) buffer
+        flat = labels.view(b, n)
+        lab = coef.view(b, k).gather(1, flat).view(b, 1, n)
+        if sq == 2:
+            lab.mul_(py)
+        lab.add_(g_inter.gather(1, flat).view(b, 1, n)).mul_(u)
+        pg.scatter_(1, labels, lab)
+        # softmax backward: dL/dx = p g - p sum_k p g
+        return pg.addcmul_(p, pg.sum(1, keepdim=True), value=-1.0), None, None, None, None
 
 
 def hard_label_dice(
-    inp: Prepared, p: Tensor, gamma: float, *, squared: bool, eps: float, batch: bool
+    inp: Prepared, gamma: float, *, squared: bool, eps: float, batch: bool
 ) -> tuple[Tensor, Tensor]:
-    """Fast path of :func:`modulated_dice` for integer labels and a scalar gamma.
+    """Fast path of :func:`modulated_dice` for integer labels and a scalar gamma, from the
+    logits (binary or multiclass; see :class:`_SoftmaxHardLabelDice`).
 
     Same values and gradients as the one-hot form (checked in the tests), fewer passes over the
-    (B, K, N) probabilities. ``p`` is the masked probability tensor (B, K, *sp).
+    (B, K, N) tensors and no one-hot target.
     """
     assert inp.labels is not None
-    b, k = p.shape[:2]
-    pf = p.reshape(b, k, -1)
+    x = inp.logits
+    b = x.shape[0]
+    if inp.mode == "binary":  # softmax([0, x]) = [1 - sigmoid(x), sigmoid(x)]
+        x = torch.cat([torch.zeros_like(x), x], dim=1)
+    k = x.shape[1]
     lab = inp.labels.reshape(b, 1, -1)
-    v = None
-    if inp.valid is not None:
-        v = inp.valid.reshape(b, 1, -1)
-    inter, s, y2 = _HardLabelDiceSums.apply(pf, lab, v, float(gamma), squared)
+    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
+    inter, s, y2 = _SoftmaxHardLabelDice.apply(x.reshape(b, k, -1), lab, v, float(gamma), squared)
     if gamma == 0.0:
         y_sum = y2  # sum of y^2 = sum of y = pixel count per class for hard labels
     else:
-        ones = v if v is not None else torch.ones_like(lab, dtype=pf.dtype)
-        y_sum = _class_sums(lab.view(b, -1), ones.view(b, -1), k)
+        y_sum = _class_sums(lab.view(b, -1), None if v is None else v.view(b, -1), k)
     den = s + y2
     if batch:
         inter, den, y_sum = (t.sum(0, keepdim=True) for t in (inter, den, y_sum))
@@ -180,7 +228,6 @@ class _DiceBase(RegionLoss):
         if m is None and inp.labels is not None:
             return hard_label_dice(
                 inp,
-                self.masked_probs(inp),
                 0.0,
                 squared=self.squared,
                 eps=self.eps,
@@ -256,7 +303,6 @@ class PMDiceLoss(_DiceBase):
         if inp.labels is not None and not isinstance(self.gamma, tuple):
             dsc, y_sum = hard_label_dice(
                 inp,
-                self.masked_probs(inp),
                 self.gamma,
                 squared=self.squared,
                 eps=self.eps,
