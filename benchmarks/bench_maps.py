@@ -1,6 +1,6 @@
 """Benchmark: per-pixel maps (napari_segloss.maps) on a 1024x1024 image on CPU.
 
-For several losses, ``contribution_map`` (kind "gradient" and "value") and ``modulating_map`` on a
+For every registered loss (or ``--losses``), ``contribution_map`` (kind "gradient" and "value") and ``modulating_map`` on a
 binary (1 logit channel) and a 4-class 1024x1024 image; median milliseconds over repeats.
 Target: well under 100 ms per map. Writes the "maps" section of benchmarks/results_metrics.md.
 
@@ -17,19 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_metrics import RESULTS, machine_info, median_time, write_section
 
-LOSSES = (
-    "ce",
-    "focal",
-    "topk_ce",
-    "dice",
-    "pm_dice",
-    "tversky",
-    "unified_focal",
-    "ce+pm_dice",
-    "focal+pm_dice",
-    "topk_ce+topk_dice",
-)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,13 +24,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--losses", default="", help="comma-separated subset (default: every registered name)"
+    )
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
 
+    from napari_segloss.losses import list_losses
     from napari_segloss.maps import contribution_map, modulating_map
+
+    names = [n.strip() for n in args.losses.split(",") if n.strip()] or list_losses()
 
     torch.manual_seed(0)
     n = args.size
@@ -53,7 +46,7 @@ def main() -> None:
     }
     rows = []
     worst = 0.0
-    for name in LOSSES:
+    for name in names:
         cells = []
         for logits, target in inputs.values():
             for kind in ("gradient", "value"):

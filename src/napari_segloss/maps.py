@@ -258,4 +258,5 @@ def contribution_map(
         if out.ndim == 0 and getattr(module, "reduction", None) == "mean":
             total = total * x.shape[0]
         (grad,) = torch.autograd.grad(total, x)
-    return grad.abs().sum(1)
+    # the gradient is a fresh tensor: take |.| in place when it is a plain one (not a view)
+    return (grad.abs_() if grad.is_contiguous() else grad.abs()).sum(1)

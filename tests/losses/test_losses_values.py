@@ -543,3 +543,43 @@ def test_label_fast_path_twice_backward_and_uneven_pixel_runs(gamma, extra) -> N
     (ref,) = torch.autograd.grad(vb.sum(), xb)
     torch.testing.assert_close(first, ref, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("topk_dice", {"k": 30}),
+        ("focal_dice_zhao", {"k": 30}),
+        ("wsdice", {}),
+        ("wsdice", {"include_background": False}),
+        ("focal_log_wsdice", {}),
+        ("combo", {}),
+        ("combo", {"alpha": 0.3, "beta": 0.8}),
+    ],
+)
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("extra", [{}, {"ignore_index": 255}, {"batch_dice": True}])
+def test_region_label_paths_match_onehot_path(name, kw, c, extra) -> None:
+    # integer labels take one-hot-free paths (grouped top-k selection, label-entry sums);
+    # one-hot/soft targets take the generic one: same values and gradients. 7x9 pixels: the
+    # per-class label sums run over 16-pixel chunks plus a tail
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(2, c, 7, 9, generator=g) * 2
+    y = torch.randint(0, max(c, 2), (2, 7, 9), generator=g)
+    y[1, :3] = 0
+    if "ignore_index" in extra:
+        y[0, :2] = 255
+    if c == 1:
+        valid = (y != 255).float().unsqueeze(1)
+        soft = torch.where(y == 255, 0, y).unsqueeze(1).float() * valid + 255 * (1 - valid)
+    else:
+        oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
+        soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
+    loss = get_loss(name, reduction="none", **kw, **extra)
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    va, vb = loss(xa, y), loss(xb, soft)
+    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
+    va.sum().backward()
+    vb.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
 from ._input import REDUCTIONS, Prepared
 from .cross_entropy import _finish, _pixel_weights, focal_terms, hard_label_pixel_loss
-from .dice import _WSDiceBase, modulated_dice
+from .dice import _WSDiceBase, hard_label_dice, modulated_dice
 from .registry import register
 from .tversky import tversky_index
 
@@ -140,23 +140,41 @@ class ComboLoss(RegionLoss):
         self.alpha = check_float("alpha", alpha, 0.0, 1.0)
         self.beta = check_float("beta", beta, 0.0, 1.0)
 
-    def per_image(self, inp: Prepared) -> Tensor:
+    def _weighted_ce(self, inp: Prepared) -> Tensor:
+        """Per-pixel ``L_mCE`` terms summed over the class channels, (B, *sp) or (B, N)."""
+        b = self.beta
+        if inp.labels is not None and inp.mode == "multiclass":
+            # one-hot-free: sum_c [b y log p + (1 - b)(1 - y) log(1 - p)]
+            #   = b log p_y + (1 - b) (sum_c log(1 - p_c) - log(1 - p_y))
+            lp = F.log_softmax(inp.logits, dim=1).flatten(2)
+            l1mp = torch.log(-torch.expm1(lp.clamp(max=-1e-7)))
+            lab = inp.labels.reshape(lp.shape[0], 1, -1)
+            lp_y = lp.gather(1, lab).squeeze(1)
+            l1mp_y = l1mp.gather(1, lab).squeeze(1)
+            px = -(b * lp_y + (1.0 - b) * (l1mp.sum(1) - l1mp_y))
+            return px if inp.valid is None else px * inp.valid.flatten(1)
         y, lp, l1mp = _log1m_probs(inp)
-        px = -(self.beta * y * lp + (1.0 - self.beta) * (1.0 - y) * l1mp)
+        px = -(b * y * lp + (1.0 - b) * (1.0 - y) * l1mp)
         if inp.valid is not None:
             px = px * inp.valid
         px = px.sum(1)
-        if inp.mode == "multilabel":
-            px = px / inp.logits.shape[1]
-        mce = px.flatten(1).sum(1) / inp.valid_count()
-        dsc, y_sum = modulated_dice(
-            self.masked_probs(inp),
-            inp.target,
-            None,
-            squared=False,
-            eps=self.eps,
-            batch=self.batch_dice,
-        )
+        return px / inp.logits.shape[1] if inp.mode == "multilabel" else px
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        mce = self._weighted_ce(inp).flatten(1).sum(1) / inp.valid_count()
+        if inp.labels is not None:
+            dsc, y_sum = hard_label_dice(
+                inp, 0.0, squared=False, eps=self.eps, batch=self.batch_dice
+            )
+        else:
+            dsc, y_sum = modulated_dice(
+                self.masked_probs(inp),
+                inp.target,
+                None,
+                squared=False,
+                eps=self.eps,
+                batch=self.batch_dice,
+            )
         dsc_mean = self.class_mean(dsc, self.class_weights(inp, y_sum))
         return self.alpha * mce - (1.0 - self.alpha) * dsc_mean
 

@@ -18,7 +18,6 @@ from torch.autograd.function import once_differentiable
 
 from ._base import (
     TINY,
-    TOPK_EXCLUDED,
     RegionLoss,
     _AllClassesRegionLoss,
     check_bool,
@@ -28,6 +27,7 @@ from ._base import (
 )
 from ._base import view_channels as _vc
 from ._input import Prepared
+from ._topk import topk_count, topk_keep, topk_mask, topk_rows
 from .registry import register
 
 
@@ -129,53 +129,51 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, labels, v, gamma: float, squared: bool):  # type: ignore[override]
+    def forward(ctx, x, labels, v, gamma, squared, probs, label_m, off_m):  # type: ignore[override]
         b, k, n = x.shape
         sq = 2 if squared else 1
-        p = torch.softmax(x, dim=1)
+        p = torch.softmax(x, dim=1) if probs is None else probs
         py = p.gather(1, labels)  # probability of the labelled class, (B, 1, N)
         flat = labels.view(b, n)
-        vf = None if v is None else v.view(b, n)
         if v is not None:
             py.mul_(v)  # ignored pixels: label 0 and p' = 0, so m = 1 and y = 0 there
-        if gamma == 0.0:  # m = 1: u = m p'_y = p'_y, Y = pixel count
+        if gamma == 0.0 and label_m is None:  # m = 1: u = m p'_y = p'_y, Y = pixel count
             u = py
-            y2 = _class_sums(flat, vf, k)
+            y2 = _class_sums(flat, None if v is None else v.view(b, n), k)
         else:
-            a = _label_power(py, gamma)  # m at the label entry
-            y2 = _class_sums(flat, (a if v is None else a.mul_(v)).view(b, n), k)
-            u = a.mul_(py)  # m p'_y (a * v * p'_y = a * p'_y: p' is 0 where v is)
-        inter = _class_sums(flat, u.view(b, n), k)
-        if gamma == 0.0 and v is None:  # t = p^s, label entries included: nothing to write in
-            t = None
+            a = _label_power(py, gamma) if gamma != 0.0 else label_m.clone()  # m at the label
+            if gamma != 0.0 and label_m is not None:
+                a.mul_(label_m)
+            if v is not None:
+                a.mul_(v)
+            y2 = _class_sums(flat, a.view(b, n), k)
+            u = a.mul_(py)  # m p'_y
+        if gamma == 0.0 and v is None and label_m is None and off_m is None:
+            t = None  # t = p^s, label entries included: nothing to write in
             if squared:  # squared L2 norm: a fused reduction, no temporary
                 s_total = torch.linalg.vector_norm(p, 2, dim=-1).square()
             else:
                 s_total = p.sum(-1)
         else:
-            t = _power(p, gamma + sq)
-            if v is not None:
-                t.mul_(v)
+            t = _off_label_terms(p, gamma + sq, v, off_m)
             s_total = t.scatter_(1, labels, u * py if squared else u).sum(-1)
-        ctx.save_for_backward(p, labels, u, py, v)
+        ctx.save_for_backward(p, labels, u, py, v, off_m)
         # t is consumed in place by the first backward, so it is kept outside save_for_backward
         # (whose version check would reject a second backward); a second one rebuilds it
         ctx.t, ctx.gamma, ctx.sq = t, gamma, sq
         ctx.mark_non_differentiable(y2)
-        return inter, s_total, y2
+        return inter_sums(flat, u, k), s_total, y2
 
     @staticmethod
     @once_differentiable  # m is a constant of eq. 5; no double backward through this path
     def backward(ctx, g_inter, g_s, _g_y2):  # type: ignore[override]
-        p, labels, u, py, v = ctx.saved_tensors
+        p, labels, u, py, v, off_m = ctx.saved_tensors
         sq = ctx.sq
         b, k, n = p.shape
         coef = (sq * g_s).unsqueeze(-1)  # (B, K, 1)
         pg, ctx.t = ctx.t, None  # used up in place below: saves a full-size allocation
         if pg is None:  # gamma 0 (no t kept), or a second backward (retain_graph=True)
-            pg = _power(p, ctx.gamma + sq)
-            if v is not None:
-                pg.mul_(v)
+            pg = _off_label_terms(p, ctx.gamma + sq, v, off_m)
         pg.mul_(coef)
         # label entries: m p'_y (dL/dI + s dL/dS p'_y^(s-1)), built in one (B, 1, N) buffer
         flat = labels.view(b, n)
@@ -185,28 +183,62 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
         lab.add_(g_inter.gather(1, flat).view(b, 1, n)).mul_(u)
         pg.scatter_(1, labels, lab)
         # softmax backward: dL/dx = p g - p sum_k p g
-        return pg.addcmul_(p, pg.sum(1, keepdim=True), value=-1.0), None, None, None, None
+        grad = pg.addcmul_(p, pg.sum(1, keepdim=True), value=-1.0)
+        return grad, None, None, None, None, None, None, None
+
+
+def inter_sums(flat: Tensor, u: Tensor, k: int) -> Tensor:
+    """``I_c = sum_i m y p'`` from the label-entry values ``u = m p'_y`` (B, 1, N)."""
+    return _class_sums(flat, u.view(flat.shape), k)
+
+
+def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
+    """``m p'^s`` off the label: ``p^(gamma + s)``, times the validity and extra masks."""
+    t = _power(p, e)
+    if v is not None:
+        t.mul_(v)
+    if off_m is not None:
+        t.mul_(off_m)
+    return t
+
+
+def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x, labels, valid)`` as (B, K, N), (B, 1, N), (B, 1, N) for the label fast path;
+    binary logits become ``[0, x]`` (softmax of that is ``[1 - sigmoid(x), sigmoid(x)]``)."""
+    assert inp.labels is not None
+    x = inp.logits
+    b = x.shape[0]
+    if inp.mode == "binary":
+        x = torch.cat([torch.zeros_like(x), x], dim=1)
+    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
+    return x.reshape(b, x.shape[1], -1), inp.labels.reshape(b, 1, -1), v
 
 
 def hard_label_dice(
-    inp: Prepared, gamma: float, *, squared: bool, eps: float, batch: bool
+    inp: Prepared,
+    gamma: float,
+    *,
+    squared: bool,
+    eps: float,
+    batch: bool,
+    probs: Tensor | None = None,
+    label_m: Tensor | None = None,
+    off_m: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Fast path of :func:`modulated_dice` for integer labels and a scalar gamma, from the
-    logits (binary or multiclass; see :class:`_SoftmaxHardLabelDice`).
+    """Fast path of :func:`modulated_dice` for integer labels (binary or multiclass; see
+    :class:`_SoftmaxHardLabelDice`): ``m = |y - p|^gamma``, times ``label_m`` (B, 1, N) at the
+    label entries and ``off_m`` (B, K, N) elsewhere when given (no gradient through either).
+    ``probs``: ``softmax`` of :func:`label_logits` already computed (without gradient).
 
     Same values and gradients as the one-hot form (checked in the tests), fewer passes over the
     (B, K, N) tensors and no one-hot target.
     """
-    assert inp.labels is not None
-    x = inp.logits
-    b = x.shape[0]
-    if inp.mode == "binary":  # softmax([0, x]) = [1 - sigmoid(x), sigmoid(x)]
-        x = torch.cat([torch.zeros_like(x), x], dim=1)
-    k = x.shape[1]
-    lab = inp.labels.reshape(b, 1, -1)
-    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
-    inter, s, y2 = _SoftmaxHardLabelDice.apply(x.reshape(b, k, -1), lab, v, float(gamma), squared)
-    if gamma == 0.0:
+    x, lab, v = label_logits(inp)
+    b, k = x.shape[:2]
+    inter, s, y2 = _SoftmaxHardLabelDice.apply(
+        x, lab, v, float(gamma), squared, probs, label_m, off_m
+    )
+    if gamma == 0.0 and label_m is None:
         y_sum = y2  # sum of y^2 = sum of y = pixel count per class for hard labels
     else:
         y_sum = _class_sums(lab.view(b, -1), None if v is None else v.view(b, -1), k)
@@ -390,36 +422,40 @@ class FocalDiceLoss(_DiceBase):
         return self.class_mean(t, self.class_weights(inp, y_sum))
 
 
-def topk_mask(candidate: Tensor, error: Tensor, k: float) -> Tensor:
-    """0/1 float mask (B, K, *sp): among ``candidate`` pixels of each image and class keep the
-    ``ceil(k/100 * n_candidates)`` with the largest ``error``; non-candidates get 0.
-
-    No full sort and no host sync: ``torch.topk`` with a static ``ceil(k/100 * N)`` over the
-    flattened pixels (non-candidates at -inf), then an ``index < count`` mask scattered back.
-    """
-    shape = error.shape
-    e = error.flatten(2)
-    c = candidate.flatten(2)
-    n = e.shape[-1]
-    k_static = max(1, math.ceil(k * n / 100.0))
-    scores = e + (c - 1.0) * TOPK_EXCLUDED  # non-candidates rank last (see TOPK_EXCLUDED)
-    _, idx = torch.topk(scores, k_static, dim=-1, sorted=True)
-    count = torch.ceil(k * c.sum(-1) / 100.0)  # (B, K)
-    rank = torch.arange(k_static, device=e.device).view(1, 1, -1)
-    keep = (rank < count.unsqueeze(-1)).to(e.dtype)
-    return torch.zeros_like(e).scatter(-1, idx, keep).view(shape)
-
-
 class _TopKDiceBase(_DiceBase):
     def __init__(self, *, k: float = 10.0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.k = check_float("k", k, 0.0, 100.0, lo_open=True)
 
     def mask(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
+        """0/1 modulation (B, K, *sp) for one-hot/soft targets."""
+        raise NotImplementedError
+
+    def label_masks(
+        self, p: Tensor, labels: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:  # pragma: no cover - abstract
+        """The same modulation for hard labels, as ``(label_m, off_m)`` of
+        :func:`hard_label_dice`, from detached probabilities (B, K, N)."""
         raise NotImplementedError
 
     def per_image(self, inp: Prepared) -> Tensor:
-        dsc, y_sum = self.dice_per_class(inp, self.mask(inp))
+        if inp.labels is not None:
+            x, lab, v = label_logits(inp)
+            with torch.no_grad():
+                p = torch.softmax(x, dim=1)
+            label_m, off_m = self.label_masks(p, lab, v)
+            dsc, y_sum = hard_label_dice(
+                inp,
+                0.0,
+                squared=self.squared,
+                eps=self.eps,
+                batch=self.batch_dice,
+                probs=p,
+                label_m=label_m,
+                off_m=off_m,
+            )
+        else:
+            dsc, y_sum = self.dice_per_class(inp, self.mask(inp))
         return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
 
 
@@ -453,6 +489,20 @@ class FocalDiceZhaoLoss(_TopKDiceBase):
         keep = topk_mask(neg, inp.probs.detach(), self.k)
         return keep + (1.0 - neg)  # negatives: kept or not; everything else: 1 (keep is 0 there)
 
+    def label_masks(
+        self, p: Tensor, labels: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        # negatives of class c: the valid pixels not labelled c, ranked by p_c; label entries
+        # keep m = 1 (positives always enter)
+        b, k, n = p.shape
+        scores = p.clone().scatter_(1, labels, -1.0)  # p >= 0: -1 marks the excluded
+        v = None if valid is None else valid.view(b, n)
+        if valid is not None:
+            scores.mul_(valid).add_(valid - 1.0)
+        n_valid = float(n) if v is None else v.sum(1, keepdim=True)
+        count = topk_count(n_valid - _class_sums(labels.view(b, n), v, k), self.k)
+        return None, topk_rows(scores, count, max(1, math.ceil(self.k * n / 100.0)))
+
 
 @register("topk_dice")
 class TopKDiceLoss(_TopKDiceBase):
@@ -476,6 +526,19 @@ class TopKDiceLoss(_TopKDiceBase):
         keep = topk_mask(pos, 1.0 - inp.probs.detach(), self.k)
         return keep + (1.0 - pos)  # positives: kept or not; everything else: 1 (keep is 0 there)
 
+    def label_masks(
+        self, p: Tensor, labels: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        # positives are the label entries: one selection per class over the (B, N) label
+        # errors 1 - p_y, grouped by label (ignored pixels excluded); negatives keep m = 1
+        b, k, n = p.shape
+        flat = labels.view(b, n)
+        error = 1.0 - p.gather(1, labels).view(b, n)
+        v = None if valid is None else valid.view(b, n)
+        group = flat if v is None else flat + (k - flat) * (1 - v.long())
+        count = topk_count(_class_sums(flat, v, k), self.k)
+        return topk_keep(error, group, count).view(b, 1, n), None
+
 
 def wsdice_coefficient(
     p: Tensor, y: Tensor, valid: Tensor | None, v1: float, v2: float, eps: float, batch: bool
@@ -495,6 +558,48 @@ def wsdice_coefficient(
     den = (gh * gh + g * g).sum(red)
     if batch:
         num, den = num.unsqueeze(0), den.unsqueeze(0)
+    return (2.0 * num + eps) / (den + eps)
+
+
+def wsdice_label_coefficient(
+    inp: Prepared, v1: float, v2: float, eps: float, batch: bool
+) -> Tensor:
+    """:func:`wsdice_coefficient` of every class channel for hard integer labels, (B|1, K).
+
+    With ``q = 2p - 1``, a label entry has ``G = v2``, ``Ghat = v2 q`` and any other entry
+    ``G = -v1``, ``Ghat = v1 q``, so per class
+    ``sum Ghat G = v2^2 L1 - v1^2 (Q1 - L1)`` and
+    ``sum Ghat^2 + G^2 = v2^2 (L2 + n) + v1^2 (Q2 - L2 + n_valid - n)`` with ``Q1``, ``Q2``
+    the sums of ``q``, ``q^2`` over the valid pixels, ``L1``, ``L2`` those over the class's
+    label pixels and ``n`` their count. Two full-size tensors (``p``, ``q``) instead of the
+    one-hot target and a dozen weighted products.
+    """
+    assert inp.labels is not None
+    p = inp.probs
+    b, k = p.shape[:2]
+    q = torch.add(p, p).sub_(1.0).flatten(2)  # 2p - 1, one new tensor
+    labels = inp.labels.reshape(b, 1, -1)
+    flat = labels.view(b, -1)
+    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
+    if v is None:
+        q1 = q.sum(-1)
+        q2 = torch.linalg.vector_norm(q, 2, dim=-1).square()
+        n_valid = torch.full((b, 1), float(flat.shape[1]), device=p.device)
+    else:
+        qv = q * v
+        q1 = qv.sum(-1)
+        q2 = torch.linalg.vecdot(qv, q, dim=-1)
+        n_valid = v.sum(-1)
+    qy = q.gather(1, labels)
+    if v is not None:
+        qy = qy * v
+    l1 = _class_sums(flat, qy.view(b, -1), k)
+    l2 = _class_sums(flat, (qy * qy).view(b, -1), k)
+    n = _class_sums(flat, None if v is None else v.view(b, -1), k)
+    num = v2 * v2 * l1 - v1 * v1 * (q1 - l1)
+    den = v2 * v2 * (l2 + n) + v1 * v1 * (q2 - l2 + n_valid - n)
+    if batch:
+        num, den = num.sum(0, keepdim=True), den.sum(0, keepdim=True)
     return (2.0 * num + eps) / (den + eps)
 
 
@@ -519,10 +624,12 @@ class _WSDiceBase(_AllClassesRegionLoss):
 
     def wsdice_mean(self, inp: Prepared) -> Tensor:
         """Class-mean WSDice coefficient per image (B|1,)."""
-        p, y, valid = inp.probs, inp.target, inp.valid
-        if inp.mode == "binary" or (inp.has_background and not self.include_background):
-            # binary: the 2y-1 trick already includes the negatives -> foreground channel only
-            p, y = p[:, 1:], y[:, 1:]
+        # binary: the 2y-1 trick already includes the negatives -> foreground channel only
+        first = int(inp.mode == "binary" or (inp.has_background and not self.include_background))
+        if inp.labels is not None:
+            coef = wsdice_label_coefficient(inp, self.v1, self.v2, self.eps, self.batch_dice)
+            return coef[:, first:].mean(1)
+        p, y, valid = inp.probs[:, first:], inp.target[:, first:], inp.valid
         coef = wsdice_coefficient(p, y, valid, self.v1, self.v2, self.eps, self.batch_dice)
         return coef.mean(1)
 
