@@ -555,6 +555,13 @@ def test_label_fast_path_twice_backward_and_uneven_pixel_runs(gamma, extra) -> N
         ("focal_log_wsdice", {}),
         ("combo", {}),
         ("combo", {"alpha": 0.3, "beta": 0.8}),
+        ("tversky", {}),
+        ("focal_tversky", {}),
+        ("cosine_tversky", {}),
+        ("mixed_focal", {}),
+        ("unified_focal", {}),
+        ("asymmetric_unified_focal", {}),
+        ("asymmetric_unified_focal", {"include_background": False}),
     ],
 )
 @pytest.mark.parametrize("c", [1, 3])

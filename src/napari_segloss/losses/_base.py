@@ -21,10 +21,34 @@ from ._input import MODES, REDUCTIONS, Prepared, prepare, spatial_sum
 TINY = 1e-12
 
 
-# Score of excluded pixels in the top-k selections: a finite stand-in for -inf (times 0 stays 0,
-# unlike inf), applied with a multiply-add because torch.where/masked_fill on large CPU tensors
-# ran 10-20x slower than elementwise arithmetic here.
-TOPK_EXCLUDED = 3.0e38
+#: pixels per sequential scatter_add run in :func:`class_sums`
+_SUM_CHUNK = 16
+
+
+def class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
+    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
+    tensors, float32 (B, K); ``values=None`` counts the pixels.
+
+    scatter_add accumulates one element after the other, so in float32 its relative error
+    grows with N (about 1e-4 on a 256x256 image): enough to shift ``1 - Dice`` of a confident
+    prediction, a difference of nearly equal sums, by 10%. Summing runs of 16 pixels per
+    class and adding the run totals in float64 keeps the error at float32 rounding without a
+    float64 copy of the inputs (on CPU every full-size temporary costs page faults).
+    """
+    b, n = labels.shape
+    if values is None:
+        values = torch.ones((), device=labels.device).expand(b, n)
+    m = n // _SUM_CHUNK
+    n0 = m * _SUM_CHUNK
+    runs = values.new_zeros(b, m, num_classes).scatter_add_(
+        2,
+        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
+        values[:, :n0].reshape(b, m, _SUM_CHUNK),
+    )
+    total = runs.sum(1, dtype=torch.float64)
+    if n0 < n:
+        total.scatter_add_(1, labels[:, n0:], values[:, n0:].double())
+    return total.float()
 
 
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:

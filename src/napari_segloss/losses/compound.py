@@ -11,10 +11,16 @@ from torch import Tensor, nn
 
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
 from ._input import REDUCTIONS, Prepared
-from .cross_entropy import _finish, _pixel_weights, focal_terms, hard_label_pixel_loss
+from .cross_entropy import (
+    _finish,
+    _pixel_weights,
+    focal_terms,
+    hard_label_pixel_loss,
+    label_log_prob,
+)
 from .dice import _WSDiceBase, hard_label_dice, modulated_dice
 from .registry import register
-from .tversky import tversky_index
+from .tversky import region_tversky_index, tversky_index
 
 #: every row of the PM-Dice paper's tables 1-3 that is a sum of two losses
 PAPER_COMPOUNDS: tuple[str, ...] = (
@@ -204,6 +210,8 @@ def _pix_class_weights(loss: RegionLoss, inp: Prepared, y_sum: Tensor) -> Tensor
 
 def _pix_tversky(loss: RegionLoss, inp: Prepared, delta: float) -> tuple[Tensor, Tensor]:
     """Yeung's mTI = (TP + eps)/(TP + delta FN + (1 - delta) FP + eps) over pixel channels."""
+    if inp.mode != "multilabel":  # pixel channels are the region channels
+        return region_tversky_index(inp, 1.0 - delta, delta, loss.eps, loss.batch_dice)
     p = inp.pix_probs if inp.pix_valid is None else inp.pix_probs * inp.pix_valid
     return tversky_index(p, inp.pix_target, 1.0 - delta, delta, loss.eps, loss.batch_dice)
 
@@ -257,13 +265,8 @@ class MixedFocalLoss(RegionLoss):
 
     def per_image(self, inp: Prepared) -> Tensor:
         focal = _focal_per_image(inp, self.gamma_f, self.alpha)
-        ti, y_sum = tversky_index(
-            self.masked_probs(inp),
-            inp.target,
-            1.0 - self.delta,
-            self.delta,
-            self.eps,
-            self.batch_dice,
+        ti, y_sum = region_tversky_index(
+            inp, 1.0 - self.delta, self.delta, self.eps, self.batch_dice
         )
         ftl = (1.0 - ti).clamp_min(TINY).pow(self.gamma_d)
         ftl = self.class_mean(ftl, self.class_weights(inp, y_sum))
@@ -297,13 +300,31 @@ class _UnifiedBase(RegionLoss):
             ft = torch.where(bg.unsqueeze(0) > 0, 1.0 - ti, ft)
         ft = self.class_mean(ft, _pix_class_weights(self, inp, y_sum))
         # --- (asymmetric) focal CE: background (1 - delta), foreground delta
-        ce = -(inp.pix_target * inp.pix_logp)
-        mod = (1.0 - inp.pix_probs).clamp_min(TINY).pow(self.gamma)
-        if self.asymmetric:  # no suppression of the foreground classes
-            mod = torch.where(bgv > 0, mod, torch.ones_like(mod))
         cls_w = bgv * (1.0 - self.delta) + (1.0 - bgv) * self.delta
-        fl = _pixel_mean(inp, cls_w * mod * ce)
+        if inp.labels is not None:  # only the label entry has y = 1: gather, no one-hot
+            fl = self._label_focal(inp, cls_w.flatten())
+        else:
+            ce = -(inp.pix_target * inp.pix_logp)
+            mod = (1.0 - inp.pix_probs).clamp_min(TINY).pow(self.gamma)
+            if self.asymmetric:  # no suppression of the foreground classes
+                mod = torch.where(bgv > 0, mod, torch.ones_like(mod))
+            fl = _pixel_mean(inp, cls_w * mod * ce)
         return self.weight * ft + (1.0 - self.weight) * fl
+
+    def _label_focal(self, inp: Prepared, cls_w: Tensor) -> Tensor:
+        """``mean_i delta_t (1 - p_t)^gamma (-log p_t)`` for hard labels (t: the label);
+        asymmetric: no modulation of foreground labels."""
+        lp_t = label_log_prob(inp)
+        lab = inp.labels
+        assert lab is not None
+        mod = (-torch.expm1(lp_t)).clamp_min(TINY).pow(self.gamma)  # 1 - p_t, accurate near 1
+        if self.asymmetric:
+            is_bg = (lab == 0).float()
+            mod = 1.0 + is_bg * (mod - 1.0)
+        px = -cls_w[lab] * mod * lp_t
+        if inp.valid is not None:
+            px = px * inp.valid
+        return px.flatten(1).sum(1) / inp.valid_count()
 
 
 @register("unified_focal")

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from ._base import (
     TINY,
-    TOPK_EXCLUDED,
     PixelLoss,
     check_choice,
     check_float,
@@ -32,6 +31,7 @@ from ._base import (
     view_channels,
 )
 from ._input import Prepared
+from ._topk import topk_count, topk_rows
 from .registry import register
 
 
@@ -58,18 +58,24 @@ def ce_terms(inp: Prepared) -> Tensor:
     return -(inp.pix_target * inp.pix_logp)
 
 
+def label_log_prob(inp: Prepared) -> Tensor:
+    """``log p_t`` of the labelled class, (B, 1, *spatial), for hard labels (binary or
+    multiclass), computed stably from the logits."""
+    assert inp.labels is not None
+    x = inp.logits
+    if inp.mode == "binary":
+        # log p_t = logsigmoid(x) for y = 1 and logsigmoid(-x) for y = 0
+        return F.logsigmoid(x * (2.0 * inp.labels - 1.0))
+    return F.log_softmax(x, dim=1).gather(1, inp.labels)
+
+
 def hard_label_pixel_loss(inp: Prepared, gamma: float, weights: Tensor | None) -> Tensor:
     """Fast path for integer labels (binary / multiclass): ``-w_t (1 - p_t)^gamma log p_t``
     per pixel (B, *spatial) from the log-probability of the labelled class only (gather), the
     same value as summing eq. 1/3 over one-hot channels without building them."""
     assert inp.labels is not None
     lab = inp.labels
-    x = inp.logits
-    if inp.mode == "binary":
-        # log p_t = logsigmoid(x) for y = 1 and logsigmoid(-x) for y = 0
-        lp_t = F.logsigmoid(x * (2.0 * lab - 1.0))
-    else:
-        lp_t = F.log_softmax(x, dim=1).gather(1, lab)
+    lp_t = label_log_prob(inp)
     out = -lp_t
     if gamma != 0.0:
         # 1 - p_t = -expm1(log p_t): accurate when p_t is close to 1
@@ -178,9 +184,10 @@ class TopKCELoss(PixelLoss):
     values are kept, summed and divided by N (all valid pixels), literally as eq. 2 writes it.
 
     ``normalize="selected"`` divides by the number of kept pixels instead (nnU-Net TopKLoss).
-    The number kept is ``ceil(k/100 * n_valid)``; selection uses ``torch.topk`` with a static
-    ``K = ceil(k/100 * N)`` (N pixels per image) and no full sort; ignored pixels rank -inf and
-    the per-image count is a tensor, so there is no host-device synchronisation.
+    The number kept is ``ceil(k/100 * n_valid)``; selection uses an unsorted ``torch.topk`` with
+    a static ``K = ceil(k/100 * N)`` (N pixels per image) and an exact per-image count on those
+    (:func:`~napari_segloss.losses._topk.topk_rows`), so no full sort and no host-device
+    synchronisation; ties at the threshold share the remaining slots (same loss value).
 
     Args:
         k: percentage of pixels kept, in (0, 100] (default 10).
@@ -209,25 +216,24 @@ class TopKCELoss(PixelLoss):
             return hard_label_pixel_loss(inp, 0.0, w).flatten(1)  # (B, N)
         return _finish(inp, ce_terms(inp), w).flatten(1)
 
-    def _select(self, inp: Prepared, ce: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _keep(self, inp: Prepared, ce: Tensor) -> tuple[Tensor, Tensor]:
+        """0/1 mask (B, N) of the selected pixels (no gradient) and their count (B,)."""
         n = ce.shape[1]
         k_static = max(1, math.ceil(self.k * n / 100.0))
+        scores = ce.detach()
         if inp.valid is None:
-            vals, idx = torch.topk(ce, k_static, dim=1, sorted=False)
-            keep = torch.ones_like(vals)
             count = torch.full((ce.shape[0],), float(k_static), device=ce.device)
-            return vals, idx, keep, count
-        valid = inp.valid.amax(dim=1).flatten(1) if inp.valid.shape[1] > 1 else inp.valid.flatten(1)
-        scores = ce + (valid - 1.0) * TOPK_EXCLUDED  # invalid pixels rank last
-        vals, idx = torch.topk(scores, k_static, dim=1, sorted=True)
-        count = torch.ceil(self.k * valid.sum(1) / 100.0)
-        keep = (torch.arange(k_static, device=ce.device).unsqueeze(0) < count.unsqueeze(1)).float()
-        vals = vals * keep
-        return vals, idx, keep, count
+        else:
+            v = inp.valid.amax(dim=1) if inp.valid.shape[1] > 1 else inp.valid
+            v = v.flatten(1)
+            scores = scores * v + (v - 1.0)  # CE >= 0: -1 marks the ignored pixels
+            count = topk_count(v.sum(1), self.k)
+        return topk_rows(scores, count, k_static), count
 
     def per_image(self, inp: Prepared) -> Tensor:
-        vals, _, _, count = self._select(inp, self._ce(inp))
-        s = vals.sum(1)
+        ce = self._ce(inp)
+        keep, count = self._keep(inp, ce)
+        s = (ce * keep).sum(1)
         if self.normalize == "selected":
             return s / count.clamp_min(1.0)
         return s / inp.valid_count()
@@ -235,6 +241,5 @@ class TopKCELoss(PixelLoss):
     def pixel_map(self, inp: Prepared) -> Tensor:
         """CE values of the selected pixels (0 elsewhere), shape (B, *spatial)."""
         ce = self._ce(inp)
-        _, idx, keep, _ = self._select(inp, ce)
-        sel = torch.zeros_like(ce).scatter(1, idx, keep)
-        return (ce * sel).view(inp.logits.shape[0], *inp.logits.shape[2:])
+        keep, _ = self._keep(inp, ce)
+        return (ce * keep).view(inp.logits.shape[0], *inp.logits.shape[2:])

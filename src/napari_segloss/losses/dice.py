@@ -23,6 +23,7 @@ from ._base import (
     check_bool,
     check_float,
     check_float_or_seq,
+    class_sums,
     per_channel,
 )
 from ._base import view_channels as _vc
@@ -60,36 +61,6 @@ def modulated_dice(
     if batch:
         inter, den, y_sum = inter.unsqueeze(0), den.unsqueeze(0), y_sum.unsqueeze(0)
     return (2.0 * inter + eps) / (den + eps), y_sum
-
-
-#: pixels per sequential scatter_add run in :func:`_class_sums`
-_SUM_CHUNK = 16
-
-
-def _class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
-    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
-    tensors, float32 (B, K); ``values=None`` counts the pixels.
-
-    scatter_add accumulates one element after the other, so in float32 its relative error
-    grows with N (about 1e-4 on a 256x256 image): enough to shift ``1 - Dice`` of a confident
-    prediction, a difference of nearly equal sums, by 10%. Summing runs of 16 pixels per
-    class and adding the run totals in float64 keeps the error at float32 rounding without a
-    float64 copy of the inputs (on CPU every full-size temporary costs page faults).
-    """
-    b, n = labels.shape
-    if values is None:
-        values = torch.ones((), device=labels.device).expand(b, n)
-    m = n // _SUM_CHUNK
-    n0 = m * _SUM_CHUNK
-    runs = values.new_zeros(b, m, num_classes).scatter_add_(
-        2,
-        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
-        values[:, :n0].reshape(b, m, _SUM_CHUNK),
-    )
-    total = runs.sum(1, dtype=torch.float64)
-    if n0 < n:
-        total.scatter_add_(1, labels[:, n0:], values[:, n0:].double())
-    return total.float()
 
 
 def _label_power(py: Tensor, gamma: float) -> Tensor:
@@ -139,14 +110,14 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
             py.mul_(v)  # ignored pixels: label 0 and p' = 0, so m = 1 and y = 0 there
         if gamma == 0.0 and label_m is None:  # m = 1: u = m p'_y = p'_y, Y = pixel count
             u = py
-            y2 = _class_sums(flat, None if v is None else v.view(b, n), k)
+            y2 = class_sums(flat, None if v is None else v.view(b, n), k)
         else:
             a = _label_power(py, gamma) if gamma != 0.0 else label_m.clone()  # m at the label
             if gamma != 0.0 and label_m is not None:
                 a.mul_(label_m)
             if v is not None:
                 a.mul_(v)
-            y2 = _class_sums(flat, a.view(b, n), k)
+            y2 = class_sums(flat, a.view(b, n), k)
             u = a.mul_(py)  # m p'_y
         if gamma == 0.0 and v is None and label_m is None and off_m is None:
             t = None  # t = p^s, label entries included: nothing to write in
@@ -189,7 +160,7 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
 
 def inter_sums(flat: Tensor, u: Tensor, k: int) -> Tensor:
     """``I_c = sum_i m y p'`` from the label-entry values ``u = m p'_y`` (B, 1, N)."""
-    return _class_sums(flat, u.view(flat.shape), k)
+    return class_sums(flat, u.view(flat.shape), k)
 
 
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
@@ -241,7 +212,7 @@ def hard_label_dice(
     if gamma == 0.0 and label_m is None:
         y_sum = y2  # sum of y^2 = sum of y = pixel count per class for hard labels
     else:
-        y_sum = _class_sums(lab.view(b, -1), None if v is None else v.view(b, -1), k)
+        y_sum = class_sums(lab.view(b, -1), None if v is None else v.view(b, -1), k)
     den = s + y2
     if batch:
         inter, den, y_sum = (t.sum(0, keepdim=True) for t in (inter, den, y_sum))
@@ -500,7 +471,7 @@ class FocalDiceZhaoLoss(_TopKDiceBase):
         if valid is not None:
             scores.mul_(valid).add_(valid - 1.0)
         n_valid = float(n) if v is None else v.sum(1, keepdim=True)
-        count = topk_count(n_valid - _class_sums(labels.view(b, n), v, k), self.k)
+        count = topk_count(n_valid - class_sums(labels.view(b, n), v, k), self.k)
         return None, topk_rows(scores, count, max(1, math.ceil(self.k * n / 100.0)))
 
 
@@ -536,7 +507,7 @@ class TopKDiceLoss(_TopKDiceBase):
         error = 1.0 - p.gather(1, labels).view(b, n)
         v = None if valid is None else valid.view(b, n)
         group = flat if v is None else flat + (k - flat) * (1 - v.long())
-        count = topk_count(_class_sums(flat, v, k), self.k)
+        count = topk_count(class_sums(flat, v, k), self.k)
         return topk_keep(error, group, count).view(b, 1, n), None
 
 
@@ -593,9 +564,9 @@ def wsdice_label_coefficient(
     qy = q.gather(1, labels)
     if v is not None:
         qy = qy * v
-    l1 = _class_sums(flat, qy.view(b, -1), k)
-    l2 = _class_sums(flat, (qy * qy).view(b, -1), k)
-    n = _class_sums(flat, None if v is None else v.view(b, -1), k)
+    l1 = class_sums(flat, qy.view(b, -1), k)
+    l2 = class_sums(flat, (qy * qy).view(b, -1), k)
+    n = class_sums(flat, None if v is None else v.view(b, -1), k)
     num = v2 * v2 * l1 - v1 * v1 * (q1 - l1)
     den = v2 * v2 * (l2 + n) + v1 * v1 * (q2 - l2 + n_valid - n)
     if batch:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._base import TINY, RegionLoss, check_float
+from ._base import TINY, RegionLoss, check_float, class_sums
 from ._input import Prepared
 from .registry import register
 
@@ -36,6 +36,38 @@ def tversky_index(
     return (tp + eps) / (tp + alpha * fp + beta * fn + eps), y_sum
 
 
+def label_tversky_index(
+    inp: Prepared, alpha: float, beta: float, eps: float, batch: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`tversky_index` for hard integer labels (binary or multiclass) without a one-hot
+    target: ``TP_c`` sums the label-entry probabilities of class c's pixels,
+    ``FP_c = sum_i p_ic - TP_c`` and ``FN_c = n_c - TP_c``."""
+    assert inp.labels is not None
+    p = inp.probs if inp.valid is None else inp.probs * inp.valid
+    b, k = p.shape[:2]
+    p = p.flatten(2)
+    labels = inp.labels.reshape(b, 1, -1)
+    flat = labels.view(b, -1)
+    tp = class_sums(flat, p.gather(1, labels).view(b, -1), k)
+    y_sum = class_sums(flat, None if inp.valid is None else inp.valid.reshape(b, -1), k)
+    p_sum = p.sum(-1)
+    if batch:
+        tp, p_sum, y_sum = (t.sum(0, keepdim=True) for t in (tp, p_sum, y_sum))
+    fp = p_sum - tp
+    fn = y_sum - tp
+    return (tp + eps) / (tp + alpha * fp + beta * fn + eps), y_sum
+
+
+def region_tversky_index(
+    inp: Prepared, alpha: float, beta: float, eps: float, batch: bool
+) -> tuple[Tensor, Tensor]:
+    """Tversky index of every region channel: the label path when the target is hard labels."""
+    if inp.labels is not None:
+        return label_tversky_index(inp, alpha, beta, eps, batch)
+    p = inp.probs if inp.valid is None else inp.probs * inp.valid
+    return tversky_index(p, inp.target, alpha, beta, eps, batch)
+
+
 class _TverskyBase(RegionLoss):
     def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -45,9 +77,7 @@ class _TverskyBase(RegionLoss):
             raise ValueError("alpha + beta must be > 0, got alpha=0 and beta=0")
 
     def index(self, inp: Prepared) -> tuple[Tensor, Tensor]:
-        return tversky_index(
-            self.masked_probs(inp), inp.target, self.alpha, self.beta, self.eps, self.batch_dice
-        )
+        return region_tversky_index(inp, self.alpha, self.beta, self.eps, self.batch_dice)
 
 
 @register("tversky")
