@@ -27,3 +27,13 @@ def emit(lines: list[str], output: Path | None) -> None:
     if output:
         with output.open("a") as fh:
             fh.write(text + "\n")
+
+
+def allocator_line() -> str:
+    """How glibc malloc was tuned for this run. Tensors of several MB are fresh mmap pages on
+    every allocation with the default settings, and their page faults are a large, state-
+    dependent share of CPU timings; ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
+    (read at process start) keep freed memory for reuse, which leaves the compute."""
+    keys = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    tuned = [f"{k}={os.environ[k]}" for k in keys if k in os.environ]
+    return "malloc: " + (", ".join(tuned) if tuned else "glibc defaults")

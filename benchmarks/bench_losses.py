@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _report import allocator_line
 
 from napari_segloss.losses import get_loss, list_losses
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU: {cpu_name()} ({os.cpu_count()} logical cores)\n{load}"
         f"- torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"Python {platform.python_version()}\n"
+        f"- {allocator_line()}\n"
         f"- forward+backward, median of {args.repeats} interleaved rounds (plus 1 warm-up), "
         f"validate={args.validate}, float32 logits, integer labels\n"
         f"- reference: monai.losses.DiceLoss(softmax=True, to_onehot_y=True)"

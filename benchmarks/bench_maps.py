@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import allocator_line
 from bench_metrics import RESULTS, machine_info, median_time, write_section
 
 
@@ -70,7 +71,7 @@ def main() -> None:
         [
             f"## Per-pixel maps, {n}x{n} on CPU (`python benchmarks/bench_maps.py`)",
             "",
-            f"Machine: {machine_info()}. Median of {args.repeats} repeats after one warm-up, "
+            f"Machine: {machine_info()}; {allocator_line()}. Median of {args.repeats} repeats after one warm-up, "
             f"torch threads {args.threads}; wall ms per call (CPU ms of the process in brackets: "
             "on a shared machine it is less sensitive to the load than wall time, though contention "
             "still inflates it). Batch 1, "

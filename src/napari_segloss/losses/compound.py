@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
 from ._input import REDUCTIONS, Prepared
@@ -118,7 +119,37 @@ def _log1m_probs(inp: Prepared) -> tuple[Tensor, Tensor, Tensor]:
     if inp.mode == "multilabel":
         return inp.target, F.logsigmoid(x), F.logsigmoid(-x)
     lp = F.log_softmax(x, dim=1)
-    return inp.target, lp, torch.log(-torch.expm1(lp.clamp(max=-1e-7)))
+    return inp.target, lp, _log1m_exp(lp)
+
+
+#: log-probabilities are clamped just below 0 before ``log(1 - p)`` (see _log1m_probs)
+_LOG1M_CLAMP = -1e-7
+
+
+def _log1m_exp(lp: Tensor) -> Tensor:
+    """``log(1 - exp(lp))``, accurate when ``p = exp(lp)`` is close to 1."""
+    return torch.log(-torch.expm1(lp.clamp(max=_LOG1M_CLAMP)))
+
+
+class _SumLog1mP(torch.autograd.Function):
+    """``sum_c log(1 - p_c)`` over the class axis of log-probabilities (B, K, N) -> (B, N),
+    with the gradient ``-1 / expm1(-lp)`` written out (0 where the clamp is active): one
+    full-size temporary in each direction instead of four chained autograd nodes."""
+
+    @staticmethod
+    def forward(ctx, lp):  # type: ignore[override]
+        t = lp.clamp(max=_LOG1M_CLAMP)
+        out = t.expm1_().neg_().log_().sum(1)
+        ctx.save_for_backward(lp)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        (lp,) = ctx.saved_tensors
+        d = lp.clamp(max=_LOG1M_CLAMP).neg_().expm1_().reciprocal_().neg_()
+        d.masked_fill_(lp > _LOG1M_CLAMP, 0.0)  # clamped entries carry no gradient
+        return d.mul_(g.unsqueeze(1))
 
 
 @register("combo")
@@ -153,11 +184,9 @@ class ComboLoss(RegionLoss):
             # one-hot-free: sum_c [b y log p + (1 - b)(1 - y) log(1 - p)]
             #   = b log p_y + (1 - b) (sum_c log(1 - p_c) - log(1 - p_y))
             lp = F.log_softmax(inp.logits, dim=1).flatten(2)
-            l1mp = torch.log(-torch.expm1(lp.clamp(max=-1e-7)))
             lab = inp.labels.reshape(lp.shape[0], 1, -1)
             lp_y = lp.gather(1, lab).squeeze(1)
-            l1mp_y = l1mp.gather(1, lab).squeeze(1)
-            px = -(b * lp_y + (1.0 - b) * (l1mp.sum(1) - l1mp_y))
+            px = -(b * lp_y + (1.0 - b) * (_SumLog1mP.apply(lp) - _log1m_exp(lp_y)))
             return px if inp.valid is None else px * inp.valid.flatten(1)
         y, lp, l1mp = _log1m_probs(inp)
         px = -(b * y * lp + (1.0 - b) * (1.0 - y) * l1mp)
