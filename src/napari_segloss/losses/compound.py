@@ -18,6 +18,7 @@ from .cross_entropy import (
     focal_terms,
     hard_label_pixel_loss,
     label_log_prob,
+    per_label,
 )
 from .dice import _WSDiceBase, hard_label_dice, modulated_dice
 from .registry import register
@@ -350,7 +351,7 @@ class _UnifiedBase(RegionLoss):
         if self.asymmetric:
             is_bg = (lab == 0).float()
             mod = 1.0 + is_bg * (mod - 1.0)
-        px = -cls_w[lab] * mod * lp_t
+        px = -per_label(cls_w, lab) * mod * lp_t
         if inp.valid is not None:
             px = px * inp.valid
         return px.flatten(1).sum(1) / inp.valid_count()

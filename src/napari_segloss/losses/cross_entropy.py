@@ -58,6 +58,12 @@ def ce_terms(inp: Prepared) -> Tensor:
     return -(inp.pix_target * inp.pix_logp)
 
 
+def per_label(values: Tensor, labels: Tensor) -> Tensor:
+    """``values[labels]`` for a small per-class table: index_select is several times faster
+    than advanced indexing on large label maps (CPU)."""
+    return values.index_select(0, labels.reshape(-1)).view(labels.shape)
+
+
 def label_log_prob(inp: Prepared) -> Tensor:
     """``log p_t`` of the labelled class, (B, 1, *spatial), for hard labels (binary or
     multiclass), computed stably from the logits."""
@@ -82,7 +88,7 @@ def hard_label_pixel_loss(inp: Prepared, gamma: float, weights: Tensor | None) -
         base = (-torch.expm1(lp_t)).clamp_min(TINY)
         out = out * (base * base if gamma == 2.0 else base.pow(gamma))
     if weights is not None:
-        out = out * weights[lab]
+        out = out * per_label(weights, lab)
     if inp.valid is not None:
         out = out * inp.valid
     return out[:, 0]
