@@ -19,6 +19,7 @@ count, and the result does not depend on pixel order.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -49,19 +50,21 @@ def _threshold_bin(
     return top, need - above, size
 
 
-def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
-    """Keep mask (B, N) float32: in every image b and group g, the ``count[b, g]`` elements
-    of largest ``error`` among those with ``group == g``.
+class _Selection(NamedTuple):
+    """Result of :func:`_radix_select`: per row the exact bit pattern of the ``count``-th
+    largest error (int64, above every finite float where nothing is kept), the number of
+    elements still to take at that value and how many share it; per element its bits, its row
+    and whether it equals its row's threshold."""
 
-    Args:
-        error: (B, N) float, >= 0 (the sign bit is ignored; inf and NaN rank as the largest
-            finite float).
-        group: (B, N) integer in ``[0, G]``; ``G`` (= ``count.shape[1]``) marks excluded
-            elements.
-        count: (B, G) number to keep per group (integer values), at most the group's size.
+    threshold: Tensor
+    need: Tensor
+    size: Tensor
+    bits: Tensor
+    row: Tensor
+    tied: Tensor
 
-    Ties at the threshold get ``remaining / n_tied`` (see the module docstring).
-    """
+
+def _radix_select(error: Tensor, group: Tensor, count: Tensor) -> _Selection:
     b, n = error.shape
     g = count.shape[1]
     rows = b * (g + 1)  # one row per (image, group); row g of each image holds the excluded
@@ -79,6 +82,7 @@ def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
     need[:, :g] = count
     need = need.view(-1)
     threshold = torch.zeros(rows, dtype=torch.int64, device=dev)
+    size = need
     row_keys: dict[int, Tensor] = {}
     off: Tensor | None = None  # elements whose higher digits differ from their row's threshold
     for shift, width in _DIGITS:
@@ -95,21 +99,40 @@ def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
         miss = digit != top.int().index_select(0, row_idx)
         off = miss if off is None else off.logical_or_(miss)
     assert off is not None
+    return _Selection(threshold, need, size, bits, row_idx, ~off)
+
+
+def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
+    """Keep mask (B, N) float32: in every image b and group g, the ``count[b, g]`` elements
+    of largest ``error`` among those with ``group == g``.
+
+    Args:
+        error: (B, N) float, >= 0 (the sign bit is ignored; inf and NaN rank as the largest
+            finite float).
+        group: (B, N) integer in ``[0, G]``; ``G`` (= ``count.shape[1]``) marks excluded
+            elements.
+        count: (B, G) number to keep per group (integer values), at most the group's size.
+
+    Ties at the threshold get ``remaining / n_tied`` (see the module docstring).
+    """
+    sel = _radix_select(error, group, count)
     # rows with nothing to keep got top = bins on the first digit: above every finite float
-    t = threshold.clamp_max(2**31 - 1).int().index_select(0, row_idx)
-    share = (need / size.clamp_min(1.0)).float().index_select(0, row_idx)
-    keep = torch.addcmul((bits > t).float(), (~off).float(), share)
-    return keep.view(b, n)
+    t = sel.threshold.clamp_max(2**31 - 1).int().index_select(0, sel.row)
+    share = (sel.need / sel.size.clamp_min(1.0)).float().index_select(0, sel.row)
+    keep = torch.addcmul((sel.bits > t).float(), sel.tied.float(), share)
+    return keep.view(error.shape)
 
 
 def topk_rows(scores: Tensor, count: Tensor, k_static: int) -> Tensor:
     """Keep mask shaped like ``scores`` (..., N): in every row the ``count`` (shape (...))
     largest non-negative scores; negative scores are excluded. ``count <= k_static`` must hold.
 
-    ``torch.topk`` (unsorted) narrows each row to ``k_static`` entries, and :func:`topk_keep`
-    picks the data-dependent count among them; a sorted ``torch.topk`` with an
-    ``index < count`` mask gives the same selection but sorting ``k_static`` values cost more
-    than the selection itself.
+    An unsorted ``torch.topk`` narrows each row to ``k_static`` entries and
+    :func:`topk_keep` picks the data-dependent count among them (ties there share the
+    remaining slots); a sorted ``torch.topk`` with an ``index < count`` mask costs more. Only
+    when values tie across the ``k_static`` cut itself (saturated predictions) does
+    ``torch.topk`` decide which of the tied pixels are candidates: the loss value is the same
+    either way, the gradient lands on those pixels.
     """
     shape = scores.shape
     s = scores.reshape(-1, shape[-1])
