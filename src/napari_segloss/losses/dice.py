@@ -446,6 +446,8 @@ class FocalDiceZhaoLoss(_TopKDiceBase):
     Dice in the eq. 5 form with a binary mask ``m_ic``: negatives of class c (``y_ic < 0.5``)
     enter only if their error ``p_ic`` is among the top k % of that image's negatives of class
     c; positives always enter. The mask is computed from detached probabilities.
+    Exactly ``ceil(k/100 * n_neg)`` negatives are kept per image and class (unsorted
+    ``torch.topk`` plus an exact count, :func:`~napari_segloss.losses._topk.topk_rows`).
 
     Args:
         k: percentage of negatives kept per image and class, in (0, 100] (default 10; the
@@ -484,6 +486,11 @@ class TopKDiceLoss(_TopKDiceBase):
     Dice in the eq. 5 form with a binary mask ``m_ic``: positives of class c (``y_ic >= 0.5``)
     enter only if their error ``1 - p_ic`` is among the top k % of that image's positives of
     class c; negatives always enter. The mask is computed from detached probabilities.
+    Exactly ``ceil(k/100 * n_c)`` positives are kept, without sorting and without host sync
+    (integer labels: one radix selection over the label pixels for all classes at once,
+    :mod:`~napari_segloss.losses._topk`); pixels whose error ties the threshold value share the
+    remaining slots (mask value ``remaining / n_tied``: the loss equals that of any exact
+    choice, and does not depend on pixel order).
 
     Args:
         k: percentage of positives kept per image and class, in (0, 100] (default 10).
