@@ -421,6 +421,27 @@ def test_batch_dice_and_reductions() -> None:
         assert get_loss(name, reduction="none")(x, y).shape == (3,)
 
 
+def soft_like(y: torch.Tensor, c: int) -> torch.Tensor:
+    """The float (one-hot / foreground-probability) target equal to labels ``y`` for ``c``
+    logit channels, 255 = ignored: it takes the generic (soft-target) path of every loss."""
+    if c == 1:
+        valid = (y != 255).float().unsqueeze(1)
+        return torch.where(y == 255, 0, y).unsqueeze(1).float() * valid + 255 * (1 - valid)
+    oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
+    return torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
+
+
+def assert_label_and_soft_paths_agree(loss, x: torch.Tensor, y: torch.Tensor, c: int) -> None:
+    """Integer labels and the equal float target give the same values and gradients."""
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    va, vb = loss(xa, y), loss(xb, soft_like(y, c))
+    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
+    va.sum().backward()
+    vb.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+
+
 FAST_CASES = [("dice", 0.0), ("log_dice", 0.0)] + [("pm_dice", g) for g in (0.0, 0.5, 1.0, 2.0)]
 
 
@@ -440,22 +461,7 @@ def test_label_fast_path_matches_onehot_path(name, gamma, squared, c, extra) -> 
         kw["gamma"] = gamma
     if "ignore_index" in extra:
         y[0, 0, :3] = 255
-    if c == 1:
-        valid = (y != 255).float().unsqueeze(1)
-        yy = torch.where(y == 255, 0, y).unsqueeze(1).float()
-        soft = yy * valid + 255 * (1 - valid)  # float target -> generic (soft) path
-    else:
-        oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
-        soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
-    loss = get_loss(name, reduction="none", **kw)
-    xa = x.clone().requires_grad_(True)
-    xb = x.clone().requires_grad_(True)
-    va = loss(xa, y)
-    vb = loss(xb, soft)
-    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
-    va.sum().backward()
-    vb.sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+    assert_label_and_soft_paths_agree(get_loss(name, reduction="none", **kw), x, y, c)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 5.0])
@@ -505,19 +511,8 @@ def test_pixel_label_fast_path_matches_onehot_path(name, kw, c, ignore) -> None:
     extra = {"ignore_index": 255} if ignore else {}
     if ignore:
         y[0, 0, :3] = 255
-    if c == 1:
-        soft = y.unsqueeze(1).float()
-    else:
-        oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
-        soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
     loss = get_loss(name, reduction="none", **kw, **extra)
-    xa = x.clone().requires_grad_(True)
-    xb = x.clone().requires_grad_(True)
-    va, vb = loss(xa, y), loss(xb, soft)
-    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
-    va.sum().backward()
-    vb.sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+    assert_label_and_soft_paths_agree(loss, x, y, c)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 2.5])
@@ -531,8 +526,7 @@ def test_label_fast_path_twice_backward_and_uneven_pixel_runs(gamma, extra) -> N
     y = torch.randint(0, 3, (2, 7, 9), generator=g)
     if extra:
         y[0, :2] = 255
-    oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), 3).permute(0, 3, 1, 2).float()
-    soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
+    soft = soft_like(y, 3)
     loss = get_loss("pm_dice", gamma=gamma, reduction="none", **extra)
     xa = x.clone().requires_grad_(True)
     xb = x.clone().requires_grad_(True)
@@ -576,17 +570,4 @@ def test_region_label_paths_match_onehot_path(name, kw, c, extra) -> None:
     y[1, :3] = 0
     if "ignore_index" in extra:
         y[0, :2] = 255
-    if c == 1:
-        valid = (y != 255).float().unsqueeze(1)
-        soft = torch.where(y == 255, 0, y).unsqueeze(1).float() * valid + 255 * (1 - valid)
-    else:
-        oh = torch.nn.functional.one_hot(torch.where(y == 255, 0, y), c).permute(0, 3, 1, 2).float()
-        soft = torch.where((y == 255).unsqueeze(1), torch.full_like(oh, 255.0), oh)
-    loss = get_loss(name, reduction="none", **kw, **extra)
-    xa = x.clone().requires_grad_(True)
-    xb = x.clone().requires_grad_(True)
-    va, vb = loss(xa, y), loss(xb, soft)
-    torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6)
-    va.sum().backward()
-    vb.sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-6)
+    assert_label_and_soft_paths_agree(get_loss(name, reduction="none", **kw, **extra), x, y, c)

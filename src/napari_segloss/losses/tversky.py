@@ -25,12 +25,16 @@ def tversky_index(
     ``alpha`` weights false positives, ``beta`` false negatives. ``p`` must already be zero at
     ignored pixels (and ``y`` is), so FP/FN computed as ``sum p - TP`` / ``sum y - TP`` skip them.
     """
-    red = (0, *range(2, p.ndim)) if batch else tuple(range(2, p.ndim))
-    tp = (y * p).sum(red)
-    p_sum = p.sum(red)
-    y_sum = y.sum(red)
+    red = tuple(range(2, p.ndim))
+    return _index_from_sums((y * p).sum(red), p.sum(red), y.sum(red), alpha, beta, eps, batch)
+
+
+def _index_from_sums(
+    tp: Tensor, p_sum: Tensor, y_sum: Tensor, alpha: float, beta: float, eps: float, batch: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-image (B, K) sums -> ``(TI, y_sum)``, summed over the batch first with ``batch``."""
     if batch:
-        tp, p_sum, y_sum = tp.unsqueeze(0), p_sum.unsqueeze(0), y_sum.unsqueeze(0)
+        tp, p_sum, y_sum = (t.sum(0, keepdim=True) for t in (tp, p_sum, y_sum))
     fp = p_sum - tp
     fn = y_sum - tp
     return (tp + eps) / (tp + alpha * fp + beta * fn + eps), y_sum
@@ -50,12 +54,7 @@ def label_tversky_index(
     flat = labels.view(b, -1)
     tp = class_sums(flat, p.gather(1, labels).view(b, -1), k)
     y_sum = class_sums(flat, None if inp.valid is None else inp.valid.reshape(b, -1), k)
-    p_sum = p.sum(-1)
-    if batch:
-        tp, p_sum, y_sum = (t.sum(0, keepdim=True) for t in (tp, p_sum, y_sum))
-    fp = p_sum - tp
-    fn = y_sum - tp
-    return (tp + eps) / (tp + alpha * fp + beta * fn + eps), y_sum
+    return _index_from_sums(tp, p.sum(-1), y_sum, alpha, beta, eps, batch)
 
 
 def region_tversky_index(
