@@ -66,7 +66,7 @@ def write_section(key: str, text: str, path: Path = RESULTS) -> None:
     new = (
         pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
     )
-    path.write_text(new + "\n", encoding="utf-8")
+    path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")  # no growing blank tail
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
