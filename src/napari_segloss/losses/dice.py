@@ -97,6 +97,9 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
       ``m p'_y (dL/dI + s (dL/dS) p'_y^(s-1))``. Then ``dL/dx = p g - p sum_k p g``.
       ``Y`` carries no gradient. Binary logits come in as ``[0, x]`` (softmax of that is
       ``[1 - sigmoid(x), sigmoid(x)]``).
+    * The TopK losses pass fixed masks in [0, 1] (no gradient): ``label_m`` (B, 1, N) scales m at
+      the label entries, ``off_m`` (B, K, N) elsewhere; ``probs`` is ``softmax(x)`` when the
+      caller already computed it (to rank the pixels), so it is not computed twice.
     """
 
     @staticmethod
@@ -133,7 +136,7 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
         # (whose version check would reject a second backward); a second one rebuilds it
         ctx.t, ctx.gamma, ctx.sq = t, gamma, sq
         ctx.mark_non_differentiable(y2)
-        return inter_sums(flat, u, k), s_total, y2
+        return class_sums(flat, u.view(b, n), k), s_total, y2
 
     @staticmethod
     @once_differentiable  # m is a constant of eq. 5; no double backward through this path
@@ -156,11 +159,6 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
         # softmax backward: dL/dx = p g - p sum_k p g
         grad = pg.addcmul_(p, pg.sum(1, keepdim=True), value=-1.0)
         return grad, None, None, None, None, None, None, None
-
-
-def inter_sums(flat: Tensor, u: Tensor, k: int) -> Tensor:
-    """``I_c = sum_i m y p'`` from the label-entry values ``u = m p'_y`` (B, 1, N)."""
-    return class_sums(flat, u.view(flat.shape), k)
 
 
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
