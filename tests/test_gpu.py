@@ -18,11 +18,11 @@ from PIL import Image
 from napari_segloss.engine.checkpoint import load_model
 from napari_segloss.engine.config import load_config
 from napari_segloss.engine.training import train
-from napari_segloss.losses import get_loss
+from napari_segloss.losses import get_loss, list_losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-LOSSES = ["dice", "pm_dice", "ce+pm_dice", "unified_focal", "topk_ce+topk_dice", "wsdice"]
+LOSSES = list_losses()  # every label path (fused Dice, radix top-k, ...) on CUDA
 
 
 def _batch(device: str) -> tuple[torch.Tensor, torch.Tensor]:
