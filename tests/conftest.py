@@ -7,6 +7,7 @@ absent, so the suite still passes on a fresh clone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+# The CLI tests call segloss in this process: keep pytest's allocator as glibc set it (the
+# tuning itself is tested in subprocesses, tests/engine/test_allocator.py)
+os.environ.setdefault("SEGLOSS_MALLOC_TUNING", "0")
 
 
 @pytest.fixture(scope="session")
