@@ -4,11 +4,12 @@
 data-dependent number per image *and class* (k % of that class's candidate pixels), which
 with ``torch.topk`` meant one sorted selection of ``k % of N`` per (image, class) row: the
 slowest part of a TopK loss on CPU. Here the k-th largest error of every group is found by a
-two-level radix select on the float32 bit patterns (non-negative floats order like their bits):
-a histogram of the high 16 bits per group locates the bin that holds the threshold, a second
-histogram of the low 16 bits inside that bin gives the exact threshold value. Both histograms
-are ``scatter_add`` calls into fixed-size tensors, so shapes are static (``torch.compile``,
-CUDA graphs) and nothing is read back to the host.
+radix select on the float32 bit patterns (non-negative floats order like their bits), three
+digits of 11, 10 and 10 bits: a histogram of the top digit per group locates the bin that holds
+the threshold, the next histogram (of the elements in that bin only) the next digit, and so on
+to the exact threshold value. The histograms are ``scatter_add`` calls into fixed-size tensors,
+so shapes are static (``torch.compile``, CUDA graphs) and nothing is read back to the host; the
+groups share one pass, so all classes of an image are selected together.
 
 Ties at the threshold value share the remaining slots equally (a fractional mask entry
 ``need / n_tied``): tied pixels have identical errors, hence identical loss terms, so the loss
@@ -65,6 +66,8 @@ class _Selection(NamedTuple):
 
 
 def _radix_select(error: Tensor, group: Tensor, count: Tensor) -> _Selection:
+    """The ``count[b, g]``-th largest ``error`` of every (image, group), digit by digit (see
+    :func:`topk_keep` for the arguments)."""
     b, n = error.shape
     g = count.shape[1]
     rows = b * (g + 1)  # one row per (image, group); row g of each image holds the excluded
