@@ -51,6 +51,12 @@ def class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tenso
     return total.float()
 
 
+def label_class_counts(labels: Tensor, valid: Tensor | None, k: int) -> Tensor:
+    """Valid pixels per class (B, K) of (B, 1, N) labels and their (B, 1, N) validity mask."""
+    b = labels.shape[0]
+    return class_sums(labels.view(b, -1), None if valid is None else valid.view(b, -1), k)
+
+
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")

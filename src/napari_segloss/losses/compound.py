@@ -17,8 +17,6 @@ from .cross_entropy import (
     _pixel_weights,
     focal_terms,
     hard_label_pixel_loss,
-    label_log_prob,
-    per_label,
 )
 from .dice import _WSDiceBase, hard_label_dice, modulated_dice
 from .registry import register
@@ -343,17 +341,9 @@ class _UnifiedBase(RegionLoss):
 
     def _label_focal(self, inp: Prepared, cls_w: Tensor) -> Tensor:
         """``mean_i delta_t (1 - p_t)^gamma (-log p_t)`` for hard labels (t: the label);
-        asymmetric: no modulation of foreground labels."""
-        lp_t = label_log_prob(inp)
-        lab = inp.labels
-        assert lab is not None
-        mod = (-torch.expm1(lp_t)).clamp_min(TINY).pow(self.gamma)  # 1 - p_t, accurate near 1
-        if self.asymmetric:
-            is_bg = (lab == 0).float()
-            mod = 1.0 + is_bg * (mod - 1.0)
-        px = -per_label(cls_w, lab) * mod * lp_t
-        if inp.valid is not None:
-            px = px * inp.valid
+        asymmetric: no modulation of foreground labels (exponent 0 there)."""
+        gamma = self.gamma * inp.pix_is_background if self.asymmetric else self.gamma
+        px = hard_label_pixel_loss(inp, gamma, cls_w)
         return px.flatten(1).sum(1) / inp.valid_count()
 
 

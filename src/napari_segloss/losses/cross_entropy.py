@@ -75,18 +75,22 @@ def label_log_prob(inp: Prepared) -> Tensor:
     return F.log_softmax(x, dim=1).gather(1, inp.labels)
 
 
-def hard_label_pixel_loss(inp: Prepared, gamma: float, weights: Tensor | None) -> Tensor:
+def hard_label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor | None) -> Tensor:
     """Fast path for integer labels (binary / multiclass): ``-w_t (1 - p_t)^gamma log p_t``
     per pixel (B, *spatial) from the log-probability of the labelled class only (gather), the
-    same value as summing eq. 1/3 over one-hot channels without building them."""
+    same value as summing eq. 1/3 over one-hot channels without building them. ``gamma`` may
+    be one exponent per class (K,) (the asymmetric Unified Focal modulates background only)."""
     assert inp.labels is not None
     lab = inp.labels
     lp_t = label_log_prob(inp)
     out = -lp_t
-    if gamma != 0.0:
+    if isinstance(gamma, Tensor) or gamma != 0.0:
         # 1 - p_t = -expm1(log p_t): accurate when p_t is close to 1
         base = (-torch.expm1(lp_t)).clamp_min(TINY)
-        out = out * (base * base if gamma == 2.0 else base.pow(gamma))
+        if isinstance(gamma, Tensor):
+            out = out * base.pow(per_label(gamma, lab))
+        else:
+            out = out * (base * base if gamma == 2.0 else base.pow(gamma))
     if weights is not None:
         out = out * per_label(weights, lab)
     if inp.valid is not None:

@@ -24,6 +24,7 @@ from ._base import (
     check_float,
     check_float_or_seq,
     class_sums,
+    label_class_counts,
     per_channel,
 )
 from ._base import view_channels as _vc
@@ -113,7 +114,7 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
             py.mul_(v)  # ignored pixels: label 0 and p' = 0, so m = 1 and y = 0 there
         if gamma == 0.0 and label_m is None:  # m = 1: u = m p'_y = p'_y, Y = pixel count
             u = py
-            y2 = class_sums(flat, None if v is None else v.view(b, n), k)
+            y2 = label_class_counts(labels, v, k)
         else:
             a = _label_power(py, gamma) if gamma != 0.0 else label_m.clone()  # m at the label
             if gamma != 0.0 and label_m is not None:
@@ -184,7 +185,18 @@ def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
 
 
 def hard_label_dice(
-    inp: Prepared,
+    inp: Prepared, gamma: float, *, squared: bool, eps: float, batch: bool
+) -> tuple[Tensor, Tensor]:
+    """Fast path of :func:`modulated_dice` for integer labels (binary or multiclass) with
+    ``m = |y - p|^gamma``: :func:`label_dice` on :func:`label_logits`."""
+    x, lab, v = label_logits(inp)
+    return label_dice(x, lab, v, gamma, squared=squared, eps=eps, batch=batch)
+
+
+def label_dice(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
     gamma: float,
     *,
     squared: bool,
@@ -193,24 +205,27 @@ def hard_label_dice(
     probs: Tensor | None = None,
     label_m: Tensor | None = None,
     off_m: Tensor | None = None,
+    label_counts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Fast path of :func:`modulated_dice` for integer labels (binary or multiclass; see
-    :class:`_SoftmaxHardLabelDice`): ``m = |y - p|^gamma``, times ``label_m`` (B, 1, N) at the
-    label entries and ``off_m`` (B, K, N) elsewhere when given (no gradient through either).
-    ``probs``: ``softmax`` of :func:`label_logits` already computed (without gradient).
+    """Per-class Dice ``(dsc, y_sum)`` in the eq. 5 form for hard labels, from the
+    :func:`label_logits` tensors (see :class:`_SoftmaxHardLabelDice`): ``m = |y - p|^gamma``,
+    times ``label_m`` (B, 1, N) at the label entries and ``off_m`` (B, K, N) elsewhere when
+    given (no gradient through either). ``probs``: ``softmax(x)`` already computed (without
+    gradient); ``label_counts``: the (B, K) valid label counts, when the caller has them.
 
     Same values and gradients as the one-hot form (checked in the tests), fewer passes over the
     (B, K, N) tensors and no one-hot target.
     """
-    x, lab, v = label_logits(inp)
-    b, k = x.shape[:2]
+    k = x.shape[1]
     inter, s, y2 = _SoftmaxHardLabelDice.apply(
-        x, lab, v, float(gamma), squared, probs, label_m, off_m
+        x, labels, valid, float(gamma), squared, probs, label_m, off_m
     )
     if gamma == 0.0 and label_m is None:
         y_sum = y2  # sum of y^2 = sum of y = pixel count per class for hard labels
+    elif label_counts is not None:
+        y_sum = label_counts
     else:
-        y_sum = class_sums(lab.view(b, -1), None if v is None else v.view(b, -1), k)
+        y_sum = label_class_counts(labels, valid, k)
     den = s + y2
     if batch:
         inter, den, y_sum = (t.sum(0, keepdim=True) for t in (inter, den, y_sum))
@@ -401,20 +416,24 @@ class _TopKDiceBase(_DiceBase):
         raise NotImplementedError
 
     def label_masks(
-        self, p: Tensor, labels: Tensor, valid: Tensor | None
+        self, p: Tensor, labels: Tensor, valid: Tensor | None, counts: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:  # pragma: no cover - abstract
         """The same modulation for hard labels, as ``(label_m, off_m)`` of
-        :func:`hard_label_dice`, from detached probabilities (B, K, N)."""
+        :func:`label_dice`, from detached probabilities (B, K, N) and the valid label counts
+        per class (B, K)."""
         raise NotImplementedError
 
     def per_image(self, inp: Prepared) -> Tensor:
         if inp.labels is not None:
             x, lab, v = label_logits(inp)
+            counts = label_class_counts(lab, v, x.shape[1])  # ranks the pixels and is y_sum
             with torch.no_grad():
                 p = torch.softmax(x, dim=1)
-            label_m, off_m = self.label_masks(p, lab, v)
-            dsc, y_sum = hard_label_dice(
-                inp,
+            label_m, off_m = self.label_masks(p, lab, v, counts)
+            dsc, y_sum = label_dice(
+                x,
+                lab,
+                v,
                 0.0,
                 squared=self.squared,
                 eps=self.eps,
@@ -422,6 +441,7 @@ class _TopKDiceBase(_DiceBase):
                 probs=p,
                 label_m=label_m,
                 off_m=off_m,
+                label_counts=counts,
             )
         else:
             dsc, y_sum = self.dice_per_class(inp, self.mask(inp))
@@ -461,17 +481,16 @@ class FocalDiceZhaoLoss(_TopKDiceBase):
         return keep + (1.0 - neg)  # negatives: kept or not; everything else: 1 (keep is 0 there)
 
     def label_masks(
-        self, p: Tensor, labels: Tensor, valid: Tensor | None
+        self, p: Tensor, labels: Tensor, valid: Tensor | None, counts: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
         # negatives of class c: the valid pixels not labelled c, ranked by p_c; label entries
         # keep m = 1 (positives always enter)
-        b, k, n = p.shape
+        n = p.shape[2]
         scores = p.clone().scatter_(1, labels, -1.0)  # p >= 0: -1 marks the excluded
-        v = None if valid is None else valid.view(b, n)
         if valid is not None:
             scores.mul_(valid).add_(valid - 1.0)
-        n_valid = float(n) if v is None else v.sum(1, keepdim=True)
-        count = topk_count(n_valid - class_sums(labels.view(b, n), v, k), self.k)
+        n_valid = float(n) if valid is None else valid.sum(2)
+        count = topk_count(n_valid - counts, self.k)
         return None, topk_rows(scores, count, max(1, math.ceil(self.k * n / 100.0)))
 
 
@@ -503,17 +522,15 @@ class TopKDiceLoss(_TopKDiceBase):
         return keep + (1.0 - pos)  # positives: kept or not; everything else: 1 (keep is 0 there)
 
     def label_masks(
-        self, p: Tensor, labels: Tensor, valid: Tensor | None
+        self, p: Tensor, labels: Tensor, valid: Tensor | None, counts: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
         # positives are the label entries: one selection per class over the (B, N) label
         # errors 1 - p_y, grouped by label (ignored pixels excluded); negatives keep m = 1
         b, k, n = p.shape
         flat = labels.view(b, n)
         error = 1.0 - p.gather(1, labels).view(b, n)
-        v = None if valid is None else valid.view(b, n)
-        group = flat if v is None else flat + (k - flat) * (1 - v.long())
-        count = topk_count(class_sums(flat, v, k), self.k)
-        return topk_keep(error, group, count).view(b, 1, n), None
+        group = flat if valid is None else flat + (k - flat) * (1 - valid.view(b, n).long())
+        return topk_keep(error, group, topk_count(counts, self.k)).view(b, 1, n), None
 
 
 def wsdice_coefficient(
@@ -571,7 +588,7 @@ def wsdice_label_coefficient(
         qy = qy * v
     l1 = class_sums(flat, qy.view(b, -1), k)
     l2 = class_sums(flat, (qy * qy).view(b, -1), k)
-    n = class_sums(flat, None if v is None else v.view(b, -1), k)
+    n = label_class_counts(labels, v, k)
     num = v2 * v2 * l1 - v1 * v1 * (q1 - l1)
     den = v2 * v2 * (l2 + n) + v1 * v1 * (q2 - l2 + n_valid - n)
     if batch:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._base import TINY, RegionLoss, check_float, class_sums
+from ._base import TINY, RegionLoss, check_float, class_sums, label_class_counts
 from ._input import Prepared
 from .registry import register
 
@@ -53,7 +53,7 @@ def label_tversky_index(
     labels = inp.labels.reshape(b, 1, -1)
     flat = labels.view(b, -1)
     tp = class_sums(flat, p.gather(1, labels).view(b, -1), k)
-    y_sum = class_sums(flat, None if inp.valid is None else inp.valid.reshape(b, -1), k)
+    y_sum = label_class_counts(labels, inp.valid, k)
     return _index_from_sums(tp, p.sum(-1), y_sum, alpha, beta, eps, batch)
 
 
