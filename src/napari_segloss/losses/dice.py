@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import _fused_cpu
 from ._base import (
     TINY,
     RegionLoss,
@@ -101,6 +102,10 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
     * The TopK losses pass fixed masks in [0, 1] (no gradient): ``label_m`` (B, 1, N) scales m at
       the label entries, ``off_m`` (B, K, N) elsewhere; ``probs`` is ``softmax(x)`` when the
       caller already computed it (to rank the pixels), so it is not computed twice.
+
+    On CPU, for float32 logits without those masks, :class:`_FusedCPULabelDice` computes the
+    same sums and gradient with numba kernels instead (:func:`label_dice` chooses); this
+    function serves the GPU, other dtypes, ``torch.compile`` and the TopK losses.
     """
 
     @staticmethod
@@ -162,6 +167,28 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
+class _FusedCPULabelDice(torch.autograd.Function):
+    """The sums and gradient of :class:`_SoftmaxHardLabelDice` (no TopK masks) from the fused
+    numba kernels of :mod:`._fused_cpu`: one pass over the logits each way, the softmax
+    recomputed in the backward instead of stored."""
+
+    @staticmethod
+    def forward(ctx, x, labels, v, gamma, squared):  # type: ignore[override]
+        sq = 2 if squared else 1
+        inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, v, gamma, sq)
+        ctx.save_for_backward(x, labels, v)
+        ctx.gamma, ctx.sq = gamma, sq
+        ctx.mark_non_differentiable(y2, counts)
+        return inter, s, y2, counts
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_inter, g_s, _g_y2, _g_counts):  # type: ignore[override]
+        x, labels, v = ctx.saved_tensors
+        grad = _fused_cpu.label_dice_grad(x, labels, v, ctx.gamma, ctx.sq, g_inter, g_s)
+        return grad, None, None, None, None
+
+
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
     """``m p'^s`` off the label: ``p^(gamma + s)``, times the validity and extra masks."""
     t = _power(p, e)
@@ -217,9 +244,14 @@ def label_dice(
     (B, K, N) tensors and no one-hot target.
     """
     k = x.shape[1]
-    inter, s, y2 = _SoftmaxHardLabelDice.apply(
-        x, labels, valid, float(gamma), squared, probs, label_m, off_m
-    )
+    if _fused_cpu.applies(x, probs, label_m, off_m):
+        inter, s, y2, label_counts = _FusedCPULabelDice.apply(
+            x, labels, valid, float(gamma), squared
+        )
+    else:
+        inter, s, y2 = _SoftmaxHardLabelDice.apply(
+            x, labels, valid, float(gamma), squared, probs, label_m, off_m
+        )
     if gamma == 0.0 and label_m is None:
         y_sum = y2  # sum of y^2 = sum of y = pixel count per class for hard labels
     elif label_counts is not None:
@@ -288,8 +320,9 @@ class PMDiceLoss(_DiceBase):
     ``skip_absent`` setting.
 
     Integer-label targets with a scalar gamma use a one-hot-free path with a hand-written
-    backward (same values and gradients as the one-hot form, fewer passes); it does not
-    support double backward (one-hot/soft targets do).
+    backward (same values and gradients as the one-hot form, fewer passes; on CPU one fused
+    numba pass each way, see :mod:`napari_segloss.losses._fused_cpu`); it does not support
+    double backward (one-hot/soft targets do).
 
     Args:
         gamma: float >= 0 (default 1.0) or one value per class channel (after binary

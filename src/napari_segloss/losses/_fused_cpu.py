@@ -1,0 +1,361 @@
+"""Fused CPU kernels (numba) for the Dice / PM-Dice sums of integer labels, straight from the
+logits: the forward and the backward of :class:`~napari_segloss.losses.dice._SoftmaxHardLabelDice`
+each in one pass over the (B, K, N) logits.
+
+Why: in eager PyTorch every step (softmax, the label gather, the powers, the scatter, the
+softmax backward) is its own pass over the full tensor and its own full-size temporary, and on
+CPU fresh large temporaries cost page faults. Here the pixels are processed in blocks of
+``_BLOCK`` whose buffers stay in cache; nothing full-size is written except the gradient, and the
+softmax is recomputed in the backward instead of being stored.
+
+* ``exp`` is a vectorisable float32 version (Cody-Waite range reduction and the Cephes
+  ``expf`` polynomial, relative error below 2e-7); it is only called on ``x - max <= 0``, and
+  arguments below -87 are clamped (``exp(-87) = 1.6e-38``: such classes get probability ~0,
+  as in float32 softmax).
+* Per-class sums run in float32 over one block and are added into float64 totals.
+* Work is split over ``torch.get_num_threads()`` Python threads; the kernels release the GIL.
+
+Used only for float32 CPU tensors outside ``torch.compile`` tracing and when numba imports;
+``SEGLOSS_FUSED_CPU=0`` switches it off (the eager PyTorch path gives the same values).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:  # numba is a dependency, but the losses must keep working where it cannot import
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - exercised only without numba
+    njit = None
+
+_BLOCK = 512  # pixels per block: the K x 512 float32 buffers stay in L1/L2 cache
+_MIN_PIXELS_PER_THREAD = 32768  # below this a thread costs more than it saves
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that k * ln2 is exact (Cody-Waite)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_FLOOR = np.float32(-87.0)  # 2^k stays a normal float32 above this
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+
+def available() -> bool:
+    """Whether the fused kernels can run here (numba imports, not switched off)."""
+    return njit is not None and os.environ.get("SEGLOSS_FUSED_CPU", "1") != "0"
+
+
+def applies(x: Tensor, *extra: Tensor | None) -> bool:
+    """Whether the fused kernels handle these inputs: float32 CPU logits, outside
+    ``torch.compile`` tracing (which cannot see into numba), no TopK masks (``extra``)."""
+    return (
+        available()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and all(e is None for e in extra)
+        and not _is_compiling()
+    )
+
+
+def _is_compiling() -> bool:
+    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    if check is None:
+        check = torch._dynamo.is_compiling
+    return bool(check())
+
+
+if njit is not None:
+
+    @intrinsic
+    def _bits_as_float32(typingctx, bits):
+        """Reinterpret int32 bits as float32 (LLVM bitcast): builds ``2^k`` in the exp."""
+        sig = types.float32(types.int32)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return sig, codegen
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _exp_nonpositive(x):
+        x = max(x, _EXP_FLOOR)
+        k = math.floor(x * _LOG2E + np.float32(0.5))
+        f = x - k * _LN2_HI
+        f = f - k * _LN2_LO
+        y = np.float32(1.9875691500e-4)
+        y = y * f + np.float32(1.3981999507e-3)
+        y = y * f + np.float32(8.3334519073e-3)
+        y = y * f + np.float32(4.1665795894e-2)
+        y = y * f + np.float32(1.6666665459e-1)
+        y = y * f + np.float32(5.0000001201e-1)
+        y = y * f * f + f + _ONE
+        return y * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _power_of(v, e2, e3, e4):
+        """``v^e`` for the integer exponents 1-4 (flags ``e2``: e >= 2, ...): selects and
+        multiplications only, so the pixel loops stay vectorised."""
+        t = v * (v if e2 else _ONE)
+        t = t * (v if e3 else _ONE)
+        return t * (v if e4 else _ONE)
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u):
+        """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
+
+        * ``lab``: the labels as int32 (their compares then vectorise with float32 lanes);
+        * ``p[:, :n]``: ``p' = softmax(x) w``. Masking p itself is exact for the softmax
+          backward too: an ignored pixel has ``p g = 0`` for every class, so its gradient
+          ``p g - p sum_k p g`` is 0 whatever p is;
+        * at the label entry ``py = p'_y``, ``a = m w`` with ``m = (1 - p'_y)^gamma`` and
+          ``u = a p'_y``; ``z`` is scratch.
+        """
+        num_k = x.shape[1]
+        src = labels[b, s0 : s0 + n]
+        for i in range(n):
+            lab[i] = np.int32(src[i])
+        x0 = x[b, 0, s0 : s0 + n]
+        for i in range(n):
+            z[i] = x0[i]  # running max first
+        for k in range(1, num_k):
+            xk = x[b, k, s0 : s0 + n]
+            for i in range(n):
+                z[i] = max(z[i], xk[i])
+        # separate loops for the exp, the sums and the gather: loops that both store and
+        # accumulate into several arrays vectorise badly (alias checks)
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            pk = p[k]
+            for i in range(n):
+                pk[i] = _exp_nonpositive(xk[i] - z[i])
+        for i in range(n):
+            py[i] = p[0, i]  # the normaliser, for now
+        for k in range(1, num_k):
+            pk = p[k]
+            for i in range(n):
+                py[i] += pk[i]
+        for i in range(n):
+            z[i] = wb[i] / py[i]
+        for k in range(num_k):
+            pk = p[k]
+            for i in range(n):
+                pk[i] *= z[i]
+        for i in range(n):
+            py[i] = _ZERO
+        for k in range(num_k):
+            pk = p[k]
+            kk = np.int32(k)
+            for i in range(n):
+                py[i] += pk[i] if lab[i] == kk else _ZERO
+        if gamma == 0.0:
+            for i in range(n):
+                a[i] = wb[i]
+        elif gamma == 1.0:  # the PM-Dice default, without pow
+            for i in range(n):
+                a[i] = (_ONE - py[i]) * wb[i]
+        else:
+            gf = np.float32(gamma)
+            for i in range(n):
+                a[i] = (_ONE - py[i]) ** gf * wb[i]
+        for i in range(n):
+            u[i] = a[i] * py[i]
+
+    @njit(inline="always", cache=True)
+    def _exponent_flags(e):
+        """``(slow, e2, e3, e4)`` for the off-label exponent ``e = gamma + s``: integer
+        exponents 1-4 become multiplications (:func:`_power_of`), others need ``pow``."""
+        slow = not (e == 1.0 or e == 2.0 or e == 3.0 or e == 4.0)
+        return slow, (not slow) and e >= 2.0, (not slow) and e >= 3.0, (not slow) and e >= 4.0
+
+    @njit(inline="always", fastmath=True, cache=True)
+    def _off_label_base(pk, tk, n, slow, e):
+        """What :func:`_power_of` raises: ``pk`` itself, or where the exponent needs ``pow``,
+        ``tk = pk^e`` (the flags then make ``_power_of`` the identity)."""
+        if not slow:
+            return pk
+        ef = np.float32(e)
+        for i in range(n):
+            tk[i] = pk[i] ** ef
+        return tk
+
+    @njit(fastmath=True, nogil=True, cache=True)
+    def _forward_kernel(x, labels, w, has_w, gamma, sq, first, last, out):
+        """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
+        float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
+        count."""
+        _, num_k, n_pix = x.shape
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        p = np.empty((num_k, _BLOCK), np.float32)
+        tk = np.empty(_BLOCK, np.float32)
+        z = np.empty(_BLOCK, np.float32)
+        py = np.empty(_BLOCK, np.float32)
+        a = np.empty(_BLOCK, np.float32)
+        u = np.empty(_BLOCK, np.float32)
+        lab = np.empty(_BLOCK, np.int32)
+        ones = np.ones(_BLOCK, np.float32)
+        e_off = gamma + sq
+        slow, e2, e3, e4 = _exponent_flags(e_off)
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u)
+            for i in range(n):  # z becomes the label entry of S: m p'_y^s
+                z[i] = u[i] * (py[i] if sq == 2 else _ONE)
+            for k in range(num_k):
+                kk = np.int32(k)
+                base = _off_label_base(p[k], tk, n, slow, e_off)
+                s_i = _ZERO
+                s_s = _ZERO
+                s_y = _ZERO
+                s_n = _ZERO
+                for i in range(n):
+                    hit = lab[i] == kk
+                    s_i += u[i] if hit else _ZERO
+                    # off the label m p'^s = p'^(gamma + s)
+                    s_s += z[i] if hit else _power_of(base[i], e2, e3, e4)
+                    s_y += a[i] if hit else _ZERO
+                    s_n += wb[i] if hit else _ZERO
+                out[b, 0, k] += s_i
+                out[b, 1, k] += s_s
+                out[b, 2, k] += s_y
+                out[b, 3, k] += s_n
+
+    @njit(fastmath=True, nogil=True, cache=True)
+    def _backward_kernel(x, labels, w, has_w, gamma, sq, g_inter, g_s, first, last, grad):
+        """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
+        _, num_k, n_pix = x.shape
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        p = np.empty((num_k, _BLOCK), np.float32)
+        pg = np.empty((num_k, _BLOCK), np.float32)
+        z = np.empty(_BLOCK, np.float32)
+        py = np.empty(_BLOCK, np.float32)
+        a = np.empty(_BLOCK, np.float32)
+        u = np.empty(_BLOCK, np.float32)
+        lab = np.empty(_BLOCK, np.int32)
+        ones = np.ones(_BLOCK, np.float32)
+        e_off = gamma + sq
+        slow, e2, e3, e4 = _exponent_flags(e_off)
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u)
+            if sq == 2:  # a becomes s p'_y^(s-1) m p'_y: the label entry's factor of dL/dS
+                for i in range(n):
+                    a[i] = np.float32(2.0) * u[i] * py[i]
+            else:
+                for i in range(n):
+                    a[i] = u[i]
+            for k in range(num_k):
+                # p g: off the label s dL/dS m p'^s, at it m p'_y (dL/dI + s dL/dS p'_y^(s-1))
+                kk = np.int32(k)
+                gs = np.float32(g_s[b, k])
+                gs_off = np.float32(sq * g_s[b, k])
+                gl = np.float32(g_inter[b, k])
+                tk = pg[k]
+                base = _off_label_base(p[k], tk, n, slow, e_off)
+                for i in range(n):
+                    on = u[i] * gl + a[i] * gs
+                    tk[i] = on if lab[i] == kk else gs_off * _power_of(base[i], e2, e3, e4)
+            for i in range(n):  # z becomes sum_k p g (softmax backward)
+                z[i] = _ZERO
+            for k in range(num_k):
+                tk = pg[k]
+                for i in range(n):
+                    z[i] += tk[i]
+            for k in range(num_k):
+                pk = p[k]
+                tk = pg[k]
+                out = grad[b, k, s0 : s0 + n]
+                for i in range(n):
+                    out[i] = tk[i] - pk[i] * z[i]
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()  # losses may run in several threads at once (napari workers)
+
+
+def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
+    """``kernel(first, last)`` over contiguous block ranges, one per thread
+    (``torch.get_num_threads()``, fewer for small inputs); the results in order."""
+    global _pool, _pool_size
+    threads = max(1, min(torch.get_num_threads(), n_pixels // _MIN_PIXELS_PER_THREAD, total_blocks))
+    bounds = [total_blocks * t // threads for t in range(threads + 1)]
+    if threads == 1:
+        return [kernel(bounds[0], bounds[1])]
+    with _pool_lock:
+        if _pool_size < threads:  # grown, never shrunk: the old pool finishes what it has
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segloss-fused")
+            _pool_size = threads
+        futures = [_pool.submit(kernel, bounds[t], bounds[t + 1]) for t in range(threads)]
+    return [f.result() for f in futures]
+
+
+def _prepare(x: Tensor, labels: Tensor, valid: Tensor | None):
+    b, _, n = x.shape
+    xn = x.detach().contiguous().numpy()
+    ln = labels.reshape(b, n).contiguous().numpy()
+    if valid is None:
+        return xn, ln, np.ones((1, 1), np.float32), False
+    return xn, ln, valid.reshape(b, n).float().contiguous().numpy(), True
+
+
+def _blocks(x: Tensor) -> int:
+    b, _, n = x.shape
+    return b * ((n + _BLOCK - 1) // _BLOCK)
+
+
+def label_dice_sums(
+    x: Tensor, labels: Tensor, valid: Tensor | None, gamma: float, sq: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(I, S, Y, counts)`` (B, K) float32: the eq. 5 sums of ``_SoftmaxHardLabelDice`` and
+    the valid pixels per class, for (B, K, N) logits, (B, 1, N) integer labels and an optional
+    (B, 1, N) validity mask."""
+    xn, ln, wn, has_w = _prepare(x, labels, valid)
+    b, k, n = xn.shape
+
+    def part(first: int, last: int) -> np.ndarray:
+        out = np.zeros((b, 4, k), np.float64)
+        _forward_kernel(xn, ln, wn, has_w, float(gamma), sq, first, last, out)
+        return out
+
+    sums = torch.from_numpy(sum(_run_split(part, _blocks(x), b * n)).astype(np.float32))
+    return sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+
+
+def label_dice_grad(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    gamma: float,
+    sq: int,
+    g_inter: Tensor,
+    g_s: Tensor,
+) -> Tensor:
+    """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
+    :func:`label_dice_sums`."""
+    xn, ln, wn, has_w = _prepare(x, labels, valid)
+    grad = torch.empty(xn.shape, dtype=torch.float32)
+    gn = grad.numpy()
+    gi = g_inter.detach().double().contiguous().numpy()
+    gs = g_s.detach().double().contiguous().numpy()
+
+    def part(first: int, last: int) -> None:
+        _backward_kernel(xn, ln, wn, has_w, float(gamma), sq, gi, gs, first, last, gn)
+
+    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
+    return grad

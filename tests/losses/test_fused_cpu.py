@@ -1,0 +1,176 @@
+"""The fused numba kernels of the label Dice / PM Dice (losses/_fused_cpu.py) against the eager
+PyTorch autograd Function they replace on CPU (same sums, same gradients)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_segloss.losses import _fused_cpu, get_loss
+from napari_segloss.losses.dice import _SoftmaxHardLabelDice
+
+
+def test_numba_kernels_are_available() -> None:
+    # numba is a dependency: without it every CPU Dice silently takes the slower path
+    assert _fused_cpu.available()
+
+
+def test_exp_matches_numpy_to_float32_rounding() -> None:
+    x = np.linspace(-87.0, 0.0, 200_001, dtype=np.float32)
+    got = np.array([_fused_cpu._exp_nonpositive(v) for v in x[::97]], dtype=np.float64)
+    ref = np.exp(x[::97].astype(np.float64))
+    assert np.max(np.abs(got / ref - 1.0)) < 3e-7
+    # below the clamp: a tiny positive number, never 0 (no 0/0), never inf/NaN
+    tiny = _fused_cpu._exp_nonpositive(np.float32(-1e4))
+    assert 0.0 < tiny < 1e-37
+
+
+def _inputs(b: int, k: int, n: int, with_valid: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, k, n, generator=g) * 4
+    labels = torch.randint(0, k, (b, 1, n), generator=g)
+    valid = None
+    if with_valid:
+        valid = (torch.rand(b, 1, n, generator=g) > 0.25).float()
+        labels = labels * valid.long()  # ignored pixels carry label 0 (as Prepared makes them)
+    return x, labels, valid
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 0.5])
+@pytest.mark.parametrize("squared", [True, False])
+@pytest.mark.parametrize("with_valid", [False, True])
+@pytest.mark.parametrize(("b", "k", "n"), [(2, 2, 700), (3, 4, 1537), (1, 7, 100)])
+def test_sums_and_gradient_match_the_eager_function(
+    gamma: float, squared: bool, with_valid: bool, b: int, k: int, n: int
+) -> None:
+    x, labels, valid = _inputs(b, k, n, with_valid)
+    inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, valid, gamma, 2 if squared else 1)
+
+    xr = x.clone().requires_grad_(True)
+    r_inter, r_s, r_y2 = _SoftmaxHardLabelDice.apply(
+        xr, labels, valid, gamma, squared, None, None, None
+    )
+    for got, ref in ((inter, r_inter), (s, r_s), (y2, r_y2)):
+        torch.testing.assert_close(got, ref.detach(), rtol=2e-6, atol=2e-5)
+    ref_counts = torch.zeros(b, k).scatter_add_(
+        1, labels.view(b, n), torch.ones(b, n) if valid is None else valid.view(b, n)
+    )
+    torch.testing.assert_close(counts, ref_counts)
+
+    g = torch.Generator().manual_seed(1)
+    g_inter, g_s = torch.randn(b, k, generator=g), torch.randn(b, k, generator=g)
+    (ref_grad,) = torch.autograd.grad((r_inter * g_inter).sum() + (r_s * g_s).sum(), xr)
+    got = _fused_cpu.label_dice_grad(x, labels, valid, gamma, 2 if squared else 1, g_inter, g_s)
+    torch.testing.assert_close(got, ref_grad, rtol=1e-5, atol=2e-6)
+    if valid is not None:  # ignored pixels get no gradient at all
+        assert torch.all(got * (1 - valid) == 0)
+
+
+def _loss_and_grad(name: str, x: torch.Tensor, y: torch.Tensor, **kw):
+    xg = x.clone().requires_grad_(True)
+    value = get_loss(name, **kw)(xg, y)
+    value.backward()
+    return value.detach(), xg.grad
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("pm_dice", {}),
+        ("pm_dice", {"gamma": 2.0, "ignore_index": 255}),
+        ("dice", {"squared": False, "batch_dice": True}),
+        ("ce+pm_dice", {}),
+        ("combo", {}),
+    ],
+)
+def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeypatch) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 40, 33, generator=g) * 3
+    y = torch.randint(0, 3, (2, 1, 40, 33), generator=g)
+    if kw.get("ignore_index") is not None:
+        y[:, :, :5] = 255
+    fused = _loss_and_grad(name, x, y, **kw)
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    assert not _fused_cpu.available()
+    eager = _loss_and_grad(name, x, y, **kw)
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["dice", "pm_dice", "ce+pm_dice", "combo"])
+def test_cpu_float32_losses_take_the_fused_path(name: str, monkeypatch) -> None:
+    calls = []
+    original = _fused_cpu.label_dice_sums
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_fused_cpu, "label_dice_sums", counting)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    get_loss(name)(x, torch.randint(0, 3, (2, 1, 16, 16))).backward()
+    assert calls
+
+
+def test_applies_only_to_float32_cpu_without_masks() -> None:
+    x = torch.zeros(1, 2, 4)
+    assert _fused_cpu.applies(x, None, None)
+    assert not _fused_cpu.applies(x.double())
+    assert not _fused_cpu.applies(x.bfloat16())
+    assert not _fused_cpu.applies(x, None, torch.ones(1, 2, 4))  # TopK masks
+
+
+def test_half_precision_logits_use_the_eager_path() -> None:
+    x = torch.randn(2, 3, 8, 8).bfloat16().requires_grad_(True)
+    value = get_loss("pm_dice")(x, torch.randint(0, 3, (2, 1, 8, 8)))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(x.grad.float()).all()
+
+
+def test_extreme_logits_stay_finite() -> None:
+    x = torch.full((2, 3, 8, 8), -1e4)
+    x[:, 0] = 1e4
+    y = torch.randint(0, 3, (2, 1, 8, 8))
+    for name in ("pm_dice", "dice"):
+        value, grad = _loss_and_grad(name, x, y)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+def test_second_backward_with_retain_graph() -> None:
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    y = torch.randint(0, 4, (2, 1, 16, 16))
+    value = get_loss("pm_dice")(x, y)
+    value.backward(retain_graph=True)
+    first = x.grad.clone()
+    value.backward()
+    torch.testing.assert_close(x.grad, 2 * first)
+
+
+def test_thread_split_and_concurrent_callers_agree() -> None:
+    # 2 x 65536 pixels: split over the threads; several Python threads call at once (napari
+    # runs maps and training in worker threads)
+    x, labels, valid = _inputs(2, 3, 65536, True, seed=5)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+        torch.set_num_threads(2)
+        split = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+        results: list = [None] * 4
+
+        def call(i: int) -> None:
+            results[i] = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+
+        workers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        torch.set_num_threads(threads_before)
+    for got in (split, *results):
+        for a, b in zip(got, single, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-4)
