@@ -84,10 +84,10 @@ if njit is not None:
 
         return sig, codegen
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
     def _exp_nonpositive(x):
         x = max(x, _EXP_FLOOR)
-        k = math.floor(x * _LOG2E + np.float32(0.5))
+        k = np.floor(x * _LOG2E + np.float32(0.5))  # np.floor stays float32 (math.floor: int)
         f = x - k * _LN2_HI
         f = f - k * _LN2_LO
         y = np.float32(1.9875691500e-4)
@@ -99,7 +99,7 @@ if njit is not None:
         y = y * f * f + f + _ONE
         return y * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
     def _power_of(v, e2, e3, e4):
         """``v^e`` for the integer exponents 1-4 (flags ``e2``: e >= 2, ...): selects and
         multiplications only, so the pixel loops stay vectorised."""
@@ -107,7 +107,7 @@ if njit is not None:
         t = t * (v if e3 else _ONE)
         return t * (v if e4 else _ONE)
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
     def _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u):
         """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
 
@@ -175,7 +175,7 @@ if njit is not None:
         slow = not (e == 1.0 or e == 2.0 or e == 3.0 or e == 4.0)
         return slow, (not slow) and e >= 2.0, (not slow) and e >= 3.0, (not slow) and e >= 4.0
 
-    @njit(inline="always", fastmath=True, cache=True)
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
     def _off_label_base(pk, tk, n, slow, e):
         """What :func:`_power_of` raises: ``pk`` itself, or where the exponent needs ``pow``,
         ``tk = pk^e`` (the flags then make ``_power_of`` the identity)."""
@@ -186,7 +186,7 @@ if njit is not None:
             tk[i] = pk[i] ** ef
         return tk
 
-    @njit(fastmath=True, nogil=True, cache=True)
+    @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
     def _forward_kernel(x, labels, w, has_w, gamma, sq, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
         float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
@@ -230,7 +230,7 @@ if njit is not None:
                 out[b, 2, k] += s_y
                 out[b, 3, k] += s_n
 
-    @njit(fastmath=True, nogil=True, cache=True)
+    @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
     def _backward_kernel(x, labels, w, has_w, gamma, sq, g_inter, g_s, first, last, grad):
         """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
         _, num_k, n_pix = x.shape
