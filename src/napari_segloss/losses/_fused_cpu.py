@@ -21,9 +21,9 @@ Used only for float32 CPU tensors outside ``torch.compile`` tracing and when num
 
 from __future__ import annotations
 
-import math
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -99,23 +99,75 @@ if njit is not None:
         y = y * f * f + f + _ONE
         return y * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
-    def _power_of(v, e2, e3, e4):
-        """``v^e`` for the integer exponents 1-4 (flags ``e2``: e >= 2, ...): selects and
-        multiplications only, so the pixel loops stay vectorised."""
-        t = v * (v if e2 else _ONE)
-        t = t * (v if e3 else _ONE)
-        return t * (v if e4 else _ONE)
+    @intrinsic
+    def _float32_as_bits(typingctx, x):
+        """Reinterpret float32 as int32 bits (LLVM bitcast): exponent and mantissa in the log."""
+        sig = types.int32(types.float32)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return sig, codegen
 
     @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
-    def _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u):
+    def _log_positive(x):
+        """Vectorisable float32 ``ln x`` for ``x > 0`` (arguments below 1e-37 are clamped):
+        ``x = 2^e m`` with ``m`` in [sqrt(1/2), sqrt(2)) and the Cephes ``logf`` polynomial."""
+        x = max(x, np.float32(1e-37))
+        bits = _float32_as_bits(x)
+        e = np.float32((bits >> np.int32(23)) - np.int32(127))
+        m = _bits_as_float32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000))  # [1, 2)
+        big = m > np.float32(1.4142135623730951)
+        m = m * np.float32(0.5) if big else m
+        e = e + _ONE if big else e
+        f = m - _ONE
+        z = f * f
+        y = np.float32(7.0376836292e-2)
+        y = y * f - np.float32(1.1514610310e-1)
+        y = y * f + np.float32(1.1676998740e-1)
+        y = y * f - np.float32(1.2420140846e-1)
+        y = y * f + np.float32(1.4249322787e-1)
+        y = y * f - np.float32(1.6668057665e-1)
+        y = y * f + np.float32(2.0000714765e-1)
+        y = y * f - np.float32(2.4999993993e-1)
+        y = y * f + np.float32(3.3333331174e-1)
+        y = y * f * z
+        y = y + e * _LN2_LO - np.float32(0.5) * z
+        return f + y + e * _LN2_HI
+
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    def _power_unit(v, e):
+        """``v^e`` for ``v`` in [0, 1] and ``e >= 0`` as ``exp(e ln v)`` (vectorisable, unlike
+        ``pow``); exactly 0 for ``v = 0``."""
+        r = _exp_nonpositive(min(e * _log_positive(v), _ZERO))
+        return r if v > _ZERO else _ZERO
+
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    def _power_of(v, flags):
+        """``v^e`` for an integer exponent 0-4 given as ``flags = (e >= 1, ..., e >= 4)``:
+        selects and multiplications only, so the pixel loops stay vectorised."""
+        t = v if flags[0] else _ONE
+        t = t * (v if flags[1] else _ONE)
+        t = t * (v if flags[2] else _ONE)
+        return t * (v if flags[3] else _ONE)
+
+    @njit(inline="always", cache=True)
+    def _exponent_flags(e):
+        """``(slow, (e >= 1, ..., e >= 4))``: integer exponents 0-4 become multiplications
+        (:func:`_power_of`), the others (``slow``) go through :func:`_power_unit`."""
+        slow = not (e == 0.0 or e == 1.0 or e == 2.0 or e == 3.0 or e == 4.0)
+        fast = not slow
+        return slow, (fast and e >= 1.0, fast and e >= 2.0, fast and e >= 3.0, fast and e >= 4.0)
+
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    def _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u):
         """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
 
         * ``lab``: the labels as int32 (their compares then vectorise with float32 lanes);
         * ``p[:, :n]``: ``p' = softmax(x) w``. Masking p itself is exact for the softmax
           backward too: an ignored pixel has ``p g = 0`` for every class, so its gradient
           ``p g - p sum_k p g`` is 0 whatever p is;
-        * at the label entry ``py = p'_y``, ``a = m w`` with ``m = (1 - p'_y)^gamma`` and
+        * at the label entry ``py = p'_y``, ``a = m w`` with ``m = (1 - p'_y)^gamma_y`` and
           ``u = a p'_y``; ``z`` is scratch.
         """
         num_k = x.shape[1]
@@ -155,42 +207,66 @@ if njit is not None:
             kk = np.int32(k)
             for i in range(n):
                 py[i] += pk[i] if lab[i] == kk else _ZERO
-        if gamma == 0.0:
-            for i in range(n):
-                a[i] = wb[i]
-        elif gamma == 1.0:  # the PM-Dice default, without pow
-            for i in range(n):
-                a[i] = (_ONE - py[i]) * wb[i]
-        else:
-            gf = np.float32(gamma)
-            for i in range(n):
-                a[i] = (_ONE - py[i]) ** gf * wb[i]
+        _modulation_at_label(gammas, lab, wb, py, n, a)
         for i in range(n):
             u[i] = a[i] * py[i]
 
-    @njit(inline="always", cache=True)
-    def _exponent_flags(e):
-        """``(slow, e2, e3, e4)`` for the off-label exponent ``e = gamma + s``: integer
-        exponents 1-4 become multiplications (:func:`_power_of`), others need ``pow``."""
-        slow = not (e == 1.0 or e == 2.0 or e == 3.0 or e == 4.0)
-        return slow, (not slow) and e >= 2.0, (not slow) and e >= 3.0, (not slow) and e >= 4.0
+    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    def _modulation_at_label(gammas, lab, wb, py, n, a):
+        """``a = (1 - p'_y)^gamma_y w``: one pass for a single gamma, else one per class with
+        a non-zero gamma (pixels of other classes keep their value)."""
+        g0 = gammas[0]
+        single = True
+        for k in range(1, gammas.shape[0]):
+            single = single and gammas[k] == g0
+        if single:
+            slow, flags = _exponent_flags(g0)
+            if slow:
+                gf = np.float32(g0)
+                for i in range(n):
+                    a[i] = _power_unit(_ONE - py[i], gf) * wb[i]
+            else:
+                for i in range(n):
+                    a[i] = _power_of(_ONE - py[i], flags) * wb[i]
+            return
+        for i in range(n):
+            a[i] = wb[i]  # gamma 0: m = 1
+        for k in range(gammas.shape[0]):
+            if gammas[k] == 0.0:
+                continue
+            kk = np.int32(k)
+            slow, flags = _exponent_flags(gammas[k])
+            gf = np.float32(gammas[k])
+            for i in range(n):
+                d = _ONE - py[i]
+                m = _power_unit(d, gf) if slow else _power_of(d, flags)
+                a[i] *= m if lab[i] == kk else _ONE
 
     @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
     def _off_label_base(pk, tk, n, slow, e):
-        """What :func:`_power_of` raises: ``pk`` itself, or where the exponent needs ``pow``,
+        """What :func:`_power_of` raises: ``pk`` itself, or for a non-integer exponent
         ``tk = pk^e`` (the flags then make ``_power_of`` the identity)."""
         if not slow:
             return pk
         ef = np.float32(e)
         for i in range(n):
-            tk[i] = pk[i] ** ef
+            tk[i] = _power_unit(pk[i], ef)
         return tk
 
+    @njit(inline="always", cache=True)
+    def _off_label_exponent(gammas, k, sq):
+        """``(slow, flags)`` of ``e = gamma_k + s``, with the flags of ``e = 1`` when slow
+        (:func:`_off_label_base` has then applied the power)."""
+        slow, flags = _exponent_flags(gammas[k] + sq)
+        if slow:
+            flags = (True, False, False, False)
+        return slow, flags
+
     @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-    def _forward_kernel(x, labels, w, has_w, gamma, sq, first, last, out):
+    def _forward_kernel(x, labels, w, has_w, gammas, sq, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
         float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
-        count."""
+        count; ``gammas`` (K,) float64."""
         _, num_k, n_pix = x.shape
         per_image = (n_pix + _BLOCK - 1) // _BLOCK
         p = np.empty((num_k, _BLOCK), np.float32)
@@ -201,19 +277,18 @@ if njit is not None:
         u = np.empty(_BLOCK, np.float32)
         lab = np.empty(_BLOCK, np.int32)
         ones = np.ones(_BLOCK, np.float32)
-        e_off = gamma + sq
-        slow, e2, e3, e4 = _exponent_flags(e_off)
         for j in range(first, last):
             b = j // per_image
             s0 = (j % per_image) * _BLOCK
             n = min(_BLOCK, n_pix - s0)
             wb = w[b, s0 : s0 + n] if has_w else ones[:n]
-            _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u)
+            _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
             for i in range(n):  # z becomes the label entry of S: m p'_y^s
                 z[i] = u[i] * (py[i] if sq == 2 else _ONE)
             for k in range(num_k):
                 kk = np.int32(k)
-                base = _off_label_base(p[k], tk, n, slow, e_off)
+                slow, flags = _off_label_exponent(gammas, k, sq)
+                base = _off_label_base(p[k], tk, n, slow, gammas[k] + sq)
                 s_i = _ZERO
                 s_s = _ZERO
                 s_y = _ZERO
@@ -222,7 +297,7 @@ if njit is not None:
                     hit = lab[i] == kk
                     s_i += u[i] if hit else _ZERO
                     # off the label m p'^s = p'^(gamma + s)
-                    s_s += z[i] if hit else _power_of(base[i], e2, e3, e4)
+                    s_s += z[i] if hit else _power_of(base[i], flags)
                     s_y += a[i] if hit else _ZERO
                     s_n += wb[i] if hit else _ZERO
                 out[b, 0, k] += s_i
@@ -231,26 +306,27 @@ if njit is not None:
                 out[b, 3, k] += s_n
 
     @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-    def _backward_kernel(x, labels, w, has_w, gamma, sq, g_inter, g_s, first, last, grad):
+    def _backward_kernel(x, labels, w, has_w, gammas, sq, g_inter, g_s, first, last, grad):
         """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
         _, num_k, n_pix = x.shape
         per_image = (n_pix + _BLOCK - 1) // _BLOCK
         p = np.empty((num_k, _BLOCK), np.float32)
         pg = np.empty((num_k, _BLOCK), np.float32)
+        # p'^e for a non-integer e goes here, not into pg[k]: a loop that reads and writes
+        # one array through two names fails the vectoriser's alias check (5x slower)
+        powers = np.empty(_BLOCK, np.float32)
         z = np.empty(_BLOCK, np.float32)
         py = np.empty(_BLOCK, np.float32)
         a = np.empty(_BLOCK, np.float32)
         u = np.empty(_BLOCK, np.float32)
         lab = np.empty(_BLOCK, np.int32)
         ones = np.ones(_BLOCK, np.float32)
-        e_off = gamma + sq
-        slow, e2, e3, e4 = _exponent_flags(e_off)
         for j in range(first, last):
             b = j // per_image
             s0 = (j % per_image) * _BLOCK
             n = min(_BLOCK, n_pix - s0)
             wb = w[b, s0 : s0 + n] if has_w else ones[:n]
-            _softmax_block(x, labels, wb, gamma, b, s0, n, lab, p, z, py, a, u)
+            _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
             if sq == 2:  # a becomes s p'_y^(s-1) m p'_y: the label entry's factor of dL/dS
                 for i in range(n):
                     a[i] = np.float32(2.0) * u[i] * py[i]
@@ -264,10 +340,11 @@ if njit is not None:
                 gs_off = np.float32(sq * g_s[b, k])
                 gl = np.float32(g_inter[b, k])
                 tk = pg[k]
-                base = _off_label_base(p[k], tk, n, slow, e_off)
+                slow, flags = _off_label_exponent(gammas, k, sq)
+                base = _off_label_base(p[k], powers, n, slow, gammas[k] + sq)
                 for i in range(n):
                     on = u[i] * gl + a[i] * gs
-                    tk[i] = on if lab[i] == kk else gs_off * _power_of(base[i], e2, e3, e4)
+                    tk[i] = on if lab[i] == kk else gs_off * _power_of(base[i], flags)
             for i in range(n):  # z becomes sum_k p g (softmax backward)
                 z[i] = _ZERO
             for k in range(num_k):
@@ -319,18 +396,27 @@ def _blocks(x: Tensor) -> int:
     return b * ((n + _BLOCK - 1) // _BLOCK)
 
 
+def _gammas(gamma: float | Sequence[float], k: int) -> np.ndarray:
+    if isinstance(gamma, int | float):
+        return np.full(k, float(gamma))
+    if len(gamma) != k:
+        raise ValueError(f"gamma needs one value per class channel ({k}), got {len(gamma)}")
+    return np.asarray(gamma, dtype=np.float64)
+
+
 def label_dice_sums(
-    x: Tensor, labels: Tensor, valid: Tensor | None, gamma: float, sq: int
+    x: Tensor, labels: Tensor, valid: Tensor | None, gamma: float | Sequence[float], sq: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(I, S, Y, counts)`` (B, K) float32: the eq. 5 sums of ``_SoftmaxHardLabelDice`` and
-    the valid pixels per class, for (B, K, N) logits, (B, 1, N) integer labels and an optional
-    (B, 1, N) validity mask."""
+    the valid pixels per class, for (B, K, N) logits, (B, 1, N) integer labels, an optional
+    (B, 1, N) validity mask and ``m = |y - p|^gamma`` with one gamma or one per class."""
     xn, ln, wn, has_w = _prepare(x, labels, valid)
     b, k, n = xn.shape
+    gammas = _gammas(gamma, k)
 
     def part(first: int, last: int) -> np.ndarray:
         out = np.zeros((b, 4, k), np.float64)
-        _forward_kernel(xn, ln, wn, has_w, float(gamma), sq, first, last, out)
+        _forward_kernel(xn, ln, wn, has_w, gammas, sq, first, last, out)
         return out
 
     sums = torch.from_numpy(sum(_run_split(part, _blocks(x), b * n)).astype(np.float32))
@@ -341,7 +427,7 @@ def label_dice_grad(
     x: Tensor,
     labels: Tensor,
     valid: Tensor | None,
-    gamma: float,
+    gamma: float | Sequence[float],
     sq: int,
     g_inter: Tensor,
     g_s: Tensor,
@@ -349,13 +435,14 @@ def label_dice_grad(
     """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
     :func:`label_dice_sums`."""
     xn, ln, wn, has_w = _prepare(x, labels, valid)
+    gammas = _gammas(gamma, xn.shape[1])
     grad = torch.empty(xn.shape, dtype=torch.float32)
     gn = grad.numpy()
     gi = g_inter.detach().double().contiguous().numpy()
     gs = g_s.detach().double().contiguous().numpy()
 
     def part(first: int, last: int) -> None:
-        _backward_kernel(xn, ln, wn, has_w, float(gamma), sq, gi, gs, first, last, gn)
+        _backward_kernel(xn, ln, wn, has_w, gammas, sq, gi, gs, first, last, gn)
 
     _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
     return grad

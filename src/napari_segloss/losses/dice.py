@@ -212,7 +212,12 @@ def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
 
 
 def hard_label_dice(
-    inp: Prepared, gamma: float, *, squared: bool, eps: float, batch: bool
+    inp: Prepared,
+    gamma: float | tuple[float, ...],
+    *,
+    squared: bool,
+    eps: float,
+    batch: bool,
 ) -> tuple[Tensor, Tensor]:
     """Fast path of :func:`modulated_dice` for integer labels (binary or multiclass) with
     ``m = |y - p|^gamma``: :func:`label_dice` on :func:`label_logits`."""
@@ -224,7 +229,7 @@ def label_dice(
     x: Tensor,
     labels: Tensor,
     valid: Tensor | None,
-    gamma: float,
+    gamma: float | tuple[float, ...],
     *,
     squared: bool,
     eps: float,
@@ -239,15 +244,18 @@ def label_dice(
     times ``label_m`` (B, 1, N) at the label entries and ``off_m`` (B, K, N) elsewhere when
     given (no gradient through either). ``probs``: ``softmax(x)`` already computed (without
     gradient); ``label_counts``: the (B, K) valid label counts, when the caller has them.
+    A per-class ``gamma`` (one value per channel of ``x``) needs the fused CPU kernels
+    (``_fused_cpu.applies(x)``).
 
     Same values and gradients as the one-hot form (checked in the tests), fewer passes over the
     (B, K, N) tensors and no one-hot target.
     """
     k = x.shape[1]
     if _fused_cpu.applies(x, probs, label_m, off_m):
-        inter, s, y2, label_counts = _FusedCPULabelDice.apply(
-            x, labels, valid, float(gamma), squared
-        )
+        g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
+        inter, s, y2, label_counts = _FusedCPULabelDice.apply(x, labels, valid, g, squared)
+    elif isinstance(gamma, tuple):
+        raise ValueError("a per-class gamma on this path needs float32 CPU logits")
     else:
         inter, s, y2 = _SoftmaxHardLabelDice.apply(
             x, labels, valid, float(gamma), squared, probs, label_m, off_m
@@ -319,10 +327,10 @@ class PMDiceLoss(_DiceBase):
     ``gamma = 0`` gives ``dice`` exactly (``0 ** 0 == 1`` in torch), with either
     ``skip_absent`` setting.
 
-    Integer-label targets with a scalar gamma use a one-hot-free path with a hand-written
-    backward (same values and gradients as the one-hot form, fewer passes; on CPU one fused
-    numba pass each way, see :mod:`napari_segloss.losses._fused_cpu`); it does not support
-    double backward (one-hot/soft targets do).
+    Integer-label targets use a one-hot-free path with a hand-written backward (same values
+    and gradients as the one-hot form, fewer passes; on CPU one fused numba pass each way, see
+    :mod:`napari_segloss.losses._fused_cpu`), for a per-class gamma only there (float32 CPU
+    logits); it does not support double backward (one-hot/soft targets do).
 
     Args:
         gamma: float >= 0 (default 1.0) or one value per class channel (after binary
@@ -336,20 +344,27 @@ class PMDiceLoss(_DiceBase):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.gamma = check_float_or_seq("gamma", gamma, 0.0, None)
 
+    def class_gammas(self, inp: Prepared) -> Tensor:
+        """The per-class gamma as a (K,) tensor; ValueError if its length is not K."""
+        hint = " ([gamma_BG, gamma_FG] for binary logits)" if inp.mode == "binary" else ""
+        return per_channel("gamma", self.gamma, inp.num_channels, inp.logits, hint)
+
     def modulating_term(self, inp: Prepared) -> Tensor:
         """``|y - p.detach()|^gamma_c`` (B, K, *spatial), no gradient."""
         err = (inp.target - inp.probs.detach()).abs()
         g = self.gamma
         if isinstance(g, tuple):
-            hint = " ([gamma_BG, gamma_FG] for binary logits)" if inp.mode == "binary" else ""
-            gt = per_channel("gamma", g, inp.num_channels, inp.logits, hint)
-            return err.pow(_vc(gt, err.ndim))
+            return err.pow(_vc(self.class_gammas(inp), err.ndim))
         if g == 1.0:
             return err
         return err.pow(g)
 
     def per_image(self, inp: Prepared) -> Tensor:
-        if inp.labels is not None and not isinstance(self.gamma, tuple):
+        per_class = isinstance(self.gamma, tuple)
+        # integer labels: the one-hot-free path (per-class gamma only in the fused CPU kernels)
+        if inp.labels is not None and (not per_class or _fused_cpu.applies(inp.logits)):
+            if per_class:
+                self.class_gammas(inp)  # the length check
             dsc, y_sum = hard_label_dice(
                 inp,
                 self.gamma,
