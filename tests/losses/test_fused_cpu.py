@@ -208,3 +208,39 @@ def test_binary_per_class_gamma_matches_the_one_hot_path(monkeypatch) -> None:
     eager = _loss_and_grad("pm_dice", x, y, **kw)
     torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
+
+
+def test_minus_infinity_logits_match_the_eager_path(monkeypatch) -> None:
+    # a masked class (-inf logits) keeps IEEE semantics in the kernels (no "no infs" fastmath)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 3, 16, 16, generator=g)
+    x[:, 2, :8] = float("-inf")
+    y = torch.randint(0, 2, (2, 1, 16, 16), generator=g)
+    fused = _loss_and_grad("pm_dice", x, y, validate=False)
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    eager = _loss_and_grad("pm_dice", x, y, validate=False)
+    assert torch.isfinite(fused[0]) and torch.isfinite(fused[1]).all()
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch) -> None:
+    # numba refuses cache=True at decoration when no cache location is writable: the kernel
+    # decorator then compiles without caching instead of breaking the import
+    real_njit = _fused_cpu.njit
+
+    def njit_without_cache(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(**options)
+
+    monkeypatch.setattr(_fused_cpu, "njit", njit_without_cache)
+
+    @_fused_cpu._kernel(nogil=True)
+    def add_one(a):
+        for i in range(a.shape[0]):
+            a[i] += 1.0
+
+    a = np.zeros(3, np.float32)
+    add_one(a)
+    assert a.tolist() == [1.0, 1.0, 1.0]

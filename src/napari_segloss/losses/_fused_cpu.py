@@ -46,6 +46,10 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_FLOOR = np.float32(-87.0)  # 2^k stays a normal float32 above this
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
+# fastmath without "no infs": reassociation lets the sums vectorise and "no NaNs" the max/min
+# (NaN logits are rejected by the default validation), while -inf logits (masked classes) keep
+# IEEE behaviour, as in the PyTorch path
+_FAST = {"nnan", "reassoc", "nsz", "arcp", "contract", "afn"}
 
 
 def available() -> bool:
@@ -72,6 +76,21 @@ def _is_compiling() -> bool:
     return bool(check())
 
 
+def _kernel(**options):
+    """``njit`` with this module's settings, cached on disk; without a writable cache location
+    (a read-only install and no writable home) numba refuses ``cache=True`` at decoration, and
+    the kernels then compile once per process instead."""
+
+    def decorate(fn):
+        settings = {"fastmath": _FAST, "error_model": "numpy", **options}
+        try:
+            return njit(cache=True, **settings)(fn)
+        except RuntimeError:
+            return njit(**settings)(fn)
+
+    return decorate
+
+
 if njit is not None:
 
     @intrinsic
@@ -84,7 +103,7 @@ if njit is not None:
 
         return sig, codegen
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _exp_nonpositive(x):
         x = max(x, _EXP_FLOOR)
         k = np.floor(x * _LOG2E + np.float32(0.5))  # np.floor stays float32 (math.floor: int)
@@ -109,7 +128,7 @@ if njit is not None:
 
         return sig, codegen
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _log_positive(x):
         """Vectorisable float32 ``ln x`` for ``x > 0`` (arguments below 1e-37 are clamped):
         ``x = 2^e m`` with ``m`` in [sqrt(1/2), sqrt(2)) and the Cephes ``logf`` polynomial."""
@@ -135,14 +154,14 @@ if njit is not None:
         y = y + e * _LN2_LO - np.float32(0.5) * z
         return f + y + e * _LN2_HI
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _power_unit(v, e):
         """``v^e`` for ``v`` in [0, 1] and ``e >= 0`` as ``exp(e ln v)`` (vectorisable, unlike
         ``pow``); exactly 0 for ``v = 0``."""
         r = _exp_nonpositive(min(e * _log_positive(v), _ZERO))
         return r if v > _ZERO else _ZERO
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _power_of(v, flags):
         """``v^e`` for an integer exponent 0-4 given as ``flags = (e >= 1, ..., e >= 4)``:
         selects and multiplications only, so the pixel loops stay vectorised."""
@@ -151,7 +170,7 @@ if njit is not None:
         t = t * (v if flags[2] else _ONE)
         return t * (v if flags[3] else _ONE)
 
-    @njit(inline="always", cache=True)
+    @_kernel(inline="always")
     def _exponent_flags(e):
         """``(slow, (e >= 1, ..., e >= 4))``: integer exponents 0-4 become multiplications
         (:func:`_power_of`), the others (``slow``) go through :func:`_power_unit`."""
@@ -159,7 +178,7 @@ if njit is not None:
         fast = not slow
         return slow, (fast and e >= 1.0, fast and e >= 2.0, fast and e >= 3.0, fast and e >= 4.0)
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u):
         """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
 
@@ -211,7 +230,7 @@ if njit is not None:
         for i in range(n):
             u[i] = a[i] * py[i]
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _modulation_at_label(gammas, lab, wb, py, n, a):
         """``a = (1 - p'_y)^gamma_y w``: one pass for a single gamma, else one per class with
         a non-zero gamma (pixels of other classes keep their value)."""
@@ -242,7 +261,7 @@ if njit is not None:
                 m = _power_unit(d, gf) if slow else _power_of(d, flags)
                 a[i] *= m if lab[i] == kk else _ONE
 
-    @njit(inline="always", fastmath=True, cache=True, error_model="numpy")
+    @_kernel(inline="always")
     def _off_label_base(pk, tk, n, slow, e):
         """What :func:`_power_of` raises: ``pk`` itself, or for a non-integer exponent
         ``tk = pk^e`` (the flags then make ``_power_of`` the identity)."""
@@ -253,7 +272,7 @@ if njit is not None:
             tk[i] = _power_unit(pk[i], ef)
         return tk
 
-    @njit(inline="always", cache=True)
+    @_kernel(inline="always")
     def _off_label_exponent(gammas, k, sq):
         """``(slow, flags)`` of ``e = gamma_k + s``, with the flags of ``e = 1`` when slow
         (:func:`_off_label_base` has then applied the power)."""
@@ -262,7 +281,7 @@ if njit is not None:
             flags = (True, False, False, False)
         return slow, flags
 
-    @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+    @_kernel(nogil=True)
     def _forward_kernel(x, labels, w, has_w, gammas, sq, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
         float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
@@ -305,7 +324,7 @@ if njit is not None:
                 out[b, 2, k] += s_y
                 out[b, 3, k] += s_n
 
-    @njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+    @_kernel(nogil=True)
     def _backward_kernel(x, labels, w, has_w, gammas, sq, g_inter, g_s, first, last, grad):
         """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
         _, num_k, n_pix = x.shape
