@@ -55,19 +55,24 @@ def _inputs(b: int, k: int, n: int, with_valid: bool, seed: int = 0):
 @pytest.mark.parametrize("squared", [True, False])
 @pytest.mark.parametrize("with_valid", [False, True])
 @pytest.mark.parametrize(("b", "k", "n"), [(2, 2, 700), (3, 4, 1537), (1, 7, 100)])
+@pytest.mark.parametrize("masks", [None, "label", "both"])
 def test_sums_and_gradient_match_the_eager_function(
-    gamma: float, squared: bool, with_valid: bool, b: int, k: int, n: int
+    gamma: float, squared: bool, with_valid: bool, b: int, k: int, n: int, masks: str | None
 ) -> None:
     x, labels, valid = _inputs(b, k, n, with_valid)
-    inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, valid, gamma, 2 if squared else 1)
+    gm = torch.Generator().manual_seed(2)  # the TopK losses' fixed masks, values in [0, 1]
+    label_m = None if masks is None else torch.rand(b, 1, n, generator=gm).round()
+    off_m = torch.rand(b, k, n, generator=gm) if masks == "both" else None
+    sq = 2 if squared else 1
+    inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, valid, gamma, sq, label_m, off_m)
 
     # reference: the eager Function in float64 (the float32 sums of either path round
     # differently, by a few 1e-6 relative)
     xr = x.double().requires_grad_(True)
     vr = None if valid is None else valid.double()
-    r_inter, r_s, r_y2 = _SoftmaxHardLabelDice.apply(
-        xr, labels, vr, gamma, squared, None, None, None
-    )
+    lr = None if label_m is None else label_m.double()
+    orr = None if off_m is None else off_m.double()
+    r_inter, r_s, r_y2 = _SoftmaxHardLabelDice.apply(xr, labels, vr, gamma, squared, None, lr, orr)
     for got, ref in ((inter, r_inter), (s, r_s), (y2, r_y2)):
         torch.testing.assert_close(got.double(), ref.detach().double(), rtol=5e-6, atol=1e-5)
     ref_counts = torch.zeros(b, k).scatter_add_(
@@ -80,7 +85,7 @@ def test_sums_and_gradient_match_the_eager_function(
     (ref_grad,) = torch.autograd.grad(
         (r_inter * g_inter.double()).sum() + (r_s * g_s.double()).sum(), xr
     )
-    got = _fused_cpu.label_dice_grad(x, labels, valid, gamma, 2 if squared else 1, g_inter, g_s)
+    got = _fused_cpu.label_dice_grad(x, labels, valid, gamma, sq, g_inter, g_s, label_m, off_m)
     # float32 rounding of the softmax backward `p g - p sum p g` (terms of order 1)
     torch.testing.assert_close(got.double(), ref_grad, rtol=1e-5, atol=3e-6)
     if valid is not None:  # ignored pixels get no gradient at all
@@ -104,6 +109,8 @@ def _loss_and_grad(name: str, x: torch.Tensor, y: torch.Tensor, **kw):
         ("dice", {"squared": False, "batch_dice": True}),
         ("ce+pm_dice", {}),
         ("combo", {}),
+        ("topk_dice", {"k": 30.0}),
+        ("focal_dice_zhao", {"ignore_index": 255}),
     ],
 )
 def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeypatch) -> None:
@@ -120,7 +127,9 @@ def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeyp
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["dice", "pm_dice", "ce+pm_dice", "combo"])
+@pytest.mark.parametrize(
+    "name", ["dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao"]
+)
 def test_cpu_float32_losses_take_the_fused_path(name: str, monkeypatch) -> None:
     calls = []
     original = _fused_cpu.label_dice_sums
@@ -135,12 +144,11 @@ def test_cpu_float32_losses_take_the_fused_path(name: str, monkeypatch) -> None:
     assert calls
 
 
-def test_applies_only_to_float32_cpu_without_masks() -> None:
+def test_applies_only_to_float32_cpu() -> None:
     x = torch.zeros(1, 2, 4)
-    assert _fused_cpu.applies(x, None, None)
+    assert _fused_cpu.applies(x)
     assert not _fused_cpu.applies(x.double())
     assert not _fused_cpu.applies(x.bfloat16())
-    assert not _fused_cpu.applies(x, None, torch.ones(1, 2, 4))  # TopK masks
 
 
 def test_half_precision_logits_use_the_eager_path() -> None:

@@ -6,11 +6,19 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_segloss.losses import get_loss
+from napari_segloss.losses import _fused_cpu, get_loss
 from napari_segloss.losses._topk import topk_keep, topk_mask, topk_rows
+
+
+@pytest.fixture(autouse=True, params=["numba", "torch"])
+def impl(request, monkeypatch) -> str:
+    """Every test runs on both selections: the numba kernel (CPU) and the radix select in
+    PyTorch (GPU, other dtypes, torch.compile)."""
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "1" if request.param == "numba" else "0")
+    return request.param
 
 
 def reference_keep_sum(
@@ -45,11 +53,19 @@ def selections(draw):
     return error, group, count
 
 
-@settings(max_examples=150, deadline=None)
-@given(selections())
-def test_topk_keep_selects_the_largest_per_group(sel) -> None:
+# the env fixture is idempotent across examples, so the function-scoped fixture is fine
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sel=selections())
+def test_topk_keep_selects_the_largest_per_group(sel, impl: str) -> None:
     error, group, count = sel
     keep = topk_keep(error, group, count)
+    if impl == "numba":  # the same mask as the PyTorch radix select, exactly
+        assert _fused_cpu.applies(error)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SEGLOSS_FUSED_CPU", "0")
+            torch.testing.assert_close(topk_keep(error, group, count), keep, rtol=0, atol=0)
     assert keep.shape == error.shape and keep.dtype == torch.float32
     assert bool(((keep >= 0) & (keep <= 1)).all())
     assert float(keep[group == count.shape[1]].abs().sum()) == 0.0  # excluded: never kept
@@ -97,11 +113,12 @@ def test_topk_rows_and_mask_match_a_sorted_selection() -> None:
 
 
 @pytest.mark.parametrize("name", ["topk_dice", "focal_dice_zhao", "topk_ce"])
-def test_topk_losses_are_order_invariant_with_ties(name: str) -> None:
+def test_topk_losses_are_order_invariant_with_ties(name: str, impl: str) -> None:
     # saturated logits make many exactly equal errors; the loss value does not depend on
     # where a pixel sits in the image. TopK Dice's grouped selection shares ties over the whole
-    # image, so its gradient is order invariant too (the others hand ties at their topk cut to
-    # torch.topk; see topk_rows)
+    # image, so its gradient is order invariant too; so are the others' on CPU (the numba
+    # kernel selects over whole rows; the PyTorch path hands ties at its topk cut to
+    # torch.topk, see topk_rows)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-1, 2, (1, 3, 6, 6), generator=g).float() * 30.0
     y = torch.randint(0, 3, (1, 6, 6), generator=g)
@@ -113,7 +130,7 @@ def test_topk_losses_are_order_invariant_with_ties(name: str) -> None:
     xb = xp.clone().requires_grad_(True)
     la, lb = loss(xa, y), loss(xb, yp)
     torch.testing.assert_close(la, lb)
-    if name == "topk_dice":
+    if name == "topk_dice" or impl == "numba":
         la.backward()
         lb.backward()
         torch.testing.assert_close(xa.grad.flatten(2)[..., perm], xb.grad.flatten(2))

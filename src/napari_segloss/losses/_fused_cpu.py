@@ -57,15 +57,11 @@ def available() -> bool:
     return njit is not None and os.environ.get("SEGLOSS_FUSED_CPU", "1") != "0"
 
 
-def applies(x: Tensor, *extra: Tensor | None) -> bool:
-    """Whether the fused kernels handle these inputs: float32 CPU logits, outside
-    ``torch.compile`` tracing (which cannot see into numba), no TopK masks (``extra``)."""
+def applies(x: Tensor) -> bool:
+    """Whether the fused kernels handle these logits: float32 on the CPU, outside
+    ``torch.compile`` tracing (which cannot see into numba)."""
     return (
-        available()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and all(e is None for e in extra)
-        and not _is_compiling()
+        available() and x.device.type == "cpu" and x.dtype == torch.float32 and not _is_compiling()
     )
 
 
@@ -281,11 +277,21 @@ if njit is not None:
             flags = (True, False, False, False)
         return slow, flags
 
+    @_kernel(inline="always")
+    def _apply_label_mask(label_m, b, s0, n, py, a, u):
+        """The TopK losses' fixed mask at the label entries scales ``m``: ``a`` and ``u``."""
+        lm = label_m[b, s0 : s0 + n]
+        for i in range(n):
+            a[i] *= lm[i]
+            u[i] = a[i] * py[i]
+
     @_kernel(nogil=True)
-    def _forward_kernel(x, labels, w, has_w, gammas, sq, first, last, out):
+    def _forward_kernel(x, labels, w, has_w, gammas, sq, masks, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
         float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
-        count; ``gammas`` (K,) float64."""
+        count; ``gammas`` (K,) float64; ``masks = (label_m, has_label_m, off_m, has_off_m)``
+        the TopK losses' fixed masks, (B, N) at the label entries and (B, K, N) elsewhere."""
+        label_m, has_lm, off_m, has_om = masks
         _, num_k, n_pix = x.shape
         per_image = (n_pix + _BLOCK - 1) // _BLOCK
         p = np.empty((num_k, _BLOCK), np.float32)
@@ -302,12 +308,15 @@ if njit is not None:
             n = min(_BLOCK, n_pix - s0)
             wb = w[b, s0 : s0 + n] if has_w else ones[:n]
             _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
+            if has_lm:
+                _apply_label_mask(label_m, b, s0, n, py, a, u)
             for i in range(n):  # z becomes the label entry of S: m p'_y^s
                 z[i] = u[i] * (py[i] if sq == 2 else _ONE)
             for k in range(num_k):
                 kk = np.int32(k)
                 slow, flags = _off_label_exponent(gammas, k, sq)
                 base = _off_label_base(p[k], tk, n, slow, gammas[k] + sq)
+                om = off_m[b, k, s0 : s0 + n] if has_om else ones[:n]
                 s_i = _ZERO
                 s_s = _ZERO
                 s_y = _ZERO
@@ -316,7 +325,7 @@ if njit is not None:
                     hit = lab[i] == kk
                     s_i += u[i] if hit else _ZERO
                     # off the label m p'^s = p'^(gamma + s)
-                    s_s += z[i] if hit else _power_of(base[i], flags)
+                    s_s += z[i] if hit else _power_of(base[i], flags) * om[i]
                     s_y += a[i] if hit else _ZERO
                     s_n += wb[i] if hit else _ZERO
                 out[b, 0, k] += s_i
@@ -325,8 +334,9 @@ if njit is not None:
                 out[b, 3, k] += s_n
 
     @_kernel(nogil=True)
-    def _backward_kernel(x, labels, w, has_w, gammas, sq, g_inter, g_s, first, last, grad):
+    def _backward_kernel(x, labels, w, has_w, gammas, sq, masks, g_inter, g_s, first, last, grad):
         """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
+        label_m, has_lm, off_m, has_om = masks
         _, num_k, n_pix = x.shape
         per_image = (n_pix + _BLOCK - 1) // _BLOCK
         p = np.empty((num_k, _BLOCK), np.float32)
@@ -346,6 +356,8 @@ if njit is not None:
             n = min(_BLOCK, n_pix - s0)
             wb = w[b, s0 : s0 + n] if has_w else ones[:n]
             _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
+            if has_lm:
+                _apply_label_mask(label_m, b, s0, n, py, a, u)
             if sq == 2:  # a becomes s p'_y^(s-1) m p'_y: the label entry's factor of dL/dS
                 for i in range(n):
                     a[i] = np.float32(2.0) * u[i] * py[i]
@@ -361,9 +373,11 @@ if njit is not None:
                 tk = pg[k]
                 slow, flags = _off_label_exponent(gammas, k, sq)
                 base = _off_label_base(p[k], powers, n, slow, gammas[k] + sq)
+                om = off_m[b, k, s0 : s0 + n] if has_om else ones[:n]
                 for i in range(n):
                     on = u[i] * gl + a[i] * gs
-                    tk[i] = on if lab[i] == kk else gs_off * _power_of(base[i], flags)
+                    off = gs_off * _power_of(base[i], flags) * om[i]
+                    tk[i] = on if lab[i] == kk else off
             for i in range(n):  # z becomes sum_k p g (softmax backward)
                 z[i] = _ZERO
             for k in range(num_k):
@@ -376,6 +390,96 @@ if njit is not None:
                 out = grad[b, k, s0 : s0 + n]
                 for i in range(n):
                     out[i] = tk[i] - pk[i] * z[i]
+
+    @_kernel(nogil=True)
+    def _topk_keep_kernel(error, group, count, first, last, out):
+        """:func:`~napari_segloss.losses._topk.topk_keep` for rows ``first..last-1``: per row
+        and group the ``count`` largest errors get 1, ties at the threshold share the
+        remaining slots, everything else (and group ``G``, the excluded) 0.
+
+        Three passes over a row: a histogram of the top 11 bits of every group's keys (the
+        float32 bits: non-negative floats order like them; inf/NaN rank as the largest
+        finite float), which locates the bin holding each group's threshold; the keys in those
+        bins, partitioned for the exact threshold and its ties; the mask.
+        """
+        n = error.shape[1]
+        num_g = count.shape[1]
+        bins = 2048
+        keys = np.empty(n, np.int32)
+        hist = np.empty((num_g + 1, bins), np.int32)
+        top = np.empty(num_g + 1, np.int32)  # the threshold's bin per group
+        need = np.empty(num_g + 1, np.int64)  # how many to take inside that bin
+        start = np.empty(num_g + 2, np.int64)  # the groups' slices of cand
+        cand = np.empty(n, np.int32)
+        thresh = np.empty(num_g + 1, np.int32)
+        share = np.empty(num_g + 1, np.float32)
+        for r in range(first, last):
+            hist[:] = 0
+            for i in range(n):
+                key = min(_float32_as_bits(error[r, i]) & np.int32(0x7FFFFFFF), 0x7F7FFFFF)
+                keys[i] = key
+                hist[group[r, i], key >> 20] += 1
+            start[0] = 0
+            for g in range(num_g + 1):
+                c = np.int64(count[r, g]) if g < num_g else 0
+                size = 0
+                for d in range(bins):
+                    size += hist[g, d]
+                if c <= 0 or c >= size:  # nothing, or everything, is kept: no threshold
+                    top[g] = -1
+                    thresh[g] = np.int32(0x7FFFFFFF) if c <= 0 else np.int32(-1)
+                    start[g + 1] = start[g]
+                    continue
+                above = 0
+                d = bins - 1
+                while above + hist[g, d] < c:
+                    above += hist[g, d]
+                    d -= 1
+                top[g] = d
+                need[g] = c - above
+                start[g + 1] = start[g] + hist[g, d]
+            fill = start[: num_g + 1].copy()
+            for i in range(n):
+                g = group[r, i]
+                if keys[i] >> 20 == top[g]:
+                    cand[fill[g]] = keys[i]
+                    fill[g] += 1
+            for g in range(num_g + 1):
+                if top[g] < 0:
+                    continue
+                m = start[g + 1] - start[g]
+                part = cand[start[g] : start[g + 1]]
+                t = np.partition(part, m - need[g])[m - need[g]]
+                n_above = 0
+                n_tied = 0
+                for j in range(m):
+                    n_above += part[j] > t
+                    n_tied += part[j] == t
+                thresh[g] = t
+                share[g] = np.float32(need[g] - n_above) / np.float32(n_tied)
+            row = out[r]
+            for i in range(n):
+                g = group[r, i]
+                t = thresh[g]
+                key = keys[i]
+                row[i] = _ONE if key > t else (share[g] if key == t else _ZERO)
+
+
+def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
+    """:func:`napari_segloss.losses._topk.topk_keep` (same arguments and result) with the
+    numba kernel: a histogram and a partition per (row, group) instead of the radix passes."""
+    r, n = error.shape
+    en = error.detach().float().contiguous().numpy()
+    gn = group.to(torch.int64).contiguous().numpy()
+    cn = count.detach().double().contiguous().numpy()
+    out = torch.empty((r, n), dtype=torch.float32)
+    on = out.numpy()
+
+    def part(first: int, last: int) -> None:
+        _topk_keep_kernel(en, gn, cn, first, last, on)
+
+    _run_split(part, r, r * n)
+    return out
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -401,13 +505,26 @@ def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
     return [f.result() for f in futures]
 
 
-def _prepare(x: Tensor, labels: Tensor, valid: Tensor | None):
-    b, _, n = x.shape
+def _as_array(t: Tensor | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """A float32 C-contiguous numpy view of ``t`` reshaped, or a dummy and False for None."""
+    if t is None:
+        return np.ones((1,) * len(shape), np.float32), False
+    return t.detach().reshape(shape).float().contiguous().numpy(), True
+
+
+def _prepare(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    label_m: Tensor | None,
+    off_m: Tensor | None,
+):
+    b, k, n = x.shape
     xn = x.detach().contiguous().numpy()
     ln = labels.reshape(b, n).contiguous().numpy()
-    if valid is None:
-        return xn, ln, np.ones((1, 1), np.float32), False
-    return xn, ln, valid.reshape(b, n).float().contiguous().numpy(), True
+    wn, has_w = _as_array(valid, (b, n))
+    masks = (*_as_array(label_m, (b, n)), *_as_array(off_m, (b, k, n)))
+    return xn, ln, wn, has_w, masks
 
 
 def _blocks(x: Tensor) -> int:
@@ -424,18 +541,26 @@ def _gammas(gamma: float | Sequence[float], k: int) -> np.ndarray:
 
 
 def label_dice_sums(
-    x: Tensor, labels: Tensor, valid: Tensor | None, gamma: float | Sequence[float], sq: int
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    gamma: float | Sequence[float],
+    sq: int,
+    label_m: Tensor | None = None,
+    off_m: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(I, S, Y, counts)`` (B, K) float32: the eq. 5 sums of ``_SoftmaxHardLabelDice`` and
     the valid pixels per class, for (B, K, N) logits, (B, 1, N) integer labels, an optional
-    (B, 1, N) validity mask and ``m = |y - p|^gamma`` with one gamma or one per class."""
-    xn, ln, wn, has_w = _prepare(x, labels, valid)
+    (B, 1, N) validity mask, ``m = |y - p|^gamma`` with one gamma or one per class, times the
+    optional fixed masks ``label_m`` (B, 1, N) at the label entries and ``off_m`` (B, K, N)
+    elsewhere."""
+    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
     b, k, n = xn.shape
     gammas = _gammas(gamma, k)
 
     def part(first: int, last: int) -> np.ndarray:
         out = np.zeros((b, 4, k), np.float64)
-        _forward_kernel(xn, ln, wn, has_w, gammas, sq, first, last, out)
+        _forward_kernel(xn, ln, wn, has_w, gammas, sq, masks, first, last, out)
         return out
 
     sums = torch.from_numpy(sum(_run_split(part, _blocks(x), b * n)).astype(np.float32))
@@ -450,10 +575,12 @@ def label_dice_grad(
     sq: int,
     g_inter: Tensor,
     g_s: Tensor,
+    label_m: Tensor | None = None,
+    off_m: Tensor | None = None,
 ) -> Tensor:
     """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
-    :func:`label_dice_sums`."""
-    xn, ln, wn, has_w = _prepare(x, labels, valid)
+    :func:`label_dice_sums` (same inputs)."""
+    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
     gammas = _gammas(gamma, xn.shape[1])
     grad = torch.empty(xn.shape, dtype=torch.float32)
     gn = grad.numpy()
@@ -461,7 +588,7 @@ def label_dice_grad(
     gs = g_s.detach().double().contiguous().numpy()
 
     def part(first: int, last: int) -> None:
-        _backward_kernel(xn, ln, wn, has_w, gammas, sq, gi, gs, first, last, gn)
+        _backward_kernel(xn, ln, wn, has_w, gammas, sq, masks, gi, gs, first, last, gn)
 
     _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
     return grad

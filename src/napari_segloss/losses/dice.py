@@ -103,9 +103,9 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
       the label entries, ``off_m`` (B, K, N) elsewhere; ``probs`` is ``softmax(x)`` when the
       caller already computed it (to rank the pixels), so it is not computed twice.
 
-    On CPU, for float32 logits without those masks, :class:`_FusedCPULabelDice` computes the
-    same sums and gradient with numba kernels instead (:func:`label_dice` chooses); this
-    function serves the GPU, other dtypes, ``torch.compile`` and the TopK losses.
+    On CPU, for float32 logits, :class:`_FusedCPULabelDice` computes the same sums and
+    gradient with numba kernels instead (:func:`label_dice` chooses); this function serves the
+    GPU, other dtypes and ``torch.compile``.
     """
 
     @staticmethod
@@ -168,15 +168,15 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
 
 
 class _FusedCPULabelDice(torch.autograd.Function):
-    """The sums and gradient of :class:`_SoftmaxHardLabelDice` (no TopK masks) from the fused
-    numba kernels of :mod:`._fused_cpu`: one pass over the logits each way, the softmax
-    recomputed in the backward instead of stored."""
+    """The sums and gradient of :class:`_SoftmaxHardLabelDice` from the fused numba kernels of
+    :mod:`._fused_cpu`: one pass over the logits each way, the softmax recomputed in the
+    backward instead of stored; ``gamma`` may be one value per class here."""
 
     @staticmethod
-    def forward(ctx, x, labels, v, gamma, squared):  # type: ignore[override]
+    def forward(ctx, x, labels, v, gamma, squared, label_m, off_m):  # type: ignore[override]
         sq = 2 if squared else 1
-        inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, v, gamma, sq)
-        ctx.save_for_backward(x, labels, v)
+        inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, v, gamma, sq, label_m, off_m)
+        ctx.save_for_backward(x, labels, v, label_m, off_m)
         ctx.gamma, ctx.sq = gamma, sq
         ctx.mark_non_differentiable(y2, counts)
         return inter, s, y2, counts
@@ -184,9 +184,11 @@ class _FusedCPULabelDice(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_inter, g_s, _g_y2, _g_counts):  # type: ignore[override]
-        x, labels, v = ctx.saved_tensors
-        grad = _fused_cpu.label_dice_grad(x, labels, v, ctx.gamma, ctx.sq, g_inter, g_s)
-        return grad, None, None, None, None
+        x, labels, v, label_m, off_m = ctx.saved_tensors
+        grad = _fused_cpu.label_dice_grad(
+            x, labels, v, ctx.gamma, ctx.sq, g_inter, g_s, label_m, off_m
+        )
+        return grad, None, None, None, None, None, None
 
 
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
@@ -251,9 +253,11 @@ def label_dice(
     (B, K, N) tensors and no one-hot target.
     """
     k = x.shape[1]
-    if _fused_cpu.applies(x, probs, label_m, off_m):
+    if _fused_cpu.applies(x):  # recomputes the softmax itself: probs is not needed
         g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
-        inter, s, y2, label_counts = _FusedCPULabelDice.apply(x, labels, valid, g, squared)
+        inter, s, y2, label_counts = _FusedCPULabelDice.apply(
+            x, labels, valid, g, squared, label_m, off_m
+        )
     elif isinstance(gamma, tuple):
         raise ValueError("a per-class gamma on this path needs float32 CPU logits")
     else:
