@@ -21,6 +21,7 @@ Used only for float32 CPU tensors outside ``torch.compile`` tracing and when num
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -488,21 +489,38 @@ _pool_lock = threading.Lock()  # losses may run in several threads at once (napa
 
 
 def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
-    """``kernel(first, last)`` over contiguous block ranges, one per thread
-    (``torch.get_num_threads()``, fewer for small inputs); the results in order."""
+    """``kernel(first, last)`` over contiguous block ranges; the results in range order.
+
+    ``torch.get_num_threads()`` threads (fewer for small inputs): the calling thread and pool
+    threads take the ranges from a shared counter. Several ranges per thread, taken on
+    demand, because a thread may share its core with one of torch's OpenMP workers that still
+    spins after the previous torch operation; which thread runs a range does not change the
+    result (fixed ranges, summed in order).
+    """
     global _pool, _pool_size
     threads = max(1, min(torch.get_num_threads(), n_pixels // _MIN_PIXELS_PER_THREAD, total_blocks))
-    bounds = [total_blocks * t // threads for t in range(threads + 1)]
     if threads == 1:
-        return [kernel(bounds[0], bounds[1])]
+        return [kernel(0, total_blocks)]
+    parts = min(total_blocks, 4 * threads)
+    bounds = [total_blocks * t // parts for t in range(parts + 1)]
+    results: list = [None] * parts
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def work() -> None:
+        while (t := next(counter)) < parts:
+            results[t] = kernel(bounds[t], bounds[t + 1])
+
     with _pool_lock:
-        if _pool_size < threads:  # grown, never shrunk: the old pool finishes what it has
+        if _pool_size < threads - 1:  # grown, never shrunk: the old pool finishes what it has
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segloss-fused")
-            _pool_size = threads
-        futures = [_pool.submit(kernel, bounds[t], bounds[t + 1]) for t in range(threads)]
-    return [f.result() for f in futures]
+            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="segloss-fused")
+            _pool_size = threads - 1
+        helpers = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for h in helpers:
+        h.result()
+    return results
 
 
 def _as_array(t: Tensor | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
