@@ -286,6 +286,36 @@ if njit is not None:
             a[i] *= lm[i]
             u[i] = a[i] * py[i]
 
+    @_kernel(inline="always")
+    def _block_scratch(num_k):
+        """Per-block buffers: p (K, block), z, py, a, u (float32), the int32 labels, ones."""
+        return (
+            np.empty((num_k, _BLOCK), np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.int32),
+            np.ones(_BLOCK, np.float32),
+        )
+
+    @_kernel(inline="always")
+    def _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch):
+        """Block ``j`` (image ``b``, pixels ``s0 .. s0 + n``): its softmax and label terms
+        (:func:`_softmax_block`, TopK label mask applied); returns ``b, s0, n`` and the
+        block's validity ``wb``."""
+        p, z, py, a, u, lab, ones = scratch
+        n_pix = x.shape[2]
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        b = j // per_image
+        s0 = (j % per_image) * _BLOCK
+        n = min(_BLOCK, n_pix - s0)
+        wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+        _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
+        if has_lm:
+            _apply_label_mask(label_m, b, s0, n, py, a, u)
+        return b, s0, n, wb
+
     @_kernel(nogil=True)
     def _forward_kernel(x, labels, w, has_w, gammas, sq, masks, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
@@ -293,24 +323,12 @@ if njit is not None:
         count; ``gammas`` (K,) float64; ``masks = (label_m, has_label_m, off_m, has_off_m)``
         the TopK losses' fixed masks, (B, N) at the label entries and (B, K, N) elsewhere."""
         label_m, has_lm, off_m, has_om = masks
-        _, num_k, n_pix = x.shape
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
-        p = np.empty((num_k, _BLOCK), np.float32)
+        num_k = x.shape[1]
+        scratch = _block_scratch(num_k)
+        p, z, py, a, u, lab, ones = scratch
         tk = np.empty(_BLOCK, np.float32)
-        z = np.empty(_BLOCK, np.float32)
-        py = np.empty(_BLOCK, np.float32)
-        a = np.empty(_BLOCK, np.float32)
-        u = np.empty(_BLOCK, np.float32)
-        lab = np.empty(_BLOCK, np.int32)
-        ones = np.ones(_BLOCK, np.float32)
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
-            _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
-            if has_lm:
-                _apply_label_mask(label_m, b, s0, n, py, a, u)
+            b, s0, n, wb = _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch)
             for i in range(n):  # z becomes the label entry of S: m p'_y^s
                 z[i] = u[i] * (py[i] if sq == 2 else _ONE)
             for k in range(num_k):
@@ -338,27 +356,15 @@ if njit is not None:
     def _backward_kernel(x, labels, w, has_w, gammas, sq, masks, g_inter, g_s, first, last, grad):
         """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
         label_m, has_lm, off_m, has_om = masks
-        _, num_k, n_pix = x.shape
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
-        p = np.empty((num_k, _BLOCK), np.float32)
+        num_k = x.shape[1]
+        scratch = _block_scratch(num_k)
+        p, z, py, a, u, lab, ones = scratch
         pg = np.empty((num_k, _BLOCK), np.float32)
         # p'^e for a non-integer e goes here, not into pg[k]: a loop that reads and writes
         # one array through two names fails the vectoriser's alias check (5x slower)
         powers = np.empty(_BLOCK, np.float32)
-        z = np.empty(_BLOCK, np.float32)
-        py = np.empty(_BLOCK, np.float32)
-        a = np.empty(_BLOCK, np.float32)
-        u = np.empty(_BLOCK, np.float32)
-        lab = np.empty(_BLOCK, np.int32)
-        ones = np.ones(_BLOCK, np.float32)
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
-            _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
-            if has_lm:
-                _apply_label_mask(label_m, b, s0, n, py, a, u)
+            b, s0, n, _ = _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch)
             if sq == 2:  # a becomes s p'_y^(s-1) m p'_y: the label entry's factor of dL/dS
                 for i in range(n):
                     a[i] = np.float32(2.0) * u[i] * py[i]
