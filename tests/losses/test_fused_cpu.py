@@ -111,6 +111,16 @@ def _loss_and_grad(name: str, x: torch.Tensor, y: torch.Tensor, **kw):
         ("combo", {}),
         ("topk_dice", {"k": 30.0}),
         ("focal_dice_zhao", {"ignore_index": 255}),
+        ("ce", {"weight": (0.2, 1.0, 3.0)}),
+        ("ce", {"ignore_index": 255}),
+        ("focal", {}),
+        ("focal", {"gamma": 0.5, "alpha": 0.25, "ignore_index": 255}),
+        ("focal", {"gamma": 3.0, "alpha": (0.2, 0.3, 0.5)}),
+        ("topk_ce", {"k": 20.0}),
+        ("mixed_focal", {}),
+        ("unified_focal", {}),
+        ("asymmetric_unified_focal", {"ignore_index": 255}),
+        ("focal+pm_dice", {}),
     ],
 )
 def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeypatch) -> None:
@@ -252,3 +262,56 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch) -> None:
     a = np.zeros(3, np.float32)
     add_one(a)
     assert a.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "mixed_focal", "asymmetric_unified_focal"])
+def test_cross_entropy_family_takes_the_fused_path(name: str, monkeypatch) -> None:
+    calls = []
+    original = _fused_cpu.label_pixel_loss
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_fused_cpu, "label_pixel_loss", counting)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    get_loss(name)(x, torch.randint(0, 3, (2, 1, 16, 16))).backward()
+    assert calls
+
+
+@pytest.mark.parametrize("name", ["ce", "focal"])
+@pytest.mark.parametrize("c", [1, 4])
+def test_cross_entropy_family_binary_and_confident(name: str, c: int, monkeypatch) -> None:
+    # confident logits: 1 - p_t far below float32's resolution near 1 (the focal clamp) and
+    # log p_t near 0; binary logits go through the [0, x] expansion
+    g = torch.Generator().manual_seed(8)
+    y = torch.randint(0, max(c, 2), (2, 1, 12, 12), generator=g)
+    x = torch.randn(2, c, 12, 12, generator=g)
+    if c == 1:
+        x = x + 30.0 * (2 * y - 1)  # confident and right
+    else:
+        x = x + 30.0 * torch.nn.functional.one_hot(y[:, 0], c).permute(0, 3, 1, 2)
+    x[0, :, :3] *= -1  # and some confident and wrong
+    fused = _loss_and_grad(name, x, y)
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    eager = _loss_and_grad(name, x, y)
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-8)
+
+
+def test_pixel_loss_kernel_against_float64_autograd() -> None:
+    # -w_t (1 - p_t)^gamma_t log p_t with per-class gamma and weights, gradient by autograd
+    x, labels, valid = _inputs(2, 3, 1100, True, seed=9)
+    gammas = np.array([0.0, 2.0, 0.5])
+    weights = np.array([0.5, 1.0, 2.0])
+    got = _fused_cpu.label_pixel_loss(x, labels, valid, gammas, weights)
+    xr = x.double().requires_grad_(True)
+    lp = torch.log_softmax(xr, 1).gather(1, labels)[:, 0]
+    lab = labels[:, 0]
+    base = (-torch.expm1(lp)).clamp_min(1e-12)
+    ref = -torch.tensor(weights)[lab] * base ** torch.tensor(gammas)[lab] * lp * valid[:, 0]
+    torch.testing.assert_close(got.double(), ref.detach(), rtol=2e-5, atol=1e-6)
+    g_out = torch.rand(2, 1100, generator=torch.Generator().manual_seed(1))
+    (ref_grad,) = torch.autograd.grad((ref * g_out.double()).sum(), xr)
+    grad = _fused_cpu.label_pixel_loss_grad(x, labels, valid, gammas, weights, g_out)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)

@@ -47,6 +47,7 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_FLOOR = np.float32(-87.0)  # 2^k stays a normal float32 above this
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
+_TINY = 1e-12  # the clamp of 1 - p_t in the focal terms (losses._base.TINY)
 # fastmath without "no infs": reassociation lets the sums vectorise and "no NaNs" the max/min
 # (NaN logits are rejected by the default validation), while -inf logits (masked classes) keep
 # IEEE behaviour, as in the PyTorch path
@@ -470,6 +471,206 @@ if njit is not None:
                 t = thresh[g]
                 key = keys[i]
                 row[i] = _ONE if key > t else (share[g] if key == t else _ZERO)
+
+    @_kernel(inline="always")
+    def _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch):
+        """Block ``s0 .. s0 + n`` of image ``b`` for the cross-entropy family: ``e`` the
+        exponentials ``exp(x - max)``, ``rs = 1 / sum e``, ``lp = log p_t``, ``base =
+        max(1 - p_t, TINY)`` (``1 - p_t`` as the sum of the other classes' shares: accurate
+        when ``p_t`` is close to 1), ``pw = base^gamma_t`` and ``wt = weight_t w``."""
+        e, m, rs, lp, base, pw, wt, lab = scratch
+        num_k = x.shape[1]
+        src = labels[b, s0 : s0 + n]
+        for i in range(n):
+            lab[i] = np.int32(src[i])
+        x0 = x[b, 0, s0 : s0 + n]
+        for i in range(n):
+            m[i] = x0[i]
+        for k in range(1, num_k):
+            xk = x[b, k, s0 : s0 + n]
+            for i in range(n):
+                m[i] = max(m[i], xk[i])
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            ek = e[k]
+            for i in range(n):
+                ek[i] = _exp_nonpositive(xk[i] - m[i])
+        for i in range(n):
+            rs[i] = _ZERO
+            lp[i] = _ZERO  # x_t - max, for now
+            base[i] = _ZERO  # sum of the other classes' exponentials, for now
+            wt[i] = _ZERO
+        # one accumulator per loop: loops storing to several arrays fail the alias checks
+        for k in range(num_k):
+            ek = e[k]
+            for i in range(n):
+                rs[i] += ek[i]
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            kk = np.int32(k)
+            for i in range(n):
+                lp[i] += xk[i] - m[i] if lab[i] == kk else _ZERO
+        for k in range(num_k):
+            ek = e[k]
+            kk = np.int32(k)
+            for i in range(n):
+                base[i] += _ZERO if lab[i] == kk else ek[i]
+        for k in range(num_k):
+            kk = np.int32(k)
+            wk = np.float32(weights[k])
+            for i in range(n):
+                wt[i] += wk if lab[i] == kk else _ZERO
+        for i in range(n):
+            lp[i] -= _log_positive(rs[i])
+            rs[i] = _ONE / rs[i]
+            base[i] = max(base[i] * rs[i], np.float32(_TINY))
+            wt[i] *= wb[i]
+        g0 = gammas[0]
+        single = True
+        for k in range(1, gammas.shape[0]):
+            single = single and gammas[k] == g0
+        if single:
+            slow, flags = _exponent_flags(g0)
+            gf = np.float32(g0)
+            if slow:
+                for i in range(n):
+                    pw[i] = _power_unit(base[i], gf)
+            else:
+                for i in range(n):
+                    pw[i] = _power_of(base[i], flags)
+        else:
+            for i in range(n):
+                pw[i] = _ZERO  # the exponent per pixel, for now
+            for k in range(num_k):
+                kk = np.int32(k)
+                gk = np.float32(gammas[k])
+                for i in range(n):
+                    pw[i] += gk if lab[i] == kk else _ZERO
+            for i in range(n):
+                pw[i] = _power_unit(base[i], pw[i])
+
+    @_kernel(inline="always")
+    def _ce_scratch(num_k):
+        return (
+            np.empty((num_k, _BLOCK), np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.int32),
+        )
+
+    @_kernel(nogil=True)
+    def _pixel_loss_kernel(x, labels, w, has_w, gammas, weights, first, last, out):
+        """``out[b, i] = -w_t (1 - p_t)^gamma_t log p_t`` (times validity) for blocks
+        ``first..last-1``."""
+        n_pix = x.shape[2]
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        scratch = _ce_scratch(x.shape[1])
+        _, _, _, lp, _, pw, wt, _ = scratch
+        ones = np.ones(_BLOCK, np.float32)
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
+            row = out[b, s0 : s0 + n]
+            for i in range(n):
+                row[i] = -wt[i] * pw[i] * lp[i]
+
+    @_kernel(nogil=True)
+    def _pixel_loss_grad_kernel(x, labels, w, has_w, gammas, weights, g_out, first, last, grad):
+        """``dL/dx`` of :func:`_pixel_loss_kernel` given ``dL/dout`` (B, N):
+        ``dL/dx_k = g w_t A (p_k - [k = t])`` with ``A = base^g - g base^(g-1) p_t log p_t``
+        (the second term only where ``1 - p_t`` is above the clamp, as autograd of the
+        clamped expression gives)."""
+        n_pix = x.shape[2]
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        scratch = _ce_scratch(x.shape[1])
+        e, _, rs, lp, base, pw, wt, lab = scratch
+        coef = np.empty(_BLOCK, np.float32)
+        gt = np.empty(_BLOCK, np.float32)
+        ones = np.ones(_BLOCK, np.float32)
+        num_k = x.shape[1]
+        focal = False
+        for k in range(num_k):
+            focal = focal or gammas[k] != 0.0
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
+            go = g_out[b, s0 : s0 + n]
+            if not focal:  # plain (weighted) cross-entropy: A = 1
+                for i in range(n):
+                    coef[i] = go[i] * wt[i]
+            else:
+                for i in range(n):
+                    gt[i] = _ZERO
+                for k in range(num_k):
+                    kk = np.int32(k)
+                    gk = np.float32(gammas[k])
+                    for i in range(n):
+                        gt[i] += gk if lab[i] == kk else _ZERO
+                for i in range(n):
+                    p_t = _ONE - base[i]
+                    free = base[i] > np.float32(_TINY)
+                    term = gt[i] * pw[i] / base[i] * p_t * lp[i] if free else _ZERO
+                    coef[i] = go[i] * wt[i] * (pw[i] - term)
+            for k in range(num_k):
+                kk = np.int32(k)
+                ek = e[k]
+                out = grad[b, k, s0 : s0 + n]
+                for i in range(n):
+                    one_hot = _ONE if lab[i] == kk else _ZERO
+                    out[i] = coef[i] * (ek[i] * rs[i] - one_hot)
+
+
+def label_pixel_loss(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    gammas: np.ndarray,
+    weights: np.ndarray,
+) -> Tensor:
+    """Per-pixel ``-w_t (1 - p_t)^gamma_t log p_t`` (B, N) float32 (zero at ignored pixels)
+    for (B, K, N) logits, (B, 1, N) integer labels, the (B, 1, N) validity, per-class
+    ``gammas`` and ``weights`` (K,) float64: cross-entropy with gamma 0 and weights 1."""
+    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
+    b, _, n = xn.shape
+    out = torch.empty((b, n), dtype=torch.float32)
+    on = out.numpy()
+
+    def part(first: int, last: int) -> None:
+        _pixel_loss_kernel(xn, ln, wn, has_w, gammas, weights, first, last, on)
+
+    _run_split(part, _blocks(x), b * n)
+    return out
+
+
+def label_pixel_loss_grad(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    gammas: np.ndarray,
+    weights: np.ndarray,
+    g_out: Tensor,
+) -> Tensor:
+    """``dL/dx`` (B, K, N) of :func:`label_pixel_loss` given ``dL/dout`` (B, N)."""
+    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
+    grad = torch.empty(xn.shape, dtype=torch.float32)
+    gn = grad.numpy()
+    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
+
+    def part(first: int, last: int) -> None:
+        _pixel_loss_grad_kernel(xn, ln, wn, has_w, gammas, weights, go, first, last, gn)
+
+    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
+    return grad
 
 
 def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:

@@ -335,3 +335,15 @@ def spatial_sum(x: Tensor, batch: bool) -> Tensor:
     """Sum a (B, K, *sp) tensor over space (and batch when ``batch``) -> (B|1, K) float32."""
     s = x.float().flatten(2).sum(-1)
     return s.sum(0, keepdim=True) if batch else s
+
+
+def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x, labels, valid)`` as (B, K, N), (B, 1, N), (B, 1, N) for the label fast path;
+    binary logits become ``[0, x]`` (softmax of that is ``[1 - sigmoid(x), sigmoid(x)]``)."""
+    assert inp.labels is not None
+    x = inp.logits
+    b = x.shape[0]
+    if inp.mode == "binary":
+        x = torch.cat([torch.zeros_like(x), x], dim=1)
+    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
+    return x.reshape(b, x.shape[1], -1), inp.labels.reshape(b, 1, -1), v

@@ -29,7 +29,7 @@ from ._base import (
     per_channel,
 )
 from ._base import view_channels as _vc
-from ._input import Prepared
+from ._input import Prepared, label_logits
 from ._topk import topk_count, topk_keep, topk_mask, topk_rows
 from .registry import register
 
@@ -199,18 +199,6 @@ def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None
     if off_m is not None:
         t.mul_(off_m)
     return t
-
-
-def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(x, labels, valid)`` as (B, K, N), (B, 1, N), (B, 1, N) for the label fast path;
-    binary logits become ``[0, x]`` (softmax of that is ``[1 - sigmoid(x), sigmoid(x)]``)."""
-    assert inp.labels is not None
-    x = inp.logits
-    b = x.shape[0]
-    if inp.mode == "binary":
-        x = torch.cat([torch.zeros_like(x), x], dim=1)
-    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
-    return x.reshape(b, x.shape[1], -1), inp.labels.reshape(b, 1, -1), v
 
 
 def hard_label_dice(
