@@ -121,6 +121,8 @@ def _loss_and_grad(name: str, x: torch.Tensor, y: torch.Tensor, **kw):
         ("unified_focal", {}),
         ("asymmetric_unified_focal", {"ignore_index": 255}),
         ("focal+pm_dice", {}),
+        ("combo", {"beta": 0.7, "ignore_index": 255}),
+        ("combo", {"alpha": 0.9, "beta": 0.2}),
     ],
 )
 def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeypatch) -> None:
@@ -133,8 +135,12 @@ def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeyp
     monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
     assert not _fused_cpu.available()
     eager = _loss_and_grad(name, x, y, **kw)
+    # Combo's eager log(1 - p) goes through log p, which loses the relative accuracy of
+    # 1 - p near p = 1 (the kernel sums the other classes instead; checked against float64
+    # in test_combo_kernel_against_float64_autograd)
+    atol = 2e-5 if name == "combo" else 1e-7
     torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize(
@@ -279,7 +285,7 @@ def test_cross_entropy_family_takes_the_fused_path(name: str, monkeypatch) -> No
     assert calls
 
 
-@pytest.mark.parametrize("name", ["ce", "focal"])
+@pytest.mark.parametrize("name", ["ce", "focal", "combo"])
 @pytest.mark.parametrize("c", [1, 4])
 def test_cross_entropy_family_binary_and_confident(name: str, c: int, monkeypatch) -> None:
     # confident logits: 1 - p_t far below float32's resolution near 1 (the focal clamp) and
@@ -314,4 +320,27 @@ def test_pixel_loss_kernel_against_float64_autograd() -> None:
     g_out = torch.rand(2, 1100, generator=torch.Generator().manual_seed(1))
     (ref_grad,) = torch.autograd.grad((ref * g_out.double()).sum(), xr)
     grad = _fused_cpu.label_pixel_loss_grad(x, labels, valid, gammas, weights, g_out)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_combo_kernel_against_float64_autograd() -> None:
+    # -(beta log p_y + (1 - beta) sum_{c != y} max(log(1 - p_c), floor)), gradient by autograd
+    from napari_segloss.losses.compound import _LOG1M_FLOOR
+
+    x, labels, valid = _inputs(2, 4, 1300, True, seed=11)
+    x[0, 0, :50] += 25.0  # confident pixels: 1 - p far below float32's resolution near 1
+    beta = 0.3
+    got = _fused_cpu.combo_pixel_ce(x, labels, valid, beta, _LOG1M_FLOOR)
+    xr = x.double().requires_grad_(True)
+    p = torch.softmax(xr, 1)
+    lp = torch.log_softmax(xr, 1)
+    # 1 - p_c as the sum of the other classes (even float64 cancels for p_c ~ 1 - 1e-17)
+    others = torch.stack([torch.cat([p[:, :c], p[:, c + 1 :]], 1).sum(1) for c in range(4)], 1)
+    l1m = torch.log(others).clamp_min(_LOG1M_FLOOR)
+    not_y = torch.ones_like(p).scatter_(1, labels, 0.0)
+    px = -(beta * lp.gather(1, labels)[:, 0] + (1 - beta) * (l1m * not_y).sum(1)) * valid[:, 0]
+    torch.testing.assert_close(got.double(), px.detach(), rtol=1e-5, atol=2e-6)
+    g_out = torch.rand(2, 1300, generator=torch.Generator().manual_seed(2))
+    (ref_grad,) = torch.autograd.grad((px * g_out.double()).sum(), xr)
+    grad = _fused_cpu.combo_pixel_ce_grad(x, labels, valid, beta, _LOG1M_FLOOR, g_out)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)

@@ -625,9 +625,213 @@ if njit is not None:
                 kk = np.int32(k)
                 ek = e[k]
                 out = grad[b, k, s0 : s0 + n]
+                for i in range(n):  # p_k - [k = t], with 1 - p_t from the other classes
+                    out[i] = coef[i] * (-base[i] if lab[i] == kk else ek[i] * rs[i])
+
+    @_kernel(inline="always")
+    def _combo_block(x, labels, b, s0, n, scratch):
+        """Block ``s0 .. s0 + n`` of image ``b`` for Combo's weighted CE: ``e`` the
+        exponentials ``exp(x - max)``, ``others[c] = sum_{j != c} e_j`` (prefix plus suffix
+        sums: no cancellation when ``p_c`` is close to 1), ``l1m[c] = log(1 - p_c)``,
+        ``lp = log p_y`` and ``rs = 1 / sum e``."""
+        e, others, l1m, m, rs, lp, lab = scratch
+        num_k = x.shape[1]
+        src = labels[b, s0 : s0 + n]
+        for i in range(n):
+            lab[i] = np.int32(src[i])
+        x0 = x[b, 0, s0 : s0 + n]
+        for i in range(n):
+            m[i] = x0[i]
+        for k in range(1, num_k):
+            xk = x[b, k, s0 : s0 + n]
+            for i in range(n):
+                m[i] = max(m[i], xk[i])
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            ek = e[k]
+            for i in range(n):
+                ek[i] = _exp_nonpositive(xk[i] - m[i])
+        for i in range(n):
+            lp[i] = _ZERO  # x_y - max, for now
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            kk = np.int32(k)
+            for i in range(n):
+                lp[i] += xk[i] - m[i] if lab[i] == kk else _ZERO
+        for i in range(n):
+            rs[i] = _ZERO  # the prefix sum, then the total
+            m[i] = _ZERO  # the max is no longer needed: the suffix sum
+        for k in range(num_k):
+            ek = e[k]
+            ok = others[k]
+            for i in range(n):
+                ok[i] = rs[i]
+            for i in range(n):
+                rs[i] += ek[i]
+        for k in range(num_k - 1, -1, -1):
+            ek = e[k]
+            ok = others[k]
+            for i in range(n):
+                ok[i] += m[i]
+            for i in range(n):
+                m[i] += ek[i]
+        for i in range(n):
+            m[i] = _log_positive(rs[i])  # m becomes log(sum e)
+            lp[i] -= m[i]
+            rs[i] = _ONE / rs[i]
+        for k in range(num_k):
+            ok = others[k]
+            lk = l1m[k]
+            for i in range(n):
+                lk[i] = _log_positive(ok[i]) - m[i]
+
+    @_kernel(inline="always")
+    def _combo_scratch(num_k):
+        return (
+            np.empty((num_k, _BLOCK), np.float32),
+            np.empty((num_k, _BLOCK), np.float32),
+            np.empty((num_k, _BLOCK), np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.float32),
+            np.empty(_BLOCK, np.int32),
+        )
+
+    @_kernel(nogil=True)
+    def _combo_ce_kernel(x, labels, w, has_w, beta, l1m_floor, first, last, out):
+        """Combo's per-pixel weighted CE for integer labels,
+        ``-(beta log p_y + (1 - beta) sum_{c != y} max(log(1 - p_c), l1m_floor))`` times
+        the validity, for blocks ``first..last-1``."""
+        n_pix = x.shape[2]
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        num_k = x.shape[1]
+        scratch = _combo_scratch(num_k)
+        _, _, l1m, _, _, lp, lab = scratch
+        acc = np.empty(_BLOCK, np.float32)
+        ones = np.ones(_BLOCK, np.float32)
+        bf = np.float32(beta)
+        floor = np.float32(l1m_floor)
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _combo_block(x, labels, b, s0, n, scratch)
+            for i in range(n):
+                acc[i] = _ZERO
+            for k in range(num_k):
+                kk = np.int32(k)
+                lk = l1m[k]
                 for i in range(n):
-                    one_hot = _ONE if lab[i] == kk else _ZERO
-                    out[i] = coef[i] * (ek[i] * rs[i] - one_hot)
+                    acc[i] += _ZERO if lab[i] == kk else max(lk[i], floor)
+            row = out[b, s0 : s0 + n]
+            for i in range(n):
+                row[i] = -(bf * lp[i] + (_ONE - bf) * acc[i]) * wb[i]
+
+    @_kernel(nogil=True)
+    def _combo_ce_grad_kernel(x, labels, w, has_w, beta, l1m_floor, g_out, first, last, grad):
+        """``dL/dx`` of :func:`_combo_ce_kernel` given ``dL/dout`` (B, N). With
+        ``D_c = -p_c / (1 - p_c)`` for the classes ``c != y`` above the floor (0 elsewhere):
+        ``dL/dx_j = g w (beta (p_j - [j = y]) + (1 - beta) p_j (T_j + [D_j != 0]))``,
+        ``T_j = sum_{c != j} D_c``. Written so that nothing cancels when a ``p_c`` is close
+        to 1 (``D_c`` huge): ``T_j`` from prefix and suffix sums that leave ``D_j`` out,
+        ``1 - p_y`` from the other classes' share."""
+        n_pix = x.shape[2]
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        num_k = x.shape[1]
+        scratch = _combo_scratch(num_k)
+        e, others, d, run, rs, _, lab = scratch
+        t_excl = np.empty((num_k, _BLOCK), np.float32)
+        coef = np.empty(_BLOCK, np.float32)
+        ones = np.ones(_BLOCK, np.float32)
+        bf = np.float32(beta)
+        floor = np.float32(l1m_floor)
+        for j in range(first, last):
+            b = j // per_image
+            s0 = (j % per_image) * _BLOCK
+            n = min(_BLOCK, n_pix - s0)
+            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            _combo_block(x, labels, b, s0, n, scratch)
+            for k in range(num_k):  # d holds log(1 - p_c); it becomes D_c
+                kk = np.int32(k)
+                ek = e[k]
+                ok = others[k]
+                dk = d[k]
+                for i in range(n):
+                    free = dk[i] > floor and lab[i] != kk
+                    dk[i] = -ek[i] / ok[i] if free else _ZERO
+            for i in range(n):
+                run[i] = _ZERO
+            for k in range(num_k):  # T_j = sum of D_c, c != j: prefix ...
+                dk = d[k]
+                tk = t_excl[k]
+                for i in range(n):
+                    tk[i] = run[i]
+                for i in range(n):
+                    run[i] += dk[i]
+            for i in range(n):
+                run[i] = _ZERO
+            for k in range(num_k - 1, -1, -1):  # ... plus suffix
+                dk = d[k]
+                tk = t_excl[k]
+                for i in range(n):
+                    tk[i] += run[i]
+                for i in range(n):
+                    run[i] += dk[i]
+            go = g_out[b, s0 : s0 + n]
+            for i in range(n):
+                coef[i] = go[i] * wb[i]
+            for k in range(num_k):
+                kk = np.int32(k)
+                ek = e[k]
+                ok = others[k]
+                dk = d[k]
+                tk = t_excl[k]
+                out = grad[b, k, s0 : s0 + n]
+                for i in range(n):
+                    p = ek[i] * rs[i]
+                    hit = lab[i] == kk
+                    ce = -ok[i] * rs[i] if hit else p  # p_j - [j = y]
+                    off = p * (tk[i] + (_ONE if dk[i] != _ZERO else _ZERO))
+                    out[i] = coef[i] * (bf * ce + (_ONE - bf) * off)
+
+
+def combo_pixel_ce(
+    x: Tensor, labels: Tensor, valid: Tensor | None, beta: float, l1m_floor: float
+) -> Tensor:
+    """Combo's per-pixel weighted CE (B, N) for (B, K, N) logits and (B, 1, N) integer labels
+    (see :func:`_combo_ce_kernel`)."""
+    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
+    b, _, n = xn.shape
+    out = torch.empty((b, n), dtype=torch.float32)
+    on = out.numpy()
+
+    def part(first: int, last: int) -> None:
+        _combo_ce_kernel(xn, ln, wn, has_w, beta, l1m_floor, first, last, on)
+
+    _run_split(part, _blocks(x), b * n)
+    return out
+
+
+def combo_pixel_ce_grad(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    beta: float,
+    l1m_floor: float,
+    g_out: Tensor,
+) -> Tensor:
+    """``dL/dx`` (B, K, N) of :func:`combo_pixel_ce` given ``dL/dout`` (B, N)."""
+    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
+    grad = torch.empty(xn.shape, dtype=torch.float32)
+    gn = grad.numpy()
+    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
+
+    def part(first: int, last: int) -> None:
+        _combo_ce_grad_kernel(xn, ln, wn, has_w, beta, l1m_floor, go, first, last, gn)
+
+    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
+    return grad
 
 
 def label_pixel_loss(

@@ -3,6 +3,7 @@ Unified Focal and the WSDice cascade ``beta * Focal - log(WSDice)``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -10,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import _fused_cpu
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
-from ._input import REDUCTIONS, Prepared
+from ._input import REDUCTIONS, Prepared, label_logits
 from .cross_entropy import (
     _finish,
     _pixel_weights,
@@ -151,6 +153,29 @@ class _SumLog1mP(torch.autograd.Function):
         return d.mul_(g.unsqueeze(1))
 
 
+class _FusedCPUComboCE(torch.autograd.Function):
+    """Combo's per-pixel weighted CE for integer labels (multiclass) from the fused numba
+    kernels of :mod:`._fused_cpu`: ``log(1 - p_c)`` from the other classes' share instead of
+    ``expm1`` (a scalar loop in PyTorch on CPU), one pass each way."""
+
+    @staticmethod
+    def forward(ctx, x, labels, v, beta):  # type: ignore[override]
+        ctx.save_for_backward(x, labels, v)
+        ctx.beta = beta
+        return _fused_cpu.combo_pixel_ce(x, labels, v, beta, _LOG1M_FLOOR)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):  # type: ignore[override]
+        x, labels, v = ctx.saved_tensors
+        grad = _fused_cpu.combo_pixel_ce_grad(x, labels, v, ctx.beta, _LOG1M_FLOOR, g_out)
+        return grad, None, None, None
+
+
+#: ``log(1 - p)`` where the log-probability clamp holds (``log(-expm1(_LOG1M_CLAMP))``)
+_LOG1M_FLOOR = math.log(-math.expm1(_LOG1M_CLAMP))
+
+
 @register("combo")
 class ComboLoss(RegionLoss):
     """Combo loss (Taghanaki et al. 2019; Yeung et al. 2021 eqs. 16-17):
@@ -179,6 +204,9 @@ class ComboLoss(RegionLoss):
     def _weighted_ce(self, inp: Prepared) -> Tensor:
         """Per-pixel ``L_mCE`` terms summed over the class channels, (B, *sp) or (B, N)."""
         b = self.beta
+        if inp.labels is not None and inp.mode == "multiclass" and _fused_cpu.applies(inp.logits):
+            x, lab, v = label_logits(inp)
+            return _FusedCPUComboCE.apply(x, lab, v, b)  # (B, N), zero at ignored pixels
         if inp.labels is not None and inp.mode == "multiclass":
             # one-hot-free: sum_c [b y log p + (1 - b)(1 - y) log(1 - p)]
             #   = b log p_y + (1 - b) (sum_c log(1 - p_c) - log(1 - p_y))
