@@ -344,3 +344,35 @@ def test_combo_kernel_against_float64_autograd() -> None:
     (ref_grad,) = torch.autograd.grad((px * g_out.double()).sum(), xr)
     grad = _fused_cpu.combo_pixel_ce_grad(x, labels, valid, beta, _LOG1M_FLOOR, g_out)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_warm_up_compiles_every_kernel() -> None:
+    _fused_cpu.warm_up()
+    kernels = [
+        _fused_cpu._forward_kernel,
+        _fused_cpu._backward_kernel,
+        _fused_cpu._pixel_loss_kernel,
+        _fused_cpu._pixel_loss_grad_kernel,
+        _fused_cpu._combo_ce_kernel,
+        _fused_cpu._combo_ce_grad_kernel,
+        _fused_cpu._topk_keep_kernel,
+    ]
+    assert all(k.signatures for k in kernels)
+
+
+def test_start_warm_up_starts_one_background_thread(monkeypatch) -> None:
+    started = []
+
+    class RecordingThread:
+        def __init__(self, *, target, name, daemon):
+            assert target is _fused_cpu.warm_up and daemon
+            self.name = name
+
+        def start(self) -> None:
+            started.append(self.name)
+
+    monkeypatch.setattr(_fused_cpu, "_warm_up_started", False)
+    monkeypatch.setattr(_fused_cpu.threading, "Thread", RecordingThread)
+    _fused_cpu.start_warm_up()
+    _fused_cpu.start_warm_up()  # the panels each call it; one compile is enough
+    assert started == ["segloss-numba-warm-up"]

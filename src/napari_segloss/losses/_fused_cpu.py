@@ -1021,3 +1021,36 @@ def label_dice_grad(
 
     _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
     return grad
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) every kernel with tiny inputs. The first
+    compilation takes several seconds per kernel; :func:`start_warm_up` does it in the
+    background so that the napari panels' first maps do not wait for it."""
+    if not available():
+        return
+    x = torch.zeros(1, 2, 8)
+    labels = torch.zeros(1, 1, 8, dtype=torch.int64)
+    g = torch.zeros(1, 2)
+    label_dice_sums(x, labels, None, 1.0, 2)
+    label_dice_grad(x, labels, None, 1.0, 2, g, g)
+    table = np.zeros(2)
+    label_pixel_loss(x, labels, None, table, table)
+    label_pixel_loss_grad(x, labels, None, table, table, torch.zeros(1, 8))
+    combo_pixel_ce(x, labels, None, 0.5, -16.0)
+    combo_pixel_ce_grad(x, labels, None, 0.5, -16.0, torch.zeros(1, 8))
+    topk_keep(torch.zeros(1, 8), torch.zeros(1, 8, dtype=torch.int64), torch.ones(1, 1))
+
+
+_warm_up_started = False
+
+
+def start_warm_up() -> None:
+    """:func:`warm_up` once per process in a daemon thread (numba compiles without the GIL's
+    help but off the caller's thread; a loss called meanwhile waits for the same compile)."""
+    global _warm_up_started
+    with _pool_lock:
+        if _warm_up_started or not available():
+            return
+        _warm_up_started = True
+    threading.Thread(target=warm_up, name="segloss-numba-warm-up", daemon=True).start()
