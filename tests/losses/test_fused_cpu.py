@@ -144,17 +144,28 @@ def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeyp
 
 
 @pytest.mark.parametrize(
-    "name", ["dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao"]
+    ("kernel", "name"),
+    [
+        *[
+            ("label_dice_sums", n)
+            for n in ("dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
+        ],
+        *[
+            ("label_pixel_loss", n)
+            for n in ("ce", "focal", "mixed_focal", "asymmetric_unified_focal", "ce+pm_dice")
+        ],
+        ("combo_pixel_ce", "combo"),
+    ],
 )
-def test_cpu_float32_losses_take_the_fused_path(name: str, monkeypatch) -> None:
+def test_cpu_float32_losses_take_the_fused_path(kernel: str, name: str, monkeypatch) -> None:
     calls = []
-    original = _fused_cpu.label_dice_sums
+    original = getattr(_fused_cpu, kernel)
 
     def counting(*args):
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(_fused_cpu, "label_dice_sums", counting)
+    monkeypatch.setattr(_fused_cpu, kernel, counting)
     x = torch.randn(2, 3, 16, 16, requires_grad=True)
     get_loss(name)(x, torch.randint(0, 3, (2, 1, 16, 16))).backward()
     assert calls
@@ -270,21 +281,6 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch) -> None:
     assert a.tolist() == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("name", ["ce", "focal", "mixed_focal", "asymmetric_unified_focal"])
-def test_cross_entropy_family_takes_the_fused_path(name: str, monkeypatch) -> None:
-    calls = []
-    original = _fused_cpu.label_pixel_loss
-
-    def counting(*args):
-        calls.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(_fused_cpu, "label_pixel_loss", counting)
-    x = torch.randn(2, 3, 16, 16, requires_grad=True)
-    get_loss(name)(x, torch.randint(0, 3, (2, 1, 16, 16))).backward()
-    assert calls
-
-
 @pytest.mark.parametrize("name", ["ce", "focal", "combo"])
 @pytest.mark.parametrize("c", [1, 4])
 def test_cross_entropy_family_binary_and_confident(name: str, c: int, monkeypatch) -> None:
@@ -305,6 +301,14 @@ def test_cross_entropy_family_binary_and_confident(name: str, c: int, monkeypatc
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-8)
 
 
+def _check_pixel_grad(ref: torch.Tensor, xr: torch.Tensor, kernel_grad) -> None:
+    """A per-pixel kernel's gradient for a random ``dL/dout`` against float64 autograd of the
+    reference values ``ref`` (B, N) built from ``xr``."""
+    g_out = torch.rand(ref.shape, generator=torch.Generator().manual_seed(1))
+    (ref_grad,) = torch.autograd.grad((ref * g_out.double()).sum(), xr)
+    torch.testing.assert_close(kernel_grad(g_out).double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_pixel_loss_kernel_against_float64_autograd() -> None:
     # -w_t (1 - p_t)^gamma_t log p_t with per-class gamma and weights, gradient by autograd
     x, labels, valid = _inputs(2, 3, 1100, True, seed=9)
@@ -317,10 +321,9 @@ def test_pixel_loss_kernel_against_float64_autograd() -> None:
     base = (-torch.expm1(lp)).clamp_min(1e-12)
     ref = -torch.tensor(weights)[lab] * base ** torch.tensor(gammas)[lab] * lp * valid[:, 0]
     torch.testing.assert_close(got.double(), ref.detach(), rtol=2e-5, atol=1e-6)
-    g_out = torch.rand(2, 1100, generator=torch.Generator().manual_seed(1))
-    (ref_grad,) = torch.autograd.grad((ref * g_out.double()).sum(), xr)
-    grad = _fused_cpu.label_pixel_loss_grad(x, labels, valid, gammas, weights, g_out)
-    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    _check_pixel_grad(
+        ref, xr, lambda g: _fused_cpu.label_pixel_loss_grad(x, labels, valid, gammas, weights, g)
+    )
 
 
 def test_combo_kernel_against_float64_autograd() -> None:
@@ -340,10 +343,9 @@ def test_combo_kernel_against_float64_autograd() -> None:
     not_y = torch.ones_like(p).scatter_(1, labels, 0.0)
     px = -(beta * lp.gather(1, labels)[:, 0] + (1 - beta) * (l1m * not_y).sum(1)) * valid[:, 0]
     torch.testing.assert_close(got.double(), px.detach(), rtol=1e-5, atol=2e-6)
-    g_out = torch.rand(2, 1300, generator=torch.Generator().manual_seed(2))
-    (ref_grad,) = torch.autograd.grad((px * g_out.double()).sum(), xr)
-    grad = _fused_cpu.combo_pixel_ce_grad(x, labels, valid, beta, _LOG1M_FLOOR, g_out)
-    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    _check_pixel_grad(
+        px, xr, lambda g: _fused_cpu.combo_pixel_ce_grad(x, labels, valid, beta, _LOG1M_FLOOR, g)
+    )
 
 
 def test_warm_up_compiles_every_kernel() -> None:

@@ -177,6 +177,28 @@ if njit is not None:
         return slow, (fast and e >= 1.0, fast and e >= 2.0, fast and e >= 3.0, fast and e >= 4.0)
 
     @_kernel(inline="always")
+    def _exponentials(x, labels, b, s0, n, lab, m, e):
+        """Block ``s0 .. s0 + n`` of image ``b``: ``lab`` its labels as int32 (their compares
+        then vectorise with the float32 lanes), ``m`` the max over the classes and
+        ``e[k] = exp(x_k - m)``."""
+        num_k = x.shape[1]
+        src = labels[b, s0 : s0 + n]
+        for i in range(n):
+            lab[i] = np.int32(src[i])
+        x0 = x[b, 0, s0 : s0 + n]
+        for i in range(n):
+            m[i] = x0[i]
+        for k in range(1, num_k):
+            xk = x[b, k, s0 : s0 + n]
+            for i in range(n):
+                m[i] = max(m[i], xk[i])
+        for k in range(num_k):
+            xk = x[b, k, s0 : s0 + n]
+            ek = e[k]
+            for i in range(n):
+                ek[i] = _exp_nonpositive(xk[i] - m[i])
+
+    @_kernel(inline="always")
     def _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u):
         """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
 
@@ -188,23 +210,9 @@ if njit is not None:
           ``u = a p'_y``; ``z`` is scratch.
         """
         num_k = x.shape[1]
-        src = labels[b, s0 : s0 + n]
-        for i in range(n):
-            lab[i] = np.int32(src[i])
-        x0 = x[b, 0, s0 : s0 + n]
-        for i in range(n):
-            z[i] = x0[i]  # running max first
-        for k in range(1, num_k):
-            xk = x[b, k, s0 : s0 + n]
-            for i in range(n):
-                z[i] = max(z[i], xk[i])
+        _exponentials(x, labels, b, s0, n, lab, z, p)  # z: the max, for now
         # separate loops for the exp, the sums and the gather: loops that both store and
         # accumulate into several arrays vectorise badly (alias checks)
-        for k in range(num_k):
-            xk = x[b, k, s0 : s0 + n]
-            pk = p[k]
-            for i in range(n):
-                pk[i] = _exp_nonpositive(xk[i] - z[i])
         for i in range(n):
             py[i] = p[0, i]  # the normaliser, for now
         for k in range(1, num_k):
@@ -288,17 +296,30 @@ if njit is not None:
             u[i] = a[i] * py[i]
 
     @_kernel(inline="always")
+    def _block_at(j, n_pix, w, has_w, ones):
+        """Block ``j`` of the flattened (image, block) range: image ``b``, first pixel ``s0``,
+        length ``n`` and its validity ``wb`` (``ones`` without a mask)."""
+        per_image = (n_pix + _BLOCK - 1) // _BLOCK
+        b = j // per_image
+        s0 = (j % per_image) * _BLOCK
+        n = min(_BLOCK, n_pix - s0)
+        return b, s0, n, (w[b, s0 : s0 + n] if has_w else ones[:n])
+
+    @_kernel(inline="always")
+    def _plane(num_k):
+        """A (K, block) float32 buffer."""
+        return np.empty((num_k, _BLOCK), np.float32)
+
+    @_kernel(inline="always")
+    def _row():
+        """A (block,) float32 buffer."""
+        return np.empty(_BLOCK, np.float32)
+
+    @_kernel(inline="always")
     def _block_scratch(num_k):
         """Per-block buffers: p (K, block), z, py, a, u (float32), the int32 labels, ones."""
-        return (
-            np.empty((num_k, _BLOCK), np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.int32),
-            np.ones(_BLOCK, np.float32),
-        )
+        labels = np.empty(_BLOCK, np.int32)
+        return (_plane(num_k), _row(), _row(), _row(), _row(), labels, np.ones(_BLOCK, np.float32))
 
     @_kernel(inline="always")
     def _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch):
@@ -306,12 +327,7 @@ if njit is not None:
         (:func:`_softmax_block`, TopK label mask applied); returns ``b, s0, n`` and the
         block's validity ``wb``."""
         p, z, py, a, u, lab, ones = scratch
-        n_pix = x.shape[2]
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
-        b = j // per_image
-        s0 = (j % per_image) * _BLOCK
-        n = min(_BLOCK, n_pix - s0)
-        wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+        b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
         _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
         if has_lm:
             _apply_label_mask(label_m, b, s0, n, py, a, u)
@@ -480,21 +496,7 @@ if njit is not None:
         when ``p_t`` is close to 1), ``pw = base^gamma_t`` and ``wt = weight_t w``."""
         e, m, rs, lp, base, pw, wt, lab = scratch
         num_k = x.shape[1]
-        src = labels[b, s0 : s0 + n]
-        for i in range(n):
-            lab[i] = np.int32(src[i])
-        x0 = x[b, 0, s0 : s0 + n]
-        for i in range(n):
-            m[i] = x0[i]
-        for k in range(1, num_k):
-            xk = x[b, k, s0 : s0 + n]
-            for i in range(n):
-                m[i] = max(m[i], xk[i])
-        for k in range(num_k):
-            xk = x[b, k, s0 : s0 + n]
-            ek = e[k]
-            for i in range(n):
-                ek[i] = _exp_nonpositive(xk[i] - m[i])
+        _exponentials(x, labels, b, s0, n, lab, m, e)
         for i in range(n):
             rs[i] = _ZERO
             lp[i] = _ZERO  # x_t - max, for now
@@ -551,31 +553,19 @@ if njit is not None:
 
     @_kernel(inline="always")
     def _ce_scratch(num_k):
-        return (
-            np.empty((num_k, _BLOCK), np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.int32),
-        )
+        """e (K, block), m, rs, lp, base, pw, wt (float32), the int32 labels."""
+        labels = np.empty(_BLOCK, np.int32)
+        return (_plane(num_k), _row(), _row(), _row(), _row(), _row(), _row(), labels)
 
     @_kernel(nogil=True)
     def _pixel_loss_kernel(x, labels, w, has_w, gammas, weights, first, last, out):
         """``out[b, i] = -w_t (1 - p_t)^gamma_t log p_t`` (times validity) for blocks
         ``first..last-1``."""
-        n_pix = x.shape[2]
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
         scratch = _ce_scratch(x.shape[1])
         _, _, _, lp, _, pw, wt, _ = scratch
         ones = np.ones(_BLOCK, np.float32)
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
             row = out[b, s0 : s0 + n]
             for i in range(n):
@@ -587,8 +577,6 @@ if njit is not None:
         ``dL/dx_k = g w_t A (p_k - [k = t])`` with ``A = base^g - g base^(g-1) p_t log p_t``
         (the second term only where ``1 - p_t`` is above the clamp, as autograd of the
         clamped expression gives)."""
-        n_pix = x.shape[2]
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
         scratch = _ce_scratch(x.shape[1])
         e, _, rs, lp, base, pw, wt, lab = scratch
         coef = np.empty(_BLOCK, np.float32)
@@ -599,10 +587,7 @@ if njit is not None:
         for k in range(num_k):
             focal = focal or gammas[k] != 0.0
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
             go = g_out[b, s0 : s0 + n]
             if not focal:  # plain (weighted) cross-entropy: A = 1
@@ -636,21 +621,7 @@ if njit is not None:
         ``lp = log p_y`` and ``rs = 1 / sum e``."""
         e, others, l1m, m, rs, lp, lab = scratch
         num_k = x.shape[1]
-        src = labels[b, s0 : s0 + n]
-        for i in range(n):
-            lab[i] = np.int32(src[i])
-        x0 = x[b, 0, s0 : s0 + n]
-        for i in range(n):
-            m[i] = x0[i]
-        for k in range(1, num_k):
-            xk = x[b, k, s0 : s0 + n]
-            for i in range(n):
-                m[i] = max(m[i], xk[i])
-        for k in range(num_k):
-            xk = x[b, k, s0 : s0 + n]
-            ek = e[k]
-            for i in range(n):
-                ek[i] = _exp_nonpositive(xk[i] - m[i])
+        _exponentials(x, labels, b, s0, n, lab, m, e)
         for i in range(n):
             lp[i] = _ZERO  # x_y - max, for now
         for k in range(num_k):
@@ -687,23 +658,15 @@ if njit is not None:
 
     @_kernel(inline="always")
     def _combo_scratch(num_k):
-        return (
-            np.empty((num_k, _BLOCK), np.float32),
-            np.empty((num_k, _BLOCK), np.float32),
-            np.empty((num_k, _BLOCK), np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.float32),
-            np.empty(_BLOCK, np.int32),
-        )
+        """e, others, l1m (K, block), m, rs, lp (float32), the int32 labels."""
+        labels = np.empty(_BLOCK, np.int32)
+        return (_plane(num_k), _plane(num_k), _plane(num_k), _row(), _row(), _row(), labels)
 
     @_kernel(nogil=True)
     def _combo_ce_kernel(x, labels, w, has_w, beta, l1m_floor, first, last, out):
         """Combo's per-pixel weighted CE for integer labels,
         ``-(beta log p_y + (1 - beta) sum_{c != y} max(log(1 - p_c), l1m_floor))`` times
         the validity, for blocks ``first..last-1``."""
-        n_pix = x.shape[2]
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
         num_k = x.shape[1]
         scratch = _combo_scratch(num_k)
         _, _, l1m, _, _, lp, lab = scratch
@@ -712,10 +675,7 @@ if njit is not None:
         bf = np.float32(beta)
         floor = np.float32(l1m_floor)
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _combo_block(x, labels, b, s0, n, scratch)
             for i in range(n):
                 acc[i] = _ZERO
@@ -736,8 +696,6 @@ if njit is not None:
         ``T_j = sum_{c != j} D_c``. Written so that nothing cancels when a ``p_c`` is close
         to 1 (``D_c`` huge): ``T_j`` from prefix and suffix sums that leave ``D_j`` out,
         ``1 - p_y`` from the other classes' share."""
-        n_pix = x.shape[2]
-        per_image = (n_pix + _BLOCK - 1) // _BLOCK
         num_k = x.shape[1]
         scratch = _combo_scratch(num_k)
         e, others, d, run, rs, _, lab = scratch
@@ -747,10 +705,7 @@ if njit is not None:
         bf = np.float32(beta)
         floor = np.float32(l1m_floor)
         for j in range(first, last):
-            b = j // per_image
-            s0 = (j % per_image) * _BLOCK
-            n = min(_BLOCK, n_pix - s0)
-            wb = w[b, s0 : s0 + n] if has_w else ones[:n]
+            b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _combo_block(x, labels, b, s0, n, scratch)
             for k in range(num_k):  # d holds log(1 - p_c); it becomes D_c
                 kk = np.int32(k)
@@ -796,21 +751,44 @@ if njit is not None:
                     out[i] = coef[i] * (bf * ce + (_ONE - bf) * off)
 
 
-def combo_pixel_ce(
-    x: Tensor, labels: Tensor, valid: Tensor | None, beta: float, l1m_floor: float
-) -> Tensor:
-    """Combo's per-pixel weighted CE (B, N) for (B, K, N) logits and (B, 1, N) integer labels
-    (see :func:`_combo_ce_kernel`)."""
+def _per_pixel(kernel, x: Tensor, labels: Tensor, valid: Tensor | None, *params) -> Tensor:
+    """Run a per-pixel loss kernel ``kernel(x, labels, w, has_w, *params, first, last, out)``:
+    the (B, N) float32 values."""
     xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
     b, _, n = xn.shape
     out = torch.empty((b, n), dtype=torch.float32)
     on = out.numpy()
 
     def part(first: int, last: int) -> None:
-        _combo_ce_kernel(xn, ln, wn, has_w, beta, l1m_floor, first, last, on)
+        kernel(xn, ln, wn, has_w, *params, first, last, on)
 
     _run_split(part, _blocks(x), b * n)
     return out
+
+
+def _per_pixel_grad(
+    kernel, x: Tensor, labels: Tensor, valid: Tensor | None, g_out: Tensor, *params
+) -> Tensor:
+    """Run the gradient kernel of a per-pixel loss, ``kernel(x, labels, w, has_w, *params,
+    g_out, first, last, grad)``: ``dL/dx`` (B, K, N) given ``dL/dout`` (B, N)."""
+    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
+    grad = torch.empty(xn.shape, dtype=torch.float32)
+    gn = grad.numpy()
+    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
+
+    def part(first: int, last: int) -> None:
+        kernel(xn, ln, wn, has_w, *params, go, first, last, gn)
+
+    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
+    return grad
+
+
+def combo_pixel_ce(
+    x: Tensor, labels: Tensor, valid: Tensor | None, beta: float, l1m_floor: float
+) -> Tensor:
+    """Combo's per-pixel weighted CE (B, N) for (B, K, N) logits and (B, 1, N) integer labels
+    (see :func:`_combo_ce_kernel`)."""
+    return _per_pixel(_combo_ce_kernel, x, labels, valid, beta, l1m_floor)
 
 
 def combo_pixel_ce_grad(
@@ -822,16 +800,7 @@ def combo_pixel_ce_grad(
     g_out: Tensor,
 ) -> Tensor:
     """``dL/dx`` (B, K, N) of :func:`combo_pixel_ce` given ``dL/dout`` (B, N)."""
-    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
-    grad = torch.empty(xn.shape, dtype=torch.float32)
-    gn = grad.numpy()
-    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
-
-    def part(first: int, last: int) -> None:
-        _combo_ce_grad_kernel(xn, ln, wn, has_w, beta, l1m_floor, go, first, last, gn)
-
-    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
-    return grad
+    return _per_pixel_grad(_combo_ce_grad_kernel, x, labels, valid, g_out, beta, l1m_floor)
 
 
 def label_pixel_loss(
@@ -844,16 +813,7 @@ def label_pixel_loss(
     """Per-pixel ``-w_t (1 - p_t)^gamma_t log p_t`` (B, N) float32 (zero at ignored pixels)
     for (B, K, N) logits, (B, 1, N) integer labels, the (B, 1, N) validity, per-class
     ``gammas`` and ``weights`` (K,) float64: cross-entropy with gamma 0 and weights 1."""
-    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
-    b, _, n = xn.shape
-    out = torch.empty((b, n), dtype=torch.float32)
-    on = out.numpy()
-
-    def part(first: int, last: int) -> None:
-        _pixel_loss_kernel(xn, ln, wn, has_w, gammas, weights, first, last, on)
-
-    _run_split(part, _blocks(x), b * n)
-    return out
+    return _per_pixel(_pixel_loss_kernel, x, labels, valid, gammas, weights)
 
 
 def label_pixel_loss_grad(
@@ -865,16 +825,7 @@ def label_pixel_loss_grad(
     g_out: Tensor,
 ) -> Tensor:
     """``dL/dx`` (B, K, N) of :func:`label_pixel_loss` given ``dL/dout`` (B, N)."""
-    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
-    grad = torch.empty(xn.shape, dtype=torch.float32)
-    gn = grad.numpy()
-    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
-
-    def part(first: int, last: int) -> None:
-        _pixel_loss_grad_kernel(xn, ln, wn, has_w, gammas, weights, go, first, last, gn)
-
-    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
-    return grad
+    return _per_pixel_grad(_pixel_loss_grad_kernel, x, labels, valid, g_out, gammas, weights)
 
 
 def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
