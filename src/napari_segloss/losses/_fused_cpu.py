@@ -1,22 +1,33 @@
-"""Fused CPU kernels (numba) for the Dice / PM-Dice sums of integer labels, straight from the
-logits: the forward and the backward of :class:`~napari_segloss.losses.dice._SoftmaxHardLabelDice`
-each in one pass over the (B, K, N) logits.
+"""Fused CPU kernels (numba) for the losses' integer-label paths, straight from the (B, K, N)
+logits, each a forward and a backward pass:
+
+* the Dice / PM-Dice eq. 5 sums (:class:`~napari_segloss.losses.dice._SoftmaxHardLabelDice`,
+  with per-class gamma and the TopK losses' fixed masks): :func:`label_dice_sums`,
+  :func:`label_dice_grad`;
+* the cross-entropy family's per-pixel ``-w_t (1 - p_t)^gamma_t log p_t``:
+  :func:`label_pixel_loss`, :func:`label_pixel_loss_grad`;
+* Combo's weighted CE: :func:`combo_pixel_ce`, :func:`combo_pixel_ce_grad`;
+* and the TopK selection :func:`topk_keep` (the mask of ``_topk.topk_keep``).
 
 Why: in eager PyTorch every step (softmax, the label gather, the powers, the scatter, the
 softmax backward) is its own pass over the full tensor and its own full-size temporary, and on
 CPU fresh large temporaries cost page faults. Here the pixels are processed in blocks of
-``_BLOCK`` whose buffers stay in cache; nothing full-size is written except the gradient, and the
-softmax is recomputed in the backward instead of being stored.
+``_BLOCK`` whose buffers stay in cache; nothing full-size is written except the output, and
+the softmax is recomputed in the backward instead of being stored.
 
-* ``exp`` is a vectorisable float32 version (Cody-Waite range reduction and the Cephes
-  ``expf`` polynomial, relative error below 2e-7); it is only called on ``x - max <= 0``, and
-  arguments below -87 are clamped (``exp(-87) = 1.6e-38``: such classes get probability ~0,
-  as in float32 softmax).
+* ``exp``, ``log`` and non-integer powers are vectorisable float32 versions (Cody-Waite range
+  reduction and the Cephes polynomials; relative error below 2e-7 for ``exp``). ``exp`` is
+  only called on ``x - max <= 0``, and arguments below -87 are clamped (``exp(-87) =
+  1.6e-38``: such classes get probability ~0, as in float32 softmax). Integer exponents are
+  multiplications.
+* ``1 - p`` is taken from the other classes' share, never as ``1 - p``, so nothing cancels for
+  confident predictions.
 * Per-class sums run in float32 over one block and are added into float64 totals.
-* Work is split over ``torch.get_num_threads()`` Python threads; the kernels release the GIL.
+* Work is split over ``torch.get_num_threads()`` threads; the kernels release the GIL.
 
 Used only for float32 CPU tensors outside ``torch.compile`` tracing and when numba imports;
-``SEGLOSS_FUSED_CPU=0`` switches it off (the eager PyTorch path gives the same values).
+``SEGLOSS_FUSED_CPU=0`` switches it off (the eager PyTorch paths give the same values).
+:func:`start_warm_up` compiles everything in the background (numba caches it on disk).
 """
 
 from __future__ import annotations
