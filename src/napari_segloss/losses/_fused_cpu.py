@@ -248,14 +248,31 @@ if njit is not None:
             u[i] = a[i] * py[i]
 
     @_kernel(inline="always")
+    def _per_label(table, lab, n, out):
+        """``out[i] = table[lab[i]]`` for a small per-class table (float32), as one select
+        pass per class (a gather would not vectorise)."""
+        for i in range(n):
+            out[i] = _ZERO
+        for k in range(table.shape[0]):
+            kk = np.int32(k)
+            tk = np.float32(table[k])
+            for i in range(n):
+                out[i] += tk if lab[i] == kk else _ZERO
+
+    @_kernel(inline="always")
+    def _is_uniform(table):
+        """Whether every entry of a per-class table equals the first."""
+        for k in range(1, table.shape[0]):
+            if table[k] != table[0]:
+                return False
+        return True
+
+    @_kernel(inline="always")
     def _modulation_at_label(gammas, lab, wb, py, n, a):
         """``a = (1 - p'_y)^gamma_y w``: one pass for a single gamma, else one per class with
         a non-zero gamma (pixels of other classes keep their value)."""
         g0 = gammas[0]
-        single = True
-        for k in range(1, gammas.shape[0]):
-            single = single and gammas[k] == g0
-        if single:
+        if _is_uniform(gammas):
             slow, flags = _exponent_flags(g0)
             if slow:
                 gf = np.float32(g0)
@@ -504,15 +521,15 @@ if njit is not None:
         """Block ``s0 .. s0 + n`` of image ``b`` for the cross-entropy family: ``e`` the
         exponentials ``exp(x - max)``, ``rs = 1 / sum e``, ``lp = log p_t``, ``base =
         max(1 - p_t, TINY)`` (``1 - p_t`` as the sum of the other classes' shares: accurate
-        when ``p_t`` is close to 1), ``pw = base^gamma_t`` and ``wt = weight_t w``."""
-        e, m, rs, lp, base, pw, wt, lab = scratch
+        when ``p_t`` is close to 1), ``pw = base^gamma_t`` and ``wt = weight_t w``; ``gt``
+        the exponent ``gamma_t`` per pixel, filled only when the gammas differ by class."""
+        e, m, rs, lp, base, pw, wt, gt, lab = scratch
         num_k = x.shape[1]
         _exponentials(x, labels, b, s0, n, lab, m, e)
         for i in range(n):
             rs[i] = _ZERO
             lp[i] = _ZERO  # x_t - max, for now
             base[i] = _ZERO  # sum of the other classes' exponentials, for now
-            wt[i] = _ZERO
         # one accumulator per loop: loops storing to several arrays fail the alias checks
         for k in range(num_k):
             ek = e[k]
@@ -528,21 +545,14 @@ if njit is not None:
             kk = np.int32(k)
             for i in range(n):
                 base[i] += _ZERO if lab[i] == kk else ek[i]
-        for k in range(num_k):
-            kk = np.int32(k)
-            wk = np.float32(weights[k])
-            for i in range(n):
-                wt[i] += wk if lab[i] == kk else _ZERO
+        _per_label(weights, lab, n, wt)
         for i in range(n):
             lp[i] -= _log_positive(rs[i])
             rs[i] = _ONE / rs[i]
             base[i] = max(base[i] * rs[i], np.float32(_TINY))
             wt[i] *= wb[i]
         g0 = gammas[0]
-        single = True
-        for k in range(1, gammas.shape[0]):
-            single = single and gammas[k] == g0
-        if single:
+        if _is_uniform(gammas):
             slow, flags = _exponent_flags(g0)
             gf = np.float32(g0)
             if slow:
@@ -552,28 +562,22 @@ if njit is not None:
                 for i in range(n):
                     pw[i] = _power_of(base[i], flags)
         else:
+            _per_label(gammas, lab, n, gt)
             for i in range(n):
-                pw[i] = _ZERO  # the exponent per pixel, for now
-            for k in range(num_k):
-                kk = np.int32(k)
-                gk = np.float32(gammas[k])
-                for i in range(n):
-                    pw[i] += gk if lab[i] == kk else _ZERO
-            for i in range(n):
-                pw[i] = _power_unit(base[i], pw[i])
+                pw[i] = _power_unit(base[i], gt[i])
 
     @_kernel(inline="always")
     def _ce_scratch(num_k):
-        """e (K, block), m, rs, lp, base, pw, wt (float32), the int32 labels."""
+        """e (K, block), m, rs, lp, base, pw, wt, gt (float32), the int32 labels."""
         labels = np.empty(_BLOCK, np.int32)
-        return (_plane(num_k), _row(), _row(), _row(), _row(), _row(), _row(), labels)
+        return (_plane(num_k), _row(), _row(), _row(), _row(), _row(), _row(), _row(), labels)
 
     @_kernel(nogil=True)
     def _pixel_loss_kernel(x, labels, w, has_w, gammas, weights, first, last, out):
         """``out[b, i] = -w_t (1 - p_t)^gamma_t log p_t`` (times validity) for blocks
         ``first..last-1``."""
         scratch = _ce_scratch(x.shape[1])
-        _, _, _, lp, _, pw, wt, _ = scratch
+        _, _, _, lp, _, pw, wt, _, _ = scratch
         ones = np.ones(_BLOCK, np.float32)
         for j in range(first, last):
             b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
@@ -589,14 +593,13 @@ if njit is not None:
         (the second term only where ``1 - p_t`` is above the clamp, as autograd of the
         clamped expression gives)."""
         scratch = _ce_scratch(x.shape[1])
-        e, _, rs, lp, base, pw, wt, lab = scratch
+        e, _, rs, lp, base, pw, wt, gt, lab = scratch
         coef = np.empty(_BLOCK, np.float32)
-        gt = np.empty(_BLOCK, np.float32)
         ones = np.ones(_BLOCK, np.float32)
         num_k = x.shape[1]
-        focal = False
-        for k in range(num_k):
-            focal = focal or gammas[k] != 0.0
+        uniform = _is_uniform(gammas)  # else the block has put gamma_t into gt
+        g0 = np.float32(gammas[0])
+        focal = not (uniform and g0 == _ZERO)
         for j in range(first, last):
             b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
@@ -606,16 +609,10 @@ if njit is not None:
                     coef[i] = go[i] * wt[i]
             else:
                 for i in range(n):
-                    gt[i] = _ZERO
-                for k in range(num_k):
-                    kk = np.int32(k)
-                    gk = np.float32(gammas[k])
-                    for i in range(n):
-                        gt[i] += gk if lab[i] == kk else _ZERO
-                for i in range(n):
                     p_t = _ONE - base[i]
                     free = base[i] > np.float32(_TINY)
-                    term = gt[i] * pw[i] / base[i] * p_t * lp[i] if free else _ZERO
+                    g_t = g0 if uniform else gt[i]
+                    term = g_t * pw[i] / base[i] * p_t * lp[i] if free else _ZERO
                     coef[i] = go[i] * wt[i] * (pw[i] - term)
             for k in range(num_k):
                 kk = np.int32(k)
@@ -923,12 +920,21 @@ def _blocks(x: Tensor) -> int:
     return b * ((n + _BLOCK - 1) // _BLOCK)
 
 
-def _gammas(gamma: float | Sequence[float], k: int) -> np.ndarray:
-    if isinstance(gamma, int | float):
-        return np.full(k, float(gamma))
-    if len(gamma) != k:
-        raise ValueError(f"gamma needs one value per class channel ({k}), got {len(gamma)}")
-    return np.asarray(gamma, dtype=np.float64)
+def class_table(
+    value: float | Sequence[float] | Tensor | None, k: int, default: float = 0.0
+) -> np.ndarray:
+    """A per-class float64 table (K,) for the kernels (gamma, class weights): a scalar
+    broadcast, one value per class (a sequence, or a (K,) CPU tensor read without a host
+    sync), or ``default`` for None."""
+    if value is None:
+        return np.full(k, default)
+    if isinstance(value, Tensor):
+        return value.detach().double().numpy()
+    if isinstance(value, int | float):
+        return np.full(k, float(value))
+    if len(value) != k:
+        raise ValueError(f"need one value per class channel ({k}), got {len(value)}")
+    return np.asarray(value, dtype=np.float64)
 
 
 def label_dice_sums(
@@ -947,7 +953,7 @@ def label_dice_sums(
     elsewhere."""
     xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
     b, k, n = xn.shape
-    gammas = _gammas(gamma, k)
+    gammas = class_table(gamma, k)
 
     def part(first: int, last: int) -> np.ndarray:
         out = np.zeros((b, 4, k), np.float64)
@@ -972,7 +978,7 @@ def label_dice_grad(
     """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
     :func:`label_dice_sums` (same inputs)."""
     xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
-    gammas = _gammas(gamma, xn.shape[1])
+    gammas = class_table(gamma, xn.shape[1])
     grad = torch.empty(xn.shape, dtype=torch.float32)
     gn = grad.numpy()
     gi = g_inter.detach().double().contiguous().numpy()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -97,16 +96,6 @@ class _FusedCPULabelPixelLoss(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-def _class_table(value: float | Tensor | None, k: int, default: float) -> np.ndarray:
-    """A per-class float64 table (K,) for the kernels: a scalar broadcast, a (K,) CPU tensor
-    read without a host sync (``numpy()``), or ``default`` for None."""
-    if value is None:
-        return np.full(k, default)
-    if isinstance(value, Tensor):
-        return value.detach().double().numpy()
-    return np.full(k, float(value))
-
-
 def hard_label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor | None) -> Tensor:
     """Fast path for integer labels (binary / multiclass): ``-w_t (1 - p_t)^gamma log p_t``
     per pixel (B, *spatial) from the log-probability of the labelled class only (gather), the
@@ -119,7 +108,7 @@ def hard_label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor 
         x, lab, v = label_logits(inp)
         k = x.shape[1]
         out = _FusedCPULabelPixelLoss.apply(
-            x, lab, v, _class_table(gamma, k, 0.0), _class_table(weights, k, 1.0)
+            x, lab, v, _fused_cpu.class_table(gamma, k), _fused_cpu.class_table(weights, k, 1.0)
         )
         return out.view(inp.labels.shape[0], *inp.labels.shape[2:])
     lab = inp.labels
