@@ -3,6 +3,7 @@ PyTorch autograd Function they replace on CPU (same sums, same gradients)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -204,9 +205,29 @@ def test_second_backward_with_retain_graph() -> None:
     torch.testing.assert_close(x.grad, 2 * first)
 
 
-def test_thread_split_and_concurrent_callers_agree() -> None:
+def _thread_paths() -> list:
+    paths = [pytest.param(False, id="thread-pool")]
+    if _fused_cpu._omp_parallel is not None:
+        paths.append(pytest.param(True, id="torch-openmp"))
+    return paths
+
+
+def test_finds_torch_openmp_runtime_on_linux() -> None:
+    # torch's Linux wheels run their CPU kernels on GNU OpenMP: the kernels must join that
+    # runtime (its spinning workers halved their speed on 2 threads when they did not)
+    if not (sys.platform.startswith("linux") and torch.backends.openmp.is_available()):
+        pytest.skip("torch without GNU OpenMP here")
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch's parallel backend is not OpenMP")
+    assert _fused_cpu._omp_parallel is not None
+
+
+@pytest.mark.parametrize("openmp", _thread_paths())
+def test_thread_split_and_concurrent_callers_agree(openmp: bool, monkeypatch) -> None:
     # 2 x 65536 pixels: split over the threads; several Python threads call at once (napari
     # runs maps and training in worker threads)
+    if not openmp:
+        monkeypatch.setattr(_fused_cpu, "_omp_parallel", None)
     x, labels, valid = _inputs(2, 3, 65536, True, seed=5)
     threads_before = torch.get_num_threads()
     try:
@@ -229,6 +250,53 @@ def test_thread_split_and_concurrent_callers_agree() -> None:
     for got in (split, *results):
         for a, b in zip(got, single, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("openmp", _thread_paths())
+def test_split_runs_every_range_once_and_reraises_errors(openmp: bool, monkeypatch) -> None:
+    if not openmp:
+        monkeypatch.setattr(_fused_cpu, "_omp_parallel", None)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list = []
+        lock = threading.Lock()
+
+        def record(first: int, last: int) -> tuple[int, int, int]:
+            with lock:
+                seen.append(threading.get_ident())
+            return first, last, threading.get_ident()
+
+        parts = _fused_cpu._run_split(record, 64, 64 * _fused_cpu._MIN_PIXELS_PER_THREAD)
+        assert [p[:2] for p in parts] == [(8 * t, 8 * t + 8) for t in range(8)]
+        assert len(seen) == 8
+
+        def fail(first: int, last: int) -> None:
+            if first > 0:
+                raise ZeroDivisionError("in a worker")
+
+        with pytest.raises(ZeroDivisionError, match="in a worker"):
+            _fused_cpu._run_split(fail, 64, 64 * _fused_cpu._MIN_PIXELS_PER_THREAD)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+@pytest.mark.parametrize(
+    ("gamma", "sq", "general"),
+    [
+        (1.0, 2, None),
+        (0.0, 1, None),
+        (2.0, 2, None),
+        ((0.0, 1.0, 2.0), 2, None),
+        (0.5, 2, True),
+        ((0.0, 0.5, 1.0), 1, True),
+        (3.0, 2, True),
+    ],
+)
+def test_integer_exponents_take_the_multiplication_kernel(gamma, sq: int, general) -> None:
+    # gamma + s in 0..4 for every class: the kernel compiled without the pow() path
+    table = _fused_cpu.class_table(gamma, 3)
+    assert _fused_cpu._general(table, sq) is general
 
 
 def test_binary_per_class_gamma_matches_the_one_hot_path(monkeypatch) -> None:

@@ -16,7 +16,8 @@ CPU fresh large temporaries cost page faults. Here the pixels are processed in b
 the softmax is recomputed in the backward instead of being stored.
 
 * ``exp``, ``log`` and non-integer powers are vectorisable float32 versions (Cody-Waite range
-  reduction and the Cephes polynomials; relative error below 2e-7 for ``exp``). ``exp`` is
+  reduction, a minimax polynomial for ``exp`` and the Cephes one for ``log``; relative error
+  about 3e-7 for ``exp``, as before). ``exp`` is
   only called on ``x - max <= 0``, and arguments below -87 are clamped (``exp(-87) =
   1.6e-38``: such classes get probability ~0, as in float32 softmax). Integer exponents are
   multiplications.
@@ -32,8 +33,10 @@ Used only for float32 CPU tensors outside ``torch.compile`` tracing and when num
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +52,8 @@ try:  # numba is a dependency, but the losses must keep working where it cannot 
 except ImportError:  # pragma: no cover - exercised only without numba
     njit = None
 
-_BLOCK = 512  # pixels per block: the K x 512 float32 buffers stay in L1/L2 cache
+_BLOCK = 1024  # pixels per block: the block's buffers stay in L2 (256: +20 %, 2048: +5 %)
+_ROW = _BLOCK + 16  # scratch rows are staggered (see _arena)
 _MIN_PIXELS_PER_THREAD = 32768  # below this a thread costs more than it saves
 
 _LOG2E = np.float32(1.4426950408889634)
@@ -57,6 +61,7 @@ _LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that k * ln2 is exact 
 _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_FLOOR = np.float32(-87.0)  # 2^k stays a normal float32 above this
 _ZERO = np.float32(0.0)
+_POWER_ONE = (True, False, False, False)  # the _power_of flags of the exponent 1
 _ONE = np.float32(1.0)
 _TINY = 1e-12  # the clamp of 1 - p_t in the focal terms (losses._base.TINY)
 # fastmath without "no infs": reassociation lets the sums vectorise and "no NaNs" the max/min
@@ -114,17 +119,21 @@ if njit is not None:
 
     @_kernel(inline="always")
     def _exp_nonpositive(x):
+        """Vectorisable float32 ``exp(x)`` for ``x <= 0``: ``2^k exp(f)`` with ``|f| <= ln2 / 2``
+        and a degree-6 minimax polynomial for ``exp(f)`` (fitted here: 2e-9 relative error,
+        one multiply-add per degree; the Cephes form took two more operations for precision
+        float32 cannot hold)."""
         x = max(x, _EXP_FLOOR)
         k = np.floor(x * _LOG2E + np.float32(0.5))  # np.floor stays float32 (math.floor: int)
         f = x - k * _LN2_HI
         f = f - k * _LN2_LO
-        y = np.float32(1.9875691500e-4)
-        y = y * f + np.float32(1.3981999507e-3)
-        y = y * f + np.float32(8.3334519073e-3)
-        y = y * f + np.float32(4.1665795894e-2)
-        y = y * f + np.float32(1.6666665459e-1)
-        y = y * f + np.float32(5.0000001201e-1)
-        y = y * f * f + f + _ONE
+        y = np.float32(1.3836807338520885e-3)
+        y = y * f + np.float32(8.374815806746483e-3)
+        y = y * f + np.float32(4.166822507977486e-2)
+        y = y * f + np.float32(1.6666419804096222e-1)
+        y = y * f + np.float32(4.9999991059303284e-1)
+        y = y * f + _ONE
+        y = y * f + _ONE
         return y * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
     @intrinsic
@@ -188,61 +197,86 @@ if njit is not None:
         return slow, (fast and e >= 1.0, fast and e >= 2.0, fast and e >= 3.0, fast and e >= 4.0)
 
     @_kernel(inline="always")
-    def _exponentials(x, labels, b, s0, n, lab, m, e):
+    def _labels_and_max(x, labels, b, s0, n, lab, m):
         """Block ``s0 .. s0 + n`` of image ``b``: ``lab`` its labels as int32 (their compares
-        then vectorise with the float32 lanes), ``m`` the max over the classes and
-        ``e[k] = exp(x_k - m)``."""
+        then vectorise with the float32 lanes) and ``m`` the max over the classes. Two
+        classes per pass here and in :func:`_softmax_block`: a pass is bound by its loads and
+        stores of the block buffers as much as by its arithmetic."""
         num_k = x.shape[1]
         src = labels[b, s0 : s0 + n]
+        x0 = x[b, 0, s0 : s0 + n]
+        x1 = x[b, min(1, num_k - 1), s0 : s0 + n]
         for i in range(n):
             lab[i] = np.int32(src[i])
-        x0 = x[b, 0, s0 : s0 + n]
-        for i in range(n):
-            m[i] = x0[i]
-        for k in range(1, num_k):
-            xk = x[b, k, s0 : s0 + n]
+            m[i] = max(x0[i], x1[i])
+        for k in range(2, num_k - 1, 2):
+            xa = x[b, k, s0 : s0 + n]
+            xb = x[b, k + 1, s0 : s0 + n]
             for i in range(n):
-                m[i] = max(m[i], xk[i])
-        for k in range(num_k):
+                m[i] = max(m[i], max(xa[i], xb[i]))
+        if num_k > 2 and num_k % 2 == 1:
+            xa = x[b, num_k - 1, s0 : s0 + n]
+            for i in range(n):
+                m[i] = max(m[i], xa[i])
+
+    @_kernel(inline="always")
+    def _exponentials(x, labels, b, s0, n, lab, m, e):
+        """:func:`_labels_and_max`, then ``e[k] = exp(x_k - m)``."""
+        _labels_and_max(x, labels, b, s0, n, lab, m)
+        for k in range(x.shape[1]):
             xk = x[b, k, s0 : s0 + n]
             ek = e[k]
             for i in range(n):
                 ek[i] = _exp_nonpositive(xk[i] - m[i])
 
     @_kernel(inline="always")
-    def _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u):
+    def _softmax_block(x, labels, wb, gammas, b, s0, n, lab, e, z, py, a, u):
         """One block of pixels ``s0 .. s0 + n`` of image ``b`` with validity ``wb``:
 
-        * ``lab``: the labels as int32 (their compares then vectorise with float32 lanes);
-        * ``p[:, :n]``: ``p' = softmax(x) w``. Masking p itself is exact for the softmax
-          backward too: an ignored pixel has ``p g = 0`` for every class, so its gradient
-          ``p g - p sum_k p g`` is 0 whatever p is;
+        * ``lab``: the labels as int32;
+        * ``e[:, :n]``: ``exp(x - max)`` and ``z = w / sum_k e``, so that ``p' = softmax(x) w
+          = e z``. Masking p itself is exact for the softmax backward too: an ignored pixel
+          has ``p g = 0`` for every class, so its gradient ``p g - p sum_k p g`` is 0
+          whatever p is;
         * at the label entry ``py = p'_y``, ``a = m w`` with ``m = (1 - p'_y)^gamma_y`` and
-          ``u = a p'_y``; ``z`` is scratch.
+          ``u = a p'_y``.
+
+        The normaliser and the label's exponential are summed in the same passes as the
+        exponentials, two classes per pass, and p is never written out.
         """
+        _labels_and_max(x, labels, b, s0, n, lab, z)  # z: the max, for now
+        for i in range(n):
+            u[i] = _ZERO  # sum_k e, for now
+            py[i] = _ZERO  # e at the label, for now
         num_k = x.shape[1]
-        _exponentials(x, labels, b, s0, n, lab, z, p)  # z: the max, for now
-        # separate loops for the exp, the sums and the gather: loops that both store and
-        # accumulate into several arrays vectorise badly (alias checks)
-        for i in range(n):
-            py[i] = p[0, i]  # the normaliser, for now
-        for k in range(1, num_k):
-            pk = p[k]
+        for k in range(0, num_k - 1, 2):
+            xa = x[b, k, s0 : s0 + n]
+            xb = x[b, k + 1, s0 : s0 + n]
+            ea = e[k]
+            eb = e[k + 1]
+            ka = np.int32(k)
+            kb = np.int32(k + 1)
             for i in range(n):
-                py[i] += pk[i]
-        for i in range(n):
-            z[i] = wb[i] / py[i]
-        for k in range(num_k):
-            pk = p[k]
-            for i in range(n):
-                pk[i] *= z[i]
-        for i in range(n):
-            py[i] = _ZERO
-        for k in range(num_k):
-            pk = p[k]
+                va = _exp_nonpositive(xa[i] - z[i])
+                vb = _exp_nonpositive(xb[i] - z[i])
+                ea[i] = va
+                eb[i] = vb
+                u[i] += va + vb
+                py[i] += va if lab[i] == ka else (vb if lab[i] == kb else _ZERO)
+        if num_k % 2 == 1:
+            k = num_k - 1
+            xk = x[b, k, s0 : s0 + n]
+            ek = e[k]
             kk = np.int32(k)
             for i in range(n):
-                py[i] += pk[i] if lab[i] == kk else _ZERO
+                v = _exp_nonpositive(xk[i] - z[i])
+                ek[i] = v
+                u[i] += v
+                py[i] += v if lab[i] == kk else _ZERO
+        for i in range(n):
+            zi = wb[i] / u[i]
+            z[i] = zi
+            py[i] *= zi
         _modulation_at_label(gammas, lab, wb, py, n, a)
         for i in range(n):
             u[i] = a[i] * py[i]
@@ -296,24 +330,16 @@ if njit is not None:
                 a[i] *= m if lab[i] == kk else _ONE
 
     @_kernel(inline="always")
-    def _off_label_base(pk, tk, n, slow, e):
-        """What :func:`_power_of` raises: ``pk`` itself, or for a non-integer exponent
-        ``tk = pk^e`` (the flags then make ``_power_of`` the identity)."""
-        if not slow:
-            return pk
-        ef = np.float32(e)
-        for i in range(n):
-            tk[i] = _power_unit(pk[i], ef)
-        return tk
-
-    @_kernel(inline="always")
-    def _off_label_exponent(gammas, k, sq):
-        """``(slow, flags)`` of ``e = gamma_k + s``, with the flags of ``e = 1`` when slow
-        (:func:`_off_label_base` has then applied the power)."""
-        slow, flags = _exponent_flags(gammas[k] + sq)
+    def _off_label_powers(ek, z, tk, n, slow, flags, e):
+        """``tk = p'^e`` with ``p' = ek z``: by ``_power_unit`` when ``slow`` (a non-integer
+        exponent), else by ``_power_of`` with the exponent's ``flags``."""
         if slow:
-            flags = (True, False, False, False)
-        return slow, flags
+            ef = np.float32(e)
+            for i in range(n):
+                tk[i] = _power_unit(ek[i] * z[i], ef)
+        else:
+            for i in range(n):
+                tk[i] = _power_of(ek[i] * z[i], flags)
 
     @_kernel(inline="always")
     def _apply_label_mask(label_m, b, s0, n, py, a, u):
@@ -334,80 +360,166 @@ if njit is not None:
         return b, s0, n, (w[b, s0 : s0 + n] if has_w else ones[:n])
 
     @_kernel(inline="always")
-    def _plane(num_k):
-        """A (K, block) float32 buffer."""
-        return np.empty((num_k, _BLOCK), np.float32)
+    def _arena(rows):
+        """A kernel's per-block buffers as ``rows`` rows of one page-aligned allocation, the
+        last row ones. Buffers allocated one by one land wherever malloc puts them, and the
+        kernels' speed varied by 30 % with that placement (cache set conflicts, loads
+        stalled by stores a multiple of 4096 bytes away); staggered rows of one aligned
+        block make it the same in every process."""
+        flat = np.empty(rows * _ROW + 1024, np.float32)
+        start = ((4096 - flat.ctypes.data % 4096) % 4096) // 4
+        ar = flat[start : start + rows * _ROW].reshape((rows, _ROW))
+        ones = ar[rows - 1]
+        for i in range(_ROW):
+            ones[i] = _ONE
+        return ar
 
     @_kernel(inline="always")
-    def _row():
-        """A (block,) float32 buffer."""
-        return np.empty(_BLOCK, np.float32)
-
-    @_kernel(inline="always")
-    def _block_scratch(num_k):
-        """Per-block buffers: p (K, block), z, py, a, u (float32), the int32 labels, ones."""
-        labels = np.empty(_BLOCK, np.int32)
-        return (_plane(num_k), _row(), _row(), _row(), _row(), labels, np.ones(_BLOCK, np.float32))
+    def _block_scratch(num_k, extra):
+        """Per-block buffers: e (K, block), z, py, a, u (float32), the int32 labels, ones;
+        and ``extra`` more rows for the kernel."""
+        ar = _arena(num_k + extra + 6)
+        r = num_k + extra
+        scratch = (ar[:num_k], ar[r], ar[r + 1], ar[r + 2], ar[r + 3], ar[r + 4].view(np.int32))
+        return (*scratch, ar[r + 5]), ar[num_k:r]
 
     @_kernel(inline="always")
     def _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch):
         """Block ``j`` (image ``b``, pixels ``s0 .. s0 + n``): its softmax and label terms
         (:func:`_softmax_block`, TopK label mask applied); returns ``b, s0, n`` and the
         block's validity ``wb``."""
-        p, z, py, a, u, lab, ones = scratch
+        e, z, py, a, u, lab, ones = scratch
         b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
-        _softmax_block(x, labels, wb, gammas, b, s0, n, lab, p, z, py, a, u)
+        _softmax_block(x, labels, wb, gammas, b, s0, n, lab, e, z, py, a, u)
         if has_lm:
             _apply_label_mask(label_m, b, s0, n, py, a, u)
         return b, s0, n, wb
 
+    @_kernel(inline="always")
+    def _class_sums(lab, kk, u, s_lab, a, wb, base, scale, flags, om, n):
+        """Class ``kk``'s share of the block's I, S, Y and label count; off the label
+        ``m p'^s = p'^(gamma + s)`` is ``_power_of(base scale, flags)`` (a separate call per
+        pair of arrays: one loop reading either pair would not vectorise as well)."""
+        s_i = _ZERO
+        s_s = _ZERO
+        s_y = _ZERO
+        s_n = _ZERO
+        for i in range(n):
+            hit = lab[i] == kk
+            s_i += u[i] if hit else _ZERO
+            s_s += s_lab[i] if hit else _power_of(base[i] * scale[i], flags) * om[i]
+            s_y += a[i] if hit else _ZERO
+            s_n += wb[i] if hit else _ZERO
+        return s_i, s_s, s_y, s_n
+
+    @_kernel(inline="always")
+    def _class_pair_sums(lab, k, u, s_lab, a, wb, e, z, flags, om, n):
+        """:func:`_class_sums` of classes ``k`` and ``k + 1`` (integer exponents) in one pass:
+        the shared rows are loaded once."""
+        ka = np.int32(k)
+        kb = np.int32(k + 1)
+        fa, fb = flags
+        ea = e[k]
+        eb = e[k + 1]
+        oa, ob = om
+        ia = _ZERO
+        sa = _ZERO
+        ya = _ZERO
+        na = _ZERO
+        ib = _ZERO
+        sb = _ZERO
+        yb = _ZERO
+        nb = _ZERO
+        for i in range(n):
+            ha = lab[i] == ka
+            hb = lab[i] == kb
+            ui = u[i]
+            li = s_lab[i]
+            ai = a[i]
+            wi = wb[i]
+            zi = z[i]
+            ia += ui if ha else _ZERO
+            ib += ui if hb else _ZERO
+            sa += li if ha else _power_of(ea[i] * zi, fa) * oa[i]
+            sb += li if hb else _power_of(eb[i] * zi, fb) * ob[i]
+            ya += ai if ha else _ZERO
+            yb += ai if hb else _ZERO
+            na += wi if ha else _ZERO
+            nb += wi if hb else _ZERO
+        return (ia, sa, ya, na), (ib, sb, yb, nb)
+
     @_kernel(nogil=True)
-    def _forward_kernel(x, labels, w, has_w, gammas, sq, masks, first, last, out):
+    def _forward_kernel(x, labels, w, has_w, gammas, sq, general, masks, first, last, out):
         """Blocks ``first..last-1`` (block j: image ``j // blocks_per_image``) into the
         float64 sums ``out[b, 0|1|2|3, k]``: I, S, Y of the eq. 5 form and the valid label
         count; ``gammas`` (K,) float64; ``masks = (label_m, has_label_m, off_m, has_off_m)``
-        the TopK losses' fixed masks, (B, N) at the label entries and (B, K, N) elsewhere."""
+        the TopK losses' fixed masks, (B, N) at the label entries and (B, K, N) elsewhere.
+        ``general``: None when every ``gamma_k + s`` is an integer 0-4 (numba then compiles
+        that case alone: a loop next to the other case's loop ran 40 % slower), else True."""
         label_m, has_lm, off_m, has_om = masks
         num_k = x.shape[1]
-        scratch = _block_scratch(num_k)
-        p, z, py, a, u, lab, ones = scratch
-        tk = np.empty(_BLOCK, np.float32)
+        scratch, more = _block_scratch(num_k, 2)
+        e, z, py, a, u, lab, ones = scratch
+        tk = more[0]
+        s_lab = more[1]
         for j in range(first, last):
             b, s0, n, wb = _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch)
-            for i in range(n):  # z becomes the label entry of S: m p'_y^s
-                z[i] = u[i] * (py[i] if sq == 2 else _ONE)
-            for k in range(num_k):
+            for i in range(n):  # the label entry of S: m p'_y^s
+                s_lab[i] = u[i] * (py[i] if sq == 2 else _ONE)
+            first_single = 0
+            if general is None:  # two classes per pass, then the odd one
+                first_single = num_k - num_k % 2
+                for k in range(0, num_k - 1, 2):
+                    flags = (
+                        _exponent_flags(gammas[k] + sq)[1],
+                        _exponent_flags(gammas[k + 1] + sq)[1],
+                    )
+                    om = (
+                        off_m[b, k, s0 : s0 + n] if has_om else ones[:n],
+                        off_m[b, k + 1, s0 : s0 + n] if has_om else ones[:n],
+                    )
+                    pair = _class_pair_sums(lab, k, u, s_lab, a, wb, e, z, flags, om, n)
+                    for t in range(4):
+                        out[b, t, k] += pair[0][t]
+                        out[b, t, k + 1] += pair[1][t]
+            for k in range(first_single, num_k):
                 kk = np.int32(k)
-                slow, flags = _off_label_exponent(gammas, k, sq)
-                base = _off_label_base(p[k], tk, n, slow, gammas[k] + sq)
+                slow, flags = _exponent_flags(gammas[k] + sq)
                 om = off_m[b, k, s0 : s0 + n] if has_om else ones[:n]
-                s_i = _ZERO
-                s_s = _ZERO
-                s_y = _ZERO
-                s_n = _ZERO
-                for i in range(n):
-                    hit = lab[i] == kk
-                    s_i += u[i] if hit else _ZERO
-                    # off the label m p'^s = p'^(gamma + s)
-                    s_s += z[i] if hit else _power_of(base[i], flags) * om[i]
-                    s_y += a[i] if hit else _ZERO
-                    s_n += wb[i] if hit else _ZERO
-                out[b, 0, k] += s_i
-                out[b, 1, k] += s_s
-                out[b, 2, k] += s_y
-                out[b, 3, k] += s_n
+                if general is None:
+                    sums = _class_sums(lab, kk, u, s_lab, a, wb, e[k], z, flags, om, n)
+                else:
+                    _off_label_powers(e[k], z, tk, n, slow, flags, gammas[k] + sq)
+                    sums = _class_sums(lab, kk, u, s_lab, a, wb, tk, ones, _POWER_ONE, om, n)
+                for t in range(4):
+                    out[b, t, k] += sums[t]
+
+    @_kernel(inline="always")
+    def _class_grad_terms(lab, kk, u, a, gl, gs, gs_off, base, scale, flags, om, n, tk, total):
+        """``tk = p g`` of class ``kk`` (off the label ``s dL/dS m p'^s``, at it
+        ``m p'_y (dL/dI + s dL/dS p'_y^(s-1))``) and its sum over the classes in ``total``."""
+        for i in range(n):
+            on = u[i] * gl + a[i] * gs
+            off = gs_off * _power_of(base[i] * scale[i], flags) * om[i]
+            v = on if lab[i] == kk else off
+            tk[i] = v
+            total[i] += v
 
     @_kernel(nogil=True)
-    def _backward_kernel(x, labels, w, has_w, gammas, sq, masks, g_inter, g_s, first, last, grad):
-        """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K)."""
+    def _backward_kernel(
+        x, labels, w, has_w, gammas, sq, general, masks, g_inter, g_s, first, last, grad
+    ):
+        """``grad = dL/dx`` for blocks ``first..last-1`` given ``dL/dI``, ``dL/dS`` (B, K);
+        ``general`` as in :func:`_forward_kernel`."""
         label_m, has_lm, off_m, has_om = masks
         num_k = x.shape[1]
-        scratch = _block_scratch(num_k)
-        p, z, py, a, u, lab, ones = scratch
-        pg = np.empty((num_k, _BLOCK), np.float32)
+        scratch, more = _block_scratch(num_k, num_k + 2)
+        e, z, py, a, u, lab, ones = scratch
+        pg = more[:num_k]
         # p'^e for a non-integer e goes here, not into pg[k]: a loop that reads and writes
         # one array through two names fails the vectoriser's alias check (5x slower)
-        powers = np.empty(_BLOCK, np.float32)
+        powers = more[num_k]
+        total = more[num_k + 1]
         for j in range(first, last):
             b, s0, n, _ = _block_terms(x, labels, w, has_w, gammas, label_m, has_lm, j, scratch)
             if sq == 2:  # a becomes s p'_y^(s-1) m p'_y: the label entry's factor of dL/dS
@@ -416,32 +528,33 @@ if njit is not None:
             else:
                 for i in range(n):
                     a[i] = u[i]
+            for i in range(n):
+                total[i] = _ZERO  # sum_k p g (softmax backward)
             for k in range(num_k):
-                # p g: off the label s dL/dS m p'^s, at it m p'_y (dL/dI + s dL/dS p'_y^(s-1))
                 kk = np.int32(k)
                 gs = np.float32(g_s[b, k])
                 gs_off = np.float32(sq * g_s[b, k])
                 gl = np.float32(g_inter[b, k])
-                tk = pg[k]
-                slow, flags = _off_label_exponent(gammas, k, sq)
-                base = _off_label_base(p[k], powers, n, slow, gammas[k] + sq)
+                slow, flags = _exponent_flags(gammas[k] + sq)
                 om = off_m[b, k, s0 : s0 + n] if has_om else ones[:n]
-                for i in range(n):
-                    on = u[i] * gl + a[i] * gs
-                    off = gs_off * _power_of(base[i], flags) * om[i]
-                    tk[i] = on if lab[i] == kk else off
-            for i in range(n):  # z becomes sum_k p g (softmax backward)
-                z[i] = _ZERO
+                if general is None:
+                    _class_grad_terms(
+                        lab, kk, u, a, gl, gs, gs_off, e[k], z, flags, om, n, pg[k], total
+                    )
+                else:
+                    _off_label_powers(e[k], z, powers, n, slow, flags, gammas[k] + sq)
+                    one = _POWER_ONE
+                    _class_grad_terms(
+                        lab, kk, u, a, gl, gs, gs_off, powers, ones, one, om, n, pg[k], total
+                    )
+            for i in range(n):
+                total[i] *= z[i]  # p' = e z: the z of the p in p sum_k p g
             for k in range(num_k):
-                tk = pg[k]
-                for i in range(n):
-                    z[i] += tk[i]
-            for k in range(num_k):
-                pk = p[k]
+                ek = e[k]
                 tk = pg[k]
                 out = grad[b, k, s0 : s0 + n]
                 for i in range(n):
-                    out[i] = tk[i] - pk[i] * z[i]
+                    out[i] = tk[i] - ek[i] * total[i]
 
     @_kernel(nogil=True)
     def _topk_keep_kernel(error, group, count, first, last, out):
@@ -523,7 +636,7 @@ if njit is not None:
         max(1 - p_t, TINY)`` (``1 - p_t`` as the sum of the other classes' shares: accurate
         when ``p_t`` is close to 1), ``pw = base^gamma_t`` and ``wt = weight_t w``; ``gt``
         the exponent ``gamma_t`` per pixel, filled only when the gammas differ by class."""
-        e, m, rs, lp, base, pw, wt, gt, lab = scratch
+        e, m, rs, lp, base, pw, wt, gt, _, lab = scratch
         num_k = x.shape[1]
         _exponentials(x, labels, b, s0, n, lab, m, e)
         for i in range(n):
@@ -568,17 +681,18 @@ if njit is not None:
 
     @_kernel(inline="always")
     def _ce_scratch(num_k):
-        """e (K, block), m, rs, lp, base, pw, wt, gt (float32), the int32 labels."""
-        labels = np.empty(_BLOCK, np.int32)
-        return (_plane(num_k), _row(), _row(), _row(), _row(), _row(), _row(), _row(), labels)
+        """e (K, block), m, rs, lp, base, pw, wt, gt, coef (float32), the int32 labels; ones."""
+        ar = _arena(num_k + 10)
+        r = num_k
+        rows = (ar[r], ar[r + 1], ar[r + 2], ar[r + 3], ar[r + 4], ar[r + 5], ar[r + 6], ar[r + 7])
+        return (ar[:num_k], *rows, ar[r + 8].view(np.int32)), ar[r + 9]
 
     @_kernel(nogil=True)
     def _pixel_loss_kernel(x, labels, w, has_w, gammas, weights, first, last, out):
         """``out[b, i] = -w_t (1 - p_t)^gamma_t log p_t`` (times validity) for blocks
         ``first..last-1``."""
-        scratch = _ce_scratch(x.shape[1])
-        _, _, _, lp, _, pw, wt, _, _ = scratch
-        ones = np.ones(_BLOCK, np.float32)
+        scratch, ones = _ce_scratch(x.shape[1])
+        _, _, _, lp, _, pw, wt, _, _, _ = scratch
         for j in range(first, last):
             b, s0, n, wb = _block_at(j, x.shape[2], w, has_w, ones)
             _label_log_prob_block(x, labels, gammas, weights, wb, b, s0, n, scratch)
@@ -592,10 +706,8 @@ if njit is not None:
         ``dL/dx_k = g w_t A (p_k - [k = t])`` with ``A = base^g - g base^(g-1) p_t log p_t``
         (the second term only where ``1 - p_t`` is above the clamp, as autograd of the
         clamped expression gives)."""
-        scratch = _ce_scratch(x.shape[1])
-        e, _, rs, lp, base, pw, wt, gt, lab = scratch
-        coef = np.empty(_BLOCK, np.float32)
-        ones = np.ones(_BLOCK, np.float32)
+        scratch, ones = _ce_scratch(x.shape[1])
+        e, _, rs, lp, base, pw, wt, gt, coef, lab = scratch
         num_k = x.shape[1]
         uniform = _is_uniform(gammas)  # else the block has put gamma_t into gt
         g0 = np.float32(gammas[0])
@@ -666,9 +778,13 @@ if njit is not None:
 
     @_kernel(inline="always")
     def _combo_scratch(num_k):
-        """e, others, l1m (K, block), m, rs, lp (float32), the int32 labels."""
-        labels = np.empty(_BLOCK, np.int32)
-        return (_plane(num_k), _plane(num_k), _plane(num_k), _row(), _row(), _row(), labels)
+        """e, others, l1m, t (K, block), m, rs, lp, coef (float32), the int32 labels; ones."""
+        ar = _arena(4 * num_k + 6)
+        r = 4 * num_k
+        planes = (ar[:num_k], ar[num_k : 2 * num_k], ar[2 * num_k : 3 * num_k])
+        rows = (ar[r], ar[r + 1], ar[r + 2])
+        scratch = (*planes, *rows, ar[r + 4].view(np.int32))
+        return scratch, ar[3 * num_k : r], ar[r + 3], ar[r + 5]
 
     @_kernel(nogil=True)
     def _combo_ce_kernel(x, labels, w, has_w, beta, l1m_floor, first, last, out):
@@ -676,10 +792,8 @@ if njit is not None:
         ``-(beta log p_y + (1 - beta) sum_{c != y} max(log(1 - p_c), l1m_floor))`` times
         the validity, for blocks ``first..last-1``."""
         num_k = x.shape[1]
-        scratch = _combo_scratch(num_k)
+        scratch, _, acc, ones = _combo_scratch(num_k)
         _, _, l1m, _, _, lp, lab = scratch
-        acc = np.empty(_BLOCK, np.float32)
-        ones = np.ones(_BLOCK, np.float32)
         bf = np.float32(beta)
         floor = np.float32(l1m_floor)
         for j in range(first, last):
@@ -705,11 +819,8 @@ if njit is not None:
         to 1 (``D_c`` huge): ``T_j`` from prefix and suffix sums that leave ``D_j`` out,
         ``1 - p_y`` from the other classes' share."""
         num_k = x.shape[1]
-        scratch = _combo_scratch(num_k)
+        scratch, t_excl, coef, ones = _combo_scratch(num_k)
         e, others, d, run, rs, _, lab = scratch
-        t_excl = np.empty((num_k, _BLOCK), np.float32)
-        coef = np.empty(_BLOCK, np.float32)
-        ones = np.ones(_BLOCK, np.float32)
         bf = np.float32(beta)
         floor = np.float32(l1m_floor)
         for j in range(first, last):
@@ -857,17 +968,77 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()  # losses may run in several threads at once (napari workers)
 
+_OMP_REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _find_torch_openmp():
+    """``GOMP_parallel`` of the GNU OpenMP runtime that torch's CPU kernels run on, or None
+    (another backend or platform, or ``SEGLOSS_FUSED_CPU_OMP=0``).
+
+    Why: after each parallel torch operation its OpenMP workers keep spinning for a while,
+    waiting for the next one. Threads of our own then share the cores with them and the
+    kernels ran at about half speed on 2 threads; a parallel region of the same runtime
+    runs on those very workers instead.
+    """
+    if os.environ.get("SEGLOSS_FUSED_CPU_OMP", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libgomp" in line}
+    except OSError:
+        return None
+    torch_dir = os.path.dirname(torch.__file__)
+    for path in sorted(paths, key=lambda p: not p.startswith(torch_dir)):  # torch's first
+        try:
+            parallel = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        parallel.restype = None
+        parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        return parallel
+    return None
+
+
+_omp_parallel = _find_torch_openmp()
+
+
+def _in_threads(work, threads: int) -> None:
+    """``work()`` on ``threads`` threads at once (the caller's among them): in an OpenMP
+    parallel region of torch's runtime when there is one, else on a thread pool."""
+    global _pool, _pool_size
+    if _omp_parallel is not None:
+        errors: list[BaseException] = []
+
+        def region(_data: int | None) -> None:
+            try:
+                work()
+            except BaseException as exc:  # raised again on the caller's thread
+                errors.append(exc)
+
+        _omp_parallel(_OMP_REGION(region), None, threads, 0)  # ctypes releases the GIL
+        if errors:
+            raise errors[0]
+        return
+    with _pool_lock:
+        if _pool_size < threads - 1:  # grown, never shrunk: the old pool finishes what it has
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="segloss-fused")
+            _pool_size = threads - 1
+        helpers = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for h in helpers:
+        h.result()
+
 
 def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
     """``kernel(first, last)`` over contiguous block ranges; the results in range order.
 
-    ``torch.get_num_threads()`` threads (fewer for small inputs): the calling thread and pool
-    threads take the ranges from a shared counter. Several ranges per thread, taken on
-    demand, because a thread may share its core with one of torch's OpenMP workers that still
-    spins after the previous torch operation; which thread runs a range does not change the
-    result (fixed ranges, summed in order).
+    ``torch.get_num_threads()`` threads (fewer for small inputs, see :func:`_in_threads`)
+    take the ranges from a shared counter, several ranges per thread, so that a thread
+    slowed down by something else takes fewer; which thread runs a range does not change
+    the result (fixed ranges, summed in order).
     """
-    global _pool, _pool_size
     threads = max(1, min(torch.get_num_threads(), n_pixels // _MIN_PIXELS_PER_THREAD, total_blocks))
     if threads == 1:
         return [kernel(0, total_blocks)]
@@ -880,16 +1051,7 @@ def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
         while (t := next(counter)) < parts:
             results[t] = kernel(bounds[t], bounds[t + 1])
 
-    with _pool_lock:
-        if _pool_size < threads - 1:  # grown, never shrunk: the old pool finishes what it has
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="segloss-fused")
-            _pool_size = threads - 1
-        helpers = [_pool.submit(work) for _ in range(threads - 1)]
-    work()
-    for h in helpers:
-        h.result()
+    _in_threads(work, threads)
     return results
 
 
@@ -937,6 +1099,13 @@ def class_table(
     return np.asarray(value, dtype=np.float64)
 
 
+def _general(gammas: np.ndarray, sq: int) -> bool | None:
+    """The Dice kernels' ``general`` argument: None when every off-label exponent
+    ``gamma_k + s`` is an integer 0-4 (multiplications only), else True."""
+    exponents = gammas + sq
+    return None if np.all(np.isin(exponents, (0.0, 1.0, 2.0, 3.0, 4.0))) else True
+
+
 def label_dice_sums(
     x: Tensor,
     labels: Tensor,
@@ -954,10 +1123,11 @@ def label_dice_sums(
     xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
     b, k, n = xn.shape
     gammas = class_table(gamma, k)
+    general = _general(gammas, sq)
 
     def part(first: int, last: int) -> np.ndarray:
         out = np.zeros((b, 4, k), np.float64)
-        _forward_kernel(xn, ln, wn, has_w, gammas, sq, masks, first, last, out)
+        _forward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, first, last, out)
         return out
 
     sums = torch.from_numpy(sum(_run_split(part, _blocks(x), b * n)).astype(np.float32))
@@ -979,13 +1149,14 @@ def label_dice_grad(
     :func:`label_dice_sums` (same inputs)."""
     xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
     gammas = class_table(gamma, xn.shape[1])
+    general = _general(gammas, sq)
     grad = torch.empty(xn.shape, dtype=torch.float32)
     gn = grad.numpy()
     gi = g_inter.detach().double().contiguous().numpy()
     gs = g_s.detach().double().contiguous().numpy()
 
     def part(first: int, last: int) -> None:
-        _backward_kernel(xn, ln, wn, has_w, gammas, sq, masks, gi, gs, first, last, gn)
+        _backward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, gi, gs, first, last, gn)
 
     _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
     return grad
