@@ -8,7 +8,14 @@ Usage::
 
 Each round times every loss once (interleaved, so load changes on a shared machine hit all of
 them alike); the table reports the median over rounds and the ratio to
-``monai.losses.DiceLoss(softmax=True, to_onehot_y=True)`` measured in the same run. Losses run
+``monai.losses.DiceLoss(softmax=True, to_onehot_y=True)`` measured in the same run.
+
+Every timed call starts from the same cache state (``--cache``): by default ``cold``, a
+read of a 64 MiB buffer evicts the inputs and everything the previous call left behind.
+Without that, a loss's time depended on which loss ran before it (after MONAI, whose
+temporaries fill the cache with dirty lines, the same loss took up to 30 % longer than after
+a loss that had just read the same inputs), and the fixed shuffles favoured some positions
+in ``--losses``. ``warm`` runs each call once untimed first; ``none`` is the old protocol. Losses run
 with ``validate=False`` (the training setting: no host-device synchronisation) unless
 ``--validate`` is given. Writes a Markdown table to ``--out`` (default
 benchmarks/results_losses.md) with machine information.
@@ -24,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from _report import allocator_line
 
@@ -44,9 +52,19 @@ def cpu_name() -> str:
 
 
 def make_runner(
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, y: torch.Tensor
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    cache: str = "cold",
 ) -> Callable[[], float]:
+    """A timed forward+backward of ``fn`` that starts from the cache state ``cache``."""
+    sweep = np.ones(256 * 2**20 // 4, np.float32) if cache == "cold" else None
+
     def run() -> float:
+        if sweep is not None:
+            np.add.reduce(sweep)  # read only: evicts without leaving dirty lines to write back
+        elif cache == "warm":
+            fn(x0.detach().requires_grad_(True), y).backward()
         x = x0.detach().requires_grad_(True)
         t0 = time.perf_counter()
         fn(x, y).backward()
@@ -56,7 +74,12 @@ def make_runner(
 
 
 def bench_case(
-    shape: tuple[int, ...], names: list[str], repeats: int, validate: bool, seed: int = 0
+    shape: tuple[int, ...],
+    names: list[str],
+    repeats: int,
+    validate: bool,
+    seed: int = 0,
+    cache: str = "cold",
 ) -> dict[str, float]:
     from monai.losses import DiceLoss as MonaiDice
 
@@ -66,9 +89,9 @@ def bench_case(
     y = torch.randint(0, c, (b, *sp), generator=g)
     monai = MonaiDice(softmax=True, to_onehot_y=True)
     y1 = y.unsqueeze(1)
-    runners = {REF: make_runner(lambda x, _t: monai(x, y1), x0, y)}
+    runners = {REF: make_runner(lambda x, _t: monai(x, y1), x0, y, cache)}
     for n in names:
-        runners[n] = make_runner(get_loss(n, validate=validate), x0, y)
+        runners[n] = make_runner(get_loss(n, validate=validate), x0, y, cache)
     times: dict[str, list[float]] = {k: [] for k in runners}
     order = list(runners)
     for r in range(repeats + 1):  # round 0 is a warm-up
@@ -90,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-3d", action="store_true", help="skip the 3D case")
     ap.add_argument("--validate", action="store_true", help="run losses with validate=True")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument(
+        "--cache",
+        choices=("cold", "warm", "none"),
+        default="cold",
+        help="cache state at the start of each timed call (see above; default cold)",
+    )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results_losses.md"))
     ap.add_argument("--append", action="store_true", help="append to --out instead of overwriting")
     ap.add_argument("--title", default="Loss benchmark", help="Markdown heading of this run")
@@ -114,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for label, shape in cases.items():
         print(f"timing {label} ...", flush=True)
-        results[label] = bench_case(shape, names, args.repeats, args.validate)
+        results[label] = bench_case(shape, names, args.repeats, args.validate, cache=args.cache)
 
     head = "| loss | " + " | ".join(f"{c} ms | x MONAI" for c in cases) + " |"
     sep = "|---|" + "---:|---:|" * len(cases)
@@ -148,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}\n"
         f"- {allocator_line()}\n"
         f"- forward+backward, median of {args.repeats} interleaved rounds (plus 1 warm-up), "
-        f"validate={args.validate}, float32 logits, integer labels\n"
+        f"validate={args.validate}, float32 logits, integer labels, caches {args.cache} at "
+        "the start of each call\n"
         f"- reference: monai.losses.DiceLoss(softmax=True, to_onehot_y=True)"
     )
     md = f"# {args.title}\n\n{info}\n\n{table}\n\n" + "\n".join(notes) + "\n"

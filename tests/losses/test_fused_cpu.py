@@ -148,7 +148,7 @@ def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeyp
     ("kernel", "name"),
     [
         *[
-            ("label_dice_sums", n)
+            ("label_dice_totals", n)
             for n in ("dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
         ],
         *[

@@ -1102,8 +1102,35 @@ def class_table(
 def _general(gammas: np.ndarray, sq: int) -> bool | None:
     """The Dice kernels' ``general`` argument: None when every off-label exponent
     ``gamma_k + s`` is an integer 0-4 (multiplications only), else True."""
-    exponents = gammas + sq
-    return None if np.all(np.isin(exponents, (0.0, 1.0, 2.0, 3.0, 4.0))) else True
+    integer = all(float(g) + sq in (0.0, 1.0, 2.0, 3.0, 4.0) for g in gammas)
+    return None if integer else True
+
+
+def label_dice_totals(
+    x: Tensor,
+    labels: Tensor,
+    valid: Tensor | None,
+    gamma: float | Sequence[float],
+    sq: int,
+    label_m: Tensor | None = None,
+    off_m: Tensor | None = None,
+) -> np.ndarray:
+    """The eq. 5 sums of ``_SoftmaxHardLabelDice`` and the valid pixels per class as one
+    float64 array (B, 4, K): ``I, S, Y, counts``, for (B, K, N) logits, (B, 1, N) integer
+    labels, an optional (B, 1, N) validity mask, ``m = |y - p|^gamma`` with one gamma or one
+    per class, times the optional fixed masks ``label_m`` (B, 1, N) at the label entries and
+    ``off_m`` (B, K, N) elsewhere."""
+    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
+    b, k, n = xn.shape
+    gammas = class_table(gamma, k)
+    general = _general(gammas, sq)
+
+    def part(first: int, last: int) -> np.ndarray:
+        out = np.zeros((b, 4, k), np.float64)
+        _forward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, first, last, out)
+        return out
+
+    return sum(_run_split(part, _blocks(x), b * n))
 
 
 def label_dice_sums(
@@ -1115,22 +1142,9 @@ def label_dice_sums(
     label_m: Tensor | None = None,
     off_m: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(I, S, Y, counts)`` (B, K) float32: the eq. 5 sums of ``_SoftmaxHardLabelDice`` and
-    the valid pixels per class, for (B, K, N) logits, (B, 1, N) integer labels, an optional
-    (B, 1, N) validity mask, ``m = |y - p|^gamma`` with one gamma or one per class, times the
-    optional fixed masks ``label_m`` (B, 1, N) at the label entries and ``off_m`` (B, K, N)
-    elsewhere."""
-    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
-    b, k, n = xn.shape
-    gammas = class_table(gamma, k)
-    general = _general(gammas, sq)
-
-    def part(first: int, last: int) -> np.ndarray:
-        out = np.zeros((b, 4, k), np.float64)
-        _forward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, first, last, out)
-        return out
-
-    sums = torch.from_numpy(sum(_run_split(part, _blocks(x), b * n)).astype(np.float32))
+    """:func:`label_dice_totals` as four (B, K) float32 tensors ``(I, S, Y, counts)``."""
+    totals = label_dice_totals(x, labels, valid, gamma, sq, label_m, off_m)
+    sums = torch.from_numpy(totals.astype(np.float32))
     return sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
 
 

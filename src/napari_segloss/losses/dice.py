@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -191,6 +192,48 @@ class _FusedCPULabelDice(torch.autograd.Function):
         return grad, None, None, None, None, None, None
 
 
+class _FusedCPUDiceLoss(torch.autograd.Function):
+    """The per-image Dice / PM-Dice loss for integer labels as one autograd node: the eq. 5
+    sums from the fused CPU kernels (:func:`._fused_cpu.label_dice_totals`), then
+    ``dsc_c = (2 I_c + eps) / (S_c + Y_c + eps)`` and the class mean
+    ``sum_c w_c (1 - dsc_c) / max(sum_c w_c, 1)`` in float64 on the (B, K) sums, and the
+    gradient of that chain written out. The same values as :meth:`RegionLoss.class_mean`
+    over :func:`label_dice` (tested), without its dozen small tensor operations and autograd
+    nodes: on (8, 4, 256, 256) logits those took about a fifth of the loss's time.
+
+    ``class_mask`` (K,): 0 for a class left out of the mean (the background without
+    ``include_background``); ``skip_absent`` also leaves out the classes without a label."""
+
+    @staticmethod
+    def forward(ctx, x, labels, valid, gamma, sq, eps, batch, class_mask, skip_absent):  # type: ignore[override]
+        totals = _fused_cpu.label_dice_totals(x, labels, valid, gamma, sq)
+        inter, s, y2, counts = (totals[:, t] for t in range(4))
+        den = s + y2 + eps
+        if batch:
+            inter, den, counts = (t.sum(0, keepdims=True) for t in (inter, den, counts))
+        weights = np.broadcast_to(class_mask, inter.shape).astype(np.float64)
+        if skip_absent:
+            weights = weights * (counts > 0)
+        norm = np.maximum(weights.sum(1, keepdims=True), 1.0)
+        num = 2.0 * inter + eps
+        loss = (weights * (1.0 - num / den)).sum(1) / norm[:, 0]
+        ctx.save_for_backward(x, labels, valid)
+        ctx.terms = (gamma, sq, num, den, weights / norm, x.shape[0])
+        return torch.from_numpy(loss.astype(np.float32))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_loss):  # type: ignore[override]
+        x, labels, valid = ctx.saved_tensors
+        gamma, sq, num, den, weights, b = ctx.terms
+        g_dsc = -g_loss.double().numpy()[:, None] * weights
+        g_inter = np.broadcast_to(2.0 * g_dsc / den, (b, den.shape[1]))
+        g_s = np.broadcast_to(-g_dsc * num / (den * den), (b, den.shape[1]))
+        g_inter, g_s = torch.from_numpy(g_inter.copy()), torch.from_numpy(g_s.copy())
+        grad = _fused_cpu.label_dice_grad(x, labels, valid, gamma, sq, g_inter, g_s)
+        return grad, None, None, None, None, None, None, None, None
+
+
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
     """``m p'^s`` off the label: ``p^(gamma + s)``, times the validity and extra masks."""
     t = _power(p, e)
@@ -272,6 +315,20 @@ class _DiceBase(RegionLoss):
         check_bool("squared", squared)
         self.squared = squared
 
+    def fused_label_loss(self, inp: Prepared, gamma: float | tuple[float, ...]) -> Tensor | None:
+        """The per-image loss ``class_mean(1 - dsc)`` of eq. 5 from :class:`_FusedCPUDiceLoss`
+        when it applies (integer labels and float32 CPU logits), else None."""
+        if inp.labels is None or not _fused_cpu.applies(inp.logits):
+            return None
+        x, labels, valid = label_logits(inp)
+        mask = np.ones(x.shape[1])
+        if inp.has_background and not self.include_background:
+            mask[0] = 0.0
+        g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
+        sq = 2 if self.squared else 1
+        args = (g, sq, self.eps, self.batch_dice, mask, self.skip_absent)
+        return _FusedCPUDiceLoss.apply(x, labels, valid, *args)
+
     def dice_per_class(self, inp: Prepared, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if m is None and inp.labels is not None:
             return hard_label_dice(
@@ -305,6 +362,9 @@ class DiceLoss(_DiceBase):
     """
 
     def per_image(self, inp: Prepared) -> Tensor:
+        fused = self.fused_label_loss(inp, 0.0)
+        if fused is not None:
+            return fused
         dsc, y_sum = self.dice_per_class(inp)
         return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
 
@@ -353,6 +413,11 @@ class PMDiceLoss(_DiceBase):
 
     def per_image(self, inp: Prepared) -> Tensor:
         per_class = isinstance(self.gamma, tuple)
+        if per_class and inp.labels is not None:
+            self.class_gammas(inp)  # the length check
+        fused = self.fused_label_loss(inp, self.gamma)
+        if fused is not None:
+            return fused
         # integer labels: the one-hot-free path (per-class gamma only in the fused CPU kernels)
         if inp.labels is not None and (not per_class or _fused_cpu.applies(inp.logits)):
             if per_class:
