@@ -96,7 +96,9 @@ def test_sums_and_gradient_match_the_eager_function(
 def _loss_and_grad(name: str, x: torch.Tensor, y: torch.Tensor, **kw):
     xg = x.clone().requires_grad_(True)
     value = get_loss(name, **kw)(xg, y)
-    value.backward()
+    # a per-image vector (reduction="none"): weights that differ by image
+    weights = torch.arange(1.0, value.numel() + 1.0).reshape(value.shape)
+    (value * weights).sum().backward()
     return value.detach(), xg.grad
 
 
@@ -142,6 +144,41 @@ def test_losses_agree_with_the_kernels_switched_off(name: str, kw: dict, monkeyp
     atol = 2e-5 if name == "combo" else 1e-7
     torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["dice", "pm_dice"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"include_background": False},
+        {"skip_absent": False},
+        {"skip_absent": False, "include_background": False, "reduction": "none"},
+        {"batch_dice": True, "reduction": "sum"},
+        {"batch_dice": True, "include_background": False, "ignore_index": 255},
+        {"eps": 1e-2, "reduction": "none"},
+    ],
+)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fused_class_mean_matches_the_generic_path(
+    name: str, kw: dict, channels: int, monkeypatch
+) -> None:
+    # _FusedCPUDiceLoss does the class mean and its gradient itself: every option that
+    # changes which classes enter, and an image where a class is absent
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, channels, 17, 19, generator=g) * 3
+    y = torch.randint(0, max(channels, 2), (3, 1, 17, 19), generator=g)
+    y[1][y[1] == 1] = 0  # class 1 absent from image 1
+    if kw.get("ignore_index") is not None:
+        y[:, :, :4] = 255
+    calls = []
+    original = _fused_cpu.label_dice_totals
+    monkeypatch.setattr(_fused_cpu, "label_dice_totals", lambda *a: calls.append(1) or original(*a))
+    fused = _loss_and_grad(name, x, y, **kw)
+    assert calls
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    eager = _loss_and_grad(name, x, y, **kw)
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize(
