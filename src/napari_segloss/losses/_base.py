@@ -256,13 +256,17 @@ class RegionLoss(SegLoss):
         """Per-image (per-batch if batch_dice) per-channel sum in float32 -> (B|1, K)."""
         return spatial_sum(x, self.batch_dice)
 
-    def class_weights(self, inp: Prepared, y_sum: Tensor | None = None) -> Tensor:
-        """0/1 float weights (B|1, K) of the classes that enter the class mean."""
-        k = inp.num_channels
-        w = torch.ones(k, device=inp.logits.device)
+    def class_mask(self, inp: Prepared) -> Tensor:
+        """0/1 float (K,): the classes the settings let into the class mean (all but the
+        background without ``include_background``), before ``skip_absent``."""
+        w = torch.ones(inp.num_channels, device=inp.logits.device)
         if inp.has_background and not self.include_background:
             w[0] = 0.0
-        w = w.unsqueeze(0)
+        return w
+
+    def class_weights(self, inp: Prepared, y_sum: Tensor | None = None) -> Tensor:
+        """0/1 float weights (B|1, K) of the classes that enter the class mean."""
+        w = self.class_mask(inp).unsqueeze(0)
         if self.skip_absent:
             if y_sum is None:
                 y_sum = self.ssum(inp.target)

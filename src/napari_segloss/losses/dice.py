@@ -199,7 +199,7 @@ class _FusedCPUDiceLoss(torch.autograd.Function):
     ``sum_c w_c (1 - dsc_c) / max(sum_c w_c, 1)`` in float64 on the (B, K) sums, and the
     gradient of that chain written out. The same values as :meth:`RegionLoss.class_mean`
     over :func:`label_dice` (tested), without its dozen small tensor operations and autograd
-    nodes: on (8, 4, 256, 256) logits those took about a fifth of the loss's time.
+    nodes (0.05-0.08 ms per call on (8, 4, 256, 256) logits, 2-4 % of the loss's time).
 
     ``class_mask`` (K,): 0 for a class left out of the mean (the background without
     ``include_background``); ``skip_absent`` also leaves out the classes without a label."""
@@ -321,9 +321,7 @@ class _DiceBase(RegionLoss):
         if inp.labels is None or not _fused_cpu.applies(inp.logits):
             return None
         x, labels, valid = label_logits(inp)
-        mask = np.ones(x.shape[1])
-        if inp.has_background and not self.include_background:
-            mask[0] = 0.0
+        mask = self.class_mask(inp).numpy()
         g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
         sq = 2 if self.squared else 1
         args = (g, sq, self.eps, self.batch_dice, mask, self.skip_absent)
@@ -418,10 +416,9 @@ class PMDiceLoss(_DiceBase):
         fused = self.fused_label_loss(inp, self.gamma)
         if fused is not None:
             return fused
-        # integer labels: the one-hot-free path (per-class gamma only in the fused CPU kernels)
-        if inp.labels is not None and (not per_class or _fused_cpu.applies(inp.logits)):
-            if per_class:
-                self.class_gammas(inp)  # the length check
+        # integer labels elsewhere (GPU, half precision, compile): the one-hot-free eager
+        # path, for one gamma; a per-class gamma there takes the one-hot form
+        if inp.labels is not None and not per_class:
             dsc, y_sum = hard_label_dice(
                 inp,
                 self.gamma,
