@@ -3,14 +3,13 @@ PyTorch autograd Function they replace on CPU (same sums, same gradients)."""
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from napari_segloss.losses import _fused_cpu, get_loss
+from napari_segloss.losses import _fused_cpu, _parallel, get_loss
 from napari_segloss.losses.dice import _SoftmaxHardLabelDice
 
 
@@ -171,8 +170,8 @@ def test_fused_class_mean_matches_the_generic_path(
     if kw.get("ignore_index") is not None:
         y[:, :, :4] = 255
     calls = []
-    original = _fused_cpu.label_dice_totals
-    monkeypatch.setattr(_fused_cpu, "label_dice_totals", lambda *a: calls.append(1) or original(*a))
+    original = _fused_cpu.dice_class_mean
+    monkeypatch.setattr(_fused_cpu, "dice_class_mean", lambda *a: calls.append(1) or original(*a))
     fused = _loss_and_grad(name, x, y, **kw)
     assert calls
     monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
@@ -185,7 +184,7 @@ def test_fused_class_mean_matches_the_generic_path(
     ("kernel", "name"),
     [
         *[
-            ("label_dice_totals", n)
+            ("LabelDicePass.part_totals", n)
             for n in ("dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
         ],
         *[
@@ -197,13 +196,17 @@ def test_fused_class_mean_matches_the_generic_path(
 )
 def test_cpu_float32_losses_take_the_fused_path(kernel: str, name: str, monkeypatch) -> None:
     calls = []
-    original = getattr(_fused_cpu, kernel)
+    owner = _fused_cpu
+    if "." in kernel:  # a method
+        owner_name, kernel = kernel.split(".")
+        owner = getattr(_fused_cpu, owner_name)
+    original = getattr(owner, kernel)
 
     def counting(*args):
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(_fused_cpu, kernel, counting)
+    monkeypatch.setattr(owner, kernel, counting)
     x = torch.randn(2, 3, 16, 16, requires_grad=True)
     get_loss(name)(x, torch.randint(0, 3, (2, 1, 16, 16))).backward()
     assert calls
@@ -242,21 +245,46 @@ def test_second_backward_with_retain_graph() -> None:
     torch.testing.assert_close(x.grad, 2 * first)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_reduced_dice_loss_computes_its_gradient_in_the_forward(
+    reduction: str, scale: float, monkeypatch
+) -> None:
+    # the reduced fused Dice loss runs its backward pass right after the forward one; the
+    # backward scales it by the incoming gradient, once (retain_graph backward recomputes)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 20, 20, generator=g)
+    y = torch.randint(0, 3, (2, 1, 20, 20), generator=g)
+    calls = []
+    original = _fused_cpu.LabelDicePass.grad
+    monkeypatch.setattr(
+        _fused_cpu.LabelDicePass, "grad", lambda *a: calls.append(1) or original(*a)
+    )
+    loss = get_loss("pm_dice", reduction=reduction)
+    with torch.no_grad():
+        loss(x, y)
+    assert not calls  # no gradient when none is needed
+    xg = x.clone().requires_grad_(True)
+    value = loss(xg, y)
+    assert len(calls) == 1
+    (value * scale).backward(retain_graph=True)
+    assert len(calls) == 1
+    first = xg.grad.clone()
+    for times in (2, 3):
+        (value * scale).backward(retain_graph=True)
+        torch.testing.assert_close(xg.grad, times * first)
+    assert len(calls) == 3
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    xe = x.clone().requires_grad_(True)
+    (loss(xe, y) * scale).backward()
+    torch.testing.assert_close(first, xe.grad, rtol=1e-4, atol=1e-7)
+
+
 def _thread_paths() -> list:
     paths = [pytest.param(False, id="thread-pool")]
-    if _fused_cpu._omp_parallel is not None:
+    if _parallel.omp_parallel is not None:
         paths.append(pytest.param(True, id="torch-openmp"))
     return paths
-
-
-def test_finds_torch_openmp_runtime_on_linux() -> None:
-    # torch's Linux wheels run their CPU kernels on GNU OpenMP: the kernels must join that
-    # runtime (its spinning workers halved their speed on 2 threads when they did not)
-    if not (sys.platform.startswith("linux") and torch.backends.openmp.is_available()):
-        pytest.skip("torch without GNU OpenMP here")
-    if "OpenMP" not in torch.__config__.parallel_info():
-        pytest.skip("torch's parallel backend is not OpenMP")
-    assert _fused_cpu._omp_parallel is not None
 
 
 @pytest.mark.parametrize("openmp", _thread_paths())
@@ -264,18 +292,25 @@ def test_thread_split_and_concurrent_callers_agree(openmp: bool, monkeypatch) ->
     # 2 x 65536 pixels: split over the threads; several Python threads call at once (napari
     # runs maps and training in worker threads)
     if not openmp:
-        monkeypatch.setattr(_fused_cpu, "_omp_parallel", None)
+        monkeypatch.setattr(_parallel, "omp_parallel", None)
     x, labels, valid = _inputs(2, 3, 65536, True, seed=5)
+    g = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
     threads_before = torch.get_num_threads()
+
+    def both() -> tuple:
+        sums = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+        return (*sums, _fused_cpu.label_dice_grad(x, labels, valid, 1.0, 2, g, 0.5 * g))
+
     try:
         torch.set_num_threads(1)
-        single = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+        single = both()
         torch.set_num_threads(2)
-        split = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+        assert _parallel.split(_fused_cpu._blocks(x), 2 * 65536) == (2, 8)
+        split = both()
         results: list = [None] * 4
 
         def call(i: int) -> None:
-            results[i] = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
+            results[i] = both()
 
         workers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
         for w in workers:
@@ -287,35 +322,6 @@ def test_thread_split_and_concurrent_callers_agree(openmp: bool, monkeypatch) ->
     for got in (split, *results):
         for a, b in zip(got, single, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-4)
-
-
-@pytest.mark.parametrize("openmp", _thread_paths())
-def test_split_runs_every_range_once_and_reraises_errors(openmp: bool, monkeypatch) -> None:
-    if not openmp:
-        monkeypatch.setattr(_fused_cpu, "_omp_parallel", None)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen: list = []
-        lock = threading.Lock()
-
-        def record(first: int, last: int) -> tuple[int, int, int]:
-            with lock:
-                seen.append(threading.get_ident())
-            return first, last, threading.get_ident()
-
-        parts = _fused_cpu._run_split(record, 64, 64 * _fused_cpu._MIN_PIXELS_PER_THREAD)
-        assert [p[:2] for p in parts] == [(8 * t, 8 * t + 8) for t in range(8)]
-        assert len(seen) == 8
-
-        def fail(first: int, last: int) -> None:
-            if first > 0:
-                raise ZeroDivisionError("in a worker")
-
-        with pytest.raises(ZeroDivisionError, match="in a worker"):
-            _fused_cpu._run_split(fail, 64, 64 * _fused_cpu._MIN_PIXELS_PER_THREAD)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 @pytest.mark.parametrize(
@@ -455,16 +461,11 @@ def test_combo_kernel_against_float64_autograd() -> None:
 
 def test_warm_up_compiles_every_kernel() -> None:
     _fused_cpu.warm_up()
-    kernels = [
-        _fused_cpu._forward_kernel,
-        _fused_cpu._backward_kernel,
-        _fused_cpu._pixel_loss_kernel,
-        _fused_cpu._pixel_loss_grad_kernel,
-        _fused_cpu._combo_ce_kernel,
-        _fused_cpu._combo_ce_grad_kernel,
-        _fused_cpu._topk_keep_kernel,
-    ]
-    assert all(k.signatures for k in kernels)
+    # every kernel runs inside a parallel region (the Dice ones for integer exponents here)
+    general = {"_dice_forward_general", "_dice_backward_general"}
+    regions = [r for r in _fused_cpu._REGIONS if r.body.__name__ not in general]
+    assert len(regions) == 7
+    assert all(r._address is not None for r in regions)
 
 
 def test_start_warm_up_starts_one_background_thread(monkeypatch) -> None:

@@ -188,8 +188,15 @@ class SegLoss(nn.Module):
     def per_image(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def reduced_loss(self, inp: Prepared) -> Tensor | None:
+        """The loss already reduced by ``reduction``, for a loss with a path that reduces
+        itself (the fused CPU Dice), else None: ``reduce(per_image(inp))`` is used."""
+        return None
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return reduce(self.per_image(self.prepare(logits, target)), self.reduction)
+        inp = self.prepare(logits, target)
+        loss = self.reduced_loss(inp)
+        return reduce(self.per_image(inp), self.reduction) if loss is None else loss
 
     def extra_repr(self) -> str:
         keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]
@@ -260,9 +267,13 @@ class RegionLoss(SegLoss):
         """0/1 float (K,): the classes the settings let into the class mean (all but the
         background without ``include_background``), before ``skip_absent``."""
         w = torch.ones(inp.num_channels, device=inp.logits.device)
-        if inp.has_background and not self.include_background:
+        if self.drops_background(inp):
             w[0] = 0.0
         return w
+
+    def drops_background(self, inp: Prepared) -> bool:
+        """Whether class channel 0 is a background the settings leave out of the class mean."""
+        return inp.has_background and not self.include_background
 
     def class_weights(self, inp: Prepared, y_sum: Tensor | None = None) -> Tensor:
         """0/1 float weights (B|1, K) of the classes that enter the class mean."""

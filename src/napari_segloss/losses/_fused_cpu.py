@@ -25,8 +25,8 @@ the softmax is recomputed in the backward instead of being stored.
   confident predictions.
 * Per-class sums run in float32 over one block and are added into float64 totals.
 * Work is split over ``torch.get_num_threads()`` threads, in a parallel region of torch's own
-  GNU OpenMP runtime where there is one (:func:`_find_torch_openmp`), else on a thread pool;
-  the kernels release the GIL.
+  GNU OpenMP runtime where there is one (:mod:`._parallel`), else on a thread pool;
+  no Python runs on the worker threads.
 
 Used only for float32 CPU tensors outside ``torch.compile`` tracing and when numba imports;
 ``SEGLOSS_FUSED_CPU=0`` switches it off (the eager PyTorch paths give the same values).
@@ -35,17 +35,16 @@ Used only for float32 CPU tensors outside ``torch.compile`` tracing and when num
 
 from __future__ import annotations
 
-import ctypes
-import itertools
+import functools
 import os
-import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import _parallel
 
 try:  # numba is a dependency, but the losses must keep working where it cannot import
     from llvmlite import ir
@@ -56,7 +55,6 @@ except ImportError:  # pragma: no cover - exercised only without numba
 
 _BLOCK = 1024  # pixels per block: the block's buffers stay in L2 (256: +20 %, 2048: +5 %)
 _ROW = _BLOCK + 16  # scratch rows are staggered (see _arena)
-_MIN_PIXELS_PER_THREAD = 32768  # below this a thread costs more than it saves
 
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that k * ln2 is exact (Cody-Waite)
@@ -872,35 +870,229 @@ if njit is not None:
                     out[i] = coef[i] * (bf * ce + (_ONE - bf) * off)
 
 
-def _per_pixel(kernel, x: Tensor, labels: Tensor, valid: Tensor | None, *params) -> Tensor:
-    """Run a per-pixel loss kernel ``kernel(x, labels, w, has_w, *params, first, last, out)``:
-    the (B, N) float32 values."""
-    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
-    b, _, n = xn.shape
+if njit is not None:
+
+    @_kernel()
+    def _dice_class_mean(parts, eps, batch, drop_background, skip_absent, mean):
+        """The class mean of ``1 - dsc_c``, ``dsc_c = (2 I_c + eps) / (S_c + Y_c + eps)``
+        (PM-Dice eq. 5; eq. 4 for gamma 0), from the (parts, B, 4, K) sums of the Dice
+        forward region, and its derivatives. Returns the per-image loss (B,) (``(1,)`` with
+        ``batch``), float32; its mean (``mean``) or sum as a float32 (1,) array; and
+        ``dL/dI``, ``dL/dS`` (B, K) float64 per unit of the loss's incoming gradient.
+
+        A class enters the mean with weight 1 unless it is the dropped background or, with
+        ``skip_absent``, has no label in the image (the batch with ``batch``); an image where
+        none enters has loss 0 (mean over ``max(sum of weights, 1)``). ``batch`` sums I, S + Y
+        + eps and the counts over the images first (:meth:`RegionLoss.class_mean` over
+        :func:`label_dice`, the generic path: tested equal)."""
+        n_parts, b, _, k = parts.shape
+        rows = 1 if batch else b
+        inter = np.zeros((rows, k))
+        den = np.zeros((rows, k))
+        counts = np.zeros((rows, k))
+        for i in range(b):
+            r = 0 if batch else i
+            for c in range(k):
+                si = 0.0
+                ss = 0.0
+                sy = 0.0
+                sn = 0.0
+                for t in range(n_parts):  # in part order: the same sum on any threads
+                    si += parts[t, i, 0, c]
+                    ss += parts[t, i, 1, c]
+                    sy += parts[t, i, 2, c]
+                    sn += parts[t, i, 3, c]
+                inter[r, c] += si
+                den[r, c] += ss + sy + eps
+                counts[r, c] += sn
+        loss = np.zeros(rows, np.float32)
+        d_inter = np.empty((rows, k))
+        d_s = np.empty((rows, k))
+        for r in range(rows):
+            weights = np.ones(k)
+            if drop_background:
+                weights[0] = 0.0
+            if skip_absent:
+                for c in range(k):
+                    weights[c] *= 1.0 if counts[r, c] > 0.0 else 0.0
+            norm = max(weights.sum(), 1.0)
+            total = 0.0
+            for c in range(k):
+                num = 2.0 * inter[r, c] + eps
+                w = weights[c] / norm
+                total += w * (1.0 - num / den[r, c])
+                d_inter[r, c] = -2.0 * w / den[r, c]
+                d_s[r, c] = w * num / (den[r, c] * den[r, c])
+            loss[r] = total
+        scale = 1.0 / rows if mean else 1.0
+        reduced = np.full(1, loss.astype(np.float64).sum() * scale, np.float32)
+        grad_i = np.empty((b, k))
+        grad_s = np.empty((b, k))
+        for i in range(b):
+            r = 0 if batch else i
+            for c in range(k):
+                grad_i[i, c] = d_inter[r, c] * scale
+                grad_s[i, c] = d_s[r, c] * scale
+        return loss, reduced, grad_i, grad_s
+
+
+def dice_class_mean(
+    parts: np.ndarray, eps: float, batch: bool, drop_background: bool, skip_absent: bool, mean: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """See :func:`_dice_class_mean` (numba: one call instead of a dozen numpy operations,
+    each slow when it runs with cold caches, as at every training step)."""
+    return _dice_class_mean(parts, eps, batch, drop_background, skip_absent, mean)
+
+
+# ----- parallel regions (see ._parallel): the kernels' arguments unpacked from the job ------
+#: argument specs: (dtype, ndim) of a tensor, None for a scalar
+_F4_1, _F4_2, _F4_3 = ((torch.float32, d) for d in (1, 2, 3))
+_F8_1, _F8_2, _F8_4 = ((torch.float64, d) for d in (1, 2, 4))
+_I8_2 = (torch.int64, 2)
+_LABEL_INPUTS = (_F4_3, _I8_2, _F4_2, None)  # x, labels, w, has_w
+_MASKS = (_F4_2, None, _F4_3, None)  # label_m, has_label_m, off_m, has_off_m
+_DICE_INPUTS = (*_LABEL_INPUTS, _F8_1, None, *_MASKS)  # ... gammas, sq, masks
+
+if njit is not None:
+
+    @_kernel(inline="always")
+    def _label_inputs(job):
+        """``x, labels, w, has_w`` (arguments 0-3 of every label kernel)."""
+        x = _parallel.array3(job, 0, np.float32)
+        labels = _parallel.array2(job, 1, np.int64)
+        return x, labels, _parallel.array2(job, 2, np.float32), _parallel.flag(job, 3)
+
+    @_kernel(inline="always")
+    def _dice_inputs(job):
+        """The Dice kernels' ``x, labels, w, has_w, gammas, sq, masks`` (arguments 0-9)."""
+        masks = (
+            _parallel.array2(job, 6, np.float32),
+            _parallel.flag(job, 7),
+            _parallel.array3(job, 8, np.float32),
+            _parallel.flag(job, 9),
+        )
+        gammas = _parallel.array1(job, 4, np.float64)
+        return (*_label_inputs(job), gammas, _parallel.integer(job, 5), masks)
+
+    @_kernel(inline="always")
+    def _dice_forward_parts(data, general):
+        pointer, job = _parallel.job_view(data)
+        x, labels, w, has_w, gammas, sq, masks = _dice_inputs(job)
+        args = (x, labels, w, has_w, gammas, sq, general, masks)
+        out = _parallel.array4(job, 10, np.float64)
+        _parallel.each_part_into_own_row(pointer, job, _forward_kernel, args, out)
+
+    @_kernel(inline="always")
+    def _dice_backward_parts(data, general):
+        pointer, job = _parallel.job_view(data)
+        x, labels, w, has_w, gammas, sq, masks = _dice_inputs(job)
+        g_inter = _parallel.array2(job, 10, np.float64)
+        g_s = _parallel.array2(job, 11, np.float64)
+        args = (x, labels, w, has_w, gammas, sq, general, masks, g_inter, g_s)
+        grad = _parallel.array3(job, 12, np.float32)
+        _parallel.each_part(pointer, job, _backward_kernel, args, grad)
+
+    @_kernel(inline="always")
+    def _per_pixel_parts(data, kernel, tables, g_out):
+        """A per-pixel kernel's parts: ``x, labels, w, has_w``, two per-class tables
+        (``tables`` True) or two reals (None), the (B, N) ``g_out`` of a gradient kernel
+        (``g_out`` True), the output. None/True: numba compiles each case alone."""
+        pointer, job = _parallel.job_view(data)
+        if tables is None:
+            params = (_parallel.real(job, 4), _parallel.real(job, 5))
+        else:
+            params = (_parallel.array1(job, 4, np.float64), _parallel.array1(job, 5, np.float64))
+        args = (*_label_inputs(job), *params)
+        if g_out is None:
+            _parallel.each_part(pointer, job, kernel, args, _parallel.array2(job, 6, np.float32))
+        else:
+            args_g = (*args, _parallel.array2(job, 6, np.float32))
+            _parallel.each_part(pointer, job, kernel, args_g, _parallel.array3(job, 7, np.float32))
+
+
+def _dice_forward_integer(data):
+    _dice_forward_parts(data, None)
+
+
+def _dice_forward_general(data):
+    _dice_forward_parts(data, True)
+
+
+def _dice_backward_integer(data):
+    _dice_backward_parts(data, None)
+
+
+def _dice_backward_general(data):
+    _dice_backward_parts(data, True)
+
+
+def _pixel_loss(data):
+    _per_pixel_parts(data, _pixel_loss_kernel, True, None)
+
+
+def _pixel_loss_grad(data):
+    _per_pixel_parts(data, _pixel_loss_grad_kernel, True, True)
+
+
+def _combo_ce(data):
+    _per_pixel_parts(data, _combo_ce_kernel, None, None)
+
+
+def _combo_ce_grad(data):
+    _per_pixel_parts(data, _combo_ce_grad_kernel, None, True)
+
+
+def _topk_keep(data):
+    pointer, job = _parallel.job_view(data)
+    error = _parallel.array2(job, 0, np.float32)
+    group = _parallel.array2(job, 1, np.int64)
+    count = _parallel.array2(job, 2, np.float64)
+    out = _parallel.array2(job, 3, np.float32)
+    _parallel.each_part(pointer, job, _topk_keep_kernel, (error, group, count), out)
+
+
+#: the Dice kernels' regions by their ``general`` argument (see :func:`_general`)
+_DICE_FORWARD = {
+    None: _parallel.Region(_dice_forward_integer, (*_DICE_INPUTS, _F8_4)),
+    True: _parallel.Region(_dice_forward_general, (*_DICE_INPUTS, _F8_4)),
+}
+_DICE_BACKWARD = {
+    None: _parallel.Region(_dice_backward_integer, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
+    True: _parallel.Region(_dice_backward_general, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
+}
+_PIXEL_LOSS = _parallel.Region(_pixel_loss, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2))
+_PIXEL_LOSS_GRAD = _parallel.Region(_pixel_loss_grad, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2, _F4_3))
+_COMBO_CE = _parallel.Region(_combo_ce, (*_LABEL_INPUTS, None, None, _F4_2))
+_COMBO_CE_GRAD = _parallel.Region(_combo_ce_grad, (*_LABEL_INPUTS, None, None, _F4_2, _F4_3))
+_TOPK_KEEP = _parallel.Region(_topk_keep, (_F4_2, _I8_2, _F8_2, _F4_2))
+_REGIONS = (*_DICE_FORWARD.values(), *_DICE_BACKWARD.values(), _PIXEL_LOSS, _PIXEL_LOSS_GRAD)
+_REGIONS += (_COMBO_CE, _COMBO_CE_GRAD, _TOPK_KEEP)
+
+
+def _run(region: _parallel.Region, total_blocks: int, n_pixels: int, *args) -> None:
+    """``region`` over every block, on the threads :func:`._parallel.split` gives."""
+    threads, parts = _parallel.split(total_blocks, n_pixels)
+    region.run(threads, parts, total_blocks, *args)
+
+
+def _per_pixel(region, x: Tensor, labels: Tensor, valid: Tensor | None, *params) -> Tensor:
+    """Run a per-pixel loss region (arguments ``x, labels, w, has_w, *params, out``): the
+    (B, N) float32 values."""
+    b, _, n = x.shape
     out = torch.empty((b, n), dtype=torch.float32)
-    on = out.numpy()
-
-    def part(first: int, last: int) -> None:
-        kernel(xn, ln, wn, has_w, *params, first, last, on)
-
-    _run_split(part, _blocks(x), b * n)
+    _run(region, _blocks(x), b * n, *_label_args(x, labels, valid), *params, out)
     return out
 
 
 def _per_pixel_grad(
-    kernel, x: Tensor, labels: Tensor, valid: Tensor | None, g_out: Tensor, *params
+    region, x: Tensor, labels: Tensor, valid: Tensor | None, g_out: Tensor, *params
 ) -> Tensor:
-    """Run the gradient kernel of a per-pixel loss, ``kernel(x, labels, w, has_w, *params,
-    g_out, first, last, grad)``: ``dL/dx`` (B, K, N) given ``dL/dout`` (B, N)."""
-    xn, ln, wn, has_w, _ = _prepare(x, labels, valid, None, None)
-    grad = torch.empty(xn.shape, dtype=torch.float32)
-    gn = grad.numpy()
-    go = g_out.detach().float().reshape(xn.shape[0], xn.shape[2]).contiguous().numpy()
-
-    def part(first: int, last: int) -> None:
-        kernel(xn, ln, wn, has_w, *params, go, first, last, gn)
-
-    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
+    """Run the gradient region of a per-pixel loss (arguments ``x, labels, w, has_w,
+    *params, g_out, grad``): ``dL/dx`` (B, K, N) given ``dL/dout`` (B, N)."""
+    b, _, n = x.shape
+    grad = torch.empty(x.shape, dtype=torch.float32)
+    go = g_out.detach().float().reshape(b, n).contiguous()
+    _run(region, _blocks(x), b * n, *_label_args(x, labels, valid), *params, go, grad)
     return grad
 
 
@@ -909,7 +1101,7 @@ def combo_pixel_ce(
 ) -> Tensor:
     """Combo's per-pixel weighted CE (B, N) for (B, K, N) logits and (B, 1, N) integer labels
     (see :func:`_combo_ce_kernel`)."""
-    return _per_pixel(_combo_ce_kernel, x, labels, valid, beta, l1m_floor)
+    return _per_pixel(_COMBO_CE, x, labels, valid, float(beta), float(l1m_floor))
 
 
 def combo_pixel_ce_grad(
@@ -921,7 +1113,7 @@ def combo_pixel_ce_grad(
     g_out: Tensor,
 ) -> Tensor:
     """``dL/dx`` (B, K, N) of :func:`combo_pixel_ce` given ``dL/dout`` (B, N)."""
-    return _per_pixel_grad(_combo_ce_grad_kernel, x, labels, valid, g_out, beta, l1m_floor)
+    return _per_pixel_grad(_COMBO_CE_GRAD, x, labels, valid, g_out, float(beta), float(l1m_floor))
 
 
 def label_pixel_loss(
@@ -934,7 +1126,8 @@ def label_pixel_loss(
     """Per-pixel ``-w_t (1 - p_t)^gamma_t log p_t`` (B, N) float32 (zero at ignored pixels)
     for (B, K, N) logits, (B, 1, N) integer labels, the (B, 1, N) validity, per-class
     ``gammas`` and ``weights`` (K,) float64: cross-entropy with gamma 0 and weights 1."""
-    return _per_pixel(_pixel_loss_kernel, x, labels, valid, gammas, weights)
+    tables = torch.from_numpy(gammas), torch.from_numpy(weights)
+    return _per_pixel(_PIXEL_LOSS, x, labels, valid, *tables)
 
 
 def label_pixel_loss_grad(
@@ -946,137 +1139,37 @@ def label_pixel_loss_grad(
     g_out: Tensor,
 ) -> Tensor:
     """``dL/dx`` (B, K, N) of :func:`label_pixel_loss` given ``dL/dout`` (B, N)."""
-    return _per_pixel_grad(_pixel_loss_grad_kernel, x, labels, valid, g_out, gammas, weights)
+    tables = torch.from_numpy(gammas), torch.from_numpy(weights)
+    return _per_pixel_grad(_PIXEL_LOSS_GRAD, x, labels, valid, g_out, *tables)
 
 
 def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
     """:func:`napari_segloss.losses._topk.topk_keep` (same arguments and result) with the
     numba kernel: a histogram and a partition per (row, group) instead of the radix passes."""
     r, n = error.shape
-    en = error.detach().float().contiguous().numpy()
-    gn = group.to(torch.int64).contiguous().numpy()
-    cn = count.detach().double().contiguous().numpy()
     out = torch.empty((r, n), dtype=torch.float32)
-    on = out.numpy()
-
-    def part(first: int, last: int) -> None:
-        _topk_keep_kernel(en, gn, cn, first, last, on)
-
-    _run_split(part, r, r * n)
+    inputs = (error.detach().float(), group.to(torch.int64), count.detach().double())
+    _run(_TOPK_KEEP, r, r * n, *(t.contiguous() for t in inputs), out)  # a block is a row
     return out
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()  # losses may run in several threads at once (napari workers)
-
-_OMP_REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+#: stand-ins for absent optional inputs (the kernels read them only when told they exist)
+_NO_MASK_2D = torch.ones(1, 1, dtype=torch.float32)
+_NO_MASK_3D = torch.ones(1, 1, 1, dtype=torch.float32)
 
 
-def _find_torch_openmp():
-    """``GOMP_parallel`` of the GNU OpenMP runtime that torch's CPU kernels run on, or None
-    (another backend or platform, or ``SEGLOSS_FUSED_CPU_OMP=0``).
-
-    Why: after each parallel torch operation its OpenMP workers keep spinning for a while,
-    waiting for the next one. Threads of our own then share the cores with them and the
-    kernels ran at about half speed on 2 threads; a parallel region of the same runtime
-    runs on those very workers instead.
-    """
-    if os.environ.get("SEGLOSS_FUSED_CPU_OMP", "1") == "0" or not sys.platform.startswith("linux"):
-        return None
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "libgomp" in line}
-    except OSError:
-        return None
-    torch_dir = os.path.dirname(torch.__file__)
-    for path in sorted(paths, key=lambda p: not p.startswith(torch_dir)):  # torch's first
-        try:
-            parallel = ctypes.CDLL(path).GOMP_parallel
-        except (OSError, AttributeError):
-            continue
-        parallel.restype = None
-        parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-        return parallel
-    return None
-
-
-_omp_parallel = _find_torch_openmp()
-
-
-def _in_threads(work, threads: int) -> None:
-    """``work()`` on ``threads`` threads at once (the caller's among them): in an OpenMP
-    parallel region of torch's runtime when there is one, else on a thread pool."""
-    global _pool, _pool_size
-    if _omp_parallel is not None:
-        errors: list[BaseException] = []
-
-        def region(_data: int | None) -> None:
-            try:
-                work()
-            except BaseException as exc:  # raised again on the caller's thread
-                errors.append(exc)
-
-        _omp_parallel(_OMP_REGION(region), None, threads, 0)  # ctypes releases the GIL
-        if errors:
-            raise errors[0]
-        return
-    with _pool_lock:
-        if _pool_size < threads - 1:  # grown, never shrunk: the old pool finishes what it has
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="segloss-fused")
-            _pool_size = threads - 1
-        helpers = [_pool.submit(work) for _ in range(threads - 1)]
-    work()
-    for h in helpers:
-        h.result()
-
-
-def _run_split(kernel, total_blocks: int, n_pixels: int) -> list:
-    """``kernel(first, last)`` over contiguous block ranges; the results in range order.
-
-    ``torch.get_num_threads()`` threads (fewer for small inputs, see :func:`_in_threads`)
-    take the ranges from a shared counter, several ranges per thread, so that a thread
-    slowed down by something else takes fewer; which thread runs a range does not change
-    the result (fixed ranges, summed in order).
-    """
-    threads = max(1, min(torch.get_num_threads(), n_pixels // _MIN_PIXELS_PER_THREAD, total_blocks))
-    if threads == 1:
-        return [kernel(0, total_blocks)]
-    parts = min(total_blocks, 4 * threads)
-    bounds = [total_blocks * t // parts for t in range(parts + 1)]
-    results: list = [None] * parts
-    counter = itertools.count()  # next() on it is atomic under the GIL
-
-    def work() -> None:
-        while (t := next(counter)) < parts:
-            results[t] = kernel(bounds[t], bounds[t + 1])
-
-    _in_threads(work, threads)
-    return results
-
-
-def _as_array(t: Tensor | None, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-    """A float32 C-contiguous numpy view of ``t`` reshaped, or a dummy and False for None."""
+def _optional(t: Tensor | None, shape: tuple[int, ...]) -> tuple[Tensor, bool]:
+    """``t`` as a contiguous float32 tensor of ``shape`` and True, or a stand-in and False."""
     if t is None:
-        return np.ones((1,) * len(shape), np.float32), False
-    return t.detach().reshape(shape).float().contiguous().numpy(), True
+        return (_NO_MASK_2D if len(shape) == 2 else _NO_MASK_3D), False
+    return t.detach().reshape(shape).float().contiguous(), True
 
 
-def _prepare(
-    x: Tensor,
-    labels: Tensor,
-    valid: Tensor | None,
-    label_m: Tensor | None,
-    off_m: Tensor | None,
-):
-    b, k, n = x.shape
-    xn = x.detach().contiguous().numpy()
-    ln = labels.reshape(b, n).contiguous().numpy()
-    wn, has_w = _as_array(valid, (b, n))
-    masks = (*_as_array(label_m, (b, n)), *_as_array(off_m, (b, k, n)))
-    return xn, ln, wn, has_w, masks
+def _label_args(x: Tensor, labels: Tensor, valid: Tensor | None) -> tuple:
+    """The label kernels' first arguments ``x, labels, w, has_w`` for (B, K, N) logits and
+    (B, 1, N) labels and validity."""
+    b, _, n = x.shape
+    return (x.detach().contiguous(), labels.reshape(b, n).contiguous(), *_optional(valid, (b, n)))
 
 
 def _blocks(x: Tensor) -> int:
@@ -1108,6 +1201,65 @@ def _general(gammas: np.ndarray, sq: int) -> bool | None:
     return None if integer else True
 
 
+@functools.lru_cache(maxsize=64)
+def _gamma_terms(gamma: float | tuple[float, ...], k: int, sq: int) -> tuple[Tensor, bool | None]:
+    """The per-class gamma table (K,) float64 and the ``general`` flag, cached: the same few
+    settings come back at every training step."""
+    gammas = class_table(gamma, k)
+    return torch.from_numpy(gammas), _general(gammas, sq)
+
+
+class LabelDicePass:
+    """The kernel arguments of one label Dice / PM-Dice call, prepared once for its forward
+    (:meth:`part_totals`) and its backward (:meth:`grad`): (B, K, N) logits, (B, 1, N)
+    integer labels, an optional (B, 1, N) validity mask, ``m = |y - p|^gamma`` with one gamma
+    or one per class, times the optional fixed masks ``label_m`` (B, 1, N) at the label
+    entries and ``off_m`` (B, K, N) elsewhere; ``sq`` the power of ``p`` in S (1 or 2)."""
+
+    def __init__(
+        self,
+        x: Tensor,
+        labels: Tensor,
+        valid: Tensor | None,
+        gamma: float | Sequence[float] | Tensor,
+        sq: int,
+        label_m: Tensor | None = None,
+        off_m: Tensor | None = None,
+    ) -> None:
+        b, k, n = x.shape
+        if isinstance(gamma, int | float):
+            gamma = float(gamma)
+        else:  # one per class: a sequence, or a (K,) CPU tensor
+            if isinstance(gamma, Tensor):
+                gamma = gamma.detach()
+            gamma = tuple(np.asarray(gamma, dtype=np.float64).reshape(-1).tolist())
+        if isinstance(gamma, tuple) and len(gamma) != k:
+            raise ValueError(f"need one value per class channel ({k}), got {len(gamma)}")
+        gammas, self.general = _gamma_terms(gamma, k, sq)
+        masks = (*_optional(label_m, (b, n)), *_optional(off_m, (b, k, n)))
+        self.args = (*_label_args(x, labels, valid), gammas, sq, *masks)
+        self.shape = (b, k, n)
+        self.blocks = _blocks(x)
+
+    def part_totals(self) -> tuple[np.ndarray, int]:
+        """The sums (parts, B, 4, K) float64 of the parts the work was split into (add them
+        in part order for a result that does not depend on the threads): ``I, S, Y`` of the
+        eq. 5 form and the valid label count per class."""
+        b, k, n = self.shape
+        threads, parts = _parallel.split(self.blocks, b * n)
+        out = torch.zeros((parts, b, 4, k), dtype=torch.float64)
+        _DICE_FORWARD[self.general].run(threads, parts, self.blocks, *self.args, out)
+        return out.numpy()
+
+    def grad(self, g_inter: Tensor, g_s: Tensor) -> Tensor:
+        """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K)."""
+        grad = torch.empty(self.shape, dtype=torch.float32)
+        g = (g_inter.detach().double().contiguous(), g_s.detach().double().contiguous())
+        b, _, n = self.shape
+        _run(_DICE_BACKWARD[self.general], self.blocks, b * n, *self.args, *g, grad)
+        return grad
+
+
 def label_dice_totals(
     x: Tensor,
     labels: Tensor,
@@ -1118,21 +1270,8 @@ def label_dice_totals(
     off_m: Tensor | None = None,
 ) -> np.ndarray:
     """The eq. 5 sums of ``_SoftmaxHardLabelDice`` and the valid pixels per class as one
-    float64 array (B, 4, K): ``I, S, Y, counts``, for (B, K, N) logits, (B, 1, N) integer
-    labels, an optional (B, 1, N) validity mask, ``m = |y - p|^gamma`` with one gamma or one
-    per class, times the optional fixed masks ``label_m`` (B, 1, N) at the label entries and
-    ``off_m`` (B, K, N) elsewhere."""
-    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
-    b, k, n = xn.shape
-    gammas = class_table(gamma, k)
-    general = _general(gammas, sq)
-
-    def part(first: int, last: int) -> np.ndarray:
-        out = np.zeros((b, 4, k), np.float64)
-        _forward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, first, last, out)
-        return out
-
-    return sum(_run_split(part, _blocks(x), b * n))
+    float64 array (B, 4, K): ``I, S, Y, counts`` (arguments as in :class:`LabelDicePass`)."""
+    return LabelDicePass(x, labels, valid, gamma, sq, label_m, off_m).part_totals().sum(0)
 
 
 def label_dice_sums(
@@ -1163,19 +1302,7 @@ def label_dice_grad(
 ) -> Tensor:
     """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
     :func:`label_dice_sums` (same inputs)."""
-    xn, ln, wn, has_w, masks = _prepare(x, labels, valid, label_m, off_m)
-    gammas = class_table(gamma, xn.shape[1])
-    general = _general(gammas, sq)
-    grad = torch.empty(xn.shape, dtype=torch.float32)
-    gn = grad.numpy()
-    gi = g_inter.detach().double().contiguous().numpy()
-    gs = g_s.detach().double().contiguous().numpy()
-
-    def part(first: int, last: int) -> None:
-        _backward_kernel(xn, ln, wn, has_w, gammas, sq, general, masks, gi, gs, first, last, gn)
-
-    _run_split(part, _blocks(x), xn.shape[0] * xn.shape[2])
-    return grad
+    return LabelDicePass(x, labels, valid, gamma, sq, label_m, off_m).grad(g_inter, g_s)
 
 
 def warm_up() -> None:
@@ -1198,13 +1325,14 @@ def warm_up() -> None:
 
 
 _warm_up_started = False
+_warm_up_lock = threading.Lock()
 
 
 def start_warm_up() -> None:
     """:func:`warm_up` once per process in a daemon thread (numba compiles without the GIL's
     help but off the caller's thread; a loss called meanwhile waits for the same compile)."""
     global _warm_up_started
-    with _pool_lock:
+    with _warm_up_lock:
         if _warm_up_started or not available():
             return
         _warm_up_started = True

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -193,45 +192,49 @@ class _FusedCPULabelDice(torch.autograd.Function):
 
 
 class _FusedCPUDiceLoss(torch.autograd.Function):
-    """The per-image Dice / PM-Dice loss for integer labels as one autograd node: the eq. 5
-    sums from the fused CPU kernels (:func:`._fused_cpu.label_dice_totals`), then
-    ``dsc_c = (2 I_c + eps) / (S_c + Y_c + eps)`` and the class mean
-    ``sum_c w_c (1 - dsc_c) / max(sum_c w_c, 1)`` in float64 on the (B, K) sums, and the
-    gradient of that chain written out. The same values as :meth:`RegionLoss.class_mean`
-    over :func:`label_dice` (tested), without its dozen small tensor operations and autograd
-    nodes (0.05-0.08 ms per call on (8, 4, 256, 256) logits, 2-4 % of the loss's time).
+    """The Dice / PM-Dice loss for integer labels as one autograd node, reduced: the eq. 5
+    sums from the fused CPU kernels (:class:`._fused_cpu.LabelDicePass`), the class mean
+    and the reduction (:func:`._fused_cpu.dice_class_mean`, float64) and the gradient of
+    that chain written out. The same values as :meth:`RegionLoss.class_mean` over
+    :func:`label_dice` and :func:`reduce` (tested), without their small tensor operations
+    and autograd nodes: at every training step they run with cold caches, where each costs
+    10-40 us.
 
-    ``class_mask`` (K,): 0 for a class left out of the mean (the background without
-    ``include_background``); ``skip_absent`` also leaves out the classes without a label."""
+    ``reduction``: "none" (per-image (B,), (1,) with ``batch``), "mean" or "sum";
+    ``drop_background``: class 0 leaves the class mean; ``skip_absent``: so do the classes
+    without a label in the image."""
 
     @staticmethod
-    def forward(ctx, x, labels, valid, gamma, sq, eps, batch, class_mask, skip_absent):  # type: ignore[override]
-        totals = _fused_cpu.label_dice_totals(x, labels, valid, gamma, sq)
-        inter, s, y2, counts = (totals[:, t] for t in range(4))
-        den = s + y2 + eps
-        if batch:
-            inter, den, counts = (t.sum(0, keepdims=True) for t in (inter, den, counts))
-        weights = np.broadcast_to(class_mask, inter.shape).astype(np.float64)
-        if skip_absent:
-            weights = weights * (counts > 0)
-        norm = np.maximum(weights.sum(1, keepdims=True), 1.0)
-        num = 2.0 * inter + eps
-        loss = (weights * (1.0 - num / den)).sum(1) / norm[:, 0]
-        ctx.save_for_backward(x, labels, valid)
-        ctx.terms = (gamma, sq, num, den, weights / norm, x.shape[0])
-        return torch.from_numpy(loss.astype(np.float32))
+    def forward(
+        ctx, x, labels, valid, gamma, sq, eps, batch, drop_background, skip_absent, reduction
+    ):  # type: ignore[override]
+        dice = _fused_cpu.LabelDicePass(x, labels, valid, gamma, sq)
+        mean = reduction == "mean"
+        loss, reduced, d_inter, d_s = _fused_cpu.dice_class_mean(
+            dice.part_totals(), eps, batch, drop_background, skip_absent, mean
+        )
+        ctx.save_for_backward(x, labels, valid)  # for autograd's in-place modification check
+        ctx.dice, ctx.d_inter, ctx.d_s = dice, torch.from_numpy(d_inter), torch.from_numpy(d_s)
+        ctx.early_grad = None
+        if reduction != "none" and ctx.needs_input_grad[0]:
+            # the gradient for an incoming gradient of 1 (loss.backward()), right away: the
+            # logits and labels are still in cache from the forward pass, and the backward
+            # then has nothing left to do but hand it over
+            ctx.early_grad = dice.grad(ctx.d_inter, ctx.d_s)
+        return torch.from_numpy(loss) if reduction == "none" else torch.from_numpy(reduced)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_loss):  # type: ignore[override]
-        x, labels, valid = ctx.saved_tensors
-        gamma, sq, num, den, weights, b = ctx.terms
-        g_dsc = -g_loss.double().numpy()[:, None] * weights
-        g_inter = np.broadcast_to(2.0 * g_dsc / den, (b, den.shape[1]))
-        g_s = np.broadcast_to(-g_dsc * num / (den * den), (b, den.shape[1]))
-        g_inter, g_s = torch.from_numpy(g_inter.copy()), torch.from_numpy(g_s.copy())
-        grad = _fused_cpu.label_dice_grad(x, labels, valid, gamma, sq, g_inter, g_s)
-        return grad, None, None, None, None, None, None, None, None
+        ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
+        none = (None,) * 9
+        grad, ctx.early_grad = ctx.early_grad, None  # used once (retain_graph: recomputed)
+        if grad is not None:  # a CPU scalar: numpy reads it without a tensor op
+            return (grad if g_loss.detach().numpy() == 1.0 else grad.mul_(g_loss)), *none
+        g = g_loss.double()
+        if g.dim():  # reduction "none": one per image (B,), or (1,) for the batch
+            g = g[:, None]
+        return ctx.dice.grad(ctx.d_inter * g, ctx.d_s * g), *none
 
 
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
@@ -315,17 +318,29 @@ class _DiceBase(RegionLoss):
         check_bool("squared", squared)
         self.squared = squared
 
-    def fused_label_loss(self, inp: Prepared, gamma: float | tuple[float, ...]) -> Tensor | None:
-        """The per-image loss ``class_mean(1 - dsc)`` of eq. 5 from :class:`_FusedCPUDiceLoss`
-        when it applies (integer labels and float32 CPU logits), else None."""
+    def fused_label_loss(
+        self, inp: Prepared, gamma: float | tuple[float, ...], reduction: str = "none"
+    ) -> Tensor | None:
+        """The loss ``class_mean(1 - dsc)`` of eq. 5, reduced by ``reduction``, from
+        :class:`_FusedCPUDiceLoss` when it applies (integer labels and float32 CPU
+        logits), else None."""
         if inp.labels is None or not _fused_cpu.applies(inp.logits):
             return None
         x, labels, valid = label_logits(inp)
-        mask = self.class_mask(inp).numpy()
         g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
         sq = 2 if self.squared else 1
-        args = (g, sq, self.eps, self.batch_dice, mask, self.skip_absent)
+        drop = self.drops_background(inp)
+        args = (g, sq, self.eps, self.batch_dice, drop, self.skip_absent, reduction)
         return _FusedCPUDiceLoss.apply(x, labels, valid, *args)
+
+    def fused_gamma(self, inp: Prepared) -> float | tuple[float, ...] | None:
+        """The gamma of :meth:`fused_label_loss` when this loss is the class mean of
+        ``1 - dsc`` in the eq. 5 form, else None."""
+        return None
+
+    def reduced_loss(self, inp: Prepared) -> Tensor | None:
+        gamma = self.fused_gamma(inp)
+        return None if gamma is None else self.fused_label_loss(inp, gamma, self.reduction)
 
     def dice_per_class(self, inp: Prepared, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if m is None and inp.labels is not None:
@@ -358,6 +373,9 @@ class DiceLoss(_DiceBase):
             ``skip_absent=False``.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
+
+    def fused_gamma(self, inp: Prepared) -> float:
+        return 0.0
 
     def per_image(self, inp: Prepared) -> Tensor:
         fused = self.fused_label_loss(inp, 0.0)
@@ -409,11 +427,14 @@ class PMDiceLoss(_DiceBase):
             return err
         return err.pow(g)
 
+    def fused_gamma(self, inp: Prepared) -> float | tuple[float, ...]:
+        if isinstance(self.gamma, tuple) and inp.labels is not None:
+            self.class_gammas(inp)  # the length check
+        return self.gamma
+
     def per_image(self, inp: Prepared) -> Tensor:
         per_class = isinstance(self.gamma, tuple)
-        if per_class and inp.labels is not None:
-            self.class_gammas(inp)  # the length check
-        fused = self.fused_label_loss(inp, self.gamma)
+        fused = self.fused_label_loss(inp, self.fused_gamma(inp))
         if fused is not None:
             return fused
         # integer labels elsewhere (GPU, half precision, compile): the one-hot-free eager
