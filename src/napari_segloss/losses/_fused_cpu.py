@@ -78,9 +78,7 @@ def available() -> bool:
 def applies(x: Tensor) -> bool:
     """Whether the fused kernels handle these logits: float32 on the CPU, outside
     ``torch.compile`` tracing (which cannot see into numba)."""
-    return (
-        available() and x.device.type == "cpu" and x.dtype == torch.float32 and not _is_compiling()
-    )
+    return x.dtype == torch.float32 and x.is_cpu and available() and not _is_compiling()
 
 
 def _is_compiling() -> bool:
@@ -1235,28 +1233,29 @@ class LabelDicePass:
             gamma = tuple(np.asarray(gamma, dtype=np.float64).reshape(-1).tolist())
         if isinstance(gamma, tuple) and len(gamma) != k:
             raise ValueError(f"need one value per class channel ({k}), got {len(gamma)}")
-        gammas, self.general = _gamma_terms(gamma, k, sq)
+        gammas, general = _gamma_terms(gamma, k, sq)
         masks = (*_optional(label_m, (b, n)), *_optional(off_m, (b, k, n)))
-        self.args = (*_label_args(x, labels, valid), gammas, sq, *masks)
+        self.inputs = (*_label_args(x, labels, valid), gammas, sq, *masks)  # kept alive
+        self.forward, self.backward = _DICE_FORWARD[general], _DICE_BACKWARD[general]
+        self.words = self.forward.arg_words(self.inputs)  # the same in both regions
         self.shape = (b, k, n)
-        self.blocks = _blocks(x)
+        blocks = _blocks(x)
+        self.split = (*_parallel.split(blocks, b * n), blocks)
 
-    def part_totals(self) -> tuple[np.ndarray, int]:
+    def part_totals(self) -> np.ndarray:
         """The sums (parts, B, 4, K) float64 of the parts the work was split into (add them
         in part order for a result that does not depend on the threads): ``I, S, Y`` of the
         eq. 5 form and the valid label count per class."""
-        b, k, n = self.shape
-        threads, parts = _parallel.split(self.blocks, b * n)
-        out = torch.zeros((parts, b, 4, k), dtype=torch.float64)
-        _DICE_FORWARD[self.general].run(threads, parts, self.blocks, *self.args, out)
+        b, k, _ = self.shape
+        out = torch.zeros((self.split[1], b, 4, k), dtype=torch.float64)
+        self.forward.run(*self.split, out, packed=self.words)
         return out.numpy()
 
     def grad(self, g_inter: Tensor, g_s: Tensor) -> Tensor:
         """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K)."""
         grad = torch.empty(self.shape, dtype=torch.float32)
-        g = (g_inter.detach().double().contiguous(), g_s.detach().double().contiguous())
-        b, _, n = self.shape
-        _run(_DICE_BACKWARD[self.general], self.blocks, b * n, *self.args, *g, grad)
+        g = [t if t.dtype == torch.float64 else t.double() for t in (g_inter, g_s)]
+        self.backward.run(*self.split, *(t.contiguous() for t in g), grad, packed=self.words)
         return grad
 
 

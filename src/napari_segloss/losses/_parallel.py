@@ -126,14 +126,13 @@ class Region:
                     self._address = region.address
         return self._address, self._callback
 
-    def pack(self, parts: int, total_blocks: int, args: tuple) -> Tensor:
-        """The job of one call (see the module docstring), an int64 tensor."""
-        if len(args) != len(self.spec):
-            raise TypeError(
-                f"{self.body.__name__} takes {len(self.spec)} arguments, got {len(args)}"
-            )
-        words = [0, 0, parts, total_blocks]
-        for i, (a, want) in enumerate(zip(args, self.spec, strict=True)):
+    def arg_words(self, args: tuple, first: int = 0) -> list[int]:
+        """The job words of ``args``, the spec's arguments ``first, first + 1, ...``: an
+        argument's slot is its address and shape, or a scalar (a float's bits)."""
+        if first + len(args) > len(self.spec):
+            raise TypeError(f"{self.body.__name__} takes {len(self.spec)} arguments")
+        words: list[int] = []
+        for i, (a, want) in enumerate(zip(args, self.spec[first:], strict=False), first):
             if want is None:
                 value = _REAL.unpack(_DOUBLE.pack(a))[0] if isinstance(a, float) else int(a)
                 words += (value, 0, 0, 0, 0)
@@ -143,7 +142,7 @@ class Region:
                 and a.dtype == want[0]
                 and a.dim() == want[1]
                 and a.is_contiguous()
-                and a.device.type == "cpu"
+                and a.is_cpu
             ):
                 got = f"{a.dtype}, {a.dim()}-d" if isinstance(a, Tensor) else type(a).__name__
                 raise TypeError(
@@ -151,13 +150,27 @@ class Region:
                     f"{want[1]}-d tensor, got {got}"
                 )
             words += (a.data_ptr(), *a.shape, *_PADDING[a.dim()])
+        return words
+
+    def pack(self, parts: int, total_blocks: int, args: tuple, packed: list[int] = ()) -> Tensor:
+        """The job of one call (see the module docstring), an int64 tensor; ``packed``: the
+        :meth:`arg_words` of the first arguments, ``args`` the rest."""
+        first = len(packed) // _SLOT
+        if first + len(args) != len(self.spec):
+            raise TypeError(
+                f"{self.body.__name__} takes {len(self.spec)} arguments, got {first + len(args)}"
+            )
+        words = [0, 0, parts, total_blocks, *packed, *self.arg_words(args, first)]
         words[_LENGTH] = len(words)
         return torch.tensor(words, dtype=torch.int64)
 
-    def run(self, threads: int, parts: int, total_blocks: int, *args) -> None:
+    def run(
+        self, threads: int, parts: int, total_blocks: int, *args, packed: list[int] = ()
+    ) -> None:
         """Run the region over ``total_blocks`` blocks split into ``parts`` parts on
-        ``threads`` threads (see :func:`split`); ``args`` as in ``spec``."""
-        job = self.pack(parts, total_blocks, args)
+        ``threads`` threads (see :func:`split`); ``args`` as in ``spec``, the first ones
+        possibly given as their words (``packed``, see :meth:`pack`)."""
+        job = self.pack(parts, total_blocks, args, packed)
         address, callback = self.compiled()
         data = job.data_ptr()
         if threads == 1:
