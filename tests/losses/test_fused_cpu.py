@@ -169,11 +169,10 @@ def test_fused_class_mean_matches_the_generic_path(
     y[1][y[1] == 1] = 0  # class 1 absent from image 1
     if kw.get("ignore_index") is not None:
         y[:, :, :4] = 255
-    calls = []
-    original = _fused_cpu.dice_class_mean
-    monkeypatch.setattr(_fused_cpu, "dice_class_mean", lambda *a: calls.append(1) or original(*a))
+    node = type(get_loss(name, **kw)(x.requires_grad_(True), y).grad_fn).__name__
+    assert node == "_FusedCPUDiceLossBackward"
+    x = x.detach()
     fused = _loss_and_grad(name, x, y, **kw)
-    assert calls
     monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
     eager = _loss_and_grad(name, x, y, **kw)
     torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
@@ -185,8 +184,10 @@ def test_fused_class_mean_matches_the_generic_path(
     [
         *[
             ("LabelDicePass.part_totals", n)
-            for n in ("dice", "pm_dice", "ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
+            for n in ("ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
         ],
+        # a reduced Dice loss: forward and gradient in one region
+        *[("LabelDicePass.loss_and_grad", n) for n in ("dice", "pm_dice")],
         *[
             ("label_pixel_loss", n)
             for n in ("ce", "focal", "mixed_focal", "asymmetric_unified_focal", "ce+pm_dice")
@@ -256,24 +257,28 @@ def test_reduced_dice_loss_computes_its_gradient_in_the_forward(
     x = torch.randn(2, 3, 20, 20, generator=g)
     y = torch.randint(0, 3, (2, 1, 20, 20), generator=g)
     calls = []
-    original = _fused_cpu.LabelDicePass.grad
-    monkeypatch.setattr(
-        _fused_cpu.LabelDicePass, "grad", lambda *a: calls.append(1) or original(*a)
-    )
+    for method in ("grad", "loss_and_grad"):
+        original = getattr(_fused_cpu.LabelDicePass, method)
+
+        def counting(*a, _name=method, _original=original):
+            calls.append(_name)
+            return _original(*a)
+
+        monkeypatch.setattr(_fused_cpu.LabelDicePass, method, counting)
     loss = get_loss("pm_dice", reduction=reduction)
     with torch.no_grad():
         loss(x, y)
     assert not calls  # no gradient when none is needed
     xg = x.clone().requires_grad_(True)
     value = loss(xg, y)
-    assert len(calls) == 1
+    assert calls == ["loss_and_grad"]
     (value * scale).backward(retain_graph=True)
-    assert len(calls) == 1
+    assert calls == ["loss_and_grad"]
     first = xg.grad.clone()
     for times in (2, 3):
         (value * scale).backward(retain_graph=True)
         torch.testing.assert_close(xg.grad, times * first)
-    assert len(calls) == 3
+    assert calls == ["loss_and_grad", "grad", "grad"]
     monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
     xe = x.clone().requires_grad_(True)
     (loss(xe, y) * scale).backward()
@@ -299,7 +304,11 @@ def test_thread_split_and_concurrent_callers_agree(openmp: bool, monkeypatch) ->
 
     def both() -> tuple:
         sums = _fused_cpu.label_dice_sums(x, labels, valid, 1.0, 2)
-        return (*sums, _fused_cpu.label_dice_grad(x, labels, valid, 1.0, 2, g, 0.5 * g))
+        grad = _fused_cpu.label_dice_grad(x, labels, valid, 1.0, 2, g, 0.5 * g)
+        # and the two-phase region: forward, class mean, gradient
+        dice = _fused_cpu.LabelDicePass(x, labels, valid, 1.0, 2)
+        outs, whole_grad = dice.loss_and_grad(1e-6, False, False, True, True)
+        return (*sums, grad, *outs, whole_grad)
 
     try:
         torch.set_num_threads(1)
@@ -462,9 +471,9 @@ def test_combo_kernel_against_float64_autograd() -> None:
 def test_warm_up_compiles_every_kernel() -> None:
     _fused_cpu.warm_up()
     # every kernel runs inside a parallel region (the Dice ones for integer exponents here)
-    general = {"_dice_forward_general", "_dice_backward_general"}
+    general = {"_dice_forward_general", "_dice_backward_general", "_dice_loss_general"}
     regions = [r for r in _fused_cpu._REGIONS if r.body.__name__ not in general]
-    assert len(regions) == 7
+    assert len(regions) == 8
     assert all(r._address is not None for r in regions)
 
 

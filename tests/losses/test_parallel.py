@@ -115,11 +115,12 @@ def test_job_layout() -> None:
     a = torch.zeros((3, 5), dtype=torch.int64)
     job = _RECORD.pack(4, 12, (a, 7))
     assert job.dtype == torch.int64
-    assert job[:4].tolist() == [0, job.shape[0], 4, 12]
-    assert job[4:9].tolist() == [a.data_ptr(), 3, 5, 0, 0]
-    assert job[9] == 7
+    # header: next part (phase 0, 1), length, parts, blocks, parts done, phase 1 open, 0
+    assert job[:8].tolist() == [0, 0, job.shape[0], 4, 12, 0, 0, 0]
+    assert job[8:13].tolist() == [a.data_ptr(), 3, 5, 0, 0]
+    assert job[13] == 7
     reals = _parallel.Region(_record_parts, (None, None)).pack(1, 1, (0.25, True))
-    assert reals[4:5].view(torch.float64).item() == 0.25 and reals[9] == 1
+    assert reals[8:9].view(torch.float64).item() == 0.25 and reals[13] == 1
 
 
 def test_regions_compile_without_a_writable_cache(monkeypatch) -> None:

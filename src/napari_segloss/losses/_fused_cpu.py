@@ -871,18 +871,19 @@ if njit is not None:
 if njit is not None:
 
     @_kernel()
-    def _dice_class_mean(parts, eps, batch, drop_background, skip_absent, mean):
+    def _dice_class_mean(parts, eps, batch, drop_background, skip_absent, mean, outs):
         """The class mean of ``1 - dsc_c``, ``dsc_c = (2 I_c + eps) / (S_c + Y_c + eps)``
         (PM-Dice eq. 5; eq. 4 for gamma 0), from the (parts, B, 4, K) sums of the Dice
-        forward region, and its derivatives. Returns the per-image loss (B,) (``(1,)`` with
-        ``batch``), float32; its mean (``mean``) or sum as a float32 (1,) array; and
-        ``dL/dI``, ``dL/dS`` (B, K) float64 per unit of the loss's incoming gradient.
+        forward kernel, and its derivatives, into ``outs``: the per-image loss (B,) (``(1,)``
+        with ``batch``) float32; its mean (``mean``) or sum, float32 (1,); and ``dL/dI``,
+        ``dL/dS`` (B, K) float64 per unit of the loss's incoming gradient.
 
         A class enters the mean with weight 1 unless it is the dropped background or, with
         ``skip_absent``, has no label in the image (the batch with ``batch``); an image where
         none enters has loss 0 (mean over ``max(sum of weights, 1)``). ``batch`` sums I, S + Y
         + eps and the counts over the images first (:meth:`RegionLoss.class_mean` over
         :func:`label_dice`, the generic path: tested equal)."""
+        loss, reduced, grad_i, grad_s = outs
         n_parts, b, _, k = parts.shape
         rows = 1 if batch else b
         inter = np.zeros((rows, k))
@@ -903,9 +904,9 @@ if njit is not None:
                 inter[r, c] += si
                 den[r, c] += ss + sy + eps
                 counts[r, c] += sn
-        loss = np.zeros(rows, np.float32)
         d_inter = np.empty((rows, k))
         d_s = np.empty((rows, k))
+        total_loss = 0.0
         for r in range(rows):
             weights = np.ones(k)
             if drop_background:
@@ -921,25 +922,37 @@ if njit is not None:
                 total += w * (1.0 - num / den[r, c])
                 d_inter[r, c] = -2.0 * w / den[r, c]
                 d_s[r, c] = w * num / (den[r, c] * den[r, c])
-            loss[r] = total
+            loss[r] = np.float32(total)
+            total_loss += np.float64(loss[r])
         scale = 1.0 / rows if mean else 1.0
-        reduced = np.full(1, loss.astype(np.float64).sum() * scale, np.float32)
-        grad_i = np.empty((b, k))
-        grad_s = np.empty((b, k))
+        reduced[0] = np.float32(total_loss * scale)
         for i in range(b):
             r = 0 if batch else i
             for c in range(k):
                 grad_i[i, c] = d_inter[r, c] * scale
                 grad_s[i, c] = d_s[r, c] * scale
-        return loss, reduced, grad_i, grad_s
+
+
+def _class_mean_outputs(b: int, k: int, batch: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The outputs of :func:`_dice_class_mean`, as tensors."""
+    f4, f8 = torch.float32, torch.float64
+    return (
+        torch.empty(1 if batch else b, dtype=f4),
+        torch.empty(1, dtype=f4),
+        torch.empty((b, k), dtype=f8),
+        torch.empty((b, k), dtype=f8),
+    )
 
 
 def dice_class_mean(
     parts: np.ndarray, eps: float, batch: bool, drop_background: bool, skip_absent: bool, mean: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """See :func:`_dice_class_mean` (numba: one call instead of a dozen numpy operations,
     each slow when it runs with cold caches, as at every training step)."""
-    return _dice_class_mean(parts, eps, batch, drop_background, skip_absent, mean)
+    outs = _class_mean_outputs(parts.shape[1], parts.shape[3], batch)
+    args = (eps, batch, drop_background, skip_absent, mean)
+    _dice_class_mean(parts, *args, tuple(t.numpy() for t in outs))
+    return outs
 
 
 # ----- parallel regions (see ._parallel): the kernels' arguments unpacked from the job ------
@@ -981,6 +994,42 @@ if njit is not None:
         _parallel.each_part_into_own_row(pointer, job, _forward_kernel, args, out)
 
     @_kernel(inline="always")
+    def _dice_loss_parts(data, general):
+        """The whole reduced Dice loss in one region: phase 0 the forward parts, then the
+        thread that finishes the last one computes the class mean and its derivatives
+        (:func:`_dice_class_mean`) and opens phase 1, the gradient for an incoming gradient
+        of 1. Arguments: the Dice inputs (0-9), the part sums (10), eps, batch,
+        drop_background, skip_absent, mean (11-15), the class mean's outputs (16-19), the
+        gradient (20)."""
+        pointer, job = _parallel.job_view(data)
+        x, labels, w, has_w, gammas, sq, masks = _dice_inputs(job)
+        args = (x, labels, w, has_w, gammas, sq, general, masks)
+        part_sums = _parallel.array4(job, 10, np.float64)
+        while True:
+            t, first, last = _parallel.next_part(pointer, job)
+            if t < 0:
+                break
+            _forward_kernel(*args, first, last, part_sums[t])
+            if _parallel.finish_part(pointer, job):
+                outs = (
+                    _parallel.array1(job, 16, np.float32),
+                    _parallel.array1(job, 17, np.float32),
+                    _parallel.array2(job, 18, np.float64),
+                    _parallel.array2(job, 19, np.float64),
+                )
+                flags = (_parallel.flag(job, 12), _parallel.flag(job, 13), _parallel.flag(job, 14))
+                mean = _parallel.flag(job, 15)
+                _dice_class_mean(part_sums, _parallel.real(job, 11), *flags, mean, outs)
+                _parallel.open_phase_1(pointer)
+        _parallel.wait_for_phase_1(pointer)
+        coefficients = (
+            _parallel.array2(job, 18, np.float64),
+            _parallel.array2(job, 19, np.float64),
+        )
+        grad = _parallel.array3(job, 20, np.float32)
+        _parallel.each_part(pointer, job, _backward_kernel, (*args, *coefficients), grad, 1)
+
+    @_kernel(inline="always")
     def _dice_backward_parts(data, general):
         pointer, job = _parallel.job_view(data)
         x, labels, w, has_w, gammas, sq, masks = _dice_inputs(job)
@@ -1014,6 +1063,14 @@ def _dice_forward_integer(data):
 
 def _dice_forward_general(data):
     _dice_forward_parts(data, True)
+
+
+def _dice_loss_integer(data):
+    _dice_loss_parts(data, None)
+
+
+def _dice_loss_general(data):
+    _dice_loss_parts(data, True)
 
 
 def _dice_backward_integer(data):
@@ -1058,12 +1115,18 @@ _DICE_BACKWARD = {
     None: _parallel.Region(_dice_backward_integer, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
     True: _parallel.Region(_dice_backward_general, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
 }
+_DICE_LOSS_SPEC = (*_DICE_INPUTS, _F8_4, None, None, None, None, None, _F4_1, _F4_1, _F8_2, _F8_2)
+_DICE_LOSS = {
+    None: _parallel.Region(_dice_loss_integer, (*_DICE_LOSS_SPEC, _F4_3)),
+    True: _parallel.Region(_dice_loss_general, (*_DICE_LOSS_SPEC, _F4_3)),
+}
 _PIXEL_LOSS = _parallel.Region(_pixel_loss, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2))
 _PIXEL_LOSS_GRAD = _parallel.Region(_pixel_loss_grad, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2, _F4_3))
 _COMBO_CE = _parallel.Region(_combo_ce, (*_LABEL_INPUTS, None, None, _F4_2))
 _COMBO_CE_GRAD = _parallel.Region(_combo_ce_grad, (*_LABEL_INPUTS, None, None, _F4_2, _F4_3))
 _TOPK_KEEP = _parallel.Region(_topk_keep, (_F4_2, _I8_2, _F8_2, _F4_2))
-_REGIONS = (*_DICE_FORWARD.values(), *_DICE_BACKWARD.values(), _PIXEL_LOSS, _PIXEL_LOSS_GRAD)
+_REGIONS = (*_DICE_FORWARD.values(), *_DICE_BACKWARD.values(), *_DICE_LOSS.values())
+_REGIONS += (_PIXEL_LOSS, _PIXEL_LOSS_GRAD)
 _REGIONS += (_COMBO_CE, _COMBO_CE_GRAD, _TOPK_KEEP)
 
 
@@ -1237,6 +1300,7 @@ class LabelDicePass:
         masks = (*_optional(label_m, (b, n)), *_optional(off_m, (b, k, n)))
         self.inputs = (*_label_args(x, labels, valid), gammas, sq, *masks)  # kept alive
         self.forward, self.backward = _DICE_FORWARD[general], _DICE_BACKWARD[general]
+        self.whole = _DICE_LOSS[general]
         self.words = self.forward.arg_words(self.inputs)  # the same in both regions
         self.shape = (b, k, n)
         blocks = _blocks(x)
@@ -1250,6 +1314,21 @@ class LabelDicePass:
         out = torch.zeros((self.split[1], b, 4, k), dtype=torch.float64)
         self.forward.run(*self.split, out, packed=self.words)
         return out.numpy()
+
+    def loss_and_grad(
+        self, eps: float, batch: bool, drop_background: bool, skip_absent: bool, mean: bool
+    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]:
+        """The outputs of :func:`dice_class_mean` and the gradient for an incoming gradient
+        of 1, in one parallel region (:func:`_dice_loss_parts`): no Python, no second
+        region start and no second trip through memory-cold code between the passes."""
+        b, k, _ = self.shape
+        part_sums = torch.zeros((self.split[1], b, 4, k), dtype=torch.float64)
+        outs = _class_mean_outputs(b, k, batch)
+        grad = torch.empty(self.shape, dtype=torch.float32)
+        flags = (batch, drop_background, skip_absent, mean)
+        args = (part_sums, float(eps), *flags, *outs, grad)
+        self.whole.run(*self.split, *args, packed=self.words)
+        return outs, grad
 
     def grad(self, g_inter: Tensor, g_s: Tensor) -> Tensor:
         """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K)."""
@@ -1315,6 +1394,7 @@ def warm_up() -> None:
     g = torch.zeros(1, 2)
     label_dice_sums(x, labels, None, 1.0, 2)
     label_dice_grad(x, labels, None, 1.0, 2, g, g)
+    LabelDicePass(x, labels, None, 1.0, 2).loss_and_grad(1e-6, False, False, True, True)
     table = np.zeros(2)
     label_pixel_loss(x, labels, None, table, table)
     label_pixel_loss_grad(x, labels, None, table, table, torch.zeros(1, 8))

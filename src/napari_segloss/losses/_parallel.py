@@ -44,9 +44,10 @@ MIN_PIXELS_PER_THREAD = 32768
 PARTS_PER_THREAD = 4
 
 # job layout: header, then _SLOT int64 per argument (address, then up to 4 sizes; a scalar
-# in the first)
-_NEXT, _LENGTH, _PARTS, _BLOCKS = range(4)
-_HEAD = 4
+# in the first). Header: the next part to claim in phase 0 and in phase 1 (two-phase
+# regions), the job's length, parts, blocks, parts finished in phase 0, phase 1 open.
+_NEXT, _NEXT_1, _LENGTH, _PARTS, _BLOCKS, _DONE, _OPEN = range(7)
+_HEAD = 8
 _SLOT = 5
 
 #: the signature of every region
@@ -160,7 +161,10 @@ class Region:
             raise TypeError(
                 f"{self.body.__name__} takes {len(self.spec)} arguments, got {first + len(args)}"
             )
-        words = [0, 0, parts, total_blocks, *packed, *self.arg_words(args, first)]
+        words = [0] * _HEAD
+        words[_PARTS] = parts
+        words[_BLOCKS] = total_blocks
+        words += (*packed, *self.arg_words(args, first))
         words[_LENGTH] = len(words)
         return torch.tensor(words, dtype=torch.int64)
 
@@ -233,12 +237,25 @@ if njit is not None:
         return sig, codegen
 
     @intrinsic
-    def _fetch_add(typingctx, pointer, value):
-        """Atomic ``*pointer += value``, returning the old value."""
+    def _fetch_add(typingctx, pointer, index, value):
+        """Atomic ``pointer[index] += value`` (acquire-release: what a thread wrote before
+        it is seen by the thread that reads the sum), returning the old value."""
+        sig = types.int64(types.CPointer(types.int64), types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            word = builder.gep(args[0], [args[1]])
+            return builder.atomic_rmw("add", word, args[2], "acq_rel")
+
+        return sig, codegen
+
+    @intrinsic
+    def _load_acquire(typingctx, pointer, index):
+        """Atomic load of ``pointer[index]`` (acquire)."""
         sig = types.int64(types.CPointer(types.int64), types.int64)
 
         def codegen(context, builder, signature, args):
-            return builder.atomic_rmw("add", args[0], args[1], "monotonic")
+            word = builder.gep(args[0], [args[1]])
+            return builder.load_atomic(word, "acquire", 8)
 
         return sig, codegen
 
@@ -259,10 +276,10 @@ if njit is not None:
         return pointer, carray(pointer, (head[_LENGTH],))
 
     @njit(inline="always")
-    def next_part(pointer, job):
-        """``(t, first, last)``: the next unclaimed part and its block range, ``t = -1``
-        when none is left."""
-        t = _fetch_add(pointer, 1)
+    def next_part(pointer, job, phase=0):
+        """``(t, first, last)``: the next unclaimed part of ``phase`` (0 or 1) and its block
+        range, ``t = -1`` when none is left."""
+        t = _fetch_add(pointer, _NEXT_1 if phase else _NEXT, 1)
         parts = job[_PARTS]
         if t >= parts:
             return -1, 0, 0
@@ -270,13 +287,33 @@ if njit is not None:
         return t, blocks * t // parts, blocks * (t + 1) // parts
 
     @njit(inline="always")
-    def each_part(pointer, job, kernel, args, out):
-        """``kernel(*args, first, last, out)`` for every part this thread claims."""
+    def each_part(pointer, job, kernel, args, out, phase=0):
+        """``kernel(*args, first, last, out)`` for every part of ``phase`` this thread
+        claims."""
         while True:
-            t, first, last = next_part(pointer, job)
+            t, first, last = next_part(pointer, job, phase)
             if t < 0:
                 return
             kernel(*args, first, last, out)
+
+    @njit(inline="always")
+    def finish_part(pointer, job):
+        """Count a finished phase-0 part; True for the thread that finished the last one
+        (it then sees every part's results)."""
+        return _fetch_add(pointer, _DONE, 1) + 1 == job[_PARTS]
+
+    @njit(inline="always")
+    def open_phase_1(pointer):
+        """Let every thread into phase 1 (after the last phase-0 part's follow-up)."""
+        _fetch_add(pointer, _OPEN, 1)
+
+    @njit(inline="always")
+    def wait_for_phase_1(pointer):
+        """Spin until :func:`open_phase_1`. No deadlock whatever the number of threads: the
+        thread that opens it waits for no one, and the others arrive here only once every
+        phase-0 part is claimed."""
+        while _load_acquire(pointer, _OPEN) == 0:
+            pass
 
     @njit(inline="always")
     def each_part_into_own_row(pointer, job, kernel, args, outs):

@@ -209,19 +209,18 @@ class _FusedCPUDiceLoss(torch.autograd.Function):
         ctx, x, labels, valid, gamma, sq, eps, batch, drop_background, skip_absent, reduction
     ):  # type: ignore[override]
         dice = _fused_cpu.LabelDicePass(x, labels, valid, gamma, sq)
-        mean = reduction == "mean"
-        loss, reduced, d_inter, d_s = _fused_cpu.dice_class_mean(
-            dice.part_totals(), eps, batch, drop_background, skip_absent, mean
-        )
+        settings = (eps, batch, drop_background, skip_absent, reduction == "mean")
         ctx.save_for_backward(x, labels, valid)  # for autograd's in-place modification check
-        ctx.dice, ctx.d_inter, ctx.d_s = dice, torch.from_numpy(d_inter), torch.from_numpy(d_s)
-        ctx.early_grad = None
+        ctx.dice, ctx.early_grad = dice, None
         if reduction != "none" and ctx.needs_input_grad[0]:
-            # the gradient for an incoming gradient of 1 (loss.backward()), right away: the
-            # logits and labels are still in cache from the forward pass, and the backward
-            # then has nothing left to do but hand it over
-            ctx.early_grad = dice.grad(ctx.d_inter, ctx.d_s)
-        return torch.from_numpy(loss) if reduction == "none" else torch.from_numpy(reduced)[0]
+            # the gradient for an incoming gradient of 1 (loss.backward()) in the same
+            # parallel region as the forward pass, while the logits are still in cache; the
+            # backward then has nothing left to do but hand it over
+            outs, ctx.early_grad = dice.loss_and_grad(*settings)
+        else:
+            outs = _fused_cpu.dice_class_mean(dice.part_totals(), *settings)
+        loss, reduced, ctx.d_inter, ctx.d_s = outs
+        return loss if reduction == "none" else reduced[0]
 
     @staticmethod
     @once_differentiable
