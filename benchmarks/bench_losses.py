@@ -11,7 +11,8 @@ them alike); the table reports the median over rounds and the ratio to
 ``monai.losses.DiceLoss(softmax=True, to_onehot_y=True)`` measured in the same run.
 
 Every timed call starts from the same cache state (``--cache``): by default ``cold``, a
-read of a 64 MiB buffer evicts the inputs and everything the previous call left behind.
+read of a 256 MiB buffer evicts the inputs and everything the previous call left behind
+(64 MiB was not enough: L3 kept part of the previous call's data).
 Without that, a loss's time depended on which loss ran before it (after MONAI, whose
 temporaries fill the cache with dirty lines, the same loss took up to 30 % longer than after
 a loss that had just read the same inputs), and the fixed shuffles favoured some positions

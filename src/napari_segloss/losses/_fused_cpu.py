@@ -81,11 +81,8 @@ def applies(x: Tensor) -> bool:
     return x.dtype == torch.float32 and x.is_cpu and available() and not _is_compiling()
 
 
-def _is_compiling() -> bool:
-    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    if check is None:
-        check = torch._dynamo.is_compiling
-    return bool(check())
+# torch >= 2.3 has torch.compiler.is_compiling; looked up once (this runs at every loss call)
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 def _kernel(**options):
