@@ -285,6 +285,26 @@ def test_reduced_dice_loss_computes_its_gradient_in_the_forward(
     torch.testing.assert_close(first, xe.grad, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_dice_output_can_be_added_to_in_place(reduction: str, monkeypatch) -> None:
+    # `loss += other` is a common way to sum losses: an autograd Function may not return a
+    # view for that, and the gradient must still be right
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 12, 12, generator=g)
+    y = torch.randint(0, 3, (2, 12, 12), generator=g)
+
+    def grad() -> torch.Tensor:
+        xg = x.clone().requires_grad_(True)
+        value = get_loss("pm_dice", reduction=reduction)(xg, y)
+        value += get_loss("ce", reduction=reduction)(xg, y)
+        (value.sum() * 0.5).backward()
+        return xg.grad
+
+    fused = grad()
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    torch.testing.assert_close(fused, grad(), rtol=1e-4, atol=1e-7)
+
+
 def _thread_paths() -> list:
     paths = [pytest.param(False, id="thread-pool")]
     if _parallel.omp_parallel is not None:

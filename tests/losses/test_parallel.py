@@ -47,7 +47,7 @@ def _record_parts(data):
         out[t, 4] = acc
 
 
-_RECORD = _parallel.Region(_record_parts, ((torch.int64, 2), None))
+_RECORD = _parallel.Region(_record_parts, ((torch.int64, 2), int))
 
 
 def _paths() -> list:
@@ -104,6 +104,7 @@ def test_split_uses_torch_threads_and_keeps_small_inputs_on_one() -> None:
         ((torch.zeros(5, 8, dtype=torch.int64).T, 1), "contiguous"),
         ((np.zeros((8, 5), np.int64), 1), "got ndarray"),
         ((torch.zeros(8, 5, dtype=torch.int64),), "takes 2 arguments, got 1"),
+        ((torch.zeros(8, 5, dtype=torch.int64), 1.5), "integer"),
     ],
 )
 def test_calls_that_do_not_match_the_spec_are_refused(args: tuple, message: str) -> None:
@@ -119,7 +120,7 @@ def test_job_layout() -> None:
     assert job[:8].tolist() == [0, 0, job.shape[0], 4, 12, 0, 0, 0]
     assert job[8:13].tolist() == [a.data_ptr(), 3, 5, 0, 0]
     assert job[13] == 7
-    reals = _parallel.Region(_record_parts, (None, None)).pack(1, 1, (0.25, True))
+    reals = _parallel.Region(_record_parts, (float, int)).pack(1, 1, (0.25, True))
     assert reals[8:9].view(torch.float64).item() == 0.25 and reals[13] == 1
 
 
@@ -133,7 +134,7 @@ def test_regions_compile_without_a_writable_cache(monkeypatch) -> None:
         return real_cfunc(signature, **options)
 
     monkeypatch.setattr(_parallel, "cfunc", cfunc_without_cache)
-    region = _parallel.Region(_record_parts, ((torch.int64, 2), None))
+    region = _parallel.Region(_record_parts, ((torch.int64, 2), int))
     out = torch.zeros((1, 5), dtype=torch.int64)
     region.run(1, 1, 3, out, 1)
     assert out[0, :3].tolist() == [0, 3, 1]

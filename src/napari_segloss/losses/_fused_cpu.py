@@ -931,14 +931,22 @@ if njit is not None:
 
 
 def _class_mean_outputs(b: int, k: int, batch: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The outputs of :func:`_dice_class_mean`, as tensors."""
+    """The outputs of :func:`_dice_class_mean`, as tensors; the reduced loss is 0-d (the
+    kernels write it through a (1,) view): a view returned by an autograd Function cannot
+    be modified in place (``loss += other``)."""
     f4, f8 = torch.float32, torch.float64
     return (
         torch.empty(1 if batch else b, dtype=f4),
-        torch.empty(1, dtype=f4),
+        torch.empty((), dtype=f4),
         torch.empty((b, k), dtype=f8),
         torch.empty((b, k), dtype=f8),
     )
+
+
+def _as_written(outs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The class mean's outputs as the kernels take them: the 0-d reduced loss as (1,)."""
+    loss, reduced, d_inter, d_s = outs
+    return loss, reduced.view(1), d_inter, d_s
 
 
 def dice_class_mean(
@@ -948,18 +956,18 @@ def dice_class_mean(
     each slow when it runs with cold caches, as at every training step)."""
     outs = _class_mean_outputs(parts.shape[1], parts.shape[3], batch)
     args = (eps, batch, drop_background, skip_absent, mean)
-    _dice_class_mean(parts, *args, tuple(t.numpy() for t in outs))
+    _dice_class_mean(parts, *args, tuple(t.numpy() for t in _as_written(outs)))
     return outs
 
 
 # ----- parallel regions (see ._parallel): the kernels' arguments unpacked from the job ------
-#: argument specs: (dtype, ndim) of a tensor, None for a scalar
+#: argument specs: (dtype, ndim) of a tensor, int (or bool) or float for a scalar
 _F4_1, _F4_2, _F4_3 = ((torch.float32, d) for d in (1, 2, 3))
 _F8_1, _F8_2, _F8_4 = ((torch.float64, d) for d in (1, 2, 4))
 _I8_2 = (torch.int64, 2)
-_LABEL_INPUTS = (_F4_3, _I8_2, _F4_2, None)  # x, labels, w, has_w
-_MASKS = (_F4_2, None, _F4_3, None)  # label_m, has_label_m, off_m, has_off_m
-_DICE_INPUTS = (*_LABEL_INPUTS, _F8_1, None, *_MASKS)  # ... gammas, sq, masks
+_LABEL_INPUTS = (_F4_3, _I8_2, _F4_2, int)  # x, labels, w, has_w
+_MASKS = (_F4_2, int, _F4_3, int)  # label_m, has_label_m, off_m, has_off_m
+_DICE_INPUTS = (*_LABEL_INPUTS, _F8_1, int, *_MASKS)  # ... gammas, sq, masks
 
 if njit is not None:
 
@@ -1112,15 +1120,15 @@ _DICE_BACKWARD = {
     None: _parallel.Region(_dice_backward_integer, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
     True: _parallel.Region(_dice_backward_general, (*_DICE_INPUTS, _F8_2, _F8_2, _F4_3)),
 }
-_DICE_LOSS_SPEC = (*_DICE_INPUTS, _F8_4, None, None, None, None, None, _F4_1, _F4_1, _F8_2, _F8_2)
+_DICE_LOSS_SPEC = (*_DICE_INPUTS, _F8_4, float, int, int, int, int, _F4_1, _F4_1, _F8_2, _F8_2)
 _DICE_LOSS = {
     None: _parallel.Region(_dice_loss_integer, (*_DICE_LOSS_SPEC, _F4_3)),
     True: _parallel.Region(_dice_loss_general, (*_DICE_LOSS_SPEC, _F4_3)),
 }
 _PIXEL_LOSS = _parallel.Region(_pixel_loss, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2))
 _PIXEL_LOSS_GRAD = _parallel.Region(_pixel_loss_grad, (*_LABEL_INPUTS, _F8_1, _F8_1, _F4_2, _F4_3))
-_COMBO_CE = _parallel.Region(_combo_ce, (*_LABEL_INPUTS, None, None, _F4_2))
-_COMBO_CE_GRAD = _parallel.Region(_combo_ce_grad, (*_LABEL_INPUTS, None, None, _F4_2, _F4_3))
+_COMBO_CE = _parallel.Region(_combo_ce, (*_LABEL_INPUTS, float, float, _F4_2))
+_COMBO_CE_GRAD = _parallel.Region(_combo_ce_grad, (*_LABEL_INPUTS, float, float, _F4_2, _F4_3))
 _TOPK_KEEP = _parallel.Region(_topk_keep, (_F4_2, _I8_2, _F8_2, _F4_2))
 _REGIONS = (*_DICE_FORWARD.values(), *_DICE_BACKWARD.values(), *_DICE_LOSS.values())
 _REGIONS += (_PIXEL_LOSS, _PIXEL_LOSS_GRAD)
@@ -1323,7 +1331,7 @@ class LabelDicePass:
         outs = _class_mean_outputs(b, k, batch)
         grad = torch.empty(self.shape, dtype=torch.float32)
         flags = (batch, drop_background, skip_absent, mean)
-        args = (part_sums, float(eps), *flags, *outs, grad)
+        args = (part_sums, float(eps), *flags, *_as_written(outs), grad)
         self.whole.run(*self.split, *args, packed=self.words)
         return outs, grad
 

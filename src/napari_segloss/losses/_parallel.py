@@ -22,6 +22,7 @@ or division checks are compiled in, ``error_model="numpy"``).
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import struct
 import sys
@@ -104,14 +105,14 @@ class Region:
     """A kernel's region: ``body(data)``, a Python function numba compiles as a C callback
     ``void(void *job)`` on first use (cached on disk; uncached where no cache location is
     writable). ``spec`` lists the arguments: ``(torch dtype, ndim)`` for a CPU tensor,
-    ``None`` for a scalar (int, bool or float); :meth:`run` checks every call against it,
-    since the callback trusts the job.
+    ``int`` (also for a bool) or ``float`` for a scalar; :meth:`run` checks every call
+    against it, since the callback trusts the job.
 
     The job is built from tensors, not numpy arrays: ``data_ptr()`` is a C call, while a
     numpy array's address (``.ctypes``) costs an object per argument, and this runs twice per
     training step with cold caches."""
 
-    def __init__(self, body, spec: tuple[tuple[torch.dtype, int] | None, ...]) -> None:
+    def __init__(self, body, spec: tuple[tuple[torch.dtype, int] | type, ...]) -> None:
         self.body = body
         self.spec = spec
         self._address: int | None = None
@@ -134,9 +135,11 @@ class Region:
             raise TypeError(f"{self.body.__name__} takes {len(self.spec)} arguments")
         words: list[int] = []
         for i, (a, want) in enumerate(zip(args, self.spec[first:], strict=False), first):
-            if want is None:
-                value = _REAL.unpack(_DOUBLE.pack(a))[0] if isinstance(a, float) else int(a)
-                words += (value, 0, 0, 0, 0)
+            if want is float:
+                words += (_REAL.unpack(_DOUBLE.pack(float(a)))[0], 0, 0, 0, 0)
+                continue
+            if want is int:
+                words += (operator.index(a), 0, 0, 0, 0)  # TypeError for a float
                 continue
             if not (
                 isinstance(a, Tensor)

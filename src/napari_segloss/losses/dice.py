@@ -220,7 +220,7 @@ class _FusedCPUDiceLoss(torch.autograd.Function):
         else:
             outs = _fused_cpu.dice_class_mean(dice.part_totals(), *settings)
         loss, reduced, ctx.d_inter, ctx.d_s = outs
-        return loss if reduction == "none" else reduced[0]
+        return loss if reduction == "none" else reduced
 
     @staticmethod
     @once_differentiable
