@@ -305,19 +305,9 @@ def test_fused_dice_output_can_be_added_to_in_place(reduction: str, monkeypatch)
     torch.testing.assert_close(fused, grad(), rtol=1e-4, atol=1e-7)
 
 
-def _thread_paths() -> list:
-    paths = [pytest.param(False, id="thread-pool")]
-    if _parallel.omp_parallel is not None:
-        paths.append(pytest.param(True, id="torch-openmp"))
-    return paths
-
-
-@pytest.mark.parametrize("openmp", _thread_paths())
-def test_thread_split_and_concurrent_callers_agree(openmp: bool, monkeypatch) -> None:
+def test_thread_split_and_concurrent_callers_agree(thread_path: bool) -> None:
     # 2 x 65536 pixels: split over the threads; several Python threads call at once (napari
     # runs maps and training in worker threads)
-    if not openmp:
-        monkeypatch.setattr(_parallel, "omp_parallel", None)
     x, labels, valid = _inputs(2, 3, 65536, True, seed=5)
     g = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
     threads_before = torch.get_num_threads()

@@ -50,17 +50,7 @@ def _record_parts(data):
 _RECORD = _parallel.Region(_record_parts, ((torch.int64, 2), int))
 
 
-def _paths() -> list:
-    paths = [pytest.param(False, id="thread-pool")]
-    if _parallel.omp_parallel is not None:
-        paths.append(pytest.param(True, id="torch-openmp"))
-    return paths
-
-
-@pytest.mark.parametrize("openmp", _paths())
-def test_every_part_runs_once_on_several_threads(openmp: bool, monkeypatch) -> None:
-    if not openmp:
-        monkeypatch.setattr(_parallel, "omp_parallel", None)
+def test_every_part_runs_once_on_several_threads(thread_path: bool) -> None:
     out = torch.zeros((8, 5), dtype=torch.int64)
     _RECORD.run(1, 1, 64, torch.zeros((1, 5), dtype=torch.int64), 10)  # compile outside the timing
     start = time.perf_counter()

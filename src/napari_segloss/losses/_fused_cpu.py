@@ -47,9 +47,7 @@ from torch import Tensor
 from . import _parallel
 
 try:  # numba is a dependency, but the losses must keep working where it cannot import
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
 except ImportError:  # pragma: no cover - exercised only without numba
     njit = None
 
@@ -102,16 +100,6 @@ def _kernel(**options):
 
 if njit is not None:
 
-    @intrinsic
-    def _bits_as_float32(typingctx, bits):
-        """Reinterpret int32 bits as float32 (LLVM bitcast): builds ``2^k`` in the exp."""
-        sig = types.float32(types.int32)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.FloatType())
-
-        return sig, codegen
-
     @_kernel(inline="always")
     def _exp_nonpositive(x):
         """Vectorisable float32 ``exp(x)`` for ``x <= 0``: ``2^k exp(f)`` with ``|f| <= ln2 / 2``
@@ -129,26 +117,18 @@ if njit is not None:
         y = y * f + np.float32(4.9999991059303284e-1)
         y = y * f + _ONE
         y = y * f + _ONE
-        return y * _bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-
-    @intrinsic
-    def _float32_as_bits(typingctx, x):
-        """Reinterpret float32 as int32 bits (LLVM bitcast): exponent and mantissa in the log."""
-        sig = types.int32(types.float32)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-
-        return sig, codegen
+        two_to_k = np.int32((np.int32(k) + np.int32(127)) << np.int32(23))  # bits of 2^k
+        return y * _parallel.reinterpret(two_to_k, np.float32)
 
     @_kernel(inline="always")
     def _log_positive(x):
         """Vectorisable float32 ``ln x`` for ``x > 0`` (arguments below 1e-37 are clamped):
         ``x = 2^e m`` with ``m`` in [sqrt(1/2), sqrt(2)) and the Cephes ``logf`` polynomial."""
         x = max(x, np.float32(1e-37))
-        bits = _float32_as_bits(x)
+        bits = _parallel.reinterpret(x, np.int32)
         e = np.float32((bits >> np.int32(23)) - np.int32(127))
-        m = _bits_as_float32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000))  # [1, 2)
+        mantissa = np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000))
+        m = _parallel.reinterpret(mantissa, np.float32)  # [1, 2)
         big = m > np.float32(1.4142135623730951)
         m = m * np.float32(0.5) if big else m
         e = e + _ONE if big else e
@@ -576,7 +556,8 @@ if njit is not None:
         for r in range(first, last):
             hist[:] = 0
             for i in range(n):
-                key = min(_float32_as_bits(error[r, i]) & np.int32(0x7FFFFFFF), 0x7F7FFFFF)
+                bits = _parallel.reinterpret(error[r, i], np.int32)
+                key = min(bits & np.int32(0x7FFFFFFF), 0x7F7FFFFF)
                 keys[i] = key
                 hist[group[r, i], key >> 20] += 1
             start[0] = 0

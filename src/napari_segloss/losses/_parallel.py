@@ -29,12 +29,14 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from torch import Tensor
 
 try:
     from llvmlite import ir
     from numba import carray, cfunc, njit, types
+    from numba.core.errors import TypingError
     from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised only without numba
     njit = None
@@ -263,11 +265,16 @@ if njit is not None:
         return sig, codegen
 
     @intrinsic
-    def _bits_as_float64(typingctx, bits):
-        sig = types.float64(types.int64)
+    def reinterpret(typingctx, value, as_type):
+        """The bits of ``value`` read as the number type ``as_type`` of the same width
+        (``np.float32``, ``np.int64``, ...): an LLVM bitcast, no conversion."""
+        target = as_type.instance_type
+        if value.bitwidth != target.bitwidth:  # numba widens int32 arithmetic to int64
+            raise TypingError(f"reinterpret needs the same width: {value} as {target}")
+        sig = target(value, as_type)
 
         def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.DoubleType())
+            return builder.bitcast(args[0], context.get_value_type(target))
 
         return sig, codegen
 
@@ -364,4 +371,4 @@ if njit is not None:
 
     @njit(inline="always")
     def real(job, i):
-        return _bits_as_float64(job[_slot(i)])
+        return reinterpret(job[_slot(i)], np.float64)
