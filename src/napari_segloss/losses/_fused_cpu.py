@@ -2,8 +2,10 @@
 logits, each a forward and a backward pass:
 
 * the Dice / PM-Dice eq. 5 sums (:class:`~napari_segloss.losses.dice._SoftmaxHardLabelDice`,
-  with per-class gamma and the TopK losses' fixed masks): :func:`label_dice_sums`,
-  :func:`label_dice_grad`;
+  with per-class gamma and the TopK losses' fixed masks): :class:`LabelDicePass`,
+  :func:`label_dice_sums`, :func:`label_dice_grad`; for the reduced Dice / PM-Dice loss
+  also the class mean (:func:`dice_class_mean`) and, when autograd needs it, the gradient
+  in the same parallel region as the sums (:meth:`LabelDicePass.loss_and_grad`);
 * the cross-entropy family's per-pixel ``-w_t (1 - p_t)^gamma_t log p_t``:
   :func:`label_pixel_loss`, :func:`label_pixel_loss_grad`;
 * Combo's weighted CE: :func:`combo_pixel_ce`, :func:`combo_pixel_ce_grad`;
