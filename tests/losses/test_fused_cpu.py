@@ -182,12 +182,9 @@ def test_fused_class_mean_matches_the_generic_path(
 @pytest.mark.parametrize(
     ("kernel", "name"),
     [
-        *[
-            ("LabelDicePass.part_totals", n)
-            for n in ("ce+pm_dice", "combo", "topk_dice", "focal_dice_zhao")
-        ],
-        # a reduced Dice loss: forward and gradient in one region
-        *[("LabelDicePass.loss_and_grad", n) for n in ("dice", "pm_dice")],
+        *[("LabelDicePass.part_totals", n) for n in ("combo", "topk_dice", "focal_dice_zhao")],
+        # a reduced Dice loss, also inside a compound: forward and gradient in one region
+        *[("LabelDicePass.loss_and_grad", n) for n in ("dice", "pm_dice", "ce+pm_dice")],
         *[
             ("label_pixel_loss", n)
             for n in ("ce", "focal", "mixed_focal", "asymmetric_unified_focal", "ce+pm_dice")
@@ -283,6 +280,40 @@ def test_reduced_dice_loss_computes_its_gradient_in_the_forward(
     xe = x.clone().requires_grad_(True)
     (loss(xe, y) * scale).backward()
     torch.testing.assert_close(first, xe.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"weights": (0.5, 2.0)},
+        {"pm_dice": {"batch_dice": True}},
+        {"ignore_index": 255, "pm_dice": {"gamma": 2.0}},
+    ],
+)
+def test_compound_with_a_self_reducing_dice_matches_the_eager_path(
+    reduction: str, kw: dict, monkeypatch
+) -> None:
+    # with reduction "mean" a compound takes its Dice part reduced (the mean of a weighted
+    # sum is the weighted sum of the means): same value and gradient as the eager path
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 4, 10, 11, generator=g)
+    y = torch.randint(0, 4, (3, 10, 11), generator=g)
+    if "ignore_index" in kw:
+        y[:, :3] = 255
+
+    def value_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.clone().requires_grad_(True)
+        value = get_loss("ce+pm_dice", reduction=reduction, **kw)(xg, y)
+        (value.sum() * 0.7).backward()  # an incoming gradient other than 1
+        return value.detach(), xg.grad
+
+    fused = value_and_grad()
+    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "0")
+    eager = value_and_grad()
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

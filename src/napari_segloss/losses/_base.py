@@ -188,9 +188,10 @@ class SegLoss(nn.Module):
     def per_image(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reduced_loss(self, inp: Prepared) -> Tensor | None:
-        """The loss already reduced by ``reduction``, for a loss with a path that reduces
-        itself (the fused CPU Dice), else None: ``reduce(per_image(inp))`` is used."""
+    def reduced_loss(self, inp: Prepared, reduction: str | None = None) -> Tensor | None:
+        """The loss already reduced by ``reduction`` (default: this loss's), for a loss with
+        a path that reduces itself (the fused CPU Dice), else None: ``reduce(per_image(inp))``
+        is used then."""
         return None
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -94,13 +94,25 @@ class CompoundLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
         total: Tensor | None = None
+        reduced: Tensor | None = None
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
         for w, c in zip(self.weights, comps, strict=True):
-            v = c.per_image(inp if inp is not None else c.prepare(logits, target))
-            v = w * v
+            c_inp = inp if inp is not None else c.prepare(logits, target)
+            # the mean of a weighted sum is the weighted sum of the means (a batch_dice
+            # component's (1,) included), so a component that reduces itself can: the
+            # fused CPU Dice then computes its gradient with its value
+            r = c.reduced_loss(c_inp, "mean") if self.reduction == "mean" else None
+            if r is not None:
+                r = r if w == 1.0 else w * r
+                reduced = r if reduced is None else reduced + r
+                continue
+            v = w * c.per_image(c_inp)
             total = v if total is None else total + v
-        assert total is not None
-        return reduce(total, self.reduction)
+        if total is None:
+            assert reduced is not None
+            return reduced
+        total = reduce(total, self.reduction)
+        return total if reduced is None else total + reduced
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"

@@ -337,9 +337,11 @@ class _DiceBase(RegionLoss):
         ``1 - dsc`` in the eq. 5 form, else None."""
         return None
 
-    def reduced_loss(self, inp: Prepared) -> Tensor | None:
+    def reduced_loss(self, inp: Prepared, reduction: str | None = None) -> Tensor | None:
         gamma = self.fused_gamma(inp)
-        return None if gamma is None else self.fused_label_loss(inp, gamma, self.reduction)
+        if gamma is None:
+            return None
+        return self.fused_label_loss(inp, gamma, reduction or self.reduction)
 
     def dice_per_class(self, inp: Prepared, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if m is None and inp.labels is not None:
