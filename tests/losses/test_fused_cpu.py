@@ -3,7 +3,9 @@ PyTorch autograd Function they replace on CPU (same sums, same gradients)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -534,3 +536,37 @@ def test_start_warm_up_starts_one_background_thread(monkeypatch) -> None:
     _fused_cpu.start_warm_up()
     _fused_cpu.start_warm_up()  # the panels each call it; one compile is enough
     assert started == ["segloss-numba-warm-up"]
+
+
+def test_cache_is_dropped_when_the_parallel_helpers_change(tmp_path) -> None:
+    # numba's cache sees only each function's own file; the regions here inline ._parallel's
+    # job helpers, so a change there must clear this module's cached regions
+    helpers = tmp_path / "_parallel.py"
+    helpers.write_text("LAYOUT = 1\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = [cache / "_fused_cpu._dice_loss_integer-1.py311.nbi", cache / "_fused_cpu.k-2.nbc"]
+    other = cache / "_other.f-1.py311.nbi"
+    for f in (*stale, other):
+        f.write_text("x")
+    assert _fused_cpu._drop_stale_cache(cache, helpers)  # no stamp yet: dropped
+    assert not any(f.exists() for f in stale) and other.exists()
+    for f in stale:
+        f.write_text("x")
+    assert not _fused_cpu._drop_stale_cache(cache, helpers)  # unchanged: kept
+    assert all(f.exists() for f in stale)
+    helpers.write_text("LAYOUT = 2\n")
+    assert _fused_cpu._drop_stale_cache(cache, helpers)
+    assert not any(f.exists() for f in stale)
+
+
+def test_import_checks_the_real_cache_directory() -> None:
+    from numba.core.caching import FunctionCache
+
+    cache_dir = Path(FunctionCache(_fused_cpu._kernel).cache_path)
+    if not cache_dir.is_dir():
+        pytest.skip("numba has no cache directory for this module here")
+    marker = cache_dir / "_fused_cpu.depends-_parallel"
+    assert marker.is_file()
+    digest = hashlib.sha256(Path(_parallel.__file__).read_bytes()).hexdigest()
+    assert marker.read_text() == digest

@@ -38,9 +38,11 @@ Used only for float32 CPU tensors outside ``torch.compile`` tracing and when num
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,6 +85,24 @@ def applies(x: Tensor) -> bool:
 
 # torch >= 2.3 has torch.compiler.is_compiling; looked up once (this runs at every loss call)
 _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+
+
+def _drop_stale_cache(cache_dir: Path, dependency: Path, prefix: str = "_fused_cpu.") -> bool:
+    """Delete this module's numba cache files in ``cache_dir`` when ``dependency`` changed
+    since they were written; True if it deleted them.
+
+    numba keys its disk cache on the source file of each function alone, but the parallel
+    regions compiled here inline the job helpers of :mod:`._parallel` (and the job layout
+    they share with its Python side): an edit there alone would leave stale regions that
+    read the job wrongly. A digest of that file, kept next to the cache, catches it."""
+    digest = hashlib.sha256(dependency.read_bytes()).hexdigest()
+    marker = cache_dir / f"{prefix}depends-{dependency.stem}"
+    if marker.is_file() and marker.read_text() == digest:
+        return False
+    for f in cache_dir.glob(f"{prefix}*.nb[ic]"):
+        f.unlink(missing_ok=True)
+    marker.write_text(digest)
+    return True
 
 
 def _kernel(**options):
@@ -1369,6 +1389,24 @@ def label_dice_grad(
     """``dL/dx`` (B, K, N) float32 from ``dL/dI`` and ``dL/dS`` (B, K) of
     :func:`label_dice_sums` (same inputs)."""
     return LabelDicePass(x, labels, valid, gamma, sq, label_m, off_m).grad(g_inter, g_s)
+
+
+def _check_cache() -> None:
+    """:func:`_drop_stale_cache` for the directory numba caches this module in (nothing on
+    any error, a read-only install say: the worst case is then a stale cache, as without
+    it)."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        cache_dir = Path(FunctionCache(_kernel).cache_path)  # numba creates it
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _drop_stale_cache(cache_dir, Path(_parallel.__file__))
+    except Exception:  # a cache check must never break the import
+        pass
+
+
+if njit is not None:
+    _check_cache()
 
 
 def warm_up() -> None:
