@@ -1346,20 +1346,6 @@ class LabelDicePass:
         return grad
 
 
-def label_dice_totals(
-    x: Tensor,
-    labels: Tensor,
-    valid: Tensor | None,
-    gamma: float | Sequence[float],
-    sq: int,
-    label_m: Tensor | None = None,
-    off_m: Tensor | None = None,
-) -> np.ndarray:
-    """The eq. 5 sums of ``_SoftmaxHardLabelDice`` and the valid pixels per class as one
-    float64 array (B, 4, K): ``I, S, Y, counts`` (arguments as in :class:`LabelDicePass`)."""
-    return LabelDicePass(x, labels, valid, gamma, sq, label_m, off_m).part_totals().sum(0)
-
-
 def label_dice_sums(
     x: Tensor,
     labels: Tensor,
@@ -1369,8 +1355,9 @@ def label_dice_sums(
     label_m: Tensor | None = None,
     off_m: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`label_dice_totals` as four (B, K) float32 tensors ``(I, S, Y, counts)``."""
-    totals = label_dice_totals(x, labels, valid, gamma, sq, label_m, off_m)
+    """The eq. 5 sums of ``_SoftmaxHardLabelDice`` and the valid pixels per class as four
+    (B, K) float32 tensors ``(I, S, Y, counts)`` (arguments as in :class:`LabelDicePass`)."""
+    totals = LabelDicePass(x, labels, valid, gamma, sq, label_m, off_m).part_totals().sum(0)
     sums = torch.from_numpy(totals.astype(np.float32))
     return sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
 

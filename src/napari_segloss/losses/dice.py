@@ -326,10 +326,9 @@ class _DiceBase(RegionLoss):
         if inp.labels is None or not _fused_cpu.applies(inp.logits):
             return None
         x, labels, valid = label_logits(inp)
-        g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
         sq = 2 if self.squared else 1
         drop = self.drops_background(inp)
-        args = (g, sq, self.eps, self.batch_dice, drop, self.skip_absent, reduction)
+        args = (gamma, sq, self.eps, self.batch_dice, drop, self.skip_absent, reduction)
         return _FusedCPUDiceLoss.apply(x, labels, valid, *args)
 
     def fused_gamma(self, inp: Prepared) -> float | tuple[float, ...] | None:
@@ -379,7 +378,7 @@ class DiceLoss(_DiceBase):
         return 0.0
 
     def per_image(self, inp: Prepared) -> Tensor:
-        fused = self.fused_label_loss(inp, 0.0)
+        fused = self.reduced_loss(inp, "none")
         if fused is not None:
             return fused
         dsc, y_sum = self.dice_per_class(inp)
@@ -435,7 +434,7 @@ class PMDiceLoss(_DiceBase):
 
     def per_image(self, inp: Prepared) -> Tensor:
         per_class = isinstance(self.gamma, tuple)
-        fused = self.fused_label_loss(inp, self.fused_gamma(inp))
+        fused = self.reduced_loss(inp, "none")
         if fused is not None:
             return fused
         # integer labels elsewhere (GPU, half precision, compile): the one-hot-free eager
