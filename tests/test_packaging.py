@@ -26,9 +26,9 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
 def test_package_manifest_is_relative_symlink_to_root() -> None:
-    link = REPO / "src" / "napari_segloss" / "napari.yaml"
-    assert link.is_symlink(), "src/napari_segloss/napari.yaml must link to the root manifest"
-    assert os.readlink(link) == "../../napari.yaml"
+    link = REPO / "napari_segloss" / "napari.yaml"
+    assert link.is_symlink(), "napari_segloss/napari.yaml must link to the root manifest"
+    assert os.readlink(link) == "../napari.yaml"
     assert link.resolve() == (REPO / "napari.yaml").resolve()
 
 
@@ -81,8 +81,8 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         if (REPO / name).exists():
             shutil.copy2(REPO / name, src / name)
     shutil.copytree(
-        REPO / "src",
-        src / "src",
+        REPO / "napari_segloss",
+        src / "napari_segloss",
         symlinks=True,
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
     )

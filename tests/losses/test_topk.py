@@ -9,16 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_segloss.losses import _fused_cpu, get_loss
+from napari_segloss.losses import get_loss
 from napari_segloss.losses._topk import topk_keep, topk_mask, topk_rows
-
-
-@pytest.fixture(autouse=True, params=["numba", "torch"])
-def impl(request, monkeypatch) -> str:
-    """Every test runs on both selections: the numba kernel (CPU) and the radix select in
-    PyTorch (GPU, other dtypes, torch.compile)."""
-    monkeypatch.setenv("SEGLOSS_FUSED_CPU", "1" if request.param == "numba" else "0")
-    return request.param
 
 
 def reference_keep_sum(
@@ -53,19 +45,13 @@ def selections(draw):
     return error, group, count
 
 
-# the env fixture is idempotent across examples, so the function-scoped fixture is fine
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(sel=selections())
-def test_topk_keep_selects_the_largest_per_group(sel, impl: str) -> None:
+def test_topk_keep_selects_the_largest_per_group(sel) -> None:
     error, group, count = sel
     keep = topk_keep(error, group, count)
-    if impl == "numba":  # the same mask as the PyTorch radix select, exactly
-        assert _fused_cpu.applies(error)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("SEGLOSS_FUSED_CPU", "0")
-            torch.testing.assert_close(topk_keep(error, group, count), keep, rtol=0, atol=0)
     assert keep.shape == error.shape and keep.dtype == torch.float32
     assert bool(((keep >= 0) & (keep <= 1)).all())
     assert float(keep[group == count.shape[1]].abs().sum()) == 0.0  # excluded: never kept
@@ -113,7 +99,7 @@ def test_topk_rows_and_mask_match_a_sorted_selection() -> None:
 
 
 @pytest.mark.parametrize("name", ["topk_dice", "focal_dice_zhao", "topk_ce"])
-def test_topk_losses_are_order_invariant_with_ties(name: str, impl: str) -> None:
+def test_topk_losses_are_order_invariant_with_ties(name: str) -> None:
     # saturated logits make many exactly equal errors; the loss value does not depend on
     # where a pixel sits in the image. TopK Dice's grouped selection shares ties over the whole
     # image, so its gradient is order invariant too; so are the others' on CPU (the numba
@@ -130,7 +116,7 @@ def test_topk_losses_are_order_invariant_with_ties(name: str, impl: str) -> None
     xb = xp.clone().requires_grad_(True)
     la, lb = loss(xa, y), loss(xb, yp)
     torch.testing.assert_close(la, lb)
-    if name == "topk_dice" or impl == "numba":
+    if name == "topk_dice":
         la.backward()
         lb.backward()
         torch.testing.assert_close(xa.grad.flatten(2)[..., perm], xb.grad.flatten(2))

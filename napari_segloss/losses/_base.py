@@ -188,16 +188,8 @@ class SegLoss(nn.Module):
     def per_image(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reduced_loss(self, inp: Prepared, reduction: str | None = None) -> Tensor | None:
-        """The loss already reduced by ``reduction`` (default: this loss's), for a loss with
-        a path that reduces itself (the fused CPU Dice), else None: ``reduce(per_image(inp))``
-        is used then."""
-        return None
-
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        inp = self.prepare(logits, target)
-        loss = self.reduced_loss(inp)
-        return reduce(self.per_image(inp), self.reduction) if loss is None else loss
+        return reduce(self.per_image(self.prepare(logits, target)), self.reduction)
 
     def extra_repr(self) -> str:
         keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]

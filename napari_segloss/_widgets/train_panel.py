@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloss.losses._fused_cpu import start_warm_up
 
 from ._common import (
     CheckpointPicker,
@@ -117,8 +116,6 @@ class TrainWidget(QWidget):
         from .loss_explorer import _LossParamForm
 
         super().__init__(parent)
-        # compile the CPU loss kernels in the background (cached on disk after the first time)
-        start_warm_up()
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop = threading.Event()

@@ -3,7 +3,6 @@ Unified Focal and the WSDice cascade ``beta * Focal - log(WSDice)``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -11,9 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from . import _fused_cpu
 from ._base import TINY, RegionLoss, SegLoss, check_choice, check_float, check_float_or_seq, reduce
-from ._input import REDUCTIONS, Prepared, label_logits
+from ._input import REDUCTIONS, Prepared
 from .cross_entropy import (
     _finish,
     _pixel_weights,
@@ -94,25 +92,16 @@ class CompoundLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
         total: Tensor | None = None
-        reduced: Tensor | None = None
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
         for w, c in zip(self.weights, comps, strict=True):
             c_inp = inp if inp is not None else c.prepare(logits, target)
             # the mean of a weighted sum is the weighted sum of the means (a batch_dice
             # component's (1,) included), so a component that reduces itself can: the
             # fused CPU Dice then computes its gradient with its value
-            r = c.reduced_loss(c_inp, "mean") if self.reduction == "mean" else None
-            if r is not None:
-                r = r if w == 1.0 else w * r
-                reduced = r if reduced is None else reduced + r
-                continue
             v = w * c.per_image(c_inp)
             total = v if total is None else total + v
-        if total is None:
-            assert reduced is not None
-            return reduced
-        total = reduce(total, self.reduction)
-        return total if reduced is None else total + reduced
+        assert total is not None
+        return reduce(total, self.reduction)
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"
@@ -165,29 +154,6 @@ class _SumLog1mP(torch.autograd.Function):
         return d.mul_(g.unsqueeze(1))
 
 
-class _FusedCPUComboCE(torch.autograd.Function):
-    """Combo's per-pixel weighted CE for integer labels (multiclass) from the fused numba
-    kernels of :mod:`._fused_cpu`: ``log(1 - p_c)`` from the other classes' share instead of
-    ``expm1`` (a scalar loop in PyTorch on CPU), one pass each way."""
-
-    @staticmethod
-    def forward(ctx, x, labels, v, beta):  # type: ignore[override]
-        ctx.save_for_backward(x, labels, v)
-        ctx.beta = beta
-        return _fused_cpu.combo_pixel_ce(x, labels, v, beta, _LOG1M_FLOOR)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_out):  # type: ignore[override]
-        x, labels, v = ctx.saved_tensors
-        grad = _fused_cpu.combo_pixel_ce_grad(x, labels, v, ctx.beta, _LOG1M_FLOOR, g_out)
-        return grad, None, None, None
-
-
-#: ``log(1 - p)`` where the log-probability clamp holds (``log(-expm1(_LOG1M_CLAMP))``)
-_LOG1M_FLOOR = math.log(-math.expm1(_LOG1M_CLAMP))
-
-
 @register("combo")
 class ComboLoss(RegionLoss):
     """Combo loss (Taghanaki et al. 2019; Yeung et al. 2021 eqs. 16-17):
@@ -216,9 +182,6 @@ class ComboLoss(RegionLoss):
     def _weighted_ce(self, inp: Prepared) -> Tensor:
         """Per-pixel ``L_mCE`` terms summed over the class channels, (B, *sp) or (B, N)."""
         b = self.beta
-        if inp.labels is not None and inp.mode == "multiclass" and _fused_cpu.applies(inp.logits):
-            x, lab, v = label_logits(inp)
-            return _FusedCPUComboCE.apply(x, lab, v, b)  # (B, N), zero at ignored pixels
         if inp.labels is not None and inp.mode == "multiclass":
             # one-hot-free: sum_c [b y log p + (1 - b)(1 - y) log(1 - p)]
             #   = b log p_y + (1 - b) (sum_c log(1 - p_c) - log(1 - p_y))

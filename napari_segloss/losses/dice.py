@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import _fused_cpu
 from ._base import (
     TINY,
     RegionLoss,
@@ -167,75 +166,6 @@ class _SoftmaxHardLabelDice(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
-class _FusedCPULabelDice(torch.autograd.Function):
-    """The sums and gradient of :class:`_SoftmaxHardLabelDice` from the fused numba kernels of
-    :mod:`._fused_cpu`: one pass over the logits each way, the softmax recomputed in the
-    backward instead of stored; ``gamma`` may be one value per class here."""
-
-    @staticmethod
-    def forward(ctx, x, labels, v, gamma, squared, label_m, off_m):  # type: ignore[override]
-        sq = 2 if squared else 1
-        inter, s, y2, counts = _fused_cpu.label_dice_sums(x, labels, v, gamma, sq, label_m, off_m)
-        ctx.save_for_backward(x, labels, v, label_m, off_m)
-        ctx.gamma, ctx.sq = gamma, sq
-        ctx.mark_non_differentiable(y2, counts)
-        return inter, s, y2, counts
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_inter, g_s, _g_y2, _g_counts):  # type: ignore[override]
-        x, labels, v, label_m, off_m = ctx.saved_tensors
-        grad = _fused_cpu.label_dice_grad(
-            x, labels, v, ctx.gamma, ctx.sq, g_inter, g_s, label_m, off_m
-        )
-        return grad, None, None, None, None, None, None
-
-
-class _FusedCPUDiceLoss(torch.autograd.Function):
-    """The Dice / PM-Dice loss for integer labels as one autograd node, reduced: the eq. 5
-    sums from the fused CPU kernels (:class:`._fused_cpu.LabelDicePass`), the class mean
-    and the reduction (:func:`._fused_cpu.dice_class_mean`, float64) and the gradient of
-    that chain written out. The same values as :meth:`RegionLoss.class_mean` over
-    :func:`label_dice` and :func:`reduce` (tested), without their small tensor operations
-    and autograd nodes: at every training step they run with cold caches, where each costs
-    10-40 us.
-
-    ``reduction``: "none" (per-image (B,), (1,) with ``batch``), "mean" or "sum";
-    ``drop_background``: class 0 leaves the class mean; ``skip_absent``: so do the classes
-    without a label in the image."""
-
-    @staticmethod
-    def forward(
-        ctx, x, labels, valid, gamma, sq, eps, batch, drop_background, skip_absent, reduction
-    ):  # type: ignore[override]
-        dice = _fused_cpu.LabelDicePass(x, labels, valid, gamma, sq)
-        settings = (eps, batch, drop_background, skip_absent, reduction == "mean")
-        ctx.save_for_backward(x, labels, valid)  # for autograd's in-place modification check
-        ctx.dice, ctx.early_grad = dice, None
-        if reduction != "none" and ctx.needs_input_grad[0]:
-            # the gradient for an incoming gradient of 1 (loss.backward()) in the same
-            # parallel region as the forward pass, while the logits are still in cache; the
-            # backward then has nothing left to do but hand it over
-            outs, ctx.early_grad = dice.loss_and_grad(*settings)
-        else:
-            outs = _fused_cpu.dice_class_mean(dice.part_totals(), *settings)
-        loss, reduced, ctx.d_inter, ctx.d_s = outs
-        return loss if reduction == "none" else reduced
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_loss):  # type: ignore[override]
-        ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
-        none = (None,) * 9
-        grad, ctx.early_grad = ctx.early_grad, None  # used once (retain_graph: recomputed)
-        if grad is not None:  # a CPU scalar: numpy reads it without a tensor op
-            return (grad if g_loss.detach().numpy() == 1.0 else grad.mul_(g_loss)), *none
-        g = g_loss.double()
-        if g.dim():  # reduction "none": one per image (B,), or (1,) for the batch
-            g = g[:, None]
-        return ctx.dice.grad(ctx.d_inter * g, ctx.d_s * g), *none
-
-
 def _off_label_terms(p: Tensor, e: float, v: Tensor | None, off_m: Tensor | None) -> Tensor:
     """``m p'^s`` off the label: ``p^(gamma + s)``, times the validity and extra masks."""
     t = _power(p, e)
@@ -286,13 +216,8 @@ def label_dice(
     (B, K, N) tensors and no one-hot target.
     """
     k = x.shape[1]
-    if _fused_cpu.applies(x):  # recomputes the softmax itself: probs is not needed
-        g = tuple(float(v) for v in gamma) if isinstance(gamma, tuple) else float(gamma)
-        inter, s, y2, label_counts = _FusedCPULabelDice.apply(
-            x, labels, valid, g, squared, label_m, off_m
-        )
-    elif isinstance(gamma, tuple):
-        raise ValueError("a per-class gamma on this path needs float32 CPU logits")
+    if isinstance(gamma, tuple):
+        raise ValueError("a per-class gamma on this path is not supported")
     else:
         inter, s, y2 = _SoftmaxHardLabelDice.apply(
             x, labels, valid, float(gamma), squared, probs, label_m, off_m
@@ -316,31 +241,6 @@ class _DiceBase(RegionLoss):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         check_bool("squared", squared)
         self.squared = squared
-
-    def fused_label_loss(
-        self, inp: Prepared, gamma: float | tuple[float, ...], reduction: str = "none"
-    ) -> Tensor | None:
-        """The loss ``class_mean(1 - dsc)`` of eq. 5, reduced by ``reduction``, from
-        :class:`_FusedCPUDiceLoss` when it applies (integer labels and float32 CPU
-        logits), else None."""
-        if inp.labels is None or not _fused_cpu.applies(inp.logits):
-            return None
-        x, labels, valid = label_logits(inp)
-        sq = 2 if self.squared else 1
-        drop = self.drops_background(inp)
-        args = (gamma, sq, self.eps, self.batch_dice, drop, self.skip_absent, reduction)
-        return _FusedCPUDiceLoss.apply(x, labels, valid, *args)
-
-    def fused_gamma(self, inp: Prepared) -> float | tuple[float, ...] | None:
-        """The gamma of :meth:`fused_label_loss` when this loss is the class mean of
-        ``1 - dsc`` in the eq. 5 form, else None."""
-        return None
-
-    def reduced_loss(self, inp: Prepared, reduction: str | None = None) -> Tensor | None:
-        gamma = self.fused_gamma(inp)
-        if gamma is None:
-            return None
-        return self.fused_label_loss(inp, gamma, reduction or self.reduction)
 
     def dice_per_class(self, inp: Prepared, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if m is None and inp.labels is not None:
@@ -374,13 +274,7 @@ class DiceLoss(_DiceBase):
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
 
-    def fused_gamma(self, inp: Prepared) -> float:
-        return 0.0
-
     def per_image(self, inp: Prepared) -> Tensor:
-        fused = self.reduced_loss(inp, "none")
-        if fused is not None:
-            return fused
         dsc, y_sum = self.dice_per_class(inp)
         return self.class_mean(1.0 - dsc, self.class_weights(inp, y_sum))
 
@@ -427,16 +321,8 @@ class PMDiceLoss(_DiceBase):
             return err
         return err.pow(g)
 
-    def fused_gamma(self, inp: Prepared) -> float | tuple[float, ...]:
-        if isinstance(self.gamma, tuple) and inp.labels is not None:
-            self.class_gammas(inp)  # the length check
-        return self.gamma
-
     def per_image(self, inp: Prepared) -> Tensor:
         per_class = isinstance(self.gamma, tuple)
-        fused = self.reduced_loss(inp, "none")
-        if fused is not None:
-            return fused
         # integer labels elsewhere (GPU, half precision, compile): the one-hot-free eager
         # path, for one gamma; a per-class gamma there takes the one-hot form
         if inp.labels is not None and not per_class:

@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloss.losses._fused_cpu import start_warm_up
 from napari_segloss.whatif import (
     WHATIF_KINDS,
     labels_to_probabilities,
@@ -352,8 +351,6 @@ class LossExplorerWidget(QWidget):
         from napari.layers import Image, Labels
 
         super().__init__(parent)
-        # compile the CPU loss kernels in the background (cached on disk after the first time)
-        start_warm_up()
         self.viewer = napari_viewer
         self._worker: Any = None
         self._pending = False

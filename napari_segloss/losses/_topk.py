@@ -25,8 +25,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _fused_cpu
-
 #: radix digits (shift, width) of the 31 value bits of a non-negative float32, high to low
 _DIGITS = ((20, 11), (10, 10), (0, 10))
 
@@ -121,8 +119,6 @@ def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
     Ties at the threshold get ``remaining / n_tied`` (see the module docstring). On CPU
     (float32) a numba kernel computes the same mask (:func:`._fused_cpu.topk_keep`).
     """
-    if _fused_cpu.applies(error):
-        return _fused_cpu.topk_keep(error, group, count).view(error.shape)
     sel = _radix_select(error, group, count)
     # rows with nothing to keep got top = bins on the first digit: above every finite float
     t = sel.threshold.clamp_max(2**31 - 1).int().index_select(0, sel.row)
@@ -144,9 +140,6 @@ def topk_rows(scores: Tensor, count: Tensor, k_static: int) -> Tensor:
     over the whole rows instead, so there all tied pixels share.
     """
     shape = scores.shape
-    if _fused_cpu.applies(scores):  # numba: the exact selection over whole rows, no topk
-        s = scores.reshape(-1, shape[-1]) + 0.0
-        return _fused_cpu.topk_keep(s, s < 0, count.reshape(-1, 1)).view(shape)
     # + 0.0 turns -0.0 into 0.0; then non-negative floats order like their int32 bit
     # patterns (and the negative excluded ones rank below), and torch.topk on int32 runs
     # about 30 % faster than on float32 on CPU

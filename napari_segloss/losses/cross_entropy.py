@@ -20,9 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from . import _fused_cpu
 from ._base import (
     TINY,
     PixelLoss,
@@ -32,7 +30,7 @@ from ._base import (
     per_channel,
     view_channels,
 )
-from ._input import Prepared, label_logits
+from ._input import Prepared
 from ._topk import topk_count, topk_rows
 from .registry import register
 
@@ -77,25 +75,6 @@ def label_log_prob(inp: Prepared) -> Tensor:
     return F.log_softmax(x, dim=1).gather(1, inp.labels)
 
 
-class _FusedCPULabelPixelLoss(torch.autograd.Function):
-    """:func:`hard_label_pixel_loss` on CPU from the fused numba kernels of
-    :mod:`._fused_cpu`: log-softmax, the focal factor and the class weight in one pass over
-    the logits, the gradient in one more (no log-probability tensor, no gather/scatter)."""
-
-    @staticmethod
-    def forward(ctx, x, labels, v, gammas, weights):  # type: ignore[override]
-        ctx.save_for_backward(x, labels, v)
-        ctx.gammas, ctx.weights = gammas, weights
-        return _fused_cpu.label_pixel_loss(x, labels, v, gammas, weights)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_out):  # type: ignore[override]
-        x, labels, v = ctx.saved_tensors
-        grad = _fused_cpu.label_pixel_loss_grad(x, labels, v, ctx.gammas, ctx.weights, g_out)
-        return grad, None, None, None, None
-
-
 def hard_label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor | None) -> Tensor:
     """Fast path for integer labels (binary / multiclass): ``-w_t (1 - p_t)^gamma log p_t``
     per pixel (B, *spatial) from the log-probability of the labelled class only (gather), the
@@ -104,13 +83,6 @@ def hard_label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor 
     On CPU (float32 logits) the fused numba kernels compute it (:class:`_FusedCPULabelPixelLoss`,
     same values and gradients)."""
     assert inp.labels is not None
-    if _fused_cpu.applies(inp.logits):
-        x, lab, v = label_logits(inp)
-        k = x.shape[1]
-        out = _FusedCPULabelPixelLoss.apply(
-            x, lab, v, _fused_cpu.class_table(gamma, k), _fused_cpu.class_table(weights, k, 1.0)
-        )
-        return out.view(inp.labels.shape[0], *inp.labels.shape[2:])
     lab = inp.labels
     lp_t = label_log_prob(inp)
     out = -lp_t
