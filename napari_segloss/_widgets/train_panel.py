@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-
 from ._common import (
     CheckpointPicker,
     LayerPicker,
