@@ -24,7 +24,7 @@ from .dice import (
     TopKDiceLoss,
     WSDiceLoss,
 )
-from .registry import accepted_params, get_loss, list_losses, register
+from .registry import accepted_params, get_loss, list_losses, loss_parameters, register
 from .tversky import CosineTverskyLoss, FocalTverskyLoss, TverskyLoss
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "accepted_params",
     "get_loss",
     "list_losses",
+    "loss_parameters",
     "prepare",
     "register",
 ]

@@ -45,9 +45,11 @@ def list_losses(include_aliases: bool = False) -> list[str]:
     return sorted(names) + list(PAPER_COMPOUNDS)
 
 
-def accepted_params(cls: type[nn.Module]) -> list[str]:
-    """Keyword parameters accepted by ``cls`` (walking the ``**kwargs`` chain of its bases)."""
-    out: list[str] = []
+def class_parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``cls`` with their defaults and annotations, walking the
+    ``**kwargs`` chain of its bases (a subclass's default wins); parameters the class fixes
+    itself (``fixed_params``) are left out."""
+    out: dict[str, inspect.Parameter] = {}
     fixed = set(getattr(cls, "fixed_params", ()))
     for klass in cls.__mro__:
         if klass in (nn.Module, object) or "__init__" not in vars(klass):
@@ -56,9 +58,42 @@ def accepted_params(cls: type[nn.Module]) -> list[str]:
         for p in sig.parameters.values():
             if p.name == "self" or p.name in fixed or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
-            if p.name not in out:
-                out.append(p.name)
+            out.setdefault(p.name, p)
     return out
+
+
+def accepted_params(cls: type[nn.Module]) -> list[str]:
+    """Names of the keyword parameters accepted by ``cls`` (see :func:`class_parameters`)."""
+    return list(class_parameters(cls))
+
+
+def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of the loss ``name`` with defaults and annotations: what
+    ``get_loss(name, **params)`` accepts (forms and docs read them from here).
+
+    A compound ``"a+b"`` takes ``weights`` and one dict of parameters per component
+    (``get_loss("ce+pm_dice", weights=(1, 1), pm_dice={"gamma": 2.0})``).
+
+    Raises:
+        ValueError: unknown name (with close matches).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"loss name must be a non-empty string, got {name!r}")
+    if "+" in name:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        out = {"weights": inspect.Parameter("weights", kw, default=None)}
+        for part in name.split("+"):
+            canon = _canonical(part)
+            out[canon] = inspect.Parameter(canon, kw, default={})
+        return out
+    return class_parameters(_resolve(name))
+
+
+def _canonical(name: str) -> str:
+    """The registered name of ``name`` (an alias or a registered name; ValueError if unknown)."""
+    _resolve(name)
+    key = name.strip().lower()
+    return _ALIASES.get(key, key)
 
 
 def _resolve(name: str) -> type[SegLoss]:
