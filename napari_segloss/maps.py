@@ -16,6 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .losses import get_loss, prepare
+from .losses.functional import abs_error
+
 __all__ = ["MAP_KINDS", "contribution_map", "error_map", "modulating_map"]
 
 MAP_KINDS: tuple[str, ...] = ("gradient", "value")
@@ -158,8 +161,6 @@ def modulating_map(
 
 def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:
     if isinstance(loss, str):
-        from .losses import get_loss
-
         # reduction="none": per-image losses, so an image's map does not depend on the batch
         params = {"reduction": "none", **params}
         return get_loss(loss, **params)
@@ -182,8 +183,6 @@ def _prepared(module: nn.Module, logits: Tensor, target: Tensor) -> Any:
     comps = getattr(module, "components", None)
     if comps is not None and len(comps) and hasattr(comps[0], "prepare"):
         return comps[0].prepare(logits, target)
-    from .losses import prepare
-
     return prepare(logits, target)
 
 
@@ -196,7 +195,7 @@ def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
     loss sees, eq. 5). Multilabel: the mean over labels of ``|y_c - p_c|``. Ignored pixels: 0.
     """
     inp = _prepared(loss, logits, target)
-    err = (inp.target - inp.probs).abs()
+    err = abs_error(inp.target, inp.probs, inp.complement)
     if hasattr(loss, "modulating_term"):
         err = err * loss.modulating_term(inp)
     out = err.sum(1) / (inp.num_channels if inp.mode == "multilabel" else 2.0)

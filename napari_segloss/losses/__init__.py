@@ -1,18 +1,22 @@
 """Imbalance-aware segmentation losses (pure torch; imports neither Qt nor napari).
 
 ``get_loss(name, **params)`` builds any registered loss or an ``a+b`` compound;
-``list_losses()`` lists the names. Call convention: ``loss(logits, target)`` with logits
-``(B, C, *spatial)`` (2D or 3D) and integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or
-one-hot / soft targets ``(B, C, *spatial)``. See DESIGN.md ("Losses") and each class docstring
-for the paper and equation it implements.
+``list_losses()`` lists the names and ``loss_parameters(name)`` their parameters. Call
+convention: ``loss(logits, target)`` with logits ``(B, C, *spatial)`` (2D or 3D) and integer
+labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot / soft targets
+``(B, C, *spatial)``. Each class docstring cites the paper and equation it implements.
+
+Modules: ``inputs`` (the one place inputs are checked and converted), ``functional`` (the sums
+and terms every family shares), ``base`` (the classes' contract), one module per family
+(``dice``, ``cross_entropy``, ``tversky``, ``combo``, ``unified_focal``), ``topk`` (the top-k
+selection of the TopK losses) and ``registry`` (names, ``a+b`` compounds).
 """
 
 from __future__ import annotations
 
-from . import compound, cross_entropy, dice, tversky  # noqa: F401  (registers the losses)
-from ._base import PixelLoss, RegionLoss, SegLoss
-from ._input import Prepared, prepare
-from .compound import PAPER_COMPOUNDS, CompoundLoss
+from . import combo, cross_entropy, dice, tversky, unified_focal  # noqa: F401 (registers)
+from .base import AllClassesRegionLoss, PixelLoss, RegionLoss, SegLoss
+from .combo import ComboLoss, FocalLogWSDiceLoss
 from .cross_entropy import CrossEntropyLoss, FocalLoss, TopKCELoss
 from .dice import (
     DiceLoss,
@@ -24,21 +28,36 @@ from .dice import (
     TopKDiceLoss,
     WSDiceLoss,
 )
-from .registry import accepted_params, get_loss, list_losses, loss_parameters, register
+from .inputs import Prepared, prepare
+from .registry import (
+    PAPER_COMPOUNDS,
+    CompoundLoss,
+    accepted_params,
+    get_loss,
+    list_losses,
+    loss_parameters,
+    register,
+)
 from .tversky import CosineTverskyLoss, FocalTverskyLoss, TverskyLoss
+from .unified_focal import AsymmetricUnifiedFocalLoss, MixedFocalLoss, UnifiedFocalLoss
 
 __all__ = [
     "PAPER_COMPOUNDS",
+    "AllClassesRegionLoss",
+    "AsymmetricUnifiedFocalLoss",
+    "ComboLoss",
     "CompoundLoss",
     "CosineTverskyLoss",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalDiceLoss",
     "FocalDiceZhaoLoss",
+    "FocalLogWSDiceLoss",
     "FocalLoss",
     "FocalTverskyLoss",
     "GeneralizedDiceLoss",
     "LogDiceLoss",
+    "MixedFocalLoss",
     "PMDiceLoss",
     "PixelLoss",
     "Prepared",
@@ -47,6 +66,7 @@ __all__ = [
     "TopKCELoss",
     "TopKDiceLoss",
     "TverskyLoss",
+    "UnifiedFocalLoss",
     "WSDiceLoss",
     "accepted_params",
     "get_loss",

@@ -1,4 +1,5 @@
-"""Loss registry: names -> classes, ``get_loss`` / ``list_losses`` and ``a+b`` compounds."""
+"""Loss registry: names -> classes, ``get_loss`` / ``list_losses`` / ``loss_parameters``, and
+the ``a+b`` compounds (:class:`CompoundLoss`, the PM-Dice paper's table rows)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,92 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from ._base import SegLoss
+from .base import SegLoss, check_choice, reduce
+from .inputs import REDUCTIONS
+
+#: every row of the PM-Dice paper's tables 1-3 that is a sum of two losses
+PAPER_COMPOUNDS: tuple[str, ...] = (
+    "ce+dice",
+    "focal+dice",
+    "topk_ce+dice",
+    "ce+topk_dice",
+    "topk_ce+topk_dice",
+    "ce+pm_dice",
+    "focal+pm_dice",
+)
+
+
+class CompoundLoss(nn.Module):
+    """Weighted sum ``sum_j w_j L_j`` of registered losses (PM-Dice paper tables 1-3: plain
+    sums, all weights 1.0 by default).
+
+    Components run with ``reduction="none"`` and their per-image vectors are added (a
+    ``batch_dice`` component's ``(1,)`` broadcasts over the batch), then reduced. When all
+    components share mode / ignore_index / validate, the inputs are prepared once (softmax,
+    complements and the label split are computed once and shared).
+
+    Attributes:
+        components: ``nn.ModuleList`` of the component losses.
+        weights: tuple of floats, one per component.
+    """
+
+    def __init__(
+        self,
+        components: Sequence[SegLoss],
+        *,
+        weights: Sequence[float] | None = None,
+        reduction: str = "mean",
+        names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(components) < 2:
+            raise ValueError(f"a compound needs at least 2 components, got {len(components)}")
+        for c in components:
+            if not isinstance(c, SegLoss):
+                raise ValueError(
+                    f"compound components must be registered losses, got {type(c).__name__}"
+                )
+        if weights is None:
+            weights = (1.0,) * len(components)
+        if isinstance(weights, str) or not isinstance(weights, Sequence):
+            raise ValueError(f"weights must be a sequence of floats, got {weights!r}")
+        if len(weights) != len(components):
+            raise ValueError(
+                f"weights needs one value per component ({len(components)}), got {len(weights)}"
+            )
+        ws = []
+        for i, w in enumerate(weights):
+            if isinstance(w, bool) or not isinstance(w, int | float):
+                raise ValueError(f"weights[{i}] must be a real number, got {w!r}")
+            ws.append(float(w))
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.components = nn.ModuleList(components)
+        self.weights = tuple(ws)
+        self.reduction = reduction
+        self.names = (
+            tuple(names)
+            if names is not None
+            else tuple(getattr(c, "loss_name", type(c).__name__) for c in components)
+        )
+        keys = {(c.mode, c.ignore_index, c.validate) for c in components}
+        self._shared_prepare = len(keys) == 1
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
+        total: Tensor | None = None
+        inp = comps[0].prepare(logits, target) if self._shared_prepare else None
+        for w, c in zip(self.weights, comps, strict=True):
+            c_inp = inp if inp is not None else c.prepare(logits, target)
+            v = w * c.per_image(c_inp)
+            total = v if total is None else total + v
+        assert total is not None
+        return reduce(total, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"
+
 
 _REGISTRY: dict[str, type[SegLoss]] = {}
 _ALIASES: dict[str, str] = {}
@@ -40,8 +124,6 @@ def list_losses(include_aliases: bool = False) -> list[str]:
     names = set(_REGISTRY)
     if include_aliases:
         names |= set(_ALIASES)
-    from .compound import PAPER_COMPOUNDS
-
     return sorted(names) + list(PAPER_COMPOUNDS)
 
 
@@ -142,9 +224,7 @@ def get_loss(name: str, **params: Any) -> nn.Module:
     return _build(name, params)
 
 
-def _build_compound(name: str, params: Mapping[str, Any]) -> nn.Module:
-    from .compound import CompoundLoss
-
+def _build_compound(name: str, params: Mapping[str, Any]) -> CompoundLoss:
     parts = [p.strip().lower() for p in name.split("+")]
     if any(not p for p in parts):
         raise ValueError(f"compound loss name {name!r} has an empty component")

@@ -1,8 +1,9 @@
 """Tversky family: Tversky, Focal Tversky and Cosine Tversky (Yeung et al. 2021 eqs. 12-15).
 
 ``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``
-per image (per batch with ``batch_dice``), float32; class mean as in
-:class:`~napari_segloss.losses._base.RegionLoss`.
+per image (per batch with ``batch_dice``), float32, each summed directly (``FN`` from the
+complement ``1 - p`` of :class:`~napari_segloss.losses.inputs.Prepared`, never as
+``sum y - TP``); class mean as in :class:`~napari_segloss.losses.base.RegionLoss`.
 """
 
 from __future__ import annotations
@@ -12,59 +13,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._base import TINY, RegionLoss, check_float, class_sums, label_class_counts
-from ._input import Prepared
+from .base import RegionLoss, check_float
+from .functional import TINY, tversky_complement, tversky_sums
+from .inputs import Prepared
 from .registry import register
-
-
-def tversky_index(
-    p: Tensor, y: Tensor, alpha: float, beta: float, eps: float, batch: bool
-) -> tuple[Tensor, Tensor]:
-    """``TI_c = (TP + eps) / (TP + alpha FP + beta FN + eps)`` (B|1, K), and ``sum_i y_ic``.
-
-    ``alpha`` weights false positives, ``beta`` false negatives. ``p`` must already be zero at
-    ignored pixels (and ``y`` is), so FP/FN computed as ``sum p - TP`` / ``sum y - TP`` skip them.
-    """
-    red = tuple(range(2, p.ndim))
-    return _index_from_sums((y * p).sum(red), p.sum(red), y.sum(red), alpha, beta, eps, batch)
-
-
-def _index_from_sums(
-    tp: Tensor, p_sum: Tensor, y_sum: Tensor, alpha: float, beta: float, eps: float, batch: bool
-) -> tuple[Tensor, Tensor]:
-    """Per-image (B, K) sums -> ``(TI, y_sum)``, summed over the batch first with ``batch``."""
-    if batch:
-        tp, p_sum, y_sum = (t.sum(0, keepdim=True) for t in (tp, p_sum, y_sum))
-    fp = p_sum - tp
-    fn = y_sum - tp
-    return (tp + eps) / (tp + alpha * fp + beta * fn + eps), y_sum
-
-
-def label_tversky_index(
-    inp: Prepared, alpha: float, beta: float, eps: float, batch: bool
-) -> tuple[Tensor, Tensor]:
-    """:func:`tversky_index` for hard integer labels (binary or multiclass) without a one-hot
-    target: ``TP_c`` sums the label-entry probabilities of class c's pixels,
-    ``FP_c = sum_i p_ic - TP_c`` and ``FN_c = n_c - TP_c``."""
-    assert inp.labels is not None
-    p = inp.probs if inp.valid is None else inp.probs * inp.valid
-    b, k = p.shape[:2]
-    p = p.flatten(2)
-    labels = inp.labels.reshape(b, 1, -1)
-    flat = labels.view(b, -1)
-    tp = class_sums(flat, p.gather(1, labels).view(b, -1), k)
-    y_sum = label_class_counts(labels, inp.valid, k)
-    return _index_from_sums(tp, p.sum(-1), y_sum, alpha, beta, eps, batch)
-
-
-def region_tversky_index(
-    inp: Prepared, alpha: float, beta: float, eps: float, batch: bool
-) -> tuple[Tensor, Tensor]:
-    """Tversky index of every region channel: the label path when the target is hard labels."""
-    if inp.labels is not None:
-        return label_tversky_index(inp, alpha, beta, eps, batch)
-    p = inp.probs if inp.valid is None else inp.probs * inp.valid
-    return tversky_index(p, inp.target, alpha, beta, eps, batch)
 
 
 class _TverskyBase(RegionLoss):
@@ -75,8 +27,10 @@ class _TverskyBase(RegionLoss):
         if self.alpha + self.beta == 0.0:
             raise ValueError("alpha + beta must be > 0, got alpha=0 and beta=0")
 
-    def index(self, inp: Prepared) -> tuple[Tensor, Tensor]:
-        return region_tversky_index(inp, self.alpha, self.beta, self.eps, self.batch_dice)
+    def index_complement(self, inp: Prepared) -> tuple[Tensor, Tensor]:
+        """``(1 - TI_c, y_sum_c)``, each (B|1, K), without cancellation at TI ~ 1."""
+        tp, fp, fn, y_sum = self.batch_sum(*tversky_sums(inp))
+        return tversky_complement(tp, fp, fn, self.alpha, self.beta, self.eps), y_sum
 
 
 @register("tversky")
@@ -92,8 +46,8 @@ class TverskyLoss(_TverskyBase):
     """
 
     def per_image(self, inp: Prepared) -> Tensor:
-        ti, y_sum = self.index(inp)
-        return self.class_mean(1.0 - ti, self.class_weights(inp, y_sum))
+        r, y_sum = self.index_complement(inp)
+        return self.class_mean(r, self.class_weights(inp, y_sum))
 
 
 @register("focal_tversky")
@@ -104,8 +58,8 @@ class FocalTverskyLoss(_TverskyBase):
     Default ``gamma = 0.75 = 1/(4/3)``: Abraham & Khan write the exponent as ``1/gamma`` with
     gamma = 4/3 (the value Yeung's experiments cite) and their released code uses
     ``pow(1 - TI, 0.75)``; Yeung's eq. 14 literally writes the exponent as gamma, so here
-    ``gamma`` is the exponent itself. ``1 - TI`` is clamped at 1e-12 before the power (finite
-    gradient at TI = 1).
+    ``gamma`` is the exponent itself. ``1 - TI`` is floored at the smallest normal float before
+    the power (finite gradient at TI = 1).
 
     Args:
         alpha, beta: FP / FN weights (default 0.3 / 0.7).
@@ -119,8 +73,8 @@ class FocalTverskyLoss(_TverskyBase):
         self.gamma = check_float("gamma", gamma, 0.0, None, lo_open=True)
 
     def per_image(self, inp: Prepared) -> Tensor:
-        ti, y_sum = self.index(inp)
-        t = (1.0 - ti).clamp_min(TINY).pow(self.gamma)
+        r, y_sum = self.index_complement(inp)
+        t = r.clamp_min(TINY).pow(self.gamma)
         return self.class_mean(t, self.class_weights(inp, y_sum))
 
 
@@ -128,8 +82,8 @@ class FocalTverskyLoss(_TverskyBase):
 class CosineTverskyLoss(_TverskyBase):
     """Cosine Tversky loss (Yeung et al. 2021 eq. 15): ``mean_c cos^gamma(pi/2 * TI_c)``.
 
-    The cosine is clamped at 1e-12 before the power so a fractional gamma keeps a finite
-    gradient at TI = 1.
+    The cosine is floored at the smallest normal float before the power so a fractional gamma
+    keeps a finite gradient at TI = 1.
 
     Args:
         alpha, beta: FP / FN weights (default 0.3 / 0.7).
@@ -143,7 +97,7 @@ class CosineTverskyLoss(_TverskyBase):
         self.gamma = check_float("gamma", gamma, 0.0, None, lo_open=True)
 
     def per_image(self, inp: Prepared) -> Tensor:
-        ti, y_sum = self.index(inp)
-        c = torch.cos(0.5 * math.pi * ti)
+        r, y_sum = self.index_complement(inp)
+        c = torch.sin(0.5 * math.pi * r)  # cos(pi/2 TI) = sin(pi/2 (1 - TI))
         t = c if self.gamma == 1.0 else c.clamp_min(TINY).pow(self.gamma)
         return self.class_mean(t, self.class_weights(inp, y_sum))

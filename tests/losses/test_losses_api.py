@@ -209,8 +209,8 @@ def test_torch_compile_smoke() -> None:
 
 @pytest.mark.parametrize("name", ["pm_dice", "topk_dice", "combo"])
 def test_torch_compile_traces_the_hand_written_backwards(name: str) -> None:
-    # aot_eager traces forward and backward as graphs: the custom autograd Functions (fused
-    # Dice, sum log(1 - p)) and the radix top-k must trace without graph breaks and agree
+    # aot_eager traces forward and backward as graphs: the label split, the complements and
+    # the radix top-k must trace without graph breaks and agree
     x, y = xy(3)
     loss = get_loss(name, validate=False)
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)

@@ -571,3 +571,49 @@ def test_region_label_paths_match_onehot_path(name, kw, c, extra) -> None:
     if "ignore_index" in extra:
         y[0, :2] = 255
     assert_label_and_soft_paths_agree(get_loss(name, reduction="none", **kw, **extra), x, y, c)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("extra", [{}, {"ignore_index": 255}, {"batch_dice": True}])
+def test_per_class_gamma_is_the_same_on_every_path(c: int, extra: dict) -> None:
+    # labels (B, H, W) and (B, 1, H, W), one-hot (float), float64 logits and the eq. 5 sum over
+    # explicit channels all give one value and one gradient for a per-class gamma
+    g = torch.Generator().manual_seed(3)
+    k = max(c, 2)
+    gammas = (0.5, 2.0) if c == 1 else (0.0, 1.0, 3.0)
+    x = torch.randn(2, c, 5, 6, generator=g) * 3
+    y = torch.randint(0, k, (2, 5, 6), generator=g)
+    if "ignore_index" in extra:
+        y[0, :2, :3] = 255
+    loss = get_loss("pm_dice", gamma=gammas, **extra)
+    targets = {"labels": y, "labels_b1": y.unsqueeze(1), "labels_uint8": y.to(torch.uint8)}
+    if "ignore_index" not in extra:
+        if c == 1:
+            targets["soft"] = y.unsqueeze(1).float()
+        else:
+            targets["onehot"] = torch.nn.functional.one_hot(y, k).permute(0, 3, 1, 2).float()
+    ref = None
+    for name, t in targets.items():
+        xi = x.clone().requires_grad_(True)
+        v = loss(xi, t)
+        v.backward()
+        if ref is None:
+            ref = (v.detach(), xi.grad)
+            continue
+        torch.testing.assert_close(v.detach(), ref[0], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(xi.grad, ref[1], rtol=1e-4, atol=1e-6, msg=name)
+    x64 = x.double().requires_grad_(True)
+    v64 = loss(x64, y)
+    torch.testing.assert_close(v64.detach().float(), ref[0], rtol=1e-5, atol=1e-6)
+    # a per-class gamma equal for every class is the float gamma
+    same = get_loss("pm_dice", gamma=(1.5,) * k, **extra)(x, y)
+    torch.testing.assert_close(same, get_loss("pm_dice", gamma=1.5, **extra)(x, y))
+
+
+@pytest.mark.parametrize("name", ["dice", "pm_dice", "ce", "ce+pm_dice", "topk_ce", "wsdice"])
+@pytest.mark.parametrize("shape", [(0, 2, 4, 4), (2, 2, 0, 4)])
+def test_empty_batch_is_a_clear_error(name: str, shape: tuple[int, ...]) -> None:
+    x = torch.zeros(shape)
+    y = torch.zeros((shape[0], *shape[2:]), dtype=torch.long)
+    with pytest.raises(ValueError, match="empty"):
+        get_loss(name)(x, y)

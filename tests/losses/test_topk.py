@@ -1,4 +1,4 @@
-"""The grouped top-k selection behind the TopK losses (napari_segloss.losses._topk)."""
+"""The grouped top-k selection behind the TopK losses (napari_segloss.losses.topk)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_segloss.losses import get_loss
-from napari_segloss.losses._topk import topk_keep, topk_mask, topk_rows
+from napari_segloss.losses.topk import topk_keep, topk_mask, topk_rows
 
 
 def reference_keep_sum(
@@ -102,9 +102,8 @@ def test_topk_rows_and_mask_match_a_sorted_selection() -> None:
 def test_topk_losses_are_order_invariant_with_ties(name: str) -> None:
     # saturated logits make many exactly equal errors; the loss value does not depend on
     # where a pixel sits in the image. TopK Dice's grouped selection shares ties over the whole
-    # image, so its gradient is order invariant too; so are the others' on CPU (the numba
-    # kernel selects over whole rows; the PyTorch path hands ties at its topk cut to
-    # torch.topk, see topk_rows)
+    # image, so its gradient is order invariant too; the others hand ties at their torch.topk
+    # cut to torch.topk (see topk_rows), so only their values are order invariant
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-1, 2, (1, 3, 6, 6), generator=g).float() * 30.0
     y = torch.randint(0, 3, (1, 6, 6), generator=g)

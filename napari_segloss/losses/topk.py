@@ -116,8 +116,7 @@ def topk_keep(error: Tensor, group: Tensor, count: Tensor) -> Tensor:
             elements.
         count: (B, G) number to keep per group (integer values), at most the group's size.
 
-    Ties at the threshold get ``remaining / n_tied`` (see the module docstring). On CPU
-    (float32) a numba kernel computes the same mask (:func:`._fused_cpu.topk_keep`).
+    Ties at the threshold get ``remaining / n_tied`` (see the module docstring).
     """
     sel = _radix_select(error, group, count)
     # rows with nothing to keep got top = bins on the first digit: above every finite float
@@ -136,13 +135,12 @@ def topk_rows(scores: Tensor, count: Tensor, k_static: int) -> Tensor:
     remaining slots); a sorted ``torch.topk`` with an ``index < count`` mask costs more. Only
     when values tie across the ``k_static`` cut itself (saturated predictions) does
     ``torch.topk`` decide which of the tied pixels are candidates: the loss value is the same
-    either way, the gradient lands on those pixels. On CPU (float32) the numba kernel selects
-    over the whole rows instead, so there all tied pixels share.
+    either way, the gradient lands on those pixels.
     """
     shape = scores.shape
     # + 0.0 turns -0.0 into 0.0; then non-negative floats order like their int32 bit
-    # patterns (and the negative excluded ones rank below), and torch.topk on int32 runs
-    # about 30 % faster than on float32 on CPU
+    # patterns (and the negative excluded ones rank below), and torch.topk is faster on int32
+    # than on float32 on CPU
     s = (scores.reshape(-1, shape[-1]).float() + 0.0).view(torch.int32)
     vals, idx = torch.topk(s, min(k_static, s.shape[1]), dim=1, sorted=False)
     vals = vals.view(torch.float32)

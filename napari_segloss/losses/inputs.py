@@ -1,9 +1,10 @@
 """The one place where loss inputs are checked and converted.
 
 Every loss in :mod:`napari_segloss.losses` calls :func:`prepare` and then works on float32
-probabilities, float32 targets of the same shape and an optional float32 validity mask.
+probabilities, their complements, float32 targets of the same shape and an optional float32
+validity mask.
 
-Conventions (see DESIGN.md, "Losses"):
+Conventions:
 
 * ``logits`` ``(B, C, *spatial)``; ``C == 1`` is a binary problem (sigmoid), ``C >= 2`` is
   multi-class (softmax) unless ``mode="multilabel"`` (sigmoid per channel).
@@ -14,6 +15,10 @@ Conventions (see DESIGN.md, "Losses"):
   is the foreground probability (labels 0/1 or soft values in [0, 1]).
 * ``ignore_index`` becomes a float mask that multiplies every sum, so ignored pixels contribute
   nothing without boolean indexing (no host-device synchronisation).
+* ``1 - p`` is never formed by subtraction: in float32 it is 0 for ``p > 1 - 6e-8`` (a logit
+  margin above about 17), which erases the modulating term of PM Dice, the focal factor and the
+  false negatives of a confident prediction. :attr:`Prepared.complement` takes it from the
+  other classes' share (softmax) or ``sigmoid(-x)``.
 
 Shape checks always run. Value checks (label range, NaN/Inf logits, soft targets in [0, 1])
 run only when ``validate=True``; they are the only code here that synchronises with the device.
@@ -22,7 +27,7 @@ run only when ``validate=True``; they are the only code here that synchronises w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +59,52 @@ def _shape(t: Tensor) -> str:
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
 
+def other_share(p: Tensor) -> Tensor:
+    """``1 - p`` along dim 1 of softmax probabilities, as the sum of the other channels.
+
+    ``1 - p_c`` by subtraction is 0 in float32 once ``p_c > 1 - 6e-8``; the other channels'
+    probabilities are small but exact, so their (exclusive prefix + suffix) sum keeps the
+    complement to float32 precision."""
+    k = p.shape[1]
+    if k == 2:
+        return p.flip(1)
+    zero = torch.zeros_like(p.narrow(1, 0, 1))
+    before = torch.cat([zero, p.narrow(1, 0, k - 1).cumsum(1)], dim=1)
+    after = torch.cat([p.narrow(1, 1, k - 1).flip(1).cumsum(1).flip(1), zero], dim=1)
+    return before + after
+
+
+def log_prob_from_complement(log_p: Tensor, complement: Tensor) -> Tensor:
+    """``log p`` accurate near ``p = 1``: ``log1p(-(1 - p))`` where the complement is below
+    1/2, else ``log_p`` (a log-softmax, exact for small ``p`` but rounded to 0 near 1)."""
+    near_one = complement < 0.5
+    # the clamp keeps the unused branch finite, so its zero gradient is not 0 * inf = NaN
+    return torch.where(near_one, torch.log1p(-complement.clamp_max(0.5)), log_p)
+
+
+class LabelProbs(NamedTuple):
+    """Region probabilities of hard-label inputs split at each pixel's label, flattened to
+    ``N`` pixels; all zero at ignored pixels.
+
+    Attributes:
+        label_prob: ``p_y`` (B, 1, N), the probability of the labelled class.
+        label_complement: ``1 - p_y`` (B, 1, N), the other classes' share (no cancellation).
+        off_label: (B, K, N) the probabilities with the label entry set to 0.
+        labels: (B, 1, N) int64 labels (ignored pixels hold 0).
+        valid: (B, 1, N) 0/1 float mask, or None without ``ignore_index``.
+    """
+
+    label_prob: Tensor
+    label_complement: Tensor
+    off_label: Tensor
+    labels: Tensor
+    valid: Tensor | None
+
+
 class Prepared:
     """Converted inputs of one loss call (all float32).
 
-    Region channels (``probs``, ``target``, ``valid``), ``K`` of them:
+    Region channels (``probs``, ``complement``, ``target``, ``valid``), ``K`` of them:
       binary: 2 (``[1 - p, p]``); multiclass: C; multilabel: C (no background channel).
 
     Pixel channels (``pix_*``) are what per-pixel losses sum over: binary and multiclass use
@@ -100,12 +147,36 @@ class Prepared:
     # ----- region channels -------------------------------------------------------------
     @cached_property
     def probs(self) -> Tensor:
+        x = self.logits
         if self.mode == "multiclass":
-            return torch.softmax(self.logits, dim=1)
-        p = torch.sigmoid(self.logits)
+            return torch.softmax(x, dim=1)
         if self.mode == "binary":
-            return torch.cat([1.0 - p, p], dim=1)
-        return p
+            return torch.cat([torch.sigmoid(-x), torch.sigmoid(x)], dim=1)
+        return torch.sigmoid(x)
+
+    @cached_property
+    def complement(self) -> Tensor:
+        """``1 - probs`` of every region channel, without cancellation (see module doc)."""
+        if self.mode == "multiclass":
+            return other_share(self.probs)
+        if self.mode == "binary":
+            return self.probs.flip(1)
+        return torch.sigmoid(-self.logits)
+
+    @cached_property
+    def label_probs(self) -> LabelProbs:
+        """The hard-label split of the region probabilities (integer-label targets only)."""
+        assert self.labels is not None
+        b, k = self.logits.shape[0], self.num_channels
+        p = self.probs.reshape(b, k, -1)
+        labels = self.labels.reshape(b, 1, -1)
+        v = None if self.valid is None else self.valid.reshape(b, 1, -1)
+        off = p.scatter(1, labels, 0.0)
+        label_prob = p.gather(1, labels)
+        if v is not None:
+            off = off * v
+            label_prob = label_prob * v
+        return LabelProbs(label_prob, off.sum(1, keepdim=True), off, labels, v)
 
     @property
     def num_channels(self) -> int:
@@ -120,10 +191,10 @@ class Prepared:
     # ----- pixel channels --------------------------------------------------------------
     @cached_property
     def pix_logp(self) -> Tensor:
-        """Log-probabilities of the pixel channels, computed stably from the logits."""
+        """Log-probabilities of the pixel channels, accurate at both ends of (0, 1)."""
         x = self.logits
         if self.mode == "multiclass":
-            return F.log_softmax(x, dim=1)
+            return log_prob_from_complement(F.log_softmax(x, dim=1), self.complement)
         if self.mode == "binary":
             return torch.cat([F.logsigmoid(-x), F.logsigmoid(x)], dim=1)
         return _interleave(F.logsigmoid(-x), F.logsigmoid(x))
@@ -132,8 +203,14 @@ class Prepared:
     def pix_probs(self) -> Tensor:
         if self.mode != "multilabel":
             return self.probs
-        p = self.probs
-        return _interleave(1.0 - p, p)
+        return _interleave(self.complement, self.probs)
+
+    @cached_property
+    def pix_complement(self) -> Tensor:
+        """``1 - pix_probs`` without cancellation."""
+        if self.mode != "multilabel":
+            return self.complement
+        return _interleave(self.probs, self.complement)
 
     @cached_property
     def pix_target(self) -> Tensor:
@@ -156,7 +233,7 @@ class Prepared:
     @cached_property
     def pix_is_background(self) -> Tensor:
         """Float (P,) vector: 1 for background pixel channels, 0 for foreground ones."""
-        n = self.pix_target.shape[1]
+        n = 2 * self.logits.shape[1] if self.mode == "multilabel" else self.num_channels
         dev = self.logits.device
         if self.mode == "multilabel":
             return (torch.arange(n, device=dev) % 2 == 0).float()
@@ -216,6 +293,11 @@ def prepare(
         )
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}")
+    if logits.numel() == 0:
+        raise ValueError(
+            f"logits are empty (shape {_shape(logits)}): a loss needs at least one image (B >= 1), "
+            "one channel and one pixel"
+        )
     b, c = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
     eff = resolve_mode(mode, c)
@@ -329,21 +411,3 @@ def _check_soft(y: Tensor, valid: Tensor | None, what: str) -> None:
     lo, hi = float(y.min()), float(y.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{what} values must be in [0, 1], got values in [{lo:g}, {hi:g}]")
-
-
-def spatial_sum(x: Tensor, batch: bool) -> Tensor:
-    """Sum a (B, K, *sp) tensor over space (and batch when ``batch``) -> (B|1, K) float32."""
-    s = x.float().flatten(2).sum(-1)
-    return s.sum(0, keepdim=True) if batch else s
-
-
-def label_logits(inp: Prepared) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(x, labels, valid)`` as (B, K, N), (B, 1, N), (B, 1, N) for the label fast path;
-    binary logits become ``[0, x]`` (softmax of that is ``[1 - sigmoid(x), sigmoid(x)]``)."""
-    assert inp.labels is not None
-    x = inp.logits
-    b = x.shape[0]
-    if inp.mode == "binary":
-        x = torch.cat([torch.zeros_like(x), x], dim=1)
-    v = None if inp.valid is None else inp.valid.reshape(b, 1, -1)
-    return x.reshape(b, x.shape[1], -1), inp.labels.reshape(b, 1, -1), v

@@ -1,10 +1,10 @@
-"""Base classes and shared helpers of the loss library.
+"""Base classes of the loss library and the checks of their arguments.
 
 ``SegLoss`` holds the arguments every loss shares (mode, reduction, ignore_index, validate) and
-the call convention: ``forward`` prepares the inputs once (:func:`._input.prepare`), asks the
+the call convention: ``forward`` prepares the inputs once (:func:`.inputs.prepare`), asks the
 subclass for a per-image loss vector ``(B,)`` (``(1,)`` for ``batch_dice=True``) and reduces it.
 ``RegionLoss`` adds the Dice-family arguments (include_background, batch_dice, skip_absent, eps)
-and the class-mean helper.
+and the class mean.
 """
 
 from __future__ import annotations
@@ -15,54 +15,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._input import MODES, REDUCTIONS, Prepared, prepare, spatial_sum
-
-#: small positive floor used before fractional powers / logs so gradients stay finite
-TINY = 1e-12
-
-
-#: pixels per sequential scatter_add run in :func:`class_sums`
-_SUM_CHUNK = 16
-
-
-def class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
-    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
-    tensors, float32 (B, K); ``values=None`` counts the pixels.
-
-    scatter_add accumulates one element after the other, so in float32 its relative error
-    grows with N (about 1e-4 on a 256x256 image): enough to shift ``1 - Dice`` of a confident
-    prediction, a difference of nearly equal sums, by 10%. Summing runs of 16 pixels per
-    class and adding the run totals in float64 keeps the error at float32 rounding without a
-    float64 copy of the inputs (on CPU every full-size temporary costs page faults).
-    """
-    b, n = labels.shape
-    if values is None:
-        values = torch.ones((), device=labels.device).expand(b, n)
-    m = n // _SUM_CHUNK
-    n0 = m * _SUM_CHUNK
-    runs = values.new_zeros(b, m, num_classes).scatter_add_(
-        2,
-        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
-        values[:, :n0].reshape(b, m, _SUM_CHUNK),
-    )
-    total = runs.sum(1, dtype=torch.float64)
-    if n0 < n:
-        total.scatter_add_(1, labels[:, n0:], values[:, n0:].double())
-    return total.float()
-
-
-def label_class_counts(labels: Tensor, valid: Tensor | None, k: int) -> Tensor:
-    """Valid pixels per class (B, K) of (B, 1, N) labels and their (B, 1, N) validity mask."""
-    b = labels.shape[0]
-    return class_sums(labels.view(b, -1), None if valid is None else valid.view(b, -1), k)
+from .functional import spatial_sum
+from .inputs import MODES, REDUCTIONS, Prepared, prepare
 
 
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
+    """ValueError unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
 def check_bool(name: str, value: object) -> None:
+    """ValueError unless ``value`` is a bool."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool, got {value!r}")
 
@@ -104,36 +68,16 @@ def check_float_or_seq(
     return check_float(name, value, lo, hi)
 
 
-def per_channel(
-    name: str, value: float | tuple[float, ...], n: int, ref: Tensor, hint: str = ""
-) -> Tensor:
-    """Broadcast a float or a per-class tuple to a float32 (n,) tensor on ``ref``'s device."""
-    if isinstance(value, tuple):
-        if len(value) != n:
-            raise ValueError(
-                f"{name} has {len(value)} values but the loss sees {n} class channels{hint}"
-            )
-        if torch.compiler.is_compiling():  # dynamo bakes it into the graph as a constant
-            return torch.tensor(value, dtype=torch.float32, device=ref.device)
-        # cached per device: after the first call no host-to-device copy per forward
-        # (CUDA-graph friendly); the cache is tiny (one entry per tuple and device)
-        key = (value, ref.device)
-        t = _CONST_CACHE.get(key)
-        if t is None:
-            t = _CONST_CACHE[key] = torch.tensor(value, dtype=torch.float32, device=ref.device)
-        return t
-    return torch.full((n,), float(value), dtype=torch.float32, device=ref.device)
-
-
-_CONST_CACHE: dict[tuple[tuple[float, ...], torch.device], Tensor] = {}
-
-
-def view_channels(v: Tensor, ndim: int) -> Tensor:
-    """(K,) -> (1, K, 1, ...) for broadcasting against a (B, K, *sp) tensor of ``ndim`` dims."""
-    return v.view(1, -1, *([1] * (ndim - 2)))
+def check_per_class(name: str, value: object) -> tuple[float, ...]:
+    """A non-empty sequence of non-negative floats (one per class)."""
+    v = check_float_or_seq(name, value, 0.0, None)
+    if not isinstance(v, tuple):
+        raise ValueError(f"{name} must be a sequence with one value per class, got {value!r}")
+    return v
 
 
 def reduce(per_image: Tensor, reduction: str) -> Tensor:
+    """Apply ``reduction`` ("mean", "sum" or "none") to a per-image loss vector."""
     if reduction == "mean":
         return per_image.mean()
     if reduction == "sum":
@@ -181,11 +125,13 @@ class SegLoss(nn.Module):
         self.validate = validate
 
     def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
+        """Check and convert ``(logits, target)`` (see :func:`.inputs.prepare`)."""
         return prepare(
             logits, target, mode=self.mode, ignore_index=self.ignore_index, validate=self.validate
         )
 
     def per_image(self, inp: Prepared) -> Tensor:  # pragma: no cover - abstract
+        """The loss of every image, (B,) float32 ((1,) for a batch-level loss)."""
         raise NotImplementedError
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -247,33 +193,29 @@ class RegionLoss(SegLoss):
         self.skip_absent = skip_absent
         self.eps = check_float("eps", eps, 0.0, 1.0)
 
-    @staticmethod
-    def masked_probs(inp: Prepared) -> Tensor:
-        """Region probabilities with ignored pixels zeroed (targets are zeroed by prepare)."""
-        return inp.probs if inp.valid is None else inp.probs * inp.valid
+    def batch_sum(self, *sums: Tensor) -> tuple[Tensor, ...]:
+        """Per-image (B, K) sums, summed over the batch to (1, K) with ``batch_dice``."""
+        if not self.batch_dice:
+            return sums
+        return tuple(s.sum(0, keepdim=True) for s in sums)
 
     def ssum(self, x: Tensor) -> Tensor:
         """Per-image (per-batch if batch_dice) per-channel sum in float32 -> (B|1, K)."""
         return spatial_sum(x, self.batch_dice)
 
-    def class_mask(self, inp: Prepared) -> Tensor:
-        """0/1 float (K,): the classes the settings let into the class mean (all but the
-        background without ``include_background``), before ``skip_absent``."""
-        w = torch.ones(inp.num_channels, device=inp.logits.device)
-        if self.drops_background(inp):
-            w[0] = 0.0
-        return w
-
     def drops_background(self, inp: Prepared) -> bool:
         """Whether class channel 0 is a background the settings leave out of the class mean."""
         return inp.has_background and not self.include_background
 
-    def class_weights(self, inp: Prepared, y_sum: Tensor | None = None) -> Tensor:
-        """0/1 float weights (B|1, K) of the classes that enter the class mean."""
-        w = self.class_mask(inp).unsqueeze(0)
+    def class_weights(self, inp: Prepared, y_sum: Tensor) -> Tensor:
+        """0/1 float weights (B|1, K) of the classes that enter the class mean: all but the
+        background without ``include_background``, and with ``skip_absent`` only the
+        classes present (``y_sum > 0``)."""
+        w = torch.ones(inp.num_channels, device=inp.logits.device)
+        if self.drops_background(inp):
+            w[0] = 0.0
+        w = w.unsqueeze(0)
         if self.skip_absent:
-            if y_sum is None:
-                y_sum = self.ssum(inp.target)
             w = w * (y_sum > 0).float()
         return w
 
@@ -283,7 +225,7 @@ class RegionLoss(SegLoss):
         return (per_class * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
-class _AllClassesRegionLoss(RegionLoss):
+class AllClassesRegionLoss(RegionLoss):
     """A :class:`RegionLoss` whose class mean takes every class (``skip_absent`` fixed False)."""
 
     fixed_params = ("skip_absent",)

@@ -1,0 +1,121 @@
+"""Cross-entropy + region cascades: Combo (Taghanaki et al. 2019) and ``beta * Focal -
+log(WSDice)`` (Wang et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import RegionLoss, check_float, check_float_or_seq
+from .cross_entropy import focal_per_image
+from .dice import WSDiceLoss
+from .functional import dice_sums, label_log_prob, ratio
+from .inputs import Prepared
+from .registry import register
+
+#: ``log(1 - p)`` is floored at ``log(1e-7)`` as in the reference implementations, which clip
+#: ``p`` to ``1 - 1e-7``: a saturated wrong class then costs 16.1, not infinity
+_COMPLEMENT_FLOOR = -math.expm1(-1e-7)
+
+
+def _log_complement(q: Tensor) -> Tensor:
+    """``log(1 - p)`` from the complement ``q``, floored (no gradient where floored)."""
+    return torch.log(q.clamp_min(_COMPLEMENT_FLOOR))
+
+
+@register("combo")
+class ComboLoss(RegionLoss):
+    """Combo loss (Taghanaki et al. 2019; Yeung et al. 2021 eqs. 16-17):
+    ``alpha * L_mCE - (1 - alpha) * DSC`` with the weighted CE
+    ``L_mCE = -1/N sum_i [beta y log p + (1 - beta)(1 - y) log(1 - p)]`` (summed over class
+    channels for multi-class; the foreground channel for binary; mean over labels for
+    multilabel) and ``DSC`` the class-mean plain Dice coefficient
+    ``(2 sum y p + eps) / (sum (y + p) + eps)`` (eq. 10 form, not squared).
+
+    For softmax outputs ``log(1 - p)`` is floored at ``log(1e-7)`` (the reference code clips
+    ``p`` to ``[1e-7, 1 - 1e-7]``); binary and multilabel outputs use ``logsigmoid(-x)``. The
+    loss can be negative (its minimum is ``-(1 - alpha)``).
+
+    Args:
+        alpha: weight of the CE term in [0, 1] (default 0.5).
+        beta: weight of positives inside the CE term in [0, 1] (default 0.5; beta > 0.5
+            penalises false negatives more).
+        include_background, batch_dice, skip_absent, eps: see :class:`RegionLoss` (they shape
+            the DSC term).
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(self, *, alpha: float = 0.5, beta: float = 0.5, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.alpha = check_float("alpha", alpha, 0.0, 1.0)
+        self.beta = check_float("beta", beta, 0.0, 1.0)
+
+    def weighted_ce(self, inp: Prepared) -> Tensor:
+        """Per-pixel ``L_mCE`` terms summed over the class channels, (B, *sp)."""
+        b = self.beta
+        x = inp.logits
+        if inp.labels is not None and inp.mode == "multiclass":
+            # one-hot-free: b log p_y + (1 - b) sum_{c != y} log(1 - p_c)
+            log_py, _ = label_log_prob(inp)
+            log_q = _log_complement(inp.complement).scatter(1, inp.labels, 0.0).sum(1)
+            px = -(b * log_py[:, 0] + (1.0 - b) * log_q)
+            return px if inp.valid is None else px * inp.valid[:, 0]
+        y = inp.target[:, 1:] if inp.mode == "binary" else inp.target
+        if inp.mode == "multiclass":
+            log_p, log_q = inp.pix_logp, _log_complement(inp.complement)
+        else:
+            log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
+        px = -(b * y * log_p + (1.0 - b) * (1.0 - y) * log_q)
+        if inp.valid is not None:
+            px = px * inp.valid
+        return px.sum(1) / (x.shape[1] if inp.mode == "multilabel" else 1)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        mce = self.weighted_ce(inp).flatten(1).sum(1) / inp.valid_count()
+        s = dice_sums(inp, squared=False)
+        err, den, y_sum = self.batch_sum(s.err, s.den, s.y_sum)
+        dsc = 1.0 - ratio(err, den, self.eps)
+        dsc_mean = self.class_mean(dsc, self.class_weights(inp, y_sum))
+        return self.alpha * mce - (1.0 - self.alpha) * dsc_mean
+
+
+@register("focal_log_wsdice")
+class FocalLogWSDiceLoss(WSDiceLoss):
+    """Cascade ``beta * FL - log(WSDice)`` (Wang et al. 2020, Fig. 7 and Table 1).
+
+    FL is the focal loss (eq. 1; Lin's alpha_t: alpha for foreground, 1 - alpha for
+    background) and WSDice the class-mean WSDice coefficient of :class:`WSDiceLoss`. That
+    coefficient lies in [-1, 1]; it is clamped below at ``eps`` before the log so the loss stays
+    finite. While the coefficient is <= eps the log term gives no gradient and the focal term
+    drives training.
+
+    Args:
+        beta: weight of the focal term >= 0 (default 7, the paper's ChestX-ray8 optimum).
+        alpha: focal alpha_t in [0, 1] (default 0.3). gamma: focal exponent >= 0 (default 3.5).
+        v1, v2: WSDice weights (default 0.15, 1 - v1).
+        include_background, batch_dice, eps: see :class:`RegionLoss`.
+        mode, reduction, ignore_index, validate: see :class:`SegLoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 7.0,
+        alpha: float | Sequence[float] | None = 0.3,
+        gamma: float = 3.5,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.beta = check_float("beta", beta, 0.0)
+        self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
+        self.gamma = check_float("gamma", gamma, 0.0)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        fl = focal_per_image(inp, self.gamma, self.alpha)
+        # -log(max(WSDice, eps)) with WSDice = 1 - r: log1p(-r), exact near WSDice = 1
+        r = self.coefficient_complement(inp)
+        return self.beta * fl - torch.log1p(-r.clamp_max(1.0 - self.eps))

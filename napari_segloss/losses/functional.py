@@ -1,0 +1,371 @@
+"""Pure functions shared by the loss families: per-class sums, the Dice / Tversky / WSDice
+statistics and the cross-entropy terms, for integer-label targets (one-hot-free) and for
+one-hot / soft targets.
+
+Two rules run through the module:
+
+* **No ``1 - p`` by subtraction.** Errors and false negatives use the complements of
+  :class:`~.inputs.Prepared` (the other classes' share, ``sigmoid(-x)``), and each loss is
+  written as a ratio of sums of non-negative terms: ``1 - Dice = sum m e^2 / (sum m (y^2 + p^2)
+  + eps)`` instead of ``1 - (2 sum m y p + eps) / (...)``, which is 0 in float32 for a nearly
+  perfect prediction.
+* **Sums in float32 without drift.** Per-class sums over labels add runs of 16 pixels and then
+  the run totals in float64 (:func:`class_sums`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .inputs import LabelProbs, Prepared, log_prob_from_complement
+
+#: floor of the bases of fractional powers (``(1 - p)^gamma``, ``(1 - TI)^gamma``): the smallest
+#: normal float32, so the derivative ``gamma x^(gamma - 1)`` stays finite
+TINY = float(torch.finfo(torch.float32).tiny)
+
+#: pixels per sequential scatter_add run in :func:`class_sums`
+_SUM_CHUNK = 16
+
+
+# ----- sums ----------------------------------------------------------------------------------
+def class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
+    """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
+    (or (B, 1, N)) tensors, float32 (B, K); ``values=None`` counts the pixels.
+
+    scatter_add accumulates one element after the other, so in float32 its relative error
+    grows with N (about 1e-4 on a 256x256 image). Summing runs of 16 pixels per class and
+    adding the run totals in float64 keeps the error at float32 rounding without a float64 copy
+    of the inputs.
+    """
+    b = labels.shape[0]
+    labels = labels.reshape(b, -1)
+    n = labels.shape[1]
+    if values is None:
+        values = torch.ones((), device=labels.device).expand(b, n)
+    values = values.reshape(b, n)
+    m = n // _SUM_CHUNK
+    n0 = m * _SUM_CHUNK
+    runs = values.new_zeros(b, m, num_classes).scatter_add_(
+        2,
+        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
+        values[:, :n0].reshape(b, m, _SUM_CHUNK),
+    )
+    total = runs.sum(1, dtype=torch.float64)
+    if n0 < n:
+        total = total.scatter_add(1, labels[:, n0:], values[:, n0:].double())
+    return total.float()
+
+
+def label_counts(lp: LabelProbs, num_classes: int) -> Tensor:
+    """Valid pixels per class (B, K) of a hard-label input."""
+    return class_sums(lp.labels, lp.valid, num_classes)
+
+
+def spatial_sum(x: Tensor, batch: bool = False) -> Tensor:
+    """Sum a (B, K, *sp) tensor over space (and batch when ``batch``) -> (B|1, K) float32."""
+    s = x.float().flatten(2).sum(-1)
+    return s.sum(0, keepdim=True) if batch else s
+
+
+# ----- per-class parameters -----------------------------------------------------------------
+_CONST_CACHE: dict[tuple[tuple[float, ...], torch.device], Tensor] = {}
+
+
+def per_channel(
+    name: str, value: float | tuple[float, ...], n: int, ref: Tensor, hint: str = ""
+) -> Tensor:
+    """Broadcast a float or a per-class tuple to a float32 (n,) tensor on ``ref``'s device;
+    ValueError if a tuple does not have ``n`` values."""
+    if isinstance(value, tuple):
+        if len(value) != n:
+            raise ValueError(
+                f"{name} has {len(value)} values but the loss sees {n} class channels{hint}"
+            )
+        if torch.compiler.is_compiling():  # dynamo bakes it into the graph as a constant
+            return torch.tensor(value, dtype=torch.float32, device=ref.device)
+        # cached per device: no host-to-device copy per forward after the first call
+        key = (value, ref.device)
+        t = _CONST_CACHE.get(key)
+        if t is None:
+            t = _CONST_CACHE[key] = torch.tensor(value, dtype=torch.float32, device=ref.device)
+        return t
+    return torch.full((n,), float(value), dtype=torch.float32, device=ref.device)
+
+
+def view_channels(v: Tensor, ndim: int) -> Tensor:
+    """(K,) -> (1, K, 1, ...) for broadcasting against a (B, K, *sp) tensor of ``ndim`` dims."""
+    return v.view(1, -1, *([1] * (ndim - 2)))
+
+
+def per_label(values: Tensor, labels: Tensor) -> Tensor:
+    """``values[labels]`` for a small per-class table (index_select: faster than indexing)."""
+    return values.index_select(0, labels.reshape(-1)).view(labels.shape)
+
+
+def power(base: Tensor, exponent: float | Tensor) -> Tensor:
+    """``base ** exponent`` for a float or a broadcastable tensor of exponents, with the cheap
+    kernels for 0, 1 and 2 (``0 ** 0 == 1``, as eq. 5 needs for gamma = 0)."""
+    if isinstance(exponent, Tensor):
+        return base.pow(exponent)
+    if exponent == 0.0:
+        return torch.ones_like(base)
+    if exponent == 1.0:
+        return base
+    return base.square() if exponent == 2.0 else base.pow(exponent)
+
+
+# ----- errors ---------------------------------------------------------------------------------
+def abs_error(y: Tensor, p: Tensor, q: Tensor) -> Tensor:
+    """``|y - p|`` from the target ``y``, the probability ``p`` and its complement
+    ``q = 1 - p``: ``|y q - (1 - y) p|``, which is ``q`` at ``y = 1`` and ``p`` at ``y = 0``
+    exactly (no cancellation for a confident prediction)."""
+    return (y * q - (1.0 - y) * p).abs()
+
+
+def ratio(err: Tensor, den: Tensor, eps: float) -> Tensor:
+    """``err / (den + eps)``: one minus a Dice-type score written without cancellation."""
+    return err / (den + eps)
+
+
+#: floor of a Dice score before its log (-log(1e-12) = 27.6)
+_SCORE_FLOOR = 1e-12
+
+
+def log_score(score: Tensor, complement: Tensor) -> Tensor:
+    """``log(score)`` of a score in [0, 1] given both ``score`` and ``1 - score`` computed
+    without cancellation: ``log1p(-complement)`` near 1, ``log(score)`` (floored at 1e-12)
+    near 0."""
+    near_one = complement < 0.5
+    return torch.where(
+        near_one,
+        torch.log1p(-complement.clamp_max(0.5)),
+        torch.log(score.clamp(_SCORE_FLOOR, 1.0)),
+    )
+
+
+# ----- Dice (PM-Dice paper eqs. 4-5) ---------------------------------------------------------
+class DiceSums(NamedTuple):
+    """Per-class sums of the modulated Dice, each (B, K) float32 (see :func:`dice_sums`)."""
+
+    err: Tensor
+    den: Tensor
+    y_sum: Tensor
+    #: ``2 sum m y p`` when asked for (the score itself, accurate when it is small)
+    overlap: Tensor | None = None
+
+
+def dice_sums(
+    inp: Prepared,
+    gamma: float | Tensor = 0.0,
+    *,
+    squared: bool = True,
+    overlap: bool = False,
+    mask: Tensor | None = None,
+    label_mask: Tensor | None = None,
+    off_mask: Tensor | None = None,
+) -> DiceSums:
+    """Per-class sums of the modulated Dice (eq. 5; eq. 4 for ``gamma = 0``):
+    ``1 - Dice_c = err_c / (den_c + eps)`` and ``Dice_c = (overlap_c + eps) / (den_c + eps)``
+    with
+
+    ``err_c = sum_i m_ic (y_ic - p_ic)^2``, ``den_c = sum_i m_ic (y_ic^2 + p_ic^2)`` (``squared``;
+    else ``y + p - 2 y p`` and ``y + p``), ``overlap_c = 2 sum_i m_ic y_ic p_ic`` (only with
+    ``overlap=True``), ``m_ic = |y_ic - p_ic|^gamma_c`` held constant (no gradient, eq. 5) and
+    ``y_sum_c = sum_i y_ic``.
+
+    ``gamma``: a float or a (K,) tensor (one per class). Extra constant modulation (TopK
+    Dice): ``mask`` (B, K, *sp) for one-hot/soft targets; for integer labels ``label_mask``
+    (B, 1, N) at the label entries and ``off_mask`` (B, K, N) elsewhere.
+    """
+    if inp.labels is not None:
+        return _label_dice_sums(inp, gamma, squared, overlap, label_mask, off_mask)
+    return _dense_dice_sums(inp, gamma, squared, overlap, mask)
+
+
+def _label_dice_sums(
+    inp: Prepared,
+    gamma: float | Tensor,
+    squared: bool,
+    overlap: bool,
+    label_mask: Tensor | None,
+    off_mask: Tensor | None,
+) -> DiceSums:
+    # At the label entry y = 1: |y - p| = 1 - p_y = q; elsewhere y = 0: |y - p| = p.
+    lp = inp.label_probs
+    k = inp.num_channels
+    q, py, off = lp.label_complement, lp.label_prob, lp.off_label
+    sq = 2.0 if squared else 1.0
+    with torch.no_grad():  # detached bases: power() returns the base itself for gamma 1
+        q_const, off_const = q.detach(), off.detach()
+        if isinstance(gamma, Tensor):
+            m_label = q_const.pow(per_label(gamma, lp.labels))
+            m_off = off_const.pow(view_channels(gamma, 3))
+        else:
+            m_label = power(q_const, gamma)
+            m_off = None if gamma == 0.0 else power(off_const, gamma)
+        if lp.valid is not None:  # q is 0 at ignored pixels, but 0 ** 0 == 1
+            m_label = m_label * lp.valid
+        if label_mask is not None:
+            m_label = m_label * label_mask
+        if off_mask is not None:
+            m_off = off_mask if m_off is None else m_off * off_mask
+    off_power = power(off, sq)
+    off_terms = (off_power if m_off is None else m_off * off_power).sum(-1)
+    err = class_sums(lp.labels, m_label * power(q, sq), k) + off_terms
+    den = class_sums(lp.labels, m_label * (1.0 + power(py, sq)), k) + off_terms
+    both = class_sums(lp.labels, 2.0 * m_label * py, k) if overlap else None
+    return DiceSums(err, den, label_counts(lp, k), both)
+
+
+def _dense_dice_sums(
+    inp: Prepared, gamma: float | Tensor, squared: bool, overlap: bool, mask: Tensor | None
+) -> DiceSums:
+    y, p, q = inp.target, inp.probs, inp.complement
+    e = abs_error(y, p, q)
+    with torch.no_grad():
+        g = view_channels(gamma, e.ndim) if isinstance(gamma, Tensor) else gamma
+        m = None if isinstance(g, float) and g == 0.0 else power(e.detach(), g)
+        if mask is not None:
+            m = mask if m is None else m * mask
+        if inp.valid is not None:
+            m = inp.valid if m is None else m * inp.valid
+    if squared:
+        err_px, den_px = e.square(), y.square() + p.square()
+    else:  # y + p - 2 y p, as a sum of non-negative terms
+        err_px, den_px = y * q + (1.0 - y) * p, y + p
+    both_px = 2.0 * y * p if overlap else None
+    if m is not None:
+        err_px, den_px = m * err_px, m * den_px
+        both_px = None if both_px is None else m * both_px
+    both = None if both_px is None else spatial_sum(both_px)
+    return DiceSums(spatial_sum(err_px), spatial_sum(den_px), spatial_sum(y), both)
+
+
+# ----- Tversky (Yeung et al. 2021 eq. 12) ------------------------------------------------------
+def tversky_sums(inp: Prepared) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-class ``(TP, FP, FN, y_sum)``, each (B, K) float32, over the region channels:
+    ``TP = sum y p``, ``FP = sum (1 - y) p``, ``FN = sum y (1 - p)`` (from the complement)."""
+    if inp.labels is not None:
+        lp = inp.label_probs
+        k = inp.num_channels
+        tp = class_sums(lp.labels, lp.label_prob, k)
+        fn = class_sums(lp.labels, lp.label_complement, k)
+        return tp, lp.off_label.sum(-1), fn, label_counts(lp, k)
+    return dense_tversky_sums(inp.probs, inp.complement, inp.target, inp.valid)
+
+
+def dense_tversky_sums(
+    p: Tensor, q: Tensor, y: Tensor, valid: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`tversky_sums` of dense (B, K, *sp) probabilities, complements and targets."""
+    if valid is not None:
+        p = p * valid  # y is already 0 at ignored pixels
+    return spatial_sum(y * p), spatial_sum((1.0 - y) * p), spatial_sum(y * q), spatial_sum(y)
+
+
+def tversky_complement(
+    tp: Tensor, fp: Tensor, fn: Tensor, alpha: float, beta: float, eps: float
+) -> Tensor:
+    """``1 - TI`` with ``TI = (TP + eps) / (TP + alpha FP + beta FN + eps)``, written as
+    ``(alpha FP + beta FN) / (TP + alpha FP + beta FN + eps)`` (no cancellation at TI ~ 1)."""
+    miss = alpha * fp + beta * fn
+    return miss / (tp + miss + eps)
+
+
+# ----- WSDice (Wang et al. 2020 eq. 4) ---------------------------------------------------------
+def wsdice_sums(inp: Prepared, v1: float, v2: float) -> tuple[Tensor, Tensor]:
+    """Per-class ``(err, den)`` (B, K) of the WSDice coefficient, ``1 - WSDice_c =
+    err_c / (den_c + eps)``: with ``G = w (2y - 1)``, ``Ghat = w (2p - 1)``,
+    ``w = y (v2 - v1) + v1``, ``err = sum (Ghat - G)^2 = 4 sum w^2 (y - p)^2`` and
+    ``den = sum Ghat^2 + G^2``. Ignored pixels get ``w = 0``."""
+    if inp.labels is None:
+        y, p = inp.target, inp.probs
+        w = y * (v2 - v1) + v1
+        if inp.valid is not None:
+            w = w * inp.valid
+        w2 = w.square()
+        err = 4.0 * spatial_sum(w2 * abs_error(y, p, inp.complement).square())
+        den = spatial_sum(w2 * ((2.0 * p - 1.0).square() + (2.0 * y - 1.0).square()))
+        return err, den
+    # integer labels: w = v2 at the label entries (y = 1, error q), v1 elsewhere (y = 0,
+    # error p); off the label sum (2p - 1)^2 + 1 = 4 p^2 - 4 p + 2 over the valid pixels
+    lp = inp.label_probs
+    k = inp.num_channels
+    off = lp.off_label
+    off_sq = off.square().sum(-1)
+    n = label_counts(lp, k)
+    n_valid = lp.labels.new_full((1, 1), lp.labels.shape[-1], dtype=torch.float32)
+    if lp.valid is not None:
+        n_valid = lp.valid.sum(-1)
+    at_label = class_sums(lp.labels, lp.label_complement.square(), k)
+    err = 4.0 * (v2 * v2 * at_label + v1 * v1 * off_sq)
+    label_den_px = (2.0 * lp.label_prob - 1.0).square() + 1.0
+    if lp.valid is not None:
+        label_den_px = label_den_px * lp.valid
+    label_den = class_sums(lp.labels, label_den_px, k)
+    off_den = 4.0 * off_sq - 4.0 * off.sum(-1) + 2.0 * (n_valid - n)
+    return err, v2 * v2 * label_den + v1 * v1 * off_den
+
+
+# ----- cross-entropy terms (PM-Dice paper eqs. 1, 3) ---------------------------------------------
+def label_log_prob(inp: Prepared) -> tuple[Tensor, Tensor]:
+    """``(log p_t, 1 - p_t)`` of the labelled class, each (B, 1, *spatial), for integer
+    labels, both accurate for confident predictions (logsigmoid / the other classes' share)."""
+    assert inp.labels is not None
+    x = inp.logits
+    if inp.mode == "binary":
+        s = x * (2.0 * inp.labels - 1.0)  # +x for label 1, -x for label 0
+        return torch.nn.functional.logsigmoid(s), torch.sigmoid(-s)
+    lp = inp.label_probs
+    shape = inp.labels.shape
+    q = lp.label_complement.view(shape)
+    log_softmax = torch.log_softmax(x, dim=1).gather(1, inp.labels)
+    return log_prob_from_complement(log_softmax, q), q
+
+
+def focal_factor(q: Tensor, gamma: float | Tensor) -> Tensor:
+    """``q^gamma`` (``q = 1 - p``) with ``q`` floored at the smallest normal float so that a
+    fractional gamma keeps a finite gradient; gamma may be a tensor of exponents."""
+    if not isinstance(gamma, Tensor) and gamma == 0.0:
+        return torch.ones_like(q)
+    return power(q.clamp_min(TINY), gamma)
+
+
+def label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor | None) -> Tensor:
+    """``-w_t (1 - p_t)^gamma_t log p_t`` per pixel (B, *spatial) for integer labels (binary /
+    multiclass; eqs. 1 and 3 without the one-hot sum); 0 at ignored pixels. ``gamma`` is a
+    float or a (K,) tensor (one exponent per class), ``weights`` None or (K,)."""
+    assert inp.labels is not None
+    log_p, q = label_log_prob(inp)
+    if isinstance(gamma, Tensor):
+        gamma = per_label(gamma, inp.labels)
+    out = -log_p
+    if isinstance(gamma, Tensor) or gamma != 0.0:
+        out = out * focal_factor(q, gamma)
+    if weights is not None:
+        out = out * per_label(weights, inp.labels)
+    if inp.valid is not None:
+        out = out * inp.valid
+    return out[:, 0]
+
+
+def pixel_terms(inp: Prepared, gamma: float | Tensor = 0.0) -> Tensor:
+    """``-(1 - p_c)^gamma y_c log p_c`` per pixel channel (B, P, *sp) for one-hot / soft
+    targets (0 at ignored pixels, whose targets are 0); gamma per pixel channel as a
+    broadcastable tensor or a float."""
+    ce = -(inp.pix_target * inp.pix_logp)
+    if not isinstance(gamma, Tensor) and gamma == 0.0:
+        return ce
+    return focal_factor(inp.pix_complement, gamma) * ce
+
+
+def channel_mean(inp: Prepared, terms: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Pixel-channel terms (B, P, *sp) -> per-pixel values (B, *sp): weighted sum over the
+    channels (mean over the labels in multilabel mode)."""
+    if weights is not None:
+        terms = terms * view_channels(weights, terms.ndim)
+    out = terms.sum(1)
+    return out / inp.pix_div if inp.pix_div != 1 else out
