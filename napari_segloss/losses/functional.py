@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .inputs import LabelProbs, Prepared, log_prob_from_complement
 
@@ -33,29 +34,35 @@ _SUM_CHUNK = 16
 # ----- sums ----------------------------------------------------------------------------------
 def class_sums(labels: Tensor, values: Tensor | None, num_classes: int) -> Tensor:
     """Per-class sums ``out[b, c] = sum_n values[b, n] [labels[b, n] == c]`` of (B, N)
-    (or (B, 1, N)) tensors, float32 (B, K); ``values=None`` counts the pixels.
+    (or (B, 1, N)) tensors, float32 (B, K); ``values=None`` counts the pixels."""
+    b = labels.shape[0]
+    if values is None:
+        values = torch.ones((), device=labels.device).expand(b, labels[0].numel())
+    return class_sums_rows(labels, values.reshape(b, 1, -1), num_classes)[:, 0]
+
+
+def class_sums_rows(labels: Tensor, values: Tensor, num_classes: int) -> Tensor:
+    """:func:`class_sums` of several rows of values at once: (B, V, N) -> (B, V, K).
 
     scatter_add accumulates one element after the other, so in float32 its relative error
     grows with N (about 1e-4 on a 256x256 image). Summing runs of 16 pixels per class and
     adding the run totals in float64 keeps the error at float32 rounding without a float64 copy
     of the inputs.
     """
-    b = labels.shape[0]
-    labels = labels.reshape(b, -1)
-    n = labels.shape[1]
-    if values is None:
-        values = torch.ones((), device=labels.device).expand(b, n)
-    values = values.reshape(b, n)
+    b, v, n = values.shape
+    labels = labels.reshape(b, 1, n)
     m = n // _SUM_CHUNK
     n0 = m * _SUM_CHUNK
-    runs = values.new_zeros(b, m, num_classes).scatter_add_(
-        2,
-        labels[:, :n0].reshape(b, m, _SUM_CHUNK),
-        values[:, :n0].reshape(b, m, _SUM_CHUNK),
+    runs = values.new_zeros(b, v, m, num_classes).scatter_add_(
+        3,
+        labels[..., :n0].reshape(b, 1, m, _SUM_CHUNK).expand(b, v, m, _SUM_CHUNK),
+        values[..., :n0].reshape(b, v, m, _SUM_CHUNK),
     )
-    total = runs.sum(1, dtype=torch.float64)
+    total = runs.sum(2, dtype=torch.float64)
     if n0 < n:
-        total = total.scatter_add(1, labels[:, n0:], values[:, n0:].double())
+        total = total.scatter_add(
+            2, labels[..., n0:].expand(b, v, n - n0), values[..., n0:].double()
+        )
     return total.float()
 
 
@@ -185,6 +192,94 @@ def dice_sums(
     return _dense_dice_sums(inp, gamma, squared, overlap, mask)
 
 
+class _LabelDiceSums(torch.autograd.Function):
+    """The eq. 5 sums ``(err, den, overlap)`` of integer-label inputs, with the gradient
+    written out.
+
+    Off the label (``y = 0``) an entry adds ``m p^s = p^(gamma + s)`` (``s`` = 2 squared, 1
+    plain; ``m = p^gamma`` constant) to both ``err`` and ``den``; at the label (``y = 1``,
+    ``q = 1 - p_y`` from the other classes' share) it adds ``m q^s`` to ``err``,
+    ``m (1 + p_y^s)`` to ``den`` and ``2 m p_y`` to ``overlap``, with ``m = q^gamma``.
+
+    Why by hand: the softmax backward needs only ``p * dL/dp``, and off the label that is
+    ``s * dL/dT * t`` with ``t = p^(gamma + s)`` the forward already made, so the backward
+    reuses ``t`` in place; autograd would keep and re-read several full-size temporaries. The
+    probabilities and their split at the label come in detached from
+    :attr:`Prepared.label_probs` (shared with the other losses of a compound).
+    """
+
+    @staticmethod
+    def forward(ctx, x, probs, lp, gamma, sq, overlap, label_mask, off_mask):  # type: ignore[override]
+        k = probs.shape[1]
+        q, py = lp.label_complement, lp.label_prob
+        if isinstance(gamma, Tensor):
+            m = q.pow(per_label(gamma, lp.labels))
+            exponent: float | Tensor = view_channels(gamma, 3) + sq
+        else:
+            m = q.clone() if gamma == 1.0 else power(q, gamma)
+            exponent = gamma + sq
+        if lp.valid is not None:  # q is 0 at ignored pixels, but 0 ** 0 == 1
+            m.mul_(lp.valid)
+        if label_mask is not None:
+            m.mul_(label_mask)
+        t = _off_label_terms(lp.off_label, exponent, off_mask)
+        off_sum = t.sum(-1)
+        # the per-label terms as one (B, V, N) tensor, summed per class in one call
+        ones = torch.ones_like(q) if lp.valid is None else lp.valid
+        rows = [m * power(q, sq), m * (1.0 + power(py, sq)), ones]
+        if overlap:
+            rows.append(2.0 * m * py)
+        sums = class_sums_rows(lp.labels, torch.cat(rows, 1), k)
+        err = sums[:, 0] + off_sum
+        den = sums[:, 1] + off_sum
+        ctx.mark_non_differentiable(sums)
+        ctx.save_for_backward(probs, m, off_mask, *lp)
+        # t is consumed in place by the first backward, so it is kept outside
+        # save_for_backward (whose version check would refuse a second backward, which
+        # rebuilds it)
+        ctx.t, ctx.exponent, ctx.sq, ctx.binary = t, exponent, sq, x.shape[1] == 1
+        both = sums[:, 3] if overlap else None
+        return err, den, sums[:, 2], both
+
+    @staticmethod
+    @once_differentiable  # m is a constant of eq. 5; no double backward through this path
+    def backward(ctx, g_err, g_den, _g_counts, g_both):  # type: ignore[override]
+        probs, m, off_mask, *saved = ctx.saved_tensors
+        lp = LabelProbs(*saved)
+        sq = ctx.sq
+        pg, ctx.t = ctx.t, None
+        if pg is None:  # a second backward (retain_graph=True)
+            pg = _off_label_terms(lp.off_label, ctx.exponent, off_mask)
+        # off the label: p dL/dp = s dL/dT t (t is 0 at the label entries)
+        pg.mul_((sq * (g_err + g_den)).unsqueeze(-1))
+        # at the label: p_y dL/dp_y with dq/dp_y = -1
+        grads = [g_err, g_den] if g_both is None else [g_err, g_den, g_both]
+        per_pixel = torch.stack(grads, -1).view(-1, len(grads)).index_select(0, lp.class_entry)
+        g_e, g_d, *g_b = per_pixel.view(m.shape[0], 1, -1, len(grads)).unbind(-1)
+        q, py = lp.label_complement, lp.label_prob
+        at_label = 2.0 * (g_d * py - g_e * q) if sq == 2.0 else g_d - g_e
+        if g_b:
+            at_label = at_label + 2.0 * g_b[0]
+        at_label = at_label.mul_(m).mul_(py)
+        pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
+        # softmax backward dL/dx = p g - p sum_k p g; for binary logits [0, x] the second
+        # channel's share, p_0 (p_1 g_1) - p_1 (p_0 g_0), without the cancellation
+        if ctx.binary:
+            grad = probs[:, :1] * pg[:, 1:] - probs[:, 1:] * pg[:, :1]
+        else:
+            grad = pg.addcmul_(probs, pg.sum(1, keepdim=True), value=-1.0)
+        return grad, *([None] * 7)
+
+
+def _off_label_terms(off: Tensor, exponent: float | Tensor, off_mask: Tensor | None) -> Tensor:
+    """A new tensor ``off^exponent`` (times the TopK mask): the off-label terms of eq. 5."""
+    if isinstance(exponent, float) and exponent == 2.0:
+        t = off.square()
+    else:
+        t = off.pow(exponent)
+    return t if off_mask is None else t.mul_(off_mask)
+
+
 def _label_dice_sums(
     inp: Prepared,
     gamma: float | Tensor,
@@ -193,31 +288,15 @@ def _label_dice_sums(
     label_mask: Tensor | None,
     off_mask: Tensor | None,
 ) -> DiceSums:
-    # At the label entry y = 1: |y - p| = 1 - p_y = q; elsewhere y = 0: |y - p| = p.
     lp = inp.label_probs
-    k = inp.num_channels
-    q, py, off = lp.label_complement, lp.label_prob, lp.off_label
+    b, c = inp.logits.shape[:2]
+    probs = inp.probs.detach().reshape(b, inp.num_channels, -1)
+    consts = LabelProbs(*(None if t is None else t.detach() for t in lp))
     sq = 2.0 if squared else 1.0
-    with torch.no_grad():  # detached bases: power() returns the base itself for gamma 1
-        q_const, off_const = q.detach(), off.detach()
-        if isinstance(gamma, Tensor):
-            m_label = q_const.pow(per_label(gamma, lp.labels))
-            m_off = off_const.pow(view_channels(gamma, 3))
-        else:
-            m_label = power(q_const, gamma)
-            m_off = None if gamma == 0.0 else power(off_const, gamma)
-        if lp.valid is not None:  # q is 0 at ignored pixels, but 0 ** 0 == 1
-            m_label = m_label * lp.valid
-        if label_mask is not None:
-            m_label = m_label * label_mask
-        if off_mask is not None:
-            m_off = off_mask if m_off is None else m_off * off_mask
-    off_power = power(off, sq)
-    off_terms = (off_power if m_off is None else m_off * off_power).sum(-1)
-    err = class_sums(lp.labels, m_label * power(q, sq), k) + off_terms
-    den = class_sums(lp.labels, m_label * (1.0 + power(py, sq)), k) + off_terms
-    both = class_sums(lp.labels, 2.0 * m_label * py, k) if overlap else None
-    return DiceSums(err, den, label_counts(lp, k), both)
+    err, den, counts, both = _LabelDiceSums.apply(
+        inp.logits.reshape(b, c, -1), probs, consts, gamma, sq, overlap, label_mask, off_mask
+    )
+    return DiceSums(err, den, counts, both)
 
 
 def _dense_dice_sums(
@@ -320,10 +399,16 @@ def label_log_prob(inp: Prepared) -> tuple[Tensor, Tensor]:
         s = x * (2.0 * inp.labels - 1.0)  # +x for label 1, -x for label 0
         return torch.nn.functional.logsigmoid(s), torch.sigmoid(-s)
     lp = inp.label_probs
-    shape = inp.labels.shape
-    q = lp.label_complement.view(shape)
-    log_softmax = torch.log_softmax(x, dim=1).gather(1, inp.labels)
-    return log_prob_from_complement(log_softmax, q), q
+    log_p = _softmax_label_log_prob(x.reshape(x.shape[0], x.shape[1], -1), lp)
+    return log_p.view(inp.labels.shape), lp.label_complement.view(inp.labels.shape)
+
+
+def _softmax_label_log_prob(x: Tensor, lp: LabelProbs) -> Tensor:
+    """``log p_t`` (B, 1, N) of (B, K, N) logits: ``log1p(-q)`` near 1, ``x_t - logsumexp(x)``
+    (exact for small p_t, no underflow) elsewhere."""
+    b, _, n = x.shape
+    x_t = x.reshape(-1).index_select(0, lp.entry).view(b, 1, n)
+    return log_prob_from_complement(x_t - torch.logsumexp(x, 1, keepdim=True), lp.label_complement)
 
 
 def focal_factor(q: Tensor, gamma: float | Tensor) -> Tensor:
@@ -334,19 +419,70 @@ def focal_factor(q: Tensor, gamma: float | Tensor) -> Tensor:
     return power(q.clamp_min(TINY), gamma)
 
 
+class _SoftmaxLabelFocal(torch.autograd.Function):
+    """``-w_t (1 - p_t)^gamma log p_t`` per pixel (B, 1, N) of softmax logits and integer
+    labels, with the gradient written out: ``dL/dx = w_t c (p - e_t)`` with
+    ``c = q^gamma (1 - gamma p_t log(p_t) / q)``, ``q = 1 - p_t`` (``c = 1`` for CE), whose
+    label entry ``p_t - 1 = -q`` comes from the other classes' share. One (B, K, N) pass in
+    the backward, where autograd would run the log-softmax, gather and where/log1p chain
+    backwards."""
+
+    @staticmethod
+    def forward(ctx, x, probs, lp, gamma, weights):  # type: ignore[override]
+        log_p = _softmax_label_log_prob(x, lp)
+        q = lp.label_complement
+        focus = focal_factor(q, gamma)
+        scale = focus if weights is None else focus * weights
+        if lp.valid is not None:
+            scale = scale * lp.valid
+        ctx.save_for_backward(probs, log_p, scale, *lp)
+        ctx.gamma = gamma
+        return -log_p * scale
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):  # type: ignore[override]
+        probs, log_p, scale, *saved = ctx.saved_tensors
+        lp = LabelProbs(*saved)
+        q, py = lp.label_complement, lp.label_prob
+        coef = g_out * scale
+        gamma = ctx.gamma
+        if isinstance(gamma, Tensor) or gamma != 0.0:
+            # log(p_t) / q -> -1 as q -> 0 (log p_t = log1p(-q)); q = 0 only past float range
+            ratio = torch.where(q > 0, log_p / q.clamp_min(TINY), -torch.ones_like(q))
+            coef = coef * (1.0 - gamma * py * ratio)
+        grad = probs * coef
+        grad.view(-1).index_copy_(0, lp.entry, (-coef * q).view(-1))
+        return grad, None, None, None, None
+
+
 def label_pixel_loss(inp: Prepared, gamma: float | Tensor, weights: Tensor | None) -> Tensor:
     """``-w_t (1 - p_t)^gamma_t log p_t`` per pixel (B, *spatial) for integer labels (binary /
     multiclass; eqs. 1 and 3 without the one-hot sum); 0 at ignored pixels. ``gamma`` is a
     float or a (K,) tensor (one exponent per class), ``weights`` None or (K,)."""
     assert inp.labels is not None
-    log_p, q = label_log_prob(inp)
     if isinstance(gamma, Tensor):
         gamma = per_label(gamma, inp.labels)
+    w = None if weights is None else per_label(weights, inp.labels)
+    if inp.mode == "multiclass":
+        b, k = inp.logits.shape[:2]
+        lp = inp.label_probs
+        consts = LabelProbs(*(None if t is None else t.detach() for t in lp))
+        g = gamma.reshape(b, 1, -1) if isinstance(gamma, Tensor) else gamma
+        out = _SoftmaxLabelFocal.apply(
+            inp.logits.reshape(b, k, -1),
+            inp.probs.detach().reshape(b, k, -1),
+            consts,
+            g,
+            None if w is None else w.reshape(b, 1, -1),
+        )
+        return out.view(inp.labels.shape)[:, 0]
+    log_p, q = label_log_prob(inp)
     out = -log_p
     if isinstance(gamma, Tensor) or gamma != 0.0:
         out = out * focal_factor(q, gamma)
-    if weights is not None:
-        out = out * per_label(weights, inp.labels)
+    if w is not None:
+        out = out * w
     if inp.valid is not None:
         out = out * inp.valid
     return out[:, 0]

@@ -92,6 +92,8 @@ class LabelProbs(NamedTuple):
         off_label: (B, K, N) the probabilities with the label entry set to 0.
         labels: (B, 1, N) int64 labels (ignored pixels hold 0).
         valid: (B, 1, N) 0/1 float mask, or None without ``ignore_index``.
+        entry: (B * N,) int64 flat index of each pixel's label entry in a (B, K, N) tensor.
+        class_entry: (B * N,) int64 flat index of each pixel's class in a (B, K) tensor.
     """
 
     label_prob: Tensor
@@ -99,6 +101,23 @@ class LabelProbs(NamedTuple):
     off_label: Tensor
     labels: Tensor
     valid: Tensor | None
+    entry: Tensor
+    class_entry: Tensor
+
+
+def label_entries(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Flat indices ``(entry, class_entry)`` of (B, 1, N) labels: of the label entry in a
+    (B, K, N) tensor and of the label class in a (B, K) tensor, each (B * N,).
+
+    index_select / index_fill_ on these run several times faster on CPU than gather /
+    scatter along the class axis."""
+    b, _, n = labels.shape
+    # int32 arithmetic is faster on CPU; the indices themselves must be int64
+    flat = labels.view(b, n).int()
+    image = torch.arange(b, device=labels.device, dtype=torch.int32).view(b, 1)
+    class_entry = torch.add(image * num_classes, flat).view(-1).long()
+    base = image * (num_classes * n) + torch.arange(n, device=labels.device, dtype=torch.int32)
+    return torch.add(base, flat, alpha=n).view(-1).long(), class_entry
 
 
 class Prepared:
@@ -168,15 +187,19 @@ class Prepared:
         """The hard-label split of the region probabilities (integer-label targets only)."""
         assert self.labels is not None
         b, k = self.logits.shape[0], self.num_channels
-        p = self.probs.reshape(b, k, -1)
+        p = self.probs.reshape(b, k, -1).contiguous()
         labels = self.labels.reshape(b, 1, -1)
+        n = labels.shape[-1]
         v = None if self.valid is None else self.valid.reshape(b, 1, -1)
-        off = p.scatter(1, labels, 0.0)
-        label_prob = p.gather(1, labels)
+        entry, class_entry = label_entries(labels, k)
+        off = p.clone()
+        off.view(-1).index_fill_(0, entry, 0.0)
+        label_prob = p.view(-1).index_select(0, entry).view(b, 1, n)
         if v is not None:
             off = off * v
             label_prob = label_prob * v
-        return LabelProbs(label_prob, off.sum(1, keepdim=True), off, labels, v)
+        q = off.sum(1, keepdim=True)
+        return LabelProbs(label_prob, q, off, labels, v, entry, class_entry)
 
     @property
     def num_channels(self) -> int:
