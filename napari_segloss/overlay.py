@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from .metrics._inputs import as_labels, check_same_shape
+from .metrics.inputs import as_labels, check_same_shape
 
 if TYPE_CHECKING:
     import torch

@@ -32,6 +32,8 @@ from matplotlib.colors import LogNorm, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .overlay import ERROR_COLORS, error_labels
+
 __all__ = [
     "bar_with_errors",
     "contour_landscape",
@@ -49,7 +51,8 @@ _ERROR_NAMES = {1: "true positive", 2: "false positive", 3: "false negative"}
 
 
 def _new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
-    # pyplot only creates the figure (so that Jupyter's inline backend shows it).
+    # pyplot only creates the figure (so that Jupyter's inline backend shows it); imported
+    # here because importing pyplot selects a GUI backend, which a headless import must not
     import matplotlib.pyplot as plt
 
     return plt.subplots(nrows, ncols, **kwargs)
@@ -492,8 +495,6 @@ def bar_with_errors(
 
 def _error_rgba() -> dict[int, tuple[float, float, float, float]]:
     """``ERROR_COLORS`` from the overlay module as RGBA floats in [0, 1]."""
-    from napari_segloss.overlay import ERROR_COLORS
-
     colours: dict[int, tuple[float, float, float, float]] = {}
     for key, value in ERROR_COLORS.items():
         if key is None:
@@ -525,8 +526,6 @@ def overlay_errors(
     Colours come from :data:`napari_segloss.overlay.ERROR_COLORS` (FP red, FN blue, TP
     translucent green) via :func:`napari_segloss.overlay.error_labels`.
     """
-    from napari_segloss.overlay import error_labels
-
     img = _display_rgb(_as_image(image, "image"))
     labels = np.asarray(error_labels(_to_numpy(pred, "pred"), _to_numpy(gt, "gt"), foreground))
     if labels.shape != img.shape[:2]:

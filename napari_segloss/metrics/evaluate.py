@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._inputs import (
+from .inputs import (
     as_labels,
     check_same_shape,
     check_spacing,
     check_spatial_ndim,
     check_tolerance,
 )
-from .overlap import _check_num_classes, _confusion_numpy, overlap_from_confusion
-from .surface import _nsd_masks, _percentile_hd
+from .overlap import check_num_classes, confusion_counts, overlap_from_confusion
+from .surface import nsd_of_masks, percentile_hausdorff
 
 if TYPE_CHECKING:
     import torch
@@ -65,15 +65,15 @@ def evaluate(
     sp = check_spacing(spacing, p.ndim)
     tol = check_tolerance(tolerance)
     top = max(int(p.max()), int(g.max())) if p.size else 0
-    k = max(top + 1, 2) if num_classes is None else _check_num_classes(num_classes)
-    ov = overlap_from_confusion(_confusion_numpy(p[None], g[None], k)[0])
+    k = max(top + 1, 2) if num_classes is None else check_num_classes(num_classes)
+    ov = overlap_from_confusion(confusion_counts(p[None], g[None], k)[0])
     out: dict[int, dict[str, float]] = {}
     for c in range(0 if include_background else 1, k):
         row = {name: float(ov[name][c]) for name in ("dice", "iou", "precision", "recall")}
         if surface:
             pm, gm = p == c, g == c
-            row["nsd"] = _nsd_masks(pm, gm, tol, sp)
-            row["hd95"] = _percentile_hd(pm, gm, 95.0, sp)
+            row["nsd"] = nsd_of_masks(pm, gm, tol, sp)
+            row["hd95"] = percentile_hausdorff(pm, gm, 95.0, sp)
         out[c] = row
     return out
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._inputs import as_labels, check_same_shape, is_torch, torch_module
+from .inputs import as_labels, check_same_shape, is_torch, torch_module
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,8 @@ __all__ = ["OVERLAP_METRICS", "confusion_matrix", "overlap_from_confusion", "ove
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
 
 
-def _check_num_classes(num_classes: Any) -> int:
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an int >= 2, or a ValueError saying what was wrong."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
         raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
     if num_classes < 2:
@@ -73,7 +74,7 @@ def confusion_matrix(
         Counts ``(B, K, K)`` int64 indexed ``[b, gt_class, pred_class]``: a torch tensor on the
         inputs' device when both inputs are tensors, otherwise a numpy array.
     """
-    k = _check_num_classes(num_classes)
+    k = check_num_classes(num_classes)
     if is_torch(pred) and is_torch(gt):
         torch = torch_module()
         if pred.shape != gt.shape:
@@ -96,10 +97,12 @@ def confusion_matrix(
     check_same_shape(p, g, "pred", "gt")
     if p.ndim < 2:
         raise ValueError(f"pred: expected a batch (B, *spatial), got shape {tuple(p.shape)}")
-    return _confusion_numpy(p, g, k)
+    return confusion_counts(p, g, k)
 
 
-def _confusion_numpy(p: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+def confusion_counts(p: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+    """Per-image confusion matrices (B, k, k) of integer label batches ``p`` (prediction) and
+    ``g`` (ground truth) of shape (B, ...); ValueError for a label >= k."""
     top = max(int(p.max()), int(g.max())) if p.size else 0
     if top >= k:
         raise ValueError(f"pred/gt: expected labels in [0, {k}), got label {top}")

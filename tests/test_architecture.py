@@ -1,0 +1,244 @@
+"""The architecture's rules, read from the source with ``ast`` (no import needed):
+
+* no import cycle among the package's modules (module-level imports, ``TYPE_CHECKING`` blocks
+  excluded, as they never run);
+* no file over 800 lines, no function over 120 lines;
+* no private (underscore) name imported from another module;
+* no panel module imports another panel module (panels: the widget commands of napari.yaml);
+* the layers point one way: the core (``losses``, ``metrics``, ``data``) imports nothing from
+  ``engine``, ``maps``, ``explorer``, ``cli`` or ``_widgets``, and ``data`` nothing from ``engine``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "napari_segloss"
+MAX_FILE_LINES = 800
+MAX_FUNCTION_LINES = 120
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Imports that run when the module is imported: module level, also inside try/if (but not
+    ``if TYPE_CHECKING``), not inside functions or classes."""
+    out: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                out.append(node)
+            elif isinstance(node, ast.If) and not _is_type_checking(node):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+
+    visit(tree.body)
+    return out
+
+
+def resolve(module: str, node: ast.ImportFrom) -> str:
+    """Absolute name of the module an ``ImportFrom`` reads from."""
+    if node.level == 0:
+        return node.module or ""
+    is_package = MODULES[module].name == "__init__.py"
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def package_edges() -> dict[str, set[str]]:
+    """module -> the package modules its module-level imports load.
+
+    ``from package import name`` loads the package's __init__ (and ``package.name`` when that
+    is a submodule). The importer's own parent packages are not edges: they are always
+    imported first, and a package __init__ that re-exports its submodules is the usual
+    pattern, unless the module reads a name defined in that __init__ (``from . import x``
+    where x is not a submodule), which does depend on it.
+    """
+    edges: dict[str, set[str]] = {m: set() for m in MODULES}
+    for module, path in MODULES.items():
+        own = ancestors(module)
+        tree = ast.parse(path.read_text(), str(path))
+        for node in top_level_imports(tree):
+            targets: set[str] = set()
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    targets |= {alias.name} | (ancestors(alias.name) - own)
+            else:
+                source = resolve(module, node)
+                subs = {f"{source}.{a.name}" for a in node.names} & set(MODULES)
+                reads_init = len(subs) < len(node.names)
+                targets |= subs | (ancestors(source) - own)
+                if source not in own or reads_init:
+                    targets.add(source)
+            edges[module] |= {t for t in targets if t in MODULES and t != module}
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (a list of modules, first == last), or None."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle() -> None:
+    edges = package_edges()
+    # a package's own __init__ importing its submodules is fine only if those do not import the
+    # package back: that is exactly a cycle in this graph
+    cycle = find_cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_package_reexports_are_not_cycles_but_reading_the_init_is() -> None:
+    edges = package_edges()
+    # losses/__init__ imports .dice, and dice imports .registry: the parent is not an edge
+    assert "napari_segloss.losses.dice" in edges["napari_segloss.losses"]
+    assert "napari_segloss.losses" not in edges["napari_segloss.losses.dice"]
+
+
+def test_cycle_detection_finds_a_planted_cycle() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(edges) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_file_and_function_sizes(module: str) -> None:
+    path = MODULES[module]
+    text = path.read_text()
+    assert text.count("\n") <= MAX_FILE_LINES, f"{path.name}: {text.count(chr(10))} lines"
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"{module}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_imported_across_modules(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text())
+    bad = [
+        f"{alias.name} from {resolve(module, node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and resolve(module, node).startswith("napari_segloss")
+        for alias in node.names
+        if alias.name.startswith("_")
+        and not alias.name.startswith("__")
+        and f"{resolve(module, node)}.{alias.name}" not in MODULES  # a private submodule
+    ]
+    assert not bad, f"{module} imports private names: {bad}"
+
+
+def panel_modules() -> set[str]:
+    manifest = yaml.safe_load((REPO / "napari.yaml").read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    out = set()
+    for widget in manifest["contributions"]["widgets"]:
+        module, _, attr = commands[widget["command"]].partition(":")
+        # the command may point at a package that re-exports the class: find its module
+        tree = ast.parse(MODULES[module].read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if any((a.asname or a.name) == attr for a in node.names):
+                    module = resolve(module, node)
+        out.add(module)
+    return out
+
+
+def test_panels_are_found() -> None:
+    assert len(panel_modules()) == len(
+        yaml.safe_load((REPO / "napari.yaml").read_text())["contributions"]["widgets"]
+    )
+
+
+def test_no_panel_imports_another_panel() -> None:
+    panels = panel_modules()
+    edges = package_edges()
+    for panel in panels:
+        tree = ast.parse(MODULES[panel].read_text())
+        imported = set(edges[panel])
+        for node in ast.walk(tree):  # function-level imports count too
+            if isinstance(node, ast.ImportFrom):
+                imported.add(resolve(panel, node))
+        others = sorted(imported & (panels - {panel}))
+        assert not others, f"panel {panel} imports panel(s) {others}"
+
+
+LAYER_RULES = {
+    "napari_segloss.losses": ("engine", "maps", "explorer", "cli", "_widgets", "data"),
+    "napari_segloss.metrics": ("engine", "maps", "explorer", "cli", "_widgets", "losses"),
+    "napari_segloss.data": ("engine", "maps", "explorer", "cli", "_widgets"),
+    "napari_segloss.engine": ("cli", "_widgets"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYER_RULES))
+def test_layers_point_one_way(layer: str) -> None:
+    forbidden = tuple(f"napari_segloss.{name}" for name in LAYER_RULES[layer])
+    for module, path in MODULES.items():
+        if module != layer and not module.startswith(layer + "."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                targets = [resolve(module, node)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                assert not target.startswith(forbidden), f"{module} imports {target}"
