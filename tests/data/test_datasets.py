@@ -14,10 +14,8 @@ from napari_segloss.data.datasets import (
     DataError,
     FolderDataset,
     NiftiSliceDataset,
-    build_datasets,
-    build_test_dataset,
-    read_split,
 )
+from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split
 from napari_segloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from napari_segloss.engine.config import load_config
 
@@ -308,10 +306,10 @@ def test_nifti_shape_mismatch(tmp_path: Path) -> None:
         NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
 
 
-def test_nifti_3d_needs_the_3d_network(tmp_path: Path) -> None:
-    # 3D patches work with model.arch UNet3D (tests/engine/test_3d.py); a 2D smp network is refused.
+def test_nifti_3d_needs_a_patch_size(tmp_path: Path) -> None:
+    # 3D patches with model.arch UNet3D: tests/engine/test_3d.py (the model check is the engine's)
     cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
-    with pytest.raises(DataError, match=r"'model\.arch'.*3D network \(arch: UNet3D\)"):
+    with pytest.raises(DataError, match=r"'data\.patch': data\.slices: 3d needs a patch size"):
         build_datasets(cfg)
 
 
@@ -411,7 +409,7 @@ def test_nifti_dataset_decodes_each_volume_once_and_pickles(
 ) -> None:
     import pickle
 
-    import napari_segloss.data.io as io
+    import napari_segloss.data.datasets as datasets_module
 
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
@@ -423,8 +421,10 @@ def test_nifti_dataset_decodes_each_volume_once_and_pickles(
     ]
     ds = NiftiSliceDataset(pairs, in_channels=1)
     reads: list[str] = []
-    real = io.read_nifti
-    monkeypatch.setattr(io, "read_nifti", lambda p: reads.append(Path(p).name) or real(p))
+    real = datasets_module.read_nifti
+    monkeypatch.setattr(
+        datasets_module, "read_nifti", lambda p: reads.append(Path(p).name) or real(p)
+    )
     assert ds.validate(num_classes=2, workers=4)["count"] == 12
     assert sorted(reads) == ["a.nii.gz", "a.nii.gz", "b.nii.gz", "b.nii.gz"]  # image + label
     clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives

@@ -453,7 +453,7 @@ def test_paper_configs_build_on_the_real_data(
     if not (SHARED / sub).is_dir():
         pytest.skip(f"../shared/data/{sub} is absent (real-data check of {config}.yaml)")
     from napari_segloss.cli import prepare_config
-    from napari_segloss.data.datasets import build_datasets, build_test_dataset
+    from napari_segloss.data.factory import build_datasets, build_test_dataset
     from napari_segloss.engine.config import load_config
 
     tree, overrides = prepare_config(CONFIGS / f"{config}.yaml", [f"data.root={SHARED / sub}"])
