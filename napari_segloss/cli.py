@@ -206,7 +206,9 @@ def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None) -> No
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
 
 
-def _read_input(path: Path, meta: dict[str, Any], args: argparse.Namespace) -> Any:
+def _read_input(
+    path: Path, meta: dict[str, Any], args: argparse.Namespace, *, report: bool = False
+) -> Any:
     """``(array, nifti image or None)`` ready for :func:`predict`, checked against the model.
 
     Raises ``CLIError`` naming the file: a colour image for a grey model (unless --to-grey),
@@ -231,9 +233,10 @@ def _read_input(path: Path, meta: dict[str, Any], args: argparse.Namespace) -> A
                     array, nan=args.fill_nonfinite, posinf=args.fill_nonfinite,
                     neginf=args.fill_nonfinite,
                 )  # fmt: skip
-                print(
-                    f"  {path.name}: replaced {bad} non-finite value(s) with {args.fill_nonfinite}"
-                )
+                if report:
+                    print(
+                        f"  {path.name}: replaced {bad} NaN/Inf value(s) with {args.fill_nonfinite}"
+                    )
         array = check_image(
             array,
             in_channels=int(meta.get("in_channels") or 3),
@@ -270,7 +273,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     }  # fmt: skip
     for n, path in enumerate(files, 1):
         stem = path_stem(path)
-        array, img = _read_input(path, meta, args)
+        array, img = _read_input(path, meta, args, report=True)
         labels, probs = predict(model, array, rgb=False, **kw)  # checked: no colour left
         if img is not None:
             label_path = out / f"{stem}.nii.gz"

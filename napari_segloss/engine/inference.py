@@ -465,7 +465,7 @@ def check_image(
         bad = int(image.size - np.count_nonzero(np.isfinite(image)))
         if bad:
             raise ValueError(
-                f"image has {bad} non-finite pixel value(s) (NaN or Inf) of {image.size}; the "
+                f"image has {bad} non-finite value(s) (NaN or Inf) of {image.size}; the "
                 "prediction would be NaN. Replace them first (segloss predict --fill-nonfinite "
                 "VALUE, or numpy.nan_to_num)"
             )

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,7 @@ def _train_epoch(
     want_stop: Callable[[], bool],
     bar: Any,
     outcome: _Outcome,
-) -> Iterator[TrainStep | None]:
+) -> Generator[TrainStep, None, tuple[float, int, float] | None]:
     """One epoch's steps, yielding :class:`TrainStep` events.
 
     Returns ``(mean train loss, images seen, seconds)``, or None when the run stopped (a stop

@@ -429,3 +429,64 @@ def test_nifti_dataset_decodes_each_volume_once_and_pickles(
     assert sorted(reads) == ["a.nii.gz", "a.nii.gz", "b.nii.gz", "b.nii.gz"]  # image + label
     clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives
     assert torch.equal(clone[7][1], ds[7][1])
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_non_finite_pixels_are_refused_with_the_count() -> None:
+    images = [np.ones((8, 8), np.float32) for _ in range(3)]
+    images[1][0, :4] = np.nan
+    images[2][0, 0] = np.inf
+    masks = [np.eye(8, dtype=np.uint8)] * 3
+    with pytest.raises(
+        DataError, match=r"images\[1\]: 4 non-finite pixel value\(s\) \(NaN or Inf\)"
+    ):
+        ArrayDataset(images, masks, in_channels=1).validate(num_classes=2, workers=1)
+
+
+def test_all_empty_training_masks_are_refused_most_empty_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    empty = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    with pytest.raises(DataError, match=r"all 4 training masks are empty.*> 127.*PNG"):
+        ArrayDataset(images, empty, train=True).validate(num_classes=2)
+    # a validation set may be empty (nothing is learnt from it)
+    ArrayDataset(images, empty, train=False).validate(num_classes=2)
+    one = [*empty[:3], np.eye(8, dtype=np.uint8)]
+    with caplog.at_level("WARNING"):
+        ArrayDataset(images, one, train=True).validate(num_classes=2)
+    assert "3 of 4 training masks are empty" in caplog.text
+    caplog.clear()
+    half = [*empty[:2], np.eye(8, dtype=np.uint8), np.eye(8, dtype=np.uint8)]
+    with caplog.at_level("WARNING"):
+        ArrayDataset(images, half, train=True).validate(num_classes=2)
+    assert caplog.text == ""
+
+
+def test_jpeg_binary_masks_read_as_empty_are_refused(tmp_path: Path) -> None:
+    """{0, 1} masks saved as JPEG binarise to all background (> 127): say so, naming PNG."""
+    root = write_folder(tmp_path, n=3)
+    for p in sorted((root / "masks").iterdir()):
+        mask = (np.asarray(Image.open(p)) > 0).astype(np.uint8)
+        Image.fromarray(mask).save(p.with_suffix(".jpg"), quality=95)
+        p.unlink()
+    ds = FolderDataset(root, train=True)
+    with pytest.raises(DataError, match=r"all 3 training masks are empty.*\{0, 255\}"):
+        ds.validate(num_classes=2)
+
+
+def test_sixteen_bit_images_keep_their_type_in_messages(tmp_path: Path) -> None:
+    import tifffile
+
+    root = write_folder(tmp_path, n=2)
+    for p in sorted((root / "images").iterdir()):
+        tifffile.imwrite(p.with_suffix(".tif"), np.full((20, 24), 700, np.uint16))
+        p.unlink()
+    ds = FolderDataset(root, normalize="uint8", in_channels=1)
+    with pytest.raises(DataError, match=r"case00\.tif: pixel type uint16 but normalize='uint8'"):
+        ds.validate(num_classes=2)
+    # min-max normalisation of the same files: read as uint16, scaled to float32
+    image, _ = FolderDataset(root, in_channels=1)[0]
+    assert image.dtype == torch.float32
