@@ -24,6 +24,8 @@ from _report import emit, machine_line
 
 
 def _worker(args: argparse.Namespace) -> dict:
+    # Imported here, in the worker subprocess only: the parent stays light, and the peak RSS
+    # measured is the worker's own (torch and the model included).
     import torch
 
     from napari_segloss.engine.config import ModelConfig

@@ -26,8 +26,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
 from _report import emit, machine_line
+
+from napari_segloss.data.datasets import ArrayDataset
+from napari_segloss.engine.config import load_config
+from napari_segloss.engine.events import TrainStep
+from napari_segloss.engine.training import iter_train
+from napari_segloss.losses import get_loss
 
 
 def _config(args: argparse.Namespace, out: Path) -> dict:
@@ -98,10 +105,6 @@ def _throughput(
 
 
 def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -> dict:
-    from napari_segloss.data.datasets import ArrayDataset
-    from napari_segloss.engine.config import load_config
-    from napari_segloss.engine.training import iter_train
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(_config(args, Path(tmp)))
         ds = ArrayDataset(list(images), list(masks), train=True, augment=False, cache=True)
@@ -111,10 +114,10 @@ def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) ->
         if busy:
             busy.__enter__()
         for ev in iter_train(cfg, datasets=(ds, None), progress=False):
-            if ev["type"] == "step":
+            if isinstance(ev, TrainStep):
                 if torch.cuda.is_available() and args.device != "cpu":
                     torch.cuda.synchronize()
-                marks.append((ev["iteration"], time.perf_counter()))
+                marks.append((ev.iteration, time.perf_counter()))
         if busy:
             busy.__exit__()
         total = time.perf_counter() - t_start
@@ -122,10 +125,6 @@ def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) ->
 
 
 def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -> dict:
-    import segmentation_models_pytorch as smp
-
-    from napari_segloss.losses import get_loss
-
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     torch.manual_seed(0)
     model = smp.create_model(

@@ -17,8 +17,9 @@ Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends
 
 Config conveniences handled here (so that YAML files stay portable):
 
-* ``data.root: bundled:kvasir`` (or ``bundled:kvasir_train``, ``bundled:acdc``) is the sample data shipped inside the
-  package (resolved by ``data.datasets.resolve_root``), so the quickstart needs no download.
+* ``data.root: bundled:kvasir`` (or ``bundled:kvasir_train``, ``bundled:acdc``) is the sample data
+  shipped inside the package (resolved by ``data.factory.resolve_root``), so the quickstart needs
+  no download.
 * ``data.root: ???`` is a placeholder the user must fill (``--set data.root=/path``); it is
   reported as such instead of as a missing folder called ``???``.
 """
@@ -35,9 +36,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import tifffile
+import torch
+import yaml
+from PIL import Image
 
+from .data.io import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    is_nifti,
+    path_stem,
+    read_image,
+    read_mask,
+    read_nifti,
+)
 from .engine.allocator import tune_malloc
+from .engine.checkpoint import load_model
+from .engine.compare import metrics_from_eval, run_compare, write_tables
+from .engine.config import ConfigError, TrainConfig, load_config
+from .engine.distributed import is_main_process
+from .engine.events import TrainDone
+from .engine.inference import check_image, meta_scale, predict, resolve_device
+from .engine.training import train
+from .metrics import aggregate, evaluate, to_csv, to_markdown
 
 __all__ = ["build_parser", "main", "prepare_config"]
 
@@ -68,10 +91,6 @@ def prepare_config(
     Returns the config as a dict and the overrides, ready for
     ``engine.config.load_config(tree, overrides)``, which validates everything else.
     """
-    import yaml
-
-    from napari_segloss.engine.config import ConfigError
-
     path = Path(config)
     if not path.is_file():
         raise CLIError(f"config file not found: {str(path)!r}")
@@ -93,9 +112,7 @@ def prepare_config(
     return tree, list(overrides)
 
 
-def _load_cfg(config: str | Path, overrides: Sequence[str]) -> Any:
-    from napari_segloss.engine.config import load_config
-
+def _load_cfg(config: str | Path, overrides: Sequence[str]) -> TrainConfig:
     tree, overrides = prepare_config(config, overrides)
     return load_config(tree, overrides)
 
@@ -104,18 +121,7 @@ def _load_cfg(config: str | Path, overrides: Sequence[str]) -> Any:
 # train
 
 
-def _main_process() -> bool:
-    try:
-        from napari_segloss.engine.distributed import is_main_process
-
-        return is_main_process()
-    except ImportError:  # pragma: no cover - engine always ships it
-        return True
-
-
 def _print_eval_summary(run_dir: Path) -> None:
-    from napari_segloss.engine.compare import metrics_from_eval
-
     path = run_dir / "eval.json"
     if not path.is_file():
         print(f"  (no eval.json in {run_dir})")
@@ -132,10 +138,24 @@ def _print_eval_summary(run_dir: Path) -> None:
     print(f"  per-class metrics: {path}")
 
 
+def print_done(done: TrainDone, minutes: float) -> None:
+    """The end-of-run summary ``segloss train`` prints."""
+    state = f"stopped ({done.reason})" if done.stopped else "finished"
+    print(f"segloss train: {state} in {minutes:.1f} min")
+    print(f"  run dir: {done.run_dir}")
+    if done.checkpoint is not None:
+        print(f"  checkpoint: {done.checkpoint}")
+    if done.best_checkpoint is not None:
+        print(f"  best checkpoint: {done.best_checkpoint}")
+    if done.best_dice is not None:
+        print(f"  best validation Dice: {done.best_dice:.4f}")
+    _print_eval_summary(done.run_dir)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args.config, args.overrides)
-    from napari_segloss.engine.training import train
-
+    if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
+        raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")
     start = time.perf_counter()
     done = train(
         cfg,
@@ -143,20 +163,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
-    if not _main_process():
+    if not is_main_process():
         return 0
-    run_dir = Path(done.get("run_dir", ""))
-    minutes = (time.perf_counter() - start) / 60
-    state = f"stopped ({done.get('reason', '')})" if done.get("stopped") else "finished"
-    print(f"segloss train: {state} in {minutes:.1f} min")
-    print(f"  run dir: {run_dir}")
-    for key in ("checkpoint", "best_checkpoint"):
-        if done.get(key):
-            print(f"  {key.replace('_', ' ')}: {done[key]}")
-    if done.get("best_dice") is not None:
-        print(f"  best validation Dice: {float(done['best_dice']):.4f}")
-    _print_eval_summary(run_dir)
-    return 1 if done.get("stopped") else 0  # stopped: non-finite loss, cancel or Ctrl-C
+    print_done(done, (time.perf_counter() - start) / 60)
+    return 1 if done.stopped else 0  # stopped: non-finite loss, cancel or Ctrl-C
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,8 +174,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    from napari_segloss.data.io import IMAGE_EXTENSIONS, is_nifti
-
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -189,77 +197,97 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 def _write_2d(path: Path, array: np.ndarray) -> None:
     if path.suffix in (".tif", ".tiff"):
-        import tifffile
-
         tifffile.imwrite(path, array)
     else:
-        from PIL import Image
-
         Image.fromarray(array).save(path)
 
 
 def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None) -> None:
-    import nibabel as nib
-
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_segloss.data.io import is_nifti, path_stem, read_image
-    from napari_segloss.engine.checkpoint import load_model
-    from napari_segloss.engine.inference import predict, resolve_device
+def _read_input(
+    path: Path, meta: dict[str, Any], args: argparse.Namespace, *, report: bool = False
+) -> Any:
+    """``(array, nifti image or None)`` ready for :func:`predict`, checked against the model.
 
-    ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
-    files = _expand_inputs(args.input)
-    device = resolve_device(args.device)
+    Raises ``CLIError`` naming the file: a colour image for a grey model (unless --to-grey),
+    NaN/Inf pixels (unless --fill-nonfinite), an 8-bit model given another pixel type, ...
+    """
+    img = None
     try:
-        model, meta = load_model(ckpt, device=str(device))
-    except (ValueError, OSError):
-        raise
-    except Exception as exc:  # torch.load raises many kinds on a corrupt file
-        raise CLIError(
-            f"checkpoint {str(ckpt)!r} could not be loaded: {type(exc).__name__}: {exc}"
-        ) from None
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    tile = tuple(args.tile) if args.tile else None
-    resize = False if args.no_resize else None
-    for n, path in enumerate(files, 1):
-        stem = path_stem(path)
         if is_nifti(path):
-            import nibabel as nib
-
             img = nib.load(str(path))
             vol = np.asanyarray(img.dataobj)
             if vol.ndim != 3:
                 raise CLIError(f"NIfTI {str(path)!r}: expected a 3D volume, got {vol.shape}")
             # (X, Y, Z) file order -> (Z, Y, X): slices along Z, as napari shows them.
-            labels, probs = predict(
-                model, np.ascontiguousarray(vol.transpose(2, 1, 0)), meta=meta, tile=tile,
-                overlap=args.overlap, device=device, batch_size=args.batch_size,
-                amp=not args.no_amp, resize=resize,
-            )  # fmt: skip
+            array, rgb = np.ascontiguousarray(vol.transpose(2, 1, 0)), False
+        else:
+            array = read_image(path, keep_dtype=True)  # a 16-bit file stays uint16
+            rgb = array.ndim == 3
+        if args.fill_nonfinite is not None and array.dtype.kind == "f":
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                array = np.nan_to_num(
+                    array, nan=args.fill_nonfinite, posinf=args.fill_nonfinite,
+                    neginf=args.fill_nonfinite,
+                )  # fmt: skip
+                if report:
+                    print(
+                        f"  {path.name}: replaced {bad} NaN/Inf value(s) with {args.fill_nonfinite}"
+                    )
+        array = check_image(
+            array,
+            in_channels=int(meta.get("in_channels") or 3),
+            spatial_dims=int(meta.get("spatial_dims") or 2),
+            scale=meta_scale(meta),
+            rgb=rgb,
+            grey=args.to_grey,
+        )
+    except CLIError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"input {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    return array, img
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
+    files = _expand_inputs(args.input)
+    device = resolve_device(args.device)
+    model, meta = load_model(ckpt, device=str(device))
+    # Every input is checked before anything is written: a bad file in a folder leaves no
+    # half-finished output behind.
+    for path in files:
+        _read_input(path, meta, args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    tile = tuple(args.tile) if args.tile else None
+    kw: dict[str, Any] = {
+        "meta": meta, "tile": tile, "overlap": args.overlap, "device": device,
+        "batch_size": args.batch_size, "amp": not args.no_amp,
+        "resize": False if args.no_resize else None,
+    }  # fmt: skip
+    for n, path in enumerate(files, 1):
+        stem = path_stem(path)
+        array, img = _read_input(path, meta, args, report=True)
+        labels, probs = predict(model, array, rgb=False, **kw)  # checked: no colour left
+        if img is not None:
             label_path = out / f"{stem}.nii.gz"
             _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img.affine)
             if args.probs:  # (Z, K, Y, X), or (K, Z, Y, X) from a 3D network -> (X, Y, Z, K)
                 axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
                 _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(axes), img.affine)
         else:
-            image = read_image(path)
-            labels, probs = predict(
-                model, image, meta=meta, tile=tile, overlap=args.overlap, device=device,
-                batch_size=args.batch_size, amp=not args.no_amp, resize=resize,
-            )  # fmt: skip
             ext = args.format if args.format != "auto" else (
                 ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
             )  # fmt: skip
             label_path = out / f"{stem}{ext if ext.startswith('.') else '.' + ext}"
             _write_2d(label_path, labels)
             if args.probs:
-                import tifffile
-
                 tifffile.imwrite(out / f"{stem}_probs.tif", probs.astype(np.float32))
         fg = float((labels > 0).mean()) * 100
         print(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %)")
@@ -272,8 +300,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _index_masks(folder: Path, role: str) -> dict[str, Path]:
-    from napari_segloss.data.io import MASK_EXTENSIONS, is_nifti, path_stem
-
     if not folder.is_dir():
         raise CLIError(f"{role} folder not found: {str(folder)!r}")
     files: dict[str, Path] = {}
@@ -290,8 +316,6 @@ def _index_masks(folder: Path, role: str) -> dict[str, Path]:
 
 
 def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    from napari_segloss.data.io import is_nifti, read_mask, read_nifti
-
     if is_nifti(path):
         arr, spacing = read_nifti(path)
         return np.asarray(arr).astype(np.int64), spacing
@@ -302,8 +326,6 @@ METRIC_KEYS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from napari_segloss.metrics import aggregate, evaluate, to_csv, to_markdown
-
     preds = _index_masks(Path(args.pred), "pred")
     gts = _index_masks(Path(args.gt), "gt")
     missing = sorted(set(preds) - set(gts))
@@ -375,21 +397,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from napari_segloss.engine.compare import run_compare, write_tables
-
     tree, overrides = prepare_config(args.config, args.overrides)
     # Validate the base config once up front: a typo should fail before hours of training.
-    from napari_segloss.engine.config import load_config
-
     load_config(tree, overrides)
 
-    def train_fn(cfg: Any, resume: bool = False) -> Any:
-        from napari_segloss.engine.training import train
-
+    def train_fn(cfg: TrainConfig, resume: bool = False) -> TrainDone:
         return train(cfg, progress=args.progress, resume=resume)
 
     runs = run_compare(tree, args.losses, args.seeds, args.output, overrides, train_fn=train_fn)
-    if not _main_process():
+    if not is_main_process():
         return 0
     text = write_tables(args.output, runs, title=args.title or Path(args.config).stem)
     print(text, end="")
@@ -473,6 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="predict at native resolution instead of the checkpoint's training size",
     )
+    p.add_argument(
+        "--to-grey",
+        action="store_true",
+        help="convert colour images to grey (BT.601 luma) for a model trained on grey images "
+        "(without it such input is refused)",
+    )
+    p.add_argument(
+        "--fill-nonfinite",
+        type=float,
+        metavar="VALUE",
+        help="replace NaN/Inf pixels with VALUE, reporting how many (without it such input is "
+        "refused)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -514,8 +543,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads: expected a positive integer, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)

@@ -105,6 +105,7 @@ def predict_image(
         "overlap": overlap,
         "device": dev,
         "amp": dev.type == "cuda",
+        "rgb": rgb,  # an RGB layer for a grey model is refused by predict, not reinterpreted
     }
     try:
         if rgb and image.ndim == 4:

@@ -30,6 +30,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_segloss.engine.events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
+
 from ._common import (
     CheckpointPicker,
     LayerPicker,
@@ -121,7 +123,7 @@ class TrainWidget(QWidget):
         self._progress: Any = None
         self._max_iterations = 0
         self._epochs = 1
-        self.last_result: dict[str, Any] | None = None
+        self.last_result: TrainDone | None = None
         self._LossParamForm = _LossParamForm
         root = QVBoxLayout(self)
 
@@ -434,41 +436,35 @@ class TrainWidget(QWidget):
             self.stop_button.setEnabled(False)
             self.status.info("stopping after the current step…")
 
-    def _on_event(self, ev: dict[str, Any]) -> None:
-        kind = ev.get("type")
-        if kind == "start":
+    def _on_event(self, ev: TrainEvent) -> None:
+        nan = float("nan")
+        if isinstance(ev, TrainStart):
             from napari.utils import progress
 
-            self._max_iterations = int(ev.get("max_iterations") or 0)
+            self._max_iterations = ev.max_iterations
             self._progress = progress(total=self._max_iterations or None, desc="segloss training")
-            self.status.info(f"training on {ev.get('device')} → {ev.get('run_dir')}")
-        elif kind == "step":
-            it = int(ev.get("iteration", 0))
+            self.status.info(f"training on {ev.device} → {ev.run_dir}")
+        elif isinstance(ev, TrainStep):
             if self._progress is not None:
-                self._progress.n = it
+                self._progress.n = ev.iteration
                 self._progress.refresh()
             per_epoch = self._max_iterations / max(self._epochs, 1) if self._max_iterations else 1
-            self.plot.add_step(it / per_epoch, float(ev.get("loss", float("nan"))))
-        elif kind == "epoch":
-            self.plot.add_epoch(
-                int(ev.get("epoch", 0)),
-                float(ev.get("train_loss", float("nan"))),
-                float(ev.get("val_loss", float("nan"))),
-                float(ev.get("val_dice", float("nan"))),
-            )
+            self.plot.add_step(ev.iteration / per_epoch, ev.loss)
+        elif isinstance(ev, TrainEpoch):
+            val_loss = nan if ev.val_loss is None else ev.val_loss
+            val_dice = nan if ev.val_dice is None else ev.val_dice
+            self.plot.add_epoch(ev.epoch, ev.train_loss, val_loss, val_dice)
             self.status.info(
-                f"epoch {ev.get('epoch')}: train loss {ev.get('train_loss', float('nan')):.4f}, "
-                f"val loss {ev.get('val_loss', float('nan')):.4f}, val Dice {ev.get('val_dice', float('nan')):.4f}"
+                f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}, "
+                f"val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
             )
-        elif kind == "done":
+        elif isinstance(ev, TrainDone):
             self.last_result = ev
-            ckpt = ev.get("checkpoint")
-            if ckpt:
-                CHECKPOINTS.add(ckpt)
-            how = "stopped" if ev.get("stopped") else "finished"
-            best = ev.get("best_dice")
-            best_s = f", best val Dice {best:.4f}" if isinstance(best, int | float) else ""
-            self.status.info(f"{how} ({ev.get('reason', '')}){best_s}; checkpoint {ckpt}")
+            if ev.checkpoint is not None:
+                CHECKPOINTS.add(ev.checkpoint)
+            how = "stopped" if ev.stopped else "finished"
+            best_s = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
+            self.status.info(f"{how} ({ev.reason}){best_s}; checkpoint {ev.checkpoint}")
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.error(f"training failed: {type(exc).__name__}: {exc}")

@@ -1,6 +1,7 @@
 """Image/mask datasets for training: image folders, NIfTI volumes (2D slices) and in-memory arrays.
 
-3D patches of NIfTI volumes (``data.slices: 3d``) live in :mod:`.patches`.
+3D patches of NIfTI volumes (``data.slices: 3d``) live in :mod:`.patches`; the config-driven
+factory (``build_datasets``, splits) in :mod:`.factory`.
 
 Every dataset yields ``(image, mask)``: ``image`` float32 ``(C, H, W)`` normalised as
 :class:`~napari_segloss.data.transforms.Normalization` says (default: /255 to [0, 1], then
@@ -9,8 +10,9 @@ ImageNet mean/std for RGB), ``mask`` int64 ``(H, W)`` class labels.
 Decoded, resized pairs are cached in memory (``cache=True``) so each file is decoded once per
 process; :meth:`SegmentationDataset.validate` reads every pair up front (in threads) which both
 fills the cache before DataLoader workers fork and checks the data before the first training
-step: size mismatches, channel counts and mask labels outside ``0..num_classes-1`` are reported
-in one line naming the file.
+step: size mismatches, channel counts, non-finite pixels (NaN/Inf), mask labels outside
+``0..num_classes-1`` and a training set whose masks are all empty are reported in one line naming
+the file.
 
 Protocols (PM-Dice paper, Hosseini 2025, section 3.1): Kvasir-SEG 90/10 split, resize 320,
 random crop 256 in training; ACDC 2D slices resized to 256x256 and scaled to [0, 1], with the
@@ -21,22 +23,30 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchvision import tv_tensors
+from tqdm.auto import tqdm
 
+from .io import (
+    JPEG_MASK_THRESHOLD,
+    find_pairs,
+    nifti_to_napari,
+    read_image,
+    read_mask,
+    read_nifti,
+)
 from .transforms import Normalization, build_transform, default_normalization, resize_pair, to_chw
-
-if TYPE_CHECKING:
-    from ..engine.config import TrainConfig
 
 __all__ = [
     "ArrayDataset",
@@ -44,15 +54,57 @@ __all__ = [
     "FolderDataset",
     "NiftiSliceDataset",
     "SegmentationDataset",
-    "build_datasets",
-    "build_test_dataset",
-    "read_split",
-    "resolve_root",
+    "add_label_counts",
+    "check_finite",
+    "check_masks_not_empty",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """Bad training data, described in one line naming the file or config key."""
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    """Raise :class:`DataError` naming ``name`` and the count if ``array`` holds NaN or Inf.
+
+    A single NaN pixel makes every prediction and loss of its image NaN (min-max scaling spreads
+    it to the whole array), so such data is refused instead of silently training on NaN.
+    """
+    if array.dtype.kind != "f":
+        return
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise DataError(
+            f"{name}: {bad} non-finite pixel value(s) (NaN or Inf) of {array.size}; replace "
+            "them (e.g. numpy.nan_to_num) before training"
+        )
+
+
+def check_masks_not_empty(empty: int, total: int, what: str = "masks") -> None:
+    """Refuse a training set whose masks are all empty; warn when most of them are.
+
+    The usual cause is a {0, 1} mask saved as JPEG: JPEG masks are binarised at
+    ``> JPEG_MASK_THRESHOLD`` (127), so a {0, 1} JPEG mask reads as all background.
+    """
+    cause = (
+        f"JPEG masks are binarised at > {JPEG_MASK_THRESHOLD}, so {{0, 1}} masks saved as JPEG "
+        "read as empty: save them as PNG, or scale them to {0, 255}"
+    )
+    if total and empty == total:
+        raise DataError(
+            f"all {total} training {what} are empty after reading (no label above 0): nothing "
+            f"to learn. Likely cause: {cause}"
+        )
+    if total and empty > total / 2:
+        log.warning(
+            "%d of %d training %s are empty (no label above 0); if that is unexpected: %s",
+            empty,
+            total,
+            what,
+            cause,
+        )
 
 
 def add_label_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -202,6 +254,7 @@ class SegmentationDataset(Dataset):
             (self._raw0, None) if index == 0 and self._raw0 is not None else (None, None)
         )
         image_np, mask_np = raw if raw is not None else self._read(index)
+        check_finite(image_np, self.item_name(index))
         if image_np.shape[-2:] != mask_np.shape:
             raise DataError(
                 f"{self.item_name(index)}: image size {tuple(image_np.shape[-2:])} != mask size "
@@ -252,9 +305,10 @@ class SegmentationDataset(Dataset):
     ) -> dict[str, Any]:
         """Read every pair (filling the cache) and check it before training starts.
 
-        Checks: at least one item; image/mask sizes agree; channel count; mask labels in
-        ``0..num_classes-1``; equal sizes when batching needs them. Raises :class:`DataError`
-        (one line naming the file). Returns ``{"count", "max_label", "sizes", "class_pixels"}``.
+        Checks: at least one item; image/mask sizes agree; channel count; finite pixels; mask
+        labels in ``0..num_classes-1``; equal sizes when batching needs them; for a training set,
+        not every mask empty (:func:`check_masks_not_empty`). Raises :class:`DataError` (one line
+        naming the file). Returns ``{"count", "max_label", "sizes", "class_pixels"}``.
         """
         n = len(self)
         if n == 0:
@@ -273,13 +327,11 @@ class SegmentationDataset(Dataset):
         with ThreadPoolExecutor(max_workers=workers) as pool:
             iterator = pool.map(scan, range(n))
             if progress:
-                from tqdm.auto import tqdm
-
                 iterator = tqdm(iterator, total=n, desc="checking data", leave=False)
             results = list(iterator)
         class_pixels = np.zeros(1, dtype=np.int64)
         sizes: set[tuple[int, ...]] = set()
-        max_label = 0
+        max_label = empty = 0
         for i, (channels, hw, top, counts) in enumerate(results):
             if in_channels is not None and channels != in_channels:
                 raise DataError(
@@ -294,7 +346,10 @@ class SegmentationDataset(Dataset):
                 )
             sizes.add(hw)
             max_label = max(max_label, top)
+            empty += top == 0
             class_pixels = add_label_counts(class_pixels, counts)
+        if self.train:
+            check_masks_not_empty(empty, n)
         if need_uniform_size and len(sizes) > 1:
             some = sorted(sizes)[:2]
             raise DataError(
@@ -342,8 +397,6 @@ class FolderDataset(SegmentationDataset):
         if pairs is None:
             if root is None:
                 raise ValueError("FolderDataset needs root or pairs, got neither")
-            from .io import find_pairs
-
             try:
                 pairs = find_pairs(root, images, masks)
             except ValueError as exc:
@@ -357,11 +410,11 @@ class FolderDataset(SegmentationDataset):
         return str(self.pairs[index][0])
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        from .io import read_image, read_mask
-
         image_path, mask_path = self.pairs[index]
         try:
-            image = to_chw(read_image(image_path), self.in_channels, name=str(image_path))
+            # keep_dtype: a 16-bit file stays uint16, so messages name its real pixel type
+            raw = read_image(image_path, keep_dtype=True)
+            image = to_chw(raw, self.in_channels, name=str(image_path))
             mask = read_mask(mask_path)
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc
@@ -384,8 +437,6 @@ class NiftiSliceDataset(SegmentationDataset):
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        import nibabel as nib
-
         self.pairs = [(Path(a), Path(b)) for a, b in pairs]
         self.index: list[tuple[int, int]] = []
         for v, (img, lbl) in enumerate(self.pairs):
@@ -433,14 +484,13 @@ class NiftiSliceDataset(SegmentationDataset):
         return f"{self.pairs[v][0]} slice {z}"
 
     def _load_volume(self, v: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
-        from .io import nifti_to_napari, read_nifti
-
         img_path, lbl_path = self.pairs[v]
         try:
             image, spacing = read_nifti(img_path)
             label, _ = read_nifti(lbl_path)
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc
+        check_finite(image, str(img_path))  # the whole volume: its count, not one slice's
         if image.ndim == 2:
             image, label = image[..., None], label[..., None]
         image, _ = nifti_to_napari(image, spacing)
@@ -514,219 +564,3 @@ class ArrayDataset(SegmentationDataset):
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image = to_chw(self.images[index], self.in_channels, name=self.item_name(index))
         return image, self.masks[index]
-
-
-# ---------------------------------------------------------------------------------------------
-# Splits and the config-driven factory
-
-
-def resolve_root(root: Path | str) -> Path:
-    """``data.root`` as a folder; ``bundled:NAME`` points at the package's sample data."""
-    text = str(root)
-    if text.startswith("bundled:"):
-        from .. import samples
-
-        name = text.split(":", 1)[1]
-        try:
-            return Path(samples.sample_pairs_dir(name))
-        except ValueError as exc:
-            raise DataError(f"config key 'data.root': {exc}") from exc
-    path = Path(text).expanduser()
-    if not path.is_dir():
-        raise DataError(f"config key 'data.root': folder not found: {text!r}")
-    return path
-
-
-def _read_ids(path: Path) -> list[str]:
-    ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            ids.append(line)
-    return ids
-
-
-def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, list[str]]:
-    """Read a split: a folder with ``train.txt``/``val.txt`` (optional ``test.txt``), a ``.txt``
-    listing the validation ids (the rest train), or a ``.json``/``.yaml`` mapping
-    ``{"train": [...], "val": [...], "test": [...]}``. Ids are file stems (``patient001_frame01``).
-    """
-    path = Path(split_file).expanduser()
-    if not path.exists() and root is not None and (root / path).exists():
-        path = root / path
-    if not path.exists():
-        raise DataError(f"config key 'data.split_file': not found: {str(split_file)!r}")
-    if path.is_dir():
-        out: dict[str, list[str]] = {}
-        for name in ("train", "val", "test"):
-            f = path / f"{name}.txt"
-            if f.is_file():
-                out[name] = _read_ids(f)
-        if "train" not in out or ("val" not in out and "test" not in out):
-            raise DataError(
-                f"config key 'data.split_file': {str(path)!r} must contain train.txt and val.txt "
-                "(or test.txt)"
-            )
-        if "val" not in out:
-            out["val"] = out["test"]
-        return out
-    if path.suffix in (".json", ".yaml", ".yml"):
-        import yaml
-
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(loaded, dict) or not {"train", "val"} <= set(loaded):
-            raise DataError(
-                f"config key 'data.split_file': {str(path)!r} must map 'train' and 'val' to id lists"
-            )
-        return {k: [str(x) for x in v] for k, v in loaded.items() if k in ("train", "val", "test")}
-    return {"val": _read_ids(path)}
-
-
-def _split_pairs(
-    pairs: list[tuple[Path, Path]], cfg: TrainConfig, root: Path
-) -> dict[str, list[tuple[Path, Path]]]:
-    from .io import path_stem
-
-    by_id = {path_stem(img): (img, msk) for img, msk in pairs}
-    d = cfg.data
-    if d.split_file is not None:
-        split = read_split(d.split_file, root)
-        if "train" not in split:  # a plain .txt of validation ids
-            val_set = set(split["val"])
-            split["train"] = [k for k in sorted(by_id) if k not in val_set]
-        out = {}
-        for name, ids in split.items():
-            missing = [i for i in ids if i not in by_id]
-            if missing:
-                raise DataError(
-                    f"config key 'data.split_file': {len(missing)} id(s) of the {name} split have "
-                    f"no image/mask pair under {str(root)!r} (e.g. {missing[0]!r})"
-                )
-            chosen = ids[: d.limit] if d.limit else ids
-            out[name] = [by_id[i] for i in chosen]
-        return out
-    ids = sorted(by_id)
-    rng = np.random.default_rng(cfg.train.seed)
-    order = [ids[i] for i in rng.permutation(len(ids))]
-    if d.limit:
-        order = order[: d.limit]
-    n_val = round(len(order) * d.val_fraction)
-    if d.val_fraction > 0 and len(order) >= 2:
-        n_val = min(max(n_val, 1), len(order) - 1)
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
-    return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
-
-
-def _pairs_for(cfg: TrainConfig) -> tuple[list[tuple[Path, Path]], Path]:
-    from .io import find_pairs
-
-    d = cfg.data
-    root = resolve_root(d.root)
-    for key, sub in (("images", d.images), ("masks", d.masks)):
-        if not (root / sub).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(
-                f"config key 'data.{key}': folder {str(root / sub)!r} not found "
-                f"(sub-folders of data.root: {', '.join(found) or 'none'})"
-            )
-    try:
-        pairs = find_pairs(root, d.images, d.masks, nifti=d.kind == "nifti")
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
-    return pairs, root
-
-
-def _make(
-    cfg: TrainConfig,
-    pairs: list[tuple[Path, Path]],
-    *,
-    train: bool,
-    normalization: Normalization | None,
-) -> SegmentationDataset:
-    d = cfg.data
-    common: dict[str, Any] = {
-        "size": d.size,
-        "crop": d.crop,
-        "train": train,
-        "augment": d.augment,
-        "augmentation": d.augmentation,
-        "cache": d.cache,
-        "normalize": d.normalize,
-        "normalization": normalization,
-        "in_channels": cfg.model.in_channels,
-    }
-    if d.kind == "nifti" and d.slices == "3d":
-        from .patches import NiftiPatchDataset
-
-        return NiftiPatchDataset(
-            pairs,
-            patch=d.patch,  # type: ignore[arg-type]  # checked by _check_kind
-            patches_per_volume=d.patches_per_volume,
-            patch_foreground=d.patch_foreground,
-            **{k: v for k, v in common.items() if k not in ("size", "crop")},
-        )
-    if d.kind == "nifti":
-        return NiftiSliceDataset(pairs, **common)
-    return FolderDataset(pairs=pairs, **common)
-
-
-def _check_kind(cfg: TrainConfig) -> None:
-    """3D patches and the 3D network go together; patches need data.patch, not size/crop."""
-    from ..engine.model import spatial_dims_of
-
-    d = cfg.data
-    three_d = d.kind == "nifti" and d.slices == "3d"
-    if three_d and spatial_dims_of(cfg.model.arch) != 3:
-        raise DataError(
-            "config key 'model.arch': data.slices: 3d trains on 3D patches and needs a 3D "
-            f"network (arch: UNet3D), got {cfg.model.arch!r}"
-        )
-    if not three_d and spatial_dims_of(cfg.model.arch) == 3:
-        raise DataError(
-            f"config key 'data.slices': model.arch {cfg.model.arch!r} is a 3D network; it trains "
-            f"on NIfTI volumes with data.kind: nifti and data.slices: 3d (got kind {d.kind!r}, "
-            f"slices {d.slices!r})"
-        )
-    if three_d:
-        if d.patch is None:
-            raise DataError(
-                "config key 'data.patch': data.slices: 3d needs a patch size [Z, Y, X], "
-                "e.g. [8, 96, 96]"
-            )
-        for key in ("size", "crop"):
-            if getattr(d, key) is not None:
-                raise DataError(
-                    f"config key 'data.{key}': not used with data.slices: 3d (patches of "
-                    "data.patch are cut at native resolution); set it to null"
-                )
-
-
-def build_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """``(train_ds, val_ds)`` for ``cfg.data``: deterministic split from ``cfg.train.seed``
-    (``val_fraction``) or from ``split_file``. The validation set uses the training set's
-    normalisation, no crop and no augmentation. Data is read lazily (see ``validate``).
-    """
-    _check_kind(cfg)
-    pairs, root = _pairs_for(cfg)
-    split = _split_pairs(pairs, cfg, root)
-    if not split["train"]:
-        raise DataError(f"config key 'data.root': no training pairs left under {str(root)!r}")
-    train_ds = _make(cfg, split["train"], train=True, normalization=None)
-    val_ds = _make(cfg, split.get("val", []), train=False, normalization=train_ds.normalization)
-    return train_ds, val_ds
-
-
-def build_test_dataset(
-    cfg: TrainConfig, normalization: Normalization | None = None
-) -> SegmentationDataset | None:
-    """The ``test`` split of ``cfg.data.split_file`` (None when the split has no test list)."""
-    _check_kind(cfg)
-    if cfg.data.split_file is None:
-        return None
-    pairs, root = _pairs_for(cfg)
-    split = _split_pairs(pairs, cfg, root)
-    if not split.get("test"):
-        return None
-    ds = _make(cfg, split["test"], train=False, normalization=normalization)
-    return ds

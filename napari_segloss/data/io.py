@@ -22,10 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import tifffile
+from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "JPEG_MASK_THRESHOLD",
     "MASK_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "find_pairs",
@@ -46,8 +50,9 @@ NIFTI_EXTENSIONS: tuple[str, ...] = (".nii", ".nii.gz")
 
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
-# Binarisation threshold for lossy masks: JPEG ringing keeps values near 0 or near 255.
-_JPEG_MASK_THRESHOLD = 127
+#: Binarisation threshold of JPEG masks (``> 127`` is foreground): JPEG ringing keeps values near
+#: 0 or near 255. A {0, 1} mask saved as JPEG therefore reads as empty.
+JPEG_MASK_THRESHOLD = 127
 _MAX_LISTED = 10  # how many unmatched names an error message spells out
 
 
@@ -98,11 +103,7 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
     """
     try:
         if _suffix(path) in _TIFF_EXTENSIONS:
-            import tifffile
-
             return np.asarray(tifffile.imread(path))
-        from PIL import Image
-
         with Image.open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L"):
@@ -140,12 +141,14 @@ def _as_2d_or_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, keep_dtype: bool = False) -> np.ndarray:
     """Read a 2D image as ``(H, W)`` (gray) or ``(H, W, 3)`` (RGB).
 
     8-bit files come back as ``uint8``; 16-bit and floating-point files (PNG/TIFF) as ``float32``
-    with their original values (normalisation is the dataset's job, not the reader's). An alpha
-    channel is dropped. Raises ``FileNotFoundError`` / ``ValueError`` naming the file.
+    with their original values (normalisation is the dataset's job, not the reader's), or in
+    their own integer type (e.g. ``uint16``) with ``keep_dtype=True``, for callers that check or
+    report the file's real pixel type. An alpha channel is dropped. Raises
+    ``FileNotFoundError`` / ``ValueError`` naming the file.
     """
     path = _check_file(path, IMAGE_EXTENSIONS, "image")
     arr = _as_2d_or_rgb(_load_raw(path, keep_palette=False), path)
@@ -155,6 +158,8 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.ascontiguousarray(arr)
     if arr.dtype.kind not in "uif":
         raise ValueError(f"cannot interpret {str(path)!r}: unsupported pixel type {arr.dtype}")
+    if keep_dtype and arr.dtype.kind in "ui":
+        return np.ascontiguousarray(arr)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -172,7 +177,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8)
     if _suffix(path) in _JPEG_EXTENSIONS:
-        return (arr > _JPEG_MASK_THRESHOLD).astype(np.uint8)
+        return (arr > JPEG_MASK_THRESHOLD).astype(np.uint8)
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise ValueError(
@@ -272,8 +277,6 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """
     path = _check_file(path, NIFTI_EXTENSIONS, "NIfTI")
     try:
-        import nibabel as nib
-
         img = nib.load(str(path))
         arr = np.asanyarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms())

@@ -32,11 +32,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .datasets import DataError, NiftiSliceDataset, SegmentationDataset, add_label_counts
+from .datasets import (
+    DataError,
+    NiftiSliceDataset,
+    SegmentationDataset,
+    add_label_counts,
+    check_masks_not_empty,
+)
 
 __all__ = ["NiftiPatchDataset"]
 
@@ -139,8 +147,6 @@ class NiftiPatchDataset(NiftiSliceDataset):
         """Voxel spacing ``(Z, Y, X)`` of item ``index``'s volume, from its NIfTI header."""
         v = self._volume_of(index)
         if v not in self._spacings:
-            import nibabel as nib
-
             zooms = [float(z) for z in nib.load(str(self.pairs[v][0])).header.get_zooms()[:3]]
             zooms += [1.0] * (3 - len(zooms))
             # a zero/NaN zoom is a broken header: 1.0 keeps distances in voxels (as read_nifti)
@@ -267,8 +273,8 @@ class NiftiPatchDataset(NiftiSliceDataset):
     ) -> dict[str, Any]:
         """Read every volume (filling the cache) and check it, like the 2D datasets do.
 
-        Checks: at least one volume; one channel (``model.in_channels`` must be 1); labels in
-        ``0..num_classes-1``. Returns ``{"count", "max_label", "sizes", "class_pixels"}``;
+        Checks: at least one volume; one channel (``model.in_channels`` must be 1); finite
+        voxels; labels in ``0..num_classes-1``; for training, not every label volume empty. Returns ``{"count", "max_label", "sizes", "class_pixels"}``;
         ``sizes`` is ``[patch]`` in training (every item has the patch shape), else the volume
         shapes. ``need_uniform_size`` and ``workers`` are accepted for the common interface.
         """
@@ -283,12 +289,10 @@ class NiftiPatchDataset(NiftiSliceDataset):
         _ = self.normalization
         volumes: Any = range(self.num_volumes)
         if progress:
-            from tqdm.auto import tqdm
-
             volumes = tqdm(volumes, desc="checking volumes", leave=False)
         class_pixels = np.zeros(1, dtype=np.int64)
         shapes: set[tuple[int, ...]] = set()
-        max_label = 0
+        max_label = empty = 0
         for v in volumes:
             _, label = self.load_pair(v)
             counts = np.bincount(label.numpy().ravel(), minlength=1)
@@ -302,7 +306,10 @@ class NiftiPatchDataset(NiftiSliceDataset):
                 self._foreground_voxels(v, label)  # before DataLoader workers fork
             shapes.add(tuple(label.shape))
             max_label = max(max_label, top)
+            empty += top == 0
             class_pixels = add_label_counts(class_pixels, counts)
+        if self.train:
+            check_masks_not_empty(empty, self.num_volumes, "label volumes")
         return {
             "count": len(self),
             "max_label": max_label,

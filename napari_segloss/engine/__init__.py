@@ -4,6 +4,12 @@ Imports neither Qt nor napari. Sub-modules load lazily so ``import napari_seglos
 cheap; the main entry points are re-exported here on first access::
 
     from napari_segloss.engine import load_config, train, iter_train, build_model, load_model
+
+Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``checkpoint``,
+``inference`` (tiled prediction), ``training`` (the loop) with its stages ``run_state``
+(set-up), ``sampling`` (order, seeds, RNG state), ``evaluation`` (validation, eval.json),
+``rundir`` (run directory, lock) and ``events`` (what the loop yields), ``runtime`` (device,
+determinism, signals), ``distributed``, ``compare`` (losses x seeds tables).
 """
 
 from __future__ import annotations
@@ -28,9 +34,33 @@ _EXPORTS = {
     "load_model": "checkpoint",
     "iter_train": "training",
     "train": "training",
+    "TrainStart": "events",
+    "TrainStep": "events",
+    "TrainEpoch": "events",
+    "TrainDone": "events",
+    "TrainEvent": "events",
     "DistInfo": "distributed",
     "init_distributed": "distributed",
     "is_main_process": "distributed",
+}
+
+_SUBMODULES = {
+    "allocator",
+    "checkpoint",
+    "compare",
+    "config",
+    "distributed",
+    "evaluation",
+    "events",
+    "inference",
+    "model",
+    "run_state",
+    "rundir",
+    "runtime",
+    "safeload",
+    "sampling",
+    "training",
+    "unet3d",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -39,15 +69,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    if name in {
-        "config",
-        "model",
-        "unet3d",
-        "checkpoint",
-        "training",
-        "distributed",
-        "inference",
-        "compare",
-    }:
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .model import build_model
+from .safeload import safe_torch_load
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -77,18 +79,14 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict; ``CheckpointError`` names the file if it is missing or unreadable."""
+    """Load a checkpoint dict; ``CheckpointError`` names the file if it is missing, empty,
+    unreadable or holds more than tensors and plain data (``safeload.safe_torch_load``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {str(path)!r}")
-    try:
-        # Our checkpoints hold only tensors and plain Python containers/scalars: the safe loader
-        # suffices (numpy RNG state is stored as lists for this reason).
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+    # Our checkpoints hold only tensors and plain Python containers/scalars: the safe loader
+    # suffices (numpy RNG state is stored as lists for this reason).
+    ckpt = safe_torch_load(path, map_location, error=CheckpointError)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise CheckpointError(
             f"{str(path)!r} is not a napari-segloss checkpoint (expected a dict with 'model' and "
@@ -137,8 +135,6 @@ def load_model(
 
     Returns ``(model in eval mode on device, meta)``. Raises ``CheckpointError`` naming the file.
     """
-    from .model import build_model
-
     ckpt = load_checkpoint(path, map_location="cpu")
     meta = dict(ckpt["meta"])
     try:

@@ -13,8 +13,12 @@ Layout of ``output``::
     results.csv                  one row per loss: mean and std of each column over its ok runs
     results.md                   the paper-shaped Markdown table (best mean per column in bold)
 
-A run whose ``eval.json`` exists is not trained again (resumable); a run that raises is recorded
-as failed (message in ``runs.csv`` and ``<run>/FAILED.txt``) and the grid continues.
+A run whose ``eval.json`` exists is not trained again and an interrupted one is resumed, but
+only when its saved ``config.yaml`` asks for the same settings as this grid (keys that do not
+change results, such as ``train.num_workers``, aside): otherwise the whole grid is refused before
+anything runs, listing the differing keys. A run that raises is recorded as failed (message in
+``runs.csv`` and ``<run>/FAILED.txt``) and the grid continues. The output folder is locked
+while the grid runs (:class:`~.rundir.RunLock`), so a second ``compare`` into it is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from .config import RUNTIME_KEYS, ConfigError, config_differences, load_config
+from .events import TrainDone
+from .rundir import RunLock
+from .training import train
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -229,6 +238,108 @@ def _read_eval(run: CompareRun) -> None:
         run.error = f"unreadable {path}: {exc}"
 
 
+def _base_tree(
+    base: str | Path | Mapping[str, Any], overrides: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``(base config dict, loss params for the base loss, overrides without loss.params)``."""
+    if isinstance(base, str | Path):
+        base_path = Path(base)
+        if not base_path.is_file():
+            raise FileNotFoundError(f"config file not found: {base_path}")
+        base_dict = yaml.safe_load(base_path.read_text()) or {}
+    else:
+        base_dict = dict(base)
+    if not isinstance(base_dict, dict):
+        raise ValueError(
+            f"config: expected a mapping at the top level, got {type(base_dict).__name__}"
+        )
+    base_params = dict((base_dict.get("loss") or {}).get("params") or {})
+    user_overrides = [o for o in overrides if not o.strip().startswith("loss.params")]
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        key = key.strip()
+        if key == "loss.name":
+            raise ValueError("--set loss.name=...: the loss is what compare varies; use --losses")
+        # --set loss.params.gamma=2 applies to the base config's loss, like its YAML params.
+        if key == "loss.params":
+            loaded = _yaml_value(value)
+            base_params = dict(loaded) if isinstance(loaded, dict) else {}
+        elif key.startswith("loss.params."):
+            base_params[key.removeprefix("loss.params.")] = _yaml_value(value)
+    return base_dict, base_params, user_overrides
+
+
+@dataclass
+class _Cell:
+    run: CompareRun
+    tree: dict[str, Any]
+    overrides: list[str]
+
+
+def _plan(
+    base: str | Path | Mapping[str, Any],
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    output: Path,
+    overrides: Sequence[str],
+) -> list[_Cell]:
+    """One cell per (loss, seed): its run folder, config tree and overrides."""
+    if not losses:
+        raise ValueError("losses: expected at least one loss name, got none")
+    if not seeds:
+        raise ValueError("seeds: expected at least one integer seed, got none")
+    if len(set(losses)) != len(losses) or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"losses/seeds: expected no duplicates, got {list(losses)} / {list(seeds)}"
+        )
+    specs = [(spec, *parse_loss_spec(spec)) for spec in losses]
+    base_dict, base_params, user_overrides = _base_tree(base, overrides)
+    base_loss = (base_dict.get("loss") or {}).get("name")
+    cells = []
+    for spec, name, params in specs:
+        for seed in seeds:
+            run_dir = output / "runs" / _run_label(spec) / f"seed{seed}"
+            run_params = dict(params)
+            if name == base_loss and not params:
+                run_params = dict(base_params)
+            # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
+            # float such as 1e-05 back as a string.
+            tree = copy.deepcopy(base_dict)
+            tree["loss"] = {"name": name, "params": run_params}
+            run_overrides = [
+                *user_overrides,
+                f"train.seed={int(seed)}",
+                f"output={json.dumps(str(run_dir))}",
+            ]
+            cells.append(
+                _Cell(CompareRun(loss=spec, seed=int(seed), run_dir=run_dir), tree, run_overrides)
+            )
+    return cells
+
+
+def _drift(cell: _Cell, load_fn: Callable[[Any, Sequence[str]], Any]) -> str | None:
+    """Why the saved run of ``cell`` cannot be reused or resumed (None: it can, or none exists)."""
+    run_dir = cell.run.run_dir
+    if (run_dir / "FAILED.txt").is_file():
+        return None  # retrained from scratch
+    has_eval = (run_dir / "eval.json").is_file()
+    if not has_eval and not (run_dir / "checkpoint.pt").is_file():
+        return None  # nothing to reuse
+    saved_path = run_dir / "config.yaml"
+    try:
+        requested = load_fn(cell.tree, cell.overrides)
+    except (ConfigError, ValueError):
+        return None  # recorded as a failed run when the grid gets there
+    if not saved_path.is_file():
+        return f"{run_dir}: no config.yaml, so the settings of its results are unknown"
+    try:
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+        diffs = config_differences(saved, requested, ignore=RUNTIME_KEYS)
+    except (yaml.YAMLError, ValueError) as exc:
+        return f"{saved_path}: unreadable ({str(exc).splitlines()[0]})"
+    return f"{run_dir}: " + "; ".join(diffs) if diffs else None
+
+
 def run_compare(
     base: str | Path | Mapping[str, Any],
     losses: Sequence[str],
@@ -249,119 +360,92 @@ def run_compare(
         seeds: ``train.seed`` values.
         output: grid folder (see module docstring); tables are written by ``write_tables``.
         overrides: ``key=value`` overrides applied to every run (before the grid's own).
-        train_fn: ``(cfg, resume=bool) -> any`` that trains and writes ``eval.json`` in
-            ``cfg.output``; default ``engine.training.train`` without progress bars. Runs with a
-            ``checkpoint.pt`` but no ``eval.json`` (interrupted) are resumed; runs that failed
-            (``FAILED.txt``) are trained again from scratch.
+        train_fn: ``(cfg, resume=bool) -> TrainDone | None`` that trains and writes
+            ``config.yaml`` and ``eval.json`` in ``cfg.output``; default
+            ``engine.training.train`` without progress bars. Runs with a ``checkpoint.pt`` but
+            no ``eval.json`` (interrupted) are resumed; runs that failed (``FAILED.txt``) are
+            trained again from scratch.
         load_fn: ``(source, overrides) -> cfg``; default ``engine.config.load_config``.
         log: progress lines.
+
+    Raises:
+        ValueError: bad arguments; saved runs made with other settings (listing the keys);
+            ``rundir.RunDirBusy`` when another process runs a grid into ``output``.
     """
-    if not losses:
-        raise ValueError("losses: expected at least one loss name, got none")
-    if not seeds:
-        raise ValueError("seeds: expected at least one integer seed, got none")
-    if len(set(losses)) != len(losses) or len(set(seeds)) != len(seeds):
-        raise ValueError(
-            f"losses/seeds: expected no duplicates, got {list(losses)} / {list(seeds)}"
-        )
-    specs = [(spec, *parse_loss_spec(spec)) for spec in losses]
-    if load_fn is None:
-        from napari_segloss.engine.config import load_config as load_fn
+    output = Path(output)
+    cells = _plan(base, losses, seeds, output, overrides)
+    load_fn = load_fn or load_config
     if train_fn is None:
-        from napari_segloss.engine.training import train as _train
 
         def train_fn(cfg: Any, resume: bool = False) -> Any:
-            return _train(cfg, progress=False, resume=resume)
+            return train(cfg, progress=False, resume=resume)
 
-    if isinstance(base, str | Path):
-        base_path = Path(base)
-        if not base_path.is_file():
-            raise FileNotFoundError(f"config file not found: {base_path}")
-        base_dict = yaml.safe_load(base_path.read_text()) or {}
-    else:
-        base_dict = dict(base)
-    if not isinstance(base_dict, dict):
-        raise ValueError(
-            f"config: expected a mapping at the top level, got {type(base_dict).__name__}"
-        )
-    base_loss = (base_dict.get("loss") or {}).get("name")
-    base_params = dict((base_dict.get("loss") or {}).get("params") or {})
-    user_overrides = [o for o in overrides if not o.strip().startswith("loss.params")]
-    for ov in overrides:
-        key, _, value = ov.partition("=")
-        key = key.strip()
-        if key == "loss.name":
-            raise ValueError("--set loss.name=...: the loss is what compare varies; use --losses")
-        # --set loss.params.gamma=2 applies to the base config's loss, like its YAML params.
-        if key == "loss.params":
-            loaded = _yaml_value(value)
-            base_params = dict(loaded) if isinstance(loaded, dict) else {}
-        elif key.startswith("loss.params."):
-            base_params[key.removeprefix("loss.params.")] = _yaml_value(value)
-
-    output = Path(output)
-    (output / "runs").mkdir(parents=True, exist_ok=True)
-    runs: list[CompareRun] = []
-    total = len(specs) * len(seeds)
-    for spec, name, params in specs:
-        for seed in seeds:
-            run = CompareRun(
-                loss=spec,
-                seed=int(seed),
-                run_dir=output / "runs" / _run_label(spec) / f"seed{seed}",
+    with RunLock(output, what="comparison"):
+        conflicts = [why for cell in cells if (why := _drift(cell, load_fn)) is not None]
+        if conflicts:
+            raise ValueError(
+                f"{len(conflicts)} run(s) in {str(output)!r} were made with other settings, so "
+                f"their results cannot be reused: {'; '.join(conflicts[:3])}"
+                + (" ..." if len(conflicts) > 3 else "")
+                + ". Use another --output, or delete those run folders to retrain them"
             )
-            runs.append(run)
-            tag = f"[{len(runs)}/{total}] {spec} seed {seed}"
-            if (run.run_dir / "eval.json").is_file():
-                log(f"{tag}: eval.json exists, skipped")
-                _read_eval(run)
-                continue
-            run_params = dict(params)
-            if name == base_loss and not params:
-                run_params = dict(base_params)
-            # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
-            # float such as 1e-05 back as a string.
-            run_tree = copy.deepcopy(base_dict)
-            run_tree["loss"] = {"name": name, "params": run_params}
-            run_overrides = [
-                *user_overrides,
-                f"train.seed={int(seed)}",
-                f"output={json.dumps(str(run.run_dir))}",
-            ]
-            # A run dir with a checkpoint but no eval.json was interrupted (Ctrl-C, a killed
-            # job): resume it. One that failed with an error is retried from scratch.
-            failed_before = (run.run_dir / "FAILED.txt").is_file()
-            resume = (run.run_dir / "checkpoint.pt").is_file() and not failed_before
-            if failed_before:
-                (run.run_dir / "FAILED.txt").unlink()
-                run_overrides.append("train.overwrite=true")
-            log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
-            try:
-                cfg = load_fn(run_tree, run_overrides)
-                result = train_fn(cfg, resume=resume) or {}
-                if result.get("interrupted"):
-                    # training caught Ctrl-C/SIGTERM and saved a checkpoint: the user wants the
-                    # whole grid to stop, not the next run to start
-                    log(
-                        f"{tag}: {result.get('reason')}; stopping (run the same command again to resume)"
-                    )
-                    raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one bad run must not stop the grid
-                run.status = "failed"
-                run.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                run.run_dir.mkdir(parents=True, exist_ok=True)
-                (run.run_dir / "FAILED.txt").write_text(traceback.format_exc())
-                log(f"{tag}: FAILED ({run.error})")
-                continue
-            if (run.run_dir / "eval.json").is_file():
-                _read_eval(run)
-            else:
-                run.status = "failed"
-                run.error = "training finished without writing eval.json"
-            log(f"{tag}: {run.status}" + (f" ({run.error})" if run.error else ""))
-    return runs
+        (output / "runs").mkdir(parents=True, exist_ok=True)
+        for n, cell in enumerate(cells, 1):
+            _run_cell(
+                cell,
+                f"[{n}/{len(cells)}] {cell.run.loss} seed {cell.run.seed}",
+                train_fn,
+                load_fn,
+                log,
+            )
+    return [cell.run for cell in cells]
+
+
+def _run_cell(
+    cell: _Cell,
+    tag: str,
+    train_fn: Callable[..., Any],
+    load_fn: Callable[[Any, Sequence[str]], Any],
+    log: Callable[[str], None],
+) -> None:
+    """Train (or reuse, or resume) one cell; a failure is recorded, not raised."""
+    run = cell.run
+    if (run.run_dir / "eval.json").is_file() and not (run.run_dir / "FAILED.txt").is_file():
+        log(f"{tag}: eval.json exists with the same settings, reused")
+        _read_eval(run)
+        return
+    overrides = list(cell.overrides)
+    # A run dir with a checkpoint but no eval.json was interrupted (Ctrl-C, a killed job):
+    # resume it. One that failed with an error is retried from scratch.
+    failed_before = (run.run_dir / "FAILED.txt").is_file()
+    resume = (run.run_dir / "checkpoint.pt").is_file() and not failed_before
+    if failed_before:
+        (run.run_dir / "FAILED.txt").unlink()
+        overrides.append("train.overwrite=true")
+    log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
+    try:
+        cfg = load_fn(cell.tree, overrides)
+        result = train_fn(cfg, resume=resume)
+        if isinstance(result, TrainDone) and result.interrupted:
+            # training caught Ctrl-C/SIGTERM and saved a checkpoint: the user wants the
+            # whole grid to stop, not the next run to start
+            log(f"{tag}: {result.reason}; stopping (run the same command again to resume)")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad run must not stop the grid
+        run.status = "failed"
+        run.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "FAILED.txt").write_text(traceback.format_exc())
+        log(f"{tag}: FAILED ({run.error})")
+        return
+    if (run.run_dir / "eval.json").is_file():
+        _read_eval(run)
+    else:
+        run.status = "failed"
+        run.error = "training finished without writing eval.json"
+    log(f"{tag}: {run.status}" + (f" ({run.error})" if run.error else ""))
 
 
 def _columns(runs: Sequence[CompareRun]) -> list[str]:

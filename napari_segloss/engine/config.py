@@ -21,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "RESUME_KEYS",
+    "RUNTIME_KEYS",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
@@ -29,7 +31,9 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "TrainSection",
+    "config_differences",
     "config_to_dict",
+    "config_yaml",
     "load_config",
     "resolve_output",
     "save_config",
@@ -362,10 +366,68 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+def config_yaml(cfg: TrainConfig) -> str:
+    """``cfg`` as YAML text: what a run directory's ``config.yaml`` holds."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: TrainConfig, path: Path | str) -> None:
     """Write ``cfg`` as YAML (what a run directory's ``config.yaml`` holds)."""
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
+    Path(path).write_text(config_yaml(cfg), encoding="utf-8")
+
+
+#: Keys that do not change what a run computes: a saved run is reused or resumed whatever their
+#: values (``output`` names the folder itself, so it matches by construction).
+RUNTIME_KEYS: tuple[str, ...] = (
+    "output",
+    "data.cache",
+    "train.device",
+    "train.num_workers",
+    "train.log_every",
+    "train.overwrite",
+    "train.val_batch_size",
+)
+#: Keys a resumed run may change besides: ``train.epochs`` extends (or shortens) the run.
+RESUME_KEYS: tuple[str, ...] = (*RUNTIME_KEYS, "train.epochs")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; empty sections vanish (``{}`` == unset)."""
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_differences(
+    saved: Mapping[str, Any] | TrainConfig,
+    requested: Mapping[str, Any] | TrainConfig,
+    ignore: Sequence[str] = (),
+) -> list[str]:
+    """Keys whose values differ between two configs, as ``"key: saved X, requested Y"``.
+
+    Both are compared as :func:`config_to_dict` gives them (a dict is validated first, so a
+    default written out and one left implicit compare equal). Keys in ``ignore`` (and their
+    sub-keys) are skipped.
+    """
+    trees = []
+    for c in (saved, requested):
+        cfg = c if isinstance(c, TrainConfig) else load_config(c)
+        trees.append(_flatten(config_to_dict(cfg)))
+    a, b = trees
+
+    def show(tree: dict[str, Any], key: str) -> str:
+        return repr(tree[key]) if key in tree else "unset"
+
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in ignore):
+            continue
+        if key not in a or key not in b or a[key] != b[key]:
+            out.append(f"{key}: saved {show(a, key)}, requested {show(b, key)}")
+    return out
 
 
 def resolve_output(cfg: TrainConfig) -> Path:

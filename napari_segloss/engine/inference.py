@@ -6,7 +6,9 @@ Isensee et al. 2021) and the weighted sum is divided by the summed weights. Tile
 batches and the accumulators live on one device in float32, so the memory use is bounded by
 ``batch_size`` tiles of activations plus ``(K + 1) x image`` floats, whatever the image size.
 
-``predict`` is the user-facing helper: it loads a checkpoint if given one, applies the
+``predict`` is the user-facing helper (the CLI and the napari panel both call it): it loads a
+checkpoint if given one, checks that the image fits the model (:func:`check_image`: a colour
+image for a grey model and NaN/Inf pixels are refused, never silently reinterpreted), applies the
 normalisation and resize recorded in the checkpoint's meta, runs ``sliding_window_predict`` and
 returns integer labels and class probabilities at the input's resolution.
 """
@@ -26,18 +28,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from .checkpoint import load_model
+
 __all__ = [
+    "GREY_WEIGHTS",
+    "check_image",
     "gaussian_importance_map",
+    "labels_from_logits",
+    "meta_scale",
     "normalise_image",
+    "pad_to_multiple",
     "predict",
     "resolve_device",
+    "rgb_to_grey",
     "sliding_window_predict",
     "tile_starts",
 ]
 
-# ImageNet statistics: the default normalisation for 3-channel RGB inputs (see data.datasets).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ITU-R BT.601 luma weights (R, G, B): what Pillow's ``convert("L")`` uses.
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -118,6 +128,24 @@ def _to_probabilities(logits: Tensor) -> Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def labels_from_logits(logits: Tensor) -> Tensor:
+    """Integer labels ``(B, *spatial)`` uint8 from logits ``(B, K, *spatial)``: ``logit > 0``
+    (probability > 0.5) for one channel, the argmax for several (as :func:`predict` does)."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return logits.argmax(1).to(torch.uint8)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Zero-pad the last two axes of ``x`` up to multiples of ``multiple`` (an encoder's output
+    stride) at the bottom/right; returns the padded tensor and the original ``(h, w)``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x, (h, w)
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     was_training = model.training
@@ -162,32 +190,7 @@ def sliding_window_predict(
     Returns:
         float32 probabilities ``(K, *spatial)`` or ``(B, K, *spatial)`` matching ``image``'s batching.
     """
-    if not isinstance(image, Tensor):
-        raise ValueError(f"image: expected a torch.Tensor, got {type(image).__name__}")
-    if isinstance(tile, int):
-        n_spatial = image.dim() - 1
-    else:
-        n_spatial = len(tuple(tile))
-    if n_spatial not in (2, 3):
-        raise ValueError(f"tile: expected 2 or 3 spatial sizes (2D or 3D), got {tile!r}")
-    tile_t = _validate_tile(tile, n_spatial)
-    if image.dim() == n_spatial + 1:
-        batched = False
-        image = image.unsqueeze(0)
-    elif image.dim() == n_spatial + 2:
-        batched = True
-    else:
-        raise ValueError(
-            f"image: expected shape (C, *spatial) or (B, C, *spatial) with {n_spatial} spatial "
-            f"axes for tile {tile_t}, got shape {tuple(image.shape)}"
-        )
-    if not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if blend not in ("gaussian", "constant"):
-        raise ValueError(f"blend: expected 'gaussian' or 'constant', got {blend!r}")
-
+    batched, image, tile_t = _window_args(image, tile, overlap, batch_size, blend)
     if device is None:
         param = next(iter(model.parameters()), None)
         run_device = param.device if param is not None else torch.device("cpu")
@@ -223,42 +226,85 @@ def sliding_window_predict(
         weight_sum[win] += weight
 
     outputs: list[Tensor] = []
+    crop = tuple(slice(pb, pb + s) for pb, s in zip(pads_before, spatial, strict=True))
     with _eval_mode(model), torch.inference_mode():
         for b in range(image.shape[0]):
-            acc: Tensor | None = None
-            for first in range(0, len(windows), int(batch_size)):
-                chunk = windows[first : first + int(batch_size)]
-                tiles = torch.stack([image[b][(slice(None), *win)] for win in chunk])
-                tiles = tiles.to(run_device, dtype=torch.float32, non_blocking=True)
-                if run_device.type == "cuda" and tiles.dim() in (4, 5):
-                    # Channels-last is what the training loop uses: faster convs with AMP.
-                    fmt = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
-                    tiles = tiles.contiguous(memory_format=fmt)
-                with _autocast(run_device, amp):
-                    logits = model(tiles)
-                if not isinstance(logits, Tensor):
-                    raise ValueError(
-                        "model: expected a module returning a logits Tensor (N, K, *tile), "
-                        f"got {type(logits).__name__}"
-                    )
-                if tuple(logits.shape[2:]) != tile_t or logits.shape[0] != len(chunk):
-                    raise ValueError(
-                        f"model: expected output shape ({len(chunk)}, K, *{tile_t}), "
-                        f"got {tuple(logits.shape)}"
-                    )
-                probs = _to_probabilities(logits).to(acc_device)
-                if acc is None:
-                    acc = torch.zeros(
-                        (probs.shape[1], *padded), dtype=torch.float32, device=acc_device
-                    )
-                for win, p in zip(chunk, probs, strict=True):
-                    acc[(slice(None), *win)] += p * weight
-            assert acc is not None  # at least one window always exists
+            acc = _blend_windows(
+                model, image[b], windows, weight, int(batch_size), run_device, acc_device, amp
+            )
             acc /= weight_sum
-            crop = tuple(slice(pb, pb + s) for pb, s in zip(pads_before, spatial, strict=True))
             outputs.append(acc[(slice(None), *crop)])
     result = torch.stack(outputs)
     return result if batched else result[0]
+
+
+def _window_args(
+    image: Tensor, tile: Sequence[int] | int, overlap: float, batch_size: int, blend: str
+) -> tuple[bool, Tensor, tuple[int, ...]]:
+    """Check :func:`sliding_window_predict`'s arguments: ``(batched, (B, C, ...) image, tile)``."""
+    if not isinstance(image, Tensor):
+        raise ValueError(f"image: expected a torch.Tensor, got {type(image).__name__}")
+    n_spatial = image.dim() - 1 if isinstance(tile, int) else len(tuple(tile))
+    if n_spatial not in (2, 3):
+        raise ValueError(f"tile: expected 2 or 3 spatial sizes (2D or 3D), got {tile!r}")
+    tile_t = _validate_tile(tile, n_spatial)
+    if image.dim() not in (n_spatial + 1, n_spatial + 2):
+        raise ValueError(
+            f"image: expected shape (C, *spatial) or (B, C, *spatial) with {n_spatial} spatial "
+            f"axes for tile {tile_t}, got shape {tuple(image.shape)}"
+        )
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if blend not in ("gaussian", "constant"):
+        raise ValueError(f"blend: expected 'gaussian' or 'constant', got {blend!r}")
+    batched = image.dim() == n_spatial + 2
+    return batched, image if batched else image.unsqueeze(0), tile_t
+
+
+def _blend_windows(
+    model: nn.Module,
+    image: Tensor,
+    windows: list[tuple[slice, ...]],
+    weight: Tensor,
+    batch_size: int,
+    run_device: torch.device,
+    acc_device: torch.device,
+    amp: bool,
+) -> Tensor:
+    """Weighted sum of the class probabilities of every window of one ``(C, *spatial)`` image."""
+    tile_t = tuple(weight.shape)
+    acc: Tensor | None = None
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        tiles = torch.stack([image[(slice(None), *win)] for win in chunk])
+        tiles = tiles.to(run_device, dtype=torch.float32, non_blocking=True)
+        if run_device.type == "cuda" and tiles.dim() in (4, 5):
+            # Channels-last is what the training loop uses: faster convs with AMP.
+            fmt = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
+            tiles = tiles.contiguous(memory_format=fmt)
+        with _autocast(run_device, amp):
+            logits = model(tiles)
+        if not isinstance(logits, Tensor):
+            raise ValueError(
+                "model: expected a module returning a logits Tensor (N, K, *tile), "
+                f"got {type(logits).__name__}"
+            )
+        if tuple(logits.shape[2:]) != tile_t or logits.shape[0] != len(chunk):
+            raise ValueError(
+                f"model: expected output shape ({len(chunk)}, K, *{tile_t}), "
+                f"got {tuple(logits.shape)}"
+            )
+        probs = _to_probabilities(logits).to(acc_device)
+        if acc is None:
+            acc = torch.zeros(
+                (probs.shape[1], *image.shape[1:]), dtype=torch.float32, device=acc_device
+            )
+        for win, p in zip(chunk, probs, strict=True):
+            acc[(slice(None), *win)] += p * weight
+    assert acc is not None  # at least one window always exists
+    return acc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,14 +341,8 @@ def normalise_image(
         raise ValueError(f"channel_axis: expected 0 or 1, got {channel_axis!r}")
     channels = image.shape[channel_axis]
     if isinstance(norm, dict) and isinstance(norm.get("scale"), str):
-        from napari_segloss.data.transforms import Normalization
-
         n = Normalization.from_meta(norm)
-        if n.scale == "uint8" and image.dtype != np.uint8:
-            raise ValueError(
-                f"image: the checkpoint expects 8-bit images (normalization scale 'uint8'), "
-                f"got dtype {image.dtype}"
-            )
+        _check_8bit(image, n.scale)
         x = n.scale_array(image)
         mean, std = n.mean, n.std
     else:
@@ -326,6 +366,12 @@ def normalise_image(
             raise ValueError(f"meta std: expected 1 or {channels} positive values, got {s}")
         x /= s.reshape(shape)
     return x
+
+
+def meta_scale(meta: dict[str, Any]) -> str | None:
+    """The intensity scale (``"uint8"``, ``"minmax"``, ``"none"``) a checkpoint's meta records."""
+    norm = meta.get("normalization")
+    return norm.get("scale") if isinstance(norm, dict) else None
 
 
 def _pair(value: Any) -> tuple[int, ...] | None:
@@ -372,6 +418,77 @@ def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bo
     )
 
 
+def rgb_to_grey(image: np.ndarray) -> np.ndarray:
+    """``(..., 3|4)`` colour -> grey ``(...)`` with the BT.601 luma weights (alpha dropped),
+    in the input's dtype for integer images (rounded), float32 otherwise."""
+    rgb = np.asarray(image)[..., :3].astype(np.float32)
+    grey = rgb @ np.asarray(GREY_WEIGHTS, dtype=np.float32)
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(grey), info.min, info.max).astype(image.dtype)
+    return grey
+
+
+def _check_8bit(image: np.ndarray, scale: str | None) -> None:
+    if scale == "uint8" and image.dtype != np.uint8:
+        raise ValueError(
+            f"image has pixel type {image.dtype}, but the checkpoint was trained on 8-bit images "
+            "(normalization scale 'uint8'); convert it to 8-bit (uint8) first"
+        )
+
+
+def check_image(
+    image: np.ndarray,
+    *,
+    in_channels: int,
+    spatial_dims: int = 2,
+    scale: str | None = None,
+    rgb: bool | None = None,
+    grey: bool = False,
+) -> np.ndarray:
+    """Refuse an image that does not fit the model instead of reinterpreting it.
+
+    * NaN/Inf pixels: ``ValueError`` with their count (every prediction would be NaN).
+    * A model trained on 8-bit images (normalisation ``scale`` ``"uint8"``) given another
+      pixel type (e.g. a 16-bit file): ``ValueError`` naming that type.
+    * A colour image (``rgb``; ``None`` infers it from a last axis of 3 or 4) for a 1-channel
+      2D model: ``ValueError`` naming the shape and the channels, unless ``grey=True``, which
+      converts it with :func:`rgb_to_grey`. Without this check an ``(H, W, 3)`` image would be
+      read as ``H`` grey slices of ``W x 3`` pixels.
+    * An RGBA image for a 3-channel model: ``ValueError`` (the file readers drop alpha
+      themselves; an in-memory array must do so explicitly).
+
+    Returns the (possibly converted) image.
+    """
+    image = np.asarray(image)
+    if image.dtype.kind == "f":
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(
+                f"image has {bad} non-finite value(s) (NaN or Inf) of {image.size}; the "
+                "prediction would be NaN. Replace them first (segloss predict --fill-nonfinite "
+                "VALUE, or numpy.nan_to_num)"
+            )
+    _check_8bit(image, scale)
+    if spatial_dims != 2:
+        return image
+    colour = image.ndim == 3 and image.shape[-1] in (3, 4) if rgb is None else bool(rgb)
+    if colour and in_channels == 1:
+        if grey:
+            return rgb_to_grey(image)
+        raise ValueError(
+            f"image of shape {image.shape} is a colour image, but the checkpoint's model takes "
+            "1 channel (it was trained on grey images); convert it to grey first (segloss "
+            "predict --to-grey, or predict(..., to_grey=True)) or use a model trained on colour"
+        )
+    if colour and in_channels == 3 and image.shape[-1] == 4:
+        raise ValueError(
+            f"image of shape {image.shape} has an alpha channel, but the checkpoint's model "
+            "takes 3 channels (RGB); drop the alpha channel first (image[..., :3])"
+        )
+    return image
+
+
 def predict(
     model_or_checkpoint: nn.Module | str | Path,
     image_np: np.ndarray,
@@ -383,6 +500,8 @@ def predict(
     batch_size: int = 4,
     amp: bool = True,
     resize: bool | None = None,
+    rgb: bool | None = None,
+    to_grey: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment one image (or a grey volume, slice by slice) with a model or a checkpoint file.
 
@@ -395,14 +514,17 @@ def predict(
     ``tile`` defaults to the training crop (2D) or patch (3D); for a 3D model a two-value
     ``(Y, X)`` tile keeps the patch's depth.
 
+    The image must fit the model (:func:`check_image`): NaN/Inf pixels and a colour image for a
+    1-channel model raise ``ValueError``; ``rgb`` says whether the last axis holds colours
+    (default: inferred from a last axis of 3 or 4), ``to_grey=True`` converts a colour image
+    for a grey model instead of refusing it.
+
     Returns:
         ``labels`` (``uint8`` if ``K <= 255``, spatial shape of the input) and float32
         ``probs`` (``(K, *spatial)``, or ``(Z, K, Y, X)`` for a volume predicted slice by slice).
         Binary models (``K == 1``) threshold at 0.5; multi-class take the argmax.
     """
     if isinstance(model_or_checkpoint, str | Path):
-        from napari_segloss.engine.checkpoint import load_model
-
         model, ckpt_meta = load_model(Path(model_or_checkpoint), device=str(resolve_device(device)))
         meta = {**ckpt_meta, **(meta or {})}
     elif isinstance(model_or_checkpoint, nn.Module):
@@ -421,7 +543,16 @@ def predict(
     run_device = resolve_device(device)
     model = model.to(run_device)
     in_channels = int(_meta_get(meta, "in_channels", default=_model_in_channels(model)))
-    if int(_meta_get(meta, "spatial_dims", default=2)) == 3:
+    spatial_dims = int(_meta_get(meta, "spatial_dims", default=2))
+    image_np = check_image(
+        image_np,
+        in_channels=in_channels,
+        spatial_dims=spatial_dims,
+        scale=meta_scale(meta),
+        rgb=rgb,
+        grey=to_grey,
+    )
+    if spatial_dims == 3:
         # A 3D network: the volume (Z, Y, X) (or (C, Z, Y, X)) is tiled in 3D patches.
         chw, is_stack = (image_np[None] if image_np.ndim == 3 else image_np), False
         if chw.ndim != 4 or chw.shape[0] != in_channels:

@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .safeload import safe_torch_load
+from .unet3d import UNet3D
+
+# segmentation_models_pytorch (and timm, which it loads) are imported where a model is built or
+# a name is checked, not at the top: importing them costs ~1.5 s after torch, and the checkpoint
+# and inference modules (which the CLI and the napari panels import) need this module without
+# building anything.
 
 __all__ = [
     "UNET3D",
@@ -95,18 +103,16 @@ def load_weights_file(path: Path | str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config key 'model.encoder_weights': file not found: {str(path)!r}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(
-            f"config key 'model.encoder_weights': cannot read weights file {str(path)!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    prefix = "config key 'model.encoder_weights': "
+    if path.suffix == ".safetensors":
+        try:
+            state: Any = load_safetensors(str(path))
+        except Exception as exc:
+            raise ConfigError(
+                f"{prefix}cannot read weights file {str(path)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+    else:
+        state = safe_torch_load(path, what="weights file", error=ConfigError, prefix=prefix)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -214,8 +220,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 def _build_unet3d(cfg: ModelConfig) -> nn.Module:
     """The plain-torch :class:`~.unet3d.UNet3D`; ``cfg.kwargs`` are its keyword arguments."""
-    from .unet3d import UNet3D
-
     weights = cfg.encoder_weights
     local = None if weights is None else Path(weights).expanduser()
     if weights is not None and not local.is_file():

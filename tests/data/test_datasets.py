@@ -14,10 +14,8 @@ from napari_segloss.data.datasets import (
     DataError,
     FolderDataset,
     NiftiSliceDataset,
-    build_datasets,
-    build_test_dataset,
-    read_split,
 )
+from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split
 from napari_segloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from napari_segloss.engine.config import load_config
 
@@ -308,10 +306,10 @@ def test_nifti_shape_mismatch(tmp_path: Path) -> None:
         NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
 
 
-def test_nifti_3d_needs_the_3d_network(tmp_path: Path) -> None:
-    # 3D patches work with model.arch UNet3D (tests/engine/test_3d.py); a 2D smp network is refused.
+def test_nifti_3d_needs_a_patch_size(tmp_path: Path) -> None:
+    # 3D patches with model.arch UNet3D: tests/engine/test_3d.py (the model check is the engine's)
     cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
-    with pytest.raises(DataError, match=r"'model\.arch'.*3D network \(arch: UNet3D\)"):
+    with pytest.raises(DataError, match=r"'data\.patch': data\.slices: 3d needs a patch size"):
         build_datasets(cfg)
 
 
@@ -411,7 +409,7 @@ def test_nifti_dataset_decodes_each_volume_once_and_pickles(
 ) -> None:
     import pickle
 
-    import napari_segloss.data.io as io
+    import napari_segloss.data.datasets as datasets_module
 
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
@@ -423,9 +421,72 @@ def test_nifti_dataset_decodes_each_volume_once_and_pickles(
     ]
     ds = NiftiSliceDataset(pairs, in_channels=1)
     reads: list[str] = []
-    real = io.read_nifti
-    monkeypatch.setattr(io, "read_nifti", lambda p: reads.append(Path(p).name) or real(p))
+    real = datasets_module.read_nifti
+    monkeypatch.setattr(
+        datasets_module, "read_nifti", lambda p: reads.append(Path(p).name) or real(p)
+    )
     assert ds.validate(num_classes=2, workers=4)["count"] == 12
     assert sorted(reads) == ["a.nii.gz", "a.nii.gz", "b.nii.gz", "b.nii.gz"]  # image + label
     clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives
     assert torch.equal(clone[7][1], ds[7][1])
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def test_non_finite_pixels_are_refused_with_the_count() -> None:
+    images = [np.ones((8, 8), np.float32) for _ in range(3)]
+    images[1][0, :4] = np.nan
+    images[2][0, 0] = np.inf
+    masks = [np.eye(8, dtype=np.uint8)] * 3
+    with pytest.raises(
+        DataError, match=r"images\[1\]: 4 non-finite pixel value\(s\) \(NaN or Inf\)"
+    ):
+        ArrayDataset(images, masks, in_channels=1).validate(num_classes=2, workers=1)
+
+
+def test_all_empty_training_masks_are_refused_most_empty_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    empty = [np.zeros((8, 8), np.uint8) for _ in range(4)]
+    with pytest.raises(DataError, match=r"all 4 training masks are empty.*> 127.*PNG"):
+        ArrayDataset(images, empty, train=True).validate(num_classes=2)
+    # a validation set may be empty (nothing is learnt from it)
+    ArrayDataset(images, empty, train=False).validate(num_classes=2)
+    one = [*empty[:3], np.eye(8, dtype=np.uint8)]
+    with caplog.at_level("WARNING"):
+        ArrayDataset(images, one, train=True).validate(num_classes=2)
+    assert "3 of 4 training masks are empty" in caplog.text
+    caplog.clear()
+    half = [*empty[:2], np.eye(8, dtype=np.uint8), np.eye(8, dtype=np.uint8)]
+    with caplog.at_level("WARNING"):
+        ArrayDataset(images, half, train=True).validate(num_classes=2)
+    assert caplog.text == ""
+
+
+def test_jpeg_binary_masks_read_as_empty_are_refused(tmp_path: Path) -> None:
+    """{0, 1} masks saved as JPEG binarise to all background (> 127): say so, naming PNG."""
+    root = write_folder(tmp_path, n=3)
+    for p in sorted((root / "masks").iterdir()):
+        mask = (np.asarray(Image.open(p)) > 0).astype(np.uint8)
+        Image.fromarray(mask).save(p.with_suffix(".jpg"), quality=95)
+        p.unlink()
+    ds = FolderDataset(root, train=True)
+    with pytest.raises(DataError, match=r"all 3 training masks are empty.*\{0, 255\}"):
+        ds.validate(num_classes=2)
+
+
+def test_sixteen_bit_images_keep_their_type_in_messages(tmp_path: Path) -> None:
+    import tifffile
+
+    root = write_folder(tmp_path, n=2)
+    for p in sorted((root / "images").iterdir()):
+        tifffile.imwrite(p.with_suffix(".tif"), np.full((20, 24), 700, np.uint16))
+        p.unlink()
+    ds = FolderDataset(root, normalize="uint8", in_channels=1)
+    with pytest.raises(DataError, match=r"case00\.tif: pixel type uint16 but normalize='uint8'"):
+        ds.validate(num_classes=2)
+    # min-max normalisation of the same files: read as uint16, scaled to float32
+    image, _ = FolderDataset(root, in_channels=1)[0]
+    assert image.dtype == torch.float32

@@ -41,18 +41,18 @@ def main() -> None:
             "output": str(out),
         }
     )
-    import napari_segloss.engine.training as training
+    import napari_segloss.engine.run_state as run_state
 
     models: list[torch.nn.Module] = []
-    real_build = training.build_model
+    real_build = run_state.build_model
 
     def capture(model_cfg: object) -> torch.nn.Module:
         models.append(real_build(model_cfg))
         return models[-1]
 
-    training.build_model = capture  # keep a handle on this rank's replica
+    run_state.build_model = capture  # keep a handle on this rank's replica
     done = train(cfg, progress=False)
-    assert not done["stopped"], done["reason"]
+    assert not done.stopped, done.reason
     rank = int(os.environ["RANK"])
     weights = {k: v.detach().clone() for k, v in models[0].state_dict().items()}
     torch.save(weights, out.parent / f"weights_rank{rank}.pt")

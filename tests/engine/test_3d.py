@@ -17,11 +17,13 @@ import pytest
 import torch
 
 from napari_segloss.cli import main
-from napari_segloss.data.datasets import DataError, build_datasets
+from napari_segloss.data.datasets import DataError
+from napari_segloss.data.factory import build_datasets
 from napari_segloss.data.patches import NiftiPatchDataset
 from napari_segloss.engine.checkpoint import load_checkpoint, load_model
 from napari_segloss.engine.config import ConfigError, ModelConfig, load_config
 from napari_segloss.engine.model import available_architectures, build_model
+from napari_segloss.engine.run_state import check_model_fits_data
 from napari_segloss.engine.training import iter_train, train
 from napari_segloss.engine.unet3d import UNet3D
 from napari_segloss.samples import sample_files
@@ -97,7 +99,7 @@ def make_cfg(root: Path, out: Path, *overrides: str, **train_kw: Any) -> Any:
 def trained(acdc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "run3d"
     done = train(make_cfg(acdc_root, out), progress=False)
-    assert not done["stopped"], done["reason"]
+    assert not done.stopped, done.reason
     return out
 
 
@@ -245,10 +247,13 @@ def test_patch_dataset_errors(tmp_path: Path, acdc_root: Path) -> None:
         build_datasets(cfg())
     with pytest.raises(DataError, match=r"'data\.size': not used with data\.slices: 3d"):
         build_datasets(cfg(patch=PATCH, size=[64, 64]))
-    with pytest.raises(DataError, match=r"'model\.arch'.*needs a 3D network.*'Unet'"):
-        build_datasets(cfg(patch=PATCH, model={"arch": "Unet"}))
-    with pytest.raises(DataError, match=r"'data\.slices'.*3D network.*slices '2d'"):
-        build_datasets(cfg(patch=PATCH, slices="2d"))
+    # whether the model fits the data is the engine's check (data does not import the engine)
+    with pytest.raises(ConfigError, match=r"'model\.arch'.*needs a 3D network.*'Unet'"):
+        check_model_fits_data(cfg(patch=PATCH, model={"arch": "Unet"}))
+    with pytest.raises(ConfigError, match=r"'data\.slices'.*3D network.*slices '2d'"):
+        check_model_fits_data(cfg(patch=PATCH, slices="2d"))
+    with pytest.raises(DataError, match=r"'data\.slices': 3d patches are cut from NIfTI"):
+        build_datasets(cfg(patch=PATCH, kind="folder"))
     with pytest.raises(ConfigError, match=r"'data\.patch\.2'"):  # [Z, Y, X]
         cfg(patch=[8, 96])
     with pytest.raises(ConfigError, match=r"'data\.patch_foreground'"):
@@ -309,9 +314,9 @@ def test_3d_resume_matches_an_uninterrupted_run(acdc_root: Path, tmp_path: Path)
     train(make_cfg(acdc_root, tmp_path / "a", **kw), progress=False)
     cfg = make_cfg(acdc_root, tmp_path / "b", **kw)
     first = train(cfg, should_stop=iter([False, True]).__next__, progress=False)
-    assert first["stopped"] and first["iteration"] == 1
+    assert first.stopped and first.iteration == 1
     second = train(cfg, resume=True, progress=False)
-    assert not second["stopped"] and second["iteration"] == 2
+    assert not second.stopped and second.iteration == 2
     a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
     for k in a:

@@ -453,7 +453,7 @@ def test_paper_configs_build_on_the_real_data(
     if not (SHARED / sub).is_dir():
         pytest.skip(f"../shared/data/{sub} is absent (real-data check of {config}.yaml)")
     from napari_segloss.cli import prepare_config
-    from napari_segloss.data.datasets import build_datasets, build_test_dataset
+    from napari_segloss.data.factory import build_datasets, build_test_dataset
     from napari_segloss.engine.config import load_config
 
     tree, overrides = prepare_config(CONFIGS / f"{config}.yaml", [f"data.root={SHARED / sub}"])
@@ -468,3 +468,39 @@ def test_paper_configs_build_on_the_real_data(
         test_ds = build_test_dataset(cfg, train_ds.normalization)
         assert test_ds is not None
         assert len({test_ds.item_name(i).split(" slice")[0] for i in range(len(test_ds))}) == 40
+
+
+# ------------------------------------------------------------------------------ explicit conversions
+
+
+def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the refusals (tests/engine/test_refusals.py) point to: opt-in conversions."""
+    import nibabel as nib
+
+    from napari_segloss.engine.checkpoint import load_model
+    from napari_segloss.engine.inference import predict, rgb_to_grey
+
+    ckpt = _checkpoint(tmp_path, 1, 2)
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    rc, _, err = _predict(ckpt, tmp_path / "photo.png", tmp_path / "o1", capsys, "--to-grey")
+    assert rc == 0, err
+    model, meta = load_model(ckpt)
+    ref, _ = predict(model, rgb_to_grey(rgb), meta=meta, device="cpu")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o1" / "photo.png")), ref)
+
+    vol = np.random.default_rng(1).random((12, 10, 3)).astype(np.float32)
+    vol[0, :4, 0] = np.nan
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    ckpt_mm = _checkpoint(
+        tmp_path, 1, 2, normalization={"scale": "minmax", "mean": [0.0], "std": [1.0]}
+    )
+    rc, out, err = _predict(
+        ckpt_mm, tmp_path / "scan.nii.gz", tmp_path / "o2", capsys, "--fill-nonfinite", "0"
+    )
+    assert rc == 0, err
+    assert "scan.nii.gz: replaced 4 NaN/Inf value(s) with 0.0" in out
+    assert out.count("replaced") == 1
+    assert nib.load(str(tmp_path / "o2" / "scan.nii.gz")).shape == (12, 10, 3)

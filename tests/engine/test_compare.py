@@ -16,7 +16,8 @@ from napari_segloss.engine.compare import (
     run_compare,
     write_tables,
 )
-from napari_segloss.engine.config import load_config
+from napari_segloss.engine.config import load_config, save_config
+from napari_segloss.engine.events import TrainDone
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def _fake_train(
     fail: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     resumes: list[bool] | None = None,
 ):
-    def train(cfg: Any, resume: bool = False) -> dict:
+    def train(cfg: Any, resume: bool = False) -> None:
         calls.append(cfg)
         if resumes is not None:
             resumes.append(resume)
@@ -122,9 +123,9 @@ def _fake_train(
         d = DICE[key]
         out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")  # what a real run writes: compare checks it
         per_class = {"1": {"dice": d, "iou": d - 0.1, "precision": d, "recall": d, "nsd": d / 2}}
         (out / "eval.json").write_text(json.dumps({"per_class": per_class}))
-        return {"type": "done"}
 
     return train
 
@@ -170,8 +171,8 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
     (tmp_path / "runs" / "ce" / "seed1" / "checkpoint.pt").write_bytes(b"x")
     try:
         runs2 = run_compare(
-            BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, train_fn=_fake_train(calls2, resumes=resumes),
-            load_fn=load_config, log=logs.append,
+            BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, ["train.epochs=2"],
+            train_fn=_fake_train(calls2, resumes=resumes), load_fn=load_config, log=logs.append,
         )  # fmt: skip
     finally:
         del DICE[("pm_dice", 2)]
@@ -182,7 +183,44 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
     assert all(r.status == "ok" for r in runs2)
     text2 = write_tables(tmp_path, runs2)
     assert "| PM Dice | **88.00 ± 2.00** |" in text2  # 90, 86, 88
-    assert any("skipped" in line for line in logs)
+    assert any("reused" in line for line in logs)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_rerun_with_other_settings_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Reusing runs made with other settings would tabulate old results as new ones."""
+    run_compare(
+        BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=2"], train_fn=_fake_train([]),
+        load_fn=load_config, log=lambda s: None,
+    )  # fmt: skip
+    before = _tree(tmp_path)
+    calls: list[Any] = []
+    with pytest.raises(ValueError, match=r"4 run\(s\).*other settings") as info:
+        run_compare(
+            BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=5"],
+            train_fn=_fake_train(calls), load_fn=load_config, log=lambda s: None,
+        )  # fmt: skip
+    assert "train.epochs: saved 2, requested 5" in str(info.value)
+    assert "seed0" in str(info.value) and "\n" not in str(info.value)
+    assert calls == [] and _tree(tmp_path) == before
+    # keys that do not change results may differ: the runs are reused, nothing retrained
+    run_compare(
+        BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=2", "train.num_workers=0"],
+        train_fn=_fake_train(calls), load_fn=load_config, log=lambda s: None,
+    )  # fmt: skip
+    assert calls == []
+    # a finished run without config.yaml cannot be vouched for either
+    (tmp_path / "runs" / "ce" / "seed0" / "config.yaml").unlink()
+    with pytest.raises(ValueError, match=r"no config\.yaml"):
+        run_compare(
+            BASE, ["ce"], [0], tmp_path, ["train.epochs=2"], train_fn=_fake_train(calls),
+            load_fn=load_config, log=lambda s: None,
+        )  # fmt: skip
 
 
 def test_single_seed_shows_mean_only_and_missing_eval_is_failure(tmp_path: Path) -> None:
@@ -257,14 +295,19 @@ def test_ctrl_c_in_a_run_stops_the_whole_grid(tmp_path: Path) -> None:
     calls: list[Any] = []
     logs: list[str] = []
 
-    def interrupted(cfg: Any, resume: bool = False) -> dict[str, Any]:
+    def interrupted(cfg: Any, resume: bool = False) -> TrainDone:
         calls.append(cfg)
-        return {
-            "type": "done",
-            "stopped": True,
-            "reason": "interrupted (Ctrl-C)",
-            "interrupted": True,
-        }
+        return TrainDone(
+            run_dir=Path(cfg.output),
+            checkpoint=None,
+            best_checkpoint=None,
+            best_dice=None,
+            stopped=True,
+            reason="interrupted (Ctrl-C)",
+            interrupted=True,
+            epochs=0,
+            iteration=1,
+        )
 
     with pytest.raises(KeyboardInterrupt):
         run_compare(

@@ -13,6 +13,7 @@ from napari_segloss.engine.inference import (
     gaussian_importance_map,
     normalise_image,
     predict,
+    rgb_to_grey,
     sliding_window_predict,
     tile_starts,
 )
@@ -324,3 +325,52 @@ def test_predict_3d_model_tiles_in_3d() -> None:
     assert labels.shape == (6, 20, 18) and probs.shape == (2, 6, 20, 18)
     ref = _untiled(model, torch.from_numpy(vol)[None, None])[0].numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ image checks
+# predict() is what the CLI and the napari Predict panel both call: these checks cover both.
+
+
+def test_colour_image_for_a_grey_model_is_refused_not_reinterpreted() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"shape \(20, 24, 3\) is a colour image.*takes 1 channel"):
+        predict(_pointwise(1, 2), rgb, meta={"in_channels": 1}, device="cpu")
+    # the panel says whether its layer is RGB: a layer flagged RGB is refused whatever its shape
+    with pytest.raises(ValueError, match="colour image"):
+        predict(_pointwise(1, 2), rgb, meta={"in_channels": 1}, device="cpu", rgb=True)
+    # an explicit, documented conversion instead: BT.601 luma, then the grey model
+    labels, probs = predict(
+        _pointwise(1, 2), rgb, meta={"in_channels": 1}, device="cpu", to_grey=True
+    )
+    assert labels.shape == (20, 24) and probs.shape == (2, 20, 24)
+    ref = predict(_pointwise(1, 2), rgb_to_grey(rgb), meta={"in_channels": 1}, device="cpu")
+    np.testing.assert_array_equal(probs, ref[1])
+    # rgb=False: the same array is a grey volume of 20 slices, predicted slice by slice
+    labels, _ = predict(_pointwise(1, 2), rgb, meta={"in_channels": 1}, device="cpu", rgb=False)
+    assert labels.shape == (20, 24, 3)
+
+
+def test_rgb_to_grey_uses_bt601_weights() -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], np.uint8)
+    grey = rgb_to_grey(rgb)
+    assert grey.dtype == np.uint8
+    assert grey.tolist() == [[76, 150, 29, round(0.299 * 10 + 0.587 * 20 + 0.114 * 30)]]
+    assert rgb_to_grey(rgb.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("image", "meta", "match"),
+    [
+        (np.full((8, 8), np.nan, np.float32), {"in_channels": 1}, r"64 non-finite value\(s\)"),
+        (np.ones((4, 8, 8), np.float32) * np.inf, {"in_channels": 1}, r"256 non-finite"),
+        (
+            np.zeros((8, 8), np.uint16),
+            {"in_channels": 1, "normalization": {"scale": "uint8", "mean": [0], "std": [1]}},
+            r"pixel type uint16.*8-bit",
+        ),
+        (np.zeros((8, 8, 4), np.uint8), {"in_channels": 3}, r"alpha channel.*image\[\.\.\., :3\]"),
+    ],
+)
+def test_check_image_refusals(image: np.ndarray, meta: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        predict(_pointwise(meta["in_channels"], 2), image, meta=meta, device="cpu")

@@ -187,3 +187,32 @@ def test_check_compatible_names_the_differences() -> None:
     assert "\n" not in msg
     assert "model.encoder: checkpoint 'tu-resnet10t' vs config 'mobilenet_v2'" in msg
     assert "model.classes: checkpoint 2 vs config 4" in msg
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", r"weights file '.*w\.pt' is empty \(0 bytes\)"),
+        ("evil", r"'.*w\.pt' holds executable Python objects.*refused for safety"),
+        (b"not a torch file", r"cannot read weights file '.*w\.pt': not a torch checkpoint"),
+    ],
+)
+def test_unsafe_or_empty_weights_files_are_named(
+    tmp_path: Path, content: bytes | str, match: str
+) -> None:
+    path = tmp_path / "w.pt"
+    if content == "evil":
+        torch.save({"state_dict": _Evil()}, path)
+    else:
+        path.write_bytes(content)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=match) as info:
+        build_model(tiny(encoder_weights=str(path)))
+    assert "weights_only" not in str(info.value)
+    assert str(info.value).startswith("config key 'model.encoder_weights': ")

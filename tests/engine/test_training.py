@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from napari_segloss.data.datasets import ArrayDataset, DataError
+from napari_segloss.engine import sampling
 from napari_segloss.engine.checkpoint import CheckpointError, load_checkpoint, load_model
 from napari_segloss.engine.config import ConfigError, load_config
+from napari_segloss.engine.events import TrainDone, TrainEpoch, TrainStart, TrainStep
 from napari_segloss.engine.training import EpochSampler, iter_train, poly_lr_factor, train
 
 TINY_MODEL = {
@@ -74,18 +76,19 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_end_to_end_run_directory(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     events = list(iter_train(make_cfg(data_root, out, "optim.lr=1e-3"), progress=False))
-    kinds = [e["type"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("epoch") == 2
+    kinds = [type(e) for e in events]
+    assert kinds[0] is TrainStart and kinds[-1] is TrainDone and kinds.count(TrainEpoch) == 2
     start, done = events[0], events[-1]
+    assert isinstance(start, TrainStart) and isinstance(done, TrainDone)
     # 6 training images, batch 2 -> 3 steps per epoch, 2 epochs
-    assert start["max_iterations"] == 6 and start["device"] == "cpu"
-    assert (start["train_size"], start["val_size"]) == (6, 2)
-    steps = [e for e in events if e["type"] == "step"]
-    assert [s["iteration"] for s in steps] == [1, 2, 3, 4, 5, 6]
+    assert start.max_iterations == 6 and start.device == "cpu"
+    assert (start.train_size, start.val_size) == (6, 2)
+    steps = [e for e in events if isinstance(e, TrainStep)]
+    assert [s.iteration for s in steps] == [1, 2, 3, 4, 5, 6]
     for s in steps:  # poly schedule: lr * (1 - it / max_it) ** 0.9 after `it` steps
-        assert s["lr"] == pytest.approx(1e-3 * (1 - s["iteration"] / 6) ** 0.9)
-        assert math.isfinite(s["loss"])
-    assert done["stopped"] is False and done["reason"] == "completed"
+        assert s.lr == pytest.approx(1e-3 * (1 - s.iteration / 6) ** 0.9)
+        assert math.isfinite(s.loss)
+    assert done.stopped is False and done.reason == "completed"
     assert {p.name for p in out.iterdir()} == {
         "config.yaml",
         "metrics.csv",
@@ -97,10 +100,11 @@ def test_end_to_end_run_directory(data_root: Path, tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for col in ("train_loss", "val_loss", "val_dice", "val_iou", "val_nsd", "val_hd95", "lr"):
         assert col in rows[0]
-    epoch_events = [e for e in events if e["type"] == "epoch"]
-    assert float(rows[1]["val_dice"]) == pytest.approx(epoch_events[1]["val_dice"])
-    best = max(e["val_dice"] for e in epoch_events)
-    assert done["best_dice"] == pytest.approx(best)
+    epoch_events = [e for e in events if isinstance(e, TrainEpoch)]
+    assert [e.epoch for e in epoch_events] == [1, 2] and epoch_events[1].iteration == 6
+    assert float(rows[1]["val_dice"]) == pytest.approx(epoch_events[1].val_dice)
+    best = max(e.val_dice for e in epoch_events)
+    assert done.best_dice == pytest.approx(best)
     _, meta = load_model(out / "best.pt")
     assert meta["arch"] == "Unet" and meta["loss"] == "pm_dice" and meta["input_size"] == [32, 32]
     assert meta["normalization"]["scale"] == "uint8" and len(meta["normalization"]["mean"]) == 3
@@ -127,7 +131,7 @@ def test_resume_matches_an_uninterrupted_run(
     data_root: Path, tmp_path: Path, stop_after: int
 ) -> None:
     straight = train(make_cfg(data_root, tmp_path / "a"), progress=False)
-    assert not straight["stopped"]
+    assert not straight.stopped
     calls = {"n": 0}
 
     def should_stop() -> bool:
@@ -136,9 +140,9 @@ def test_resume_matches_an_uninterrupted_run(
 
     cfg = make_cfg(data_root, tmp_path / "b")
     first = train(cfg, should_stop=should_stop, progress=False)
-    assert first["stopped"] and "stopped by request" in first["reason"]
-    assert not first["interrupted"]  # the Stop button is not Ctrl-C
-    assert first["iteration"] == stop_after
+    assert first.stopped and "stopped by request" in first.reason
+    assert not first.interrupted  # the Stop button is not Ctrl-C
+    assert first.iteration == stop_after
     ck = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert (ck["iteration"], ck["epoch"], ck["epoch_step"]) == (
         stop_after,
@@ -148,7 +152,7 @@ def test_resume_matches_an_uninterrupted_run(
     # metrics.csv is truthful: only completed epochs
     assert len(read_csv(tmp_path / "b" / "metrics.csv")) == stop_after // 3
     second = train(cfg, resume=True, progress=False)
-    assert not second["stopped"] and second["iteration"] == 6
+    assert not second.stopped and second.iteration == 6
     a, b = _weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -160,9 +164,9 @@ def test_resume_matches_an_uninterrupted_run(
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import napari_segloss.losses as losses
+    from napari_segloss.engine import run_state
 
-    real_get_loss = losses.get_loss
+    real_get_loss = run_state.get_loss
 
     class GoesNaN(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -175,11 +179,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
             loss = self.inner(logits, target)
             return loss * float("nan") if self.calls > 4 else loss
 
-    monkeypatch.setattr(losses, "get_loss", lambda name, **p: GoesNaN(real_get_loss(name, **p)))
+    monkeypatch.setattr(run_state, "get_loss", lambda name, **p: GoesNaN(real_get_loss(name, **p)))
     out = tmp_path / "nan"
     done = train(make_cfg(data_root, out, epochs=3), progress=False)
-    assert done["stopped"] and "non-finite loss (nan) at iteration 5" in done["reason"]
-    assert "last good checkpoint" in done["reason"]
+    assert done.stopped and "non-finite loss (nan) at iteration 5" in done.reason
+    assert "last good checkpoint" in done.reason
     ck = load_checkpoint(out / "checkpoint.pt")
     assert ck["epoch"] == 1 and ck["iteration"] == 3
     assert all(torch.isfinite(v.float()).all() for v in ck["model"].values())
@@ -199,8 +203,8 @@ def test_ctrl_c_saves_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> 
     out = tmp_path / "int"
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs in background
     done = train(make_cfg(data_root, out), should_stop=press_ctrl_c, progress=False)
-    assert done["stopped"] and done["reason"].startswith("interrupted (Ctrl-C)")
-    assert done["interrupted"]  # compare stops its whole grid on this
+    assert done.stopped and done.reason.startswith("interrupted (Ctrl-C)")
+    assert done.interrupted  # compare stops its whole grid on this
     # raised before step 2 ran? no: the flag is checked at the next step boundary
     ck = load_checkpoint(out / "checkpoint.pt")
     assert ck["iteration"] == 2 and ck["epoch_step"] == 2
@@ -216,13 +220,13 @@ def test_fine_tune_and_array_datasets(data_root: Path, tmp_path: Path) -> None:
     masks = [(im[..., 0] > 128).astype(np.uint8) for im in images]
     ds = ArrayDataset(images, masks, train=True, crop=(24, 24))
     cfg = make_cfg(data_root, tmp_path / "ft", epochs=1)
-    done = train(cfg, datasets=(ds, None), init_checkpoint=first["best_checkpoint"], progress=False)
-    assert not done["stopped"] and done["best_dice"] is None
+    done = train(cfg, datasets=(ds, None), init_checkpoint=first.best_checkpoint, progress=False)
+    assert not done.stopped and done.best_dice is None
     assert (tmp_path / "ft" / "best.pt").is_file() and not (tmp_path / "ft" / "eval.json").exists()
     # fine-tuning from a different architecture fails before any step, naming the difference
     other = make_cfg(data_root, tmp_path / "ft2", "model.classes=3", epochs=1)
     gen = iter_train(
-        other, datasets=(ds, None), init_checkpoint=first["best_checkpoint"], progress=False
+        other, datasets=(ds, None), init_checkpoint=first.best_checkpoint, progress=False
     )
     with pytest.raises(CheckpointError, match=r"model\.classes: checkpoint 1 vs config 3"):
         next(gen)
@@ -273,7 +277,7 @@ def test_run_directory_protection(data_root: Path, tmp_path: Path) -> None:
     again = train(
         make_cfg(data_root, tmp_path / "r", "train.overwrite=true", epochs=1), progress=False
     )
-    assert not again["stopped"]
+    assert not again.stopped
 
 
 def test_multiclass_with_workers(tmp_path: Path) -> None:
@@ -288,9 +292,9 @@ def test_multiclass_with_workers(tmp_path: Path) -> None:
         val_metrics="overlap",
     )
     events = list(iter_train(cfg, progress=False))
-    epoch = next(e for e in events if e["type"] == "epoch")
-    assert set(epoch["metrics"]["per_class"]) == {"1", "2"}
-    assert "nsd" not in epoch["metrics"]["mean"]  # overlap-only validation
+    epoch = next(e for e in events if isinstance(e, TrainEpoch))
+    assert set(epoch.metrics["per_class"]) == {"1", "2"}
+    assert "nsd" not in epoch.metrics["mean"]  # overlap-only validation
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     assert "dice_1" in rows[0] and "dice_2" in rows[0]
     ev = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -361,7 +365,7 @@ def test_real_acdc_tiny_run(acdc_dir: Path, tmp_path: Path) -> None:
         }
     )
     done = train(cfg, progress=False)
-    assert not done["stopped"]
+    assert not done.stopped
     ev = json.loads((tmp_path / "acdc" / "eval.json").read_text())
     assert ev["split"] == "test" and ev["num_classes"] == 4
     assert set(ev["per_class"]) == {"1", "2", "3"}
@@ -374,23 +378,21 @@ def test_real_acdc_tiny_run(acdc_dir: Path, tmp_path: Path) -> None:
 def test_in_memory_batches_match_the_dataloader_path(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import napari_segloss.engine.training as training
-
     used = {"n": 0}
-    real_iter = training._InMemoryBatches.__iter__
+    real_iter = sampling.InMemoryBatches.__iter__
 
     def counting_iter(self: Any) -> Any:
         used["n"] += 1
         return real_iter(self)
 
-    monkeypatch.setattr(training._InMemoryBatches, "__iter__", counting_iter)
+    monkeypatch.setattr(sampling.InMemoryBatches, "__iter__", counting_iter)
     args = ("data.augment=false", "data.crop=null")
     fast = train(make_cfg(data_root, tmp_path / "fast", *args), progress=False)
     assert used["n"] == 2  # one pass per epoch, no DataLoader
-    monkeypatch.setattr(training, "IN_MEMORY_MAX_BYTES", 0)  # too big -> DataLoader
+    monkeypatch.setattr(sampling, "IN_MEMORY_MAX_BYTES", 0)  # too big -> DataLoader
     slow = train(make_cfg(data_root, tmp_path / "slow", *args), progress=False)
     assert used["n"] == 2
-    assert fast["iteration"] == slow["iteration"] == 6
+    assert fast.iteration == slow.iteration == 6
     _assert_same_weights(tmp_path / "fast", tmp_path / "slow")
 
 
@@ -398,5 +400,5 @@ def test_results_do_not_depend_on_num_workers(data_root: Path, tmp_path: Path) -
     """Augmentation seeds come from (seed, epoch, index), not from the worker that runs them."""
     a = train(make_cfg(data_root, tmp_path / "w0", epochs=1, num_workers=0), progress=False)
     b = train(make_cfg(data_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
-    assert a["iteration"] == b["iteration"] == 3
+    assert a.iteration == b.iteration == 3
     _assert_same_weights(tmp_path / "w0", tmp_path / "w2")

@@ -9,6 +9,7 @@ import pytest
 
 from napari_segloss._widgets._state import CHECKPOINTS
 from napari_segloss._widgets.train_panel import layer_pairs, split_pairs
+from napari_segloss.engine.events import TrainDone
 from napari_segloss.samples import load_sample
 
 NAME = "Train / Fine-tune"
@@ -41,10 +42,10 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
     assert not widget.status.is_error, widget.status.text()
 
     done = widget.last_result
-    assert done is not None and done["type"] == "done" and not done["stopped"]
-    ckpt = Path(done["checkpoint"])
+    assert isinstance(done, TrainDone) and not done.stopped
+    ckpt = Path(done.checkpoint)
     assert ckpt.is_file()
-    run_dir = Path(done["run_dir"])
+    run_dir = Path(done.run_dir)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.yaml").is_file()
     assert "gamma: 2.0" in (run_dir / "config.yaml").read_text()
     # live plot got the step losses and the epoch point (epoch 1)
@@ -73,7 +74,7 @@ def test_fine_tune_from_checkpoint(dock, wait_idle, tmp_path, tiny_checkpoint):
     widget.start()
     wait_idle(widget, timeout=120_000)
     assert not widget.status.is_error, widget.status.text()
-    meta = load_checkpoint(widget.last_result["checkpoint"])["meta"]
+    meta = load_checkpoint(widget.last_result.checkpoint)["meta"]
     assert meta["model_kwargs"]["decoder_channels"] == [16, 8, 8]
 
 
@@ -85,10 +86,10 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
     widget.stop()
     wait_idle(widget, timeout=60_000)
     done = widget.last_result
-    assert done is not None and done["stopped"]
-    assert done["epochs"] < 500
-    assert Path(done["checkpoint"]).is_file()
-    assert CHECKPOINTS.paths()[0] == Path(done["checkpoint"]).resolve()
+    assert done is not None and done.stopped
+    assert done.epochs < 500
+    assert Path(done.checkpoint).is_file()
+    assert CHECKPOINTS.paths()[0] == Path(done.checkpoint).resolve()
     assert "stopped" in widget.status.text()
 
 

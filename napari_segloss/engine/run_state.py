@@ -1,0 +1,510 @@
+"""Setting a training run up: one :class:`RunState` built once, before the first step.
+
+:func:`prepare_run` does every check that can fail (the run directory's state, data, model,
+loss, resume compatibility) before anything is written, then builds the data loader, model,
+optimizer and LR schedule (PM-Dice paper, Hosseini 2025, section 3.2: Adam with weight decay
+1e-4, polynomial policy ``lr * (1 - iter / max_iter) ** 0.9`` stepped every iteration) and
+restores a resumed run's state. :class:`RunState` then carries everything the loop needs and
+writes the run's files: nothing until the first checkpoint, so a refused or failed start leaves
+no trace and an overwritten run is replaced only once the new one has a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data.datasets import SegmentationDataset
+from ..data.factory import build_datasets
+from ..losses import get_loss
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import (
+    RESUME_KEYS,
+    ConfigError,
+    TrainConfig,
+    config_differences,
+    config_to_dict,
+    config_yaml,
+    resolve_output,
+)
+from .distributed import DistInfo
+from .evaluation import EvalSettings
+from .model import build_model, spatial_dims_of
+from .rundir import RunPaths, write_metrics_csv, write_text_atomic
+from .sampling import (
+    EpochSampler,
+    InMemoryBatches,
+    deterministic_items,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+__all__ = [
+    "RunState",
+    "check_model_fits_data",
+    "checkpoint_meta",
+    "poly_lr_factor",
+    "prepare_run",
+]
+
+log = logging.getLogger(__name__)
+
+Datasets = tuple[SegmentationDataset, SegmentationDataset | None]
+
+
+def poly_lr_factor(iteration: int, max_iterations: int, power: float = 0.9) -> float:
+    """``(1 - iteration / max_iterations) ** power`` (PM-Dice paper sec. 3.2), clamped at 0."""
+    if max_iterations <= 0:
+        raise ValueError(f"max_iterations must be positive, got {max_iterations}")
+    return max(0.0, 1.0 - iteration / max_iterations) ** power
+
+
+@dataclass
+class RunState:
+    """Everything one training run needs, built once by :func:`prepare_run`.
+
+    The fields after ``meta`` are the run's progress, restored on resume and saved in every
+    checkpoint: ``epoch`` and ``epoch_step`` (where the next step starts), ``iteration``,
+    ``best_dice``, ``history`` (the metrics.csv rows) and ``partial`` (loss sum and steps of an
+    epoch interrupted mid-way).
+    """
+
+    cfg: TrainConfig
+    info: DistInfo
+    paths: RunPaths
+    resume: bool
+    #: the datasets came from ``cfg.data`` (not given by the caller): a test split may exist
+    from_config: bool
+    train_ds: SegmentationDataset
+    val_ds: SegmentationDataset | None
+    val_indices: list[int]
+    val_batch_size: int
+    model: nn.Module
+    train_model: nn.Module  # ``model``, or its DistributedDataParallel wrapper
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    sampler: EpochSampler
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    generator: torch.Generator
+    norm_a: torch.Tensor
+    norm_b: torch.Tensor
+    eval_settings: EvalSettings
+    memory_format: torch.memory_format
+    steps_per_epoch: int
+    max_iterations: int
+    meta: dict[str, Any]
+    epoch: int = 0
+    epoch_step: int = 0
+    iteration: int = 0
+    best_dice: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: tuple[float, int] = (0.0, 0)
+    #: True once this run wrote its files (the first checkpoint)
+    committed: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.eval_settings.device
+
+    @property
+    def main(self) -> bool:
+        """True on the process that writes files (rank 0)."""
+        return self.info.is_main
+
+    @property
+    def best_or_none(self) -> float | None:
+        return None if self.best_dice == -math.inf else self.best_dice
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _commit(self) -> None:
+        """First write of this run: replace an overwritten run's files, write config.yaml."""
+        if self.committed:
+            return
+        if not self.resume:
+            self.paths.remove_run_files()  # train.overwrite: nothing of the old run may remain
+        write_text_atomic(self.paths.config, config_yaml(self.cfg))
+        self.committed = True
+
+    def save_checkpoint(self, epoch: int, epoch_step: int, partial: tuple[float, int]) -> None:
+        """Write the resumable ``checkpoint.pt`` and ``metrics.csv`` (rank 0 only)."""
+        if not self.main:
+            return
+        self._commit()
+        payload = {
+            "meta": self.meta,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "epoch_step": epoch_step,
+            "iteration": self.iteration,
+            "max_iterations": self.max_iterations,
+            "best_dice": self.best_or_none,
+            "history": self.history,
+            "partial": partial,
+            "rng": rng_state(self.generator),
+            "config": config_to_dict(self.cfg),
+        }
+        save_checkpoint(self.paths.checkpoint, payload)
+        write_metrics_csv(self.paths.metrics, self.history)
+
+    def save_best(self, epoch: int, summary: dict[str, Any], val_dice: float | None) -> None:
+        """Write ``best.pt``: the weights of this epoch and its validation metrics."""
+        if not self.main:
+            return
+        self._commit()
+        payload = {
+            "meta": self.meta,
+            "model": self.model.state_dict(),
+            "epoch": epoch,
+            "iteration": self.iteration,
+            "metrics": summary,
+            "val_dice": val_dice,
+        }
+        save_checkpoint(self.paths.best, payload)
+
+
+# -- checks that need no data --------------------------------------------------------------
+
+
+def check_model_fits_data(cfg: TrainConfig) -> None:
+    """3D patches (``data.slices: 3d``) and the 3D network (``UNet3D``) go together."""
+    d = cfg.data
+    three_d = d.kind == "nifti" and d.slices == "3d"
+    if three_d and spatial_dims_of(cfg.model.arch) != 3:
+        raise ConfigError(
+            "config key 'model.arch': data.slices: 3d trains on 3D patches and needs a 3D "
+            f"network (arch: UNet3D), got {cfg.model.arch!r}"
+        )
+    if not three_d and spatial_dims_of(cfg.model.arch) == 3:
+        raise ConfigError(
+            f"config key 'data.slices': model.arch {cfg.model.arch!r} is a 3D network; it trains "
+            f"on NIfTI volumes with data.kind: nifti and data.slices: 3d (got kind {d.kind!r}, "
+            f"slices {d.slices!r})"
+        )
+
+
+def check_run_dir(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse a start that would mix two runs; return the checkpoint to resume, if any.
+
+    Without ``resume`` the directory must hold no run (or ``train.overwrite`` is set). With it,
+    the checkpoint must exist and its saved config must equal ``cfg`` except for
+    ``config.RESUME_KEYS`` (``train.epochs`` and settings that do not change results).
+    """
+    if not resume:
+        existing = paths.existing()
+        if existing and not cfg.train.overwrite:
+            raise ConfigError(
+                f"config key 'output': {str(paths.root)!r} already holds a run "
+                f"({', '.join(existing)}); resume it (--resume), choose another output or set "
+                "train.overwrite=true"
+            )
+        return None
+    if not paths.checkpoint.is_file():
+        raise ConfigError(f"resume: no checkpoint to resume from at {str(paths.checkpoint)!r}")
+    ckpt = load_checkpoint(paths.checkpoint)
+    if "optimizer" not in ckpt:
+        raise CheckpointError(
+            f"{str(paths.checkpoint)!r} has no optimizer state: it cannot be resumed"
+        )
+    check_compatible(ckpt["meta"], cfg.model, paths.checkpoint)
+    saved = ckpt.get("config")
+    if isinstance(saved, dict):
+        try:
+            diffs = config_differences(saved, cfg, ignore=RESUME_KEYS)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"resume: the config saved in {str(paths.checkpoint)!r} is no longer valid "
+                f"({exc}); start a new run"
+            ) from None
+        if diffs:
+            raise ConfigError(
+                f"resume: {str(paths.root)!r} was trained with other settings: "
+                + "; ".join(diffs)
+                + ". Only train.epochs (and settings that do not change results: "
+                "train.device, train.num_workers, ...) may change on resume; drop those "
+                "overrides, or start a new run (another output, or train.overwrite=true)"
+            )
+    return ckpt
+
+
+# -- set-up ----------------------------------------------------------------------------------
+
+
+def _check_divisible(
+    model: nn.Module, train_ds: SegmentationDataset, stats: dict[str, Any], multiple: int
+) -> None:
+    """Training inputs must fit the encoder's output stride (smp raises mid-run otherwise)."""
+    if not getattr(model, "requires_divisible_input_shape", True):
+        return
+    crop, size = getattr(train_ds, "crop", None), getattr(train_ds, "size", None)
+    key, sizes = (
+        ("data.crop", [crop]) if crop else ("data.size", [size] if size else stats["sizes"])
+    )
+    for hw in sizes:
+        if hw and any(int(v) % multiple for v in hw):
+            fixed = [-(-int(v) // multiple) * multiple for v in hw]
+            raise ConfigError(
+                f"config key {key!r}: training size {list(hw)} must be divisible by {multiple} "
+                f"(the encoder's output stride); e.g. use {fixed}"
+            )
+
+
+def checkpoint_meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
+    """A checkpoint's ``meta``: what rebuilds and feeds the model without the config."""
+    m = cfg.model
+    size, crop = getattr(train_ds, "size", None), getattr(train_ds, "crop", None)
+    patch = getattr(train_ds, "patch", None) if getattr(train_ds, "spatial_dims", 2) == 3 else None
+    if patch is not None:
+        # 3D: whole volumes at native resolution, tiled with the training patch.
+        size = crop = None
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": m.arch,
+        "encoder": m.encoder,
+        "in_channels": m.in_channels,
+        "classes": m.classes,
+        "model_kwargs": dict(m.kwargs),
+        "spatial_dims": 3 if patch is not None else 2,
+        "patch": list(patch) if patch is not None else None,
+        "num_classes": max(m.classes, 2),
+        "normalization": train_ds.normalization.to_meta(),
+        "input_size": list(size) if size else None,
+        "crop": list(crop) if crop else None,
+        "class_names": list(cfg.data.class_names) if cfg.data.class_names else None,
+        "loss": cfg.loss.name,
+        "loss_params": dict(cfg.loss.params),
+        "data_kind": cfg.data.kind,
+        # NIfTI volumes are sliced in napari order (Z, Y, X): 2D inputs are (Y, X) slices.
+        "slice_order": "napari",
+    }
+
+
+def _datasets(
+    cfg: TrainConfig, datasets: Datasets | None, show: bool
+) -> tuple[SegmentationDataset, SegmentationDataset | None, dict[str, Any], int]:
+    """Build (or take) and validate the datasets: ``(train, val or None, train stats, val bs)``."""
+    if datasets is None:
+        check_model_fits_data(cfg)
+        train_ds, val_ds = build_datasets(cfg)
+    else:
+        if not (isinstance(datasets, tuple | list) and len(datasets) == 2):
+            raise ValueError("datasets must be a (train_ds, val_ds) tuple; val_ds may be None")
+        train_ds, val_ds = datasets
+    t, num_classes = cfg.train, max(cfg.model.classes, 2)
+    need_uniform = getattr(train_ds, "crop", None) is None and t.batch_size > 1
+    stats = train_ds.validate(
+        num_classes=num_classes,
+        in_channels=cfg.model.in_channels,
+        need_uniform_size=need_uniform,
+        progress=show,
+    )
+    val_bs = 1
+    if val_ds is not None and len(val_ds) > 0:
+        val_stats = val_ds.validate(
+            num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
+        )
+        if len(val_stats["sizes"]) == 1:
+            val_bs = t.val_batch_size or t.batch_size
+    else:
+        val_ds = None
+    return train_ds, val_ds, stats, val_bs
+
+
+def _model_and_loss(
+    cfg: TrainConfig, train_ds: SegmentationDataset, stats: dict[str, Any]
+) -> tuple[nn.Module, nn.Module, int]:
+    """The model, the loss and the encoder's output stride; checks that they fit the data."""
+    model = build_model(cfg.model)
+    try:
+        loss_fn = get_loss(cfg.loss.name, **cfg.loss.params)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'loss': {exc}") from exc
+    multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
+    dims = int(getattr(model, "spatial_dims", 2))
+    if dims != int(getattr(train_ds, "spatial_dims", 2)):
+        raise ConfigError(
+            f"config key 'model.arch': {cfg.model.arch!r} is a {dims}D network but the training "
+            f"data is {getattr(train_ds, 'spatial_dims', 2)}D (3D patches: data.kind: nifti, "
+            "data.slices: 3d with arch: UNet3D)"
+        )
+    _check_divisible(model, train_ds, stats, multiple)
+    return model, loss_fn, multiple
+
+
+def _loader(
+    cfg: TrainConfig,
+    train_ds: SegmentationDataset,
+    sampler: EpochSampler,
+    generator: torch.Generator,
+    stats: dict[str, Any],
+    drop_last: bool,
+    device: torch.device,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Stacked in-memory batches when items are deterministic and fit, else a DataLoader."""
+    t = cfg.train
+    if deterministic_items(train_ds) and len(stats["sizes"]) == 1:
+        fast = InMemoryBatches(train_ds.with_raw_output(), sampler, t.batch_size, drop_last, device)
+        if fast.ok:
+            return fast
+    return DataLoader(
+        train_ds.with_raw_output(),
+        batch_size=t.batch_size,
+        sampler=sampler,
+        num_workers=t.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=t.num_workers > 0,
+        drop_last=drop_last,
+        generator=generator,
+    )
+
+
+def _optimizer(
+    cfg: TrainConfig, model: nn.Module, device: torch.device, max_iterations: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    opt_kw: dict[str, Any] = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay}
+    if device.type == "cuda":
+        opt_kw["fused"] = True
+    optimizer = opt_cls(model.parameters(), **opt_kw)
+    power, constant = cfg.optim.power, cfg.optim.schedule == "constant"
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda it: (
+            1.0 if constant else poly_lr_factor(min(it, max_iterations), max_iterations, power)
+        ),
+    )
+    return optimizer, scheduler
+
+
+def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
+    """Continue a run from its checkpoint: optimiser, schedule, progress and RNG states."""
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.epoch, state.epoch_step = int(ckpt["epoch"]), int(ckpt["epoch_step"])
+    state.iteration, state.history = int(ckpt["iteration"]), list(ckpt.get("history", []))
+    best = ckpt.get("best_dice")
+    state.best_dice = -math.inf if best is None else float(best)
+    part = tuple(ckpt.get("partial", (0.0, 0)))
+    state.partial = (float(part[0]), int(part[1]))
+    if int(ckpt.get("max_iterations", state.max_iterations)) != state.max_iterations:
+        log.warning(
+            "resume: max_iterations changed from %s to %s (epochs/batch/data changed); the LR "
+            "schedule is recomputed",
+            ckpt.get("max_iterations"),
+            state.max_iterations,
+        )
+    set_rng_state(ckpt["rng"], state.generator)
+
+
+def prepare_run(
+    cfg: TrainConfig,
+    info: DistInfo,
+    device: torch.device,
+    *,
+    datasets: Datasets | None = None,
+    init_checkpoint: Path | str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> RunState:
+    """Check everything, then build the :class:`RunState` (see the module docstring).
+
+    Raises ConfigError / DataError / CheckpointError (one line) before anything is written.
+    """
+    t = cfg.train
+    paths = RunPaths(resolve_output(cfg))
+    ckpt = check_run_dir(paths, cfg, resume)
+    seed_everything(t.seed)
+    train_ds, val_ds, stats, val_bs = _datasets(cfg, datasets, progress and info.is_main)
+    model, loss_fn, multiple = _model_and_loss(cfg, train_ds, stats)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    elif init_checkpoint is not None:
+        init = load_checkpoint(init_checkpoint)
+        check_compatible(init["meta"], cfg.model, init_checkpoint)
+        model.load_state_dict(init["model"])
+
+    dims = int(getattr(model, "spatial_dims", 2))
+    # 5-D (3D) tensors need the 3D variant of the channels-last layout.
+    memory_format = torch.channels_last_3d if dims == 3 else torch.channels_last
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=memory_format)
+    use_amp = t.amp and device.type == "cuda"
+    amp_dtype = (
+        (torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16) if use_amp else None
+    )
+    generator = torch.Generator()
+    generator.manual_seed(t.seed)
+    sampler = EpochSampler(train_ds, seed=t.seed, rank=info.rank, world_size=info.world_size)
+    per_rank = len(sampler.base)
+    drop_last = per_rank >= t.batch_size  # BatchNorm dislikes a trailing batch of 1
+    steps_per_epoch = per_rank // t.batch_size if drop_last else 1
+    max_iterations = steps_per_epoch * t.epochs
+    optimizer, scheduler = _optimizer(cfg, model, device, max_iterations)
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # smp keeps unused deep encoder stages when encoder_depth < 5.
+            find_unused_parameters=int(cfg.model.kwargs.get("encoder_depth", 5)) < 5,
+        )
+    # Batches travel as uint8 and are standardised on the device (x * a + b, one fused pass).
+    norm = train_ds.normalization
+    norm_a, norm_b = norm.device_affine(
+        torch.uint8 if norm.scale == "uint8" else torch.float32, device
+    )
+    if dims == 3:  # (1, C, 1, 1) -> (1, C, 1, 1, 1) for (B, C, Z, Y, X) batches
+        norm_a, norm_b = norm_a.unsqueeze(-1), norm_b.unsqueeze(-1)
+    state = RunState(
+        cfg=cfg,
+        info=info,
+        paths=paths,
+        resume=resume,
+        from_config=datasets is None,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        val_indices=[] if val_ds is None else list(range(info.rank, len(val_ds), info.world_size)),
+        val_batch_size=val_bs,
+        model=model,
+        train_model=train_model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        sampler=sampler,
+        loader=_loader(cfg, train_ds, sampler, generator, stats, drop_last, device),
+        generator=generator,
+        norm_a=norm_a,
+        norm_b=norm_b,
+        eval_settings=EvalSettings(
+            device, max(cfg.model.classes, 2), amp_dtype, t.channels_last, multiple
+        ),
+        memory_format=memory_format,
+        steps_per_epoch=steps_per_epoch,
+        max_iterations=max_iterations,
+        meta=checkpoint_meta(cfg, train_ds),
+    )
+    if ckpt is not None:
+        _restore(state, ckpt)
+    return state

@@ -1,0 +1,115 @@
+"""Process-level settings of a training run: the device, determinism flags, Ctrl-C/SIGTERM.
+
+Each is set for the run and restored afterwards, because the napari panel runs training inside
+napari's own process and shares these globals with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .config import ConfigError
+from .distributed import DistInfo
+
+__all__ = ["Interrupts", "determinism", "resolve_device"]
+
+
+def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
+    """``"auto"`` -> this rank's CUDA device, else MPS, else CPU; validates explicit choices."""
+    local = info.local_rank if info is not None else 0
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"config key 'train.device': {device!r} requested but CUDA is not available "
+                "(use auto or cpu)"
+            )
+        if dev.index is None:
+            dev = torch.device("cuda", local % torch.cuda.device_count())
+        elif dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"config key 'train.device': {device!r} but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"config key 'train.device': {device!r} requested but MPS is not available"
+        )
+    return dev
+
+
+@contextmanager
+def determinism(deterministic: bool, cuda: bool) -> Iterator[None]:
+    """Set (and afterwards restore) the global determinism flags: the napari panel shares them."""
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if deterministic and cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: some CUDA kernels (e.g. bilinear upsampling backward) have no deterministic
+    # variant; we still want the run, just with a warning.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
+
+
+class Interrupts:
+    """Turn SIGINT/SIGTERM into a flag checked between steps (main thread only).
+
+    A second Ctrl-C falls through to Python's default handler (immediate KeyboardInterrupt).
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._old: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # A forked DataLoader worker inherited this handler: Ctrl-C reaches the whole
+            # process group, but only the main process decides; workers keep serving batches.
+            return
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(
+            f"\nsegloss: {self.reason}; stopping after the current step and saving a checkpoint "
+            "(press Ctrl-C again to abort at once)",
+            file=sys.stderr,
+        )
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # pragma: no cover - exotic embeddings
+                    pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
