@@ -4,6 +4,8 @@
   excluded, as they never run);
 * no file over 800 lines, no function over 120 lines;
 * no private (underscore) name imported from another module;
+* imports at module top, except the optional heavy dependencies of ``LAZY_ALLOWED`` (each with
+  its reason);
 * no panel module imports another panel module (panels: the widget commands of napari.yaml);
 * the layers point one way: the core (``losses``, ``metrics``, ``data``) imports nothing from
   ``engine``, ``maps``, ``explorer``, ``cli`` or ``_widgets``, and ``data`` nothing from ``engine``.
@@ -31,6 +33,14 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+#: function-level imports allowed: (module, top-level package imported) -> why
+LAZY_ALLOWED = {
+    ("napari_segloss.engine.model", "segmentation_models_pytorch"): "1.5 s; only models need it",
+    ("napari_segloss.engine.model", "timm"): "loaded by smp; only models need it",
+    ("napari_segloss.plotting", "matplotlib"): "pyplot selects a GUI backend on import",
+    ("napari_segloss.metrics.surface", "scipy"): "scipy.spatial: 0.2 s, one code path",
+}
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -183,6 +193,37 @@ def test_no_private_name_imported_across_modules(module: str) -> None:
         and f"{resolve(module, node)}.{alias.name}" not in MODULES  # a private submodule
     ]
     assert not bad, f"{module} imports private names: {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_at_module_top(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text())
+    at_top = {id(node) for node in top_level_imports(tree)}
+    for block in tree.body:  # annotations only: never run
+        if isinstance(block, ast.If) and _is_type_checking(block):
+            at_top |= {id(node) for node in ast.walk(block)}
+    nested = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom) or id(node) in at_top:
+            continue
+        if isinstance(node, ast.Import):
+            roots = [alias.name.split(".")[0] for alias in node.names]
+        else:
+            roots = [resolve(module, node).split(".")[0]]
+        if any((module, root) not in LAZY_ALLOWED for root in roots):
+            nested.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not nested, f"{module} imports inside functions: {nested}"
+
+
+def test_import_rules_can_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a planted module with a function-level import and a private name is caught
+    probe = tmp_path / "probe.py"
+    probe.write_text("from .losses.functional import _SUM_CHUNK\n\ndef f():\n    import numpy\n")
+    monkeypatch.setitem(MODULES, "napari_segloss.probe", probe)
+    with pytest.raises(AssertionError, match="inside functions"):
+        test_imports_at_module_top("napari_segloss.probe")
+    with pytest.raises(AssertionError, match="private names"):
+        test_no_private_name_imported_across_modules("napari_segloss.probe")
 
 
 def panel_modules() -> set[str]:

@@ -96,7 +96,7 @@ def test_training_run_on_cuda_with_amp_and_channels_last(tmp_path: Path) -> None
         }
     )
     done = train(cfg, progress=False)
-    assert not done["stopped"], done["reason"]
+    assert not done.stopped, done.reason
     with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2
