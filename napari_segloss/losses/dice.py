@@ -1,7 +1,7 @@
 """Dice family: Dice, PM Dice, Generalized Dice, Log Dice, Focal Dice (two variants), TopK Dice
 and WSDice.
 
-Notation (Hosseini et al. 2025, the PM-Dice paper): ``p_ic`` probability of class c at pixel
+Notation (Hosseini 2025, the PM-Dice paper): ``p_ic`` probability of class c at pixel
 i, ``y_ic`` one-hot/soft target, sums over the pixels of one image (of the batch with
 ``batch_dice``), accumulated in float32. "Class mean" is the mean over the classes that enter
 (see :class:`~napari_segloss.losses.base.RegionLoss`: ``include_background``,
@@ -84,7 +84,7 @@ class DiceLoss(_DiceBase):
 
 @register("pm_dice")
 class PMDiceLoss(_DiceBase):
-    """Pixel-wise Modulated Dice loss, PM-Dice paper (Hosseini et al. 2025) eq. 5:
+    """Pixel-wise Modulated Dice loss, PM-Dice paper (Hosseini 2025, arXiv:2506.15744) eq. 5:
     ``1 - mean_c (2 sum_i m_ic y_ic p_ic + eps) / (sum_i m_ic (y_ic^2 + p_ic^2) + eps)`` with
     the modulating term ``m_ic = |y_ic - p_ic|^gamma_c`` computed from **detached**
     probabilities: the paper treats m as a hyperparameter, no gradient flows through it.
