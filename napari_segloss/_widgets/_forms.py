@@ -129,7 +129,7 @@ class LossParamForm(QWidget):
 
     def _add(self, p: inspect.Parameter, part: str | None = None) -> None:
         key = f"{part}__{p.name}" if part else p.name
-        w = parameter_widget(p, name=key, label=f"{part} {p.name}" if part else p.name)
+        w = parameter_widget(p, name=key, label=f"{part}: {p.name}" if part else p.name)
         self.form.append(w)
         self._fields[key] = (w, p.name, part)
         self.defaults[key] = None if p.default is inspect.Parameter.empty else p.default
@@ -141,7 +141,7 @@ class LossParamForm(QWidget):
             w = parameter_widget(
                 weight.replace(annotation="float"),
                 name=f"weight__{part}",
-                label=f"weight of {part}",
+                label=f"{part} term weight",
             )
             w.tooltip = f"the {part} term is multiplied by this weight"
             self.form.append(w)

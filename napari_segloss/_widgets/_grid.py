@@ -103,6 +103,7 @@ class GridView:
         for layer in maps:
             bar = layer.colorbar
             bar.size = COLORBAR_SIZE
+            bar.position = "bottom_right"  # the title runs along the top of the cell
             bar.box = True
             bar.visible = True
             self._barred[layer.unique_id] = layer

@@ -572,7 +572,9 @@ class LossExplorerWidget(QWidget):
         """Draw ``res`` as layers, one small step per event-loop turn (see TaskQueue)."""
         self._last_result = res
         z, shape, like = info["z"], info["shape"], info["gt_layer"]
-        units = "× mean" if info["relative"] else "|dL/dlogits|"
+        units = (
+            "|dL/dlogits| / its mean, 1 = an average pixel" if info["relative"] else "|dL/dlogits|"
+        )
         cls = min(info["cls"], res.num_classes - 1)
 
         def place(arr: np.ndarray) -> np.ndarray:
@@ -590,7 +592,8 @@ class LossExplorerWidget(QWidget):
             props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
             wanted.append(("prediction", res.prediction, f"prediction p(class {cls})", props))
         for name, arr in res.contributions.items():
-            title = f"{res.labels[name]} contribution ({units})"
+            # short: a grid cell is narrow (the status line gives the units)
+            title = f"{res.labels[name]} {'contribution' if info['relative'] else '|dL/dlogits|'}"
             wanted.append((f"contrib:{name}", arr, title, c_props))
         for g, arr in res.modulating:
             title = _core().modulating_title(g)
@@ -627,8 +630,9 @@ class LossExplorerWidget(QWidget):
             self._fill_table(res.values)
             where = f" (slice {z})" if z is not None else ""
             self.status.info(
-                f"{len(res.contributions)} contribution map(s) [{units}], {len(res.modulating)} "
-                f"modulating map(s){where}; contribution colour scale 0–{res.clim[1]:.3g} shared"
+                f"{len(res.contributions)} contribution map(s) ({units}; one shared colour "
+                f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating "
+                f"map(s) m = |y − p|^γ{where}"
             )
 
         steps = [lambda w=w: add(*w) for w in wanted]

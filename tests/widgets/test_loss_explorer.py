@@ -59,8 +59,8 @@ def test_maps_drawn_on_opening_without_a_button_press(make_napari_viewer, dock, 
     assert not widget.status.is_error, widget.status.text()
     assert widget.selected_losses() == ["ce", "dice"]
     assert [ly.name for ly in _owned(viewer, "contrib:")] == [
-        "ce contribution (× mean)",
-        "dice contribution (× mean)",
+        "ce contribution",
+        "dice contribution",
     ]
     assert [ly.name for ly in _owned(viewer, "gamma:")] == GAMMA_NAMES
     assert widget.table.rowCount() == 2 + 4
@@ -75,8 +75,8 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     # grid order (bottom of the layer list first): prediction, ticked losses, ascending γ
     assert [ly.name for ly in maps] == [
         "prediction p(class 1)",
-        "dice contribution (× mean)",
-        "focal contribution (× mean)",
+        "dice contribution",
+        "focal contribution",
         *GAMMA_NAMES,
     ]
     assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
@@ -98,7 +98,7 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
     names = [ly.name for ly in widget.map_layers()]
-    assert names[1:4] == [f"{n} contribution (× mean)" for n in ("ce", "dice", "focal")]
+    assert names[1:4] == [f"{n} contribution" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
 
