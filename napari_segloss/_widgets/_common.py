@@ -84,7 +84,8 @@ def upsert_layer(
 
     ``kind`` is ``"image"`` or ``"labels"``.  ``like`` copies scale/translate so that the output
     is aligned with the user's data.  Properties in ``props`` (colormap, contrast_limits,
-    opacity, ...) are (re)applied on every update so live updates keep them consistent.
+    opacity, visible, ...) are given to a new layer and re-applied to an existing one where
+    they differ (each change makes napari redraw, so unchanged ones are left alone).
     """
     geometry: dict[str, Any] = {}
     if like is not None and like.ndim == np.ndim(data):
@@ -96,15 +97,27 @@ def upsert_layer(
         layer = None
     if layer is None:
         adder = viewer.add_image if kind == "image" else viewer.add_labels
-        layer = adder(data, name=name, metadata={TAG: {"panel": panel, "key": key}}, **geometry)
-    else:
-        layer.data = data
-        layer.name = name
-        for attr, value in geometry.items():
+        meta = {TAG: {"panel": panel, "key": key}}
+        return adder(data, name=name, metadata=meta, **geometry, **props)
+    layer.data = data
+    for attr, value in {"name": name, **geometry, **props}.items():
+        if not _same_value(getattr(layer, attr), value):
             setattr(layer, attr, value)
-    for attr, value in props.items():
-        setattr(layer, attr, value)
     return layer
+
+
+def _same_value(current: Any, value: Any) -> bool:
+    """Whether setting ``value`` would leave a layer property as it is (conservative)."""
+    if isinstance(value, str) and hasattr(current, "name"):  # a colormap given by name
+        return current.name == value
+    if isinstance(value, str | bool | int | float) or value is None:
+        return bool(current == value) if not isinstance(current, np.ndarray) else False
+    if isinstance(value, tuple | list | np.ndarray):
+        try:
+            return np.shape(current) == np.shape(value) and bool(np.allclose(current, value))
+        except (TypeError, ValueError):
+            return False
+    return False
 
 
 def _kind_of(layer: Layer) -> str:

@@ -599,31 +599,31 @@ class LossExplorerWidget(QWidget):
             title = _core().modulating_title(g)
             wanted.append((f"gamma:{info['gamma_uids'].get(g)}", arr, title, m_props))
         inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
-        layers: list[Any] = []
         grid = self.grid_check.value
+        exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
+        placed: dict[str, Any] = {}  # key -> layer, as they are drawn
+
+        def in_order() -> list[Any]:
+            return [placed[w[0]] for w in wanted if w[0] in placed]
 
         def prepare() -> None:
             remove_owned(self.viewer, PANEL, [w[0] for w in wanted])
-            existing = [(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted]
-            rename_layers([(layer, n) for layer, n in existing if layer is not None])
-            new = sum(layer is None for layer, _ in existing)
-            cells = sum(bool(ly.visible) for ly in self.viewer.layers) + new
+            rename_layers([(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted
+                           if k in exists])  # fmt: skip
+            cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(wanted) - len(exists)
             info["reset"] = grid and self.grid_view.show(cells)
-            if grid:
-                self.grid_view.decorate([], inputs)
 
-        def add(key: str, arr: np.ndarray, name: str, props: dict[str, Any]) -> None:
-            new = find_owned(self.viewer, PANEL, key) is None
-            layer = upsert_layer(
-                self.viewer, PANEL, key, "image", place(arr), name=name, like=like, **props
-            )
-            layers.append(layer)
-            info["reset"] = info["reset"] or new
+        def put(items: list[tuple[str, np.ndarray, str, dict[str, Any]]]) -> None:
+            for key, arr, name, props in items:
+                placed[key] = upsert_layer(
+                    self.viewer, PANEL, key, "image", place(arr), name=name, like=like, **props
+                )
+            info["reset"] = info["reset"] or any(w[0] not in exists for w in items)
             if grid:
-                self.grid_view.decorate(layers, inputs)
+                self.grid_view.decorate(in_order(), inputs)
 
         def finish() -> None:
-            stack_on_top(self.viewer, layers)
+            stack_on_top(self.viewer, in_order())
             self.grid_view.settle()
             if info["reset"]:
                 self.viewer.reset_view()  # fit the (new) grid of maps
@@ -635,8 +635,16 @@ class LossExplorerWidget(QWidget):
                 f"map(s) m = |y − p|^γ{where}"
             )
 
-        steps = [lambda w=w: add(*w) for w in wanted]
-        self._drawing.run([prepare, *steps, finish])
+        # Updating existing layers is cheap (one step, one redraw); each new layer and its
+        # first draw get a step of their own, so the window answers in between.
+        steps: list[Callable[[], Any]] = [prepare]
+        if grid:
+            steps.append(lambda: self.grid_view.decorate(self.map_layers(), inputs))
+        old = [w for w in wanted if w[0] in exists]
+        if old:
+            steps.append(lambda: put(old))
+        steps += [lambda w=w: put([w]) for w in wanted if w[0] not in exists]
+        self._drawing.run([*steps, finish])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))

@@ -178,14 +178,13 @@ class PredictWidget(QWidget):
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.ckpt_picker = CheckpointPicker()
         self.tile = SpinBox(
-            label="tile",
+            label="tile (0 = auto)",
             value=0,
             min=0,
             max=4096,
             step=32,
             tooltip="tile edge in pixels; 0 = auto (the checkpoint's training size)",
         )
-        self.tile.native.setSpecialValueText("auto (checkpoint)")
         self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
         self.run_button = QPushButton("Run model", box)
