@@ -131,7 +131,10 @@ class GridView:
             # would pile up in one corner without the grid.
             self._saved = None
             self.decorate([], [])
-        self._on_user_toggle(enabled)
+        try:
+            self._on_user_toggle(enabled)
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            self.disconnect()
 
     def disconnect(self) -> None:
         with contextlib.suppress(Exception):

@@ -15,6 +15,7 @@ panel opens); this module only wires widgets to the core.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from collections.abc import Generator
@@ -427,9 +428,14 @@ class PredictWidget(QWidget):
         self.export_button.setEnabled(False)
 
     def _on_layer_removed(self, event: Any) -> None:
-        if event.value.unique_id in self._metrics_layers:
+        if event.value.unique_id not in self._metrics_layers:
+            return
+        try:
             self.clear_metrics()
             self.status.info(f"metrics cleared: layer {event.value.name!r} was removed")
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the metrics (one row per class) to ``path``."""
@@ -453,6 +459,7 @@ class PredictWidget(QWidget):
                 self.status.error(f"export: {exc}")
 
     def closeEvent(self, event: Any) -> None:
-        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         release_gpu_memory()
         super().closeEvent(event)
