@@ -14,8 +14,13 @@ Reader rules (documented in the README):
 * **NIfTI** (``.nii``, ``.nii.gz``) — opens as Labels when the file name has a token containing
   ``label``, ``seg`` or ``mask`` or equal to ``gt`` (e.g. ``case_gt.nii.gz``,
   ``patient1_seg.nii``) or the file sits in a ``labels``/``masks`` folder; otherwise as Image.
-  Axes go from file order ``(X, Y, Z)`` to napari order ``(Z, Y, X)``; the header spacing becomes
-  the layer ``scale`` (reversed accordingly).
+  A labels layer whose file name does not say so is named ``"<stem> labels"`` (an image and its
+  labels often share a file name). Axes go from file order ``(X, Y, Z)`` to napari order
+  ``(Z, Y, X)``; the header spacing becomes the layer ``scale`` (reversed accordingly).
+* Folders that are not pair folders but look like part of one (an ``images/``/``masks/``/
+  ``labels/`` sub-folder, a folder with ``images/`` and no masks, a folder of NIfTI files) are
+  claimed only to say what the reader expects, instead of a bare "refused the file".
+* Masks open in colours that stand out on tissue (see :data:`MASK_COLORS`) for up to 3 classes.
 * Masks are read with :func:`napari_segloss.data.io.read_mask` (JPEG masks binarised at > 127).
   Every file is read before any layer is returned: a bad file raises a ``ValueError`` naming it and
   nothing is half-loaded.
@@ -45,8 +50,11 @@ from .data.io import (
 from .samples import sample_files, sample_pairs_dir
 
 __all__ = [
+    "MASK_COLORS",
     "MAX_SEPARATE_PAIRS",
+    "READER_EXPECTS",
     "acdc_sample",
+    "folder_problem",
     "get_reader",
     "is_labels_path",
     "kvasir_sample",
@@ -62,7 +70,24 @@ MAX_SEPARATE_PAIRS = 10
 
 _MASK_FOLDERS = ("masks", "labels")
 _LABEL_TOKENS = ("label", "seg", "mask")
-_LABELS_OPACITY = 0.5
+_LABELS_OPACITY = 0.6
+
+#: Ground-truth colours (RGBA) for masks with labels 1..3: bright yellow, cyan and magenta stand
+#: out on red endoscopy tissue and on grey MRI (napari's default first colour, dark brown at
+#: half opacity, is nearly invisible on tissue). Masks with more classes keep napari's colours.
+MASK_COLORS: dict[int | None, tuple[float, float, float, float]] = {
+    None: (0.0, 0.0, 0.0, 0.0),
+    0: (0.0, 0.0, 0.0, 0.0),
+    1: (1.0, 0.9, 0.0, 1.0),
+    2: (0.0, 0.9, 1.0, 1.0),
+    3: (1.0, 0.25, 1.0, 1.0),
+}
+
+#: what the reader opens, for the messages of folders and files it cannot open
+READER_EXPECTS = (
+    "the napari-segloss reader opens a folder with images/ and masks/ (or labels/) sub-folders "
+    "whose files match by name, or a NIfTI file (.nii, .nii.gz)"
+)
 
 
 def is_labels_path(path: PathLike) -> bool:
@@ -99,13 +124,26 @@ def _image_kwargs(name: str, image: np.ndarray, scale: Sequence[float], paths: l
     return kwargs
 
 
-def _labels_kwargs(name: str, scale: Sequence[float], paths: list[str]) -> dict:
-    return {
+def _labels_kwargs(
+    name: str, scale: Sequence[float], paths: list[str], labels: np.ndarray | None = None
+) -> dict:
+    kwargs: dict[str, Any] = {
         "name": name,
         "opacity": _LABELS_OPACITY,
         "scale": tuple(float(s) for s in scale),
         "metadata": {"paths": paths},
     }
+    if labels is not None and labels.size and int(labels.max()) < len(MASK_COLORS) - 1:
+        kwargs["colormap"] = dict(MASK_COLORS)
+    return kwargs
+
+
+def _labels_name(path: Path) -> str:
+    """``stem`` when the file name says it holds labels, else ``"stem labels"``."""
+    stem = path_stem(path)
+    tokens = [t for t in re.split(r"[^a-z0-9]+", stem.lower()) if t]
+    named = any(any(key in t for key in _LABEL_TOKENS) or t == "gt" for t in tokens)
+    return stem if named else f"{stem} labels"
 
 
 def read_nifti_layers(path: PathLike) -> list[LayerData]:
@@ -113,10 +151,10 @@ def read_nifti_layers(path: PathLike) -> list[LayerData]:
     p = Path(path)
     arr, spacing = read_nifti(p)
     data, scale = nifti_to_napari(arr, spacing)
-    name = path_stem(p)
     if is_labels_path(p):
-        return [(_as_labels(data, p), _labels_kwargs(name, scale, [str(p)]), "labels")]
-    return [(data, _image_kwargs(name, data, scale, [str(p)]), "image")]
+        labels = _as_labels(data, p)
+        return [(labels, _labels_kwargs(_labels_name(p), scale, [str(p)], labels), "labels")]
+    return [(data, _image_kwargs(path_stem(p), data, scale, [str(p)]), "image")]
 
 
 def _mask_folder(root: Path) -> str | None:
@@ -156,7 +194,15 @@ def read_pair_folder(
     pairs = find_pairs(root, "images", masks, nifti=volumetric)
 
     if volumetric:
-        _check_separate_count(root, len(pairs), "NIfTI volumes are opened one layer pair each")
+        if len(pairs) > MAX_SEPARATE_PAIRS:
+            image_path, mask_path = pairs[0]
+            raise ValueError(
+                f"folder {str(root)!r} has {len(pairs)} NIfTI volume pairs; the reader opens "
+                f"each volume as its own image + labels layer pair, at most {MAX_SEPARATE_PAIRS} "
+                f"at once. To look at one volume, open its two files (e.g. {str(image_path)!r} "
+                f"and {str(mask_path)!r}); to train on all of them, use the Train / Fine-tune "
+                "panel's folder mode or `segloss train` with data.kind: nifti."
+            )
         layers: list[LayerData] = []
         for image_path, mask_path in pairs:
             layers += _nifti_pair(image_path, mask_path)
@@ -183,8 +229,10 @@ def read_pair_folder(
                 "image",
             ),
             (
-                np.stack(labels),
-                _labels_kwargs(mask_name or f"{root.name} masks", scale, mask_paths),
+                stacked_labels := np.stack(labels),
+                _labels_kwargs(
+                    mask_name or f"{root.name} masks", scale, mask_paths, stacked_labels
+                ),
                 "labels",
             ),
         ]
@@ -201,7 +249,7 @@ def read_pair_folder(
             (image, _image_kwargs(f"{stem} image", image, (1.0, 1.0), [str(image_path)]), "image")
         )
         layers.append(
-            (label, _labels_kwargs(f"{stem} mask", (1.0, 1.0), [str(mask_path)]), "labels")
+            (label, _labels_kwargs(f"{stem} mask", (1.0, 1.0), [str(mask_path)], label), "labels")
         )
     return layers
 
@@ -228,7 +276,7 @@ def _nifti_pair(image_path: Path, mask_path: Path, name: str | None = None) -> l
     base = name or path_stem(image_path)
     return [
         (image, _image_kwargs(f"{base} image", image, scale, [str(image_path)]), "image"),
-        (label, _labels_kwargs(f"{base} labels", scale, [str(mask_path)]), "labels"),
+        (label, _labels_kwargs(f"{base} labels", scale, [str(mask_path)], label), "labels"),
     ]
 
 
@@ -239,10 +287,45 @@ def _read_paths(paths: list[str]) -> list[LayerData]:
     return layers
 
 
+def folder_problem(folder: PathLike) -> str | None:
+    """Why a folder that looks like (part of) a pair folder cannot be opened, else ``None``
+    (a pair folder, or a folder unrelated to this reader that other readers may take)."""
+    root = Path(folder)
+    if _mask_folder(root) is not None:
+        return None
+    parent = root.parent
+    if root.name.lower() in ("images", *_MASK_FOLDERS) and _mask_folder(parent) is not None:
+        return (
+            f"{str(root)!r} is the {root.name}/ sub-folder of a pair folder: open its parent "
+            f"{str(parent)!r} to get the images with their masks, or open single files"
+        )
+    if (root / "images").is_dir():
+        return (
+            f"folder {str(root)!r} has images/ but no masks/ or labels/ sub-folder; "
+            f"{READER_EXPECTS}"
+        )
+    if root.is_dir() and _folder_has(root, NIFTI_EXTENSIONS):
+        return (
+            f"folder {str(root)!r} holds NIfTI files but no images/ and labels/ sub-folders: "
+            f"open one file, or put volumes in images/ and their labels in labels/; "
+            f"{READER_EXPECTS}"
+        )
+    return None
+
+
+def _refuse(message: str) -> Callable[..., list[LayerData]]:
+    def read(_path: Any = None, **_: Any) -> list[LayerData]:
+        raise ValueError(message)
+
+    return read
+
+
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerData]] | None:
     """npe2 reader hook: a reader for NIfTI files or image/mask pair folders, else ``None``.
 
     Returning ``None`` (not raising) for paths we do not handle lets napari try other readers.
+    A folder that looks like part of a pair folder gets a reader that raises a ``ValueError``
+    saying what to open instead (:func:`folder_problem`).
     """
     paths = [os.fspath(p) for p in path] if isinstance(path, list | tuple) else [os.fspath(path)]
     if not paths:
@@ -250,10 +333,11 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerD
     for p in paths:
         if os.path.isdir(p):
             if _mask_folder(Path(p)) is None:
-                return None
+                problem = folder_problem(p)
+                return _refuse(problem) if problem else None
         elif not is_nifti(p):
             return None
-    return lambda _path=None: _read_paths(paths)
+    return lambda _path=None, **_: _read_paths(paths)
 
 
 def kvasir_sample() -> list[LayerData]:

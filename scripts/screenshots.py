@@ -1,47 +1,59 @@
-"""Screenshots of the three napari panels for the README, taken from the real plugin.
+"""Screenshots of the napari panels for the README, taken from the real plugin.
 
 Run headless with::
 
     xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshots.py
 
 It opens the ``kvasir`` sample through the plugin's sample-data contribution, docks each panel
-from the manifest, runs it and writes ``docs/images/{loss_explorer,train,predict}.png``.
-The Train screenshot comes from a short real training run (CPU is fine); its checkpoint is
-then used by Predict & Compare, as a user would.
+from the manifest, uses it as a person would and writes ``docs/images/<panel>.png``:
+
+* ``loss_explorer``: the panel opens and draws its maps by itself (one titled grid cell with
+  its colour bar per map); then CE + PM Dice is ticked as well.
+* ``predict``: Predict & Compare runs a checkpoint on the sample and shows the error overlay.
+  The checkpoint is ``--checkpoint``, or one trained first with the README's quickstart
+  (``segloss train --config training/configs/quickstart.yaml``: about a minute on CPU).
+* ``train``: a short run in the Train / Fine-tune panel (its own screenshot only).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import napari
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication
+
 PLUGIN = "napari-segloss"
 ROOT = Path(__file__).resolve().parents[1]
+PANELS = ("loss_explorer", "predict", "train")
+
+
+def _process(seconds: float) -> None:
+    app = QApplication.instance()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
 
 
 def _wait(widget, timeout: float) -> None:
-    """Process Qt events until the panel's worker is done (or fail after ``timeout`` s)."""
-    from qtpy.QtWidgets import QApplication
-
-    app = QApplication.instance()
+    """Process Qt events until the panel's work is done (or fail after ``timeout`` s)."""
     t0 = time.monotonic()
-    while widget.busy or getattr(widget, "_compare_after", False):
-        app.processEvents()
-        time.sleep(0.02)
+    while widget.busy:
+        _process(0.05)
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"{type(widget).__name__} still busy after {timeout:.0f} s")
-    for _ in range(20):  # let napari draw the new layers
-        app.processEvents()
-        time.sleep(0.02)
+    _process(0.5)  # let napari draw the new layers
     if widget.status.is_error:
         raise RuntimeError(f"{type(widget).__name__}: {widget.status.text()}")
 
 
 def _viewer(size: tuple[int, int]):
-    import napari
-
     viewer = napari.Viewer(title="napari-segloss")
     viewer.window._qt_window.resize(*size)
     layers = viewer.open_sample(PLUGIN, "kvasir")
@@ -51,53 +63,60 @@ def _viewer(size: tuple[int, int]):
 
 
 def _shoot(viewer, path: Path) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    for _ in range(10):
-        QApplication.instance().processEvents()
+    _process(0.5)
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs for the demo run")
-    parser.add_argument(
-        "--panels",
-        nargs="+",
-        choices=("loss_explorer", "train"),
-        default=("loss_explorer", "train"),
-        help="which shots to take (train also takes predict, with the model it trains)",
-    )
-    parser.add_argument("--size", type=int, default=128, help="training resize (pixels)")
-    parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    if "loss_explorer" in args.panels:
-        # Frame 0 (an 11 % polyp) with a blurred "what-if" prediction: like the PM-Dice
-        # paper's fig. 2, the modulating maps light up on the uncertain boundary.
-        viewer, image, mask = _viewer((1700, 1050))
-        _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
-        explorer.image_picker.set_layer(image)
-        explorer.gt_picker.set_layer(mask)
-        viewer.dims.set_current_step(0, 0)
-        explorer.set_losses(["dice", "ce", "ce+pm_dice"])
-        explorer.whatif_kind.setCurrentText("blur")
-        explorer.whatif_strength.setValue(4)
-        explorer.whatif_softness.setValue(1.0)
-        explorer.update_maps()
-        _wait(explorer, args.timeout)
-        _shoot(viewer, args.out / "loss_explorer.png")
-        viewer.close()
-    if "train" in args.panels:
-        _train_and_predict(args)
+def loss_explorer(args: argparse.Namespace) -> None:
+    """Frame 0 (an 11 % polyp) with a blurred "what-if" prediction: like the PM-Dice paper's
+    fig. 2, the modulating maps light up on the uncertain boundary."""
+    viewer, _, _ = _viewer((1800, 1150))
+    viewer.dims.set_current_step(0, 0)
+    _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
+    _wait(explorer, args.timeout)  # the first maps come without any button press
+    explorer.set_losses(["ce", "dice", "ce+pm_dice"])
+    explorer.whatif_strength.value = 4.0
+    explorer.whatif_softness.value = 1.0
+    # show the magicgui form of the compound (its term weights and PM-Dice parameters)
+    [item] = explorer.loss_list.findItems("ce+pm_dice", Qt.MatchFlag.MatchExactly)
+    explorer.loss_list.setCurrentItem(item)
+    explorer.loss_list.scrollToItem(item)
+    _wait(explorer, args.timeout)
+    _shoot(viewer, args.out / "loss_explorer.png")
+    viewer.close()
 
 
-def _train_and_predict(args: argparse.Namespace) -> None:
-    """Train / Fine-tune: a short CE + PM-Dice run on the three sample frames; then Predict &
-    Compare with the checkpoint it saved (shared with the panel at once, as for a user)."""
+def _quickstart_checkpoint(timeout: float) -> Path:
+    """Train the README's quickstart model (CLI, CPU is fine) and return its checkpoint."""
+    run = Path(tempfile.mkdtemp(prefix="segloss-shots-")) / "quickstart"
+    config = ROOT / "training" / "configs" / "quickstart.yaml"
+    cmd = [sys.executable, "-m", "napari_segloss.cli", "train", "--config", str(config)]
+    cmd += ["--set", f"output={run}", "--no-progress"]
+    print("training the quickstart model for the predict shot:", " ".join(cmd))
+    subprocess.run(cmd, check=True, timeout=timeout)
+    best = run / "best.pt"
+    return best if best.is_file() else run / "checkpoint.pt"
+
+
+def predict(args: argparse.Namespace) -> None:
+    """Predict & Compare on the sample with a trained checkpoint: the error overlay alone over
+    the image (FP red, FN blue, TP green), and the metrics per class."""
+    checkpoint = args.checkpoint or _quickstart_checkpoint(args.timeout)
+    viewer, image, mask = _viewer((1600, 1000))
+    viewer.dims.set_current_step(0, 0)
+    _, predictor = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict & Compare")
+    predictor.image_picker.set_layer(image)
+    predictor.gt_picker.set_layer(mask)
+    predictor.ckpt_picker.set_path(checkpoint)
+    predictor.run_model()
+    _wait(predictor, args.timeout)  # prediction, then the comparison it starts by itself
+    _shoot(viewer, args.out / "predict.png")
+    viewer.close()
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train / Fine-tune: a short CE + PM-Dice run on the three sample frames."""
     viewer, image, mask = _viewer((1500, 1000))
     _, trainer = viewer.window.add_plugin_dock_widget(PLUGIN, "Train / Fine-tune")
     trainer.image_picker.set_layer(image)
@@ -108,25 +127,29 @@ def _train_and_predict(args: argparse.Namespace) -> None:
     trainer.batch_spin.setValue(2)
     trainer.lr_spin.setValue(1e-3)
     trainer.loss_combo.setCurrentText("ce+pm_dice")
-    runs = Path(tempfile.mkdtemp(prefix="segloss-shots-"))
-    trainer.output_edit.setText(str(runs))
+    trainer.output_edit.setText(tempfile.mkdtemp(prefix="segloss-shots-"))
     trainer.start()
     _wait(trainer, args.timeout)
     _shoot(viewer, args.out / "train.png")
-    checkpoint = Path(trainer.last_result["checkpoint"])
-
-    _, predictor = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict & Compare")
-    viewer.window.remove_dock_widget(trainer)  # room for the Predict panel
-    predictor.image_picker.set_layer(image)
-    predictor.gt_picker.set_layer(mask)
-    assert predictor.ckpt_picker.path() == checkpoint.resolve()
-    predictor.run_model()
-    _wait(predictor, args.timeout)
-    for layer in viewer.layers:
-        if layer.name.startswith("probability"):
-            layer.visible = False
-    _shoot(viewer, args.out / "predict.png")
     viewer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument(
+        "--panels", nargs="+", choices=PANELS, default=("loss_explorer", "predict"),
+        help="which shots to take",
+    )  # fmt: skip
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint for the predict shot")
+    parser.add_argument("--epochs", type=int, default=40, help="train shot: epochs")
+    parser.add_argument("--size", type=int, default=128, help="train shot: resize (pixels)")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    shots = {"loss_explorer": loss_explorer, "predict": predict, "train": train}
+    for name in args.panels:
+        shots[name](args)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,38 @@
 """Shared helpers of the napari panels: layer pickers, status messages, owned output layers.
 
 Every layer a panel creates carries ``layer.metadata[TAG] = {"panel": ..., "key": ...}``; panels
-only ever update or remove layers with their own tag, never a user's layer.
+only ever update or remove layers with their own tag, never a user's layer (they may hide one,
+and say so).
+
+torch takes about 2 s to import: nothing here imports it at module level, so that opening a
+panel never freezes the window; the panels import the torch-backed core in thread workers.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QLabel, QWidget
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from ._state import CHECKPOINTS
 
 if TYPE_CHECKING:
     import napari
@@ -65,7 +84,8 @@ def upsert_layer(
 
     ``kind`` is ``"image"`` or ``"labels"``.  ``like`` copies scale/translate so that the output
     is aligned with the user's data.  Properties in ``props`` (colormap, contrast_limits,
-    opacity, ...) are (re)applied on every update so live updates keep them consistent.
+    opacity, visible, ...) are given to a new layer and re-applied to an existing one where
+    they differ (each change makes napari redraw, so unchanged ones are left alone).
     """
     geometry: dict[str, Any] = {}
     if like is not None and like.ndim == np.ndim(data):
@@ -77,20 +97,30 @@ def upsert_layer(
         layer = None
     if layer is None:
         adder = viewer.add_image if kind == "image" else viewer.add_labels
-        layer = adder(data, name=name, metadata={TAG: {"panel": panel, "key": key}}, **geometry)
-    else:
-        layer.data = data
-        layer.name = name
-        for attr, value in geometry.items():
+        meta = {TAG: {"panel": panel, "key": key}}
+        return adder(data, name=name, metadata=meta, **geometry, **props)
+    layer.data = data
+    for attr, value in {"name": name, **geometry, **props}.items():
+        if not _same_value(getattr(layer, attr), value):
             setattr(layer, attr, value)
-    for attr, value in props.items():
-        setattr(layer, attr, value)
     return layer
 
 
-def _kind_of(layer: Layer) -> str:
-    from napari.layers import Image, Labels
+def _same_value(current: Any, value: Any) -> bool:
+    """Whether setting ``value`` would leave a layer property as it is (conservative)."""
+    if isinstance(value, str) and hasattr(current, "name"):  # a colormap given by name
+        return current.name == value
+    if isinstance(value, str | bool | int | float) or value is None:
+        return bool(current == value) if not isinstance(current, np.ndarray) else False
+    if isinstance(value, tuple | list | np.ndarray):
+        try:
+            return np.shape(current) == np.shape(value) and bool(np.allclose(current, value))
+        except (TypeError, ValueError):
+            return False
+    return False
 
+
+def _kind_of(layer: Layer) -> str:
     if isinstance(layer, Labels):
         return "labels"
     return "image" if isinstance(layer, Image) else type(layer).__name__.lower()
@@ -102,6 +132,42 @@ def remove_owned(viewer: napari.Viewer, panel: str, keep: Iterable[str] = ()) ->
     for layer in list(viewer.layers):
         if is_owned(layer, panel) and layer.metadata[TAG].get("key") not in keep:
             viewer.layers.remove(layer)
+
+
+def index_of(viewer: napari.Viewer, layer: Layer) -> int:
+    """Position of ``layer`` in the layer list (-1 if absent), proxy-safe (see same_layer)."""
+    for i, item in enumerate(viewer.layers):
+        if same_layer(item, layer):
+            return i
+    return -1
+
+
+def stack_on_top(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
+    """Put ``layers`` at the top of the layer list in this order (the last one on top).
+
+    napari's grid fills cells in layer-list order from the bottom, so this fixes the order of
+    the cells. Nothing moves when the order is already right.
+    """
+    n = len(viewer.layers)
+    indices = [index_of(viewer, layer) for layer in layers]
+    if indices == list(range(n - len(layers), n)):
+        return
+    others = [i for i in range(n) if i not in set(indices)]
+    # A full permutation moved to 0 reorders the list (moving a few to the end reverses them).
+    viewer.layers.move_multiple([*others, *indices], 0)
+
+
+def rename_layers(renames: Sequence[tuple[Layer, str]]) -> None:
+    """Give layers new names without napari's ``[1]`` suffixes.
+
+    napari makes names unique on every rename, so swapping two names directly would leave
+    ``name [1]``: every layer that changes first gets a temporary unique name.
+    """
+    changing = [(layer, name) for layer, name in renames if layer.name != name]
+    for layer, _ in changing:
+        layer.name = f"{layer.name} \u2026{layer.unique_id}"
+    for layer, name in changing:
+        layer.name = name
 
 
 class LayerPicker(QComboBox):
@@ -119,14 +185,18 @@ class LayerPicker(QComboBox):
         allow_none: bool = False,
         include_owned: bool = False,
         filter: Callable[[Layer], bool] | None = None,
+        default: Callable[[list[Layer]], Layer | None] | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``default(candidates)`` picks the layer selected when the current one is gone
+        (None: the first; ``allow_none`` pickers then show "(none)")."""
         super().__init__(parent)
         self._viewer = viewer
         self._types = layer_types
         self._allow_none = allow_none
         self._include_owned = include_owned
         self._filter = filter
+        self._default = default
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self._chose_none = False  # the user picked "(none)" explicitly: keep it
@@ -175,12 +245,19 @@ class LayerPicker(QComboBox):
             layer.events.name.connect(self._on_rename)
         idx = self._index_of(current) if current is not None else -1
         if idx < 0 and not (self._allow_none and self._chose_none):
-            # Default to the first real layer, even when "(none)" is offered.
-            idx = 1 if self._allow_none and self.count() > 1 else 0
+            idx = self._default_index()
         self.setCurrentIndex(idx if self.count() else -1)
         self.blockSignals(False)
         if not same_layer(self.layer(), current):
             self.currentIndexChanged.emit(self.currentIndex())
+
+    def _default_index(self) -> int:
+        real = [layer for layer in self._items if layer is not None]
+        if self._default is not None:
+            idx = self._index_of(self._default(real))
+            return idx if idx >= 0 or not real else self._index_of(real[0])
+        # The first real layer, even when "(none)" is offered.
+        return 1 if self._allow_none and self.count() > 1 else 0
 
     def _on_activated(self, index: int) -> None:
         self._chose_none = self._allow_none and self._item(index) is None
@@ -229,15 +306,67 @@ class StatusLabel(QLabel):
         self.setStyleSheet("color: #ff6060;")
         self.setText(text)
         if notify:
-            from napari.utils.notifications import show_warning
-
             # A warning, not show_error: the panel already explains the problem, and napari's
             # error notifications are reserved for unexpected exceptions.
             show_warning(text)
 
-    def exception(self, exc: BaseException, expected: tuple[type[BaseException], ...] = ()) -> None:
+    def exception(
+        self,
+        exc: BaseException,
+        expected: tuple[type[BaseException], ...] = (),
+        *,
+        notify: bool = True,
+    ) -> None:
         """Show ``exc`` as an error: its message alone when ``expected``, else with its type."""
-        self.error(str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}")
+        text = str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
+        self.error(text, notify=notify)
+
+
+class ProgressRow(QWidget):
+    """A progress bar with a Cancel button, shown only for work that lasts.
+
+    ``start()`` arms it; it appears after ``SHOW_AFTER_MS`` if the work is still running (no
+    flicker for quick updates); ``step(done, total, text)`` moves it (``total == 0``: busy
+    indicator); ``stop()`` hides it. ``cancel`` is the button (connect its ``clicked``).
+    """
+
+    SHOW_AFTER_MS = 300
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bar = QProgressBar(self)
+        self.bar.setTextVisible(True)
+        self.cancel = QPushButton("Cancel", self)
+        self.cancel.setToolTip("stop this computation (the maps shown stay as they are)")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.bar, 1)
+        lay.addWidget(self.cancel)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.SHOW_AFTER_MS)
+        self._timer.timeout.connect(self.show)
+        self.hide()
+
+    def start(self, text: str) -> None:
+        self.step(0, 0, text)
+        self.cancel.setEnabled(True)
+        if self.isHidden():
+            self._timer.start()
+
+    def step(self, done: int, total: int, text: str) -> None:
+        self.bar.setRange(0, max(total, 0))
+        self.bar.setValue(min(done, total) if total else 0)
+        self.bar.setFormat(f"{text}  %p%" if total else text)
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self.hide()
+
+    @property
+    def shown(self) -> bool:
+        """The bar is shown (in the panel; the panel itself may be hidden)."""
+        return not self.isHidden()
 
 
 def new_worker(
@@ -250,10 +379,10 @@ def new_worker(
 ) -> Any:
     """A napari thread worker for ``fn`` with its signals connected, not started yet.
 
-    Exceptions go to ``errored`` only (not re-raised); store the worker, then ``.start()`` it.
+    ``fn`` may be a generator function: its yielded values go to ``yielded``, its ``return``
+    value to ``returned``, and ``worker.quit()`` stops it at its next ``yield``. Exceptions go
+    to ``errored`` only (not re-raised); store the worker, then ``.start()`` it.
     """
-    from napari.qt.threading import create_worker
-
     worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
     if returned is not None:
         worker.returned.connect(returned)
@@ -262,6 +391,52 @@ def new_worker(
     worker.errored.connect(errored)
     worker.finished.connect(finished)
     return worker
+
+
+class TaskQueue:
+    """Small main-thread tasks run one per event-loop turn, so that the window repaints and
+    answers between them (adding a napari layer and its first draw take up to ~0.1 s each;
+    a dozen of them in one go would freeze the window for a second).
+
+    ``done()`` runs after the last task; a task's exception stops the queue and goes to
+    ``errored``.
+    """
+
+    def __init__(
+        self,
+        parent: QWidget,
+        *,
+        done: Callable[[], Any],
+        errored: Callable[[BaseException], Any],
+    ) -> None:
+        self._tasks: deque[Callable[[], Any]] = deque()
+        self._done = done
+        self._errored = errored
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._run_one)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._tasks)
+
+    def run(self, tasks: Iterable[Callable[[], Any]]) -> None:
+        self._tasks.extend(tasks)
+        if self._tasks:
+            self._timer.start()
+
+    def _run_one(self) -> None:
+        task = self._tasks.popleft()
+        try:
+            task()
+        except Exception as exc:  # shown by the panel; the queue must not stay half-run
+            self._tasks.clear()
+            self._errored(exc)
+        if self._tasks:
+            self._timer.start()
+        else:
+            self._done()
 
 
 def require_layer(layer: Layer | None, what: str) -> Layer:
@@ -304,6 +479,13 @@ def spatial_shape(layer: Layer) -> tuple[int, ...]:
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
+def camera_of(viewer: napari.Viewer) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` (napari >= 0.9), else ``viewer.camera``."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
+
+
 def grid_of(viewer: napari.Viewer) -> Any:
     """The viewer's grid settings: ``viewer.canvas.grid`` (napari >= 0.9), else ``viewer.grid``."""
     canvas = getattr(viewer, "canvas", None)
@@ -312,13 +494,20 @@ def grid_of(viewer: napari.Viewer) -> Any:
 
 
 def release_gpu_memory() -> None:
-    """Return cached CUDA memory to the driver (no-op without CUDA)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return
-    if torch.cuda.is_available():
+    """Return cached CUDA memory to the driver (no-op without CUDA, or before torch is used)."""
+    torch = sys.modules.get("torch")  # never import torch just to free memory (see the top)
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def device_choices() -> list[str]:
+    """``auto``, ``cpu`` and one ``cuda:N`` per visible GPU.
+
+    Imports torch (about 2 s the first time): panels call it in a thread worker.
+    """
+    import torch  # heavy: imported on first call, see the module docstring
+
+    return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
 
 
 def fmt(value: float) -> str:
@@ -336,10 +525,6 @@ class CheckpointPicker(QWidget):
     """An editable combo of this session's checkpoints (Train panel results) plus Browse."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        from qtpy.QtWidgets import QHBoxLayout, QPushButton
-
-        from ._state import CHECKPOINTS
-
         super().__init__(parent)
         self.combo = QComboBox(self)
         self.combo.setEditable(True)
@@ -381,8 +566,6 @@ class CheckpointPicker(QWidget):
         self._last_latest = latest
 
     def _browse(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
         path, _ = QFileDialog.getOpenFileName(
             self, "Open checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)"
         )

@@ -1,29 +1,28 @@
 """Loss Explorer panel: per-pixel loss contributions and PM-Dice modulating maps, side by side.
 
-Reproduces, for any image in the viewer, the PM-Dice paper's fig. 2 (Hosseini 2025): the
-modulating term ``m = |y - p|^gamma`` (eq. 5) for several focusing parameters next to how much
-each pixel drives each chosen loss (``napari_segloss.maps.contribution_map``), plus the scalar
-loss values.  The computation is the core's (``losses``, ``maps``, ``whatif``); this module only
-collects inputs, runs the core in a napari thread worker and draws the results as layers.
+The computation is the core's (:mod:`napari_segloss.explorer`, :mod:`napari_segloss.whatif`);
+this module collects the inputs, runs the core in a napari generator worker (progress in the
+panel, Cancel between steps) and draws the results as layers in napari's grid, one titled cell
+with its colour bar per map.
+
+The core imports torch (about 2 s the first time). The panel imports it in its first worker,
+so the window stays responsive while the panel opens; the maps follow as soon as torch is in.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import inspect
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import ValueWidget
+from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -32,7 +31,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSpinBox,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
@@ -51,295 +49,84 @@ from ._common import (
     CheckpointPicker,
     LayerPicker,
     PanelError,
+    ProgressRow,
     StatusLabel,
+    TaskQueue,
     check_same_shape,
+    find_owned,
     fmt,
-    grid_of,
     image_array,
     is_owned,
     labels_array,
     new_worker,
     remove_owned,
+    rename_layers,
     require_layer,
     spatial_shape,
+    stack_on_top,
     upsert_layer,
 )
-from ._compat import guard_triton
+from ._compat import guard_triton, preload_torch_libraries
+from ._forms import GammaList, LossParamForm
+from ._grid import GridView
 
 if TYPE_CHECKING:
+    import inspect
+
     import napari
-    import torch
+
+    from napari_segloss.explorer import ExplorerResult
 
 PANEL = "loss_explorer"
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 5.0)
 DEFAULT_LOSSES = ("dice", "ce")
-#: arguments every loss shares that make no sense to vary here
-HIDDEN_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
 CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
-#: contribution maps share one upper contrast limit: this percentile over all of them
-CLIM_PERCENTILE = 99.5
+
+#: progress of a computation: (steps done, steps in total, what is being computed)
+Progress = tuple[int, int, str]
+Job = Callable[[], Generator[Progress, None, Any]]
 
 
-# --------------------------------------------------------------------------------------------
-# Pure (Qt-free) part: what the worker runs
-# --------------------------------------------------------------------------------------------
+def _core() -> ModuleType:
+    """:mod:`napari_segloss.explorer`, imported on first call. It imports torch: the panel
+    calls this first in a thread worker, never on the main thread before that."""
+    from napari_segloss import explorer  # heavy (torch): see the module docstring
+
+    return explorer
 
 
-def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
-    """The user-facing keyword parameters of the registered loss ``name``, with defaults.
+def _inference() -> ModuleType:
+    """:mod:`napari_segloss.engine.inference` (torch, models), imported in a worker."""
+    from napari_segloss.engine import inference  # heavy (torch, smp): see _core
 
-    Read from the loss class' ``__init__`` signature; when it forwards ``**kwargs`` the parent
-    classes' parameters are included too.  Shared plumbing (``HIDDEN_PARAMS``) is left out.
-    """
-    from napari_segloss.losses import get_loss
+    return inference
 
-    if "+" in name:
-        # Compound "a+b": the weights plus one dict of overrides per component
-        # (get_loss("ce+pm_dice", weights=(1, 1), pm_dice={"gamma": 2.0})).
-        kw = inspect.Parameter.KEYWORD_ONLY
-        out = {"weights": inspect.Parameter("weights", kw, default=None)}
-        for part in name.split("+"):
-            part = part.strip()
-            out[part] = inspect.Parameter(part, kw, default={})
-        return out
-    loss = get_loss(name)
-    params: dict[str, inspect.Parameter] = {}
-    for cls in type(loss).__mro__:
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            continue
+
+def _load_catalog() -> Generator[Progress, None, dict[str, dict[str, inspect.Parameter]]]:
+    yield 0, 0, "loading PyTorch and the losses…"
+    preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
+    return _core().loss_catalog()
+
+
+def _frames(steps: Iterator[tuple[int, int]], what: str) -> Generator[Progress, None, Any]:
+    """Relabel ``(done, total)`` progress as :data:`Progress`; returns ``steps``' result."""
+    while True:
         try:
-            sig = inspect.signature(init)
-        except (TypeError, ValueError):  # builtins
-            break
-        forwards = False
-        for p in sig.parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                forwards = True
-            elif (
-                p.name != "self" and p.kind is not p.VAR_POSITIONAL and p.name not in HIDDEN_PARAMS
-            ):
-                params.setdefault(p.name, p)
-        if not forwards:
-            break
-    return params
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield done, total, f"{what} {min(done + 1, total)}/{total}"
 
 
-def probabilities_to_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Logits whose activation gives back ``probs``: logit for one channel, log for softmax."""
-    import torch
-
-    if probs.shape[1] == 1:
-        return torch.logit(probs.clamp(1e-6, 1 - 1e-6))
-    return torch.log(probs.clamp_min(1e-6))
+class MissingInput(PanelError):
+    """An input that is not there yet (live updates wait quietly for it)."""
 
 
-@dataclass
-class LossSpec:
-    """One loss to draw: registry ``name``, its non-default ``params`` and the built module."""
-
-    name: str
-    params: dict[str, Any]
-    module: Any
-
-    @property
-    def label(self) -> str:
-        if not self.params:
-            return self.name
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.name}({args})"
-
-
-@dataclass
-class ExplorerResult:
-    contributions: dict[str, np.ndarray] = field(default_factory=dict)  # loss name -> map
-    labels: dict[str, str] = field(default_factory=dict)  # loss name -> display label
-    modulating: list[tuple[float, np.ndarray]] = field(default_factory=list)
-    values: list[tuple[str, float]] = field(default_factory=list)
-    prediction: np.ndarray | None = None  # probability of the displayed class
-    clim: tuple[float, float] = (0.0, 1.0)
-    num_classes: int = 2
-
-
-def compute_explorer(
-    probs: np.ndarray,
-    target: np.ndarray,
-    losses: Sequence[LossSpec],
-    gammas: Sequence[float],
-    *,
-    cls: int = 1,
-    relative: bool = True,
-) -> ExplorerResult:
-    """Maps and values for one prediction.
-
-    Args:
-        probs: ``(C, *spatial)`` probabilities, ``C == 1`` binary (foreground), else softmax.
-        target: integer ground truth ``(*spatial)``.
-        losses: losses whose gradient contribution maps and values are computed.
-        gammas: PM-Dice focusing parameters; one modulating map ``|y - p|^gamma`` (eq. 5) of
-            class ``cls`` and one ``pm_dice`` value each.
-        cls: class whose modulating map is drawn (binary: both classes give the same map).
-        relative: divide each contribution map by its mean, so 1 means "an average pixel" and
-            maps of losses with different scales can share one colour scale.
-    """
-    import torch
-
-    from napari_segloss.losses import get_loss
-    from napari_segloss.maps import contribution_map, modulating_map
-
-    p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]
-    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))[None]
-    c = p.shape[1]
-    k = 2 if c == 1 else c
-    if not 0 <= cls < k:
-        raise PanelError(f"class: expected 0 to {k - 1}, got {cls}")
-    logits = probabilities_to_logits(p)
-    res = ExplorerResult(num_classes=k)
-    res.prediction = (p[0, 0] if c == 1 else p[0, cls]).numpy().copy()
-    if c == 1 and cls == 0:
-        res.prediction = 1.0 - res.prediction
-    for spec in losses:
-        with torch.no_grad():
-            res.values.append((spec.label, float(spec.module(logits, t))))
-        cmap = contribution_map(spec.module, logits, t, kind="gradient")[0].detach()
-        cmap = cmap.float().numpy()
-        if relative:
-            mean = float(cmap.mean())
-            cmap = cmap / mean if mean > 0 else cmap
-        res.contributions[spec.name] = cmap.astype(np.float32, copy=False)
-        res.labels[spec.name] = spec.label
-    ch = 0 if c == 1 else cls
-    for g in gammas:
-        m = modulating_map(p, t, float(g))[0, ch].detach().float().numpy()
-        res.modulating.append((float(g), m.astype(np.float32, copy=False)))
-        with torch.no_grad():
-            res.values.append(
-                (f"pm_dice(gamma={g:g})", float(get_loss("pm_dice", gamma=g)(logits, t)))
-            )
-    if res.contributions:
-        hi = max(
-            float(np.percentile(m, CLIM_PERCENTILE)) if m.size else 0.0
-            for m in res.contributions.values()
-        )
-        res.clim = (0.0, hi if hi > 0 and math.isfinite(hi) else 1.0)
-    return res
-
-
-def probabilities_from_image(data: np.ndarray, gt_shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a probability Image layer's data and return ``(C, *spatial)`` float32.
-
-    Accepted: ``(*spatial)`` (foreground probability of a binary problem) or ``(K, *spatial)``
-    (class probabilities, ``K >= 2``), values in [0, 1].
-    """
-    arr = np.asarray(data)
-    if tuple(arr.shape) == tuple(gt_shape):
-        arr = arr[None]
-    elif not (arr.ndim == len(gt_shape) + 1 and tuple(arr.shape[1:]) == tuple(gt_shape)):
-        raise PanelError(
-            f"prediction: expected probabilities of shape {tuple(gt_shape)} or (K, "
-            f"{', '.join(map(str, gt_shape))}) like the ground truth, got {tuple(arr.shape)}"
-        )
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise PanelError(f"prediction: expected a numeric probability image, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
-        raise PanelError(
-            f"prediction: expected probabilities in [0, 1], got values in [{lo:g}, {hi:g}] "
-            "(pick a probability map, or use 'labels layer' for a segmentation)"
-        )
-    return arr
-
-
-def check_target_fits(probs: np.ndarray, target: np.ndarray) -> None:
-    k = 2 if probs.shape[0] == 1 else probs.shape[0]
-    top = int(target.max(initial=0))
-    if top >= k:
-        raise PanelError(
-            f"ground truth: has label {top} but the prediction has only {k} classes "
-            f"({probs.shape[0]} channel{'s' if probs.shape[0] > 1 else ''})"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Qt panel
-# --------------------------------------------------------------------------------------------
-
-
-class _LossParamForm(QWidget):
-    """Line edits (Python literals) / check boxes for one loss' parameters."""
-
-    def __init__(self, name: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.name = name
-        self.defaults: dict[str, Any] = {}
-        self.editors: dict[str, Any] = {}
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        try:
-            params = loss_parameters(name)
-        except Exception as exc:  # a broken registry entry must not break the panel
-            form.addRow(QLabel(f"(parameters unavailable: {exc})"))
-            return
-        if not params:
-            form.addRow(QLabel("(no parameters)"))
-        from qtpy.QtWidgets import QLineEdit
-
-        for pname, p in params.items():
-            default = None if p.default is inspect.Parameter.empty else p.default
-            self.defaults[pname] = default
-            if isinstance(default, bool):
-                w = QCheckBox(self)
-                w.setChecked(default)
-            else:
-                w = QLineEdit(repr(default), self)
-                w.setToolTip("a Python literal: 0.5, (1.0, 2.0), None, 'mean'")
-            self.editors[pname] = w
-            form.addRow(pname, w)
-
-    def values(self) -> dict[str, Any]:
-        """Parameters that differ from the defaults (so labels stay short)."""
-        out: dict[str, Any] = {}
-        for pname, w in self.editors.items():
-            if isinstance(w, QCheckBox):
-                v: Any = w.isChecked()
-            else:
-                text = w.text().strip()
-                try:
-                    v = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    raise PanelError(
-                        f"{self.name} parameter {pname}: expected a number or Python literal, "
-                        f"got {text!r}"
-                    ) from None
-            if v != self.defaults.get(pname):
-                out[pname] = v
-        return out
-
-
-class _GammaRow(QWidget):
-    def __init__(self, value: float, parent: QWidget | None = None) -> None:
-        from superqt import QLabeledDoubleSlider
-
-        super().__init__(parent)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(QLabel("γ", self))
-        self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal, self)
-        self.slider.setRange(0.0, 10.0)
-        self.slider.setSingleStep(0.1)
-        self.slider.setDecimals(2)
-        self.slider.setValue(value)
-        lay.addWidget(self.slider, 1)
-        self.remove = QPushButton("−", self)
-        self.remove.setFixedWidth(28)
-        self.remove.setToolTip("remove this gamma")
-        lay.addWidget(self.remove)
-
-    def value(self) -> float:
-        return float(self.slider.value())
+def _form_row(form: QFormLayout, widget: ValueWidget) -> None:
+    """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
+    form.addRow(widget.label, widget.native)
 
 
 class LossExplorerWidget(QWidget):
@@ -348,113 +135,33 @@ class LossExplorerWidget(QWidget):
     DEBOUNCE_MS = 200
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        from napari.layers import Image, Labels
-
         super().__init__(parent)
         self.viewer = napari_viewer
         self._worker: Any = None
-        self._pending = False
+        self._pending: bool | None = None  # a queued update: None, or whether it was explicit
+        self._catalog: dict[str, dict[str, inspect.Parameter]] | None = None
         self._ckpt_cache: dict[tuple, np.ndarray] = {}
         self._last_result: ExplorerResult | None = None
         self._z_index: int | None = None
+        self._param_forms: dict[str, LossParamForm] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.DEBOUNCE_MS)
-        self._timer.timeout.connect(self.update_maps)
+        self._timer.timeout.connect(lambda: self.update_maps(explicit=False))
+        self._explicit = True
+        self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
 
         root = QVBoxLayout(self)
-
-        # --- inputs
-        box = QGroupBox("Data", self)
-        form = QFormLayout(box)
-        self.image_picker = LayerPicker(self.viewer, (Image,), allow_none=True)
-        self.gt_picker = LayerPicker(self.viewer, (Labels,))
-        form.addRow("image", self.image_picker)
-        form.addRow("ground truth", self.gt_picker)
-        self.source_combo = QComboBox(box)
-        self.source_combo.addItems(SOURCES)
-        form.addRow("prediction", self.source_combo)
-        self.source_stack = QStackedWidget(box)
-        # what-if
-        w_whatif = QWidget()
-        f = QFormLayout(w_whatif)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.whatif_kind = QComboBox(w_whatif)
-        self.whatif_kind.addItems(list(WHATIF_KINDS))
-        self.whatif_strength = QDoubleSpinBox(w_whatif)
-        self.whatif_strength.setRange(0.0, 100.0)
-        self.whatif_strength.setValue(3.0)
-        self.whatif_softness = QDoubleSpinBox(w_whatif)
-        self.whatif_softness.setRange(0.0, 20.0)
-        self.whatif_softness.setValue(1.5)
-        self.whatif_softness.setToolTip(
-            "Gaussian sigma (px) that softens boundaries like a network"
-        )
-        f.addRow("change", self.whatif_kind)
-        f.addRow("strength", self.whatif_strength)
-        f.addRow("softness", self.whatif_softness)
-        self.source_stack.addWidget(w_whatif)
-        self.pred_image_picker = LayerPicker(self.viewer, (Image,), filter=lambda ly: not ly.rgb)
-        self.source_stack.addWidget(self.pred_image_picker)
-        self.pred_labels_picker = LayerPicker(self.viewer, (Labels,))
-        self.source_stack.addWidget(self.pred_labels_picker)
-        self.ckpt_picker = CheckpointPicker()
-        self.source_stack.addWidget(self.ckpt_picker)
-        form.addRow(self.source_stack)
-        self.class_spin = QSpinBox(box)
-        self.class_spin.setRange(0, 255)
-        self.class_spin.setValue(1)
-        self.class_spin.setToolTip("class whose modulating map is drawn (multi-class data)")
-        form.addRow("class", self.class_spin)
-        self.scope_combo = QComboBox(box)
-        self.scope_combo.addItems(["current slice", "whole volume"])
-        self.scope_combo.setToolTip("3D data: compute on the displayed slice or the whole volume")
-        form.addRow("3D scope", self.scope_combo)
-        root.addWidget(box)
-
-        # --- losses
-        box = QGroupBox("Losses", self)
-        lay = QVBoxLayout(box)
-        self.loss_list = QListWidget(box)
-        self.loss_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.loss_list.setMaximumHeight(130)
-        self.param_stack = QStackedWidget(box)
-        self._param_forms: dict[str, _LossParamForm] = {}
-        lay.addWidget(QLabel("tick losses to draw; select one to edit its parameters", box))
-        lay.addWidget(self.loss_list)
-        lay.addWidget(self.param_stack)
-        self.relative_check = QCheckBox("contribution relative to the mean pixel", box)
-        self.relative_check.setChecked(True)
-        self.relative_check.setToolTip(
-            "divide each |dLoss/dlogits| map by its mean so different losses share one colour scale"
-        )
-        lay.addWidget(self.relative_check)
-        root.addWidget(box)
-        self._populate_losses()
-
-        # --- gammas
+        root.addWidget(self._data_box())
+        root.addWidget(self._losses_box())
         box = QGroupBox("PM-Dice focusing parameters γ", self)
-        self._gamma_layout = QVBoxLayout(box)
-        self.gamma_rows: list[_GammaRow] = []
-        add = QPushButton("add γ", box)
-        add.clicked.connect(lambda: self.add_gamma(1.0))
-        self._gamma_layout.addWidget(add)
+        QVBoxLayout(box).addWidget(gammas := GammaList(DEFAULT_GAMMAS, box))
+        self.gamma_list = gammas
         root.addWidget(box)
-        for g in DEFAULT_GAMMAS:
-            self.add_gamma(g, schedule=False)
-
-        # --- actions and output
-        row = QHBoxLayout()
-        self.live_check = QCheckBox("live", self)
-        self.live_check.setChecked(True)
-        self.grid_check = QCheckBox("side by side (grid)", self)
-        self.grid_check.setChecked(True)
-        self.update_button = QPushButton("Update maps", self)
-        self.update_button.clicked.connect(self.update_maps)
-        row.addWidget(self.live_check)
-        row.addWidget(self.grid_check)
-        row.addWidget(self.update_button, 1)
-        root.addLayout(row)
+        root.addLayout(self._actions_row())
+        self.progress = ProgressRow(self)
+        self.progress.cancel.clicked.connect(self.cancel)
+        root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
         self.table = QTableWidget(0, 2, self)
@@ -465,113 +172,176 @@ class LossExplorerWidget(QWidget):
         self.table.setMinimumHeight(140)
         root.addWidget(self.table)
         root.addStretch(1)
+        self.grid_view = GridView(self.viewer, self._on_user_grid)
+        self._connect()
+        self._start(_load_catalog, self._on_catalog, "loading PyTorch and the losses…")
 
-        # --- signals: any change schedules a (debounced) update when live
-        self.source_combo.currentIndexChanged.connect(self.source_stack.setCurrentIndex)
-        for sig in (
-            self.source_combo.currentIndexChanged,
-            self.gt_picker.currentIndexChanged,
-            self.pred_image_picker.currentIndexChanged,
-            self.pred_labels_picker.currentIndexChanged,
-            self.whatif_kind.currentIndexChanged,
-            self.whatif_strength.valueChanged,
-            self.whatif_softness.valueChanged,
-            self.class_spin.valueChanged,
-            self.scope_combo.currentIndexChanged,
-            self.relative_check.toggled,
+    # ---------------------------------------------------------------- building the panel
+    def _data_box(self) -> QGroupBox:
+        box = QGroupBox("Data", self)
+        form = QFormLayout(box)
+        self.image_picker = LayerPicker(self.viewer, (Image,), allow_none=True)
+        self.gt_picker = LayerPicker(self.viewer, (Labels,))
+        form.addRow("image", self.image_picker)
+        form.addRow("ground truth", self.gt_picker)
+        self.source = ComboBox(label="prediction", choices=SOURCES, value=SOURCES[0])
+        _form_row(form, self.source)
+        self.source_stack = QStackedWidget(box)
+        page = QWidget()
+        f = QFormLayout(page)
+        f.setContentsMargins(0, 0, 0, 0)
+        self.whatif_kind = ComboBox(label="change", choices=list(WHATIF_KINDS), value="blur")
+        self.whatif_strength = FloatSpinBox(label="strength", value=3.0, min=0.0, max=100.0)
+        self.whatif_softness = FloatSpinBox(
+            label="softness",
+            value=1.5,
+            min=0.0,
+            max=20.0,
+            step=0.25,
+            tooltip="Gaussian sigma (px) that softens boundaries like a network",
+        )
+        for w in (self.whatif_kind, self.whatif_strength, self.whatif_softness):
+            _form_row(f, w)
+        self.source_stack.addWidget(page)
+        self.pred_image_picker = LayerPicker(self.viewer, (Image,), filter=lambda ly: not ly.rgb)
+        self.source_stack.addWidget(self.pred_image_picker)
+        self.pred_labels_picker = LayerPicker(self.viewer, (Labels,))
+        self.source_stack.addWidget(self.pred_labels_picker)
+        self.ckpt_picker = CheckpointPicker()
+        self.source_stack.addWidget(self.ckpt_picker)
+        form.addRow(self.source_stack)
+        self.class_spin = SpinBox(
+            label="class", value=1, min=0, max=255, tooltip="class whose maps are drawn"
+        )
+        self.scope = ComboBox(
+            label="3D scope",
+            choices=["current slice", "whole volume"],
+            tooltip="3D data: compute on the displayed slice or on the whole volume",
+        )
+        _form_row(form, self.class_spin)
+        _form_row(form, self.scope)
+        self._update_strength_tip()
+        return box
+
+    def _losses_box(self) -> QGroupBox:
+        box = QGroupBox("Losses", self)
+        lay = QVBoxLayout(box)
+        self.loss_list = QListWidget(box)
+        self.loss_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.loss_list.setMaximumHeight(130)
+        self.loss_list.addItem("loading the losses…")
+        self.param_stack = QStackedWidget(box)
+        lay.addWidget(QLabel("tick losses to draw; select one to edit its parameters", box))
+        lay.addWidget(self.loss_list)
+        lay.addWidget(self.param_stack)
+        self.relative_check = CheckBox(
+            text="contribution relative to the mean pixel",
+            value=True,
+            tooltip="divide each |dLoss/dlogits| map by its mean: losses share one colour scale",
+        )
+        lay.addWidget(self.relative_check.native)
+        return box
+
+    def _actions_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.live_check = CheckBox(text="live", value=True, tooltip="redraw on every change")
+        self.grid_check = CheckBox(
+            text="side by side (grid)",
+            value=True,
+            tooltip="one titled grid cell per map; untick to get your previous layout back",
+        )
+        self.update_button = QPushButton("Update maps", self)
+        self.update_button.clicked.connect(lambda: self.update_maps(explicit=True))
+        row.addWidget(self.live_check.native)
+        row.addWidget(self.grid_check.native)
+        row.addWidget(self.update_button, 1)
+        return row
+
+    def _connect(self) -> None:
+        # Any change schedules a (debounced) update when live.
+        self.source.changed.connect(
+            lambda *_: self.source_stack.setCurrentIndex(SOURCES.index(self.source.value))
+        )
+        self.whatif_kind.changed.connect(self._update_strength_tip)
+        for w in (
+            self.source,
+            self.whatif_kind,
+            self.whatif_strength,
+            self.whatif_softness,
+            self.class_spin,
+            self.scope,
+            self.relative_check,
         ):
-            sig.connect(self._schedule)
+            w.changed.connect(self._schedule)
+        for picker in (self.gt_picker, self.pred_image_picker, self.pred_labels_picker):
+            picker.currentIndexChanged.connect(self._schedule)
+        self.gamma_list.changed.connect(self._schedule)
+        self.grid_check.changed.connect(self._on_grid_check)
         self.loss_list.itemChanged.connect(self._schedule)
         self.loss_list.currentItemChanged.connect(self._show_params)
         self.viewer.dims.events.current_step.connect(self._on_step)
-        self._show_params(self.loss_list.currentItem())
-        self.status.info("pick a ground truth and a prediction, then tick losses")
 
-    # ---------------------------------------------------------------- loss list and gammas
-    def _populate_losses(self) -> None:
-        try:
-            from napari_segloss.losses import list_losses
+    def _update_strength_tip(self, *_: Any) -> None:
+        self.whatif_strength.tooltip = WHATIF_KINDS[self.whatif_kind.value][1]
 
-            names = list_losses()
-        except Exception as exc:
-            self.status.error(f"losses: could not load the loss registry ({exc})", notify=False)
-            return
-        for name in names:
+    # ---------------------------------------------------------------- losses and gammas
+    def _on_catalog(self, catalog: dict[str, dict[str, inspect.Parameter]]) -> None:
+        self._catalog = catalog
+        self.loss_list.blockSignals(True)
+        self.loss_list.clear()
+        for name in catalog:
             item = QListWidgetItem(name, self.loss_list)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(
-                Qt.CheckState.Checked if name in DEFAULT_LOSSES else Qt.CheckState.Unchecked
-            )
-        ticked = [
-            i
-            for i in range(self.loss_list.count())
-            if self.loss_list.item(i).text() in DEFAULT_LOSSES
-        ]
-        if self.loss_list.count():
-            self.loss_list.setCurrentRow(ticked[0] if ticked else 0)
+            ticked = name in DEFAULT_LOSSES
+            item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
+        self.loss_list.blockSignals(False)
+        ticked = [n for n in catalog if n in DEFAULT_LOSSES]
+        if ticked:
+            self.loss_list.setCurrentRow(list(catalog).index(ticked[0]))
+        # Draw the maps as soon as the panel can (see _on_finished).
+        self._pending = bool(self._pending)
 
     def _show_params(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
-        if item is None:
-            return
-        form = self._param_form(item.text())
-        self.param_stack.setCurrentWidget(form)
+        if item is not None and self._catalog is not None:
+            self.param_stack.setCurrentWidget(self._param_form(item.text()))
 
-    def _param_form(self, name: str) -> _LossParamForm:
+    def _param_form(self, name: str) -> LossParamForm:
         if name not in self._param_forms:
-            form = _LossParamForm(name)
-            for w in form.editors.values():
-                sig = w.toggled if isinstance(w, QCheckBox) else w.editingFinished
-                sig.connect(self._schedule)
+            catalog = self._catalog or {}
+            form = LossParamForm(name, parameters=lambda n: catalog[n])
+            form.changed.connect(self._schedule)
             self._param_forms[name] = form
             self.param_stack.addWidget(form)
         return self._param_forms[name]
 
     def selected_losses(self) -> list[str]:
-        out = []
-        for i in range(self.loss_list.count()):
-            item = self.loss_list.item(i)
-            if item.checkState() == Qt.CheckState.Checked:
-                out.append(item.text())
-        return out
+        """The ticked losses, in the list's (registry) order."""
+        if self._catalog is None:
+            return []
+        items = (self.loss_list.item(i) for i in range(self.loss_list.count()))
+        return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]
 
     def set_losses(self, names: Sequence[str]) -> None:
         """Tick exactly ``names`` (unknown names raise ValueError)."""
-        available = {
-            self.loss_list.item(i).text(): self.loss_list.item(i)
-            for i in range(self.loss_list.count())
-        }
-        unknown = [n for n in names if n not in available]
+        if self._catalog is None:
+            raise RuntimeError("the loss list is still loading (wait until not busy)")
+        unknown = [n for n in names if n not in self._catalog]
         if unknown:
             raise ValueError(f"names: expected registered losses, got unknown {unknown}")
         self.loss_list.blockSignals(True)
-        for n, item in available.items():
-            item.setCheckState(Qt.CheckState.Checked if n in names else Qt.CheckState.Unchecked)
+        for i in range(self.loss_list.count()):
+            item = self.loss_list.item(i)
+            state = Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked
+            item.setCheckState(state)
         self.loss_list.blockSignals(False)
         self._schedule()
 
-    def add_gamma(self, value: float, *, schedule: bool = True) -> _GammaRow:
-        row = _GammaRow(value)
-        row.slider.valueChanged.connect(self._schedule)
-        row.remove.clicked.connect(lambda: self.remove_gamma(row))
-        self.gamma_rows.append(row)
-        self._gamma_layout.insertWidget(self._gamma_layout.count() - 1, row)
-        if schedule:
-            self._schedule()
-        return row
-
-    def remove_gamma(self, row: _GammaRow) -> None:
-        if row in self.gamma_rows:
-            self.gamma_rows.remove(row)
-            self._gamma_layout.removeWidget(row)
-            row.deleteLater()
-            self._schedule()
-
     def gammas(self) -> list[float]:
-        return [r.value() for r in self.gamma_rows]
+        return self.gamma_list.values()
 
     # ---------------------------------------------------------------- scheduling
     def _schedule(self, *_: Any) -> None:
-        if self.live_check.isChecked():
+        if self.live_check.value:
             self._timer.start()
 
     def _on_step(self, event: Any = None) -> None:
@@ -582,7 +352,7 @@ class LossExplorerWidget(QWidget):
             with contextlib.suppress(Exception):
                 self.viewer.dims.events.current_step.disconnect(self._on_step)
             return
-        if gt is None or gt.ndim != 3 or self.scope_combo.currentIndex() != 0:
+        if gt is None or gt.ndim != 3 or self.scope.value != "current slice":
             return
         if self._current_z(gt) != self._z_index:
             self._schedule()
@@ -593,136 +363,219 @@ class LossExplorerWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a computation runs or is waiting for the debounce timer."""
-        return self._worker is not None or self._timer.isActive()
+        """True while the panel loads, computes, or waits for the debounce timer."""
+        return (
+            self._worker is not None
+            or self._drawing.active
+            or self._timer.isActive()
+            or self._pending is not None
+        )
+
+    @property
+    def ready(self) -> bool:
+        """The loss list is loaded (the panel can compute)."""
+        return self._catalog is not None
 
     # ---------------------------------------------------------------- the update itself
-    def _collect(self) -> Callable[[], tuple[ExplorerResult, dict[str, Any]]]:
-        """Read the widgets (main thread) and return the job for the worker."""
-        gt_layer = require_layer(self.gt_picker.layer(), "ground truth")
+    def _collect(self) -> tuple[Job, dict[str, Any]]:
+        """Read the widgets (main thread): the worker's job and what drawing its result needs."""
+        gt_layer = self.gt_picker.layer()
+        if gt_layer is None:
+            raise MissingInput(
+                "ground truth: no layer selected (open or add a Labels layer, e.g. "
+                "File > Open Sample > napari-segloss)"
+            )
         gt = labels_array(gt_layer, "ground truth")
         image_layer = self.image_picker.layer()
         if image_layer is not None:
             check_same_shape(gt, spatial_shape(image_layer), "the ground truth", "image")
         names = self.selected_losses()
-        gammas = self.gammas()
-        if not names and not gammas:
+        gamma_uids = self.gamma_list.distinct()
+        if not names and not gamma_uids:
             raise PanelError("losses: tick at least one loss or add a γ")
-        from napari_segloss.losses import get_loss
-
-        specs = []
-        for n in names:
-            params = self._param_form(n).values()
-            try:
-                specs.append(LossSpec(n, params, get_loss(n, **params)))
-            except (ValueError, TypeError) as exc:
-                raise PanelError(f"{n}: {exc}") from None
-        source = self.source_combo.currentIndex()
+        losses = [(n, self._param_form(n).values()) for n in names]
         z = (
             self._current_z(gt_layer)
-            if gt.ndim == 3 and self.scope_combo.currentIndex() == 0
+            if gt.ndim == 3 and self.scope.value == "current slice"
             else None
         )
         self._z_index = z
-        make_probs = self._prediction_job(source, gt, image_layer, z)
-        cls = self.class_spin.value()
-        relative = self.relative_check.isChecked()
+        make_probs = self._prediction_job(gt, image_layer, z)
+        cls, relative = self.class_spin.value, self.relative_check.value
+        gammas = list(gamma_uids)
 
-        def job() -> tuple[ExplorerResult, dict[str, Any]]:
-            probs = make_probs()  # already restricted to slice z when z is set
+        def job() -> Generator[Progress, None, ExplorerResult]:
+            core = _core()
+            probs = yield from make_probs()  # already restricted to slice z when z is set
             target = gt if z is None else gt[z]
-            check_target_fits(probs, target)
+            core.check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
-            res = compute_explorer(
+            specs = [core.LossSpec(n, p) for n, p in losses]
+            steps = core.iter_explorer(
                 probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
             )
-            return res, {"z": z, "shape": gt.shape, "gt_layer": gt_layer}
+            return (yield from steps)
 
-        return job
+        info = {
+            "z": z,
+            "shape": gt.shape,
+            "gt_layer": gt_layer,
+            "image_layer": image_layer,
+            "gamma_uids": gamma_uids,
+            "relative": relative,
+            "cls": cls,
+        }
+        return job, info
 
-    def _prediction_job(
-        self, source: int, gt: np.ndarray, image_layer: Any, z: int | None
-    ) -> Callable[[], np.ndarray]:
-        """A callable (run in the worker) giving ``(C, *spatial)`` probabilities of the whole
-        ground truth, or of slice ``z`` only when ``z`` is set."""
-        if source == 0:
-            kind = self.whatif_kind.currentText()
-            strength = self.whatif_strength.value()
-            softness = self.whatif_softness.value()
+    def _prediction_job(self, gt: np.ndarray, image_layer: Any, z: int | None) -> Job:
+        """A generator function (run in the worker) returning ``(C, *spatial)`` probabilities
+        of the whole ground truth, or of slice ``z`` only when ``z`` is set."""
+        if self.source.value == SOURCES[0]:
+            kind = self.whatif_kind.value
+            strength, softness = self.whatif_strength.value, self.whatif_softness.value
             k = num_classes_of(gt)  # from the whole volume: same channels on every slice
             region = gt if z is None else gt[z]
-            # In-plane: napari stacks are often frames or thick-slice volumes (see whatif).
-            return lambda: make_whatif(
-                region, kind, strength, softness=softness, num_classes=k, in_plane=True
-            )
-        full = self._full_prediction_job(source, gt, image_layer)
+
+            def whatif() -> Generator[Progress, None, np.ndarray]:
+                yield 0, 1, "what-if prediction"
+                # In-plane: napari stacks are often frames or thick-slice volumes (see whatif).
+                return make_whatif(
+                    region, kind, strength, softness=softness, num_classes=k, in_plane=True
+                )
+
+            return whatif
+        full = self._full_prediction_job(gt, image_layer)
         if z is None:
             return full
-        return lambda: full()[:, z]
 
-    def _full_prediction_job(
-        self, source: int, gt: np.ndarray, image_layer: Any
-    ) -> Callable[[], np.ndarray]:
-        if source == 1:
+        def one_slice() -> Generator[Progress, None, np.ndarray]:
+            probs = yield from full()
+            return probs[:, z]
+
+        return one_slice
+
+    def _full_prediction_job(self, gt: np.ndarray, image_layer: Any) -> Job:
+        if self.source.value == SOURCES[1]:
             layer = require_layer(self.pred_image_picker.layer(), "prediction (probability image)")
             data = image_array(layer)
-            return lambda: probabilities_from_image(data, gt.shape)
-        if source == 2:
+
+            def from_image() -> Generator[Progress, None, np.ndarray]:
+                yield 0, 1, "reading the probabilities"
+                return _core().probabilities_from_image(data, gt.shape)
+
+            return from_image
+        if self.source.value == SOURCES[2]:
             layer = require_layer(self.pred_labels_picker.layer(), "prediction (labels layer)")
             pred = labels_array(layer, "prediction")
             check_same_shape(gt, pred, "the ground truth", "prediction")
             k = max(int(gt.max(initial=0)), int(pred.max(initial=0))) + 1
-            return lambda: labels_to_probabilities(pred, max(k, 2))
+
+            def from_labels() -> Generator[Progress, None, np.ndarray]:
+                yield 0, 1, "one-hot prediction"
+                return labels_to_probabilities(pred, max(k, 2))
+
+            return from_labels
         path = self.ckpt_picker.require()
         image_layer = require_layer(image_layer, "image (the checkpoint needs it)")
         image = image_array(image_layer)
         key = (str(path), path.stat().st_mtime, image_layer.unique_id, image.shape)
         cache = self._ckpt_cache
-
         rgb = bool(image_layer.rgb)
 
-        def run_model() -> np.ndarray:
+        def run_model() -> Generator[Progress, None, np.ndarray]:
             if key not in cache:
-                from .predict_panel import predict_image
-
-                _, probs = predict_image(path, image, rgb=rgb)
+                frames = _inference().iter_predict_image(path, image, rgb=rgb)
+                _, probs = yield from _frames(frames, "predicting with the checkpoint, frame")
                 cache.clear()  # keep one prediction: slider moves re-use it
                 cache[key] = probs
             return cache[key]
 
         return run_model
 
-    def update_maps(self) -> None:
-        """Recompute now (or right after the running computation)."""
+    def update_maps(self, explicit: bool = True) -> None:
+        """Recompute now, or as soon as the running work stops (it is cancelled when it is an
+        older computation: its inputs are out of date).
+
+        ``explicit``: the user asked (button): problems pop up as warnings; live updates only
+        write them in the panel, and wait quietly for missing inputs.
+        """
         self._timer.stop()
-        if self._worker is not None:
-            self._pending = True
+        if self._worker is not None or self._drawing.active:
+            self._pending = explicit or bool(self._pending)
+            if self._worker is not None and self._catalog is not None:
+                self._worker.quit()
             return
+        self._pending = None
         guard_triton()  # before the worker may import torch._dynamo (see _compat)
         try:
-            job = self._collect()
-        except PanelError as exc:
-            self.status.error(str(exc))
+            job, info = self._collect()
+        except MissingInput as exc:
+            if explicit:
+                self.status.error(str(exc))
+            else:
+                self.status.info(f"waiting for inputs: {exc}")
             return
-        self.status.info("computing…")
+        except PanelError as exc:
+            self.status.error(str(exc), notify=explicit)
+            return
+        self._explicit = explicit
+        self._start(job, lambda res: self._apply(res, info), "computing the maps…")
+
+    def _start(self, job: Job, on_done: Callable[[Any], Any], message: str) -> None:
+        self.status.info(message)
+        self.progress.start(message)
         self._worker = new_worker(
-            job, returned=self._apply, errored=self._on_error, finished=self._on_finished
+            job,
+            returned=on_done,
+            yielded=self._on_progress,
+            errored=self._on_error,
+            finished=self._on_finished,
         )
+        self._worker.aborted.connect(self._on_aborted)
         self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running computation at its next step; the maps shown stay."""
+        if self._worker is not None:
+            self._pending = None
+            self._worker.quit()
+
+    def _on_progress(self, step: Progress) -> None:
+        done, total, what = step
+        self.progress.step(done, total, what)
+
+    def _on_aborted(self) -> None:
+        if self._pending is None:
+            self.status.info("cancelled: the maps shown are from the previous update")
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self._pending:
-            self._pending = False
-            self.update_maps()
+        self.progress.stop()
+        if not self._drawing.active:
+            self._after_drawing()
+
+    def _after_drawing(self) -> None:
+        if self._pending is not None and self._worker is None:
+            self.update_maps(explicit=self._pending)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.exception(exc, (ValueError,))  # PanelError is a ValueError
+        if self._catalog is None:
+            self.loss_list.clear()
+            self.loss_list.addItem("(the losses could not be loaded)")
+            self.status.exception(exc, notify=True)
+            return
+        # PanelError and the core's messages are ValueErrors: shown without their type
+        self.status.exception(exc, (ValueError,), notify=getattr(self, "_explicit", True))
 
-    def _apply(self, out: tuple[ExplorerResult, dict[str, Any]]) -> None:
-        res, info = out
+    # ---------------------------------------------------------------- drawing the result
+    def _apply(self, res: ExplorerResult, info: dict[str, Any]) -> None:
+        """Draw ``res`` as layers, one small step per event-loop turn (see TaskQueue)."""
         self._last_result = res
         z, shape, like = info["z"], info["shape"], info["gt_layer"]
+        units = (
+            "|dL/dlogits| / its mean, 1 = an average pixel" if info["relative"] else "|dL/dlogits|"
+        )
+        cls = min(info["cls"], res.num_classes - 1)
 
         def place(arr: np.ndarray) -> np.ndarray:
             if z is None:
@@ -731,53 +584,103 @@ class LossExplorerWidget(QWidget):
             full[z] = arr
             return full
 
-        keep = []
-        n_before = sum(is_owned(ly, PANEL) for ly in self.viewer.layers)
-        where = f" (slice {z})" if z is not None else ""
+        c_props = {"colormap": CONTRIB_COLORMAP, "contrast_limits": res.clim}
+        m_props = {"colormap": MODULATING_COLORMAP, "contrast_limits": (0.0, 1.0)}
+        # (key, data, name, layer properties), in grid order: prediction, losses, ascending γ
+        wanted: list[tuple[str, np.ndarray, str, dict[str, Any]]] = []
         if res.prediction is not None:
-            keep.append("prediction")
-            upsert_layer(
-                self.viewer, PANEL, "prediction", "image", place(res.prediction),
-                name=f"prediction p(class {min(self.class_spin.value(), res.num_classes - 1)})",
-                like=like, colormap="gray", contrast_limits=(0.0, 1.0),
-            )  # fmt: skip
-        units = "× mean" if self.relative_check.isChecked() else "|dL/dlogits|"
+            props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
+            wanted.append(("prediction", res.prediction, f"prediction p(class {cls})", props))
         for name, arr in res.contributions.items():
-            key = f"contrib:{name}"
-            keep.append(key)
-            upsert_layer(
-                self.viewer, PANEL, key, "image", place(arr),
-                name=f"{res.labels[name]} contribution",
-                like=like, colormap=CONTRIB_COLORMAP, contrast_limits=res.clim,
-            )  # fmt: skip
-        for i, (g, arr) in enumerate(res.modulating):
-            key = f"modulating:{i}"
-            keep.append(key)
-            upsert_layer(
-                self.viewer, PANEL, key, "image", place(arr),
-                name=f"PM-Dice m γ={g:g}",
-                like=like, colormap=MODULATING_COLORMAP, contrast_limits=(0.0, 1.0),
-            )  # fmt: skip
-        remove_owned(self.viewer, PANEL, keep)
-        self.table.setRowCount(len(res.values))
-        for r, (label, value) in enumerate(res.values):
+            # short: a grid cell is narrow (the status line gives the units)
+            title = f"{res.labels[name]} {'contribution' if info['relative'] else '|dL/dlogits|'}"
+            wanted.append((f"contrib:{name}", arr, title, c_props))
+        for g, arr in res.modulating:
+            title = _core().modulating_title(g)
+            wanted.append((f"gamma:{info['gamma_uids'].get(g)}", arr, title, m_props))
+        inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
+        grid = self.grid_check.value
+        exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
+        placed: dict[str, Any] = {}  # key -> layer, as they are drawn
+
+        def in_order() -> list[Any]:
+            return [placed[w[0]] for w in wanted if w[0] in placed]
+
+        def prepare() -> None:
+            remove_owned(self.viewer, PANEL, [w[0] for w in wanted])
+            rename_layers([(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted
+                           if k in exists])  # fmt: skip
+            cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(wanted) - len(exists)
+            info["reset"] = grid and self.grid_view.show(cells)
+
+        def put(items: list[tuple[str, np.ndarray, str, dict[str, Any]]]) -> None:
+            for key, arr, name, props in items:
+                placed[key] = upsert_layer(
+                    self.viewer, PANEL, key, "image", place(arr), name=name, like=like, **props
+                )
+            info["reset"] = info["reset"] or any(w[0] not in exists for w in items)
+            if grid:
+                self.grid_view.decorate(in_order(), inputs)
+
+        def finish() -> None:
+            stack_on_top(self.viewer, in_order())
+            self.grid_view.settle()
+            if info["reset"]:
+                self.viewer.reset_view()  # fit the (new) grid of maps
+            self._fill_table(res.values)
+            where = f" (slice {z})" if z is not None else ""
+            self.status.info(
+                f"{len(res.contributions)} contribution map(s) ({units}; one shared colour "
+                f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating "
+                f"map(s) m = |y − p|^γ{where}"
+            )
+
+        # Updating existing layers is cheap (one step, one redraw); each new layer and its
+        # first draw get a step of their own, so the window answers in between.
+        steps: list[Callable[[], Any]] = [prepare]
+        if grid:
+            steps.append(lambda: self.grid_view.decorate(self.map_layers(), inputs))
+        old = [w for w in wanted if w[0] in exists]
+        if old:
+            steps.append(lambda: put(old))
+        steps += [lambda w=w: put([w]) for w in wanted if w[0] not in exists]
+        self._drawing.run([*steps, finish])
+
+    def _fill_table(self, values: list[tuple[str, float]]) -> None:
+        self.table.setRowCount(len(values))
+        for r, (label, value) in enumerate(values):
             self.table.setItem(r, 0, QTableWidgetItem(label))
             item = QTableWidgetItem(fmt(value))
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
-        layout_changed = len(keep) != n_before
-        grid = grid_of(self.viewer)
-        if self.grid_check.isChecked() and not grid.enabled:
-            grid.enabled = True
-            layout_changed = True
-        if layout_changed:
-            self.viewer.reset_view()  # fit the (new) grid of maps
-        self.status.info(
-            f"{len(res.contributions)} contribution map(s) [{units}], {len(res.modulating)} "
-            f"modulating map(s){where}; contribution colour scale 0–{res.clim[1]:.3g} shared"
-        )
+
+    def map_layers(self) -> list[Any]:
+        """The panel's map layers, in grid order."""
+        return [ly for ly in self.viewer.layers if is_owned(ly, PANEL)]
+
+    def _on_grid_check(self, on: bool) -> None:
+        if not on:
+            self.grid_view.restore()
+            return
+        layers = self.map_layers()
+        if layers:
+            self.grid_view.show()
+            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
+            self.grid_view.decorate(layers, inputs)
+            self.viewer.reset_view()
+
+    def _on_user_grid(self, enabled: bool) -> None:
+        """napari's own grid button was used: the check box follows."""
+        with self.grid_check.changed.blocked():
+            self.grid_check.value = enabled
+        if enabled and self.map_layers():
+            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
+            self.grid_view.decorate(self.map_layers(), inputs)
 
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.dims.events.current_step.disconnect(self._on_step)
+        self.grid_view.disconnect()
+        if self._worker is not None:
+            self._worker.quit()
         super().closeEvent(event)

@@ -1,48 +1,63 @@
 """Predict & Compare panel: run a checkpoint, show errors in colour, tabulate metrics.
 
-* Run a checkpoint on the current image (``napari_segloss.engine.inference.predict``: tiled,
-  the checkpoint's own normalisation), adding the labels and the class probabilities.
+* Run a checkpoint on the current image (:func:`napari_segloss.engine.inference.predict_image`:
+  tiled, the checkpoint's own normalisation), adding the labels and the class probabilities,
+  both hidden at first (one click on their eye shows them).
 * Compare a prediction Labels layer with a ground truth (a model output or any two Labels
-  layers): an error overlay (``napari_segloss.overlay.error_labels``: FP red, FN blue, TP
-  translucent green as in the PM-Dice paper's fig. 5) and a per-class table of Dice, IoU,
-  precision, recall, NSD and HD95 (``napari_segloss.metrics.evaluate``), exportable as CSV.
-Inference and metrics run in napari thread workers; this module only wires widgets to the core.
+  layers): an error overlay (:func:`napari_segloss.overlay.error_labels`: FP red, FN blue, TP
+  translucent green as in the PM-Dice paper's fig. 5) shown alone over the image, and a table
+  of Dice, IoU, precision, recall, NSD and HD95 per class
+  (:func:`napari_segloss.metrics.evaluate`), exportable as CSV.
+
+Inference and metrics run in napari thread workers (torch is imported there, not while the
+panel opens); this module only wires widgets to the core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+from collections.abc import Generator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import ValueWidget
+from napari.layers import Image, Labels
+from napari.utils.colormaps import Colormap, DirectLabelColormap
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_segloss.metrics import evaluate
+from napari_segloss.overlay import ERROR_COLORS, error_labels
+
 from ._common import (
+    TAG,
     CheckpointPicker,
     LayerPicker,
     PanelError,
+    ProgressRow,
     StatusLabel,
     check_same_shape,
+    device_choices,
     fmt,
     image_array,
+    is_owned,
     labels_array,
     new_worker,
     release_gpu_memory,
@@ -50,89 +65,40 @@ from ._common import (
     same_layer,
     upsert_layer,
 )
-from ._compat import guard_triton
+from ._compat import guard_triton, preload_torch_libraries
 
 if TYPE_CHECKING:
     import napari
+    from napari.layers import Layer
 
 PANEL = "predict"
 METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
+#: probabilities when shown: transparent at 0 so the image is not tinted, opaque yellow at 1
+PROBABILITY_COLORMAP = Colormap(
+    colors=[[1.0, 0.85, 0.0, 0.0], [1.0, 0.55, 0.0, 0.55], [1.0, 1.0, 0.3, 0.9]],
+    controls=[0.0, 0.5, 1.0],
+    name="segloss probability",
+)
 
 
-def device_choices() -> list[str]:
-    """``auto``, ``cpu`` and one ``cuda:N`` per visible GPU."""
-    out = ["auto", "cpu"]
-    try:
-        import torch
+def _inference() -> ModuleType:
+    """:mod:`napari_segloss.engine.inference`, imported on first call. It imports torch and
+    the model zoo (seconds): the panel calls this in its thread workers only."""
+    from napari_segloss.engine import inference  # heavy: see the module docstring
 
-        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    except Exception:  # pragma: no cover - torch always importable in practice
-        pass
-    return out
+    return inference
 
 
-def error_colormap() -> Any:
+def _devices() -> list[str]:
+    preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
+    return device_choices()
+
+
+def error_colormap() -> DirectLabelColormap:
     """``DirectLabelColormap`` from ``overlay.ERROR_COLORS`` (0 transparent)."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    from napari_segloss.overlay import ERROR_COLORS
-
     colors: dict[int | None, Any] = dict(ERROR_COLORS)
     colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))  # labels missing from the dict: transparent
     return DirectLabelColormap(color_dict=colors)
-
-
-def predict_image(
-    checkpoint: Path,
-    image: np.ndarray,
-    *,
-    rgb: bool,
-    tile: int = 0,
-    overlap: float = 0.25,
-    device: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``engine.inference.predict`` on a napari image: ``(labels, probs (K, *spatial))``.
-
-    A stack of RGB frames ``(N, Y, X, 3)`` (e.g. the ``kvasir`` sample) is predicted frame by
-    frame; a grey volume is sliced by ``predict`` itself.  Mixed precision only on GPUs: CPU
-    autocast is slower than float32 for these models.
-    """
-    from napari_segloss.engine.inference import predict, resolve_device
-
-    dev = resolve_device(device)
-    kw: dict[str, Any] = {
-        "tile": (tile, tile) if tile else None,
-        "overlap": overlap,
-        "device": dev,
-        "amp": dev.type == "cuda",
-        "rgb": rgb,  # an RGB layer for a grey model is refused by predict, not reinterpreted
-    }
-    try:
-        if rgb and image.ndim == 4:
-            frames = [predict(checkpoint, frame, **kw) for frame in image]
-            labels = np.stack([f[0] for f in frames])
-            probs = np.stack([f[1] for f in frames], axis=1)  # (K, N, Y, X)
-            return labels, probs
-        labels, probs = predict(checkpoint, image, **kw)
-    finally:
-        release_gpu_memory()
-    return labels, channels_first_probs(labels, probs)
-
-
-def channels_first_probs(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """``predict``'s probabilities as ``(K, *spatial)``: a slice-by-slice volume comes back as
-    ``(Z, K, Y, X)`` and is transposed."""
-    if tuple(probs.shape[1:]) == tuple(labels.shape):
-        return probs
-    if (
-        probs.ndim == 4
-        and probs.shape[0] == labels.shape[0]
-        and probs.shape[2:] == labels.shape[1:]
-    ):
-        return np.ascontiguousarray(np.moveaxis(probs, 1, 0))
-    raise PanelError(
-        f"prediction: unexpected probability shape {probs.shape} for labels {labels.shape}"
-    )
 
 
 def compare_job(
@@ -144,10 +110,7 @@ def compare_job(
     foreground: int | None,
     include_background: bool = False,
 ) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
-    """Error labels and per-class metrics (pure; runs in the worker)."""
-    from napari_segloss.metrics import evaluate
-    from napari_segloss.overlay import error_labels
-
+    """Error labels and per-class metrics (what the Compare worker runs)."""
     errors = error_labels(pred, gt, foreground=foreground)
     k = max(int(pred.max(initial=0)), int(gt.max(initial=0))) + 1
     metrics = evaluate(
@@ -161,75 +124,32 @@ def compare_job(
     return errors, metrics
 
 
+def _form_row(form: QFormLayout, widget: ValueWidget) -> None:
+    form.addRow(widget.label, widget.native)
+
+
 class PredictWidget(QWidget):
     """The "Predict & Compare" dock widget (see module docstring)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        from napari.layers import Image, Labels
-
         super().__init__(parent)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._compare_after = False
         self.metrics: dict[int, dict[str, float]] = {}
         self._metrics_source = ""
+        self._metrics_layers: tuple[str, ...] = ()  # unique ids of the compared layers
         root = QVBoxLayout(self)
-
-        box = QGroupBox("Run a model", self)
-        form = QFormLayout(box)
-        self.image_picker = LayerPicker(self.viewer, (Image,))
-        self.ckpt_picker = CheckpointPicker()
-        self.tile_spin = QSpinBox(box)
-        self.tile_spin.setRange(0, 4096)
-        self.tile_spin.setSingleStep(32)
-        self.tile_spin.setSpecialValueText("auto (checkpoint)")
-        self.tile_spin.setToolTip("tile edge in pixels; auto = the training crop/size")
-        self.overlap_spin = QDoubleSpinBox(box)
-        self.overlap_spin.setRange(0.0, 0.9)
-        self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setValue(0.25)
-        self.device_combo = QComboBox(box)
-        self.device_combo.addItems(device_choices())
-        self.run_button = QPushButton("Run model", box)
-        self.run_button.clicked.connect(self.run_model)
-        form.addRow("image", self.image_picker)
-        form.addRow("checkpoint", self.ckpt_picker)
-        form.addRow("tile", self.tile_spin)
-        form.addRow("overlap", self.overlap_spin)
-        form.addRow("device", self.device_combo)
-        form.addRow(self.run_button)
-        root.addWidget(box)
-
-        box = QGroupBox("Compare with ground truth", self)
-        form = QFormLayout(box)
-        self.pred_picker = LayerPicker(self.viewer, (Labels,), include_owned=True)
-        self.gt_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
-        self.class_combo = QComboBox(box)
-        self.class_combo.addItem("any foreground", None)
-        for c in range(1, 16):
-            self.class_combo.addItem(f"class {c}", c)
-        self.class_combo.setToolTip("which class the error overlay shows (multi-class data)")
-        self.tolerance_spin = QDoubleSpinBox(box)
-        self.tolerance_spin.setRange(0.0, 1000.0)
-        self.tolerance_spin.setValue(1.0)
-        self.tolerance_spin.setToolTip("NSD tolerance in the layer's physical units (its scale)")
-        self.background_check = QCheckBox("include background class", box)
-        self.compare_button = QPushButton("Compare", box)
-        self.compare_button.clicked.connect(self.compare)
-        form.addRow("prediction", self.pred_picker)
-        form.addRow("ground truth", self.gt_picker)
-        form.addRow("overlay class", self.class_combo)
-        form.addRow("NSD tolerance", self.tolerance_spin)
-        form.addRow(self.background_check)
-        form.addRow(self.compare_button)
-        root.addWidget(box)
-
+        root.addWidget(self._run_box())
+        root.addWidget(self._compare_box())
+        self.progress = ProgressRow(self)
+        self.progress.cancel.clicked.connect(self.cancel)
+        root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
-        self.table = QTableWidget(0, 1 + len(METRIC_COLUMNS), self)
-        self.table.setHorizontalHeaderLabels(["class", *METRIC_COLUMNS])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.verticalHeader().setVisible(False)
+        self.table = QTableWidget(0, 0, self)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(120)
         root.addWidget(self.table)
@@ -241,23 +161,123 @@ class PredictWidget(QWidget):
         row.addWidget(self.export_button)
         root.addLayout(row)
         root.addStretch(1)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.status.info("run a checkpoint on an image, or compare two Labels layers")
+        # The GPU list needs torch: fetched in a worker so that opening the panel stays quick.
+        self._devices_worker = new_worker(
+            _devices,
+            returned=self._on_devices,
+            errored=lambda exc: None,  # keep auto/cpu
+            finished=lambda: None,
+        )
+        self._devices_worker.start()
 
+    # ------------------------------------------------------------------ building the panel
+    def _run_box(self) -> QGroupBox:
+        box = QGroupBox("Run a model", self)
+        form = QFormLayout(box)
+        self.image_picker = LayerPicker(self.viewer, (Image,))
+        self.ckpt_picker = CheckpointPicker()
+        self.tile = SpinBox(
+            label="tile (0 = auto)",
+            value=0,
+            min=0,
+            max=4096,
+            step=32,
+            tooltip="tile edge in pixels; 0 = auto (the checkpoint's training size)",
+        )
+        self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
+        self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
+        self.run_button = QPushButton("Run model", box)
+        self.run_button.clicked.connect(self.run_model)
+        form.addRow("image", self.image_picker)
+        form.addRow("checkpoint", self.ckpt_picker)
+        for w in (self.tile, self.overlap, self.device):
+            _form_row(form, w)
+        form.addRow(self.run_button)
+        return box
+
+    def _compare_box(self) -> QGroupBox:
+        box = QGroupBox("Compare with ground truth", self)
+        form = QFormLayout(box)
+        # A prediction defaults to ours, else to a Labels layer other than the ground truth.
+        self.pred_picker = LayerPicker(
+            self.viewer, (Labels,), include_owned=True, allow_none=True, default=self._default_pred
+        )
+        self.gt_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
+        self.pred_picker.refresh()  # now that the ground truth picker exists
+        classes = [("any foreground", None), *((f"class {c}", c) for c in range(1, 16))]
+        self.overlay_class = ComboBox(
+            label="overlay class",
+            choices=classes,
+            value=None,
+            tooltip="which class the error overlay shows (multi-class data)",
+        )
+        self.tolerance = FloatSpinBox(
+            label="NSD tolerance",
+            value=1.0,
+            min=0.0,
+            max=1000.0,
+            tooltip="NSD tolerance in the layer's physical units (its scale)",
+        )
+        self.background_check = CheckBox(text="include background class", value=False)
+        self.compare_button = QPushButton("Compare", box)
+        self.compare_button.clicked.connect(self.compare)
+        form.addRow("prediction", self.pred_picker)
+        form.addRow("ground truth", self.gt_picker)
+        _form_row(form, self.overlay_class)
+        _form_row(form, self.tolerance)
+        form.addRow(self.background_check.native)
+        form.addRow(self.compare_button)
+        return box
+
+    def _default_pred(self, candidates: list[Layer]) -> Layer | None:
+        ours = [ly for ly in candidates if is_owned(ly, PANEL)]
+        if ours:
+            return ours[0]
+        gt_picker = getattr(self, "gt_picker", None)
+        gt = gt_picker.layer() if gt_picker is not None else None
+        others = [ly for ly in candidates if not same_layer(ly, gt)]
+        # With a single Labels layer there is nothing to compare it with yet: "(none)".
+        return others[0] if others and gt is not None else None
+
+    def _on_devices(self, choices: list[str]) -> None:
+        current = self.device.value
+        self.device.choices = choices
+        self.device.value = current if current in choices else "auto"
+
+    # ------------------------------------------------------------------ running work
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._worker is not None or self._compare_after
 
     def _start(self, fn: Any, on_done: Any, message: str) -> None:
         self.status.info(message)
+        self.progress.start(message)
         self.run_button.setEnabled(False)
         self.compare_button.setEnabled(False)
         self._worker = new_worker(
-            fn, returned=on_done, errored=self._on_error, finished=self._on_finished
+            fn,
+            returned=on_done,
+            yielded=self._on_progress,
+            errored=self._on_error,
+            finished=self._on_finished,
         )
+        self._worker.aborted.connect(lambda: self.status.info("cancelled"))
         self._worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running prediction between two frames (nothing is added)."""
+        if self._worker is not None:
+            self._compare_after = False
+            self._worker.quit()
+
+    def _on_progress(self, step: tuple[int, int, str]) -> None:
+        self.progress.step(*step)
 
     def _on_finished(self) -> None:
         self._worker = None
+        self.progress.stop()
         self.run_button.setEnabled(True)
         self.compare_button.setEnabled(True)
         if self._compare_after:
@@ -265,6 +285,7 @@ class PredictWidget(QWidget):
             self.compare()
 
     def _on_error(self, exc: BaseException) -> None:
+        self._compare_after = False
         self.status.exception(exc, (ValueError, FileNotFoundError))
 
     # ------------------------------------------------------------------ run a model
@@ -280,12 +301,17 @@ class PredictWidget(QWidget):
             return
         image = image_array(layer)
         rgb = bool(layer.rgb)
-        tile = self.tile_spin.value()
-        overlap = self.overlap_spin.value()
-        device = self.device_combo.currentText()
+        kw = {"tile": self.tile.value, "overlap": self.overlap.value, "device": self.device.value}
 
-        def job() -> tuple[np.ndarray, np.ndarray]:
-            return predict_image(path, image, rgb=rgb, tile=tile, overlap=overlap, device=device)
+        def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, np.ndarray]]:
+            yield 0, 0, f"loading {path.name}…"
+            frames = _inference().iter_predict_image(path, image, rgb=rgb, **kw)
+            while True:
+                try:
+                    done, total = next(frames)
+                except StopIteration as stop:
+                    return stop.value
+                yield done, total, f"predicting {min(done + 1, total)}/{total}"
 
         self._run_info = {"layer": layer, "path": path}
         self._start(job, self._on_predicted, f"predicting with {path.name}…")
@@ -298,37 +324,34 @@ class PredictWidget(QWidget):
         name = (
             f"{path.parent.name}/{path.stem}" if path.stem in ("checkpoint", "best") else path.stem
         )
+        will_compare = self.gt_picker.layer() is not None
+        # Hidden when an error overlay follows: it says more and must not be tinted by them.
         pred_layer = upsert_layer(
-            self.viewer,
-            PANEL,
-            "prediction",
-            "labels",
-            labels,
-            name=f"prediction [{name}]",
-            like=like,
-        )
-        if probs.shape[0] == 1:
+            self.viewer, PANEL, "prediction", "labels", labels,
+            name=f"prediction [{name}]", like=like, visible=not will_compare,
+        )  # fmt: skip
+        channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
+        for c in channels:
+            title = f"probability [{name}]" if probs.shape[0] == 1 else f"p(class {c}) [{name}]"
             upsert_layer(
-                self.viewer, PANEL, "prob:1", "image", probs[0], name=f"probability [{name}]",
-                like=like, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7, blending="additive",
+                self.viewer, PANEL, f"prob:{c}", "image", probs[0 if probs.shape[0] == 1 else c],
+                name=title, like=like, colormap=PROBABILITY_COLORMAP, contrast_limits=(0.0, 1.0),
+                blending="translucent", opacity=1.0, visible=False,
             )  # fmt: skip
-        else:
-            for c in range(1, probs.shape[0]):
-                upsert_layer(
-                    self.viewer, PANEL, f"prob:{c}", "image", probs[c],
-                    name=f"probability class {c} [{name}]", like=like, colormap="magma",
-                    contrast_limits=(0.0, 1.0), opacity=0.7, blending="additive", visible=c == 1,
-                )  # fmt: skip
+        like.visible = True
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
         fg = float((labels > 0).mean()) * 100
-        self.status.info(f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground")
+        self.status.info(
+            f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground; the prediction "
+            "and probability layers are added hidden (click their eye to show them)"
+        )
         # Compare right after this worker has finished (see _on_finished).
-        self._compare_after = self.gt_picker.layer() is not None
+        self._compare_after = will_compare
 
     # ------------------------------------------------------------------ compare
     def compare(self) -> None:
-        if self.busy:
+        if self._worker is not None:
             return
         try:
             pred_layer = require_layer(self.pred_picker.layer(), "prediction")
@@ -342,16 +365,17 @@ class PredictWidget(QWidget):
             self.status.error(str(exc))
             return
         spacing = tuple(float(s) for s in gt_layer.scale[-gt.ndim :])
-        tolerance = self.tolerance_spin.value()
-        foreground = self.class_combo.currentData()
-        include_bg = self.background_check.isChecked()
+        kw = {
+            "spacing": spacing,
+            "tolerance": self.tolerance.value,
+            "foreground": self.overlay_class.value,
+            "include_background": self.background_check.value,
+        }
         self._compare_info = {"gt": gt_layer, "pred": pred_layer}
 
-        def job() -> tuple[np.ndarray, dict[int, dict[str, float]]]:
-            return compare_job(
-                pred, gt, spacing=spacing, tolerance=tolerance, foreground=foreground,
-                include_background=include_bg,
-            )  # fmt: skip
+        def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, dict]]:
+            yield 0, 0, "computing errors and metrics…"
+            return compare_job(pred, gt, **kw)
 
         self._start(job, self._on_compared, "computing errors and metrics…")
 
@@ -361,29 +385,60 @@ class PredictWidget(QWidget):
         upsert_layer(
             self.viewer, PANEL, "errors", "labels", errors,
             name=f"errors {pred_layer.name} vs {gt_layer.name}", like=gt_layer,
-            colormap=error_colormap(), opacity=1.0,
+            colormap=error_colormap(), opacity=1.0, blending="translucent", visible=True,
         )  # fmt: skip
+        # Only the overlay over the image: layers under or over it would tint its colours.
+        hidden = [ly for ly in (pred_layer, gt_layer) if ly.visible]
+        for layer in hidden:
+            layer.visible = False
+        for layer in self.viewer.layers:
+            if is_owned(layer, PANEL) and layer.metadata[TAG]["key"].startswith("prob:"):
+                layer.visible = False
         self.metrics = metrics
         self._metrics_source = f"{pred_layer.name} vs {gt_layer.name}"
+        self._metrics_layers = (pred_layer.unique_id, gt_layer.unique_id)
         self._fill_table()
         counts = np.bincount(errors.ravel(), minlength=4)
+        note = f"; hid {', '.join(repr(ly.name) for ly in hidden)}" if hidden else ""
         self.status.info(
-            f"{self._metrics_source}: TP {counts[1]}, FP {counts[2]} (red), FN {counts[3]} (blue) px"
+            f"{self._metrics_source}: TP {counts[1]} (green), FP {counts[2]} (red), "
+            f"FN {counts[3]} (blue) px{note}"
         )
         self.export_button.setEnabled(True)
 
     def _fill_table(self) -> None:
-        rows = sorted(self.metrics.items())
-        self.table.setRowCount(len(rows))
-        for r, (cls, vals) in enumerate(rows):
-            self.table.setItem(r, 0, QTableWidgetItem(str(cls)))
-            for j, key in enumerate(METRIC_COLUMNS, start=1):
-                item = QTableWidgetItem(fmt(vals.get(key, math.nan)))
+        """One column per class, one row per metric: fits the dock's width."""
+        classes = sorted(self.metrics)
+        self.table.clear()
+        self.table.setColumnCount(len(classes))
+        self.table.setRowCount(len(METRIC_COLUMNS) if classes else 0)
+        self.table.setHorizontalHeaderLabels([f"class {c}" for c in classes])
+        self.table.setVerticalHeaderLabels(list(METRIC_COLUMNS))
+        for j, cls in enumerate(classes):
+            for i, key in enumerate(METRIC_COLUMNS):
+                item = QTableWidgetItem(fmt(self.metrics[cls].get(key, math.nan)))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(r, j, item)
+                self.table.setItem(i, j, item)
+
+    def clear_metrics(self) -> None:
+        self.metrics = {}
+        self._metrics_source = ""
+        self._metrics_layers = ()
+        self._fill_table()
+        self.export_button.setEnabled(False)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if event.value.unique_id not in self._metrics_layers:
+            return
+        try:
+            self.clear_metrics()
+            self.status.info(f"metrics cleared: layer {event.value.name!r} was removed")
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
     def export_csv(self, path: str | Path) -> Path:
-        """Write the metrics table (one row per class) to ``path``."""
+        """Write the metrics (one row per class) to ``path``."""
         if not self.metrics:
             raise PanelError("metrics: nothing to export yet (run Compare first)")
         path = Path(path)
@@ -391,18 +446,11 @@ class PredictWidget(QWidget):
             writer = csv.writer(fh)
             writer.writerow(["comparison", "class", *METRIC_COLUMNS])
             for cls, vals in sorted(self.metrics.items()):
-                writer.writerow(
-                    [
-                        self._metrics_source,
-                        cls,
-                        *(repr(float(vals.get(k, math.nan))) for k in METRIC_COLUMNS),
-                    ]
-                )
+                values = (repr(float(vals.get(k, math.nan))) for k in METRIC_COLUMNS)
+                writer.writerow([self._metrics_source, cls, *values])
         return path
 
     def _export_dialog(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
         if path:
             try:
@@ -411,5 +459,7 @@ class PredictWidget(QWidget):
                 self.status.error(f"export: {exc}")
 
     def closeEvent(self, event: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         release_gpu_memory()
         super().closeEvent(event)

@@ -38,6 +38,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     check_same_shape,
+    device_choices,
     image_array,
     labels_array,
     new_worker,
@@ -48,7 +49,6 @@ from ._common import (
 from ._compat import guard_triton
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
-from .predict_panel import device_choices
 
 if TYPE_CHECKING:
     import napari
@@ -114,7 +114,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         from napari.layers import Image, Labels
 
-        from .loss_explorer import _LossParamForm
+        from ._forms import LossParamForm as _LossParamForm
 
         super().__init__(parent)
         self.viewer = napari_viewer

@@ -33,13 +33,16 @@ from .checkpoint import load_model
 
 __all__ = [
     "GREY_WEIGHTS",
+    "channels_first_probs",
     "check_image",
     "gaussian_importance_map",
+    "iter_predict_image",
     "labels_from_logits",
     "meta_scale",
     "normalise_image",
     "pad_to_multiple",
     "predict",
+    "predict_image",
     "resolve_device",
     "rgb_to_grey",
     "sliding_window_predict",
@@ -626,3 +629,91 @@ def _predict_chw(
         idx = probs_np.argmax(axis=0)
         labels = idx.astype(np.uint8 if probs_np.shape[0] <= 256 else np.int32)
     return labels, probs_np
+
+
+# --------------------------------------------------------------------------------------------
+# napari images (what the Predict & Compare panel and the Loss Explorer run)
+# --------------------------------------------------------------------------------------------
+
+
+def iter_predict_image(
+    checkpoint: str | Path,
+    image: np.ndarray,
+    *,
+    rgb: bool,
+    tile: int = 0,
+    overlap: float = 0.25,
+    device: str = "auto",
+) -> Iterator[tuple[int, int]]:
+    """:func:`predict_image` one frame at a time: yields ``(frames done, frames)`` before each
+    frame and returns ``(labels, probs)`` (``StopIteration.value``), so a caller can show
+    progress and stop between frames. The checkpoint is loaded once."""
+    dev = resolve_device(device)
+    model, meta = load_model(Path(checkpoint), device=str(dev))
+    kw: dict[str, Any] = {
+        "meta": meta,
+        "tile": (tile, tile) if tile else None,
+        "overlap": overlap,
+        "device": dev,
+        "amp": dev.type == "cuda",  # CPU autocast is slower than float32 for these models
+        "rgb": rgb,  # a colour layer for a grey model is refused by predict, not reinterpreted
+    }
+    try:
+        if rgb and image.ndim == 4:
+            labels_list, probs_list = [], []
+            for i, frame in enumerate(image):
+                yield i, len(image)
+                lab, prob = predict(model, frame, **kw)
+                labels_list.append(lab)
+                probs_list.append(prob)
+            yield len(image), len(image)
+            return np.stack(labels_list), np.stack(probs_list, axis=1)  # (K, N, Y, X)
+        yield 0, 1
+        labels, probs = predict(model, image, **kw)
+        yield 1, 1
+    finally:
+        del model
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # give the memory back to other GPU users at once
+    return labels, channels_first_probs(labels, probs)
+
+
+def predict_image(
+    checkpoint: str | Path,
+    image: np.ndarray,
+    *,
+    rgb: bool,
+    tile: int = 0,
+    overlap: float = 0.25,
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a checkpoint on image data as napari holds it: ``(labels, probs (K, *spatial))``.
+
+    A stack of RGB frames ``(N, Y, X, 3)`` (e.g. the ``kvasir`` sample) is predicted frame by
+    frame; a grey volume ``(Z, Y, X)`` is sliced by :func:`predict` itself. ``tile`` is the
+    tile edge in pixels (0: the checkpoint's training size). Mixed precision only on GPUs.
+    """
+    steps = iter_predict_image(
+        checkpoint, image, rgb=rgb, tile=tile, overlap=overlap, device=device
+    )
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def channels_first_probs(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """:func:`predict`'s probabilities as ``(K, *spatial)``: a volume predicted slice by slice
+    comes back as ``(Z, K, Y, X)`` and is transposed."""
+    if tuple(probs.shape[1:]) == tuple(labels.shape):
+        return probs
+    if (
+        probs.ndim == 4
+        and probs.shape[0] == labels.shape[0]
+        and probs.shape[2:] == labels.shape[1:]
+    ):
+        return np.ascontiguousarray(np.moveaxis(probs, 1, 0))
+    raise ValueError(
+        f"prediction: unexpected probability shape {probs.shape} for labels {labels.shape}"
+    )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from napari_segloss._widgets._common import TAG, grid_of, is_owned
+from napari_segloss._widgets import _common, loss_explorer
+from napari_segloss._widgets._common import TAG, camera_of, grid_of, is_owned
+from napari_segloss.explorer import modulating_title
 from napari_segloss.samples import load_sample
 from napari_segloss.whatif import make_whatif
 
 NAME = "Loss Explorer"
+GAMMA_NAMES = [modulating_title(g) for g in (0.5, 1.0, 2.0, 5.0)]
 
 
 def _owned(viewer, prefix: str = ""):
@@ -25,36 +30,96 @@ def _values(widget) -> dict[str, float]:
     return {t.item(r, 0).text(): float(t.item(r, 1).text()) for r in range(t.rowCount())}
 
 
-def _kvasir(dock):
+def _kvasir(dock, wait_idle):
     image, mask = load_sample("kvasir", 0)
     viewer, widget = dock(NAME)
     img_layer = viewer.add_image(image, name="polyp")
     gt_layer = viewer.add_labels(mask, name="truth")
     widget.image_picker.set_layer(img_layer)
     widget.gt_picker.set_layer(gt_layer)
+    wait_idle(widget)
     return viewer, widget, image, mask
 
 
+@pytest.fixture
+def warnings_shown(monkeypatch):
+    """Warnings the panels pop up (napari notifications), recorded instead of shown."""
+    shown: list[str] = []
+    monkeypatch.setattr(_common, "show_warning", shown.append)
+    return shown
+
+
+# ------------------------------------------------------------------------ issue 17, point 1
+def test_maps_drawn_on_opening_without_a_button_press(make_napari_viewer, dock, wait_idle):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    assert widget.gt_picker.layer().name == "kvasir mask"
+    wait_idle(widget, timeout=60_000)  # loads torch and the losses, then draws: no button
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.selected_losses() == ["ce", "dice"]
+    assert [ly.name for ly in _owned(viewer, "contrib:")] == [
+        "ce contribution",
+        "dice contribution",
+    ]
+    assert [ly.name for ly in _owned(viewer, "gamma:")] == GAMMA_NAMES
+    assert widget.table.rowCount() == 2 + 4
+
+
+# ------------------------------------------------------------------------ issue 17, point 2
+def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    widget.set_losses(["dice", "focal"])
+    wait_idle(widget)
+    maps = widget.map_layers()
+    # grid order (bottom of the layer list first): prediction, ticked losses, ascending γ
+    assert [ly.name for ly in maps] == [
+        "prediction p(class 1)",
+        "dice contribution",
+        "focal contribution",
+        *GAMMA_NAMES,
+    ]
+    assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
+    grid = grid_of(viewer)
+    assert grid.enabled
+    cells = {grid.position(i, viewer.layers) for i in range(len(viewer.layers))}
+    assert len(cells) == len(viewer.layers)  # one cell per layer: maps are not stacked
+    for ly in maps:  # one visible title (the layer name) and one colour bar per map
+        assert ly.name_overlay.visible, ly.name
+        assert ly.colorbar.visible, ly.name
+    assert len({ly.name for ly in maps}) == len(maps)
+    # the inputs' cells are titled too; contribution maps share one colour scale
+    assert viewer.layers["polyp"].name_overlay.visible
+    assert viewer.layers["truth"].name_overlay.visible
+    clims = {tuple(ly.contrast_limits) for ly in _owned(viewer, "contrib:")}
+    assert len(clims) == 1
+
+    # a loss ticked later lands with the losses, before the γ maps
+    widget.set_losses(["ce", "dice", "focal"])
+    wait_idle(widget)
+    names = [ly.name for ly in widget.map_layers()]
+    assert names[1:4] == [f"{n} contribution" for n in ("ce", "dice", "focal")]
+    assert names[4:] == GAMMA_NAMES
+    assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
+
+
 def test_kvasir_whatif_maps_layers_and_values(dock, wait_idle):
-    viewer, widget, image, mask = _kvasir(dock)
+    viewer, widget, image, mask = _kvasir(dock, wait_idle)
     widget.set_losses(["dice", "ce"])
-    widget.whatif_kind.setCurrentText("blur")
-    widget.whatif_strength.setValue(3.0)
-    widget.whatif_softness.setValue(1.5)
+    widget.whatif_kind.value = "blur"
+    widget.whatif_strength.value = 3.0
+    widget.whatif_softness.value = 1.5
     widget.update_maps()
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
 
     contrib = _owned(viewer, "contrib:")
-    modul = _owned(viewer, "modulating:")
-    assert sorted(ly.metadata[TAG]["key"] for ly in contrib) == ["contrib:ce", "contrib:dice"]
-    assert [ly.name for ly in modul] == [f"PM-Dice m γ={g}" for g in ("0.5", "1", "2", "5")]
-    assert sorted(ly.name for ly in contrib) == ["ce contribution", "dice contribution"]
+    modul = _owned(viewer, "gamma:")
+    assert [ly.metadata[TAG]["key"] for ly in contrib] == ["contrib:ce", "contrib:dice"]
+    assert [ly.name for ly in modul] == GAMMA_NAMES
     for ly in contrib:
         assert ly.colormap.name == "inferno"
         assert ly.data.shape == mask.shape
-        # one shared colour scale so the losses are comparable
-        assert tuple(ly.contrast_limits) == tuple(contrib[0].contrast_limits)
     for ly in modul:
         assert ly.colormap.name == "viridis"
         assert tuple(ly.contrast_limits) == (0.0, 1.0)
@@ -70,38 +135,173 @@ def test_kvasir_whatif_maps_layers_and_values(dock, wait_idle):
     np.testing.assert_array_equal(viewer.layers["polyp"].data, image)
     np.testing.assert_array_equal(viewer.layers["truth"].data, mask)
     assert TAG not in viewer.layers["truth"].metadata
-    assert grid_of(viewer).enabled
 
 
-def test_gamma_slider_updates_live_and_reuses_layers(dock, wait_idle):
-    viewer, widget, _, mask = _kvasir(dock)
+# ------------------------------------------------------------------------ issue 17, point 3
+def test_gamma_layers_unique_named_by_value_removed_with_their_row(dock, wait_idle):
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
     widget.set_losses(["dice"])
-    widget.update_maps()
     wait_idle(widget)
     before = {ly.metadata[TAG]["key"]: ly for ly in _owned(viewer)}
     n_layers = len(viewer.layers)
 
-    widget.gamma_rows[1].slider.setValue(3.0)  # live: debounced update, no button press
+    widget.gamma_list.rows[1].slider.setValue(3.0)  # live: debounced update, no button press
     assert widget.busy
     wait_idle(widget)
     after = {ly.metadata[TAG]["key"]: ly for ly in _owned(viewer)}
     assert len(viewer.layers) == n_layers
     assert all(after[k] is before[k] for k in before)  # same layer objects, updated in place
-    layer = after["modulating:1"]
-    assert layer.name == "PM-Dice m γ=3"
+    moved = after[f"gamma:{widget.gamma_list.rows[1].uid}"]
+    assert moved.name == modulating_title(3.0)
     p = make_whatif(mask, "blur", 3.0, softness=1.5)[0]
-    np.testing.assert_allclose(layer.data, np.abs(mask - p) ** 3, atol=1e-6)
+    np.testing.assert_allclose(moved.data, np.abs(mask - p) ** 3, atol=1e-6)
     assert "pm_dice(gamma=3)" in _values(widget)
+    # ascending γ order in the grid, whatever the rows' order
+    assert [ly.name for ly in _owned(viewer, "gamma:")] == [
+        modulating_title(g) for g in (0.5, 2.0, 3.0, 5.0)
+    ]
 
-    # removing a gamma and unticking a loss removes only our layers for them
-    widget.remove_gamma(widget.gamma_rows[0])
+    # a duplicate γ gives no second layer and no "[1]" names
+    widget.gamma_list.rows[0].slider.setValue(2.0)
+    wait_idle(widget)
+    names = [ly.name for ly in _owned(viewer, "gamma:")]
+    assert names == [modulating_title(g) for g in (2.0, 3.0, 5.0)]
+    assert not any("[" in ly.name for ly in viewer.layers)
+
+    # "add γ" proposes a value not in the list yet
+    row = widget.gamma_list.add()
+    assert row.value() not in widget.gamma_list.values()[:-1]
+    wait_idle(widget)
+    assert len(_owned(viewer, "gamma:")) == 4
+
+    # removing a row removes its layer; unticking a loss removes its map
+    five = next(r for r in widget.gamma_list.rows if r.value() == 5.0)
+    widget.gamma_list.remove(five)
     widget.set_losses([])
     wait_idle(widget)
-    assert len(_owned(viewer, "modulating:")) == 3
+    names = [ly.name for ly in _owned(viewer, "gamma:")]
+    assert modulating_title(5.0) not in names and len(names) == 3
     assert _owned(viewer, "contrib:") == []
     assert "truth" in viewer.layers and "polyp" in viewer.layers
 
 
+# ------------------------------------------------------------------------ issue 17, point 4
+def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="polyp")
+    viewer.add_labels(mask, name="truth")
+    grid = grid_of(viewer)
+    grid.spacing = 0.0
+    camera_of(viewer).zoom = 3.0
+    camera_of(viewer).center = (0.0, 100.0, 120.0)
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget)
+    assert grid.enabled and camera_of(viewer).zoom != pytest.approx(3.0)
+
+    widget.grid_check.value = False
+    assert not grid.enabled
+    assert grid.spacing == 0.0 and tuple(grid.shape) == (-1, -1)
+    assert camera_of(viewer).zoom == pytest.approx(3.0)
+    assert tuple(camera_of(viewer).center)[-2:] == pytest.approx((100.0, 120.0))
+    assert not any(ly.name_overlay.visible or ly.colorbar.visible for ly in widget.map_layers())
+    assert not viewer.layers["polyp"].name_overlay.visible
+
+    widget.grid_check.value = True
+    assert grid.enabled
+    assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
+
+    # napari's own grid button: the check box follows, and a later update keeps it off
+    grid.enabled = False
+    assert widget.grid_check.value is False
+    widget.gamma_list.rows[0].slider.setValue(0.75)
+    wait_idle(widget)
+    assert not grid.enabled
+
+
+def test_grid_the_user_had_on_stays_on(dock, wait_idle, make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="polyp")
+    viewer.add_labels(mask, name="truth")
+    grid = grid_of(viewer)
+    grid.enabled = True
+    grid.stride = 2
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget)
+    assert grid.stride == 1  # one map per cell while the panel shows them
+    widget.grid_check.value = False
+    assert grid.enabled and grid.stride == 2
+
+
+# ------------------------------------------------------------------------ issue 17, point 5
+def test_quiet_while_inputs_are_missing_then_draws_when_they_come(dock, wait_idle, warnings_shown):
+    viewer, widget = dock(NAME)
+    wait_idle(widget, timeout=60_000)
+    assert not widget.status.is_error
+    assert "waiting for inputs" in widget.status.text()
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="polyp")  # a file being opened: the image first...
+    wait_idle(widget)
+    viewer.add_labels(mask, name="truth")  # ...then its mask: drawn without a button press
+    wait_idle(widget)
+    assert warnings_shown == []
+    assert not widget.status.is_error, widget.status.text()
+    assert len(_owned(viewer, "contrib:")) == 2
+
+    # the button is an explicit request: a missing input then pops up a warning
+    viewer.layers.remove("truth")
+    widget.update_maps()
+    assert any("ground truth: no layer selected" in w for w in warnings_shown)
+    assert widget.status.is_error
+
+
+# ------------------------------------------------------------------------ issue 17, waiting
+class _SlowFrames:
+    """A stand-in for engine.inference: 8 frames, 0.25 s each (counts frames run)."""
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+        self.frames_run = 0
+
+    def iter_predict_image(self, path, image, *, rgb):
+        n = 8
+        for i in range(n):
+            yield i, n
+            time.sleep(0.25)
+            self.frames_run += 1
+        yield n, n
+        return (self.probs[0] > 0.5).astype(np.uint8), self.probs
+
+
+def test_long_work_shows_progress_and_can_be_cancelled(
+    dock, wait_idle, qtbot, tmp_path, monkeypatch
+):
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    fake = _SlowFrames(make_whatif(mask, "blur", 2.0))
+    monkeypatch.setattr(loss_explorer, "_inference", lambda: fake)
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not read: the stand-in does the predicting")
+    widget.ckpt_picker.set_path(ckpt)
+    widget.source.value = "checkpoint"
+    qtbot.waitUntil(lambda: widget.progress.shown, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.progress.bar.maximum() == 8, timeout=5_000)
+    assert widget.progress.bar.value() < 8
+    widget.progress.cancel.click()
+    wait_idle(widget)
+    assert fake.frames_run < 8
+    assert not widget.progress.shown
+    assert "cancelled" in widget.status.text()
+    assert widget._ckpt_cache == {}  # nothing half-done kept
+
+    widget.update_maps()  # and runs to the end when left alone
+    wait_idle(widget)
+    assert fake.frames_run >= 8 and not widget.status.is_error, widget.status.text()
+    m = _owned(viewer, "gamma:")[1].data  # γ = 1: |y - p| of the "model" output
+    np.testing.assert_allclose(m, np.abs(mask - fake.probs[0]), atol=1e-5)
+
+
+# ------------------------------------------------------------------------ other sources
 def test_probability_image_hand_computed(dock, wait_idle):
     # 4x4, a 2x2 object predicted at 0.8, background at 0.1
     gt = np.zeros((4, 4), dtype=np.uint8)
@@ -110,11 +310,12 @@ def test_probability_image_hand_computed(dock, wait_idle):
     viewer, widget = dock(NAME)
     viewer.add_labels(gt, name="gt")
     viewer.add_image(prob, name="prob")
-    widget.source_combo.setCurrentText("probability image")
+    wait_idle(widget, timeout=60_000)
+    widget.source.value = "probability image"
     widget.set_losses(["dice"])
-    for row in list(widget.gamma_rows)[1:]:
-        widget.remove_gamma(row)
-    widget.gamma_rows[0].slider.setValue(2.0)
+    for row in list(widget.gamma_list.rows)[1:]:
+        widget.gamma_list.remove(row)
+    widget.gamma_list.rows[0].slider.setValue(2.0)
     widget.update_maps()
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
@@ -125,7 +326,7 @@ def test_probability_image_hand_computed(dock, wait_idle):
     assert vals["pm_dice(gamma=2)"] == pytest.approx(
         1 - (0.256 / 0.2636 + 0.216 / 0.2236) / 2, abs=2e-4
     )
-    m = _owned(viewer, "modulating:")[0].data
+    m = _owned(viewer, "gamma:")[0].data
     np.testing.assert_allclose(m, np.where(gt == 1, 0.04, 0.01), atol=1e-6)
     np.testing.assert_array_equal(viewer.layers["prob"].data, prob)
 
@@ -135,15 +336,16 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
     viewer, widget = dock(NAME)
     viewer.add_image(image, name="mri")
     viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
     widget.set_losses(["dice"])
-    widget.class_spin.setValue(2)  # myocardium
-    widget.whatif_kind.setCurrentText("erode")
-    widget.whatif_strength.setValue(1)
+    widget.class_spin.value = 2  # myocardium
+    widget.whatif_kind.value = "erode"
+    widget.whatif_strength.value = 1
     viewer.dims.set_current_step(0, 3)
     widget.update_maps()
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
-    m = _owned(viewer, "modulating:")[1].data  # gamma = 1
+    m = _owned(viewer, "gamma:")[1].data  # gamma = 1
     assert m.shape == labels.shape
     # current slice only: other slices stay empty
     assert m[3].max() > 0 and m[[0, 1, 2, 4, 5]].max() == 0
@@ -151,9 +353,9 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
     p3 = make_whatif(labels[3], "erode", 1, softness=1.5, num_classes=4)
     np.testing.assert_allclose(m[3], np.abs((labels[3] == 2) - p3[2]), atol=1e-6)
 
-    widget.scope_combo.setCurrentText("whole volume")
+    widget.scope.value = "whole volume"
     wait_idle(widget)
-    m = _owned(viewer, "modulating:")[1].data
+    m = _owned(viewer, "gamma:")[1].data
     assert all(m[z].max() > 0 for z in range(labels.shape[0]))
     p = make_whatif(labels, "erode", 1, softness=1.5, in_plane=True)  # (4, Z, Y, X)
     np.testing.assert_allclose(m, np.abs((labels == 2) - p[2]), atol=1e-6)
@@ -161,19 +363,47 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
 
 
 def test_checkpoint_prediction_source(dock, wait_idle, tiny_checkpoint):
-    from napari_segloss._widgets.predict_panel import predict_image
+    from napari_segloss.engine.inference import predict_image
 
-    viewer, widget, image, mask = _kvasir(dock)
-    widget.source_combo.setCurrentText("checkpoint")
+    viewer, widget, image, mask = _kvasir(dock, wait_idle)
     widget.ckpt_picker.set_path(tiny_checkpoint)
     widget.set_losses(["dice"])
-    widget.update_maps()
+    widget.source.value = "checkpoint"
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
     _, probs = predict_image(tiny_checkpoint, image, rgb=True, device="cpu")
-    m = _owned(viewer, "modulating:")[1].data  # gamma = 1: |y - p| of the model's output
+    m = _owned(viewer, "gamma:")[1].data  # gamma = 1: |y - p| of the model's output
     np.testing.assert_allclose(m, np.abs(mask - probs[0]), atol=1e-4)
     assert len(widget._ckpt_cache) == 1  # a gamma change re-uses the prediction
+
+
+def test_loss_parameters_form_is_magicgui_from_the_registry(dock, wait_idle):
+    from magicgui.widgets import CheckBox, FloatSpinBox, LiteralEvalLineEdit
+
+    from napari_segloss.losses import loss_parameters
+
+    _, widget, _, _ = _kvasir(dock, wait_idle)
+    form = widget._param_form("pm_dice")
+    registry = loss_parameters("pm_dice")
+    assert set(form.widgets) == set(registry) - {"mode", "reduction", "ignore_index", "validate"}
+    assert isinstance(form.widgets["squared"], CheckBox)
+    assert isinstance(form.widgets["gamma"], LiteralEvalLineEdit)  # float or one per class
+    assert form.widgets["squared"].value is registry["squared"].default
+    assert form.values() == {}
+    form.widgets["gamma"].value = "2.0"
+    form.widgets["squared"].value = False
+    assert form.values() == {"gamma": 2.0, "squared": False}
+
+    compound = widget._param_form("ce+pm_dice")
+    assert isinstance(compound.widgets["weight__ce"], FloatSpinBox)
+    compound.widgets["weight__pm_dice"].value = 2.0
+    compound.widgets["pm_dice__gamma"].value = "3.0"
+    assert compound.values() == {"weights": (1.0, 2.0), "pm_dice": {"gamma": 3.0}}
+    widget.set_losses(["ce+pm_dice"])
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    label = "ce+pm_dice(weights=(1.0, 2.0), pm_dice={'gamma': 3.0})"
+    assert label in _values(widget)
 
 
 @pytest.mark.parametrize(
@@ -183,23 +413,28 @@ def test_checkpoint_prediction_source(dock, wait_idle, tiny_checkpoint):
         ("prob_out_of_range", "expected probabilities in [0, 1]"),
         ("shape_mismatch", "expected the same shape"),
         ("missing_checkpoint", "checkpoint: none chosen"),
+        ("bad_parameter", "dice parameter eps: expected a number or Python literal"),
     ],
 )
 def test_bad_selections_show_a_message(dock, wait_idle, setup, message):
     viewer, widget = dock(NAME)
+    wait_idle(widget, timeout=60_000)
     gt = np.zeros((8, 8), dtype=np.uint8)
     gt[2:5, 2:5] = 1
+    widget.live_check.value = False
     if setup != "no_gt":
         viewer.add_labels(gt, name="gt")
     if setup == "prob_out_of_range":
         viewer.add_image(np.full((8, 8), 3.0, dtype=np.float32), name="logits")
-        widget.source_combo.setCurrentText("probability image")
+        widget.source.value = "probability image"
     elif setup == "shape_mismatch":
         viewer.add_labels(np.zeros((9, 8), dtype=np.uint8), name="other")
-        widget.source_combo.setCurrentText("labels layer")
+        widget.source.value = "labels layer"
         widget.pred_labels_picker.set_layer(viewer.layers["other"])
     elif setup == "missing_checkpoint":
-        widget.source_combo.setCurrentText("checkpoint")
+        widget.source.value = "checkpoint"
+    elif setup == "bad_parameter":
+        widget._param_form("dice").editors["eps"].setText("1e-6 +")
     widget.update_maps()
     wait_idle(widget)
     assert widget.status.is_error
@@ -207,16 +442,36 @@ def test_bad_selections_show_a_message(dock, wait_idle, setup, message):
     assert _owned(viewer) == []
 
 
+def test_panels_do_not_import_each_other_and_open_without_torch():
+    """Opening the Loss Explorer imports neither another panel nor torch (the window would
+    freeze while torch loads): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari_segloss._widgets.loss_explorer, napari_segloss._widgets.predict_panel\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'napari_segloss'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    modules = eval(out.strip().splitlines()[-1])  # a printed list of names
+    assert not any(m == "torch" or m.startswith("torch.") for m in modules), modules
+    assert "napari_segloss._widgets.train_panel" not in modules
+    assert "napari_segloss.explorer" not in modules  # imported by the first worker
+
+
 def test_compute_explorer_relative_maps_and_classes():
-    from napari_segloss._widgets.loss_explorer import LossSpec, compute_explorer
-    from napari_segloss.losses import get_loss
+    from napari_segloss.explorer import LossSpec, compute_explorer
 
     gt = np.array([[0, 1, 2], [0, 2, 2]])
     probs = np.full((3, 2, 3), 0.2, dtype=np.float32)
     for c in range(3):
         probs[c][gt == c] = 0.6  # the true class gets 0.6, the two others 0.2 each
-    specs = [LossSpec("dice", {}, get_loss("dice")), LossSpec("ce", {}, get_loss("ce"))]
-    res = compute_explorer(probs, gt, specs, [2.0], cls=2, relative=True)
+    specs = [LossSpec("dice"), LossSpec("ce")]
+    res = compute_explorer(probs, gt, specs, [2.0, 2.0], cls=2, relative=True)
+    assert [g for g, _ in res.modulating] == [2.0]  # one map per distinct γ
     for m in res.contributions.values():
         assert m.shape == gt.shape
         assert m.mean() == pytest.approx(1.0, rel=1e-5)  # relative to the mean pixel
@@ -228,3 +483,5 @@ def test_compute_explorer_relative_maps_and_classes():
     assert res.num_classes == 3
     with pytest.raises(ValueError, match="class: expected 0 to 2, got 3"):
         compute_explorer(probs, gt, specs, [1.0], cls=3)
+    with pytest.raises(ValueError, match=r"dice: .*unknown parameter"):
+        compute_explorer(probs, gt, [LossSpec("dice", {"nope": 1})], [], cls=1)

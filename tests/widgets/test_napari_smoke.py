@@ -225,9 +225,77 @@ def test_viewer_opens_files_through_reader(make_napari_viewer, tmp_path: Path) -
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path / "pairs"), plugin=PLUGIN)
     viewer.open(str(seg), plugin=PLUGIN)
-    assert [layer.name for layer in viewer.layers] == ["pairs images", "pairs masks", "vol"]
-    assert type(viewer.layers["vol"]).__name__ == "Labels"
-    assert tuple(viewer.layers["vol"].scale) == (3.0, 1.0, 1.0)
+    assert [layer.name for layer in viewer.layers] == ["pairs images", "pairs masks", "vol labels"]
+    assert type(viewer.layers["vol labels"]).__name__ == "Labels"
+    assert tuple(viewer.layers["vol labels"].scale) == (3.0, 1.0, 1.0)
+
+
+def test_nifti_image_and_labels_with_one_name_get_distinct_names(
+    make_napari_viewer, tmp_path: Path
+) -> None:
+    """ACDC-style layout: images/x.nii.gz + labels/x.nii.gz must not become 'x' and 'x [1]'."""
+    arr = np.zeros((4, 3, 2), np.uint8)
+    image = _nifti(tmp_path / "images" / "patient001_frame01.nii.gz", arr)
+    labels = _nifti(tmp_path / "labels" / "patient001_frame01.nii.gz", arr)
+    viewer = make_napari_viewer()
+    viewer.open(str(image), plugin=PLUGIN)
+    viewer.open(str(labels), plugin=PLUGIN)
+    assert [ly.name for ly in viewer.layers] == [
+        "patient001_frame01",
+        "patient001_frame01 labels",
+    ]
+    # a file whose name says it holds labels keeps its name
+    [(_, kw, _)] = read_nifti_layers(_nifti(tmp_path / "p_gt.nii.gz", arr))
+    assert kw["name"] == "p_gt"
+
+
+@pytest.mark.parametrize("sub", ["images", "masks"])
+def test_reader_says_what_to_open_for_a_sub_folder(make_napari_viewer, tmp_path, sub) -> None:
+    _pair(tmp_path / "set", "a")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match=rf"{sub}/ sub-folder of a pair folder: open its parent"):
+        viewer.open(str(tmp_path / "set" / sub), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+
+
+def test_reader_messages_for_folders_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "only_images" / "images").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"has images/ but no masks/ or labels/.*a NIfTI file"):
+        get_reader(str(tmp_path / "only_images"))(str(tmp_path / "only_images"))
+    _nifti(tmp_path / "vols" / "a.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"holds NIfTI files but no images/ and labels/"):
+        get_reader(str(tmp_path / "vols"))(str(tmp_path / "vols"))
+    (tmp_path / "plain").mkdir()  # nothing of ours: other readers may take it
+    assert get_reader(str(tmp_path / "plain")) is None
+
+
+def test_too_many_nifti_volumes_gives_the_real_limit(tmp_path: Path) -> None:
+    for k in range(MAX_SEPARATE_PAIRS + 2):
+        _nifti(tmp_path / "images" / f"p{k:02d}.nii.gz", np.zeros((2, 2, 2), np.uint8))
+        _nifti(tmp_path / "labels" / f"p{k:02d}.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError) as info:
+        read_pair_folder(tmp_path)
+    text = str(info.value)
+    assert f"{MAX_SEPARATE_PAIRS + 2} NIfTI volume pairs" in text
+    assert f"at most {MAX_SEPARATE_PAIRS} at once" in text
+    assert "p00.nii.gz" in text and "open its two files" in text
+    assert "Resize" not in text  # resizing does not apply to volumes
+
+
+def test_sample_masks_stand_out_on_the_tissue(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "kvasir")
+    image, mask = viewer.layers["kvasir image"], viewer.layers["kvasir mask"]
+    color = np.asarray(mask.colormap.map(np.array([1]))[0])
+    assert color[3] == 1.0 and mask.opacity >= 0.5
+    assert mask.colormap.map(np.array([0]))[0][3] == 0  # background transparent
+    tissue = np.asarray(image.data)[np.asarray(mask.data) == 1].mean(axis=0) / 255
+    # far from the (reddish) tissue under it: not napari's dark brown default
+    assert np.abs(color[:3] - tissue).sum() > 1.0, (color, tissue)
+    viewer.open_sample(PLUGIN, "acdc")
+    acdc = viewer.layers["acdc labels"]
+    colors = acdc.colormap.map(np.array([1, 2, 3]))
+    assert len({tuple(np.round(c, 3)) for c in colors}) == 3  # RV, MYO, LV distinct
 
 
 def test_viewer_reports_bad_folder_and_loads_nothing(make_napari_viewer, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from napari.layers import Image, Labels
 
 from napari_segloss._widgets._common import TAG, is_owned
+from napari_segloss.overlay import ERROR_COLORS, FN, FP, TN, TP
 
 NAME = "Predict & Compare"
 
@@ -21,12 +22,19 @@ def _owned(viewer, key: str):
 
 
 def _table(widget) -> dict[int, dict[str, float]]:
+    """The metrics table (one column per class, one row per metric) as {class: {metric: v}}."""
     t = widget.table
-    cols = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+    rows = [t.verticalHeaderItem(i).text() for i in range(t.rowCount())]
     return {
-        int(t.item(r, 0).text()): {cols[j]: float(t.item(r, j).text()) for j in range(1, len(cols))}
-        for r in range(t.rowCount())
+        int(t.horizontalHeaderItem(j).text().removeprefix("class ")): {
+            rows[i]: float(t.item(i, j).text()) for i in range(t.rowCount())
+        }
+        for j in range(t.columnCount())
     }
+
+
+def _visible(viewer) -> set[str]:
+    return {ly.name for ly in viewer.layers if ly.visible}
 
 
 def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
@@ -45,17 +53,18 @@ def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
 
     errors = _owned(viewer, "errors")
     assert errors is not None
+    assert _visible(viewer) == {errors.name}  # the compared layers would tint the overlay
     expected = np.zeros_like(gt)
     expected[3:6, 2:6] = 1  # TP
     expected[6, 2:6] = 2  # FP: predicted, not in truth
     expected[2, 2:6] = 3  # FN: missed
     np.testing.assert_array_equal(errors.data, expected)
     # FP red, FN blue, TP translucent green, TN transparent (PM-Dice paper fig. 5)
-    np.testing.assert_allclose(errors.colormap.map(np.array([2]))[0], [1, 0, 0, 1])
-    np.testing.assert_allclose(errors.colormap.map(np.array([3]))[0], [0, 0, 1, 1])
-    green = errors.colormap.map(np.array([1]))[0]
-    assert green[1] > 0.5 and green[0] == 0 and 0 < green[3] < 1
-    assert errors.colormap.map(np.array([0]))[0][3] == 0
+    for value in (TN, TP, FP, FN):
+        np.testing.assert_allclose(
+            errors.colormap.map(np.array([value]))[0], ERROR_COLORS[value], atol=1e-6
+        )
+    assert errors.opacity == 1.0 and errors.blending == "translucent"
 
     row = _table(widget)[1]
     assert row["dice"] == pytest.approx(2 * 12 / (2 * 12 + 4 + 4), abs=1e-4)  # 0.75
@@ -87,8 +96,8 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     widget.image_picker.set_layer(img_layer)
     widget.gt_picker.set_layer(gt_layer)
     widget.ckpt_picker.set_path(tiny_checkpoint)
-    widget.tile_spin.setValue(128)  # tiled: 273 x 320 frames in 128-px tiles
-    widget.device_combo.setCurrentText("cpu")
+    widget.tile.value = 128  # tiled: 273 x 320 frames in 128-px tiles
+    widget.device.value = "cpu"
     widget.run_model()
     wait_idle(widget)  # prediction (frame by frame), then the automatic comparison
     assert not widget.status.is_error, widget.status.text()
@@ -108,6 +117,14 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert np.array_equal(e == 3, (pred.data == 0) & (mask == 1))
     assert set(_table(widget)) == {1}
     assert widget.pred_picker.layer().unique_id == pred.unique_id
+    # after Predict: the error overlay over the image, nothing else; one click shows the rest
+    assert _visible(viewer) == {img_layer.name, errors.name}
+    assert viewer.layers.index(errors) > viewer.layers.index(img_layer)
+    assert not pred.visible and not prob.visible and not gt_layer.visible
+    # probabilities, when shown, do not tint the image where p = 0
+    assert prob.blending == "translucent"
+    assert prob.colormap.map(np.array([0.0]))[0][3] == 0
+    assert prob.colormap.map(np.array([1.0]))[0][3] > 0.5
 
     # running again re-uses the same layers
     n = len(viewer.layers)
@@ -144,8 +161,86 @@ def test_bad_selections_show_a_message(dock, wait_idle, tmp_path, setup, message
             widget.gt_picker.set_layer(b)
         else:
             widget.gt_picker.set_layer(None)
+        widget.pred_picker.refresh()
         widget.pred_picker.set_layer(a)
         widget.compare()
     wait_idle(widget)
     assert widget.status.is_error
     assert message in widget.status.text()
+
+
+def test_overlay_colours_on_screen(dock, wait_idle, make_napari_viewer):
+    """What a person sees: pure red FP, pure blue FN, TP green over the (grey) image, and no
+    other colour (nothing tinted by the compared layers)."""
+    gt = np.zeros((40, 40), dtype=np.uint8)
+    gt[10:30, 10:30] = 1
+    pred = np.zeros_like(gt)
+    pred[14:34, 10:30] = 1  # 4 rows of FN on top, 16 of TP, 4 rows of FP at the bottom
+    viewer, widget = dock(NAME, make_napari_viewer(show=True))  # a shown canvas renders
+    viewer.add_image(np.full((40, 40), 128, dtype=np.uint8), name="grey", colormap="gray")
+    gt_layer = viewer.add_labels(gt, name="truth")
+    pred_layer = viewer.add_labels(pred, name="guess")
+    widget.pred_picker.set_layer(pred_layer)
+    widget.gt_picker.set_layer(gt_layer)
+    widget.compare()
+    wait_idle(widget)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].reshape(-1, 3)
+    colours, counts = np.unique(shot, axis=0, return_counts=True)
+    seen = {tuple(int(v) for v in c): int(n) for c, n in zip(colours, counts, strict=True)}
+    r, g, b, a = ERROR_COLORS[TP]
+    tp = tuple(round(255 * (a * c + (1 - a) * 128 / 255)) for c in (r, g, b))
+
+    def count(rgb, tol=2):
+        close = (max(abs(x - y) for x, y in zip(c, rgb, strict=True)) <= tol for c in seen)
+        return sum(n for ok, n in zip(close, seen.values(), strict=True) if ok)
+
+    red, blue, green, grey = count((255, 0, 0)), count((0, 0, 255)), count(tp), count((128,) * 3)
+    assert red > 0 and blue > 0 and green > 0 and grey > 0, seen
+    assert red == pytest.approx(blue, rel=0.05)  # 4 rows each
+    assert green == pytest.approx(4 * red, rel=0.05)  # 16 rows
+    background = count((0, 0, 0))  # the canvas around the image
+    assert red + blue + green + grey + background >= 0.99 * shot.shape[0], seen
+
+
+def test_compare_defaults_to_two_different_layers(dock, make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    assert widget.gt_picker.layer().name == "kvasir mask"
+    assert widget.pred_picker.layer() is None  # not the ground truth again
+    other = viewer.add_labels(np.zeros((3, 273, 320), np.uint8), name="my segmentation")
+    assert widget.pred_picker.layer().unique_id == other.unique_id
+    assert widget.gt_picker.layer().name == "kvasir mask"
+
+
+def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle, qtbot):
+    gt = np.zeros((10, 10), dtype=np.uint8)
+    gt[2:6, 2:6] = 1
+    gt[6:9, 6:9] = 2
+    pred = np.roll(gt, 1, axis=0)
+    viewer, widget = dock(NAME)
+    gt_layer = viewer.add_labels(gt, name="truth")
+    pred_layer = viewer.add_labels(pred, name="guess")
+    widget.pred_picker.set_layer(pred_layer)
+    widget.gt_picker.set_layer(gt_layer)
+    widget.compare()
+    wait_idle(widget)
+    viewer.window._qt_window.show()
+    qtbot.waitExposed(widget)
+    table = widget.table
+    assert set(_table(widget)) == {1, 2}
+    metrics = [table.verticalHeaderItem(i).text() for i in range(table.rowCount())]
+    assert metrics == ["dice", "iou", "precision", "recall", "nsd", "hd95"]
+    # every column and every number fits at the dock's default width: nothing cut off
+    header = table.horizontalHeader()
+    assert header.length() <= table.viewport().width()
+    fm = table.fontMetrics()
+    for i in range(table.rowCount()):
+        for j in range(table.columnCount()):
+            assert fm.horizontalAdvance(table.item(i, j).text()) < header.sectionSize(j)
+
+    viewer.layers.remove(pred_layer)
+    assert table.rowCount() == 0 and widget.metrics == {}
+    assert not widget.export_button.isEnabled()
+    assert "metrics cleared" in widget.status.text()

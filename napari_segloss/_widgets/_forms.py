@@ -1,0 +1,257 @@
+"""Forms shared by the panels: loss parameters (magicgui, from the loss registry) and gammas.
+
+:class:`LossParamForm` builds one magicgui widget per loss parameter from the signature the
+registry reports (:func:`napari_segloss.losses.loss_parameters`: defaults and annotations):
+a check box for ``bool``, a spin box for ``float``/``int``, a text field evaluated as a Python
+literal for anything else (``None``, tuples, unions). A compound ``"a+b"`` gets one weight per
+component and the parameters of each component. :class:`GammaList` (the PM-Dice focusing
+parameters) stays hand-written Qt: magicgui has no editable list of sliders.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    LiteralEvalLineEdit,
+    SpinBox,
+    Widget,
+)
+from psygnal import Signal
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from superqt import QLabeledDoubleSlider
+
+from ._common import PanelError
+
+ParameterSource = Callable[[str], Mapping[str, inspect.Parameter]]
+
+#: spin-box range for float parameters (losses take fractions, exponents and percentages)
+FLOAT_RANGE = (0.0, 1000.0)
+GAMMA_RANGE = (0.0, 10.0)
+#: what "add γ" proposes, first value not yet in the list
+GAMMA_PROPOSALS = (0.5, 1.0, 2.0, 3.0, 5.0, 0.0, 1.5, 4.0, 7.0, 10.0)
+
+
+def registry_parameters(name: str) -> Mapping[str, inspect.Parameter]:
+    """The editable parameters of loss ``name`` from the registry.
+
+    The registry imports torch (about 2 s the first time): the Loss Explorer fetches all of
+    them in a thread worker (``explorer.loss_catalog``) and passes them in instead.
+    """
+    from napari_segloss.explorer import editable_parameters  # heavy: see above
+
+    return editable_parameters(name)
+
+
+def _is_plain_float(p: inspect.Parameter) -> bool:
+    d = p.default
+    fits = isinstance(d, float) and (d == 0 or 0.01 <= abs(d) <= FLOAT_RANGE[1])
+    return p.annotation in ("float", float) and fits and d >= 0
+
+
+def parameter_widget(p: inspect.Parameter, *, name: str | None = None, label: str = "") -> Widget:
+    """A magicgui widget for one keyword parameter, holding its default."""
+    kw: dict[str, Any] = {"name": name or p.name, "label": label or p.name}
+    default = None if p.default is inspect.Parameter.empty else p.default
+    if isinstance(default, bool):
+        return CheckBox(value=default, **kw)
+    if _is_plain_float(p):
+        w = FloatSpinBox(value=default, min=FLOAT_RANGE[0], max=FLOAT_RANGE[1], step=0.05, **kw)
+        w.native.setDecimals(3)
+        return w
+    if p.annotation in ("int", int) and isinstance(default, int):
+        return SpinBox(value=default, min=0, max=100_000, **kw)
+    if p.annotation in ("str", str) and isinstance(default, str):
+        return LineEdit(value=default, **kw)
+    w = LiteralEvalLineEdit(value=repr(default), **kw)
+    w.tooltip = "a Python literal: 0.5, (1.0, 2.0), None"
+    return w
+
+
+def _read(widget: Widget, what: str) -> Any:
+    try:
+        return widget.value
+    except (ValueError, SyntaxError, TypeError):
+        raise PanelError(
+            f"{what}: expected a number or Python literal, got {widget.native.text()!r}"
+        ) from None
+
+
+class LossParamForm(QWidget):
+    """The parameters of one loss as a magicgui form; :meth:`values` gives what differs from
+    the defaults (so ``get_loss(name, **form.values())`` and labels stay short).
+
+    ``parameters`` looks up a loss' parameters by name (default: :func:`registry_parameters`).
+    ``changed`` is emitted on every edit.
+    """
+
+    changed = Signal()
+
+    def __init__(
+        self,
+        name: str,
+        parameters: ParameterSource | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.name = name
+        lookup = parameters or registry_parameters
+        self.defaults: dict[str, Any] = {}
+        # key -> (widget, parameter, component of a compound or None)
+        self._fields: dict[str, tuple[Widget, str, str | None]] = {}
+        self._weights: dict[str, Widget] = {}  # compound component -> its term weight
+        self.form = Container(labels=True)
+        self.form.margins = (0, 0, 0, 0)
+        try:
+            params = dict(lookup(name))
+            if "+" in name:
+                self._add_compound(params, lookup)
+            else:
+                for p in params.values():
+                    self._add(p)
+        except Exception as exc:  # a broken registry entry must not break the panel
+            self.form.append(Label(value=f"(parameters unavailable: {exc})"))
+        if not self._fields and not len(self.form):
+            self.form.append(Label(value="(no parameters)"))
+        self.form.changed.connect(lambda *_: self.changed.emit())
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.form.native)
+
+    def _add(self, p: inspect.Parameter, part: str | None = None) -> None:
+        key = f"{part}__{p.name}" if part else p.name
+        w = parameter_widget(p, name=key, label=f"{part}: {p.name}" if part else p.name)
+        self.form.append(w)
+        self._fields[key] = (w, p.name, part)
+        self.defaults[key] = None if p.default is inspect.Parameter.empty else p.default
+
+    def _add_compound(self, params: dict[str, inspect.Parameter], lookup: ParameterSource) -> None:
+        parts = [k for k in params if k != "weights"]
+        weight = inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=1.0)
+        for part in parts:
+            w = parameter_widget(
+                weight.replace(annotation="float"),
+                name=f"weight__{part}",
+                label=f"{part} term weight",
+            )
+            w.tooltip = f"the {part} term is multiplied by this weight"
+            self.form.append(w)
+            self._weights[part] = w
+        for part in parts:
+            for p in lookup(part).values():
+                self._add(p, part)
+
+    @property
+    def widgets(self) -> dict[str, Widget]:
+        """The magicgui widget of each field (compound: ``"weight__part"``, ``"part__param"``)."""
+        weights = {f"weight__{part}": w for part, w in self._weights.items()}
+        return weights | {key: w for key, (w, _, _) in self._fields.items()}
+
+    @property
+    def editors(self) -> dict[str, QWidget]:
+        """The Qt editor inside each of :attr:`widgets` (what a person types into)."""
+        return {key: w.native for key, w in self.widgets.items()}
+
+    def values(self) -> dict[str, Any]:
+        """Parameters that differ from the defaults; a compound gives ``weights`` (all of
+        them, when one differs) and one dict per changed component."""
+        out: dict[str, Any] = {}
+        weights = {part: float(w.value) for part, w in self._weights.items()}
+        for key, (w, pname, part) in self._fields.items():
+            v = _read(w, f"{self.name} parameter {key.replace('__', ' ')}")
+            if v == self.defaults[key]:
+                continue
+            if part is None:
+                out[pname] = v
+            else:
+                out.setdefault(part, {})[pname] = v
+        if any(v != 1.0 for v in weights.values()):
+            out = {"weights": tuple(weights.values()), **out}
+        return out
+
+
+class _GammaRow(QWidget):
+    def __init__(self, value: float, uid: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.uid = uid
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(QLabel("γ", self))
+        self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setRange(*GAMMA_RANGE)
+        self.slider.setSingleStep(0.1)
+        self.slider.setDecimals(2)
+        self.slider.setValue(value)
+        lay.addWidget(self.slider, 1)
+        self.remove = QPushButton("−", self)
+        self.remove.setFixedWidth(28)
+        self.remove.setToolTip("remove this γ and its map")
+        lay.addWidget(self.remove)
+
+    def value(self) -> float:
+        return round(float(self.slider.value()), 2)
+
+
+class GammaList(QWidget):
+    """Editable list of PM-Dice focusing parameters γ: one slider row each, "add γ" below.
+
+    Each row has a stable ``uid`` (its map layer follows the row while its slider moves).
+    ``changed`` is emitted when a row is added, removed or moved.
+    """
+
+    changed = Signal()
+
+    def __init__(self, values: tuple[float, ...] = (), parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._uids = itertools.count()
+        self.rows: list[_GammaRow] = []
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self.add_button = QPushButton("add γ", self)
+        self.add_button.setToolTip("add a focusing parameter (a value not in the list yet)")
+        self.add_button.clicked.connect(lambda: self.add())
+        self._layout.addWidget(self.add_button)
+        for v in values:
+            self.add(v, notify=False)
+
+    def proposal(self) -> float:
+        """The value "add γ" proposes: the first of GAMMA_PROPOSALS not in the list."""
+        taken = set(self.values())
+        fresh = [g for g in GAMMA_PROPOSALS if g not in taken]
+        return fresh[0] if fresh else min(GAMMA_RANGE[1], max(taken) + 0.5)
+
+    def add(self, value: float | None = None, *, notify: bool = True) -> _GammaRow:
+        row = _GammaRow(self.proposal() if value is None else value, next(self._uids), self)
+        row.slider.valueChanged.connect(lambda *_: self.changed.emit())
+        row.remove.clicked.connect(lambda: self.remove(row))
+        self.rows.append(row)
+        self._layout.insertWidget(self._layout.count() - 1, row)
+        if notify:
+            self.changed.emit()
+        return row
+
+    def remove(self, row: _GammaRow) -> None:
+        if row in self.rows:
+            self.rows.remove(row)
+            self._layout.removeWidget(row)
+            row.deleteLater()
+            self.changed.emit()
+
+    def values(self) -> list[float]:
+        return [r.value() for r in self.rows]
+
+    def distinct(self) -> dict[float, int]:
+        """Each distinct γ with the ``uid`` of the first row holding it."""
+        out: dict[float, int] = {}
+        for r in self.rows:
+            out.setdefault(r.value(), r.uid)
+        return out

@@ -1,0 +1,141 @@
+"""The Loss Explorer's side-by-side view: napari's grid, one title and one colour bar per map.
+
+Turning the view on remembers the user's grid settings, camera and layer-title settings;
+turning it off puts all of them back, so the toggle works both ways. When the user switches
+napari's own grid button, the panel's check box follows (``on_user_toggle``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._common import camera_of, grid_of
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+#: gap between grid cells, as a fraction of a cell (room for the titles)
+GRID_SPACING = 0.08
+COLORBAR_SIZE = (14.0, 110.0)
+_GRID_FIELDS = ("enabled", "stride", "shape", "spacing")
+
+
+class GridView:
+    """napari's grid mode for a set of map layers, restorable (see module docstring)."""
+
+    def __init__(self, viewer: napari.Viewer, on_user_toggle: Callable[[bool], Any]) -> None:
+        self.viewer = viewer
+        self._on_user_toggle = on_user_toggle
+        self._saved: dict[str, Any] | None = None  # the user's layout while ours is shown
+        self._titled: dict[str, tuple[Layer, bool]] = {}  # unique_id -> (layer, visible before)
+        self._barred: dict[str, Layer] = {}  # unique_id -> map layer showing its colour bar
+        self._changing = False
+        grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
+
+    @property
+    def active(self) -> bool:
+        """The panel turned the grid on and has not put the user's layout back yet."""
+        return self._saved is not None
+
+    def show(self, cells: int | None = None) -> bool:
+        """Turn the grid on (remembering the user's layout); True when the view changed.
+
+        ``cells``: how many grid cells there will be. The grid's shape is then fixed for that
+        many until :meth:`settle`, so that adding the layers one by one does not re-lay out
+        (and redraw) every cell at each addition.
+        """
+        grid = grid_of(self.viewer)
+        fields: dict[str, Any] = {}
+        if cells:
+            cols = math.ceil(math.sqrt(cells))  # napari's own choice for an automatic shape
+            fields["shape"] = (math.ceil(cells / cols), cols)
+        if self._saved is not None and grid.enabled:
+            if fields and tuple(grid.shape) != fields["shape"]:
+                self._set_grid(**fields)
+            return False
+        camera = camera_of(self.viewer)
+        self._saved = {
+            "grid": {f: getattr(grid, f) for f in _GRID_FIELDS},
+            "camera": {"center": tuple(camera.center), "zoom": float(camera.zoom)},
+        }
+        self._set_grid(**{"stride": 1, "shape": (-1, -1), "spacing": GRID_SPACING, **fields})
+        self._set_grid(enabled=True)
+        return True
+
+    def settle(self) -> None:
+        """Back to an automatic grid shape (layers the user adds or hides get their cells)."""
+        if self._saved is not None and tuple(grid_of(self.viewer).shape) != (-1, -1):
+            self._set_grid(shape=(-1, -1))
+
+    def restore(self) -> None:
+        """Put back the grid settings, camera and layer titles the user had before."""
+        self.decorate([], [])
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        self._set_grid(**saved["grid"])
+        camera = camera_of(self.viewer)
+        camera.center = saved["camera"]["center"]
+        camera.zoom = saved["camera"]["zoom"]
+
+    def decorate(self, maps: Sequence[Layer], inputs: Sequence[Layer]) -> None:
+        """Titles (layer names) on ``maps`` and ``inputs``, colour bars on ``maps``; the title
+        settings of layers no longer listed go back to what they were."""
+        wanted = {ly.unique_id: ly for ly in [*inputs, *maps]}
+        for uid in list(self._titled):
+            if uid not in wanted:
+                layer, before = self._titled.pop(uid)
+                with contextlib.suppress(Exception):  # the layer may be gone
+                    layer.name_overlay.visible = before
+        for uid, layer in wanted.items():
+            if uid not in self._titled:
+                self._titled[uid] = (layer, bool(layer.name_overlay.visible))
+            layer.name_overlay.visible = True
+            layer.name_overlay.box = True
+        keep = {ly.unique_id for ly in maps}
+        for uid in [u for u in self._barred if u not in keep]:
+            with contextlib.suppress(Exception):
+                self._barred.pop(uid).colorbar.visible = False
+        for layer in maps:
+            bar = layer.colorbar
+            bar.size = COLORBAR_SIZE
+            bar.position = "bottom_right"  # the title runs along the top of the cell
+            bar.box = True
+            bar.visible = True
+            self._barred[layer.unique_id] = layer
+
+    def forget(self, layer: Layer) -> None:
+        """``layer`` is being removed: nothing to restore on it."""
+        self._titled.pop(layer.unique_id, None)
+        self._barred.pop(layer.unique_id, None)
+
+    def _set_grid(self, **fields: Any) -> None:
+        grid = grid_of(self.viewer)
+        self._changing = True
+        try:
+            for name, value in fields.items():
+                setattr(grid, name, value)
+        finally:
+            self._changing = False
+
+    def _on_grid_enabled(self, event: Any = None) -> None:
+        if self._changing:
+            return
+        enabled = bool(grid_of(self.viewer).enabled)
+        if not enabled:
+            # The user left the grid with napari's button: their choice stands, and titles
+            # would pile up in one corner without the grid.
+            self._saved = None
+            self.decorate([], [])
+        try:
+            self._on_user_toggle(enabled)
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            self.disconnect()
+
+    def disconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            grid_of(self.viewer).events.enabled.disconnect(self._on_grid_enabled)

@@ -1,0 +1,238 @@
+"""What the Loss Explorer computes: per-pixel loss contributions and PM-Dice modulating maps.
+
+Reproduces, for any prediction and ground truth, the PM-Dice paper's fig. 2 (Hosseini,
+"Pixel-wise Modulated Dice loss", 2025): the modulating term ``m = |y - p|^gamma`` (eq. 5) for
+several focusing parameters next to how much each pixel drives each chosen loss
+(:func:`napari_segloss.maps.contribution_map`), plus the scalar loss values.
+
+Qt-free and napari-free: the napari panel runs :func:`iter_explorer` in a thread worker (it
+yields :class:`Step` progress and can be stopped between steps), and a notebook calls
+:func:`compute_explorer`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .losses import get_loss, list_losses, loss_parameters
+from .maps import contribution_map, modulating_map
+
+__all__ = [
+    "CLIM_PERCENTILE",
+    "PLUMBING_PARAMS",
+    "ExplorerResult",
+    "LossSpec",
+    "Step",
+    "check_target_fits",
+    "compute_explorer",
+    "editable_parameters",
+    "iter_explorer",
+    "loss_catalog",
+    "modulating_title",
+    "probabilities_from_image",
+    "probabilities_to_logits",
+]
+
+#: arguments every loss shares that make no sense to vary when exploring one prediction
+PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
+#: contribution maps share one upper contrast limit: this percentile over all of them
+CLIM_PERCENTILE = 99.5
+
+
+def editable_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The parameters of loss ``name`` worth editing (the registry's, minus shared plumbing).
+
+    Read from :func:`napari_segloss.losses.loss_parameters` (defaults and annotations); a
+    compound ``"a+b"`` has ``weights`` and one parameter per component (a dict of overrides).
+    """
+    return {k: p for k, p in loss_parameters(name).items() if k not in PLUMBING_PARAMS}
+
+
+def loss_catalog() -> dict[str, dict[str, inspect.Parameter]]:
+    """Every registered loss name with its :func:`editable_parameters`, in registry order."""
+    return {name: editable_parameters(name) for name in list_losses()}
+
+
+def modulating_title(gamma: float) -> str:
+    """The display name of the modulating map for ``gamma``: ``"PM-Dice m, γ = 2"``."""
+    return f"PM-Dice m, γ = {gamma:g}"
+
+
+def probabilities_to_logits(probs: torch.Tensor) -> torch.Tensor:
+    """Logits whose activation gives back ``probs``: logit for one channel, log for softmax."""
+    if probs.shape[1] == 1:
+        return torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+    return torch.log(probs.clamp_min(1e-6))
+
+
+@dataclass
+class LossSpec:
+    """One loss to draw: registry ``name`` and the ``params`` that differ from its defaults."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name(p=v, ...)``: the title of its map and its row in the table."""
+        if not self.params:
+            return self.name
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})"
+
+    def build(self) -> torch.nn.Module:
+        """The loss module; ``ValueError`` naming the loss when a parameter is rejected."""
+        try:
+            return get_loss(self.name, **self.params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+
+
+class Step(NamedTuple):
+    """Progress of a computation: ``done`` of ``total`` steps, ``what`` comes next."""
+
+    done: int
+    total: int
+    what: str
+
+
+@dataclass
+class ExplorerResult:
+    """Maps (all ``(*spatial)`` float32) and values of one prediction."""
+
+    contributions: dict[str, np.ndarray] = field(default_factory=dict)  # loss name -> map
+    labels: dict[str, str] = field(default_factory=dict)  # loss name -> LossSpec.label
+    #: (gamma, map), one per distinct gamma, ascending
+    modulating: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    values: list[tuple[str, float]] = field(default_factory=list)  # (label, loss value)
+    prediction: np.ndarray | None = None  # probability of the displayed class
+    clim: tuple[float, float] = (0.0, 1.0)  # shared colour scale of the contribution maps
+    num_classes: int = 2
+
+
+def iter_explorer(
+    probs: np.ndarray,
+    target: np.ndarray,
+    losses: Sequence[LossSpec],
+    gammas: Sequence[float],
+    *,
+    cls: int = 1,
+    relative: bool = True,
+) -> Generator[Step, None, ExplorerResult]:
+    """:func:`compute_explorer` one loss or gamma at a time: yields a :class:`Step` before each
+    and returns the :class:`ExplorerResult` (``StopIteration.value``)."""
+    p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]
+    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))[None]
+    c = p.shape[1]
+    k = 2 if c == 1 else c
+    if not 0 <= cls < k:
+        raise ValueError(f"class: expected 0 to {k - 1}, got {cls}")
+    distinct = sorted({float(g) for g in gammas})
+    total = len(losses) + len(distinct)
+    logits = probabilities_to_logits(p)
+    res = ExplorerResult(num_classes=k)
+    res.prediction = (p[0, 0] if c == 1 else p[0, cls]).numpy().copy()
+    if c == 1 and cls == 0:
+        res.prediction = 1.0 - res.prediction
+    for i, spec in enumerate(losses):
+        yield Step(i, total, spec.label)
+        module = spec.build()
+        with torch.no_grad():
+            res.values.append((spec.label, float(module(logits, t))))
+        cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
+        if relative:
+            mean = float(cmap.mean())
+            cmap = cmap / mean if mean > 0 else cmap
+        res.contributions[spec.name] = cmap.astype(np.float32, copy=False)
+        res.labels[spec.name] = spec.label
+    ch = 0 if c == 1 else cls
+    for j, g in enumerate(distinct):
+        yield Step(len(losses) + j, total, modulating_title(g))
+        m = modulating_map(p, t, g)[0, ch].detach().float().numpy()
+        res.modulating.append((g, m.astype(np.float32, copy=False)))
+        with torch.no_grad():
+            value = float(get_loss("pm_dice", gamma=g)(logits, t))
+        res.values.append((f"pm_dice(gamma={g:g})", value))
+    if res.contributions:
+        hi = max(
+            float(np.percentile(m, CLIM_PERCENTILE)) if m.size else 0.0
+            for m in res.contributions.values()
+        )
+        res.clim = (0.0, hi if hi > 0 and math.isfinite(hi) else 1.0)
+    return res
+
+
+def compute_explorer(
+    probs: np.ndarray,
+    target: np.ndarray,
+    losses: Sequence[LossSpec],
+    gammas: Sequence[float],
+    *,
+    cls: int = 1,
+    relative: bool = True,
+) -> ExplorerResult:
+    """Contribution maps, modulating maps and loss values for one prediction.
+
+    Args:
+        probs: ``(C, *spatial)`` probabilities, ``C == 1`` binary (foreground), else softmax.
+        target: integer ground truth ``(*spatial)``.
+        losses: losses whose gradient contribution maps and values are computed.
+        gammas: PM-Dice focusing parameters; one modulating map ``|y - p|^gamma`` (eq. 5) of
+            class ``cls`` and one ``pm_dice`` value per distinct value, in ascending order.
+        cls: class whose modulating map is drawn (binary: both classes give the same map).
+        relative: divide each contribution map by its mean, so 1 means "an average pixel" and
+            maps of losses with different scales can share one colour scale.
+
+    Raises:
+        ValueError: ``cls`` out of range, or a loss rejected its parameters.
+    """
+    steps = iter_explorer(probs, target, losses, gammas, cls=cls, relative=relative)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def probabilities_from_image(data: np.ndarray, gt_shape: tuple[int, ...]) -> np.ndarray:
+    """Validate a probability image and return it as ``(C, *spatial)`` float32.
+
+    Accepted: ``(*spatial)`` (foreground probability of a binary problem) or ``(K, *spatial)``
+    (class probabilities, ``K >= 2``), values in [0, 1].
+    """
+    arr = np.asarray(data)
+    if tuple(arr.shape) == tuple(gt_shape):
+        arr = arr[None]
+    elif not (arr.ndim == len(gt_shape) + 1 and tuple(arr.shape[1:]) == tuple(gt_shape)):
+        raise ValueError(
+            f"prediction: expected probabilities of shape {tuple(gt_shape)} or (K, "
+            f"{', '.join(map(str, gt_shape))}) like the ground truth, got {tuple(arr.shape)}"
+        )
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"prediction: expected a numeric probability image, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+        raise ValueError(
+            f"prediction: expected probabilities in [0, 1], got values in [{lo:g}, {hi:g}] "
+            "(pick a probability map, or use 'labels layer' for a segmentation)"
+        )
+    return arr
+
+
+def check_target_fits(probs: np.ndarray, target: np.ndarray) -> None:
+    """The ground truth's labels must exist in the prediction's classes (``ValueError``)."""
+    k = 2 if probs.shape[0] == 1 else probs.shape[0]
+    top = int(target.max(initial=0))
+    if top >= k:
+        raise ValueError(
+            f"ground truth: has label {top} but the prediction has only {k} classes "
+            f"({probs.shape[0]} channel{'s' if probs.shape[0] > 1 else ''})"
+        )

@@ -1,0 +1,126 @@
+"""The Loss Explorer's core (napari_segloss.explorer): usable without Qt or napari."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_segloss import explorer
+from napari_segloss.losses import get_loss, list_losses, loss_parameters
+from napari_segloss.maps import modulating_map
+
+#: imports of these fail in the probe interpreter, as on a headless cluster without a GUI stack
+_BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
+
+_PROBE = """
+import importlib.abc, sys
+blocked = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"blocked for this test: {{name}}")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from napari_segloss import explorer
+gt = np.zeros((8, 8), dtype=np.int64); gt[2:6, 2:6] = 1
+probs = np.where(gt == 1, 0.8, 0.1).astype(np.float32)[None]
+res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [1.0, 2.0])
+print(sorted(res.contributions), [g for g, _ in res.modulating], len(explorer.loss_catalog()))
+print(sorted({{m.split(".")[0] for m in sys.modules}} & set(blocked)))
+"""
+
+
+def test_importable_and_usable_with_qt_and_napari_blocked():
+    code = _PROBE.format(blocked=_BLOCKED)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = out.stdout.strip().splitlines()[-2:]
+    assert first == f"['dice'] [1.0, 2.0] {len(list_losses())}"
+    assert second == "[]"
+
+
+def test_probe_blocks_gui_imports():
+    """Guard against a probe that cannot fail: a blocked import must raise in it."""
+    code = _PROBE.format(blocked=_BLOCKED).replace(
+        "from napari_segloss import explorer", "import qtpy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "blocked for this test: qtpy" in out.stderr
+
+
+def test_editable_parameters_come_from_the_registry_without_plumbing():
+    for name in ("pm_dice", "focal", "ce+pm_dice"):
+        params = explorer.editable_parameters(name)
+        registry = loss_parameters(name)
+        assert set(params) == set(registry) - explorer.PLUMBING_PARAMS
+        for key, p in params.items():
+            assert p == registry[key]  # the registry's defaults and annotations, unchanged
+    assert explorer.editable_parameters("pm_dice")["gamma"].default == 1.0
+    catalog = explorer.loss_catalog()
+    assert list(catalog) == list_losses()
+    assert all(isinstance(p, inspect.Parameter) for ps in catalog.values() for p in ps.values())
+
+
+def test_iter_explorer_yields_one_step_per_loss_and_gamma_then_the_result():
+    gt = np.zeros((6, 6), dtype=np.int64)
+    gt[1:4, 1:4] = 1
+    probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
+    specs = [explorer.LossSpec("dice"), explorer.LossSpec("focal", {"gamma": 3.0})]
+    steps = explorer.iter_explorer(probs, gt, specs, [2.0, 0.5, 2.0])
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert [(s.done, s.total) for s in seen] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert [s.what for s in seen] == [
+        "dice",
+        "focal(gamma=3.0)",
+        explorer.modulating_title(0.5),
+        explorer.modulating_title(2.0),
+    ]
+    assert res.labels == {"dice": "dice", "focal": "focal(gamma=3.0)"}
+    values = dict(res.values)
+    p = torch.from_numpy(probs)[None]
+    logits = explorer.probabilities_to_logits(p)  # what the explorer feeds every loss
+    target = torch.from_numpy(gt)[None]
+    assert values["focal(gamma=3.0)"] == pytest.approx(
+        float(get_loss("focal", gamma=3.0)(logits, target)), rel=1e-6
+    )
+    expected = modulating_map(p, target, 0.5)
+    np.testing.assert_allclose(res.modulating[0][1], expected[0, 0].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (np.zeros((3, 5), np.float32), "expected probabilities of shape (4, 5)"),
+        (np.full((4, 5), 1.5, np.float32), "expected probabilities in [0, 1]"),
+        (np.zeros((4, 5), bool), "expected a numeric probability image"),
+    ],
+)
+def test_probabilities_from_image_says_what_was_wrong(data, message):
+    with pytest.raises(ValueError) as info:
+        explorer.probabilities_from_image(data, (4, 5))
+    assert message in str(info.value)
+
+
+def test_probabilities_from_image_accepts_binary_and_class_stacks():
+    p = np.full((4, 5), 0.25, np.float32)
+    assert explorer.probabilities_from_image(p, (4, 5)).shape == (1, 4, 5)
+    stack = np.stack([1 - p, p])
+    assert explorer.probabilities_from_image(stack, (4, 5)).shape == (2, 4, 5)
+
+
+def test_check_target_fits_names_the_label():
+    with pytest.raises(ValueError, match="has label 3 but the prediction has only 2 classes"):
+        explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
