@@ -23,6 +23,7 @@ CORE_MODULES = [
     "napari_segloss.landscape",
     "napari_segloss.plotting",
     "napari_segloss.whatif",
+    "napari_segloss.explorer",
     "napari_segloss._napari_io",  # the reader/sample hooks are imported at plugin discovery
 ]
 FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui")
