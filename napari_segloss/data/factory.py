@@ -46,6 +46,7 @@ __all__ = [
     "read_split",
     "resolve_root",
     "split_ids",
+    "unpack_array_pairs",
 ]
 
 Pairs = list[tuple[Path, Path]]
@@ -316,9 +317,11 @@ def array_fingerprint(images: Sequence[np.ndarray], masks: Sequence[np.ndarray])
     return digest.hexdigest()[:12]
 
 
-def _unpack(pairs: ArrayPairs | None, what: str) -> tuple[list, list, list[str] | None]:
-    if pairs is None:
-        return [], [], None
+def unpack_array_pairs(
+    pairs: ArrayPairs, what: str = "data"
+) -> tuple[list, list, list[str] | None]:
+    """``(images, masks, names or None)`` of in-memory data, checked: masks present, one per
+    image (and one name per image). Raises :class:`DataError` naming ``what``."""
     if not isinstance(pairs, tuple | list) or len(pairs) not in (2, 3):
         raise DataError(f"{what}: expected (images, masks) or (images, masks, names)")
     images, masks = pairs[0], pairs[1]
@@ -352,7 +355,7 @@ def build_array_datasets(
     given. Raises :class:`DataError` for missing masks or mismatched lengths.
     """
     d = cfg.data
-    images, masks, names = _unpack(data, "data")
+    images, masks, names = unpack_array_pairs(data, "data")
     names = names or [f"images[{i}]" for i in range(len(images))]
     common: dict[str, Any] = {
         "size": d.size,
@@ -374,7 +377,7 @@ def build_array_datasets(
     val_ds = subset(val_ids, train=False, normalization=train_ds.normalization, **common)
     test_ds = None
     if heldout is not None:
-        h_images, h_masks, h_names = _unpack(heldout, "heldout")
+        h_images, h_masks, h_names = unpack_array_pairs(heldout, "heldout")
         test_ds = ArrayDataset(
             h_images,
             h_masks,
