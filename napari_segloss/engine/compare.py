@@ -177,15 +177,13 @@ def _loss_specs(
         if len(set(values)) != len(values):
             dups = sorted({v for v in values if values.count(v) > 1})
             raise ValueError(f"losses: expected no duplicates, got the {what} {dups} twice")
-    seen: dict[str, str] = {}
-    for spec in specs:
-        same = json.dumps([spec.name, spec.params], sort_keys=True, default=str)
-        if same in seen:
-            raise ValueError(
-                f"losses: expected no duplicates, {seen[same]!r} and {spec.label!r} are the "
-                "same loss with the same parameters"
-            )
-        seen[same] = spec.label
+    for i, spec in enumerate(specs):
+        for other in specs[:i]:  # == also equates 2 and 2.0
+            if (other.name, other.params) == (spec.name, spec.params):
+                raise ValueError(
+                    f"losses: expected no duplicates, {other.label!r} and {spec.label!r} are "
+                    "the same loss with the same parameters"
+                )
     return specs
 
 
