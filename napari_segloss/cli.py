@@ -530,7 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "compare", parents=[common], help="train losses x seeds and tabulate like the PM-Dice paper"
+        "compare",
+        parents=[common],
+        help="train losses x seeds and tabulate like the PM-Dice paper",
+        epilog="Scores each run on the validation split, or on a held-out folder with "
+        "--set data.test_root=DIR (same images/ and masks/ sub-folders). Re-running into the "
+        "same --output reuses finished runs and resumes stopped ones. Writes compare.json, "
+        "runs.csv, results.csv, results.md, runs/<loss>/seed<k>/ and heldout/ (read them "
+        "with napari_segloss.engine.read_compare).",
     )
     _add_config_args(p)
     p.add_argument(

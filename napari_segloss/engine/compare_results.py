@@ -329,8 +329,10 @@ class TableRow:
     def cell(self, column: str) -> str:
         """``"82.00 ± 2.00"`` (``"82.00"`` with one run, ``"-"`` without)."""
         mean, std = self.mean.get(column, math.nan), self.std.get(column, math.nan)
-        if not math.isfinite(mean):
+        if math.isnan(mean):
             return "-"
+        if math.isinf(mean):  # HD95 of an empty prediction
+            return "inf"
         return f"{mean:.2f} ± {std:.2f}" if math.isfinite(std) else f"{mean:.2f}"
 
 
@@ -352,9 +354,9 @@ class BestLoss:
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
     vals = np.array(values, dtype=float)
-    vals = vals[np.isfinite(vals)]
+    vals = vals[~np.isnan(vals)]  # undefined values are skipped; inf (HD95) is kept: worst
     mean = float(vals.mean()) if vals.size else math.nan
-    std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+    std = float(vals.std(ddof=1)) if vals.size > 1 and np.isfinite(vals).all() else math.nan
     return mean, std
 
 
@@ -440,7 +442,7 @@ class CompareResults:
 
     @staticmethod
     def _best_run(ok: Sequence[CompareRun], column: str) -> CompareRun | None:
-        scored = [r for r in ok if math.isfinite(r.metrics.get(column, math.nan))]
+        scored = [r for r in ok if not math.isnan(r.metrics.get(column, math.nan))]
         if not scored:
             return ok[0] if ok else None
         sign = 1 if _higher_is_better(column) else -1
@@ -453,8 +455,8 @@ class CompareResults:
         out = []
         for row, score in zip(rows, scores, strict=True):
             rank = None
-            if math.isfinite(score):
-                rank = 1 + sum(1 for s in scores if math.isfinite(s) and s > score)
+            if not math.isnan(score):
+                rank = 1 + sum(1 for s in scores if not math.isnan(s) and s > score)
             out.append(dataclasses.replace(row, rank=rank))
         return out
 
@@ -467,7 +469,7 @@ class CompareResults:
             return ranked + [r for r in rows if r.rank is None]
         column = self.metric_column(key)
         best_first = _higher_is_better(column) if descending is None else descending
-        finite = [r for r in rows if math.isfinite(r.mean.get(column, math.nan))]
+        finite = [r for r in rows if not math.isnan(r.mean.get(column, math.nan))]
         finite.sort(key=lambda r: r.mean[column], reverse=best_first)
         return finite + [r for r in rows if r not in finite]
 
@@ -506,7 +508,7 @@ class CompareResults:
             stats = []
             for c in cols:
                 for v in (row.mean[c], row.std[c]):
-                    stats.append(f"{v:.4f}" if math.isfinite(v) else "")
+                    stats.append("" if math.isnan(v) else f"{v:.4f}")
             rank = "" if row.rank is None else row.rank
             writer.writerow(
                 [row.loss, row.name, row.n_ok, row.n_failed, *stats, rank, row.n_pending]
@@ -539,7 +541,7 @@ class CompareResults:
         cols = self.columns
         best = {}
         for c in cols:
-            means = [r.mean[c] for r in rows if math.isfinite(r.mean[c])]
+            means = [r.mean[c] for r in rows if not math.isnan(r.mean[c])]
             pick = max if _higher_is_better(c) else min
             best[c] = pick(means) if means else math.nan
         title = self.title if title is None else title
@@ -550,7 +552,7 @@ class CompareResults:
             cells = [row.name]
             for c in cols:
                 cell = row.cell(c)
-                if row.mean[c] == best[c] and len(rows) > 1:
+                if row.mean[c] == best[c] and math.isfinite(best[c]) and len(rows) > 1:
                     cell = f"**{cell}**"
                 cells.append(cell)
             cells.append("-" if row.rank is None else str(row.rank))

@@ -85,6 +85,19 @@ def test_table_means_stds_ranks_and_sorting(tmp_path: Path) -> None:
         results.table("accuracy")
 
 
+def test_an_empty_prediction_has_infinite_hd95_ranked_last(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "c", failed=None)
+    path = root / "runs" / "dice" / "seed1" / "eval.json"
+    data = json.loads(path.read_text())
+    data["per_class"]["1"]["hd95"] = math.inf  # an empty prediction (json writes Infinity)
+    path.write_text(json.dumps(data))
+    results = read_compare(root)
+    dice = results.table("hd95")[1]
+    assert dice.mean["mHD95"] == math.inf and dice.cell("mHD95") == "inf" and dice.rank == 3
+    assert results.table("hd95", sort_by="hd95")[-1].loss == "dice"
+    assert "| inf | 3 |" in results.to_markdown(rank_by="hd95")
+
+
 def test_exports(tmp_path: Path) -> None:
     results = read_compare(make_folder(tmp_path / "c"))
     md = results.to_markdown()
