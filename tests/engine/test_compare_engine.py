@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from napari_segloss.cli import main
 from napari_segloss.data.io import read_image, read_mask
@@ -95,11 +96,16 @@ def tree(root: Path) -> dict[str, bytes]:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any], float]:
     """The issue's scenario run once: ``(output, events, seconds)``."""
     output = tmp_path_factory.mktemp("compare") / "out"
-    start = time.perf_counter()
-    events = collect(
-        iter_compare(base_config(test_root="bundled:kvasir"), LOSSES, [0], output, title="toy")
-    )
-    seconds = time.perf_counter() - start
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_torch_thread, which a module fixture runs before
+    try:
+        start = time.perf_counter()
+        events = collect(
+            iter_compare(base_config(test_root="bundled:kvasir"), LOSSES, [0], output, title="toy")
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     print(f"\n2 losses x 1 seed x 1 epoch on kvasir_train: {seconds:.1f} s")
     return output, events, seconds
 
@@ -348,3 +354,16 @@ def test_bad_array_inputs(tmp_path: Path) -> None:
             collect(iter_compare(base_config(), ["dice"], [0], tmp_path / "out", **kwargs))
         assert message in str(info.value), (kwargs.keys(), str(info.value))
     assert not (tmp_path / "out").exists()
+
+
+def test_closing_the_generator_releases_the_folder(tmp_path: Path) -> None:
+    """A consumer that drops the generator mid-run (a napari worker quit) leaves no lock behind:
+    the next comparison reuses the finished run and trains the other again."""
+    events = iter_compare(base_config(), LOSSES, [0], tmp_path)
+    for event in events:
+        if isinstance(event, CompareRunProgress) and event.run.index == 1:
+            if isinstance(event.event, TrainStep):
+                break
+    events.close()  # type: ignore[attr-defined]
+    again = collect(iter_compare(base_config(), LOSSES, [0], tmp_path))
+    assert again[0].actions == ("reuse", "train") and again[-1].statuses == ("ok", "ok")
