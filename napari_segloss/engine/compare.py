@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..data.datasets import SegmentationDataset
+from ..data.datasets import DataError, SegmentationDataset
 from ..data.factory import (
     LAYERS_PREFIX,
     ArrayPairs,
@@ -263,35 +263,38 @@ def _array_inputs(
     return _Arrays(data, heldout), overrides
 
 
-def _check_data(cfg: TrainConfig, arrays: _Arrays | None) -> str:
-    """Refuse data that no run could use (the same for every run); return what is scored."""
+def _check_data(cfg: TrainConfig, arrays: _Arrays | None) -> dict[str, str]:
+    """Refuse data that no run could use (the same for every run); return what is scored
+    (``{"split": "test" | "val", "source": description}``)."""
     check_model_fits_data(cfg)
-    num_classes = max(cfg.model.classes, 2)
     if arrays is not None:
         train_ds, val_ds, test_ds = build_array_datasets(cfg, arrays.data, arrays.heldout)
-        for ds in (train_ds, val_ds, test_ds):
-            if ds is not None:
-                ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels)
-        scored = test_ds if test_ds is not None else val_ds
         source = "held-out arrays" if test_ds is not None else "the validation split"
     else:
-        train_ds, val_ds = build_datasets(cfg)
-        test_ds = build_test_dataset(cfg)
-        scored = test_ds if test_ds is not None else (val_ds if len(val_ds) else None)
+        # every file is read once here, uncached: a bad mask is named before the first run
+        # (each run reads its data again; hours of training are not spent on refusals)
+        uncached = load_config(cfg, ["data.cache=false"])
+        train_ds, val_ds = build_datasets(uncached)
+        test_ds = build_test_dataset(uncached)
         source = (
             f"data.test_root {str(cfg.data.test_root)!r}"
             if cfg.data.test_root is not None
             else ("the split file's test list" if test_ds is not None else "the validation split")
         )
+    for ds in (train_ds, val_ds, test_ds):
+        if ds is not None and len(ds):
+            ds.validate(num_classes=max(cfg.model.classes, 2), in_channels=cfg.model.in_channels)
+    scored = test_ds if test_ds is not None else val_ds
     if scored is None or len(scored) == 0:
-        raise ValueError(
+        raise DataError(
             "config key 'data.val_fraction': the validation split is empty and there is no "
             "held-out set, so no run could be scored; set data.val_fraction > 0 or give a "
             "held-out set (data.test_root, or held-out arrays)"
         )
-    if source == "the validation split":
+    split = "val" if source == "the validation split" else "test"
+    if split == "val":
         source += f" (data.val_fraction {cfg.data.val_fraction}, drawn from each seed)"
-    return source
+    return {"split": split, "source": source}
 
 
 def _drift(cell: _Cell) -> str | None:
@@ -328,7 +331,11 @@ def _action(run_dir: Path) -> str:
 
 
 def _write_manifest(
-    output: Path, cells: Sequence[_Cell], seeds: Sequence[int], title: str, heldout: str
+    output: Path,
+    cells: Sequence[_Cell],
+    seeds: Sequence[int],
+    title: str,
+    heldout: dict[str, str],
 ) -> None:
     specs = list({c.spec.label: c.spec for c in cells}.values())
     cfg = cells[0].cfg

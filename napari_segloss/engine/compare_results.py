@@ -374,8 +374,12 @@ class CompareResults:
         losses: Sequence[LossSpec] | None = None,
         seeds: Sequence[int] | None = None,
         title: str = "",
+        heldout: Mapping[str, str] | None = None,
     ) -> None:
         self.output = Path(output)
+        #: what the runs were scored on: ``{"split": "test" | "val", "source": description}``
+        #: (empty for folders written before compare.json existed)
+        self.heldout = dict(heldout or {})
         self.runs = list(runs)
         labels = list(dict.fromkeys(r.loss for r in self.runs))
         given = {spec.label: spec for spec in losses or ()}
@@ -712,11 +716,12 @@ def read_compare(output: Path | str) -> CompareResults:
         ]
         seeds = [int(s) for s in data["seeds"]]
         title = str(data.get("title") or "")
+        heldout = data.get("heldout") if isinstance(data.get("heldout"), Mapping) else {}
     elif errors:
         labels = list(dict.fromkeys(loss for loss, _ in errors))
         losses = [LossSpec.from_any(label) for label in labels]
         seeds = list(dict.fromkeys(seed for _, seed in errors))
-        title = ""
+        title, heldout = "", {}
     else:
         raise FileNotFoundError(
             f"{str(output)!r} is not a loss comparison folder (no {MANIFEST} or runs.csv); "
@@ -734,7 +739,7 @@ def read_compare(output: Path | str) -> CompareResults:
             elif run.status == "failed":
                 run.error = errors.get((spec.label, seed)) or _failure(run.run_dir)
             runs.append(run)
-    return CompareResults(output, runs, losses, seeds, title)
+    return CompareResults(output, runs, losses, seeds, title, heldout)
 
 
 # -- the pre-generator API (kept for scripts and notebooks) -------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from napari_segloss.cli import main
 from napari_segloss.data.io import read_image, read_mask
@@ -146,6 +147,7 @@ def test_results_folder_table_exports_and_best(finished: tuple[Path, list[Any], 
     for folder in ("dice", "pm_dice__gamma=2.0"):
         assert (output / "runs" / folder / "seed0" / "predictions.npz").is_file()
     results = read_compare(output)
+    assert results.heldout == {"split": "test", "source": "data.test_root 'bundled:kvasir'"}
     rows = results.table()
     assert [r.loss for r in rows] == ["dice", "pm_dice:gamma=2.0"]
     assert sorted(r.rank for r in rows) in ([1, 2], [1, 1])
@@ -242,6 +244,7 @@ def test_stop_during_the_second_run_keeps_the_first_and_a_rerun_resumes(tmp_path
     assert (second / "checkpoint.pt").is_file() and not (second / "eval.json").exists()
     assert "Not finished" in done.markdown and "pm_dice:gamma=2.0 seed 0: stopped" in done.markdown
     reopened = read_compare(output)
+    assert reopened.heldout["source"] == "held-out arrays"
     assert [r.status for r in reopened.runs] == ["ok", "stopped"]
     assert [r.n_ok for r in reopened.table()] == [1, 0]
     kept = (first / "eval.json").read_bytes()
@@ -282,16 +285,27 @@ def test_a_non_finite_loss_fails_that_run_and_the_grid_goes_on(tmp_path: Path) -
 # -- bad inputs: the same one-line messages as the CLI, nothing written -------------------------
 
 
-def empty_folder(root: Path) -> Path:
+def empty_folder(root: Path) -> dict[str, str]:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    return root
+    return {"root": str(root)}
 
 
-def images_only(root: Path) -> Path:
+def images_only(root: Path) -> dict[str, str]:
     (root / "images").mkdir(parents=True)
     shutil.copy(sample_files("kvasir")[0][0], root / "images")
-    return root
+    return {"root": str(root)}
+
+
+def bad_heldout_mask(root: Path) -> dict[str, str]:
+    """A held-out folder whose second mask has label 2 (the model is binary)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k, (image, mask) in enumerate(sample_files("kvasir")):
+        shutil.copy(image, root / "images")
+        labels = read_mask(mask) * (2 if k == 1 else 1)
+        Image.fromarray(labels.astype(np.uint8)).save(root / "masks" / f"{mask.stem}.png")
+    return {"test_root": str(root)}
 
 
 FOLDER_CASES = [
@@ -310,6 +324,7 @@ FOLDER_CASES = [
     ("images without a masks folder", ["dice"], images_only, {}, "config key 'data.masks'"),
     ("nothing to score on", ["dice"], None, {"val_fraction": 0.0}, "no run could be scored"),
     ("held-out folder missing", ["dice"], None, {"test_root": "/no/such"}, "'data.test_root'"),
+    ("bad held-out mask", ["dice"], bad_heldout_mask, {}, "mask has label 2"),
 ]
 
 
@@ -320,11 +335,11 @@ FOLDER_CASES = [
 )
 def test_bad_inputs_raise_the_cli_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], losses: list[str],
-    make: Callable[[Path], Path] | None, extra: dict[str, Any], message: str,
+    make: Callable[[Path], dict[str, str]] | None, extra: dict[str, Any], message: str,
 ) -> None:  # fmt: skip
     cfg = base_config(**extra)
     if make is not None:
-        cfg["data"]["root"] = str(make(tmp_path / "data"))
+        cfg["data"].update(make(tmp_path / "data"))
     output = tmp_path / "out"
     with pytest.raises(ValueError) as info:
         collect(iter_compare(cfg, losses, [0], output))
