@@ -54,10 +54,11 @@ from .data.io import (
 )
 from .engine.allocator import tune_malloc
 from .engine.checkpoint import load_model
-from .engine.compare import metrics_from_eval, run_compare, write_tables
+from .engine.compare import compare_log_line, iter_compare
+from .engine.compare_results import metrics_from_eval
 from .engine.config import ConfigError, TrainConfig, load_config
 from .engine.distributed import is_main_process
-from .engine.events import TrainDone
+from .engine.events import CompareDone, TrainDone
 from .engine.inference import check_image, meta_scale, predict, resolve_device
 from .engine.training import train
 from .metrics import aggregate, evaluate, to_csv, to_markdown
@@ -397,24 +398,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """A thin consumer of ``engine.compare.iter_compare``: print its log lines, then the table."""
     tree, overrides = prepare_config(args.config, args.overrides)
-    # Validate the base config once up front: a typo should fail before hours of training.
-    load_config(tree, overrides)
-
-    def train_fn(cfg: TrainConfig, resume: bool = False) -> TrainDone:
-        return train(cfg, progress=args.progress, resume=resume)
-
-    runs = run_compare(tree, args.losses, args.seeds, args.output, overrides, train_fn=train_fn)
-    if not is_main_process():
+    done: CompareDone | None = None
+    events = iter_compare(
+        tree,
+        args.losses,
+        args.seeds,
+        args.output,
+        overrides,
+        title=args.title or Path(args.config).stem,
+        progress=args.progress,
+    )
+    for event in events:
+        line = compare_log_line(event)
+        if line and is_main_process():
+            print(line)
+        if isinstance(event, CompareDone):
+            done = event
+    if done is None or not is_main_process():
         return 0
-    text = write_tables(args.output, runs, title=args.title or Path(args.config).stem)
-    print(text, end="")
-    n_failed = sum(r.status != "ok" for r in runs)
+    if done.interrupted:
+        raise KeyboardInterrupt  # the run saved a checkpoint; main() prints and returns 130
+    print(done.markdown, end="")
+    n_ok = done.statuses.count("ok")
     print(
-        f"segloss compare: {len(runs) - n_failed}/{len(runs)} run(s) ok; "
+        f"segloss compare: {n_ok}/{len(done.statuses)} run(s) ok; "
         f"results.csv, results.md, runs.csv in {args.output}"
     )
-    return 0 if n_failed == 0 else 1
+    return 0 if n_ok == len(done.statuses) else 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,7 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "compare", parents=[common], help="train losses x seeds and tabulate like the PM-Dice paper"
+        "compare",
+        parents=[common],
+        help="train losses x seeds and tabulate like the PM-Dice paper",
+        epilog="Scores each run on the validation split, or on a held-out folder with "
+        "--set data.test_root=DIR (same images/ and masks/ sub-folders). Re-running into the "
+        "same --output reuses finished runs and resumes stopped ones. Writes compare.json, "
+        "runs.csv, results.csv, results.md, runs/<loss>/seed<k>/ and heldout/ (read them "
+        "with napari_segloss.engine.read_compare).",
     )
     _add_config_args(p)
     p.add_argument(

@@ -530,6 +530,7 @@ class ArrayDataset(SegmentationDataset):
         images: list of ``(H, W)`` / ``(H, W, 3)`` / ``(C, H, W)`` arrays, or one stacked array
             ``(N, H, W)`` / ``(N, H, W, 3)``.
         masks: matching ``(H, W)`` integer label arrays (list or stacked ``(N, H, W)``).
+        names: item names for messages and eval.json (default ``images[i]``).
         **kwargs: see :class:`SegmentationDataset`.
     """
 
@@ -537,6 +538,7 @@ class ArrayDataset(SegmentationDataset):
         self,
         images: Sequence[np.ndarray] | np.ndarray,
         masks: Sequence[np.ndarray] | np.ndarray,
+        names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -552,14 +554,17 @@ class ArrayDataset(SegmentationDataset):
                 raise DataError(f"masks[{i}] must be 2D (H, W), got shape {m.shape}")
             if m.dtype.kind not in "uib" or (m.size and m.min() < 0):
                 raise DataError(f"masks[{i}] must hold non-negative integer labels, got {m.dtype}")
+        if names is not None and len(names) != len(imgs):
+            raise DataError(f"names: expected {len(imgs)} item names, got {len(names)}")
         self.images = [np.asarray(x) for x in imgs]
         self.masks = [np.asarray(m) for m in msks]
+        self.names = [str(n) for n in names] if names is not None else None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def item_name(self, index: int) -> str:
-        return f"images[{index}]"
+        return self.names[index] if self.names is not None else f"images[{index}]"
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image = to_chw(self.images[index], self.in_channels, name=self.item_name(index))

@@ -14,6 +14,8 @@ ACDC with the ``splits/`` folder's train/val/test frame lists.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,14 +23,42 @@ import numpy as np
 import yaml
 
 from ..samples import sample_pairs_dir
-from .datasets import DataError, FolderDataset, NiftiSliceDataset, SegmentationDataset
+from .datasets import (
+    ArrayDataset,
+    DataError,
+    FolderDataset,
+    NiftiSliceDataset,
+    SegmentationDataset,
+)
 from .io import find_pairs, path_stem
 from .patches import NiftiPatchDataset
 from .transforms import Normalization
 
-__all__ = ["DatasetsConfig", "build_datasets", "build_test_dataset", "read_split", "resolve_root"]
+__all__ = [
+    "LAYERS_PREFIX",
+    "ArrayPairs",
+    "DatasetsConfig",
+    "array_fingerprint",
+    "build_array_datasets",
+    "build_datasets",
+    "build_eval_dataset",
+    "build_test_dataset",
+    "read_split",
+    "resolve_root",
+    "split_ids",
+    "unpack_array_pairs",
+]
 
 Pairs = list[tuple[Path, Path]]
+#: In-memory data: ``(images, masks)`` or ``(images, masks, names)``, one 2D array per item
+#: (``(H, W)``, ``(H, W, 3)`` or ``(C, H, W)`` images; ``(H, W)`` integer masks).
+ArrayPairs = (
+    tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
+    | tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[str]]
+)
+#: ``data.root`` / ``data.test_root`` of in-memory data: ``layers:<fingerprint>``. There is no
+#: folder behind it; the fingerprint makes a saved config name the exact arrays it was run on.
+LAYERS_PREFIX = "layers:"
 
 
 class DatasetsConfig(Protocol):
@@ -45,18 +75,25 @@ class DatasetsConfig(Protocol):
     def train(self) -> Any: ...
 
 
-def resolve_root(root: Path | str) -> Path:
-    """``data.root`` as a folder; ``bundled:NAME`` points at the package's sample data."""
+def resolve_root(root: Path | str, key: str = "data.root") -> Path:
+    """``data.root`` (or ``key``) as a folder; ``bundled:NAME`` points at the package's sample
+    data. ``layers:...`` (in-memory arrays) has no folder and is refused with an explanation."""
     text = str(root)
     if text.startswith("bundled:"):
         name = text.split(":", 1)[1]
         try:
             return Path(sample_pairs_dir(name))
         except ValueError as exc:
-            raise DataError(f"config key 'data.root': {exc}") from exc
+            raise DataError(f"config key {key!r}: {exc}") from exc
+    if text.startswith(LAYERS_PREFIX):
+        raise DataError(
+            f"config key {key!r}: {text!r} names in-memory images and masks (napari layers) "
+            "that were passed as arrays, not a folder; pass the arrays again (the napari panel, "
+            "or datasets/data= in Python) or set a folder"
+        )
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise DataError(f"config key 'data.root': folder not found: {text!r}")
+        raise DataError(f"config key {key!r}: folder not found: {text!r}")
     return path
 
 
@@ -127,33 +164,41 @@ def _split_pairs(pairs: Pairs, cfg: DatasetsConfig, root: Path) -> dict[str, Pai
             chosen = ids[: d.limit] if d.limit else ids
             out[name] = [by_id[i] for i in chosen]
         return out
-    ids = sorted(by_id)
-    rng = np.random.default_rng(cfg.train.seed)
-    order = [ids[i] for i in rng.permutation(len(ids))]
-    if d.limit:
-        order = order[: d.limit]
-    n_val = round(len(order) * d.val_fraction)
-    if d.val_fraction > 0 and len(order) >= 2:
-        n_val = min(max(n_val, 1), len(order) - 1)
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
+    train, val = split_ids(list(by_id), d.val_fraction, cfg.train.seed, d.limit)
     return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
 
 
-def _pairs_for(cfg: DatasetsConfig) -> tuple[Pairs, Path]:
+def split_ids(
+    ids: Sequence[Any], val_fraction: float, seed: int, limit: int | None = None
+) -> tuple[list[Any], list[Any]]:
+    """``(train ids, validation ids)``: a permutation of the sorted ids drawn from ``seed``, cut
+    to ``limit``, the first ``round(n * val_fraction)`` (at least 1, at most n - 1 when
+    ``val_fraction > 0``) for validation; both lists sorted. Folders and arrays split alike."""
+    ids = sorted(ids)
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    if limit:
+        order = order[:limit]
+    n_val = round(len(order) * val_fraction)
+    if val_fraction > 0 and len(order) >= 2:
+        n_val = min(max(n_val, 1), len(order) - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _pairs_for(cfg: DatasetsConfig, key: str = "data.root") -> tuple[Pairs, Path]:
     d = cfg.data
-    root = resolve_root(d.root)
-    for key, sub in (("images", d.images), ("masks", d.masks)):
+    root = resolve_root(d.root if key == "data.root" else d.test_root, key)
+    for sub_key, sub in (("images", d.images), ("masks", d.masks)):
         if not (root / sub).is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise DataError(
-                f"config key 'data.{key}': folder {str(root / sub)!r} not found "
-                f"(sub-folders of data.root: {', '.join(found) or 'none'})"
+                f"config key 'data.{sub_key}': folder {str(root / sub)!r} not found "
+                f"(sub-folders of {key}: {', '.join(found) or 'none'})"
             )
     try:
         pairs = find_pairs(root, d.images, d.masks, nifti=d.kind == "nifti")
     except ValueError as exc:
-        raise DataError(str(exc)) from exc
+        raise DataError(f"config key {key!r}: {exc}") from exc
     return pairs, root
 
 
@@ -227,12 +272,118 @@ def build_datasets(cfg: DatasetsConfig) -> tuple[SegmentationDataset, Segmentati
 def build_test_dataset(
     cfg: DatasetsConfig, normalization: Normalization | None = None
 ) -> SegmentationDataset | None:
-    """The ``test`` split of ``cfg.data.split_file`` (None when the split has no test list)."""
+    """The held-out set eval.json scores: the folder ``cfg.data.test_root``, else the ``test``
+    list of ``cfg.data.split_file``; None when there is neither (eval.json then scores the
+    validation split). Setting both is refused: which one was scored would be ambiguous."""
     _check_slices(cfg)
-    if cfg.data.split_file is None:
-        return None
-    pairs, root = _pairs_for(cfg)
-    split = _split_pairs(pairs, cfg, root)
+    d = cfg.data
+    split: dict[str, Pairs] = {}
+    if d.split_file is not None:
+        pairs, root = _pairs_for(cfg)
+        split = _split_pairs(pairs, cfg, root)
+    if getattr(d, "test_root", None) is not None:
+        if split.get("test"):
+            raise DataError(
+                "config key 'data.test_root': data.split_file already has a test list; set "
+                "one of them"
+            )
+        test_pairs, _ = _pairs_for(cfg, "data.test_root")
+        return _make(cfg, test_pairs, train=False, normalization=normalization)
     if not split.get("test"):
         return None
     return _make(cfg, split["test"], train=False, normalization=normalization)
+
+
+def build_eval_dataset(cfg: DatasetsConfig) -> tuple[SegmentationDataset | None, str]:
+    """``(dataset, split)`` that eval.json scores for ``cfg``: the held-out set
+    (:func:`build_test_dataset`, ``"test"``) or else the validation split (``"val"``)."""
+    train_ds, val_ds = build_datasets(cfg)
+    test_ds = build_test_dataset(cfg, train_ds.normalization)
+    if test_ds is not None:
+        return test_ds, "test"
+    return (val_ds if len(val_ds) else None), "val"
+
+
+def array_fingerprint(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> str:
+    """12 hex digits that change with any pixel, shape or dtype of ``images``/``masks``: what a
+    run's config records as ``data.root: layers:<fingerprint>`` for in-memory data."""
+    digest = hashlib.sha1()
+    for group in (images, masks):
+        digest.update(f"{len(group)};".encode())
+        for array in group:
+            a = np.ascontiguousarray(array)
+            digest.update(f"{a.shape}{a.dtype.str};".encode())
+            digest.update(a.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def unpack_array_pairs(
+    pairs: ArrayPairs, what: str = "data"
+) -> tuple[list, list, list[str] | None]:
+    """``(images, masks, names or None)`` of in-memory data, checked: masks present, one per
+    image (and one name per image). Raises :class:`DataError` naming ``what``."""
+    if not isinstance(pairs, tuple | list) or len(pairs) not in (2, 3):
+        raise DataError(f"{what}: expected (images, masks) or (images, masks, names)")
+    images, masks = pairs[0], pairs[1]
+    if masks is None:
+        raise DataError(
+            f"{what}: no masks given; every image needs an integer label mask of its size "
+            "(0 background, 1.. classes)"
+        )
+    images, masks = list(images), list(masks)
+    if not images:
+        raise DataError(f"{what}: no images given")
+    if len(images) != len(masks):
+        raise DataError(
+            f"{what}: {len(images)} image(s) but {len(masks)} mask(s); give one mask per image"
+        )
+    names = [str(n) for n in pairs[2]] if len(pairs) == 3 and pairs[2] is not None else None
+    if names is not None and len(names) != len(images):
+        raise DataError(f"{what}: {len(names)} name(s) for {len(images)} image(s)")
+    return images, masks, names
+
+
+def build_array_datasets(
+    cfg: DatasetsConfig, data: ArrayPairs, heldout: ArrayPairs | None = None
+) -> tuple[SegmentationDataset, SegmentationDataset | None, SegmentationDataset | None]:
+    """``(train_ds, val_ds or None, test_ds or None)`` of in-memory 2D arrays (napari layers).
+
+    The same settings :func:`build_datasets` gives folder data (``data.size``, ``crop``,
+    augmentation, normalisation) and the same split (:func:`split_ids` with ``train.seed``,
+    ``data.val_fraction`` and ``data.limit``); ``heldout`` is scored by eval.json. Items are
+    named ``images[i]`` / ``heldout[i]`` (``i``: position in the given lists) unless names are
+    given. Raises :class:`DataError` for missing masks or mismatched lengths.
+    """
+    d = cfg.data
+    images, masks, names = unpack_array_pairs(data, "data")
+    names = names or [f"images[{i}]" for i in range(len(images))]
+    common: dict[str, Any] = {
+        "size": d.size,
+        "crop": d.crop,
+        "augment": d.augment,
+        "augmentation": d.augmentation,
+        "cache": d.cache,
+        "normalize": d.normalize,
+        "in_channels": cfg.model.in_channels,
+    }
+    train_ids, val_ids = split_ids(range(len(images)), d.val_fraction, cfg.train.seed, d.limit)
+
+    def subset(ids: list[int], **kw: Any) -> ArrayDataset:
+        return ArrayDataset(
+            [images[i] for i in ids], [masks[i] for i in ids], names=[names[i] for i in ids], **kw
+        )
+
+    train_ds = subset(train_ids, train=True, **common)
+    val_ds = subset(val_ids, train=False, normalization=train_ds.normalization, **common)
+    test_ds = None
+    if heldout is not None:
+        h_images, h_masks, h_names = unpack_array_pairs(heldout, "heldout")
+        test_ds = ArrayDataset(
+            h_images,
+            h_masks,
+            names=h_names or [f"heldout[{i}]" for i in range(len(h_images))],
+            train=False,
+            normalization=train_ds.normalization,
+            **common,
+        )
+    return train_ds, (val_ds if val_ids else None), test_ds

@@ -4,12 +4,15 @@ Imports neither Qt nor napari. Sub-modules load lazily so ``import napari_seglos
 cheap; the main entry points are re-exported here on first access::
 
     from napari_segloss.engine import load_config, train, iter_train, build_model, load_model
+    from napari_segloss.engine import iter_compare, read_compare
 
 Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``checkpoint``,
 ``inference`` (tiled prediction), ``training`` (the loop) with its stages ``run_state``
 (set-up), ``sampling`` (order, seeds, RNG state), ``evaluation`` (validation, eval.json),
 ``rundir`` (run directory, lock) and ``events`` (what the loop yields), ``runtime`` (device,
-determinism, signals), ``distributed``, ``compare`` (losses x seeds tables).
+determinism, signals), ``distributed``, ``compare`` (losses x seeds, one run after another)
+with ``loss_spec`` (what is compared) and ``compare_results`` (its results folder and reader;
+no torch).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ _EXPORTS = {
     "TrainEpoch": "events",
     "TrainDone": "events",
     "TrainEvent": "events",
+    "CompareStart": "events",
+    "CompareRunInfo": "events",
+    "CompareRunStart": "events",
+    "CompareRunProgress": "events",
+    "CompareRunDone": "events",
+    "CompareDone": "events",
+    "CompareEvent": "events",
+    "iter_compare": "compare",
+    "run_compare": "compare",
+    "LossSpec": "loss_spec",
+    "CompareResults": "compare_results",
+    "read_compare": "compare_results",
     "DistInfo": "distributed",
     "init_distributed": "distributed",
     "is_main_process": "distributed",
@@ -48,11 +63,13 @@ _SUBMODULES = {
     "allocator",
     "checkpoint",
     "compare",
+    "compare_results",
     "config",
     "distributed",
     "evaluation",
     "events",
     "inference",
+    "loss_spec",
     "model",
     "run_state",
     "rundir",

@@ -1,51 +1,97 @@
-"""Compare losses: train ``losses x seeds`` with the rest of a config fixed, tabulate like the paper.
+"""Compare losses: train ``losses x seeds`` with the rest of a config fixed, one run after another.
 
-The output mirrors tables 1-3 of the PM-Dice paper (Hosseini et al. 2025, section 3.2): one row
-per loss, columns ``mDice mIoU mNSD mPrec. mRec.`` (means over the foreground classes) and, for
-multi-class data, the Dice of each foreground class; values in % with 2 decimals, reported as
-``mean ± std`` over seeds (the paper reports the mean of 3 runs; the std is our addition, sample
-std with ``ddof=1``, ``-`` with a single run).
+:func:`iter_compare` is the one engine behind ``segloss compare``, the napari Compare Losses
+panel and notebook 04: a generator of typed events (:mod:`.events`: a progress bar per run and
+overall, live validation Dice, Stop) that writes one results folder (:mod:`.compare_results`,
+read back with :func:`~.compare_results.read_compare`). ``segloss compare`` prints its events.
 
-Layout of ``output``::
+Inputs: a base config (file, dict or ``TrainConfig``) that fixes everything but the loss and
+the seed; the losses (:class:`~.loss_spec.LossSpec`: ``"pm_dice:gamma=2"``, a config-style
+mapping, ...); the seeds; the training data as the config's folder (``data.root``) or as
+in-memory arrays (``data=(images, masks)``, e.g. napari layers); the held-out set as the
+validation split (``data.val_fraction``, drawn per seed), a folder (``data.test_root``) or
+arrays (``heldout=``).
 
-    runs/<loss-label>/seed<k>/   one training run dir each (config.yaml, metrics.csv, eval.json, ...)
-    runs.csv                     one row per run: status (ok / failed / missing), metrics in %
-    results.csv                  one row per loss: mean and std of each column over its ok runs
-    results.md                   the paper-shaped Markdown table (best mean per column in bold)
+Before anything runs, every input is checked and a bad one raises ``ValueError`` (one line,
+the text ``segloss compare`` prints): unknown losses or loss parameters, bad config keys,
+missing masks, empty or unmatched folders, nothing to score on, and saved runs made with
+other settings (listing the keys that differ).
 
-A run whose ``eval.json`` exists is not trained again and an interrupted one is resumed, but
-only when its saved ``config.yaml`` asks for the same settings as this grid (keys that do not
-change results, such as ``train.num_workers``, aside): otherwise the whole grid is refused before
-anything runs, listing the differing keys. A run that raises is recorded as failed (message in
-``runs.csv`` and ``<run>/FAILED.txt``) and the grid continues. The output folder is locked
-while the grid runs (:class:`~.rundir.RunLock`), so a second ``compare`` into it is refused.
+Re-running into the same output reuses every run whose ``eval.json`` exists, resumes stopped
+or interrupted ones from their checkpoint and retrains failed ones from scratch, but only when
+the saved ``config.yaml`` asks for the same settings (keys that do not change results, such as
+``train.num_workers``, aside). The output folder is locked while the grid runs
+(:class:`~.rundir.RunLock`), so a second comparison into it is refused. Stop (``should_stop``)
+ends the current run at its next step with a resumable checkpoint and keeps every finished run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import csv
 import json
-import math
-import re
+import logging
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from .config import RUNTIME_KEYS, ConfigError, config_differences, load_config
-from .events import TrainDone
-from .rundir import RunLock
-from .training import train
+from ..data.datasets import DataError, SegmentationDataset
+from ..data.factory import (
+    LAYERS_PREFIX,
+    ArrayPairs,
+    array_fingerprint,
+    build_array_datasets,
+    build_datasets,
+    build_eval_dataset,
+    build_test_dataset,
+    unpack_array_pairs,
+)
+from ..losses import get_loss
+from .compare_results import (
+    MANIFEST,
+    METRIC_COLUMNS,
+    CompareResults,
+    CompareRun,
+    heldout_path,
+    metrics_from_eval,
+    read_compare,
+    read_eval,
+    run_status,
+    summarise,
+    write_heldout,
+    write_tables,
+)
+from .config import RUNTIME_KEYS, TrainConfig, config_differences, config_to_dict, load_config
+from .events import (
+    CompareDone,
+    CompareEvent,
+    CompareRunDone,
+    CompareRunInfo,
+    CompareRunProgress,
+    CompareRunStart,
+    CompareStart,
+    TrainDone,
+    TrainEvent,
+    TrainStart,
+    TrainStep,
+)
+from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
+from .run_state import check_model_fits_data
+from .rundir import RunLock, write_text_atomic
+from .training import iter_train
 
 __all__ = [
     "METRIC_COLUMNS",
     "CompareRun",
+    "LossSpec",
+    "compare_log_line",
     "display_name",
+    "iter_compare",
     "metrics_from_eval",
     "parse_loss_spec",
     "run_compare",
@@ -53,202 +99,38 @@ __all__ = [
     "write_tables",
 ]
 
-#: (eval.json metric key, table column) in the paper's order.
-METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("dice", "mDice"),
-    ("iou", "mIoU"),
-    ("nsd", "mNSD"),
-    ("precision", "mPrec."),
-    ("recall", "mRec."),
-)
+log = logging.getLogger(__name__)
 
-# Row labels as the paper writes them (tables 1-3); unknown names are shown as given.
-_DISPLAY = {
-    "ce": "CE",
-    "dice": "Dice",
-    "log_dice": "Logarithmic Dice",
-    "focal_dice": "Focal Dice (Wang & Chung)",
-    "focal_dice_zhao": "Focal Dice (Zhao)",
-    "focal": "Focal CE",
-    "topk_ce": "TopK CE",
-    "topk_dice": "TopK Dice",
-    "pm_dice": "PM Dice",
-    "generalized_dice": "Generalized Dice",
-    "wsdice": "WSDice",
-    "tversky": "Tversky",
-    "focal_tversky": "Focal Tversky",
-    "unified_focal": "Unified Focal",
-    "asymmetric_unified_focal": "Asymmetric Unified Focal",
-    "mixed_focal": "Mixed Focal",
-    "combo": "Combo",
-    "cosine_tversky": "Cosine Tversky",
-    "focal_log_wsdice": "Focal − log(WSDice)",
-}
-
-
-def display_name(label: str) -> str:
-    """Paper-style row label: ``"focal+pm_dice"`` -> ``"Focal CE + PM Dice"``."""
-    name, _, params = label.partition(":")
-    text = " + ".join(_DISPLAY.get(part.strip(), part.strip()) for part in name.split("+"))
-    return f"{text} ({params})" if params else text
-
-
-def parse_loss_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"pm_dice"`` -> ``("pm_dice", {})``; ``"pm_dice:gamma=2,eps=1e-6"`` -> params parsed as YAML.
-
-    Lets one compare grid sweep a loss parameter (e.g. the PM-Dice focusing parameter gamma,
-    paper figs. 3-4) next to other losses.
-    """
-    name, sep, rest = spec.partition(":")
-    name = name.strip()
-    if not name or not re.fullmatch(r"[A-Za-z0-9_+]+", name):
-        raise ValueError(
-            f"losses: expected a registered loss name such as 'ce', 'pm_dice' or 'ce+pm_dice' "
-            f"(optionally 'name:key=value,...'), got {spec!r}"
-        )
-    params: dict[str, Any] = {}
-    if sep:
-        for item in filter(None, (p.strip() for p in _split_top_level(rest))):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise ValueError(
-                    f"losses: expected 'name:key=value[,key=value]', got {spec!r} (bad part {item!r})"
-                )
-            try:
-                params[key.strip()] = _yaml_value(value)
-            except yaml.YAMLError:
-                raise ValueError(
-                    f"losses: value of {key.strip()!r} in {spec!r} is not valid YAML: {value!r}"
-                ) from None
-    return name, params
-
-
-def _yaml_value(text: str) -> Any:
-    """YAML scalar/list, plus numbers YAML 1.1 leaves as strings (``1e-6`` needs a dot there)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, so ``gamma=[1, 2],eps=1e-6`` keeps the list whole."""
-    parts, depth, current = [], 0, []
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def _run_label(spec: str) -> str:
-    """File-system-safe folder name for a loss spec."""
-    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", spec.replace(":", "__")).strip("_")
+#: ``iter_train``'s signature: what trains one run of the grid.
+TrainFn = Callable[..., Iterator[TrainEvent]]
+LossInput = str | Mapping[str, Any] | LossSpec
 
 
 @dataclass
-class CompareRun:
-    """One (loss, seed) cell of the grid and what came out of it."""
-
-    loss: str
-    seed: int
-    run_dir: Path
-    status: str = "pending"  # ok | failed | skipped-existing becomes ok | missing
-    error: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)  # column -> value in %
-    class_names: list[str] = field(default_factory=list)
+class _Cell:
+    info: CompareRunInfo
+    spec: LossSpec  # with the parameters the run uses
+    cfg: TrainConfig
+    run: CompareRun
+    action: str = "train"
 
 
-def _find_per_class(data: Any) -> dict[str, dict[str, float]] | None:
-    """Locate the ``{class: {metric: value}}`` mapping in an eval.json payload."""
-    if isinstance(data, Mapping):
-        values = list(data.values())
-        if values and all(isinstance(v, Mapping) and "dice" in v for v in values):
-            return {str(k): dict(v) for k, v in data.items()}
-        for key in ("per_class", "classes", "metrics", "eval", "val", "test"):
-            if key in data:
-                found = _find_per_class(data[key])
-                if found is not None:
-                    return found
-    return None
-
-
-def _as_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def metrics_from_eval(data: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
-    """Paper columns (in %) from an ``eval.json`` payload: means over the foreground classes.
-
-    The per-class mapping (as written by ``metrics.evaluate``: class id -> ``dice, iou,
-    precision, recall, nsd, hd95``) may sit at the top level or under ``per_class``/``classes``/
-    ``metrics``. Class ``0`` (background) is dropped when other classes are present, as the
-    paper averages "the foreground classes" (section 3.2). NaN entries (undefined cases) are
-    skipped by the mean. Multi-class results add one ``Dice <name>`` column per class.
-    """
-    per_class = _find_per_class(data)
-    if per_class is None:
-        raise ValueError(
-            "eval.json: expected a mapping of class -> {dice, iou, precision, recall, nsd} "
-            "(at the top level or under 'per_class'), found none"
-        )
-    keys = [k for k in per_class if k not in ("0", "background")] or list(per_class)
-    names_src = data.get("class_names") if isinstance(data, Mapping) else None
-    names: list[str] = []
-    for k in keys:
-        name = None
-        if isinstance(names_src, Mapping):
-            name = names_src.get(k)
-        elif isinstance(names_src, Sequence) and not isinstance(names_src, str):
-            # A list of names indexed by class id (including background at 0).
-            if k.isdigit() and int(k) < len(names_src):
-                name = names_src[int(k)]
-        names.append(str(name) if name else f"class {k}")
-    out: dict[str, float] = {}
-    for metric, column in METRIC_COLUMNS:
-        vals = np.array([_as_float(per_class[k].get(metric)) for k in keys], dtype=float)
-        out[column] = float(np.nanmean(vals)) * 100 if np.isfinite(vals).any() else math.nan
-    if len(keys) > 1:
-        for k, name in zip(keys, names, strict=True):
-            out[f"Dice {name}"] = _as_float(per_class[k].get("dice")) * 100
-    return out, names
-
-
-def _read_eval(run: CompareRun) -> None:
-    path = run.run_dir / "eval.json"
-    try:
-        data = json.loads(path.read_text())
-        run.metrics, run.class_names = metrics_from_eval(data)
-        run.status = "ok"
-    except (OSError, ValueError) as exc:
-        run.status = "failed"
-        run.error = f"unreadable {path}: {exc}"
+# -- planning: everything that can be refused, before anything runs ---------------------------
 
 
 def _base_tree(
-    base: str | Path | Mapping[str, Any], overrides: Sequence[str]
+    base: str | Path | Mapping[str, Any] | TrainConfig, overrides: Sequence[str]
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """``(base config dict, loss params for the base loss, overrides without loss.params)``."""
-    if isinstance(base, str | Path):
+    if isinstance(base, TrainConfig):
+        base_dict: Any = config_to_dict(base)
+    elif isinstance(base, str | Path):
         base_path = Path(base)
         if not base_path.is_file():
             raise FileNotFoundError(f"config file not found: {base_path}")
         base_dict = yaml.safe_load(base_path.read_text()) or {}
     else:
-        base_dict = dict(base)
+        base_dict = copy.deepcopy(dict(base))
     if not isinstance(base_dict, dict):
         raise ValueError(
             f"config: expected a mapping at the top level, got {type(base_dict).__name__}"
@@ -262,285 +144,536 @@ def _base_tree(
             raise ValueError("--set loss.name=...: the loss is what compare varies; use --losses")
         # --set loss.params.gamma=2 applies to the base config's loss, like its YAML params.
         if key == "loss.params":
-            loaded = _yaml_value(value)
+            loaded = parse_value(value)
             base_params = dict(loaded) if isinstance(loaded, dict) else {}
         elif key.startswith("loss.params."):
-            base_params[key.removeprefix("loss.params.")] = _yaml_value(value)
+            base_params[key.removeprefix("loss.params.")] = parse_value(value)
     return base_dict, base_params, user_overrides
 
 
-@dataclass
-class _Cell:
-    run: CompareRun
-    tree: dict[str, Any]
-    overrides: list[str]
+def _loss_specs(
+    losses: Sequence[LossInput], base_loss: str | None, base_params: dict[str, Any]
+) -> list[LossSpec]:
+    """The specs with the parameters each run uses, every loss built once to check it. The
+    base config's ``loss.params`` belong to its own loss name only (``gamma`` of ``pm_dice``
+    means nothing to ``ce``) and apply when the spec gives no parameters."""
+    if isinstance(losses, str | Mapping) or not losses:
+        raise ValueError(
+            "losses: expected a list of loss names (e.g. ['ce', 'pm_dice:gamma=2']), got "
+            f"{losses!r}"
+        )
+    specs = []
+    for item in losses:
+        spec = LossSpec.from_any(item)
+        if not spec.params and spec.name == base_loss:
+            spec = LossSpec(spec.name, base_params, spec.label)
+        try:
+            get_loss(spec.name, **spec.params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"losses: {spec.label!r}: {exc}") from None
+        specs.append(spec)
+    for what, key in (("label", "label"), ("run folder", "folder")):
+        values = [getattr(s, key) for s in specs]
+        if len(set(values)) != len(values):
+            dups = sorted({v for v in values if values.count(v) > 1})
+            raise ValueError(f"losses: expected no duplicates, got the {what} {dups} twice")
+    for i, spec in enumerate(specs):
+        for other in specs[:i]:  # == also equates 2 and 2.0
+            if (other.name, other.params) == (spec.name, spec.params):
+                raise ValueError(
+                    f"losses: expected no duplicates, {other.label!r} and {spec.label!r} are "
+                    "the same loss with the same parameters"
+                )
+    return specs
 
 
 def _plan(
-    base: str | Path | Mapping[str, Any],
-    losses: Sequence[str],
+    base: str | Path | Mapping[str, Any] | TrainConfig,
+    losses: Sequence[LossInput],
     seeds: Sequence[int],
     output: Path,
     overrides: Sequence[str],
+    data_overrides: Sequence[str],
 ) -> list[_Cell]:
-    """One cell per (loss, seed): its run folder, config tree and overrides."""
-    if not losses:
-        raise ValueError("losses: expected at least one loss name, got none")
-    if not seeds:
-        raise ValueError("seeds: expected at least one integer seed, got none")
-    if len(set(losses)) != len(losses) or len(set(seeds)) != len(seeds):
-        raise ValueError(
-            f"losses/seeds: expected no duplicates, got {list(losses)} / {list(seeds)}"
-        )
-    specs = [(spec, *parse_loss_spec(spec)) for spec in losses]
+    """One validated cell per (loss, seed): its run folder and config."""
+    if isinstance(seeds, int) or not seeds:
+        raise ValueError(f"seeds: expected a list of integer seeds, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, int | np.integer) for s in seeds):
+        raise ValueError(f"seeds: expected integers, got {list(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected no duplicates, got {list(seeds)}")
     base_dict, base_params, user_overrides = _base_tree(base, overrides)
     base_loss = (base_dict.get("loss") or {}).get("name")
-    cells = []
-    for spec, name, params in specs:
-        for seed in seeds:
-            run_dir = output / "runs" / _run_label(spec) / f"seed{seed}"
-            run_params = dict(params)
-            if name == base_loss and not params:
-                run_params = dict(base_params)
+    specs = _loss_specs(losses, base_loss, base_params)
+    total = len(specs) * len(seeds)
+    cells: list[_Cell] = []
+    for spec in specs:
+        for seed in (int(s) for s in seeds):
+            run_dir = output / "runs" / spec.folder / f"seed{seed}"
             # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
             # float such as 1e-05 back as a string.
             tree = copy.deepcopy(base_dict)
-            tree["loss"] = {"name": name, "params": run_params}
-            run_overrides = [
-                *user_overrides,
-                f"train.seed={int(seed)}",
-                f"output={json.dumps(str(run_dir))}",
-            ]
-            cells.append(
-                _Cell(CompareRun(loss=spec, seed=int(seed), run_dir=run_dir), tree, run_overrides)
+            tree["loss"] = {"name": spec.name, "params": dict(spec.params)}
+            cfg = load_config(
+                tree,
+                [
+                    *user_overrides,
+                    f"train.seed={seed}",
+                    f"output={json.dumps(str(run_dir))}",
+                    *data_overrides,
+                ],
             )
+            info = CompareRunInfo(
+                index=len(cells),
+                total=total,
+                loss=spec.label,
+                name=spec.name,
+                params=dict(spec.params),
+                seed=seed,
+                run_dir=run_dir,
+                display=spec.display,
+            )
+            cells.append(_Cell(info, spec, cfg, CompareRun(spec.label, seed, run_dir)))
     return cells
 
 
-def _drift(cell: _Cell, load_fn: Callable[[Any, Sequence[str]], Any]) -> str | None:
+@dataclass
+class _Arrays:
+    data: ArrayPairs
+    heldout: ArrayPairs | None
+
+
+def _array_inputs(
+    data: ArrayPairs | None, heldout: ArrayPairs | None
+) -> tuple[_Arrays | None, list[str]]:
+    """In-memory inputs and the config overrides that record them (``data.root`` /
+    ``data.test_root`` = ``layers:<fingerprint>``, so a saved run names its exact arrays)."""
+    if data is None:
+        if heldout is not None:
+            raise ValueError(
+                "heldout: held-out arrays need the training data as arrays too (data=); for "
+                "folder data set data.test_root to a held-out folder"
+            )
+        return None, []
+    images, masks, _ = unpack_array_pairs(data, "data")
+    overrides = [f"data.root={LAYERS_PREFIX}{array_fingerprint(images, masks)}"]
+    if heldout is not None:
+        h_images, h_masks, _ = unpack_array_pairs(heldout, "heldout")
+        overrides.append(f"data.test_root={LAYERS_PREFIX}{array_fingerprint(h_images, h_masks)}")
+    return _Arrays(data, heldout), overrides
+
+
+def _check_data(cfg: TrainConfig, arrays: _Arrays | None) -> dict[str, str]:
+    """Refuse data that no run could use (the same for every run); return what is scored
+    (``{"split": "test" | "val", "source": description}``)."""
+    check_model_fits_data(cfg)
+    if arrays is not None:
+        train_ds, val_ds, test_ds = build_array_datasets(cfg, arrays.data, arrays.heldout)
+        source = "held-out arrays" if test_ds is not None else "the validation split"
+    else:
+        # every file is read once here, uncached: a bad mask is named before the first run
+        # (each run reads its data again; hours of training are not spent on refusals)
+        uncached = load_config(cfg, ["data.cache=false"])
+        train_ds, val_ds = build_datasets(uncached)
+        test_ds = build_test_dataset(uncached)
+        source = (
+            f"data.test_root {str(cfg.data.test_root)!r}"
+            if cfg.data.test_root is not None
+            else ("the split file's test list" if test_ds is not None else "the validation split")
+        )
+    for ds in (train_ds, val_ds, test_ds):
+        if ds is not None and len(ds):
+            ds.validate(num_classes=max(cfg.model.classes, 2), in_channels=cfg.model.in_channels)
+    scored = test_ds if test_ds is not None else val_ds
+    if scored is None or len(scored) == 0:
+        raise DataError(
+            "config key 'data.val_fraction': the validation split is empty and there is no "
+            "held-out set, so no run could be scored; set data.val_fraction > 0 or give a "
+            "held-out set (data.test_root, or held-out arrays)"
+        )
+    split = "val" if source == "the validation split" else "test"
+    if split == "val":
+        source += f" (data.val_fraction {cfg.data.val_fraction}, drawn from each seed)"
+    return {"split": split, "source": source}
+
+
+def _drift(cell: _Cell) -> str | None:
     """Why the saved run of ``cell`` cannot be reused or resumed (None: it can, or none exists)."""
     run_dir = cell.run.run_dir
     if (run_dir / "FAILED.txt").is_file():
         return None  # retrained from scratch
-    has_eval = (run_dir / "eval.json").is_file()
-    if not has_eval and not (run_dir / "checkpoint.pt").is_file():
+    if not (run_dir / "eval.json").is_file() and not (run_dir / "checkpoint.pt").is_file():
         return None  # nothing to reuse
     saved_path = run_dir / "config.yaml"
-    try:
-        requested = load_fn(cell.tree, cell.overrides)
-    except (ConfigError, ValueError):
-        return None  # recorded as a failed run when the grid gets there
     if not saved_path.is_file():
         return f"{run_dir}: no config.yaml, so the settings of its results are unknown"
     try:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
-        diffs = config_differences(saved, requested, ignore=RUNTIME_KEYS)
+        diffs = config_differences(saved, cell.cfg, ignore=RUNTIME_KEYS)
     except (yaml.YAMLError, ValueError) as exc:
         return f"{saved_path}: unreadable ({str(exc).splitlines()[0]})"
     return f"{run_dir}: " + "; ".join(diffs) if diffs else None
 
 
+def _refuse_drift(cells: Sequence[_Cell], output: Path) -> None:
+    conflicts = [why for cell in cells if (why := _drift(cell)) is not None]
+    if conflicts:
+        raise ValueError(
+            f"{len(conflicts)} run(s) in {str(output)!r} were made with other settings, so "
+            f"their results cannot be reused: {'; '.join(conflicts[:3])}"
+            + (" ..." if len(conflicts) > 3 else "")
+            + ". Use another output folder, or delete those run folders to retrain them"
+        )
+
+
+def _action(run_dir: Path) -> str:
+    return {"failed": "retry", "ok": "reuse", "stopped": "resume"}.get(run_status(run_dir), "train")
+
+
+def _write_manifest(
+    output: Path,
+    cells: Sequence[_Cell],
+    seeds: Sequence[int],
+    title: str,
+    heldout: dict[str, str],
+) -> None:
+    specs = list({c.spec.label: c.spec for c in cells}.values())
+    cfg = cells[0].cfg
+    manifest = {
+        "format": "napari-segloss compare",
+        "version": 1,
+        "title": title,
+        "losses": [{**s.to_dict(), "folder": f"runs/{s.folder}"} for s in specs],
+        "seeds": [int(s) for s in seeds],
+        "runs": [
+            {
+                "loss": c.info.loss,
+                "seed": c.info.seed,
+                "run_dir": f"runs/{c.spec.folder}/seed{c.info.seed}",
+            }
+            for c in cells
+        ],
+        "data": {
+            "root": str(cfg.data.root),
+            "test_root": None if cfg.data.test_root is None else str(cfg.data.test_root),
+        },
+        "heldout": heldout,
+    }
+    write_text_atomic(output / MANIFEST, json.dumps(manifest, indent=1, default=str))
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+class _StopRequest:
+    """``should_stop`` that remembers having fired (to tell a Stop from a non-finite loss)."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
+        self.should_stop = should_stop
+        self.fired = False
+
+    def __call__(self) -> bool:
+        if not self.fired and self.should_stop is not None and self.should_stop():
+            self.fired = True
+        return self.fired
+
+
+@dataclass
+class _Context:
+    output: Path
+    train_fn: TrainFn
+    arrays: _Arrays | None
+    stop: _StopRequest
+    progress: bool
+    save_predictions: bool
+    total: int
+    finished: int = 0
+    fraction: float = 0.0
+    interrupted: bool = False
+    reason: str = ""
+
+    def overall(self) -> float:
+        return min(1.0, (self.finished + self.fraction) / max(1, self.total))
+
+    def track(self, event: TrainEvent) -> None:
+        if isinstance(event, TrainStart | TrainStep) and event.max_iterations > 0:
+            self.fraction = event.iteration / event.max_iterations
+        elif isinstance(event, TrainDone) and not event.stopped:
+            self.fraction = 1.0
+
+
+def _record_failure(run: CompareRun, error: str, details: str) -> None:
+    """A failed run: status, message, and FAILED.txt (the next comparison retrains it)."""
+    run.status = "failed"
+    run.error = error.splitlines()[0][:500] if error else "failed"
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "FAILED.txt").write_text(details or run.error)
+
+
+def _settle(run: CompareRun, done: TrainDone | None, ctx: _Context) -> None:
+    """The run's status from how its training ended."""
+    if done is not None and done.stopped:
+        if done.interrupted or ctx.stop.fired:  # Ctrl-C / SIGTERM, or the Stop button
+            run.status, ctx.reason = "stopped", done.reason
+            ctx.interrupted = ctx.interrupted or done.interrupted
+        else:  # a non-finite loss: the run failed
+            _record_failure(run, done.reason, done.reason)
+        return
+    if (run.run_dir / "eval.json").is_file():
+        read_eval(run)
+    else:
+        _record_failure(run, "training finished without writing eval.json", "")
+
+
+def _display_image(image: np.ndarray) -> np.ndarray:
+    """``(C, *spatial)`` -> ``(*spatial)`` for one channel, ``(H, W, 3)`` for 2D colour."""
+    if image.shape[0] == 1:
+        return image[0]
+    if image.ndim == 3 and image.shape[0] == 3:
+        return np.moveaxis(image, 0, -1)
+    return image
+
+
+def _save_heldout(ctx: _Context, cell: _Cell, datasets: tuple | None) -> None:
+    """Store the images and ground truth the run was scored on, once per held-out set."""
+    try:
+        data = json.loads((cell.run.run_dir / "eval.json").read_text())
+        names = [str(e["name"]) for e in data.get("per_image") or []]
+        split = str(data.get("split", "val"))
+        path = heldout_path(ctx.output, split, names)
+        if not names or path.is_file():
+            return
+        dataset: SegmentationDataset | None
+        if ctx.arrays is not None:
+            datasets = datasets or build_array_datasets(
+                cell.cfg, ctx.arrays.data, ctx.arrays.heldout
+            )
+            dataset = datasets[2] if split == "test" else datasets[1]
+        else:
+            dataset, _ = build_eval_dataset(cell.cfg)
+        if dataset is None or [dataset.item_name(i) for i in range(len(dataset))] != names:
+            log.warning("%s: cannot store the held-out images (the set changed)", path)
+            return
+        images, truth = [], []
+        for i in range(len(dataset)):
+            image, mask = dataset.load_pair(i)
+            images.append(_display_image(image.numpy()))
+            truth.append(mask.numpy())
+        write_heldout(path, names, images, truth)
+    except (OSError, ValueError, KeyError) as exc:  # overlays only: the run itself is fine
+        log.warning("could not store the held-out images of %s: %s", cell.run.run_dir, exc)
+
+
+def _run_done(cell: _Cell, action: str, ctx: _Context) -> CompareRunDone:
+    run = cell.run
+    return CompareRunDone(
+        run=cell.info,
+        status=run.status,
+        action=action,
+        metrics=dict(run.metrics),
+        error=run.error,
+        checkpoint=run.checkpoint if run.status == "ok" else None,
+        overall=ctx.overall(),
+    )
+
+
+def _run_cell(cell: _Cell, ctx: _Context) -> Generator[CompareEvent, None, None]:
+    """Reuse, resume, retry or train one cell; a failure is recorded, not raised."""
+    run, action = cell.run, cell.action
+    ctx.fraction = 0.0
+    yield CompareRunStart(run=cell.info, action=action, overall=ctx.overall())
+    if action == "reuse":
+        if read_eval(run) is not None:
+            _save_heldout(ctx, cell, None)
+        ctx.finished += 1
+        yield _run_done(cell, action, ctx)
+        return
+    cfg, datasets, done = cell.cfg, None, None
+    try:
+        if action == "retry":
+            (run.run_dir / "FAILED.txt").unlink(missing_ok=True)
+            cfg = load_config(cfg, ["train.overwrite=true"])
+        if ctx.arrays is not None:
+            datasets = build_array_datasets(cfg, ctx.arrays.data, ctx.arrays.heldout)
+        events = ctx.train_fn(
+            cfg,
+            resume=action == "resume",
+            datasets=datasets,
+            should_stop=ctx.stop,
+            progress=ctx.progress,
+            save_predictions=ctx.save_predictions,
+        )
+        with contextlib.closing(events) if hasattr(events, "close") else contextlib.nullcontext():
+            for event in events:
+                ctx.track(event)
+                done = event if isinstance(event, TrainDone) else done
+                yield CompareRunProgress(cell.info, event, ctx.fraction, ctx.overall())
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad run must not stop the grid
+        _record_failure(run, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    else:
+        _settle(run, done, ctx)
+    if run.status == "ok":
+        _save_heldout(ctx, cell, datasets)
+    if run.status != "stopped":
+        ctx.finished += 1
+    ctx.fraction = 0.0
+    yield _run_done(cell, action, ctx)
+
+
+def iter_compare(
+    base: str | Path | Mapping[str, Any] | TrainConfig,
+    losses: Sequence[LossInput],
+    seeds: Sequence[int],
+    output: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    data: ArrayPairs | None = None,
+    heldout: ArrayPairs | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    title: str = "",
+    progress: bool = False,
+    save_predictions: bool = True,
+    train_fn: TrainFn | None = None,
+) -> Iterator[CompareEvent]:
+    """Train every ``(loss, seed)`` with the rest of ``base`` fixed; yield :mod:`.events`.
+
+    Args:
+        base: config file, dict or ``TrainConfig`` fixing data, model, optimiser, epochs, size,
+            device... (``data.root`` may be absent when ``data`` is given).
+        losses: loss specs: ``"ce+pm_dice"``, ``"pm_dice:gamma=2"``, ``{"name": "pm_dice",
+            "params": {"gamma": 2}}`` or :class:`~.loss_spec.LossSpec`; one table row each.
+        seeds: ``train.seed`` values (the validation split is drawn from the seed too).
+        output: the comparison folder (:mod:`.compare_results`).
+        overrides: ``key=value`` config overrides for every run (``loss.params.*`` apply to the
+            base config's own loss only).
+        data: training images and masks as arrays instead of ``data.root``: ``(images, masks)``
+            or ``(images, masks, names)``, 2D arrays (``(H, W)``, ``(H, W, 3)``) and integer
+            masks; split into training and validation by ``data.val_fraction``.
+        heldout: held-out images and masks (arrays, with ``data``) scored by each run's
+            eval.json instead of the validation split; for folders set ``data.test_root``.
+        should_stop: polled between training steps; True ends the current run at the next step
+            (resumable checkpoint), keeps every finished run and ends the comparison.
+        title: the table's title in results.md.
+        progress: tqdm progress bars for each run.
+        save_predictions: store each run's held-out predictions for the overlays.
+        train_fn: what trains one run (default :func:`~.training.iter_train`; same signature).
+
+    Yields:
+        :class:`~.events.CompareStart`, then per run :class:`~.events.CompareRunStart`,
+        :class:`~.events.CompareRunProgress` (each training event) and
+        :class:`~.events.CompareRunDone`, and :class:`~.events.CompareDone` last. The tables
+        (``runs.csv``, ``results.csv``, ``results.md``) are rewritten after every run.
+
+    Raises:
+        ValueError: bad input (see the module docstring), before anything is written;
+            ``rundir.RunDirBusy`` when another comparison runs into ``output``.
+    """
+    output = Path(output)
+    arrays, data_overrides = _array_inputs(data, heldout)
+    cells = _plan(base, losses, seeds, output, overrides, data_overrides)
+    heldout_source = _check_data(cells[0].cfg, arrays)
+    ctx = _Context(
+        output=output,
+        train_fn=train_fn or iter_train,
+        arrays=arrays,
+        stop=_StopRequest(should_stop),
+        progress=progress,
+        save_predictions=save_predictions,
+        total=len(cells),
+    )
+    specs = list({c.spec.label: c.spec for c in cells}.values())
+    seeds = [int(s) for s in seeds]
+    with RunLock(output, what="comparison"):
+        _refuse_drift(cells, output)
+        (output / "runs").mkdir(parents=True, exist_ok=True)
+        _write_manifest(output, cells, seeds, title, heldout_source)
+        for cell in cells:
+            cell.action = _action(cell.run.run_dir)
+            cell.run.status = "ok" if cell.action == "reuse" else run_status(cell.run.run_dir)
+            if cell.action == "reuse":
+                read_eval(cell.run)
+        results = CompareResults(output, [c.run for c in cells], specs, seeds, title)
+        results.write()
+        yield CompareStart(
+            output=output,
+            runs=tuple(c.info for c in cells),
+            actions=tuple(c.action for c in cells),
+        )
+        for cell in cells:
+            if ctx.stop():
+                ctx.reason = ctx.reason or "stopped by request"
+                break
+            yield from _run_cell(cell, ctx)
+            results.write()
+            if cell.run.status == "stopped":
+                break
+        markdown = results.write()
+        stopped = any(c.run.status in ("stopped", "pending") for c in cells)
+        yield CompareDone(
+            output=output,
+            statuses=tuple(c.run.status for c in cells),
+            stopped=stopped,
+            interrupted=ctx.interrupted,
+            reason=ctx.reason if stopped else "completed",
+            markdown=markdown,
+            overall=ctx.overall(),
+        )
+
+
+def compare_log_line(event: CompareEvent) -> str | None:
+    """The line ``segloss compare`` prints for ``event`` (None: nothing to print)."""
+    if isinstance(event, CompareRunStart | CompareRunDone):
+        r = event.run
+        tag = f"[{r.index + 1}/{r.total}] {r.loss} seed {r.seed}"
+        if isinstance(event, CompareRunStart):
+            if event.action == "reuse":
+                return f"{tag}: eval.json exists with the same settings, reused"
+            verb = {"resume": "resuming", "retry": "retrying from scratch"}.get(
+                event.action, "training"
+            )
+            return f"{tag}: {verb} -> {r.run_dir}"
+        if event.action == "reuse" and event.status == "ok":
+            return None
+        if event.status == "failed":
+            return f"{tag}: FAILED ({event.error})"
+        return f"{tag}: {event.status}"
+    if isinstance(event, CompareDone) and event.stopped:
+        return (
+            f"comparison stopped ({event.reason}); finished runs are kept in {event.output}, "
+            "run the same command again to resume"
+        )
+    return None
+
+
 def run_compare(
-    base: str | Path | Mapping[str, Any],
-    losses: Sequence[str],
+    base: str | Path | Mapping[str, Any] | TrainConfig,
+    losses: Sequence[LossInput],
     seeds: Sequence[int],
     output: str | Path,
     overrides: Sequence[str] = (),
     *,
     train_fn: Callable[..., Any] | None = None,
-    load_fn: Callable[[Any, Sequence[str]], Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[CompareRun]:
-    """Train every ``(loss, seed)`` pair with the rest of ``base`` fixed; return the runs.
+    """:func:`iter_compare` to the end, printing its log lines; returns the grid's runs.
 
-    Args:
-        base: config file or dict (as accepted by ``engine.config.load_config``).
-        losses: loss specs (``parse_loss_spec``); the base's ``loss.params`` are kept only for
-            the base's own loss name (``gamma`` of ``pm_dice`` means nothing to ``ce``).
-        seeds: ``train.seed`` values.
-        output: grid folder (see module docstring); tables are written by ``write_tables``.
-        overrides: ``key=value`` overrides applied to every run (before the grid's own).
-        train_fn: ``(cfg, resume=bool) -> TrainDone | None`` that trains and writes
-            ``config.yaml`` and ``eval.json`` in ``cfg.output``; default
-            ``engine.training.train`` without progress bars. Runs with a ``checkpoint.pt`` but
-            no ``eval.json`` (interrupted) are resumed; runs that failed (``FAILED.txt``) are
-            trained again from scratch.
-        load_fn: ``(source, overrides) -> cfg``; default ``engine.config.load_config``.
-        log: progress lines.
-
-    Raises:
-        ValueError: bad arguments; saved runs made with other settings (listing the keys);
-            ``rundir.RunDirBusy`` when another process runs a grid into ``output``.
+    ``train_fn(cfg, resume=bool) -> TrainDone | None`` replaces the training (e.g. a stub
+    writing eval.json in tests). Ctrl-C during a run saves it and raises ``KeyboardInterrupt``.
     """
-    output = Path(output)
-    cells = _plan(base, losses, seeds, output, overrides)
-    load_fn = load_fn or load_config
-    if train_fn is None:
+    wrapped: TrainFn | None = None
+    if train_fn is not None:
 
-        def train_fn(cfg: Any, resume: bool = False) -> Any:
-            return train(cfg, progress=False, resume=resume)
+        def wrapped(cfg: TrainConfig, *, resume: bool = False, **_: Any) -> Iterator[TrainEvent]:
+            result = train_fn(cfg, resume=resume)
+            if isinstance(result, TrainDone):
+                yield result
 
-    with RunLock(output, what="comparison"):
-        conflicts = [why for cell in cells if (why := _drift(cell, load_fn)) is not None]
-        if conflicts:
-            raise ValueError(
-                f"{len(conflicts)} run(s) in {str(output)!r} were made with other settings, so "
-                f"their results cannot be reused: {'; '.join(conflicts[:3])}"
-                + (" ..." if len(conflicts) > 3 else "")
-                + ". Use another --output, or delete those run folders to retrain them"
-            )
-        (output / "runs").mkdir(parents=True, exist_ok=True)
-        for n, cell in enumerate(cells, 1):
-            _run_cell(
-                cell,
-                f"[{n}/{len(cells)}] {cell.run.loss} seed {cell.run.seed}",
-                train_fn,
-                load_fn,
-                log,
-            )
-    return [cell.run for cell in cells]
-
-
-def _run_cell(
-    cell: _Cell,
-    tag: str,
-    train_fn: Callable[..., Any],
-    load_fn: Callable[[Any, Sequence[str]], Any],
-    log: Callable[[str], None],
-) -> None:
-    """Train (or reuse, or resume) one cell; a failure is recorded, not raised."""
-    run = cell.run
-    if (run.run_dir / "eval.json").is_file() and not (run.run_dir / "FAILED.txt").is_file():
-        log(f"{tag}: eval.json exists with the same settings, reused")
-        _read_eval(run)
-        return
-    overrides = list(cell.overrides)
-    # A run dir with a checkpoint but no eval.json was interrupted (Ctrl-C, a killed job):
-    # resume it. One that failed with an error is retried from scratch.
-    failed_before = (run.run_dir / "FAILED.txt").is_file()
-    resume = (run.run_dir / "checkpoint.pt").is_file() and not failed_before
-    if failed_before:
-        (run.run_dir / "FAILED.txt").unlink()
-        overrides.append("train.overwrite=true")
-    log(f"{tag}: {'resuming' if resume else 'training'} -> {run.run_dir}")
-    try:
-        cfg = load_fn(cell.tree, overrides)
-        result = train_fn(cfg, resume=resume)
-        if isinstance(result, TrainDone) and result.interrupted:
-            # training caught Ctrl-C/SIGTERM and saved a checkpoint: the user wants the
-            # whole grid to stop, not the next run to start
-            log(f"{tag}: {result.reason}; stopping (run the same command again to resume)")
+    for event in iter_compare(base, losses, seeds, output, overrides, train_fn=wrapped):
+        line = compare_log_line(event)
+        if line:
+            log(line)
+        if isinstance(event, CompareDone) and event.interrupted:
             raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one bad run must not stop the grid
-        run.status = "failed"
-        run.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "FAILED.txt").write_text(traceback.format_exc())
-        log(f"{tag}: FAILED ({run.error})")
-        return
-    if (run.run_dir / "eval.json").is_file():
-        _read_eval(run)
-    else:
-        run.status = "failed"
-        run.error = "training finished without writing eval.json"
-    log(f"{tag}: {run.status}" + (f" ({run.error})" if run.error else ""))
-
-
-def _columns(runs: Sequence[CompareRun]) -> list[str]:
-    cols = [c for _, c in METRIC_COLUMNS]
-    for run in runs:
-        for key in run.metrics:
-            if key not in cols:
-                cols.append(key)
-    return cols
-
-
-def summarise(runs: Sequence[CompareRun]) -> list[dict[str, Any]]:
-    """One row per loss (grid order): ``n_ok``, ``n_failed`` and ``<col>_mean``/``<col>_std``."""
-    cols = _columns(runs)
-    rows: list[dict[str, Any]] = []
-    for loss in dict.fromkeys(r.loss for r in runs):
-        mine = [r for r in runs if r.loss == loss]
-        ok = [r for r in mine if r.status == "ok"]
-        row: dict[str, Any] = {
-            "loss": loss,
-            "name": display_name(loss),
-            "n_ok": len(ok),
-            "n_failed": len(mine) - len(ok),
-        }
-        for col in cols:
-            vals = np.array([r.metrics.get(col, math.nan) for r in ok], dtype=float)
-            vals = vals[np.isfinite(vals)]
-            row[f"{col}_mean"] = float(vals.mean()) if vals.size else math.nan
-            row[f"{col}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
-        rows.append(row)
-    return rows
-
-
-def _fmt(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "-"
-    return f"{mean:.2f} ± {std:.2f}" if math.isfinite(std) else f"{mean:.2f}"
-
-
-def write_tables(output: str | Path, runs: Sequence[CompareRun], *, title: str = "") -> str:
-    """Write ``runs.csv``, ``results.csv`` and ``results.md`` into ``output``; return the Markdown."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    cols = _columns(runs)
-    with (output / "runs.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["loss", "seed", "status", *cols, "run_dir", "error"])
-        for r in runs:
-            vals = [f"{r.metrics[c]:.4f}" if c in r.metrics else "" for c in cols]
-            writer.writerow([r.loss, r.seed, r.status, *vals, str(r.run_dir), r.error])
-    rows = summarise(runs)
-    with (output / "results.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["loss", "name", "n_ok", "n_failed"]
-            + [f"{c}_{s}" for c in cols for s in ("mean", "std")]
-        )
-        for row in rows:
-            stats = []
-            for c in cols:
-                for s in ("mean", "std"):
-                    v = row[f"{c}_{s}"]
-                    stats.append(f"{v:.4f}" if math.isfinite(v) else "")
-            writer.writerow([row["loss"], row["name"], row["n_ok"], row["n_failed"], *stats])
-
-    # Best mean per column in bold, as the paper highlights its best results.
-    best = {}
-    for c in cols:
-        means = [row[f"{c}_mean"] for row in rows if math.isfinite(row[f"{c}_mean"])]
-        best[c] = max(means) if means else math.nan
-    header = ["Loss functions", *cols, "runs"]
-    lines = []
-    if title:
-        lines += [f"### {title}", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["name"]]
-        for c in cols:
-            cell = _fmt(row[f"{c}_mean"], row[f"{c}_std"])
-            if math.isfinite(row[f"{c}_mean"]) and row[f"{c}_mean"] == best[c] and len(rows) > 1:
-                cell = f"**{cell}**"
-            cells.append(cell)
-        runs_cell = f"{row['n_ok']}" + (f" ({row['n_failed']} failed)" if row["n_failed"] else "")
-        cells.append(runs_cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    seeds = sorted({r.seed for r in runs})
-    lines += [
-        "",
-        f"Values in %, mean ± sample std over seeds {seeds} (foreground classes; "
-        "mDice/mIoU/mNSD/mPrec./mRec. as in the PM-Dice paper, tables 1-3). Best mean in bold.",
-    ]
-    failed = [r for r in runs if r.status != "ok"]
-    if failed:
-        lines += ["", "Failed runs:"]
-        lines += [f"- {r.loss} seed {r.seed}: {r.error or r.status}" for r in failed]
-    text = "\n".join(lines) + "\n"
-    (output / "results.md").write_text(text)
-    return text
+    return read_compare(output).runs

@@ -104,6 +104,10 @@ class DataConfig(BaseModel):
     masks: str = "masks"
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_file: Path | None = None
+    # A held-out set scored by eval.json (split "test") instead of the validation split: a
+    # folder with the same images/masks sub-folders (or bundled:NAME). Validation still uses
+    # val_fraction (model selection never sees the held-out set).
+    test_root: Path | None = None
     size: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
     slices: Literal["2d", "3d"] = "2d"

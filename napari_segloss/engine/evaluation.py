@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -25,7 +27,7 @@ from .checkpoint import load_checkpoint
 from .inference import labels_from_logits, pad_to_multiple, sliding_window_predict
 from .rundir import write_text_atomic
 
-__all__ = ["EvalSettings", "evaluate_dataset", "summarize", "write_eval"]
+__all__ = ["EvalSettings", "evaluate_dataset", "summarize", "write_eval", "write_predictions"]
 
 PerImage = list[dict[int, dict[str, float]]]
 
@@ -81,17 +83,23 @@ def evaluate_dataset(
     loss_fn: nn.Module | None = None,
     batch_size: int = 1,
     surface: bool = True,
+    predictions: list[np.ndarray] | None = None,
 ) -> tuple[float, int, PerImage]:
     """(loss sum, image count, per-image ``metrics.evaluate`` results) over ``indices``.
 
     ``surface=False`` skips the distance metrics (NSD, HD95) for faster validation epochs.
+    ``predictions``: a list that receives each image's predicted labels (numpy), in order.
     """
     was_training = model.training
     model.eval()
     try:
         if getattr(dataset, "spatial_dims", 2) == 3:
-            return _evaluate_volumes(model, dataset, indices, settings, loss_fn, surface)
-        return _evaluate_images(model, dataset, indices, settings, loss_fn, batch_size, surface)
+            return _evaluate_volumes(
+                model, dataset, indices, settings, loss_fn, surface, predictions
+            )
+        return _evaluate_images(
+            model, dataset, indices, settings, loss_fn, batch_size, surface, predictions
+        )
     finally:
         model.train(was_training)
 
@@ -104,6 +112,7 @@ def _evaluate_images(
     loss_fn: nn.Module | None,
     batch_size: int,
     surface: bool,
+    keep: list[np.ndarray] | None,
 ) -> tuple[float, int, PerImage]:
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=0)
     loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
@@ -123,6 +132,8 @@ def _evaluate_images(
         preds = labels_from_logits(logits).cpu().numpy()
         for p, g in zip(preds, masks.cpu().numpy(), strict=True):
             results.append(evaluate(p, g, num_classes=s.num_classes, surface=surface))
+            if keep is not None:
+                keep.append(p)
         count += images.shape[0]
     return float(loss_sum.item()), count, results
 
@@ -134,6 +145,7 @@ def _evaluate_volumes(
     s: EvalSettings,
     loss_fn: nn.Module | None,
     surface: bool,
+    keep: list[np.ndarray] | None,
 ) -> tuple[float, int, PerImage]:
     """Each whole volume is predicted with 3D sliding windows (``tile = data.patch``, Gaussian
     blending) and scored in 3D at the volume's voxel spacing. The loss is taken on the blended
@@ -160,6 +172,8 @@ def _evaluate_volumes(
         if loss_fn is not None:
             loss_sum += loss_fn(logits, mask).double()
         pred = labels_from_logits(logits)[0].cpu().numpy()
+        if keep is not None:
+            keep.append(pred)
         spacing = dataset.spacing(i) if hasattr(dataset, "spacing") else None
         results.append(
             evaluate(
@@ -183,14 +197,20 @@ def write_eval(
     loss_fn: nn.Module,
     settings: EvalSettings,
     class_names: Sequence[str] | None,
+    predictions_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json``."""
+    """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
+    ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`)."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
+    preds: list[np.ndarray] | None = [] if predictions_path is not None else None
     loss_sum, count, results = evaluate_dataset(
-        model, dataset, list(range(len(dataset))), settings, loss_fn=loss_fn
+        model, dataset, list(range(len(dataset))), settings, loss_fn=loss_fn, predictions=preds
     )
+    names = [dataset.item_name(i) for i in range(len(dataset))]
+    if predictions_path is not None and preds is not None:
+        write_predictions(predictions_path, names, preds, split)
     summary = summarize(results, class_names)
     out = {
         "split": split,
@@ -203,9 +223,30 @@ def write_eval(
         "per_class": summary["per_class"],
         "nan_count": summary["nan_count"],
         "per_image": [
-            {"name": dataset.item_name(i), "metrics": {str(c): v for c, v in r.items()}}
+            {"name": names[i], "metrics": {str(c): v for c, v in r.items()}}
             for i, r in enumerate(results)
         ],
     }
     write_text_atomic(path, json.dumps(out, indent=1))
     return {"path": path, "split": split, **summary}
+
+
+def write_predictions(
+    path: Path, names: Sequence[str], predictions: Sequence[np.ndarray], split: str
+) -> None:
+    """Write predicted label maps as a compressed ``.npz`` (atomically).
+
+    Keys: ``names`` (str array, the eval.json ``per_image`` order), ``split`` and ``pred_<i>``
+    (``uint8`` labels, ``uint16`` above 255 classes) at the resolution the metrics were taken
+    at. npz keeps exact label values and any size per image (or 3D volume) in one file that
+    numpy alone reads; binary masks compress about 50x.
+    """
+    arrays: dict[str, np.ndarray] = {"names": np.asarray(list(names), dtype=str)}
+    arrays["split"] = np.asarray(split)
+    for i, pred in enumerate(predictions):
+        dtype = np.uint8 if int(pred.max(initial=0)) < 256 else np.uint16
+        arrays[f"pred_{i}"] = np.asarray(pred, dtype=dtype)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)

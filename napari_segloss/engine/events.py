@@ -1,4 +1,5 @@
-"""The events :func:`~napari_segloss.engine.training.iter_train` yields, as typed dataclasses.
+"""The events :func:`~napari_segloss.engine.training.iter_train` and
+:func:`~napari_segloss.engine.compare.iter_compare` yield, as typed dataclasses.
 
 One run yields, in order: one :class:`TrainStart`; :class:`TrainStep` every ``train.log_every``
 steps and at each epoch end; one :class:`TrainEpoch` per finished epoch; one :class:`TrainDone`
@@ -11,7 +12,20 @@ last. The CLI, the napari Train panel and notebooks consume the same objects::
             case TrainDone(best_checkpoint=best):
                 print("best weights:", best)
 
-Plain data only (no torch): the Train panel imports this module without loading the engine.
+A comparison (losses x seeds, one run after another) yields one :class:`CompareStart`
+(the planned runs and what will happen to each), then per run :class:`CompareRunStart`,
+:class:`CompareRunProgress` wrapping each event of that run's ``iter_train`` and
+:class:`CompareRunDone`, and one :class:`CompareDone` last. Each names its run with a
+:class:`CompareRunInfo` and carries ``overall``, the grid's progress in [0, 1]::
+
+    for event in iter_compare(base, ["dice", "pm_dice:gamma=2"], [0], "compare/out"):
+        match event:
+            case CompareRunProgress(run=run, event=TrainEpoch(val_dice=dice)):
+                print(run.display, run.seed, "validation Dice", dice)
+            case CompareRunDone(run=run, status=status):
+                print(run.index + 1, "/", run.total, status)
+
+Plain data only (no torch): the panels import this module without loading the engine.
 """
 
 from __future__ import annotations
@@ -20,7 +34,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["TrainDone", "TrainEpoch", "TrainEvent", "TrainStart", "TrainStep"]
+__all__ = [
+    "RUN_ACTIONS",
+    "RUN_STATUSES",
+    "CompareDone",
+    "CompareEvent",
+    "CompareRunDone",
+    "CompareRunInfo",
+    "CompareRunProgress",
+    "CompareRunStart",
+    "CompareStart",
+    "TrainDone",
+    "TrainEpoch",
+    "TrainEvent",
+    "TrainStart",
+    "TrainStep",
+]
 
 
 @dataclass(frozen=True)
@@ -112,3 +141,107 @@ class TrainDone(_Event):
 
 #: Any event of :func:`~napari_segloss.engine.training.iter_train`.
 TrainEvent = TrainStart | TrainStep | TrainEpoch | TrainDone
+
+
+# -- comparisons ---------------------------------------------------------------------------------
+
+#: What a comparison does with a run: ``reuse`` its eval.json (same settings), ``resume`` its
+#: checkpoint (stopped or interrupted earlier), ``retry`` it from scratch (it failed before) or
+#: ``train`` it (nothing there yet).
+RUN_ACTIONS = ("reuse", "resume", "retry", "train")
+#: A run's state: ``ok`` (eval.json), ``failed``, ``stopped`` (a resumable checkpoint, no
+#: eval.json) or ``pending`` (nothing yet).
+RUN_STATUSES = ("ok", "failed", "stopped", "pending")
+
+
+@dataclass(frozen=True)
+class CompareRunInfo:
+    """One ``(loss, seed)`` run of a comparison: what the comparison events name."""
+
+    #: 0-based position in the grid (losses in the given order, seeds inner) and the run count
+    index: int
+    total: int
+    #: the row label (``"pm_dice:gamma=2"``), the registry name and the loss parameters used
+    loss: str
+    name: str
+    params: dict[str, Any]
+    seed: int
+    run_dir: Path
+    #: the row as the paper writes it (``"PM Dice (gamma=2)"``)
+    display: str
+
+
+@dataclass(frozen=True)
+class CompareStart(_Event):
+    """Every check passed (losses, data, saved runs' settings) and the runs are next."""
+
+    kind: ClassVar[str] = "compare_start"
+    output: Path
+    runs: tuple[CompareRunInfo, ...]
+    #: per run, aligned with ``runs``: one of :data:`RUN_ACTIONS`
+    actions: tuple[str, ...]
+    overall: float = 0.0
+
+
+@dataclass(frozen=True)
+class CompareRunStart(_Event):
+    """A run begins (``action``: one of :data:`RUN_ACTIONS`)."""
+
+    kind: ClassVar[str] = "run_start"
+    run: CompareRunInfo
+    action: str
+    overall: float
+
+
+@dataclass(frozen=True)
+class CompareRunProgress(_Event):
+    """An event of the run's training (:class:`TrainStart`, :class:`TrainStep`,
+    :class:`TrainEpoch` or :class:`TrainDone`); ``run_progress`` is the run's fraction of
+    optimiser steps done, ``overall`` the grid's."""
+
+    kind: ClassVar[str] = "run_progress"
+    run: CompareRunInfo
+    event: TrainEvent
+    run_progress: float
+    overall: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["event"] = self.event.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class CompareRunDone(_Event):
+    """A run ended: ``status`` ``ok`` (``metrics``: the table's columns for this run, in %
+    except HD95), ``failed`` (``error``), or ``stopped`` (Stop / Ctrl-C: resumable).
+    ``checkpoint`` is the run's ``best.pt`` (None when there is none)."""
+
+    kind: ClassVar[str] = "run_done"
+    run: CompareRunInfo
+    status: str
+    action: str
+    metrics: dict[str, float]
+    error: str
+    checkpoint: Path | None
+    overall: float
+
+
+@dataclass(frozen=True)
+class CompareDone(_Event):
+    """The comparison ended: all runs done, or ``stopped`` (Stop button, Ctrl-C/SIGTERM:
+    ``interrupted``) with the finished runs kept. ``statuses`` is aligned with
+    :attr:`CompareStart.runs` (one of :data:`RUN_STATUSES`); ``markdown`` is ``results.md``."""
+
+    kind: ClassVar[str] = "compare_done"
+    output: Path
+    statuses: tuple[str, ...]
+    stopped: bool
+    interrupted: bool
+    reason: str
+    markdown: str
+    overall: float
+
+
+#: Any event of :func:`~napari_segloss.engine.compare.iter_compare`.
+CompareEvent = CompareStart | CompareRunStart | CompareRunProgress | CompareRunDone | CompareDone

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import SegmentationDataset
-from ..data.factory import build_datasets
+from ..data.factory import build_datasets, build_test_dataset
 from ..losses import get_loss
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -64,7 +64,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Datasets = tuple[SegmentationDataset, SegmentationDataset | None]
+Datasets = (
+    tuple[SegmentationDataset, SegmentationDataset | None]
+    | tuple[SegmentationDataset, SegmentationDataset | None, SegmentationDataset | None]
+)
 
 
 def poly_lr_factor(iteration: int, max_iterations: int, power: float = 0.9) -> float:
@@ -94,6 +97,10 @@ class RunState:
     val_ds: SegmentationDataset | None
     val_indices: list[int]
     val_batch_size: int
+    #: the held-out set eval.json scores (None: the validation split)
+    test_ds: SegmentationDataset | None
+    #: write the held-out predictions (``predictions.npz``) with eval.json
+    save_predictions: bool
     model: nn.Module
     train_model: nn.Module  # ``model``, or its DistributedDataParallel wrapper
     loss_fn: nn.Module
@@ -299,17 +306,29 @@ def checkpoint_meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str
     }
 
 
-def _datasets(
-    cfg: TrainConfig, datasets: Datasets | None, show: bool
-) -> tuple[SegmentationDataset, SegmentationDataset | None, dict[str, Any], int]:
-    """Build (or take) and validate the datasets: ``(train, val or None, train stats, val bs)``."""
+@dataclass
+class _Data:
+    train: SegmentationDataset
+    val: SegmentationDataset | None
+    test: SegmentationDataset | None
+    stats: dict[str, Any]
+    val_batch_size: int
+
+
+def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
+    """Build (or take) and validate the datasets (training, validation, held-out) before the
+    first step, so that a bad held-out mask is named now and not after training."""
     if datasets is None:
         check_model_fits_data(cfg)
         train_ds, val_ds = build_datasets(cfg)
+        test_ds = build_test_dataset(cfg, train_ds.normalization)
     else:
-        if not (isinstance(datasets, tuple | list) and len(datasets) == 2):
-            raise ValueError("datasets must be a (train_ds, val_ds) tuple; val_ds may be None")
-        train_ds, val_ds = datasets
+        if not (isinstance(datasets, tuple | list) and len(datasets) in (2, 3)):
+            raise ValueError(
+                "datasets must be a (train_ds, val_ds) or (train_ds, val_ds, heldout_ds) tuple; "
+                "val_ds and heldout_ds may be None"
+            )
+        train_ds, val_ds, test_ds = (*datasets, None)[:3]
     t, num_classes = cfg.train, max(cfg.model.classes, 2)
     need_uniform = getattr(train_ds, "crop", None) is None and t.batch_size > 1
     stats = train_ds.validate(
@@ -327,7 +346,9 @@ def _datasets(
             val_bs = t.val_batch_size or t.batch_size
     else:
         val_ds = None
-    return train_ds, val_ds, stats, val_bs
+    if test_ds is not None:
+        test_ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show)
+    return _Data(train_ds, val_ds, test_ds, stats, val_bs)
 
 
 def _model_and_loss(
@@ -425,6 +446,7 @@ def prepare_run(
     init_checkpoint: Path | str | None = None,
     resume: bool = False,
     progress: bool = False,
+    save_predictions: bool = False,
 ) -> RunState:
     """Check everything, then build the :class:`RunState` (see the module docstring).
 
@@ -434,7 +456,8 @@ def prepare_run(
     paths = RunPaths(resolve_output(cfg))
     ckpt = check_run_dir(paths, cfg, resume)
     seed_everything(t.seed)
-    train_ds, val_ds, stats, val_bs = _datasets(cfg, datasets, progress and info.is_main)
+    data = _datasets(cfg, datasets, progress and info.is_main)
+    train_ds, val_ds, stats = data.train, data.val, data.stats
     model, loss_fn, multiple = _model_and_loss(cfg, train_ds, stats)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -485,7 +508,9 @@ def prepare_run(
         train_ds=train_ds,
         val_ds=val_ds,
         val_indices=[] if val_ds is None else list(range(info.rank, len(val_ds), info.world_size)),
-        val_batch_size=val_bs,
+        val_batch_size=data.val_batch_size,
+        test_ds=data.test,
+        save_predictions=save_predictions,
         model=model,
         train_model=train_model,
         loss_fn=loss_fn,

@@ -54,7 +54,14 @@ log = logging.getLogger(__name__)
 #: Lock file inside a run (or compare) directory.
 LOCK_NAME = ".segloss.lock"
 #: Files a finished or interrupted run leaves; any of them means "this folder holds a run".
-RUN_FILES = ("config.yaml", "metrics.csv", "checkpoint.pt", "best.pt", "eval.json")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "checkpoint.pt",
+    "best.pt",
+    "eval.json",
+    "predictions.npz",
+)
 #: metrics.csv columns present in every row (more follow with validation)
 BASE_COLUMNS = ("epoch", "iteration", "lr", "train_loss")
 
@@ -73,6 +80,8 @@ class RunPaths:
         self.checkpoint = self.root / "checkpoint.pt"
         self.best = self.root / "best.pt"
         self.eval = self.root / "eval.json"
+        #: predicted labels of the images eval.json scores (``iter_train(save_predictions=True)``)
+        self.predictions = self.root / "predictions.npz"
 
     def existing(self) -> list[str]:
         """Names of the run files (``RUN_FILES``) present in the directory."""

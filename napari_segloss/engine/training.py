@@ -42,8 +42,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data.datasets import SegmentationDataset
-from ..data.factory import build_test_dataset
 from .config import ConfigError, TrainConfig, load_config, resolve_output
 from .distributed import (
     all_gather_objects,
@@ -56,7 +54,7 @@ from .distributed import (
 )
 from .evaluation import evaluate_dataset, summarize, write_eval
 from .events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
-from .run_state import RunState, poly_lr_factor, prepare_run
+from .run_state import Datasets, RunState, poly_lr_factor, prepare_run
 from .rundir import locked, remove_stale_temporaries
 from .runtime import Interrupts, determinism, resolve_device
 from .sampling import EpochSampler
@@ -70,10 +68,11 @@ def iter_train(
     cfg: TrainConfig | dict[str, Any] | str | Path,
     *,
     should_stop: Callable[[], bool] | None = None,
-    datasets: tuple[SegmentationDataset, SegmentationDataset | None] | None = None,
+    datasets: Datasets | None = None,
     init_checkpoint: Path | str | None = None,
     resume: bool = False,
     progress: bool = True,
+    save_predictions: bool = False,
 ) -> Iterator[TrainEvent]:
     """Train ``cfg`` and yield :mod:`typed events <.events>`.
 
@@ -84,12 +83,16 @@ def iter_train(
     Args:
         cfg: a :class:`TrainConfig` (or anything :func:`load_config` takes).
         should_stop: called between steps; True ends training after saving a checkpoint.
-        datasets: ``(train_ds, val_ds)`` to use instead of ``data.factory.build_datasets``
-            (e.g. napari layers via ``ArrayDataset``); ``val_ds`` may be None (no validation).
+        datasets: ``(train_ds, val_ds)`` or ``(train_ds, val_ds, heldout_ds)`` to use instead
+            of ``data.factory.build_datasets`` (e.g. napari layers via
+            ``data.factory.build_array_datasets``); ``val_ds`` may be None (no validation),
+            ``heldout_ds`` is what eval.json scores (default: the validation split).
         init_checkpoint: fine-tune: start from these weights (same architecture required).
         resume: continue the run in ``cfg.output`` from its ``checkpoint.pt``; its saved config
             must match ``cfg`` except for ``config.RESUME_KEYS`` (e.g. ``train.epochs``).
         progress: show a tqdm progress bar (rank 0).
+        save_predictions: write the predicted labels of the images eval.json scores to
+            ``predictions.npz`` in the run directory (what ``segloss compare`` overlays draw).
 
     Raises:
         ConfigError / DataError / CheckpointError: bad input, before any training step and
@@ -117,6 +120,7 @@ def iter_train(
                 init_checkpoint=init_checkpoint,
                 resume=resume,
                 progress=progress,
+                save_predictions=save_predictions,
             )
             if state.main:
                 remove_stale_temporaries(state.paths.root)
@@ -382,16 +386,13 @@ def _end_epoch(
 
 
 def _final_eval(state: RunState) -> dict[str, Any] | None:
-    """Score the best weights on the held-out split (``test`` when the split file has one,
-    else ``val``) with every metric and write ``eval.json`` (rank 0)."""
+    """Score the best weights on the held-out set (``test``: ``data.test_root``, the split
+    file's test list or given held-out data; else ``val``) with every metric and write
+    ``eval.json`` (and ``predictions.npz`` when asked) on rank 0."""
     s = state
-    if not s.main or (s.val_ds is None and not s.from_config):
+    if not s.main:
         return None
-    eval_ds, split = None, "val"
-    if s.from_config:  # given datasets (napari layers) have no test split
-        eval_ds = build_test_dataset(s.cfg, s.train_ds.normalization)
-        split = "test" if eval_ds is not None else "val"
-    eval_ds = eval_ds if eval_ds is not None else s.val_ds
+    eval_ds, split = (s.test_ds, "test") if s.test_ds is not None else (s.val_ds, "val")
     if eval_ds is None or len(eval_ds) == 0:
         return None
     weights = s.paths.best if s.paths.best.is_file() else s.paths.checkpoint
@@ -404,4 +405,5 @@ def _final_eval(state: RunState) -> dict[str, Any] | None:
         loss_fn=s.loss_fn,
         settings=s.eval_settings,
         class_names=s.cfg.data.class_names,
+        predictions_path=s.paths.predictions if s.save_predictions else None,
     )

@@ -426,17 +426,27 @@ def test_train_predict_evaluate_compare_end_to_end(
     assert rc == 0, err
     assert "4 image(s)" in out
 
-    # compare: 2 losses x 1 seed, one loss name invalid -> recorded as failed, exit code 1.
+    # compare: an unknown loss is refused before anything runs (exit 2, nothing written) ...
     rc, out, err = _run(
         ["compare", "--config", str(config), "--losses", "ce", "dice", "no_such_loss", "--seeds", "0",
          "--output", str(tmp_path / "cmp")],
         capsys,
     )  # fmt: skip
-    assert rc == 1, err
+    assert rc == 2 and "error: losses: 'no_such_loss': unknown loss name" in err
+    assert not (tmp_path / "cmp").exists()
+    # ... and 2 losses x 1 seed give the paper-shaped table
+    rc, out, err = _run(
+        ["compare", "--config", str(config), "--losses", "ce", "dice", "--seeds", "0",
+         "--output", str(tmp_path / "cmp")],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0, err
     md = (tmp_path / "cmp" / "results.md").read_text()
-    assert "| CE |" in md and "| Dice |" in md and "no_such_loss seed 0" in md
+    assert "| CE |" in md and "| Dice |" in md and md in out
+    for name in ("compare.json", "runs.csv", "results.csv"):
+        assert (tmp_path / "cmp" / name).is_file(), name
     assert (tmp_path / "cmp" / "runs" / "ce" / "seed0" / "eval.json").is_file()
-    assert "2/3 run(s) ok" in out
+    assert "[1/2] ce seed 0: training ->" in out and "2/2 run(s) ok" in out
 
 
 SHARED = REPO / ".." / "shared" / "data"

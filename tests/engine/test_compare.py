@@ -16,8 +16,9 @@ from napari_segloss.engine.compare import (
     run_compare,
     write_tables,
 )
-from napari_segloss.engine.config import load_config, save_config
+from napari_segloss.engine.config import save_config
 from napari_segloss.engine.events import TrainDone
+from napari_segloss.samples import sample_pairs_dir
 
 
 @pytest.mark.parametrize(
@@ -59,11 +60,21 @@ def test_display_name_like_the_paper(label: str, name: str) -> None:
 
 def test_metrics_from_eval_binary_in_percent() -> None:
     data = {
-        "per_class": {"1": {"dice": 0.9, "iou": 0.8, "precision": 0.95, "recall": 0.85, "nsd": 0.5}}
+        "per_class": {
+            "1": {
+                "dice": 0.9,
+                "iou": 0.8,
+                "precision": 0.95,
+                "recall": 0.85,
+                "nsd": 0.5,
+                "hd95": 3.5,
+            }
+        }
     }
     metrics, names = metrics_from_eval(data)
+    # HD95 is a distance (pixels), not a fraction: not scaled to %
     assert metrics == pytest.approx(
-        {"mDice": 90.0, "mIoU": 80.0, "mNSD": 50.0, "mPrec.": 95.0, "mRec.": 85.0}
+        {"mDice": 90.0, "mIoU": 80.0, "mNSD": 50.0, "mPrec.": 95.0, "mRec.": 85.0, "mHD95": 3.5}
     )
     assert names == ["class 1"]
 
@@ -91,8 +102,9 @@ def test_metrics_from_eval_rejects_unknown_layout() -> None:
         metrics_from_eval({"accuracy": 0.9})
 
 
+# The data must exist (compare checks it before anything runs); the stub trainings never read it.
 BASE: dict[str, Any] = {
-    "data": {"kind": "folder", "root": "data"},
+    "data": {"kind": "folder", "root": str(sample_pairs_dir("kvasir_train"))},
     "model": {"encoder": "resnet18"},
     "loss": {"name": "pm_dice", "params": {"gamma": 2.0}},
     "train": {"epochs": 1},
@@ -135,7 +147,7 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
     logs: list[str] = []
     runs = run_compare(
         BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, ["train.epochs=2"],
-        train_fn=_fake_train(calls, fail={("pm_dice", 2)}), load_fn=load_config, log=logs.append,
+        train_fn=_fake_train(calls, fail={("pm_dice", 2)}), log=logs.append,
     )  # fmt: skip
     assert len(calls) == 6
     # Config fixed except loss and seed; base loss params only for the base loss.
@@ -172,7 +184,7 @@ def test_grid_survives_failure_writes_tables_and_resumes(tmp_path: Path) -> None
     try:
         runs2 = run_compare(
             BASE, ["ce", "pm_dice"], [0, 1, 2], tmp_path, ["train.epochs=2"],
-            train_fn=_fake_train(calls2, resumes=resumes), load_fn=load_config, log=logs.append,
+            train_fn=_fake_train(calls2, resumes=resumes), log=logs.append,
         )  # fmt: skip
     finally:
         del DICE[("pm_dice", 2)]
@@ -196,14 +208,14 @@ def test_rerun_with_other_settings_is_refused_before_anything_runs(tmp_path: Pat
     """Reusing runs made with other settings would tabulate old results as new ones."""
     run_compare(
         BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=2"], train_fn=_fake_train([]),
-        load_fn=load_config, log=lambda s: None,
+        log=lambda s: None,
     )  # fmt: skip
     before = _tree(tmp_path)
     calls: list[Any] = []
     with pytest.raises(ValueError, match=r"4 run\(s\).*other settings") as info:
         run_compare(
             BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=5"],
-            train_fn=_fake_train(calls), load_fn=load_config, log=lambda s: None,
+            train_fn=_fake_train(calls), log=lambda s: None,
         )  # fmt: skip
     assert "train.epochs: saved 2, requested 5" in str(info.value)
     assert "seed0" in str(info.value) and "\n" not in str(info.value)
@@ -211,7 +223,7 @@ def test_rerun_with_other_settings_is_refused_before_anything_runs(tmp_path: Pat
     # keys that do not change results may differ: the runs are reused, nothing retrained
     run_compare(
         BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=2", "train.num_workers=0"],
-        train_fn=_fake_train(calls), load_fn=load_config, log=lambda s: None,
+        train_fn=_fake_train(calls), log=lambda s: None,
     )  # fmt: skip
     assert calls == []
     # a finished run without config.yaml cannot be vouched for either
@@ -219,7 +231,7 @@ def test_rerun_with_other_settings_is_refused_before_anything_runs(tmp_path: Pat
     with pytest.raises(ValueError, match=r"no config\.yaml"):
         run_compare(
             BASE, ["ce"], [0], tmp_path, ["train.epochs=2"], train_fn=_fake_train(calls),
-            load_fn=load_config, log=lambda s: None,
+            log=lambda s: None,
         )  # fmt: skip
 
 
@@ -233,7 +245,6 @@ def test_single_seed_shows_mean_only_and_missing_eval_is_failure(tmp_path: Path)
         [0],
         tmp_path,
         train_fn=_fake_train([]),
-        load_fn=load_config,
         log=lambda s: None,
     )
     assert "| CE | 80.00 |" in write_tables(tmp_path, runs)
@@ -243,18 +254,19 @@ def test_single_seed_shows_mean_only_and_missing_eval_is_failure(tmp_path: Path)
         [0],
         tmp_path / "b",
         train_fn=no_eval,
-        load_fn=load_config,
         log=lambda s: None,
     )
     assert runs[0].status == "failed" and "eval.json" in runs[0].error
 
 
-def test_bad_config_is_recorded_per_run_not_raised(tmp_path: Path) -> None:
-    runs = run_compare(
-        BASE, ["ce"], [0], tmp_path, ["train.epochs=zero"], train_fn=_fake_train([]),
-        load_fn=load_config, log=lambda s: None,
-    )  # fmt: skip
-    assert runs[0].status == "failed" and "train.epochs" in runs[0].error
+def test_bad_config_is_refused_before_any_run(tmp_path: Path) -> None:
+    calls: list[Any] = []
+    with pytest.raises(ValueError, match=r"train\.epochs"):
+        run_compare(
+            BASE, ["ce"], [0], tmp_path, ["train.epochs=zero"], train_fn=_fake_train(calls),
+            log=lambda s: None,
+        )  # fmt: skip
+    assert calls == [] and not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -270,9 +282,7 @@ def test_run_compare_argument_errors(
     tmp_path: Path, losses: list, seeds: list, overrides: list, match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        run_compare(
-            BASE, losses, seeds, tmp_path, overrides, train_fn=_fake_train([]), load_fn=load_config
-        )
+        run_compare(BASE, losses, seeds, tmp_path, overrides, train_fn=_fake_train([]))
 
 
 def test_loss_params_overrides_apply_to_the_base_loss_only(tmp_path: Path) -> None:
@@ -282,7 +292,7 @@ def test_loss_params_overrides_apply_to_the_base_loss_only(tmp_path: Path) -> No
         run_compare(
             BASE, ["pm_dice", "dice", "pm_dice:gamma=0.5"], [0], tmp_path,
             ["loss.params.gamma=3", "loss.params.eps=1.0e-5"], train_fn=_fake_train(calls),
-            load_fn=load_config, log=lambda s: None,
+            log=lambda s: None,
         )  # fmt: skip
     finally:
         del DICE[("dice", 0)]
@@ -311,7 +321,7 @@ def test_ctrl_c_in_a_run_stops_the_whole_grid(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run_compare(
-            BASE, ["ce", "pm_dice"], [0, 1], tmp_path, train_fn=interrupted, load_fn=load_config,
+            BASE, ["ce", "pm_dice"], [0, 1], tmp_path, train_fn=interrupted,
             log=logs.append,
         )  # fmt: skip
     assert len(calls) == 1
