@@ -1,4 +1,4 @@
-"""Put a ``segloss compare`` result next to the PM-Dice paper's table (Hosseini et al. 2025).
+"""Put a ``segloss compare`` result next to the PM-Dice paper's table (Hosseini 2025).
 
 Usage::
 

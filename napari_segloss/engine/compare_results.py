@@ -17,7 +17,7 @@ Layout of a comparison folder ``OUTPUT``::
     results.md                  the paper-shaped Markdown table (best mean per column in bold)
     .segloss.lock               held while a comparison runs in the folder
 
-The table mirrors tables 1-3 of the PM-Dice paper (Hosseini et al. 2025, section 3.2): one row
+The table mirrors tables 1-3 of the PM-Dice paper (Hosseini 2025, section 3.2): one row
 per loss, columns ``mDice mIoU mNSD mPrec. mRec.`` (means over the foreground classes, in %),
 ``mHD95`` (pixels, or the voxel spacing's units; lower is better) and, for multi-class data, the
 Dice of each foreground class; ``mean ± std`` over seeds (sample std, ``ddof=1``; the paper

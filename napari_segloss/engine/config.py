@@ -1,6 +1,6 @@
 """Training configuration: pydantic models, YAML loading and ``a.b=value`` overrides.
 
-The keys are the public contract of ``DESIGN.md`` ("Engine and CLI"). Every model forbids extra
+The keys are a public contract (the README and training/README.md document them). Every model forbids extra
 keys so a typo (``epoch: 10``) fails loudly instead of silently training with the default.
 Defaults follow the PM-Dice paper protocol (Hosseini 2025, section 3.2): Adam, weight decay
 1e-4, initial LR 5e-4 with the polynomial policy ``lr * (1 - it / max_it) ** 0.9``.

@@ -11,7 +11,7 @@ One :class:`LossSpec` per table row. It is written three ways, all giving the sa
 Its ``label`` (``"pm_dice:gamma=2"``) names the row in every results file and, made file-system
 safe, the run folder (``runs/pm_dice__gamma=2/seed0``), so PM Dice at several gamma values are
 separate rows with distinct run folders. Row labels are shown as the PM-Dice paper writes them
-(Hosseini et al. 2025, tables 1-3): ``"focal+pm_dice"`` -> ``"Focal CE + PM Dice"``.
+(Hosseini 2025, tables 1-3): ``"focal+pm_dice"`` -> ``"Focal CE + PM Dice"``.
 
 Plain Python and PyYAML only: the results reader imports this module without torch.
 """
