@@ -106,18 +106,35 @@ class LabelProbs(NamedTuple):
 
 
 def label_entries(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Flat indices ``(entry, class_entry)`` of (B, 1, N) labels: of the label entry in a
-    (B, K, N) tensor and of the label class in a (B, K) tensor, each (B * N,).
+    """Flat indices ``(entry, class_entry)`` of (B, 1, N) int64 labels: of the label entry in
+    a (B, K, N) tensor and of the label class in a (B, K) tensor, each (B * N,).
 
     index_select / index_fill_ on these run several times faster on CPU than gather /
     scatter along the class axis."""
     b, _, n = labels.shape
-    # int32 arithmetic is faster on CPU; the indices themselves must be int64
-    flat = labels.view(b, n).int()
-    image = torch.arange(b, device=labels.device, dtype=torch.int32).view(b, 1)
-    class_entry = torch.add(image * num_classes, flat).view(-1).long()
-    base = image * (num_classes * n) + torch.arange(n, device=labels.device, dtype=torch.int32)
-    return torch.add(base, flat, alpha=n).view(-1).long(), class_entry
+    flat = labels.view(b, n)
+    pixel_base, image_base = _entry_bases(b, num_classes, n, labels.device)
+    entry = torch.add(pixel_base, flat, alpha=n).view(-1)
+    return entry, torch.add(image_base, flat).view(-1)
+
+
+def _entry_bases(b: int, k: int, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(b * k * n + i)`` (B, N) and ``(b * k)`` (B, 1) as int64: the parts of the flat
+    indices that depend on the shape only (cached: a training loop repeats its shapes)."""
+    key = (b, k, n, device)
+    cached = None if torch.compiler.is_compiling() else _ENTRY_BASES.get(key)
+    if cached is not None:
+        return cached
+    image = torch.arange(b, device=device).view(b, 1)
+    bases = (image * (k * n) + torch.arange(n, device=device), image * k)
+    if not torch.compiler.is_compiling():  # dynamo bakes shapes in; nothing to cache there
+        if len(_ENTRY_BASES) >= 8:
+            _ENTRY_BASES.pop(next(iter(_ENTRY_BASES)))
+        _ENTRY_BASES[key] = bases
+    return bases
+
+
+_ENTRY_BASES: dict[tuple[int, int, int, torch.device], tuple[Tensor, Tensor]] = {}
 
 
 class Prepared:
