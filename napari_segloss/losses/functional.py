@@ -407,11 +407,11 @@ def label_log_prob(inp: Prepared) -> tuple[Tensor, Tensor]:
 
 
 def _softmax_label_log_prob(x: Tensor, lp: LabelProbs) -> Tensor:
-    """``log p_t`` (B, 1, N) of (B, K, N) logits: ``log1p(-q)`` near 1, ``x_t - logsumexp(x)``
+    """``log p_t`` (B, 1, N) of (B, K, N) logits: ``log1p(-q)`` near 1, the log-softmax
     (exact for small p_t, no underflow) elsewhere."""
     b, _, n = x.shape
-    x_t = x.reshape(-1).index_select(0, lp.entry).view(b, 1, n)
-    return log_prob_from_complement(x_t - torch.logsumexp(x, 1, keepdim=True), lp.label_complement)
+    log_softmax = torch.log_softmax(x, 1).reshape(-1).index_select(0, lp.entry).view(b, 1, n)
+    return log_prob_from_complement(log_softmax, lp.label_complement)
 
 
 def focal_factor(q: Tensor, gamma: float | Tensor) -> Tensor:
