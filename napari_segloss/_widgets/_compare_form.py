@@ -173,8 +173,9 @@ class CompareSetupForm(QWidget):
         self.heldout_edit.setPlaceholderText("held-out folder (images/, masks/) or bundled:NAME")
         f.addRow("held-out", self._folder_row(self.heldout_edit, "Held-out data folder"))
         self.score_stack.addWidget(page)
-        self.score_combo.currentIndexChanged.connect(self.score_stack.setCurrentIndex)
+        self.score_combo.currentIndexChanged.connect(self._show_score_page)
         form.addRow(self.score_stack)
+        self.score_stack.setVisible(False)  # the validation split needs no more input
         self.val_spin = QDoubleSpinBox(box)
         self.val_spin.setRange(0.0, 0.9)
         self.val_spin.setSingleStep(0.05)
@@ -187,7 +188,7 @@ class CompareSetupForm(QWidget):
         box = QGroupBox("Losses to compare (one table row each)", parent)
         lay = QVBoxLayout(box)
         self.loss_list = QListWidget(box)
-        self.loss_list.setMaximumHeight(110)
+        self.loss_list.setMaximumHeight(90)
         lay.addWidget(self.loss_list)
         row = QHBoxLayout()
         self.loss_combo = QComboBox(box)
@@ -242,8 +243,11 @@ class CompareSetupForm(QWidget):
         self.device_combo.addItems(["auto", "cpu"])
         self.device_combo.setToolTip("auto: the GPU when there is one")
         self.more_edit = QPlainTextEdit(box)
-        self.more_edit.setPlaceholderText("more settings, one key=value per line, as segloss "
-                                          "compare --set (e.g. optim.lr=0.001)")  # fmt: skip
+        self.more_edit.setPlaceholderText("key=value per line, e.g. optim.lr=0.001")
+        self.more_edit.setToolTip(
+            "any config key, one key=value per line, as segloss compare --set "
+            "(optim.lr=0.001, data.augment=false, model.kwargs={encoder_depth: 4})"
+        )
         self.more_edit.setMaximumHeight(52)
         self.output_edit = QLineEdit(str(DEFAULT_OUTPUT), box)
         self.output_edit.setToolTip("the comparison folder; an existing one is re-opened")
@@ -261,6 +265,10 @@ class CompareSetupForm(QWidget):
             form.addRow(label, widget)
         form.addRow("output folder", self._folder_row(self.output_edit, "Comparison folder"))
         return box
+
+    def _show_score_page(self, index: int) -> None:
+        self.score_stack.setCurrentIndex(index)
+        self.score_stack.setVisible(index != 0)
 
     def set_catalog(
         self, catalog: dict[str, dict[str, inspect.Parameter]], devices: Sequence[str]

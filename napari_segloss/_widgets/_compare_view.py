@@ -189,7 +189,7 @@ class RunsTable(QTableWidget):
             if event.status == "ok":
                 self.bars[row].setValue(1000)
                 dice = event.metrics.get("mDice", math.nan)
-                self._set(row, 3, f"done · held-out mDice {dice:.2f} %")
+                self._set(row, 3, f"done · mDice {dice:.1f} %", "held-out mean Dice (%)")
             elif event.status == "failed":
                 self._set(row, 3, f"failed: {event.error}")
             else:

@@ -83,6 +83,11 @@ LEGEND = (
 )
 
 
+def finished_seeds(results: CompareResults) -> list[int]:
+    """The seeds with at least one finished run (those the grid can show)."""
+    return [s for s in results.seeds if any(r.seed == s and r.status == "ok" for r in results.runs)]
+
+
 def _load_catalog() -> tuple[dict[str, dict[str, inspect.Parameter]], list[str]]:
     """The registered losses with their parameters, and the devices (imports torch)."""
     preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
@@ -110,7 +115,7 @@ class CompareLossesWidget(QWidget):
         self.last_start: CompareStart | None = None
         self.last_done: CompareDone | None = None
         self.overlays = OverlayGrid(self.viewer, self._on_user_grid)
-        self._drawing = TaskQueue(self, done=lambda: None, errored=self._on_error)
+        self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
 
         root = QVBoxLayout(self)
         self.status = StatusLabel(self)
@@ -218,6 +223,9 @@ class CompareLossesWidget(QWidget):
         row.addStretch(1)
         row.addWidget(QLabel(LEGEND, page))
         lay.addLayout(row)
+        self.grid_note = QLabel(page)
+        self.grid_note.setWordWrap(True)
+        lay.addWidget(self.grid_note)
         lay.addStretch(1)
         self._set_results_enabled(False)
         return page
@@ -285,6 +293,7 @@ class CompareLossesWidget(QWidget):
         self.runs_table.on_event(event)
         if isinstance(event, CompareStart):
             self.last_start = event
+            self.runs_table.start(event.runs, event.actions)
             self.setup.saved = saved_settings(event.output)
             self.tabs.setCurrentWidget(self.runs_table)
             todo = sum(a != "reuse" for a in event.actions)
@@ -363,9 +372,9 @@ class CompareLossesWidget(QWidget):
 
         def job() -> tuple[CompareResults, list[str], int | None, ImageView | None, str]:
             results = reuse or read_compare(output)
-            names, picked, shown, note = [], seed, None, ""
+            names, shown, note = [], None, ""
+            picked = seed if seed is not None else next(iter(finished_seeds(results)), None)
             try:
-                picked = seed if seed is not None else results.view(0).seed
                 names = results.image_names(picked)
                 if view:
                     shown = results.view(min(where, len(names) - 1), picked)
@@ -418,8 +427,7 @@ class CompareLossesWidget(QWidget):
                 self.image_combo.setItemData(self.image_combo.count() - 1, name, TOOLTIP_ROLE)
             self.image_combo.setCurrentIndex(min(max(current, 0), len(names) - 1))
         self.image_combo.blockSignals(False)
-        seeds = [str(s) for s in results.seeds if any(
-            r.seed == s and r.status == "ok" for r in results.runs)]  # fmt: skip
+        seeds = [str(s) for s in finished_seeds(results)]
         self.seed_combo.blockSignals(True)
         if [self.seed_combo.itemText(i) for i in range(self.seed_combo.count())] != seeds:
             self.seed_combo.clear()
@@ -447,6 +455,15 @@ class CompareLossesWidget(QWidget):
         if self.view is not None:
             grid = self.grid_check.isChecked()
             self._drawing.run(self.overlays.draw_steps(self.view, self.best_loss, grid))
+
+    def _after_drawing(self) -> None:
+        hidden = self.overlays.hidden_names
+        self.grid_note.setText(
+            f"hidden while the grid shows the comparison: {', '.join(map(repr, hidden))} "
+            "(untick 'side by side' to see them again)"
+            if hidden
+            else ""
+        )
 
     def set_image(self, index: int) -> None:
         """Show held-out image ``index`` in every cell (as picking it in the combo does)."""
@@ -500,6 +517,7 @@ class CompareLossesWidget(QWidget):
     def _on_grid_check(self, on: bool) -> None:
         if not on:
             self.overlays.hide_grid()
+            self.grid_note.setText("")
         elif self.overlays.layers():
             self.overlays.show_grid()
             self.overlays.fit()
@@ -511,6 +529,7 @@ class CompareLossesWidget(QWidget):
         self.grid_check.blockSignals(False)
         if enabled and self.overlays.layers():
             self.overlays.show_grid()
+        self._after_drawing()  # says which layers are hidden (none once the grid is off)
 
     def closeEvent(self, event: Any) -> None:
         self._stop.set()
