@@ -140,10 +140,10 @@ def compare(args: argparse.Namespace) -> None:
     """Compare Losses: Dice and PM Dice at two γ (2 seeds each) trained on the 32 bundled
     ``kvasir_train`` pairs and scored on the 3 unseen sample frames: the table and each loss's
     errors on frame 0, side by side (a few CPU minutes)."""
-    viewer, _, _ = _viewer((1900, 1150))
+    viewer, _, _ = _viewer((2000, 1150))
     dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Compare Losses")
     # wide enough for the whole table (mean ± std of six metrics, rank)
-    viewer.window._qt_window.resizeDocks([dock], [720], Qt.Orientation.Horizontal)
+    viewer.window._qt_window.resizeDocks([dock], [800], Qt.Orientation.Horizontal)
     _wait(panel, args.timeout)  # the loss list and the engine load first
     setup = panel.setup
     setup.source_combo.setCurrentText("folder")

@@ -115,8 +115,13 @@ def short_name(name: str, limit: int = 24) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def compact(display: str) -> str:
+    """A loss's display name with γ for gamma (table rows and grid titles are narrow)."""
+    return display.replace("gamma=", "γ=")
+
+
 def _run_name(run: CompareRunInfo) -> str:
-    return f"{run.display} · seed {run.seed}"
+    return f"{compact(run.display)} · seed {run.seed}"
 
 
 class RunsTable(QTableWidget):
@@ -212,6 +217,9 @@ class ResultsTable(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
+        font = self.font()
+        font.setPointSizeF(font.pointSizeF() * 0.9)  # six "mean ± std" columns side by side
+        self.setFont(font)
         # grid order (the losses as listed) until the user clicks a header
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.setSortingEnabled(True)
@@ -236,7 +244,7 @@ class ResultsTable(QTableWidget):
         bold = QFont()
         bold.setBold(True)
         for r, row in enumerate(rows):
-            name = (BEST_MARK if row.loss == self.best else "") + row.name
+            name = (BEST_MARK if row.loss == self.best else "") + compact(row.name)
             first = _item(name, row.name)
             first.setData(Qt.ItemDataRole.UserRole, row.loss)
             first.setToolTip(f"{row.loss}: {row.params or 'default parameters'}")
@@ -303,7 +311,7 @@ class OverlayGrid:
         cells = [("truth", gt, f"ground truth · {short_name(view.name)}", truth_props)]
         errors_props = {"colormap": error_colormap(), "opacity": 1.0, "blending": "translucent"}
         for cell in view.cells:
-            title = (BEST_MARK if cell.loss == best else "") + cell.title.replace("gamma=", "γ=")
+            title = (BEST_MARK if cell.loss == best else "") + compact(cell.title)
             if cell.note:
                 title += f" ({cell.note})"
             errors = cell.errors if cell.errors is not None else np.zeros(gt.shape, np.uint8)

@@ -157,6 +157,7 @@ class CompareLossesWidget(QWidget):
         self.setup.set_catalog(*out)
         self.status.info("pick the data, the losses and the settings, then Start")
         # then the engine, while the user fills in the form (see warm_up)
+        guard_triton()  # before the worker imports torchvision (see _compat)
         self._warm_worker = new_worker(
             warm_up, returned=self.setup.set_architectures, errored=lambda exc: None,
             finished=self._on_warm_finished,
@@ -235,7 +236,6 @@ class CompareLossesWidget(QWidget):
                   self.seed_combo):  # fmt: skip
             w.setEnabled(on)
 
-    # ---------------------------------------------------------------- losses
     # ---------------------------------------------------------------- running
     @property
     def busy(self) -> bool:
