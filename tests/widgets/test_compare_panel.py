@@ -149,6 +149,19 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     assert CHECKPOINTS.paths()[0] == best.checkpoint.resolve()
     _, predict = dock("Predict & Compare", viewer)
     assert predict.ckpt_picker.path() == best.checkpoint.resolve()
+    # ... or any loss's, by selecting its row
+    other = next(row for row in rows if row.loss != best.loss)
+    table.selectRow(table.displayed_losses().index(other.loss))
+    assert widget.offer_selected() == other.checkpoint
+    assert predict.ckpt_picker.path() == other.checkpoint.resolve()
+    # ranked by another metric: the rank column, the star and the offer follow
+    widget.rank_combo.setCurrentText("mHD95")
+    by_hd95 = results.best("mHD95")
+    assert (
+        widget.best_loss == by_hd95.loss and CHECKPOINTS.paths()[0] == by_hd95.checkpoint.resolve()
+    )
+    assert table.horizontalHeaderItem(7).toolTip() == "rank by mHD95"
+    wait_idle(widget, timeout=60_000)  # the grid's titles move the star too
 
     # the grid: ground truth, then one titled error overlay per loss over its image copy
     grid = grid_of(viewer)
@@ -159,7 +172,8 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     for layer, cell in zip(overlays, view.cells, strict=True):
         np.testing.assert_array_equal(layer.data, cell.errors)
         assert f"Dice {cell.dice:.3f}" in layer.name and cell.display.split(" (")[0] in layer.name
-    assert overlays[[c.loss for c in view.cells].index(best.loss)].name.startswith("★ ")
+    starred = [ly.name for ly in overlays if ly.name.startswith("★ ")]
+    assert len(starred) == 1 and by_hd95.display.split(" (")[0] in starred[0]
     owned = [ly for ly in viewer.layers if is_owned(ly, PANEL)]
     assert len(owned) == 6 and owned[-1].name.startswith("ground truth")  # top-left cell
     assert not any(ly.visible for ly in frames)  # the user's layers wait hidden
