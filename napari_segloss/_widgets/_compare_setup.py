@@ -12,6 +12,7 @@ of RGB frames or a grey volume one pair per frame / slice, as the Train panel tr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -152,23 +153,35 @@ def prepared_base(request: CompareRequest) -> dict[str, Any]:
     return base
 
 
+@contextlib.contextmanager
+def quiet_imports() -> Iterator[None]:
+    """Big imports in a worker without freezing the window: napari, torch and smp leave
+    millions of long-lived objects that every full cyclic garbage collection walks, 0.3-1 s
+    with the GIL held (measured while the panel loads and at random moments of a training).
+    No collection runs during the imports (they make next to no garbage), and what they made
+    lives as long as the process: moved out of the collector's reach (``gc.freeze``), a full
+    collection walks only what was made since."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def warm_up() -> list[str]:
     """Import what the first run needs (the engine, torchvision, smp and its model hub, SciPy's
     KD-tree: about 3 s) in a worker before Start, so that the window does not stutter while
-    the first run begins: imports hold the GIL in long stretches. Returns the architectures
-    the model factory accepts."""
-    import scipy.spatial  # noqa: F401  what the surface metrics import on first use
+    the first run begins. Returns the architectures the model factory accepts."""
+    with quiet_imports():
+        import scipy.spatial  # noqa: F401  what the surface metrics import on first use
 
-    from napari_segloss.engine import compare  # noqa: F401  heavy (torch): worker only
-    from napari_segloss.engine.model import available_architectures  # heavy: worker only
+        from napari_segloss.engine import compare  # noqa: F401  heavy (torch): worker only
+        from napari_segloss.engine.model import available_architectures  # heavy: worker only
 
-    architectures = available_architectures()
-    # napari, torch and smp leave millions of long-lived objects that every full cyclic
-    # garbage collection walks: 0.5-1 s with the GIL held, a frozen window, at random moments
-    # of a training. They live as long as the process: moved out of the collector's reach
-    # (gc.freeze), a full collection walks only what was made since (measured: 0.75 s -> ms).
-    gc.freeze()
-    return architectures
+        return available_architectures()
 
 
 def iter_request(

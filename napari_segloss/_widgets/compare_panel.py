@@ -64,7 +64,7 @@ from ._common import (
     release_gpu_memory,
 )
 from ._compare_form import CompareSetupForm
-from ._compare_setup import iter_request, saved_settings, warm_up
+from ._compare_setup import iter_request, quiet_imports, saved_settings, warm_up
 from ._compare_view import OverlayGrid, ResultsTable, RunsTable, short_name
 from ._compat import guard_triton, preload_torch_libraries
 from ._state import CHECKPOINTS
@@ -91,9 +91,10 @@ def finished_seeds(results: CompareResults) -> list[int]:
 def _load_catalog() -> tuple[dict[str, dict[str, inspect.Parameter]], list[str]]:
     """The registered losses with their parameters, and the devices (imports torch)."""
     preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
-    from napari_segloss.explorer import loss_catalog  # heavy (torch): worker only
+    with quiet_imports():
+        from napari_segloss.explorer import loss_catalog  # heavy (torch): worker only
 
-    return loss_catalog(), device_choices()
+        return loss_catalog(), device_choices()
 
 
 class CompareLossesWidget(QWidget):
