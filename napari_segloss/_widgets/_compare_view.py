@@ -351,13 +351,12 @@ class OverlayGrid:
             put_labels(key, labels, title, props)
 
         def titles(upto: int) -> None:
-            # one more title per turn: the first draw of a title renders its glyphs (~0.1 s)
             self._order(keys)
             self.titled = [find_owned(self.viewer, PANEL, k) for k in keys]
             if self.grid_view.active:
                 self.grid_view.decorate([], self.titled[:upto])
 
-        def finish() -> None:  # a turn of its own: the titles' first draw renders glyphs
+        def finish() -> None:
             if self.grid_view.active:
                 self.grid_view.settle()
             if state["reset"] or new:
@@ -371,7 +370,9 @@ class OverlayGrid:
         for c in reversed(cells):
             if c[0] in new:
                 steps += [lambda c=c: put_image(c[0], c[2]), lambda c=c: put_labels(*c)]
-        steps += [lambda k=k: titles(k) for k in range(1, len(cells) + 1)]
+        # New titles one per turn too: the first draw of a title renders its glyphs (~0.1 s)
+        first = 1 if new else len(cells)
+        steps += [lambda k=k: titles(k) for k in range(first, len(cells) + 1)]
         return [*steps, finish]
 
     def _order(self, keys: Sequence[str]) -> None:
