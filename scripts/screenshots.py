@@ -13,6 +13,8 @@ from the manifest, uses it as a person would and writes ``docs/images/<panel>.pn
   The checkpoint is ``--checkpoint``, or one trained first with the README's quickstart
   (``segloss train --config training/configs/quickstart.yaml``: about a minute on CPU).
 * ``train``: a short run in the Train / Fine-tune panel (its own screenshot only).
+* ``compare``: Compare Losses trains three losses x two seeds on the bundled pairs and shows
+  the table and each loss's errors side by side (``--panels compare``; a few CPU minutes).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from qtpy.QtWidgets import QApplication
 
 PLUGIN = "napari-segloss"
 ROOT = Path(__file__).resolve().parents[1]
-PANELS = ("loss_explorer", "predict", "train")
+PANELS = ("loss_explorer", "predict", "train", "compare")
 
 
 def _process(seconds: float) -> None:
@@ -134,6 +136,35 @@ def train(args: argparse.Namespace) -> None:
     viewer.close()
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Compare Losses: Dice and PM Dice at two γ (2 seeds each) trained on the 32 bundled
+    ``kvasir_train`` pairs and scored on the 3 unseen sample frames: the table and each loss's
+    errors on frame 0, side by side (a few CPU minutes)."""
+    viewer, _, _ = _viewer((2000, 1150))
+    dock, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Compare Losses")
+    # wide enough for the whole table (mean ± std of six metrics, rank)
+    viewer.window._qt_window.resizeDocks([dock], [800], Qt.Orientation.Horizontal)
+    _wait(panel, args.timeout)  # the loss list and the engine load first
+    setup = panel.setup
+    setup.source_combo.setCurrentText("folder")
+    setup.folder_edit.setText("bundled:kvasir_train")
+    setup.score_combo.setCurrentText("held-out folder")
+    setup.heldout_edit.setText("bundled:kvasir")
+    setup.encoder_combo.setCurrentText("mobilenet_v2")
+    setup.size_spin.setValue(args.compare_size)
+    setup.epochs_spin.setValue(args.compare_epochs)
+    setup.seeds_edit.setText("0, 1")
+    setup.more_edit.setPlainText("optim.lr=0.001")
+    setup.output_edit.setText(tempfile.mkdtemp(prefix="segloss-shots-"))
+    panel.set_losses(["dice", "pm_dice:gamma=1", "pm_dice:gamma=2"])
+    panel.start()
+    _wait(panel, args.timeout)
+    panel.set_image(0)
+    _wait(panel, args.timeout)
+    _shoot(viewer, args.out / "compare.png")
+    viewer.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
@@ -144,10 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint for the predict shot")
     parser.add_argument("--epochs", type=int, default=40, help="train shot: epochs")
     parser.add_argument("--size", type=int, default=128, help="train shot: resize (pixels)")
+    parser.add_argument("--compare-epochs", type=int, default=20, help="compare shot: epochs")
+    parser.add_argument("--compare-size", type=int, default=128, help="compare shot: pixels")
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    shots = {"loss_explorer": loss_explorer, "predict": predict, "train": train}
+    shots = {"loss_explorer": loss_explorer, "predict": predict, "train": train, "compare": compare}
     for name in args.panels:
         shots[name](args)
 

@@ -46,6 +46,16 @@ LAZY_ALLOWED = {
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.predict_panel", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets.compare_panel", "napari_segloss.explorer"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.compare"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._compare_setup", "napari_segloss.data.factory"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.model"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._compare_setup", "scipy.spatial"): (
+        "imported ahead of the first run in a worker (the surface metrics need it)"
+    ),
+    ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.config"): (
+        "pydantic config, 0.25 s to import: read in the comparison's worker"
+    ),
 }
 
 

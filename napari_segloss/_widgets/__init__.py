@@ -16,6 +16,7 @@ from ._compat import guard_triton
 guard_triton()
 
 _PANELS = {
+    "CompareLossesWidget": "compare_panel",
     "LossExplorerWidget": "loss_explorer",
     "PredictWidget": "predict_panel",
     "TrainWidget": "train_panel",
