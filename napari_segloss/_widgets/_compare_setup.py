@@ -158,9 +158,11 @@ def quiet_imports() -> Iterator[None]:
     """Big imports in a worker without freezing the window: napari, torch and smp leave
     millions of long-lived objects that every full cyclic garbage collection walks, 0.3-1 s
     with the GIL held (measured while the panel loads and at random moments of a training).
-    No collection runs during the imports (they make next to no garbage), and what they made
-    lives as long as the process: moved out of the collector's reach (``gc.freeze``), a full
-    collection walks only what was made since."""
+    No collection runs during the imports (they make next to no garbage), and what exists then
+    is moved out of the collector's reach (``gc.freeze``), so a full collection walks only what
+    was made since. The panel gives it back (:func:`release_frozen`) when it closes: a frozen
+    object that becomes cyclic garbage (a napari layer removed meanwhile) is collected only
+    after that."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -169,6 +171,11 @@ def quiet_imports() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def release_frozen() -> None:
+    """Undo :func:`quiet_imports`' ``gc.freeze``: everything is visible to the collector again."""
+    gc.unfreeze()
 
 
 def warm_up() -> list[str]:

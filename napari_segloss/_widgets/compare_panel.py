@@ -64,7 +64,13 @@ from ._common import (
     release_gpu_memory,
 )
 from ._compare_form import CompareSetupForm
-from ._compare_setup import iter_request, quiet_imports, saved_settings, warm_up
+from ._compare_setup import (
+    iter_request,
+    quiet_imports,
+    release_frozen,
+    saved_settings,
+    warm_up,
+)
 from ._compare_view import OverlayGrid, ResultsTable, RunsTable, short_name
 from ._compat import guard_triton, preload_torch_libraries
 from ._state import CHECKPOINTS
@@ -536,4 +542,5 @@ class CompareLossesWidget(QWidget):
         self._stop.set()
         self.overlays.disconnect()
         release_gpu_memory()
+        release_frozen()
         super().closeEvent(event)
