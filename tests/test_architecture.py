@@ -46,6 +46,8 @@ LAZY_ALLOWED = {
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.predict_panel", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets.train_panel", "napari_segloss.engine.prepare"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets.train_panel", "napari_segloss.engine.training"): TORCH_IN_WORKER,
 }
 
 

@@ -21,14 +21,17 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -285,6 +288,50 @@ class LayerPicker(QComboBox):
         if idx >= 0:
             self._chose_none = layer is None
             self.setCurrentIndex(idx)
+
+
+class PanelScrollArea(QScrollArea):
+    """A vertical scroll area as wide as its content.
+
+    napari stacks dock widgets in one column and does not scroll them: a panel taller than
+    its share of the column would either force the window taller than the screen or, where
+    the window cannot grow, get its rows squashed (labels clipped: "gamma" reads "qamma").
+    Inside this area the content keeps its natural size and scrolls; its width is never cut
+    (the minimum width follows the content's, plus the scroll bar), and it keeps at least
+    ``MIN_HEIGHT`` pixels so that a second panel docked below is not reduced to one row.
+    """
+
+    MIN_HEIGHT = 280
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's minimum width may have changed
+        return super().eventFilter(watched, event)
+
+    def minimumSizeHint(self) -> QSize:
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        bar = self.verticalScrollBar().sizeHint().width()
+        height = content.sizeHint().height() if content is not None else 0
+        return QSize(width + bar + 2 * self.frameWidth(), min(height, self.MIN_HEIGHT))
+
+
+def scrollable(panel: QWidget) -> QWidget:
+    """Put a :class:`PanelScrollArea` in ``panel`` and return the widget to fill (lay the
+    panel's content out in it)."""
+    content = QWidget()
+    layout = QVBoxLayout(panel)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(PanelScrollArea(content, panel))
+    return content
 
 
 class StatusLabel(QLabel):

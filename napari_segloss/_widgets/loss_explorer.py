@@ -62,6 +62,7 @@ from ._common import (
     remove_owned,
     rename_layers,
     require_layer,
+    scrollable,
     spatial_shape,
     stack_on_top,
     upsert_layer,
@@ -151,7 +152,7 @@ class LossExplorerWidget(QWidget):
         self._explicit = True
         self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
 
-        root = QVBoxLayout(self)
+        root = QVBoxLayout(scrollable(self))
         root.addWidget(self._data_box())
         root.addWidget(self._losses_box())
         box = QGroupBox("PM-Dice focusing parameters γ", self)
