@@ -375,6 +375,10 @@ class ProgressRow(QWidget):
     ``start()`` arms it; it appears after ``SHOW_AFTER_MS`` if the work is still running (no
     flicker for quick updates); ``step(done, total, text)`` moves it (``total == 0``: busy
     indicator); ``stop()`` hides it. ``cancel`` is the button (connect its ``clicked``).
+
+    A step is shown at the next event-loop turn, not at once: ``QProgressBar.setValue``
+    repaints at once, and repainting a widget of napari's window first renders a pending
+    canvas draw, which would add that draw to the caller's own work in one freeze.
     """
 
     SHOW_AFTER_MS = 300
@@ -393,6 +397,11 @@ class ProgressRow(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.SHOW_AFTER_MS)
         self._timer.timeout.connect(self.show)
+        self._latest: tuple[int, int, str] = (0, 0, "")
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._show_step)
         self.hide()
 
     def start(self, text: str) -> None:
@@ -402,6 +411,12 @@ class ProgressRow(QWidget):
             self._timer.start()
 
     def step(self, done: int, total: int, text: str) -> None:
+        self._latest = (done, total, text)
+        if not self._step_timer.isActive():
+            self._step_timer.start()
+
+    def _show_step(self) -> None:
+        done, total, text = self._latest
         self.bar.setRange(0, max(total, 0))
         self.bar.setValue(min(done, total) if total else 0)
         self.bar.setFormat(f"{text}  %p%" if total else text)
@@ -442,11 +457,11 @@ def new_worker(
 
 class TaskQueue:
     """Small main-thread tasks run one per event-loop turn, so that the window repaints and
-    answers between them (adding a napari layer and its first draw take up to ~0.1 s each;
-    a dozen of them in one go would freeze the window for a second).
+    answers between them (adding a napari layer and its first draw take up to ~0.2 s each;
+    a dozen of them in one go would freeze the window for seconds).
 
-    ``done()`` runs after the last task; a task's exception stops the queue and goes to
-    ``errored``.
+    ``done()`` runs after the last task (and on :meth:`cancel`); a task's exception stops
+    the queue and goes to ``errored``. ``progress(done, total)`` is called after each task.
     """
 
     def __init__(
@@ -455,10 +470,14 @@ class TaskQueue:
         *,
         done: Callable[[], Any],
         errored: Callable[[BaseException], Any],
+        progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         self._tasks: deque[Callable[[], Any]] = deque()
         self._done = done
         self._errored = errored
+        self._progress = progress
+        self._count = (0, 0)  # (tasks run, tasks queued) since the queue was last empty
+        self.cancelled = False
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -469,17 +488,34 @@ class TaskQueue:
         return bool(self._tasks)
 
     def run(self, tasks: Iterable[Callable[[], Any]]) -> None:
+        if not self._tasks:
+            self._count = (0, 0)
+            self.cancelled = False
         self._tasks.extend(tasks)
+        self._count = (self._count[0], self._count[0] + len(self._tasks))
         if self._tasks:
             self._timer.start()
 
+    def cancel(self) -> None:
+        """Drop the tasks not run yet, then call ``done`` (not from inside a task)."""
+        if self._tasks:
+            self._tasks.clear()
+            self.cancelled = True
+            self._timer.stop()
+            self._done()
+
     def _run_one(self) -> None:
+        if not self._tasks:  # cancelled meanwhile
+            return
         task = self._tasks.popleft()
         try:
             task()
         except Exception as exc:  # shown by the panel; the queue must not stay half-run
             self._tasks.clear()
             self._errored(exc)
+        self._count = (self._count[0] + 1, self._count[1])
+        if self._progress is not None and self._tasks:
+            self._progress(*self._count)
         if self._tasks:
             self._timer.start()
         else:
