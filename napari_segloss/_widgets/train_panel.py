@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.engine.config import DataConfig, ModelConfig, OptimConfig, TrainSection
 from napari_segloss.engine.events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
-from napari_segloss.engine.request import LayerData, TrainRequest, run_folder
+from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder, run_folder
 
 from ._common import (
     CheckpointPicker,
@@ -404,19 +404,18 @@ class TrainWidget(QWidget):
             raise PanelError("loss: the loss list is still loading")
         name = self.loss.value
         params = self.param_form(name).values()
-        runs = self.runs_folder.value
-        output = run_folder(runs if str(runs).strip() not in ("", ".") else DEFAULT_RUNS_DIR, name)
+        output = run_folder(self.runs_folder.line_edit.value.strip() or DEFAULT_RUNS_DIR, name)
         data: dict[str, Any] = {}
         if self.source.value == "layers":
             data["layers"] = self._layer_data()
         else:
-            root = self.folder.value
-            if root is None or not Path(root).expanduser().is_dir():
-                shown = "" if root is None else str(root)
+            root, kind = self.folder.line_edit.value.strip(), self.folder_kind.value
+            if not root or not Path(root).expanduser().is_dir():
                 raise PanelError(
-                    f"folder: expected an existing folder with images/ and masks/, got {shown!r}"
+                    f"folder: expected an existing folder with images/ and "
+                    f"{masks_folder(kind)}/, got {root!r}"
                 )
-            data.update(folder=Path(root).expanduser(), folder_kind=self.folder_kind.value)
+            data.update(folder=Path(root).expanduser(), folder_kind=kind)
         checkpoint = self.ckpt_picker.require() if self.start_from.value == STARTS[1] else None
         return TrainRequest(
             output=output,

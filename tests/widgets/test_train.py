@@ -107,6 +107,23 @@ def test_fine_tune_from_checkpoint(dock, wait_idle, qtbot, tmp_path, tiny_checkp
     assert meta["model_kwargs"]["decoder_channels"] == [16, 8, 8]
 
 
+def test_train_from_a_folder(dock, wait_idle, qtbot, tmp_path):
+    from napari_segloss.samples import sample_pairs_dir
+
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.source.value = "folder"
+    widget.folder.value = sample_pairs_dir("kvasir_train")  # 32 bundled pairs
+    widget.image_size.value = 32
+    widget.batch_size.value = 8
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    done = widget.last_result
+    config = (Path(done.run_dir) / "config.yaml").read_text()
+    assert "kind: folder" in config and "kvasir_train" in config
+    assert widget.progress.value() == widget.progress.maximum() == done.iteration
+
+
 def _activity_bar(viewer):
     from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
 
