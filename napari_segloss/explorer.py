@@ -12,9 +12,10 @@ yields :class:`Step` progress and can be stopped between steps), and a notebook 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_target_fits",
     "compute_explorer",
     "editable_parameters",
+    "interactive_threads",
     "iter_explorer",
     "loss_catalog",
     "modulating_title",
@@ -44,6 +46,9 @@ __all__ = [
 PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
 #: contribution maps share one upper contrast limit: this percentile over all of them
 CLIM_PERCENTILE = 99.5
+#: up to this many pixels, an interactive computation runs on one CPU thread (see
+#: :func:`interactive_threads`)
+ONE_THREAD_PIXELS = 4_000_000
 
 
 def editable_parameters(name: str) -> dict[str, inspect.Parameter]:
@@ -58,6 +63,27 @@ def editable_parameters(name: str) -> dict[str, inspect.Parameter]:
 def loss_catalog() -> dict[str, dict[str, inspect.Parameter]]:
     """Every registered loss name with its :func:`editable_parameters`, in registry order."""
     return {name: editable_parameters(name) for name in list_losses()}
+
+
+@contextlib.contextmanager
+def interactive_threads(pixels: int) -> Iterator[None]:
+    """Run the block on one torch CPU thread when ``pixels`` is at most ``ONE_THREAD_PIXELS``.
+
+    The maps of a 2D image take tens of milliseconds on one thread; torch's intra-op threads
+    gain nothing at that size, but their start-up and spinning cost up to a second on a busy
+    machine and take CPU time from the GUI thread (napari's window) while they spin. Larger
+    inputs (whole volumes) keep torch's setting. torch's thread count is process-wide: it is
+    put back when the block ends.
+    """
+    before = torch.get_num_threads()
+    if pixels > ONE_THREAD_PIXELS or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def modulating_title(gamma: float) -> str:

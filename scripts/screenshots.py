@@ -12,7 +12,7 @@ from the manifest, uses it as a person would and writes ``docs/images/<panel>.pn
 * ``predict``: Predict & Compare runs a checkpoint on the sample and shows the error overlay.
   The checkpoint is ``--checkpoint``, or one trained first with the README's quickstart
   (``segloss train --config training/configs/quickstart.yaml``: about a minute on CPU).
-* ``train``: a short run in the Train / Fine-tune panel (its own screenshot only).
+* ``train``: a short run in the Train / Fine-tune panel on the bundled 32 Kvasir pairs.
 * ``compare``: Compare Losses trains three losses x two seeds on the bundled pairs and shows
   the table and each loss's errors side by side (``--panels compare``; a few CPU minutes).
 """
@@ -28,7 +28,9 @@ from pathlib import Path
 
 import napari
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QScrollArea
+
+from napari_segloss.samples import sample_pairs_dir
 
 PLUGIN = "napari-segloss"
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,20 +120,29 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train / Fine-tune: a short CE + PM-Dice run on the three sample frames."""
-    viewer, image, mask = _viewer((1500, 1000))
+    """Train / Fine-tune: a short CE + PM-Dice run on the 32 bundled Kvasir pairs (the
+    quickstart's folder and model); the shot shows the finished run (the panel's progress bar
+    full, the live plot)."""
+    viewer, _, _ = _viewer((1500, 1150))
     _, trainer = viewer.window.add_plugin_dock_widget(PLUGIN, "Train / Fine-tune")
-    trainer.image_picker.set_layer(image)
-    trainer.mask_picker.set_layer(mask)
-    trainer.encoder_combo.setCurrentText("resnet18")
-    trainer.size_spin.setValue(args.size)
-    trainer.epochs_spin.setValue(args.epochs)
-    trainer.batch_spin.setValue(2)
-    trainer.lr_spin.setValue(1e-3)
-    trainer.loss_combo.setCurrentText("ce+pm_dice")
-    trainer.output_edit.setText(tempfile.mkdtemp(prefix="segloss-shots-"))
+    t0 = time.monotonic()
+    while not trainer.ready:  # the loss list loads in a worker
+        _process(0.1)
+        if time.monotonic() - t0 > args.timeout:
+            raise TimeoutError("the Train panel did not load its losses")
+    trainer.source.value = "folder"
+    trainer.folder.value = sample_pairs_dir("kvasir_train")
+    trainer.encoder.value = "mobilenet_v2"
+    trainer.image_size.value = args.size
+    trainer.epochs.value = args.epochs
+    trainer.batch_size.value = 4
+    trainer.lr.value = 1e-3
+    trainer.loss.value = "ce+pm_dice"
+    trainer.runs_folder.value = tempfile.mkdtemp(prefix="segloss-shots-")
     trainer.start()
     _wait(trainer, args.timeout)
+    area = trainer.findChild(QScrollArea)
+    area.ensureWidgetVisible(trainer.plot)  # the progress bar and the plot in view
     _shoot(viewer, args.out / "train.png")
     viewer.close()
 
@@ -173,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         help="which shots to take",
     )  # fmt: skip
     parser.add_argument("--checkpoint", type=Path, help="checkpoint for the predict shot")
-    parser.add_argument("--epochs", type=int, default=40, help="train shot: epochs")
+    parser.add_argument("--epochs", type=int, default=30, help="train shot: epochs")
     parser.add_argument("--size", type=int, default=128, help="train shot: resize (pixels)")
     parser.add_argument("--compare-epochs", type=int, default=20, help="compare shot: epochs")
     parser.add_argument("--compare-size", type=int, default=128, help="compare shot: pixels")

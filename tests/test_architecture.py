@@ -56,6 +56,8 @@ LAZY_ALLOWED = {
     ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.config"): (
         "pydantic config, 0.25 s to import: read in the comparison's worker"
     ),
+    ("napari_segloss._widgets.train_panel", "napari_segloss.engine.prepare"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets.train_panel", "napari_segloss.engine.training"): TORCH_IN_WORKER,
 }
 
 

@@ -124,3 +124,21 @@ def test_probabilities_from_image_accepts_binary_and_class_stacks():
 def test_check_target_fits_names_the_label():
     with pytest.raises(ValueError, match="has label 3 but the prediction has only 2 classes"):
         explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
+
+
+def test_interactive_threads_one_thread_for_small_inputs_then_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with explorer.interactive_threads(320 * 273):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with explorer.interactive_threads(explorer.ONE_THREAD_PIXELS + 1):
+            assert torch.get_num_threads() == 2  # a whole volume keeps torch's setting
+        with pytest.raises(RuntimeError), explorer.interactive_threads(100):
+            raise RuntimeError("restored even when the block fails")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

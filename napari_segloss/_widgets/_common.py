@@ -21,14 +21,17 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -287,6 +290,50 @@ class LayerPicker(QComboBox):
             self.setCurrentIndex(idx)
 
 
+class PanelScrollArea(QScrollArea):
+    """A vertical scroll area as wide as its content.
+
+    napari stacks dock widgets in one column and does not scroll them: a panel taller than
+    its share of the column would either force the window taller than the screen or, where
+    the window cannot grow, get its rows squashed (labels clipped: "gamma" reads "qamma").
+    Inside this area the content keeps its natural size and scrolls; its width is never cut
+    (the minimum width follows the content's, plus the scroll bar), and it keeps at least
+    ``MIN_HEIGHT`` pixels so that a second panel docked below is not reduced to one row.
+    """
+
+    MIN_HEIGHT = 280
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's minimum width may have changed
+        return super().eventFilter(watched, event)
+
+    def minimumSizeHint(self) -> QSize:
+        content = self.widget()
+        width = content.minimumSizeHint().width() if content is not None else 0
+        bar = self.verticalScrollBar().sizeHint().width()
+        height = content.sizeHint().height() if content is not None else 0
+        return QSize(width + bar + 2 * self.frameWidth(), min(height, self.MIN_HEIGHT))
+
+
+def scrollable(panel: QWidget) -> QWidget:
+    """Put a :class:`PanelScrollArea` in ``panel`` and return the widget to fill (lay the
+    panel's content out in it)."""
+    content = QWidget()
+    layout = QVBoxLayout(panel)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(PanelScrollArea(content, panel))
+    return content
+
+
 class StatusLabel(QLabel):
     """A word-wrapped status line: neutral text, or a red error."""
 
@@ -328,6 +375,10 @@ class ProgressRow(QWidget):
     ``start()`` arms it; it appears after ``SHOW_AFTER_MS`` if the work is still running (no
     flicker for quick updates); ``step(done, total, text)`` moves it (``total == 0``: busy
     indicator); ``stop()`` hides it. ``cancel`` is the button (connect its ``clicked``).
+
+    A step is shown at the next event-loop turn, not at once: ``QProgressBar.setValue``
+    repaints at once, and repainting a widget of napari's window first renders a pending
+    canvas draw, which would add that draw to the caller's own work in one freeze.
     """
 
     SHOW_AFTER_MS = 300
@@ -346,6 +397,11 @@ class ProgressRow(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.SHOW_AFTER_MS)
         self._timer.timeout.connect(self.show)
+        self._latest: tuple[int, int, str] = (0, 0, "")
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._show_step)
         self.hide()
 
     def start(self, text: str) -> None:
@@ -355,6 +411,12 @@ class ProgressRow(QWidget):
             self._timer.start()
 
     def step(self, done: int, total: int, text: str) -> None:
+        self._latest = (done, total, text)
+        if not self._step_timer.isActive():
+            self._step_timer.start()
+
+    def _show_step(self) -> None:
+        done, total, text = self._latest
         self.bar.setRange(0, max(total, 0))
         self.bar.setValue(min(done, total) if total else 0)
         self.bar.setFormat(f"{text}  %p%" if total else text)
@@ -395,11 +457,11 @@ def new_worker(
 
 class TaskQueue:
     """Small main-thread tasks run one per event-loop turn, so that the window repaints and
-    answers between them (adding a napari layer and its first draw take up to ~0.1 s each;
-    a dozen of them in one go would freeze the window for a second).
+    answers between them (adding a napari layer and its first draw take up to ~0.2 s each;
+    a dozen of them in one go would freeze the window for seconds).
 
-    ``done()`` runs after the last task; a task's exception stops the queue and goes to
-    ``errored``.
+    ``done()`` runs after the last task (and on :meth:`cancel`); a task's exception stops
+    the queue and goes to ``errored``. ``progress(done, total)`` is called after each task.
     """
 
     def __init__(
@@ -408,10 +470,14 @@ class TaskQueue:
         *,
         done: Callable[[], Any],
         errored: Callable[[BaseException], Any],
+        progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         self._tasks: deque[Callable[[], Any]] = deque()
         self._done = done
         self._errored = errored
+        self._progress = progress
+        self._count = (0, 0)  # (tasks run, tasks queued) since the queue was last empty
+        self.cancelled = False
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -422,17 +488,34 @@ class TaskQueue:
         return bool(self._tasks)
 
     def run(self, tasks: Iterable[Callable[[], Any]]) -> None:
+        if not self._tasks:
+            self._count = (0, 0)
+            self.cancelled = False
         self._tasks.extend(tasks)
+        self._count = (self._count[0], self._count[0] + len(self._tasks))
         if self._tasks:
             self._timer.start()
 
+    def cancel(self) -> None:
+        """Drop the tasks not run yet, then call ``done`` (not from inside a task)."""
+        if self._tasks:
+            self._tasks.clear()
+            self.cancelled = True
+            self._timer.stop()
+            self._done()
+
     def _run_one(self) -> None:
+        if not self._tasks:  # cancelled meanwhile
+            return
         task = self._tasks.popleft()
         try:
             task()
         except Exception as exc:  # shown by the panel; the queue must not stay half-run
             self._tasks.clear()
             self._errored(exc)
+        self._count = (self._count[0] + 1, self._count[1])
+        if self._progress is not None and self._tasks:
+            self._progress(*self._count)
         if self._tasks:
             self._timer.start()
         else:

@@ -6,6 +6,8 @@ a check box for ``bool``, a spin box for ``float``/``int``, a text field evaluat
 literal for anything else (``None``, tuples, unions). A compound ``"a+b"`` gets one weight per
 component and the parameters of each component. :class:`GammaList` (the PM-Dice focusing
 parameters) stays hand-written Qt: magicgui has no editable list of sliders.
+:func:`config_widget` builds a magicgui widget for one field of the pydantic config models
+(``napari_segloss.engine.config``): its type, default, bounds and description.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from magicgui.widgets import (
     LiteralEvalLineEdit,
     SpinBox,
     Widget,
+    create_widget,
 )
+from magicgui.widgets.bases import ValueWidget
 from psygnal import Signal
+from pydantic import BaseModel
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from superqt import QLabeledDoubleSlider
@@ -50,6 +55,17 @@ def registry_parameters(name: str) -> Mapping[str, inspect.Parameter]:
     from napari_segloss.explorer import editable_parameters  # heavy: see above
 
     return editable_parameters(name)
+
+
+def load_loss_catalog() -> dict[str, dict[str, inspect.Parameter]]:
+    """Every registered loss with its editable parameters, in registry order.
+
+    Imports torch and the losses (about 2 s the first time): the panels call it in a thread
+    worker, after ``_compat.preload_torch_libraries``.
+    """
+    from napari_segloss.explorer import loss_catalog  # heavy: see registry_parameters
+
+    return loss_catalog()
 
 
 def _is_plain_float(p: inspect.Parameter) -> bool:
@@ -84,6 +100,54 @@ def _read(widget: Widget, what: str) -> Any:
         raise PanelError(
             f"{what}: expected a number or Python literal, got {widget.native.text()!r}"
         ) from None
+
+
+def field_bounds(model: type[BaseModel], field: str) -> dict[str, float]:
+    """``min``/``max`` options from a pydantic field's constraints (``ge``, ``gt``, ``le``,
+    ``lt``); a strict bound of a float field becomes the nearest value a spin box can hold."""
+    info = model.model_fields[field]
+    step = 1 if info.annotation is int else 1e-6
+    out: dict[str, float] = {}
+    for c in info.metadata:  # annotated_types.Ge, Gt, Le, Lt
+        for attr, key, shift in (("ge", "min", 0), ("gt", "min", step), ("le", "max", 0)):
+            if getattr(c, attr, None) is not None:
+                out[key] = getattr(c, attr) + shift
+        if getattr(c, "lt", None) is not None:
+            out["max"] = c.lt - step
+    return out
+
+
+def config_widget(
+    model: type[BaseModel], field: str, *, label: str = "", **options: Any
+) -> ValueWidget:
+    """A magicgui widget for ``model.field`` (e.g. ``TrainSection.epochs``): the widget type
+    from the field's annotation (``Literal`` -> combo box, ``Path`` -> file picker, ...), its
+    default, the bounds of its constraints and its description as tooltip. ``options``
+    override any of them (``value``, ``min``, ``widget_type``, ``choices``, ...)."""
+    info = model.model_fields[field]
+    widget_type = options.pop("widget_type", None)
+    annotation = options.pop("annotation", info.annotation)
+    value = options.pop("value", info.get_default(call_default_factory=True))
+    if widget_type is None and info.annotation is int:
+        options.setdefault("max", 1_000_000)
+    opts: dict[str, Any] = {**field_bounds(model, field), **options}
+    if info.description and "tooltip" not in opts:
+        opts["tooltip"] = info.description
+    decimals = opts.pop("decimals", None)
+    widget = create_widget(
+        value=value,
+        annotation=annotation,
+        name=field,
+        label=label or field.replace("_", " "),
+        widget_type=widget_type,
+        options=opts,
+    )
+    if decimals is not None:
+        # Qt rounds the range and value to the decimals shown: set them again afterwards
+        widget.native.setDecimals(decimals)
+        widget.min, widget.max = opts.get("min", widget.min), opts.get("max", widget.max)
+        widget.value = value
+    return widget
 
 
 class LossParamForm(QWidget):

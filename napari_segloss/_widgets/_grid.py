@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._common import camera_of, grid_of
@@ -91,20 +91,34 @@ class GridView:
                 layer, before = self._titled.pop(uid)
                 with contextlib.suppress(Exception):  # the layer may be gone
                     layer.name_overlay.visible = before
-        for uid, layer in wanted.items():
-            if uid not in self._titled:
-                self._titled[uid] = (layer, bool(layer.name_overlay.visible))
-            layer.name_overlay.visible = True
-            layer.name_overlay.box = True
         keep = {ly.unique_id for ly in maps}
         for uid in [u for u in self._barred if u not in keep]:
             with contextlib.suppress(Exception):
                 self._barred.pop(uid).colorbar.visible = False
-        for layer in maps:
+        self.add_titles(wanted.values())
+        self.add_colorbars(maps)
+
+    def add_titles(self, layers: Iterable[Layer]) -> None:
+        """Show the names of ``layers`` as their cells' titles (put back by :meth:`restore`).
+
+        Without napari's overlay box: napari re-attaches every box on each change of the grid
+        (each layer added), which makes vispy build the box shaders of every cell again each
+        time; titles and colour bars stand on the black canvas around the images anyway.
+        """
+        for layer in layers:
+            if layer.unique_id not in self._titled:
+                self._titled[layer.unique_id] = (layer, bool(layer.name_overlay.visible))
+            overlay = layer.name_overlay
+            overlay.box = False
+            overlay.visible = True
+
+    def add_colorbars(self, layers: Iterable[Layer]) -> None:
+        """Show the colour bars of ``layers`` (bottom right: the titles run along the top)."""
+        for layer in layers:
             bar = layer.colorbar
             bar.size = COLORBAR_SIZE
-            bar.position = "bottom_right"  # the title runs along the top of the cell
-            bar.box = True
+            bar.position = "bottom_right"
+            bar.box = False
             bar.visible = True
             self._barred[layer.unique_id] = layer
 

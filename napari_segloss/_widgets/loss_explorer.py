@@ -12,6 +12,8 @@ so the window stays responsive while the panel opens; the maps follow as soon as
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,7 @@ from ._common import (
     remove_owned,
     rename_layers,
     require_layer,
+    scrollable,
     spatial_shape,
     stack_on_top,
     upsert_layer,
@@ -86,6 +89,8 @@ MODULATING_COLORMAP = "viridis"
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
 Progress = tuple[int, int, str]
+#: a map layer to draw: (key, data, name, layer properties)
+Wanted = tuple[str, np.ndarray, str, dict[str, Any]]
 Job = Callable[[], Generator[Progress, None, Any]]
 
 
@@ -104,9 +109,20 @@ def _inference() -> ModuleType:
     return inference
 
 
-def _load_catalog() -> Generator[Progress, None, dict[str, dict[str, inspect.Parameter]]]:
+#: longest wait of the loss loader for the grid arranged on the main thread (seconds)
+ARRANGE_WAIT_S = 5.0
+
+
+def _load_catalog(
+    arranged: threading.Event,
+) -> Generator[Progress, None, dict[str, dict[str, inspect.Parameter]]]:
+    """The loss catalog (imports torch). torch's libraries are mapped first without the GIL
+    (see _compat) while the window arranges the grid; the Python part of the import holds
+    the GIL most of the time, so it waits until the grid is arranged (``arranged``): both at
+    once would make each take about twice as long, and the window freeze longer."""
     yield 0, 0, "loading PyTorch and the losses…"
-    preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
+    preload_torch_libraries()
+    arranged.wait(ARRANGE_WAIT_S)
     return _core().loss_catalog()
 
 
@@ -149,9 +165,11 @@ class LossExplorerWidget(QWidget):
         self._timer.setInterval(self.DEBOUNCE_MS)
         self._timer.timeout.connect(lambda: self.update_maps(explicit=False))
         self._explicit = True
-        self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
+        self._drawing = TaskQueue(
+            self, done=self._after_drawing, errored=self._on_error, progress=self._on_drawn
+        )
 
-        root = QVBoxLayout(self)
+        root = QVBoxLayout(scrollable(self))
         root.addWidget(self._data_box())
         root.addWidget(self._losses_box())
         box = QGroupBox("PM-Dice focusing parameters γ", self)
@@ -174,7 +192,13 @@ class LossExplorerWidget(QWidget):
         root.addStretch(1)
         self.grid_view = GridView(self.viewer, self._on_user_grid)
         self._connect()
-        self._start(_load_catalog, self._on_catalog, "loading PyTorch and the losses…")
+        self._arranged = threading.Event()
+        self._start(
+            functools.partial(_load_catalog, self._arranged),
+            self._on_catalog,
+            "loading PyTorch and the losses…",
+        )
+        self._drawing.run([self._pre_arrange])  # while torch loads (see _load_catalog)
 
     # ---------------------------------------------------------------- building the panel
     def _data_box(self) -> QGroupBox:
@@ -372,6 +396,11 @@ class LossExplorerWidget(QWidget):
         )
 
     @property
+    def drawing(self) -> bool:
+        """Map layers are being drawn (a step per event-loop turn; Cancel stops it)."""
+        return self._drawing.active
+
+    @property
     def ready(self) -> bool:
         """The loss list is loaded (the panel can compute)."""
         return self._catalog is not None
@@ -414,7 +443,8 @@ class LossExplorerWidget(QWidget):
             steps = core.iter_explorer(
                 probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
             )
-            return (yield from steps)
+            with core.interactive_threads(target.size):
+                return (yield from steps)
 
         info = {
             "z": z,
@@ -501,9 +531,11 @@ class LossExplorerWidget(QWidget):
         """
         self._timer.stop()
         if self._worker is not None or self._drawing.active:
+            # the running work is out of date: stop it, then start again (_after_drawing)
             self._pending = explicit or bool(self._pending)
             if self._worker is not None and self._catalog is not None:
                 self._worker.quit()
+            self._drawing.cancel()
             return
         self._pending = None
         guard_triton()  # before the worker may import torch._dynamo (see _compat)
@@ -535,14 +567,19 @@ class LossExplorerWidget(QWidget):
         self._worker.start()
 
     def cancel(self) -> None:
-        """Stop the running computation at its next step; the maps shown stay."""
+        """Stop the running computation at its next step, or the drawing of its maps; the
+        maps shown stay."""
+        self._pending = None
         if self._worker is not None:
-            self._pending = None
             self._worker.quit()
+        self._drawing.cancel()
 
     def _on_progress(self, step: Progress) -> None:
         done, total, what = step
         self.progress.step(done, total, what)
+
+    def _on_drawn(self, done: int, total: int) -> None:
+        self.progress.step(done, total, f"drawing the maps {done}/{total}")
 
     def _on_aborted(self) -> None:
         if self._pending is None:
@@ -550,11 +587,17 @@ class LossExplorerWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
-        self.progress.stop()
         if not self._drawing.active:
             self._after_drawing()
 
     def _after_drawing(self) -> None:
+        self._arranged.set()  # nothing left to arrange (also when cancelled): torch may load
+        if self._worker is None:
+            self.progress.stop()
+        if self._drawing.cancelled:
+            self._drawing.cancelled = False
+            if self._pending is None:
+                self.status.info("cancelled: some maps are not drawn (Update maps draws them)")
         if self._pending is not None and self._worker is None:
             self.update_maps(explicit=self._pending)
 
@@ -568,13 +611,9 @@ class LossExplorerWidget(QWidget):
         self.status.exception(exc, (ValueError,), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
-    def _apply(self, res: ExplorerResult, info: dict[str, Any]) -> None:
-        """Draw ``res`` as layers, one small step per event-loop turn (see TaskQueue)."""
-        self._last_result = res
-        z, shape, like = info["z"], info["shape"], info["gt_layer"]
-        units = (
-            "|dL/dlogits| / its mean, 1 = an average pixel" if info["relative"] else "|dL/dlogits|"
-        )
+    def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
+        """The map layers of ``res`` in grid order: prediction, losses, ascending γ."""
+        z, shape = info["z"], info["shape"]
         cls = min(info["cls"], res.num_classes - 1)
 
         def place(arr: np.ndarray) -> np.ndarray:
@@ -586,21 +625,36 @@ class LossExplorerWidget(QWidget):
 
         c_props = {"colormap": CONTRIB_COLORMAP, "contrast_limits": res.clim}
         m_props = {"colormap": MODULATING_COLORMAP, "contrast_limits": (0.0, 1.0)}
-        # (key, data, name, layer properties), in grid order: prediction, losses, ascending γ
-        wanted: list[tuple[str, np.ndarray, str, dict[str, Any]]] = []
+        wanted: list[Wanted] = []
         if res.prediction is not None:
             props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
-            wanted.append(("prediction", res.prediction, f"prediction p(class {cls})", props))
+            wanted.append(
+                ("prediction", place(res.prediction), f"prediction p(class {cls})", props)
+            )
         for name, arr in res.contributions.items():
             # short: a grid cell is narrow (the status line gives the units)
             title = f"{res.labels[name]} {'contribution' if info['relative'] else '|dL/dlogits|'}"
-            wanted.append((f"contrib:{name}", arr, title, c_props))
+            wanted.append((f"contrib:{name}", place(arr), title, c_props))
         for g, arr in res.modulating:
             title = _core().modulating_title(g)
-            wanted.append((f"gamma:{info['gamma_uids'].get(g)}", arr, title, m_props))
+            wanted.append((f"gamma:{info['gamma_uids'].get(g)}", place(arr), title, m_props))
+        return wanted
+
+    def _apply(self, res: ExplorerResult, info: dict[str, Any]) -> None:
+        """Draw ``res`` as layers, one small step per event-loop turn (see TaskQueue).
+
+        Existing map layers are updated in one step (new data: one redraw). Each new map
+        costs napari a layer, then vispy a first draw that builds its shaders, then a title
+        and a colour bar with shaders of their own: one step each, so that no single draw
+        builds more than a few shaders and the window answers in between. All new maps come
+        first, then their titles, then their colour bars.
+        """
+        self._last_result = res
+        wanted = self._wanted(res, info)
         inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
         grid = self.grid_check.value
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
+        new = [w[0] for w in wanted if w[0] not in exists]
         placed: dict[str, Any] = {}  # key -> layer, as they are drawn
 
         def in_order() -> list[Any]:
@@ -610,41 +664,66 @@ class LossExplorerWidget(QWidget):
             remove_owned(self.viewer, PANEL, [w[0] for w in wanted])
             rename_layers([(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted
                            if k in exists])  # fmt: skip
-            cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(wanted) - len(exists)
-            info["reset"] = grid and self.grid_view.show(cells)
+            cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(new)
+            shown = grid and self.grid_view.show(cells)
+            info["reset"] = shown or bool(new)
+            if grid:
+                self.grid_view.add_titles(inputs)
 
-        def put(items: list[tuple[str, np.ndarray, str, dict[str, Any]]]) -> None:
+        def put(items: list[Wanted]) -> None:
             for key, arr, name, props in items:
                 placed[key] = upsert_layer(
-                    self.viewer, PANEL, key, "image", place(arr), name=name, like=like, **props
+                    self.viewer, PANEL, key, "image", arr, name=name, like=info["gt_layer"], **props
                 )
-            info["reset"] = info["reset"] or any(w[0] not in exists for w in items)
-            if grid:
-                self.grid_view.decorate(in_order(), inputs)
 
         def finish() -> None:
             stack_on_top(self.viewer, in_order())
+            if grid:  # the cells kept from before, and titles no longer wanted put back
+                self.grid_view.decorate(in_order(), inputs)
             self.grid_view.settle()
             if info["reset"]:
                 self.viewer.reset_view()  # fit the (new) grid of maps
             self._fill_table(res.values)
-            where = f" (slice {z})" if z is not None else ""
-            self.status.info(
-                f"{len(res.contributions)} contribution map(s) ({units}; one shared colour "
-                f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating "
-                f"map(s) m = |y − p|^γ{where}"
-            )
+            self._report(res, info)
 
-        # Updating existing layers is cheap (one step, one redraw); each new layer and its
-        # first draw get a step of their own, so the window answers in between.
         steps: list[Callable[[], Any]] = [prepare]
+        if exists:
+            steps.append(lambda: put([w for w in wanted if w[0] in exists]))
+        steps += [lambda w=w: put([w]) for w in wanted if w[0] in new]
         if grid:
-            steps.append(lambda: self.grid_view.decorate(self.map_layers(), inputs))
-        old = [w for w in wanted if w[0] in exists]
-        if old:
-            steps.append(lambda: put(old))
-        steps += [lambda w=w: put([w]) for w in wanted if w[0] not in exists]
+            steps += [lambda k=k: self.grid_view.add_titles([placed[k]]) for k in new]
+            steps += [lambda k=k: self.grid_view.add_colorbars([placed[k]]) for k in new]
+        self.progress.start("drawing the maps…")
         self._drawing.run([*steps, finish])
+
+    def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:
+        units = "|dL/dlogits| / its mean, 1 = an average pixel"
+        where = f" (slice {info['z']})" if info["z"] is not None else ""
+        self.status.info(
+            f"{len(res.contributions)} contribution map(s) "
+            f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
+            f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+            f"m = |y − p|^γ{where}"
+        )
+
+    def _pre_arrange(self) -> None:
+        """Turn the grid on for the maps to come while torch loads (its cells are the slowest
+        part of drawing the first maps: one vispy view and camera each)."""
+        gt = self.gt_picker.layer()
+        if not self.grid_check.value or gt is None:
+            self._arranged.set()
+            return
+        expected = 1 + len(DEFAULT_LOSSES) + len(self.gamma_list.distinct())
+        cells = sum(bool(ly.visible) for ly in self.viewer.layers) + expected
+        if self.grid_view.show(cells):
+            self.viewer.reset_view()
+        inputs = [ly for ly in (self.image_picker.layer(), gt) if ly is not None]
+
+        def titles() -> None:  # their first draw renders the glyphs: a turn of its own
+            self.grid_view.add_titles(inputs)
+            QTimer.singleShot(0, self._arranged.set)  # after that draw
+
+        self._drawing.run([titles])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))

@@ -63,6 +63,7 @@ from ._common import (
     release_gpu_memory,
     require_layer,
     same_layer,
+    scrollable,
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
@@ -139,7 +140,7 @@ class PredictWidget(QWidget):
         self.metrics: dict[int, dict[str, float]] = {}
         self._metrics_source = ""
         self._metrics_layers: tuple[str, ...] = ()  # unique ids of the compared layers
-        root = QVBoxLayout(self)
+        root = QVBoxLayout(scrollable(self))
         root.addWidget(self._run_box())
         root.addWidget(self._compare_box())
         self.progress = ProgressRow(self)

@@ -1,36 +1,49 @@
-"""Train / Fine-tune panel: train or fine-tune a model on napari layers or a folder.
+"""Train / Fine-tune panel: train or fine-tune a model on napari layers or a data folder.
 
-The panel builds a :class:`napari_segloss.engine.config.TrainConfig` from its widgets and runs
-:func:`napari_segloss.engine.training.iter_train` in a napari generator thread worker.  Each
-event the engine yields ("start", "step", "epoch", "done") updates the napari progress bar and
-the embedded live plot on the main thread.  Stop sets a flag the engine checks between steps:
-training ends at the next step and the model trained so far is saved.  Finished checkpoints are
-registered in :data:`._state.CHECKPOINTS` so the Predict & Compare panel can use them at once.
+The forms are magicgui widgets built from the config models (``TrainSection.epochs``,
+``OptimConfig.lr``, ...) and the shared loss-parameter form. Start turns them into a
+:class:`napari_segloss.engine.request.TrainRequest` (main thread, plain values); a napari
+generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_run`:
+data, model, config) and runs :func:`napari_segloss.engine.training.iter_train`, whose typed
+events move the panel's own progress bar (steps, epoch, time left), napari's activity progress
+and the live plot. Stop (or Cancel in napari's activity dock) ends training at the next step;
+the model trained so far is saved. Finished checkpoints are registered in
+:data:`._state.CHECKPOINTS`, so the Predict & Compare panel offers them at once.
+
+torch is imported in the workers only (the loss list and the GPUs are loaded in one when the
+panel opens), so opening the panel never freezes the window.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, SpinBox
+from magicgui.widgets.bases import ValueWidget
+from napari.layers import Image, Labels
+from napari.utils import cancelable_progress
 from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
+    QCompleter,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLineEdit,
+    QProgressBar,
     QPushButton,
-    QSpinBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_segloss.engine.config import DataConfig, ModelConfig, OptimConfig, TrainSection
 from napari_segloss.engine.events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
+from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder, run_folder
 
 from ._common import (
     CheckpointPicker,
@@ -44,13 +57,17 @@ from ._common import (
     new_worker,
     release_gpu_memory,
     require_layer,
+    scrollable,
     spatial_shape,
 )
-from ._compat import guard_triton
+from ._compat import guard_triton, preload_torch_libraries
+from ._forms import LossParamForm, config_widget, load_loss_catalog
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
 
 if TYPE_CHECKING:
+    import inspect
+
     import napari
 
 ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
@@ -63,418 +80,463 @@ ENCODERS = (
     "timm-efficientnet-b0",
 )
 DEFAULT_RUNS_DIR = Path.home() / "napari-segloss-runs"
+DEFAULT_LOSS = "pm_dice"
+SOURCES = ("layers", "folder")
+STARTS = ("new model", "fine-tune checkpoint")
+
+Catalog = dict[str, dict[str, "inspect.Parameter"]]
 
 
-def layer_pairs(
-    image: np.ndarray, mask: np.ndarray, rgb: bool
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Training pairs from one image layer and its mask: one pair for a 2D image, one per frame
-    for a stack (``(N, Y, X, 3)`` RGB frames, or a grey volume ``(Z, Y, X)`` sliced for 2D
-    models); frames without any label are kept (they teach background)."""
-    single = image.ndim == (3 if rgb else 2)
-    if single:
-        return [image], [mask]
-    return [image[z] for z in range(image.shape[0])], [mask[z] for z in range(mask.shape[0])]
+def _prepare() -> ModuleType:
+    """:mod:`napari_segloss.engine.prepare` (torch): imported in the training worker."""
+    from napari_segloss.engine import prepare  # heavy: see the module docstring
+
+    return prepare
 
 
-def inspect_folder(root: Path, kind: str, masks: str, probe: int = 8) -> tuple[int, int]:
-    """``(in_channels, model classes)`` from the first ``probe`` pairs of a data folder, so a
-    new model fits the data (1 output channel for binary masks, K for labels 0..K-1)."""
-    from napari_segloss.data.io import find_pairs, read_image, read_mask, read_nifti
+def _training() -> ModuleType:
+    """:mod:`napari_segloss.engine.training` (torch, smp): imported in the training worker."""
+    from napari_segloss.engine import training  # heavy: see the module docstring
 
+    return training
+
+
+def load_choices() -> tuple[Catalog, list[str]]:
+    """The loss catalog and the devices (imports torch: run in a worker)."""
+    preload_torch_libraries()  # keeps the window responsive while torch loads (see _compat)
+    return load_loss_catalog(), device_choices()
+
+
+def run_training(request: TrainRequest, stop: threading.Event) -> Iterator[TrainEvent]:
+    """Prepare ``request`` and train it, yielding the engine's events (the worker's job)."""
+    preload_torch_libraries()
     try:
-        pairs = find_pairs(root, "images", masks, nifti=kind == "nifti")
-        if kind == "nifti":
-            in_channels = 1
-            top = max(int(read_nifti(m)[0].max()) for _, m in pairs[:probe])
-        else:
-            first = read_image(pairs[0][0])
-            in_channels = 3 if first.ndim == 3 else 1
-            top = max(int(read_mask(m).max()) for _, m in pairs[:probe])
-    except (OSError, ValueError) as exc:
-        raise PanelError(f"folder: {exc}") from None
-    return in_channels, (1 if top <= 1 else top + 1)
+        run = _prepare().prepare_run(request)
+        yield from _training().iter_train(
+            run.config,
+            should_stop=stop.is_set,
+            datasets=run.datasets,
+            init_checkpoint=run.init_checkpoint,
+            progress=False,
+        )
+    finally:
+        release_gpu_memory()
 
 
-def split_pairs(
-    images: list[np.ndarray], masks: list[np.ndarray], val_fraction: float
-) -> tuple[tuple[list, list], tuple[list, list]]:
-    """Last ``val_fraction`` of the pairs (at least one) for validation; a single pair is used
-    for both (fine-tuning on the image in view: validation then measures the fit)."""
-    n = len(images)
-    if n == 1:
-        return (images, masks), (images, masks)
-    n_val = min(n - 1, max(1, round(n * val_fraction)))
-    return (images[:-n_val], masks[:-n_val]), (images[-n_val:], masks[-n_val:])
+def format_duration(seconds: float) -> str:
+    """``"42 s"``, ``"3:07"`` (minutes), ``"1:02:03"`` (hours)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
+    """Time left at the rate so far (``done`` of ``total`` steps in ``elapsed`` s); None
+    before the rate is known."""
+    if done <= 0 or elapsed <= 0 or total <= done:
+        return None if total > done else 0.0
+    return (total - done) * elapsed / done
+
+
+class StoppableProgress(cancelable_progress):
+    """napari's activity progress whose Cancel button calls ``cancel_callback`` at once
+    (napari calls it only for progress objects that are iterated)."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+class TrainProgress(QProgressBar):
+    """The panel's progress bar: optimiser steps of the run, epoch and time left."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTextVisible(True)
+        self.epochs = 1
+        self._first: tuple[int, float] | None = None  # (iteration, time) of the first step
+        self.idle()
+
+    def idle(self) -> None:
+        self.setRange(0, 1)
+        self.setValue(0)
+        self.setFormat("not started")
+
+    def preparing(self, epochs: int) -> None:
+        self.epochs = epochs
+        self._first = None
+        self.setRange(0, 0)  # busy: steps unknown until the data and model are ready
+        self.setFormat("preparing the data and the model…")
+
+    def started(self, ev: TrainStart) -> None:
+        self.setRange(0, max(ev.max_iterations, 1))
+        self.setValue(ev.iteration)
+        self.setFormat(f"epoch {ev.epoch + 1}/{self.epochs} · step {ev.iteration}/%m")
+
+    def stepped(self, ev: TrainStep) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (ev.iteration, now)  # the rate starts here (the first step warms up)
+        self.setValue(min(ev.iteration, self.maximum()))
+        done, t0 = ev.iteration - self._first[0], self._first[1]
+        eta = eta_seconds(done, ev.max_iterations - self._first[0], now - t0)
+        left = "time left …" if eta is None else f"{format_duration(eta)} left"
+        self.setFormat(f"epoch {ev.epoch}/{self.epochs} · step %v/%m · {left}")
+
+    def finished(self, ev: TrainDone) -> None:
+        if ev.stopped:
+            self.setFormat(f"stopped at step %v/%m (epoch {ev.epochs}/{self.epochs})")
+            return
+        self.setValue(self.maximum())
+        self.setFormat(f"done: {ev.epochs} epoch(s), %m steps")
+
+    def failed(self) -> None:
+        if self.maximum() == 0:
+            self.setRange(0, 1)
+        self.setFormat("failed (see the message below)")
+
+
+def _row(form: QFormLayout, widget: ValueWidget) -> None:
+    """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
+    form.addRow(widget.label, widget.native)
 
 
 class TrainWidget(QWidget):
     """The "Train / Fine-tune" dock widget (see module docstring)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        from napari.layers import Image, Labels
-
-        from ._forms import LossParamForm as _LossParamForm
-
         super().__init__(parent)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop = threading.Event()
-        self._progress: Any = None
-        self._max_iterations = 0
-        self._epochs = 1
+        self._activity: StoppableProgress | None = None
+        self._catalog: Catalog | None = None
+        self._param_forms: dict[str, LossParamForm] = {}
         self.last_result: TrainDone | None = None
-        self._LossParamForm = _LossParamForm
-        root = QVBoxLayout(self)
-
-        # --- data
-        box = QGroupBox("Data", self)
-        form = QFormLayout(box)
-        self.source_combo = QComboBox(box)
-        self.source_combo.addItems(["layers", "folder"])
-        form.addRow("from", self.source_combo)
-        self.data_stack = QStackedWidget(box)
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.image_picker = LayerPicker(self.viewer, (Image,))
-        self.mask_picker = LayerPicker(self.viewer, (Labels,))
-        f.addRow("image", self.image_picker)
-        f.addRow("mask", self.mask_picker)
-        self.data_stack.addWidget(w)
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.folder_edit = QLineEdit(w)
-        self.folder_edit.setPlaceholderText("folder with images/ and masks/")
-        self.folder_kind = QComboBox(w)
-        self.folder_kind.addItems(["folder", "nifti"])
-        browse = QPushButton("Browse…", w)
-        browse.clicked.connect(self._browse_folder)
-        row = QHBoxLayout()
-        row.addWidget(self.folder_edit, 1)
-        row.addWidget(browse)
-        f.addRow("root", row)
-        f.addRow("kind", self.folder_kind)
-        self.data_stack.addWidget(w)
-        self.source_combo.currentIndexChanged.connect(self.data_stack.setCurrentIndex)
-        form.addRow(self.data_stack)
-        self.size_spin = QSpinBox(box)
-        self.size_spin.setRange(0, 2048)
-        self.size_spin.setSingleStep(32)
-        self.size_spin.setValue(256)
-        self.size_spin.setSpecialValueText("native")
-        self.size_spin.setToolTip("resize images to size x size for training (0: native size)")
-        form.addRow("size", self.size_spin)
-        root.addWidget(box)
-
-        # --- model
-        box = QGroupBox("Model", self)
-        form = QFormLayout(box)
-        self.model_combo = QComboBox(box)
-        self.model_combo.addItems(["new model", "fine-tune checkpoint"])
-        form.addRow("start from", self.model_combo)
-        self.model_stack = QStackedWidget(box)
-        w = QWidget()
-        f = QFormLayout(w)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.arch_combo = QComboBox(w)
-        self.arch_combo.addItems(ARCHS)
-        self.encoder_combo = QComboBox(w)
-        self.encoder_combo.setEditable(True)
-        self.encoder_combo.addItems(ENCODERS)
-        self.encoder_combo.setCurrentText("resnet34")
-        self.weights_combo = QComboBox(w)
-        self.weights_combo.setEditable(True)
-        self.weights_combo.addItems(["none", "imagenet"])
-        self.weights_combo.setToolTip("encoder weights: none, imagenet (download) or a local file")
-        f.addRow("architecture", self.arch_combo)
-        f.addRow("encoder", self.encoder_combo)
-        f.addRow("encoder weights", self.weights_combo)
-        self.model_stack.addWidget(w)
-        self.ckpt_picker = CheckpointPicker()
-        self.model_stack.addWidget(self.ckpt_picker)
-        self.model_combo.currentIndexChanged.connect(self.model_stack.setCurrentIndex)
-        form.addRow(self.model_stack)
-        root.addWidget(box)
-
-        # --- loss and optimisation
-        box = QGroupBox("Loss and training", self)
-        form = QFormLayout(box)
-        self.loss_combo = QComboBox(box)
-        try:
-            from napari_segloss.losses import list_losses
-
-            self.loss_combo.addItems(list_losses())
-        except Exception:  # the panel still opens; Start reports the problem
-            pass
-        self.loss_combo.setCurrentText("pm_dice")
-        self.loss_params = QStackedWidget(box)
-        self._param_forms: dict[str, Any] = {}
-        self.loss_combo.currentTextChanged.connect(self._show_loss_params)
-        form.addRow("loss", self.loss_combo)
-        form.addRow(self.loss_params)
-        self.epochs_spin = QSpinBox(box)
-        self.epochs_spin.setRange(1, 10000)
-        self.epochs_spin.setValue(20)
-        self.batch_spin = QSpinBox(box)
-        self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setValue(4)
-        self.lr_spin = QDoubleSpinBox(box)
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 1.0)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(5e-4)
-        self.device_combo = QComboBox(box)
-        self.device_combo.addItems(device_choices())
-        self.output_edit = QLineEdit(str(DEFAULT_RUNS_DIR), box)
-        self.output_edit.setToolTip("each run writes a time-stamped folder here")
-        form.addRow("epochs", self.epochs_spin)
-        form.addRow("batch size", self.batch_spin)
-        form.addRow("learning rate", self.lr_spin)
-        form.addRow("device", self.device_combo)
-        form.addRow("runs folder", self.output_edit)
-        root.addWidget(box)
-        self._show_loss_params(self.loss_combo.currentText())
-
-        row = QHBoxLayout()
-        self.start_button = QPushButton("Start", self)
-        self.stop_button = QPushButton("Stop", self)
-        self.stop_button.setEnabled(False)
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        row.addWidget(self.start_button)
-        row.addWidget(self.stop_button)
-        root.addLayout(row)
+        root = QVBoxLayout(scrollable(self))
+        root.addWidget(self._data_box())
+        root.addWidget(self._model_box())
+        root.addWidget(self._loss_box())
+        root.addWidget(self._training_box())
+        root.addLayout(self._actions_row())
+        self.progress = TrainProgress(self)
+        root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
         self.plot = LivePlot(self)
         self.plot.setMinimumHeight(200)
         root.addWidget(self.plot)
         root.addStretch(1)
+        self.status.info("loading the losses…")
+        self._loader = new_worker(
+            load_choices,
+            returned=self._on_choices,
+            errored=self._on_load_error,
+            finished=lambda: None,
+        )
+        self._loader.start()
+
+    # ------------------------------------------------------------------ building the panel
+    def _data_box(self) -> QGroupBox:
+        box = QGroupBox("Data", self)
+        form = QFormLayout(box)
+        self.source = ComboBox(label="from", choices=SOURCES, value=SOURCES[0])
+        _row(form, self.source)
+        self.data_stack = QStackedWidget(box)
+        page = QWidget()
+        f = QFormLayout(page)
+        f.setContentsMargins(0, 0, 0, 0)
+        self.image_picker = LayerPicker(self.viewer, (Image,))
+        self.mask_picker = LayerPicker(self.viewer, (Labels,))
+        f.addRow("image", self.image_picker)
+        f.addRow("mask", self.mask_picker)
+        self.data_stack.addWidget(page)
+        page = QWidget()
+        f = QFormLayout(page)
+        f.setContentsMargins(0, 0, 0, 0)
+        self.folder = FileEdit(mode="d", label="root", nullable=True)
+        self.folder.line_edit.native.setPlaceholderText("a folder with images/ and masks/")
+        self.folder.choose_btn.text = "Browse…"
+        self.folder_kind = config_widget(DataConfig, "kind")
+        _row(f, self.folder)
+        _row(f, self.folder_kind)
+        self.data_stack.addWidget(page)
+        self.source.changed.connect(
+            lambda value: self.data_stack.setCurrentIndex(SOURCES.index(value))
+        )
+        form.addRow(self.data_stack)
+        self.image_size = SpinBox(
+            label="size", value=256, min=0, max=2048, step=32,
+            tooltip="resize images to size x size for training (0: native size)",
+        )  # fmt: skip
+        self.image_size.native.setSpecialValueText("native")
+        self.val_fraction = config_widget(
+            DataConfig, "val_fraction", label="validation", value=0.2, max=0.9, step=0.05,
+            tooltip="share of the frames (or files) kept for validation; one image: itself",
+        )  # fmt: skip
+        _row(form, self.image_size)
+        _row(form, self.val_fraction)
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model", self)
+        form = QFormLayout(box)
+        self.start_from = ComboBox(label="start from", choices=STARTS, value=STARTS[0])
+        _row(form, self.start_from)
+        self.model_stack = QStackedWidget(box)
+        page = QWidget()
+        f = QFormLayout(page)
+        f.setContentsMargins(0, 0, 0, 0)
+        self.arch = config_widget(
+            ModelConfig, "arch", label="architecture", widget_type="ComboBox", choices=ARCHS
+        )
+        self.encoder = config_widget(ModelConfig, "encoder", tooltip="any smp encoder name")
+        self.encoder.native.setCompleter(QCompleter(list(ENCODERS), self.encoder.native))
+        self.encoder_weights = config_widget(
+            ModelConfig, "encoder_weights", annotation=str, value="none",
+            tooltip="none, imagenet (downloads them) or a local weights file",
+        )  # fmt: skip
+        for w in (self.arch, self.encoder, self.encoder_weights):
+            _row(f, w)
+        self.model_stack.addWidget(page)
+        self.ckpt_picker = CheckpointPicker()
+        self.model_stack.addWidget(self.ckpt_picker)
+        self.start_from.changed.connect(
+            lambda value: self.model_stack.setCurrentIndex(STARTS.index(value))
+        )
+        form.addRow(self.model_stack)
+        return box
+
+    def _loss_box(self) -> QGroupBox:
+        box = QGroupBox("Loss", self)
+        lay = QVBoxLayout(box)
+        form = QFormLayout()
+        self.loss = ComboBox(label="loss", choices=[DEFAULT_LOSS], value=DEFAULT_LOSS)
+        self.loss.enabled = False  # until the loss list is loaded
+        _row(form, self.loss)
+        lay.addLayout(form)
+        self.loss_params = QStackedWidget(box)
+        lay.addWidget(self.loss_params)
+        self.loss.changed.connect(self._show_loss_params)
+        return box
+
+    def _training_box(self) -> QGroupBox:
+        box = QGroupBox("Training", self)
+        form = QFormLayout(box)
+        self.epochs = config_widget(TrainSection, "epochs", value=20)
+        self.batch_size = config_widget(TrainSection, "batch_size", value=4, max=1024)
+        self.lr = config_widget(
+            OptimConfig, "lr", label="learning rate", min=1e-6, max=1.0, step=1e-4, decimals=6
+        )
+        self.device = config_widget(
+            TrainSection, "device", widget_type="ComboBox", choices=["auto", "cpu"]
+        )
+        self.runs_folder = FileEdit(mode="d", label="runs folder", value=DEFAULT_RUNS_DIR)
+        self.runs_folder.tooltip = "each run writes a time-stamped folder here"
+        self.runs_folder.choose_btn.text = "Browse…"
+        for w in (self.epochs, self.batch_size, self.lr, self.device, self.runs_folder):
+            _row(form, w)
+        return box
+
+    def _actions_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.start_button = QPushButton("Start", self)
+        self.start_button.setEnabled(False)  # until the loss list is loaded
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("end training after the current step; the model is saved")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        row.addWidget(self.start_button)
+        row.addWidget(self.stop_button)
+        return row
+
+    # ------------------------------------------------------------------ losses and devices
+    def _on_choices(self, choices: tuple[Catalog, list[str]]) -> None:
+        catalog, devices = choices
+        self._catalog = catalog
+        self.device.choices = devices
+        with self.loss.changed.blocked():
+            self.loss.choices = list(catalog)
+            self.loss.value = DEFAULT_LOSS if DEFAULT_LOSS in catalog else next(iter(catalog))
+        self.loss.enabled = True
+        self._show_loss_params(self.loss.value)
+        self.start_button.setEnabled(True)
         self.status.info("pick data, a model and a loss, then Start")
 
-    # ------------------------------------------------------------------ helpers
-    def _show_loss_params(self, name: str) -> None:
-        if not name:
-            return
+    def _on_load_error(self, exc: BaseException) -> None:
+        self.status.error(f"the losses could not be loaded: {type(exc).__name__}: {exc}")
+
+    def param_form(self, name: str) -> LossParamForm:
+        """The parameter form of loss ``name`` (created on first use)."""
+        if self._catalog is None:
+            raise RuntimeError("the loss list is still loading (wait until ready)")
         if name not in self._param_forms:
-            form = self._LossParamForm(name)
+            catalog = self._catalog
+            form = LossParamForm(name, parameters=lambda n: catalog[n])
             self._param_forms[name] = form
             self.loss_params.addWidget(form)
-        self.loss_params.setCurrentWidget(self._param_forms[name])
+        return self._param_forms[name]
 
-    def _browse_folder(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
+    def _show_loss_params(self, name: str) -> None:
+        if name and self._catalog is not None:
+            self.loss_params.setCurrentWidget(self.param_form(name))
 
-        path = QFileDialog.getExistingDirectory(self, "Training data folder")
-        if path:
-            self.folder_edit.setText(path)
+    @property
+    def ready(self) -> bool:
+        """The loss list is loaded: Start can run."""
+        return self._catalog is not None
 
     @property
     def busy(self) -> bool:
+        """A training run is in progress."""
         return self._worker is not None
 
-    # ------------------------------------------------------------------ config
-    def build_config(self) -> tuple[Any, tuple[Any, Any] | None, Path | None]:
-        """``(TrainConfig, datasets or None, init_checkpoint or None)`` from the widgets."""
-        from napari_segloss.engine.config import ConfigError, load_config
-
-        loss_name = self.loss_combo.currentText()
-        if not loss_name:
-            raise PanelError("loss: none available (the loss registry failed to load)")
-        params = self._param_forms[loss_name].values()
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        output = Path(self.output_edit.text().strip() or DEFAULT_RUNS_DIR).expanduser()
-        size = self.size_spin.value()
-        data: dict[str, Any] = {"val_fraction": 0.2}
-        if size:
-            data["size"] = [size, size]
-        datasets = None
-        arrays: tuple[list, list, list, list] | None = None
-        if self.source_combo.currentIndex() == 0:
-            image_layer = require_layer(self.image_picker.layer(), "image")
-            mask_layer = require_layer(self.mask_picker.layer(), "mask")
-            image = image_array(image_layer)
-            mask = labels_array(mask_layer, "mask")
-            check_same_shape(spatial_shape(image_layer), mask, "the image", "mask")
-            rgb = bool(image_layer.rgb)
-            images, masks = layer_pairs(image, mask, rgb)
-            (ti, tm), (vi, vm) = split_pairs(images, masks, data["val_fraction"])
-            arrays = (ti, tm, vi, vm)
-            data.update(kind="folder", root=str(output / "napari-layers"))
-            in_channels = 3 if rgb else 1
-            top = int(mask.max(initial=0))
-            classes = 1 if top <= 1 else top + 1
+    # ------------------------------------------------------------------ the request
+    def request(self) -> TrainRequest:
+        """The :class:`TrainRequest` the widgets describe (main thread; ``PanelError`` names
+        what is missing or wrong)."""
+        if self._catalog is None:
+            raise PanelError("loss: the loss list is still loading")
+        name = self.loss.value
+        params = self.param_form(name).values()
+        output = run_folder(self.runs_folder.line_edit.value.strip() or DEFAULT_RUNS_DIR, name)
+        data: dict[str, Any] = {}
+        if self.source.value == "layers":
+            data["layers"] = self._layer_data()
         else:
-            root = self.folder_edit.text().strip()
+            root, kind = self.folder.line_edit.value.strip(), self.folder_kind.value
             if not root or not Path(root).expanduser().is_dir():
                 raise PanelError(
-                    f"folder: expected an existing folder with images/ and masks/, got {root!r}"
+                    f"folder: expected an existing folder with images/ and "
+                    f"{masks_folder(kind)}/, got {root!r}"
                 )
-            kind = self.folder_kind.currentText()
-            data.update(kind=kind, root=str(Path(root).expanduser()))
-            if kind == "nifti":
-                data["masks"] = "labels"
-            in_channels, classes = inspect_folder(
-                Path(data["root"]), kind, data.get("masks", "masks")
-            )
-        model: dict[str, Any] = {
-            "arch": self.arch_combo.currentText(),
-            "encoder": self.encoder_combo.currentText(),
-        }
-        weights = self.weights_combo.currentText().strip()
-        model["encoder_weights"] = None if weights.lower() in ("", "none") else weights
-        init = None
-        if self.model_combo.currentIndex() == 1:
-            init = self.ckpt_picker.require()
-            from napari_segloss.engine.checkpoint import load_checkpoint, model_config_from_meta
+            data.update(folder=Path(root).expanduser(), folder_kind=kind)
+        checkpoint = self.ckpt_picker.require() if self.start_from.value == STARTS[1] else None
+        return TrainRequest(
+            output=output,
+            loss=name,
+            loss_params=params,
+            arch=self.arch.value,
+            encoder=self.encoder.value.strip(),
+            encoder_weights=self.encoder_weights.value,
+            checkpoint=checkpoint,
+            size=self.image_size.value or None,
+            val_fraction=self.val_fraction.value,
+            epochs=self.epochs.value,
+            batch_size=self.batch_size.value,
+            lr=self.lr.value,
+            device=self.device.value,
+            **data,
+        )
 
-            meta = load_checkpoint(init).get("meta", {})
-            model = model_config_from_meta(meta).model_dump()
-            model["encoder_weights"] = None  # the checkpoint's weights replace any download
-            if in_channels is not None and model["in_channels"] != in_channels:
-                raise PanelError(
-                    f"checkpoint: expects {model['in_channels']} input channel(s), the image has {in_channels}"
-                )
-            if classes is not None and model["classes"] < classes:
-                raise PanelError(
-                    f"checkpoint: predicts {model['classes']} class channel(s), the mask has labels up to {classes - 1}"
-                )
-        else:
-            if in_channels is not None:
-                model["in_channels"] = in_channels
-            if classes is not None:
-                model["classes"] = classes
-        device = self.device_combo.currentText()
-        cfg_dict = {
-            "data": data,
-            "model": model,
-            "loss": {"name": loss_name, "params": params},
-            "optim": {"lr": float(self.lr_spin.value())},
-            "train": {
-                "epochs": self.epochs_spin.value(),
-                "batch_size": self.batch_spin.value(),
-                "device": device,
-                # Qt already runs the loop in a thread: loader processes would fork napari.
-                "num_workers": 0,
-                "amp": device != "cpu",
-                "log_every": 1,
-            },
-            "output": str(output / f"{stamp}-{loss_name.replace('+', '_')}"),
-        }
-        try:
-            cfg = load_config(cfg_dict)
-        except (ConfigError, ValueError) as exc:
-            raise PanelError(str(exc)) from None
-        if arrays is not None:
-            datasets = self._array_datasets(cfg, *arrays)
-        return cfg, datasets, init
-
-    @staticmethod
-    def _array_datasets(cfg: Any, ti: list, tm: list, vi: list, vm: list) -> tuple[Any, Any]:
-        from napari_segloss.data.datasets import ArrayDataset
-
-        # The same settings build_datasets gives folder data; validation re-uses the
-        # training normalisation (as build_datasets does).
-        d = cfg.data
-        common: dict[str, Any] = {
-            "size": d.size,
-            "crop": d.crop,
-            "augment": d.augment,
-            "augmentation": d.augmentation,
-            "cache": d.cache,
-            "normalize": d.normalize,
-            "in_channels": cfg.model.in_channels,
-        }
-        train_ds = ArrayDataset(ti, tm, train=True, **common)
-        val_ds = ArrayDataset(vi, vm, train=False, normalization=train_ds.normalization, **common)
-        return train_ds, val_ds
+    def _layer_data(self) -> LayerData:
+        image_layer = require_layer(self.image_picker.layer(), "image")
+        mask_layer = require_layer(self.mask_picker.layer(), "mask")
+        mask = labels_array(mask_layer, "mask")
+        check_same_shape(spatial_shape(image_layer), mask, "the image", "mask")
+        return LayerData(image=image_array(image_layer), mask=mask, rgb=bool(image_layer.rgb))
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
+        """Start training in a thread worker (messages in the panel when an input is wrong)."""
         if self.busy:
             return
-        guard_triton()  # before importing the engine (see _compat)
+        guard_triton()  # before the worker imports the engine (see _compat)
         try:
-            cfg, datasets, init = self.build_config()
+            request = self.request()
         except (OSError, ValueError) as exc:
             self.status.exception(exc, (PanelError,))
             return
-        from napari_segloss.engine.training import iter_train
-
         self._stop.clear()
-        stop = self._stop
-
-        def run() -> Any:
-            try:
-                yield from iter_train(
-                    cfg,
-                    should_stop=stop.is_set,
-                    datasets=datasets,
-                    init_checkpoint=init,
-                    progress=False,
-                )
-            finally:
-                release_gpu_memory()
-
         self.plot.clear()
         self.last_result = None
-        self._epochs = cfg.train.epochs
+        self.progress.preparing(request.epochs)
         self._worker = new_worker(
-            run, yielded=self._on_event, errored=self._on_error, finished=self._on_finished
+            functools.partial(run_training, request, self._stop),  # a generator function
+            yielded=self._on_event,
+            errored=self._on_error,
+            finished=self._on_finished,
         )
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.status.info(f"starting: {cfg.model.arch}/{cfg.model.encoder}, loss {cfg.loss.name}…")
+        model = "fine-tuning the checkpoint" if request.checkpoint else request.arch
+        self.status.info(f"preparing: {model}, loss {request.loss}…")
         self._worker.start()
 
     def stop(self) -> None:
         """Ask the engine to stop at the next step (it saves what it has)."""
-        if self.busy:
+        if self.busy and not self._stop.is_set():
             self._stop.set()
             self.stop_button.setEnabled(False)
             self.status.info("stopping after the current step…")
 
     def _on_event(self, ev: TrainEvent) -> None:
-        nan = float("nan")
         if isinstance(ev, TrainStart):
-            from napari.utils import progress
-
-            self._max_iterations = ev.max_iterations
-            self._progress = progress(total=self._max_iterations or None, desc="segloss training")
-            self.status.info(f"training on {ev.device} → {ev.run_dir}")
+            self._on_start(ev)
         elif isinstance(ev, TrainStep):
-            if self._progress is not None:
-                self._progress.n = ev.iteration
-                self._progress.refresh()
-            per_epoch = self._max_iterations / max(self._epochs, 1) if self._max_iterations else 1
-            self.plot.add_step(ev.iteration / per_epoch, ev.loss)
+            self._on_step(ev)
         elif isinstance(ev, TrainEpoch):
-            val_loss = nan if ev.val_loss is None else ev.val_loss
-            val_dice = nan if ev.val_dice is None else ev.val_dice
-            self.plot.add_epoch(ev.epoch, ev.train_loss, val_loss, val_dice)
-            self.status.info(
-                f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}, "
-                f"val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
-            )
+            self._on_epoch(ev)
         elif isinstance(ev, TrainDone):
-            self.last_result = ev
-            if ev.checkpoint is not None:
-                CHECKPOINTS.add(ev.checkpoint)
-            how = "stopped" if ev.stopped else "finished"
-            best_s = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
-            self.status.info(f"{how} ({ev.reason}){best_s}; checkpoint {ev.checkpoint}")
+            self._on_done(ev)
+
+    def _on_start(self, ev: TrainStart) -> None:
+        self.progress.started(ev)
+        self.status.info(f"training on {ev.device} → {ev.run_dir}")
+        self._activity = StoppableProgress(
+            total=max(ev.max_iterations, 1), desc="segloss training", cancel_callback=self.stop
+        )
+        self._activity.update(ev.iteration)
+
+    def _on_step(self, ev: TrainStep) -> None:
+        per_epoch = ev.max_iterations / max(self.progress.epochs, 1) or 1.0
+        self.plot.add_step(ev.iteration / per_epoch, ev.loss)
+        self.progress.stepped(ev)
+        if self._activity is not None and ev.iteration > self._activity.n:
+            # last: napari's bar processes Qt events while it repaints (later events may run)
+            self._activity.update(ev.iteration - self._activity.n)
+
+    def _on_epoch(self, ev: TrainEpoch) -> None:
+        val_loss = math.nan if ev.val_loss is None else ev.val_loss
+        val_dice = math.nan if ev.val_dice is None else ev.val_dice
+        self.plot.add_epoch(ev.epoch, ev.train_loss, val_loss, val_dice)
+        self.status.info(
+            f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}, "
+            f"val loss {val_loss:.4f}, val Dice {val_dice:.4f}"
+        )
+
+    def _on_done(self, ev: TrainDone) -> None:
+        self.last_result = ev
+        self.progress.finished(ev)
+        if ev.checkpoint is not None:
+            CHECKPOINTS.add(ev.checkpoint)
+        how = "stopped" if ev.stopped else "finished"
+        best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
+        self.status.info(f"{how} ({ev.reason}){best}; checkpoint {ev.checkpoint}")
+        if (
+            self._activity is not None
+            and not ev.stopped
+            and self._activity.n < self._activity.total
+        ):
+            self._activity.update(self._activity.total - self._activity.n)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.error(f"training failed: {type(exc).__name__}: {exc}")
+        self.progress.failed()
+        # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
+        text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        self.status.error(f"training failed: {text}")
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.start_button.setEnabled(True)
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
+        self.start_button.setEnabled(self.ready)
         self.stop_button.setEnabled(False)
         release_gpu_memory()
 

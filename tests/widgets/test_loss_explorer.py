@@ -301,6 +301,34 @@ def test_long_work_shows_progress_and_can_be_cancelled(
     np.testing.assert_allclose(m, np.abs(mask - fake.probs[0]), atol=1e-5)
 
 
+def test_drawing_the_maps_shows_progress_and_can_be_cancelled(
+    make_napari_viewer, dock, wait_idle, qtbot, monkeypatch
+):
+    """Drawing a grid of new maps lasts seconds in napari: the panel shows its progress and
+    Cancel stops it; the maps drawn stay, Update maps draws the rest."""
+    monkeypatch.setattr(_common.ProgressRow, "SHOW_AFTER_MS", 0)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    qtbot.waitUntil(lambda: widget.drawing and len(widget.map_layers()) >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: "drawing the maps" in widget.progress.bar.text(), timeout=10_000)
+    assert widget.progress.shown and widget.busy
+    widget.progress.cancel.click()
+    wait_idle(widget)
+    assert not widget.progress.shown
+    assert "cancelled" in widget.status.text()
+    maps = widget.map_layers()
+    assert (
+        not all(ly.name_overlay.visible and ly.colorbar.visible for ly in maps) or len(maps) < 7
+    )  # stopped before the end
+
+    widget.update_maps()
+    wait_idle(widget)
+    maps = widget.map_layers()
+    assert len(maps) == 7 and not widget.status.is_error, widget.status.text()
+    assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in maps)
+
+
 # ------------------------------------------------------------------------ other sources
 def test_probability_image_hand_computed(dock, wait_idle):
     # 4x4, a 2x2 object predicted at 0.8, background at 0.1

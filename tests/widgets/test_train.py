@@ -1,4 +1,5 @@
-"""Train / Fine-tune panel: a tiny run on the bundled Kvasir sample, Stop, bad selections."""
+"""Train / Fine-tune panel: tiny runs on the bundled Kvasir sample, its progress bars (its own and
+napari's activity), Stop, and messages for bad selections."""
 
 from __future__ import annotations
 
@@ -6,35 +7,52 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from napari.utils import progress as napari_progress
 
 from napari_segloss._widgets._state import CHECKPOINTS
-from napari_segloss._widgets.train_panel import layer_pairs, split_pairs
+from napari_segloss._widgets.train_panel import eta_seconds, format_duration
 from napari_segloss.engine.events import TrainDone
 from napari_segloss.samples import load_sample
 
 NAME = "Train / Fine-tune"
 
 
-def _setup(dock, tmp_path, *, epochs: int):
+def _setup(dock, qtbot, tmp_path, *, epochs: int):
     image, mask = load_sample("kvasir", 0)
     viewer, widget = dock(NAME)
     viewer.add_image(image, name="frame")
     viewer.add_labels(mask, name="polyp")
-    widget.arch_combo.setCurrentText("Unet")
-    widget.encoder_combo.setCurrentText("resnet18")
-    widget.size_spin.setValue(64)  # small and fast
-    widget.epochs_spin.setValue(epochs)
-    widget.batch_spin.setValue(1)
-    widget.device_combo.setCurrentText("cpu")
-    widget.loss_combo.setCurrentText("pm_dice")
-    widget.output_edit.setText(str(tmp_path / "runs"))
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)  # the loss list loads in a worker
+    widget.arch.value = "Unet"
+    widget.encoder.value = "resnet18"
+    widget.image_size.value = 64  # small and fast
+    widget.epochs.value = epochs
+    widget.batch_size.value = 1
+    widget.device.value = "cpu"
+    widget.loss.value = "pm_dice"
+    widget.runs_folder.value = tmp_path / "runs"
     return viewer, widget
 
 
-def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
-    viewer, widget = _setup(dock, tmp_path, epochs=1)
-    form = widget._param_forms["pm_dice"]
-    form.editors["gamma"].setText("2.0")
+@pytest.fixture
+def activity_values():
+    """Every value napari's activity progress objects report while the test runs (what the
+    activity dock's bars are connected to), by description."""
+    seen: dict[str, list[int]] = {}
+
+    def on_change(event) -> None:
+        for prog in event.added:
+            values = seen.setdefault(prog.desc, [])
+            prog.events.value.connect(lambda ev, values=values: values.append(ev.value))
+
+    napari_progress._all_instances.events.changed.connect(on_change)
+    yield seen
+    napari_progress._all_instances.events.changed.disconnect(on_change)
+
+
+def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_values):
+    viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2)
+    widget.param_form("pm_dice").editors["gamma"].setText("2.0")
     n_layers = len(viewer.layers)
     widget.start()
     assert widget.busy and not widget.start_button.isEnabled()
@@ -48,9 +66,19 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
     run_dir = Path(done.run_dir)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.yaml").is_file()
     assert "gamma: 2.0" in (run_dir / "config.yaml").read_text()
-    # live plot got the step losses and the epoch point (epoch 1)
-    assert len(widget.plot.steps) >= 1
-    assert [e["epoch"] for e in widget.plot.epochs] == [1]
+    # the panel's own bar: at its maximum (every step of both epochs) when training ends
+    bar = widget.progress
+    assert bar.maximum() == done.iteration > 0
+    assert bar.value() == bar.maximum()
+    assert "done: 2 epoch(s)" in bar.text()
+    # napari's activity progress advanced step by step to the total, then closed
+    values = activity_values["segloss training"]
+    assert values[-1] == done.iteration and len(set(values)) >= 2, values
+    assert values == sorted(values)
+    assert not any(p.desc == "segloss training" for p in napari_progress._all_instances)
+    # live plot got the step losses and the epoch points
+    assert len(widget.plot.steps) >= 2
+    assert [e["epoch"] for e in widget.plot.epochs] == [1, 2]
     assert 0.0 <= widget.plot.epochs[0]["val_dice"] <= 1.0
     # shared with the Predict panel at once
     assert CHECKPOINTS.paths()[0] == ckpt.resolve()
@@ -60,17 +88,18 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot):
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
 
 
-def test_fine_tune_from_checkpoint(dock, wait_idle, tmp_path, tiny_checkpoint):
+def test_fine_tune_from_checkpoint(dock, wait_idle, qtbot, tmp_path, tiny_checkpoint):
     from napari_segloss.engine.checkpoint import load_checkpoint
+    from napari_segloss.engine.prepare import prepare_run
 
-    _viewer, widget = _setup(dock, tmp_path, epochs=1)
-    widget.model_combo.setCurrentText("fine-tune checkpoint")
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.start_from.value = "fine-tune checkpoint"
     widget.ckpt_picker.set_path(tiny_checkpoint)
-    cfg, datasets, init = widget.build_config()
-    assert init == tiny_checkpoint
+    run = prepare_run(widget.request())
+    assert run.init_checkpoint == tiny_checkpoint
     # the architecture comes from the checkpoint, not from the (ignored) new-model widgets
-    assert cfg.model.encoder == "resnet18" and cfg.model.kwargs["encoder_depth"] == 3
-    assert len(datasets[0]) == 1 and len(datasets[1]) == 1  # one 2D image: train = val
+    assert run.config.model.encoder == "resnet18" and run.config.model.kwargs["encoder_depth"] == 3
+    assert len(run.datasets[0]) == 1 and len(run.datasets[1]) == 1  # one 2D image: train = val
     widget.start()
     wait_idle(widget, timeout=120_000)
     assert not widget.status.is_error, widget.status.text()
@@ -78,12 +107,45 @@ def test_fine_tune_from_checkpoint(dock, wait_idle, tmp_path, tiny_checkpoint):
     assert meta["model_kwargs"]["decoder_channels"] == [16, 8, 8]
 
 
-def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
-    _viewer, widget = _setup(dock, tmp_path, epochs=500)
+def test_train_from_a_folder(dock, wait_idle, qtbot, tmp_path):
+    from napari_segloss.samples import sample_pairs_dir
+
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.source.value = "folder"
+    widget.folder.value = sample_pairs_dir("kvasir_train")  # 32 bundled pairs
+    widget.image_size.value = 32
+    widget.batch_size.value = 8
     widget.start()
-    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 1 or not widget.busy, timeout=120_000)
-    assert widget.busy, widget.status.text()  # still training after its first step
-    widget.stop()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    done = widget.last_result
+    config = (Path(done.run_dir) / "config.yaml").read_text()
+    assert "kind: folder" in config and "kvasir_train" in config
+    assert widget.progress.value() == widget.progress.maximum() == done.iteration
+
+
+def _activity_bar(viewer):
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+    dialog = viewer.window._qt_window._activity_dialog
+    return next(
+        (b for b in dialog.findChildren(QtLabeledProgressBar) if b.progress is not None), None
+    )
+
+
+@pytest.mark.parametrize("how", ["stop button", "napari cancel"])
+def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how):
+    viewer, widget = _setup(dock, qtbot, tmp_path, epochs=500)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2 or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()  # still training after its first steps
+    assert widget.progress.text().endswith(" left")  # the time left, once the rate is known
+    # the bar in napari's activity dock moves too
+    qtbot.waitUntil(lambda: (b := _activity_bar(viewer)) is not None and b._get_value() >= 2)
+    if how == "stop button":
+        widget.stop_button.click()
+    else:
+        _activity_bar(viewer).cancel_button.click()
     wait_idle(widget, timeout=60_000)
     done = widget.last_result
     assert done is not None and done.stopped
@@ -91,6 +153,10 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
     assert Path(done.checkpoint).is_file()
     assert CHECKPOINTS.paths()[0] == Path(done.checkpoint).resolve()
     assert "stopped" in widget.status.text()
+    # the bar stays where training stopped and says so
+    assert widget.progress.value() == done.iteration < widget.progress.maximum()
+    assert "stopped at step" in widget.progress.text()
+    assert _activity_bar(viewer) is None  # napari's activity entry is closed
 
 
 @pytest.mark.parametrize(
@@ -103,36 +169,91 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot):
         ("bad_param", "pm_dice parameter gamma"),
     ],
 )
-def test_bad_selections_show_a_message(dock, tmp_path, setup, message):
+def test_bad_selections_show_a_message(dock, qtbot, tmp_path, setup, message):
     viewer, widget = dock(NAME)
     viewer.add_image(np.zeros((32, 32), dtype=np.uint8), name="img")
     if setup != "no_mask":
         shape = (32, 33) if setup == "shape_mismatch" else (32, 32)
         viewer.add_labels(np.zeros(shape, dtype=np.uint8), name="mask")
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
     if setup == "no_folder":
-        widget.source_combo.setCurrentText("folder")
-        widget.folder_edit.setText(str(tmp_path / "missing"))
+        widget.source.value = "folder"
+        widget.folder.value = tmp_path / "missing"
     if setup == "no_checkpoint":
-        widget.model_combo.setCurrentText("fine-tune checkpoint")
+        widget.start_from.value = "fine-tune checkpoint"
     if setup == "bad_param":
-        widget.loss_combo.setCurrentText("pm_dice")
-        widget._param_forms["pm_dice"].editors["gamma"].setText("two")
-    widget.output_edit.setText(str(tmp_path / "runs"))
+        widget.loss.value = "pm_dice"
+        widget.param_form("pm_dice").editors["gamma"].setText("two")
+    widget.runs_folder.value = tmp_path / "runs"
     widget.start()
     assert not widget.busy
     assert widget.status.is_error
     assert message in widget.status.text()
+    assert widget.progress.text() == "not started"
 
 
-def test_layer_pairs_and_split():
-    vol = np.zeros((5, 4, 4))
-    masks = np.zeros((5, 4, 4), dtype=np.uint8)
-    imgs, msks = layer_pairs(vol, masks, rgb=False)
-    assert len(imgs) == 5 and imgs[0].shape == (4, 4)
-    (ti, _), (vi, _) = split_pairs(imgs, msks, 0.2)
-    assert len(ti) == 4 and len(vi) == 1
-    rgb = np.zeros((4, 4, 3))
-    imgs, _ = layer_pairs(rgb, masks[0], rgb=True)
-    assert len(imgs) == 1
-    (ti, _), (vi, _) = split_pairs(imgs, [masks[0]], 0.2)
-    assert ti is vi  # one pair: fine-tune and validate on the image in view
+def test_engine_refusal_is_shown_and_the_bar_says_failed(dock, wait_idle, qtbot, tmp_path):
+    """A checkpoint that does not fit the data is refused by the engine (in the worker)."""
+    viewer, widget = dock(NAME)
+    viewer.add_image(np.zeros((32, 32), dtype=np.uint8), name="grey")
+    viewer.add_labels(np.zeros((32, 32), dtype=np.uint8), name="mask")
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    bad = tmp_path / "not-a-checkpoint.pt"
+    bad.write_bytes(b"nonsense")
+    widget.start_from.value = "fine-tune checkpoint"
+    widget.ckpt_picker.set_path(bad)
+    widget.runs_folder.value = tmp_path / "runs"
+    widget.start()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.is_error
+    assert (
+        "training failed" in widget.status.text() and "not-a-checkpoint.pt" in widget.status.text()
+    )
+    assert "failed" in widget.progress.text()
+    assert widget.start_button.isEnabled()
+
+
+def test_forms_come_from_the_config_models(dock, qtbot):
+    from napari_segloss.engine.config import DataConfig, OptimConfig, TrainSection
+
+    _, widget = dock(NAME)
+    # bounds and choices of the pydantic fields
+    assert widget.epochs.min == TrainSection.model_fields["epochs"].metadata[0].ge == 1
+    assert widget.folder_kind.choices == ("folder", "nifti")
+    assert widget.lr.min > 0 and widget.lr.value == OptimConfig().lr  # gt=0, default 5e-4
+    assert widget.val_fraction.max < 1  # lt=1
+    assert DataConfig.model_fields["val_fraction"].metadata[-1].lt == 1
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    assert widget.loss.value == "pm_dice" and "ce+pm_dice" in widget.loss.choices
+    widget.loss.value = "ce+pm_dice"  # the shared magicgui loss form follows
+    assert "weight__ce" in widget.param_form("ce+pm_dice").widgets
+    assert widget.loss_params.currentWidget() is widget.param_form("ce+pm_dice")
+
+
+def test_duration_and_time_left():
+    assert format_duration(42.4) == "42 s"
+    assert format_duration(187) == "3:07"
+    assert format_duration(3723) == "1:02:03"
+    assert eta_seconds(0, 10, 5.0) is None  # no rate yet
+    assert eta_seconds(2, 10, 4.0) == pytest.approx(16.0)
+    assert eta_seconds(10, 10, 4.0) == 0.0
+
+
+def test_panel_opens_without_torch():
+    """Importing the panel imports neither torch nor the engine's loop (the window would freeze
+    while they load): they come in the panel's workers. Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari_segloss._widgets.train_panel\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'napari_segloss'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    modules = eval(out.strip().splitlines()[-1])  # a printed list of names
+    assert not any(m == "torch" or m.startswith("torch.") for m in modules), modules
+    assert "napari_segloss.engine.training" not in modules
+    assert "napari_segloss.engine.request" in modules  # plain values: main thread

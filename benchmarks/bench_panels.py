@@ -1,0 +1,292 @@
+"""Benchmark: how long a person waits when a napari panel opens, and whether the window freezes.
+
+Each run is a fresh Python process (nothing imported or compiled before, as for a user): it opens
+a napari viewer with the plugin's ``kvasir`` sample, lets it settle, starts a ``QTimer``
+heartbeat on the main thread, then docks the panel from the manifest. It reports
+
+* **first map**: seconds from the dock call to the first canvas draw that shows one of the
+  panel's map layers (Loss Explorer; target <= 3 s);
+* **all maps**: seconds to the first canvas draw after the panel finished drawing every map;
+* **longest stall**: the longest gap between heartbeat ticks minus the tick interval, i.e. the
+  longest time the window could not answer (target <= 0.2 s), and how many gaps exceed 0.2 s;
+* the load average of the machine when the run started (the machine may be shared).
+
+For the Train and Predict panels (``--panel train``/``predict``) "first map" and "all maps" are
+the time until the panel is ready (its loss list or device list loaded) and the stall figures
+are the same.
+
+Usage (under a display; headless: ``xvfb-run -a -s "-screen 0 1920x1200x24"``)::
+
+    python benchmarks/bench_panels.py --runs 5
+    python benchmarks/bench_panels.py --runs 4 --trees /tmp/before /work/wt/widgets  # A/B, interleaved
+    python benchmarks/bench_panels.py --runs 1 --profile /tmp/open.prof  # cProfile of the main thread
+    python benchmarks/bench_panels.py --runs 1 --stacks  # main-thread stacks sampled during stalls
+
+``--trees`` puts each source tree first on ``PYTHONPATH`` of its child processes and alternates
+them run by run, so that before/after figures share the machine's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+PLUGIN = "napari-segloss"
+PANELS = {"explorer": "Loss Explorer", "train": "Train / Fine-tune", "predict": "Predict & Compare"}
+HEARTBEAT_MS = 10
+STALL_LIMIT_S = 0.2
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- child process
+class Stalls:
+    """Main-thread responsiveness from a QTimer heartbeat (and, optionally, what the main thread
+    was doing during each stall, sampled from a watchdog thread)."""
+
+    def __init__(self, sample_stacks: bool) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(HEARTBEAT_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.samples: list[tuple[float, str]] = []  # (time, stack summary)
+        self._main = threading.get_ident()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._sample = sample_stacks
+
+    def start(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.timer.start()
+        if self._sample:
+            self._watchdog.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self._stop.set()
+
+    def _watch(self) -> None:
+        # Samples only while the heartbeat is late by more than 50 ms: the stack says what
+        # the main thread runs during a freeze (Python frames; C code shows as its caller).
+        # A stack inside the event loop's idle wait means the main thread waits for the GIL
+        # (another thread holds it in C code).
+        while not self._stop.wait(0.005):
+            if time.perf_counter() - self.ticks[-1] < 0.05:
+                continue
+            frame = sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "site-packages" not in f.filename or "napari" in f.filename]
+            key = " < ".join(
+                f"{Path(f.filename).stem}:{f.name}" for f in reversed((ours or stack)[-5:])
+            )
+            self.samples.append((time.perf_counter(), key))
+
+    def gaps(self, since: float) -> list[tuple[float, float]]:
+        """``(start, length)`` of each gap between ticks after ``since``, interval subtracted."""
+        ticks = [t for t in self.ticks if t >= since]
+        return [(a, b - a - HEARTBEAT_MS / 1000) for a, b in itertools.pairwise(ticks)]
+
+    def explain(self, start: float, length: float) -> list[tuple[str, int]]:
+        """The most frequent sampled stacks within one stall."""
+        inside = [k for t, k in self.samples if start <= t <= start + length + 0.01]
+        return collections.Counter(inside).most_common(3)
+
+
+def _process(app, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measured opening (runs in its own process)."""
+    load = os.getloadavg()[0]
+    t_import = time.perf_counter()
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="bench_panels")
+    viewer.window._qt_window.resize(1600, 1000)
+    app = QApplication.instance()
+    viewer.open_sample(PLUGIN, "kvasir")
+    _process(app, args.settle)  # the sample is drawn, napari is idle
+    import_s = time.perf_counter() - t_import
+
+    stalls = Stalls(args.stacks)
+    stalls.start()
+    _process(app, 0.3)
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    marks: dict[str, float] = {}
+    state: dict = {"widget": None}
+
+    def owned() -> list:
+        return [
+            ly
+            for ly in viewer.layers
+            if isinstance(ly.metadata, dict) and PLUGIN_TAG in ly.metadata
+        ]
+
+    def ready(widget) -> bool:
+        if args.panel == "explorer":
+            return bool(owned()) and not widget.busy
+        if args.panel == "train":
+            return bool(getattr(widget, "ready", True)) and not widget.busy
+        return widget._devices_worker is None or not widget._devices_worker.is_running
+
+    def on_draw(event=None) -> None:
+        # Our callback runs after the scene canvas has drawn (connected after its own).
+        now = time.perf_counter()
+        widget = state["widget"]
+        if widget is None:
+            return
+        if "first" not in marks and (owned() if args.panel == "explorer" else ready(widget)):
+            marks["first"] = now
+        if "all" not in marks and ready(widget):
+            marks["all"] = now
+
+    canvas.events.draw.connect(on_draw)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
+    def open_panel() -> None:
+        if profiler is not None:
+            profiler.enable()
+        marks["open"] = time.perf_counter()
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, PANELS[args.panel])
+        state["widget"] = widget
+        marks["docked"] = time.perf_counter()
+        canvas.update()  # a draw comes even when the panel adds nothing
+
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, open_panel)
+    t_end = time.monotonic() + args.timeout
+    while time.monotonic() < t_end:
+        _process(app, 0.05)
+        widget = state["widget"]
+        if widget is not None and "all" not in marks and ready(widget):
+            canvas.update()  # make sure a draw follows the last change
+        if "all" in marks:
+            break
+    _process(app, 1.0)  # stalls right after the last map count too
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    stalls.stop()
+    timed = stalls.gaps(marks["open"] - HEARTBEAT_MS / 1000)
+    gaps = [g for _, g in timed]
+    result = {
+        "panel": args.panel,
+        "load": round(load, 2),
+        "napari_start_s": round(import_s, 2),
+        "dock_s": round(marks["docked"] - marks["open"], 3),
+        "first_s": round(marks["first"] - marks["open"], 3) if "first" in marks else None,
+        "all_s": round(marks["all"] - marks["open"], 3) if "all" in marks else None,
+        "longest_stall_s": round(max(gaps, default=0.0), 3),
+        "stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
+        "stall_total_s": round(sum(g for g in gaps if g > 0.05), 3),
+        "maps": len(owned()),
+    }
+    if args.stacks:
+        result["stall_stacks"] = [
+            (round(t - marks["open"], 2), round(g, 3), stalls.explain(t, g))
+            for t, g in timed
+            if g > 0.1
+        ]
+    viewer.close()
+    return result
+
+
+PLUGIN_TAG = "napari_segloss"  # the metadata key the panels put on the layers they own
+
+
+# --------------------------------------------------------------------------- parent process
+def run_child(tree: Path, args: argparse.Namespace, profile: str | None) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--panel", args.panel]
+    cmd += ["--settle", str(args.settle), "--timeout", str(args.timeout)]
+    if profile:
+        cmd += ["--profile", profile]
+    if args.stacks:
+        cmd.append("--stacks")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout + 120)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def _summary(values: list[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "n/a"
+    return f"{statistics.median(got):.2f} ({min(got):.2f}-{max(got):.2f})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--panel", choices=sorted(PANELS), default="explorer")
+    parser.add_argument("--runs", type=int, default=5, help="runs per source tree")
+    parser.add_argument(
+        "--trees", type=Path, nargs="+", default=[ROOT], help="source trees, alternated"
+    )
+    parser.add_argument("--settle", type=float, default=2.0, help="idle seconds before opening")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--profile", help="cProfile output of the main thread (one run: --runs 1)")
+    parser.add_argument("--stacks", action="store_true", help="sample main-thread stacks in stalls")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)), flush=True)
+        return
+
+    results: dict[Path, list[dict]] = {tree: [] for tree in args.trees}
+    print(f"panel: {PANELS[args.panel]}; {os.cpu_count()} CPU cores; heartbeat {HEARTBEAT_MS} ms")
+    for i in range(args.runs):
+        for tree in args.trees:
+            profile = args.profile if (args.profile and len(args.trees) == 1) else None
+            res = run_child(tree, args, profile)
+            results[tree].append(res)
+            stacks = res.pop("stall_stacks", None)
+            print(f"run {i + 1} {tree}: " + json.dumps(res), flush=True)
+            for at, length, top in stacks or []:
+                print(f"    stall at {at:6.2f} s: {length:.3f} s")
+                for key, count in top:
+                    print(f"        {count:3d} x {key}")
+    print()
+    print(
+        "| tree | runs | load avg | first map s | all maps s | longest stall s | stalls > 0.2 s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for tree, runs in results.items():
+        print(
+            f"| {tree} | {len(runs)} | {_summary([r['load'] for r in runs])} "
+            f"| {_summary([r['first_s'] for r in runs])} | {_summary([r['all_s'] for r in runs])} "
+            f"| {_summary([r['longest_stall_s'] for r in runs])} "
+            f"| {_summary([r['stalls_over_limit'] for r in runs])} |"
+        )
+    print("(median (min-max) over runs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Everything a :class:`~.request.TrainRequest` needs before its first step: the model section
+(fitted to the data, or read from the checkpoint to fine-tune), the validated config and, for
+in-memory data, the datasets.
+
+Reads files and imports torch: the napari Train panel calls :func:`prepare_run` in its thread
+worker, then passes the result to :func:`~.training.iter_train`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import ArrayDataset, SegmentationDataset
+from ..data.pairs import inspect_folder, layer_frames, model_classes, split_frames
+from .checkpoint import load_checkpoint, model_config_from_meta
+from .config import TrainConfig
+from .request import (
+    TrainRequest,
+    build_config,
+    checkpoint_model_section,
+    masks_folder,
+    new_model_section,
+)
+
+__all__ = ["PreparedRun", "array_datasets", "prepare_run"]
+
+Frames = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What :func:`~.training.iter_train` takes: the config, the datasets of in-memory data
+    (None for a folder: the loop builds them from ``config.data``) and the weights to start
+    from (None for a new model)."""
+
+    config: TrainConfig
+    datasets: tuple[SegmentationDataset, SegmentationDataset] | None
+    init_checkpoint: Path | None
+
+
+def array_datasets(
+    cfg: TrainConfig, train: Frames, val: Frames
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """``(train, validation)`` :class:`ArrayDataset` with the settings ``build_datasets`` gives
+    folder data (resize, crop, augmentation, caching); validation reuses the training
+    normalisation."""
+    d = cfg.data
+    common = {
+        "size": d.size,
+        "crop": d.crop,
+        "augment": d.augment,
+        "augmentation": d.augmentation,
+        "cache": d.cache,
+        "normalize": d.normalize,
+        "in_channels": cfg.model.in_channels,
+    }
+    train_ds = ArrayDataset(*train, train=True, **common)
+    val_ds = ArrayDataset(*val, train=False, normalization=train_ds.normalization, **common)
+    return train_ds, val_ds
+
+
+def prepare_run(request: TrainRequest) -> PreparedRun:
+    """The config, datasets and initial weights of ``request`` (see the module docstring).
+
+    Raises:
+        ValueError (``ConfigError``, ``CheckpointError``, ``DataError``): naming the folder,
+        checkpoint or key that was wrong.
+    """
+    frames = None
+    if request.layers is not None:
+        layers = request.layers
+        frames = layer_frames(layers.image, layers.mask, rgb=layers.rgb)
+        in_channels = 3 if layers.rgb else 1
+        classes = model_classes(int(layers.mask.max(initial=0)))
+    else:
+        summary = inspect_folder(
+            request.folder, request.folder_kind, masks=masks_folder(request.folder_kind)
+        )
+        in_channels, classes = summary.in_channels, summary.classes
+    if request.checkpoint is not None:
+        meta = load_checkpoint(request.checkpoint).get("meta", {})
+        model = checkpoint_model_section(model_config_from_meta(meta), in_channels, classes)
+    else:
+        model = new_model_section(request, in_channels, classes)
+    cfg = build_config(request, model)
+    datasets = None
+    if frames is not None:
+        datasets = array_datasets(cfg, *split_frames(*frames, cfg.data.val_fraction))
+    return PreparedRun(config=cfg, datasets=datasets, init_checkpoint=request.checkpoint)

@@ -1,0 +1,81 @@
+"""Panels stay legible when several are docked (issue 17 point 7: labels squashed to "qamma").
+
+napari stacks dock widgets in one column without scrolling. Two of our panels used to need
+about 1,900 pixels together: the window was forced taller than a screen (without a window
+manager, as here, it simply grows), and where it cannot grow Qt squashes the rows. Now each
+panel scrolls inside its share, and every label keeps the room its text needs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtWidgets import QApplication, QLabel
+
+from napari_segloss._widgets._common import PanelScrollArea
+
+WINDOW = (1400, 950)  # a laptop-sized napari window
+PLUGIN = "napari-segloss"
+
+
+def _settle(qtbot, ms: int = 300) -> None:
+    qtbot.wait(ms)
+    QApplication.processEvents()
+
+
+def _clipped_labels(panel) -> list[str]:
+    """Visible labels narrower or lower than their text needs."""
+    bad = []
+    for label in panel.findChildren(QLabel):
+        if not label.isVisibleTo(panel) or not label.text() or label.wordWrap():
+            continue
+        need = label.minimumSizeHint()
+        if label.width() < need.width() or label.height() < label.fontMetrics().height():
+            bad.append(f"{label.text()!r}: {label.width()}x{label.height()} < {need}")
+    return bad
+
+
+@pytest.mark.parametrize("second", ["Train / Fine-tune", "Predict & Compare"])
+def test_two_docked_panels_are_legible(make_napari_viewer, qtbot, second):
+    viewer = make_napari_viewer(show=True)  # sizes are laid out in a shown window only
+    window = viewer.window._qt_window
+    window.resize(*WINDOW)
+    _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
+    _, other = viewer.window.add_plugin_dock_widget(PLUGIN, second)
+    qtbot.waitUntil(lambda: explorer.ready, timeout=60_000)
+    if hasattr(other, "ready"):
+        qtbot.waitUntil(lambda: other.ready, timeout=60_000)
+    explorer.loss_list.setCurrentRow(explorer.selected_losses().index("dice"))
+    _settle(qtbot)
+
+    # the panels fit the window instead of forcing it taller than a screen
+    assert window.height() <= WINDOW[1], window.size()
+    for panel in (explorer, other):
+        assert panel.isVisible()
+        area = panel.findChild(PanelScrollArea)
+        assert area is not None
+        assert panel.height() >= PanelScrollArea.MIN_HEIGHT  # neither is reduced to a row
+        # the content keeps its natural height and scrolls; never squashed below it
+        content = area.widget()
+        assert content.height() >= content.minimumSizeHint().height()
+        assert not _clipped_labels(panel), _clipped_labels(panel)
+
+    if second == "Train / Fine-tune":
+        gamma = next(
+            lb for lb in other.param_form("pm_dice").findChildren(QLabel) if lb.text() == "gamma"
+        )
+        assert gamma.width() >= gamma.fontMetrics().horizontalAdvance("gamma")
+        assert gamma.height() >= gamma.fontMetrics().height()
+
+
+def test_a_narrow_dock_does_not_cut_the_forms(make_napari_viewer, qtbot):
+    """The dock cannot get narrower than the form (no clipped labels, no horizontal scroll)."""
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train / Fine-tune")
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    area = widget.findChild(PanelScrollArea)
+    content = area.widget()
+    assert area.minimumSizeHint().width() >= content.minimumSizeHint().width()
+    viewer.window._qt_window.resize(600, 700)  # as narrow as the window allows
+    _settle(qtbot)
+    assert content.width() >= content.minimumSizeHint().width()
+    assert not _clipped_labels(widget), _clipped_labels(widget)
