@@ -10,7 +10,8 @@ Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``chec
 ``inference`` (tiled prediction), ``training`` (the loop) with its stages ``run_state``
 (set-up), ``sampling`` (order, seeds, RNG state), ``evaluation`` (validation, eval.json),
 ``rundir`` (run directory, lock) and ``events`` (what the loop yields), ``runtime`` (device,
-determinism, signals), ``distributed``, ``compare`` (losses x seeds, one run after another)
+determinism, signals), ``request`` / ``prepare`` (a training request from a panel's form and
+its datasets), ``distributed``, ``compare`` (losses x seeds, one run after another)
 with ``loss_spec`` (what is compared) and ``compare_results`` (its results folder and reader;
 no torch).
 """
@@ -71,6 +72,8 @@ _SUBMODULES = {
     "inference",
     "loss_spec",
     "model",
+    "prepare",
+    "request",
     "run_state",
     "rundir",
     "runtime",
