@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def test_no_path_outside_the_repository(document):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
-def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
+def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch, capsys):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     monkeypatch.setenv("SEGLOSS_NB_MODE", "quick")
@@ -152,4 +153,44 @@ def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
     assert len(pngs) >= 2, f"{name} rendered {len(pngs)} figures"
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     if name == "04_compare_losses.ipynb":  # the compare wrote into SEGLOSS_NB_OUTPUT
-        assert (tmp_path / "nb04_compare_quick" / "results.csv").is_file()
+        _check_compare_notebook(nb, tmp_path / "nb04_compare_quick", streams, monkeypatch, capsys)
+
+
+def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys) -> None:
+    """Notebook 04 shows what the one reader (``read_compare``, also the napari panel's) finds
+    in the folder its demo wrote: the same table, and each loss's prediction on each of the 3
+    unseen frames with its title; the ``segloss compare`` command it prints is the same
+    comparison (the CLI reuses every run instead of training)."""
+    from napari_segloss.cli import main
+    from napari_segloss.engine import read_compare
+
+    results = read_compare(folder)
+    assert [(r.loss, r.seed, r.status) for r in results.runs] == [
+        (loss, seed, "ok") for loss in ("dice", "pm_dice") for seed in (0, 1)
+    ]
+    tables = [
+        o["data"]["text/markdown"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "text/markdown" in o.get("data", {})
+    ]
+    assert tables == [results.to_markdown(rank_by="mDice")]
+    assert [Path(n).name for n in results.image_names()] == [
+        "cju30df2j09dd08351ayx2t6w.jpg",
+        "cju5thdbrjp1108715xdfx356.jpg",
+        "cju7ebe962hr409872ovibahw.jpg",
+    ]  # the bundled `kvasir` frames, not the kvasir_train pairs the runs trained on
+    for i in range(3):
+        cells = results.view(i).cells
+        assert [c.loss for c in cells] == ["dice", "pm_dice"]
+        assert all(c.errors is not None and c.errors.shape == (64, 64) for c in cells)
+        missing = [c.title for c in cells if c.title not in streams]
+        assert not missing, f"notebook 04 does not show the overlay titles {missing}"
+
+    command = next(ln for ln in streams.splitlines() if ln.startswith("segloss compare "))
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    assert main(shlex.split(command)[1:]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("eval.json exists with the same settings, reused") == 4, printed
