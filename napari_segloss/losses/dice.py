@@ -216,7 +216,8 @@ class _TopKDiceBase(_DiceBase):
 
     def per_image(self, inp: Prepared) -> Tensor:
         # the masks are built from detached probabilities (no gradient through the selection)
-        masks = self.label_masks(inp) if inp.labels is not None else {"mask": self.mask(inp)}
+        by_label = inp.labels is not None and inp.mode != "binary"
+        masks = self.label_masks(inp) if by_label else {"mask": self.mask(inp)}
         r, y_sum = self.dice_complement(inp, **masks)
         return self.class_mean(r, self.class_weights(inp, y_sum))
 

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .inputs import LabelProbs, Prepared, log_prob_from_complement
+from .binary import binary_dice_sums, binary_tversky_sums, binary_wsdice_sums
+from .inputs import LabelProbs, Prepared, log_prob_from_complement, power
 
 #: floor of the bases of fractional powers (``(1 - p)^gamma``, ``(1 - TI)^gamma``): the smallest
 #: normal float32, so the derivative ``gamma x^(gamma - 1)`` stays finite
@@ -112,18 +113,6 @@ def per_label(values: Tensor, labels: Tensor) -> Tensor:
     return values.index_select(0, labels.reshape(-1)).view(labels.shape)
 
 
-def power(base: Tensor, exponent: float | Tensor) -> Tensor:
-    """``base ** exponent`` for a float or a broadcastable tensor of exponents, with the cheap
-    kernels for 0, 1 and 2 (``0 ** 0 == 1``, as eq. 5 needs for gamma = 0)."""
-    if isinstance(exponent, Tensor):
-        return base.pow(exponent)
-    if exponent == 0.0:
-        return torch.ones_like(base)
-    if exponent == 1.0:
-        return base
-    return base.square() if exponent == 2.0 else base.pow(exponent)
-
-
 # ----- errors ---------------------------------------------------------------------------------
 def abs_error(y: Tensor, p: Tensor, q: Tensor) -> Tensor:
     """``|y - p|`` from the target ``y``, the probability ``p`` and its complement
@@ -184,9 +173,12 @@ def dice_sums(
     ``y_sum_c = sum_i y_ic``.
 
     ``gamma``: a float or a (K,) tensor (one per class). Extra constant modulation (TopK
-    Dice): ``mask`` (B, K, *sp) for one-hot/soft targets; for integer labels ``label_mask``
-    (B, 1, N) at the label entries and ``off_mask`` (B, K, N) elsewhere.
+    Dice): ``mask`` (B, K, *sp) for one-hot/soft targets and binary outputs; for multi-class
+    integer labels ``label_mask`` (B, 1, N) at the label entries and ``off_mask`` (B, K, N)
+    elsewhere. Binary outputs are summed from their one channel (:mod:`.binary`).
     """
+    if inp.mode == "binary":
+        return DiceSums(*binary_dice_sums(inp.binary, gamma, squared, overlap, mask))
     if inp.labels is not None:
         return _label_dice_sums(inp, gamma, squared, overlap, label_mask, off_mask)
     return _dense_dice_sums(inp, gamma, squared, overlap, mask)
@@ -330,6 +322,8 @@ def _dense_dice_sums(
 def tversky_sums(inp: Prepared) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-class ``(TP, FP, FN, y_sum)``, each (B, K) float32, over the region channels:
     ``TP = sum y p``, ``FP = sum (1 - y) p``, ``FN = sum y (1 - p)`` (from the complement)."""
+    if inp.mode == "binary":
+        return binary_tversky_sums(inp.binary)
     if inp.labels is not None:
         lp = inp.label_probs
         k = inp.num_channels
@@ -363,6 +357,8 @@ def wsdice_sums(inp: Prepared, v1: float, v2: float) -> tuple[Tensor, Tensor]:
     err_c / (den_c + eps)``: with ``G = w (2y - 1)``, ``Ghat = w (2p - 1)``,
     ``w = y (v2 - v1) + v1``, ``err = sum (Ghat - G)^2 = 4 sum w^2 (y - p)^2`` and
     ``den = sum Ghat^2 + G^2``. Ignored pixels get ``w = 0``."""
+    if inp.mode == "binary":
+        return binary_wsdice_sums(inp.binary, v1, v2)
     if inp.labels is None:
         y, p = inp.target, inp.probs
         w = y * (v2 - v1) + v1

@@ -74,12 +74,36 @@ def other_share(p: Tensor) -> Tensor:
     return before + after
 
 
+def power(base: Tensor, exponent: float | Tensor) -> Tensor:
+    """``base ** exponent`` for a float or a broadcastable tensor of exponents, with the cheap
+    kernels for 0, 1 and 2 (``0 ** 0 == 1``, as eq. 5 needs for gamma = 0)."""
+    if isinstance(exponent, Tensor):
+        return base.pow(exponent)
+    if exponent == 0.0:
+        return torch.ones_like(base)
+    if exponent == 1.0:
+        return base
+    return base.square() if exponent == 2.0 else base.pow(exponent)
+
+
 def log_prob_from_complement(log_p: Tensor, complement: Tensor) -> Tensor:
     """``log p`` accurate near ``p = 1``: ``log1p(-(1 - p))`` where the complement is below
     1/2, else ``log_p`` (a log-softmax, exact for small ``p`` but rounded to 0 near 1)."""
     near_one = complement < 0.5
     # the clamp keeps the unused branch finite, so its zero gradient is not 0 * inf = NaN
     return torch.where(near_one, torch.log1p(-complement.clamp_max(0.5)), log_p)
+
+
+class BinaryParts(NamedTuple):
+    """The one channel of a binary problem, all (B, 1, *spatial) float32: target ``y`` (hard
+    labels as 0/1 or soft values; 0 at ignored pixels), ``p = sigmoid(x)``, its complement
+    ``q = sigmoid(-x)`` and the validity mask (None without ``ignore_index``). The background
+    class is ``(1 - y, q)``: the two classes share the error ``|y - p|``."""
+
+    target: Tensor
+    prob: Tensor
+    complement: Tensor
+    valid: Tensor | None
 
 
 class LabelProbs(NamedTuple):
@@ -198,6 +222,14 @@ class Prepared:
         if self.mode == "binary":
             return self.probs.flip(1)
         return torch.sigmoid(-self.logits)
+
+    @cached_property
+    def binary(self) -> BinaryParts:
+        """The single channel of binary logits (see :class:`BinaryParts`)."""
+        assert self.mode == "binary"
+        x = self.logits
+        y = self.labels.float() if self.labels is not None else self.target[:, 1:]
+        return BinaryParts(y, torch.sigmoid(x), torch.sigmoid(-x), self.valid)
 
     @cached_property
     def label_probs(self) -> LabelProbs:
