@@ -61,8 +61,9 @@ class ComboLoss(RegionLoss):
         if inp.labels is not None and inp.mode == "multiclass":
             # one-hot-free: b log p_y + (1 - b) sum_{c != y} log(1 - p_c)
             log_py, _ = label_log_prob(inp)
-            log_q = _log_complement(inp.complement).scatter(1, inp.labels, 0.0).sum(1)
-            px = -(b * log_py[:, 0] + (1.0 - b) * log_q)
+            log_q = _log_complement(inp.complement)  # a new tensor: its label entries are
+            log_q.view(-1).index_fill_(0, inp.label_probs.entry, 0.0)  # dropped in place
+            px = -(b * log_py[:, 0] + (1.0 - b) * log_q.sum(1))
             return px if inp.valid is None else px * inp.valid[:, 0]
         y = inp.target[:, 1:] if inp.mode == "binary" else inp.target
         if inp.mode == "multiclass":

@@ -63,15 +63,24 @@ def other_share(p: Tensor) -> Tensor:
     """``1 - p`` along dim 1 of softmax probabilities, as the sum of the other channels.
 
     ``1 - p_c`` by subtraction is 0 in float32 once ``p_c > 1 - 6e-8``; the other channels'
-    probabilities are small but exact, so their (exclusive prefix + suffix) sum keeps the
-    complement to float32 precision."""
+    probabilities are small but exact, so their sum keeps the complement to float32
+    precision. Few channels: one sum of channel slices per channel (cheaper than two
+    cumulative sums, forward and backward); many: exclusive prefix + suffix sums."""
     k = p.shape[1]
     if k == 2:
         return p.flip(1)
+    if k <= _SLICE_SUM_MAX_CHANNELS:
+        channels = p.unbind(1)
+        rest = [sum(channels[j] for j in range(k) if j != c) for c in range(k)]
+        return torch.stack(rest, dim=1)
     zero = torch.zeros_like(p.narrow(1, 0, 1))
     before = torch.cat([zero, p.narrow(1, 0, k - 1).cumsum(1)], dim=1)
     after = torch.cat([p.narrow(1, 1, k - 1).flip(1).cumsum(1).flip(1), zero], dim=1)
     return before + after
+
+
+#: up to this many channels :func:`other_share` sums channel slices directly
+_SLICE_SUM_MAX_CHANNELS = 6
 
 
 def power(base: Tensor, exponent: float | Tensor) -> Tensor:
