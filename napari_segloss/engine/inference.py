@@ -415,6 +415,12 @@ def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bo
         if in_channels == 1:
             # A grey 3D volume for a 2D model: predicted slice by slice along axis 0.
             return image[:, None], True
+        raise ValueError(
+            f"image: this checkpoint expects {in_channels}-channel (RGB) images, (H, W, "
+            f"{in_channels}) or ({in_channels}, H, W), and this input of shape {image.shape} "
+            "is a grey volume (Z, Y, X); use a model trained on grey images for it, or give "
+            "one 2D slice (a grey 2D image is repeated to the model's channels)"
+        )
     raise ValueError(
         f"image: expected (H, W), (H, W, {in_channels}), ({in_channels}, H, W) or a grey volume "
         f"(Z, Y, X) for a 1-channel model, got shape {image.shape}"

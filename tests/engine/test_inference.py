@@ -317,6 +317,17 @@ def test_predict_grey_image_into_rgb_model_repeats_channels() -> None:
     np.testing.assert_allclose(probs, probs_rgb, atol=1e-6)
 
 
+def test_grey_volume_for_an_rgb_model_says_what_the_checkpoint_expects() -> None:
+    # the RGB Kvasir checkpoint on a grey ACDC volume: name both, do not list layouts
+    volume = np.random.default_rng(4).random((6, 20, 18)).astype(np.float32)
+    with pytest.raises(ValueError) as err:
+        predict(_pointwise(3, 2), volume, meta={"in_channels": 3}, device="cpu")
+    message = str(err.value)
+    assert "expects 3-channel (RGB) images" in message
+    assert "(6, 20, 18) is a grey volume" in message
+    assert "for a 1-channel model" not in message
+
+
 def test_predict_3d_model_tiles_in_3d() -> None:
     model = _pointwise(1, 2, dims=3)
     vol = np.random.default_rng(3).random((6, 20, 18)).astype(np.float32)

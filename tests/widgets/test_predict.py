@@ -169,6 +169,20 @@ def test_bad_selections_show_a_message(dock, wait_idle, tmp_path, setup, message
     assert message in widget.status.text()
 
 
+def test_rgb_checkpoint_on_a_grey_volume_says_so(dock, wait_idle, tiny_checkpoint):
+    # issue 17, 11: the RGB Kvasir checkpoint run on a grey ACDC volume
+    viewer, widget = dock(NAME)
+    volume = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="grey volume")
+    widget.image_picker.set_layer(volume)
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.device.value = "cpu"
+    widget.run_model()
+    wait_idle(widget)
+    assert widget.status.is_error
+    text = widget.status.text()
+    assert "expects 3-channel (RGB) images" in text and "is a grey volume" in text
+
+
 def test_overlay_colours_on_screen(dock, wait_idle, make_napari_viewer):
     """What a person sees: pure red FP, pure blue FN, TP green over the (grey) image, and no
     other colour (nothing tinted by the compared layers)."""
