@@ -58,6 +58,25 @@ def _new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, 
     return plt.subplots(nrows, ncols, **kwargs)
 
 
+def _figure_for(ax: Axes | None, **new_figure: Any) -> tuple[Figure, Any]:
+    """``(figure, axes)`` to draw on: ``ax`` and its figure, or a new figure made with
+    ``new_figure`` (``figsize``, ``subplot_kw``...; constrained layout)."""
+    if ax is not None:
+        return ax.figure, ax
+    return _new_figure(**new_figure, constrained_layout=True)
+
+
+def _label_axes(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+
+
+def _no_ticks(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _to_numpy(array: Any, name: str) -> np.ndarray:
     if hasattr(array, "detach"):  # torch tensor, without importing torch here
         array = array.detach().cpu().numpy()
@@ -109,18 +128,16 @@ def _grid_xyz(x: Any, y: Any, z: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return xs, ys, zs
 
 
-def _surface_panels(
-    surfaces: Mapping[str, Any],
+def _panels(
+    n: int,
     ncols: int | None,
     suptitle: str | None,
     figsize: Callable[[int, int], tuple[float, float]],
-    draw: Callable[[Axes, str, Any], object],
+    draw: Callable[[Figure, Axes, int], object],
     **subplots_kwargs: Any,
 ) -> Figure:
-    # One panel per surface, drawn by ``draw(ax, name, z)``; spare panels are hidden.
-    if not surfaces:
-        raise ValueError("surfaces must hold at least one surface")
-    nrows, ncols = _grid_shape(len(surfaces), ncols)
+    # A grid of n panels, panel k drawn by ``draw(fig, ax, k)``; spare panels are hidden.
+    nrows, ncols = _grid_shape(n, ncols)
     fig, axes = _new_figure(
         nrows,
         ncols,
@@ -130,13 +147,35 @@ def _surface_panels(
         constrained_layout=True,
     )
     flat = axes.ravel()
-    for ax, (name, z) in zip(flat, surfaces.items(), strict=False):
-        draw(ax, name, z)
-    for ax in flat[len(surfaces) :]:
+    for k, ax in enumerate(flat[:n]):
+        draw(fig, ax, k)
+    for ax in flat[n:]:
         ax.set_visible(False)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def _surface_panels(
+    surfaces: Mapping[str, Any],
+    ncols: int | None,
+    suptitle: str | None,
+    figsize: Callable[[int, int], tuple[float, float]],
+    draw: Callable[[Axes, str, Any], object],
+    **subplots_kwargs: Any,
+) -> Figure:
+    # One panel per surface, drawn by ``draw(ax, name, z)``.
+    if not surfaces:
+        raise ValueError("surfaces must hold at least one surface")
+    items = list(surfaces.items())
+    return _panels(
+        len(items),
+        ncols,
+        suptitle,
+        figsize,
+        lambda _fig, ax, k: draw(ax, *items[k]),
+        **subplots_kwargs,
+    )
 
 
 def show_maps_grid(
@@ -176,19 +215,9 @@ def show_maps_grid(
             raise ValueError(
                 f"colorbar_label must be one string or one per map ({len(maps)}), got {len(labels)}"
             )
-    nrows, ncols = _grid_shape(len(maps), ncols)
-    fig, axes = _new_figure(
-        nrows,
-        ncols,
-        figsize=(panel_size * ncols * 1.15, panel_size * nrows),
-        squeeze=False,
-        constrained_layout=True,
-    )
     bg = None if background is None else _display_rgb(_as_image(background, "background"))
-    for k, ax in enumerate(axes.ravel()):
-        if k >= len(maps):
-            ax.set_visible(False)
-            continue
+
+    def draw(fig: Figure, ax: Axes, k: int) -> None:
         img = _as_image(maps[k], f"maps[{k}]")
         if bg is not None:
             ax.imshow(bg, cmap="gray")
@@ -199,12 +228,15 @@ def show_maps_grid(
             cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
             if labels[k]:
                 cbar.set_label(labels[k])
-        ax.set_title(titles[k], fontsize=10)
-        ax.set_xlabel("x (pixels)")
-        ax.set_ylabel("y (pixels)")
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
+        _label_axes(ax, "x (pixels)", "y (pixels)", titles[k])
+
+    return _panels(
+        len(maps),
+        ncols,
+        suptitle,
+        lambda nrows, ncols: (panel_size * ncols * 1.15, panel_size * nrows),
+        draw,
+    )
 
 
 def contour_landscape(
@@ -235,10 +267,7 @@ def contour_landscape(
     xs, ys, zs = _grid_xyz(x, y, z)
     if xs.size < 2 or ys.size < 2:
         raise ValueError(f"a contour needs at least 2 x and 2 y values, got {xs.size}x{ys.size}")
-    if ax is None:
-        fig, ax = _new_figure(figsize=(4.8, 4.0), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, figsize=(4.8, 4.0))
     norm = None
     if log:
         finite = zs[np.isfinite(zs)]
@@ -257,9 +286,7 @@ def contour_landscape(
     cbar.set_label(colorbar_label)
     if mark is not None:
         ax.plot(*mark, marker="*", color="white", markeredgecolor="k", markersize=11)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _label_axes(ax, xlabel, ylabel, title)
     return fig
 
 
@@ -301,22 +328,15 @@ def surface_3d(
 ) -> Figure:
     """3D surface of ``z[i, j]`` over ``(x[j], y[i])`` (pass an axes with projection='3d')."""
     xs, ys, zs = _grid_xyz(x, y, z)
-    if ax is None:
-        fig, ax = _new_figure(
-            figsize=(5.2, 4.4), subplot_kw={"projection": "3d"}, constrained_layout=True
-        )
-    else:
-        if getattr(ax, "name", "") != "3d":
-            raise ValueError("ax must be a 3D axes (projection='3d')")
-        fig = ax.figure
+    if ax is not None and getattr(ax, "name", "") != "3d":
+        raise ValueError("ax must be a 3D axes (projection='3d')")
+    fig, ax = _figure_for(ax, figsize=(5.2, 4.4), subplot_kw={"projection": "3d"})
     gx, gy = np.meshgrid(xs, ys)
     surf = ax.plot_surface(gx, gy, zs, cmap=cmap, linewidth=0, antialiased=True)
     cbar = fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
     cbar.set_label(zlabel)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    _label_axes(ax, xlabel, ylabel, title)
     ax.set_zlabel(zlabel)
-    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -368,10 +388,7 @@ def plot_curves(
         raise ValueError(f"x must be a non-empty 1D sequence, got shape {xs.shape}")
     if not curves:
         raise ValueError("curves must hold at least one curve")
-    if ax is None:
-        fig, ax = _new_figure(figsize=(5.6, 3.8), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, figsize=(5.6, 3.8))
     for name, values in curves.items():
         ys = _to_numpy(values, f"curves[{name!r}]").astype(float)
         if ys.shape != xs.shape:
@@ -384,9 +401,7 @@ def plot_curves(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel + (" (normalised to max 1)" if normalize else ""))
-    ax.set_title(title, fontsize=10)
+    _label_axes(ax, xlabel, ylabel + (" (normalised to max 1)" if normalize else ""), title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -463,13 +478,8 @@ def bar_with_errors(
         for c in means[s]:
             if c not in categories:
                 categories.append(c)
-    if ax is None:
-        fig, ax = _new_figure(
-            figsize=(max(5.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5 + 2), 3.8),
-            constrained_layout=True,
-        )
-    else:
-        fig = ax.figure
+    width_in = max(5.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5 + 2)
+    fig, ax = _figure_for(ax, figsize=(width_in, 3.8))
     width = 0.8 / len(series)
     centres = np.arange(len(categories), dtype=float)
     for k, s in enumerate(series):
@@ -520,11 +530,14 @@ def overlay_errors(
     title: str | None = None,
     foreground: int | None = None,
     legend: bool = True,
+    caption: bool = True,
 ) -> Figure:
     """Image with TP / FP / FN pixels coloured as in the PM-Dice paper's fig. 5.
 
     Colours come from :data:`napari_segloss.overlay.ERROR_COLORS` (FP red, FN blue, TP
-    translucent green) via :func:`napari_segloss.overlay.error_labels`.
+    translucent green) via :func:`napari_segloss.overlay.error_labels`. ``legend`` draws a
+    legend of the colours in the panel, ``caption`` writes "FP red, FN blue, TP green" under
+    it (turn both off where a figure names the colours once for all its panels).
     """
     img = _display_rgb(_as_image(image, "image"))
     labels = np.asarray(error_labels(_to_numpy(pred, "pred"), _to_numpy(gt, "gt"), foreground))
@@ -536,15 +549,12 @@ def overlay_errors(
     rgba = np.zeros((*labels.shape, 4))
     for key, colour in colours.items():
         rgba[labels == key] = colour
-    if ax is None:
-        fig, ax = _new_figure(figsize=(4.0, 4.0), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_for(ax, figsize=(4.0, 4.0))
     ax.imshow(img, cmap="gray")
     ax.imshow(rgba)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_xlabel("FP red, FN blue, TP green")
+    _no_ticks(ax)
+    if caption:
+        ax.set_xlabel("FP red, FN blue, TP green")
     if title:
         ax.set_title(title, fontsize=9)
     if legend:
@@ -592,8 +602,7 @@ def error_overlay_grid(
         axes[r, 1].imshow(_to_numpy(gts[r], f"gts[{r}]"), cmap="gray", interpolation="nearest")
         axes[r, 1].set_title("ground truth", fontsize=9)
         for ax in axes[r, :2]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _no_ticks(ax)
         for c, (name, preds) in enumerate(predictions.items(), start=2):
             overlay_errors(
                 images[r],

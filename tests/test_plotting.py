@@ -201,6 +201,17 @@ def test_overlay_errors_colours():
     assert ax.get_title() == "pm_dice"
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["true positive", "false positive", "false negative"]
+    assert ax.get_xlabel() == "FP red, FN blue, TP green"
+
+
+def test_overlay_errors_without_legend_and_caption():
+    """A figure that names the colours once (notebook 04) turns both off per panel."""
+    pytest.importorskip("napari_segloss.overlay")
+    gt = np.eye(4, dtype=np.uint8)
+    fig = overlay_errors(np.zeros((4, 4)), gt, gt, legend=False, caption=False)
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and ax.get_xlabel() == ""
+    assert len(ax.images) == 2  # the image and its overlay are still drawn
 
 
 def test_error_overlay_grid_layout():

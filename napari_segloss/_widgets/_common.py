@@ -13,32 +13,38 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
+from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
+
+from napari_segloss.overlay import ERROR_COLORS
 
 from ._state import CHECKPOINTS
 
 if TYPE_CHECKING:
     import napari
+    from magicgui.widgets.bases import ValueWidget
     from napari.layers import Layer
 
 TAG = "napari_segloss"
@@ -334,6 +340,21 @@ def scrollable(panel: QWidget) -> QWidget:
     return content
 
 
+def form_row(form: QFormLayout, widget: ValueWidget) -> None:
+    """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
+    form.addRow(widget.label, widget.native)
+
+
+def form_page(stack: QStackedWidget) -> QFormLayout:
+    """A new page of ``stack`` (one choice of a "from: layers / folder" switch): the form to
+    fill, without margins so that its rows line up with the rows around the stack."""
+    page = QWidget()
+    form = QFormLayout(page)
+    form.setContentsMargins(0, 0, 0, 0)
+    stack.addWidget(page)
+    return form
+
+
 class StatusLabel(QLabel):
     """A word-wrapped status line: neutral text, or a red error."""
 
@@ -455,6 +476,41 @@ def new_worker(
     return worker
 
 
+def progress_worker(
+    progress: ProgressRow,
+    job: Callable[[], Any],
+    message: str,
+    *,
+    returned: Callable[[Any], Any],
+    errored: Callable[[BaseException], Any],
+    finished: Callable[[], Any],
+) -> Any:
+    """:func:`new_worker` for a generator ``job`` whose ``(done, total, text)`` steps move
+    ``progress`` (armed with ``message`` here). Store the worker, then ``.start()`` it."""
+    progress.start(message)
+    return new_worker(
+        job,
+        returned=returned,
+        yielded=lambda step: progress.step(*step),
+        errored=errored,
+        finished=finished,
+    )
+
+
+def frame_progress(
+    steps: Iterator[tuple[int, int]], what: str
+) -> Generator[tuple[int, int, str], None, Any]:
+    """Relabel ``(done, total)`` progress (e.g. the frames of
+    :func:`napari_segloss.engine.inference.iter_predict_image`) as ``(done, total, text)``
+    for :class:`ProgressRow`, text ``"<what> 3/10"``; returns ``steps``' result."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield done, total, f"{what} {min(done + 1, total)}/{total}"
+
+
 class TaskQueue:
     """Small main-thread tasks run one per event-loop turn, so that the window repaints and
     answers between them (adding a napari layer and its first draw take up to ~0.2 s each;
@@ -560,6 +616,31 @@ def spatial_shape(layer: Layer) -> tuple[int, ...]:
     """Shape without the RGB(A) channel axis of an ``rgb`` Image layer."""
     shape = tuple(image_array(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def image_and_mask(
+    image_picker: LayerPicker, mask_picker: LayerPicker, what: str = "", *, need_mask: bool = True
+) -> tuple[Layer, np.ndarray, np.ndarray | None]:
+    """``(image layer, its data, mask data or None)`` of two pickers, checked: an image
+    picked, a mask too when ``need_mask``, and the mask of the image's spatial shape.
+    ``what`` prefixes the names in the messages (``"held-out "``)."""
+    layer = require_layer(image_picker.layer(), f"{what}image")
+    mask_layer = mask_picker.layer()
+    if need_mask:
+        mask_layer = require_layer(mask_layer, f"{what}mask")
+    mask = None
+    if mask_layer is not None:
+        mask = labels_array(mask_layer, f"{what}mask")
+        check_same_shape(spatial_shape(layer), mask, f"the {what}image", f"{what}mask")
+    return layer, image_array(layer), mask
+
+
+def error_colormap() -> DirectLabelColormap:
+    """:data:`napari_segloss.overlay.ERROR_COLORS` as a napari label colormap (0 and any label
+    missing from it transparent)."""
+    colors: dict[int | None, Any] = dict(ERROR_COLORS)
+    colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))
+    return DirectLabelColormap(color_dict=colors)
 
 
 def camera_of(viewer: napari.Viewer) -> Any:

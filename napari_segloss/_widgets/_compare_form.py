@@ -36,16 +36,7 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.engine.loss_spec import LossSpec
 
-from ._common import (
-    LayerPicker,
-    PanelError,
-    StatusLabel,
-    check_same_shape,
-    image_array,
-    labels_array,
-    require_layer,
-    spatial_shape,
-)
+from ._common import LayerPicker, PanelError, StatusLabel, form_page, image_and_mask
 from ._compare_setup import (
     CompareRequest,
     Pairs,
@@ -58,15 +49,13 @@ from ._compare_setup import (
     parse_seeds,
     section,
 )
-from ._forms import LossParamForm, registry_parameters
+from ._forms import ARCHS, ENCODERS, LossParamForm, registry_parameters
 
 if TYPE_CHECKING:
     import inspect
 
     import napari
 
-ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
-ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0")
 DEFAULT_LOSSES = ("dice", "pm_dice")
 DEFAULT_OUTPUT = Path.home() / "napari-segloss-compare"
 SOURCES = ("layers", "folder")
@@ -131,25 +120,19 @@ class CompareSetupForm(QWidget):
         self.source_combo.addItems(SOURCES)
         form.addRow("train on", self.source_combo)
         self.source_stack = QStackedWidget(box)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.source_stack)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.mask_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
         f.addRow("image", self.image_picker)
         f.addRow("mask", self.mask_picker)
-        self.source_stack.addWidget(page)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.folder_edit = QLineEdit(page)
+        f = form_page(self.source_stack)
+        self.folder_edit = QLineEdit(f.parentWidget())
         self.folder_edit.setPlaceholderText("folder with images/ and masks/, or bundled:NAME")
-        self.folder_kind = QComboBox(page)
+        self.folder_kind = QComboBox(f.parentWidget())
         self.folder_kind.addItems(["folder", "nifti"])
         self.folder_kind.setToolTip("nifti: volumes in images/ and labels/, trained as 2D slices")
         f.addRow("root", self._folder_row(self.folder_edit, "Training data folder"))
         f.addRow("kind", self.folder_kind)
-        self.source_stack.addWidget(page)
         self.source_combo.currentIndexChanged.connect(self.source_stack.setCurrentIndex)
         form.addRow(self.source_stack)
         self.score_combo = QComboBox(box)
@@ -158,21 +141,15 @@ class CompareSetupForm(QWidget):
         form.addRow("score on", self.score_combo)
         self.score_stack = QStackedWidget(box)
         self.score_stack.addWidget(QWidget())
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.score_stack)
         self.heldout_image_picker = LayerPicker(self.viewer, (Image,))
         self.heldout_mask_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
         f.addRow("held-out image", self.heldout_image_picker)
         f.addRow("held-out mask", self.heldout_mask_picker)
-        self.score_stack.addWidget(page)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
-        self.heldout_edit = QLineEdit(page)
+        f = form_page(self.score_stack)
+        self.heldout_edit = QLineEdit(f.parentWidget())
         self.heldout_edit.setPlaceholderText("held-out folder (images/, masks/) or bundled:NAME")
         f.addRow("held-out", self._folder_row(self.heldout_edit, "Held-out data folder"))
-        self.score_stack.addWidget(page)
         self.score_combo.currentIndexChanged.connect(self._show_score_page)
         form.addRow(self.score_stack)
         self.score_stack.setVisible(False)  # the validation split needs no more input
@@ -366,13 +343,8 @@ class CompareSetupForm(QWidget):
     def _layer_data(self, image_picker: LayerPicker, mask_picker: LayerPicker,
                     what: str) -> tuple[Pairs, int, int]:  # fmt: skip
         """``(pairs, in_channels, top label)`` of an image layer and its mask layer."""
-        layer = require_layer(image_picker.layer(), f"{what}image")
-        image, rgb = image_array(layer), bool(layer.rgb)
-        mask_layer = mask_picker.layer()
-        mask = None
-        if mask_layer is not None:
-            mask = labels_array(mask_layer, f"{what}mask")
-            check_same_shape(spatial_shape(layer), mask, f"the {what}image", f"{what}mask")
+        layer, image, mask = image_and_mask(image_picker, mask_picker, what, need_mask=False)
+        rgb = bool(layer.rgb)
         pairs = layer_pairs(image, mask, rgb=rgb, name=layer.name)
         top = int(mask.max(initial=0)) if mask is not None else 1
         return pairs, (image.shape[-1] if rgb else 1), top

@@ -47,10 +47,10 @@ from napari_segloss.engine.events import (
     TrainEpoch,
     TrainStart,
 )
-from napari_segloss.overlay import ERROR_COLORS
 
 from ._common import (
     camera_of,
+    error_colormap,
     find_owned,
     grid_of,
     index_of,
@@ -77,13 +77,6 @@ TRUTH_COLOR = (1.0, 0.85, 0.0, 1.0)
 BEST_MARK = "★ "
 #: outline width (pixels) of the ground truth in its cell
 TRUTH_CONTOUR = 2
-
-
-def error_colormap() -> DirectLabelColormap:
-    """``overlay.ERROR_COLORS`` as a napari label colormap (0 and anything else transparent)."""
-    colors: dict[int | None, Any] = dict(ERROR_COLORS)
-    colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))
-    return DirectLabelColormap(color_dict=colors)
 
 
 def _truth_colormap() -> DirectLabelColormap:

@@ -39,6 +39,18 @@ from ._common import PanelError
 
 ParameterSource = Callable[[str], Mapping[str, inspect.Parameter]]
 
+#: 2D architectures the model forms offer (before the model factory's own list is loaded)
+ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
+#: encoders the model forms propose (any smp encoder name may be typed)
+ENCODERS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "efficientnet-b0",
+    "timm-efficientnet-b0",
+)
+
 #: spin-box range for float parameters (losses take fractions, exponents and percentages)
 FLOAT_RANGE = (0.0, 1000.0)
 GAMMA_RANGE = (0.0, 10.0)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
-from magicgui.widgets.bases import ValueWidget
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -57,10 +56,13 @@ from ._common import (
     check_same_shape,
     find_owned,
     fmt,
+    form_page,
+    form_row,
+    frame_progress,
     image_array,
     is_owned,
     labels_array,
-    new_worker,
+    progress_worker,
     remove_owned,
     rename_layers,
     require_layer,
@@ -126,23 +128,8 @@ def _load_catalog(
     return _core().loss_catalog()
 
 
-def _frames(steps: Iterator[tuple[int, int]], what: str) -> Generator[Progress, None, Any]:
-    """Relabel ``(done, total)`` progress as :data:`Progress`; returns ``steps``' result."""
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield done, total, f"{what} {min(done + 1, total)}/{total}"
-
-
 class MissingInput(PanelError):
     """An input that is not there yet (live updates wait quietly for it)."""
-
-
-def _form_row(form: QFormLayout, widget: ValueWidget) -> None:
-    """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
-    form.addRow(widget.label, widget.native)
 
 
 class LossExplorerWidget(QWidget):
@@ -209,11 +196,9 @@ class LossExplorerWidget(QWidget):
         form.addRow("image", self.image_picker)
         form.addRow("ground truth", self.gt_picker)
         self.source = ComboBox(label="prediction", choices=SOURCES, value=SOURCES[0])
-        _form_row(form, self.source)
+        form_row(form, self.source)
         self.source_stack = QStackedWidget(box)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.source_stack)
         self.whatif_kind = ComboBox(label="change", choices=list(WHATIF_KINDS), value="blur")
         self.whatif_strength = FloatSpinBox(label="strength", value=3.0, min=0.0, max=100.0)
         self.whatif_softness = FloatSpinBox(
@@ -225,8 +210,7 @@ class LossExplorerWidget(QWidget):
             tooltip="Gaussian sigma (px) that softens boundaries like a network",
         )
         for w in (self.whatif_kind, self.whatif_strength, self.whatif_softness):
-            _form_row(f, w)
-        self.source_stack.addWidget(page)
+            form_row(f, w)
         self.pred_image_picker = LayerPicker(self.viewer, (Image,), filter=lambda ly: not ly.rgb)
         self.source_stack.addWidget(self.pred_image_picker)
         self.pred_labels_picker = LayerPicker(self.viewer, (Labels,))
@@ -242,8 +226,8 @@ class LossExplorerWidget(QWidget):
             choices=["current slice", "whole volume"],
             tooltip="3D data: compute on the displayed slice or on the whole volume",
         )
-        _form_row(form, self.class_spin)
-        _form_row(form, self.scope)
+        form_row(form, self.class_spin)
+        form_row(form, self.scope)
         self._update_strength_tip()
         return box
 
@@ -515,7 +499,9 @@ class LossExplorerWidget(QWidget):
         def run_model() -> Generator[Progress, None, np.ndarray]:
             if key not in cache:
                 frames = _inference().iter_predict_image(path, image, rgb=rgb)
-                _, probs = yield from _frames(frames, "predicting with the checkpoint, frame")
+                _, probs = yield from frame_progress(
+                    frames, "predicting with the checkpoint, frame"
+                )
                 cache.clear()  # keep one prediction: slider moves re-use it
                 cache[key] = probs
             return cache[key]
@@ -555,11 +541,11 @@ class LossExplorerWidget(QWidget):
 
     def _start(self, job: Job, on_done: Callable[[Any], Any], message: str) -> None:
         self.status.info(message)
-        self.progress.start(message)
-        self._worker = new_worker(
+        self._worker = progress_worker(
+            self.progress,
             job,
+            message,
             returned=on_done,
-            yielded=self._on_progress,
             errored=self._on_error,
             finished=self._on_finished,
         )
@@ -573,10 +559,6 @@ class LossExplorerWidget(QWidget):
         if self._worker is not None:
             self._worker.quit()
         self._drawing.cancel()
-
-    def _on_progress(self, step: Progress) -> None:
-        done, total, what = step
-        self.progress.step(done, total, what)
 
     def _on_drawn(self, done: int, total: int) -> None:
         self.progress.step(done, total, f"drawing the maps {done}/{total}")

@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
-from magicgui.widgets.bases import ValueWidget
 from napari.layers import Image, Labels
-from napari.utils.colormaps import Colormap, DirectLabelColormap
+from napari.utils.colormaps import Colormap
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -44,7 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.metrics import evaluate
-from napari_segloss.overlay import ERROR_COLORS, error_labels
+from napari_segloss.overlay import error_labels
 
 from ._common import (
     TAG,
@@ -55,11 +54,15 @@ from ._common import (
     StatusLabel,
     check_same_shape,
     device_choices,
+    error_colormap,
     fmt,
+    form_row,
+    frame_progress,
     image_array,
     is_owned,
     labels_array,
     new_worker,
+    progress_worker,
     release_gpu_memory,
     require_layer,
     same_layer,
@@ -95,13 +98,6 @@ def _devices() -> list[str]:
     return device_choices()
 
 
-def error_colormap() -> DirectLabelColormap:
-    """``DirectLabelColormap`` from ``overlay.ERROR_COLORS`` (0 transparent)."""
-    colors: dict[int | None, Any] = dict(ERROR_COLORS)
-    colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))  # labels missing from the dict: transparent
-    return DirectLabelColormap(color_dict=colors)
-
-
 def compare_job(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -123,10 +119,6 @@ def compare_job(
         include_background=include_background,
     )
     return errors, metrics
-
-
-def _form_row(form: QFormLayout, widget: ValueWidget) -> None:
-    form.addRow(widget.label, widget.native)
 
 
 class PredictWidget(QWidget):
@@ -194,7 +186,7 @@ class PredictWidget(QWidget):
         form.addRow("image", self.image_picker)
         form.addRow("checkpoint", self.ckpt_picker)
         for w in (self.tile, self.overlap, self.device):
-            _form_row(form, w)
+            form_row(form, w)
         form.addRow(self.run_button)
         return box
 
@@ -226,8 +218,8 @@ class PredictWidget(QWidget):
         self.compare_button.clicked.connect(self.compare)
         form.addRow("prediction", self.pred_picker)
         form.addRow("ground truth", self.gt_picker)
-        _form_row(form, self.overlay_class)
-        _form_row(form, self.tolerance)
+        form_row(form, self.overlay_class)
+        form_row(form, self.tolerance)
         form.addRow(self.background_check.native)
         form.addRow(self.compare_button)
         return box
@@ -254,13 +246,13 @@ class PredictWidget(QWidget):
 
     def _start(self, fn: Any, on_done: Any, message: str) -> None:
         self.status.info(message)
-        self.progress.start(message)
         self.run_button.setEnabled(False)
         self.compare_button.setEnabled(False)
-        self._worker = new_worker(
+        self._worker = progress_worker(
+            self.progress,
             fn,
+            message,
             returned=on_done,
-            yielded=self._on_progress,
             errored=self._on_error,
             finished=self._on_finished,
         )
@@ -272,9 +264,6 @@ class PredictWidget(QWidget):
         if self._worker is not None:
             self._compare_after = False
             self._worker.quit()
-
-    def _on_progress(self, step: tuple[int, int, str]) -> None:
-        self.progress.step(*step)
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -307,12 +296,7 @@ class PredictWidget(QWidget):
         def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, np.ndarray]]:
             yield 0, 0, f"loading {path.name}…"
             frames = _inference().iter_predict_image(path, image, rgb=rgb, **kw)
-            while True:
-                try:
-                    done, total = next(frames)
-                except StopIteration as stop:
-                    return stop.value
-                yield done, total, f"predicting {min(done + 1, total)}/{total}"
+            return (yield from frame_progress(frames, "predicting"))
 
         self._run_info = {"layer": layer, "path": path}
         self._start(job, self._on_predicted, f"predicting with {path.name}…")

@@ -26,7 +26,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
-from magicgui.widgets.bases import ValueWidget
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
 from qtpy.QtWidgets import (
@@ -50,18 +49,16 @@ from ._common import (
     LayerPicker,
     PanelError,
     StatusLabel,
-    check_same_shape,
     device_choices,
-    image_array,
-    labels_array,
+    form_page,
+    form_row,
+    image_and_mask,
     new_worker,
     release_gpu_memory,
-    require_layer,
     scrollable,
-    spatial_shape,
 )
 from ._compat import guard_triton, preload_torch_libraries
-from ._forms import LossParamForm, config_widget, load_loss_catalog
+from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
 
@@ -70,15 +67,6 @@ if TYPE_CHECKING:
 
     import napari
 
-ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
-ENCODERS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v2",
-    "efficientnet-b0",
-    "timm-efficientnet-b0",
-)
 DEFAULT_RUNS_DIR = Path.home() / "napari-segloss-runs"
 DEFAULT_LOSS = "pm_dice"
 SOURCES = ("layers", "folder")
@@ -200,11 +188,6 @@ class TrainProgress(QProgressBar):
         self.setFormat("failed (see the message below)")
 
 
-def _row(form: QFormLayout, widget: ValueWidget) -> None:
-    """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
-    form.addRow(widget.label, widget.native)
-
-
 class TrainWidget(QWidget):
     """The "Train / Fine-tune" dock widget (see module docstring)."""
 
@@ -245,26 +228,20 @@ class TrainWidget(QWidget):
         box = QGroupBox("Data", self)
         form = QFormLayout(box)
         self.source = ComboBox(label="from", choices=SOURCES, value=SOURCES[0])
-        _row(form, self.source)
+        form_row(form, self.source)
         self.data_stack = QStackedWidget(box)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.data_stack)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.mask_picker = LayerPicker(self.viewer, (Labels,))
         f.addRow("image", self.image_picker)
         f.addRow("mask", self.mask_picker)
-        self.data_stack.addWidget(page)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.data_stack)
         self.folder = FileEdit(mode="d", label="root", nullable=True)
         self.folder.line_edit.native.setPlaceholderText("a folder with images/ and masks/")
         self.folder.choose_btn.text = "Browse…"
         self.folder_kind = config_widget(DataConfig, "kind")
-        _row(f, self.folder)
-        _row(f, self.folder_kind)
-        self.data_stack.addWidget(page)
+        form_row(f, self.folder)
+        form_row(f, self.folder_kind)
         self.source.changed.connect(
             lambda value: self.data_stack.setCurrentIndex(SOURCES.index(value))
         )
@@ -278,19 +255,17 @@ class TrainWidget(QWidget):
             DataConfig, "val_fraction", label="validation", value=0.2, max=0.9, step=0.05,
             tooltip="share of the frames (or files) kept for validation; one image: itself",
         )  # fmt: skip
-        _row(form, self.image_size)
-        _row(form, self.val_fraction)
+        form_row(form, self.image_size)
+        form_row(form, self.val_fraction)
         return box
 
     def _model_box(self) -> QGroupBox:
         box = QGroupBox("Model", self)
         form = QFormLayout(box)
         self.start_from = ComboBox(label="start from", choices=STARTS, value=STARTS[0])
-        _row(form, self.start_from)
+        form_row(form, self.start_from)
         self.model_stack = QStackedWidget(box)
-        page = QWidget()
-        f = QFormLayout(page)
-        f.setContentsMargins(0, 0, 0, 0)
+        f = form_page(self.model_stack)
         self.arch = config_widget(
             ModelConfig, "arch", label="architecture", widget_type="ComboBox", choices=ARCHS
         )
@@ -301,8 +276,7 @@ class TrainWidget(QWidget):
             tooltip="none, imagenet (downloads them) or a local weights file",
         )  # fmt: skip
         for w in (self.arch, self.encoder, self.encoder_weights):
-            _row(f, w)
-        self.model_stack.addWidget(page)
+            form_row(f, w)
         self.ckpt_picker = CheckpointPicker()
         self.model_stack.addWidget(self.ckpt_picker)
         self.start_from.changed.connect(
@@ -317,7 +291,7 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         self.loss = ComboBox(label="loss", choices=[DEFAULT_LOSS], value=DEFAULT_LOSS)
         self.loss.enabled = False  # until the loss list is loaded
-        _row(form, self.loss)
+        form_row(form, self.loss)
         lay.addLayout(form)
         self.loss_params = QStackedWidget(box)
         lay.addWidget(self.loss_params)
@@ -339,7 +313,7 @@ class TrainWidget(QWidget):
         self.runs_folder.tooltip = "each run writes a time-stamped folder here"
         self.runs_folder.choose_btn.text = "Browse…"
         for w in (self.epochs, self.batch_size, self.lr, self.device, self.runs_folder):
-            _row(form, w)
+            form_row(form, w)
         return box
 
     def _actions_row(self) -> QHBoxLayout:
@@ -435,11 +409,9 @@ class TrainWidget(QWidget):
         )
 
     def _layer_data(self) -> LayerData:
-        image_layer = require_layer(self.image_picker.layer(), "image")
-        mask_layer = require_layer(self.mask_picker.layer(), "mask")
-        mask = labels_array(mask_layer, "mask")
-        check_same_shape(spatial_shape(image_layer), mask, "the image", "mask")
-        return LayerData(image=image_array(image_layer), mask=mask, rgb=bool(image_layer.rgb))
+        layer, image, mask = image_and_mask(self.image_picker, self.mask_picker)
+        assert mask is not None  # need_mask: refused above otherwise
+        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb))
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:

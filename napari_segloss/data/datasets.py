@@ -52,6 +52,7 @@ __all__ = [
     "ArrayDataset",
     "DataError",
     "FolderDataset",
+    "LabelTally",
     "NiftiSliceDataset",
     "SegmentationDataset",
     "add_label_counts",
@@ -114,6 +115,52 @@ def add_label_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
         total = np.pad(total, (0, counts.size - total.size))
     total[: counts.size] += counts
     return total
+
+
+class LabelTally:
+    """The masks of a dataset as ``validate`` reads them, one at a time (:meth:`add`): each
+    checked against the model's ``num_classes``, with the highest label, the number of empty
+    masks and the pixels of each label (:meth:`summary`).
+
+    ``what`` names a mask in messages (``"mask"``, ``"label volume"``); ``hint`` ends the
+    message of a label the model cannot predict.
+    """
+
+    def __init__(self, num_classes: int | None, what: str = "mask", hint: str = "") -> None:
+        self.num_classes = num_classes
+        self.what = what
+        self.hint = hint
+        self.class_pixels = np.zeros(1, dtype=np.int64)
+        self.max_label = 0
+        self.empty = 0
+        self.count = 0
+
+    def add(self, name: str, counts: np.ndarray) -> None:
+        """One mask's per-label pixel counts (``np.bincount``); ``name`` is its file."""
+        top = int(counts.size - 1)
+        k = self.num_classes
+        if k is not None and top >= k:
+            raise DataError(
+                f"{name}: {self.what} has label {top} but the model predicts {k} classes "
+                f"(labels 0..{k - 1}); set model.classes{self.hint}"
+            )
+        self.max_label = max(self.max_label, top)
+        self.empty += top == 0
+        self.count += 1
+        self.class_pixels = add_label_counts(self.class_pixels, counts)
+
+    def check_not_empty(self) -> None:
+        """:func:`check_masks_not_empty` of the masks added (a training set's check)."""
+        check_masks_not_empty(self.empty, self.count, f"{self.what}s")
+
+    def summary(self, count: int, sizes: list[tuple[int, ...]]) -> dict[str, Any]:
+        """What ``validate`` returns: ``{"count", "max_label", "sizes", "class_pixels"}``."""
+        return {
+            "count": count,
+            "max_label": self.max_label,
+            "sizes": sizes,
+            "class_pixels": self.class_pixels.tolist(),
+        }
 
 
 class SegmentationDataset(Dataset):
@@ -317,10 +364,10 @@ class SegmentationDataset(Dataset):
             self.in_channels = in_channels
         _ = self.normalization  # resolve from item 0 before threads start
 
-        def scan(i: int) -> tuple[int, tuple[int, ...], int, np.ndarray]:
+        def scan(i: int) -> tuple[int, tuple[int, ...], np.ndarray]:
             image, mask = self.load_pair(i)
             counts = np.bincount(mask.numpy().ravel(), minlength=1)
-            return int(image.shape[0]), tuple(image.shape[-2:]), int(counts.size - 1), counts
+            return int(image.shape[0]), tuple(image.shape[-2:]), counts
 
         workers = workers or min(8, os.cpu_count() or 1)
         iterator: Any
@@ -329,39 +376,25 @@ class SegmentationDataset(Dataset):
             if progress:
                 iterator = tqdm(iterator, total=n, desc="checking data", leave=False)
             results = list(iterator)
-        class_pixels = np.zeros(1, dtype=np.int64)
+        tally = LabelTally(num_classes, hint=" (1 for binary masks {0,1}, K for labels 0..K-1)")
         sizes: set[tuple[int, ...]] = set()
-        max_label = empty = 0
-        for i, (channels, hw, top, counts) in enumerate(results):
+        for i, (channels, hw, counts) in enumerate(results):
             if in_channels is not None and channels != in_channels:
                 raise DataError(
                     f"{self.item_name(i)}: image has {channels} channel(s) but "
                     f"model.in_channels={in_channels}"
                 )
-            if num_classes is not None and top >= num_classes:
-                raise DataError(
-                    f"{self.item_name(i)}: mask has label {top} but the model predicts "
-                    f"{num_classes} classes (labels 0..{num_classes - 1}); set model.classes "
-                    "(1 for binary masks {0,1}, K for labels 0..K-1)"
-                )
+            tally.add(self.item_name(i), counts)
             sizes.add(hw)
-            max_label = max(max_label, top)
-            empty += top == 0
-            class_pixels = add_label_counts(class_pixels, counts)
         if self.train:
-            check_masks_not_empty(empty, n)
+            tally.check_not_empty()
         if need_uniform_size and len(sizes) > 1:
             some = sorted(sizes)[:2]
             raise DataError(
                 f"images have different sizes (e.g. {some[0]} and {some[1]}); set data.size "
                 "(resize) or data.crop so they can be batched"
             )
-        return {
-            "count": n,
-            "max_label": max_label,
-            "sizes": sorted(sizes),
-            "class_pixels": class_pixels.tolist(),
-        }
+        return tally.summary(n, sorted(sizes))
 
 
 def _check_hw(value: Sequence[int] | None, name: str) -> tuple[int, int] | None:

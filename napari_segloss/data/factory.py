@@ -43,6 +43,7 @@ __all__ = [
     "build_datasets",
     "build_eval_dataset",
     "build_test_dataset",
+    "dataset_settings",
     "read_split",
     "resolve_root",
     "split_ids",
@@ -202,6 +203,23 @@ def _pairs_for(cfg: DatasetsConfig, key: str = "data.root") -> tuple[Pairs, Path
     return pairs, root
 
 
+def dataset_settings(cfg: DatasetsConfig) -> dict[str, Any]:
+    """The dataset arguments ``cfg`` fixes for every split (``data.size``, ``crop``,
+    augmentation, caching, normalisation and ``model.in_channels``): what folder datasets and
+    in-memory :class:`~.datasets.ArrayDataset` s alike are built with (``train`` and the
+    validation set's ``normalization`` are the caller's)."""
+    d = cfg.data
+    return {
+        "size": d.size,
+        "crop": d.crop,
+        "augment": d.augment,
+        "augmentation": d.augmentation,
+        "cache": d.cache,
+        "normalize": d.normalize,
+        "in_channels": cfg.model.in_channels,
+    }
+
+
 def _make(
     cfg: DatasetsConfig,
     pairs: Pairs,
@@ -210,26 +228,18 @@ def _make(
     normalization: Normalization | None,
 ) -> SegmentationDataset:
     d = cfg.data
-    common: dict[str, Any] = {
-        "train": train,
-        "augment": d.augment,
-        "augmentation": d.augmentation,
-        "cache": d.cache,
-        "normalize": d.normalize,
-        "normalization": normalization,
-        "in_channels": cfg.model.in_channels,
-    }
+    common = {**dataset_settings(cfg), "train": train, "normalization": normalization}
     if d.kind == "nifti" and d.slices == "3d":
         return NiftiPatchDataset(
             pairs,
-            patch=d.patch,  # checked by _check_slices
+            patch=d.patch,  # checked by _check_slices (as are size and crop: None)
             patches_per_volume=d.patches_per_volume,
             patch_foreground=d.patch_foreground,
             **common,
         )
     if d.kind == "nifti":
-        return NiftiSliceDataset(pairs, size=d.size, crop=d.crop, **common)
-    return FolderDataset(pairs=pairs, size=d.size, crop=d.crop, **common)
+        return NiftiSliceDataset(pairs, **common)
+    return FolderDataset(pairs=pairs, **common)
 
 
 def _check_slices(cfg: DatasetsConfig) -> None:
@@ -357,15 +367,7 @@ def build_array_datasets(
     d = cfg.data
     images, masks, names = unpack_array_pairs(data, "data")
     names = names or [f"images[{i}]" for i in range(len(images))]
-    common: dict[str, Any] = {
-        "size": d.size,
-        "crop": d.crop,
-        "augment": d.augment,
-        "augmentation": d.augmentation,
-        "cache": d.cache,
-        "normalize": d.normalize,
-        "in_channels": cfg.model.in_channels,
-    }
+    common = dataset_settings(cfg)
     train_ids, val_ids = split_ids(range(len(images)), d.val_fraction, cfg.train.seed, d.limit)
 
     def subset(ids: list[int], **kw: Any) -> ArrayDataset:

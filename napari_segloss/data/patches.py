@@ -40,10 +40,9 @@ from tqdm.auto import tqdm
 
 from .datasets import (
     DataError,
+    LabelTally,
     NiftiSliceDataset,
     SegmentationDataset,
-    add_label_counts,
-    check_masks_not_empty,
 )
 
 __all__ = ["NiftiPatchDataset"]
@@ -290,29 +289,14 @@ class NiftiPatchDataset(NiftiSliceDataset):
         volumes: Any = range(self.num_volumes)
         if progress:
             volumes = tqdm(volumes, desc="checking volumes", leave=False)
-        class_pixels = np.zeros(1, dtype=np.int64)
+        tally = LabelTally(num_classes, what="label volume")
         shapes: set[tuple[int, ...]] = set()
-        max_label = empty = 0
         for v in volumes:
             _, label = self.load_pair(v)
-            counts = np.bincount(label.numpy().ravel(), minlength=1)
-            top = int(counts.size - 1)
-            if num_classes is not None and top >= num_classes:
-                raise DataError(
-                    f"{self.item_name(v)}: label volume has label {top} but the model predicts "
-                    f"{num_classes} classes (labels 0..{num_classes - 1}); set model.classes"
-                )
+            tally.add(self.item_name(v), np.bincount(label.numpy().ravel(), minlength=1))
             if self.train and self.patch_foreground > 0:
                 self._foreground_voxels(v, label)  # before DataLoader workers fork
             shapes.add(tuple(label.shape))
-            max_label = max(max_label, top)
-            empty += top == 0
-            class_pixels = add_label_counts(class_pixels, counts)
         if self.train:
-            check_masks_not_empty(empty, self.num_volumes, "label volumes")
-        return {
-            "count": len(self),
-            "max_label": max_label,
-            "sizes": [self.patch] if self.train else sorted(shapes),
-            "class_pixels": class_pixels.tolist(),
-        }
+            tally.check_not_empty()
+        return tally.summary(len(self), [self.patch] if self.train else sorted(shapes))

@@ -61,6 +61,7 @@ from .compare_results import (
     metrics_from_eval,
     read_compare,
     read_eval,
+    run_folder,
     run_status,
     summarise,
     write_heldout,
@@ -104,6 +105,8 @@ log = logging.getLogger(__name__)
 #: ``iter_train``'s signature: what trains one run of the grid.
 TrainFn = Callable[..., Iterator[TrainEvent]]
 LossInput = str | Mapping[str, Any] | LossSpec
+#: the base config of a comparison: a YAML file, a config tree or a ``TrainConfig``
+BaseConfig = str | Path | Mapping[str, Any] | TrainConfig
 
 
 @dataclass
@@ -119,7 +122,7 @@ class _Cell:
 
 
 def _base_tree(
-    base: str | Path | Mapping[str, Any] | TrainConfig, overrides: Sequence[str]
+    base: BaseConfig, overrides: Sequence[str]
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """``(base config dict, loss params for the base loss, overrides without loss.params)``."""
     if isinstance(base, TrainConfig):
@@ -188,7 +191,7 @@ def _loss_specs(
 
 
 def _plan(
-    base: str | Path | Mapping[str, Any] | TrainConfig,
+    base: BaseConfig,
     losses: Sequence[LossInput],
     seeds: Sequence[int],
     output: Path,
@@ -209,7 +212,7 @@ def _plan(
     cells: list[_Cell] = []
     for spec in specs:
         for seed in (int(s) for s in seeds):
-            run_dir = output / "runs" / spec.folder / f"seed{seed}"
+            run_dir = run_folder(output, spec, seed)
             # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
             # float such as 1e-05 back as a string.
             tree = copy.deepcopy(base_dict)
@@ -242,6 +245,12 @@ class _Arrays:
     data: ArrayPairs
     heldout: ArrayPairs | None
 
+    def datasets(
+        self, cfg: TrainConfig
+    ) -> tuple[SegmentationDataset, SegmentationDataset | None, SegmentationDataset | None]:
+        """``(train, validation or None, held-out or None)`` of the arrays for ``cfg``."""
+        return build_array_datasets(cfg, self.data, self.heldout)
+
 
 def _array_inputs(
     data: ArrayPairs | None, heldout: ArrayPairs | None
@@ -268,7 +277,7 @@ def _check_data(cfg: TrainConfig, arrays: _Arrays | None) -> dict[str, str]:
     (``{"split": "test" | "val", "source": description}``)."""
     check_model_fits_data(cfg)
     if arrays is not None:
-        train_ds, val_ds, test_ds = build_array_datasets(cfg, arrays.data, arrays.heldout)
+        train_ds, val_ds, test_ds = arrays.datasets(cfg)
         source = "held-out arrays" if test_ds is not None else "the validation split"
     else:
         # every file is read once here, uncached: a bad mask is named before the first run
@@ -330,6 +339,11 @@ def _action(run_dir: Path) -> str:
     return {"failed": "retry", "ok": "reuse", "stopped": "resume"}.get(run_status(run_dir), "train")
 
 
+def _specs(cells: Sequence[_Cell]) -> list[LossSpec]:
+    """The losses of the grid, one per table row, in grid order."""
+    return list({c.spec.label: c.spec for c in cells}.values())
+
+
 def _write_manifest(
     output: Path,
     cells: Sequence[_Cell],
@@ -337,7 +351,7 @@ def _write_manifest(
     title: str,
     heldout: dict[str, str],
 ) -> None:
-    specs = list({c.spec.label: c.spec for c in cells}.values())
+    specs = _specs(cells)
     cfg = cells[0].cfg
     manifest = {
         "format": "napari-segloss compare",
@@ -349,7 +363,7 @@ def _write_manifest(
             {
                 "loss": c.info.loss,
                 "seed": c.info.seed,
-                "run_dir": f"runs/{c.spec.folder}/seed{c.info.seed}",
+                "run_dir": c.run.run_dir.relative_to(output).as_posix(),
             }
             for c in cells
         ],
@@ -445,9 +459,7 @@ def _save_heldout(ctx: _Context, cell: _Cell, datasets: tuple | None) -> None:
             return
         dataset: SegmentationDataset | None
         if ctx.arrays is not None:
-            datasets = datasets or build_array_datasets(
-                cell.cfg, ctx.arrays.data, ctx.arrays.heldout
-            )
+            datasets = datasets or ctx.arrays.datasets(cell.cfg)
             dataset = datasets[2] if split == "test" else datasets[1]
         else:
             dataset, _ = build_eval_dataset(cell.cfg)
@@ -494,7 +506,7 @@ def _run_cell(cell: _Cell, ctx: _Context) -> Generator[CompareEvent, None, None]
             (run.run_dir / "FAILED.txt").unlink(missing_ok=True)
             cfg = load_config(cfg, ["train.overwrite=true"])
         if ctx.arrays is not None:
-            datasets = build_array_datasets(cfg, ctx.arrays.data, ctx.arrays.heldout)
+            datasets = ctx.arrays.datasets(cfg)
         events = ctx.train_fn(
             cfg,
             resume=action == "resume",
@@ -523,7 +535,7 @@ def _run_cell(cell: _Cell, ctx: _Context) -> Generator[CompareEvent, None, None]
 
 
 def iter_compare(
-    base: str | Path | Mapping[str, Any] | TrainConfig,
+    base: BaseConfig,
     losses: Sequence[LossInput],
     seeds: Sequence[int],
     output: str | Path,
@@ -583,7 +595,7 @@ def iter_compare(
         save_predictions=save_predictions,
         total=len(cells),
     )
-    specs = list({c.spec.label: c.spec for c in cells}.values())
+    specs = _specs(cells)
     seeds = [int(s) for s in seeds]
     with RunLock(output, what="comparison"):
         _refuse_drift(cells, output)
@@ -648,7 +660,7 @@ def compare_log_line(event: CompareEvent) -> str | None:
 
 
 def run_compare(
-    base: str | Path | Mapping[str, Any] | TrainConfig,
+    base: BaseConfig,
     losses: Sequence[LossInput],
     seeds: Sequence[int],
     output: str | Path,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import ArrayDataset, SegmentationDataset
+from ..data.factory import dataset_settings
 from ..data.pairs import inspect_folder, layer_frames, model_classes, split_frames
 from .checkpoint import load_checkpoint, model_config_from_meta
 from .config import TrainConfig
@@ -48,16 +49,7 @@ def array_datasets(
     """``(train, validation)`` :class:`ArrayDataset` with the settings ``build_datasets`` gives
     folder data (resize, crop, augmentation, caching); validation reuses the training
     normalisation."""
-    d = cfg.data
-    common = {
-        "size": d.size,
-        "crop": d.crop,
-        "augment": d.augment,
-        "augmentation": d.augmentation,
-        "cache": d.cache,
-        "normalize": d.normalize,
-        "in_channels": cfg.model.in_channels,
-    }
+    common = dataset_settings(cfg)
     train_ds = ArrayDataset(*train, train=True, **common)
     val_ds = ArrayDataset(*val, train=False, normalization=train_ds.normalization, **common)
     return train_ds, val_ds

@@ -151,43 +151,43 @@ class RunState:
         write_text_atomic(self.paths.config, config_yaml(self.cfg))
         self.committed = True
 
-    def save_checkpoint(self, epoch: int, epoch_step: int, partial: tuple[float, int]) -> None:
-        """Write the resumable ``checkpoint.pt`` and ``metrics.csv`` (rank 0 only)."""
+    def _save(self, path: Path, epoch: int, **fields: Any) -> bool:
+        """Write a checkpoint of the weights at ``epoch`` with ``fields`` (rank 0 only: False
+        elsewhere)."""
         if not self.main:
-            return
+            return False
         self._commit()
         payload = {
             "meta": self.meta,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "epoch": epoch,
-            "epoch_step": epoch_step,
             "iteration": self.iteration,
-            "max_iterations": self.max_iterations,
-            "best_dice": self.best_or_none,
-            "history": self.history,
-            "partial": partial,
-            "rng": rng_state(self.generator),
-            "config": config_to_dict(self.cfg),
+            **fields,
         }
-        save_checkpoint(self.paths.checkpoint, payload)
-        write_metrics_csv(self.paths.metrics, self.history)
+        save_checkpoint(path, payload)
+        return True
+
+    def save_checkpoint(self, epoch: int, epoch_step: int, partial: tuple[float, int]) -> None:
+        """Write the resumable ``checkpoint.pt`` and ``metrics.csv`` (rank 0 only)."""
+        saved = self._save(
+            self.paths.checkpoint,
+            epoch,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            epoch_step=epoch_step,
+            max_iterations=self.max_iterations,
+            best_dice=self.best_or_none,
+            history=self.history,
+            partial=partial,
+            rng=rng_state(self.generator),
+            config=config_to_dict(self.cfg),
+        )
+        if saved:
+            write_metrics_csv(self.paths.metrics, self.history)
 
     def save_best(self, epoch: int, summary: dict[str, Any], val_dice: float | None) -> None:
         """Write ``best.pt``: the weights of this epoch and its validation metrics."""
-        if not self.main:
-            return
-        self._commit()
-        payload = {
-            "meta": self.meta,
-            "model": self.model.state_dict(),
-            "epoch": epoch,
-            "iteration": self.iteration,
-            "metrics": summary,
-            "val_dice": val_dice,
-        }
-        save_checkpoint(self.paths.best, payload)
+        self._save(self.paths.best, epoch, metrics=summary, val_dice=val_dice)
 
 
 # -- checks that need no data --------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from napari_segloss.cli import build_parser, main
@@ -152,44 +152,17 @@ def test_corrupt_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 # ------------------------------------------------------------------------------ predict
 
 
-def _checkpoint(tmp_path: Path, in_channels: int, classes: int, **meta_extra: Any) -> Path:
-    from napari_segloss.engine.checkpoint import save_checkpoint
-    from napari_segloss.engine.config import ModelConfig
-    from napari_segloss.engine.model import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        encoder="mobilenet_v2", in_channels=in_channels, classes=classes, kwargs=TINY_KW
-    )
-    model = build_model(cfg)
-    mean, std = (
-        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3 else ([0.0], [1.0])
-    )
-    meta = {
-        "format": "napari-segloss/1",
-        "arch": "Unet",
-        "encoder": "mobilenet_v2",
-        "in_channels": in_channels,
-        "classes": classes,
-        "model_kwargs": TINY_KW,
-        "spatial_dims": 2,
-        "normalization": {"scale": "uint8", "mean": mean, "std": std},
-        "input_size": None,
-        "crop": [32, 32],
-        **meta_extra,
-    }
-    path = tmp_path / f"model_{in_channels}_{classes}.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "meta": meta})
-    return path
+#: ImageNet statistics: what a colour checkpoint trained from pretrained weights records
+IMAGENET = {"scale": "uint8", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def test_predict_writes_png_tif_probs_matching_inference(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from napari_segloss.engine.checkpoint import load_model
     from napari_segloss.engine.inference import predict
 
-    ckpt = _checkpoint(tmp_path, 3, 2)
+    ckpt = write_checkpoint(tmp_path / "model_3_2.pt", 3, 2, normalization=IMAGENET)
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)
@@ -218,11 +191,11 @@ def test_predict_writes_png_tif_probs_matching_inference(
 
 
 def test_predict_nifti_volume_keeps_file_axes_and_affine(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import nibabel as nib
 
-    ckpt = _checkpoint(tmp_path, 1, 4)
+    ckpt = write_checkpoint(tmp_path / "model_1_4.pt", 1, 4)
     vol = np.random.default_rng(1).integers(0, 256, (36, 28, 3), dtype=np.uint8)  # (X, Y, Z)
     affine = np.diag([1.5, 1.5, 8.0, 1.0])
     nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "case.nii.gz"))
@@ -484,7 +457,7 @@ def test_paper_configs_build_on_the_real_data(
 
 
 def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the refusals (tests/engine/test_refusals.py) point to: opt-in conversions."""
     import nibabel as nib
@@ -492,7 +465,7 @@ def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
     from napari_segloss.engine.checkpoint import load_model
     from napari_segloss.engine.inference import predict, rgb_to_grey
 
-    ckpt = _checkpoint(tmp_path, 1, 2)
+    ckpt = write_checkpoint(tmp_path / "model_1_2.pt", 1, 2)
     rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     rc, _, err = _predict(ckpt, tmp_path / "photo.png", tmp_path / "o1", capsys, "--to-grey")
@@ -504,9 +477,7 @@ def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
     vol = np.random.default_rng(1).random((12, 10, 3)).astype(np.float32)
     vol[0, :4, 0] = np.nan
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "scan.nii.gz"))
-    ckpt_mm = _checkpoint(
-        tmp_path, 1, 2, normalization={"scale": "minmax", "mean": [0.0], "std": [1.0]}
-    )
+    ckpt_mm = write_checkpoint(tmp_path / "model_1_2_minmax.pt", 1, 2, scale="minmax")
     rc, out, err = _predict(
         ckpt_mm, tmp_path / "scan.nii.gz", tmp_path / "o2", capsys, "--fill-nonfinite", "0"
     )

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from napari_segloss.engine.distributed import (
     DistInfo,
@@ -67,23 +66,12 @@ def test_bad_backend_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         get_dist_info()
 
 
-def _write_data(root: Path, n: int = 8) -> None:
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        mask = np.zeros((36, 36), np.uint8)
-        y, x = rng.integers(2, 24, 2)
-        mask[y : y + 10, x : x + 10] = 1
-        img = (rng.random((36, 36, 3)) * 60 + mask[..., None] * 150).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask * 255).save(root / "masks" / f"im{i}.png")
-
-
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
+def test_torchrun_two_cpu_processes(
+    read_csv: Callable[..., Any], write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
     data, out = tmp_path / "data", tmp_path / "run"
-    _write_data(data)
+    write_squares(data, hw=(36, 36))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
@@ -107,8 +95,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
         "eval.json",
         "metrics.csv",
     ]
-    with open(out / "metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     # 6 training images over 2 ranks = 3 per rank; batch 2 with drop_last -> 1 step per epoch
     assert [r["iteration"] for r in rows] == ["1", "2"]

@@ -6,19 +6,18 @@ the competing or resuming run goes through ``segloss`` in this process.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from napari_segloss.cli import main
 from napari_segloss.engine.checkpoint import load_checkpoint
@@ -34,21 +33,6 @@ TINY_MODEL = {
 }
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
-
-
-def write_data(root: Path, n: int = 8, hw: tuple[int, int] = (40, 40)) -> Path:
-    """Bright squares on a dark noisy background; masks mark the squares."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        mask = np.zeros(hw, np.uint8)
-        y, x = rng.integers(4, hw[0] - 14, 2)
-        mask[y : y + 10, x : x + 10] = 1
-        img = (rng.random((*hw, 3)) * 60 + (mask[..., None] > 0) * 150).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask * 255).save(root / "masks" / f"im{i}.png")
-    return root
 
 
 def config_file(tmp_path: Path, data: Path, name: str, epochs: int = 2) -> Path:
@@ -85,20 +69,13 @@ def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 180) -> N
         time.sleep(0.05)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data(tmp_path_factory.mktemp("data"))
-
-
 def test_second_run_into_a_busy_directory_is_refused_and_the_first_finishes_intact(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    read_csv: Callable[..., Any],
+    squares_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = config_file(tmp_path, data, "run")
+    config = config_file(tmp_path, squares_root, "run")
     ready, go = tmp_path / "ready", tmp_path / "go"
     first = start(str(config), "--pause", str(ready), str(go))
     try:
@@ -134,11 +111,14 @@ def test_second_run_into_a_busy_directory_is_refused_and_the_first_finishes_inta
 
 
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
-    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    read_csv: Callable[..., Any],
+    squares_root: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    straight = train(load_config(config_file(tmp_path, data, "straight")), progress=False)
+    straight = train(load_config(config_file(tmp_path, squares_root, "straight")), progress=False)
     assert not straight.stopped
-    config = config_file(tmp_path, data, "killed")
+    config = config_file(tmp_path, squares_root, "killed")
     # 3 steps per epoch: the 5th step boundary is in the middle of epoch 2
     killed = start(str(config), "--kill-at", "5")
     killed.communicate(timeout=300)
@@ -168,9 +148,9 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
 
 
 def test_resume_with_a_changed_key_is_refused_and_extending_epochs_is_not(
-    data: Path, tmp_path: Path
+    squares_root: Path, tmp_path: Path
 ) -> None:
-    config = config_file(tmp_path, data, "run", epochs=1)
+    config = config_file(tmp_path, squares_root, "run", epochs=1)
     train(load_config(config), progress=False)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     for key in ("loss.params.gamma=3.0", "optim.lr=0.01", "data.size=[40,40]", "train.seed=1"):
@@ -184,7 +164,7 @@ def test_resume_with_a_changed_key_is_refused_and_extending_epochs_is_not(
 
 
 def test_non_finite_logits_name_the_files_of_the_batch(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from napari_segloss.engine import run_state
 
@@ -203,9 +183,9 @@ def test_non_finite_logits_name_the_files_of_the_batch(
             return out * float("nan") if self.training and self.calls == 2 else out
 
     monkeypatch.setattr(run_state, "build_model", lambda cfg: GoesNaN(real_build(cfg)))
-    cfg = load_config(config_file(tmp_path, data, "nan"))
+    cfg = load_config(config_file(tmp_path, squares_root, "nan"))
     with pytest.raises(ValueError, match=r"logits must be finite.*iteration 2.*batch of") as info:
         train(cfg, progress=False)
-    named = [p for p in (data / "images").iterdir() if str(p) in str(info.value)]
+    named = [p for p in (squares_root / "images").iterdir() if str(p) in str(info.value)]
     assert len(named) == 2  # the two files of that batch of 2
     assert not (tmp_path / "nan").exists()  # failed before its first checkpoint: no trace

@@ -25,10 +25,8 @@ import yaml
 from PIL import Image
 
 from napari_segloss.cli import main
-from napari_segloss.engine.checkpoint import save_checkpoint
 from napari_segloss.engine.compare import run_compare
-from napari_segloss.engine.config import ModelConfig, save_config
-from napari_segloss.engine.model import build_model
+from napari_segloss.engine.config import save_config
 from napari_segloss.engine.rundir import RunLock
 
 TINY_KW = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
@@ -74,27 +72,6 @@ def write_yaml(path: Path, tree: dict[str, Any]) -> Path:
     return path
 
 
-def make_checkpoint(path: Path, in_channels: int, scale: str, classes: int = 1) -> Path:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        encoder="mobilenet_v2", in_channels=in_channels, classes=classes, kwargs=TINY_KW
-    )
-    meta = {
-        "format": "napari-segloss/1",
-        "arch": "Unet",
-        "encoder": "mobilenet_v2",
-        "in_channels": in_channels,
-        "classes": classes,
-        "model_kwargs": TINY_KW,
-        "spatial_dims": 2,
-        "normalization": {"scale": scale, "mean": [0.0] * in_channels, "std": [1.0] * in_channels},
-        "input_size": None,
-        "crop": [32, 32],
-    }
-    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
-    return path
-
-
 class _Evil:
     """Pickles to a call of os.system: what a malicious checkpoint carries."""
 
@@ -118,7 +95,9 @@ class Shared:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, write_checkpoint: Callable[..., Path]
+) -> Shared:
     root = tmp_path_factory.mktemp("shared")
     data = write_pairs(root / "data")
     ckpts = root / "ckpts"
@@ -142,9 +121,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
     return Shared(
         root=root,
         data=data,
-        grey_uint8=make_checkpoint(ckpts / "grey_uint8.pt", 1, "uint8"),
-        grey_minmax=make_checkpoint(ckpts / "grey_minmax.pt", 1, "minmax"),
-        rgb_uint8=make_checkpoint(ckpts / "rgb_uint8.pt", 3, "uint8"),
+        grey_uint8=write_checkpoint(ckpts / "grey_uint8.pt", 1),
+        grey_minmax=write_checkpoint(ckpts / "grey_minmax.pt", 1, scale="minmax"),
+        rgb_uint8=write_checkpoint(ckpts / "rgb_uint8.pt", 3),
         finished_run=run,
         finished_config=config,
         compare_out=compare_out,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
 
 from napari_segloss.data.datasets import ArrayDataset, DataError
 from napari_segloss.engine import sampling
@@ -30,27 +29,7 @@ TINY_MODEL = {
 }
 
 
-def write_data(root: Path, n: int = 8, hw: tuple[int, int] = (40, 40), labels: int = 2) -> Path:
-    """Bright squares on a dark noisy background; masks mark the squares."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        mask = np.zeros(hw, np.uint8)
-        y, x = rng.integers(4, hw[0] - 14, 2)
-        mask[y : y + 10, x : x + 10] = 1 + (i % (labels - 1))
-        img = (rng.random((*hw, 3)) * 60 + (mask[..., None] > 0) * 150).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask if labels > 2 else mask * 255).save(root / "masks" / f"im{i}.png")
-    return root
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data(tmp_path_factory.mktemp("data"))
 
 
 def make_cfg(root: Path, out: Path, *overrides: str, **train: Any) -> Any:
@@ -68,14 +47,11 @@ def make_cfg(root: Path, out: Path, *overrides: str, **train: Any) -> Any:
     )
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def test_end_to_end_run_directory(data_root: Path, tmp_path: Path) -> None:
+def test_end_to_end_run_directory(
+    read_csv: Callable[..., Any], squares_root: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    events = list(iter_train(make_cfg(data_root, out, "optim.lr=1e-3"), progress=False))
+    events = list(iter_train(make_cfg(squares_root, out, "optim.lr=1e-3"), progress=False))
     kinds = [type(e) for e in events]
     assert kinds[0] is TrainStart and kinds[-1] is TrainDone and kinds.count(TrainEpoch) == 2
     start, done = events[0], events[-1]
@@ -128,9 +104,9 @@ def _assert_same_weights(run_a: Path, run_b: Path) -> None:
 
 @pytest.mark.parametrize("stop_after", [3, 4])  # at the epoch boundary / mid-epoch
 def test_resume_matches_an_uninterrupted_run(
-    data_root: Path, tmp_path: Path, stop_after: int
+    read_csv: Callable[..., Any], squares_root: Path, tmp_path: Path, stop_after: int
 ) -> None:
-    straight = train(make_cfg(data_root, tmp_path / "a"), progress=False)
+    straight = train(make_cfg(squares_root, tmp_path / "a"), progress=False)
     assert not straight.stopped
     calls = {"n": 0}
 
@@ -138,7 +114,7 @@ def test_resume_matches_an_uninterrupted_run(
         calls["n"] += 1
         return calls["n"] > stop_after
 
-    cfg = make_cfg(data_root, tmp_path / "b")
+    cfg = make_cfg(squares_root, tmp_path / "b")
     first = train(cfg, should_stop=should_stop, progress=False)
     assert first.stopped and "stopped by request" in first.reason
     assert not first.interrupted  # the Stop button is not Ctrl-C
@@ -162,7 +138,10 @@ def test_resume_matches_an_uninterrupted_run(
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    read_csv: Callable[..., Any],
+    squares_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from napari_segloss.engine import run_state
 
@@ -181,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
 
     monkeypatch.setattr(run_state, "get_loss", lambda name, **p: GoesNaN(real_get_loss(name, **p)))
     out = tmp_path / "nan"
-    done = train(make_cfg(data_root, out, epochs=3), progress=False)
+    done = train(make_cfg(squares_root, out, epochs=3), progress=False)
     assert done.stopped and "non-finite loss (nan) at iteration 5" in done.reason
     assert "last good checkpoint" in done.reason
     ck = load_checkpoint(out / "checkpoint.pt")
@@ -191,7 +170,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     assert not (out / "eval.json").exists()
 
 
-def test_ctrl_c_saves_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> None:
+def test_ctrl_c_saves_a_loadable_checkpoint(
+    read_csv: Callable[..., Any], squares_root: Path, tmp_path: Path
+) -> None:
     calls = {"n": 0}
 
     def press_ctrl_c() -> bool:
@@ -202,7 +183,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> 
 
     out = tmp_path / "int"
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs in background
-    done = train(make_cfg(data_root, out), should_stop=press_ctrl_c, progress=False)
+    done = train(make_cfg(squares_root, out), should_stop=press_ctrl_c, progress=False)
     assert done.stopped and done.reason.startswith("interrupted (Ctrl-C)")
     assert done.interrupted  # compare stops its whole grid on this
     # raised before step 2 ran? no: the flag is checked at the next step boundary
@@ -213,18 +194,18 @@ def test_ctrl_c_saves_a_loadable_checkpoint(data_root: Path, tmp_path: Path) -> 
     assert signal.getsignal(signal.SIGINT) is handler_before  # restored after training
 
 
-def test_fine_tune_and_array_datasets(data_root: Path, tmp_path: Path) -> None:
-    first = train(make_cfg(data_root, tmp_path / "a", epochs=1), progress=False)
+def test_fine_tune_and_array_datasets(squares_root: Path, tmp_path: Path) -> None:
+    first = train(make_cfg(squares_root, tmp_path / "a", epochs=1), progress=False)
     rng = np.random.default_rng(1)
     images = [(rng.random((32, 32, 3)) * 255).astype(np.uint8) for _ in range(3)]
     masks = [(im[..., 0] > 128).astype(np.uint8) for im in images]
     ds = ArrayDataset(images, masks, train=True, crop=(24, 24))
-    cfg = make_cfg(data_root, tmp_path / "ft", epochs=1)
+    cfg = make_cfg(squares_root, tmp_path / "ft", epochs=1)
     done = train(cfg, datasets=(ds, None), init_checkpoint=first.best_checkpoint, progress=False)
     assert not done.stopped and done.best_dice is None
     assert (tmp_path / "ft" / "best.pt").is_file() and not (tmp_path / "ft" / "eval.json").exists()
     # fine-tuning from a different architecture fails before any step, naming the difference
-    other = make_cfg(data_root, tmp_path / "ft2", "model.classes=3", epochs=1)
+    other = make_cfg(squares_root, tmp_path / "ft2", "model.classes=3", epochs=1)
     gen = iter_train(
         other, datasets=(ds, None), init_checkpoint=first.best_checkpoint, progress=False
     )
@@ -256,9 +237,13 @@ def test_fine_tune_and_array_datasets(data_root: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_fails_before_training(
-    tmp_path: Path, overrides: list[str], error: type[Exception], match: str
+    write_squares: Callable[..., Any],
+    tmp_path: Path,
+    overrides: list[str],
+    error: type[Exception],
+    match: str,
 ) -> None:
-    root = write_data(tmp_path / "d3", n=4, labels=3)
+    root = write_squares(tmp_path / "d3", n=4, labels=3)
     cfg = make_cfg(root, tmp_path / "run", *overrides, epochs=1)
     gen = iter_train(cfg, progress=False)
     with pytest.raises(error, match=match) as info:
@@ -267,21 +252,23 @@ def test_bad_input_fails_before_training(
     assert not (tmp_path / "run").exists()
 
 
-def test_run_directory_protection(data_root: Path, tmp_path: Path) -> None:
-    cfg = make_cfg(data_root, tmp_path / "r", epochs=1)
+def test_run_directory_protection(squares_root: Path, tmp_path: Path) -> None:
+    cfg = make_cfg(squares_root, tmp_path / "r", epochs=1)
     with pytest.raises(ConfigError, match="resume: no checkpoint"):
         next(iter_train(cfg, resume=True, progress=False))
     train(cfg, progress=False)
     with pytest.raises(ConfigError, match=r"already holds a run.*train\.overwrite"):
         next(iter_train(cfg, progress=False))
     again = train(
-        make_cfg(data_root, tmp_path / "r", "train.overwrite=true", epochs=1), progress=False
+        make_cfg(squares_root, tmp_path / "r", "train.overwrite=true", epochs=1), progress=False
     )
     assert not again.stopped
 
 
-def test_multiclass_with_workers(tmp_path: Path) -> None:
-    root = write_data(tmp_path / "mc", n=6, labels=3)
+def test_multiclass_with_workers(
+    read_csv: Callable[..., Any], write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    root = write_squares(tmp_path / "mc", n=6, labels=3)
     cfg = make_cfg(
         root,
         tmp_path / "run",
@@ -376,7 +363,7 @@ def test_real_acdc_tiny_run(acdc_dir: Path, tmp_path: Path) -> None:
 
 
 def test_in_memory_batches_match_the_dataloader_path(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     used = {"n": 0}
     real_iter = sampling.InMemoryBatches.__iter__
@@ -387,18 +374,18 @@ def test_in_memory_batches_match_the_dataloader_path(
 
     monkeypatch.setattr(sampling.InMemoryBatches, "__iter__", counting_iter)
     args = ("data.augment=false", "data.crop=null")
-    fast = train(make_cfg(data_root, tmp_path / "fast", *args), progress=False)
+    fast = train(make_cfg(squares_root, tmp_path / "fast", *args), progress=False)
     assert used["n"] == 2  # one pass per epoch, no DataLoader
     monkeypatch.setattr(sampling, "IN_MEMORY_MAX_BYTES", 0)  # too big -> DataLoader
-    slow = train(make_cfg(data_root, tmp_path / "slow", *args), progress=False)
+    slow = train(make_cfg(squares_root, tmp_path / "slow", *args), progress=False)
     assert used["n"] == 2
     assert fast.iteration == slow.iteration == 6
     _assert_same_weights(tmp_path / "fast", tmp_path / "slow")
 
 
-def test_results_do_not_depend_on_num_workers(data_root: Path, tmp_path: Path) -> None:
+def test_results_do_not_depend_on_num_workers(squares_root: Path, tmp_path: Path) -> None:
     """Augmentation seeds come from (seed, epoch, index), not from the worker that runs them."""
-    a = train(make_cfg(data_root, tmp_path / "w0", epochs=1, num_workers=0), progress=False)
-    b = train(make_cfg(data_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
+    a = train(make_cfg(squares_root, tmp_path / "w0", epochs=1, num_workers=0), progress=False)
+    b = train(make_cfg(squares_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
     assert a.iteration == b.iteration == 3
     _assert_same_weights(tmp_path / "w0", tmp_path / "w2")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,27 @@ def wait_idle(qtbot):
         qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
     return _wait
+
+
+@pytest.fixture(scope="session")
+def modules_after_import() -> Callable[..., set[str]]:
+    """``modules_after_import(*modules) -> names``: the ``torch*`` and ``napari_segloss*``
+    modules loaded by importing ``modules`` in a fresh interpreter (what opening a panel
+    costs before any of its workers runs)."""
+
+    def _imported(*modules: str) -> set[str]:
+        code = (
+            "import json, sys\n"
+            f"import {', '.join(modules)}\n"
+            "print(json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith(('torch', 'napari_segloss')))))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+        return set(json.loads(out.strip().splitlines()[-1]))
+
+    return _imported
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,15 @@ def _values(widget) -> dict[str, float]:
     return {t.item(r, 0).text(): float(t.item(r, 1).text()) for r in range(t.rowCount())}
 
 
+def _polyp_viewer(make_napari_viewer):
+    """A viewer with the first bundled kvasir frame ("polyp") and its mask ("truth")."""
+    viewer = make_napari_viewer()
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="polyp")
+    viewer.add_labels(mask, name="truth")
+    return viewer
+
+
 def _kvasir(dock, wait_idle):
     image, mask = load_sample("kvasir", 0)
     viewer, widget = dock(NAME)
@@ -187,10 +196,7 @@ def test_gamma_layers_unique_named_by_value_removed_with_their_row(dock, wait_id
 
 # ------------------------------------------------------------------------ issue 17, point 4
 def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_napari_viewer):
-    viewer = make_napari_viewer()
-    image, mask = load_sample("kvasir", 0)
-    viewer.add_image(image, name="polyp")
-    viewer.add_labels(mask, name="truth")
+    viewer = _polyp_viewer(make_napari_viewer)
     grid = grid_of(viewer)
     grid.spacing = 0.0
     camera_of(viewer).zoom = 3.0
@@ -220,10 +226,7 @@ def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_n
 
 
 def test_grid_the_user_had_on_stays_on(dock, wait_idle, make_napari_viewer):
-    viewer = make_napari_viewer()
-    image, mask = load_sample("kvasir", 0)
-    viewer.add_image(image, name="polyp")
-    viewer.add_labels(mask, name="truth")
+    viewer = _polyp_viewer(make_napari_viewer)
     grid = grid_of(viewer)
     grid.enabled = True
     grid.stride = 2
@@ -470,21 +473,12 @@ def test_bad_selections_show_a_message(dock, wait_idle, setup, message):
     assert _owned(viewer) == []
 
 
-def test_panels_do_not_import_each_other_and_open_without_torch():
+def test_panels_do_not_import_each_other_and_open_without_torch(modules_after_import):
     """Opening the Loss Explorer imports neither another panel nor torch (the window would
     freeze while torch loads): checked in a fresh interpreter."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "import napari_segloss._widgets.loss_explorer, napari_segloss._widgets.predict_panel\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'napari_segloss'))))\n"
+    modules = modules_after_import(
+        "napari_segloss._widgets.loss_explorer", "napari_segloss._widgets.predict_panel"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    modules = eval(out.strip().splitlines()[-1])  # a printed list of names
     assert not any(m == "torch" or m.startswith("torch.") for m in modules), modules
     assert "napari_segloss._widgets.train_panel" not in modules
     assert "napari_segloss.explorer" not in modules  # imported by the first worker

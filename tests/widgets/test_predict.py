@@ -37,18 +37,25 @@ def _visible(viewer) -> set[str]:
     return {ly.name for ly in viewer.layers if ly.visible}
 
 
-def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
-    gt = np.zeros((10, 10), dtype=np.uint8)
-    gt[2:6, 2:6] = 1  # 16 px
-    pred = np.zeros_like(gt)
-    pred[3:7, 2:6] = 1  # shifted down by one row: TP 12, FP 4, FN 4
-    viewer, widget = dock(NAME)
+def _compare(viewer, widget, wait_idle, gt: np.ndarray, pred: np.ndarray):
+    """Add ``gt`` ("truth") and ``pred`` ("guess") as Labels layers, compare them, wait;
+    returns the two layers."""
     gt_layer = viewer.add_labels(gt, name="truth")
     pred_layer = viewer.add_labels(pred, name="guess")
     widget.pred_picker.set_layer(pred_layer)
     widget.gt_picker.set_layer(gt_layer)
     widget.compare()
     wait_idle(widget)
+    return gt_layer, pred_layer
+
+
+def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
+    gt = np.zeros((10, 10), dtype=np.uint8)
+    gt[2:6, 2:6] = 1  # 16 px
+    pred = np.zeros_like(gt)
+    pred[3:7, 2:6] = 1  # shifted down by one row: TP 12, FP 4, FN 4
+    viewer, widget = dock(NAME)
+    gt_layer, pred_layer = _compare(viewer, widget, wait_idle, gt, pred)
     assert not widget.status.is_error, widget.status.text()
 
     errors = _owned(viewer, "errors")
@@ -192,12 +199,7 @@ def test_overlay_colours_on_screen(dock, wait_idle, make_napari_viewer):
     pred[14:34, 10:30] = 1  # 4 rows of FN on top, 16 of TP, 4 rows of FP at the bottom
     viewer, widget = dock(NAME, make_napari_viewer(show=True))  # a shown canvas renders
     viewer.add_image(np.full((40, 40), 128, dtype=np.uint8), name="grey", colormap="gray")
-    gt_layer = viewer.add_labels(gt, name="truth")
-    pred_layer = viewer.add_labels(pred, name="guess")
-    widget.pred_picker.set_layer(pred_layer)
-    widget.gt_picker.set_layer(gt_layer)
-    widget.compare()
-    wait_idle(widget)
+    _compare(viewer, widget, wait_idle, gt, pred)
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].reshape(-1, 3)
     colours, counts = np.unique(shot, axis=0, return_counts=True)
@@ -234,12 +236,7 @@ def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle,
     gt[6:9, 6:9] = 2
     pred = np.roll(gt, 1, axis=0)
     viewer, widget = dock(NAME)
-    gt_layer = viewer.add_labels(gt, name="truth")
-    pred_layer = viewer.add_labels(pred, name="guess")
-    widget.pred_picker.set_layer(pred_layer)
-    widget.gt_picker.set_layer(gt_layer)
-    widget.compare()
-    wait_idle(widget)
+    _, pred_layer = _compare(viewer, widget, wait_idle, gt, pred)
     viewer.window._qt_window.show()
     qtbot.waitExposed(widget)
     table = widget.table

@@ -239,21 +239,10 @@ def test_duration_and_time_left():
     assert eta_seconds(10, 10, 4.0) == 0.0
 
 
-def test_panel_opens_without_torch():
+def test_panel_opens_without_torch(modules_after_import):
     """Importing the panel imports neither torch nor the engine's loop (the window would freeze
     while they load): they come in the panel's workers. Checked in a fresh interpreter."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "import napari_segloss._widgets.train_panel\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'napari_segloss'))))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    modules = eval(out.strip().splitlines()[-1])  # a printed list of names
+    modules = modules_after_import("napari_segloss._widgets.train_panel")
     assert not any(m == "torch" or m.startswith("torch.") for m in modules), modules
     assert "napari_segloss.engine.training" not in modules
     assert "napari_segloss.engine.request" in modules  # plain values: main thread
