@@ -657,6 +657,32 @@ def grid_of(viewer: napari.Viewer) -> Any:
     return grid if grid is not None else viewer.grid
 
 
+def glyph_steps(
+    viewer: napari.Viewer, texts: Iterable[str], per_step: int = 2
+) -> list[Callable[[], Any]]:
+    """Tasks that render the glyphs of ``texts`` into the canvas's text font, ``per_step``
+    characters per task (for a :class:`TaskQueue`).
+
+    napari renders a glyph the first time a text on the canvas uses it (Qt at 256 pt, then a
+    distance field computed on the CPU), all new glyphs of a draw inside that draw: the first
+    titles of a grid froze the window for most of a second. Loaded ahead, a few per event-loop
+    turn, they cost the titles nothing later. Best effort: the font sits behind napari's private
+    canvas, so when that is not there the list is empty and the titles load their own glyphs.
+    """
+    try:
+        info = viewer.window._qt_viewer.canvas._font_info  # private: no public handle
+        font = info.font_manager.get_font(info.face, False, False)
+    except Exception:  # another napari: nothing to warm, nothing broken
+        return []
+    chars = list(dict.fromkeys(c for text in texts for c in f"{text} "))
+
+    def load(batch: list[str]) -> None:
+        for char in batch:
+            font[char]
+
+    return [lambda b=chars[i : i + per_step]: load(b) for i in range(0, len(chars), per_step)]
+
+
 def release_gpu_memory() -> None:
     """Return cached CUDA memory to the driver (no-op without CUDA, or before torch is used)."""
     torch = sys.modules.get("torch")  # never import torch just to free memory (see the top)

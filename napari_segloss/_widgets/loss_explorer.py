@@ -59,6 +59,7 @@ from ._common import (
     form_page,
     form_row,
     frame_progress,
+    glyph_steps,
     image_array,
     is_owned,
     labels_array,
@@ -88,6 +89,10 @@ DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
 CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
+#: words of the map titles and colour-bar ticks other than loss names, and the characters
+#: napari measures a text's line height with (see _pre_arrange)
+_EXPECTED_TEXT = ("prediction p(class 1)", "contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
+                  "0123456789.e-+", "ÅÉÑŐjqy")  # fmt: skip
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
 Progress = tuple[int, int, str]
@@ -701,11 +706,14 @@ class LossExplorerWidget(QWidget):
             self.viewer.reset_view()
         inputs = [ly for ly in (self.image_picker.layer(), gt) if ly is not None]
 
-        def titles() -> None:  # their first draw renders the glyphs: a turn of its own
+        def titles() -> None:
             self.grid_view.add_titles(inputs)
             QTimer.singleShot(0, self._arranged.set)  # after that draw
 
-        self._drawing.run([titles])
+        # the glyphs of the titles and colour-bar ticks to come, a few per turn (see
+        # glyph_steps), so that the first draw of the titles has none left to render
+        texts = [ly.name for ly in inputs] + [*self.selected_losses(), *_EXPECTED_TEXT]
+        self._drawing.run([*glyph_steps(self.viewer, texts), titles])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))

@@ -75,6 +75,45 @@ def test_maps_drawn_on_opening_without_a_button_press(make_napari_viewer, dock, 
     assert widget.table.rowCount() == 2 + 4
 
 
+def _canvas_font(viewer):
+    info = viewer.window._qt_viewer.canvas._font_info
+    return info.font_manager.get_font(info.face, False, False)
+
+
+def test_title_glyphs_are_rendered_before_the_titles_show(
+    make_napari_viewer, dock, wait_idle, monkeypatch
+):
+    # a title's first draw would otherwise render every new glyph inside one draw
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    font = _canvas_font(viewer)
+    shown, missing = [], []
+    add_titles = widget.grid_view.add_titles
+
+    def checked(layers):
+        layers = list(layers)
+        shown.extend(ly.name for ly in layers)
+        missing.extend(c for ly in layers for c in ly.name if c not in font._glyphs)
+        add_titles(layers)
+
+    monkeypatch.setattr(widget.grid_view, "add_titles", checked)
+    wait_idle(widget, timeout=60_000)
+    assert {"kvasir image", "kvasir mask", "dice contribution"} <= set(shown)
+    assert missing == []
+
+
+def test_glyph_steps_load_each_character_once_in_small_batches(make_napari_viewer):
+    viewer = make_napari_viewer()
+    font = _canvas_font(viewer)
+    steps = _common.glyph_steps(viewer, ["Qx", "xQ zz"], per_step=2)
+    assert len(steps) == 2  # Q, x, ' ', z
+    for step in steps:
+        step()
+    assert {"Q", "x", " ", "z"} <= set(font._glyphs)
+    assert _common.glyph_steps(object(), ["abc"]) == []  # no napari canvas: nothing to warm
+
+
 # ------------------------------------------------------------------------ issue 17, point 2
 def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     viewer, widget, _, _ = _kvasir(dock, wait_idle)
