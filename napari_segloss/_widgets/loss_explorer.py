@@ -160,6 +160,7 @@ class LossExplorerWidget(QWidget):
         self._drawing = TaskQueue(
             self, done=self._after_drawing, errored=self._on_error, progress=self._on_drawn
         )
+        self._drawing_maps = False  # the queue draws maps (not the grid arranged on opening)
 
         root = QVBoxLayout(scrollable(self))
         root.addWidget(self._data_box())
@@ -566,7 +567,8 @@ class LossExplorerWidget(QWidget):
         self._drawing.cancel()
 
     def _on_drawn(self, done: int, total: int) -> None:
-        self.progress.step(done, total, f"drawing the maps {done}/{total}")
+        if self._drawing_maps:  # on opening the bar keeps saying that torch is loading
+            self.progress.step(done, total, f"drawing the maps {done}/{total}")
 
     def _on_aborted(self) -> None:
         if self._pending is None:
@@ -578,6 +580,7 @@ class LossExplorerWidget(QWidget):
             self._after_drawing()
 
     def _after_drawing(self) -> None:
+        self._drawing_maps = False
         self._arranged.set()  # nothing left to arrange (also when cancelled): torch may load
         if self._worker is None:
             self.progress.stop()
@@ -681,6 +684,7 @@ class LossExplorerWidget(QWidget):
             steps += [lambda k=k: self.grid_view.add_titles([placed[k]]) for k in new]
             steps += [lambda k=k: self.grid_view.add_colorbars([placed[k]]) for k in new]
         self.progress.start("drawing the maps…")
+        self._drawing_maps = True
         self._drawing.run([*steps, finish])
 
     def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:

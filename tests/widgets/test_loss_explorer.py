@@ -103,6 +103,24 @@ def test_title_glyphs_are_rendered_before_the_titles_show(
     assert missing == []
 
 
+def test_progress_says_loading_until_the_maps_are_drawn(make_napari_viewer, dock, wait_idle):
+    # the grid arranged on opening is not "drawing the maps" (a full bar while torch loads)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    texts = []
+    step = widget.progress.step
+
+    def recorded(done, total, text):
+        texts.append((widget.ready, text))
+        step(done, total, text)
+
+    widget.progress.step = recorded
+    wait_idle(widget, timeout=60_000)
+    assert not [t for ready, t in texts if not ready and t.startswith("drawing")], texts
+    assert any(t.startswith("drawing the maps") for _, t in texts)  # then it does say so
+
+
 def test_glyph_steps_load_each_character_once_in_small_batches(make_napari_viewer):
     viewer = make_napari_viewer()
     font = _canvas_font(viewer)
