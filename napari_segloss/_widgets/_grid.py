@@ -122,11 +122,6 @@ class GridView:
             bar.visible = True
             self._barred[layer.unique_id] = layer
 
-    def forget(self, layer: Layer) -> None:
-        """``layer`` is being removed: nothing to restore on it."""
-        self._titled.pop(layer.unique_id, None)
-        self._barred.pop(layer.unique_id, None)
-
     def _set_grid(self, **fields: Any) -> None:
         grid = grid_of(self.viewer)
         self._changing = True

@@ -273,9 +273,9 @@ class NiftiPatchDataset(NiftiSliceDataset):
         """Read every volume (filling the cache) and check it, like the 2D datasets do.
 
         Checks: at least one volume; one channel (``model.in_channels`` must be 1); finite
-        voxels; labels in ``0..num_classes-1``; for training, not every label volume empty. Returns ``{"count", "max_label", "sizes", "class_pixels"}``;
-        ``sizes`` is ``[patch]`` in training (every item has the patch shape), else the volume
-        shapes. ``need_uniform_size`` and ``workers`` are accepted for the common interface.
+        voxels; labels in ``0..num_classes-1``; for training, not every label volume empty.
+        Returns ``{"count", "max_label", "sizes", "class_pixels"}``; ``sizes`` is ``[patch]``
+        in training (every item has the patch shape), else the volume shapes. ``need_uniform_size`` and ``workers`` are accepted for the common interface.
         """
         del need_uniform_size, workers  # training patches all have one shape
         if self.num_volumes == 0:

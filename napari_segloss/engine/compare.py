@@ -53,6 +53,7 @@ from ..data.factory import (
 )
 from ..losses import get_loss
 from .compare_results import (
+    FORMAT_VERSION,
     MANIFEST,
     METRIC_COLUMNS,
     CompareResults,
@@ -355,7 +356,7 @@ def _write_manifest(
     cfg = cells[0].cfg
     manifest = {
         "format": "napari-segloss compare",
-        "version": 1,
+        "version": FORMAT_VERSION,
         "title": title,
         "losses": [{**s.to_dict(), "folder": f"runs/{s.folder}"} for s in specs],
         "seeds": [int(s) for s in seeds],

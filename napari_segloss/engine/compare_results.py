@@ -77,6 +77,7 @@ __all__ = [
 MANIFEST = "compare.json"
 #: Folder of the held-out images and ground truth (one ``.npz`` per held-out set).
 HELDOUT_DIR = "heldout"
+#: version of the manifest's layout (``"version"`` in it)
 FORMAT_VERSION = 1
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .functional import spatial_sum
 from .inputs import MODES, REDUCTIONS, Prepared, prepare
 
 
@@ -198,10 +197,6 @@ class RegionLoss(SegLoss):
         if not self.batch_dice:
             return sums
         return tuple(s.sum(0, keepdim=True) for s in sums)
-
-    def ssum(self, x: Tensor) -> Tensor:
-        """Per-image (per-batch if batch_dice) per-channel sum in float32 -> (B|1, K)."""
-        return spatial_sum(x, self.batch_dice)
 
     def drops_background(self, inp: Prepared) -> bool:
         """Whether class channel 0 is a background the settings leave out of the class mean."""

@@ -141,6 +141,17 @@ def assert_matches(value: torch.Tensor, expected: mpf, rtol: float = 2e-5) -> No
     assert got == pytest.approx(ref, rel=rtol, abs=1e-9), f"got {got!r}, reference {ref!r}"
 
 
+def assert_value_and_finite_gradient(
+    loss_fn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, expected: mpf
+) -> None:
+    """The loss matches the float64 reference and its gradient is finite everywhere."""
+    x = x.requires_grad_(True)
+    loss = loss_fn(x, y)
+    assert_matches(loss, expected)
+    loss.backward()
+    assert bool(torch.isfinite(x.grad).all())
+
+
 GAMMAS = [0.25, 0.5, 1.0, 2.0, 5.0]
 CASES = [
     pytest.param(c, margins, id=f"{'binary' if c == 1 else f'{c}class'}-{name}")
@@ -165,11 +176,7 @@ def test_issue_example_binary_pm_dice() -> None:
 def test_pm_dice_matches_eq5(c: int, margins: list[float], gamma: float, squared: bool) -> None:
     x, y = make_inputs(c, margins)
     ref = ref_pm_dice(reference_probs(x), onehot(y, max(c, 2)), gamma, squared)
-    x = x.requires_grad_(True)
-    loss = get_loss("pm_dice", gamma=gamma, squared=squared)(x, y)
-    assert_matches(loss, ref)
-    loss.backward()
-    assert bool(torch.isfinite(x.grad).all())
+    assert_value_and_finite_gradient(get_loss("pm_dice", gamma=gamma, squared=squared), x, y, ref)
 
 
 @pytest.mark.parametrize(("c", "margins"), CASES)
@@ -184,11 +191,7 @@ def test_dice_matches_eq4(c: int, margins: list[float]) -> None:
 def test_focal_matches_eq3(c: int, margins: list[float], gamma: float) -> None:
     x, y = make_inputs(c, margins)
     ref = ref_focal(reference_probs(x), onehot(y, max(c, 2)), gamma)
-    x = x.requires_grad_(True)
-    loss = get_loss("focal", gamma=gamma)(x, y)
-    assert_matches(loss, ref)
-    loss.backward()
-    assert bool(torch.isfinite(x.grad).all())
+    assert_value_and_finite_gradient(get_loss("focal", gamma=gamma), x, y, ref)
 
 
 @pytest.mark.parametrize(("c", "margins"), CASES)
@@ -196,11 +199,7 @@ def test_focal_matches_eq3(c: int, margins: list[float], gamma: float) -> None:
 def test_focal_tversky_matches_eq14(c: int, margins: list[float], gamma: float) -> None:
     x, y = make_inputs(c, margins)
     ref = ref_focal_tversky(reference_probs(x), onehot(y, max(c, 2)), gamma)
-    x = x.requires_grad_(True)
-    loss = get_loss("focal_tversky", gamma=gamma)(x, y)
-    assert_matches(loss, ref)
-    loss.backward()
-    assert bool(torch.isfinite(x.grad).all())
+    assert_value_and_finite_gradient(get_loss("focal_tversky", gamma=gamma), x, y, ref)
 
 
 @pytest.mark.parametrize(("c", "margins"), CASES)
@@ -212,11 +211,7 @@ def test_unified_focal_matches_equations(
     x, y = make_inputs(c, margins)
     asymmetric = name.startswith("asymmetric")
     ref = ref_unified_focal(reference_probs(x), onehot(y, max(c, 2)), gamma, asymmetric)
-    x = x.requires_grad_(True)
-    loss = get_loss(name, gamma=gamma)(x, y)
-    assert_matches(loss, ref)
-    loss.backward()
-    assert bool(torch.isfinite(x.grad).all())
+    assert_value_and_finite_gradient(get_loss(name, gamma=gamma), x, y, ref)
 
 
 @pytest.mark.parametrize(("c", "margins"), CASES)
