@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -167,6 +168,33 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     assert names[1:4] == [f"{n} contribution" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
+
+
+def test_a_hidden_user_layer_takes_no_cell(dock, wait_idle):
+    # the panel sizes the grid for the visible layers: napari >= 0.9 gives hidden ones no cell
+    # (before, they kept an empty cell and the last map shared the first cell while drawing)
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    viewer.add_image(np.zeros((8, 8)), name="hidden", visible=False)
+    grid = grid_of(viewer)
+    shared: list[int] = []
+
+    def visible_cells() -> list[tuple[int, int]]:
+        layers = viewer.layers
+        return [grid.position(i, layers) for i, ly in enumerate(layers) if ly.visible]
+
+    def record(event=None) -> None:
+        cells = visible_cells()
+        shared.append(len(cells) - len(set(cells)))
+
+    viewer.layers.events.inserted.connect(record)
+    widget.set_losses(["dice", "focal"])  # new maps: the grid is laid out again
+    wait_idle(widget)
+    record()
+    n = len(visible_cells())
+    assert n == 2 + len(widget.map_layers())
+    assert not any(shared), shared  # never two visible layers in one cell
+    cols = math.ceil(math.sqrt(n))
+    assert grid.actual_shape(viewer.layers) == (math.ceil(n / cols), cols)  # no empty cell
 
 
 def test_kvasir_whatif_maps_layers_and_values(dock, wait_idle):
