@@ -644,17 +644,14 @@ def error_colormap() -> DirectLabelColormap:
 
 
 def camera_of(viewer: napari.Viewer) -> Any:
-    """The viewer's camera: ``viewer.scene.camera`` (napari >= 0.9), else ``viewer.camera``."""
-    scene = getattr(viewer, "scene", None)
-    camera = getattr(scene, "camera", None)
-    return camera if camera is not None else viewer.camera
+    """The viewer's camera (``viewer.scene.camera``; napari 0.9 moved it from ``viewer``)."""
+    return viewer.scene.camera
 
 
 def grid_of(viewer: napari.Viewer) -> Any:
-    """The viewer's grid settings: ``viewer.canvas.grid`` (napari >= 0.9), else ``viewer.grid``."""
-    canvas = getattr(viewer, "canvas", None)
-    grid = getattr(canvas, "grid", None)
-    return grid if grid is not None else viewer.grid
+    """The viewer's grid settings (``viewer.canvas.grid``; napari 0.9 moved them from
+    ``viewer``)."""
+    return viewer.canvas.grid
 
 
 def glyph_steps(
