@@ -3,13 +3,9 @@
 With glibc's defaults a tensor above the dynamic mmap threshold (at most 32 MiB) is a fresh
 ``mmap`` on every allocation, and freed heap memory is handed back to the OS, so the large CPU
 tensors of a training step (3D patches, activations, losses over whole images) page-fault again
-on every step. Measured here (2 CPU cores) with and without keeping freed memory for reuse:
-
-* a 3D U-Net step on (2, 1, 32, 96, 96) patches, 16 base channels, 4 classes, PM Dice:
-  1.4-1.7 s -> 0.7 s (activations of 37 MB, above glibc's largest mmap threshold);
-* one epoch of ``acdc_3d_patches.yaml`` ((8, 96, 96) patches, 140 volumes): 72.0 -> 67.4 s of
-  training, 285 -> 263 s with validation, page faults 18.9 M -> 0.38 M;
-* the 2D quickstart (128 px): no change.
+on every step. Keeping freed memory for reuse removes those faults; it matters most for 3D
+patches and is neutral for small 2D images (figures in ``benchmarks/RESULTS.md``, "The command's
+malloc tuning").
 
 The price is that the process keeps its peak memory instead of returning it, which a training
 or prediction run reaches on every step anyway.
