@@ -55,18 +55,34 @@ def spatial_dims_of(arch: str) -> int:
     return 3 if str(arch).lower() == UNET3D.lower() else 2
 
 
+def _import_smp() -> Any:
+    """``segmentation_models_pytorch``, imported without drawing from torch's global RNG."""
+    # smp < 0.5 imports pretrainedmodels, which builds modules at import: without the fork a
+    # seeded run would initialise differently when smp was not yet imported in the process
+    with torch.random.fork_rng(devices=[]):
+        import segmentation_models_pytorch as smp
+    return smp
+
+
 def available_architectures() -> list[str]:
     """Architecture names accepted by ``model.arch`` (smp's class names and ``UNet3D``)."""
-    import segmentation_models_pytorch as smp
-
+    smp = _import_smp()
     mapping = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)
-    if mapping is None:
-        from segmentation_models_pytorch import MODEL_ARCHITECTURES_MAPPING as mapping
+    if mapping is None:  # smp < 0.4 has no mapping: create_model takes the exported models
+        from segmentation_models_pytorch.base import SegmentationModel
+
+        exported = (getattr(smp, name) for name in smp.__all__)
+        mapping = {
+            c.__name__.lower(): c
+            for c in exported
+            if isinstance(c, type) and issubclass(c, SegmentationModel)
+        }
     return sorted([*(cls.__name__ for cls in mapping.values()), UNET3D])
 
 
 def available_encoders() -> list[str]:
     """Encoder names accepted by ``model.encoder`` (timm models also work as ``tu-<name>``)."""
+    _import_smp()
     from segmentation_models_pytorch.encoders import get_encoder_names
 
     return sorted(get_encoder_names())
@@ -178,7 +194,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     _check_names(cfg)
     if spatial_dims_of(cfg.arch) == 3:
         return _build_unet3d(cfg)
-    import segmentation_models_pytorch as smp
+    smp = _import_smp()
 
     weights = cfg.encoder_weights
     local: Path | None = None
