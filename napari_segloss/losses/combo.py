@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .base import RegionLoss, check_float, check_float_or_seq
 from .cross_entropy import focal_per_image
 from .dice import WSDiceLoss
-from .functional import dice_sums, label_log_prob, ratio
-from .inputs import Prepared
+from .functional import dice_sums, ratio, softmax_label_log_prob
+from .inputs import LabelProbs, Prepared, at_least, other_share
 from .registry import register
 
 #: ``log(1 - p)`` is floored at ``log(1e-7)`` as in the reference implementations, which clip
@@ -25,6 +26,49 @@ _COMPLEMENT_FLOOR = -math.expm1(-1e-7)
 def _log_complement(q: Tensor) -> Tensor:
     """``log(1 - p)`` from the complement ``q``, floored (no gradient where floored)."""
     return torch.log(q.clamp_min(_COMPLEMENT_FLOOR))
+
+
+class _LabelComboCE(torch.autograd.Function):
+    """The Combo CE term per pixel (B, 1, N) of softmax logits and integer labels,
+    ``-(beta log p_y + (1 - beta) sum_{c != y} log max(1 - p_c, floor))``, with the gradient
+    written out.
+
+    With ``r_c = (1 - beta) p_c / (1 - p_c)`` off the label (0 at the label and where the log is
+    floored), the softmax gradient off the label is ``p_c (1 - sum_{j != c} r_j)``, or
+    ``p_c (beta - sum_{j != c} r_j)`` where floored, and ``-beta (1 - p_y) - p_y sum_j r_j`` at
+    the label. Both sums exclude a term instead of subtracting it (``r_c`` of a saturated wrong
+    class is about 1e7 and would cancel in float32), and ``1 - p_y`` is the other classes'
+    share. Autograd would run the complement's channel sums, the clamp, the log and the
+    log-softmax backwards, each over the (B, K, N) tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x, probs, complement, lp, beta):  # type: ignore[override]
+        log_py = softmax_label_log_prob(x, lp)
+        floored = complement.clamp_min(_COMPLEMENT_FLOOR)
+        log_q = torch.log(floored)
+        log_q.view(-1).index_fill_(0, lp.entry, 0.0)  # the label's own term is log p_y
+        out = log_q.sum(1, keepdim=True).mul_(-(1.0 - beta)).sub_(beta * log_py)
+        if lp.valid is not None:
+            out.mul_(lp.valid)
+        ctx.save_for_backward(probs, complement, floored, *lp)
+        ctx.beta = beta
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):  # type: ignore[override]
+        probs, complement, floored, *saved = ctx.saved_tensors
+        lp = LabelProbs(*saved)
+        beta = ctx.beta
+        kept = at_least(complement, _COMPLEMENT_FLOOR)  # a floored log has no gradient
+        r = probs.div(floored).mul_(kept).mul_(1.0 - beta)
+        r.view(-1).index_fill_(0, lp.entry, 0.0)
+        grad = kept.mul_(1.0 - beta).add_(beta).sub_(other_share(r)).mul_(probs)
+        at_label = -(beta * lp.label_complement + lp.label_prob * r.sum(1, keepdim=True))
+        grad.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
+        coef = g_out if lp.valid is None else g_out * lp.valid
+        return grad.mul_(coef), None, None, None, None
 
 
 @register("combo")
@@ -60,11 +104,16 @@ class ComboLoss(RegionLoss):
         x = inp.logits
         if inp.labels is not None and inp.mode == "multiclass":
             # one-hot-free: b log p_y + (1 - b) sum_{c != y} log(1 - p_c)
-            log_py, _ = label_log_prob(inp)
-            log_q = _log_complement(inp.complement)  # a new tensor: its label entries are
-            log_q.view(-1).index_fill_(0, inp.label_probs.entry, 0.0)  # dropped in place
-            px = -(b * log_py[:, 0] + (1.0 - b) * log_q.sum(1))
-            return px if inp.valid is None else px * inp.valid[:, 0]
+            n, k = x.shape[:2]
+            consts = LabelProbs(*(None if t is None else t.detach() for t in inp.label_probs))
+            px = _LabelComboCE.apply(
+                x.reshape(n, k, -1),
+                inp.probs.detach().reshape(n, k, -1),
+                inp.complement.detach().reshape(n, k, -1),
+                consts,
+                b,
+            )
+            return px.view(inp.labels.shape)[:, 0]
         y = inp.target[:, 1:] if inp.mode == "binary" else inp.target
         if inp.mode == "multiclass":
             log_p, log_q = inp.pix_logp, _log_complement(inp.complement)

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .binary import binary_dice_sums, binary_tversky_sums, binary_wsdice_sums
-from .inputs import LabelProbs, Prepared, log_prob_from_complement, power
+from .inputs import LabelProbs, Prepared, at_least, log_prob_from_complement, power
 
 #: floor of the bases of fractional powers (``(1 - p)^gamma``, ``(1 - TI)^gamma``): the smallest
 #: normal float32, so the derivative ``gamma x^(gamma - 1)`` stays finite
@@ -398,11 +398,11 @@ def label_log_prob(inp: Prepared) -> tuple[Tensor, Tensor]:
         s = x * (2.0 * inp.labels - 1.0)  # +x for label 1, -x for label 0
         return torch.nn.functional.logsigmoid(s), torch.sigmoid(-s)
     lp = inp.label_probs
-    log_p = _softmax_label_log_prob(x.reshape(x.shape[0], x.shape[1], -1), lp)
+    log_p = softmax_label_log_prob(x.reshape(x.shape[0], x.shape[1], -1), lp)
     return log_p.view(inp.labels.shape), lp.label_complement.view(inp.labels.shape)
 
 
-def _softmax_label_log_prob(x: Tensor, lp: LabelProbs) -> Tensor:
+def softmax_label_log_prob(x: Tensor, lp: LabelProbs) -> Tensor:
     """``log p_t`` (B, 1, N) of (B, K, N) logits: ``log1p(-q)`` near 1, the log-softmax
     (exact for small p_t, no underflow) elsewhere."""
     b, _, n = x.shape
@@ -428,7 +428,7 @@ class _SoftmaxLabelFocal(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, probs, lp, gamma, weights):  # type: ignore[override]
-        log_p = _softmax_label_log_prob(x, lp)
+        log_p = softmax_label_log_prob(x, lp)
         q = lp.label_complement
         focus = focal_factor(q, gamma)
         scale = focus if weights is None else focus * weights
@@ -448,7 +448,9 @@ class _SoftmaxLabelFocal(torch.autograd.Function):
         gamma = ctx.gamma
         if isinstance(gamma, Tensor) or gamma != 0.0:
             # log(p_t) / q -> -1 as q -> 0 (log p_t = log1p(-q)); q = 0 only past float range
-            ratio = torch.where(q > 0, log_p / q.clamp_min(TINY), -torch.ones_like(q))
+            # (a subnormal q takes the limit too: log_p / TINY would not be the ratio)
+            kept = at_least(q, TINY)
+            ratio = (log_p / q.clamp_min(TINY)).mul_(kept).add_(kept - 1.0)  # exact blend
             coef = coef * (1.0 - gamma * py * ratio)
         grad = probs * coef
         grad.view(-1).index_copy_(0, lp.entry, (-coef * q).view(-1))

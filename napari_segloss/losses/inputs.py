@@ -95,12 +95,35 @@ def power(base: Tensor, exponent: float | Tensor) -> Tensor:
     return base.square() if exponent == 2.0 else base.pow(exponent)
 
 
+def log1p(z: Tensor) -> Tensor:
+    """``log(1 + z)`` for ``z > -1`` to float32 precision, from the vectorised ``log``.
+
+    ``u = 1 + z`` is rounded; ``log(u) - ((u - 1) - z) / u`` removes that rounding error to
+    first order (``u - 1`` is exact), and gives ``z`` where ``u`` rounds to 1. torch's CPU
+    ``log1p`` kernel is several times slower than ``log`` (benchmarks/RESULTS.md)."""
+    u = 1.0 + z
+    return torch.log(u) - ((u - 1.0) - z) / u
+
+
+#: 2^126 = 1 / (smallest normal float32): scales any non-zero float32 difference to >= 1
+_STEP_SCALE = 2.0**126
+
+
+def at_least(x: Tensor, threshold: float) -> Tensor:
+    """The float 0/1 mask ``x >= threshold`` by arithmetic: ``(x - threshold) * 2^126 + 1``
+    clamped to [0, 1] (a difference is 0 or at least the smallest normal float). A boolean
+    mask with ``torch.where`` costs several times more on CPU; arithmetic masks also blend two
+    finite branches exactly (``1 a + 0 b = a``)."""
+    return torch.sub(x, threshold).mul_(_STEP_SCALE).add_(1.0).clamp_(0.0, 1.0)
+
+
 def log_prob_from_complement(log_p: Tensor, complement: Tensor) -> Tensor:
     """``log p`` accurate near ``p = 1``: ``log1p(-(1 - p))`` where the complement is below
     1/2, else ``log_p`` (a log-softmax, exact for small ``p`` but rounded to 0 near 1)."""
-    near_one = complement < 0.5
-    # the clamp keeps the unused branch finite, so its zero gradient is not 0 * inf = NaN
-    return torch.where(near_one, torch.log1p(-complement.clamp_max(0.5)), log_p)
+    far = at_least(complement, 0.5)
+    # the clamp keeps the unused branch finite, so its zero weight gives 0 (not 0 * inf)
+    near = log1p(-complement.clamp_max(0.5))
+    return near.mul(1.0 - far).add_(log_p * far)
 
 
 class BinaryParts(NamedTuple):

@@ -229,3 +229,50 @@ def test_one_hot_targets_match_the_label_path(c: int, margins: list[float], gamm
     assert_matches(
         get_loss("focal_tversky", gamma=gamma)(x, target), ref_focal_tversky(probs, ys, gamma)
     )
+
+
+# ----- the vectorised building blocks ---------------------------------------------------------
+def test_log1p_matches_float64_to_float32_precision() -> None:
+    # the CE / focal label paths take log p_t = log1p(-(1 - p_t)) from inputs.log1p (torch's
+    # CPU log1p is scalar code): every float32 z in these decades, including z where 1 + z
+    # rounds to 1, must match float64 to a few float32 ulps of the result
+    from napari_segloss.losses.inputs import log1p
+
+    mags = torch.logspace(-30, -0.0001, 20001, dtype=torch.float64)
+    z = torch.cat([-mags * 0.999, mags, torch.zeros(1, dtype=torch.float64)]).float()
+    z = z[z > -1]
+    got = log1p(z).double()
+    ref = torch.log1p(z.double())
+    rel = ((got - ref).abs() / ref.abs().clamp_min(1e-300))[ref != 0]
+    assert float(rel.max()) < 3e-7
+    assert float(got[z == 0].abs().max()) == 0.0
+    # its gradient is 1 / (1 + z)
+    zg = z[(z > -0.99) & (z < 10)].clone().requires_grad_(True)
+    log1p(zg).sum().backward()
+    torch.testing.assert_close(
+        zg.grad.double(), 1.0 / (1.0 + zg.detach().double()), rtol=1e-6, atol=0
+    )
+
+
+def test_at_least_is_an_exact_step() -> None:
+    from napari_segloss.losses.inputs import at_least
+
+    t = 1e-7
+    t32 = torch.tensor(t, dtype=torch.float32)
+    below = torch.nextafter(t32, torch.tensor(0.0))
+    above = torch.nextafter(t32, torch.tensor(1.0))
+    x = torch.stack(
+        [
+            torch.tensor(0.0),
+            below,
+            t32,
+            above,
+            torch.tensor(0.5),
+            torch.tensor(-3e38),
+            torch.tensor(3e38),
+            torch.tensor(float("inf")),
+            torch.tensor(-float("inf")),
+        ]
+    )
+    torch.testing.assert_close(at_least(x, t), (x >= t32).float(), rtol=0, atol=0)
+    assert at_least(torch.tensor([0.5]), 0.5).item() == 1.0

@@ -573,6 +573,39 @@ def test_region_label_paths_match_onehot_path(name, kw, c, extra) -> None:
     assert_label_and_soft_paths_agree(get_loss(name, reduction="none", **kw, **extra), x, y, c)
 
 
+@pytest.mark.parametrize("beta", [0.5, 0.8])
+@pytest.mark.parametrize("ignore", [False, True])
+def test_combo_label_gradient_is_float64_accurate_at_saturated_logits(beta, ignore) -> None:
+    # the integer-label Combo CE has a hand-written backward: confident right pixels (margins
+    # up to 30: 1 - p_y far below float32's 6e-8 resolution of 1 - p) and confidently wrong
+    # ones (1 - p_c under the 1e-7 floor: no gradient through that log) must give the
+    # gradient of the one-hot path evaluated in float64
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 6, 8, generator=g)
+    y = torch.randint(0, 4, (2, 6, 8), generator=g)
+    margin = torch.linspace(5.0, 30.0, 48).view(6, 8)
+    sign = torch.where(torch.arange(48).view(6, 8) % 5 == 0, -1.0, 1.0)  # every 5th wrong
+    wrong = (y + 1) % 4
+    x.scatter_add_(1, y.unsqueeze(1), (margin * (sign > 0)).expand(2, 1, 6, 8).contiguous())
+    x.scatter_add_(1, wrong.unsqueeze(1), (margin * (sign < 0)).expand(2, 1, 6, 8).contiguous())
+    kw = {"alpha": 1.0, "beta": beta, "reduction": "sum"}  # alpha = 1: the CE term alone
+    if ignore:
+        y[0, 0] = 255
+        kw["ignore_index"] = 255
+    valid = (y != 255).unsqueeze(1).double()
+    onehot = torch.nn.functional.one_hot(y.masked_fill(y == 255, 0), 4).permute(0, 3, 1, 2)
+    onehot = onehot.double() * valid
+    xa = x.clone().requires_grad_(True)
+    get_loss("combo", **kw)(xa, y).backward()
+    # float64 reference: eq. 16's weighted CE with the reference code's floor of 1 - p
+    xr = x.double().requires_grad_(True)
+    log_q = torch.log((-torch.softmax(xr, 1)).add(1.0).clamp_min(-math.expm1(-1e-7)))
+    ce = -(beta * onehot * torch.log_softmax(xr, 1) + (1 - beta) * (valid - onehot) * log_q)
+    (ce.flatten(1).sum(1) / valid.flatten(1).sum(1)).sum().backward()
+    expected = xr.grad
+    torch.testing.assert_close(xa.grad.double(), expected, rtol=1e-4, atol=1e-9)
+
+
 @pytest.mark.parametrize("c", [1, 3])
 @pytest.mark.parametrize("extra", [{}, {"ignore_index": 255}, {"batch_dice": True}])
 def test_per_class_gamma_is_the_same_on_every_path(c: int, extra: dict) -> None:
