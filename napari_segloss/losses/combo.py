@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -15,7 +14,7 @@ from .base import RegionLoss, check_float, check_float_or_seq
 from .cross_entropy import focal_per_image
 from .dice import WSDiceLoss
 from .functional import dice_sums, ratio, softmax_label_log_prob
-from .inputs import LabelProbs, Prepared, at_least, other_share
+from .inputs import LabelProbs, Prepared, at_least, log_sigmoid, other_share
 from .registry import register
 
 #: ``log(1 - p)`` is floored at ``log(1e-7)`` as in the reference implementations, which clip
@@ -118,7 +117,7 @@ class ComboLoss(RegionLoss):
         if inp.mode == "multiclass":
             log_p, log_q = inp.pix_logp, _log_complement(inp.complement)
         else:
-            log_p, log_q = F.logsigmoid(x), F.logsigmoid(-x)
+            log_p, log_q = log_sigmoid(x), log_sigmoid(-x)
         px = -(b * y * log_p + (1.0 - b) * (1.0 - y) * log_q)
         if inp.valid is not None:
             px = px * inp.valid

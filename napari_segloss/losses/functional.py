@@ -22,7 +22,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .binary import binary_dice_sums, binary_tversky_sums, binary_wsdice_sums
-from .inputs import LabelProbs, Prepared, at_least, log_prob_from_complement, power
+from .inputs import (
+    LabelProbs,
+    Prepared,
+    at_least,
+    log_prob_from_complement,
+    log_sigmoid,
+    power,
+)
 
 #: floor of the bases of fractional powers (``(1 - p)^gamma``, ``(1 - TI)^gamma``): the smallest
 #: normal float32, so the derivative ``gamma x^(gamma - 1)`` stays finite
@@ -396,7 +403,7 @@ def label_log_prob(inp: Prepared) -> tuple[Tensor, Tensor]:
     x = inp.logits
     if inp.mode == "binary":
         s = x * (2.0 * inp.labels - 1.0)  # +x for label 1, -x for label 0
-        return torch.nn.functional.logsigmoid(s), torch.sigmoid(-s)
+        return log_sigmoid(s), torch.sigmoid(-s)
     lp = inp.label_probs
     log_p = softmax_label_log_prob(x.reshape(x.shape[0], x.shape[1], -1), lp)
     return log_p.view(inp.labels.shape), lp.label_complement.view(inp.labels.shape)

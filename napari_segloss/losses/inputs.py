@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 MODES = ("auto", "binary", "multiclass", "multilabel")
 REDUCTIONS = ("mean", "sum", "none")
@@ -103,6 +104,27 @@ def log1p(z: Tensor) -> Tensor:
     ``log1p`` kernel is several times slower than ``log`` (benchmarks/RESULTS.md)."""
     u = 1.0 + z
     return torch.log(u) - ((u - 1.0) - z) / u
+
+
+class _LogSigmoid(torch.autograd.Function):
+    """``log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))`` from vectorised operations (torch's
+    CPU ``log_sigmoid`` kernel is scalar code); the gradient is ``sigmoid(-x)``."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_max(0.0).sub_(log1p(torch.exp(-x.abs())))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.sigmoid(-x).mul_(g)
+
+
+def log_sigmoid(x: Tensor) -> Tensor:
+    """``log(sigmoid(x))``, accurate for any float32 ``x`` (``-exp(-x)`` for large ``x``)."""
+    return _LogSigmoid.apply(x)
 
 
 #: 2^126 = 1 / (smallest normal float32): scales any non-zero float32 difference to >= 1
@@ -300,8 +322,8 @@ class Prepared:
         if self.mode == "multiclass":
             return log_prob_from_complement(F.log_softmax(x, dim=1), self.complement)
         if self.mode == "binary":
-            return torch.cat([F.logsigmoid(-x), F.logsigmoid(x)], dim=1)
-        return _interleave(F.logsigmoid(-x), F.logsigmoid(x))
+            return torch.cat([log_sigmoid(-x), log_sigmoid(x)], dim=1)
+        return _interleave(log_sigmoid(-x), log_sigmoid(x))
 
     @cached_property
     def pix_probs(self) -> Tensor:

@@ -276,3 +276,20 @@ def test_at_least_is_an_exact_step() -> None:
     )
     torch.testing.assert_close(at_least(x, t), (x >= t32).float(), rtol=0, atol=0)
     assert at_least(torch.tensor([0.5]), 0.5).item() == 1.0
+
+
+def test_log_sigmoid_matches_float64_to_float32_precision() -> None:
+    # binary CE / focal / Combo take log sigmoid(x) from inputs.log_sigmoid (torch's CPU
+    # log_sigmoid is scalar code): relative accuracy across the float32 range, including
+    # log sigmoid(x) ~ -exp(-x) far below float32's resolution of 1 for large x
+    from napari_segloss.losses.inputs import log_sigmoid
+
+    x = torch.cat([torch.linspace(-100, 100, 40001), torch.tensor([0.0, 1e-30, -1e-30, 80.0])])
+    got = log_sigmoid(x).double()
+    ref = torch.nn.functional.logsigmoid(x.double())
+    normal = ref.abs() >= torch.finfo(torch.float32).tiny  # below: subnormal float32 results
+    assert float(((got - ref).abs() / ref.abs())[normal].max()) < 3e-7
+    assert float((got - ref)[~normal].abs().max()) < 1e-44
+    xg = x.clone().requires_grad_(True)
+    log_sigmoid(xg).sum().backward()
+    torch.testing.assert_close(xg.grad, torch.sigmoid(-x), rtol=0, atol=0)
