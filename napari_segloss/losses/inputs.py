@@ -100,8 +100,9 @@ def log1p(z: Tensor) -> Tensor:
     """``log(1 + z)`` for ``z > -1`` to float32 precision, from the vectorised ``log``.
 
     ``u = 1 + z`` is rounded; ``log(u) - ((u - 1) - z) / u`` removes that rounding error to
-    first order (``u - 1`` is exact), and gives ``z`` where ``u`` rounds to 1. torch's CPU
-    ``log1p`` kernel is several times slower than ``log`` (benchmarks/RESULTS.md)."""
+    first order (``u - 1`` is exact for the ``z`` in [-1/2, 1] the losses pass), and gives ``z``
+    where ``u`` rounds to 1. torch's CPU ``log1p`` kernel is several times slower than ``log``
+    (benchmarks/RESULTS.md)."""
     u = 1.0 + z
     return torch.log(u) - ((u - 1.0) - z) / u
 
@@ -127,16 +128,12 @@ def log_sigmoid(x: Tensor) -> Tensor:
     return _LogSigmoid.apply(x)
 
 
-#: 2^126 = 1 / (smallest normal float32): scales any non-zero float32 difference to >= 1
-_STEP_SCALE = 2.0**126
-
-
 def at_least(x: Tensor, threshold: float) -> Tensor:
-    """The float 0/1 mask ``x >= threshold`` by arithmetic: ``(x - threshold) * 2^126 + 1``
-    clamped to [0, 1] (a difference is 0 or at least the smallest normal float). A boolean
+    """The float 0/1 mask ``x >= threshold`` by arithmetic: ``sign(x - threshold) + 1``
+    clamped at 1 (exact for every finite ``x``, subnormal differences included). A boolean
     mask with ``torch.where`` costs several times more on CPU; arithmetic masks also blend two
     finite branches exactly (``1 a + 0 b = a``)."""
-    return torch.sub(x, threshold).mul_(_STEP_SCALE).add_(1.0).clamp_(0.0, 1.0)
+    return torch.sub(x, threshold).sign_().add_(1.0).clamp_max_(1.0)
 
 
 def log_prob_from_complement(log_p: Tensor, complement: Tensor) -> Tensor:

@@ -257,25 +257,27 @@ def test_log1p_matches_float64_to_float32_precision() -> None:
 def test_at_least_is_an_exact_step() -> None:
     from napari_segloss.losses.inputs import at_least
 
-    t = 1e-7
-    t32 = torch.tensor(t, dtype=torch.float32)
-    below = torch.nextafter(t32, torch.tensor(0.0))
-    above = torch.nextafter(t32, torch.tensor(1.0))
-    x = torch.stack(
-        [
-            torch.tensor(0.0),
-            below,
-            t32,
-            above,
-            torch.tensor(0.5),
-            torch.tensor(-3e38),
-            torch.tensor(3e38),
-            torch.tensor(float("inf")),
-            torch.tensor(-float("inf")),
-        ]
-    )
-    torch.testing.assert_close(at_least(x, t), (x >= t32).float(), rtol=0, atol=0)
-    assert at_least(torch.tensor([0.5]), 0.5).item() == 1.0
+    tiny = torch.finfo(torch.float32).tiny
+    for t in (1e-7, 0.5, tiny, 0.0):
+        t32 = torch.tensor(t, dtype=torch.float32)
+        below = torch.nextafter(t32, torch.tensor(-1.0))
+        above = torch.nextafter(t32, torch.tensor(1.0))
+        x = torch.stack(
+            [
+                t32,
+                below,
+                above,
+                t32 / 2,
+                t32 * 2,
+                torch.tensor(-3e38),
+                torch.tensor(3e38),
+                torch.tensor(1e-45),
+                torch.tensor(-1e-45),
+                torch.tensor(float("inf")),
+                torch.tensor(-float("inf")),
+            ]
+        )
+        torch.testing.assert_close(at_least(x, t), (x >= t32).float(), rtol=0, atol=0)
 
 
 def test_log_sigmoid_matches_float64_to_float32_precision() -> None:
