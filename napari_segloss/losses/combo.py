@@ -77,7 +77,9 @@ class ComboLoss(RegionLoss):
     ``L_mCE = -1/N sum_i [beta y log p + (1 - beta)(1 - y) log(1 - p)]`` (summed over class
     channels for multi-class; the foreground channel for binary; mean over labels for
     multilabel) and ``DSC`` the class-mean plain Dice coefficient
-    ``(2 sum y p + eps) / (sum (y + p) + eps)`` (eq. 10 form, not squared).
+    ``(2 sum y p + eps) / (sum (y + p) + eps)`` (eq. 10 form, not squared). For a one-channel
+    binary output the class mean includes the background ``1 - p`` by default;
+    ``include_background=False`` gives eq. 16's foreground-only Dice.
 
     For softmax outputs ``log(1 - p)`` is floored at ``log(1e-7)`` (the reference code clips
     ``p`` to ``[1e-7, 1 - 1e-7]``); binary and multilabel outputs use ``logsigmoid(-x)``. The
@@ -165,6 +167,9 @@ class FocalLogWSDiceLoss(WSDiceLoss):
 
     def per_image(self, inp: Prepared) -> Tensor:
         fl = focal_per_image(inp, self.gamma, self.alpha)
-        # -log(max(WSDice, eps)) with WSDice = 1 - r: log1p(-r), exact near WSDice = 1
+        # -log(max(WSDice, eps)) with WSDice = 1 - r: log1p(-r) near WSDice = 1; from r = 1/2
+        # on 1 - r is exact, so the floor is eps itself (1 - eps would round in float32)
         r = self.coefficient_complement(inp)
-        return self.beta * fl - torch.log1p(-r.clamp_max(1.0 - self.eps))
+        near_one = torch.log1p(-r.clamp_max(0.5))
+        low = torch.log((1.0 - r).clamp_min(self.eps))
+        return self.beta * fl - torch.where(r < 0.5, near_one, low)

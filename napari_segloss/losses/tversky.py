@@ -3,7 +3,8 @@
 ``TP_c = sum_i y_ic p_ic``, ``FP_c = sum_i (1 - y_ic) p_ic``, ``FN_c = sum_i y_ic (1 - p_ic)``
 per image (per batch with ``batch_dice``), float32, each summed directly (``FN`` from the
 complement ``1 - p`` of :class:`~napari_segloss.losses.inputs.Prepared`, never as
-``sum y - TP``); class mean as in :class:`~napari_segloss.losses.base.RegionLoss`.
+``sum y - TP``); class mean as in :class:`~napari_segloss.losses.base.RegionLoss` (Yeung's
+equations sum over the classes; the mean, as in the authors' code, divides them by C).
 """
 
 from __future__ import annotations

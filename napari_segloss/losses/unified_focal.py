@@ -51,7 +51,8 @@ class MixedFocalLoss(RegionLoss):
     Dice/Tversky ``mean_c (1 - mTI_c)^gamma_d`` with
     ``mTI_c = (TP + eps) / (TP + delta FN + (1 - delta) FP + eps)`` (eqs. 9, 22). Defaults
     follow the paper's experiments ("the same parameters as for the individual Focal loss and
-    Focal Tversky loss"): lam 0.5, delta 0.7, gamma_f 2, gamma_d 0.75, alpha None.
+    Focal Tversky loss"): lam 0.5, delta 0.7, gamma_f 2, gamma_d 0.75, alpha None. Eq. 22 sums
+    over the classes; the class mean here (as in the authors' code) divides that term by C.
 
     Args:
         lam: weight of the focal term in [0, 1].
@@ -118,13 +119,13 @@ class _UnifiedBase(RegionLoss):
         cls_w = bg * (1.0 - self.delta) + (1.0 - bg) * self.delta
         gamma: float | Tensor = self.gamma * bg if self.asymmetric else self.gamma
         fl = focal_pixel_loss(inp, gamma, cls_w).flatten(1).sum(1) / inp.valid_count()
-        return self.weight * ft + (1.0 - self.weight) * fl
+        return self.weight * fl + (1.0 - self.weight) * ft
 
 
 @register("unified_focal")
 class UnifiedFocalLoss(_UnifiedBase):
-    """Symmetric Unified Focal loss (Yeung et al. 2022, CMIG; official code
-    mlyg/unified-focal-loss): ``L = weight * L_mFT + (1 - weight) * L_mF`` with
+    """Symmetric Unified Focal loss (Yeung et al. 2022, CMIG):
+    ``L = weight * L_mF + (1 - weight) * L_mFT`` with
 
     * ``L_mFT = mean_c (1 - mTI_c)^(1 - gamma)``,
       ``mTI_c = (TP + eps) / (TP + delta FN + (1 - delta) FP + eps)``;
@@ -134,12 +135,18 @@ class UnifiedFocalLoss(_UnifiedBase):
 
     Multilabel: each label is its own binary problem (background ``1 - p_c``), averaged over
     labels. ``include_background=False`` drops background channels from the Tversky part only
-    (the CE part needs both terms). This follows the published equations and the authors'
-    code. ``1 - mTI`` and ``1 - p`` are computed without cancellation and floored at the
-    smallest normal float before the fractional powers.
+    (the CE part needs both terms). ``1 - mTI`` and ``1 - p`` are computed without
+    cancellation and floored at the smallest normal float before the fractional powers.
+
+    ``weight`` is the papers' lambda on the focal (CE) term, as in the Mixed Focal loss (eq. 23,
+    ``lam`` of ``mixed_focal``) and MONAI's ``AsymmetricUnifiedFocalLoss``. The authors' Keras
+    code (mlyg/unified-focal-loss) puts ``weight`` on the Tversky term instead; pass
+    ``1 - weight`` to reproduce it (the default 0.5 is the same either way). The class mean
+    replaces the papers' class sum (a factor of C, as in the authors' code).
 
     Args:
-        weight: lambda in [0, 1] (default 0.5). delta: in [0, 1] (default 0.6).
+        weight: lambda, the weight of the focal term, in [0, 1] (default 0.5).
+        delta: in [0, 1] (default 0.6).
         gamma: in [0, 1] (default 0.5).
         include_background, batch_dice, skip_absent, eps: see :class:`RegionLoss`.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
@@ -148,8 +155,9 @@ class UnifiedFocalLoss(_UnifiedBase):
 
 @register("asymmetric_unified_focal")
 class AsymmetricUnifiedFocalLoss(_UnifiedBase):
-    """Asymmetric Unified Focal loss (Yeung et al. 2022, CMIG; official code):
-    ``L = weight * L_maFT + (1 - weight) * L_maF`` with
+    """Asymmetric Unified Focal loss (Yeung et al. 2022, CMIG):
+    ``L = weight * L_maF + (1 - weight) * L_maFT`` (``weight`` on the focal term, see
+    :class:`UnifiedFocalLoss`) with
 
     * ``L_maFT = mean_c [bg: 1 - mTI_bg; fg: (1 - mTI_c)^(1 - gamma)]``;
     * ``L_maF = mean_i [(1 - delta)(1 - p_bg)^gamma CE_bg + delta sum_fg CE_c]``: focal

@@ -179,3 +179,22 @@ def test_ce_vs_torch() -> None:
     xb, yb = make("binary")
     ref_b = torch.nn.functional.binary_cross_entropy_with_logits(xb, yb.unsqueeze(1).float())
     torch.testing.assert_close(get_loss("bce")(xb, yb), ref_b)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0])
+def test_asymmetric_unified_focal_vs_monai(weight: float) -> None:
+    # ``weight`` is the papers' lambda on the focal term, as MONAI's AsymmetricUnifiedFocalLoss.
+    # MONAI's parts take probabilities; its focal part averages over the two classes where the
+    # paper (and the authors' code) sums them, hence the 2. Its epsilon (1e-7, also a clip of p)
+    # differs from ours by ~1e-7.
+    unified = pytest.importorskip("monai.losses.unified_focal_loss")
+    x, y = make("binary", shape=(2, 1, 8, 7))
+    x = x.clamp(-6.0, 6.0)  # away from MONAI's clip of p at 1e-7
+    p = torch.sigmoid(x)
+    probs, onehot = torch.cat([1 - p, p], 1), torch.stack([1 - y, y], 1).float()
+    focal = unified.AsymmetricFocalLoss(gamma=0.5, delta=0.7)(probs, onehot)
+    tversky = unified.AsymmetricFocalTverskyLoss(gamma=0.5, delta=0.7)(probs, onehot)
+    ours = get_loss("asymmetric_unified_focal", weight=weight, gamma=0.5, delta=0.7)(x, y)
+    torch.testing.assert_close(
+        ours, weight * 2 * focal + (1 - weight) * tversky, rtol=1e-5, atol=1e-6
+    )

@@ -180,8 +180,10 @@ def test_unified_focal_binary_literal() -> None:
     asym_fl /= 4
     close(get_loss("unified_focal")(x, y), 0.5 * sym_ft + 0.5 * sym_fl)
     close(get_loss("asymmetric_unified_focal")(x, y), 0.5 * asym_ft + 0.5 * asym_fl)
-    close(get_loss("unified_focal", weight=1.0)(x, y), sym_ft)
-    close(get_loss("asymmetric_unified_focal", weight=0.0)(x, y), asym_fl)
+    # weight is lambda on the focal term (Mixed Focal eq. 23, MONAI), not the authors' code's
+    close(get_loss("unified_focal", weight=1.0)(x, y), sym_fl)
+    close(get_loss("asymmetric_unified_focal", weight=0.0)(x, y), asym_ft)
+    close(get_loss("unified_focal", weight=0.2)(x, y), 0.2 * sym_fl + 0.8 * sym_ft)
 
 
 def test_focal_log_wsdice_binary_literal() -> None:
@@ -191,6 +193,19 @@ def test_focal_log_wsdice_binary_literal() -> None:
     fl = -sum(ai * (1 - v) ** 3.5 * math.log(v) for ai, v in zip(a, pt, strict=True)) / 4
     coef = (1.77 + EPS) / (2.077 + EPS)
     close(get_loss("focal_log_wsdice")(x, y), 7 * fl - math.log(coef))
+
+
+def test_focal_log_wsdice_floor_is_eps() -> None:
+    # every pixel confidently wrong: WSDice <= eps, the log term is -log(eps) exactly (a floor
+    # at 1 - eps would round in float32 to 1 - 1.013e-6) and its gradient is 0
+    y = torch.tensor([[[1, 0], [0, 1]]])
+    x = (-12.0 * (2 * y - 1)).float().unsqueeze(1).requires_grad_()
+    fl = get_loss("focal", alpha=0.3, gamma=3.5)(x, y)
+    loss = get_loss("focal_log_wsdice")(x, y)
+    close(loss - 7 * fl, -math.log(1e-6))
+    (g_all,) = torch.autograd.grad(loss, x)
+    (g_focal,) = torch.autograd.grad(7 * fl, x)
+    torch.testing.assert_close(g_all, g_focal)
 
 
 # --------------------------------------------------------------------------- from equations
