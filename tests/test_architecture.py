@@ -43,6 +43,9 @@ LAZY_ALLOWED = {
     ("napari_segloss.metrics.surface", "scipy.spatial"): "0.2 s to import, one code path",
     ("napari_segloss._widgets._common", "torch"): TORCH_IN_WORKER,
     ("napari_segloss._widgets._forms", "napari_segloss.explorer"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._forms", "napari_segloss.losses"): (
+        "parameter tooltips, read once the loss catalog (and so torch) is loaded"
+    ),
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.loss_explorer", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.predict_panel", "napari_segloss.engine.inference"): TORCH_IN_WORKER,

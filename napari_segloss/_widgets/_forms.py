@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from superqt import QLabeledDoubleSlider
 from ._common import PanelError
 
 ParameterSource = Callable[[str], Mapping[str, inspect.Parameter]]
+HelpSource = Callable[[str], Mapping[str, str]]
 
 #: 2D architectures the model forms offer (before the model factory's own list is loaded)
 ARCHS = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "PSPNet", "MAnet", "PAN")
@@ -67,6 +69,15 @@ def registry_parameters(name: str) -> Mapping[str, inspect.Parameter]:
     from napari_segloss.explorer import editable_parameters  # heavy: see above
 
     return editable_parameters(name)
+
+
+def registry_help(name: str) -> Mapping[str, str]:
+    """What each parameter of loss ``name`` does, from the losses' docstrings
+    (:func:`napari_segloss.losses.loss_parameter_help`). The forms are built once the
+    catalog is loaded, so the registry is already imported (no wait for torch here)."""
+    from napari_segloss.losses import loss_parameter_help  # see above
+
+    return loss_parameter_help(name)
 
 
 def load_loss_catalog() -> dict[str, dict[str, inspect.Parameter]]:
@@ -166,7 +177,8 @@ class LossParamForm(QWidget):
     """The parameters of one loss as a magicgui form; :meth:`values` gives what differs from
     the defaults (so ``get_loss(name, **form.values())`` and labels stay short).
 
-    ``parameters`` looks up a loss' parameters by name (default: :func:`registry_parameters`).
+    ``parameters`` looks up a loss' parameters by name (default: :func:`registry_parameters`),
+    ``describe`` their descriptions, shown as tooltips (default: :func:`registry_help`).
     ``changed`` is emitted on every edit.
     """
 
@@ -177,10 +189,12 @@ class LossParamForm(QWidget):
         name: str,
         parameters: ParameterSource | None = None,
         parent: QWidget | None = None,
+        describe: HelpSource | None = None,
     ) -> None:
         super().__init__(parent)
         self.name = name
         lookup = parameters or registry_parameters
+        self._describe = describe or registry_help
         self.defaults: dict[str, Any] = {}
         # key -> (widget, parameter, component of a compound or None)
         self._fields: dict[str, tuple[Widget, str, str | None]] = {}
@@ -206,6 +220,10 @@ class LossParamForm(QWidget):
     def _add(self, p: inspect.Parameter, part: str | None = None) -> None:
         key = f"{part}__{p.name}" if part else p.name
         w = parameter_widget(p, name=key, label=f"{part}: {p.name}" if part else p.name)
+        # Qt shows a plain-text tooltip on one line: wrap it
+        about = textwrap.fill(self._help(part or self.name).get(p.name, ""), 72)
+        if about:
+            w.tooltip = f"{about}\n({w.tooltip})" if w.tooltip else about
         self.form.append(w)
         self._fields[key] = (w, p.name, part)
         self.defaults[key] = None if p.default is inspect.Parameter.empty else p.default
@@ -225,6 +243,12 @@ class LossParamForm(QWidget):
         for part in parts:
             for p in lookup(part).values():
                 self._add(p, part)
+
+    def _help(self, name: str) -> Mapping[str, str]:
+        try:
+            return self._describe(name)
+        except Exception:  # a tooltip must never break the form
+            return {}
 
     @property
     def widgets(self) -> dict[str, Widget]:

@@ -1,7 +1,8 @@
 """Imbalance-aware segmentation losses (pure torch; imports neither Qt nor napari).
 
 ``get_loss(name, **params)`` builds any registered loss or an ``a+b`` compound;
-``list_losses()`` lists the names and ``loss_parameters(name)`` their parameters. Call
+``list_losses()`` lists the names, ``loss_parameters(name)`` their parameters and
+``loss_parameter_help(name)`` what each parameter does (from the docstrings). Call
 convention: ``loss(logits, target)`` with logits ``(B, C, *spatial)`` (2D or 3D) and integer
 labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot / soft targets
 ``(B, C, *spatial)``. Each class docstring cites the paper and equation it implements.
@@ -35,6 +36,7 @@ from .registry import (
     accepted_params,
     get_loss,
     list_losses,
+    loss_parameter_help,
     loss_parameters,
     register,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "accepted_params",
     "get_loss",
     "list_losses",
+    "loss_parameter_help",
     "loss_parameters",
     "prepare",
     "register",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .base import SegLoss, check_choice, reduce
 from .inputs import REDUCTIONS
+from .param_docs import parameter_help
 
 #: every row of the PM-Dice paper's tables 1-3 that is a sum of two losses
 PAPER_COMPOUNDS: tuple[str, ...] = (
@@ -169,6 +170,22 @@ def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
             out[canon] = inspect.Parameter(canon, kw, default={})
         return out
     return class_parameters(_resolve(name))
+
+
+def loss_parameter_help(name: str) -> dict[str, str]:
+    """A plain-text description of each of :func:`loss_parameters`, read from the loss' own
+    docstring (``Args:``) and the ones it refers to; ``""`` where none describes it.
+
+    Raises:
+        ValueError: unknown name (with close matches).
+    """
+    params = loss_parameters(name)
+    if "+" in name:
+        out = {"weights": "one weight per term, in the order of the name (default all 1)"}
+        return out | {
+            part: f"the {part} term's parameters (a dict)" for part in params if part != "weights"
+        }
+    return parameter_help(_resolve(name), params)
 
 
 def _canonical(name: str) -> str:

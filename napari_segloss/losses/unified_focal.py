@@ -145,9 +145,12 @@ class UnifiedFocalLoss(_UnifiedBase):
     replaces the papers' class sum (a factor of C, as in the authors' code).
 
     Args:
-        weight: lambda, the weight of the focal term, in [0, 1] (default 0.5).
-        delta: in [0, 1] (default 0.6).
-        gamma: in [0, 1] (default 0.5).
+        weight: lambda, the weight of the focal (CE) term, in [0, 1] (default 0.5); the
+            Tversky term gets 1 - weight.
+        delta: in [0, 1] (default 0.6): weight of false negatives in mTI and of the foreground
+            classes in the CE term (the background gets 1 - delta).
+        gamma: in [0, 1] (default 0.5): focal exponent of the CE term; the Tversky term is
+            raised to 1 - gamma.
         include_background, batch_dice, skip_absent, eps: see :class:`RegionLoss`.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """

@@ -522,6 +522,25 @@ def test_loss_parameters_form_is_magicgui_from_the_registry(dock, wait_idle):
     assert label in _values(widget)
 
 
+def test_loss_parameters_have_their_docstring_as_tooltip(dock, wait_idle):
+    _, widget, _, _ = _kvasir(dock, wait_idle)
+
+    def tooltips(form):  # wrapped for Qt: compare the words
+        return {key: " ".join((w.tooltip or "").split()) for key, w in form.widgets.items()}
+
+    tips = tooltips(widget._param_form("unified_focal"))
+    assert "weight of the focal (CE) term" in tips["weight"]
+    assert "false negatives" in tips["delta"]
+    assert tips["eps"].startswith("smoothing added")  # from RegionLoss
+    assert all(tips.values()), [k for k, t in tips.items() if not t]
+    tips = tooltips(widget._param_form("ce+pm_dice"))
+    assert "per-class weights" in tips["ce__weight"]
+    assert "a Python literal" in tips["ce__weight"]  # the literal hint stays
+    assert "one value per class" in tips["pm_dice__gamma"]
+    assert tips["weight__ce"] == "the ce term is multiplied by this weight"
+    assert all(tips.values()), [k for k, t in tips.items() if not t]
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

@@ -1,0 +1,78 @@
+"""Parameter descriptions read from the losses' docstrings (the panels' tooltips)."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_segloss.losses import list_losses, loss_parameter_help, loss_parameters
+from napari_segloss.losses.param_docs import args_section, parameter_help
+
+DOC = """Summary line.
+
+    Args:
+        alpha, beta: FP / FN weights
+            (default 0.3 / 0.7).
+        k: kept share (default 10). gamma: exponent > 0.
+        eps: see :class:`Base`.
+        mode: ``"auto"`` or :class:`~pkg.mod.Thing`.
+
+    Returns nothing.
+    """
+
+
+def test_args_section_entries_continuations_and_inline_entries() -> None:
+    entries, args_as = args_section(DOC, ["alpha", "beta", "k", "gamma", "eps", "mode"])
+    assert args_as is None
+    assert entries["alpha"] == entries["beta"] == "FP / FN weights (default 0.3 / 0.7)."
+    assert entries["k"] == "kept share (default 10)."
+    assert entries["gamma"] == "exponent > 0."
+    assert entries["eps"] == "see :class:`Base`."
+    assert "Returns" not in " ".join(entries.values())
+    # "gamma:" is split off only when gamma is a parameter
+    entries, _ = args_section(DOC, ["k"])
+    assert entries["k"] == "kept share (default 10). gamma: exponent > 0."
+    assert args_section("Args as :class:`Other`.", [])[1] == "Other"
+
+
+class Base:
+    """Base.
+
+    Args:
+        eps: smoothing (default 1e-6).
+        mode: ``"auto"`` or :class:`~pkg.mod.Thing`.
+    """
+
+
+class Child(Base):
+    __doc__ = DOC
+
+
+class Sibling(Base):
+    """Args as :class:`Child`."""
+
+
+def test_references_resolve_through_classes_and_bases() -> None:
+    help_ = parameter_help(Child, ["alpha", "eps", "mode", "missing"])
+    assert help_ == {
+        "alpha": "FP / FN weights (default 0.3 / 0.7).",
+        "eps": "smoothing (default 1e-6).",
+        "mode": '"auto" or Thing.',
+        "missing": "",
+    }
+    assert parameter_help(Sibling, ["beta"])["beta"] == "FP / FN weights (default 0.3 / 0.7)."
+
+
+@pytest.mark.parametrize("name", list_losses())
+def test_every_parameter_of_every_loss_is_described(name: str) -> None:
+    help_ = loss_parameter_help(name)
+    assert set(help_) == set(loss_parameters(name))
+    assert all(text and "``" not in text and ":class:" not in text for text in help_.values())
+
+
+def test_examples_say_what_the_parameter_does() -> None:
+    assert "focal (CE) term" in loss_parameter_help("unified_focal")["weight"]
+    assert "false negatives" in loss_parameter_help("tversky")["beta"]
+    assert loss_parameter_help("dice")["eps"].startswith("smoothing")
+    assert "one value per class" in loss_parameter_help("pm_dice")["gamma"]
+    with pytest.raises(ValueError, match="unknown loss name"):
+        loss_parameter_help("pm_dise")
