@@ -380,7 +380,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = to_markdown(table) + (
         f"\nNSD tolerance {args.tolerance} "
         f"({'spacing ' + str(tuple(args.spacing)) if args.spacing else 'pixel units, NIfTI: header spacing'}); "
-        "mean ± std over images; NaN (class absent from both masks) skipped and counted; "
+        "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
+        "of an empty prediction, recall of an empty reference) skipped and counted; "
         "the 'mean' rows average the per-class means (as the PM-Dice tables do).\n"
     )
     (out / "summary.md").write_text(text)

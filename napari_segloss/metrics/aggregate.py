@@ -5,8 +5,9 @@ Rows are plain dicts (no pandas needed; ``pandas.DataFrame(rows)`` works when wa
     {"class": 1, "name": "RV", "metric": "dice", "mean": 0.91, "std": 0.04, "median": 0.92,
      "count": 38, "nan_count": 2, "inf_count": 0}
 
-- NaN values (undefined: class absent from both prediction and reference) are skipped and counted
-  in ``nan_count``; ``count`` is the number of values used.
+- NaN values (undefined, 0/0: a class absent from both prediction and reference, the precision
+  of an empty prediction, the recall of an empty reference) are skipped and counted in
+  ``nan_count``; ``count`` is the number of values used.
 - ``inf`` (HD95 when exactly one mask is empty) is kept: it is a real failure, so ``mean`` becomes
   ``inf`` and ``inf_count`` says how many; ``median`` stays informative.
 - ``std`` is the population standard deviation (ddof=0), defined for a single value.

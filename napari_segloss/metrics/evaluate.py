@@ -55,8 +55,9 @@ def evaluate(
 
     Returns:
         ``{class_index: {"dice", "iou", "precision", "recall", "nsd", "hd95"}}``. A class absent
-        from both maps has NaN for every metric; present in exactly one, 0 for the overlap metrics
-        and NSD and ``inf`` for HD95 (distance to an empty set).
+        from both maps has NaN for every metric; present in exactly one, 0 for Dice, IoU and NSD,
+        NaN for the precision of an empty prediction and the recall of an empty reference
+        (0/0) and ``inf`` for HD95 (distance to an empty set).
     """
     p = as_labels(pred, "pred")
     g = as_labels(gt, "gt")

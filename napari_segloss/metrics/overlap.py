@@ -8,9 +8,10 @@ does not copy masks to the host). The metrics are the ones of the PM-Dice paper'
 - dice = 2 TP / (2 TP + FP + FN)   - iou = TP / (TP + FP + FN)
 - precision = TP / (TP + FP)       - recall = TP / (TP + FN)
 
-Undefined cases are explicit: a class absent from both prediction and reference gives NaN for
-every metric; a class present in exactly one of them gives 0 for every metric (including the
-precision of an empty prediction and the recall of an empty reference, whose ratios are 0/0).
+A ratio 0/0 is undefined and gives NaN, never a silent 0 or 1: every metric of a class absent
+from both prediction and reference, the precision of an empty prediction and the recall of an
+empty reference. A class present in exactly one of them has Dice and IoU 0 (and precision 0
+when only the prediction has it, recall 0 when only the reference has it).
 """
 
 from __future__ import annotations
@@ -130,14 +131,9 @@ def overlap_from_confusion(cm: np.ndarray | torch.Tensor) -> dict[str, np.ndarra
     n_pred = c.sum(axis=-2)  # column sums: predicted as class k
     n_gt = c.sum(axis=-1)  # row sums: reference class k
     fp, fn = n_pred - tp, n_gt - tp
-    both_empty = (n_pred == 0) & (n_gt == 0)
-    one_empty = (n_pred == 0) ^ (n_gt == 0)
 
     def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-        r = np.where(one_empty, 0.0, r)
-        return np.where(both_empty, np.nan, r)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
     return {
         "dice": ratio(2 * tp, 2 * tp + fp + fn),

@@ -67,14 +67,12 @@ def test_evaluate_one_empty_conventions():
     gt = np.zeros((8, 8), int)
     gt[2:4, 2:4] = 1
     res = evaluate(np.zeros_like(gt), gt)
-    assert res[1] == {
-        "dice": 0.0,
-        "iou": 0.0,
-        "precision": 0.0,
-        "recall": 0.0,
-        "nsd": 0.0,
-        "hd95": math.inf,
-    }
+    precision = res[1].pop("precision")
+    assert math.isnan(precision)  # TP / (TP + FP) = 0/0 for an empty prediction
+    assert res[1] == {"dice": 0.0, "iou": 0.0, "recall": 0.0, "nsd": 0.0, "hd95": math.inf}
+    only_pred = evaluate(gt, np.zeros_like(gt))[1]
+    assert math.isnan(only_pred.pop("recall"))  # TP / (TP + FN) = 0/0 for an empty reference
+    assert only_pred == {"dice": 0.0, "iou": 0.0, "precision": 0.0, "nsd": 0.0, "hd95": math.inf}
     both_empty = evaluate(np.zeros_like(gt), np.zeros_like(gt))
     assert set(both_empty) == {1}
     assert all(math.isnan(v) for v in both_empty[1].values())

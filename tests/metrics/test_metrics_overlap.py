@@ -43,9 +43,14 @@ def test_empty_class_conventions():
     gt = np.array([[[0, 1], [0, 0]]])
     pred = np.array([[[0, 0], [0, 3]]])
     m = overlap_metrics(pred, gt, 4)
+    for name in ("dice", "iou"):
+        assert m[name][0, 1] == 0.0, name  # only in gt
+        assert m[name][0, 3] == 0.0, name  # only in pred
+    # 0/0 is undefined, never a silent 0: precision of an empty prediction, recall of an empty
+    # reference
+    assert math.isnan(m["precision"][0, 1]) and m["recall"][0, 1] == 0.0
+    assert m["precision"][0, 3] == 0.0 and math.isnan(m["recall"][0, 3])
     for name in ("dice", "iou", "precision", "recall"):
-        assert m[name][0, 1] == 0.0, name  # only in gt (precision 0/0 -> 0 by the one-empty rule)
-        assert m[name][0, 3] == 0.0, name  # only in pred (recall 0/0 -> 0)
         assert math.isnan(m[name][0, 2]), name  # in neither: undefined
 
 
