@@ -225,10 +225,12 @@ def get_loss(name: str, **params: Any) -> nn.Module:
     sums), per-component parameters as dicts keyed by component name
     (``pm_dice={"gamma": 2.0}``), and shared parameters (``ignore_index``, ``mode``,
     ``reduction``, ``validate``, ``include_background``, ``batch_dice``, ``eps``, ...)
-    forwarded to every component whose ``__init__`` accepts them.
+    forwarded to every component whose ``__init__`` accepts them. A shared parameter that
+    two components define differently (``gamma`` of ``focal+pm_dice``) must be given per term.
 
     Raises:
-        ValueError: unknown name (with close matches) or a parameter the loss does not accept.
+        ValueError: unknown name (with close matches), a parameter the loss does not accept or
+            an ambiguous compound parameter.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"loss name must be a non-empty string, got {name!r}")
@@ -239,6 +241,38 @@ def get_loss(name: str, **params: Any) -> nn.Module:
             f"'weights' is only accepted by compound names like 'ce+dice', got {name!r}"
         )
     return _build(name, params)
+
+
+def _defining_class(cls: type[nn.Module], param: str) -> type | None:
+    """The class in ``cls``'s MRO whose own ``__init__`` declares ``param``."""
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is not None and param in inspect.signature(init).parameters:
+            return klass
+    return None
+
+
+def _check_unambiguous(
+    name: str, parts: Sequence[str], classes: Sequence[type[SegLoss]], shared: Mapping[str, Any]
+) -> None:
+    """A compound-level parameter goes to every component that accepts it, which is right for
+    the ones a common base defines (``eps``, ``include_background``, ``ignore_index``, ...)
+    but silently wrong for ones that mean different things per loss (focal's ``gamma`` is its
+    focusing exponent, PM Dice's the modulating exponent): those must be given per term."""
+    for key, value in shared.items():
+        owners = {
+            part: _defining_class(cls, key)
+            for part, cls in zip(parts, classes, strict=True)
+            if key in accepted_params(cls)
+        }
+        if len(set(owners.values())) > 1:
+            example = next(reversed(owners))
+            raise ValueError(
+                f"compound {name!r}: parameter {key!r} means different things in "
+                f"{' and '.join(owners)}; give it to one term, e.g. "
+                f"{example}={{{key!r}: {value!r}}} (in a config: "
+                f"params: {{{example}: {{{key}: {value!r}}}}})"
+            )
 
 
 def _build_compound(name: str, params: Mapping[str, Any]) -> CompoundLoss:
@@ -261,6 +295,7 @@ def _build_compound(name: str, params: Mapping[str, Any]) -> CompoundLoss:
                 )
             per[_ALIASES.get(k, k)] = dict(val)
     shared = params
+    _check_unambiguous(name, canon, classes, shared)
     used: set[str] = set()
     comps: list[SegLoss] = []
     for cname, cls in zip(canon, classes, strict=True):

@@ -221,3 +221,28 @@ def test_torch_compile_traces_the_hand_written_backwards(name: str) -> None:
     vb.backward()
     torch.testing.assert_close(va, vb)
     torch.testing.assert_close(xa.grad, xb.grad)
+
+
+def test_compound_shared_parameters_with_one_meaning_go_to_every_term() -> None:
+    loss = get_loss("dice+pm_dice", eps=1e-4, include_background=False, squared=False)
+    for c in loss.components:
+        assert (c.eps, c.include_background, c.squared) == (1e-4, False, False)
+    _, pm = get_loss("ce+pm_dice", gamma=2.0).components  # ce has no gamma: no ambiguity
+    assert pm.gamma == 2.0
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "term"),
+    [("focal+pm_dice", "gamma", "pm_dice"), ("focal+tversky", "alpha", "tversky"),
+     ("topk_ce+topk_dice", "k", "topk_dice"), ("ce+unified_focal", "weight", "unified_focal")],
+)  # fmt: skip
+def test_compound_parameter_with_two_meanings_must_be_given_per_term(
+    name: str, param: str, term: str
+) -> None:
+    # focal's gamma is its focusing exponent, PM Dice's the modulating one: never both at once
+    with pytest.raises(ValueError, match=f"parameter '{param}' means different things") as err:
+        get_loss(name, **{param: 0.5})
+    assert f"{term}={{'{param}': 0.5}}" in str(err.value)
+    loss = get_loss(name, **{term: {param: 0.5}})
+    assert getattr(loss.components[1], param) == 0.5
+    assert getattr(loss.components[0], param) != 0.5
