@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ __all__ = [
     "checkpoint_meta",
     "poly_lr_factor",
     "prepare_run",
+    "restored_partial",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ class RunState:
 
     The fields after ``meta`` are the run's progress, restored on resume and saved in every
     checkpoint: ``epoch`` and ``epoch_step`` (where the next step starts), ``iteration``,
-    ``best_dice``, ``history`` (the metrics.csv rows) and ``partial`` (loss sum and steps of an
-    epoch interrupted mid-way).
+    ``best_dice``, ``history`` (the metrics.csv rows) and ``partial`` (this rank's loss sum and
+    steps of an epoch interrupted mid-way; see :func:`restored_partial`).
     """
 
     cfg: TrainConfig
@@ -167,8 +168,16 @@ class RunState:
         save_checkpoint(path, payload)
         return True
 
-    def save_checkpoint(self, epoch: int, epoch_step: int, partial: tuple[float, int]) -> None:
-        """Write the resumable ``checkpoint.pt`` and ``metrics.csv`` (rank 0 only)."""
+    def save_checkpoint(
+        self, epoch: int, epoch_step: int, partial: Sequence[tuple[float, int]] = ()
+    ) -> None:
+        """Write the resumable ``checkpoint.pt`` and ``metrics.csv`` (rank 0 only).
+
+        ``partial``: every rank's ``(loss sum, steps)`` of the interrupted epoch, in rank order
+        (empty at an epoch boundary). The checkpoint keeps their total as ``partial`` and the
+        list as ``partial_ranks``, from which :func:`restored_partial` resumes.
+        """
+        ranks = [(float(loss), int(steps)) for loss, steps in partial]
         saved = self._save(
             self.paths.checkpoint,
             epoch,
@@ -178,7 +187,8 @@ class RunState:
             max_iterations=self.max_iterations,
             best_dice=self.best_or_none,
             history=self.history,
-            partial=partial,
+            partial=(sum(r[0] for r in ranks), sum(r[1] for r in ranks)),
+            partial_ranks=ranks,
             rng=rng_state(self.generator),
             config=config_to_dict(self.cfg),
         )
@@ -417,6 +427,25 @@ def _optimizer(
     return optimizer, scheduler
 
 
+def restored_partial(ckpt: dict[str, Any], info: DistInfo) -> tuple[float, int]:
+    """This rank's ``(loss sum, steps)`` of the epoch a checkpoint interrupted.
+
+    The epoch's train loss is the sum over ranks of these accumulators divided by the summed
+    steps, so each step's loss must be restored on exactly one rank. With the saving run's
+    world size, each rank takes back its own sums (the reduction then adds the same numbers in
+    the same order as an uninterrupted run: bit-identical); otherwise (another number of
+    processes, or a checkpoint older than ``partial_ranks``) rank 0 takes the saved total.
+    """
+    ranks = ckpt.get("partial_ranks")
+    if ranks is not None and len(ranks) == info.world_size:
+        loss, steps = ranks[info.rank]
+    elif info.is_main:
+        loss, steps = ckpt.get("partial", (0.0, 0))
+    else:
+        loss, steps = 0.0, 0
+    return float(loss), int(steps)
+
+
 def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
     """Continue a run from its checkpoint: optimiser, schedule, progress and RNG states."""
     state.optimizer.load_state_dict(ckpt["optimizer"])
@@ -425,8 +454,7 @@ def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
     state.iteration, state.history = int(ckpt["iteration"]), list(ckpt.get("history", []))
     best = ckpt.get("best_dice")
     state.best_dice = -math.inf if best is None else float(best)
-    part = tuple(ckpt.get("partial", (0.0, 0)))
-    state.partial = (float(part[0]), int(part[1]))
+    state.partial = restored_partial(ckpt, state.info)
     if int(ckpt.get("max_iterations", state.max_iterations)) != state.max_iterations:
         log.warning(
             "resume: max_iterations changed from %s to %s (epochs/batch/data changed); the LR "

@@ -226,6 +226,7 @@ def _train_epoch(
     t, s = state.cfg.train, state
     s.sampler.set_epoch(epoch)
     s.sampler.set_start(s.epoch_step * t.batch_size)
+    # This rank's share of a resumed epoch (run_state.restored_partial); zero otherwise.
     ep_sum = torch.tensor(s.partial[0], device=s.device, dtype=torch.float64)
     ep_steps, s.partial = int(s.partial[1]), (0.0, 0)
     win_sum = torch.zeros((), device=s.device, dtype=torch.float64)
@@ -268,7 +269,13 @@ def _train_epoch(
                 return _stop(state, epoch, ep_sum, ep_steps, outcome)
     train_time = time.perf_counter() - t0
     broadcast_buffers(s.model)
-    train_loss = float(all_reduce_sum(ep_sum.clone()).item()) / max(1, ep_steps * s.info.world_size)
+    # Steps are summed too: a run resumed on another number of processes restores the
+    # interrupted part on rank 0 only, so ranks may hold different counts.
+    total = torch.stack(
+        [ep_sum, torch.tensor(float(ep_steps), device=s.device, dtype=ep_sum.dtype)]
+    )
+    loss_sum, steps = all_reduce_sum(total).tolist()
+    train_loss = loss_sum / max(1, int(steps))
     if not math.isfinite(train_loss):
         return _non_finite(state, f"non-finite loss at epoch {epoch + 1}", outcome)
     return train_loss, n_images, train_time
@@ -312,10 +319,16 @@ def _step(
 def _stop(
     state: RunState, epoch: int, loss_sum: torch.Tensor, steps: int, outcome: _Outcome
 ) -> None:
-    """A stop request mid-epoch: save a resumable checkpoint with the epoch's partial loss."""
+    """A stop request mid-epoch: save a resumable checkpoint with the epoch's partial loss.
+
+    Collective under DDP (every rank gets here at the same log step, see ``any_true`` in
+    :func:`_train_epoch`): rank 0 writes every rank's partial sums, not only its own, so the
+    resumed epoch's train loss counts each step once.
+    """
     broadcast_buffers(state.model)
     outcome.stopped = True
-    state.save_checkpoint(epoch, state.epoch_step, (float(loss_sum.item()), steps))
+    ranks = all_gather_objects((float(loss_sum.item()), steps))
+    state.save_checkpoint(epoch, state.epoch_step, ranks)
     return None
 
 
@@ -374,7 +387,7 @@ def _end_epoch(
     s.epoch_step = 0
     if improved or s.val_ds is None:  # without validation the latest weights are the "best"
         s.save_best(epoch + 1, summary, val_dice)
-    s.save_checkpoint(epoch + 1, 0, (0.0, 0))
+    s.save_checkpoint(epoch + 1, 0)
     return TrainEpoch(
         epoch=epoch + 1,
         iteration=s.iteration,

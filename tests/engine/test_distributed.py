@@ -20,6 +20,7 @@ from napari_segloss.engine.distributed import (
     init_distributed,
     is_main_process,
 )
+from napari_segloss.engine.run_state import restored_partial
 
 SCRIPT = Path(__file__).with_name("_dist_train_script.py")
 
@@ -104,3 +105,62 @@ def test_torchrun_two_cpu_processes(
     assert w0.keys() == w1.keys()
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
+
+
+RESUME_SCRIPT = Path(__file__).with_name("_dist_resume_script.py")
+
+
+@pytest.mark.slow
+def test_torchrun_resume_mid_epoch_matches_an_uninterrupted_run(
+    read_csv: Callable[..., Any], write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A run stopped mid-epoch under DDP and resumed writes the metrics.csv and weights of an
+    uninterrupted run, train_loss of the interrupted epoch included: every rank's partial loss
+    sum is saved and restored once (rank 0's was counted on every rank)."""
+    data, out = tmp_path / "data", tmp_path / "runs"
+    write_squares(data, n=12, hw=(32, 32))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(RESUME_SCRIPT),
+        str(data),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    straight, resumed = (
+        read_csv(out / "straight" / "metrics.csv"),
+        read_csv(out / "resumed" / "metrics.csv"),
+    )
+    timing = ("epoch_time_s", "train_images_per_s")
+    assert len(straight) == len(resumed) == 3
+    for a, b in zip(straight, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    wa = torch.load(out / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(out / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_restored_partial_counts_each_step_once() -> None:
+    """Each rank takes back its own partial sums; with another world size (or a checkpoint
+    without ``partial_ranks``) rank 0 takes the total and the other ranks start from zero."""
+    ckpt = {"partial": (3.0, 4), "partial_ranks": [(1.0, 2), (2.0, 2)]}
+    assert [restored_partial(ckpt, DistInfo(r, 2)) for r in (0, 1)] == [(1.0, 2), (2.0, 2)]
+    assert [restored_partial(ckpt, DistInfo(r, 3)) for r in (0, 1, 2)] == [
+        (3.0, 4),
+        (0.0, 0),
+        (0.0, 0),
+    ]
+    old = {"partial": (1.5, 3)}
+    assert [restored_partial(old, DistInfo(r, 2)) for r in (0, 1)] == [(1.5, 3), (0.0, 0)]
+    assert restored_partial(old, DistInfo()) == (1.5, 3)
+    assert restored_partial({}, DistInfo()) == (0.0, 0)

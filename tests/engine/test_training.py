@@ -135,6 +135,7 @@ def test_resume_matches_an_uninterrupted_run(
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
     ra, rb = read_csv(tmp_path / "a" / "metrics.csv"), read_csv(tmp_path / "b" / "metrics.csv")
     assert [r["val_dice"] for r in ra] == [r["val_dice"] for r in rb]
+    assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]  # the partial epoch's too
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(

@@ -1,0 +1,68 @@
+"""Launched by test_distributed.py under ``torchrun --nproc_per_node=2`` (not a test module).
+
+Usage: python -m torch.distributed.run --nproc_per_node=2 _dist_resume_script.py DATA_ROOT OUT_DIR
+
+Trains the same tiny config three times in one process group: straight through into
+``OUT_DIR/straight``, then into ``OUT_DIR/resumed`` stopped mid-epoch (rank 1 alone asks to
+stop: the ranks agree on it) and resumed. The test compares the two run directories. The group
+is created here, once, so that the three trainings share it (``train`` then leaves it alone).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from napari_segloss.engine import load_config, train
+from napari_segloss.engine.checkpoint import load_checkpoint
+
+#: 12 images, val_fraction 0.25 -> 9 training images -> 5 per rank (padded), batch 2: 2 steps
+STEPS_PER_EPOCH = 2
+#: stop after this many steps (epoch 2, one step in): under DDP a stop asked before a step is
+#: agreed on at the log step right after it
+STOP_AFTER = 3
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    data_root, out = Path(sys.argv[1]), Path(sys.argv[2])
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+
+    def cfg(name: str) -> object:
+        return load_config(
+            {
+                "data": {"root": str(data_root), "size": [32, 32], "val_fraction": 0.25},
+                "model": {
+                    "arch": "Unet",
+                    "encoder": "tu-resnet10t",
+                    "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+                },
+                "loss": {"name": "ce+pm_dice"},
+                "train": {"epochs": 3, "batch_size": 2, "num_workers": 0, "log_every": 1},
+                "output": str(out / name),
+            }
+        )
+
+    assert not train(cfg("straight"), progress=False).stopped
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return rank == 1 and calls["n"] >= STOP_AFTER
+
+    first = train(cfg("resumed"), should_stop=should_stop, progress=False)
+    assert first.stopped and first.iteration == STOP_AFTER, first.reason
+    if rank == 0:
+        ck = load_checkpoint(out / "resumed" / "checkpoint.pt")
+        assert (ck["epoch"], ck["epoch_step"]) == divmod(STOP_AFTER, STEPS_PER_EPOCH), ck
+    second = train(cfg("resumed"), resume=True, progress=False)
+    assert not second.stopped and second.iteration == 3 * STEPS_PER_EPOCH, second.reason
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
