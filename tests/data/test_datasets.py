@@ -161,7 +161,8 @@ def test_cache_decodes_each_file_once(tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("problem", "match"),
     [
-        ("label_out_of_range", r"case01\.png.*label 3.*2 classes"),
+        # names the mask file, not the image: the label is the mask's fault
+        ("label_out_of_range", r"masks[/\\]case01\.png: mask has label 3.*2 classes"),
         ("size_mismatch", r"case00\.png.*image size \(20, 24\) != mask size \(10, 12\)"),
         ("channels", r"case00\.png.*3 channel\(s\) but model.in_channels=2"),
     ],
@@ -293,7 +294,7 @@ def test_nifti_slices_in_napari_order(tmp_path: Path) -> None:
     expected = (img[:, :, 2].T.astype(np.float32) - lo) / (hi - lo)
     assert np.allclose(image[0].numpy(), expected, atol=1e-6)
     assert ds.validate(num_classes=4)["max_label"] == int(lab.max())
-    with pytest.raises(DataError, match="label 3"):
+    with pytest.raises(DataError, match=r"labels[/\\]p1\.nii\.gz slice \d: mask has label 3"):
         ds.validate(num_classes=3)
 
 

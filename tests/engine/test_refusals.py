@@ -357,7 +357,8 @@ def train_label_out_of_range(w: W) -> tuple[list[str], list[str]]:
     mask = np.zeros((32, 32), np.uint8)
     mask[2:6, 2:6] = 2
     _png(root / "masks" / "im1.png", mask)
-    return w.train(root), ["im1.png", "label 2", "model.classes"]
+    # the mask file is named, not its image (both are called im1.png here)
+    return w.train(root), [os.path.join("masks", "im1.png"), "label 2", "model.classes"]
 
 
 @case
