@@ -136,6 +136,20 @@ class DataConfig(BaseModel):
     def _size_positive(cls, v: Any, info: Any) -> Any:
         return _positive(v, info.field_name)
 
+    @field_validator("crop")
+    @classmethod
+    def _crop_fits_size(cls, v: tuple[int, int] | None, info: Any) -> tuple[int, int] | None:
+        # Crops are cut from the image resized to data.size and zero-padded up to the crop:
+        # a larger crop silently trains on mostly padding. (size is validated before crop.)
+        size = info.data.get("size")
+        if v is not None and size is not None and any(c > s for c, s in zip(v, size, strict=True)):
+            raise ValueError(
+                f"data.crop must not exceed data.size on any axis (crops are cut from the image "
+                f"resized to data.size; a larger crop is mostly zero padding), got data.crop "
+                f"{list(v)} with data.size {list(size)}; use a crop <= data.size or data.crop=null"
+            )
+        return v
+
 
 class ModelConfig(BaseModel):
     """A segmentation-models-pytorch model (``smp.create_model``)."""
