@@ -12,6 +12,7 @@ was expected and what was given, e.g.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -237,7 +238,7 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
         key = f"{prefix}{key}"
         if e["type"] == "extra_forbidden":
-            parts.append(f"config key {key!r}: unknown key")
+            parts.append(f"config key {key!r}: unknown key{_did_you_mean(e['loc'], prefix)}")
             continue
         if e["type"] == "missing":
             parts.append(f"config key {key!r}: required key is missing")
@@ -250,6 +251,29 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+def _section_model(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The config model of the section holding the key at ``loc`` (None: not a section)."""
+    model: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _did_you_mean(loc: Sequence[Any], prefix: str = "") -> str:
+    """``"; did you mean 'train.epochs'?"`` for a mistyped key (as unknown loss names get)."""
+    model = _section_model(loc)
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
+    section = "".join(f"{p}." for p in loc[:-1])
+    names = " or ".join(repr(f"{prefix}{section}{c}") for c in close)
+    return f"; did you mean {names}?" if close else ""
+
+
 def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
     """Name the allowed keys of the section holding an unknown key (first one only)."""
     try:
@@ -258,14 +282,8 @@ def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
         for e in err.errors():
             if e["type"] != "extra_forbidden":
                 continue
-            model: type[BaseModel] = TrainConfig
-            for part in e["loc"][:-1]:
-                field = model.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-                    return ""
-                model = ann
-            return f" (allowed: {', '.join(model.model_fields)})"
+            model = _section_model(e["loc"])
+            return f" (allowed: {', '.join(model.model_fields)})" if model is not None else ""
     return ""
 
 

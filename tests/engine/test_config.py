@@ -108,6 +108,17 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             ["'data.foo'", "unknown key", "allowed:", "val_fraction"],
         ),
         ({"data": {"root": "x"}, "bogus": 1}, [], ["'bogus'", "unknown key", "optim"]),
+        (  # a typo gets the closest key(s), as unknown loss names do, and the allowed list
+            {"data": {"root": "x"}},
+            ["train.epoch=3"],
+            ["'train.epoch'", "unknown key; did you mean 'train.epochs'?", "allowed: epochs,"],
+        ),
+        (
+            {"data": {"root": "x", "augmentation": {"hflp": 0.1}}},
+            [],
+            ["did you mean 'data.augmentation.hflip'", "allowed: hflip"],
+        ),
+        ({"data": {"root": "x"}, "trian": {}}, [], ["'trian'", "did you mean 'train'?"]),
         (
             {"data": {"root": "x"}, "train": {"epochs": "ten"}},
             [],
@@ -171,6 +182,12 @@ def test_bad_configs_give_one_line_naming_the_key(
     assert "\n" not in msg
     for part in must_contain:
         assert part in msg, (part, msg)
+
+
+def test_unknown_key_without_a_close_match_suggests_nothing() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"data": {"root": "x"}}, ["train.zzz=1"])
+    assert "did you mean" not in str(info.value) and "(allowed: epochs," in str(info.value)
 
 
 def test_crop_up_to_the_resize_is_accepted() -> None:

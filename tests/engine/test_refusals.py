@@ -300,7 +300,8 @@ def train_yaml_python_tag(w: W) -> tuple[list[str], list[str]]:
 
 @case
 def train_unknown_key(w: W) -> tuple[list[str], list[str]]:
-    return w.train(None, "train.epoch=3"), ["'train.epoch'", "unknown key", "allowed:"]
+    frags = ["'train.epoch'", "unknown key", "did you mean 'train.epochs'?", "allowed:"]
+    return w.train(None, "train.epoch=3"), frags
 
 
 @case
