@@ -315,6 +315,13 @@ def train_unknown_loss(w: W) -> tuple[list[str], list[str]]:
 
 
 @case
+def train_loss_switched_keeps_the_old_loss_params(w: W) -> tuple[list[str], list[str]]:
+    # the config's pm_dice gamma means nothing to ce: the message says where it comes from
+    frags = ["'loss'", "'ce' got unknown parameter(s) ['gamma']", "these come from loss.params"]
+    return w.train(None, "loss.name=ce"), [*frags, "drop them (loss.params={})"]
+
+
+@case
 def train_unknown_encoder(w: W) -> tuple[list[str], list[str]]:
     return w.train(None, "model.encoder=resnet999"), ["'model.encoder'", "resnet999"]
 
