@@ -154,6 +154,13 @@ def print_done(done: TrainDone, minutes: float) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.init_checkpoint:
+        # said here in option names: the engine's message speaks to Python callers
+        raise CLIError(
+            "--resume and --init-checkpoint cannot be combined: --resume continues the run in "
+            "the output folder from its checkpoint.pt; --init-checkpoint starts a new run from "
+            "other weights"
+        )
     cfg = _load_cfg(args.config, args.overrides)
     if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
         raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")

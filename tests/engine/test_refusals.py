@@ -461,6 +461,13 @@ def train_resume_without_a_checkpoint(w: W) -> tuple[list[str], list[str]]:
 
 
 @case
+def train_resume_and_init_checkpoint_together(w: W) -> tuple[list[str], list[str]]:
+    argv = [*w.train(), "--resume", "--init-checkpoint", str(w.s.rgb_uint8)]
+    frags = ["--resume and --init-checkpoint cannot be combined"]
+    return argv, frags
+
+
+@case
 def train_init_from_an_empty_checkpoint(w: W) -> tuple[list[str], list[str]]:
     (w.dir / "zero.pt").write_bytes(b"")
     return [*w.train(), "--init-checkpoint", str(w.dir / "zero.pt")], ["zero.pt", "empty"]
