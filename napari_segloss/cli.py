@@ -133,7 +133,8 @@ def _print_eval_summary(run_dir: Path) -> None:
     except ValueError as exc:
         print(f"  eval.json: {exc}")
         return
-    text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if math.isfinite(v))
+    # NaN is undefined (skipped); an infinite HD95 is a result (no predicted surface): "inf"
+    text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not math.isnan(v))
     split = f"{data.get('split', 'held-out')} split, {data.get('num_images', '?')} image(s)"
     print(f"  {split} (%): {text}")
     print(f"  per-class metrics: {path}")

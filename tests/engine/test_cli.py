@@ -485,3 +485,34 @@ def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
     assert "scan.nii.gz: replaced 4 NaN/Inf value(s) with 0.0" in out
     assert out.count("replaced") == 1
     assert nib.load(str(tmp_path / "o2" / "scan.nii.gz")).shape == (12, 10, 3)
+
+
+# ------------------------------------------------------------------------------ train summary
+
+
+def _done(run_dir: Path, **fields: Any) -> Any:
+    from napari_segloss.engine.events import TrainDone
+
+    base = {
+        "run_dir": run_dir, "checkpoint": run_dir / "checkpoint.pt",
+        "best_checkpoint": run_dir / "best.pt", "best_dice": 0.5, "stopped": False,
+        "reason": "completed", "interrupted": False, "epochs": 1, "iteration": 3,
+    }  # fmt: skip
+    return TrainDone(**{**base, **fields})
+
+
+def test_train_summary_prints_an_infinite_hd95_and_skips_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty prediction has an infinite HD95: a result to show, unlike an undefined NaN."""
+    import json
+
+    from napari_segloss.cli import print_done
+
+    per_class = {"1": {"dice": 0.0, "iou": 0.0, "precision": None, "recall": 0.0, "nsd": 0.0}}
+    per_class["1"]["hd95"] = float("inf")
+    (tmp_path / "eval.json").write_text(json.dumps({"split": "val", "per_class": per_class}))
+    print_done(_done(tmp_path), 0.1)
+    line = next(s for s in capsys.readouterr().out.splitlines() if "val split" in s)
+    assert "mHD95 inf" in line and "mDice 0.00" in line
+    assert "mPrec." not in line and "nan" not in line  # precision 0/0: undefined, skipped
