@@ -14,6 +14,8 @@ step.
 
 Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends with a one-line
 ``segloss <command>: error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
+Ctrl-C (or SIGTERM) stops ``train`` and ``compare`` after the current step with a resumable
+checkpoint and exit code 130; a training stopped by a non-finite loss exits with 1.
 
 Config conveniences handled here (so that YAML files stay portable):
 
@@ -174,8 +176,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if not is_main_process():
         return 0
-    print_done(done, (time.perf_counter() - start) / 60)
-    return 1 if done.stopped else 0  # stopped: non-finite loss, cancel or Ctrl-C
+    print_done(done, (time.perf_counter() - start) / 60)  # says where the checkpoint is
+    if done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
+        raise KeyboardInterrupt  # as for compare (the conventional code for SIGINT)
+    return 1 if done.stopped else 0  # stopped otherwise: a non-finite loss
 
 
 # ----------------------------------------------------------------------------------------------

@@ -516,3 +516,45 @@ def test_train_summary_prints_an_infinite_hd95_and_skips_nan(
     line = next(s for s in capsys.readouterr().out.splitlines() if "val split" in s)
     assert "mHD95 inf" in line and "mDice 0.00" in line
     assert "mPrec." not in line and "nan" not in line  # precision 0/0: undefined, skipped
+
+
+def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C ends `train` as it ends `compare`: the conventional 130, not the 1 of a
+    non-finite loss, after the summary naming the saved checkpoint."""
+    import signal
+
+    from napari_segloss import cli
+
+    real_train = cli.train
+    calls = {"n": 0}
+
+    def press_ctrl_c() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return False
+
+    monkeypatch.setattr(
+        cli, "train", lambda cfg, **kw: real_train(cfg, should_stop=press_ctrl_c, **kw)
+    )
+    _tiny_folder(tmp_path / "data")
+    argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
+    rc, out, err = _run([*argv, "--set", "train.epochs=3"], capsys)  # one step per epoch
+    assert rc == 130, err
+    assert "segloss train: stopped (interrupted (Ctrl-C) at iteration 2" in out
+    assert "checkpoint saved:" in out
+    assert (tmp_path / "runs" / "pm_dice-seed0" / "checkpoint.pt").is_file()
+    assert err.strip().endswith("segloss train: interrupted")
+
+
+def test_train_stopped_by_a_non_finite_loss_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_segloss import cli
+
+    done = _done(tmp_path, stopped=True, reason="non-finite loss (nan) at iteration 5")
+    monkeypatch.setattr(cli, "train", lambda cfg, **kw: done)
+    rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
+    assert rc == 1 and "stopped (non-finite loss" in out and "interrupted" not in err
