@@ -149,10 +149,19 @@ def print_done(done: TrainDone, minutes: float) -> None:
     print(f"  run dir: {done.run_dir}")
     if done.checkpoint is not None:
         print(f"  checkpoint: {done.checkpoint}")
-    if done.best_checkpoint is not None:
+    if done.best_checkpoint is not None and not done.validated:
+        # data.val_fraction: 0: nothing selected these weights, so do not call them "best"
+        print(
+            f"  last weights: {done.best_checkpoint} (no validation split: no validation ran, "
+            "nothing selected these weights)"
+        )
+    elif done.best_checkpoint is not None:
         print(f"  best checkpoint: {done.best_checkpoint}")
     if done.best_dice is not None:
         print(f"  best validation Dice: {done.best_dice:.4f}")
+    if not done.validated and not done.stopped and not (done.run_dir / "eval.json").is_file():
+        print("  no eval.json: nothing held out to score (data.test_root names a held-out folder)")
+        return
     _print_eval_summary(done.run_dir)
 
 

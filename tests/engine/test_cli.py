@@ -558,3 +558,17 @@ def test_train_stopped_by_a_non_finite_loss_exits_1(
     monkeypatch.setattr(cli, "train", lambda cfg, **kw: done)
     rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
     assert rc == 1 and "stopped (non-finite loss" in out and "interrupted" not in err
+
+
+def test_train_without_validation_does_not_call_the_weights_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.val_fraction: 0 trains without validation: best.pt holds the last weights, and
+    the summary says so instead of reporting a "best checkpoint"."""
+    _tiny_folder(tmp_path / "data")
+    argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
+    rc, out, err = _run([*argv, "--set", "data.val_fraction=0"], capsys)
+    assert rc == 0, err
+    assert "last weights:" in out and "no validation ran" in out and "no eval.json:" in out
+    assert "best checkpoint" not in out and "best validation" not in out
+    assert (tmp_path / "runs" / "pm_dice-seed0" / "best.pt").is_file()

@@ -342,7 +342,25 @@ def train_crop_not_divisible(w: W) -> tuple[list[str], list[str]]:
     return argv, ["'data.crop'", "[24, 24] must be divisible by 32", "[32, 32]"]
 
 
+@case
+def train_acdc_config_on_the_bundled_volume_without_splits(w: W) -> tuple[list[str], list[str]]:
+    config = Path(__file__).resolve().parents[2] / "training" / "configs" / "acdc_pm_dice.yaml"
+    argv = ["train", "--config", str(config), "--no-progress", "--set", "data.root=bundled:acdc"]
+    frags = ["'data.split_file'", "not found: 'splits'", "pass data.split_file=null"]
+    return [*argv, f"output={w.dir / 'run'}"], frags
+
+
 # -- train: the data
+
+
+@case
+def train_validation_split_comes_out_empty(w: W) -> tuple[list[str], list[str]]:
+    # one volume cannot give both a training and a validation volume: training on it would
+    # report the last weights as "best" and write no eval.json
+    data = {"kind": "nifti", "root": "bundled:acdc", "masks": "labels", "val_fraction": 0.5}
+    argv = w.train(None, "model.in_channels=1", data=data)
+    frags = ["'data.val_fraction'", "validation set is empty", "1 volume", "val_fraction 0.5"]
+    return argv, [*frags, "data.val_fraction=0 to train without validation"]
 
 
 @case
