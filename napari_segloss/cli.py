@@ -14,6 +14,8 @@ step.
 
 Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends with a one-line
 ``segloss <command>: error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
+Ctrl-C (or SIGTERM) stops ``train`` and ``compare`` after the current step with a resumable
+checkpoint and exit code 130; a training stopped by a non-finite loss exits with 1.
 
 Config conveniences handled here (so that YAML files stay portable):
 
@@ -133,7 +135,8 @@ def _print_eval_summary(run_dir: Path) -> None:
     except ValueError as exc:
         print(f"  eval.json: {exc}")
         return
-    text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if math.isfinite(v))
+    # NaN is undefined (skipped); an infinite HD95 is a result (no predicted surface): "inf"
+    text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not math.isnan(v))
     split = f"{data.get('split', 'held-out')} split, {data.get('num_images', '?')} image(s)"
     print(f"  {split} (%): {text}")
     print(f"  per-class metrics: {path}")
@@ -146,14 +149,30 @@ def print_done(done: TrainDone, minutes: float) -> None:
     print(f"  run dir: {done.run_dir}")
     if done.checkpoint is not None:
         print(f"  checkpoint: {done.checkpoint}")
-    if done.best_checkpoint is not None:
+    if done.best_checkpoint is not None and not done.validated:
+        # data.val_fraction: 0: nothing selected these weights, so do not call them "best"
+        print(
+            f"  last weights: {done.best_checkpoint} (no validation split: no validation ran, "
+            "nothing selected these weights)"
+        )
+    elif done.best_checkpoint is not None:
         print(f"  best checkpoint: {done.best_checkpoint}")
     if done.best_dice is not None:
         print(f"  best validation Dice: {done.best_dice:.4f}")
+    if not done.validated and not done.stopped and not (done.run_dir / "eval.json").is_file():
+        print("  no eval.json: nothing held out to score (data.test_root names a held-out folder)")
+        return
     _print_eval_summary(done.run_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.init_checkpoint:
+        # said here in option names: the engine's message speaks to Python callers
+        raise CLIError(
+            "--resume and --init-checkpoint cannot be combined: --resume continues the run in "
+            "the output folder from its checkpoint.pt; --init-checkpoint starts a new run from "
+            "other weights"
+        )
     cfg = _load_cfg(args.config, args.overrides)
     if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
         raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")
@@ -166,8 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if not is_main_process():
         return 0
-    print_done(done, (time.perf_counter() - start) / 60)
-    return 1 if done.stopped else 0  # stopped: non-finite loss, cancel or Ctrl-C
+    print_done(done, (time.perf_counter() - start) / 60)  # says where the checkpoint is
+    if done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
+        raise KeyboardInterrupt  # as for compare (the conventional code for SIGINT)
+    return 1 if done.stopped else 0  # stopped otherwise: a non-finite loss
 
 
 # ----------------------------------------------------------------------------------------------

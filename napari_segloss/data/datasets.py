@@ -226,6 +226,11 @@ class SegmentationDataset(Dataset):
         """Human-readable source of item ``index`` (file name) for error messages."""
         raise NotImplementedError
 
+    def mask_name(self, index: int) -> str:
+        """The mask file of item ``index``, for messages about its labels (the item name when
+        image and mask have no separate files, e.g. in-memory arrays)."""
+        return self.item_name(index)
+
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``(image (C, H, W), mask (H, W))`` numpy arrays of item ``index``."""
         raise NotImplementedError
@@ -384,7 +389,7 @@ class SegmentationDataset(Dataset):
                     f"{self.item_name(i)}: image has {channels} channel(s) but "
                     f"model.in_channels={in_channels}"
                 )
-            tally.add(self.item_name(i), counts)
+            tally.add(self.mask_name(i), counts)  # a bad label is the mask file's fault
             sizes.add(hw)
         if self.train:
             tally.check_not_empty()
@@ -441,6 +446,9 @@ class FolderDataset(SegmentationDataset):
 
     def item_name(self, index: int) -> str:
         return str(self.pairs[index][0])
+
+    def mask_name(self, index: int) -> str:
+        return str(self.pairs[index][1])
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
@@ -515,6 +523,10 @@ class NiftiSliceDataset(SegmentationDataset):
     def item_name(self, index: int) -> str:
         v, z = self.index[index]
         return f"{self.pairs[v][0]} slice {z}"
+
+    def mask_name(self, index: int) -> str:
+        v, z = self.index[index]
+        return f"{self.pairs[v][1]} slice {z}"
 
     def _load_volume(self, v: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
         img_path, lbl_path = self.pairs[v]

@@ -116,7 +116,12 @@ def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, li
     if not path.exists() and root is not None and (root / path).exists():
         path = root / path
     if not path.exists():
-        raise DataError(f"config key 'data.split_file': not found: {str(split_file)!r}")
+        where = f" (nor under data.root {str(root)!r})" if root is not None else ""
+        raise DataError(
+            f"config key 'data.split_file': not found: {str(split_file)!r}{where}; for data "
+            "without a split file pass data.split_file=null (data.val_fraction then draws the "
+            "validation split)"
+        )
     if path.is_dir():
         out: dict[str, list[str]] = {}
         for name in ("train", "val", "test"):
@@ -264,16 +269,46 @@ def _check_slices(cfg: DatasetsConfig) -> None:
             )
 
 
+def _check_split(cfg: DatasetsConfig, split: dict[str, Pairs], n_pairs: int, root: Path) -> None:
+    """Refuse a split without training data, or without validation data when validation was
+    asked for (``val_fraction > 0`` or a split file): training would go on with no model
+    selection, ``best.pt`` would be the last weights and eval.json would be missing, silently.
+    ``val_fraction: 0`` without a split file is the way to train without validation."""
+    d = cfg.data
+    if d.split_file is None and d.val_fraction > 0 and not (split["train"] and split["val"]):
+        unit = "volume" if d.kind == "nifti" else "image"
+        units = f"{n_pairs} {unit}{'s' if n_pairs != 1 else ''}"
+        if d.limit and d.limit < n_pairs:
+            units = f"{d.limit} of {units} (data.limit {d.limit})"
+        empty = "validation" if not split["val"] else "training"
+        raise DataError(
+            f"config key 'data.val_fraction': {empty} set is empty: {units} under "
+            f"{str(root)!r} cannot be split with val_fraction {d.val_fraction} (training and "
+            f"validation need at least one {unit} each); add data, or set data.val_fraction=0 "
+            "to train without validation (best.pt is then the last epoch's weights)"
+        )
+    if d.split_file is not None and split["train"] and not split.get("val"):
+        raise DataError(
+            f"config key 'data.split_file': {str(d.split_file)!r} lists no validation ids; "
+            "list some, or set data.split_file=null data.val_fraction=0 to train without "
+            "validation"
+        )
+    if not split["train"]:
+        raise DataError(f"config key 'data.root': no training pairs left under {str(root)!r}")
+
+
 def build_datasets(cfg: DatasetsConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """``(train_ds, val_ds)`` for ``cfg.data``: deterministic split from ``cfg.train.seed``
     (``val_fraction``) or from ``split_file``. The validation set uses the training set's
     normalisation, no crop and no augmentation. Data is read lazily (see ``validate``).
+
+    Raises :class:`DataError` when the split leaves no training data, or no validation data
+    although validation was asked for (see :func:`_check_split`).
     """
     _check_slices(cfg)
     pairs, root = _pairs_for(cfg)
     split = _split_pairs(pairs, cfg, root)
-    if not split["train"]:
-        raise DataError(f"config key 'data.root': no training pairs left under {str(root)!r}")
+    _check_split(cfg, split, len(pairs), root)
     train_ds = _make(cfg, split["train"], train=True, normalization=None)
     val_ds = _make(cfg, split.get("val", []), train=False, normalization=train_ds.normalization)
     return train_ds, val_ds

@@ -142,6 +142,9 @@ class NiftiPatchDataset(NiftiSliceDataset):
     def item_name(self, index: int) -> str:
         return str(self.pairs[self._volume_of(index)][0])
 
+    def mask_name(self, index: int) -> str:
+        return str(self.pairs[self._volume_of(index)][1])
+
     def spacing(self, index: int) -> tuple[float, float, float]:
         """Voxel spacing ``(Z, Y, X)`` of item ``index``'s volume, from its NIfTI header."""
         v = self._volume_of(index)
@@ -293,7 +296,7 @@ class NiftiPatchDataset(NiftiSliceDataset):
         shapes: set[tuple[int, ...]] = set()
         for v in volumes:
             _, label = self.load_pair(v)
-            tally.add(self.item_name(v), np.bincount(label.numpy().ravel(), minlength=1))
+            tally.add(self.mask_name(v), np.bincount(label.numpy().ravel(), minlength=1))
             if self.train and self.patch_foreground > 0:
                 self._foreground_voxels(v, label)  # before DataLoader workers fork
             shapes.add(tuple(label.shape))

@@ -12,6 +12,7 @@ was expected and what was given, e.g.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -136,6 +137,20 @@ class DataConfig(BaseModel):
     def _size_positive(cls, v: Any, info: Any) -> Any:
         return _positive(v, info.field_name)
 
+    @field_validator("crop")
+    @classmethod
+    def _crop_fits_size(cls, v: tuple[int, int] | None, info: Any) -> tuple[int, int] | None:
+        # Crops are cut from the image resized to data.size and zero-padded up to the crop:
+        # a larger crop silently trains on mostly padding. (size is validated before crop.)
+        size = info.data.get("size")
+        if v is not None and size is not None and any(c > s for c, s in zip(v, size, strict=True)):
+            raise ValueError(
+                f"data.crop must not exceed data.size on any axis (crops are cut from the image "
+                f"resized to data.size; a larger crop is mostly zero padding), got data.crop "
+                f"{list(v)} with data.size {list(size)}; use a crop <= data.size or data.crop=null"
+            )
+        return v
+
 
 class ModelConfig(BaseModel):
     """A segmentation-models-pytorch model (``smp.create_model``)."""
@@ -223,7 +238,7 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
         key = f"{prefix}{key}"
         if e["type"] == "extra_forbidden":
-            parts.append(f"config key {key!r}: unknown key")
+            parts.append(f"config key {key!r}: unknown key{_did_you_mean(e['loc'], prefix)}")
             continue
         if e["type"] == "missing":
             parts.append(f"config key {key!r}: required key is missing")
@@ -236,6 +251,29 @@ def _format_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+def _section_model(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The config model of the section holding the key at ``loc`` (None: not a section)."""
+    model: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _did_you_mean(loc: Sequence[Any], prefix: str = "") -> str:
+    """``"; did you mean 'train.epochs'?"`` for a mistyped key (as unknown loss names get)."""
+    model = _section_model(loc)
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
+    section = "".join(f"{p}." for p in loc[:-1])
+    names = " or ".join(repr(f"{prefix}{section}{c}") for c in close)
+    return f"; did you mean {names}?" if close else ""
+
+
 def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
     """Name the allowed keys of the section holding an unknown key (first one only)."""
     try:
@@ -244,14 +282,8 @@ def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
         for e in err.errors():
             if e["type"] != "extra_forbidden":
                 continue
-            model: type[BaseModel] = TrainConfig
-            for part in e["loc"][:-1]:
-                field = model.model_fields.get(str(part))
-                ann = getattr(field, "annotation", None)
-                if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-                    return ""
-                model = ann
-            return f" (allowed: {', '.join(model.model_fields)})"
+            model = _section_model(e["loc"])
+            return f" (allowed: {', '.join(model.model_fields)})" if model is not None else ""
     return ""
 
 

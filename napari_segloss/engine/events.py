@@ -120,7 +120,7 @@ class TrainDone(_Event):
 
     ``checkpoint`` is the resumable ``checkpoint.pt`` (None when the run stopped before writing
     one); ``best_checkpoint`` the weights with the best validation Dice (the latest weights
-    without validation). ``interrupted`` is True for Ctrl-C/SIGTERM, not for the Stop button:
+    without validation: ``validated`` is then False). ``interrupted`` is True for Ctrl-C/SIGTERM, not for the Stop button:
     callers running several trainings (``segloss compare``) stop too. ``eval`` is the summary
     of ``eval.json`` (None when the run stopped or had no held-out data).
     """
@@ -137,6 +137,8 @@ class TrainDone(_Event):
     epochs: int
     iteration: int
     eval: dict[str, Any] | None = None
+    #: the run had a validation set (False: no model selection, best.pt is the last weights)
+    validated: bool = True
 
 
 #: Any event of :func:`~napari_segloss.engine.training.iter_train`.

@@ -361,6 +361,27 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
     return _Data(train_ds, val_ds, test_ds, stats, val_bs)
 
 
+#: How ``losses.registry`` words a parameter the loss does not take (all from ``loss.params``).
+_PARAMETER_ERRORS = (
+    "unknown parameter",
+    "accepted by none of its components",
+    "'weights' is only accepted",
+)
+
+
+def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
+    """The loss's own message, naming the config key. The losses package knows no configs, so
+    the hint that a parameter comes from ``loss.params`` (typically kept from the config's
+    loss after ``loss.name`` was switched) is added here."""
+    msg = f"config key 'loss': {exc}"
+    if cfg.loss.params and any(m in str(exc) for m in _PARAMETER_ERRORS):
+        msg += (
+            f"; these come from loss.params ({cfg.loss.params}): for another loss.name drop them "
+            "(loss.params={}) or set the parameters of the new loss"
+        )
+    return ConfigError(msg)
+
+
 def _model_and_loss(
     cfg: TrainConfig, train_ds: SegmentationDataset, stats: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module, int]:
@@ -369,7 +390,7 @@ def _model_and_loss(
     try:
         loss_fn = get_loss(cfg.loss.name, **cfg.loss.params)
     except ValueError as exc:
-        raise ConfigError(f"config key 'loss': {exc}") from exc
+        raise _loss_error(cfg, exc) from exc
     multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
     dims = int(getattr(model, "spatial_dims", 2))
     if dims != int(getattr(train_ds, "spatial_dims", 2)):

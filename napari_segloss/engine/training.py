@@ -208,6 +208,7 @@ def _run(
         epochs=len(state.history),
         iteration=state.iteration,
         eval=eval_summary,
+        validated=state.val_ds is not None,
     )
 
 

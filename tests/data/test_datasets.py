@@ -161,7 +161,8 @@ def test_cache_decodes_each_file_once(tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("problem", "match"),
     [
-        ("label_out_of_range", r"case01\.png.*label 3.*2 classes"),
+        # names the mask file, not the image: the label is the mask's fault
+        ("label_out_of_range", r"masks[/\\]case01\.png: mask has label 3.*2 classes"),
         ("size_mismatch", r"case00\.png.*image size \(20, 24\) != mask size \(10, 12\)"),
         ("channels", r"case00\.png.*3 channel\(s\) but model.in_channels=2"),
     ],
@@ -259,6 +260,47 @@ def test_read_split_yaml(tmp_path: Path) -> None:
         read_split(tmp_path / "missing")
 
 
+def test_missing_split_file_says_how_to_do_without(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4)
+    with pytest.raises(DataError) as info:
+        build_datasets(cfg_for(root, split_file="splits"))
+    msg = str(info.value)
+    assert "'data.split_file': not found: 'splits'" in msg and str(root) in msg
+    assert "pass data.split_file=null" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("n", "data", "match"),
+    [
+        (1, {"val_fraction": 0.5}, r"validation set is empty: 1 image under .* val_fraction 0\.5"),
+        (1, {"val_fraction": 0.7}, r"training set is empty: 1 image under"),
+        (
+            4,
+            {"val_fraction": 0.2, "limit": 1},
+            r"validation set is empty: 1 of 4 images \(data\.limit 1\)",
+        ),
+    ],
+)
+def test_validation_asked_for_but_empty_is_refused(
+    tmp_path: Path, n: int, data: dict, match: str
+) -> None:
+    """Without a validation set training would select nothing and write no eval.json."""
+    root = write_folder(tmp_path / "d", n=n)
+    with pytest.raises(DataError, match=r"'data\.val_fraction': " + match) as info:
+        build_datasets(cfg_for(root, **data))
+    assert "data.val_fraction=0 to train without validation" in str(info.value)
+
+
+def test_no_validation_when_asked_for_and_empty_split_lists(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=1)
+    train_ds, val_ds = build_datasets(cfg_for(root, val_fraction=0.0))  # explicitly none
+    assert len(train_ds) == 1 and len(val_ds) == 0
+    root = write_folder(tmp_path / "e", n=3)
+    (tmp_path / "split.yaml").write_text("train: [case00, case01]\nval: []\n")
+    with pytest.raises(DataError, match=r"'data\.split_file'.*lists no validation ids"):
+        build_datasets(cfg_for(root, split_file=str(tmp_path / "split.yaml")))
+
+
 def _write_nifti(path: Path, array: np.ndarray) -> None:
     import nibabel as nib
 
@@ -293,7 +335,7 @@ def test_nifti_slices_in_napari_order(tmp_path: Path) -> None:
     expected = (img[:, :, 2].T.astype(np.float32) - lo) / (hi - lo)
     assert np.allclose(image[0].numpy(), expected, atol=1e-6)
     assert ds.validate(num_classes=4)["max_label"] == int(lab.max())
-    with pytest.raises(DataError, match="label 3"):
+    with pytest.raises(DataError, match=r"labels[/\\]p1\.nii\.gz slice \d: mask has label 3"):
         ds.validate(num_classes=3)
 
 

@@ -235,7 +235,9 @@ def test_patch_dataset_errors(tmp_path: Path, acdc_root: Path) -> None:
         NiftiPatchDataset([pair], patch=(8, 8))
     with pytest.raises(DataError, match=r"'model\.in_channels'.*in_channels: 1, got 3"):
         NiftiPatchDataset([pair], patch=(2, 4, 4), in_channels=3)
-    with pytest.raises(DataError, match=r"vol\.nii\.gz: label volume has label 2 .* 2 classes"):
+    with pytest.raises(
+        DataError, match=r"labels[/\\]vol\.nii\.gz: label volume has label 2 .* 2 classes"
+    ):
         NiftiPatchDataset([pair], patch=(2, 4, 4)).validate(num_classes=2)
 
     def cfg(**data: Any) -> Any:

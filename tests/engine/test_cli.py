@@ -485,3 +485,90 @@ def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
     assert "scan.nii.gz: replaced 4 NaN/Inf value(s) with 0.0" in out
     assert out.count("replaced") == 1
     assert nib.load(str(tmp_path / "o2" / "scan.nii.gz")).shape == (12, 10, 3)
+
+
+# ------------------------------------------------------------------------------ train summary
+
+
+def _done(run_dir: Path, **fields: Any) -> Any:
+    from napari_segloss.engine.events import TrainDone
+
+    base = {
+        "run_dir": run_dir, "checkpoint": run_dir / "checkpoint.pt",
+        "best_checkpoint": run_dir / "best.pt", "best_dice": 0.5, "stopped": False,
+        "reason": "completed", "interrupted": False, "epochs": 1, "iteration": 3,
+    }  # fmt: skip
+    return TrainDone(**{**base, **fields})
+
+
+def test_train_summary_prints_an_infinite_hd95_and_skips_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty prediction has an infinite HD95: a result to show, unlike an undefined NaN."""
+    import json
+
+    from napari_segloss.cli import print_done
+
+    per_class = {"1": {"dice": 0.0, "iou": 0.0, "precision": None, "recall": 0.0, "nsd": 0.0}}
+    per_class["1"]["hd95"] = float("inf")
+    (tmp_path / "eval.json").write_text(json.dumps({"split": "val", "per_class": per_class}))
+    print_done(_done(tmp_path), 0.1)
+    line = next(s for s in capsys.readouterr().out.splitlines() if "val split" in s)
+    assert "mHD95 inf" in line and "mDice 0.00" in line
+    assert "mPrec." not in line and "nan" not in line  # precision 0/0: undefined, skipped
+
+
+def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C ends `train` as it ends `compare`: the conventional 130, not the 1 of a
+    non-finite loss, after the summary naming the saved checkpoint."""
+    import signal
+
+    from napari_segloss import cli
+
+    real_train = cli.train
+    calls = {"n": 0}
+
+    def press_ctrl_c() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return False
+
+    monkeypatch.setattr(
+        cli, "train", lambda cfg, **kw: real_train(cfg, should_stop=press_ctrl_c, **kw)
+    )
+    _tiny_folder(tmp_path / "data")
+    argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
+    rc, out, err = _run([*argv, "--set", "train.epochs=3"], capsys)  # one step per epoch
+    assert rc == 130, err
+    assert "segloss train: stopped (interrupted (Ctrl-C) at iteration 2" in out
+    assert "checkpoint saved:" in out
+    assert (tmp_path / "runs" / "pm_dice-seed0" / "checkpoint.pt").is_file()
+    assert err.strip().endswith("segloss train: interrupted")
+
+
+def test_train_stopped_by_a_non_finite_loss_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_segloss import cli
+
+    done = _done(tmp_path, stopped=True, reason="non-finite loss (nan) at iteration 5")
+    monkeypatch.setattr(cli, "train", lambda cfg, **kw: done)
+    rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
+    assert rc == 1 and "stopped (non-finite loss" in out and "interrupted" not in err
+
+
+def test_train_without_validation_does_not_call_the_weights_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.val_fraction: 0 trains without validation: best.pt holds the last weights, and
+    the summary says so instead of reporting a "best checkpoint"."""
+    _tiny_folder(tmp_path / "data")
+    argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
+    rc, out, err = _run([*argv, "--set", "data.val_fraction=0"], capsys)
+    assert rc == 0, err
+    assert "last weights:" in out and "no validation ran" in out and "no eval.json:" in out
+    assert "best checkpoint" not in out and "best validation" not in out
+    assert (tmp_path / "runs" / "pm_dice-seed0" / "best.pt").is_file()

@@ -108,6 +108,17 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             ["'data.foo'", "unknown key", "allowed:", "val_fraction"],
         ),
         ({"data": {"root": "x"}, "bogus": 1}, [], ["'bogus'", "unknown key", "optim"]),
+        (  # a typo gets the closest key(s), as unknown loss names do, and the allowed list
+            {"data": {"root": "x"}},
+            ["train.epoch=3"],
+            ["'train.epoch'", "unknown key; did you mean 'train.epochs'?", "allowed: epochs,"],
+        ),
+        (
+            {"data": {"root": "x", "augmentation": {"hflp": 0.1}}},
+            [],
+            ["did you mean 'data.augmentation.hflip'", "allowed: hflip"],
+        ),
+        ({"data": {"root": "x"}, "trian": {}}, [], ["'trian'", "did you mean 'train'?"]),
         (
             {"data": {"root": "x"}, "train": {"epochs": "ten"}},
             [],
@@ -150,6 +161,16 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             ["data.augmentation.zoom=[1.2, 0.8]"],
             ["'data.augmentation.zoom'"],
         ),
+        (  # a crop larger than the resize would train on mostly zero padding
+            {"data": {"root": "x"}},
+            ["data.size=64", "data.crop=[128,128]"],
+            ["'data.crop'", "data.crop [128, 128] with data.size [64, 64]", "data.crop=null"],
+        ),
+        (  # one axis is enough
+            {"data": {"root": "x", "size": [64, 128], "crop": [96, 96]}},
+            [],
+            ["'data.crop'", "data.crop [96, 96] with data.size [64, 128]"],
+        ),
     ],
 )
 def test_bad_configs_give_one_line_naming_the_key(
@@ -161,6 +182,19 @@ def test_bad_configs_give_one_line_naming_the_key(
     assert "\n" not in msg
     for part in must_contain:
         assert part in msg, (part, msg)
+
+
+def test_unknown_key_without_a_close_match_suggests_nothing() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"data": {"root": "x"}}, ["train.zzz=1"])
+    assert "did you mean" not in str(info.value) and "(allowed: epochs," in str(info.value)
+
+
+def test_crop_up_to_the_resize_is_accepted() -> None:
+    assert load_config({"data": {"root": "x", "size": 64, "crop": 64}}).data.crop == (64, 64)
+    assert load_config({"data": {"root": "x", "size": [64, 96], "crop": [32, 96]}}).data.crop
+    # without a resize the images keep their own sizes: nothing to compare with here
+    assert load_config({"data": {"root": "x", "crop": [512, 512]}}).data.crop == (512, 512)
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:

@@ -300,7 +300,8 @@ def train_yaml_python_tag(w: W) -> tuple[list[str], list[str]]:
 
 @case
 def train_unknown_key(w: W) -> tuple[list[str], list[str]]:
-    return w.train(None, "train.epoch=3"), ["'train.epoch'", "unknown key", "allowed:"]
+    frags = ["'train.epoch'", "unknown key", "did you mean 'train.epochs'?", "allowed:"]
+    return w.train(None, "train.epoch=3"), frags
 
 
 @case
@@ -311,6 +312,13 @@ def train_wrong_type(w: W) -> tuple[list[str], list[str]]:
 @case
 def train_unknown_loss(w: W) -> tuple[list[str], list[str]]:
     return w.train(None, "loss.name=pm_dicee"), ["'loss'", "pm_dicee"]
+
+
+@case
+def train_loss_switched_keeps_the_old_loss_params(w: W) -> tuple[list[str], list[str]]:
+    # the config's pm_dice gamma means nothing to ce: the message says where it comes from
+    frags = ["'loss'", "'ce' got unknown parameter(s) ['gamma']", "these come from loss.params"]
+    return w.train(None, "loss.name=ce"), [*frags, "drop them (loss.params={})"]
 
 
 @case
@@ -334,7 +342,25 @@ def train_crop_not_divisible(w: W) -> tuple[list[str], list[str]]:
     return argv, ["'data.crop'", "[24, 24] must be divisible by 32", "[32, 32]"]
 
 
+@case
+def train_acdc_config_on_the_bundled_volume_without_splits(w: W) -> tuple[list[str], list[str]]:
+    config = Path(__file__).resolve().parents[2] / "training" / "configs" / "acdc_pm_dice.yaml"
+    argv = ["train", "--config", str(config), "--no-progress", "--set", "data.root=bundled:acdc"]
+    frags = ["'data.split_file'", "not found: 'splits'", "pass data.split_file=null"]
+    return [*argv, f"output={w.dir / 'run'}"], frags
+
+
 # -- train: the data
+
+
+@case
+def train_validation_split_comes_out_empty(w: W) -> tuple[list[str], list[str]]:
+    # one volume cannot give both a training and a validation volume: training on it would
+    # report the last weights as "best" and write no eval.json
+    data = {"kind": "nifti", "root": "bundled:acdc", "masks": "labels", "val_fraction": 0.5}
+    argv = w.train(None, "model.in_channels=1", data=data)
+    frags = ["'data.val_fraction'", "validation set is empty", "1 volume", "val_fraction 0.5"]
+    return argv, [*frags, "data.val_fraction=0 to train without validation"]
 
 
 @case
@@ -357,7 +383,8 @@ def train_label_out_of_range(w: W) -> tuple[list[str], list[str]]:
     mask = np.zeros((32, 32), np.uint8)
     mask[2:6, 2:6] = 2
     _png(root / "masks" / "im1.png", mask)
-    return w.train(root), ["im1.png", "label 2", "model.classes"]
+    # the mask file is named, not its image (both are called im1.png here)
+    return w.train(root), [os.path.join("masks", "im1.png"), "label 2", "model.classes"]
 
 
 @case
@@ -449,6 +476,13 @@ def train_resume_with_a_changed_key(w: W) -> tuple[list[str], list[str]]:
 @case
 def train_resume_without_a_checkpoint(w: W) -> tuple[list[str], list[str]]:
     return [*w.train(), "--resume"], ["resume: no checkpoint", "checkpoint.pt"]
+
+
+@case
+def train_resume_and_init_checkpoint_together(w: W) -> tuple[list[str], list[str]]:
+    argv = [*w.train(), "--resume", "--init-checkpoint", str(w.s.rgb_uint8)]
+    frags = ["--resume and --init-checkpoint cannot be combined"]
+    return argv, frags
 
 
 @case

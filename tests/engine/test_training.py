@@ -255,6 +255,9 @@ def test_bad_input_fails_before_training(
 
 def test_run_directory_protection(squares_root: Path, tmp_path: Path) -> None:
     cfg = make_cfg(squares_root, tmp_path / "r", epochs=1)
+    # Python callers get the argument names (the CLI says --resume / --init-checkpoint)
+    with pytest.raises(ConfigError, match=r"either resume=True or init_checkpoint, not both"):
+        next(iter_train(cfg, resume=True, init_checkpoint="w.pt", progress=False))
     with pytest.raises(ConfigError, match="resume: no checkpoint"):
         next(iter_train(cfg, resume=True, progress=False))
     train(cfg, progress=False)
