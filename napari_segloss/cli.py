@@ -364,7 +364,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         pairs.append((stem, pred, gt, gt_spacing))
     num_classes = args.num_classes or int(max(max(p.max(), g.max()) for _, p, g, _ in pairs)) + 1
+    named = len(args.class_names or [])
+    if not args.num_classes:  # a named class may be absent from every mask: still reported
+        num_classes = max(num_classes, named + 1)
     num_classes = max(num_classes, 2)
+    if named > num_classes - 1:
+        raise CLIError(
+            f"--class-names: got {named} names for {num_classes - 1} class(es) (--num-classes "
+            f"{num_classes} counts the background): {' '.join(args.class_names)}"
+        )
     rows: list[dict[str, Any]] = []
     results: list[dict[int, dict[str, float]]] = []
     for stem, pred, gt, gt_spacing in pairs:

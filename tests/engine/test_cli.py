@@ -298,6 +298,21 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     assert "B" in (tmp_path / "pred" / "summary.md").read_text()
 
 
+def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder in ("p", "g"):
+        (tmp_path / folder).mkdir()
+        _mask(tmp_path / folder / "a.png", np.pad(np.ones((2, 2)), 3))
+    argv = ["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]
+    # a name more than --num-classes holds is refused, not silently dropped
+    rc, _, err = _run([*argv, "--num-classes", "2", "--class-names", "polyp", "extra"], capsys)
+    _assert_one_line_error(rc, err, "--class-names", "2 names for 1 class")
+    # without --num-classes, a named class absent from every mask is still reported
+    rc, _, err = _run([*argv, "--class-names", "polyp", "adenoma"], capsys)
+    assert rc == 0, err
+    summary = (tmp_path / "p" / "summary.md").read_text()
+    assert "polyp" in summary and "adenoma" in summary
+
+
 @pytest.mark.parametrize("problem", ["no_gt", "shape", "spacing"])
 def test_evaluate_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str
