@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,23 @@ def write_checkpoint() -> Callable[..., Path]:
 def read_csv() -> Callable[[Path], list[dict[str, str]]]:
     """``read_csv(path)``: the rows of a CSV file (``metrics.csv``) as dicts."""
     return _read_csv
+
+
+def _ctrl_c_at_call(n: int) -> Callable[[], bool]:
+    """A ``should_stop`` hook that sends this process SIGINT (a real Ctrl-C) on its ``n``-th
+    call and never asks to stop itself."""
+    calls = {"n": 0}
+
+    def hook() -> bool:
+        calls["n"] += 1
+        if calls["n"] == n:
+            signal.raise_signal(signal.SIGINT)
+        return False
+
+    return hook
+
+
+@pytest.fixture(scope="session")
+def ctrl_c_at_call() -> Callable[[int], Callable[[], bool]]:
+    """``ctrl_c_at_call(n)``: a ``should_stop`` hook pressing Ctrl-C at its n-th call."""
+    return _ctrl_c_at_call

@@ -534,23 +534,17 @@ def test_train_summary_prints_an_infinite_hd95_and_skips_nan(
 
 
 def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ctrl_c_at_call: Callable[[int], Callable[[], bool]],
 ) -> None:
     """Ctrl-C ends `train` as it ends `compare`: the conventional 130, not the 1 of a
     non-finite loss, after the summary naming the saved checkpoint."""
-    import signal
-
     from napari_segloss import cli
 
     real_train = cli.train
-    calls = {"n": 0}
-
-    def press_ctrl_c() -> bool:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            signal.raise_signal(signal.SIGINT)
-        return False
-
+    press_ctrl_c = ctrl_c_at_call(2)
     monkeypatch.setattr(
         cli, "train", lambda cfg, **kw: real_train(cfg, should_stop=press_ctrl_c, **kw)
     )

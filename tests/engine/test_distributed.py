@@ -67,27 +67,25 @@ def test_bad_backend_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         get_dist_info()
 
 
+def _torchrun_two_processes(script: Path, *args: Path) -> None:
+    """``torchrun --standalone --nproc_per_node=2 script args`` on CPU (gloo), one thread per
+    process, with no distributed variables inherited; fails the test on a non-zero exit."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(script), *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(
     read_csv: Callable[..., Any], write_squares: Callable[..., Any], tmp_path: Path
 ) -> None:
     data, out = tmp_path / "data", tmp_path / "run"
     write_squares(data, hw=(36, 36))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(SCRIPT),
-        str(data),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun_two_processes(SCRIPT, data, out)
     # Only rank 0 wrote the run directory: one metrics.csv, no temp files, no per-rank copies.
     assert sorted(p.name for p in out.iterdir()) == [
         "best.pt",
@@ -119,21 +117,7 @@ def test_torchrun_resume_mid_epoch_matches_an_uninterrupted_run(
     sum is saved and restored once (rank 0's was counted on every rank)."""
     data, out = tmp_path / "data", tmp_path / "runs"
     write_squares(data, n=12, hw=(32, 32))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(RESUME_SCRIPT),
-        str(data),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun_two_processes(RESUME_SCRIPT, data, out)
     straight, resumed = (
         read_csv(out / "straight" / "metrics.csv"),
         read_csv(out / "resumed" / "metrics.csv"),

@@ -172,16 +172,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
 
 
 def test_ctrl_c_saves_a_loadable_checkpoint(
-    read_csv: Callable[..., Any], squares_root: Path, tmp_path: Path
+    read_csv: Callable[..., Any],
+    squares_root: Path,
+    tmp_path: Path,
+    ctrl_c_at_call: Callable[[int], Callable[[], bool]],
 ) -> None:
-    calls = {"n": 0}
-
-    def press_ctrl_c() -> bool:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            signal.raise_signal(signal.SIGINT)
-        return False
-
+    press_ctrl_c = ctrl_c_at_call(2)
     out = tmp_path / "int"
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs in background
     done = train(make_cfg(squares_root, out), should_stop=press_ctrl_c, progress=False)
