@@ -395,8 +395,13 @@ def _default_tile(spatial: tuple[int, ...], meta: dict[str, Any]) -> tuple[int, 
     return tuple(max(32, math.ceil(s / 32) * 32) for s in spatial)
 
 
-def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bool]:
-    """Return ``(C, *spatial)`` and whether the input was a stack of 2D slices ``(Z, Y, X)``."""
+def _channels_first(
+    image: np.ndarray, in_channels: int, *, grey: bool = False
+) -> tuple[np.ndarray, bool]:
+    """Return ``(C, *spatial)`` and whether the input was a stack of 2D slices ``(Z, Y, X)``.
+
+    ``grey``: the caller knows the image holds no colour axis (a napari layer with
+    ``rgb=False``), so a 3D array is a stack even when it has ``in_channels`` frames."""
     if image.ndim == 2:
         if in_channels not in (1, 3):
             raise ValueError(
@@ -406,9 +411,9 @@ def _channels_first(image: np.ndarray, in_channels: int) -> tuple[np.ndarray, bo
         # Grey into an RGB model: repeated to 3 channels, as the training datasets do.
         return np.repeat(image[None], in_channels, axis=0), False
     if image.ndim == 3:
-        if in_channels > 1 and image.shape[-1] == in_channels:
+        if in_channels > 1 and not grey and image.shape[-1] == in_channels:
             return np.moveaxis(image, -1, 0), False  # (H, W, C) as read from RGB files
-        if in_channels > 1 and image.shape[0] == in_channels:
+        if in_channels > 1 and not grey and image.shape[0] == in_channels:
             return image, False
         if in_channels == 1 and image.shape[-1] == 1:
             return np.moveaxis(image, -1, 0), False
@@ -575,9 +580,12 @@ def predict(
             patch = _meta_get(meta, "patch")
             tile = (int(patch[0]) if patch else int(chw.shape[1]), *tile)
     else:
-        chw, is_stack = _channels_first(image_np, in_channels)
-    # Normalise the whole input at once: a min-max scale then spans the whole volume.
-    chw = normalise_image(chw, meta, channel_axis=1 if is_stack else 0)
+        chw, is_stack = _channels_first(image_np, in_channels, grey=rgb is False)
+    if is_stack and meta_scale(meta) == "minmax" and meta.get("data_kind") != "nifti":
+        # trained on 2D images (folders, napari frames), each min-max scaled on its own
+        chw = np.stack([normalise_image(s, meta) for s in chw])
+    else:  # one scale for the whole input: a NIfTI volume is min-max scaled as one in training
+        chw = normalise_image(chw, meta, channel_axis=1 if is_stack else 0)
     if is_stack:
         per_slice = [
             _predict_chw(model, s, meta, tile, overlap, run_device, batch_size, amp, resize)
@@ -596,6 +604,15 @@ def _model_in_channels(model: nn.Module) -> int:
     return 3
 
 
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """``(C, *spatial)`` -> ``(C, *size)``, (bi/tri)linear; in 2D antialiased as the training
+    resize (torchvision's ``resize(antialias=True)``): shrinking without it would feed the
+    model other pixels than the ones it was trained and validated on."""
+    if x.ndim == 3:
+        return F.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0]
+    return F.interpolate(x[None], size=size, mode="trilinear", align_corners=False)[0]
+
+
 def _predict_chw(
     model: nn.Module,
     chw: np.ndarray,
@@ -612,8 +629,7 @@ def _predict_chw(
     size = _pair(_meta_get(meta, "input_size", "size"))
     do_resize = (resize is None or resize) and size is not None and len(size) == len(spatial)
     if do_resize and tuple(size) != spatial:
-        mode = "bilinear" if len(spatial) == 2 else "trilinear"
-        x = F.interpolate(x[None], size=size, mode=mode, align_corners=False)[0]
+        x = _resize(x, size)
     work_tile = tuple(tile) if tile is not None else _default_tile(tuple(x.shape[1:]), meta)
     probs = sliding_window_predict(
         model,
@@ -626,8 +642,7 @@ def _predict_chw(
         accumulate_device="cpu",
     )
     if tuple(probs.shape[1:]) != spatial:
-        mode = "bilinear" if len(spatial) == 2 else "trilinear"
-        probs = F.interpolate(probs[None], size=spatial, mode=mode, align_corners=False)[0]
+        probs = _resize(probs, spatial)
     probs_np = probs.numpy().astype(np.float32, copy=False)
     if probs_np.shape[0] == 1:
         labels = (probs_np[0] > 0.5).astype(np.uint8)

@@ -285,16 +285,63 @@ def _identity_conv() -> nn.Module:
     return model
 
 
-def test_predict_minmax_checkpoint_scales_per_volume_not_per_slice() -> None:
+@pytest.mark.parametrize("data_kind", ["nifti", "folder", None])
+def test_predict_minmax_scales_a_stack_as_training_did(data_kind: str | None) -> None:
+    # NIfTI training scales each volume as one; folder / napari-frame training each 2D image
     vol = np.zeros((2, 8, 8), np.float32)
     vol[0, 0, 0] = 10.0  # slice 0 spans 0..10, slice 1 spans 0..100: volume range 0..100
     vol[1, 0, 0] = 100.0
     meta = {"normalization": {"scale": "minmax", "mean": [0.0], "std": [1.0]}}
+    if data_kind:
+        meta["data_kind"] = data_kind
     _, probs = predict(_identity_conv(), vol, meta=meta, tile=(8, 8), device="cpu")
     assert probs.shape == (2, 1, 8, 8)
-    np.testing.assert_allclose(probs[0, 0, 0, 0], 1 / (1 + np.exp(-0.1)), rtol=1e-5)
+    slice0_max = 0.1 if data_kind == "nifti" else 1.0
+    np.testing.assert_allclose(probs[0, 0, 0, 0], 1 / (1 + np.exp(-slice0_max)), rtol=1e-5)
     np.testing.assert_allclose(probs[1, 0, 0, 0], 1 / (1 + np.exp(-1.0)), rtol=1e-5)
     np.testing.assert_allclose(probs[0, 0, 1, 1], 0.5, rtol=1e-6)
+
+
+class _InputRecorder(nn.Module):
+    """Records the (whole-image) input it is called with; predicts 0 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return x[:, :1] * 0
+
+
+@pytest.mark.parametrize("shape", [(273, 320), (90, 200), (40, 30)])
+def test_predict_feeds_the_model_what_training_fed_it(shape: tuple[int, int]) -> None:
+    # the training resize is torchvision's antialiased one (data.transforms.resize_pair); a
+    # prediction that shrinks without antialiasing differs by up to 0.9 in normalised units
+    from napari_segloss.data.transforms import Normalization, resize_pair
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    norm = Normalization(scale="uint8", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    meta = {"normalization": norm.to_meta(), "input_size": [64, 64], "in_channels": 3}
+    model = _InputRecorder()
+    predict(model, image, meta=meta, device="cpu")
+    trained, _ = resize_pair(torch.from_numpy(np.moveaxis(image, -1, 0).copy()), None, (64, 64))
+    expected = norm.standardize(torch.from_numpy(norm.scale_array(trained.numpy())))
+    (got,) = model.inputs
+    assert got.shape == (1, 3, 64, 64)
+    # training resizes the uint8 image (rounded to integers), prediction the float one
+    torch.testing.assert_close(got[0], expected, atol=1 / 255 / 0.224 + 1e-4, rtol=0)
+
+
+def test_a_grey_napari_stack_of_three_frames_is_not_read_as_rgb() -> None:
+    stack = np.zeros((3, 16, 16), np.uint8)
+    with pytest.raises(ValueError, match="grey volume"):
+        predict(_pointwise(3, 1), stack, meta={"in_channels": 3}, rgb=False, device="cpu")
+    # without the hint a (3, H, W) array stays channels-first RGB (e.g. a TIFF)
+    labels, _ = predict(_pointwise(3, 1), stack, meta={"in_channels": 3}, device="cpu")
+    assert labels.shape == (16, 16)
 
 
 def test_predict_uint8_checkpoint_rejects_float_image() -> None:
