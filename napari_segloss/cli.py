@@ -296,7 +296,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for n, path in enumerate(files, 1):
         stem = path_stem(path)
         array, img = _read_input(path, meta, args, report=True)
-        labels, probs = predict(model, array, rgb=False, **kw)  # checked: no colour left
+        # checked (and converted) by _read_input; a NIfTI volume is a stack of grey slices
+        labels, probs = predict(model, array, rgb=False if img is not None else None, **kw)
         if img is not None:
             label_path = out / f"{stem}.nii.gz"
             _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img.affine)
