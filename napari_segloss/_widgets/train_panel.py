@@ -411,7 +411,9 @@ class TrainWidget(QWidget):
     def _layer_data(self) -> LayerData:
         layer, image, mask = image_and_mask(self.image_picker, self.mask_picker)
         assert mask is not None  # need_mask: refused above otherwise
-        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb))
+        mask_layer = self.mask_picker.layer()
+        name = mask_layer.name if mask_layer is not None else "mask"
+        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name)
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
