@@ -152,10 +152,15 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how
     assert done.epochs < 500
     assert Path(done.checkpoint).is_file()
     assert CHECKPOINTS.paths()[0] == Path(done.checkpoint).resolve()
-    assert "stopped" in widget.status.text()
+    # the status and the bar agree on the steps and epochs done; the checkpoint named once
+    text, bar = widget.status.text(), widget.progress.text()
+    assert text.startswith(f"stopped by request after {done.iteration} of "), text
+    epochs = f"({done.epochs} of 500 epochs done)"
+    assert epochs in text and epochs in bar, (text, bar)
+    assert text.count(str(done.checkpoint)) == 1 and text.count("; checkpoint ") == 1, text
     # the bar stays where training stopped and says so
     assert widget.progress.value() == done.iteration < widget.progress.maximum()
-    assert "stopped at step" in widget.progress.text()
+    assert f"stopped at step {done.iteration}/" in bar
     assert _activity_bar(viewer) is None  # napari's activity entry is closed
 
 
