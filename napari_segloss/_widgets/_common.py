@@ -314,9 +314,11 @@ class PanelScrollArea(QScrollArea):
     Inside this area the content keeps its natural size and scrolls; its width is never cut
     (the minimum width follows the content's, plus the scroll bar), and it keeps at least
     ``MIN_HEIGHT`` pixels so that a second panel docked below is not reduced to one row.
+    That minimum is the dock's: four panels docked in one column need four of them (plus
+    their title bars) and must fit a laptop window (at 280, the window grew 900 -> 1411 px).
     """
 
-    MIN_HEIGHT = 280
+    MIN_HEIGHT = 120
 
     def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
         super().__init__(parent)
