@@ -209,6 +209,7 @@ class LayerPicker(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self._chose_none = False  # the user picked "(none)" explicitly: keep it
+        self._lost: str | None = None  # name of a picked layer that left the list (take_lost)
         self._items: list[Layer | None] = []
         self.activated.connect(self._on_activated)
         events = viewer.layers.events
@@ -253,12 +254,20 @@ class LayerPicker(QComboBox):
             # Follow renames without rebuilding on every keystroke.
             layer.events.name.connect(self._on_rename)
         idx = self._index_of(current) if current is not None else -1
+        if current is not None and idx < 0:
+            self._lost = current.name  # the pick changes without the user: panels may say so
         if idx < 0 and not (self._allow_none and self._chose_none):
             idx = self._default_index()
         self.setCurrentIndex(idx if self.count() else -1)
         self.blockSignals(False)
         if not same_layer(self.layer(), current):
             self.currentIndexChanged.emit(self.currentIndex())
+
+    def take_lost(self) -> str | None:
+        """The name of the picked layer that left the layer list since the last call (the
+        picker then selected another one, or none), else None."""
+        lost, self._lost = self._lost, None
+        return lost
 
     def _default_index(self) -> int:
         real = [layer for layer in self._items if layer is not None]
@@ -305,9 +314,11 @@ class PanelScrollArea(QScrollArea):
     Inside this area the content keeps its natural size and scrolls; its width is never cut
     (the minimum width follows the content's, plus the scroll bar), and it keeps at least
     ``MIN_HEIGHT`` pixels so that a second panel docked below is not reduced to one row.
+    That minimum is the dock's: four panels docked in one column need four of them (plus
+    their title bars) and must fit a laptop window (at 280, the window grew 900 -> 1411 px).
     """
 
-    MIN_HEIGHT = 280
+    MIN_HEIGHT = 120
 
     def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
         super().__init__(parent)

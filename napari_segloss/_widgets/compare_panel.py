@@ -62,6 +62,7 @@ from ._common import (
     device_choices,
     new_worker,
     release_gpu_memory,
+    scrollable,
 )
 from ._compare_form import CompareSetupForm
 from ._compare_setup import (
@@ -124,7 +125,9 @@ class CompareLossesWidget(QWidget):
         self.overlays = OverlayGrid(self.viewer, self._on_user_grid)
         self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
 
-        root = QVBoxLayout(self)
+        # scrolls in its dock like the other panels: the tabs' minimum height (the Results
+        # page's) would otherwise be the dock's and push the window taller than the screen
+        root = QVBoxLayout(scrollable(self))
         self.status = StatusLabel(self)
         self.tabs = QTabWidget(self)
         self.setup = CompareSetupForm(self.viewer, self.status)

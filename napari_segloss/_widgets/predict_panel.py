@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_segloss.data.pairs import mask_labels
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
 
@@ -106,10 +107,14 @@ def compare_job(
     tolerance: float,
     foreground: int | None,
     include_background: bool = False,
+    names: tuple[str, str] = ("prediction", "ground truth"),
 ) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
-    """Error labels and per-class metrics (what the Compare worker runs)."""
+    """Error labels and per-class metrics (what the Compare worker runs); ``names`` (of the
+    prediction and ground truth layers) are for the message of labels that do not fit."""
+    pred_labels, gt_labels = mask_labels(pred), mask_labels(gt)
+    check_labels_fit(pred_labels, gt_labels, names)
     errors = error_labels(pred, gt, foreground=foreground)
-    k = max(int(pred.max(initial=0)), int(gt.max(initial=0))) + 1
+    k = max([*pred_labels, *gt_labels], default=0) + 1
     metrics = evaluate(
         pred,
         gt,
@@ -118,7 +123,23 @@ def compare_job(
         tolerance=tolerance,
         include_background=include_background,
     )
-    return errors, metrics
+    # A class in neither layer (labels 2..8 of {0, 1, 9}) is a column of nan: not a result.
+    present = set(pred_labels) | set(gt_labels) | {0}
+    return errors, {c: m for c, m in metrics.items() if c in present}
+
+
+def check_labels_fit(pred_labels: list[int], gt_labels: list[int], names: tuple[str, str]) -> None:
+    """Refuse a comparison whose layers label their classes differently: no foreground label in
+    common (a binary mask saved as {0, 9} against one of {0, 1}) makes every labelled pixel an
+    error, TP 0, which says nothing about the prediction."""
+    pred_fg, gt_fg = set(pred_labels) - {0}, set(gt_labels) - {0}
+    if pred_fg and gt_fg and not pred_fg & gt_fg:
+        raise PanelError(
+            f"labels do not fit: prediction {names[0]!r} has labels {sorted(pred_fg)}, ground "
+            f"truth {names[1]!r} has {sorted(gt_fg)}; with no label in common every labelled "
+            "pixel counts as an error. Relabel one layer so that a class has the same label in "
+            "both (a binary mask: mask > 0)"
+        )
 
 
 class PredictWidget(QWidget):
@@ -355,6 +376,7 @@ class PredictWidget(QWidget):
             "tolerance": self.tolerance.value,
             "foreground": self.overlay_class.value,
             "include_background": self.background_check.value,
+            "names": (pred_layer.name, gt_layer.name),
         }
         self._compare_info = {"gt": gt_layer, "pred": pred_layer}
 
@@ -413,14 +435,29 @@ class PredictWidget(QWidget):
         self.export_button.setEnabled(False)
 
     def _on_layer_removed(self, event: Any) -> None:
-        if event.value.unique_id not in self._metrics_layers:
-            return
+        removed = event.value
         try:
-            self.clear_metrics()
-            self.status.info(f"metrics cleared: layer {event.value.name!r} was removed")
+            notes = self._replaced_picks()
+            if removed.unique_id in self._metrics_layers:
+                self.clear_metrics()
+                notes.insert(0, "metrics cleared")
         except RuntimeError:  # the panel was closed and deleted: stop listening
             with contextlib.suppress(Exception):
                 self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+            return
+        if notes:
+            self.status.info(f"layer {removed.name!r} was removed: {'; '.join(notes)}")
+
+    def _replaced_picks(self) -> list[str]:
+        """What the compare pickers picked instead of a removed layer: a silent jump to
+        another Labels layer would make the next Compare run against it unnoticed."""
+        notes = []
+        for picker, what in ((self.pred_picker, "prediction"), (self.gt_picker, "ground truth")):
+            picker.refresh()  # whichever of the layer list's callbacks runs first
+            if picker.take_lost() is not None:
+                new = picker.layer()
+                notes.append(f"{what} is now {new.name!r}" if new else f"no {what} picked")
+        return notes
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the metrics (one row per class) to ``path``."""

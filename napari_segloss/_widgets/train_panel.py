@@ -177,7 +177,7 @@ class TrainProgress(QProgressBar):
 
     def finished(self, ev: TrainDone) -> None:
         if ev.stopped:
-            self.setFormat(f"stopped at step %v/%m (epoch {ev.epochs}/{self.epochs})")
+            self.setFormat(f"stopped at step %v/%m ({ev.epochs} of {self.epochs} epochs done)")
             return
         self.setValue(self.maximum())
         self.setFormat(f"done: {ev.epochs} epoch(s), %m steps")
@@ -411,7 +411,9 @@ class TrainWidget(QWidget):
     def _layer_data(self) -> LayerData:
         layer, image, mask = image_and_mask(self.image_picker, self.mask_picker)
         assert mask is not None  # need_mask: refused above otherwise
-        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb))
+        mask_layer = self.mask_picker.layer()
+        name = mask_layer.name if mask_layer is not None else "mask"
+        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name)
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
@@ -487,9 +489,14 @@ class TrainWidget(QWidget):
         self.progress.finished(ev)
         if ev.checkpoint is not None:
             CHECKPOINTS.add(ev.checkpoint)
-        how = "stopped" if ev.stopped else "finished"
+        # the engine's reason says "stopped by request after ..." or "non-finite loss ..."
+        how = (
+            ("" if ev.reason.startswith("stopped") else "stopped: ") if ev.stopped else "finished: "
+        )
+        what = ev.reason if ev.stopped else f"{ev.epochs} epoch(s), {ev.iteration} steps"
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
-        self.status.info(f"{how} ({ev.reason}){best}; checkpoint {ev.checkpoint}")
+        saved = f"; checkpoint {ev.checkpoint}" if ev.checkpoint is not None else "; nothing saved"
+        self.status.info(f"{how}{what}{best}{saved}")
         if (
             self._activity is not None
             and not ev.stopped

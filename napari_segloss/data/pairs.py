@@ -16,7 +16,15 @@ import numpy as np
 
 from .io import find_pairs, read_image, read_mask, read_nifti
 
-__all__ = ["FolderSummary", "inspect_folder", "layer_frames", "model_classes", "split_frames"]
+__all__ = [
+    "FolderSummary",
+    "check_mask_labels",
+    "inspect_folder",
+    "layer_frames",
+    "mask_labels",
+    "model_classes",
+    "split_frames",
+]
 
 Frames = tuple[list[np.ndarray], list[np.ndarray]]
 
@@ -25,6 +33,49 @@ def model_classes(top_label: int) -> int:
     """Output channels of a model for labels ``0..top_label``: 1 (sigmoid) for a binary mask,
     ``top_label + 1`` (softmax) otherwise."""
     return 1 if top_label <= 1 else int(top_label) + 1
+
+
+def mask_labels(mask: np.ndarray) -> list[int]:
+    """The labels present in ``mask`` (non-negative integers), ascending."""
+    mask = np.asarray(mask)
+    if mask.size and int(mask.max()) < 1 << 16:
+        return np.flatnonzero(np.bincount(mask.ravel())).tolist()  # faster than np.unique
+    return np.unique(mask).tolist()
+
+
+def _some(labels: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(str(v) for v in labels[:limit])
+    return "{" + shown + (", …}" if len(labels) > limit else "}")
+
+
+def check_mask_labels(labels: Sequence[int], name: str, model_classes: int | None = None) -> None:
+    """Refuse mask ``labels`` (:func:`mask_labels`) a model would learn wrong.
+
+    ``model_classes``: the classes of the model to fine-tune; a label it cannot predict is
+    refused as ``segloss train`` refuses it. None: a new model, which gets one class per label
+    ``0..max``: labels that skip values (``{0, 9}``, a binary mask times 9) would add classes
+    that never appear, so they are refused too. ``name`` starts the message (the layer).
+
+    Raises:
+        ValueError: naming the labels found and how to relabel them.
+    """
+    top = max(labels, default=0)
+    if model_classes is not None:
+        k = max(model_classes, 2)  # one sigmoid channel predicts labels 0..1
+        if top >= k:
+            binary = " (a binary mask: mask > 0)" if k == 2 else ""
+            raise ValueError(
+                f"{name}: mask has label {top} but the model predicts {k} classes "
+                f"(labels 0..{k - 1}); relabel the mask to 0..{k - 1}{binary}"
+            )
+        return
+    missing = sorted(set(range(1, top + 1)) - set(labels))
+    if missing:
+        raise ValueError(
+            f"{name}: mask has labels {_some(labels)}, expected 0..N-1: a new model would get "
+            f"{top + 1} classes, {len(missing)} of them never in the mask ({_some(missing)}); "
+            f"relabel the mask to 0..{len(labels) - 1} (a binary mask: mask > 0)"
+        )
 
 
 def layer_frames(image: np.ndarray, mask: np.ndarray, *, rgb: bool) -> Frames:

@@ -16,7 +16,14 @@ import numpy as np
 
 from ..data.datasets import ArrayDataset, SegmentationDataset
 from ..data.factory import dataset_settings
-from ..data.pairs import inspect_folder, layer_frames, model_classes, split_frames
+from ..data.pairs import (
+    check_mask_labels,
+    inspect_folder,
+    layer_frames,
+    mask_labels,
+    model_classes,
+    split_frames,
+)
 from .checkpoint import load_checkpoint, model_config_from_meta
 from .config import TrainConfig
 from .request import (
@@ -55,6 +62,11 @@ def array_datasets(
     return train_ds, val_ds
 
 
+def _layer_name(request: TrainRequest) -> str:
+    name = request.layers.mask_name if request.layers is not None else "mask"
+    return f"layer {name!r}"
+
+
 def prepare_run(request: TrainRequest) -> PreparedRun:
     """The config, datasets and initial weights of ``request`` (see the module docstring).
 
@@ -62,12 +74,14 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
         ValueError (``ConfigError``, ``CheckpointError``, ``DataError``): naming the folder,
         checkpoint or key that was wrong.
     """
-    frames = None
+    frames = labels = None
     if request.layers is not None:
         layers = request.layers
         frames = layer_frames(layers.image, layers.mask, rgb=layers.rgb)
         in_channels = 3 if layers.rgb else 1
-        classes = model_classes(int(layers.mask.max(initial=0)))
+        # all labels, not just the highest: {0, 9} must not become 10 classes (see check)
+        labels = mask_labels(layers.mask)
+        classes = model_classes(max(labels, default=0))
     else:
         summary = inspect_folder(
             request.folder, request.folder_kind, masks=masks_folder(request.folder_kind)
@@ -75,8 +89,13 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
         in_channels, classes = summary.in_channels, summary.classes
     if request.checkpoint is not None:
         meta = load_checkpoint(request.checkpoint).get("meta", {})
-        model = checkpoint_model_section(model_config_from_meta(meta), in_channels, classes)
+        ckpt_model = model_config_from_meta(meta)
+        if labels is not None:
+            check_mask_labels(labels, _layer_name(request), ckpt_model.classes)
+        model = checkpoint_model_section(ckpt_model, in_channels, classes)
     else:
+        if labels is not None:
+            check_mask_labels(labels, _layer_name(request))
         model = new_model_section(request, in_channels, classes)
     cfg = build_config(request, model)
     datasets = None

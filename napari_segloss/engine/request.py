@@ -38,11 +38,13 @@ VAL_FRACTION = 0.2
 @dataclass(frozen=True)
 class LayerData:
     """An image (2D, a stack of frames, or an RGB image/stack when ``rgb``) and its integer
-    mask of the same spatial shape, e.g. the data of two napari layers."""
+    mask of the same spatial shape, e.g. the data of two napari layers. ``mask_name`` names
+    the mask in messages (its layer)."""
 
     image: np.ndarray
     mask: np.ndarray
     rgb: bool = False
+    mask_name: str = "mask"
 
 
 @dataclass(frozen=True)

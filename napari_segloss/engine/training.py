@@ -182,10 +182,13 @@ def _run(
             finished = yield from _train_epoch(state, epoch, want_stop, bar, outcome)
             if finished is None:
                 if outcome.reason == "completed":  # a stop request, not a non-finite loss
+                    # Counts done, as progress bars show them ("at iteration 15 (epoch 16)"
+                    # read as a contradiction of "step 15/30"); TrainDone.checkpoint names
+                    # the checkpoint, so the reason does not repeat it.
                     outcome.reason = interrupts.reason or "stopped by request"
                     outcome.reason += (
-                        f" at iteration {state.iteration} (epoch {epoch + 1}); checkpoint "
-                        f"saved: {state.paths.checkpoint}"
+                        f" after {state.iteration} of {state.max_iterations} steps "
+                        f"({epoch} of {cfg.train.epochs} epochs done)"
                     )
                 break
             yield _end_epoch(state, epoch, *finished)

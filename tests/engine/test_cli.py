@@ -552,8 +552,11 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
     rc, out, err = _run([*argv, "--set", "train.epochs=3"], capsys)  # one step per epoch
     assert rc == 130, err
-    assert "segloss train: stopped (interrupted (Ctrl-C) at iteration 2" in out
-    assert "checkpoint saved:" in out
+    assert (
+        "segloss train: stopped (interrupted (Ctrl-C) after 2 of 3 steps (2 of 3 epochs done)"
+        in out
+    )
+    assert out.count("checkpoint.pt") == 1  # named once, on its own line
     assert (tmp_path / "runs" / "pm_dice-seed0" / "checkpoint.pt").is_file()
     assert err.strip().endswith("segloss train: interrupted")
 

@@ -235,7 +235,7 @@ def test_stop_during_the_second_run_keeps_the_first_and_a_rerun_resumes(tmp_path
     )  # fmt: skip
     done = events[-1]
     assert done.stopped and not done.interrupted and done.statuses == ("ok", "stopped")
-    assert "stopped by request at iteration 1" in done.reason
+    assert "stopped by request after 1 of " in done.reason
     first, second = (
         output / "runs" / "dice" / "seed0",
         output / "runs" / "pm_dice__gamma=2.0" / "seed0",

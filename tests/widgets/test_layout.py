@@ -79,3 +79,33 @@ def test_a_narrow_dock_does_not_cut_the_forms(make_napari_viewer, qtbot):
     _settle(qtbot)
     assert content.width() >= content.minimumSizeHint().width()
     assert not _clipped_labels(widget), _clipped_labels(widget)
+
+
+def test_four_docked_panels_scroll_instead_of_growing_the_window(make_napari_viewer, qtbot):
+    """All four panels docked in a 1200x900 window: the window stays 900 px high (it grew to
+    1411 px: each panel's minimum height was the dock's), and a panel taller than its dock
+    scrolls there."""
+    size = (1200, 900)
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(*size)
+    _settle(qtbot)
+    names = ["Loss Explorer", "Train / Fine-tune", "Predict & Compare", "Compare Losses"]
+    panels = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in names]
+    explorer, train, predict, compare = panels
+    # loaded (the lists fill the forms), and no worker left to outlive the viewer
+    qtbot.waitUntil(lambda: explorer.ready and train.ready and not compare.busy, timeout=120_000)
+    qtbot.waitUntil(lambda: not predict._devices_worker.is_running, timeout=60_000)
+    _settle(qtbot, 500)
+    assert window.height() <= size[1], window.size()
+    for name, panel in zip(names, panels, strict=True):
+        area = panel.findChild(PanelScrollArea)
+        assert area is not None, name
+        assert panel.height() >= PanelScrollArea.MIN_HEIGHT, (name, panel.height())
+        content, bar = area.widget(), area.verticalScrollBar()
+        assert content.height() >= content.minimumSizeHint().height(), name  # not squashed
+        if content.height() > area.viewport().height():
+            assert bar.isVisible() and bar.maximum() > 0, name
+        assert not _clipped_labels(panel), (name, _clipped_labels(panel))
+    # four docks this small are taller than their share: at least one of them scrolls
+    assert any(p.findChild(PanelScrollArea).verticalScrollBar().isVisible() for p in panels)

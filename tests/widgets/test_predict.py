@@ -255,3 +255,53 @@ def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle,
     assert table.rowCount() == 0 and widget.metrics == {}
     assert not widget.export_button.isEnabled()
     assert "metrics cleared" in widget.status.text()
+
+
+def test_labels_that_do_not_fit_are_refused(dock, wait_idle):
+    """A binary mask saved as {0, 9} against one of {0, 1}: no label in common would give a
+    table of nan and an overlay of FP only; the panel says why instead."""
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[2:8, 2:8] = 1
+    viewer, widget = dock(NAME)
+    _compare(viewer, widget, wait_idle, gt, gt * 9)
+    text = widget.status.text()
+    assert widget.status.is_error, text
+    assert "labels do not fit" in text and "'guess' has labels [9]" in text, text
+    assert "'truth' has [1]" in text and "mask > 0" in text, text
+    assert _owned(viewer, "errors") is None and widget.table.columnCount() == 0
+
+
+def test_classes_in_neither_layer_are_not_tabulated(dock, wait_idle):
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[2:6, 2:6] = 1
+    gt[7:11, 7:11] = 4  # labels 2 and 3 appear in neither layer
+    viewer, widget = dock(NAME)
+    _compare(viewer, widget, wait_idle, gt, gt)
+    assert not widget.status.is_error, widget.status.text()
+    assert set(_table(widget)) == {1, 4}
+    assert _table(widget)[4]["dice"] == 1.0
+
+
+def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle):
+    """Removing the ground truth makes its picker select another Labels layer: the status
+    says which, and the next Compare names both layers."""
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[2:8, 2:8] = 1
+    viewer, widget = dock(NAME)
+    other = viewer.add_labels(np.roll(gt, 2, axis=1), name="other")
+    gt_layer, _ = _compare(viewer, widget, wait_idle, gt, np.roll(gt, 1, axis=0))
+    assert "guess vs truth" in widget.status.text()
+    viewer.layers.remove(gt_layer)
+    new = widget.gt_picker.layer()
+    assert new is not None and new.name != "truth"
+    text = widget.status.text()
+    assert "layer 'truth' was removed" in text and "metrics cleared" in text, text
+    assert f"ground truth is now {new.name!r}" in text, text
+    widget.gt_picker.set_layer(other)
+    widget.compare()
+    wait_idle(widget)
+    assert widget.status.text().startswith("guess vs other:"), widget.status.text()
+    # removing a layer no picker shows says nothing about the pickers
+    viewer.add_labels(np.zeros_like(gt), name="unused")
+    viewer.layers.remove("unused")
+    assert "is now" not in widget.status.text()

@@ -152,10 +152,15 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how
     assert done.epochs < 500
     assert Path(done.checkpoint).is_file()
     assert CHECKPOINTS.paths()[0] == Path(done.checkpoint).resolve()
-    assert "stopped" in widget.status.text()
+    # the status and the bar agree on the steps and epochs done; the checkpoint named once
+    text, bar = widget.status.text(), widget.progress.text()
+    assert text.startswith(f"stopped by request after {done.iteration} of "), text
+    epochs = f"({done.epochs} of 500 epochs done)"
+    assert epochs in text and epochs in bar, (text, bar)
+    assert text.count(str(done.checkpoint)) == 1 and text.count("; checkpoint ") == 1, text
     # the bar stays where training stopped and says so
     assert widget.progress.value() == done.iteration < widget.progress.maximum()
-    assert "stopped at step" in widget.progress.text()
+    assert f"stopped at step {done.iteration}/" in bar
     assert _activity_bar(viewer) is None  # napari's activity entry is closed
 
 
@@ -246,3 +251,42 @@ def test_panel_opens_without_torch(modules_after_import):
     assert not any(m == "torch" or m.startswith("torch.") for m in modules), modules
     assert "napari_segloss.engine.training" not in modules
     assert "napari_segloss.engine.request" in modules  # plain values: main thread
+
+
+@pytest.mark.parametrize("start", ["new model", "fine-tune checkpoint"])
+def test_mask_labels_that_do_not_fit_are_refused(
+    dock, wait_idle, qtbot, tmp_path, tiny_checkpoint, start
+):
+    """A binary mask saved as {0, 9} trained to "completed" with 8 empty classes (new model);
+    a binary checkpoint must refuse label 9 as ``segloss train`` does, naming the layer."""
+    viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    polyp = viewer.layers["polyp"]
+    viewer.add_labels((np.asarray(polyp.data) > 0).astype(np.uint8) * 9, name="mask9")
+    widget.mask_picker.set_layer(viewer.layers["mask9"])
+    if start == "fine-tune checkpoint":
+        widget.start_from.value = start
+        widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    text = widget.status.text()
+    assert widget.status.is_error and widget.last_result is None, text
+    assert "layer 'mask9'" in text and "mask > 0" in text, text
+    if start == "new model":
+        assert "labels {0, 9}, expected 0..N-1" in text and "10 classes" in text, text
+    else:
+        assert "has label 9 but the model predicts 2 classes (labels 0..1)" in text, text
+    assert "failed" in widget.progress.text()
+
+
+def test_mask_label_check():
+    from napari_segloss.data.pairs import check_mask_labels, mask_labels
+
+    assert mask_labels(np.array([[0, 3], [1, 3]], dtype=np.uint8)) == [0, 1, 3]
+    assert mask_labels(np.array([0, 70000])) == [0, 70000]
+    check_mask_labels([0, 1, 2], "m")  # contiguous: fine
+    check_mask_labels([0], "m")  # empty: refused later, by the training-set check
+    check_mask_labels([0, 2], "m", model_classes=3)  # the checkpoint's classes define them
+    with pytest.raises(ValueError, match=r"labels \{0, 1, 3\}.*never in the mask \(\{2\}\)"):
+        check_mask_labels([0, 1, 3], "m")
+    with pytest.raises(ValueError, match="has label 3 but the model predicts 3 classes"):
+        check_mask_labels([0, 3], "m", model_classes=3)
