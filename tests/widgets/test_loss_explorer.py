@@ -611,3 +611,57 @@ def test_compute_explorer_relative_maps_and_classes():
         compute_explorer(probs, gt, specs, [1.0], cls=3)
     with pytest.raises(ValueError, match=r"dice: .*unknown parameter"):
         compute_explorer(probs, gt, [LossSpec("dice", {"nope": 1})], [], cls=1)
+
+
+# ------------------------------------------------------------------------ new-user audit
+def _grid_order_ok(viewer, widget) -> None:
+    """No error, and the maps on top in the documented order: prediction, ticked losses in
+    list order, ascending γ."""
+    assert not widget.status.is_error, widget.status.text()
+    maps = widget.map_layers()
+    keys = [ly.metadata[TAG]["key"] for ly in maps]
+    want = ["prediction", *(f"contrib:{n}" for n in widget.selected_losses())]
+    assert keys[: len(want)] == want
+    assert [ly.name for ly in maps[len(want) :]] == GAMMA_NAMES
+    assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
+
+
+def test_two_losses_ticked_back_to_back_draw_in_order(dock, wait_idle):
+    # napari's move_multiple failed on this permutation (IndexError: pop index out of range)
+    from qtpy.QtCore import Qt
+
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    for name in ("tversky", "focal"):  # within one debounce interval
+        [item] = widget.loss_list.findItems(name, Qt.MatchFlag.MatchExactly)
+        item.setCheckState(Qt.CheckState.Checked)
+    wait_idle(widget)
+    assert set(widget.selected_losses()) == {"ce", "dice", "focal", "tversky"}
+    _grid_order_ok(viewer, widget)
+
+
+def test_switching_image_and_ground_truth_together_draws_in_order(
+    make_napari_viewer, dock, wait_idle
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    _grid_order_ok(viewer, widget)
+    viewer.open_sample("napari-segloss", "acdc")  # on top of the maps
+    widget.image_picker.set_layer(viewer.layers["acdc image"])
+    widget.gt_picker.set_layer(viewer.layers["acdc labels"])
+    wait_idle(widget)
+    _grid_order_ok(viewer, widget)
+    assert widget.map_layers()[0].data.shape == viewer.layers["acdc labels"].data.shape
+
+
+def test_stack_on_top_any_permutation_and_removed_layers(make_napari_viewer):
+    # the permutation of the audit's two back-to-back ticks, and a layer removed meanwhile
+    viewer = make_napari_viewer()
+    layers = [viewer.add_image(np.zeros((2, 2)), name=str(i)) for i in range(12)]
+    order = [layers[i] for i in (4, 5, 6, 10, 11, 7, 8, 9)]
+    _common.stack_on_top(viewer, order)
+    assert [ly.name for ly in viewer.layers][-8:] == ["4", "5", "6", "10", "11", "7", "8", "9"]
+    viewer.layers.remove("5")
+    _common.stack_on_top(viewer, order[::-1])
+    assert [ly.name for ly in viewer.layers][-7:] == ["9", "8", "7", "11", "10", "6", "4"]
