@@ -61,6 +61,7 @@ from ._common import (
     frame_progress,
     glyph_steps,
     image_array,
+    index_of,
     is_owned,
     labels_array,
     progress_worker,
@@ -152,6 +153,7 @@ class LossExplorerWidget(QWidget):
         self._last_result: ExplorerResult | None = None
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
+        self._note = ""  # an input layer was removed and its picker changed (see _watch)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.DEBOUNCE_MS)
@@ -287,13 +289,40 @@ class LossExplorerWidget(QWidget):
             self.relative_check,
         ):
             w.changed.connect(self._schedule)
-        for picker in (self.gt_picker, self.pred_image_picker, self.pred_labels_picker):
-            picker.currentIndexChanged.connect(self._schedule)
+        for picker, what in (
+            (self.image_picker, "image"),
+            (self.gt_picker, "ground truth"),
+            (self.pred_image_picker, "prediction (probability image)"),
+            (self.pred_labels_picker, "prediction (labels layer)"),
+        ):
+            self._watch(picker, what)
         self.gamma_list.changed.connect(self._schedule)
         self.grid_check.changed.connect(self._on_grid_check)
         self.loss_list.itemChanged.connect(self._schedule)
         self.loss_list.currentItemChanged.connect(self._show_params)
         self.viewer.dims.events.current_step.connect(self._on_step)
+
+    def _watch(self, picker: LayerPicker, what: str) -> None:
+        """Any change of ``picker`` schedules a redraw. When its layer was removed, the picker
+        falls back to another layer, like napari's own pickers: the status line says which
+        (until the next maps are drawn), so that the panel does not switch data silently."""
+        last = [picker.layer()]
+
+        def changed(*_: Any) -> None:
+            before, now = last[0], picker.layer()
+            last[0] = now
+            used = self.source_stack.indexOf(picker) in (-1, self.source_stack.currentIndex())
+            if used and before is not None and index_of(self.viewer, before) < 0:
+                then = f"now using '{now.name}'" if now is not None else f"pick {what}"
+                self._note = f"{what} '{before.name}' was removed; {then}"
+                self.status.info(self._note)
+            self._schedule()
+
+        picker.currentIndexChanged.connect(changed)
+
+    def _noted(self, text: str) -> str:
+        """``text`` after the note on a removed input, if any (see _watch)."""
+        return f"{self._note}. {text}" if self._note else text
 
     def _update_strength_tip(self, *_: Any) -> None:
         self.whatif_strength.tooltip = WHATIF_KINDS[self.whatif_kind.value][1]
@@ -535,12 +564,12 @@ class LossExplorerWidget(QWidget):
             job, info = self._collect()
         except MissingInput as exc:
             if explicit:
-                self.status.error(str(exc))
+                self.status.error(self._noted(str(exc)))
             else:
-                self.status.info(f"waiting for inputs: {exc}")
+                self.status.info(self._noted(f"waiting for inputs: {exc}"))
             return
         except PanelError as exc:
-            self.status.error(str(exc), notify=explicit)
+            self.status.error(self._noted(str(exc)), notify=explicit)
             return
         self._explicit = explicit
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
@@ -598,7 +627,8 @@ class LossExplorerWidget(QWidget):
             self.status.exception(exc, notify=True)
             return
         # PanelError and the core's messages are ValueErrors: shown without their type
-        self.status.exception(exc, (ValueError,), notify=getattr(self, "_explicit", True))
+        text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        self.status.error(self._noted(text), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
     def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
@@ -691,11 +721,14 @@ class LossExplorerWidget(QWidget):
         units = "|dL/dlogits| / its mean, 1 = an average pixel"
         where = f" (slice {info['z']})" if info["z"] is not None else ""
         self.status.info(
-            f"{len(res.contributions)} contribution map(s) "
-            f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
-            f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-            f"m = |y − p|^γ{where}"
+            self._noted(
+                f"{len(res.contributions)} contribution map(s) "
+                f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
+                f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+                f"m = |y − p|^γ{where}"
+            )
         )
+        self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:
         """Turn the grid on for the maps to come while torch loads (its cells are the slowest

@@ -665,3 +665,47 @@ def test_stack_on_top_any_permutation_and_removed_layers(make_napari_viewer):
     viewer.layers.remove("5")
     _common.stack_on_top(viewer, order[::-1])
     assert [ly.name for ly in viewer.layers][-7:] == ["9", "8", "7", "11", "10", "6", "4"]
+
+
+def test_live_image_picker_change_redraws_and_clears_a_stale_error(
+    make_napari_viewer, dock, wait_idle
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    viewer.open_sample("napari-segloss", "acdc")
+    widget.gt_picker.set_layer(viewer.layers["kvasir mask"])
+    wait_idle(widget)
+    widget.image_picker.set_layer(viewer.layers["acdc image"])  # only the image changes
+    assert widget.busy  # a redraw is scheduled (live)
+    wait_idle(widget)
+    assert widget.status.is_error and "shape" in widget.status.text()
+    viewer.layers.remove("acdc image")  # the picker falls back to the kvasir image
+    wait_idle(widget)
+    assert widget.image_picker.layer().name == "kvasir image"
+    assert not widget.status.is_error, widget.status.text()
+
+
+def test_a_removed_input_layer_is_named_with_its_replacement(make_napari_viewer, dock, wait_idle):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    mask = np.asarray(viewer.layers["kvasir mask"].data)
+    viewer.add_labels(1 - mask, name="other truth")
+    _, widget = dock(NAME, viewer)
+    widget.gt_picker.set_layer(viewer.layers["kvasir mask"])
+    wait_idle(widget, timeout=60_000)
+    viewer.layers.remove("kvasir mask")
+    wait_idle(widget)
+    assert widget.gt_picker.layer().name == "other truth"
+    text = widget.status.text()
+    assert not widget.status.is_error, text
+    assert text.startswith("ground truth 'kvasir mask' was removed; now using 'other truth'")
+    assert "contribution map(s)" in text  # drawn with the new ground truth
+    widget.update_maps()  # said once
+    wait_idle(widget)
+    assert "removed" not in widget.status.text()
+    viewer.layers.remove("other truth")  # none left
+    wait_idle(widget)
+    assert widget.gt_picker.layer() is None
+    assert widget.status.text().startswith("ground truth 'other truth' was removed; pick")
