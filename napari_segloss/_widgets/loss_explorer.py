@@ -458,10 +458,10 @@ class LossExplorerWidget(QWidget):
             target = gt if z is None else gt[z]
             core.check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
+            if cls >= k:  # not clipped: class 7 would silently draw the last class
+                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}")
             specs = [core.LossSpec(n, p) for n, p in losses]
-            steps = core.iter_explorer(
-                probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
-            )
+            steps = core.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
             with core.interactive_threads(target.size):
                 return (yield from steps)
 
@@ -670,6 +670,8 @@ class LossExplorerWidget(QWidget):
         first, then their titles, then their colour bars.
         """
         self._last_result = res
+        with self.class_spin.changed.blocked():  # the arrows stop at the last class
+            self.class_spin.max = max(res.num_classes - 1, 1)
         wanted = self._wanted(res, info)
         inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
         grid = self.grid_check.value

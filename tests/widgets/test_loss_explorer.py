@@ -709,3 +709,22 @@ def test_a_removed_input_layer_is_named_with_its_replacement(make_napari_viewer,
     wait_idle(widget)
     assert widget.gt_picker.layer() is None
     assert widget.status.text().startswith("ground truth 'other truth' was removed; pick")
+
+
+def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
+    assert widget.class_spin.max == 3  # classes 0-3
+    widget.class_spin.native.setValue(7)  # as typed: Qt clips it
+    assert widget.class_spin.value == 3
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.map_layers()[0].name == "prediction p(class 3)"
+    widget.class_spin.max = 255  # a class beyond the inputs' (e.g. from other inputs)
+    widget.class_spin.value = 7
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert "4 classes (0–3), not 7" in widget.status.text()
