@@ -673,7 +673,6 @@ class LossExplorerWidget(QWidget):
         with self.class_spin.changed.blocked():  # the arrows stop at the last class
             self.class_spin.max = max(res.num_classes - 1, 1)
         wanted = self._wanted(res, info)
-        inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
         grid = self.grid_check.value
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
         new = [w[0] for w in wanted if w[0] not in exists]
@@ -690,7 +689,7 @@ class LossExplorerWidget(QWidget):
             shown = grid and self.grid_view.show(cells)
             info["reset"] = shown or bool(new)
             if grid:
-                self.grid_view.add_titles(inputs)
+                self.grid_view.add_titles(self._user_layers())
 
         def put(items: list[Wanted]) -> None:
             for key, arr, name, props in items:
@@ -701,7 +700,7 @@ class LossExplorerWidget(QWidget):
         def finish() -> None:
             stack_on_top(self.viewer, in_order())
             if grid:  # the cells kept from before, and titles no longer wanted put back
-                self.grid_view.decorate(in_order(), inputs)
+                self.grid_view.decorate(in_order(), self._user_layers())
             self.grid_view.settle()
             if info["reset"]:
                 self.viewer.reset_view()  # fit the (new) grid of maps
@@ -743,7 +742,7 @@ class LossExplorerWidget(QWidget):
         cells = sum(bool(ly.visible) for ly in self.viewer.layers) + expected
         if self.grid_view.show(cells):
             self.viewer.reset_view()
-        inputs = [ly for ly in (self.image_picker.layer(), gt) if ly is not None]
+        inputs = self._user_layers()
 
         def titles() -> None:
             self.grid_view.add_titles(inputs)
@@ -762,6 +761,12 @@ class LossExplorerWidget(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
 
+    def _user_layers(self) -> list[Any]:
+        """The layers titled besides the maps: the inputs and every other layer of the user
+        (e.g. the previous inputs). Each visible layer takes a grid cell, so each one says
+        what it shows; hiding a layer takes it out of the grid."""
+        return [ly for ly in self.viewer.layers if not is_owned(ly, PANEL)]
+
     def map_layers(self) -> list[Any]:
         """The panel's map layers, in grid order."""
         return [ly for ly in self.viewer.layers if is_owned(ly, PANEL)]
@@ -773,8 +778,7 @@ class LossExplorerWidget(QWidget):
         layers = self.map_layers()
         if layers:
             self.grid_view.show()
-            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
-            self.grid_view.decorate(layers, inputs)
+            self.grid_view.decorate(layers, self._user_layers())
             self.viewer.reset_view()
 
     def _on_user_grid(self, enabled: bool) -> None:
@@ -782,8 +786,7 @@ class LossExplorerWidget(QWidget):
         with self.grid_check.changed.blocked():
             self.grid_check.value = enabled
         if enabled and self.map_layers():
-            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
-            self.grid_view.decorate(self.map_layers(), inputs)
+            self.grid_view.decorate(self.map_layers(), self._user_layers())
 
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):

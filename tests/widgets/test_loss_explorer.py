@@ -728,3 +728,20 @@ def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
     wait_idle(widget)
     assert widget.status.is_error
     assert "4 classes (0–3), not 7" in widget.status.text()
+
+
+def test_previous_inputs_keep_their_titles_in_the_grid(make_napari_viewer, dock, wait_idle):
+    # every visible layer takes a cell: the ones no longer inputs still say what they are
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    viewer.open_sample("napari-segloss", "acdc")
+    widget.image_picker.set_layer(viewer.layers["acdc image"])
+    widget.gt_picker.set_layer(viewer.layers["acdc labels"])
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    untitled = [ly.name for ly in viewer.layers if ly.visible and not ly.name_overlay.visible]
+    assert untitled == []
+    widget.grid_check.value = False  # the user's title settings come back
+    assert not any(ly.name_overlay.visible for ly in viewer.layers)
