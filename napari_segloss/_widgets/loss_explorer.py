@@ -90,9 +90,11 @@ DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
 CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
+#: what the titles of contribution maps add to the loss's name (see _wanted)
+CONTRIB_MARK = "|∂L|"
 #: words of the map titles and colour-bar ticks other than loss names, and the characters
 #: napari measures a text's line height with (see _pre_arrange)
-_EXPECTED_TEXT = ("prediction p(class 1)", "contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
+_EXPECTED_TEXT = ("prediction p(class 1)", "|∂L| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
                   "0123456789.e-+", "ÅÉÑŐjqy")  # fmt: skip
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
@@ -652,8 +654,9 @@ class LossExplorerWidget(QWidget):
                 ("prediction", place(res.prediction), f"prediction p(class {cls})", props)
             )
         for name, arr in res.contributions.items():
-            # short: a grid cell is narrow (the status line gives the units)
-            title = f"{res.labels[name]} {'contribution' if info['relative'] else '|dL/dlogits|'}"
+            # short: a grid cell is narrow, and loss labels with parameters are long (the
+            # status line says what |∂L| is, and its units)
+            title = f"{res.labels[name]} {CONTRIB_MARK}"
             wanted.append((f"contrib:{name}", place(arr), title, c_props))
         for g, arr in res.modulating:
             title = _core().modulating_title(g)
@@ -723,7 +726,7 @@ class LossExplorerWidget(QWidget):
         where = f" (slice {info['z']})" if info["z"] is not None else ""
         self.status.info(
             self._noted(
-                f"{len(res.contributions)} contribution map(s) "
+                f"{len(res.contributions)} contribution map(s) {CONTRIB_MARK} "
                 f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
                 f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
                 f"m = |y − p|^γ{where}"
