@@ -292,7 +292,7 @@ class LossExplorerWidget(QWidget):
         ):
             w.changed.connect(self._schedule)
         for picker, what in (
-            (self.image_picker, "image"),
+            (self.image_picker, "image"),  # optional: "(none)" when no image is left
             (self.gt_picker, "ground truth"),
             (self.pred_image_picker, "prediction (probability image)"),
             (self.pred_labels_picker, "prediction (labels layer)"),
@@ -315,7 +315,11 @@ class LossExplorerWidget(QWidget):
             last[0] = now
             used = self.source_stack.indexOf(picker) in (-1, self.source_stack.currentIndex())
             if used and before is not None and index_of(self.viewer, before) < 0:
-                then = f"now using '{now.name}'" if now is not None else f"pick {what}"
+                then = (
+                    f"now using '{now.name}'"
+                    if now is not None
+                    else ("no image now" if picker is self.image_picker else f"pick {what}")
+                )
                 self._note = f"{what} '{before.name}' was removed; {then}"
                 self.status.info(self._note)
             self._schedule()

@@ -770,3 +770,13 @@ def test_titles_fit_their_cells(make_napari_viewer, dock, wait_idle, qtbot):
     assert sizes["tversky(alpha=0.9) |∂L|"] < 10
     widget.grid_check.value = False  # the user's font sizes come back
     assert {ly.name_overlay.font_size for ly in viewer.layers} == {10}
+
+
+def test_the_optional_image_removed_leaves_none(dock, wait_idle):
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    viewer.layers.remove("polyp")  # the only image: the what-if source needs none
+    wait_idle(widget)
+    assert widget.image_picker.layer() is None
+    text = widget.status.text()
+    assert not widget.status.is_error, text
+    assert text.startswith("image 'polyp' was removed; no image now")
