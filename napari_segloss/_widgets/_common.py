@@ -155,15 +155,17 @@ def stack_on_top(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
     """Put ``layers`` at the top of the layer list in this order (the last one on top).
 
     napari's grid fills cells in layer-list order from the bottom, so this fixes the order of
-    the cells. Nothing moves when the order is already right.
+    the cells. Nothing moves when the order is already right; layers no longer in the list
+    (removed meanwhile) are skipped.
     """
+    layers = [ly for ly in layers if index_of(viewer, ly) >= 0]
     n = len(viewer.layers)
-    indices = [index_of(viewer, layer) for layer in layers]
-    if indices == list(range(n - len(layers), n)):
+    if [index_of(viewer, ly) for ly in layers] == list(range(n - len(layers), n)):
         return
-    others = [i for i in range(n) if i not in set(indices)]
-    # A full permutation moved to 0 reorders the list (moving a few to the end reverses them).
-    viewer.layers.move_multiple([*others, *indices], 0)
+    # One at a time: napari's move_multiple computes wrong indices for some permutations
+    # (IndexError: pop index out of range).
+    for layer in layers:
+        viewer.layers.move(index_of(viewer, layer), n)
 
 
 def rename_layers(renames: Sequence[tuple[Layer, str]]) -> None:

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtGui import QFont, QFontMetricsF
+
 from ._common import camera_of, grid_of
 
 if TYPE_CHECKING:
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
 GRID_SPACING = 0.08
 COLORBAR_SIZE = (14.0, 110.0)
 _GRID_FIELDS = ("enabled", "stride", "shape", "spacing")
+#: title font sizes tried, largest first (napari's default is 10): a title shrinks to fit its
+#: cell, down to the smallest, still readable, size
+TITLE_FONT_SIZES = (10, 9, 8, 7)
+#: room a title leaves in its cell: napari's overlay offset on the left, a little on the right
+TITLE_MARGIN = 14.0
 
 
 class GridView:
@@ -31,9 +38,11 @@ class GridView:
         self.viewer = viewer
         self._on_user_toggle = on_user_toggle
         self._saved: dict[str, Any] | None = None  # the user's layout while ours is shown
-        self._titled: dict[str, tuple[Layer, bool]] = {}  # unique_id -> (layer, visible before)
+        # unique_id -> (layer, title visible before, title font size before)
+        self._titled: dict[str, tuple[Layer, bool, float]] = {}
         self._barred: dict[str, Layer] = {}  # unique_id -> map layer showing its colour bar
         self._changing = False
+        self._face: str | None = None  # the canvas font (see text_width)
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
 
     @property
@@ -88,9 +97,10 @@ class GridView:
         wanted = {ly.unique_id: ly for ly in [*inputs, *maps]}
         for uid in list(self._titled):
             if uid not in wanted:
-                layer, before = self._titled.pop(uid)
+                layer, before, size = self._titled.pop(uid)
                 with contextlib.suppress(Exception):  # the layer may be gone
                     layer.name_overlay.visible = before
+                    layer.name_overlay.font_size = size
         keep = {ly.unique_id for ly in maps}
         for uid in [u for u in self._barred if u not in keep]:
             with contextlib.suppress(Exception):
@@ -105,12 +115,39 @@ class GridView:
         (each layer added), which makes vispy build the box shaders of every cell again each
         time; titles and colour bars stand on the black canvas around the images anyway.
         """
+        width = self.cell_width() - TITLE_MARGIN
         for layer in layers:
-            if layer.unique_id not in self._titled:
-                self._titled[layer.unique_id] = (layer, bool(layer.name_overlay.visible))
             overlay = layer.name_overlay
+            if layer.unique_id not in self._titled:
+                self._titled[layer.unique_id] = (layer, bool(overlay.visible), overlay.font_size)
             overlay.box = False
+            # the largest size that fits the cell (a long loss name was cut off at the
+            # cell's edge); an unchanged size is not set again (each change redraws)
+            size = next(
+                (s for s in TITLE_FONT_SIZES if self.text_width(layer.name, s) <= width),
+                TITLE_FONT_SIZES[-1],
+            )
+            if overlay.font_size != size:
+                overlay.font_size = size
             overlay.visible = True
+
+    def cell_width(self) -> float:
+        """Width of a grid cell in canvas pixels, as napari lays the grid out."""
+        return float(self.viewer.canvas.viewbox_size(self.viewer.layers)[1])  # (h, w)
+
+    def text_width(self, text: str, size: float) -> float:
+        """Width of a title in canvas pixels, measured as napari places its text overlays
+        (Qt metrics of the canvas font, in points at 96 dpi); 0 when the font is unknown."""
+        if self._face is None:
+            try:  # private, no public handle: looked up once (napari warns on each access)
+                self._face = self.viewer.window._qt_viewer.canvas._font_info.face
+            except Exception:  # another napari: titles keep their size
+                self._face = ""
+        if not self._face:
+            return 0.0
+        font = QFont(self._face)
+        font.setPointSize(int(size))
+        return QFontMetricsF(font).horizontalAdvance(text) * 96 / 72
 
     def add_colorbars(self, layers: Iterable[Layer]) -> None:
         """Show the colour bars of ``layers`` (bottom right: the titles run along the top)."""

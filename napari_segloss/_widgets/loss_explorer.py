@@ -61,6 +61,7 @@ from ._common import (
     frame_progress,
     glyph_steps,
     image_array,
+    index_of,
     is_owned,
     labels_array,
     progress_worker,
@@ -89,9 +90,11 @@ DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
 CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
+#: what the titles of contribution maps add to the loss's name (see _wanted)
+CONTRIB_MARK = "|∂L|"
 #: words of the map titles and colour-bar ticks other than loss names, and the characters
 #: napari measures a text's line height with (see _pre_arrange)
-_EXPECTED_TEXT = ("prediction p(class 1)", "contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
+_EXPECTED_TEXT = ("prediction p(class 1)", "|∂L| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
                   "0123456789.e-+", "ÅÉÑŐjqy")  # fmt: skip
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
@@ -152,6 +155,7 @@ class LossExplorerWidget(QWidget):
         self._last_result: ExplorerResult | None = None
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
+        self._note = ""  # an input layer was removed and its picker changed (see _watch)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.DEBOUNCE_MS)
@@ -287,13 +291,44 @@ class LossExplorerWidget(QWidget):
             self.relative_check,
         ):
             w.changed.connect(self._schedule)
-        for picker in (self.gt_picker, self.pred_image_picker, self.pred_labels_picker):
-            picker.currentIndexChanged.connect(self._schedule)
+        for picker, what in (
+            (self.image_picker, "image"),  # optional: "(none)" when no image is left
+            (self.gt_picker, "ground truth"),
+            (self.pred_image_picker, "prediction (probability image)"),
+            (self.pred_labels_picker, "prediction (labels layer)"),
+        ):
+            self._watch(picker, what)
         self.gamma_list.changed.connect(self._schedule)
         self.grid_check.changed.connect(self._on_grid_check)
         self.loss_list.itemChanged.connect(self._schedule)
         self.loss_list.currentItemChanged.connect(self._show_params)
         self.viewer.dims.events.current_step.connect(self._on_step)
+
+    def _watch(self, picker: LayerPicker, what: str) -> None:
+        """Any change of ``picker`` schedules a redraw. When its layer was removed, the picker
+        falls back to another layer, like napari's own pickers: the status line says which
+        (until the next maps are drawn), so that the panel does not switch data silently."""
+        last = [picker.layer()]
+
+        def changed(*_: Any) -> None:
+            before, now = last[0], picker.layer()
+            last[0] = now
+            used = self.source_stack.indexOf(picker) in (-1, self.source_stack.currentIndex())
+            if used and before is not None and index_of(self.viewer, before) < 0:
+                then = (
+                    f"now using '{now.name}'"
+                    if now is not None
+                    else ("no image now" if picker is self.image_picker else f"pick {what}")
+                )
+                self._note = f"{what} '{before.name}' was removed; {then}"
+                self.status.info(self._note)
+            self._schedule()
+
+        picker.currentIndexChanged.connect(changed)
+
+    def _noted(self, text: str) -> str:
+        """``text`` after the note on a removed input, if any (see _watch)."""
+        return f"{self._note}. {text}" if self._note else text
 
     def _update_strength_tip(self, *_: Any) -> None:
         self.whatif_strength.tooltip = WHATIF_KINDS[self.whatif_kind.value][1]
@@ -429,10 +464,10 @@ class LossExplorerWidget(QWidget):
             target = gt if z is None else gt[z]
             core.check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
+            if cls >= k:  # not clipped: class 7 would silently draw the last class
+                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}")
             specs = [core.LossSpec(n, p) for n, p in losses]
-            steps = core.iter_explorer(
-                probs, target, specs, gammas, cls=min(cls, k - 1), relative=relative
-            )
+            steps = core.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
             with core.interactive_threads(target.size):
                 return (yield from steps)
 
@@ -535,12 +570,12 @@ class LossExplorerWidget(QWidget):
             job, info = self._collect()
         except MissingInput as exc:
             if explicit:
-                self.status.error(str(exc))
+                self.status.error(self._noted(str(exc)))
             else:
-                self.status.info(f"waiting for inputs: {exc}")
+                self.status.info(self._noted(f"waiting for inputs: {exc}"))
             return
         except PanelError as exc:
-            self.status.error(str(exc), notify=explicit)
+            self.status.error(self._noted(str(exc)), notify=explicit)
             return
         self._explicit = explicit
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
@@ -598,7 +633,8 @@ class LossExplorerWidget(QWidget):
             self.status.exception(exc, notify=True)
             return
         # PanelError and the core's messages are ValueErrors: shown without their type
-        self.status.exception(exc, (ValueError,), notify=getattr(self, "_explicit", True))
+        text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        self.status.error(self._noted(text), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
     def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
@@ -622,8 +658,9 @@ class LossExplorerWidget(QWidget):
                 ("prediction", place(res.prediction), f"prediction p(class {cls})", props)
             )
         for name, arr in res.contributions.items():
-            # short: a grid cell is narrow (the status line gives the units)
-            title = f"{res.labels[name]} {'contribution' if info['relative'] else '|dL/dlogits|'}"
+            # short: a grid cell is narrow, and loss labels with parameters are long (the
+            # status line says what |∂L| is, and its units)
+            title = f"{res.labels[name]} {CONTRIB_MARK}"
             wanted.append((f"contrib:{name}", place(arr), title, c_props))
         for g, arr in res.modulating:
             title = _core().modulating_title(g)
@@ -640,8 +677,9 @@ class LossExplorerWidget(QWidget):
         first, then their titles, then their colour bars.
         """
         self._last_result = res
+        with self.class_spin.changed.blocked():  # the arrows stop at the last class
+            self.class_spin.max = max(res.num_classes - 1, 1)
         wanted = self._wanted(res, info)
-        inputs = [ly for ly in (info["image_layer"], info["gt_layer"]) if ly is not None]
         grid = self.grid_check.value
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
         new = [w[0] for w in wanted if w[0] not in exists]
@@ -658,7 +696,7 @@ class LossExplorerWidget(QWidget):
             shown = grid and self.grid_view.show(cells)
             info["reset"] = shown or bool(new)
             if grid:
-                self.grid_view.add_titles(inputs)
+                self.grid_view.add_titles(self._user_layers())
 
         def put(items: list[Wanted]) -> None:
             for key, arr, name, props in items:
@@ -669,7 +707,7 @@ class LossExplorerWidget(QWidget):
         def finish() -> None:
             stack_on_top(self.viewer, in_order())
             if grid:  # the cells kept from before, and titles no longer wanted put back
-                self.grid_view.decorate(in_order(), inputs)
+                self.grid_view.decorate(in_order(), self._user_layers())
             self.grid_view.settle()
             if info["reset"]:
                 self.viewer.reset_view()  # fit the (new) grid of maps
@@ -691,11 +729,14 @@ class LossExplorerWidget(QWidget):
         units = "|dL/dlogits| / its mean, 1 = an average pixel"
         where = f" (slice {info['z']})" if info["z"] is not None else ""
         self.status.info(
-            f"{len(res.contributions)} contribution map(s) "
-            f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
-            f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-            f"m = |y − p|^γ{where}"
+            self._noted(
+                f"{len(res.contributions)} contribution map(s) {CONTRIB_MARK} "
+                f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
+                f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+                f"m = |y − p|^γ{where}"
+            )
         )
+        self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:
         """Turn the grid on for the maps to come while torch loads (its cells are the slowest
@@ -708,7 +749,7 @@ class LossExplorerWidget(QWidget):
         cells = sum(bool(ly.visible) for ly in self.viewer.layers) + expected
         if self.grid_view.show(cells):
             self.viewer.reset_view()
-        inputs = [ly for ly in (self.image_picker.layer(), gt) if ly is not None]
+        inputs = self._user_layers()
 
         def titles() -> None:
             self.grid_view.add_titles(inputs)
@@ -727,6 +768,12 @@ class LossExplorerWidget(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
 
+    def _user_layers(self) -> list[Any]:
+        """The layers titled besides the maps: the inputs and every other layer of the user
+        (e.g. the previous inputs). Each visible layer takes a grid cell, so each one says
+        what it shows; hiding a layer takes it out of the grid."""
+        return [ly for ly in self.viewer.layers if not is_owned(ly, PANEL)]
+
     def map_layers(self) -> list[Any]:
         """The panel's map layers, in grid order."""
         return [ly for ly in self.viewer.layers if is_owned(ly, PANEL)]
@@ -738,8 +785,7 @@ class LossExplorerWidget(QWidget):
         layers = self.map_layers()
         if layers:
             self.grid_view.show()
-            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
-            self.grid_view.decorate(layers, inputs)
+            self.grid_view.decorate(layers, self._user_layers())
             self.viewer.reset_view()
 
     def _on_user_grid(self, enabled: bool) -> None:
@@ -747,8 +793,7 @@ class LossExplorerWidget(QWidget):
         with self.grid_check.changed.blocked():
             self.grid_check.value = enabled
         if enabled and self.map_layers():
-            inputs = [ly for ly in (self.image_picker.layer(), self.gt_picker.layer()) if ly]
-            self.grid_view.decorate(self.map_layers(), inputs)
+            self.grid_view.decorate(self.map_layers(), self._user_layers())
 
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):

@@ -69,8 +69,8 @@ def test_maps_drawn_on_opening_without_a_button_press(make_napari_viewer, dock, 
     assert not widget.status.is_error, widget.status.text()
     assert widget.selected_losses() == ["ce", "dice"]
     assert [ly.name for ly in _owned(viewer, "contrib:")] == [
-        "ce contribution",
-        "dice contribution",
+        "ce |∂L|",
+        "dice |∂L|",
     ]
     assert [ly.name for ly in _owned(viewer, "gamma:")] == GAMMA_NAMES
     assert widget.table.rowCount() == 2 + 4
@@ -100,7 +100,7 @@ def test_title_glyphs_are_rendered_before_the_titles_show(
 
     monkeypatch.setattr(widget.grid_view, "add_titles", checked)
     wait_idle(widget, timeout=60_000)
-    assert {"kvasir image", "kvasir mask", "dice contribution"} <= set(shown)
+    assert {"kvasir image", "kvasir mask", "dice |∂L|"} <= set(shown)
     assert missing == []
 
 
@@ -142,8 +142,8 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     # grid order (bottom of the layer list first): prediction, ticked losses, ascending γ
     assert [ly.name for ly in maps] == [
         "prediction p(class 1)",
-        "dice contribution",
-        "focal contribution",
+        "dice |∂L|",
+        "focal |∂L|",
         *GAMMA_NAMES,
     ]
     assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
@@ -165,7 +165,7 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
     names = [ly.name for ly in widget.map_layers()]
-    assert names[1:4] == [f"{n} contribution" for n in ("ce", "dice", "focal")]
+    assert names[1:4] == [f"{n} |∂L|" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
 
@@ -611,3 +611,172 @@ def test_compute_explorer_relative_maps_and_classes():
         compute_explorer(probs, gt, specs, [1.0], cls=3)
     with pytest.raises(ValueError, match=r"dice: .*unknown parameter"):
         compute_explorer(probs, gt, [LossSpec("dice", {"nope": 1})], [], cls=1)
+
+
+# ------------------------------------------------------------------------ new-user audit
+def _grid_order_ok(viewer, widget) -> None:
+    """No error, and the maps on top in the documented order: prediction, ticked losses in
+    list order, ascending γ."""
+    assert not widget.status.is_error, widget.status.text()
+    maps = widget.map_layers()
+    keys = [ly.metadata[TAG]["key"] for ly in maps]
+    want = ["prediction", *(f"contrib:{n}" for n in widget.selected_losses())]
+    assert keys[: len(want)] == want
+    assert [ly.name for ly in maps[len(want) :]] == GAMMA_NAMES
+    assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
+
+
+def test_two_losses_ticked_back_to_back_draw_in_order(dock, wait_idle):
+    # napari's move_multiple failed on this permutation (IndexError: pop index out of range)
+    from qtpy.QtCore import Qt
+
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    for name in ("tversky", "focal"):  # within one debounce interval
+        [item] = widget.loss_list.findItems(name, Qt.MatchFlag.MatchExactly)
+        item.setCheckState(Qt.CheckState.Checked)
+    wait_idle(widget)
+    assert set(widget.selected_losses()) == {"ce", "dice", "focal", "tversky"}
+    _grid_order_ok(viewer, widget)
+
+
+def test_switching_image_and_ground_truth_together_draws_in_order(
+    make_napari_viewer, dock, wait_idle
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    _grid_order_ok(viewer, widget)
+    viewer.open_sample("napari-segloss", "acdc")  # on top of the maps
+    widget.image_picker.set_layer(viewer.layers["acdc image"])
+    widget.gt_picker.set_layer(viewer.layers["acdc labels"])
+    wait_idle(widget)
+    _grid_order_ok(viewer, widget)
+    assert widget.map_layers()[0].data.shape == viewer.layers["acdc labels"].data.shape
+
+
+def test_stack_on_top_any_permutation_and_removed_layers(make_napari_viewer):
+    # the permutation of the audit's two back-to-back ticks, and a layer removed meanwhile
+    viewer = make_napari_viewer()
+    layers = [viewer.add_image(np.zeros((2, 2)), name=str(i)) for i in range(12)]
+    order = [layers[i] for i in (4, 5, 6, 10, 11, 7, 8, 9)]
+    _common.stack_on_top(viewer, order)
+    assert [ly.name for ly in viewer.layers][-8:] == ["4", "5", "6", "10", "11", "7", "8", "9"]
+    viewer.layers.remove("5")
+    _common.stack_on_top(viewer, order[::-1])
+    assert [ly.name for ly in viewer.layers][-7:] == ["9", "8", "7", "11", "10", "6", "4"]
+
+
+def test_live_image_picker_change_redraws_and_clears_a_stale_error(
+    make_napari_viewer, dock, wait_idle
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    viewer.open_sample("napari-segloss", "acdc")
+    widget.gt_picker.set_layer(viewer.layers["kvasir mask"])
+    wait_idle(widget)
+    widget.image_picker.set_layer(viewer.layers["acdc image"])  # only the image changes
+    assert widget.busy  # a redraw is scheduled (live)
+    wait_idle(widget)
+    assert widget.status.is_error and "shape" in widget.status.text()
+    viewer.layers.remove("acdc image")  # the picker falls back to the kvasir image
+    wait_idle(widget)
+    assert widget.image_picker.layer().name == "kvasir image"
+    assert not widget.status.is_error, widget.status.text()
+
+
+def test_a_removed_input_layer_is_named_with_its_replacement(make_napari_viewer, dock, wait_idle):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    mask = np.asarray(viewer.layers["kvasir mask"].data)
+    viewer.add_labels(1 - mask, name="other truth")
+    _, widget = dock(NAME, viewer)
+    widget.gt_picker.set_layer(viewer.layers["kvasir mask"])
+    wait_idle(widget, timeout=60_000)
+    viewer.layers.remove("kvasir mask")
+    wait_idle(widget)
+    assert widget.gt_picker.layer().name == "other truth"
+    text = widget.status.text()
+    assert not widget.status.is_error, text
+    assert text.startswith("ground truth 'kvasir mask' was removed; now using 'other truth'")
+    assert "contribution map(s)" in text  # drawn with the new ground truth
+    widget.update_maps()  # said once
+    wait_idle(widget)
+    assert "removed" not in widget.status.text()
+    viewer.layers.remove("other truth")  # none left
+    wait_idle(widget)
+    assert widget.gt_picker.layer() is None
+    assert widget.status.text().startswith("ground truth 'other truth' was removed; pick")
+
+
+def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
+    assert widget.class_spin.max == 3  # classes 0-3
+    widget.class_spin.native.setValue(7)  # as typed: Qt clips it
+    assert widget.class_spin.value == 3
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.map_layers()[0].name == "prediction p(class 3)"
+    widget.class_spin.max = 255  # a class beyond the inputs' (e.g. from other inputs)
+    widget.class_spin.value = 7
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert "4 classes (0–3), not 7" in widget.status.text()
+
+
+def test_previous_inputs_keep_their_titles_in_the_grid(make_napari_viewer, dock, wait_idle):
+    # every visible layer takes a cell: the ones no longer inputs still say what they are
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    viewer.open_sample("napari-segloss", "acdc")
+    widget.image_picker.set_layer(viewer.layers["acdc image"])
+    widget.gt_picker.set_layer(viewer.layers["acdc labels"])
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    untitled = [ly.name for ly in viewer.layers if ly.visible and not ly.name_overlay.visible]
+    assert untitled == []
+    widget.grid_check.value = False  # the user's title settings come back
+    assert not any(ly.name_overlay.visible for ly in viewer.layers)
+
+
+def test_titles_fit_their_cells(make_napari_viewer, dock, wait_idle, qtbot):
+    # long loss names were cut off at the cell's edge ("tversky(alpha=0.9) c")
+    from napari_segloss._widgets._grid import TITLE_MARGIN
+
+    viewer = make_napari_viewer(show=True)  # the canvas takes its size when shown
+    viewer.window._qt_window.resize(1600, 1050)  # the audit's window
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    qtbot.waitUntil(lambda: viewer.canvas.size[1] > 700)
+    widget.set_losses(["ce+pm_dice", "dice", "tversky"])
+    widget._param_form("tversky").widgets["alpha"].value = 0.9
+    wait_idle(widget)
+    grid_view = widget.grid_view
+    room = grid_view.cell_width() - TITLE_MARGIN
+    assert math.isfinite(room)
+    sizes = {ly.name: ly.name_overlay.font_size for ly in viewer.layers}
+    for name, size in sizes.items():
+        assert grid_view.text_width(name, size) <= room, (name, size, room)
+    assert sizes["dice |∂L|"] == 10  # only the titles that need it shrink
+    assert sizes["tversky(alpha=0.9) |∂L|"] < 10
+    widget.grid_check.value = False  # the user's font sizes come back
+    assert {ly.name_overlay.font_size for ly in viewer.layers} == {10}
+
+
+def test_the_optional_image_removed_leaves_none(dock, wait_idle):
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    viewer.layers.remove("polyp")  # the only image: the what-if source needs none
+    wait_idle(widget)
+    assert widget.image_picker.layer() is None
+    text = widget.status.text()
+    assert not widget.status.is_error, text
+    assert text.startswith("image 'polyp' was removed; no image now")
