@@ -91,10 +91,10 @@ SOURCES = ("what-if from ground truth", "probability image", "labels layer", "ch
 CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
 #: what the titles of contribution maps add to the loss's name (see _wanted)
-CONTRIB_MARK = "|∂L|"
+CONTRIB_MARK = "|∂L/∂z|"
 #: words of the map titles and colour-bar ticks other than loss names, and the characters
 #: napari measures a text's line height with (see _pre_arrange)
-_EXPECTED_TEXT = ("prediction p(class 1)", "|∂L| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
+_EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
                   "0123456789.e-+", "ÅÉÑŐjqy")  # fmt: skip
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
@@ -659,7 +659,7 @@ class LossExplorerWidget(QWidget):
             )
         for name, arr in res.contributions.items():
             # short: a grid cell is narrow, and loss labels with parameters are long (the
-            # status line says what |∂L| is, and its units)
+            # status line says what |∂L/∂z| is, and its units)
             title = f"{res.labels[name]} {CONTRIB_MARK}"
             wanted.append((f"contrib:{name}", place(arr), title, c_props))
         for g, arr in res.modulating:

@@ -69,8 +69,8 @@ def test_maps_drawn_on_opening_without_a_button_press(make_napari_viewer, dock, 
     assert not widget.status.is_error, widget.status.text()
     assert widget.selected_losses() == ["ce", "dice"]
     assert [ly.name for ly in _owned(viewer, "contrib:")] == [
-        "ce |∂L|",
-        "dice |∂L|",
+        "ce |∂L/∂z|",
+        "dice |∂L/∂z|",
     ]
     assert [ly.name for ly in _owned(viewer, "gamma:")] == GAMMA_NAMES
     assert widget.table.rowCount() == 2 + 4
@@ -100,7 +100,7 @@ def test_title_glyphs_are_rendered_before_the_titles_show(
 
     monkeypatch.setattr(widget.grid_view, "add_titles", checked)
     wait_idle(widget, timeout=60_000)
-    assert {"kvasir image", "kvasir mask", "dice |∂L|"} <= set(shown)
+    assert {"kvasir image", "kvasir mask", "dice |∂L/∂z|"} <= set(shown)
     assert missing == []
 
 
@@ -142,8 +142,8 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     # grid order (bottom of the layer list first): prediction, ticked losses, ascending γ
     assert [ly.name for ly in maps] == [
         "prediction p(class 1)",
-        "dice |∂L|",
-        "focal |∂L|",
+        "dice |∂L/∂z|",
+        "focal |∂L/∂z|",
         *GAMMA_NAMES,
     ]
     assert [ly.name for ly in viewer.layers][-len(maps) :] == [ly.name for ly in maps]
@@ -165,7 +165,7 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
     names = [ly.name for ly in widget.map_layers()]
-    assert names[1:4] == [f"{n} |∂L|" for n in ("ce", "dice", "focal")]
+    assert names[1:4] == [f"{n} |∂L/∂z|" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
 
@@ -766,8 +766,8 @@ def test_titles_fit_their_cells(make_napari_viewer, dock, wait_idle, qtbot):
     sizes = {ly.name: ly.name_overlay.font_size for ly in viewer.layers}
     for name, size in sizes.items():
         assert grid_view.text_width(name, size) <= room, (name, size, room)
-    assert sizes["dice |∂L|"] == 10  # only the titles that need it shrink
-    assert sizes["tversky(alpha=0.9) |∂L|"] < 10
+    assert sizes["dice |∂L/∂z|"] == 10  # only the titles that need it shrink
+    assert sizes["tversky(alpha=0.9) |∂L/∂z|"] < 10
     widget.grid_check.value = False  # the user's font sizes come back
     assert {ly.name_overlay.font_size for ly in viewer.layers} == {10}
 
