@@ -51,6 +51,25 @@ def _kvasir(dock, wait_idle):
     return viewer, widget, image, mask
 
 
+def _kvasir_sample_drawn(make_napari_viewer, dock, wait_idle):
+    """The ``kvasir`` sample opened as a user does, the panel docked and its first maps drawn."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)  # loads torch and the losses first
+    return viewer, widget
+
+
+def _acdc_drawn(dock, wait_idle):
+    """The ACDC volume as layers 'mri' and 'heart', the panel docked and its maps drawn."""
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
+    return viewer, widget
+
+
 @pytest.fixture
 def warnings_shown(monkeypatch):
     """Warnings the panels pop up (napari notifications), recorded instead of shown."""
@@ -448,11 +467,8 @@ def test_probability_image_hand_computed(dock, wait_idle):
 
 
 def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
-    image, labels = load_sample("acdc")
-    viewer, widget = dock(NAME)
-    viewer.add_image(image, name="mri")
-    viewer.add_labels(labels, name="heart")
-    wait_idle(widget, timeout=60_000)
+    viewer, widget = _acdc_drawn(dock, wait_idle)
+    labels = np.asarray(viewer.layers["heart"].data)
     widget.set_losses(["dice"])
     widget.class_spin.value = 2  # myocardium
     widget.whatif_kind.value = "erode"
@@ -642,10 +658,7 @@ def test_two_losses_ticked_back_to_back_draw_in_order(dock, wait_idle):
 def test_switching_image_and_ground_truth_together_draws_in_order(
     make_napari_viewer, dock, wait_idle
 ):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-segloss", "kvasir")
-    _, widget = dock(NAME, viewer)
-    wait_idle(widget, timeout=60_000)
+    viewer, widget = _kvasir_sample_drawn(make_napari_viewer, dock, wait_idle)
     _grid_order_ok(viewer, widget)
     viewer.open_sample("napari-segloss", "acdc")  # on top of the maps
     widget.image_picker.set_layer(viewer.layers["acdc image"])
@@ -670,10 +683,7 @@ def test_stack_on_top_any_permutation_and_removed_layers(make_napari_viewer):
 def test_live_image_picker_change_redraws_and_clears_a_stale_error(
     make_napari_viewer, dock, wait_idle
 ):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-segloss", "kvasir")
-    _, widget = dock(NAME, viewer)
-    wait_idle(widget, timeout=60_000)
+    viewer, widget = _kvasir_sample_drawn(make_napari_viewer, dock, wait_idle)
     viewer.open_sample("napari-segloss", "acdc")
     widget.gt_picker.set_layer(viewer.layers["kvasir mask"])
     wait_idle(widget)
@@ -712,11 +722,7 @@ def test_a_removed_input_layer_is_named_with_its_replacement(make_napari_viewer,
 
 
 def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
-    image, labels = load_sample("acdc")
-    viewer, widget = dock(NAME)
-    viewer.add_image(image, name="mri")
-    viewer.add_labels(labels, name="heart")
-    wait_idle(widget, timeout=60_000)
+    _, widget = _acdc_drawn(dock, wait_idle)
     assert widget.class_spin.max == 3  # classes 0-3
     widget.class_spin.native.setValue(7)  # as typed: Qt clips it
     assert widget.class_spin.value == 3
@@ -732,10 +738,7 @@ def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
 
 def test_previous_inputs_keep_their_titles_in_the_grid(make_napari_viewer, dock, wait_idle):
     # every visible layer takes a cell: the ones no longer inputs still say what they are
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-segloss", "kvasir")
-    _, widget = dock(NAME, viewer)
-    wait_idle(widget, timeout=60_000)
+    viewer, widget = _kvasir_sample_drawn(make_napari_viewer, dock, wait_idle)
     viewer.open_sample("napari-segloss", "acdc")
     widget.image_picker.set_layer(viewer.layers["acdc image"])
     widget.gt_picker.set_layer(viewer.layers["acdc labels"])
