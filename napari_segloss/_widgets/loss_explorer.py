@@ -61,7 +61,6 @@ from ._common import (
     frame_progress,
     glyph_steps,
     image_array,
-    index_of,
     is_owned,
     labels_array,
     progress_worker,
@@ -305,22 +304,17 @@ class LossExplorerWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self._on_step)
 
     def _watch(self, picker: LayerPicker, what: str) -> None:
-        """Any change of ``picker`` schedules a redraw. When its layer was removed, the picker
-        falls back to another layer, like napari's own pickers: the status line says which
-        (until the next maps are drawn), so that the panel does not switch data silently."""
-        last = [picker.layer()]
+        """Any change of ``picker`` schedules a redraw. A picker whose layer was removed falls
+        back to another one, like napari's own: the status line says which (until the next
+        maps are drawn), so that the panel never switches data silently."""
 
         def changed(*_: Any) -> None:
-            before, now = last[0], picker.layer()
-            last[0] = now
+            lost, now = picker.take_lost(), picker.layer()
             used = self.source_stack.indexOf(picker) in (-1, self.source_stack.currentIndex())
-            if used and before is not None and index_of(self.viewer, before) < 0:
-                then = (
-                    f"now using '{now.name}'"
-                    if now is not None
-                    else ("no image now" if picker is self.image_picker else f"pick {what}")
-                )
-                self._note = f"{what} '{before.name}' was removed; {then}"
+            if used and lost is not None:
+                none_left = "no image now" if picker is self.image_picker else f"pick {what}"
+                then = f"now using '{now.name}'" if now is not None else none_left
+                self._note = f"{what} '{lost}' was removed; {then}"
                 self.status.info(self._note)
             self._schedule()
 
