@@ -67,18 +67,23 @@ class DataError(ValueError):
     """Bad training data, described in one line naming the file or config key."""
 
 
-def check_finite(array: np.ndarray, name: str) -> None:
+def check_finite(array: np.ndarray, name: str, *, channels_first: bool = False) -> None:
     """Raise :class:`DataError` naming ``name`` and the count if ``array`` holds NaN or Inf.
 
     A single NaN pixel makes every prediction and loss of its image NaN (min-max scaling spreads
     it to the whole array), so such data is refused instead of silently training on NaN.
+    ``channels_first``: ``array`` is ``(C, H, W)``; pixels are counted, not values (a grey
+    file repeated to 3 channels has one bad pixel, not three).
     """
     if array.dtype.kind != "f":
         return
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    finite = np.isfinite(array)
+    if channels_first:
+        finite = finite.all(axis=0)
+    bad = int(finite.size - np.count_nonzero(finite))
     if bad:
         raise DataError(
-            f"{name}: {bad} non-finite pixel value(s) (NaN or Inf) of {array.size}; replace "
+            f"{name}: {bad} non-finite pixel value(s) (NaN or Inf) of {finite.size}; replace "
             "them (e.g. numpy.nan_to_num) before training"
         )
 
@@ -306,7 +311,7 @@ class SegmentationDataset(Dataset):
             (self._raw0, None) if index == 0 and self._raw0 is not None else (None, None)
         )
         image_np, mask_np = raw if raw is not None else self._read(index)
-        check_finite(image_np, self.item_name(index))
+        check_finite(image_np, self.item_name(index), channels_first=True)
         if image_np.shape[-2:] != mask_np.shape:
             raise DataError(
                 f"{self.item_name(index)}: image size {tuple(image_np.shape[-2:])} != mask size "

@@ -45,7 +45,9 @@ def check_float(
     v = float(value)
     lo_bad = lo is not None and (v <= lo if lo_open else v < lo)
     hi_bad = hi is not None and (v >= hi if hi_open else v > hi)
-    if not math.isfinite(v) or lo_bad or hi_bad:
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if lo_bad or hi_bad:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         lo_s = "-inf" if lo is None else f"{lo:g}"

@@ -485,6 +485,9 @@ def test_non_finite_pixels_are_refused_with_the_count() -> None:
         DataError, match=r"images\[1\]: 4 non-finite pixel value\(s\) \(NaN or Inf\)"
     ):
         ArrayDataset(images, masks, in_channels=1).validate(num_classes=2, workers=1)
+    # a grey image repeated to an RGB model's 3 channels: pixels counted, not values
+    with pytest.raises(DataError, match=r"images\[1\]: 4 non-finite pixel value\(s\) .* of 64;"):
+        ArrayDataset(images, masks, in_channels=3).validate(num_classes=2, workers=1)
 
 
 def test_all_empty_training_masks_are_refused_most_empty_warned(

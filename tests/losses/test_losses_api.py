@@ -81,6 +81,8 @@ def test_compound_parts_weights_and_params() -> None:
         ("wsdice", {"v1": 0.7}, r"v1 must be in \[0, 0.5\]"),
         ("focal_dice", {"beta": 0.5}, "beta must be in"),
         ("unified_focal", {"gamma": 2.0}, "gamma must be in"),
+        ("pm_dice", {"gamma": float("inf")}, "gamma must be a finite number, got inf"),
+        ("focal", {"gamma": float("nan")}, "gamma must be a finite number, got nan"),
         ("ce+dice", {"weights": (1.0,)}, "one value per component"),
         ("ce+dice", {"gamma": 1.0}, "accepted by none"),
         ("ce+dice", {"dice": {"gamma": 1.0}}, "gamma"),
