@@ -343,6 +343,7 @@ class GammaList(QWidget):
         if row in self.rows:
             self.rows.remove(row)
             self._layout.removeWidget(row)
+            row.hide()  # at once: deleteLater waits for the event loop, the row would linger
             row.deleteLater()
             self.changed.emit()
 

@@ -289,7 +289,9 @@ def test_gamma_layers_unique_named_by_value_removed_with_their_row(dock, wait_id
 
     # removing a row removes its layer; unticking a loss removes its map
     five = next(r for r in widget.gamma_list.rows if r.value() == 5.0)
+    assert not five.isHidden()
     widget.gamma_list.remove(five)
+    assert five.isHidden()  # gone from the panel at once, not drawn over the next row
     widget.set_losses([])
     wait_idle(widget)
     names = [ly.name for ly in _owned(viewer, "gamma:")]
