@@ -495,6 +495,8 @@ class TrainWidget(QWidget):
         )
         what = ev.reason if ev.stopped else f"{ev.epochs} epoch(s), {ev.iteration} steps"
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
+        if not ev.validated:  # as segloss train says it: nothing chose these weights
+            best = ", no validation (best.pt holds the last weights)"
         saved = f"; checkpoint {ev.checkpoint}" if ev.checkpoint is not None else "; nothing saved"
         self.status.info(f"{how}{what}{best}{saved}")
         if (

@@ -124,6 +124,22 @@ def test_train_from_a_folder(dock, wait_idle, qtbot, tmp_path):
     assert widget.progress.value() == widget.progress.maximum() == done.iteration
 
 
+def test_training_without_validation_says_so(dock, wait_idle, qtbot, tmp_path):
+    from napari_segloss.samples import sample_pairs_dir
+
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.source.value = "folder"
+    widget.folder.value = sample_pairs_dir("kvasir_train")
+    widget.image_size.value = 32
+    widget.batch_size.value = 8
+    widget.val_fraction.value = 0.0  # nothing held out: no Dice chooses the weights
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert not widget.last_result.validated
+    assert "no validation (best.pt holds the last weights)" in widget.status.text()
+
+
 def _activity_bar(viewer):
     from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
 
