@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFont, QFontMetricsF
 
 from ._common import camera_of, grid_of
@@ -34,9 +35,17 @@ TITLE_MARGIN = 14.0
 class GridView:
     """napari's grid mode for a set of map layers, restorable (see module docstring)."""
 
-    def __init__(self, viewer: napari.Viewer, on_user_toggle: Callable[[bool], Any]) -> None:
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        on_user_toggle: Callable[[bool], Any],
+        title_new: Callable[[Layer], bool] = lambda layer: False,
+    ) -> None:
+        """``title_new(layer)``: whether a layer added while the grid is shown gets a title
+        (each visible layer takes a cell; an untitled one would not say what it shows)."""
         self.viewer = viewer
         self._on_user_toggle = on_user_toggle
+        self._title_new = title_new
         self._saved: dict[str, Any] | None = None  # the user's layout while ours is shown
         # unique_id -> (layer, title visible before, title font size before)
         self._titled: dict[str, tuple[Layer, bool, float]] = {}
@@ -44,6 +53,15 @@ class GridView:
         self._changing = False
         self._face: str | None = None  # the canvas font (see text_width)
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
+        # the cells change width with the window and with the number of layers: the titles
+        # are fitted again once things settle (not at every pixel of a resize)
+        self._refit = QTimer()
+        self._refit.setSingleShot(True)
+        self._refit.setInterval(150)
+        self._refit.timeout.connect(self.refit_titles)
+        viewer.canvas.events.size.connect(self._layout_changed)
+        viewer.layers.events.inserted.connect(self._layout_changed)
+        viewer.layers.events.removed.connect(self._layout_changed)
 
     @property
     def active(self) -> bool:
@@ -121,15 +139,38 @@ class GridView:
             if layer.unique_id not in self._titled:
                 self._titled[layer.unique_id] = (layer, bool(overlay.visible), overlay.font_size)
             overlay.box = False
-            # the largest size that fits the cell (a long loss name was cut off at the
-            # cell's edge); an unchanged size is not set again (each change redraws)
-            size = next(
-                (s for s in TITLE_FONT_SIZES if self.text_width(layer.name, s) <= width),
-                TITLE_FONT_SIZES[-1],
-            )
-            if overlay.font_size != size:
-                overlay.font_size = size
+            self._fit(layer, width)
             overlay.visible = True
+
+    def refit_titles(self) -> None:
+        """Fit every title to the cells' current width (after a resize or a new layer)."""
+        if self._saved is None:
+            return
+        width = self.cell_width() - TITLE_MARGIN
+        for layer, _, _ in list(self._titled.values()):
+            with contextlib.suppress(Exception):  # the layer may be gone
+                self._fit(layer, width)
+
+    def _fit(self, layer: Layer, width: float) -> None:
+        # the largest size that fits the cell (a long loss name was cut off at the cell's
+        # edge); an unchanged size is not set again (each change redraws)
+        size = next(
+            (s for s in TITLE_FONT_SIZES if self.text_width(layer.name, s) <= width),
+            TITLE_FONT_SIZES[-1],
+        )
+        if layer.name_overlay.font_size != size:
+            layer.name_overlay.font_size = size
+
+    def _layout_changed(self, event: Any = None) -> None:
+        if self._saved is None:
+            return
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        try:
+            if added is not None and self._title_new(added):
+                self.add_titles([added])
+            self._refit.start()
+        except RuntimeError:  # the panel and its timer were deleted (viewer closing)
+            self.disconnect()
 
     def cell_width(self) -> float:
         """Width of a grid cell in canvas pixels, as napari lays the grid out."""
@@ -183,5 +224,14 @@ class GridView:
             self.disconnect()
 
     def disconnect(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already deleted with the panel
+            self._refit.stop()
         with contextlib.suppress(Exception):
             grid_of(self.viewer).events.enabled.disconnect(self._on_grid_enabled)
+        for emitter in (
+            self.viewer.canvas.events.size,
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+        ):
+            with contextlib.suppress(Exception):
+                emitter.disconnect(self._layout_changed)

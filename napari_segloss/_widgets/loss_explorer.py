@@ -186,7 +186,9 @@ class LossExplorerWidget(QWidget):
         self.table.setMinimumHeight(140)
         root.addWidget(self.table)
         root.addStretch(1)
-        self.grid_view = GridView(self.viewer, self._on_user_grid)
+        self.grid_view = GridView(
+            self.viewer, self._on_user_grid, lambda ly: not is_owned(ly, PANEL)
+        )
         self._connect()
         self._arranged = threading.Event()
         self._start(

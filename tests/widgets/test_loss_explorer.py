@@ -777,6 +777,39 @@ def test_titles_fit_their_cells(make_napari_viewer, dock, wait_idle, qtbot):
     assert {ly.name_overlay.font_size for ly in viewer.layers} == {10}
 
 
+def test_titles_follow_a_narrower_window_and_a_new_layer(
+    make_napari_viewer, dock, wait_idle, qtbot
+):
+    # titles were fitted only when the panel drew: a narrower window or a layer added (the
+    # grid goes from 3 to 4 columns) cut them off, and the new layer had no title
+    from napari_segloss._widgets._grid import TITLE_FONT_SIZES, TITLE_MARGIN
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1050)
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    grid_view = widget.grid_view
+
+    def all_fit() -> bool:  # or are as small as titles get
+        room = grid_view.cell_width() - TITLE_MARGIN
+        return all(
+            grid_view.text_width(ly.name, ly.name_overlay.font_size) <= room
+            or ly.name_overlay.font_size == TITLE_FONT_SIZES[-1]
+            for ly in viewer.layers
+            if ly.visible
+        )
+
+    qtbot.waitUntil(lambda: viewer.canvas.size[1] > 700)
+    new = viewer.add_image(np.zeros((8, 8)), name="a layer of the user's")
+    qtbot.waitUntil(all_fit, timeout=5_000)
+    assert new.name_overlay.visible  # its cell says what it shows
+    viewer.window._qt_window.resize(1000, 900)
+    qtbot.waitUntil(all_fit, timeout=5_000)
+    assert min(ly.name_overlay.font_size for ly in viewer.layers) < 10
+    wait_idle(widget)  # the new layer scheduled a redraw: let it end before the viewer closes
+
+
 def test_the_optional_image_removed_leaves_none(dock, wait_idle):
     viewer, widget, _, _ = _kvasir(dock, wait_idle)
     viewer.layers.remove("polyp")  # the only image: the what-if source needs none
