@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import SegmentationDataset
 from ..data.factory import build_datasets, build_test_dataset
-from ..losses import get_loss
+from ..losses import UnknownParameterError, get_loss
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -361,20 +361,12 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
     return _Data(train_ds, val_ds, test_ds, stats, val_bs)
 
 
-#: How ``losses.registry`` words a parameter the loss does not take (all from ``loss.params``).
-_PARAMETER_ERRORS = (
-    "unknown parameter",
-    "accepted by none of its components",
-    "'weights' is only accepted",
-)
-
-
 def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
     """The loss's own message, naming the config key. The losses package knows no configs, so
     the hint that a parameter comes from ``loss.params`` (typically kept from the config's
     loss after ``loss.name`` was switched) is added here."""
     msg = f"config key 'loss': {exc}"
-    if cfg.loss.params and any(m in str(exc) for m in _PARAMETER_ERRORS):
+    if cfg.loss.params and isinstance(exc, UnknownParameterError):
         msg += (
             f"; these come from loss.params ({cfg.loss.params}): for another loss.name drop them "
             "(loss.params={}) or set the parameters of the new loss"

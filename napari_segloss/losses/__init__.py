@@ -33,6 +33,7 @@ from .inputs import Prepared, prepare
 from .registry import (
     PAPER_COMPOUNDS,
     CompoundLoss,
+    UnknownParameterError,
     accepted_params,
     get_loss,
     list_losses,
@@ -69,6 +70,7 @@ __all__ = [
     "TopKDiceLoss",
     "TverskyLoss",
     "UnifiedFocalLoss",
+    "UnknownParameterError",
     "WSDiceLoss",
     "accepted_params",
     "get_loss",

@@ -26,6 +26,11 @@ PAPER_COMPOUNDS: tuple[str, ...] = (
 )
 
 
+class UnknownParameterError(ValueError):
+    """A parameter that the loss (or, in a compound, none of its terms) accepts: callers that
+    take parameters from elsewhere (a config's ``loss.params``) can say where it came from."""
+
+
 class CompoundLoss(nn.Module):
     """Weighted sum ``sum_j w_j L_j`` of registered losses (PM-Dice paper tables 1-3: plain
     sums, all weights 1.0 by default).
@@ -211,7 +216,7 @@ def _build(name: str, params: Mapping[str, Any]) -> SegLoss:
     ok = accepted_params(cls)
     bad = [k for k in params if k not in ok]
     if bad:
-        raise ValueError(
+        raise UnknownParameterError(
             f"loss {name!r} got unknown parameter(s) {bad}; accepted parameters: {', '.join(ok)}"
         )
     return cls(**params)
@@ -237,7 +242,7 @@ def get_loss(name: str, **params: Any) -> nn.Module:
     if "+" in name:
         return _build_compound(name, params)
     if "weights" in params and "weights" not in accepted_params(_resolve(name)):
-        raise ValueError(
+        raise UnknownParameterError(
             f"'weights' is only accepted by compound names like 'ce+dice', got {name!r}"
         )
     return _build(name, params)
@@ -310,7 +315,7 @@ def _build_compound(name: str, params: Mapping[str, Any]) -> CompoundLoss:
         comps.append(_build(cname, kw))
     unused = sorted(set(shared) - used)
     if unused:
-        raise ValueError(
+        raise UnknownParameterError(
             f"compound {name!r}: parameter(s) {unused} are accepted by none of its components "
             f"({', '.join(canon)})"
         )

@@ -248,3 +248,15 @@ def test_compound_parameter_with_two_meanings_must_be_given_per_term(
     loss = get_loss(name, **{term: {param: 0.5}})
     assert getattr(loss.components[1], param) == 0.5
     assert getattr(loss.components[0], param) != 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("dice", {"gama": 1.0}), ("dice", {"weights": (1.0,)}), ("ce+dice", {"gamma": 1.0})],
+)
+def test_parameters_no_loss_takes_raise_unknown_parameter_error(name: str, params: dict) -> None:
+    # a ValueError as before; its own type lets a config layer say where the parameter came from
+    from napari_segloss.losses import UnknownParameterError
+
+    with pytest.raises(UnknownParameterError):
+        get_loss(name, **params)
