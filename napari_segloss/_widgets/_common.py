@@ -399,8 +399,13 @@ class StatusLabel(QLabel):
         notify: bool = True,
     ) -> None:
         """Show ``exc`` as an error: its message alone when ``expected``, else with its type."""
-        text = str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
-        self.error(text, notify=notify)
+        self.error(exception_text(exc, expected), notify=notify)
+
+
+def exception_text(exc: BaseException, expected: tuple[type[BaseException], ...] = ()) -> str:
+    """``exc`` as a status line: its message alone when it is ``expected`` (errors whose
+    message says it all, e.g. the core's ValueErrors), else with its type."""
+    return str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
 
 
 class ProgressRow(QWidget):

@@ -54,6 +54,7 @@ from ._common import (
     StatusLabel,
     TaskQueue,
     check_same_shape,
+    exception_text,
     find_owned,
     fmt,
     form_page,
@@ -628,8 +629,7 @@ class LossExplorerWidget(QWidget):
             self.loss_list.addItem("(the losses could not be loaded)")
             self.status.exception(exc, notify=True)
             return
-        # PanelError and the core's messages are ValueErrors: shown without their type
-        text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        text = exception_text(exc, (ValueError,))  # PanelError, the core's: message alone
         self.status.error(self._noted(text), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result

@@ -50,6 +50,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     device_choices,
+    exception_text,
     form_page,
     form_row,
     image_and_mask,
@@ -509,8 +510,7 @@ class TrainWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         self.progress.failed()
         # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
-        text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        self.status.error(f"training failed: {text}")
+        self.status.error(f"training failed: {exception_text(exc, (ValueError,))}")
 
     def _on_finished(self) -> None:
         self._worker = None
