@@ -14,7 +14,14 @@ from .base import RegionLoss, check_float, check_float_or_seq
 from .cross_entropy import focal_per_image
 from .dice import WSDiceLoss
 from .functional import dice_sums, ratio, softmax_label_log_prob
-from .inputs import LabelProbs, Prepared, at_least, log_sigmoid, other_share
+from .inputs import (
+    LabelProbs,
+    Prepared,
+    at_least,
+    log_prob_from_complement,
+    log_sigmoid,
+    other_share,
+)
 from .registry import register
 
 #: ``log(1 - p)`` is floored at ``log(1e-7)`` as in the reference implementations, which clip
@@ -167,9 +174,9 @@ class FocalLogWSDiceLoss(WSDiceLoss):
 
     def per_image(self, inp: Prepared) -> Tensor:
         fl = focal_per_image(inp, self.gamma, self.alpha)
-        # -log(max(WSDice, eps)) with WSDice = 1 - r: log1p(-r) near WSDice = 1; from r = 1/2
-        # on 1 - r is exact, so the floor is eps itself (1 - eps would round in float32)
+        # -log(max(WSDice, eps)) with WSDice = 1 - r, its complement: log1p(-r) near WSDice = 1
+        # (log_prob_from_complement); from r = 1/2 on 1 - r is exact, so the floor is eps
+        # itself (a clamp of r at 1 - eps would round in float32)
         r = self.coefficient_complement(inp)
-        near_one = torch.log1p(-r.clamp_max(0.5))
         low = torch.log((1.0 - r).clamp_min(self.eps))
-        return self.beta * fl - torch.where(r < 0.5, near_one, low)
+        return self.beta * fl - log_prob_from_complement(low, r)
