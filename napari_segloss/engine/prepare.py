@@ -62,11 +62,6 @@ def array_datasets(
     return train_ds, val_ds
 
 
-def _layer_name(request: TrainRequest) -> str:
-    name = request.layers.mask_name if request.layers is not None else "mask"
-    return f"layer {name!r}"
-
-
 def prepare_run(request: TrainRequest) -> PreparedRun:
     """The config, datasets and initial weights of ``request`` (see the module docstring).
 
@@ -74,13 +69,13 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
         ValueError (``ConfigError``, ``CheckpointError``, ``DataError``): naming the folder,
         checkpoint or key that was wrong.
     """
-    frames = labels = None
+    frames, labels, mask_layer = None, None, ""
     if request.layers is not None:
         layers = request.layers
         frames = layer_frames(layers.image, layers.mask, rgb=layers.rgb)
         in_channels = 3 if layers.rgb else 1
         # all labels, not just the highest: {0, 9} must not become 10 classes (see check)
-        labels = mask_labels(layers.mask)
+        labels, mask_layer = mask_labels(layers.mask), f"layer {layers.mask_name!r}"
         classes = model_classes(max(labels, default=0))
     else:
         summary = inspect_folder(
@@ -91,11 +86,11 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
         meta = load_checkpoint(request.checkpoint).get("meta", {})
         ckpt_model = model_config_from_meta(meta)
         if labels is not None:
-            check_mask_labels(labels, _layer_name(request), ckpt_model.classes)
+            check_mask_labels(labels, mask_layer, ckpt_model.classes)
         model = checkpoint_model_section(ckpt_model, in_channels, classes)
     else:
         if labels is not None:
-            check_mask_labels(labels, _layer_name(request))
+            check_mask_labels(labels, mask_layer)
         model = new_model_section(request, in_channels, classes)
     cfg = build_config(request, model)
     datasets = None
