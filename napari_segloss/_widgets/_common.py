@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -685,7 +686,9 @@ def glyph_steps(
     canvas, so when that is not there the list is empty and the titles load their own glyphs.
     """
     try:
-        info = viewer.window._qt_viewer.canvas._font_info  # private: no public handle
+        with warnings.catch_warnings():  # napari warns plugins off its private attributes
+            warnings.simplefilter("ignore", FutureWarning)
+            info = viewer.window._qt_viewer.canvas._font_info  # private: no public handle
         font = info.font_manager.get_font(info.face, False, False)
     except Exception:  # another napari: nothing to warm, nothing broken
         return []

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QTimer
-from qtpy.QtGui import QFont, QFontMetricsF
+from qtpy.QtGui import QFont, QFontMetricsF, QGuiApplication
 
 from ._common import camera_of, grid_of
 
@@ -179,11 +179,8 @@ class GridView:
     def text_width(self, text: str, size: float) -> float:
         """Width of a title in canvas pixels, measured as napari places its text overlays
         (Qt metrics of the canvas font, in points at 96 dpi); 0 when the font is unknown."""
-        if self._face is None:
-            try:  # private, no public handle: looked up once (napari warns on each access)
-                self._face = self.viewer.window._qt_viewer.canvas._font_info.face
-            except Exception:  # another napari: titles keep their size
-                self._face = ""
+        if self._face is None:  # napari draws overlay text in the application's font family
+            self._face = QGuiApplication.font().family()
         if not self._face:
             return 0.0
         font = QFont(self._face)
