@@ -337,9 +337,14 @@ class Prepared:
 
     @cached_property
     def pix_target(self) -> Tensor:
+        """Targets of the pixel channels, zero at ignored entries."""
         if self.mode != "multilabel":
             return self.target
-        return _interleave(1.0 - self.target, self.target)
+        # the target is 0 at an ignored entry, so 1 - target would make it a negative
+        negative = 1.0 - self.target
+        if self.valid is not None:
+            negative = negative * self.valid
+        return _interleave(negative, self.target)
 
     @cached_property
     def pix_valid(self) -> Tensor | None:
