@@ -56,3 +56,49 @@ def test_multilabel_ce_with_ignored_entry_value() -> None:
     expected = (bce.sum(1).flatten(1).sum(1) / 3 / 9).mean()
     got = get_loss("ce", mode="multilabel", ignore_index=255)(x, t)
     torch.testing.assert_close(got, expected)
+
+
+def _gdl_reference(x: torch.Tensor, y: torch.Tensor, batch: bool) -> torch.Tensor:
+    """Sudre et al.'s GDL over the foreground classes only, absent classes weighted by the
+    largest foreground weight (MONAI GeneralizedDiceLoss(include_background=False))."""
+    p = torch.softmax(x.double(), 1)[:, 1:]
+    y1 = F.one_hot(y, x.shape[1]).permute(0, 3, 1, 2).double()[:, 1:]
+    dims = (0, 2, 3) if batch else (2, 3)
+    w = 1.0 / y1.sum(dims) ** 2
+    inf = torch.isinf(w)
+    w = torch.where(inf, 0.0, w)
+    w = torch.where(inf, w.amax(-1, keepdim=True), w)
+    inter, den = (y1 * p).sum(dims), (y1 + p).sum(dims)
+    return (1.0 - (2.0 * (w * inter).sum(-1) + 1e-6) / ((w * den).sum(-1) + 1e-6)).mean().float()
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_generalized_dice_without_background_ignores_its_weight(batch_dice: bool) -> None:
+    # background rarer than the foreground class 1, class 2 absent: the absent class used to
+    # take the (large) weight of the dropped background (0.9945 instead of 0.6405)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 6, 6, generator=g)
+    y = torch.ones(2, 6, 6, dtype=torch.long)
+    y[:, 0, :2] = 0
+    loss = get_loss("generalized_dice", include_background=False, batch_dice=batch_dice)
+    expected = _gdl_reference(x, y, batch_dice)
+    torch.testing.assert_close(loss(x, y), expected)
+    torch.testing.assert_close(loss(x, F.one_hot(y, 3).permute(0, 3, 1, 2).float()), expected)
+
+
+def test_generalized_dice_binary_without_background_on_empty_foreground() -> None:
+    # the only class in the sum is absent: no weight, loss 0 (as documented and as MONAI);
+    # it used to borrow the background's weight and give 1
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 1, 6, 6, generator=g)
+    y = torch.zeros(2, 6, 6, dtype=torch.long)
+    y[1, :3] = 1
+    loss = get_loss("generalized_dice", include_background=False, reduction="none")
+    out = loss(x, y)
+    assert float(out[0]) == 0.0
+    p = torch.sigmoid(x[1, 0].double())
+    t = y[1].double()
+    # w (sum (y + p) - 2 sum y p) / (w sum (y + p) + eps) with w = 1 / (sum y)^2
+    den = (t + p).sum()
+    expected = (den - 2.0 * (t * p).sum()) / (den + 1e-6 * t.sum() ** 2)
+    torch.testing.assert_close(out[1], expected.float())
