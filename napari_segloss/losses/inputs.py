@@ -489,6 +489,13 @@ def prepare(
                 f"labels {label_shapes[0]} or {label_shapes[1]}, or one-hot/soft {onehot_shape}"
             )
         t = target
+        if ignore_index is not None and eff == "multiclass" and 0 <= ignore_index <= 1:
+            # every one-hot pixel has a 0 and a 1 among its channels: all would be ignored
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot mark pixels of a one-hot/soft target: 0 "
+                "and 1 are target values (every one-hot pixel would be ignored); use a value "
+                "outside [0, 1] (e.g. 255) or integer labels (B, *spatial)"
+            )
         if ignore_index is not None:
             hit = t == ignore_index
             if eff == "multilabel":

@@ -102,3 +102,23 @@ def test_generalized_dice_binary_without_background_on_empty_foreground() -> Non
     den = (t + p).sum()
     expected = (den - 2.0 * (t * p).sum()) / (den + 1e-6 * t.sum() ** 2)
     torch.testing.assert_close(out[1], expected.float())
+
+
+@pytest.mark.parametrize("ignore_index", [0, 1])
+@pytest.mark.parametrize("name", ["ce", "dice", "tversky", "ce+dice"])
+def test_ignore_index_that_is_a_one_hot_value_is_refused(name: str, ignore_index: int) -> None:
+    # a one-hot pixel has a 0 and a 1 among its channels: the whole target was ignored and
+    # the loss was 0 with a zero gradient
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 4, generator=g)
+    y = torch.randint(0, 3, (2, 4, 4), generator=g)
+    onehot = F.one_hot(y, 3).permute(0, 3, 1, 2).float()
+    loss = get_loss(name, ignore_index=ignore_index)
+    with pytest.raises(ValueError, match=rf"ignore_index={ignore_index} cannot mark pixels"):
+        loss(x, onehot)
+    # integer labels keep ignore_index as a class to leave out
+    labels = loss(x, y)
+    assert torch.isfinite(labels) and float(labels) > 0.0
+    # marked with a value outside [0, 1], the one-hot target gives the label loss
+    marked = torch.where((y == ignore_index).unsqueeze(1), 255.0, onehot)
+    torch.testing.assert_close(get_loss(name, ignore_index=255)(x, marked), labels)
