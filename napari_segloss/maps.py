@@ -10,13 +10,14 @@ Pure torch; no Qt or napari.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .losses import get_loss, prepare
+from .losses import CompoundLoss, SegLoss, get_loss, prepare
 from .losses.functional import abs_error
 
 __all__ = ["MAP_KINDS", "contribution_map", "error_map", "modulating_map"]
@@ -234,7 +235,8 @@ def contribution_map(
         target: labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
         kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too).
             The per-image loss is differentiated, so a map does not depend on the batch size
-            (a module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
+            (a module from ``get_loss`` is differentiated with ``reduction="none"``, another
+            module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
             the images of the batch by definition).
             ``"value"``: the per-pixel loss for pixel-separable losses (``pixel_loss``: ce, focal,
             topk_ce); for region losses the per-pixel error of :func:`error_map` (the modulated
@@ -250,6 +252,11 @@ def contribution_map(
         with torch.no_grad():
             return _value_map(module, x, target).detach().float()
     x = x.requires_grad_(True)  # detach() made a new leaf: the caller's tensor is untouched
+    if isinstance(module, SegLoss | CompoundLoss) and module.reduction != "none":
+        # the per-image vector, as with a loss name: a batch_dice loss is one entry, which a
+        # rescaling of the mean by B would count B times
+        module = copy.copy(module)  # a shallow copy: the caller's module keeps its reduction
+        module.reduction = "none"
     with torch.enable_grad():
         out = module(x, target)
         # Sum of per-image losses: image b's gradient is the gradient of its own loss.

@@ -186,3 +186,23 @@ def test_contribution_map_bad_input(kwargs, match):
     args = {"loss": "pm_dice", "logits": logits, "target": target} | kwargs
     with pytest.raises(ValueError, match=match):
         contribution_map(**args)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name", ["dice", "pm_dice", "tversky", "generalized_dice", "wsdice"])
+def test_gradient_map_of_a_batch_dice_module_counts_the_batch_loss_once(
+    name: str, reduction: str
+) -> None:
+    # a get_loss module with reduction="mean" used to be rescaled by B, which for a
+    # batch_dice loss (one value per batch) made its map B = 3 times the map of the name
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 3, 5, 4, generator=g)
+    y = torch.randint(0, 3, (3, 5, 4), generator=g)
+    xx = x.clone().requires_grad_(True)
+    get_loss(name, batch_dice=True)(xx, y).backward()  # the batch loss itself
+    assert xx.grad is not None
+    expected = xx.grad.abs().sum(1)
+    module = get_loss(name, batch_dice=True, reduction=reduction)
+    torch.testing.assert_close(contribution_map(module, x, y), expected)
+    torch.testing.assert_close(contribution_map(name, x, y, batch_dice=True), expected)
+    assert module.reduction == reduction  # the caller's module is left as it was

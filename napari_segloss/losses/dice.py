@@ -143,12 +143,14 @@ class GeneralizedDiceLoss(AllClassesRegionLoss):
     def per_image(self, inp: Prepared) -> Tensor:
         s = dice_sums(inp, squared=False)
         err, den, y_sum = self.batch_sum(s.err, s.den, s.y_sum)
+        keep = self.class_weights(inp, y_sum)  # 0 for a background left out
         w = 1.0 / (y_sum * y_sum)
         inf = torch.isinf(w)
-        w = torch.where(inf, torch.zeros_like(w), w)
+        # the largest weight among the classes in the sum only (as MONAI, which drops the
+        # background first): a left-out background must not lend its weight to absent classes
+        w = torch.where(inf, torch.zeros_like(w), w) * keep
         w_max = w.amax(dim=1, keepdim=True)
-        w = torch.where(inf, w_max.expand_as(w), w)
-        w = w * self.class_weights(inp, y_sum)  # drops background if requested
+        w = torch.where(inf, w_max.expand_as(w), w) * keep
         return (w * err).sum(1) / ((w * den).sum(1) + self.eps)
 
 

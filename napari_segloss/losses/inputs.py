@@ -337,9 +337,14 @@ class Prepared:
 
     @cached_property
     def pix_target(self) -> Tensor:
+        """Targets of the pixel channels, zero at ignored entries."""
         if self.mode != "multilabel":
             return self.target
-        return _interleave(1.0 - self.target, self.target)
+        # the target is 0 at an ignored entry, so 1 - target would make it a negative
+        negative = 1.0 - self.target
+        if self.valid is not None:
+            negative = negative * self.valid
+        return _interleave(negative, self.target)
 
     @cached_property
     def pix_valid(self) -> Tensor | None:
@@ -484,6 +489,13 @@ def prepare(
                 f"labels {label_shapes[0]} or {label_shapes[1]}, or one-hot/soft {onehot_shape}"
             )
         t = target
+        if ignore_index is not None and eff == "multiclass" and 0 <= ignore_index <= 1:
+            # every one-hot pixel has a 0 and a 1 among its channels: all would be ignored
+            raise ValueError(
+                f"ignore_index={ignore_index} cannot mark pixels of a one-hot/soft target: 0 "
+                "and 1 are target values (every one-hot pixel would be ignored); use a value "
+                "outside [0, 1] (e.g. 255) or integer labels (B, *spatial)"
+            )
         if ignore_index is not None:
             hit = t == ignore_index
             if eff == "multilabel":
