@@ -178,15 +178,19 @@ def normalize_image(
 def resize_pair(
     image: torch.Tensor, mask: torch.Tensor | None, size: Sequence[int] | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Resize ``(C, H, W)`` image bilinearly (antialiased) and ``(H, W)`` mask nearest to ``size``."""
+    """Resize ``(C, H, W)`` image bilinearly (antialiased) and ``(H, W)`` mask nearest to ``size``
+    (pixel centres aligned: labels stay on the image content they belong to)."""
     if size is None or tuple(image.shape[-2:]) == tuple(size):
         return image, mask
     size = [int(s) for s in size]
     out = TF.resize(tv_tensors.Image(image), size, antialias=True)
     image = out.as_subclass(torch.Tensor)
     if mask is not None:
-        m = TF.resize(tv_tensors.Mask(mask[None]), size)  # Mask -> nearest
-        mask = m.as_subclass(torch.Tensor)[0]
+        # NEAREST_EXACT samples the pixel whose centre is nearest, as the bilinear image resize
+        # does; plain NEAREST (torchvision's default for masks) takes floor(i * scale) and shifts
+        # the mask by up to half an output pixel down/right of its image.
+        m = TF.resize_image(mask[None], size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        mask = m[0]
     return image, mask
 
 

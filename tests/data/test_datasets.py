@@ -535,3 +535,19 @@ def test_sixteen_bit_images_keep_their_type_in_messages(tmp_path: Path) -> None:
     # min-max normalisation of the same files: read as uint16, scaled to float32
     image, _ = FolderDataset(root, in_channels=1)[0]
     assert image.dtype == torch.float32
+
+
+@pytest.mark.parametrize("hw", [(960, 960), (530, 622), (200, 200)])
+def test_resized_mask_stays_on_its_image(hw: tuple[int, int]) -> None:
+    """data.size resizes the mask onto the same pixel centres as the image: plain NEAREST
+    (floor(i * scale)) put Kvasir masks 0.3-0.5 px down/right of their polyp at 320 px."""
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    disc = (yy - hw[0] * 0.5) ** 2 + (xx - hw[1] * 0.45) ** 2 < (min(hw) * 0.2) ** 2
+    mask = disc.astype(np.uint8)
+    ds = ArrayDataset([mask * 255], [mask], train=False, size=(320, 320), normalize="none")
+    image, label = ds[0]
+    grid = np.mgrid[:320, :320].reshape(2, -1)
+    weights = image[0].numpy().ravel()
+    img_centre = grid @ (weights / weights.sum())
+    lab_centre = grid @ (label.numpy().ravel() / label.sum().item())
+    assert np.abs(lab_centre - img_centre).max() < 0.1, (lab_centre, img_centre)
