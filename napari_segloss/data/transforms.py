@@ -260,7 +260,15 @@ def build_transform(
             ops.append(v2.RandomVerticalFlip(vflip))
         lo, hi = float(zoom[0]), float(zoom[1])
         if rotate > 0 or (lo, hi) != (1.0, 1.0):
-            ops.append(v2.RandomAffine(degrees=float(rotate), scale=(lo, hi), fill=0))
+            # torchvision defaults to NEAREST for the image too (masks are always nearest)
+            ops.append(
+                v2.RandomAffine(
+                    degrees=float(rotate),
+                    scale=(lo, hi),
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                    fill=0,
+                )
+            )
         if elastic_p > 0 and elastic_alpha > 0:
             ops.append(
                 v2.RandomApply(

@@ -551,3 +551,17 @@ def test_resized_mask_stays_on_its_image(hw: tuple[int, int]) -> None:
     img_centre = grid @ (weights / weights.sum())
     lab_centre = grid @ (label.numpy().ravel() / label.sum().item())
     assert np.abs(lab_centre - img_centre).max() < 0.1, (lab_centre, img_centre)
+
+
+def test_rotation_and_zoom_resample_images_bilinearly_masks_nearest() -> None:
+    """RandomAffine's default (NEAREST) also applied to images: rotated/zoomed training images
+    were blocky copies of their pixels, not the bilinear resampling the module promises."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    aug = {"hflip": 0.0, "vflip": 0.0, "rotate": 30.0, "zoom": (0.8, 1.2), "elastic_p": 0.0}
+    ds = ArrayDataset([mask * 255], [mask], train=True, augmentation=aug, normalize="none")
+    ds = ds.with_raw_output()
+    image, label = ds[(0, 3)]
+    values = image[0].unique()
+    assert ((values > 0) & (values < 255)).any()  # blended pixels along the rotated edge
+    assert set(label.unique().tolist()) <= {0, 1}
