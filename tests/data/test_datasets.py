@@ -15,7 +15,7 @@ from napari_segloss.data.datasets import (
     FolderDataset,
     NiftiSliceDataset,
 )
-from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split
+from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split, split_ids
 from napari_segloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from napari_segloss.engine.config import load_config
 
@@ -565,3 +565,37 @@ def test_rotation_and_zoom_resample_images_bilinearly_masks_nearest() -> None:
     values = image[0].unique()
     assert ((values > 0) & (values < 255)).any()  # blended pixels along the rotated edge
     assert set(label.unique().tolist()) <= {0, 1}
+
+
+def test_val_fraction_split_keeps_the_frames_of_a_patient_together(tmp_path: Path) -> None:
+    """ACDC-style volumes (patientNNN_frameMM: two frames of one heart) split with
+    data.val_fraction: a patient's frames were drawn independently, so most validation patients
+    also had a frame in training (32 of 36 on the real ACDC at val_fraction 0.2)."""
+    root = tmp_path / "n"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for p in range(8):
+        for frame in (1, 12):
+            lab = np.zeros((8, 8, 2), np.uint8)
+            lab[2:5, 2:5] = 1
+            _write_nifti(root / "images" / f"patient{p:03d}_frame{frame:02d}.nii.gz", lab * 9)
+            _write_nifti(root / "labels" / f"patient{p:03d}_frame{frame:02d}.nii.gz", lab)
+
+    def patients(ds: NiftiSliceDataset) -> set[str]:
+        return {a.name.split("_")[0] for a, _ in ds.pairs}
+
+    for seed in range(4):
+        data = {"kind": "nifti", "root": str(root), "masks": "labels", "val_fraction": 0.25}
+        cfg = load_config({"data": data, "train": {"seed": seed}})
+        tr, va = build_datasets(cfg)
+        assert len(va.pairs) == 4 and len(tr.pairs) == 12  # 2 of 8 patients, both frames
+        assert not patients(tr) & patients(va), seed
+
+
+def test_grouped_split_is_the_plain_split_for_ungrouped_ids() -> None:
+    """Stems without a frame suffix (Kvasir) split exactly as before grouping existed."""
+    stems = [f"case{i:02d}" for i in range(30)]
+    plain = split_ids(stems, 0.2, 3, limit=25)
+    assert split_ids(stems, 0.2, 3, limit=25, group=lambda s: s) == plain
+    pairs = split_ids(stems, 0.5, 1, group=lambda s: s[:-1])  # case0x together, ...
+    assert not {s[:-1] for s in pairs[0]} & {s[:-1] for s in pairs[1]}
