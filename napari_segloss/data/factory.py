@@ -15,7 +15,8 @@ ACDC with the ``splits/`` folder's train/val/test frame lists.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -170,25 +171,62 @@ def _split_pairs(pairs: Pairs, cfg: DatasetsConfig, root: Path) -> dict[str, Pai
             chosen = ids[: d.limit] if d.limit else ids
             out[name] = [by_id[i] for i in chosen]
         return out
-    train, val = split_ids(list(by_id), d.val_fraction, cfg.train.seed, d.limit)
+    group = getattr(d, "split_group", None)
+    train, val = split_ids(
+        list(by_id), d.val_fraction, cfg.train.seed, d.limit, group=_group_key(group)
+    )
     return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
 
 
+def _group_key(pattern: str | None) -> Callable[[str], str] | None:
+    """``id -> subject`` of ``data.split_group`` (an id that does not match is its own)."""
+    if pattern is None:
+        return None
+    regex = re.compile(pattern)
+
+    def key(stem: str) -> str:
+        match = regex.fullmatch(stem)
+        return match.group(1) if match else stem
+
+    return key
+
+
 def split_ids(
-    ids: Sequence[Any], val_fraction: float, seed: int, limit: int | None = None
+    ids: Sequence[Any],
+    val_fraction: float,
+    seed: int,
+    limit: int | None = None,
+    *,
+    group: Callable[[Any], Any] | None = None,
 ) -> tuple[list[Any], list[Any]]:
     """``(train ids, validation ids)``: a permutation of the sorted ids drawn from ``seed``, cut
-    to ``limit``, the first ``round(n * val_fraction)`` (at least 1, at most n - 1 when
-    ``val_fraction > 0``) for validation; both lists sorted. Folders and arrays split alike."""
-    ids = sorted(ids)
+    to ``limit`` ids, the first ``round(n * val_fraction)`` (at least 1, at most n - 1 when
+    ``val_fraction > 0``) for validation; both lists sorted. Folders and arrays split alike.
+
+    ``group``: ids with the same ``group(id)`` (the frames of one patient) are permuted and
+    assigned as one unit, ``n`` counting units; without it (or when every unit is one id)
+    the split is the per-id one."""
+    members: dict[Any, list[Any]] = {}
+    for i in sorted(ids):
+        members.setdefault(group(i) if group else i, []).append(i)
+    units = sorted(members)
     rng = np.random.default_rng(seed)
-    order = [ids[i] for i in rng.permutation(len(ids))]
-    if limit:
-        order = order[:limit]
+    order = [members[units[i]] for i in rng.permutation(len(units))]
+    if limit:  # whole units until ``limit`` ids (the last one cut: its rest is unused)
+        kept, n = [], 0
+        for unit in order:
+            if n >= limit:
+                break
+            kept.append(unit[: limit - n])
+            n += len(kept[-1])
+        order = kept
     n_val = round(len(order) * val_fraction)
     if val_fraction > 0 and len(order) >= 2:
         n_val = min(max(n_val, 1), len(order) - 1)
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    return (
+        sorted(i for unit in order[n_val:] for i in unit),
+        sorted(i for unit in order[:n_val] for i in unit),
+    )
 
 
 def _pairs_for(cfg: DatasetsConfig, key: str = "data.root") -> tuple[Pairs, Path]:

@@ -178,15 +178,19 @@ def normalize_image(
 def resize_pair(
     image: torch.Tensor, mask: torch.Tensor | None, size: Sequence[int] | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Resize ``(C, H, W)`` image bilinearly (antialiased) and ``(H, W)`` mask nearest to ``size``."""
+    """Resize ``(C, H, W)`` image bilinearly (antialiased) and ``(H, W)`` mask nearest to ``size``
+    (pixel centres aligned: labels stay on the image content they belong to)."""
     if size is None or tuple(image.shape[-2:]) == tuple(size):
         return image, mask
     size = [int(s) for s in size]
     out = TF.resize(tv_tensors.Image(image), size, antialias=True)
     image = out.as_subclass(torch.Tensor)
     if mask is not None:
-        m = TF.resize(tv_tensors.Mask(mask[None]), size)  # Mask -> nearest
-        mask = m.as_subclass(torch.Tensor)[0]
+        # NEAREST_EXACT samples the pixel whose centre is nearest, as the bilinear image resize
+        # does; plain NEAREST (torchvision's default for masks) takes floor(i * scale) and shifts
+        # the mask by up to half an output pixel down/right of its image.
+        m = TF.resize_image(mask[None], size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        mask = m[0]
     return image, mask
 
 
@@ -256,7 +260,15 @@ def build_transform(
             ops.append(v2.RandomVerticalFlip(vflip))
         lo, hi = float(zoom[0]), float(zoom[1])
         if rotate > 0 or (lo, hi) != (1.0, 1.0):
-            ops.append(v2.RandomAffine(degrees=float(rotate), scale=(lo, hi), fill=0))
+            # torchvision defaults to NEAREST for the image too (masks are always nearest)
+            ops.append(
+                v2.RandomAffine(
+                    degrees=float(rotate),
+                    scale=(lo, hi),
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                    fill=0,
+                )
+            )
         if elastic_p > 0 and elastic_alpha > 0:
             ops.append(
                 v2.RandomApply(

@@ -121,11 +121,27 @@ class DataConfig(BaseModel):
     augment: bool = True
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
     limit: int | None = Field(None, ge=1)
+    # val_fraction splits: file stems matching this regex (re.fullmatch) are kept together by
+    # its first group, so the frames of one subject (ACDC patient001_frame01 / _frame12: the
+    # same heart) never sit on both sides; other stems are split one by one. null: no grouping.
+    split_group: str | None = r"(.+)_frame\d+"
     # Added keys (documented in the report): intensity scaling of the raw pixels.
     normalize: Literal["auto", "uint8", "minmax", "none"] = "auto"
     # Indexed by class id, background first (e.g. [background, RV, MYO, LV]): metrics tables,
     # eval.json and checkpoints all look names up by label value.
     class_names: list[str] | None = None
+
+    @field_validator("split_group")
+    @classmethod
+    def _group_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                groups = re.compile(v).groups
+            except re.error as exc:
+                raise ValueError(f"split_group must be a regular expression ({exc})") from None
+            if groups < 1:
+                raise ValueError(f"split_group needs a (group) naming the subject, got {v!r}")
+        return v
 
     @field_validator("size", "crop", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from napari_segloss.data.datasets import (
     FolderDataset,
     NiftiSliceDataset,
 )
-from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split
+from napari_segloss.data.factory import build_datasets, build_test_dataset, read_split, split_ids
 from napari_segloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from napari_segloss.engine.config import load_config
 
@@ -535,3 +535,67 @@ def test_sixteen_bit_images_keep_their_type_in_messages(tmp_path: Path) -> None:
     # min-max normalisation of the same files: read as uint16, scaled to float32
     image, _ = FolderDataset(root, in_channels=1)[0]
     assert image.dtype == torch.float32
+
+
+@pytest.mark.parametrize("hw", [(960, 960), (530, 622), (200, 200)])
+def test_resized_mask_stays_on_its_image(hw: tuple[int, int]) -> None:
+    """data.size resizes the mask onto the same pixel centres as the image: plain NEAREST
+    (floor(i * scale)) put Kvasir masks 0.3-0.5 px down/right of their polyp at 320 px."""
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    disc = (yy - hw[0] * 0.5) ** 2 + (xx - hw[1] * 0.45) ** 2 < (min(hw) * 0.2) ** 2
+    mask = disc.astype(np.uint8)
+    ds = ArrayDataset([mask * 255], [mask], train=False, size=(320, 320), normalize="none")
+    image, label = ds[0]
+    grid = np.mgrid[:320, :320].reshape(2, -1)
+    weights = image[0].numpy().ravel()
+    img_centre = grid @ (weights / weights.sum())
+    lab_centre = grid @ (label.numpy().ravel() / label.sum().item())
+    assert np.abs(lab_centre - img_centre).max() < 0.1, (lab_centre, img_centre)
+
+
+def test_rotation_and_zoom_resample_images_bilinearly_masks_nearest() -> None:
+    """RandomAffine's default (NEAREST) also applied to images: rotated/zoomed training images
+    were blocky copies of their pixels, not the bilinear resampling the module promises."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    aug = {"hflip": 0.0, "vflip": 0.0, "rotate": 30.0, "zoom": (0.8, 1.2), "elastic_p": 0.0}
+    ds = ArrayDataset([mask * 255], [mask], train=True, augmentation=aug, normalize="none")
+    ds = ds.with_raw_output()
+    image, label = ds[(0, 3)]
+    values = image[0].unique()
+    assert ((values > 0) & (values < 255)).any()  # blended pixels along the rotated edge
+    assert set(label.unique().tolist()) <= {0, 1}
+
+
+def test_val_fraction_split_keeps_the_frames_of_a_patient_together(tmp_path: Path) -> None:
+    """ACDC-style volumes (patientNNN_frameMM: two frames of one heart) split with
+    data.val_fraction: a patient's frames were drawn independently, so most validation patients
+    also had a frame in training (32 of 36 on the real ACDC at val_fraction 0.2)."""
+    root = tmp_path / "n"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for p in range(8):
+        for frame in (1, 12):
+            lab = np.zeros((8, 8, 2), np.uint8)
+            lab[2:5, 2:5] = 1
+            _write_nifti(root / "images" / f"patient{p:03d}_frame{frame:02d}.nii.gz", lab * 9)
+            _write_nifti(root / "labels" / f"patient{p:03d}_frame{frame:02d}.nii.gz", lab)
+
+    def patients(ds: NiftiSliceDataset) -> set[str]:
+        return {a.name.split("_")[0] for a, _ in ds.pairs}
+
+    for seed in range(4):
+        data = {"kind": "nifti", "root": str(root), "masks": "labels", "val_fraction": 0.25}
+        cfg = load_config({"data": data, "train": {"seed": seed}})
+        tr, va = build_datasets(cfg)
+        assert len(va.pairs) == 4 and len(tr.pairs) == 12  # 2 of 8 patients, both frames
+        assert not patients(tr) & patients(va), seed
+
+
+def test_grouped_split_is_the_plain_split_for_ungrouped_ids() -> None:
+    """Stems without a frame suffix (Kvasir) split exactly as before grouping existed."""
+    stems = [f"case{i:02d}" for i in range(30)]
+    plain = split_ids(stems, 0.2, 3, limit=25)
+    assert split_ids(stems, 0.2, 3, limit=25, group=lambda s: s) == plain
+    pairs = split_ids(stems, 0.5, 1, group=lambda s: s[:-1])  # case0x together, ...
+    assert not {s[:-1] for s in pairs[0]} & {s[:-1] for s in pairs[1]}
