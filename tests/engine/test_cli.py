@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import subprocess
 import sys
@@ -333,6 +334,26 @@ def test_evaluate_bad_input(
         needles = ["--spacing", "expected 2"]
     rc, _, err = _run(argv, capsys)
     _assert_one_line_error(rc, err, *needles)
+
+
+def test_help_states_every_default() -> None:
+    """`segloss <command> --help` is where a new user looks up what an option does by default."""
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    missing = []
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            default = action.default
+            if action.required or default in (None, False, [], argparse.SUPPRESS):
+                continue
+            if isinstance(default, list):
+                shown = " ".join(map(str, default))
+            else:
+                shown = f"{default:g}" if isinstance(default, float) else str(default)
+            if f"default: {shown}" not in (action.help or ""):
+                missing.append(f"{command} {action.option_strings[0]} (default {shown})")
+    assert not missing, f"--help does not state these defaults: {missing}"
 
 
 # ------------------------------------------------------------------------------ train.py
