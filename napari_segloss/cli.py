@@ -411,8 +411,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"\nNSD tolerance {args.tolerance} "
         f"({'spacing ' + str(tuple(args.spacing)) if args.spacing else 'pixel units, NIfTI: header spacing'}); "
         "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
-        "of an empty prediction, recall of an empty reference) skipped and counted; "
-        "the 'mean' rows average the per-class means (as the PM-Dice tables do).\n"
+        "of an empty prediction, recall of an empty reference) skipped and counted"
+        + (
+            "; the 'mean' rows average the per-class means (as the PM-Dice tables do)"
+            if any(r["class"] == "mean" for r in table)
+            else ""
+        )
+        + ".\n"
     )
     (out / "summary.md").write_text(text)
     print(text, end="")

@@ -259,7 +259,7 @@ def test_evaluate_hand_computed_binary(tmp_path: Path, capsys: pytest.CaptureFix
         summary = {(r["class"], r["metric"]): r for r in csv.DictReader(fh)}
     assert float(summary[("1", "dice")]["mean"]) == pytest.approx((2 / 3 + 1) / 2)
     assert summary[("1", "dice")]["count"] == "2"
-    assert (tmp_path / "ev" / "summary.md").is_file()
+    assert "'mean' rows" not in (tmp_path / "ev" / "summary.md").read_text()  # one class: none
     assert "1 ground-truth file(s) without a prediction ignored" in out
 
 
@@ -296,7 +296,9 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
         rows = {r["class"]: r for r in csv.DictReader(fh)}
     assert float(rows["1"]["dice"]) == pytest.approx(1.0)
     assert float(rows["2"]["dice"]) == pytest.approx(0.0)
-    assert "B" in (tmp_path / "pred" / "summary.md").read_text()
+    summary = (tmp_path / "pred" / "summary.md").read_text()
+    assert "B" in summary
+    assert "| mean |" in summary and "the 'mean' rows average the per-class means" in summary
 
 
 def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
