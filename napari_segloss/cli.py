@@ -411,8 +411,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"\nNSD tolerance {args.tolerance} "
         f"({'spacing ' + str(tuple(args.spacing)) if args.spacing else 'pixel units, NIfTI: header spacing'}); "
         "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
-        "of an empty prediction, recall of an empty reference) skipped and counted; "
-        "the 'mean' rows average the per-class means (as the PM-Dice tables do).\n"
+        "of an empty prediction, recall of an empty reference) skipped and counted"
+        + (
+            "; the 'mean' rows average the per-class means (as the PM-Dice tables do)"
+            if any(r["class"] == "mean" for r in table)
+            else ""
+        )
+        + ".\n"
     )
     (out / "summary.md").write_text(text)
     print(text, end="")
@@ -517,15 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default="auto",
         choices=["auto", "png", "tif"],
-        help="2D label file type (auto: TIFF for TIFF inputs, else PNG; NIfTI in -> NIfTI out)",
+        help="2D label file type (default: auto, TIFF for TIFF inputs, else PNG; NIfTI in -> "
+        "NIfTI out)",
     )
     p.add_argument("--probs", action="store_true", help="also write float32 probabilities")
     p.add_argument(
         "--tile", type=int, nargs="+", metavar="N", help="tile size (default: training crop)"
     )
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="fraction of a tile shared with its neighbour, in [0, 1) (default: 0.25)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--no-amp", action="store_true", help="float32 on GPU")
     p.add_argument(
         "--no-resize",
@@ -553,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
     p.add_argument("--spacing", type=float, nargs="+", help="pixel/voxel spacing per axis")
-    p.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance (physical units)")
+    p.add_argument(
+        "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
+    )
     p.add_argument("--num-classes", type=int, help="default: max label + 1")
     p.add_argument("--include-background", action="store_true")
     p.add_argument("--class-names", nargs="+", help="names of classes 1, 2, ...")
@@ -577,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="loss names (e.g. ce dice pm_dice ce+pm_dice; 'pm_dice:gamma=2' sets params)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--title", help="table title (default: the config's name)")
     p.add_argument("--progress", action="store_true", help="progress bars for each run")

@@ -133,8 +133,9 @@ class Step(NamedTuple):
 class ExplorerResult:
     """Maps (all ``(*spatial)`` float32) and values of one prediction."""
 
-    contributions: dict[str, np.ndarray] = field(default_factory=dict)  # loss name -> map
-    labels: dict[str, str] = field(default_factory=dict)  # loss name -> LossSpec.label
+    #: loss name -> map; keyed by ``LossSpec.label`` instead when two specs share a name
+    contributions: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # same keys -> LossSpec.label
     #: (gamma, map), one per distinct gamma, ascending
     modulating: list[tuple[float, np.ndarray]] = field(default_factory=list)
     values: list[tuple[str, float]] = field(default_factory=list)  # (label, loss value)
@@ -164,6 +165,7 @@ def iter_explorer(
     total = len(losses) + len(distinct)
     logits = probabilities_to_logits(p)
     res = ExplorerResult(num_classes=k)
+    names = [spec.name for spec in losses]
     res.prediction = (p[0, 0] if c == 1 else p[0, cls]).numpy().copy()
     if c == 1 and cls == 0:
         res.prediction = 1.0 - res.prediction
@@ -176,8 +178,9 @@ def iter_explorer(
         if relative:
             mean = float(cmap.mean())
             cmap = cmap / mean if mean > 0 else cmap
-        res.contributions[spec.name] = cmap.astype(np.float32, copy=False)
-        res.labels[spec.name] = spec.label
+        key = spec.name if names.count(spec.name) == 1 else spec.label
+        res.contributions[key] = cmap.astype(np.float32, copy=False)
+        res.labels[key] = spec.label
     ch = 0 if c == 1 else cls
     for j, g in enumerate(distinct):
         yield Step(len(losses) + j, total, modulating_title(g))

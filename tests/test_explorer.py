@@ -12,7 +12,7 @@ import torch
 
 from napari_segloss import explorer
 from napari_segloss.losses import get_loss, list_losses, loss_parameters
-from napari_segloss.maps import modulating_map
+from napari_segloss.maps import contribution_map, modulating_map
 
 #: imports of these fail in the probe interpreter, as on a headless cluster without a GUI stack
 _BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
@@ -98,6 +98,29 @@ def test_iter_explorer_yields_one_step_per_loss_and_gamma_then_the_result():
     )
     expected = modulating_map(p, target, 0.5)
     np.testing.assert_allclose(res.modulating[0][1], expected[0, 0].numpy(), atol=1e-6)
+
+
+def test_compute_explorer_keeps_one_map_per_spec_when_a_loss_repeats():
+    """Two settings of one loss (a notebook comparing gammas) give two maps, not the last one."""
+    gt = np.zeros((12, 12), dtype=np.int64)
+    gt[3:9, 3:9] = 1
+    probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
+    specs = [
+        explorer.LossSpec("pm_dice", {"gamma": 0.5}),
+        explorer.LossSpec("pm_dice", {"gamma": 3.0}),
+        explorer.LossSpec("dice"),
+    ]
+    res = explorer.compute_explorer(probs, gt, specs, [], relative=False)
+    assert res.labels == {
+        "pm_dice(gamma=0.5)": "pm_dice(gamma=0.5)",
+        "pm_dice(gamma=3.0)": "pm_dice(gamma=3.0)",
+        "dice": "dice",
+    }
+    logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
+    target = torch.from_numpy(gt)[None]
+    for spec in specs:
+        expected = contribution_map(spec.build(), logits, target, kind="gradient")[0].numpy()
+        np.testing.assert_allclose(res.contributions[spec.label], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

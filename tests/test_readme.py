@@ -15,3 +15,20 @@ def test_readme_python_blocks_run() -> None:
         namespace: dict[str, object] = {}
         exec(compile(code, str(README), "exec"), namespace)
     assert namespace["c"].shape == namespace["target"].shape  # contribution map (B, H, W)
+
+
+def test_readme_comparison_folders_are_git_ignored_and_distinct() -> None:
+    """The comparison demos write into git-ignored folders (a clone's `git status` stays clean),
+    and README.md's CLI demo and training/README.md's Python demo (other settings) use different
+    folders: a second comparison with other settings into one folder is refused."""
+    lines = (README.parent / ".gitignore").read_text(encoding="utf-8").splitlines()
+    ignored = {ln.strip().strip("/") for ln in lines if ln.strip().endswith("/")}
+    readme = README.read_text(encoding="utf-8")
+    training = (README.parent / "training" / "README.md").read_text(encoding="utf-8")
+    read_compare = r'read_compare\("([^"]+)"\)'
+    cli_demo = set(re.findall(r"--output (\S+)", readme)) | set(re.findall(read_compare, readme))
+    python_demo = set(re.findall(read_compare, training))
+    assert cli_demo and python_demo
+    for folder in cli_demo | python_demo:
+        assert folder.split("/")[0] in ignored, f"{folder} is not git-ignored"
+    assert not cli_demo & python_demo, f"both READMEs' demos write into {cli_demo & python_demo}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import subprocess
 import sys
@@ -258,7 +259,7 @@ def test_evaluate_hand_computed_binary(tmp_path: Path, capsys: pytest.CaptureFix
         summary = {(r["class"], r["metric"]): r for r in csv.DictReader(fh)}
     assert float(summary[("1", "dice")]["mean"]) == pytest.approx((2 / 3 + 1) / 2)
     assert summary[("1", "dice")]["count"] == "2"
-    assert (tmp_path / "ev" / "summary.md").is_file()
+    assert "'mean' rows" not in (tmp_path / "ev" / "summary.md").read_text()  # one class: none
     assert "1 ground-truth file(s) without a prediction ignored" in out
 
 
@@ -295,7 +296,9 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
         rows = {r["class"]: r for r in csv.DictReader(fh)}
     assert float(rows["1"]["dice"]) == pytest.approx(1.0)
     assert float(rows["2"]["dice"]) == pytest.approx(0.0)
-    assert "B" in (tmp_path / "pred" / "summary.md").read_text()
+    summary = (tmp_path / "pred" / "summary.md").read_text()
+    assert "B" in summary
+    assert "| mean |" in summary and "the 'mean' rows average the per-class means" in summary
 
 
 def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,6 +336,26 @@ def test_evaluate_bad_input(
         needles = ["--spacing", "expected 2"]
     rc, _, err = _run(argv, capsys)
     _assert_one_line_error(rc, err, *needles)
+
+
+def test_help_states_every_default() -> None:
+    """`segloss <command> --help` is where a new user looks up what an option does by default."""
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    missing = []
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            default = action.default
+            if action.required or default in (None, False, [], argparse.SUPPRESS):
+                continue
+            if isinstance(default, list):
+                shown = " ".join(map(str, default))
+            else:
+                shown = f"{default:g}" if isinstance(default, float) else str(default)
+            if f"default: {shown}" not in (action.help or ""):
+                missing.append(f"{command} {action.option_strings[0]} (default {shown})")
+    assert not missing, f"--help does not state these defaults: {missing}"
 
 
 # ------------------------------------------------------------------------------ train.py
