@@ -224,8 +224,19 @@ def _write_2d(path: Path, array: np.ndarray) -> None:
         Image.fromarray(array).save(path)
 
 
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None) -> None:
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+def _write_nifti(path: Path, array: np.ndarray, like: Any) -> None:
+    """Save ``array`` with the geometry of the input image ``like`` (a nibabel image).
+
+    A fresh header would keep the affine but drop the qform/sform codes and the units (mm),
+    so viewers that read the qform, or the units, would not overlay the output on its input.
+    The input's header is copied instead, with the output's dtype (a copied header keeps the
+    input's dtype otherwise) and no intensity window or scaling of the input image.
+    """
+    header = like.header.copy()
+    header.set_data_dtype(array.dtype)
+    header.set_slope_inter(None, None)
+    header["cal_min"], header["cal_max"] = 0, 0
+    nib.save(nib.Nifti1Image(array, like.affine, header), str(path))
 
 
 def _read_input(
@@ -300,10 +311,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         labels, probs = predict(model, array, rgb=False if img is not None else None, **kw)
         if img is not None:
             label_path = out / f"{stem}.nii.gz"
-            _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img.affine)
+            _write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img)
             if args.probs:  # (Z, K, Y, X), or (K, Z, Y, X) from a 3D network -> (X, Y, Z, K)
                 axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
-                _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(axes), img.affine)
+                _write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(axes), img)
         else:
             ext = args.format if args.format != "auto" else (
                 ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"

@@ -212,6 +212,36 @@ def test_predict_nifti_volume_keeps_file_axes_and_affine(
     np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=1e-5)
 
 
+def test_predict_nifti_keeps_input_header_codes_and_units(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output overlays its input in any viewer: same qform/sform codes and units, not a
+    fresh header (sform code 2, qform code 0, units unknown) that only shares the affine."""
+    import nibabel as nib
+
+    ckpt = write_checkpoint(tmp_path / "model_1_4.pt", 1, 4)
+    vol = np.random.default_rng(2).integers(0, 256, (36, 28, 3), dtype=np.uint8)  # (X, Y, Z)
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    affine[:3, 3] = [-20.0, 10.0, 5.0]
+    img = nib.Nifti1Image(vol, None)
+    img.set_qform(affine, code=1)  # scanner coordinates in the qform only, as ACDC ships
+    img.set_sform(None, code=0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["cal_min"], img.header["cal_max"] = 0, 255
+    nib.save(img, str(tmp_path / "case.nii.gz"))
+    rc, _, err = _predict(ckpt, tmp_path / "case.nii.gz", tmp_path / "out", capsys, "--probs")
+    assert rc == 0, err
+    for name, dtype in (("case.nii.gz", np.uint8), ("case_probs.nii.gz", np.float32)):
+        hdr = nib.load(str(tmp_path / "out" / name)).header
+        assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (1, 0), name
+        assert hdr.get_xyzt_units()[0] == "mm", name
+        np.testing.assert_allclose(hdr.get_qform(), affine, atol=1e-5)
+        assert hdr.get_data_dtype() == dtype, name
+        assert float(hdr["cal_max"]) == 0.0, name  # no intensity window of the image
+    probs = np.asarray(nib.load(str(tmp_path / "out" / "case_probs.nii.gz")).dataobj)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ evaluate
 
 
