@@ -252,6 +252,8 @@ def _read_input(
         if is_nifti(path):
             img = nib.load(str(path))
             vol = np.asanyarray(img.dataobj)
+            while vol.ndim > 3 and vol.shape[-1] == 1:  # (X, Y, Z, 1) is 3D, as in training
+                vol = vol[..., 0]
             if vol.ndim != 3:
                 raise CLIError(f"NIfTI {str(path)!r}: expected a 3D volume, got {vol.shape}")
             # (X, Y, Z) file order -> (Z, Y, X): slices along Z, as napari shows them.

@@ -212,6 +212,21 @@ def test_predict_nifti_volume_keeps_file_axes_and_affine(
     np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=1e-5)
 
 
+def test_predict_nifti_with_trailing_singleton_axis_is_a_volume(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(X, Y, Z, 1) trains as a 3D volume (read_nifti); predict takes it too."""
+    import nibabel as nib
+
+    ckpt = write_checkpoint(tmp_path / "model_1_4.pt", 1, 4)
+    vol = np.random.default_rng(3).integers(0, 256, (36, 28, 3, 1), dtype=np.uint8)
+    nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 8.0, 1.0])), str(tmp_path / "case.nii.gz"))
+    rc, _, err = _predict(ckpt, tmp_path / "case.nii.gz", tmp_path / "out", capsys, "--probs")
+    assert rc == 0, err
+    assert nib.load(str(tmp_path / "out" / "case.nii.gz")).shape == (36, 28, 3)
+    assert nib.load(str(tmp_path / "out" / "case_probs.nii.gz")).shape == (36, 28, 3, 4)
+
+
 def test_predict_nifti_keeps_input_header_codes_and_units(
     write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
