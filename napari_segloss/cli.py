@@ -361,6 +361,19 @@ def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 METRIC_KEYS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
 
 
+def _spacing_note(used: Sequence[tuple[float, ...] | None], given: bool) -> str:
+    """Which spacing the NSD tolerance and HD95 were measured in, with its numbers: a reader of
+    summary.md must know whether distances are pixels or the NIfTI header's units (mm)."""
+    found = sorted({s for s in used if s is not None})
+    if not found:
+        return "pixel units"
+    source = "--spacing" if given else "NIfTI header spacing (X, Y, Z) ="
+    shown = ", ".join(str(tuple(round(v, 6) for v in s)) for s in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    pixels = " (2D images: pixel units)" if None in used else ""
+    return f"{source} {shown}{more}{pixels}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     preds = _index_masks(Path(args.pred), "pred")
     gts = _index_masks(Path(args.gt), "gt")
@@ -389,8 +402,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     rows: list[dict[str, Any]] = []
     results: list[dict[int, dict[str, float]]] = []
+    used: list[tuple[float, ...] | None] = []
     for stem, pred, gt, gt_spacing in pairs:
         spacing = tuple(args.spacing) if args.spacing else gt_spacing
+        used.append(spacing)
         if spacing is not None and len(spacing) != gt.ndim:
             raise CLIError(
                 f"--spacing: expected {gt.ndim} values for {stem} (shape {gt.shape}), "
@@ -422,7 +437,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     to_csv(table, out / "summary.csv")
     text = to_markdown(table) + (
         f"\nNSD tolerance {args.tolerance} "
-        f"({'spacing ' + str(tuple(args.spacing)) if args.spacing else 'pixel units, NIfTI: header spacing'}); "
+        f"({_spacing_note(used, bool(args.spacing))}); "
         "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
         "of an empty prediction, recall of an empty reference) skipped and counted"
         + (
@@ -576,7 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pred", required=True, metavar="DIR")
     p.add_argument("--gt", required=True, metavar="DIR")
-    p.add_argument("--spacing", type=float, nargs="+", help="pixel/voxel spacing per axis")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        help="spacing per axis in the files' axis order: X Y Z for NIfTI (default: the header's "
+        "zooms), rows columns for 2D images (default: 1, pixel units)",
+    )
     p.add_argument(
         "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
     )

@@ -304,7 +304,9 @@ def test_evaluate_hand_computed_binary(tmp_path: Path, capsys: pytest.CaptureFix
         summary = {(r["class"], r["metric"]): r for r in csv.DictReader(fh)}
     assert float(summary[("1", "dice")]["mean"]) == pytest.approx((2 / 3 + 1) / 2)
     assert summary[("1", "dice")]["count"] == "2"
-    assert "'mean' rows" not in (tmp_path / "ev" / "summary.md").read_text()  # one class: none
+    md = (tmp_path / "ev" / "summary.md").read_text()
+    assert "'mean' rows" not in md  # one class: none
+    assert "NSD tolerance 1.0 (pixel units)" in md  # PNG masks carry no spacing
     assert "1 ground-truth file(s) without a prediction ignored" in out
 
 
@@ -343,6 +345,9 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     assert float(rows["2"]["dice"]) == pytest.approx(0.0)
     summary = (tmp_path / "pred" / "summary.md").read_text()
     assert "B" in summary
+    # says which spacing the distances are in, with its numbers (not "pixel units")
+    assert "NIfTI header spacing (X, Y, Z) = (2.0, 2.0, 5.0)" in summary
+    assert "pixel units" not in summary
     assert "| mean |" in summary and "the 'mean' rows average the per-class means" in summary
 
 
