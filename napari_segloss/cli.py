@@ -138,7 +138,11 @@ def _print_eval_summary(run_dir: Path) -> None:
     # NaN is undefined (skipped); an infinite HD95 is a result (no predicted surface): "inf"
     text = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not math.isnan(v))
     split = f"{data.get('split', 'held-out')} split, {data.get('num_images', '?')} image(s)"
-    print(f"  {split} (%): {text}")
+    units = {
+        "voxel spacing": "in the volumes' spacing units, usually mm",
+        "pixels": "in pixels",
+    }.get(data.get("distance_units", ""), "in pixels or spacing units")
+    print(f"  {split} (% except mHD95, {units}): {text}")
     print(f"  per-class metrics: {path}")
 
 

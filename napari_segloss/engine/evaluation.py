@@ -222,6 +222,8 @@ def write_eval(
         "mean": summary["mean"],
         "per_class": summary["per_class"],
         "nan_count": summary["nan_count"],
+        # what HD95 (and the NSD tolerance) are measured in: 3D volumes use their header spacing
+        "distance_units": "voxel spacing" if hasattr(dataset, "spacing") else "pixels",
         "per_image": [
             {"name": names[i], "metrics": {str(c): v for c, v in r.items()}}
             for i, r in enumerate(results)

@@ -302,6 +302,7 @@ def test_one_epoch_3d_run(trained: Path) -> None:
     assert ev["split"] == "val" and ev["num_images"] == 1 and ev["checkpoint"] == "best.pt"
     assert set(ev["per_class"]) == {"1", "2", "3"} and ev["class_names"][3] == "LV"
     assert ev["per_image"][0]["name"].endswith("_frame01.nii.gz")
+    assert ev["distance_units"] == "voxel spacing"  # HD95 in mm here, not pixels
     assert float(rows[0]["val_dice"]) == pytest.approx(ev["mean"]["dice"])
     model, meta = load_model(trained / "best.pt")
     assert isinstance(model, UNet3D) and meta["arch"] == "UNet3D"

@@ -88,6 +88,7 @@ def test_end_to_end_run_directory(
     assert ev["split"] == "val" and ev["num_images"] == 2 and ev["checkpoint"] == "best.pt"
     assert set(ev["mean"]) == {"dice", "iou", "precision", "recall", "nsd", "hd95"}
     assert ev["mean"]["dice"] == pytest.approx(best)  # eval.json re-scores best.pt on val
+    assert ev["distance_units"] == "pixels"  # 2D images: HD95 in pixels
     assert load_config(out / "config.yaml").model.encoder == "tu-resnet10t"
 
 
