@@ -475,7 +475,10 @@ def test_train_predict_evaluate_compare_end_to_end(
     run = tmp_path / "runs" / "pm_dice-seed3"
     for name in ("config.yaml", "metrics.csv", "checkpoint.pt", "best.pt", "eval.json"):
         assert (run / name).is_file(), name
-    assert "segloss train: finished" in out and "val split, 1 image(s) (% except mHD95, in pixels): mDice" in out
+    assert (
+        "segloss train: finished" in out
+        and "val split, 1 image(s) (% except mHD95, in pixels): mDice" in out
+    )
 
     rc, _, err = _predict(run / "best.pt", tmp_path / "data" / "images", tmp_path / "pred", capsys)
     assert rc == 0, err
