@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCompleter,
     QFormLayout,
@@ -520,6 +521,13 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(self.ready)
         self.stop_button.setEnabled(False)
         release_gpu_memory()
+
+    def changeEvent(self, event: Any) -> None:
+        # napari's close button takes the panel out of its dock (setParent(None)) without
+        # closing it: no closeEvent comes, and the run would go on with no panel to stop it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._stop.set()
+        super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
         self._stop.set()

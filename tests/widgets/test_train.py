@@ -180,6 +180,20 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how
     assert _activity_bar(viewer) is None  # napari's activity entry is closed
 
 
+def test_closing_the_panel_stops_training(dock, wait_idle, tmp_path, qtbot):
+    """napari's close button only takes the panel out of its dock (no closeEvent): the run
+    must stop all the same, not train on with no panel left to stop it."""
+    _, widget = _setup(dock, qtbot, tmp_path, epochs=500)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2 or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()
+    widget.parent().title.close_button.click()  # the dock's "x"
+    assert widget.parent() is None  # the panel is gone from the window
+    wait_idle(widget, timeout=60_000)
+    done = widget.last_result
+    assert done is not None and done.stopped and done.epochs < 500
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
