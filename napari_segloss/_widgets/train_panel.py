@@ -489,8 +489,11 @@ class TrainWidget(QWidget):
     def _on_done(self, ev: TrainDone) -> None:
         self.last_result = ev
         self.progress.finished(ev)
-        if ev.checkpoint is not None:
-            CHECKPOINTS.add(ev.checkpoint)
+        # Predict & Compare gets the weights the status reports (best val Dice), as segloss
+        # train names them; checkpoint.pt holds the last epoch's (for resuming)
+        offered = ev.best_checkpoint or ev.checkpoint
+        if offered is not None:
+            CHECKPOINTS.add(offered)
         # the engine's reason says "stopped by request after ..." or "non-finite loss ..."
         how = (
             ("" if ev.reason.startswith("stopped") else "stopped: ") if ev.stopped else "finished: "
@@ -499,7 +502,7 @@ class TrainWidget(QWidget):
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
         if not ev.validated:  # as segloss train says it: nothing chose these weights
             best = ", no validation (best.pt holds the last weights)"
-        saved = f"; checkpoint {ev.checkpoint}" if ev.checkpoint is not None else "; nothing saved"
+        saved = f"; checkpoint {offered}" if offered is not None else "; nothing saved"
         self.status.info(f"{how}{what}{best}{saved}")
         if (
             self._activity is not None
