@@ -28,7 +28,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -540,6 +540,13 @@ class CompareLossesWidget(QWidget):
         if enabled and self.overlays.layers():
             self.overlays.show_grid()
         self._after_drawing()  # says which layers are hidden (none once the grid is off)
+
+    def changeEvent(self, event: Any) -> None:
+        # napari's close button takes the panel out of its dock (setParent(None)) without
+        # closing it: no closeEvent comes, and the runs would go on with no panel to stop them
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._stop.set()
+        super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
         self._stop.set()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCompleter,
     QFormLayout,
@@ -488,8 +489,11 @@ class TrainWidget(QWidget):
     def _on_done(self, ev: TrainDone) -> None:
         self.last_result = ev
         self.progress.finished(ev)
-        if ev.checkpoint is not None:
-            CHECKPOINTS.add(ev.checkpoint)
+        # Predict & Compare gets the weights the status reports (best val Dice), as segloss
+        # train names them; checkpoint.pt holds the last epoch's (for resuming)
+        offered = ev.best_checkpoint or ev.checkpoint
+        if offered is not None:
+            CHECKPOINTS.add(offered)
         # the engine's reason says "stopped by request after ..." or "non-finite loss ..."
         how = (
             ("" if ev.reason.startswith("stopped") else "stopped: ") if ev.stopped else "finished: "
@@ -498,7 +502,7 @@ class TrainWidget(QWidget):
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
         if not ev.validated:  # as segloss train says it: nothing chose these weights
             best = ", no validation (best.pt holds the last weights)"
-        saved = f"; checkpoint {ev.checkpoint}" if ev.checkpoint is not None else "; nothing saved"
+        saved = f"; checkpoint {offered}" if offered is not None else "; nothing saved"
         self.status.info(f"{how}{what}{best}{saved}")
         if (
             self._activity is not None
@@ -520,6 +524,13 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(self.ready)
         self.stop_button.setEnabled(False)
         release_gpu_memory()
+
+    def changeEvent(self, event: Any) -> None:
+        # napari's close button takes the panel out of its dock (setParent(None)) without
+        # closing it: no closeEvent comes, and the run would go on with no panel to stop it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._stop.set()
+        super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
         self._stop.set()

@@ -466,9 +466,9 @@ def check_image(
     * A model trained on 8-bit images (normalisation ``scale`` ``"uint8"``) given another
       pixel type (e.g. a 16-bit file): ``ValueError`` naming that type.
     * A colour image (``rgb``; ``None`` infers it from a last axis of 3 or 4) for a 1-channel
-      2D model: ``ValueError`` naming the shape and the channels, unless ``grey=True``, which
-      converts it with :func:`rgb_to_grey`. Without this check an ``(H, W, 3)`` image would be
-      read as ``H`` grey slices of ``W x 3`` pixels.
+      model: ``ValueError`` naming the shape and the channels, unless ``grey=True``, which
+      converts it with :func:`rgb_to_grey` (2D models only). Without this check an
+      ``(H, W, 3)`` image would be read as ``H`` grey slices of ``W x 3`` pixels.
     * An RGBA image for a 3-channel model: ``ValueError`` (the file readers drop alpha
       themselves; an in-memory array must do so explicitly).
 
@@ -484,9 +484,14 @@ def check_image(
                 "VALUE, or numpy.nan_to_num)"
             )
     _check_8bit(image, scale)
-    if spatial_dims != 2:
-        return image
     colour = image.ndim == 3 and image.shape[-1] in (3, 4) if rgb is None else bool(rgb)
+    if spatial_dims != 2:
+        if colour and in_channels == 1:  # else (H, W, 3) is read as H slices of W x 3 voxels
+            raise ValueError(
+                f"image of shape {image.shape} is a colour image, but the checkpoint's model is "
+                "a 3D network for grey volumes (Z, Y, X); use a 2D model trained on colour images"
+            )
+        return image
     if colour and in_channels == 1:
         if grey:
             return rgb_to_grey(image)

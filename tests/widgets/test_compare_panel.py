@@ -231,6 +231,23 @@ def _pick(widget, layers: dict[str, Any]) -> None:
     s.heldout_mask_picker.set_layer(layers["h_mask"])
 
 
+def test_closing_the_panel_stops_the_comparison(dock, wait_idle, tmp_path, qtbot):
+    """napari's close button only takes the panel out of its dock (no closeEvent): the
+    comparison must stop all the same, not train every run with no panel left."""
+    _, widget = dock_ready(dock, wait_idle)
+    configure(widget, tmp_path / "cmp", epochs=200, folder=str(sample_pairs_dir("kvasir_train")))
+    events = record(widget)
+    widget.start()
+    qtbot.waitUntil(
+        lambda: any(isinstance(e, CompareRunProgress) for _, e in events), timeout=RUN_TIMEOUT
+    )
+    widget.parent().title.close_button.click()  # the dock's "x"
+    assert widget.parent() is None
+    wait_idle(widget, timeout=60_000)
+    done = next(e for _, e in events if isinstance(e, CompareDone))
+    assert done.stopped and "ok" not in done.statuses
+
+
 def test_stop_in_the_second_run_then_reopen_resumes(dock, wait_idle, tmp_path, qtbot):
     """Layers in (a stack of frames, held-out layers); Stop during the second run keeps the
     first; a new panel opened on the folder fills itself from it and resumes the second."""

@@ -190,6 +190,41 @@ def test_rgb_checkpoint_on_a_grey_volume_says_so(dock, wait_idle, tiny_checkpoin
     assert "expects 3-channel (RGB) images" in text and "is a grey volume" in text
 
 
+def _tiny_3d_checkpoint(path):
+    """A random-weight grey 3D checkpoint (UNet3D, 4 classes) in the engine's format."""
+    from napari_segloss._widgets._compat import guard_triton
+
+    guard_triton()  # a viewer may already have loaded Mesa's LLVM (see _compat)
+    from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from napari_segloss.engine.config import ModelConfig
+    from napari_segloss.engine.model import build_model
+
+    kwargs = {"channels": [4, 8], "anisotropic_levels": 1}
+    cfg = ModelConfig(arch="UNet3D", encoder="none", in_channels=1, classes=4, kwargs=kwargs)
+    meta = {
+        "format": CHECKPOINT_FORMAT, "arch": "UNet3D", "encoder": "none", "in_channels": 1,
+        "classes": 4, "model_kwargs": kwargs, "spatial_dims": 3, "patch": [4, 32, 32],
+        "num_classes": 4, "normalization": {"scale": "uint8", "mean": [0.0], "std": [1.0]},
+    }  # fmt: skip
+    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
+    return path
+
+
+def test_grey_3d_checkpoint_on_colour_frames_says_so(dock, wait_idle, tmp_path):
+    """A 3D model of grey volumes run on the RGB kvasir frames: refused with a message, not
+    each (H, W, 3) frame read as a volume of H slices of W x 3 voxels (a 4D "prediction")."""
+    viewer, widget = dock(NAME)
+    image, _ = viewer.open_sample("napari-segloss", "kvasir")
+    widget.image_picker.set_layer(image)
+    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "grey3d.pt"))
+    widget.device.value = "cpu"
+    widget.run_model()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.is_error, widget.status.text()
+    assert "3D network for grey volumes" in widget.status.text()
+    assert _owned(viewer, "prediction") is None
+
+
 def test_overlay_colours_on_screen(dock, wait_idle, make_napari_viewer):
     """What a person sees: pure red FP, pure blue FN, TP green over the (grey) image, and no
     other colour (nothing tinted by the compared layers)."""

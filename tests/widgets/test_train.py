@@ -80,10 +80,11 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     assert len(widget.plot.steps) >= 2
     assert [e["epoch"] for e in widget.plot.epochs] == [1, 2]
     assert 0.0 <= widget.plot.epochs[0]["val_dice"] <= 1.0
-    # shared with the Predict panel at once
-    assert CHECKPOINTS.paths()[0] == ckpt.resolve()
+    # the best weights shared with the Predict panel at once
+    best = Path(done.best_checkpoint).resolve()
+    assert CHECKPOINTS.paths()[0] == best and best.name == "best.pt"
     _, predict = dock("Predict & Compare", viewer)
-    assert predict.ckpt_picker.path() == ckpt.resolve()
+    assert predict.ckpt_picker.path() == best
     assert len(viewer.layers) == n_layers  # training adds no layers
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
 
@@ -122,6 +123,20 @@ def test_train_from_a_folder(dock, wait_idle, qtbot, tmp_path):
     config = (Path(done.run_dir) / "config.yaml").read_text()
     assert "kind: folder" in config and "kvasir_train" in config
     assert widget.progress.value() == widget.progress.maximum() == done.iteration
+
+
+def test_predict_is_offered_the_best_weights(dock, wait_idle, qtbot, tmp_path):
+    """The status reports the best val Dice: Predict & Compare must get those weights
+    (best.pt, as segloss train names them), not the last epoch's checkpoint.pt."""
+    viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2)
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    done = widget.last_result
+    assert done is not None and done.validated and not done.stopped, widget.status.text()
+    best = Path(done.best_checkpoint)
+    assert best.name == "best.pt" and f"; checkpoint {best}" in widget.status.text()
+    _, predict = dock("Predict & Compare", viewer)
+    assert predict.ckpt_picker.path() == best.resolve()
 
 
 def test_training_without_validation_says_so(dock, wait_idle, qtbot, tmp_path):
@@ -167,17 +182,32 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how
     assert done is not None and done.stopped
     assert done.epochs < 500
     assert Path(done.checkpoint).is_file()
-    assert CHECKPOINTS.paths()[0] == Path(done.checkpoint).resolve()
+    offered = done.best_checkpoint or done.checkpoint
+    assert CHECKPOINTS.paths()[0] == Path(offered).resolve()
     # the status and the bar agree on the steps and epochs done; the checkpoint named once
     text, bar = widget.status.text(), widget.progress.text()
     assert text.startswith(f"stopped by request after {done.iteration} of "), text
     epochs = f"({done.epochs} of 500 epochs done)"
     assert epochs in text and epochs in bar, (text, bar)
-    assert text.count(str(done.checkpoint)) == 1 and text.count("; checkpoint ") == 1, text
+    assert text.count(str(offered)) == 1 and text.count("; checkpoint ") == 1, text
     # the bar stays where training stopped and says so
     assert widget.progress.value() == done.iteration < widget.progress.maximum()
     assert f"stopped at step {done.iteration}/" in bar
     assert _activity_bar(viewer) is None  # napari's activity entry is closed
+
+
+def test_closing_the_panel_stops_training(dock, wait_idle, tmp_path, qtbot):
+    """napari's close button only takes the panel out of its dock (no closeEvent): the run
+    must stop all the same, not train on with no panel left to stop it."""
+    _, widget = _setup(dock, qtbot, tmp_path, epochs=500)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2 or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()
+    widget.parent().title.close_button.click()  # the dock's "x"
+    assert widget.parent() is None  # the panel is gone from the window
+    wait_idle(widget, timeout=60_000)
+    done = widget.last_result
+    assert done is not None and done.stopped and done.epochs < 500
 
 
 @pytest.mark.parametrize(
