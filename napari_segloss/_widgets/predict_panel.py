@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -142,6 +142,17 @@ def check_labels_fit(pred_labels: list[int], gt_labels: list[int], names: tuple[
         )
 
 
+def class_name(c: int, names: Sequence[str] | None) -> str | None:
+    """Class ``c``'s name from a checkpoint's ``class_names`` (None without one)."""
+    return names[c] if names and 0 <= c < len(names) else None
+
+
+def class_label(c: int, names: Sequence[str] | None) -> str:
+    """A class as the table heads it: ``"2 MYO"`` with names, else ``"class 2"``."""
+    name = class_name(c, names)
+    return f"{c} {name}" if name else f"class {c}"
+
+
 class PredictWidget(QWidget):
     """The "Predict & Compare" dock widget (see module docstring)."""
 
@@ -153,6 +164,7 @@ class PredictWidget(QWidget):
         self.metrics: dict[int, dict[str, float]] = {}
         self._metrics_source = ""
         self._metrics_layers: tuple[str, ...] = ()  # unique ids of the compared layers
+        self._class_names: list[str] | None = None  # of the checkpoint behind the prediction
         root = QVBoxLayout(scrollable(self))
         root.addWidget(self._run_box())
         root.addWidget(self._compare_box())
@@ -314,16 +326,18 @@ class PredictWidget(QWidget):
         rgb = bool(layer.rgb)
         kw = {"tile": self.tile.value, "overlap": self.overlap.value, "device": self.device.value}
 
-        def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, np.ndarray]]:
+        def job() -> Generator[tuple[int, int, str], None, tuple[Any, ...]]:
             yield 0, 0, f"loading {path.name}…"
-            frames = _inference().iter_predict_image(path, image, rgb=rgb, **kw)
-            return (yield from frame_progress(frames, "predicting"))
+            meta: dict[str, Any] = {}
+            frames = _inference().iter_predict_image(path, image, rgb=rgb, meta_out=meta, **kw)
+            labels, probs = yield from frame_progress(frames, "predicting")
+            return labels, probs, meta.get("class_names")
 
         self._run_info = {"layer": layer, "path": path}
         self._start(job, self._on_predicted, f"predicting with {path.name}…")
 
-    def _on_predicted(self, out: tuple[np.ndarray, np.ndarray]) -> None:
-        labels, probs = out
+    def _on_predicted(self, out: tuple[np.ndarray, np.ndarray, list[str] | None]) -> None:
+        labels, probs, class_names = out
         like = self._run_info["layer"]
         path = Path(self._run_info["path"])
         # Engine runs save checkpoint.pt / best.pt: the run folder says which model it is.
@@ -336,9 +350,12 @@ class PredictWidget(QWidget):
             self.viewer, PANEL, "prediction", "labels", labels,
             name=f"prediction [{name}]", like=like, visible=not will_compare,
         )  # fmt: skip
+        # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV)
+        pred_layer.metadata["class_names"] = list(class_names) if class_names else None
         channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
         for c in channels:
-            title = f"probability [{name}]" if probs.shape[0] == 1 else f"p(class {c}) [{name}]"
+            cls = class_name(c, class_names) or f"class {c}"
+            title = f"probability [{name}]" if probs.shape[0] == 1 else f"p({cls}) [{name}]"
             upsert_layer(
                 self.viewer, PANEL, f"prob:{c}", "image", probs[0 if probs.shape[0] == 1 else c],
                 name=title, like=like, colormap=PROBABILITY_COLORMAP, contrast_limits=(0.0, 1.0),
@@ -379,6 +396,8 @@ class PredictWidget(QWidget):
             "names": (pred_layer.name, gt_layer.name),
         }
         self._compare_info = {"gt": gt_layer, "pred": pred_layer}
+        names = pred_layer.metadata.get("class_names") or gt_layer.metadata.get("class_names")
+        self._class_names = list(names) if names else None
 
         def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, dict]]:
             yield 0, 0, "computing errors and metrics…"
@@ -419,7 +438,7 @@ class PredictWidget(QWidget):
         self.table.clear()
         self.table.setColumnCount(len(classes))
         self.table.setRowCount(len(METRIC_COLUMNS) if classes else 0)
-        self.table.setHorizontalHeaderLabels([f"class {c}" for c in classes])
+        self.table.setHorizontalHeaderLabels([class_label(c, self._class_names) for c in classes])
         self.table.setVerticalHeaderLabels(list(METRIC_COLUMNS))
         for j, cls in enumerate(classes):
             for i, key in enumerate(METRIC_COLUMNS):
@@ -466,10 +485,11 @@ class PredictWidget(QWidget):
         path = Path(path)
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["comparison", "class", *METRIC_COLUMNS])
+            writer.writerow(["comparison", "class", "name", *METRIC_COLUMNS])
             for cls, vals in sorted(self.metrics.items()):
                 values = (repr(float(vals.get(k, math.nan))) for k in METRIC_COLUMNS)
-                writer.writerow([self._metrics_source, cls, *values])
+                name = class_name(cls, self._class_names) or ""
+                writer.writerow([self._metrics_source, cls, name, *values])
         return path
 
     def _export_dialog(self) -> None:

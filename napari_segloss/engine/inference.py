@@ -498,7 +498,8 @@ def check_image(
         raise ValueError(
             f"image of shape {image.shape} is a colour image, but the checkpoint's model takes "
             "1 channel (it was trained on grey images); convert it to grey first (segloss "
-            "predict --to-grey, or predict(..., to_grey=True)) or use a model trained on colour"
+            "predict --to-grey; predict(..., to_grey=True); in napari, right-click the layer > "
+            "Split RGB and pick one channel) or use a model trained on colour"
         )
     if colour and in_channels == 3 and image.shape[-1] == 4:
         raise ValueError(
@@ -670,12 +671,16 @@ def iter_predict_image(
     tile: int = 0,
     overlap: float = 0.25,
     device: str = "auto",
+    meta_out: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """:func:`predict_image` one frame at a time: yields ``(frames done, frames)`` before each
     frame and returns ``(labels, probs)`` (``StopIteration.value``), so a caller can show
-    progress and stop between frames. The checkpoint is loaded once."""
+    progress and stop between frames. The checkpoint is loaded once; ``meta_out``, when
+    given, receives its meta (class names, normalisation, ...)."""
     dev = resolve_device(device)
     model, meta = load_model(Path(checkpoint), device=str(dev))
+    if meta_out is not None:
+        meta_out.update(meta)
     kw: dict[str, Any] = {
         "meta": meta,
         "tile": (tile, tile) if tile else None,

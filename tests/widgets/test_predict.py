@@ -26,7 +26,7 @@ def _table(widget) -> dict[int, dict[str, float]]:
     t = widget.table
     rows = [t.verticalHeaderItem(i).text() for i in range(t.rowCount())]
     return {
-        int(t.horizontalHeaderItem(j).text().removeprefix("class ")): {
+        int(t.horizontalHeaderItem(j).text().removeprefix("class ").split()[0]): {
             rows[i]: float(t.item(i, j).text()) for i in range(t.rowCount())
         }
         for j in range(t.columnCount())
@@ -190,7 +190,7 @@ def test_rgb_checkpoint_on_a_grey_volume_says_so(dock, wait_idle, tiny_checkpoin
     assert "expects 3-channel (RGB) images" in text and "is a grey volume" in text
 
 
-def _tiny_3d_checkpoint(path):
+def _tiny_3d_checkpoint(path, class_names=None):
     """A random-weight grey 3D checkpoint (UNet3D, 4 classes) in the engine's format."""
     from napari_segloss._widgets._compat import guard_triton
 
@@ -205,6 +205,7 @@ def _tiny_3d_checkpoint(path):
         "format": CHECKPOINT_FORMAT, "arch": "UNet3D", "encoder": "none", "in_channels": 1,
         "classes": 4, "model_kwargs": kwargs, "spatial_dims": 3, "patch": [4, 32, 32],
         "num_classes": 4, "normalization": {"scale": "uint8", "mean": [0.0], "std": [1.0]},
+        "class_names": class_names,
     }  # fmt: skip
     save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
     return path
@@ -340,3 +341,26 @@ def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle):
     viewer.add_labels(np.zeros_like(gt), name="unused")
     viewer.layers.remove("unused")
     assert "is now" not in widget.status.text()
+
+
+def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path):
+    # an ACDC checkpoint carries [background, RV, MYO, LV]: the table read "class 1/2/3"
+    viewer, widget = dock(NAME)
+    image, labels = viewer.open_sample("napari-segloss", "acdc")
+    widget.image_picker.set_layer(image)
+    widget.gt_picker.set_layer(labels)
+    names = ["background", "RV", "MYO", "LV"]
+    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "acdc3d.pt", names))
+    widget.device.value = "cpu"
+    widget.run_model()
+    wait_idle(widget, timeout=120_000)  # prediction, then the automatic comparison
+    assert not widget.status.is_error, widget.status.text()
+    t = widget.table
+    assert [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())] == [
+        "1 RV",
+        "2 MYO",
+        "3 LV",
+    ]
+    assert _owned(viewer, "prob:2").name.startswith("p(MYO) ")
+    rows = list(csv.DictReader(widget.export_csv(tmp_path / "m.csv").open()))
+    assert [(r["class"], r["name"]) for r in rows] == [("1", "RV"), ("2", "MYO"), ("3", "LV")]
