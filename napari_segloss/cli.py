@@ -60,7 +60,7 @@ from .engine.compare import compare_log_line, iter_compare
 from .engine.compare_results import metrics_from_eval
 from .engine.config import ConfigError, TrainConfig, load_config
 from .engine.distributed import is_main_process
-from .engine.events import CompareDone, TrainDone
+from .engine.events import CompareDone, TrainDone, stopped_text
 from .engine.inference import check_image, meta_scale, predict, resolve_device
 from .engine.training import train
 from .metrics import aggregate, evaluate, to_csv, to_markdown
@@ -148,7 +148,7 @@ def _print_eval_summary(run_dir: Path) -> None:
 
 def print_done(done: TrainDone, minutes: float) -> None:
     """The end-of-run summary ``segloss train`` prints."""
-    state = f"stopped ({done.reason})" if done.stopped else "finished"
+    state = stopped_text(done.reason) if done.stopped else "finished"
     print(f"segloss train: {state} in {minutes:.1f} min")
     print(f"  run dir: {done.run_dir}")
     if done.checkpoint is not None:

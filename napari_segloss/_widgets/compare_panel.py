@@ -53,6 +53,7 @@ from napari_segloss.engine.events import (
     CompareRunStart,
     CompareStart,
     TrainEpoch,
+    stopped_text,
 )
 
 from ._common import (
@@ -333,7 +334,7 @@ class CompareLossesWidget(QWidget):
         failed = sum(s == "failed" for s in event.statuses)
         if event.stopped:
             self.status.info(
-                f"stopped ({event.reason}): {done} of {len(event.statuses)} run(s) finished "
+                f"{stopped_text(event.reason)}: {done} of {len(event.statuses)} run(s) finished "
                 f"and kept in {event.output}; Start again resumes the rest"
             )
         elif failed:

@@ -42,7 +42,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.engine.config import DataConfig, ModelConfig, OptimConfig, TrainSection
-from napari_segloss.engine.events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
+from napari_segloss.engine.events import (
+    TrainDone,
+    TrainEpoch,
+    TrainEvent,
+    TrainStart,
+    TrainStep,
+    stopped_text,
+)
 from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder, run_folder
 
 from ._common import (
@@ -494,16 +501,13 @@ class TrainWidget(QWidget):
         offered = ev.best_checkpoint or ev.checkpoint
         if offered is not None:
             CHECKPOINTS.add(offered)
-        # the engine's reason says "stopped by request after ..." or "non-finite loss ..."
-        how = (
-            ("" if ev.reason.startswith("stopped") else "stopped: ") if ev.stopped else "finished: "
-        )
-        what = ev.reason if ev.stopped else f"{ev.epochs} epoch(s), {ev.iteration} steps"
+        done = f"finished: {ev.epochs} epoch(s), {ev.iteration} steps"
+        what = stopped_text(ev.reason) if ev.stopped else done
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
         if not ev.validated:  # as segloss train says it: nothing chose these weights
             best = ", no validation (best.pt holds the last weights)"
         saved = f"; checkpoint {offered}" if offered is not None else "; nothing saved"
-        self.status.info(f"{how}{what}{best}{saved}")
+        self.status.info(f"{what}{best}{saved}")
         if (
             self._activity is not None
             and not ev.stopped

@@ -81,6 +81,7 @@ from .events import (
     TrainEvent,
     TrainStart,
     TrainStep,
+    stopped_text,
 )
 from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
 from .run_state import check_model_fits_data
@@ -654,7 +655,7 @@ def compare_log_line(event: CompareEvent) -> str | None:
         return f"{tag}: {event.status}"
     if isinstance(event, CompareDone) and event.stopped:
         return (
-            f"comparison stopped ({event.reason}); finished runs are kept in {event.output}, "
+            f"comparison {stopped_text(event.reason)}; finished runs are kept in {event.output}, "
             "run the same command again to resume"
         )
     return None

@@ -49,7 +49,14 @@ __all__ = [
     "TrainEvent",
     "TrainStart",
     "TrainStep",
+    "stopped_text",
 ]
+
+
+def stopped_text(reason: str) -> str:
+    """``"stopped (<reason>)"`` for a stop's reason, or the reason itself when it already says
+    so (``"stopped by request after ..."``): never "stopped (stopped by request)"."""
+    return reason if reason.startswith("stopped") else f"stopped ({reason})"
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,7 @@ def test_stop_in_the_second_run_then_reopen_resumes(dock, wait_idle, tmp_path, q
     assert done is not None and done.stopped, widget.status.text()
     assert done.statuses == ("ok", "stopped")
     assert "Start again resumes the rest" in widget.status.text()
+    assert widget.status.text().startswith("stopped by request after")  # no "stopped (stopped"
     assert widget.runs_table.status_of(1).startswith("stopped")
     first = output / "runs" / "dice" / "seed0"
     second = output / "runs" / "pm_dice__gamma=2.0" / "seed0"
