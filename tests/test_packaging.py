@@ -89,26 +89,28 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
     )
     dist = tmp_path / "dist"
+    # `python -m build` makes the sdist, then the wheel from that sdist (what pip does with an
+    # sdist from PyPI); --no-isolation uses this environment's setuptools, as the dev extra
+    # intends, and stops on any unmet [build-system] requirement.
     build = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dist),
-            str(src),
-        ],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)],
         timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
     [wheel] = list(dist.glob("napari_segloss-*.whl"))
+    assert len(list(dist.glob("napari_segloss-*.tar.gz"))) == 1
+    assert wheel.stat().st_size < 2_000_000, f"{wheel.name}: {wheel.stat().st_size} bytes"
+    package_files = {
+        f.relative_to(src).as_posix()
+        for f in (src / "napari_segloss").rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"
+    }
 
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
+        assert package_files <= names, f"missing from the wheel: {sorted(package_files - names)}"
+        stray = sorted(n for n in names if n.split("/")[0] not in {"napari_segloss"})
+        assert all(".dist-info/" in n for n in stray), f"not the package: {stray}"
         info = zf.getinfo("napari_segloss/napari.yaml")
         mode = info.external_attr >> 16
         assert not (mode & 0o170000 == 0o120000), "napari.yaml is stored as a symlink in the wheel"
