@@ -52,4 +52,5 @@ echo
 echo "Done. Outputs:"
 echo "  run directory:   $ROOT/$RUN_DIR  (config.yaml, metrics.csv, checkpoint.pt, best.pt, eval.json)"
 echo "  predictions:     $ROOT/$RUN_DIR/predictions  (label PNGs {0,1}, probability TIFFs, evaluation CSV/Markdown)"
-echo "  open in napari:  napari $SAMPLES/images/*.jpg, then Plugins > napari-segloss > Predict & Compare with $RUN_DIR/best.pt"
+echo "  open in napari:  pip install -e \".[qt]\" once (a Qt binding; this script installs none), then"
+echo "                   napari $SAMPLES/images/*.jpg, then Plugins > napari-segloss > Predict & Compare with $RUN_DIR/best.pt"

@@ -17,10 +17,12 @@ cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 
-# Libraries Qt needs to open a napari window on a virtual X display (xvfb).
-SYSTEM_PACKAGES=(xvfb libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
-    libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 libxcb-shape0 libdbus-1-3
-    libfontconfig1)
+# Libraries Qt needs to open a napari window on a virtual X display (xvfb). Installed without
+# recommends, so xauth (xvfb-run refuses to start without it) and GLib (Qt's core library
+# links it) are named here; tests/test_packaging.py checks the list against the installed Qt.
+SYSTEM_PACKAGES=(xvfb xauth libgl1-mesa-dri libegl1 libglib2.0-0 libxkbcommon-x11-0
+    libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+    libxcb-xinerama0 libxcb-shape0 libdbus-1-3 libfontconfig1)
 
 step() { echo; echo ">>> $*"; }
 die() { echo "ERROR: $*" >&2; exit 1; }

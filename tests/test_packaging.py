@@ -3,8 +3,10 @@ wheel, and the wheel ships the manifest as a real file plus the sample data."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,26 +89,28 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
     )
     dist = tmp_path / "dist"
+    # `python -m build` makes the sdist, then the wheel from that sdist (what pip does with an
+    # sdist from PyPI); --no-isolation uses this environment's setuptools, as the dev extra
+    # intends, and stops on any unmet [build-system] requirement.
     build = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dist),
-            str(src),
-        ],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)],
         timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
     [wheel] = list(dist.glob("napari_segloss-*.whl"))
+    assert len(list(dist.glob("napari_segloss-*.tar.gz"))) == 1
+    assert wheel.stat().st_size < 2_000_000, f"{wheel.name}: {wheel.stat().st_size} bytes"
+    package_files = {
+        f.relative_to(src).as_posix()
+        for f in (src / "napari_segloss").rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"
+    }
 
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
+        assert package_files <= names, f"missing from the wheel: {sorted(package_files - names)}"
+        stray = sorted(n for n in names if n.split("/")[0] not in {"napari_segloss"})
+        assert all(".dist-info/" in n for n in stray), f"not the package: {stray}"
         info = zf.getinfo("napari_segloss/napari.yaml")
         mode = info.external_attr >> 16
         assert not (mode & 0o170000 == 0o120000), "napari.yaml is stored as a symlink in the wheel"
@@ -143,3 +147,82 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         [*NPE2_CLI, "validate", "--imports", PLUGIN], env=env, cwd=tmp_path, timeout=120
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def _ci_system_packages() -> list[str]:
+    text = (REPO / "scripts" / "test.sh").read_text(encoding="utf-8")
+    match = re.search(r"^SYSTEM_PACKAGES=\((.*?)\)", text, re.S | re.M)
+    assert match, "scripts/test.sh has no SYSTEM_PACKAGES=(...) list"
+    return match.group(1).split()
+
+
+def _apt_closure(packages: list[str]) -> set[str]:
+    """The packages `apt-get install --no-install-recommends PACKAGES` brings in (recursive
+    Depends/PreDepends, virtual names included), plus the base system (Priority: required)."""
+    flags = ["--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks"]
+    flags += ["--no-replaces", "--no-enhances"]
+    deps = _run(["apt-cache", "depends", "--recurse", *flags, *packages], timeout=120)
+    assert deps.returncode == 0, deps.stderr
+    closure = {line.strip() for line in deps.stdout.splitlines() if not line.startswith(" ")}
+    required = _run(["dpkg-query", "-W", "-f", "${Package} ${Priority}\\n"], timeout=60)
+    closure |= {
+        p
+        for p, _, prio in (ln.partition(" ") for ln in required.stdout.splitlines())
+        if prio == "required"
+    }
+    return {name.split(":")[0] for name in closure}
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("apt-cache", "dpkg", "dpkg-query", "ldd")),
+    reason="checks the apt package list of scripts/test.sh: Debian/Ubuntu only",
+)
+def test_ci_system_packages_cover_qt_and_xvfb_run() -> None:
+    """On a fresh Debian/Ubuntu machine `scripts/test.sh` (hence CI) installs, with
+    --no-install-recommends, every system library the installed Qt links against and what
+    `xvfb-run` needs; otherwise the Qt tests cannot start there, although they pass here."""
+    closure = _apt_closure(_ci_system_packages())
+    problems = []
+
+    xvfb_run = shutil.which("xvfb-run")
+    if xvfb_run and "command -v xauth" in Path(xvfb_run).read_text(errors="replace"):
+        if "xauth" not in closure:  # Debian's xvfb only *recommends* xauth
+            problems.append("xauth (xvfb-run exits with 'xauth command not found' without it)")
+
+    qt_dirs = []
+    for binding in ("PyQt6", "PyQt5", "PySide6"):
+        try:
+            spec = importlib.util.find_spec(binding)
+        except (ImportError, ValueError):
+            continue
+        if spec and spec.submodule_search_locations:
+            qt_dirs += [Path(p) for p in spec.submodule_search_locations]
+    # what a napari window loads: the Python modules it imports (ldd follows them to the Qt
+    # libraries) and the X11 platform plugin with its GL integrations
+    modules = re.compile(r"Qt(Core|Gui|Widgets|OpenGL|OpenGLWidgets|Svg)\.[\w.-]*so$")
+    qt_libs = [
+        f
+        for d in qt_dirs
+        for f in d.rglob("*.so*")
+        if modules.match(f.name) or f.name == "libqxcb.so" or f.parent.name == "xcbglintegrations"
+    ]
+    if not qt_libs:
+        pytest.skip("no Qt binding installed")
+    system_libs: dict[str, str] = {}  # real path -> library name
+    for lib in qt_libs:
+        out = _run(["ldd", str(lib)], timeout=60).stdout
+        for m in re.finditer(r"^\s*(\S+) => (/\S+)", out, re.M):
+            path = os.path.realpath(m.group(2))
+            if not any(Path(path).is_relative_to(d.resolve()) for d in qt_dirs):
+                system_libs[path] = m.group(1)
+    owners = _run(["dpkg", "-S", *(f"*/{Path(p).name}" for p in system_libs)], timeout=120)
+    providers: dict[str, set[str]] = {}
+    for line in owners.stdout.splitlines():
+        pkgs, _, path = line.partition(": ")
+        for pkg in pkgs.split(", "):
+            providers.setdefault(Path(path).name, set()).add(pkg.split(":")[0])
+    for path, soname in sorted(system_libs.items()):
+        owning = providers.get(Path(path).name)
+        if owning and not owning & closure:
+            problems.append(f"{soname} (package {'/'.join(sorted(owning))})")
+    assert not problems, "scripts/test.sh SYSTEM_PACKAGES lacks: " + "; ".join(problems)

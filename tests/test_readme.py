@@ -32,3 +32,24 @@ def test_readme_comparison_folders_are_git_ignored_and_distinct() -> None:
     for folder in cli_demo | python_demo:
         assert folder.split("/")[0] in ignored, f"{folder} is not git-ignored"
     assert not cli_demo & python_demo, f"both READMEs' demos write into {cli_demo & python_demo}"
+
+
+def test_readme_napari_door_installs_a_qt_binding() -> None:
+    """`napari` opens no window without a Qt binding, and only the `qt` extra brings one (pip
+    resolves napari with qtpy alone): the README's napari commands, run in the quickstart's
+    venv, must install it themselves when scripts/quickstart.sh does not."""
+    root = README.parent
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("### napari plugin", 1)[1].split("\n### ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block and re.search(r"^napari\b", block.group(1), re.M)
+    quickstart = (root / "scripts" / "quickstart.sh").read_text(encoding="utf-8")
+    installs = [
+        line
+        for text in (block.group(1), quickstart)
+        for line in text.splitlines()
+        if re.search(r"pip install .*-e", line) and not line.lstrip().startswith("#")
+    ]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^qt = \[".*PyQt', pyproject, re.M), "the qt extra names no Qt binding"
+    assert any(re.search(r"\[([^\]]*,)?qt[,\]]", line) for line in installs), installs
