@@ -487,12 +487,32 @@ def new_worker(
     """
     worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
     if returned is not None:
-        worker.returned.connect(returned)
+        worker.returned.connect(_while_alive(returned))
     if yielded is not None:
-        worker.yielded.connect(yielded)
-    worker.errored.connect(errored)
-    worker.finished.connect(finished)
+        worker.yielded.connect(_while_alive(yielded))
+    worker.errored.connect(_while_alive(errored))
+    worker.finished.connect(_while_alive(finished))
     return worker
+
+
+def _while_alive(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback``, made a no-op once the panel it updates is deleted.
+
+    Closing napari (or the panel) while a worker runs deletes the panel's Qt objects; the
+    worker's next signal then reaches a deleted widget, and PyQt aborts the whole process on
+    the resulting RuntimeError (a Jupyter kernel dies with it). The signals are connected to
+    plain callables, which Qt cannot disconnect when their widget goes away.
+    """
+
+    def call(*args: Any) -> Any:
+        try:
+            return callback(*args)
+        except RuntimeError as exc:
+            if "has been deleted" not in str(exc):
+                raise
+            return None
+
+    return call
 
 
 def progress_worker(

@@ -826,3 +826,17 @@ def test_the_optional_image_removed_leaves_none(dock, wait_idle):
     text = widget.status.text()
     assert not widget.status.is_error, text
     assert text.startswith("image 'polyp' was removed; no image now")
+
+
+def test_closing_napari_while_the_maps_compute_is_harmless(make_napari_viewer, qtbot):
+    # the worker's next progress step reached the deleted panel: PyQt aborted the process
+    # (rc 134), which kills a Jupyter kernel that closed its viewer mid-computation
+    from superqt.utils._qthreading import WorkerBase
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-segloss", NAME)
+    qtbot.waitUntil(lambda: widget.busy, timeout=10_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=60_000)
+    qtbot.wait(200)  # the workers' last signals are delivered
