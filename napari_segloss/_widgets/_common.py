@@ -354,6 +354,21 @@ def scrollable(panel: QWidget) -> QWidget:
     return content
 
 
+def scroll_to(widget: QWidget) -> None:
+    """Scroll the panel's :class:`PanelScrollArea` so that ``widget`` is in view: with other
+    panels docked, a panel's lower rows (progress, results) start below its visible part."""
+
+    def scroll() -> None:  # at the next turn: after a new text has re-laid the widget out
+        with contextlib.suppress(RuntimeError):  # the panel was closed meanwhile
+            area = widget.parentWidget()
+            while area is not None and not isinstance(area, PanelScrollArea):
+                area = area.parentWidget()
+            if area is not None:
+                area.ensureWidgetVisible(widget, 0, 8)
+
+    QTimer.singleShot(0, scroll)
+
+
 def form_row(form: QFormLayout, widget: ValueWidget) -> None:
     """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
     form.addRow(widget.label, widget.native)

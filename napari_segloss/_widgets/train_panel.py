@@ -64,6 +64,7 @@ from ._common import (
     image_and_mask,
     new_worker,
     release_gpu_memory,
+    scroll_to,
     scrollable,
 )
 from ._compat import guard_triton, preload_torch_libraries
@@ -449,6 +450,7 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(True)
         model = "fine-tuning the checkpoint" if request.checkpoint else request.arch
         self.status.info(f"preparing: {model}, loss {request.loss}…")
+        scroll_to(self.status)  # the progress bar and the status, just under Start
         self._worker.start()
 
     def stop(self) -> None:
@@ -508,6 +510,7 @@ class TrainWidget(QWidget):
             best = ", no validation (best.pt holds the last weights)"
         saved = f"; checkpoint {offered}" if offered is not None else "; nothing saved"
         self.status.info(f"{what}{best}{saved}")
+        scroll_to(self.status)  # the result, where the user may have scrolled away from
         if (
             self._activity is not None
             and not ev.stopped

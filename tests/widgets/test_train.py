@@ -336,3 +336,30 @@ def test_mask_label_check():
         check_mask_labels([0, 1, 3], "m")
     with pytest.raises(ValueError, match="has label 3 but the model predicts 3 classes"):
         check_mask_labels([0, 3], "m", model_classes=3)
+
+
+def test_the_result_scrolls_into_view_with_another_panel_docked(
+    make_napari_viewer, dock, wait_idle, qtbot, tmp_path
+):
+    # with two panels docked the status (checkpoint, Dice) sat below the panel's visible part
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    dock("Predict & Compare", viewer)
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="frame")
+    viewer.add_labels(mask, name="polyp")
+    _, widget = dock(NAME, viewer)
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    widget.encoder.value = "resnet18"
+    widget.image_size.value = 64
+    widget.epochs.value = 1
+    widget.batch_size.value = 1
+    widget.device.value = "cpu"
+    widget.runs_folder.value = tmp_path / "runs"
+    qtbot.wait(100)
+    assert widget.status.visibleRegion().isEmpty()  # the situation: below the fold
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert widget.last_result is not None, widget.status.text()
+    qtbot.wait(100)
+    assert not widget.status.visibleRegion().isEmpty(), widget.status.text()
