@@ -198,6 +198,34 @@ class RunsTable(QTableWidget):
         return item.text() if item is not None else ""
 
 
+#: what the table's metric columns average (header tooltips)
+_COLUMN_NAMES = {
+    "mDice": "Dice",
+    "mIoU": "IoU (Jaccard index)",
+    "mNSD": "normalised surface Dice at the NSD tolerance",
+    "mPrec.": "precision",
+    "mRec.": "recall",
+}
+
+
+def column_tooltip(column: str) -> str:
+    """What a results column holds, in which unit and which way is better."""
+    seeds = "; mean ± std over seeds"
+    if column == "mHD95":
+        return (
+            "95th-percentile Hausdorff distance, mean over the foreground classes and held-out "
+            "images, in pixels (3D volumes: their voxel spacing, usually mm); lower is better"
+            + seeds
+        )
+    if column.startswith("Dice "):
+        return f"Dice of class {column[5:]} over the held-out images, in %" + seeds
+    name = _COLUMN_NAMES.get(column, column)
+    return (
+        f"{name}, mean over the foreground classes and held-out images, in %; higher is better"
+        + seeds
+    )
+
+
 class ResultsTable(QTableWidget):
     """One row per loss: mean ± std over seeds of each metric, rank, runs; sortable by a
     click on any header (numbers sort by value); the best loss in bold on green."""
@@ -232,6 +260,8 @@ class ResultsTable(QTableWidget):
         self.setColumnCount(len(columns) + 3)
         self.setRowCount(len(rows))
         self.setHorizontalHeaderLabels(["loss", *columns, "rank", "runs"])
+        for j, column in enumerate(columns, start=1):
+            self.horizontalHeaderItem(j).setToolTip(column_tooltip(column))
         self.horizontalHeaderItem(len(columns) + 1).setToolTip(f"rank by {rank_by}")
         self.horizontalHeaderItem(len(columns) + 2).setToolTip("finished runs (seeds)")
         bold = QFont()

@@ -161,6 +161,11 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
         widget.best_loss == by_hd95.loss and CHECKPOINTS.paths()[0] == by_hd95.checkpoint.resolve()
     )
     assert table.horizontalHeaderItem(7).toolTip() == "rank by mHD95"
+    # every metric column says what it averages, its unit and which way is better
+    heads = {table.horizontalHeaderItem(j).text(): j for j in range(table.columnCount())}
+    assert "in %; higher is better" in table.horizontalHeaderItem(heads["mDice"]).toolTip()
+    hd95 = table.horizontalHeaderItem(heads["mHD95"]).toolTip()
+    assert "in pixels" in hd95 and "lower is better" in hd95
     wait_idle(widget, timeout=60_000)  # the grid's titles move the star too
 
     # the grid: ground truth, then one titled error overlay per loss over its image copy
