@@ -78,6 +78,13 @@ if TYPE_CHECKING:
 
 PANEL = "predict"
 METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
+#: the distance metrics are in the ground-truth layer's scale units (its voxel spacing)
+METRIC_HELP = {
+    "nsd": "normalised surface Dice: share of the boundaries within the NSD tolerance "
+    "(in the ground-truth layer's scale units: pixels at scale 1)",
+    "hd95": "95th-percentile Hausdorff distance, in the ground-truth layer's scale units "
+    "(pixels at scale 1, mm for a NIfTI volume opened with its spacing); lower is better",
+}
 #: probabilities when shown: transparent at 0 so the image is not tinted, opaque yellow at 1
 PROBABILITY_COLORMAP = Colormap(
     colors=[[1.0, 0.85, 0.0, 0.0], [1.0, 0.55, 0.0, 0.55], [1.0, 1.0, 0.3, 0.9]],
@@ -440,6 +447,8 @@ class PredictWidget(QWidget):
         self.table.setRowCount(len(METRIC_COLUMNS) if classes else 0)
         self.table.setHorizontalHeaderLabels([class_label(c, self._class_names) for c in classes])
         self.table.setVerticalHeaderLabels(list(METRIC_COLUMNS))
+        for i, key in enumerate(METRIC_COLUMNS if classes else ()):
+            self.table.verticalHeaderItem(i).setToolTip(METRIC_HELP.get(key, key))
         for j, cls in enumerate(classes):
             for i, key in enumerate(METRIC_COLUMNS):
                 item = QTableWidgetItem(fmt(self.metrics[cls].get(key, math.nan)))

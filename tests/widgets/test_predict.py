@@ -279,6 +279,7 @@ def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle,
     assert set(_table(widget)) == {1, 2}
     metrics = [table.verticalHeaderItem(i).text() for i in range(table.rowCount())]
     assert metrics == ["dice", "iou", "precision", "recall", "nsd", "hd95"]
+    assert "scale units" in table.verticalHeaderItem(5).toolTip()  # hd95 says its unit
     # every column and every number fits at the dock's default width: nothing cut off
     header = table.horizontalHeader()
     assert header.length() <= table.viewport().width()
