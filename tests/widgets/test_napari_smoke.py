@@ -314,6 +314,21 @@ def test_sample_masks_use_a_cyclic_colormap(make_napari_viewer) -> None:
         np.testing.assert_allclose(colormap.map(np.arange(4, dtype=np.uint8)), expected, atol=1e-6)
 
 
+def test_error_overlay_colormap_is_cyclic() -> None:
+    """The panels' error overlay: ERROR_COLORS for the labels 0-3 of ``error_labels``, as a
+    cyclic colormap, so that the first overlay drawn does not pay napari's numba compile of a
+    direct one on the main thread (now that opening the sample no longer pays it first)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    from napari_segloss._widgets._common import error_colormap
+    from napari_segloss.overlay import ERROR_COLORS
+
+    colormap = error_colormap()
+    assert isinstance(colormap, CyclicLabelColormap), type(colormap)
+    expected = [ERROR_COLORS[label] for label in range(4)]
+    np.testing.assert_allclose(colormap.map(np.arange(4, dtype=np.uint8)), expected, atol=1e-6)
+
+
 def test_viewer_reports_bad_folder_and_loads_nothing(make_napari_viewer, tmp_path: Path) -> None:
     _pair(tmp_path, "a")
     Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "masks" / "orphan.png")
