@@ -134,7 +134,9 @@ def _labels_kwargs(
         "metadata": {"paths": paths},
     }
     if labels is not None and labels.size and int(labels.max()) < len(MASK_COLORS) - 1:
-        kwargs["colormap"] = dict(MASK_COLORS)
+        # a list (napari's cyclic colormap) gives labels 0..3 the colours of the dict; a dict
+        # (direct colormap) would cost a numba compile in napari when the first layer opens
+        kwargs["colormap"] = [MASK_COLORS[label] for label in range(len(MASK_COLORS) - 1)]
     return kwargs
 
 

@@ -36,34 +36,22 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
-import numpy as np
-import tifffile
-import torch
 import yaml
-from PIL import Image
 
-from .data.io import (
-    IMAGE_EXTENSIONS,
-    MASK_EXTENSIONS,
-    is_nifti,
-    path_stem,
-    read_image,
-    read_mask,
-    read_nifti,
-)
 from .engine.allocator import tune_malloc
-from .engine.checkpoint import load_model
-from .engine.compare import compare_log_line, iter_compare
-from .engine.compare_results import metrics_from_eval
-from .engine.config import ConfigError, TrainConfig, load_config
-from .engine.distributed import is_main_process
-from .engine.events import CompareDone, TrainDone, stopped_text
-from .engine.inference import check_image, meta_scale, predict, resolve_device
-from .engine.training import train
-from .metrics import aggregate, evaluate, to_csv, to_markdown
+from .engine.events import stopped_text  # dataclasses only: cheap
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .engine.config import TrainConfig
+    from .engine.events import TrainDone
+
+# Each command imports what it needs when it runs: `segloss --help`, a usage error or a missing
+# config file answer before torch, torchvision, smp or the image readers load, and `segloss
+# evaluate` (numpy metrics) never loads torch (timings in benchmarks/RESULTS.md).
 
 __all__ = ["build_parser", "main", "prepare_config"]
 
@@ -97,6 +85,8 @@ def prepare_config(
     path = Path(config)
     if not path.is_file():
         raise CLIError(f"config file not found: {str(path)!r}")
+    from .engine.config import ConfigError  # pydantic: after the cheap check
+
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -117,6 +107,8 @@ def prepare_config(
 
 def _load_cfg(config: str | Path, overrides: Sequence[str]) -> TrainConfig:
     tree, overrides = prepare_config(config, overrides)
+    from .engine.config import load_config
+
     return load_config(tree, overrides)
 
 
@@ -125,6 +117,8 @@ def _load_cfg(config: str | Path, overrides: Sequence[str]) -> TrainConfig:
 
 
 def _print_eval_summary(run_dir: Path) -> None:
+    from .engine.compare_results import metrics_from_eval
+
     path = run_dir / "eval.json"
     if not path.is_file():
         print(f"  (no eval.json in {run_dir})")
@@ -180,6 +174,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args.config, args.overrides)
     if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
         raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")
+    from .engine.distributed import is_main_process
+    from .engine.training import train
+
     start = time.perf_counter()
     done = train(
         cfg,
@@ -200,6 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    from .data.io import IMAGE_EXTENSIONS, is_nifti
+
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -222,6 +221,9 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 
 def _write_2d(path: Path, array: np.ndarray) -> None:
+    import tifffile
+    from PIL import Image
+
     if path.suffix in (".tif", ".tiff"):
         tifffile.imwrite(path, array)
     else:
@@ -236,6 +238,8 @@ def _write_nifti(path: Path, array: np.ndarray, like: Any) -> None:
     The input's header is copied instead, with the output's dtype (a copied header keeps the
     input's dtype otherwise) and no intensity window or scaling of the input image.
     """
+    import nibabel as nib
+
     header = like.header.copy()
     header.set_data_dtype(array.dtype)
     header.set_slope_inter(None, None)
@@ -251,6 +255,12 @@ def _read_input(
     Raises ``CLIError`` naming the file: a colour image for a grey model (unless --to-grey),
     NaN/Inf pixels (unless --fill-nonfinite), an 8-bit model given another pixel type, ...
     """
+    import nibabel as nib
+    import numpy as np
+
+    from .data.io import is_nifti, read_image
+    from .engine.inference import check_image, meta_scale
+
     img = None
     try:
         if is_nifti(path):
@@ -296,6 +306,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not ckpt.is_file():
         raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
     files = _expand_inputs(args.input)
+    import numpy as np
+    import tifffile
+
+    from .data.io import path_stem
+    from .engine.checkpoint import load_model
+    from .engine.inference import predict, resolve_device
+
     device = resolve_device(args.device)
     model, meta = load_model(ckpt, device=str(device))
     # Every input is checked before anything is written: a bad file in a folder leaves no
@@ -340,6 +357,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _index_masks(folder: Path, role: str) -> dict[str, Path]:
+    from .data.io import MASK_EXTENSIONS, is_nifti, path_stem
+
     if not folder.is_dir():
         raise CLIError(f"{role} folder not found: {str(folder)!r}")
     files: dict[str, Path] = {}
@@ -356,6 +375,10 @@ def _index_masks(folder: Path, role: str) -> dict[str, Path]:
 
 
 def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    import numpy as np
+
+    from .data.io import is_nifti, read_mask, read_nifti
+
     if is_nifti(path):
         arr, spacing = read_nifti(path)
         return np.asarray(arr).astype(np.int64), spacing
@@ -379,6 +402,8 @@ def _spacing_note(used: Sequence[tuple[float, ...] | None], given: bool) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import aggregate, evaluate, to_csv, to_markdown
+
     preds = _index_masks(Path(args.pred), "pred")
     gts = _index_masks(Path(args.gt), "gt")
     missing = sorted(set(preds) - set(gts))
@@ -467,6 +492,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """A thin consumer of ``engine.compare.iter_compare``: print its log lines, then the table."""
+    from .engine.compare import compare_log_line, iter_compare
+    from .engine.distributed import is_main_process
+    from .engine.events import CompareDone
+
     tree, overrides = prepare_config(args.config, args.overrides)
     done: CompareDone | None = None
     events = iter_compare(
@@ -644,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads: expected a positive integer, got {args.threads}")
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)

@@ -3,7 +3,8 @@
 ``error_labels`` turns a prediction and its reference into a small label image that napari shows
 as a ``Labels`` layer with ``ERROR_COLORS`` (false positives red, false negatives blue, as in the
 paper's fig. 5; true positives translucent green; true negatives transparent). No napari import
-here: the panel builds ``napari.utils.colormaps.DirectLabelColormap(color_dict=ERROR_COLORS)``.
+here: the panels build a napari label colormap from it (``_widgets._common.error_colormap``);
+``DirectLabelColormap(color_dict=ERROR_COLORS)`` works as well.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 #: function-level imports allowed: (module, imported module) -> why
 TORCH_IN_WORKER = "torch-backed: imported in a thread worker, so the GUI never blocks on torch"
+CLI_COMMAND = "imported by the sub-command that runs, so --help and usage errors need no torch"
 LAZY_ALLOWED = {
     ("napari_segloss.engine.model", "segmentation_models_pytorch"): "1.5 s; only models need it",
     ("napari_segloss.engine.model", "timm"): "loaded by smp; only models need it",
@@ -61,6 +62,16 @@ LAZY_ALLOWED = {
     ),
     ("napari_segloss._widgets.train_panel", "napari_segloss.engine.prepare"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.train_panel", "napari_segloss.engine.training"): TORCH_IN_WORKER,
+    # the `segloss` command: each sub-command imports what it runs, so that --help and usage
+    # errors print before torch loads and `segloss evaluate` never loads it
+    ("napari_segloss.cli", "torch"): CLI_COMMAND,
+    ("napari_segloss.cli", "numpy"): CLI_COMMAND,
+    ("napari_segloss.cli", "nibabel"): CLI_COMMAND,
+    ("napari_segloss.cli", "tifffile"): CLI_COMMAND,
+    ("napari_segloss.cli", "PIL"): CLI_COMMAND,
+    ("napari_segloss.cli", "napari_segloss.data.io"): CLI_COMMAND,
+    ("napari_segloss.cli", "napari_segloss.metrics"): CLI_COMMAND,
+    ("napari_segloss.cli", "napari_segloss.engine"): CLI_COMMAND,
 }
 
 

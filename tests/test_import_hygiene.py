@@ -82,3 +82,89 @@ def test_probe_detects_a_leak() -> None:
     report = _probe(["napari_segloss", "qtpy"])
     assert report["napari_segloss"] == []
     assert "qtpy" in report["qtpy"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the `segloss` command: text the user waits for must not wait on torch
+
+#: what `segloss --help`, a usage error or `segloss evaluate` never needs
+CLI_HEAVY = (
+    "torch",
+    "torchvision",
+    "segmentation_models_pytorch",
+    "timm",
+    "monai",
+    "napari",
+    "matplotlib",
+    "pandas",
+)
+
+_CLI_PROBE = """
+import json, sys
+from napari_segloss.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:
+    code = exc.code
+heavy = {heavy!r}
+print(json.dumps([code, sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))]))
+"""
+
+
+def _cli_modules(argv: list[str], cwd: str | None = None) -> tuple[object, list[str]]:
+    """Run ``segloss *argv`` in a fresh interpreter: its exit code and the heavy packages it
+    imported."""
+    code = _CLI_PROBE.format(argv=argv, heavy=CLI_HEAVY)
+    env = {**os.environ, "SEGLOSS_MALLOC_TUNING": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    code_, heavy = json.loads(result.stdout.strip().splitlines()[-1])
+    return code_, heavy
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected_code"),
+    [
+        (["--help"], 0),
+        (["train", "--help"], 0),
+        (["predict", "--help"], 0),
+        (["evaluate", "--help"], 0),
+        (["compare", "--help"], 0),
+        ([], 2),  # no command
+        (["train"], 2),  # --config missing
+        (["train", "--config", "no/such/config.yaml"], 2),
+        (["predict", "--checkpoint", "no/such.pt", "--input", "x.png", "--output", "out"], 2),
+        (["evaluate", "--pred", "no/such/dir", "--gt", "no/such/dir"], 2),
+    ],
+)
+def test_cli_help_and_usage_errors_do_not_import_torch(
+    argv: list[str], expected_code: int, tmp_path
+) -> None:
+    code, heavy = _cli_modules(argv, cwd=str(tmp_path))
+    assert code == expected_code
+    assert heavy == [], f"segloss {' '.join(argv)} imported {heavy}"
+
+
+def test_cli_evaluate_runs_without_torch(tmp_path) -> None:
+    """`segloss evaluate` scores label files with the numpy metrics: no torch."""
+    import numpy as np
+    from PIL import Image
+
+    for role in ("pred", "gt"):
+        (tmp_path / role).mkdir()
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:20, 8 if role == "pred" else 10 : 24] = 1
+        Image.fromarray(mask).save(tmp_path / role / "a.png")
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    code, heavy = _cli_modules([*argv, "--output", str(tmp_path / "out")])
+    assert code == 0
+    assert (tmp_path / "out" / "summary.md").is_file()
+    assert heavy == [], f"segloss evaluate imported {heavy}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import CyclicLabelColormap
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
@@ -689,12 +689,11 @@ def image_and_mask(
     return layer, image_array(layer), mask
 
 
-def error_colormap() -> DirectLabelColormap:
-    """:data:`napari_segloss.overlay.ERROR_COLORS` as a napari label colormap (0 and any label
-    missing from it transparent)."""
-    colors: dict[int | None, Any] = dict(ERROR_COLORS)
-    colors.setdefault(None, (0.0, 0.0, 0.0, 0.0))
-    return DirectLabelColormap(color_dict=colors)
+def error_colormap() -> CyclicLabelColormap:
+    """:data:`napari_segloss.overlay.ERROR_COLORS` as a napari label colormap for the labels 0-3
+    of ``error_labels``: cyclic, as a direct colormap would cost a numba compile in napari on
+    the main thread when the first overlay is drawn."""
+    return CyclicLabelColormap(colors=[ERROR_COLORS[label] for label in range(4)])
 
 
 def camera_of(viewer: napari.Viewer) -> Any:

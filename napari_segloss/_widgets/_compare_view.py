@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import CyclicLabelColormap
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
@@ -79,8 +79,10 @@ BEST_MARK = "★ "
 TRUTH_CONTOUR = 2
 
 
-def _truth_colormap() -> DirectLabelColormap:
-    return DirectLabelColormap(color_dict={0: (0, 0, 0, 0), 1: TRUTH_COLOR, None: TRUTH_COLOR})
+def _truth_colormap() -> CyclicLabelColormap:
+    """Every label but 0 in ``TRUTH_COLOR`` (cyclic: no numba compile in napari, unlike a direct
+    colormap)."""
+    return CyclicLabelColormap(colors=[(0.0, 0.0, 0.0, 0.0), TRUTH_COLOR])
 
 
 class _SortItem(QTableWidgetItem):

@@ -617,12 +617,12 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
 ) -> None:
     """Ctrl-C ends `train` as it ends `compare`: the conventional 130, not the 1 of a
     non-finite loss, after the summary naming the saved checkpoint."""
-    from napari_segloss import cli
+    from napari_segloss.engine import training
 
-    real_train = cli.train
+    real_train = training.train  # `segloss train` imports it when it runs
     press_ctrl_c = ctrl_c_at_call(2)
     monkeypatch.setattr(
-        cli, "train", lambda cfg, **kw: real_train(cfg, should_stop=press_ctrl_c, **kw)
+        training, "train", lambda cfg, **kw: real_train(cfg, should_stop=press_ctrl_c, **kw)
     )
     _tiny_folder(tmp_path / "data")
     argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
@@ -640,10 +640,10 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
 def test_train_stopped_by_a_non_finite_loss_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from napari_segloss import cli
+    from napari_segloss.engine import training
 
     done = _done(tmp_path, stopped=True, reason="non-finite loss (nan) at iteration 5")
-    monkeypatch.setattr(cli, "train", lambda cfg, **kw: done)
+    monkeypatch.setattr(training, "train", lambda cfg, **kw: done)
     rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
     assert rc == 1 and "stopped (non-finite loss" in out and "interrupted" not in err
 

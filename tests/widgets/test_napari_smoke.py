@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from napari_segloss._napari_io import (
+    MASK_COLORS,
     MAX_SEPARATE_PAIRS,
     acdc_sample,
     get_reader,
@@ -296,6 +297,36 @@ def test_sample_masks_stand_out_on_the_tissue(make_napari_viewer) -> None:
     acdc = viewer.layers["acdc labels"]
     colors = acdc.colormap.map(np.array([1, 2, 3]))
     assert len({tuple(np.round(c, 3)) for c in colors}) == 3  # RV, MYO, LV distinct
+
+
+def test_sample_masks_use_a_cyclic_colormap(make_napari_viewer) -> None:
+    """The masks get MASK_COLORS as napari's cyclic colormap (a list), not a direct one (a
+    dict): the same colours for labels 0..3, without the numba compile napari runs for the
+    first direct colormap of a process (0.6 s of opening the sample, benchmarks/RESULTS.md)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    viewer = make_napari_viewer()
+    for sample, name in (("kvasir", "kvasir mask"), ("acdc", "acdc labels")):
+        viewer.open_sample(PLUGIN, sample)
+        colormap = viewer.layers[name].colormap
+        assert isinstance(colormap, CyclicLabelColormap), type(colormap)
+        expected = [MASK_COLORS[label] for label in range(4)]
+        np.testing.assert_allclose(colormap.map(np.arange(4, dtype=np.uint8)), expected, atol=1e-6)
+
+
+def test_error_overlay_colormap_is_cyclic() -> None:
+    """The panels' error overlay: ERROR_COLORS for the labels 0-3 of ``error_labels``, as a
+    cyclic colormap, so that the first overlay drawn does not pay napari's numba compile of a
+    direct one on the main thread (now that opening the sample no longer pays it first)."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    from napari_segloss._widgets._common import error_colormap
+    from napari_segloss.overlay import ERROR_COLORS
+
+    colormap = error_colormap()
+    assert isinstance(colormap, CyclicLabelColormap), type(colormap)
+    expected = [ERROR_COLORS[label] for label in range(4)]
+    np.testing.assert_allclose(colormap.map(np.arange(4, dtype=np.uint8)), expected, atol=1e-6)
 
 
 def test_viewer_reports_bad_folder_and_loads_nothing(make_napari_viewer, tmp_path: Path) -> None:
