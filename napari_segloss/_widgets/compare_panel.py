@@ -59,9 +59,7 @@ from napari_segloss.engine.events import (
 from ._common import (
     PanelError,
     StatusLabel,
-    TaskQueue,
     device_choices,
-    new_worker,
     release_gpu_memory,
     scrollable,
 )
@@ -76,6 +74,7 @@ from ._compare_setup import (
 from ._compare_view import OverlayGrid, ResultsTable, RunsTable, short_name
 from ._compat import guard_triton, preload_torch_libraries
 from ._state import CHECKPOINTS
+from ._workers import TaskQueue, new_worker
 
 if TYPE_CHECKING:
     import inspect

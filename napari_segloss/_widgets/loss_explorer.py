@@ -50,21 +50,17 @@ from ._common import (
     CheckpointPicker,
     LayerPicker,
     PanelError,
-    ProgressRow,
     StatusLabel,
-    TaskQueue,
     check_same_shape,
     exception_text,
     find_owned,
     fmt,
     form_page,
     form_row,
-    frame_progress,
     glyph_steps,
     image_array,
     is_owned,
     labels_array,
-    progress_worker,
     remove_owned,
     rename_layers,
     require_layer,
@@ -76,6 +72,7 @@ from ._common import (
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import GammaList, LossParamForm
 from ._grid import GridView
+from ._workers import ProgressRow, TaskQueue, frame_progress, progress_worker
 
 if TYPE_CHECKING:
     import inspect

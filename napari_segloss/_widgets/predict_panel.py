@@ -51,19 +51,15 @@ from ._common import (
     CheckpointPicker,
     LayerPicker,
     PanelError,
-    ProgressRow,
     StatusLabel,
     check_same_shape,
     device_choices,
     error_colormap,
     fmt,
     form_row,
-    frame_progress,
     image_array,
     is_owned,
     labels_array,
-    new_worker,
-    progress_worker,
     release_gpu_memory,
     require_layer,
     same_layer,
@@ -71,6 +67,7 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
+from ._workers import ProgressRow, frame_progress, new_worker, progress_worker
 
 if TYPE_CHECKING:
     import napari

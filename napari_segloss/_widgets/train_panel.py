@@ -62,7 +62,6 @@ from ._common import (
     form_page,
     form_row,
     image_and_mask,
-    new_worker,
     release_gpu_memory,
     scroll_to,
     scrollable,
@@ -71,6 +70,7 @@ from ._compat import guard_triton, preload_torch_libraries
 from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
+from ._workers import new_worker
 
 if TYPE_CHECKING:
     import inspect

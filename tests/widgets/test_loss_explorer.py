@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_segloss._widgets import _common, loss_explorer
+from napari_segloss._widgets import _common, _workers, loss_explorer
 from napari_segloss._widgets._common import TAG, camera_of, grid_of, is_owned
 from napari_segloss.explorer import modulating_title
 from napari_segloss.samples import load_sample
@@ -423,7 +423,7 @@ def test_drawing_the_maps_shows_progress_and_can_be_cancelled(
 ):
     """Drawing a grid of new maps lasts seconds in napari: the panel shows its progress and
     Cancel stops it; the maps drawn stay, Update maps draws the rest."""
-    monkeypatch.setattr(_common.ProgressRow, "SHOW_AFTER_MS", 0)
+    monkeypatch.setattr(_workers.ProgressRow, "SHOW_AFTER_MS", 0)
     viewer = make_napari_viewer()
     viewer.open_sample("napari-segloss", "kvasir")
     _, widget = dock(NAME, viewer)
