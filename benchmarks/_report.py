@@ -29,6 +29,25 @@ def emit(lines: list[str], output: Path | None) -> None:
             fh.write(text + "\n")
 
 
+def ab_table(label: str, times: dict[str, dict[str, list[float]]], digits: int = 2) -> list[str]:
+    """Markdown rows of an old/new comparison: ``times[case]["old"|"new"]`` are seconds per run;
+    each row gives the median (range) of both trees and new / old of the medians."""
+    import statistics
+
+    rows = [
+        f"| {label} | old: median (range) | new: median (range) | new / old |",
+        "|---|---|---|---:|",
+    ]
+    for case, by_tree in times.items():
+        old, new = by_tree["old"], by_tree["new"]
+        ratio = statistics.median(new) / statistics.median(old)
+        rows.append(
+            f"| {case} | {statistics.median(old):.2f} ({min(old):.2f}-{max(old):.2f}) "
+            f"| {statistics.median(new):.2f} ({min(new):.2f}-{max(new):.2f}) | {ratio:.{digits}f} |"
+        )
+    return rows
+
+
 def allocator_line() -> str:
     """How glibc malloc was tuned for this run. Tensors of several MB are fresh mmap pages on
     every allocation with the default settings, and their page faults are a large, state-

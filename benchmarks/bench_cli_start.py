@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import ab_table
 from PIL import Image
 
 HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "timm", "monai", "pydantic")
@@ -97,15 +97,8 @@ def main() -> None:
                     if done.returncode not in (0, 2):
                         raise SystemExit(f"segloss {case} ({name}) failed:\n{done.stderr}")
     print(f"\n{args.runs} runs per tree, alternating; s from spawning the process to its exit\n")
-    print("| command | old: median (range) | new: median (range) | new / old |")
-    print("|---|---|---|---:|")
-    for case, by_tree in times.items():
-        old, new = by_tree["old"], by_tree["new"]
-        ratio = statistics.median(new) / statistics.median(old)
-        print(
-            f"| `segloss {case}` | {statistics.median(old):.2f} ({min(old):.2f}-{max(old):.2f}) "
-            f"| {statistics.median(new):.2f} ({min(new):.2f}-{max(new):.2f}) | {ratio:.3f} |"
-        )
+    named = {f"`segloss {case}`": by_tree for case, by_tree in times.items()}
+    print("\n".join(ab_table("command", named, digits=3)))
     print(json.dumps({"load_average": os.getloadavg()}))
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _report import ab_table
 
 CHILD = """
 import json, sys, time
@@ -71,15 +72,7 @@ def main() -> None:
                     if result["torch"]:
                         torch_loaded.add(f"{name} {sample}")
     print(f"{args.runs} runs per tree, alternating; s to open the sample and draw it\n")
-    print("| sample | old: median (range) | new: median (range) | new / old |")
-    print("|---|---|---|---:|")
-    for sample, by_tree in times.items():
-        old, new = by_tree["old"], by_tree["new"]
-        ratio = statistics.median(new) / statistics.median(old)
-        print(
-            f"| `{sample}` | {statistics.median(old):.2f} ({min(old):.2f}-{max(old):.2f}) "
-            f"| {statistics.median(new):.2f} ({min(new):.2f}-{max(new):.2f}) | {ratio:.2f} |"
-        )
+    print("\n".join(ab_table("sample", {f"`{s}`": t for s, t in times.items()})))
     print(f"torch imported in: {sorted(torch_loaded) or 'none'}")
     print(json.dumps({"load_average": os.getloadavg()}))
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -51,19 +52,24 @@ print(json.dumps(report))
 """
 
 
-def _probe(modules: list[str]) -> dict[str, list[str] | None]:
-    code = _PROBE.format(forbidden=FORBIDDEN, modules=modules)
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+def _run_fresh(code: str, env: dict[str, str], cwd: str | None = None) -> Any:
+    """Run ``code`` in a fresh interpreter; the JSON of its last output line."""
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env=env,
+        env={**os.environ, **env},
+        cwd=cwd,
     )
-    assert result.returncode == 0, f"importing {modules} failed:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _probe(modules: list[str]) -> dict[str, list[str] | None]:
+    code = _PROBE.format(forbidden=FORBIDDEN, modules=modules)
+    return _run_fresh(code, {"QT_QPA_PLATFORM": "offscreen"})
 
 
 def test_core_imports_neither_qt_nor_napari() -> None:
@@ -115,18 +121,7 @@ def _cli_modules(argv: list[str], cwd: str | None = None) -> tuple[object, list[
     """Run ``segloss *argv`` in a fresh interpreter: its exit code and the heavy packages it
     imported."""
     code = _CLI_PROBE.format(argv=argv, heavy=CLI_HEAVY)
-    env = {**os.environ, "SEGLOSS_MALLOC_TUNING": "0"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-        cwd=cwd,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    code_, heavy = json.loads(result.stdout.strip().splitlines()[-1])
+    code_, heavy = _run_fresh(code, {"SEGLOSS_MALLOC_TUNING": "0"}, cwd)
     return code_, heavy
 
 
