@@ -19,6 +19,8 @@ _SUBMODULES = {
     "overlay",
     "data",
     "engine",
+    "explorer",
+    "whatif",
     "landscape",
     "plotting",
     "samples",

@@ -1,6 +1,6 @@
 """Loss landscapes: controlled-error predictions and loss surfaces around trained weights.
 
-Two complementary views of a segmentation loss (used by the Jupyter notebooks 02 and 03):
+Two complementary views of a segmentation loss (used by the Jupyter notebooks 01-03):
 
 * **Prediction space** — the loss as a function of *controlled* prediction errors: a fixed
   ground truth, and predictions with a requested fraction of false negatives / false

@@ -7,13 +7,19 @@
 * imports at module top, except the optional heavy dependencies of ``LAZY_ALLOWED`` (each with
   its reason);
 * no panel module imports another panel module (panels: the widget commands of napari.yaml);
-* the layers point one way: the core (``losses``, ``metrics``, ``data``) imports nothing from
-  ``engine``, ``maps``, ``explorer``, ``cli`` or ``_widgets``, and ``data`` nothing from ``engine``.
+* only ``_widgets`` imports Qt, napari, magicgui or superqt (at any level, in functions too);
+* the layers point one way (:data:`LAYER_RULES`, imports at any level): the core (``losses``,
+  ``metrics``, ``overlay``, ``data``, ``samples``) imports nothing from ``engine``, the
+  services (``maps``, ``explorer``, ``whatif``, ``plotting``, ``landscape``), ``cli`` or
+  ``_widgets``, ``losses`` nothing from ``data`` or ``metrics``, ``metrics`` and ``overlay``
+  nothing from ``losses``; ``engine`` and the services nothing from ``cli`` or ``_widgets``;
+  ``cli`` nothing from ``_widgets``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -289,31 +295,100 @@ def test_no_panel_imports_another_panel() -> None:
         tree = ast.parse(MODULES[panel].read_text())
         imported = set(edges[panel])
         for node in ast.walk(tree):  # function-level imports count too
-            if isinstance(node, ast.ImportFrom):
-                imported.add(resolve(panel, node))
+            imported.update(import_targets(panel, node))
         others = sorted(imported & (panels - {panel}))
         assert not others, f"panel {panel} imports panel(s) {others}"
 
 
+SERVICES = ("maps", "explorer", "whatif", "plotting", "landscape")
+ABOVE_CORE = ("engine", *SERVICES, "cli", "_widgets")
+FRONT_DOORS = ("cli", "_widgets")
+#: package (or module) -> what it never imports, at any level
 LAYER_RULES = {
-    "napari_segloss.losses": ("engine", "maps", "explorer", "cli", "_widgets", "data"),
-    "napari_segloss.metrics": ("engine", "maps", "explorer", "cli", "_widgets", "losses"),
-    "napari_segloss.data": ("engine", "maps", "explorer", "cli", "_widgets"),
-    "napari_segloss.engine": ("cli", "_widgets"),
+    "napari_segloss.losses": (*ABOVE_CORE, "data", "metrics", "overlay", "samples"),
+    "napari_segloss.metrics": (*ABOVE_CORE, "losses"),
+    "napari_segloss.overlay": (*ABOVE_CORE, "losses"),
+    "napari_segloss.data": ABOVE_CORE,
+    "napari_segloss.samples": ABOVE_CORE,
+    "napari_segloss.engine": FRONT_DOORS,
+    **{f"napari_segloss.{service}": FRONT_DOORS for service in SERVICES},
+    "napari_segloss.cli": ("_widgets",),
 }
+#: the GUI toolkits: only ``_widgets`` may import them
+GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
+GUI_LAYER = "napari_segloss._widgets"
+
+
+def import_targets(module: str, node: ast.AST) -> list[str]:
+    """The modules an import statement names: ``from a import b`` names ``a`` and ``a.b`` (b may
+    be a submodule: ``from .. import engine``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        source = resolve(module, node)
+        return [source, *(f"{source}.{alias.name}" for alias in node.names)]
+    return []
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 @pytest.mark.parametrize("layer", sorted(LAYER_RULES))
 def test_layers_point_one_way(layer: str) -> None:
-    forbidden = tuple(f"napari_segloss.{name}" for name in LAYER_RULES[layer])
+    forbidden = [f"napari_segloss.{name}" for name in LAYER_RULES[layer]]
     for module, path in MODULES.items():
-        if module != layer and not module.startswith(layer + "."):
+        if not in_package(module, layer):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.ImportFrom):
-                targets = [resolve(module, node)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            for target in targets:
-                assert not target.startswith(forbidden), f"{module} imports {target}"
+            for target in import_targets(module, node):
+                bad = [f for f in forbidden if in_package(target, f)]
+                assert not bad, f"{module} imports {target}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not in_package(m, GUI_LAYER)))
+def test_only_the_panels_import_qt_or_napari(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text())
+    gui = sorted(
+        target
+        for node in ast.walk(tree)  # function-level and TYPE_CHECKING imports count too
+        for target in import_targets(module, node)
+        if target.split(".")[0] in GUI_PACKAGES
+    )
+    assert not gui, f"{module} imports {gui}: only {GUI_LAYER} may import Qt or napari"
+
+
+#: planted violations, one per kind of rule: (module replaced or added, its source, its layer)
+PLANTED = [
+    ("napari_segloss.losses.probe", "from .. import engine\n", "napari_segloss.losses"),
+    ("napari_segloss.losses.probe", "from ..data import io\n", "napari_segloss.losses"),
+    (
+        "napari_segloss.metrics.probe",
+        "def f():\n    from ..losses import get_loss\n",
+        "napari_segloss.metrics",
+    ),
+    ("napari_segloss.data.probe", "import napari_segloss.whatif\n", "napari_segloss.data"),
+    ("napari_segloss.engine.probe", "from .. import cli\n", "napari_segloss.engine"),
+    ("napari_segloss.maps", "from ._widgets import loss_explorer\n", "napari_segloss.maps"),
+    ("napari_segloss.cli", "def f():\n    from . import _widgets\n", "napari_segloss.cli"),
+]
+
+
+@pytest.mark.parametrize(("module", "source", "layer"), PLANTED)
+def test_layer_rules_can_fail(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module: str, source: str, layer: str
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(source)
+    monkeypatch.setitem(MODULES, module, probe)
+    with pytest.raises(AssertionError, match=re.escape(f"{module} imports napari_segloss")):
+        test_layers_point_one_way(layer)
+
+
+@pytest.mark.parametrize("source", ["import napari\n", "def f():\n    from qtpy import QtCore\n"])
+def test_gui_rule_can_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(source)
+    monkeypatch.setitem(MODULES, "napari_segloss.engine.probe", probe)
+    with pytest.raises(AssertionError, match=re.escape("only napari_segloss._widgets may import")):
+        test_only_the_panels_import_qt_or_napari("napari_segloss.engine.probe")

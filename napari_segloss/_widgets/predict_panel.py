@@ -1,8 +1,9 @@
 """Predict & Compare panel: run a checkpoint, show errors in colour, tabulate metrics.
 
-* Run a checkpoint on the current image (:func:`napari_segloss.engine.inference.predict_image`:
-  tiled, the checkpoint's own normalisation), adding the labels and the class probabilities,
-  both hidden at first (one click on their eye shows them).
+* Run a checkpoint on the current image
+  (:func:`napari_segloss.engine.inference.iter_predict_image`: frame by frame, tiled, the
+  checkpoint's own normalisation), adding the labels and the class probabilities, both hidden
+  at first (one click on their eye shows them).
 * Compare a prediction Labels layer with a ground truth (a model output or any two Labels
   layers): an error overlay (:func:`napari_segloss.overlay.error_labels`: FP red, FN blue, TP
   translucent green as in the PM-Dice paper's fig. 5) shown alone over the image, and a table

@@ -7,13 +7,14 @@ cheap; the main entry points are re-exported here on first access::
     from napari_segloss.engine import iter_compare, read_compare
 
 Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``checkpoint``,
-``inference`` (tiled prediction), ``training`` (the loop) with its stages ``run_state``
-(set-up), ``sampling`` (order, seeds, RNG state), ``evaluation`` (validation, eval.json),
-``rundir`` (run directory, lock) and ``events`` (what the loop yields), ``runtime`` (device,
-determinism, signals), ``request`` / ``prepare`` (a training request from a panel's form and
-its datasets), ``distributed``, ``compare`` (losses x seeds, one run after another)
-with ``loss_spec`` (what is compared) and ``compare_results`` (its results folder and reader;
-no torch).
+``safeload`` (tensors-only ``torch.load``), ``inference`` (tiled prediction), ``training`` (the
+loop) with its stages ``run_state`` (set-up), ``sampling`` (order, seeds, RNG state),
+``evaluation`` (validation, eval.json), ``rundir`` (run directory, lock) and ``events`` (what
+the loop yields), ``runtime`` (device, determinism, signals), ``request`` / ``prepare`` (a
+training request from a panel's form and its datasets), ``distributed``, ``compare`` (losses x
+seeds, one run after another) with ``loss_spec`` (what is compared) and ``compare_results`` (its
+results folder and reader; no torch), ``allocator`` (glibc malloc tuning of the command-line
+entry points).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from ..overlay import error_labels
 from .loss_spec import LossSpec, display_name
 
 __all__ = [
+    "FORMAT_VERSION",
     "HELDOUT_DIR",
     "MANIFEST",
     "METRICS",

@@ -55,8 +55,10 @@ from .sampling import (
 )
 
 __all__ = [
+    "Datasets",
     "RunState",
     "check_model_fits_data",
+    "check_run_dir",
     "checkpoint_meta",
     "poly_lr_factor",
     "prepare_run",

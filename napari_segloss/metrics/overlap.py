@@ -25,7 +25,14 @@ from .inputs import as_labels, check_same_shape, is_torch, torch_module
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OVERLAP_METRICS", "confusion_matrix", "overlap_from_confusion", "overlap_metrics"]
+__all__ = [
+    "OVERLAP_METRICS",
+    "check_num_classes",
+    "confusion_counts",
+    "confusion_matrix",
+    "overlap_from_confusion",
+    "overlap_metrics",
+]
 
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
 

@@ -32,7 +32,13 @@ from .inputs import as_mask, check_same_shape, check_spacing, check_spatial_ndim
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["hausdorff_distance", "surface_dice", "surface_elements"]
+__all__ = [
+    "hausdorff_distance",
+    "nsd_of_masks",
+    "percentile_hausdorff",
+    "surface_dice",
+    "surface_elements",
+]
 
 # A distance equal to the tolerance counts as inside (``<=``); the relative slack keeps a tie
 # inclusive when the physical distance is rounded up by one ulp (e.g. 3 * 0.1 > 0.3 in floats).
