@@ -165,3 +165,41 @@ def test_interactive_threads_one_thread_for_small_inputs_then_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _pm_dice_of(probs: np.ndarray, gt: np.ndarray, gamma: float) -> float:
+    """PM Dice (eq. 5, squared, class mean over the classes present) of ``probs`` as given."""
+    p = np.concatenate([1 - probs, probs]) if probs.shape[0] == 1 else probs
+    terms = []
+    for c in range(p.shape[0]):
+        y, pc = (gt == c).astype(np.float64), p[c].astype(np.float64)
+        if y.any():
+            m = np.abs(y - pc) ** gamma
+            terms.append(1 - 2 * (m * y * pc).sum() / (m * (y * y + pc * pc)).sum())
+    return float(np.mean(terms))
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_pm_dice_values_of_small_gammas_are_those_of_the_probabilities_given(classes):
+    """Probabilities of exactly 0 or 1 (what-if predictions, one-hot labels) enter the losses
+    as they are: a floor of 1e-6 gave m = |y - p|^0.5 = 1e-3 instead of 0 on every confident
+    pixel, so the pm_dice values of small gammas were those of another prediction than the
+    modulating map drawn (acdc, eroded: 0.503 instead of 0.554)."""
+    from napari_segloss.whatif import make_whatif
+
+    gt = np.zeros((96, 96), dtype=np.int64)
+    gt[20:50, 20:50] = 1
+    gt[60:80, 55:85] = classes - 1
+    gt[30:40, 60:70] = classes - 2  # class 1 again when binary
+    probs = make_whatif(gt, "erode", 2, softness=1.5, num_classes=classes)
+    assert (probs == 0).mean() > 0.3  # many exact zeros, as in the what-if predictions
+    res = explorer.compute_explorer(probs, gt, [], [0.25, 0.5, 1.0], cls=1)
+    for g, value in [(0.25, res.values[0][1]), (0.5, res.values[1][1]), (1.0, res.values[2][1])]:
+        assert value == pytest.approx(_pm_dice_of(probs, gt, g), rel=5e-4), g
+        m = res.modulating[[0.25, 0.5, 1.0].index(g)][1]
+        p1 = probs[0] if classes == 2 else probs[1]
+        np.testing.assert_allclose(m, np.abs((gt == 1) - p1) ** g, atol=1e-6)
+    logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
+    assert torch.isfinite(logits).all()
+    back = torch.sigmoid(logits) if classes == 2 else torch.softmax(logits, 1)
+    torch.testing.assert_close(back[0], torch.from_numpy(probs), atol=1e-7, rtol=0)
