@@ -29,6 +29,7 @@ __all__ = [
     "CLIM_PERCENTILE",
     "PLUMBING_PARAMS",
     "PROB_FLOOR",
+    "SUM_TOLERANCE",
     "ExplorerResult",
     "LossSpec",
     "Step",
@@ -47,6 +48,8 @@ __all__ = [
 PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
 #: contribution maps share one upper contrast limit: this percentile over all of them
 CLIM_PERCENTILE = 99.5
+#: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)
+SUM_TOLERANCE = 5e-3
 #: up to this many pixels, an interactive computation runs on one CPU thread (see
 #: :func:`interactive_threads`)
 ONE_THREAD_PIXELS = 4_000_000
@@ -250,7 +253,7 @@ def probabilities_from_image(data: np.ndarray, gt_shape: tuple[int, ...]) -> np.
     """Validate a probability image and return it as ``(C, *spatial)`` float32.
 
     Accepted: ``(*spatial)`` (foreground probability of a binary problem) or ``(K, *spatial)``
-    (class probabilities, ``K >= 2``), values in [0, 1].
+    (class probabilities, ``K >= 2``, summing to 1 within ``SUM_TOLERANCE``), values in [0, 1].
     """
     arr = np.asarray(data)
     if tuple(arr.shape) == tuple(gt_shape):
@@ -269,6 +272,16 @@ def probabilities_from_image(data: np.ndarray, gt_shape: tuple[int, ...]) -> np.
             f"prediction: expected probabilities in [0, 1], got values in [{lo:g}, {hi:g}] "
             "(pick a probability map, or use 'labels layer' for a segmentation)"
         )
+    if arr.shape[0] > 1 and arr.size:
+        total = arr.sum(axis=0, dtype=np.float64)
+        lo, hi = float(total.min()), float(total.max())
+        if not (abs(lo - 1.0) <= SUM_TOLERANCE and abs(hi - 1.0) <= SUM_TOLERANCE):
+            raise ValueError(
+                f"prediction: the {arr.shape[0]} class probabilities must sum to 1 at every "
+                f"pixel (softmax), got sums in [{lo:.4g}, {hi:.4g}]; the losses would see them "
+                "renormalised, unlike the maps drawn (a single class's probability: pick it "
+                "alone with a two-class ground truth)"
+            )
     return arr
 
 

@@ -129,6 +129,13 @@ def test_compute_explorer_keeps_one_map_per_spec_when_a_loss_repeats():
         (np.zeros((3, 5), np.float32), "expected probabilities of shape (4, 5)"),
         (np.full((4, 5), 1.5, np.float32), "expected probabilities in [0, 1]"),
         (np.zeros((4, 5), bool), "expected a numeric probability image"),
+        # independent sigmoids (sums 1.4): the losses saw them renormalised (softmax of log p)
+        # while the prediction and modulating maps showed them as given
+        (
+            np.full((2, 4, 5), 0.7, np.float32),
+            "must sum to 1 at every pixel (softmax), got sums in [1.4, 1.4]",
+        ),
+        (np.full((3, 4, 5), 0.2, np.float32), "got sums in [0.6, 0.6]"),
     ],
 )
 def test_probabilities_from_image_says_what_was_wrong(data, message):
@@ -141,6 +148,8 @@ def test_probabilities_from_image_accepts_binary_and_class_stacks():
     p = np.full((4, 5), 0.25, np.float32)
     assert explorer.probabilities_from_image(p, (4, 5)).shape == (1, 4, 5)
     stack = np.stack([1 - p, p])
+    assert explorer.probabilities_from_image(stack, (4, 5)).shape == (2, 4, 5)
+    stack[1] += 0.004  # within the tolerance (a float16 softmax, tiles blended)
     assert explorer.probabilities_from_image(stack, (4, 5)).shape == (2, 4, 5)
 
 
