@@ -290,7 +290,14 @@ def check_target_fits(probs: np.ndarray, target: np.ndarray) -> None:
     k = 2 if probs.shape[0] == 1 else probs.shape[0]
     top = int(target.max(initial=0))
     if top >= k:
+        # one channel: e.g. one class's probability layer of Predict & Compare
+        hint = (
+            f"; a single probability is a two-class prediction: for classes 0–{top} pick a "
+            f"stack of the {top + 1} class probabilities (class axis first), or the checkpoint"
+            if probs.shape[0] == 1
+            else ""
+        )
         raise ValueError(
             f"ground truth: has label {top} but the prediction has only {k} classes "
-            f"({probs.shape[0]} channel{'s' if probs.shape[0] > 1 else ''})"
+            f"({probs.shape[0]} channel{'s' if probs.shape[0] > 1 else ''}){hint}"
         )

@@ -156,6 +156,15 @@ def test_probabilities_from_image_accepts_binary_and_class_stacks():
 def test_check_target_fits_names_the_label():
     with pytest.raises(ValueError, match="has label 3 but the prediction has only 2 classes"):
         explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
+    # one class's probability (Predict & Compare's p(LV) layer) with the acdc labels: what to
+    # pick instead
+    with pytest.raises(
+        ValueError, match=r"pick a stack of the 4 class probabilities \(class axis first\)"
+    ):
+        explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
+    with pytest.raises(ValueError) as info:
+        explorer.check_target_fits(np.zeros((3, 2, 2)), np.array([[0, 3], [1, 0]]))
+    assert "stack" not in str(info.value)
 
 
 def test_interactive_threads_one_thread_for_small_inputs_then_restored():
