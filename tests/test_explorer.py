@@ -129,6 +129,13 @@ def test_compute_explorer_keeps_one_map_per_spec_when_a_loss_repeats():
         (np.zeros((3, 5), np.float32), "expected probabilities of shape (4, 5)"),
         (np.full((4, 5), 1.5, np.float32), "expected probabilities in [0, 1]"),
         (np.zeros((4, 5), bool), "expected a numeric probability image"),
+        # independent sigmoids (sums 1.4): the losses saw them renormalised (softmax of log p)
+        # while the prediction and modulating maps showed them as given
+        (
+            np.full((2, 4, 5), 0.7, np.float32),
+            "must sum to 1 at every pixel (softmax), got sums in [1.4, 1.4]",
+        ),
+        (np.full((3, 4, 5), 0.2, np.float32), "got sums in [0.6, 0.6]"),
     ],
 )
 def test_probabilities_from_image_says_what_was_wrong(data, message):
@@ -142,11 +149,22 @@ def test_probabilities_from_image_accepts_binary_and_class_stacks():
     assert explorer.probabilities_from_image(p, (4, 5)).shape == (1, 4, 5)
     stack = np.stack([1 - p, p])
     assert explorer.probabilities_from_image(stack, (4, 5)).shape == (2, 4, 5)
+    stack[1] += 0.004  # within the tolerance (a float16 softmax, tiles blended)
+    assert explorer.probabilities_from_image(stack, (4, 5)).shape == (2, 4, 5)
 
 
 def test_check_target_fits_names_the_label():
     with pytest.raises(ValueError, match="has label 3 but the prediction has only 2 classes"):
         explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
+    # one class's probability (Predict & Compare's p(LV) layer) with the acdc labels: what to
+    # pick instead
+    with pytest.raises(
+        ValueError, match=r"pick a stack of the 4 class probabilities \(class axis first\)"
+    ):
+        explorer.check_target_fits(np.zeros((1, 2, 2)), np.array([[0, 3], [1, 0]]))
+    with pytest.raises(ValueError) as info:
+        explorer.check_target_fits(np.zeros((3, 2, 2)), np.array([[0, 3], [1, 0]]))
+    assert "stack" not in str(info.value)
 
 
 def test_interactive_threads_one_thread_for_small_inputs_then_restored():
@@ -165,3 +183,41 @@ def test_interactive_threads_one_thread_for_small_inputs_then_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _pm_dice_of(probs: np.ndarray, gt: np.ndarray, gamma: float) -> float:
+    """PM Dice (eq. 5, squared, class mean over the classes present) of ``probs`` as given."""
+    p = np.concatenate([1 - probs, probs]) if probs.shape[0] == 1 else probs
+    terms = []
+    for c in range(p.shape[0]):
+        y, pc = (gt == c).astype(np.float64), p[c].astype(np.float64)
+        if y.any():
+            m = np.abs(y - pc) ** gamma
+            terms.append(1 - 2 * (m * y * pc).sum() / (m * (y * y + pc * pc)).sum())
+    return float(np.mean(terms))
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_pm_dice_values_of_small_gammas_are_those_of_the_probabilities_given(classes):
+    """Probabilities of exactly 0 or 1 (what-if predictions, one-hot labels) enter the losses
+    as they are: a floor of 1e-6 gave m = |y - p|^0.5 = 1e-3 instead of 0 on every confident
+    pixel, so the pm_dice values of small gammas were those of another prediction than the
+    modulating map drawn (acdc, eroded: 0.503 instead of 0.554)."""
+    from napari_segloss.whatif import make_whatif
+
+    gt = np.zeros((96, 96), dtype=np.int64)
+    gt[20:50, 20:50] = 1
+    gt[60:80, 55:85] = classes - 1
+    gt[30:40, 60:70] = classes - 2  # class 1 again when binary
+    probs = make_whatif(gt, "erode", 2, softness=1.5, num_classes=classes)
+    assert (probs == 0).mean() > 0.3  # many exact zeros, as in the what-if predictions
+    res = explorer.compute_explorer(probs, gt, [], [0.25, 0.5, 1.0], cls=1)
+    for g, value in [(0.25, res.values[0][1]), (0.5, res.values[1][1]), (1.0, res.values[2][1])]:
+        assert value == pytest.approx(_pm_dice_of(probs, gt, g), rel=5e-4), g
+        m = res.modulating[[0.25, 0.5, 1.0].index(g)][1]
+        p1 = probs[0] if classes == 2 else probs[1]
+        np.testing.assert_allclose(m, np.abs((gt == 1) - p1) ** g, atol=1e-6)
+    logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
+    assert torch.isfinite(logits).all()
+    back = torch.sigmoid(logits) if classes == 2 else torch.softmax(logits, 1)
+    torch.testing.assert_close(back[0], torch.from_numpy(probs), atol=1e-7, rtol=0)

@@ -572,6 +572,7 @@ def test_loss_parameters_have_their_docstring_as_tooltip(dock, wait_idle):
     [
         ("no_gt", "ground truth: no layer selected"),
         ("prob_out_of_range", "expected probabilities in [0, 1]"),
+        ("prob_not_summing_to_one", "2 class probabilities must sum to 1 at every pixel"),
         ("shape_mismatch", "expected the same shape"),
         ("missing_checkpoint", "checkpoint: none chosen"),
         ("bad_parameter", "dice parameter eps: expected a number or Python literal"),
@@ -587,6 +588,10 @@ def test_bad_selections_show_a_message(dock, wait_idle, setup, message):
         viewer.add_labels(gt, name="gt")
     if setup == "prob_out_of_range":
         viewer.add_image(np.full((8, 8), 3.0, dtype=np.float32), name="logits")
+        widget.source.value = "probability image"
+    elif setup == "prob_not_summing_to_one":  # e.g. two sigmoid outputs
+        viewer.add_image(np.full((2, 8, 8), 0.7, dtype=np.float32), name="sigmoids")
+        widget.image_picker.set_layer(None)  # the optional image: none
         widget.source.value = "probability image"
     elif setup == "shape_mismatch":
         viewer.add_labels(np.zeros((9, 8), dtype=np.uint8), name="other")
