@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -29,6 +31,7 @@ __all__ = [
     "num_classes_of",
     "remove_smallest_objects",
     "shift_labels",
+    "whole",
 ]
 
 
@@ -201,29 +204,35 @@ def _whatif_blur(labels: np.ndarray, strength: float) -> np.ndarray:
     return labels  # the blur itself is the softness step, see make_whatif
 
 
+def whole(strength: float) -> int:
+    """``strength`` as a count of pixels or objects: halves round up (Python's ``round``
+    rounds them to even, so 0.5 did nothing and 1.5 and 2.5 both gave 2)."""
+    return math.floor(strength + 0.5)
+
+
 def _whatif_erode(labels: np.ndarray, strength: float) -> np.ndarray:
-    return erode_labels(labels, round(strength))
+    return erode_labels(labels, whole(strength))
 
 
 def _whatif_dilate(labels: np.ndarray, strength: float) -> np.ndarray:
-    return dilate_labels(labels, round(strength))
+    return dilate_labels(labels, whole(strength))
 
 
 def _whatif_shift(labels: np.ndarray, strength: float) -> np.ndarray:
-    s = round(strength)
+    s = whole(strength)
     return shift_labels(labels, (s, s))
 
 
 def _whatif_remove(labels: np.ndarray, strength: float) -> np.ndarray:
-    return remove_smallest_objects(labels, round(strength))
+    return remove_smallest_objects(labels, whole(strength))
 
 
 #: kind -> (label transform, meaning of ``strength``)
 WHATIF_KINDS: dict[str, tuple[Callable[[np.ndarray, float], np.ndarray], str]] = {
     "blur": (_whatif_blur, "Gaussian sigma in pixels"),
-    "erode": (_whatif_erode, "pixels removed at every boundary"),
-    "dilate": (_whatif_dilate, "pixels added at every boundary"),
-    "shift": (_whatif_shift, "in-plane shift in pixels along both axes"),
+    "erode": (_whatif_erode, "whole pixels removed at every boundary"),
+    "dilate": (_whatif_dilate, "whole pixels added at every boundary"),
+    "shift": (_whatif_shift, "in-plane shift in whole pixels along both axes"),
     "remove small object": (_whatif_remove, "number of smallest objects removed"),
 }
 

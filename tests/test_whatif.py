@@ -113,6 +113,16 @@ def test_make_whatif_hard_areas(kind, strength, expected_fg):
     assert p.sum() == pytest.approx(expected_fg)
 
 
+@pytest.mark.parametrize(
+    ("strength", "expected_fg"),
+    [(0.49, 25.0), (0.5, 9.0), (1.5, 1.0), (2.5, 0.0)],  # 5x5 eroded by 0, 1, 2, 3 px
+)
+def test_fractional_strengths_round_half_up(strength, expected_fg):
+    # round() rounds halves to even: 0.5 eroded nothing, 1.5 and 2.5 both eroded 2 px
+    p = whatif.make_whatif(_square(11, 3, 8), "erode", strength, softness=0.0)
+    assert p.sum() == pytest.approx(expected_fg)
+
+
 def test_make_whatif_shift_location():
     p = whatif.make_whatif(_square(11, 3, 8), "shift", 2, softness=0.0)
     assert p[0, 5:10, 5:10].sum() == 25.0

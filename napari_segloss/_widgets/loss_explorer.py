@@ -326,6 +326,8 @@ class LossExplorerWidget(QWidget):
 
     def _update_strength_tip(self, *_: Any) -> None:
         self.whatif_strength.tooltip = WHATIF_KINDS[self.whatif_kind.value][1]
+        # counts of pixels or objects show as whole numbers: the box says what is applied
+        self.whatif_strength.native.setDecimals(2 if self.whatif_kind.value == "blur" else 0)
 
     # ---------------------------------------------------------------- losses and gammas
     def _on_catalog(self, catalog: dict[str, dict[str, inspect.Parameter]]) -> None:

@@ -482,7 +482,8 @@ def test_acdc_multiclass_slice_and_volume(dock, wait_idle):
     widget.set_losses(["dice"])
     widget.class_spin.value = 2  # myocardium
     widget.whatif_kind.value = "erode"
-    widget.whatif_strength.value = 1
+    widget.whatif_strength.value = 1.4  # erode counts whole pixels: the box shows 1
+    assert widget.whatif_strength.value == 1 and widget.whatif_strength.native.decimals() == 0
     viewer.dims.set_current_step(0, 3)
     widget.update_maps()
     wait_idle(widget)
