@@ -14,9 +14,8 @@ one) for ``K >= 3`` classes.  Pure numpy/scipy: no torch, Qt or napari.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
