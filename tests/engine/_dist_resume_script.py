@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _dist_common import tiny_config
 
-from napari_segloss.engine import load_config, train
+from napari_segloss.engine import train
 from napari_segloss.engine.checkpoint import load_checkpoint
 
 #: 12 images, val_fraction 0.25 -> 9 training images -> 5 per rank (padded), batch 2: 2 steps
@@ -33,19 +34,7 @@ def main() -> None:
     rank = dist.get_rank()
 
     def cfg(name: str) -> object:
-        return load_config(
-            {
-                "data": {"root": str(data_root), "size": [32, 32], "val_fraction": 0.25},
-                "model": {
-                    "arch": "Unet",
-                    "encoder": "tu-resnet10t",
-                    "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
-                },
-                "loss": {"name": "ce+pm_dice"},
-                "train": {"epochs": 3, "batch_size": 2, "num_workers": 0, "log_every": 1},
-                "output": str(out / name),
-            }
-        )
+        return tiny_config(data_root, out / name, epochs=3)
 
     assert not train(cfg("straight"), progress=False).stopped
     calls = {"n": 0}

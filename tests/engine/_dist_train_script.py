@@ -15,32 +15,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _dist_common import tiny_config
 
-from napari_segloss.engine import load_config, train
+from napari_segloss.engine import train
 from napari_segloss.engine.checkpoint import load_checkpoint
 
 
 def main() -> None:
     torch.set_num_threads(1)
     data_root, out = Path(sys.argv[1]), Path(sys.argv[2])
-    cfg = load_config(
-        {
-            "data": {
-                "root": str(data_root),
-                "size": [32, 32],
-                "crop": [24, 24],
-                "val_fraction": 0.25,
-            },
-            "model": {
-                "arch": "Unet",
-                "encoder": "tu-resnet10t",
-                "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
-            },
-            "loss": {"name": "ce+pm_dice"},
-            "train": {"epochs": 2, "batch_size": 2, "num_workers": 0, "log_every": 1},
-            "output": str(out),
-        }
-    )
+    cfg = tiny_config(data_root, out, epochs=2, crop=[24, 24])
     import napari_segloss.engine.run_state as run_state
 
     models: list[torch.nn.Module] = []
