@@ -366,6 +366,13 @@ def scroll_to(widget: QWidget) -> None:
     QTimer.singleShot(0, scroll)
 
 
+def left_the_window(panel: QWidget, event: QEvent) -> bool:
+    """Whether ``event`` took ``panel`` out of napari's window. napari's close button on a
+    dock only re-parents the panel (``setParent(None)``), so no ``closeEvent`` comes: a panel
+    running work checks this in ``changeEvent`` to stop it."""
+    return event.type() == QEvent.Type.ParentChange and panel.parent() is None
+
+
 def form_row(form: QFormLayout, widget: ValueWidget) -> None:
     """A magicgui widget as a labelled row of a Qt form (aligned with the layer pickers)."""
     form.addRow(widget.label, widget.native)

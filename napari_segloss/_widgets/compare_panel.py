@@ -28,7 +28,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -60,6 +60,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     device_choices,
+    left_the_window,
     release_gpu_memory,
     scrollable,
 )
@@ -542,9 +543,7 @@ class CompareLossesWidget(QWidget):
         self._after_drawing()  # says which layers are hidden (none once the grid is off)
 
     def changeEvent(self, event: Any) -> None:
-        # napari's close button takes the panel out of its dock (setParent(None)) without
-        # closing it: no closeEvent comes, and the runs would go on with no panel to stop them
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+        if left_the_window(self, event):  # napari's close button: no closeEvent follows
             self._stop.set()
         super().changeEvent(event)
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
-from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QCompleter,
     QFormLayout,
@@ -62,6 +61,7 @@ from ._common import (
     form_page,
     form_row,
     image_and_mask,
+    left_the_window,
     release_gpu_memory,
     scroll_to,
     scrollable,
@@ -533,9 +533,7 @@ class TrainWidget(QWidget):
         release_gpu_memory()
 
     def changeEvent(self, event: Any) -> None:
-        # napari's close button takes the panel out of its dock (setParent(None)) without
-        # closing it: no closeEvent comes, and the run would go on with no panel to stop it
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+        if left_the_window(self, event):  # napari's close button: no closeEvent follows
             self._stop.set()
         super().changeEvent(event)
 
