@@ -258,16 +258,14 @@ def _read_input(
     import nibabel as nib
     import numpy as np
 
-    from .data.io import is_nifti, read_image
+    from .data.io import is_nifti, read_image, read_nifti
     from .engine.inference import check_image, meta_scale
 
     img = None
     try:
         if is_nifti(path):
-            img = nib.load(str(path))
-            vol = np.asanyarray(img.dataobj)
-            while vol.ndim > 3 and vol.shape[-1] == 1:  # (X, Y, Z, 1) is 3D, as in training
-                vol = vol[..., 0]
+            img = nib.load(str(path))  # its header and affine go to the outputs
+            vol, _ = read_nifti(path)  # as training reads it: (X, Y, Z, 1) is a volume
             if vol.ndim != 3:
                 raise CLIError(f"NIfTI {str(path)!r}: expected a 3D volume, got {vol.shape}")
             # (X, Y, Z) file order -> (Z, Y, X): slices along Z, as napari shows them.
