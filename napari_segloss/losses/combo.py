@@ -34,18 +34,25 @@ def _log_complement(q: Tensor) -> Tensor:
     return torch.log(q.clamp_min(_COMPLEMENT_FLOOR))
 
 
-class _LabelComboCE(torch.autograd.Function):
-    """The Combo CE term per pixel (B, 1, N) of softmax logits and integer labels,
-    ``-(beta log p_y + (1 - beta) sum_{c != y} log max(1 - p_c, floor))``, with the gradient
-    written out.
+def _label_beta(labels: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
+    """``beta`` at pixels with a foreground label, 0 at background (and ignored) pixels."""
+    return labels.ne(0).to(dtype).mul_(beta)
 
-    With ``r_c = (1 - beta) p_c / (1 - p_c)`` off the label (0 at the label and where the log is
-    floored), the softmax gradient off the label is ``p_c (1 - sum_{j != c} r_j)``, or
-    ``p_c (beta - sum_{j != c} r_j)`` where floored, and ``-beta (1 - p_y) - p_y sum_j r_j`` at
-    the label. Both sums exclude a term instead of subtracting it (``r_c`` of a saturated wrong
-    class is about 1e7 and would cancel in float32), and ``1 - p_y`` is the other classes'
-    share. Autograd would run the complement's channel sums, the clamp, the log and the
-    log-softmax backwards, each over the (B, K, N) tensor.
+
+class _LabelComboCE(torch.autograd.Function):
+    """The Combo CE term per pixel (B, 1, N) of softmax logits and integer labels over the
+    foreground channels c >= 1, ``-(b_y log p_y + (1 - beta) sum_{c != y, c >= 1} log max(1 -
+    p_c, floor))`` with ``b_y = beta`` for a foreground label and 0 for background, with the
+    gradient written out.
+
+    With ``r_c = (1 - beta) p_c / (1 - p_c)`` off the label (0 at the label, at channel 0 and
+    where the log is floored), the softmax gradient off the label is ``p_c (1 - beta + b_y -
+    sum_{j != c} r_j)``, or ``p_c (b_y - sum_{j != c} r_j)`` where there is no own term (channel
+    0, floored), and ``-b_y (1 - p_y) - p_y sum_j r_j`` at the label. Both sums exclude a term
+    instead of subtracting it (``r_c`` of a saturated wrong class is about 1e7 and would cancel
+    in float32), and ``1 - p_y`` is the other classes' share. Autograd would run the
+    complement's channel sums, the clamp, the log and the log-softmax backwards, each over the
+    (B, K, N) tensor.
     """
 
     @staticmethod
@@ -54,7 +61,9 @@ class _LabelComboCE(torch.autograd.Function):
         floored = complement.clamp_min(_COMPLEMENT_FLOOR)
         log_q = torch.log(floored)
         log_q.view(-1).index_fill_(0, lp.entry, 0.0)  # the label's own term is log p_y
-        out = log_q.sum(1, keepdim=True).mul_(-(1.0 - beta)).sub_(beta * log_py)
+        log_q[:, 0].zero_()  # background is no eq. 17 problem of its own
+        beta_y = _label_beta(lp.labels, beta, log_py.dtype)
+        out = log_q.sum(1, keepdim=True).mul_(-(1.0 - beta)).sub_(beta_y * log_py)
         if lp.valid is not None:
             out.mul_(lp.valid)
         ctx.save_for_backward(probs, complement, floored, *lp)
@@ -68,10 +77,12 @@ class _LabelComboCE(torch.autograd.Function):
         lp = LabelProbs(*saved)
         beta = ctx.beta
         kept = at_least(complement, _COMPLEMENT_FLOOR)  # a floored log has no gradient
+        kept[:, 0] = 0.0  # nor has the background channel (no term)
+        beta_y = _label_beta(lp.labels, beta, probs.dtype)
         r = probs.div(floored).mul_(kept).mul_(1.0 - beta)
         r.view(-1).index_fill_(0, lp.entry, 0.0)
-        grad = kept.mul_(1.0 - beta).add_(beta).sub_(other_share(r)).mul_(probs)
-        at_label = -(beta * lp.label_complement + lp.label_prob * r.sum(1, keepdim=True))
+        grad = kept.mul_(1.0 - beta).add_(beta_y).sub_(other_share(r)).mul_(probs)
+        at_label = -(beta_y * lp.label_complement + lp.label_prob * r.sum(1, keepdim=True))
         grad.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
         coef = g_out if lp.valid is None else g_out * lp.valid
         return grad.mul_(coef), None, None, None, None
@@ -81,12 +92,19 @@ class _LabelComboCE(torch.autograd.Function):
 class ComboLoss(RegionLoss):
     """Combo loss (Taghanaki et al. 2019; Yeung et al. 2021 eqs. 16-17):
     ``alpha * L_mCE - (1 - alpha) * DSC`` with the weighted CE
-    ``L_mCE = -1/N sum_i [beta y log p + (1 - beta)(1 - y) log(1 - p)]`` (summed over class
-    channels for multi-class; the foreground channel for binary; mean over labels for
-    multilabel) and ``DSC`` the class-mean plain Dice coefficient
+    ``L_mCE = -1/N sum_i [beta y log p + (1 - beta)(1 - y) log(1 - p)]`` (eq. 17) and ``DSC``
+    the class-mean plain Dice coefficient
     ``(2 sum y p + eps) / (sum (y + p) + eps)`` (eq. 10 form, not squared). For a one-channel
     binary output the class mean includes the background ``1 - p`` by default;
     ``include_background=False`` gives eq. 16's foreground-only Dice.
+
+    Eq. 17 is the binary CE of a foreground probability: binary outputs use the foreground
+    channel, multi-class outputs sum it over the foreground classes c >= 1 (one-vs-rest, class 0
+    is the background), multilabel outputs average it over the labels. The background channel
+    is left out of ``L_mCE``: with it, a missed object pixel would cost ``beta (-log p_fg)`` in
+    its own channel plus ``(1 - beta)(-log(1 - p_bg))`` in the background channel, and for a
+    softmax over ``[bg, fg]`` (``1 - p_bg = p_fg``) the two add up to plain BCE whatever beta.
+    So two-channel softmax logits ``[0, x]`` give the same loss as the one-channel logit ``x``.
 
     For softmax outputs ``log(1 - p)`` is floored at ``log(1e-7)`` (the reference code clips
     ``p`` to ``[1e-7, 1 - 1e-7]``); binary and multilabel outputs use ``logsigmoid(-x)``. The
@@ -107,7 +125,7 @@ class ComboLoss(RegionLoss):
         self.beta = check_float("beta", beta, 0.0, 1.0)
 
     def weighted_ce(self, inp: Prepared) -> Tensor:
-        """Per-pixel ``L_mCE`` terms summed over the class channels, (B, *sp)."""
+        """Per-pixel ``L_mCE`` terms summed over the foreground channels, (B, *sp)."""
         b = self.beta
         x = inp.logits
         if inp.labels is not None and inp.mode == "multiclass":
@@ -122,9 +140,12 @@ class ComboLoss(RegionLoss):
                 b,
             )
             return px.view(inp.labels.shape)[:, 0]
-        y = inp.target[:, 1:] if inp.mode == "binary" else inp.target
+        # eq. 17 is the binary CE of a foreground probability: the foreground channels
+        # (class 0 is the background: a softmax over [bg, fg] is the one-channel binary case)
+        fg = slice(None) if inp.mode == "multilabel" else slice(1, None)
+        y = inp.target[:, fg]
         if inp.mode == "multiclass":
-            log_p, log_q = inp.pix_logp, _log_complement(inp.complement)
+            log_p, log_q = inp.pix_logp[:, fg], _log_complement(inp.complement[:, fg])
         else:
             log_p, log_q = log_sigmoid(x), log_sigmoid(-x)
         px = -(b * y * log_p + (1.0 - b) * (1.0 - y) * log_q)

@@ -1,0 +1,67 @@
+"""Losses against their papers' equations: cases found by the paper audit, each expected value
+computed in float64 Python straight from the equation cited."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from napari_segloss.losses import get_loss
+
+EPS = 1e-6
+# 4 pixels, 3 classes (class 0 background): softmax probabilities and labels
+PM = [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]]
+YM = [0, 1, 2, 1]
+
+
+def multiclass_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    lg = torch.tensor([[math.log(v) for v in row] for row in PM], dtype=torch.float64)
+    return lg.t().reshape(1, 3, 2, 2).float(), torch.tensor(YM).view(1, 2, 2)
+
+
+def close(value: torch.Tensor, expected: float, tol: float = 2e-5) -> None:
+    assert float(value) == pytest.approx(expected, rel=tol, abs=tol)
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("target", ["labels", "onehot"])
+def test_combo_multiclass_is_eq17_over_the_foreground_classes(beta: float, target: str) -> None:
+    # Yeung et al. eq. 16-17: L_mCE is the binary CE of a foreground probability; per
+    # foreground class c >= 1 (one-vs-rest), summed over those classes, mean over the pixels
+    x, y = multiclass_inputs()
+    if target == "onehot":
+        y = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float()
+    mce = 0.0
+    for p, lab in zip(PM, YM, strict=True):
+        for c in (1, 2):
+            t = 1.0 if lab == c else 0.0
+            mce -= beta * t * math.log(p[c]) + (1 - beta) * (1 - t) * math.log(1 - p[c])
+    mce /= 4
+    dsc = 0.0
+    for c in range(3):
+        t = [1.0 if lab == c else 0.0 for lab in YM]
+        p = [row[c] for row in PM]
+        inter = sum(a * b for a, b in zip(t, p, strict=True))
+        dsc += (2 * inter + EPS) / (sum(t) + sum(p) + EPS)
+    dsc /= 3
+    close(get_loss("combo", alpha=0.4, beta=beta)(x, y), 0.4 * mce - 0.6 * dsc)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9])
+def test_combo_softmax_over_background_and_foreground_is_the_binary_loss(beta: float) -> None:
+    # softmax([0, x]) = [1 - sigmoid(x), sigmoid(x)]: eq. 17 on the foreground probability,
+    # so beta must act (before, the background channel's terms cancelled it to plain BCE)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (2, 4, 4), generator=g)
+    p = torch.sigmoid(x)[:, 0]
+    t = y.double()
+    mce = -(beta * t * torch.log(p) + (1 - beta) * (1 - t) * torch.log1p(-p)).mean()
+    two = torch.cat([torch.zeros_like(x), x], 1).float()
+    ce_only = get_loss("combo", alpha=1.0, beta=beta)
+    close(ce_only(two, y), float(mce))
+    close(ce_only(x.float(), y), float(mce))
+    onehot = torch.stack([1 - y, y], 1).float()
+    close(ce_only(two, onehot), float(mce))
