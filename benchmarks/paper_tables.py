@@ -21,7 +21,8 @@ from pathlib import Path
 METRICS = ("mDice", "mIoU", "mNSD", "mPrec.", "mRec.")
 
 # loss label (as given to `segloss compare --losses`) -> paper values, in METRICS order
-# (+ RV, MYO, LV Dice for ACDC). "Focal Dice [40]" is Wang & Chung, "[41]" Zhao et al.
+# (+ RV, MYO, LV Dice for ACDC). "Focal Dice [40]" (Prencipe et al. 2022, an improved version
+# of Wang & Chung [39]) is compared with `focal_dice`, the [39] form; "[41]" is Zhao et al.
 PAPER: dict[str, dict[str, tuple[float, ...]]] = {
     "kvasir": {
         "ce": (89.56, 83.76, 51.13, 92.68, 90.30),

@@ -182,9 +182,13 @@ class LogDiceLoss(_DiceBase):
 
 @register("focal_dice")
 class FocalDiceLoss(_DiceBase):
-    """Focal Dice of Wang & Chung 2018 ("Focal Dice [40]" in the PM-Dice tables):
+    """Focal Dice of Wang & Chung 2018 (reference [39] of the PM-Dice paper):
     ``1 - mean_c Dice_c^(1/beta)``, computed as ``-expm1(ln(Dice_c) / beta)``; Dice_c is
     floored at 1e-12 so the gradient stays finite at Dice_c = 0.
+
+    The PM-Dice tables' row "Focal Dice [40]" cites Prencipe et al. 2022 (Appl. Sci. 12, 3247),
+    which the paper calls an improved version of [39] without giving its equation; this loss is
+    the [39] form, the closest one the paper defines.
 
     Args:
         beta: >= 1 (default 2); beta = 1 is the Dice loss.
@@ -320,7 +324,11 @@ class WSDiceLoss(AllClassesRegionLoss):
     (the paper's binary formulation); multi-class is one-vs-rest per class ("for each class ...
     regard it as foreground and the rest as background"), mean over classes respecting
     ``include_background``. Absent classes keep a meaningful score (their negatives count), so
-    every class enters the mean (no ``skip_absent``).
+    every class enters the mean (no ``skip_absent``). The paper's rule names "each class of
+    segmentation object", i.e. the foreground classes: ``include_background=False`` is that
+    reading. The default keeps the background channel (this library's class mean), so softmax
+    logits ``[0, x]`` score the mean of the background and foreground channels where the
+    one-channel logit ``x`` scores the foreground only.
 
     Args:
         v1: weight of negatives, in [0, 0.5] (default 0.15, the paper's ChestX-ray8 setting).

@@ -51,8 +51,12 @@ class MixedFocalLoss(RegionLoss):
     Dice/Tversky ``mean_c (1 - mTI_c)^gamma_d`` with
     ``mTI_c = (TP + eps) / (TP + delta FN + (1 - delta) FP + eps)`` (eqs. 9, 22). Defaults
     follow the paper's experiments ("the same parameters as for the individual Focal loss and
-    Focal Tversky loss"): lam 0.5, delta 0.7, gamma_f 2, gamma_d 0.75, alpha None. Eq. 22 sums
-    over the classes; the class mean here (as in the authors' code) divides that term by C.
+    Focal Tversky loss"): lam 0.5 (eq. 24, ``L_FT + L_CF``, is twice this loss), delta 0.7,
+    gamma_f 2, gamma_d 0.75 (= 1 / (4/3), see :class:`FocalTverskyLoss`). The experiments set
+    the focal loss's alpha "as in" Lin et al. (0.25) but not how one number weighs the classes
+    of the categorical eq. 7, whose alpha is a vector of class weights; the default None (no
+    class weights) is that of the authors' code. Eq. 22 sums over the classes; the class mean
+    here (as in the authors' code) divides that term by C.
 
     Args:
         lam: weight of the focal term in [0, 1].

@@ -315,7 +315,7 @@ def test_multiclass_tversky_and_wsdice() -> None:
 
 
 def test_mixed_focal_is_its_two_terms() -> None:
-    # eq. 19: lam * focal + (1 - lam) * focal Tversky with mTI (delta on FN = Tversky beta)
+    # eq. 23: lam * focal + (1 - lam) * focal Tversky with mTI (delta on FN = Tversky beta)
     for x, y in (binary_inputs(), multiclass_inputs()):
         mf = get_loss("mixed_focal", lam=0.3, delta=0.7, gamma_f=2.0, gamma_d=0.75)(x, y)
         f = get_loss("focal", gamma=2.0)(x, y)
