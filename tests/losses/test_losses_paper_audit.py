@@ -65,3 +65,51 @@ def test_combo_softmax_over_background_and_foreground_is_the_binary_loss(beta: f
     close(ce_only(x.float(), y), float(mce))
     onehot = torch.stack([1 - y, y], 1).float()
     close(ce_only(two, onehot), float(mce))
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_unified_focal_multiclass_background_is_class_0_only(asymmetric: bool) -> None:
+    # Yeung et al. 2022 (CMIG), as the authors' code: mTI = TP / (TP + delta FN + (1 - delta)
+    # FP); focal CE weights 1 - delta for the background, delta for every foreground class.
+    # Asymmetric: only class 0 keeps (1 - mTI) unmodulated and (1 - p)^gamma in the CE; each
+    # foreground class (1 and 2 alike) gets (1 - mTI)^(1 - gamma) and an unsuppressed CE
+    x, y = multiclass_inputs()
+    d, g, lam = 0.6, 0.5, 0.3
+    ft = 0.0
+    for c in range(3):
+        t = [1.0 if lab == c else 0.0 for lab in YM]
+        p = [row[c] for row in PM]
+        tp = sum(a * b for a, b in zip(t, p, strict=True))
+        fn = sum(a * (1 - b) for a, b in zip(t, p, strict=True))
+        fp = sum((1 - a) * b for a, b in zip(t, p, strict=True))
+        r = 1 - (tp + EPS) / (tp + d * fn + (1 - d) * fp + EPS)
+        ft += r if (asymmetric and c == 0) else r ** (1 - g)
+    ft /= 3
+    fl = 0.0
+    for row, lab in zip(PM, YM, strict=True):
+        w = 1 - d if lab == 0 else d
+        focus = (1 - row[lab]) ** g if (lab == 0 or not asymmetric) else 1.0
+        fl -= w * focus * math.log(row[lab])
+    fl /= 4
+    name = "asymmetric_unified_focal" if asymmetric else "unified_focal"
+    close(get_loss(name, weight=lam)(x, y), lam * fl + (1 - lam) * ft)
+
+
+def test_mixed_focal_multiclass_eq23() -> None:
+    # Yeung et al. 2021 eq. 23 with eq. 7 (categorical focal, gamma_f) and eq. 22 (focal
+    # Tversky with delta on FN, exponent gamma_d), class mean over the 3 classes
+    x, y = multiclass_inputs()
+    lam, d, gf, gd = 0.3, 0.7, 2.0, 0.75
+    fl = -sum((1 - row[lab]) ** gf * math.log(row[lab]) for row, lab in zip(PM, YM, strict=True))
+    fl /= 4
+    ftd = 0.0
+    for c in range(3):
+        t = [1.0 if lab == c else 0.0 for lab in YM]
+        p = [row[c] for row in PM]
+        tp = sum(a * b for a, b in zip(t, p, strict=True))
+        fn = sum(a * (1 - b) for a, b in zip(t, p, strict=True))
+        fp = sum((1 - a) * b for a, b in zip(t, p, strict=True))
+        ftd += (1 - (tp + EPS) / (tp + d * fn + (1 - d) * fp + EPS)) ** gd
+    ftd /= 3
+    loss = get_loss("mixed_focal", lam=lam, delta=d, gamma_f=gf, gamma_d=gd)(x, y)
+    close(loss, lam * fl + (1 - lam) * ftd)
