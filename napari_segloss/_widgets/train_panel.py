@@ -65,6 +65,7 @@ from ._common import (
     release_gpu_memory,
     scroll_to,
     scrollable,
+    tab_in_layout_order,
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
@@ -224,6 +225,7 @@ class TrainWidget(QWidget):
         self.plot.setMinimumHeight(200)
         root.addWidget(self.plot)
         root.addStretch(1)
+        tab_in_layout_order(self)
         self.status.info("loading the losses…")
         self._loader = new_worker(
             load_choices,
@@ -364,6 +366,7 @@ class TrainWidget(QWidget):
             form = LossParamForm(name, parameters=lambda n: catalog[n])
             self._param_forms[name] = form
             self.loss_params.addWidget(form)
+            tab_in_layout_order(self)  # its fields after the loss, not after Start
         return self._param_forms[name]
 
     def _show_loss_params(self, name: str) -> None:
