@@ -16,6 +16,7 @@ panel opens), so opening the panel never freezes the window.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -226,6 +227,7 @@ class TrainWidget(QWidget):
         root.addWidget(self.plot)
         root.addStretch(1)
         tab_in_layout_order(self)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.status.info("loading the losses…")
         self._loader = new_worker(
             load_choices,
@@ -428,6 +430,24 @@ class TrainWidget(QWidget):
         name = mask_layer.name if mask_layer is not None else "mask"
         return LayerData(image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name)
 
+    def _on_layer_removed(self, event: Any) -> None:
+        """Say what the pickers picked instead of a removed layer: a silent jump to another
+        layer would make the next Start train on it unnoticed."""
+        notes = []
+        try:
+            for picker, what in ((self.image_picker, "image"), (self.mask_picker, "mask")):
+                picker.refresh()  # whichever of the layer list's callbacks runs first
+                if picker.take_lost() is not None:
+                    new = picker.layer()
+                    notes.append(f"{what} is now {new.name!r}" if new else f"no {what} picked")
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+            return
+        if notes:
+            going = "; the run goes on with the data it took at Start" if self.busy else ""
+            self.status.info(f"layer {event.value.name!r} was removed: {'; '.join(notes)}{going}")
+
     # ------------------------------------------------------------------ run
     def start(self) -> None:
         """Start training in a thread worker (messages in the panel when an input is wrong)."""
@@ -541,6 +561,8 @@ class TrainWidget(QWidget):
         super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self._stop.set()
         release_gpu_memory()
         super().closeEvent(event)
