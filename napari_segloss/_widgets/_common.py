@@ -11,6 +11,7 @@ panel never freezes the window; the panels import the torch-backed core in threa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QStackedWidget,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -371,6 +373,41 @@ def left_the_window(panel: QWidget, event: QEvent) -> bool:
     dock only re-parents the panel (``setParent(None)``), so no ``closeEvent`` comes: a panel
     running work checks this in ``changeEvent`` to stop it."""
     return event.type() == QEvent.Type.ParentChange and panel.parent() is None
+
+
+def tab_in_layout_order(panel: QWidget) -> None:
+    """Make Tab visit ``panel``'s controls in the order they are laid out, top to bottom.
+
+    Qt's default chain is the order the widgets were created: a button made with its group
+    box as parent comes before the rows added to the box later, and a form created on demand
+    (a loss's parameters, after the loss list loads) lands at the very end, after Start. Call
+    it again after such a form is added. Pages of a stack are all listed (Qt skips the
+    hidden ones).
+    """
+    chain: list[QWidget] = []
+
+    def visit(widget: QWidget) -> None:
+        if widget.focusPolicy() & Qt.FocusPolicy.TabFocus and widget not in chain:
+            chain.append(widget)
+        if isinstance(widget, QScrollArea) and widget.widget() is not None:
+            visit(widget.widget())
+        elif isinstance(widget, QStackedWidget | QTabWidget):
+            for i in range(widget.count()):
+                visit(widget.widget(i))
+        elif widget.layout() is not None:
+            walk(widget.layout())
+
+    def walk(layout: Any) -> None:
+        for i in range(layout.count()):
+            item = layout.itemAt(i)
+            if item.widget() is not None:
+                visit(item.widget())
+            elif item.layout() is not None:
+                walk(item.layout())
+
+    visit(panel)
+    for a, b in itertools.pairwise(chain):
+        QWidget.setTabOrder(a, b)
 
 
 def form_row(form: QFormLayout, widget: ValueWidget) -> None:

@@ -36,7 +36,14 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.engine.loss_spec import LossSpec
 
-from ._common import LayerPicker, PanelError, StatusLabel, form_page, image_and_mask
+from ._common import (
+    LayerPicker,
+    PanelError,
+    StatusLabel,
+    form_page,
+    image_and_mask,
+    tab_in_layout_order,
+)
 from ._compare_setup import (
     CompareRequest,
     Pairs,
@@ -281,6 +288,7 @@ class CompareSetupForm(QWidget):
         if name not in self._forms:
             self._forms[name] = LossParamForm(name, parameters=self._parameters)
             self.param_stack.addWidget(self._forms[name])
+            tab_in_layout_order(self)  # its fields after the loss picker, not after Start
         return self._forms[name]
 
     def _show_form(self) -> None:

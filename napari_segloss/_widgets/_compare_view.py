@@ -77,6 +77,8 @@ TRUTH_COLOR = (1.0, 0.85, 0.0, 1.0)
 BEST_MARK = "★ "
 #: outline width (pixels) of the ground truth in its cell
 TRUTH_CONTOUR = 2
+#: room for the sort arrow in the sorted column's header (pixels)
+SORT_ARROW = 18
 
 
 def _truth_colormap() -> CyclicLabelColormap:
@@ -210,6 +212,17 @@ _COLUMN_NAMES = {
 }
 
 
+def column_header(column: str) -> str:
+    """A column's header: ``"Dice"`` for ``"mDice"`` (the tooltip says it is a mean), so that
+    the table fits the dock's width; per-class columns (``"Dice RV"``) as they are."""
+    return column[1:] if column[:1] == "m" and column[1:2].isupper() else column
+
+
+def two_lines(cell: str) -> str:
+    """``"82.00 ± 2.00"`` as ``"82.00\n±2.00"``: a column half as wide."""
+    return cell.replace(" ± ", "\n±")
+
+
 def column_tooltip(column: str) -> str:
     """What a results column holds, in which unit and which way is better."""
     seeds = "; mean ± std over seeds"
@@ -238,11 +251,17 @@ class ResultsTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        # the numbers as wide as they need, the loss names wrapped in what is left (see
+        # _fit_columns): at the default dock width every column shows without scrolling
+        self.horizontalHeader().setMinimumSectionSize(16)
+        self.horizontalHeader().sortIndicatorChanged.connect(lambda *_: self._fit_columns())
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.setWordWrap(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideNone)
         font = self.font()
         font.setPointSizeF(font.pointSizeF() * 0.9)  # six "mean ± std" columns side by side
         self.setFont(font)
+        self.horizontalHeader().setFont(font)
         # grid order (the losses as listed) until the user clicks a header
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.setSortingEnabled(True)
@@ -261,7 +280,7 @@ class ResultsTable(QTableWidget):
         self.clear()
         self.setColumnCount(len(columns) + 3)
         self.setRowCount(len(rows))
-        self.setHorizontalHeaderLabels(["loss", *columns, "rank", "runs"])
+        self.setHorizontalHeaderLabels(["loss", *map(column_header, columns), "rank", "runs"])
         for j, column in enumerate(columns, start=1):
             self.horizontalHeaderItem(j).setToolTip(column_tooltip(column))
         self.horizontalHeaderItem(len(columns) + 1).setToolTip(f"rank by {rank_by}")
@@ -277,13 +296,14 @@ class ResultsTable(QTableWidget):
             for c in columns:
                 mean = row.mean.get(c, math.nan)
                 key = mean if not math.isnan(mean) else -math.inf
-                items.append(_item(row.cell(c), key, right=True))
+                items.append(_item(two_lines(row.cell(c)), key, right=True))
             items.append(_item("-" if row.rank is None else str(row.rank),
                                math.inf if row.rank is None else row.rank, right=True))  # fmt: skip
             notes = [f"{row.n_failed} failed"] if row.n_failed else []
             notes += [f"{row.n_pending} to run"] if row.n_pending else []
             runs = f"{row.n_ok}" + (f" ({', '.join(notes)})" if notes else "")
             items.append(_item(runs, row.n_ok, right=True))
+            first.setToolTip(f"{first.toolTip()}; {runs} finished run(s)")
             for c, item in enumerate(items):
                 if row.loss == self.best:
                     item.setFont(bold)
@@ -292,9 +312,46 @@ class ResultsTable(QTableWidget):
         self.setSortingEnabled(True)
         if 0 <= sort_column < self.columnCount():
             self.sortItems(sort_column, order)
-        # as tall as its rows: the image picker and the legend stay right below
-        height = self.horizontalHeader().height() + 2 * self.frameWidth() + 24
+        # "runs" says something only while a run is missing (else: the loss's tooltip)
+        done = len({row.n_ok for row in rows}) <= 1 and not any(
+            row.n_failed or row.n_pending for row in rows
+        )
+        self.setColumnHidden(self.columnCount() - 1, done)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """The loss column takes the width the numbers leave (its names wrap, down to their
+        longest word); the table as tall as its rows, so the image picker stays right below."""
+        header = self.horizontalHeader()
+        if self.columnCount() == 0:
+            return
+        # Qt sizes every section for a sort arrow (~19 px each, 170 px in all): only the
+        # sorted column gets room for one
+        sorted_column = header.sortIndicatorSection() if self.isSortingEnabled() else -1
+        for c in range(1, self.columnCount()):
+            if self.isColumnHidden(c):
+                continue
+            item = self.horizontalHeaderItem(c)
+            text = header.fontMetrics().horizontalAdvance(item.text() if item else "")
+            arrow = SORT_ARROW if c == sorted_column else 0
+            header.resizeSection(c, max(self.sizeHintForColumn(c), text + 12 + arrow))
+        numbers = sum(
+            header.sectionSize(c)
+            for c in range(1, self.columnCount())
+            if not self.isColumnHidden(c)
+        )
+        metrics = self.fontMetrics()
+        words = [w for r in range(self.rowCount()) if (it := self.item(r, 0)) is not None
+                 for w in it.text().split()]  # fmt: skip
+        longest = max((metrics.horizontalAdvance(w) for w in [*words, "loss"]), default=0)
+        header.resizeSection(0, max(longest + 16, self.viewport().width() - numbers))
+        self.resizeRowsToContents()
+        height = header.height() + 2 * self.frameWidth() + 24
         self.setMaximumHeight(height + sum(self.rowHeight(r) for r in range(self.rowCount())))
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_columns()  # the dock was resized: the loss column takes the difference
 
     def loss_at(self, row: int) -> str | None:
         item = self.item(row, 0)

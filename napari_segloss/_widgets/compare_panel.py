@@ -63,6 +63,7 @@ from ._common import (
     left_the_window,
     release_gpu_memory,
     scrollable,
+    tab_in_layout_order,
 )
 from ._compare_form import CompareSetupForm
 from ._compare_setup import (
@@ -157,6 +158,7 @@ class CompareLossesWidget(QWidget):
         self.overall.setFormat("overall %p%")
         root.addWidget(self.overall)
         root.addWidget(self.status)
+        tab_in_layout_order(self)
         self.status.info("loading PyTorch and the losses…")
         self._catalog_worker = new_worker(
             _load_catalog, returned=self._on_catalog, errored=self._on_error,

@@ -65,6 +65,7 @@ from ._common import (
     require_layer,
     same_layer,
     scrollable,
+    tab_in_layout_order,
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
@@ -192,6 +193,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.export_button)
         root.addLayout(row)
         root.addStretch(1)
+        tab_in_layout_order(self)  # Run model / Compare are made before their rows
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.status.info("run a checkpoint on an image, or compare two Labels layers")
         # The GPU list needs torch: fetched in a worker so that opening the panel stays quick.

@@ -16,6 +16,7 @@ panel opens), so opening the panel never freezes the window.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -65,6 +66,7 @@ from ._common import (
     release_gpu_memory,
     scroll_to,
     scrollable,
+    tab_in_layout_order,
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
@@ -224,6 +226,8 @@ class TrainWidget(QWidget):
         self.plot.setMinimumHeight(200)
         root.addWidget(self.plot)
         root.addStretch(1)
+        tab_in_layout_order(self)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.status.info("loading the losses…")
         self._loader = new_worker(
             load_choices,
@@ -364,6 +368,7 @@ class TrainWidget(QWidget):
             form = LossParamForm(name, parameters=lambda n: catalog[n])
             self._param_forms[name] = form
             self.loss_params.addWidget(form)
+            tab_in_layout_order(self)  # its fields after the loss, not after Start
         return self._param_forms[name]
 
     def _show_loss_params(self, name: str) -> None:
@@ -424,6 +429,24 @@ class TrainWidget(QWidget):
         mask_layer = self.mask_picker.layer()
         name = mask_layer.name if mask_layer is not None else "mask"
         return LayerData(image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """Say what the pickers picked instead of a removed layer: a silent jump to another
+        layer would make the next Start train on it unnoticed."""
+        notes = []
+        try:
+            for picker, what in ((self.image_picker, "image"), (self.mask_picker, "mask")):
+                picker.refresh()  # whichever of the layer list's callbacks runs first
+                if picker.take_lost() is not None:
+                    new = picker.layer()
+                    notes.append(f"{what} is now {new.name!r}" if new else f"no {what} picked")
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+            return
+        if notes:
+            going = "; the run goes on with the data it took at Start" if self.busy else ""
+            self.status.info(f"layer {event.value.name!r} was removed: {'; '.join(notes)}{going}")
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
@@ -538,6 +561,8 @@ class TrainWidget(QWidget):
         super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self._stop.set()
         release_gpu_memory()
         super().closeEvent(event)

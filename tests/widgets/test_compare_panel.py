@@ -20,12 +20,12 @@ from qtpy.QtCore import Qt, QTimer
 
 from napari_segloss._widgets._common import PanelError, find_owned, grid_of, is_owned
 from napari_segloss._widgets._compare_setup import layer_pairs, parse_overrides, parse_seeds
-from napari_segloss._widgets._compare_view import GRID_STRIDE, PANEL
+from napari_segloss._widgets._compare_view import GRID_STRIDE, PANEL, two_lines
 from napari_segloss._widgets._state import CHECKPOINTS
 from napari_segloss.cli import main
 from napari_segloss.data.io import read_image, read_mask
 from napari_segloss.engine.compare import iter_compare
-from napari_segloss.engine.compare_results import read_compare
+from napari_segloss.engine.compare_results import METRICS, TableRow, read_compare
 from napari_segloss.engine.events import (
     CompareDone,
     CompareRunProgress,
@@ -133,10 +133,11 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     table = widget.results_table
     assert table.rowCount() == 2 and table.displayed_losses() == ["dice", "pm_dice:gamma=2.0"]
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
-    assert headers[:8] == ["loss", "mDice", "mIoU", "mNSD", "mPrec.", "mRec.", "mHD95", "rank"]
+    # "Dice" for mDice: the tooltip says it is a mean (short headers fit the dock)
+    assert headers[:8] == ["loss", "Dice", "IoU", "NSD", "Prec.", "Rec.", "HD95", "rank"]
     rows = results.table("mDice")
     for r, row in enumerate(rows):
-        assert table.item(r, 1).text() == row.cell("mDice")
+        assert table.item(r, 1).text() == two_lines(row.cell("mDice"))
         assert table.item(r, 7).text() == str(row.rank)
     best = results.best("mDice")
     best_row = table.displayed_losses().index(best.loss)
@@ -163,8 +164,8 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     assert table.horizontalHeaderItem(7).toolTip() == "rank by mHD95"
     # every metric column says what it averages, its unit and which way is better
     heads = {table.horizontalHeaderItem(j).text(): j for j in range(table.columnCount())}
-    assert "in %; higher is better" in table.horizontalHeaderItem(heads["mDice"]).toolTip()
-    hd95 = table.horizontalHeaderItem(heads["mHD95"]).toolTip()
+    assert "in %; higher is better" in table.horizontalHeaderItem(heads["Dice"]).toolTip()
+    hd95 = table.horizontalHeaderItem(heads["HD95"]).toolTip()
     assert "in pixels" in hd95 and "lower is better" in hd95
     wait_idle(widget, timeout=60_000)  # the grid's titles move the star too
 
@@ -443,3 +444,54 @@ def test_layer_pairs_seeds_and_overrides():
     ]  # fmt: skip
     with pytest.raises(PanelError, match="key=value"):
         parse_overrides("optim.lr 0.001")
+
+
+class _Results:
+    """What ResultsTable.fill reads of a CompareResults: three losses over two seeds."""
+
+    def __init__(self) -> None:
+        self.columns = [m.column for m in METRICS]
+        names = [("dice", "Dice"), ("pm_dice:gamma=2.0", "PM Dice (gamma=2.0)"),
+                 ("asymmetric_unified_focal", "Asymmetric Unified Focal")]  # fmt: skip
+        mean = {c: 88.88 for c in self.columns} | {"mHD95": 123.45}
+        std = {c: 2.34 for c in self.columns} | {"mHD95": 10.12}
+        self.rows = [
+            TableRow(loss, name, {}, 2, 0, 0, mean, std, r + 1, 0, None)
+            for r, (loss, name) in enumerate(names)
+        ]
+
+    def table(self, rank_by: str) -> list[TableRow]:
+        return self.rows
+
+    def best(self, rank_by: str) -> TableRow:
+        return self.rows[0]
+
+
+def test_results_table_fits_the_dock_without_scrolling(make_napari_viewer, qtbot):
+    """Every column of the results table shows at the default dock width: it used to scroll
+    sideways (rank and runs out of view) because of "mean ± std" on one line, long headers
+    and room for a sort arrow in every header."""
+    viewer = make_napari_viewer(show=True)  # sizes are laid out in a shown window only
+    viewer.window._qt_window.resize(1400, 950)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-segloss", NAME)
+    widget.tabs.setCurrentIndex(2)
+    table = widget.results_table
+    table.fill(_Results(), "mDice")
+    qtbot.wait(200)
+
+    def fits() -> None:
+        assert table.horizontalHeader().length() <= table.viewport().width()
+        assert table.horizontalScrollBar().maximum() == 0
+        # the loss names wrap, no word is cut
+        metrics = table.fontMetrics()
+        for r in range(table.rowCount()):
+            text = table.item(r, 0).text()
+            assert "\n" not in text and table.rowHeight(r) >= metrics.height()
+            widest = max(metrics.horizontalAdvance(w) for w in text.split())
+            assert table.columnWidth(0) > widest
+        assert table.item(0, 1).text() == "88.88\n±2.34"
+
+    fits()
+    table.sortItems(6, Qt.SortOrder.AscendingOrder)  # a sort arrow in the HD95 header
+    qtbot.wait(100)
+    fits()

@@ -109,3 +109,51 @@ def test_four_docked_panels_scroll_instead_of_growing_the_window(make_napari_vie
         assert not _clipped_labels(panel), (name, _clipped_labels(panel))
     # four docks this small are taller than their share: at least one of them scrolls
     assert any(p.findChild(PanelScrollArea).verticalScrollBar().isVisible() for p in panels)
+
+
+def _tab_chain(panel, wanted) -> list[str]:
+    """The names of ``wanted`` (name -> widget) in the order Tab visits them in ``panel``."""
+    by_id = {id(w): name for name, w in wanted.items()}
+    seen, order = set(), []
+    widget = next(iter(wanted.values()))
+    for _ in range(2000):  # the chain is a ring: once round it
+        if id(widget) in by_id and by_id[id(widget)] not in seen:
+            seen.add(by_id[id(widget)])
+            order.append(by_id[id(widget)])
+        widget = widget.nextInFocusChain()
+    return order
+
+
+def _rotate(order: list[str], first: str) -> list[str]:
+    i = order.index(first)
+    return order[i:] + order[:i]
+
+
+def test_tab_follows_the_rows_of_every_panel(dock, wait_idle, qtbot):
+    """Tab visits each panel's controls top to bottom: a loss's parameters (made once the loss
+    list has loaded) right after the loss, not after Start; Run model and Compare after their
+    rows, not before them."""
+    viewer, train = dock("Train / Fine-tune")
+    qtbot.waitUntil(lambda: train.ready, timeout=60_000)
+    gamma = train.param_form("pm_dice").editors["gamma"]
+    wanted = {"loss": train.loss.native, "gamma": gamma, "epochs": train.epochs.native,
+              "start": train.start_button, "stop": train.stop_button}  # fmt: skip
+    assert _rotate(_tab_chain(train, wanted), "loss") == list(wanted)
+    train.loss.value = "focal"  # a form made later joins the chain at its place too
+    wanted["gamma"] = train.param_form("focal").editors["gamma"]
+    assert _rotate(_tab_chain(train, wanted), "loss") == list(wanted)
+
+    _, predict = dock("Predict & Compare", viewer)
+    wanted = {"image": predict.image_picker, "checkpoint": predict.ckpt_picker.combo,
+              "device": predict.device.native, "run": predict.run_button,
+              "prediction": predict.pred_picker, "truth": predict.gt_picker,
+              "compare": predict.compare_button}  # fmt: skip
+    assert _rotate(_tab_chain(predict, wanted), "image") == list(wanted)
+
+    _, compare = dock("Compare Losses", viewer)
+    wait_idle(compare, timeout=120_000)
+    setup = compare.setup
+    wanted = {"loss": setup.loss_combo, "add": setup.add_button,
+              "gamma": setup._form("pm_dice").editors["gamma"], "arch": setup.arch_combo,
+              "start": compare.start_button}  # fmt: skip
+    assert _rotate(_tab_chain(compare, wanted), "loss") == list(wanted)

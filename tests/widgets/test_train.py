@@ -363,3 +363,34 @@ def test_the_result_scrolls_into_view_with_another_panel_docked(
     assert widget.last_result is not None, widget.status.text()
     qtbot.wait(100)
     assert not widget.status.visibleRegion().isEmpty(), widget.status.text()
+
+
+def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle, qtbot, tmp_path):
+    """Removing the picked mask makes its picker select another Labels layer: the status says
+    which (the next Start would train on it), and mid-run that the run keeps its data."""
+    viewer, widget = _setup(dock, qtbot, tmp_path, epochs=500)
+    other = viewer.add_labels(np.zeros_like(viewer.layers["polyp"].data), name="scribbles")
+    widget.mask_picker.set_layer(viewer.layers["polyp"])
+    viewer.layers.remove("polyp")
+    assert widget.mask_picker.layer().name == other.name
+    text = widget.status.text()
+    assert text == "layer 'polyp' was removed: mask is now 'scribbles'", text
+    # removing a layer no picker shows says nothing about the pickers
+    viewer.add_labels(np.zeros((4, 4), np.uint8), name="unused")
+    widget.status.info("")
+    viewer.layers.remove("unused")
+    assert widget.status.text() == ""
+
+    viewer.add_labels(viewer.layers["scribbles"].data.copy(), name="polyp again")
+    viewer.layers["polyp again"].data[100:150, 100:150] = 1
+    widget.mask_picker.set_layer(viewer.layers["polyp again"])
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 1 or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()
+    viewer.layers.remove("frame")
+    text = widget.status.text()
+    assert "layer 'frame' was removed: no image picked" in text, text
+    assert "the run goes on with the data it took at Start" in text, text
+    widget.stop()
+    wait_idle(widget, timeout=60_000)
+    assert widget.last_result is not None and widget.last_result.stopped
