@@ -283,7 +283,7 @@ class ResultsTable(QTableWidget):
         self.setHorizontalHeaderLabels(["loss", *map(column_header, columns), "rank", "runs"])
         for j, column in enumerate(columns, start=1):
             self.horizontalHeaderItem(j).setToolTip(column_tooltip(column))
-        self.horizontalHeaderItem(len(columns) + 1).setToolTip(f"rank by {rank_by}")
+        self.horizontalHeaderItem(len(columns) + 1).setToolTip(f"rank by {column_header(rank_by)}")
         self.horizontalHeaderItem(len(columns) + 2).setToolTip("finished runs (seeds)")
         bold = QFont()
         bold.setBold(True)

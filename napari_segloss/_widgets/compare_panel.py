@@ -73,7 +73,7 @@ from ._compare_setup import (
     saved_settings,
     warm_up,
 )
-from ._compare_view import OverlayGrid, ResultsTable, RunsTable, short_name
+from ._compare_view import OverlayGrid, ResultsTable, RunsTable, column_header, short_name
 from ._compat import guard_triton, preload_torch_libraries
 from ._state import CHECKPOINTS
 from ._workers import TaskQueue, new_worker
@@ -198,7 +198,8 @@ class CompareLossesWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(QLabel("rank by", page))
         self.rank_combo = QComboBox(page)
-        self.rank_combo.addItems([m.column for m in METRICS])
+        for m in METRICS:  # named as the table's headers; the metric's column as data
+            self.rank_combo.addItem(column_header(m.column), m.column)
         self.rank_combo.currentTextChanged.connect(lambda *_: self._refill_table())
         row.addWidget(self.rank_combo)
         row.addStretch(1)
@@ -452,7 +453,7 @@ class CompareLossesWidget(QWidget):
     def _refill_table(self) -> None:
         if self.results is None:
             return
-        rank_by = self.rank_combo.currentText()
+        rank_by = self.rank_combo.currentData()
         self.results_table.fill(self.results, rank_by)
         best = self.results.best(rank_by)
         if best is not None and best.checkpoint is not None:
@@ -505,14 +506,14 @@ class CompareLossesWidget(QWidget):
         """The table as CSV (``results.csv`` columns, ranked by the chosen metric)."""
         if self.results is None:
             raise PanelError("results: nothing to export yet")
-        self.results.to_csv(path, self.rank_combo.currentText())
+        self.results.to_csv(path, self.rank_combo.currentData())
         return Path(path)
 
     def export_markdown(self, path: str | Path) -> Path:
         """The paper-shaped table as Markdown (best mean per column in bold)."""
         if self.results is None:
             raise PanelError("results: nothing to export yet")
-        self.results.to_markdown(path, self.rank_combo.currentText())
+        self.results.to_markdown(path, self.rank_combo.currentData())
         return Path(path)
 
     def _export_dialog(self, kind: str) -> None:

@@ -156,12 +156,14 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     assert widget.offer_selected() == other.checkpoint
     assert predict.ckpt_picker.path() == other.checkpoint.resolve()
     # ranked by another metric: the rank column, the star and the offer follow
-    widget.rank_combo.setCurrentText("mHD95")
+    # the box names metrics as the headers do
+    assert [widget.rank_combo.itemText(i) for i in range(2)] == ["Dice", "IoU"]
+    widget.rank_combo.setCurrentText("HD95")
     by_hd95 = results.best("mHD95")
     assert (
         widget.best_loss == by_hd95.loss and CHECKPOINTS.paths()[0] == by_hd95.checkpoint.resolve()
     )
-    assert table.horizontalHeaderItem(7).toolTip() == "rank by mHD95"
+    assert table.horizontalHeaderItem(7).toolTip() == "rank by HD95"
     # every metric column says what it averages, its unit and which way is better
     heads = {table.horizontalHeaderItem(j).text(): j for j in range(table.columnCount())}
     assert "in %; higher is better" in table.horizontalHeaderItem(heads["Dice"]).toolTip()
