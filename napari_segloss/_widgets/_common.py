@@ -609,6 +609,8 @@ class CheckpointPicker(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.combo.setMinimumContentsLength(12)
+        # a long path shows its end only: the whole path on hover
+        self.combo.currentTextChanged.connect(self.combo.setToolTip)
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         lay = QHBoxLayout(self)

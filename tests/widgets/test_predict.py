@@ -103,6 +103,8 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     widget.image_picker.set_layer(img_layer)
     widget.gt_picker.set_layer(gt_layer)
     widget.ckpt_picker.set_path(tiny_checkpoint)
+    # the box shows the end of a long path; the whole path on hover
+    assert widget.ckpt_picker.combo.toolTip() == str(tiny_checkpoint)
     widget.tile.value = 128  # tiled: 273 x 320 frames in 128-px tiles
     widget.device.value = "cpu"
     widget.run_model()
