@@ -143,6 +143,8 @@ def train(cfg: TrainConfig | dict[str, Any] | str | Path, **kwargs: Any) -> Trai
 class _Outcome:
     stopped: bool = False
     reason: str = "completed"
+    #: ``state.iteration`` when this process started training (0, or where a resume begins)
+    start_iteration: int = 0
 
 
 def _run(
@@ -175,7 +177,7 @@ def _run(
     def want_stop() -> bool:
         return interrupts.reason is not None or (should_stop is not None and bool(should_stop()))
 
-    outcome = _Outcome()
+    outcome = _Outcome(start_iteration=state.iteration)
     state.train_model.train()
     try:
         for epoch in range(state.epoch, cfg.train.epochs):
@@ -190,6 +192,8 @@ def _run(
                         f" after {state.iteration} of {state.max_iterations} steps "
                         f"({epoch} of {cfg.train.epochs} epochs done)"
                     )
+                    if state.iteration == outcome.start_iteration:
+                        outcome.reason += "; no step ran, nothing was written"
                 break
             yield _end_epoch(state, epoch, *finished)
     finally:
@@ -328,9 +332,15 @@ def _stop(
     Collective under DDP (every rank gets here at the same log step, see ``any_true`` in
     :func:`_train_epoch`): rank 0 writes every rank's partial sums, not only its own, so the
     resumed epoch's train loss counts each step once.
+
+    A stop before this process took a step (Ctrl-C while the data loads) writes nothing: the
+    disk already holds the latest state, and a first write would replace an overwritten run's
+    files (``train.overwrite``) with untrained weights.
     """
-    broadcast_buffers(state.model)
     outcome.stopped = True
+    if state.iteration == outcome.start_iteration:  # same on every rank: no collective skipped
+        return None
+    broadcast_buffers(state.model)
     ranks = all_gather_objects((float(loss_sum.item()), steps))
     state.save_checkpoint(epoch, state.epoch_step, ranks)
     return None
