@@ -23,7 +23,9 @@ Engineering choices:
 * **Stopping**: ``should_stop()`` (the napari Stop button), Ctrl-C/SIGTERM (caught at the next
   step boundary when training runs in the main thread) and a non-finite loss all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
-  checkpoint first; a non-finite loss keeps the last good checkpoint on disk.
+  checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Weights are
+  checked before each save (a finite loss can have NaN gradients): non-finite ones end the
+  run the same way and are never written.
 * **Distributed**: under ``torchrun`` the model is wrapped in DistributedDataParallel, the
   training sampler is a DistributedSampler, validation is sharded and gathered, and only rank 0
   writes files.
@@ -286,7 +288,20 @@ def _train_epoch(
     train_loss = loss_sum / max(1, int(steps))
     if not math.isfinite(train_loss):
         return _non_finite(state, f"non-finite loss at epoch {epoch + 1}", outcome)
+    if not _finite_weights(s.model):  # a finite loss with NaN/Inf gradients: nothing to save
+        what = f"non-finite weights after iteration {s.iteration} (epoch {epoch + 1})"
+        return _non_finite(state, f"{what}: the training diverged", outcome)
     return train_loss, n_images, train_time
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """True when every floating-point parameter and buffer is finite (one host sync)."""
+    flags = [
+        torch.isfinite(t).all()
+        for t in (*model.parameters(), *model.buffers())
+        if t.is_floating_point()
+    ]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _step(
@@ -341,13 +356,17 @@ def _stop(
     if state.iteration == outcome.start_iteration:  # same on every rank: no collective skipped
         return None
     broadcast_buffers(state.model)
+    if not _finite_weights(state.model):  # identical weights on every rank: same decision
+        what = f"non-finite weights at iteration {state.iteration} (epoch {epoch + 1})"
+        return _non_finite(state, f"{what}: the training diverged", outcome)
     ranks = all_gather_objects((float(loss_sum.item()), steps))
     state.save_checkpoint(epoch, state.epoch_step, ranks)
     return None
 
 
 def _non_finite(state: RunState, what: str, outcome: _Outcome) -> None:
-    """A NaN/Inf loss: stop without saving (the last checkpoint holds finite weights)."""
+    """A NaN/Inf loss or weights: stop without saving (the last checkpoint holds finite
+    weights)."""
     kept = (
         f"the last good checkpoint is kept: {state.paths.checkpoint}"
         if state.paths.checkpoint.is_file()

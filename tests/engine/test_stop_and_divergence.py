@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from napari_segloss.engine import training
+from napari_segloss.engine.checkpoint import load_checkpoint
 from napari_segloss.engine.config import load_config
 from napari_segloss.engine.training import train
 
@@ -65,3 +67,63 @@ def test_ctrl_c_while_the_data_loads_writes_nothing(
     # a resumed run stopped at once keeps its checkpoint as it was
     done = train(make_cfg(squares_root, old, "train.epochs=2"), resume=True, progress=False)
     assert done.stopped and _files(old)["checkpoint.pt"] == before["checkpoint.pt"]
+
+
+def _nan_gradients_at(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the ``n``-th training step on, the loss stays finite but its gradients are NaN
+    (``0 * sqrt(0)`` backwards is ``0 / 0``): the weights turn NaN with no NaN loss to see."""
+    from napari_segloss.engine import run_state
+
+    real_get_loss = run_state.get_loss
+
+    class NaNGradients(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            loss = self.inner(logits, target)
+            if logits.requires_grad:
+                self.calls += 1
+                if self.calls == n:
+                    loss = loss + 0.0 * torch.sqrt(logits.sum() * 0.0)
+            return loss
+
+    monkeypatch.setattr(
+        run_state, "get_loss", lambda name, **p: NaNGradients(real_get_loss(name, **p))
+    )
+
+
+def _assert_finite(path: Path, epoch: int) -> None:
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == epoch
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_weights_that_turn_nan_at_an_epoch_end_are_not_saved(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no validation (8 images, batch 2: 4 steps per epoch): best.pt is written every epoch
+    _nan_gradients_at(8, monkeypatch)  # the last step of epoch 2
+    out = tmp_path / "run"
+    cfg = make_cfg(squares_root, out, "train.epochs=3", "data.val_fraction=0")
+    done = train(cfg, progress=False)
+    assert done.stopped and not done.interrupted
+    assert done.reason.startswith("non-finite weights after iteration 8 (epoch 2)")
+    assert f"the last good checkpoint is kept: {out / 'checkpoint.pt'}" in done.reason
+    _assert_finite(out / "checkpoint.pt", epoch=1)
+    _assert_finite(out / "best.pt", epoch=1)
+
+
+def test_a_stop_after_the_weights_turned_nan_saves_nothing(
+    squares_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ctrl_c_at_call: Any,
+) -> None:
+    _nan_gradients_at(2, monkeypatch)
+    out = tmp_path / "run"
+    # Ctrl-C pressed during step 2, seen before step 3: the weights are NaN by then
+    done = train(make_cfg(squares_root, out), should_stop=ctrl_c_at_call(2), progress=False)
+    assert done.stopped and "non-finite weights at iteration 2 (epoch 1)" in done.reason
+    assert not out.exists()  # nothing to resume from: no NaN checkpoint to resume either
