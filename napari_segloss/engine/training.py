@@ -21,7 +21,8 @@ Engineering choices:
 * **One run per directory**: the run directory is locked for the whole run
   (:class:`~.rundir.RunLock`); a resume must ask for the same settings as the saved run.
 * **Stopping**: ``should_stop()`` (the napari Stop button), Ctrl-C/SIGTERM (caught at the next
-  step boundary when training runs in the main thread) and a non-finite loss all end the run
+  step boundary when training runs in the main thread) and a non-finite loss (or non-finite
+  logits from finite images: the weights diverged; under DDP this raises) all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
   checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Weights are
   checked before each save (a finite loss can have NaN gradients): non-finite ones end the
@@ -249,7 +250,12 @@ def _train_epoch(
         stop = want_stop()
         if stop and not sync_stop:
             return _stop(state, epoch, ep_sum + win_sum, ep_steps, outcome)
-        loss = _step(state, images, masks, epoch, batch)
+        try:
+            loss = _step(state, images, masks, epoch, batch)
+        except _Diverged as exc:
+            if s.info.enabled:  # the other ranks cannot be told without a per-step sync
+                raise
+            return _non_finite(state, str(exc), outcome)
         s.iteration += 1
         s.epoch_step += 1
         n_images += images.shape[0]
@@ -294,6 +300,10 @@ def _train_epoch(
     return train_loss, n_images, train_time
 
 
+class _Diverged(ValueError):
+    """Non-finite logits from finite images in a training step."""
+
+
 def _finite_weights(model: torch.nn.Module) -> bool:
     """True when every floating-point parameter and buffer is finite (one host sync)."""
     flags = [
@@ -307,8 +317,9 @@ def _finite_weights(model: torch.nn.Module) -> bool:
 def _step(
     state: RunState, images: torch.Tensor, masks: torch.Tensor, epoch: int, batch: int
 ) -> torch.Tensor:
-    """One optimiser step; returns the (detached) loss. A loss ``ValueError`` (e.g. non-finite
-    logits) is re-raised naming the files of the batch."""
+    """One optimiser step; returns the (detached) loss. A loss ``ValueError`` is re-raised
+    naming the files of the batch: as :class:`_Diverged` when the logits are non-finite but
+    the images are finite (the datasets check them), i.e. the weights blew up."""
     s, t = state, state.cfg.train
     images = images.to(s.device, non_blocking=True)
     masks = masks.to(s.device, non_blocking=True)
@@ -316,6 +327,7 @@ def _step(
     if t.channels_last:
         images = images.contiguous(memory_format=s.memory_format)
     amp_dtype = s.eval_settings.amp_dtype
+    logits = None
     try:
         with torch.autocast(
             s.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -324,9 +336,17 @@ def _step(
             loss = s.loss_fn(logits, masks)
     except ValueError as exc:
         names = [s.train_ds.item_name(i) for i in s.sampler.batch_indices(batch, t.batch_size)]
-        raise ValueError(
-            f"{exc} (epoch {epoch + 1}, iteration {s.iteration + 1}; batch of {', '.join(names)})"
-        ) from exc
+        where = f"epoch {epoch + 1}, iteration {s.iteration + 1}; batch of {', '.join(names)}"
+        if (
+            logits is not None
+            and not bool(torch.isfinite(logits).all())
+            and bool(torch.isfinite(images).all())
+        ):
+            raise _Diverged(
+                f"non-finite logits from finite images ({where}): the training diverged "
+                "(e.g. optim.lr too high)"
+            ) from exc
+        raise ValueError(f"{exc} ({where})") from exc
     s.optimizer.zero_grad(set_to_none=True)
     if s.scaler is not None:
         s.scaler.scale(loss).backward()

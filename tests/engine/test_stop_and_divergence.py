@@ -3,6 +3,7 @@ run's files (CPU, tiny model, seconds)."""
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,14 @@ def test_a_stop_after_the_weights_turned_nan_saves_nothing(
     done = train(make_cfg(squares_root, out), should_stop=ctrl_c_at_call(2), progress=False)
     assert done.stopped and "non-finite weights at iteration 2 (epoch 1)" in done.reason
     assert not out.exists()  # nothing to resume from: no NaN checkpoint to resume either
+
+
+def test_a_diverging_learning_rate_stops_the_run_instead_of_blaming_the_images(
+    squares_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = make_cfg(squares_root, out, "optim.lr=1e20", "loss.name=ce", "loss.params={}")
+    done = train(cfg, progress=False)  # before: ValueError "logits must be finite" (exit 2)
+    assert done.stopped and not done.interrupted
+    assert re.match(r"non-finite logits from finite images \(epoch 1, iteration \d", done.reason)
+    assert "the training diverged (e.g. optim.lr too high)" in done.reason
