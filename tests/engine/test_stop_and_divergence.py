@@ -3,8 +3,10 @@ run's files (CPU, tiny model, seconds)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from napari_segloss.engine import training
-from napari_segloss.engine.checkpoint import load_checkpoint
+from napari_segloss.engine.checkpoint import load_checkpoint, save_checkpoint
 from napari_segloss.engine.config import load_config
 from napari_segloss.engine.training import train
 
@@ -139,3 +141,16 @@ def test_a_diverging_learning_rate_stops_the_run_instead_of_blaming_the_images(
     assert done.stopped and not done.interrupted
     assert re.match(r"non-finite logits from finite images \(epoch 1, iteration \d", done.reason)
     assert "the training diverged (e.g. optim.lr too high)" in done.reason
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_checkpoints_are_as_readable_as_the_other_run_files(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "meta": {}})
+        (tmp_path / "config.yaml").write_text("x")
+    finally:
+        os.umask(old_umask)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.yaml"]
