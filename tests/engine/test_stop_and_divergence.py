@@ -3,6 +3,7 @@ run's files (CPU, tiny model, seconds)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -154,3 +155,17 @@ def test_checkpoints_are_as_readable_as_the_other_run_files(tmp_path: Path) -> N
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.yaml"]
+
+
+def test_overwriting_a_run_says_what_it_removed(
+    squares_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    train(make_cfg(squares_root, out), progress=False)
+    with caplog.at_level(logging.WARNING):
+        train(make_cfg(squares_root, out, "train.overwrite=true"), progress=False)
+    said = [r.getMessage() for r in caplog.records if "train.overwrite" in r.getMessage()]
+    assert said == [
+        f"train.overwrite: replacing the run in {out} (removed config.yaml, metrics.csv, "
+        "checkpoint.pt, best.pt, eval.json)"
+    ]
