@@ -25,7 +25,7 @@ Training checkpoints (``checkpoint.pt``) also hold optimizer/scheduler/RNG state
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
@@ -76,6 +76,21 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new ``.<name>.<random>.tmp`` beside ``path``, opened for writing.
+
+    Not ``tempfile.mkstemp``: its files are mode 0600 whatever the umask, so checkpoints would
+    be unreadable to the rest of a group sharing a run folder, unlike every other run file.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -149,8 +149,14 @@ class RunState:
         """First write of this run: replace an overwritten run's files, write config.yaml."""
         if self.committed:
             return
-        if not self.resume:
-            self.paths.remove_run_files()  # train.overwrite: nothing of the old run may remain
+        if not self.resume and (old := self.paths.existing()):
+            # train.overwrite: nothing of the old run may remain; say what went
+            log.warning(
+                "train.overwrite: replacing the run in %s (removed %s)",
+                self.paths.root,
+                ", ".join(old),
+            )
+            self.paths.remove_run_files()
         write_text_atomic(self.paths.config, config_yaml(self.cfg))
         self.committed = True
 

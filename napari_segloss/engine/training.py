@@ -21,9 +21,12 @@ Engineering choices:
 * **One run per directory**: the run directory is locked for the whole run
   (:class:`~.rundir.RunLock`); a resume must ask for the same settings as the saved run.
 * **Stopping**: ``should_stop()`` (the napari Stop button), Ctrl-C/SIGTERM (caught at the next
-  step boundary when training runs in the main thread) and a non-finite loss all end the run
+  step boundary when training runs in the main thread) and a non-finite loss (or non-finite
+  logits from finite images: the weights diverged; under DDP this raises) all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
-  checkpoint first; a non-finite loss keeps the last good checkpoint on disk.
+  checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Weights are
+  checked before each save (a finite loss can have NaN gradients): non-finite ones end the
+  run the same way and are never written.
 * **Distributed**: under ``torchrun`` the model is wrapped in DistributedDataParallel, the
   training sampler is a DistributedSampler, validation is sharded and gathered, and only rank 0
   writes files.
@@ -143,6 +146,8 @@ def train(cfg: TrainConfig | dict[str, Any] | str | Path, **kwargs: Any) -> Trai
 class _Outcome:
     stopped: bool = False
     reason: str = "completed"
+    #: ``state.iteration`` when this process started training (0, or where a resume begins)
+    start_iteration: int = 0
 
 
 def _run(
@@ -175,7 +180,7 @@ def _run(
     def want_stop() -> bool:
         return interrupts.reason is not None or (should_stop is not None and bool(should_stop()))
 
-    outcome = _Outcome()
+    outcome = _Outcome(start_iteration=state.iteration)
     state.train_model.train()
     try:
         for epoch in range(state.epoch, cfg.train.epochs):
@@ -190,6 +195,8 @@ def _run(
                         f" after {state.iteration} of {state.max_iterations} steps "
                         f"({epoch} of {cfg.train.epochs} epochs done)"
                     )
+                    if state.iteration == outcome.start_iteration:
+                        outcome.reason += "; no step ran, nothing was written"
                 break
             yield _end_epoch(state, epoch, *finished)
     finally:
@@ -243,7 +250,12 @@ def _train_epoch(
         stop = want_stop()
         if stop and not sync_stop:
             return _stop(state, epoch, ep_sum + win_sum, ep_steps, outcome)
-        loss = _step(state, images, masks, epoch, batch)
+        try:
+            loss = _step(state, images, masks, epoch, batch)
+        except _Diverged as exc:
+            if s.info.enabled:  # the other ranks cannot be told without a per-step sync
+                raise
+            return _non_finite(state, str(exc), outcome)
         s.iteration += 1
         s.epoch_step += 1
         n_images += images.shape[0]
@@ -282,14 +294,32 @@ def _train_epoch(
     train_loss = loss_sum / max(1, int(steps))
     if not math.isfinite(train_loss):
         return _non_finite(state, f"non-finite loss at epoch {epoch + 1}", outcome)
+    if not _finite_weights(s.model):  # a finite loss with NaN/Inf gradients: nothing to save
+        what = f"non-finite weights after iteration {s.iteration} (epoch {epoch + 1})"
+        return _non_finite(state, f"{what}: the training diverged", outcome)
     return train_loss, n_images, train_time
+
+
+class _Diverged(ValueError):
+    """Non-finite logits from finite images in a training step."""
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """True when every floating-point parameter and buffer is finite (one host sync)."""
+    flags = [
+        torch.isfinite(t).all()
+        for t in (*model.parameters(), *model.buffers())
+        if t.is_floating_point()
+    ]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _step(
     state: RunState, images: torch.Tensor, masks: torch.Tensor, epoch: int, batch: int
 ) -> torch.Tensor:
-    """One optimiser step; returns the (detached) loss. A loss ``ValueError`` (e.g. non-finite
-    logits) is re-raised naming the files of the batch."""
+    """One optimiser step; returns the (detached) loss. A loss ``ValueError`` is re-raised
+    naming the files of the batch: as :class:`_Diverged` when the logits are non-finite but
+    the images are finite (the datasets check them), i.e. the weights blew up."""
     s, t = state, state.cfg.train
     images = images.to(s.device, non_blocking=True)
     masks = masks.to(s.device, non_blocking=True)
@@ -297,6 +327,7 @@ def _step(
     if t.channels_last:
         images = images.contiguous(memory_format=s.memory_format)
     amp_dtype = s.eval_settings.amp_dtype
+    logits = None
     try:
         with torch.autocast(
             s.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -305,9 +336,17 @@ def _step(
             loss = s.loss_fn(logits, masks)
     except ValueError as exc:
         names = [s.train_ds.item_name(i) for i in s.sampler.batch_indices(batch, t.batch_size)]
-        raise ValueError(
-            f"{exc} (epoch {epoch + 1}, iteration {s.iteration + 1}; batch of {', '.join(names)})"
-        ) from exc
+        where = f"epoch {epoch + 1}, iteration {s.iteration + 1}; batch of {', '.join(names)}"
+        if (
+            logits is not None
+            and not bool(torch.isfinite(logits).all())
+            and bool(torch.isfinite(images).all())
+        ):
+            raise _Diverged(
+                f"non-finite logits from finite images ({where}): the training diverged "
+                "(e.g. optim.lr too high)"
+            ) from exc
+        raise ValueError(f"{exc} ({where})") from exc
     s.optimizer.zero_grad(set_to_none=True)
     if s.scaler is not None:
         s.scaler.scale(loss).backward()
@@ -328,16 +367,26 @@ def _stop(
     Collective under DDP (every rank gets here at the same log step, see ``any_true`` in
     :func:`_train_epoch`): rank 0 writes every rank's partial sums, not only its own, so the
     resumed epoch's train loss counts each step once.
+
+    A stop before this process took a step (Ctrl-C while the data loads) writes nothing: the
+    disk already holds the latest state, and a first write would replace an overwritten run's
+    files (``train.overwrite``) with untrained weights.
     """
-    broadcast_buffers(state.model)
     outcome.stopped = True
+    if state.iteration == outcome.start_iteration:  # same on every rank: no collective skipped
+        return None
+    broadcast_buffers(state.model)
+    if not _finite_weights(state.model):  # identical weights on every rank: same decision
+        what = f"non-finite weights at iteration {state.iteration} (epoch {epoch + 1})"
+        return _non_finite(state, f"{what}: the training diverged", outcome)
     ranks = all_gather_objects((float(loss_sum.item()), steps))
     state.save_checkpoint(epoch, state.epoch_step, ranks)
     return None
 
 
 def _non_finite(state: RunState, what: str, outcome: _Outcome) -> None:
-    """A NaN/Inf loss: stop without saving (the last checkpoint holds finite weights)."""
+    """A NaN/Inf loss or weights: stop without saving (the last checkpoint holds finite
+    weights)."""
     kept = (
         f"the last good checkpoint is kept: {state.paths.checkpoint}"
         if state.paths.checkpoint.is_file()

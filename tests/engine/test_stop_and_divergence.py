@@ -1,0 +1,171 @@
+"""What a stop or a diverging run leaves on disk: never untrained or non-finite weights over a
+run's files (CPU, tiny model, seconds)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from napari_segloss.engine import training
+from napari_segloss.engine.checkpoint import load_checkpoint, save_checkpoint
+from napari_segloss.engine.config import load_config
+from napari_segloss.engine.training import train
+
+TINY_MODEL = {
+    "arch": "Unet",
+    "encoder": "tu-resnet10t",
+    "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
+
+def make_cfg(root: Path, out: Path, *overrides: str) -> Any:
+    """6 training images, batch 2: 3 steps per epoch; 2 validation images."""
+    return load_config(
+        {
+            "data": {"root": str(root), "size": [32, 32], "crop": [24, 24], "val_fraction": 0.25},
+            "model": TINY_MODEL,
+            "loss": {"name": "pm_dice", "params": {"gamma": 1.0}},
+            "train": {"epochs": 1, "batch_size": 2, "num_workers": 0, "log_every": 1},
+            "output": str(out),
+        },
+        list(overrides),
+    )
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
+
+
+def test_ctrl_c_while_the_data_loads_writes_nothing(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old"
+    assert not train(make_cfg(squares_root, old), progress=False).stopped
+    before = _files(old)
+    real_prepare = training.prepare_run
+
+    def ctrl_c_during_set_up(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, caught by the run's handler
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(training, "prepare_run", ctrl_c_during_set_up)
+    # train.overwrite: the old run is replaced only by a run that trained; none did
+    done = train(make_cfg(squares_root, old, "train.overwrite=true"), progress=False)
+    assert done.stopped and done.interrupted and done.iteration == 0
+    assert _files(old) == before  # best.pt, eval.json, metrics.csv of the old run intact
+    assert "nothing was written" in done.reason
+    # a new output folder: no untrained "run" left that a rerun would have to overwrite
+    new = tmp_path / "new"
+    done = train(make_cfg(squares_root, new), progress=False)
+    assert done.stopped and done.checkpoint is None and not new.exists()
+    # a resumed run stopped at once keeps its checkpoint as it was
+    done = train(make_cfg(squares_root, old, "train.epochs=2"), resume=True, progress=False)
+    assert done.stopped and _files(old)["checkpoint.pt"] == before["checkpoint.pt"]
+
+
+def _nan_gradients_at(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the ``n``-th training step on, the loss stays finite but its gradients are NaN
+    (``0 * sqrt(0)`` backwards is ``0 / 0``): the weights turn NaN with no NaN loss to see."""
+    from napari_segloss.engine import run_state
+
+    real_get_loss = run_state.get_loss
+
+    class NaNGradients(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            loss = self.inner(logits, target)
+            if logits.requires_grad:
+                self.calls += 1
+                if self.calls == n:
+                    loss = loss + 0.0 * torch.sqrt(logits.sum() * 0.0)
+            return loss
+
+    monkeypatch.setattr(
+        run_state, "get_loss", lambda name, **p: NaNGradients(real_get_loss(name, **p))
+    )
+
+
+def _assert_finite(path: Path, epoch: int) -> None:
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == epoch
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_weights_that_turn_nan_at_an_epoch_end_are_not_saved(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no validation (8 images, batch 2: 4 steps per epoch): best.pt is written every epoch
+    _nan_gradients_at(8, monkeypatch)  # the last step of epoch 2
+    out = tmp_path / "run"
+    cfg = make_cfg(squares_root, out, "train.epochs=3", "data.val_fraction=0")
+    done = train(cfg, progress=False)
+    assert done.stopped and not done.interrupted
+    assert done.reason.startswith("non-finite weights after iteration 8 (epoch 2)")
+    assert f"the last good checkpoint is kept: {out / 'checkpoint.pt'}" in done.reason
+    _assert_finite(out / "checkpoint.pt", epoch=1)
+    _assert_finite(out / "best.pt", epoch=1)
+
+
+def test_a_stop_after_the_weights_turned_nan_saves_nothing(
+    squares_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ctrl_c_at_call: Any,
+) -> None:
+    _nan_gradients_at(2, monkeypatch)
+    out = tmp_path / "run"
+    # Ctrl-C pressed during step 2, seen before step 3: the weights are NaN by then
+    done = train(make_cfg(squares_root, out), should_stop=ctrl_c_at_call(2), progress=False)
+    assert done.stopped and "non-finite weights at iteration 2 (epoch 1)" in done.reason
+    assert not out.exists()  # nothing to resume from: no NaN checkpoint to resume either
+
+
+def test_a_diverging_learning_rate_stops_the_run_instead_of_blaming_the_images(
+    squares_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = make_cfg(squares_root, out, "optim.lr=1e20", "loss.name=ce", "loss.params={}")
+    done = train(cfg, progress=False)  # before: ValueError "logits must be finite" (exit 2)
+    assert done.stopped and not done.interrupted
+    assert re.match(r"non-finite logits from finite images \(epoch 1, iteration \d", done.reason)
+    assert "the training diverged (e.g. optim.lr too high)" in done.reason
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_checkpoints_are_as_readable_as_the_other_run_files(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "meta": {}})
+        (tmp_path / "config.yaml").write_text("x")
+    finally:
+        os.umask(old_umask)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.yaml"]
+
+
+def test_overwriting_a_run_says_what_it_removed(
+    squares_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    train(make_cfg(squares_root, out), progress=False)
+    with caplog.at_level(logging.WARNING):
+        train(make_cfg(squares_root, out, "train.overwrite=true"), progress=False)
+    said = [r.getMessage() for r in caplog.records if "train.overwrite" in r.getMessage()]
+    assert said == [
+        f"train.overwrite: replacing the run in {out} (removed config.yaml, metrics.csv, "
+        "checkpoint.pt, best.pt, eval.json)"
+    ]
