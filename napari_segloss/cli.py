@@ -38,8 +38,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from .engine.allocator import tune_malloc
 from .engine.events import stopped_text  # dataclasses only: cheap
 
@@ -85,16 +83,10 @@ def prepare_config(
     path = Path(config)
     if not path.is_file():
         raise CLIError(f"config file not found: {str(path)!r}")
-    from .engine.config import ConfigError  # pydantic: after the cheap check
+    from .engine.config import read_config_file  # pydantic: after the cheap check
 
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections")
+    # the engine's reader, so a file means what it means to load_config (1e-6 is a float)
+    tree = read_config_file(path)
     roots = [
         o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "data.root"
     ]

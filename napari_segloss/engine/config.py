@@ -36,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "config_yaml",
     "load_config",
+    "read_config_file",
     "resolve_output",
     "save_config",
 ]
@@ -351,14 +352,13 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(source, Mapping):
-        return _deep_copy(dict(source))
-    if not isinstance(source, str | Path):
-        raise ConfigError(
-            f"config source: expected a YAML path or a dict, got {type(source).__name__}"
-        )
-    path = Path(source)
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """The sections of a YAML config file as a dict, unvalidated (``1e-6`` read as a float).
+
+    The one reader of config files: the CLI, ``load_config`` and ``iter_compare`` all use it,
+    so a file means the same thing whichever door reads it.
+    """
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
     try:
@@ -374,6 +374,16 @@ def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
             f"config file {str(path)!r}: expected a mapping of sections, got {type(loaded).__name__}"
         )
     return loaded
+
+
+def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return _deep_copy(dict(source))
+    if not isinstance(source, str | Path):
+        raise ConfigError(
+            f"config source: expected a YAML path or a dict, got {type(source).__name__}"
+        )
+    return read_config_file(source)
 
 
 def _deep_copy(tree: Any) -> Any:
