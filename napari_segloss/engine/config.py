@@ -352,6 +352,29 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping.
+
+    PyYAML keeps the last value silently, so ``optim: {lr: 0.1, lr: 0.01}`` or a second
+    ``train:`` section further down would override the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} is written twice in one section (lines {seen[key]} and "
+                    f"{line}); YAML would keep only the last one: remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_file(path: Path | str) -> dict[str, Any]:
     """The sections of a YAML config file as a dict, unvalidated (``1e-6`` read as a float).
 
@@ -362,11 +385,13 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
     try:
-        loaded = _yaml_floats(yaml.safe_load(path.read_text(encoding="utf-8")))
+        loaded = _yaml_floats(yaml.load(path.read_text(encoding="utf-8"), _UniqueKeyLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):

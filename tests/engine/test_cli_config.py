@@ -33,3 +33,41 @@ def test_cli_reads_a_config_file_as_load_config_does(tmp_path: Path) -> None:
     cli_cfg = load_config(tree, overrides)
     assert config_to_dict(cli_cfg) == config_to_dict(load_config(path))
     assert cli_cfg.loss.params["eps"] == 1e-6 and cli_cfg.optim.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (  # a second section further down replaced the first without a word
+            "data: {root: bundled:kvasir_train}\ntrain: {epochs: 1}\noptim: {}\ntrain: {epochs: 3}\n",
+            ["'train'", "lines 2 and 4"],
+        ),
+        (
+            "data: {root: bundled:kvasir_train}\noptim: {lr: 0.1, lr: 0.2}\n",
+            ["'lr'", "lines 2 and 2"],
+        ),
+    ],
+)
+def test_a_key_written_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needles: list[str]
+) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    rc, _, err = _run(
+        ["train", "--config", str(path), "--set", f"output={tmp_path / 'run'}"], capsys
+    )
+    assert rc == 2 and err.count("\n") == 1, err
+    for needle in ["dup.yaml", "twice", *needles]:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "base: &b {epochs: 2, batch_size: 2}\n"
+        "data: {root: bundled:kvasir_train}\n"
+        "train: {<<: *b, epochs: 5}\n"
+    )
+    tree, _ = prepare_config(path)
+    assert tree["train"] == {"epochs": 5, "batch_size": 2}
