@@ -71,3 +71,14 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
     )
     tree, _ = prepare_config(path)
     assert tree["train"] == {"epochs": 5, "batch_size": 2}
+
+
+def test_iter_compare_reads_a_config_path_with_the_same_reader(tmp_path: Path) -> None:
+    from napari_segloss.engine import iter_compare
+    from napari_segloss.engine.config import ConfigError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: {root: bundled:kvasir_train}\ntrain: {epochs: 1}\ntrain: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match="'train' is written twice"):
+        next(iter(iter_compare(path, ["dice"], [0], tmp_path / "cmp")))
+    assert not (tmp_path / "cmp").exists()
