@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "RESUME_KEYS",
     "RUNTIME_KEYS",
+    "SHIPPED_CONFIGS_DIR",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
@@ -35,10 +36,12 @@ __all__ = [
     "config_differences",
     "config_to_dict",
     "config_yaml",
+    "find_config",
     "load_config",
     "read_config_file",
     "resolve_output",
     "save_config",
+    "shipped_configs",
 ]
 
 
@@ -352,6 +355,39 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+#: The example configs shipped inside the package, so that ``--config quickstart`` works after
+#: ``pip install``: links to ``training/configs/`` in the repository, real files in a wheel.
+SHIPPED_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The shipped example configs by name (``quickstart``, ``kvasir_pm_dice``, ...)."""
+    return {p.stem: p for p in sorted(SHIPPED_CONFIGS_DIR.glob("*.yaml"))}
+
+
+def find_config(source: Path | str) -> Path:
+    """The config file ``source`` names: a path to a file, or the name of a shipped config.
+
+    A file of that name wins; a bare name (no folder, no ``.yaml``) that is not a file is
+    looked up in :func:`shipped_configs`. Anything else raises :class:`ConfigError` listing
+    the shipped names (and the closest one).
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    bare = path.name == str(source) and not path.suffix
+    if bare and str(source) in shipped:
+        return shipped[str(source)]
+    what = "a folder, not a config file" if path.is_dir() else "config file not found"
+    close = difflib.get_close_matches(path.stem, list(shipped), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"{what}: {str(source)!r} (give a YAML file, or a shipped config by name: "
+        f"{', '.join(shipped) or 'none found'}{hint}; `segloss configs` lists them)"
+    )
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key written twice in one mapping.
 
@@ -376,14 +412,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
-    """The sections of a YAML config file as a dict, unvalidated (``1e-6`` read as a float).
+    """The sections of a YAML config file (or shipped config, see :func:`find_config`) as a
+    dict, unvalidated (``1e-6`` read as a float).
 
     The one reader of config files: the CLI, ``load_config`` and ``iter_compare`` all use it,
     so a file means the same thing whichever door reads it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {str(path)!r}")
+    path = find_config(path)
     try:
         loaded = _yaml_floats(yaml.load(path.read_text(encoding="utf-8"), _UniqueKeyLoader))
     except yaml.YAMLError as exc:

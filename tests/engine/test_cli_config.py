@@ -82,3 +82,64 @@ def test_iter_compare_reads_a_config_path_with_the_same_reader(tmp_path: Path) -
     with pytest.raises(ConfigError, match="'train' is written twice"):
         next(iter(iter_compare(path, ["dice"], [0], tmp_path / "cmp")))
     assert not (tmp_path / "cmp").exists()
+
+
+# ------------------------------------------------------------------------------ shipped configs
+
+
+def test_every_training_config_ships_in_the_package() -> None:
+    """napari_segloss/configs/ holds a relative link to each training/configs/*.yaml (the one
+    copy), which the wheel stores as a real file: `pip install` users get them too."""
+    from napari_segloss.engine.config import SHIPPED_CONFIGS_DIR, shipped_configs
+
+    repo_configs = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert sorted(p.name for p in SHIPPED_CONFIGS_DIR.iterdir()) == repo_configs
+    for name, path in shipped_configs().items():
+        assert path.resolve() == (CONFIGS / f"{name}.yaml").resolve()
+        if path.is_symlink():  # a checkout without symlinks has copies (tested equal above)
+            assert not Path(path.readlink()).is_absolute()
+
+
+def test_config_accepts_a_shipped_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no training/ folder here: a `pip install` user's situation
+    tree, _ = prepare_config("quickstart", ["train.epochs=1"])
+    assert tree == prepare_config(CONFIGS / "quickstart.yaml")[0]
+    assert load_config("quickstart").data.root == Path("bundled:kvasir_train")
+    # a file of that name in the working folder wins over the shipped config
+    Path("quickstart").write_text("data: {root: mine}\n")
+    assert prepare_config("quickstart")[0] == {"data": {"root": "mine"}}
+
+
+@pytest.mark.parametrize(
+    ("config", "needles"),
+    [
+        ("quickstrt", ["config file not found: 'quickstrt'", "did you mean 'quickstart'?"]),
+        ("training/configs/quickstart.yaml", ["not found", "did you mean 'quickstart'?"]),
+        (".", ["a folder, not a config file"]),
+    ],
+)
+def test_config_not_found_lists_the_shipped_names(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    config: str,
+    needles: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(["train", "--config", config], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    for needle in [*needles, "kvasir_pm_dice", "segloss configs"]:
+        assert needle in err, (needle, err)
+
+
+def test_configs_command_lists_and_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _run(["configs"], capsys)
+    assert rc == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert sorted(rows) == sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    assert "[data.root bundled:kvasir_train]" in rows["quickstart"]
+    assert "[--set data.root=PATH]" in rows["kvasir_pm_dice"]  # root: ??? must be given
+    rc, out, _ = _run(["configs", "kvasir_pm_dice"], capsys)
+    assert rc == 0 and out == (CONFIGS / "kvasir_pm_dice.yaml").read_text(encoding="utf-8")
+    rc, out, err = _run(["configs", "kvasir"], capsys)
+    assert rc == 2 and "did you mean 'kvasir_pm_dice'?" in err and not out
