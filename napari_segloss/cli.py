@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .engine.config import TrainConfig
-    from .engine.events import TrainDone
+    from .engine.events import TrainDone, TrainStart
 
 # Each command imports what it needs when it runs: `segloss --help`, a usage error or a missing
 # config file answer before torch, torchvision, smp or the image readers load, and `segloss
@@ -157,6 +157,26 @@ def print_done(done: TrainDone, minutes: float) -> None:
     _print_eval_summary(done.run_dir)
 
 
+def start_line(event: TrainStart) -> str:
+    """What ``segloss train`` says once before the first step: data, device, precision, run dir.
+
+    ``train.amp: true`` on a machine without CUDA trains in float32 (autocast is CUDA-only
+    here); said once here rather than left for the user to infer from the speed.
+    """
+    resumed = f", resuming at step {event.iteration}" if event.iteration else ""
+    precision = event.precision
+    if event.amp_requested and precision == "float32":
+        precision += " (train.amp is on, but mixed precision runs on CUDA only)"
+    elif event.amp_requested:
+        precision += " autocast (train.amp)"
+    procs = f" x {event.world_size} processes" if event.world_size > 1 else ""
+    return (
+        f"segloss train: {event.train_size} training / {event.val_size} validation item(s), "
+        f"{event.max_iterations} steps{resumed} on {event.device}{procs}, {precision}; "
+        f"run dir {event.run_dir}"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.init_checkpoint:
         # said here in option names: the engine's message speaks to Python callers
@@ -169,7 +189,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
         raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")
     from .engine.distributed import is_main_process
+    from .engine.events import TrainStart
     from .engine.training import train
+
+    def on_event(event: object) -> None:
+        if isinstance(event, TrainStart) and is_main_process():
+            print(start_line(event), flush=True)  # before the progress bar starts drawing
 
     start = time.perf_counter()
     done = train(
@@ -177,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
         resume=args.resume,
         progress=not args.no_progress,
+        on_event=on_event,
     )
     if not is_main_process():
         return 0

@@ -143,3 +143,35 @@ def test_configs_command_lists_and_prints(capsys: pytest.CaptureFixture[str]) ->
     assert rc == 0 and out == (CONFIGS / "kvasir_pm_dice.yaml").read_text(encoding="utf-8")
     rc, out, err = _run(["configs", "kvasir"], capsys)
     assert rc == 2 and "did you mean 'kvasir_pm_dice'?" in err and not out
+
+
+# ------------------------------------------------------------------------------ train start line
+
+
+def test_train_says_once_that_amp_runs_float32_without_cuda(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.amp: true (every shipped config) on a CPU trained in float32 without a word."""
+    out_dir = tmp_path / "run"
+    overrides = ["train.epochs=2", "data.size=32", "data.limit=8", "train.log_every=1"]
+    overrides += ["train.device=cpu", "train.amp=true", "train.val_every=2", f"output={out_dir}"]
+    rc, out, err = _run(
+        ["train", "--config", "quickstart", "--no-progress", "--set", *overrides], capsys
+    )
+    assert rc == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("segloss train: ") and f"run dir {out_dir}" in first
+    assert "on cpu, float32 (train.amp is on, but mixed precision runs on CUDA only)" in first
+    assert out.count("mixed precision") == 1  # once, not per step or epoch
+    assert f"best checkpoint: {out_dir / 'best.pt'}" in out  # where the results are
+
+
+def test_start_line_names_autocast_and_resume() -> None:
+    from napari_segloss.cli import start_line
+    from napari_segloss.engine.events import TrainStart
+
+    base = {"run_dir": Path("r"), "max_iterations": 10, "epoch": 0, "iteration": 0}
+    gpu = TrainStart(**base, device="cuda:0", train_size=4, val_size=1, precision="bfloat16", amp_requested=True)  # fmt: skip
+    assert "on cuda:0, bfloat16 autocast (train.amp)" in start_line(gpu)
+    resumed = TrainStart(**{**base, "iteration": 4}, device="cpu", train_size=4, val_size=0)
+    assert "10 steps, resuming at step 4 on cpu, float32;" in start_line(resumed)
