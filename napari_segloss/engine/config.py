@@ -291,7 +291,22 @@ def _did_you_mean(loc: Sequence[Any], prefix: str = "") -> str:
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
     section = "".join(f"{p}." for p in loc[:-1])
     names = " or ".join(repr(f"{prefix}{section}{c}") for c in close)
-    return f"; did you mean {names}?" if close else ""
+    if not close:  # a key at the wrong level (`lr` under train: or at the top): where it goes
+        elsewhere = [k for k in _all_keys(TrainConfig) if k.rsplit(".", 1)[-1] == str(loc[-1])]
+        names = " or ".join(repr(f"{prefix}{k}") for k in elsewhere)
+        return f"; {str(loc[-1])!r} belongs in another section: {names}" if elsewhere else ""
+    return f"; did you mean {names}?"
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of a config model, sections included (``optim.lr``, ``data.augmentation.zoom``)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(f"{prefix}{name}")
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _all_keys(ann, f"{prefix}{name}.")
+    return keys
 
 
 def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
