@@ -1,8 +1,9 @@
-"""The ``segloss`` command: ``train``, ``predict``, ``evaluate`` and ``compare``.
+"""The ``segloss`` command: ``train``, ``predict``, ``evaluate``, ``compare`` and ``configs``.
 
 Examples::
 
-    segloss train --config training/configs/quickstart.yaml --set train.epochs=2
+    segloss train --config quickstart --set train.epochs=2   # a shipped config, by name
+    segloss configs                                          # lists them; NAME prints one
     segloss predict --checkpoint runs/quickstart/best.pt --input img.jpg DIR/ --output preds/
     segloss evaluate --pred preds/ --gt data/masks --tolerance 2
     segloss compare --config training/configs/kvasir_pm_dice.yaml --losses ce dice pm_dice \\
@@ -30,15 +31,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from .engine.allocator import tune_malloc
 from .engine.events import stopped_text  # dataclasses only: cheap
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .engine.config import TrainConfig
-    from .engine.events import TrainDone
+    from .engine.events import TrainDone, TrainStart
 
 # Each command imports what it needs when it runs: `segloss --help`, a usage error or a missing
 # config file answer before torch, torchvision, smp or the image readers load, and `segloss
@@ -77,24 +78,17 @@ def _check_root(value: Any, where: str) -> None:
 def prepare_config(
     config: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[str]]:
-    """Read a YAML config and check that ``data.root`` is not a placeholder (``???``).
+    """Read a YAML config (a path or a shipped config's name, e.g. ``quickstart``) and check
+    that ``data.root`` is not a placeholder (``???``).
 
     Returns the config as a dict and the overrides, ready for
     ``engine.config.load_config(tree, overrides)``, which validates everything else.
     """
-    path = Path(config)
-    if not path.is_file():
-        raise CLIError(f"config file not found: {str(path)!r}")
-    from .engine.config import ConfigError  # pydantic: after the cheap check
+    from .engine.config import find_config, read_config_file
 
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config file {str(path)!r}: expected a mapping of sections")
+    path = find_config(config)  # a file, or a shipped config's name (`segloss configs`)
+    # the engine's reader, so a file means what it means to load_config (1e-6 is a float)
+    tree = read_config_file(path)
     roots = [
         o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "data.root"
     ]
@@ -163,6 +157,26 @@ def print_done(done: TrainDone, minutes: float) -> None:
     _print_eval_summary(done.run_dir)
 
 
+def start_line(event: TrainStart) -> str:
+    """What ``segloss train`` says once before the first step: data, device, precision, run dir.
+
+    ``train.amp: true`` on a machine without CUDA trains in float32 (autocast is CUDA-only
+    here); said once here rather than left for the user to infer from the speed.
+    """
+    resumed = f", resuming at step {event.iteration}" if event.iteration else ""
+    precision = event.precision
+    if event.amp_requested and precision == "float32":
+        precision += " (train.amp is on, but mixed precision runs on CUDA only)"
+    elif event.amp_requested:
+        precision += " autocast (train.amp)"
+    procs = f" x {event.world_size} processes" if event.world_size > 1 else ""
+    return (
+        f"segloss train: {event.train_size} training / {event.val_size} validation item(s), "
+        f"{event.max_iterations} steps{resumed} on {event.device}{procs}, {precision}; "
+        f"run dir {event.run_dir}"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.init_checkpoint:
         # said here in option names: the engine's message speaks to Python callers
@@ -175,7 +189,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_checkpoint and not Path(args.init_checkpoint).is_file():
         raise CLIError(f"--init-checkpoint: checkpoint not found: {args.init_checkpoint!r}")
     from .engine.distributed import is_main_process
+    from .engine.events import TrainStart
     from .engine.training import train
+
+    def on_event(event: object) -> None:
+        if isinstance(event, TrainStart) and is_main_process():
+            print(start_line(event), flush=True)  # before the progress bar starts drawing
 
     start = time.perf_counter()
     done = train(
@@ -183,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
         resume=args.resume,
         progress=not args.no_progress,
+        on_event=on_event,
     )
     if not is_main_process():
         return 0
@@ -525,11 +545,61 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# configs
+
+
+def _config_summary(path: Path) -> str:
+    """The first sentence of a config's leading comment, and what its ``data.root`` needs."""
+    from .engine.config import read_config_file
+
+    comment = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    # its title: the comment's first sentence up to a colon ("Kvasir-SEG with the ... protocol")
+    first = " ".join(comment).split(". ")[0].split(": ")[0].rstrip(".")
+    if len(first) > 80:  # drop "(Hosseini 2025, sections ...)" before cutting
+        first = re.sub(r" \([^)]*\)", "", first)
+    if len(first) > 80:
+        first = first[:77].rstrip() + "..."
+    root = (read_config_file(path).get("data") or {}).get("root")
+    needs = "--set data.root=PATH" if not root or root in PLACEHOLDERS else f"data.root {root}"
+    return f"{first} [{needs}]"
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """List the shipped configs, or print one (``segloss configs NAME > mine.yaml``)."""
+    from .engine.config import SHIPPED_CONFIGS_DIR, shipped_configs
+
+    shipped = shipped_configs()
+    if args.name is None:
+        print("shipped configs (segloss train --config NAME; segloss configs NAME > mine.yaml)")
+        width = max((len(n) for n in shipped), default=0)
+        for name, path in shipped.items():
+            print(f"  {name:<{width}}  {_config_summary(path)}")
+        print(f"folder: {SHIPPED_CONFIGS_DIR}")
+        return 0
+    name = args.name.removesuffix(".yaml")
+    if name not in shipped:
+        close = difflib.get_close_matches(name, list(shipped), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CLIError(f"no shipped config {args.name!r} (shipped: {', '.join(shipped)}{hint})")
+    print(shipped[name].read_text(encoding="utf-8"), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # parser
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config (see training/configs/)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config file, or the name of a shipped one (e.g. quickstart; `segloss configs` "
+        "lists them)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -541,37 +611,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``segloss`` argument parser (exposed for tests and docs)."""
-    parser = argparse.ArgumentParser(
-        prog="segloss",
-        description="Train, predict, evaluate and compare segmentation losses (napari-segloss).",
-        epilog="On Linux the command keeps freed memory for reuse (glibc malloc): large CPU "
-        "tensors, such as big 3D patches, stop page-faulting on every step. "
-        "SEGLOSS_MALLOC_TUNING=0 turns it off.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="torch CPU threads (default: torch's choice; 1 is faster on busy shared CPUs)",
-    )
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    p = sub.add_parser("train", parents=[common], help="train a model from a YAML config")
-    _add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in the output dir")
-    p.add_argument(
-        "--init-checkpoint", metavar="CKPT", help="fine-tune: start from this checkpoint's weights"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)"
-    )
+def _add_predict_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``segloss predict``."""
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument(
         "--input", required=True, nargs="+", metavar="PATH", help="image/NIfTI files or folders"
@@ -615,6 +656,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace NaN/Inf pixels with VALUE, reporting how many (without it such input is "
         "refused)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segloss`` argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="segloss",
+        description="Train, predict, evaluate and compare segmentation losses (napari-segloss).",
+        epilog="On Linux the command keeps freed memory for reuse (glibc malloc): large CPU "
+        "tensors, such as big 3D patches, stop page-faulting on every step. "
+        "SEGLOSS_MALLOC_TUNING=0 turns it off.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice; 1 is faster on busy shared CPUs)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    p = sub.add_parser("train", parents=[common], help="train a model from a YAML config")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in the output dir")
+    p.add_argument(
+        "--init-checkpoint", metavar="CKPT", help="fine-tune: start from this checkpoint's weights"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)"
+    )
+    _add_predict_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -660,6 +735,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="table title (default: the config's name)")
     p.add_argument("--progress", action="store_true", help="progress bars for each run")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "configs",
+        parents=[common],
+        help="list the shipped example configs, or print one to copy and edit",
+        description="Without NAME: list the example configs shipped with the package (usable "
+        "as --config NAME). With NAME: print that config, e.g. `segloss configs kvasir_pm_dice "
+        "> mine.yaml` to start your own.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a shipped config to print")
+    p.set_defaults(func=cmd_configs)
     return parser
 
 

@@ -133,6 +133,8 @@ def _cli_modules(argv: list[str], cwd: str | None = None) -> tuple[object, list[
         (["predict", "--help"], 0),
         (["evaluate", "--help"], 0),
         (["compare", "--help"], 0),
+        (["configs"], 0),  # lists the shipped configs: YAML only
+        (["train", "--config", "no_such_name"], 2),  # not a file, not a shipped name
         ([], 2),  # no command
         (["train"], 2),  # --config missing
         (["train", "--config", "no/such/config.yaml"], 2),

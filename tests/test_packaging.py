@@ -1,5 +1,6 @@
 """Packaging: the npe2 manifest is valid, is found from the editable install and from a built
-wheel, and the wheel ships the manifest as a real file plus the sample data."""
+wheel, and the wheel ships the manifest as a real file plus the sample data and the example
+configs (`segloss train --config quickstart` works from a wheel)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,14 @@ print(json.dumps({
 """
 
 
+_CONFIG_PROBE = """
+from napari_segloss.cli import prepare_config
+from napari_segloss.engine.config import find_config, load_config
+tree, overrides = prepare_config("quickstart", ["train.epochs=1"])
+print(find_config("quickstart"), load_config(tree, overrides).data.root)
+"""
+
+
 @pytest.mark.slow
 def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
     # Build from a copy so parallel work in the tree never sees a half-written build/ folder,
@@ -82,6 +91,8 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md", "napari.yaml", "LICENSE"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, src / name)
+    # napari_segloss/configs/*.yaml link to training/configs/: the copy needs their targets
+    shutil.copytree(REPO / "training" / "configs", src / "training" / "configs")
     shutil.copytree(
         REPO / "napari_segloss",
         src / "napari_segloss",
@@ -115,6 +126,15 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         mode = info.external_attr >> 16
         assert not (mode & 0o170000 == 0o120000), "napari.yaml is stored as a symlink in the wheel"
         assert zf.read(info) == (REPO / "napari.yaml").read_bytes()
+        shipped = sorted(n for n in names if n.startswith("napari_segloss/configs/"))
+        assert shipped == sorted(
+            f"napari_segloss/configs/{p.name}"
+            for p in (REPO / "training" / "configs").glob("*.yaml")
+        )
+        for name in shipped:  # real files (not links into a training/ folder users lack)
+            config = zf.getinfo(name)
+            assert (config.external_attr >> 16) & 0o170000 != 0o120000, f"{name} is a symlink"
+            assert zf.read(config) == (REPO / "training" / "configs" / Path(name).name).read_bytes()
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "napari-segloss = napari_segloss:napari.yaml" in zf.read(entry_points).decode()
         zf.extractall(tmp_path / "site")
@@ -147,6 +167,19 @@ def test_wheel_ships_manifest_and_samples(tmp_path: Path) -> None:
         [*NPE2_CLI, "validate", "--imports", PLUGIN], env=env, cwd=tmp_path, timeout=120
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+    # `segloss` from the wheel, in a folder without training/: the shipped configs by name
+    segloss = [sys.executable, "-m", "napari_segloss.cli"]
+    listed = _run([*segloss, "configs"], env=env, cwd=tmp_path, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "quickstart" in listed.stdout and "kvasir_pm_dice" in listed.stdout
+    assert f"folder: {site / 'napari_segloss' / 'configs'}" in listed.stdout
+    config = _run(
+        [sys.executable, "-c", _CONFIG_PROBE], env={**env, "PYTHONPATH": str(site)}, cwd=tmp_path
+    )
+    assert config.returncode == 0, config.stderr[-3000:]
+    path, root = config.stdout.split()
+    assert Path(path).resolve().is_relative_to(site.resolve()) and root == "bundled:kvasir_train"
 
 
 def _ci_system_packages() -> list[str]:

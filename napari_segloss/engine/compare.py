@@ -68,7 +68,14 @@ from .compare_results import (
     write_heldout,
     write_tables,
 )
-from .config import RUNTIME_KEYS, TrainConfig, config_differences, config_to_dict, load_config
+from .config import (
+    RUNTIME_KEYS,
+    TrainConfig,
+    config_differences,
+    config_to_dict,
+    load_config,
+    read_config_file,
+)
 from .events import (
     CompareDone,
     CompareEvent,
@@ -130,10 +137,7 @@ def _base_tree(
     if isinstance(base, TrainConfig):
         base_dict: Any = config_to_dict(base)
     elif isinstance(base, str | Path):
-        base_path = Path(base)
-        if not base_path.is_file():
-            raise FileNotFoundError(f"config file not found: {base_path}")
-        base_dict = yaml.safe_load(base_path.read_text()) or {}
+        base_dict = read_config_file(base)  # as load_config and `segloss train` read it
     else:
         base_dict = copy.deepcopy(dict(base))
     if not isinstance(base_dict, dict):

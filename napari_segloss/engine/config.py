@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "RESUME_KEYS",
     "RUNTIME_KEYS",
+    "SHIPPED_CONFIGS_DIR",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
@@ -35,9 +36,12 @@ __all__ = [
     "config_differences",
     "config_to_dict",
     "config_yaml",
+    "find_config",
     "load_config",
+    "read_config_file",
     "resolve_output",
     "save_config",
+    "shipped_configs",
 ]
 
 
@@ -287,7 +291,22 @@ def _did_you_mean(loc: Sequence[Any], prefix: str = "") -> str:
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
     section = "".join(f"{p}." for p in loc[:-1])
     names = " or ".join(repr(f"{prefix}{section}{c}") for c in close)
-    return f"; did you mean {names}?" if close else ""
+    if not close:  # a key at the wrong level (`lr` under train: or at the top): where it goes
+        elsewhere = [k for k in _all_keys(TrainConfig) if k.rsplit(".", 1)[-1] == str(loc[-1])]
+        names = " or ".join(repr(f"{prefix}{k}") for k in elsewhere)
+        return f"; {str(loc[-1])!r} belongs in another section: {names}" if elsewhere else ""
+    return f"; did you mean {names}?"
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of a config model, sections included (``optim.lr``, ``data.augmentation.zoom``)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(f"{prefix}{name}")
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _all_keys(ann, f"{prefix}{name}.")
+    return keys
 
 
 def _allowed_keys_hint(data: Mapping[str, Any]) -> str:
@@ -351,22 +370,78 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(source, Mapping):
-        return _deep_copy(dict(source))
-    if not isinstance(source, str | Path):
-        raise ConfigError(
-            f"config source: expected a YAML path or a dict, got {type(source).__name__}"
-        )
+#: The example configs shipped inside the package, so that ``--config quickstart`` works after
+#: ``pip install``: links to ``training/configs/`` in the repository, real files in a wheel.
+SHIPPED_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The shipped example configs by name (``quickstart``, ``kvasir_pm_dice``, ...)."""
+    return {p.stem: p for p in sorted(SHIPPED_CONFIGS_DIR.glob("*.yaml"))}
+
+
+def find_config(source: Path | str) -> Path:
+    """The config file ``source`` names: a path to a file, or the name of a shipped config.
+
+    A file of that name wins; a bare name (no folder, no ``.yaml``) that is not a file is
+    looked up in :func:`shipped_configs`. Anything else raises :class:`ConfigError` listing
+    the shipped names (and the closest one).
+    """
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {str(path)!r}")
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    bare = path.name == str(source) and not path.suffix
+    if bare and str(source) in shipped:
+        return shipped[str(source)]
+    what = "a folder, not a config file" if path.is_dir() else "config file not found"
+    close = difflib.get_close_matches(path.stem, list(shipped), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"{what}: {str(source)!r} (give a YAML file, or a shipped config by name: "
+        f"{', '.join(shipped) or 'none found'}{hint}; `segloss configs` lists them)"
+    )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping.
+
+    PyYAML keeps the last value silently, so ``optim: {lr: 0.1, lr: 0.01}`` or a second
+    ``train:`` section further down would override the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} is written twice in one section (lines {seen[key]} and "
+                    f"{line}); YAML would keep only the last one: remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """The sections of a YAML config file (or shipped config, see :func:`find_config`) as a
+    dict, unvalidated (``1e-6`` read as a float).
+
+    The one reader of config files: the CLI, ``load_config`` and ``iter_compare`` all use it,
+    so a file means the same thing whichever door reads it.
+    """
+    path = find_config(path)
     try:
-        loaded = _yaml_floats(yaml.safe_load(path.read_text(encoding="utf-8")))
+        loaded = _yaml_floats(yaml.load(path.read_text(encoding="utf-8"), _UniqueKeyLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {str(path)!r}{where}: invalid YAML") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -374,6 +449,16 @@ def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
             f"config file {str(path)!r}: expected a mapping of sections, got {type(loaded).__name__}"
         )
     return loaded
+
+
+def _read_source(source: Path | str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return _deep_copy(dict(source))
+    if not isinstance(source, str | Path):
+        raise ConfigError(
+            f"config source: expected a YAML path or a dict, got {type(source).__name__}"
+        )
+    return read_config_file(source)
 
 
 def _deep_copy(tree: Any) -> Any:

@@ -85,6 +85,10 @@ class TrainStart(_Event):
     train_size: int
     val_size: int
     world_size: int = 1
+    #: the forward pass's dtype: ``"bfloat16"``/``"float16"`` under autocast, else ``"float32"``
+    precision: str = "float32"
+    #: ``train.amp``: True with ``precision == "float32"`` means no CUDA device (autocast is off)
+    amp_requested: bool = False
 
 
 @dataclass(frozen=True)

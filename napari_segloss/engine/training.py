@@ -132,10 +132,18 @@ def iter_train(
         cleanup_distributed(info)
 
 
-def train(cfg: TrainConfig | dict[str, Any] | str | Path, **kwargs: Any) -> TrainDone:
-    """Run :func:`iter_train` to the end and return its final :class:`~.events.TrainDone`."""
+def train(
+    cfg: TrainConfig | dict[str, Any] | str | Path,
+    *,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    **kwargs: Any,
+) -> TrainDone:
+    """Run :func:`iter_train` to the end and return its final :class:`~.events.TrainDone`;
+    ``on_event`` sees every event on the way (``segloss train`` prints its ``TrainStart``)."""
     done: TrainDone | None = None
     for event in iter_train(cfg, **kwargs):
+        if on_event is not None:
+            on_event(event)
         if isinstance(event, TrainDone):
             done = event
     assert done is not None  # iter_train always ends with TrainDone or raises
@@ -166,6 +174,8 @@ def _run(
         train_size=len(state.train_ds),
         val_size=0 if state.val_ds is None else len(state.val_ds),
         world_size=state.info.world_size,
+        precision=str(state.eval_settings.amp_dtype or torch.float32).removeprefix("torch."),
+        amp_requested=cfg.train.amp,
     )
     bar = None
     if progress and state.main:

@@ -119,6 +119,21 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             ["did you mean 'data.augmentation.hflip'", "allowed: hflip"],
         ),
         ({"data": {"root": "x"}, "trian": {}}, [], ["'trian'", "did you mean 'train'?"]),
+        (  # a key at the wrong level is not a typo: say which section it belongs in
+            {"data": {"root": "x"}, "train": {"lr": 0.1}},
+            [],
+            ["'train.lr': unknown key; 'lr' belongs in another section: 'optim.lr'", "allowed:"],
+        ),
+        (
+            {"data": {"root": "x"}},
+            ["epochs=3"],
+            ["'epochs' belongs in another section: 'train.epochs'"],
+        ),
+        (
+            {"data": {"root": "x"}},
+            ["train.zoom=[1, 2]"],
+            ["belongs in another section: 'data.augmentation.zoom'"],
+        ),
         (
             {"data": {"root": "x"}, "train": {"epochs": "ten"}},
             [],
