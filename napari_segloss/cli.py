@@ -34,6 +34,7 @@ import csv
 import difflib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -613,11 +614,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
     """The options of ``segloss predict``."""
-    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint .pt file")
     p.add_argument(
         "--input", required=True, nargs="+", metavar="PATH", help="image/NIfTI files or folders"
     )
-    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the label files")
     p.add_argument(
         "--format",
         default="auto",
@@ -677,7 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
-    p = sub.add_parser("train", parents=[common], help="train a model from a YAML config")
+    p = sub.add_parser(
+        "train", parents=[common], help="train a model from a YAML config",
+        description="Train a model from a YAML config (a path or a shipped name); writes "
+        "config.yaml, metrics.csv, checkpoint.pt, best.pt and eval.json to its output folder.",
+    )  # fmt: skip
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in the output dir")
     p.add_argument(
@@ -687,16 +692,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)"
-    )
+        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)",
+        description="Segment images or NIfTI volumes with a checkpoint alone (tiled inference); "
+        "writes one label file per input (and probabilities with --probs).",
+    )  # fmt: skip
     _add_predict_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
-        "evaluate", parents=[common], help="metrics of predicted label files against ground truth"
-    )
-    p.add_argument("--pred", required=True, metavar="DIR")
-    p.add_argument("--gt", required=True, metavar="DIR")
+        "evaluate", parents=[common], help="metrics of predicted label files against ground truth",
+        description="Per-class Dice, IoU, precision, recall, NSD and HD95 of label files against "
+        "ground-truth files of the same names; writes a CSV and a Markdown table.",
+    )  # fmt: skip
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted label files")
+    p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth label files")
     p.add_argument(
         "--spacing",
         type=float,
@@ -708,7 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
     )
     p.add_argument("--num-classes", type=int, help="default: max label + 1")
-    p.add_argument("--include-background", action="store_true")
+    p.add_argument(
+        "--include-background", action="store_true", help="also score class 0 (background)"
+    )
     p.add_argument("--class-names", nargs="+", help="names of classes 1, 2, ...")
     p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
     p.set_defaults(func=cmd_evaluate)
@@ -717,6 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         parents=[common],
         help="train losses x seeds and tabulate like the PM-Dice paper",
+        description="Train one model per loss and seed, everything else fixed, and tabulate "
+        "the scores like the PM-Dice paper's tables.",
         epilog="Scores each run on the validation split, or on a held-out folder with "
         "--set data.test_root=DIR (same images/ and masks/ sub-folders). Re-running into the "
         "same --output reuses finished runs and resumes stopped ones. Writes compare.json, "
@@ -731,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="loss names (e.g. ce dice pm_dice ce+pm_dice; 'pm_dice:gamma=2' sets params)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
-    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the tables and runs")
     p.add_argument("--title", help="table title (default: the config's name)")
     p.add_argument("--progress", action="store_true", help="progress bars for each run")
     p.set_defaults(func=cmd_compare)
@@ -761,10 +774,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print(f"segloss {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+        return 141
     except (ValueError, OSError) as exc:
         if args.debug:
             raise

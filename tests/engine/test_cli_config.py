@@ -175,3 +175,39 @@ def test_start_line_names_autocast_and_resume() -> None:
     assert "on cuda:0, bfloat16 autocast (train.amp)" in start_line(gpu)
     resumed = TrainStart(**{**base, "iteration": 4}, device="cpu", train_size=4, val_size=0)
     assert "10 steps, resuming at step 4 on cpu, float32;" in start_line(resumed)
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`segloss configs NAME | head -0`: the reader is gone; no error message, exit 141 (as a
+    shell reports SIGPIPE), instead of 'error: [Errno 32] Broken pipe' and exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_segloss.cli", "configs", "quickstart"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    """Each subcommand's --help opens with a description, and every option has help text."""
+    import argparse
+
+    from napari_segloss.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.description, f"segloss {name} --help has no description"
+        bare = [a.dest for a in parser._actions if not a.help]
+        assert not bare, f"segloss {name}: options without help: {bare}"
