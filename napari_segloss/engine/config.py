@@ -58,6 +58,9 @@ def _pair(value: Any, name: str) -> Any:
         raise ValueError(f"{name} must be [height, width] or one integer, got {value!r}")
     if isinstance(value, int):
         return (value, value)
+    if isinstance(value, list | tuple) and len(value) != 2:
+        # pydantic would report a missing key 'size.1' or an extra item
+        raise ValueError(f"{name} must be [height, width] or one integer, got {list(value)}")
     return value
 
 

@@ -181,6 +181,11 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             ["data.size=64", "data.crop=[128,128]"],
             ["'data.crop'", "data.crop [128, 128] with data.size [64, 64]", "data.crop=null"],
         ),
+        (  # one number given as a list: not "data.size.1: required key is missing"
+            {"data": {"root": "x"}},
+            ["data.size=[64]"],
+            ["'data.size'", "[height, width]", "[64]"],
+        ),
         (  # one axis is enough
             {"data": {"root": "x", "size": [64, 128], "crop": [96, 96]}},
             [],
