@@ -12,6 +12,7 @@ file.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,14 @@ def available_encoders() -> list[str]:
     return sorted(get_encoder_names())
 
 
-def _check_names(cfg: ModelConfig) -> None:
+def check_model_names(cfg: ModelConfig) -> None:
+    """ConfigError naming the key when ``model.arch`` or ``model.encoder`` is unknown (cheap:
+    no network is built, so a run can check it before it reads its data)."""
     archs = available_architectures()
     if cfg.arch.lower() not in {a.lower() for a in archs}:
         raise ConfigError(
-            f"config key 'model.arch': unknown architecture {cfg.arch!r} "
-            f"(expected one of: {', '.join(archs)})"
+            f"config key 'model.arch': unknown architecture {cfg.arch!r}"
+            f"{_did_you_mean(cfg.arch, archs)} (expected one of: {', '.join(archs)})"
         )
     if spatial_dims_of(cfg.arch) == 3:
         return  # UNet3D has its own encoder: model.encoder is ignored
@@ -109,9 +112,15 @@ def _check_names(cfg: ModelConfig) -> None:
     encoders = available_encoders()
     if cfg.encoder not in encoders:
         raise ConfigError(
-            f"config key 'model.encoder': unknown encoder {cfg.encoder!r} (expected one of: "
+            f"config key 'model.encoder': unknown encoder {cfg.encoder!r}"
+            f"{_did_you_mean(cfg.encoder, encoders)} (expected one of: "
             f"{', '.join(encoders)}, or 'tu-<timm model>')"
         )
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.7)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def load_weights_file(path: Path | str) -> dict[str, torch.Tensor]:
@@ -191,7 +200,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """
     if not isinstance(cfg, ModelConfig):
         raise ConfigError(f"build_model: expected a ModelConfig, got {type(cfg).__name__}")
-    _check_names(cfg)
+    check_model_names(cfg)
     if spatial_dims_of(cfg.arch) == 3:
         return _build_unet3d(cfg)
     smp = _import_smp()

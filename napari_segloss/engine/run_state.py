@@ -43,7 +43,7 @@ from .config import (
 )
 from .distributed import DistInfo
 from .evaluation import EvalSettings
-from .model import build_model, spatial_dims_of
+from .model import build_model, check_model_names, spatial_dims_of
 from .rundir import RunPaths, write_metrics_csv, write_text_atomic
 from .sampling import (
     EpochSampler,
@@ -504,6 +504,12 @@ def prepare_run(
     t = cfg.train
     paths = RunPaths(resolve_output(cfg))
     ckpt = check_run_dir(paths, cfg, resume)
+    # names first: a typo must not wait for the check of every image
+    check_model_names(cfg.model)
+    try:
+        get_loss(cfg.loss.name, **cfg.loss.params)
+    except ValueError as exc:
+        raise _loss_error(cfg, exc) from exc
     seed_everything(t.seed)
     data = _datasets(cfg, datasets, progress and info.is_main)
     train_ds, val_ds, stats = data.train, data.val, data.stats

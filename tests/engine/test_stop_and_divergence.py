@@ -169,3 +169,28 @@ def test_overwriting_a_run_says_what_it_removed(
         f"train.overwrite: replacing the run in {out} (removed config.yaml, metrics.csv, "
         "checkpoint.pt, best.pt, eval.json)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.name=pmdice", "did you mean 'pm_dice'"),
+        ("model.encoder=resnet181", "did you mean 'resnet18'"),
+        ("model.arch=Unett", "did you mean 'Unet'"),
+    ],
+)
+def test_a_misspelt_name_is_reported_before_the_data_is_read(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, message: str
+) -> None:
+    """A typo in a loss, encoder or architecture name must not wait for the check of every
+    image (minutes on a large dataset) and says what was probably meant."""
+    from napari_segloss.engine import run_state
+    from napari_segloss.engine.config import ConfigError
+
+    def no_data(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the data was read before the names were checked")
+
+    monkeypatch.setattr(run_state, "_datasets", no_data)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(make_cfg(squares_root, tmp_path / "run", override), progress=False)
+    assert not (tmp_path / "run").exists()
