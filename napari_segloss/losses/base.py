@@ -93,7 +93,10 @@ class SegLoss(nn.Module):
         mode: "auto" (C == 1 binary, C >= 2 multiclass softmax), "binary", "multiclass" or
             "multilabel" (sigmoid per channel, each channel its own binary problem).
         reduction: "mean" (default) | "sum" | "none" (per-image vector (B,), or (1,) with
-            ``batch_dice=True``), for every loss so compounds can be added.
+            ``batch_dice=True``), for every loss so compounds can be added. A loss that adds
+            a per-image term (CE, focal) to a ``batch_dice`` term (combo, the focal mixtures,
+            compounds) gives (B,) with the batch term in every entry: "sum" is then B times
+            "mean" for both terms, keeping their balance.
         ignore_index: label value whose pixels contribute nothing (``None``: no ignoring).
         validate: run value checks (label range, NaN/Inf logits, soft targets in [0, 1]).
             With ``validate=False`` ``forward`` has no host-device synchronisation.
