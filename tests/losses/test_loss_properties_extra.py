@@ -26,9 +26,10 @@ ALL = list_losses()
 PIXEL_LOSSES = ("ce", "focal", "topk_ce")
 #: class 0 is special (background weights / exponents, or the 2y - 1 one-vs-rest with a
 #: foreground-only binary form): only permutations that keep class 0 in place apply
-BACKGROUND_SPECIAL = ("unified_focal", "asymmetric_unified_focal", "focal_log_wsdice")
+BACKGROUND_SPECIAL = ("unified_focal", "asymmetric_unified_focal", "focal_log_wsdice", "combo")
 #: documented to score a one-channel output differently from [0, x] softmax logits:
-#: combo's CE and WSDice use the foreground channel only for binary outputs
+#: WSDice uses the foreground channel only for binary outputs; combo floors the softmax CE's
+#: log(1 - p) at log(1e-7), which the one-channel logsigmoid(-x) does not
 BINARY_DIFFERS = ("combo", "wsdice", "focal_log_wsdice")
 IGNORE = 255
 
@@ -438,9 +439,10 @@ def ref_wsdice(p_img, y_img, binary):
 
 
 def ref_combo(p_img, y_img, binary):
-    # eq. 16-17, alpha = beta = 0.5; softmax log(1 - p) floored at log(1e-7) (documented)
+    # eq. 16-17, alpha = beta = 0.5, the CE over the foreground classes c >= 1; softmax
+    # log(1 - p) floored at log(1e-7) (documented)
     floor = -mp.expm1(mpf("-1e-7"))
-    classes = [1] if binary else range(len(p_img[0]))
+    classes = [1] if binary else range(1, len(p_img[0]))
     ce = mpf(0)
     for p, y in zip(p_img, y_img, strict=True):
         for c in classes:

@@ -52,7 +52,7 @@ def inputs(kind: str):
 
 
 def close(value: torch.Tensor, expected: float, tol: float = 2e-5) -> None:
-    assert float(value) == pytest.approx(expected, rel=tol, abs=tol)
+    assert float(value.detach()) == pytest.approx(expected, rel=tol, abs=tol)
 
 
 # --------------------------------------------------------------------------- literal numbers
