@@ -208,7 +208,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0
     print_done(done, (time.perf_counter() - start) / 60)  # says where the checkpoint is
-    if done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
+    if done.interrupted and not done.stopped:  # it came during the last validation / eval
+        print("segloss train: the Ctrl-C came after the last step: the run finished anyway")
+    elif done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
         raise KeyboardInterrupt  # as for compare (the conventional code for SIGINT)
     return 1 if done.stopped else 0  # stopped otherwise: a non-finite loss
 

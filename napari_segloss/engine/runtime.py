@@ -96,7 +96,8 @@ class Interrupts:
         self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
         print(
             f"\nsegloss: {self.reason}; stopping after the current step and saving a checkpoint "
-            "(press Ctrl-C again to abort at once)",
+            "(during the last validation or the final evaluation: once it ends; press Ctrl-C "
+            "again to abort at once)",
             file=sys.stderr,
         )
 

@@ -648,6 +648,20 @@ def test_train_stopped_by_a_non_finite_loss_exits_1(
     assert rc == 1 and "stopped (non-finite loss" in out and "interrupted" not in err
 
 
+def test_a_ctrl_c_during_the_final_evaluation_reports_the_finished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C after the last step (the final validation or evaluation runs to its end) left
+    a finished run: not "finished" followed by "interrupted" and exit 130."""
+    from napari_segloss.engine import training
+
+    done = _done(tmp_path, interrupted=True)  # completed, with the interrupt flag set
+    monkeypatch.setattr(training, "train", lambda cfg, **kw: done)
+    rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
+    assert rc == 0, err
+    assert "the run finished anyway" in out and "interrupted" not in err
+
+
 def test_train_without_validation_does_not_call_the_weights_best(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
