@@ -348,6 +348,24 @@ def test_nifti_shape_mismatch(tmp_path: Path) -> None:
         NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
 
 
+def test_nifti_float_labels_round_near_integers(tmp_path: Path) -> None:
+    """Float label volumes from resampling hold 0.99999 for 1: they were refused as "not
+    non-negative integers"; now rounded, while a real fraction (0.5) is refused naming it."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    label = np.zeros((6, 5, 2), np.float32)
+    label[1:4, 1:3] = 0.99999
+    label[4, 4] = 2.0001
+    image = tmp_path / "images" / "a.nii.gz"
+    _write_nifti(image, np.arange(60, dtype=np.uint8).reshape(6, 5, 2))
+    _write_nifti(tmp_path / "labels" / "a.nii.gz", label)
+    ds = NiftiSliceDataset([(image, tmp_path / "labels" / "a.nii.gz")])
+    assert ds.validate(num_classes=3)["class_pixels"] == [60 - 14, 12, 2]
+    _write_nifti(tmp_path / "labels" / "b.nii.gz", label * 0.5)
+    with pytest.raises(DataError, match=r"b\.nii\.gz.*found 0\.49.*nearest neighbour"):
+        NiftiSliceDataset([(image, tmp_path / "labels" / "b.nii.gz")]).validate()
+
+
 def test_nifti_3d_needs_a_patch_size(tmp_path: Path) -> None:
     # 3D patches with model.arch UNet3D: tests/engine/test_3d.py (the model check is the engine's)
     cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
