@@ -39,6 +39,7 @@ import numpy as np
 from .data.io import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
+    as_labels,
     find_pairs,
     is_nifti,
     nifti_to_napari,
@@ -101,18 +102,14 @@ def is_labels_path(path: PathLike) -> bool:
 
 
 def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Integer labels for a napari Labels layer; fractional values mean it is not a label map."""
+    """Integer labels for a napari Labels layer (:func:`~napari_segloss.data.io.as_labels`:
+    0.99999 is 1); fractional values mean it is not a label map."""
     if arr.dtype.kind in "ui":
         return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        if arr.size and arr.min() >= 0 and arr.max() <= 255:
-            return arr.astype(np.uint8)
-        return arr.astype(np.int32)
-    raise ValueError(
-        f"cannot open {str(path)!r} as labels: values are not integers (dtype {arr.dtype})"
-    )
+    try:
+        return as_labels(arr, path)
+    except ValueError as exc:
+        raise ValueError(f"cannot open {str(path)!r} as labels: {exc}") from None
 
 
 def _image_kwargs(name: str, image: np.ndarray, scale: Sequence[float], paths: list[str]) -> dict:

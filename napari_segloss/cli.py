@@ -398,11 +398,12 @@ def _index_masks(folder: Path, role: str) -> dict[str, Path]:
 def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     import numpy as np
 
-    from .data.io import is_nifti, read_mask, read_nifti
+    from .data.io import as_labels, is_nifti, read_mask, read_nifti
 
     if is_nifti(path):
         arr, spacing = read_nifti(path)
-        return np.asarray(arr).astype(np.int64), spacing
+        # as_labels, not astype: a float 0.99999 (resampled labels) is 1, not 0
+        return as_labels(arr, path).astype(np.int64), spacing
     return read_mask(path).astype(np.int64), None
 
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .io import (
     JPEG_MASK_THRESHOLD,
+    as_labels,
     find_pairs,
     nifti_to_napari,
     read_image,
@@ -545,11 +546,10 @@ class NiftiSliceDataset(SegmentationDataset):
             image, label = image[..., None], label[..., None]
         image, _ = nifti_to_napari(image, spacing)
         label, _ = nifti_to_napari(label, spacing)
-        if label.dtype.kind == "f":
-            if not np.all(label == np.round(label)) or label.min() < 0:
-                raise DataError(f"{lbl_path}: labels must be non-negative integers")
-        elif label.min() < 0:
-            raise DataError(f"{lbl_path}: labels must be non-negative integers")
+        try:
+            label = as_labels(label, lbl_path)  # 0.99999 from resampling is label 1
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
         if label.max() > 255:
             raise DataError(f"{lbl_path}: label {int(label.max())} > 255 is not supported")
         rng: tuple[float, float] | None = None

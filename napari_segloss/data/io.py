@@ -6,12 +6,19 @@ reader and notebooks can all share one definition of "how a mask file becomes la
 Mask conventions (the reason this module exists):
 
 * JPEG masks (e.g. Kvasir-SEG) are lossy: a binary mask comes back with ~18 grey levels around 0
-  and 255. They are binarised at ``> 127`` to ``{0, 1}``.
-* An RGB(A) mask is reduced with the maximum over its colour channels first (alpha dropped), so a
-  white-on-black or coloured binary mask keeps every foreground pixel.
-* Lossless masks (PNG/TIFF/BMP) whose only values are ``{0, 255}`` (or a subset) are 8-bit
-  binary masks and become ``{0, 1}``. Any other integer map is a label map and is kept as is
-  (e.g. ACDC-style ``0..3``). Palette PNGs keep their palette indices as labels.
+  and 255. They are binarised at ``> 127`` to ``{0, 1}``. A JPEG that is not a blurred 0/255
+  mask is refused (a threshold would misread it): grey levels in between (classes saved as
+  grey levels, e.g. 0/128/255) or only small values (labels 0, 1, 2 saved as JPEG).
+* An RGB(A) mask is reduced with the maximum over its colour channels first, so a white-on-black
+  or coloured binary mask keeps every foreground pixel. Fully transparent pixels (alpha 0) are
+  background; an alpha channel over one constant colour is the mask itself. A lossless mask with
+  several colours (colour-coded classes) is refused: the maximum would merge the classes.
+* Lossless masks (PNG/TIFF/BMP) whose only values are ``{0, 255}`` (or a subset; ``{0, 65535}``
+  for 16-bit files) are binary masks and become ``{0, 1}``. Any other integer map is a label map
+  and is kept as is (e.g. ACDC-style ``0..3``). Palette PNGs keep their palette indices as labels
+  (VOC style), unless the palette is grey: then the grey values are read as from a grey PNG.
+* Floating-point labels within ``1e-3`` of an integer (``0.99999`` from resampling or header
+  scaling) are rounded; other fractions are refused (:func:`as_labels`).
 
 NIfTI files are returned in file axis order ``(X, Y, Z)`` with the voxel spacing from the header;
 :func:`nifti_to_napari` converts to napari's ``(Z, Y, X)`` order (and reversed spacing as ``scale``).
@@ -32,6 +39,7 @@ __all__ = [
     "JPEG_MASK_THRESHOLD",
     "MASK_EXTENSIONS",
     "NIFTI_EXTENSIONS",
+    "as_labels",
     "find_pairs",
     "is_nifti",
     "nifti_to_napari",
@@ -109,13 +117,16 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 # Pillow's 16-bit modes convert lossily through "I"; go via numpy explicitly.
                 return np.asarray(img).astype(np.uint16)
-            if img.mode in ("P", "PA") and not keep_palette:
-                img = img.convert("RGB")
-            if img.mode == "LA":
+            if img.mode in ("P", "PA") and (not keep_palette or _grey_palette(img)):
+                # a grey palette stores grey levels (e.g. white index 0, black index 1)
+                img = img.convert(
+                    "RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB"
+                )
+            if img.mode == "LA" and not keep_palette:
                 img = img.getchannel("L")
             elif img.mode == "PA":
                 img = img.getchannel("P")
-            elif img.mode not in ("1", "L", "P", "RGB", "RGBA", "I", "F"):
+            elif img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "F"):
                 # CMYK, YCbCr, ... -> RGB so callers only ever see gray or RGB(A).
                 img = img.convert("RGB")
             # np.array, not np.asarray: Pillow's buffer is read-only, and torch.from_numpy
@@ -123,6 +134,16 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
             return np.array(img)
     except Exception as exc:  # decoder errors come in many types (OSError, SyntaxError, ...)
         raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _grey_palette(img: Image.Image) -> bool:
+    """Whether every palette entry ``img`` uses is grey (R == G == B)."""
+    palette = img.getpalette()
+    if palette is None:
+        return False
+    used = np.unique(np.asarray(img.getchannel("P") if img.mode == "PA" else img))
+    colours = np.asarray(palette + [0] * (768 - len(palette)), np.int64).reshape(-1, 3)[used]
+    return bool(np.all(colours == colours[:, :1]))
 
 
 def _as_2d_or_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -163,37 +184,153 @@ def read_image(path: str | Path, *, keep_dtype: bool = False) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+#: Float labels within this distance of an integer are that integer (resampled or scaled label
+#: volumes hold 0.99999 for 1); a larger fraction means the labels were interpolated.
+LABEL_ROUNDING = 1e-3
+
+
+def as_labels(arr: np.ndarray, name: str | Path) -> np.ndarray:
+    """Non-negative integer labels of a label array: ``uint8`` when they fit, else ``int64``.
+
+    Floats within :data:`LABEL_ROUNDING` of an integer are rounded (a cast would turn ``0.99999``
+    into 0). Raises ``ValueError`` naming ``name`` for NaN/Inf, other fractions or negative labels.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        rounded = np.rint(arr)
+        off = np.abs(arr - rounded)
+        if not np.all(np.isfinite(arr)) or (off.size and float(off.max()) > LABEL_ROUNDING):
+            bad = arr[~(off <= LABEL_ROUNDING)].ravel()[0]  # NaN fails the comparison too
+            raise ValueError(
+                f"{str(name)!r}: labels must be integers, found {float(bad):g} (dtype "
+                f"{arr.dtype}); labels resampled with linear interpolation must be resampled "
+                "again with nearest neighbour"
+            )
+        arr = rounded
+    elif arr.dtype.kind not in "ui":
+        raise ValueError(f"{str(name)!r}: unsupported label pixel type {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{str(name)!r}: labels must be non-negative, found {arr.min()}")
+    small = not arr.size or arr.max() <= 255
+    return np.ascontiguousarray(arr, dtype=np.uint8 if small else np.int64)
+
+
+def _alpha_to_mask(arr: np.ndarray) -> np.ndarray:
+    """``(H, W[, C])`` mask values of an array with an alpha channel (last of 2 or 4 channels).
+
+    Transparent pixels (alpha 0) are background: an exported overlay may be white or coloured
+    under them. When the colour is one constant and only alpha varies, alpha is the mask.
+    """
+    colour, alpha = arr[..., :-1], arr[..., -1]
+    if alpha.min() == alpha.max():
+        return colour[..., 0] if colour.shape[-1] == 1 else colour
+    flat = colour.reshape(-1, colour.shape[-1])
+    if np.all(flat == flat[0]):
+        return alpha
+    colour = colour.copy()
+    colour[alpha == 0] = 0
+    return colour[..., 0] if colour.shape[-1] == 1 else colour
+
+
+def _check_colours(rgb: np.ndarray, path: Path, *, lossy: bool = False) -> None:
+    """Refuse a mask whose foreground has several colours (colour-coded classes).
+
+    Colours are compared after dividing by their brightest channel, so the anti-aliased edge of
+    one colour (a blend with black) is the same colour; a colour counts from 2 % of the
+    foreground (blends between two colours at their border do not). ``lossy`` (JPEG): only
+    pixels 2 or more pixels inside the foreground, on 3 levels per channel instead of 5.
+    """
+    fg = rgb.max(axis=-1) > JPEG_MASK_THRESHOLD
+    if lossy and fg.shape[0] >= 5 and fg.shape[1] >= 5:
+        # JPEG blurs colour along edges: compare colours away from them only
+        inner = np.lib.stride_tricks.sliding_window_view(fg, (5, 5)).all(axis=(-2, -1))
+        fg = np.zeros_like(fg)
+        fg[2:-2, 2:-2] = inner
+    if not fg.any():
+        return
+    pixels = rgb[fg].astype(np.float32)
+    steps = 2 if lossy else 4
+    levels = np.rint(steps * pixels / pixels.max(axis=-1, keepdims=True)).astype(np.int64)
+    codes, counts = np.unique(levels @ np.array([25, 5, 1]), return_counts=True)
+    major = codes[counts >= max(0.02 * fg.sum(), 1)]
+    if len(major) > 1:
+        shown = ", ".join(
+            str(tuple(int(v) for v in pixels[levels @ [25, 5, 1] == c][0])) for c in major[:4]
+        )
+        raise ValueError(
+            f"mask {str(path)!r} has {len(major)} foreground colours ({shown}): colour-coded "
+            "classes cannot be read as one mask; save a label map instead (0 background, "
+            "1, 2, ... one value per class, grey PNG or TIFF)"
+        )
+
+
+def _check_jpeg_mask(arr: np.ndarray, path: Path) -> None:
+    """Refuse a JPEG that the ``> 127`` threshold would misread (see the module docstring).
+
+    A JPEG-compressed 0/255 mask (Kvasir-SEG) has grey values only in a thin band along edges
+    (ringing, blurred colour); a 5x5 block of grey levels between 64 and 191 is a region, i.e. a
+    class saved as a grey level. Only small values (at most 31), some above 0, are labels 0, 1,
+    2... saved as JPEG.
+    """
+    fix = "save masks losslessly (PNG or TIFF) with labels 0, 1, 2, ... one value per class"
+    middle = (arr >= 64) & (arr < 192)
+    if middle.shape[0] >= 5 and middle.shape[1] >= 5 and middle.any():
+        region = np.lib.stride_tricks.sliding_window_view(middle, (5, 5)).all(axis=(-2, -1))
+        if region.any():
+            y, x = np.argwhere(region)[0] + 2
+            level = int(np.median(arr[2:-2, 2:-2][region]))
+            raise ValueError(
+                f"mask {str(path)!r} is a JPEG with a region of grey level ~{level} (e.g. at row "
+                f"{y}, column {x}): JPEG masks are read as 0/255 binary masks, not "
+                f"grey-level classes; {fix}"
+            )
+    top = int(arr.max()) if arr.size else 0
+    if 0 < top <= 31:
+        raise ValueError(
+            f"mask {str(path)!r} is a JPEG whose values are at most {top}: JPEG masks are read "
+            f"as 0/255 binary masks (> {JPEG_MASK_THRESHOLD} is foreground), so this one would "
+            f"read as empty; {fix}"
+        )
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a 2D mask as ``(H, W)`` ``uint8`` integer labels.
 
-    Rules, in order: RGB(A) -> max over colour channels; JPEG -> ``> 127`` gives ``{0, 1}``;
-    values only in ``{0, 255}`` -> ``{0, 1}``; otherwise a label map kept as is. Raises
-    ``ValueError`` naming the file for negative, fractional or > 255 values.
+    Rules, in order (module docstring): alpha (transparent is background); RGB -> max over colour
+    channels (several colours refused in lossless files); JPEG -> ``> 127`` gives ``{0, 1}``;
+    values only in ``{0, 255}`` (``{0, 65535}`` for 16 bits) -> ``{0, 1}``; otherwise a label map
+    kept as is. Raises ``ValueError`` naming the file for a JPEG or colour mask that cannot be
+    read that way, and for negative, fractional or > 255 values.
     """
     path = _check_file(path, MASK_EXTENSIONS, "mask")
-    arr = _as_2d_or_rgb(_load_raw(path, keep_palette=True), path)
+    arr = _load_raw(path, keep_palette=True)
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = _alpha_to_mask(arr)
+    arr = _as_2d_or_rgb(arr, path)
+    jpeg = _suffix(path) in _JPEG_EXTENSIONS
     if arr.ndim == 3:
+        _check_colours(arr, path, lossy=jpeg)
         arr = arr.max(axis=-1)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8)
-    if _suffix(path) in _JPEG_EXTENSIONS:
+    if jpeg:
+        _check_jpeg_mask(arr, path)
         return (arr > JPEG_MASK_THRESHOLD).astype(np.uint8)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(
-                f"mask {str(path)!r} has non-integer values (dtype {arr.dtype}); "
-                "expected integer labels"
-            )
-    elif arr.dtype.kind not in "ui":
-        raise ValueError(f"mask {str(path)!r} has unsupported pixel type {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize > 1:
+        full = np.iinfo(arr.dtype).max  # a 16-bit binary mask (e.g. saved by ImageJ)
+        if arr.size and arr.max() == full and np.all(np.isin(np.unique(arr), (0, full))):
+            return (arr == full).astype(np.uint8)
+    arr = as_labels(arr, f"mask {path}")
+    if arr.dtype != np.uint8:
         raise ValueError(
             f"mask {str(path)!r} has labels in [{arr.min()}, {arr.max()}]; expected 0..255"
         )
     values = np.unique(arr)
     if np.all(np.isin(values, (0, 255))):
         return (arr == 255).astype(np.uint8)
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return arr
 
 
 def _list_files(folder: Path, extensions: Iterable[str], role: str) -> dict[str, Path]:

@@ -348,6 +348,24 @@ def test_nifti_shape_mismatch(tmp_path: Path) -> None:
         NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
 
 
+def test_nifti_float_labels_round_near_integers(tmp_path: Path) -> None:
+    """Float label volumes from resampling hold 0.99999 for 1: they were refused as "not
+    non-negative integers"; now rounded, while a real fraction (0.5) is refused naming it."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    label = np.zeros((6, 5, 2), np.float32)
+    label[1:4, 1:3] = 0.99999
+    label[4, 4] = 2.0001
+    image = tmp_path / "images" / "a.nii.gz"
+    _write_nifti(image, np.arange(60, dtype=np.uint8).reshape(6, 5, 2))
+    _write_nifti(tmp_path / "labels" / "a.nii.gz", label)
+    ds = NiftiSliceDataset([(image, tmp_path / "labels" / "a.nii.gz")])
+    assert ds.validate(num_classes=3)["class_pixels"] == [60 - 14, 12, 2]
+    _write_nifti(tmp_path / "labels" / "b.nii.gz", label * 0.5)
+    with pytest.raises(DataError, match=r"b\.nii\.gz.*found 0\.49.*nearest neighbour"):
+        NiftiSliceDataset([(image, tmp_path / "labels" / "b.nii.gz")]).validate()
+
+
 def test_nifti_3d_needs_a_patch_size(tmp_path: Path) -> None:
     # 3D patches with model.arch UNet3D: tests/engine/test_3d.py (the model check is the engine's)
     cfg = load_config({"data": {"kind": "nifti", "root": str(tmp_path), "slices": "3d"}})
@@ -511,14 +529,15 @@ def test_all_empty_training_masks_are_refused_most_empty_warned(
 
 
 def test_jpeg_binary_masks_read_as_empty_are_refused(tmp_path: Path) -> None:
-    """{0, 1} masks saved as JPEG binarise to all background (> 127): say so, naming PNG."""
+    """{0, 1} masks saved as JPEG binarise to all background (> 127): the first one read is
+    refused, naming it and PNG."""
     root = write_folder(tmp_path, n=3)
     for p in sorted((root / "masks").iterdir()):
         mask = (np.asarray(Image.open(p)) > 0).astype(np.uint8)
         Image.fromarray(mask).save(p.with_suffix(".jpg"), quality=95)
         p.unlink()
     ds = FolderDataset(root, train=True)
-    with pytest.raises(DataError, match=r"all 3 training masks are empty.*\{0, 255\}"):
+    with pytest.raises(DataError, match=r"case0[0-2]\.jpg.*at most 1.*read as empty.*PNG"):
         ds.validate(num_classes=2)
 
 

@@ -16,6 +16,7 @@ from napari_segloss.data.io import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     NIFTI_EXTENSIONS,
+    as_labels,
     find_pairs,
     is_nifti,
     nifti_to_napari,
@@ -150,12 +151,13 @@ def test_read_mask_lossless_rules(tmp_path: Path, values, expected, ext: str) ->
 def test_read_mask_jpeg_binarised_at_127(tmp_path: Path) -> None:
     # Flat, block-aligned 8x8 tiles at quality 100 decode exactly, so the threshold is testable.
     mask = np.zeros((16, 16), np.uint8)
-    mask[:8, :8], mask[:8, 8:], mask[8:, :8] = 127, 128, 255
+    # (grey regions between 64 and 191 are refused: test_read_mask_refuses_jpeg_grey_levels)
+    mask[:8, :8], mask[:8, 8:], mask[8:, :8] = 40, 200, 255
     path = _save(tmp_path / "m.jpg", mask, quality=100)
     assert np.array_equal(np.asarray(Image.open(path)), mask)
     out = read_mask(path)
     expected = np.zeros((16, 16), np.uint8)
-    expected[:8, 8:] = 1  # 128 > 127
+    expected[:8, 8:] = 1  # 200 > 127
     expected[8:, :8] = 1  # 255
     assert np.array_equal(out, expected)
 
@@ -173,9 +175,8 @@ def test_read_mask_lossy_jpeg_gives_two_values(tmp_path: Path) -> None:
 
 def test_read_mask_rgb_takes_max_over_channels(tmp_path: Path) -> None:
     rgb = np.zeros((2, 3, 3), np.uint8)
-    rgb[0, 0] = (255, 0, 0)
-    rgb[0, 1] = (0, 0, 255)
-    rgb[1, 2] = (0, 255, 0)
+    rgb[0, 0] = rgb[0, 1] = (255, 0, 0)  # one colour: a binary mask
+    rgb[1, 2] = (255, 0, 0)
     out = read_mask(_save(tmp_path / "m.png", rgb))
     assert np.array_equal(out, [[1, 1, 0], [0, 0, 1]])
 
@@ -183,8 +184,8 @@ def test_read_mask_rgb_takes_max_over_channels(tmp_path: Path) -> None:
 def test_read_mask_rgb_jpeg(tmp_path: Path) -> None:
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[:16, :16, 0] = 255  # red -> 1
-    rgb[16:, 16:, 2] = 200  # blue 200 > 127 -> 1
-    rgb[:16, 16:, 1] = 100  # green 100 <= 127 -> 0
+    rgb[16:, 16:, 0] = 200  # red 200 > 127 -> 1
+    rgb[:16, 16:, 0] = 40  # red 40 <= 127 -> 0
     out = read_mask(_save(tmp_path / "m.jpg", rgb, quality=100, subsampling=0))
     expected = np.zeros((32, 32), np.uint8)
     expected[:16, :16] = 1
@@ -214,14 +215,95 @@ def test_read_mask_integral_float_tiff(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arr", "match"),
     [
-        (np.array([[0.0, 0.5]], np.float32), r"f\.tif.*non-integer"),
+        (np.array([[0.0, 0.5]], np.float32), r"f\.tif.*must be integers, found 0\.5"),
         (np.array([[0, 300]], np.uint16), r"f\.tif.*\[0, 300\].*0\.\.255"),
-        (np.array([[0, -1]], np.int16), r"f\.tif.*\[-1, 0\]"),
+        (np.array([[0, -1]], np.int16), r"f\.tif.*non-negative, found -1"),
     ],
 )
 def test_read_mask_rejects_bad_values(tmp_path: Path, arr: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         read_mask(_save(tmp_path / "f.tif", arr))
+
+
+def _disc(shape=(64, 80), centre=(32, 40), r2=200) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < r2
+
+
+def test_read_mask_refuses_jpeg_grey_levels(tmp_path: Path) -> None:
+    """Classes saved as grey levels 0/128/255 in a JPEG were merged into one class by the
+    > 127 threshold; a 0/255 JPEG (Kvasir-SEG style, ringing on the edges) still reads."""
+    grey = _disc().astype(np.uint8) * 128
+    grey[_disc(centre=(10, 12), r2=50)] = 255
+    with pytest.raises(ValueError, match=r"g\.jpg.*region of grey level.*losslessly"):
+        read_mask(_save(tmp_path / "g.jpg", grey, quality=75))
+    binary = _disc().astype(np.uint8) * 255
+    assert np.array_equal(read_mask(_save(tmp_path / "b.jpg", binary, quality=30)), _disc())
+
+
+def test_read_mask_refuses_jpeg_small_labels(tmp_path: Path) -> None:
+    """Labels {0, 1, 2} saved as JPEG read as an empty mask."""
+    labels = _disc().astype(np.uint8)
+    labels[_disc(centre=(10, 12), r2=50)] = 2
+    with pytest.raises(ValueError, match=r"l\.jpg.*at most [0-9]+.*read as empty"):
+        read_mask(_save(tmp_path / "l.jpg", labels, quality=95))
+    assert not read_mask(_save(tmp_path / "e.jpg", np.zeros((16, 16), np.uint8))).any()
+
+
+@pytest.mark.parametrize(("ext", "quality"), [(".png", None), (".jpg", 75)])
+def test_read_mask_refuses_colour_coded_classes(tmp_path: Path, ext: str, quality) -> None:
+    """Red = class 1, green = class 2 was merged to one class by the max over channels."""
+    rgb = np.zeros((64, 80, 3), np.uint8)
+    rgb[_disc()] = (255, 0, 0)
+    rgb[_disc(centre=(10, 12), r2=50)] = (0, 255, 0)
+    kwargs = {"quality": quality} if quality else {}
+    with pytest.raises(ValueError, match=r"2 foreground colours.*label map"):
+        read_mask(_save(tmp_path / f"c{ext}", rgb, **kwargs))
+    one = np.zeros((64, 80, 3), np.uint8)
+    one[_disc()] = (255, 255, 0)  # one colour, JPEG-blurred edges: still a binary mask
+    assert np.array_equal(read_mask(_save(tmp_path / f"y{ext}", one, **kwargs)), _disc())
+
+
+def test_read_mask_transparent_pixels_are_background(tmp_path: Path) -> None:
+    """An overlay exported with white transparent background read as all foreground."""
+    rgba = np.zeros((64, 80, 4), np.uint8)
+    rgba[..., :3] = 255  # white, fully transparent
+    rgba[_disc()] = (255, 0, 0, 255)
+    assert np.array_equal(read_mask(_save(tmp_path / "o.png", rgba)), _disc())
+    alpha_only = np.zeros((64, 80, 4), np.uint8)  # black everywhere, the object opaque
+    alpha_only[_disc(), 3] = 255
+    assert np.array_equal(read_mask(_save(tmp_path / "a.png", alpha_only)), _disc())
+
+
+def test_read_mask_grey_palette_reads_grey_levels(tmp_path: Path) -> None:
+    """A palette PNG whose index 0 is white (Pillow's adaptive palette of a 0/255 mask) was
+    read inverted; a grey palette now reads its grey levels, a colour palette its indices."""
+    mask = _disc().astype(np.uint8) * 255
+    Image.fromarray(mask).convert("P", palette=Image.ADAPTIVE, colors=2).save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").getpalette()[:3] == [255, 255, 255]
+    assert np.array_equal(read_mask(tmp_path / "p.png"), _disc())
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_read_mask_16bit_binary(tmp_path: Path, ext: str) -> None:
+    mask = _disc().astype(np.uint16) * 65535
+    assert np.array_equal(read_mask(_save(tmp_path / f"m{ext}", mask)), _disc())
+
+
+def test_read_mask_rounds_near_integer_floats(tmp_path: Path) -> None:
+    """0.9999999 (resampled labels) was refused as non-integer; it is label 1."""
+    labels = _disc().astype(np.float32) * np.float32(0.9999999)
+    assert np.array_equal(read_mask(_save(tmp_path / "f.tif", labels)), _disc())
+
+
+def test_as_labels() -> None:
+    out = as_labels(np.array([0.0, 0.99999, 2.0004]), "x")
+    assert out.dtype == np.uint8 and out.tolist() == [0, 1, 2]
+    assert as_labels(np.array([0, 300], np.int32), "x").dtype == np.int64
+    with pytest.raises(ValueError, match=r"'vol\.nii'.*found 0\.5.*nearest neighbour"):
+        as_labels(np.array([0.0, 0.5]), "vol.nii")
+    with pytest.raises(ValueError, match="found nan"):
+        as_labels(np.array([0.0, np.nan]), "x")
 
 
 @settings(

@@ -351,6 +351,27 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     assert "| mean |" in summary and "the 'mean' rows average the per-class means" in summary
 
 
+def test_evaluate_float_nifti_labels_are_rounded_not_truncated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A float ground truth from resampling (0.99999 for 1) was cast to int: all background,
+    and a perfect prediction scored Dice 0."""
+    import nibabel as nib
+
+    gt = np.zeros((10, 10, 2), np.float32)
+    gt[2:6, 2:6, :] = 0.99999
+    for folder, arr in (("gt", gt), ("pred", gt.round().astype(np.uint8))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / folder / "v.nii.gz"))
+    rc, _, err = _run(
+        ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")], capsys
+    )
+    assert rc == 0, err
+    with (tmp_path / "pred" / "per_image.csv").open() as fh:
+        rows = {r["class"]: r for r in csv.DictReader(fh)}
+    assert float(rows["1"]["dice"]) == pytest.approx(1.0)
+
+
 def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for folder in ("p", "g"):
         (tmp_path / folder).mkdir()

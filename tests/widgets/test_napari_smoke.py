@@ -155,8 +155,14 @@ def test_nifti_reader_orders_axes_and_picks_layer_type(tmp_path: Path) -> None:
 
 def test_nifti_labels_must_be_integers(tmp_path: Path) -> None:
     seg = _nifti(tmp_path / "x_seg.nii", np.full((2, 2, 2), 0.5, np.float32))
-    with pytest.raises(ValueError, match=r"x_seg\.nii.*not integers"):
+    with pytest.raises(ValueError, match=r"x_seg\.nii.*as labels.*must be integers, found 0\.5"):
         read_nifti_layers(seg)
+    # resampled labels stored as float hold 0.99999 for 1: label 1, not refused
+    arr = np.zeros((2, 2, 2), np.float32)
+    arr[0] = 0.99999
+    ((data, _, ltype),) = read_nifti_layers(_nifti(tmp_path / "y_seg.nii", arr))
+    assert ltype == "labels" and data.dtype == np.uint8
+    assert np.array_equal(data, arr.round().astype(np.uint8).T)
 
 
 def test_nifti_4d_refused_naming_file(tmp_path: Path) -> None:
