@@ -47,6 +47,7 @@ from .io import (
     read_mask,
     read_nifti,
 )
+from .pairs import _some
 from .transforms import Normalization, build_transform, default_normalization, resize_pair, to_chw
 
 __all__ = [
@@ -146,6 +147,13 @@ class LabelTally:
         top = int(counts.size - 1)
         k = self.num_classes
         if k is not None and top >= k:
+            present = np.flatnonzero(counts)
+            if len(present) < top + 1:  # gaps: {0, 128, 255} is grey levels, not 256 classes
+                raise DataError(
+                    f"{name}: {self.what} has labels {_some(present.tolist())}, expected "
+                    f"0..N-1 (grey levels or colours saved as a label map?): relabel it to "
+                    f"0..{len(present) - 1}, then set model.classes{self.hint}"
+                )
             raise DataError(
                 f"{name}: {self.what} has label {top} but the model predicts {k} classes "
                 f"(labels 0..{k - 1}); set model.classes{self.hint}"

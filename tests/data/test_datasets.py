@@ -618,3 +618,18 @@ def test_grouped_split_is_the_plain_split_for_ungrouped_ids() -> None:
     assert split_ids(stems, 0.2, 3, limit=25, group=lambda s: s) == plain
     pairs = split_ids(stems, 0.5, 1, group=lambda s: s[:-1])  # case0x together, ...
     assert not {s[:-1] for s in pairs[0]} & {s[:-1] for s in pairs[1]}
+
+
+def test_grey_level_labels_are_called_so_not_asked_for_256_classes() -> None:
+    """A lossless mask holding grey levels {0, 128, 255} (three classes saved as grey) got
+    "label 255 ... set model.classes", nudging towards 256 classes; it now names the levels
+    and says to relabel them 0..2. Contiguous labels keep the model.classes advice."""
+    from napari_segloss.data.datasets import LabelTally
+
+    tally = LabelTally(num_classes=2, hint=" (model.classes)")
+    counts = np.zeros(256, np.int64)
+    counts[[0, 128, 255]] = 5
+    with pytest.raises(DataError, match=r"labels \{0, 128, 255\}.*relabel it to 0\.\.2"):
+        tally.add("a.png", counts)
+    with pytest.raises(DataError, match=r"has label 2 but the model predicts 2 classes"):
+        tally.add("b.png", np.array([5, 5, 5]))
