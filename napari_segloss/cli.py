@@ -377,24 +377,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # evaluate
 
 
-def _index_masks(folder: Path, role: str) -> dict[str, Path]:
-    from .data.io import MASK_EXTENSIONS, is_nifti, path_stem
-
-    if not folder.is_dir():
-        raise CLIError(f"{role} folder not found: {str(folder)!r}")
-    files: dict[str, Path] = {}
-    for f in sorted(folder.iterdir()):
-        if f.name.startswith(".") or not f.is_file():
-            continue
-        if f.name.endswith(("_probs.tif", "_probs.nii.gz")):
-            continue  # probability maps written by `segloss predict --probs`
-        if f.suffix.lower() in MASK_EXTENSIONS or is_nifti(f):
-            files[path_stem(f)] = f
-    if not files:
-        raise CLIError(f"{role} folder {str(folder)!r} holds no mask files (PNG/JPG/TIFF/NIfTI)")
-    return files
-
-
 def _read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     import numpy as np
 
@@ -424,10 +406,11 @@ def _spacing_note(used: Sequence[tuple[float, ...] | None], given: bool) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.io import label_files_by_name
     from .metrics import aggregate, evaluate, to_csv, to_markdown
 
-    preds = _index_masks(Path(args.pred), "pred")
-    gts = _index_masks(Path(args.gt), "gt")
+    preds = label_files_by_name(Path(args.pred), "pred")
+    gts = label_files_by_name(Path(args.gt), "gt")
     missing = sorted(set(preds) - set(gts))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

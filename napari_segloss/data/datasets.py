@@ -47,7 +47,6 @@ from .io import (
     read_mask,
     read_nifti,
 )
-from .pairs import _some
 from .transforms import Normalization, build_transform, default_normalization, resize_pair, to_chw
 
 __all__ = [
@@ -148,9 +147,12 @@ class LabelTally:
         k = self.num_classes
         if k is not None and top >= k:
             present = np.flatnonzero(counts)
-            if len(present) < top + 1:  # gaps: {0, 128, 255} is grey levels, not 256 classes
+            # a few labels spread up to 255 are grey levels, not 256 classes (one mask of a
+            # multi-class set may well lack a class: a gap alone is no sign)
+            if top >= 64 and len(present) <= 16:
+                shown = "{" + ", ".join(map(str, present.tolist())) + "}"
                 raise DataError(
-                    f"{name}: {self.what} has labels {_some(present.tolist())}, expected "
+                    f"{name}: {self.what} has labels {shown}, expected "
                     f"0..N-1 (grey levels or colours saved as a label map?): relabel it to "
                     f"0..{len(present) - 1}, then set model.classes{self.hint}"
                 )

@@ -42,6 +42,7 @@ __all__ = [
     "as_labels",
     "find_pairs",
     "is_nifti",
+    "label_files_by_name",
     "nifti_to_napari",
     "path_stem",
     "read_image",
@@ -453,3 +454,26 @@ def nifti_to_napari(
             f"spacing must have one value per axis ({array.ndim}), got {len(spacing)}: {spacing}"
         )
     return array.T, spacing[::-1]
+
+
+def label_files_by_name(folder: Path, role: str) -> dict[str, Path]:
+    """The label files of ``folder`` (2D masks and NIfTI) by :func:`path_stem`, for pairing
+    predictions with ground truth; ``role`` names the folder in messages.
+
+    ValueError: no such folder, no label file, or two files of one name (``a.png`` and
+    ``a.jpg``: one would silently stand for the other).
+    """
+    if not folder.is_dir():
+        raise ValueError(f"{role} folder not found: {str(folder)!r}")
+    files: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        if f.name.endswith(("_probs.tif", "_probs.nii.gz")):
+            continue  # probability maps written by `segloss predict --probs`
+        if f.suffix.lower() in MASK_EXTENSIONS or is_nifti(f):
+            if (twin := files.setdefault(path_stem(f), f)) != f:
+                raise ValueError(f"{role} folder: {twin.name} and {f.name} are one name; keep one")
+    if not files:
+        raise ValueError(f"{role} folder {str(folder)!r} holds no mask files (PNG/JPG/TIFF/NIfTI)")
+    return files

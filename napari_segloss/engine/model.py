@@ -35,6 +35,7 @@ __all__ = [
     "available_architectures",
     "available_encoders",
     "build_model",
+    "check_model_names",
     "load_weights_file",
     "spatial_dims_of",
 ]

@@ -695,3 +695,18 @@ def test_train_without_validation_does_not_call_the_weights_best(
     assert "last weights:" in out and "no validation ran" in out and "no eval.json:" in out
     assert "best checkpoint" not in out and "best validation" not in out
     assert (tmp_path / "runs" / "pm_dice-seed0" / "best.pt").is_file()
+
+
+def test_evaluate_refuses_two_label_files_of_one_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """a.png and a.jpg in one folder: one silently stood for the other."""
+    from PIL import Image
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / folder / "a.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "gt" / "a.jpg")
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "gt folder: a.jpg and a.png are one name; keep one" in err, err
