@@ -41,8 +41,10 @@ from tqdm.auto import tqdm
 from .io import (
     JPEG_MASK_THRESHOLD,
     as_labels,
+    exif_orientation,
     find_pairs,
     nifti_to_napari,
+    orient_like_mask,
     read_image,
     read_mask,
     read_nifti,
@@ -471,8 +473,10 @@ class FolderDataset(SegmentationDataset):
         try:
             # keep_dtype: a 16-bit file stays uint16, so messages name its real pixel type
             raw = read_image(image_path, keep_dtype=True)
-            image = to_chw(raw, self.in_channels, name=str(image_path))
             mask = read_mask(mask_path)
+            orientation = exif_orientation(image_path)
+            raw = orient_like_mask(raw, orientation, mask.shape, str(image_path))
+            image = to_chw(raw, self.in_channels, name=str(image_path))
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc
         if image.shape[-2:] != mask.shape:

@@ -40,10 +40,12 @@ __all__ = [
     "MASK_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "as_labels",
+    "exif_orientation",
     "find_pairs",
     "is_nifti",
     "label_files_by_name",
     "nifti_to_napari",
+    "orient_like_mask",
     "path_stem",
     "read_image",
     "read_mask",
@@ -477,3 +479,53 @@ def label_files_by_name(folder: Path, role: str) -> dict[str, Path]:
     if not files:
         raise ValueError(f"{role} folder {str(folder)!r} holds no mask files (PNG/JPG/TIFF/NIfTI)")
     return files
+
+
+#: EXIF orientation -> the stored (H, W[, C]) array as photo viewers show it
+_EXIF_VIEW = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of a JPEG/PNG/BMP file (1, the stored pixels, when absent)."""
+    if _suffix(Path(path)) in _TIFF_EXTENSIONS:
+        return 1  # read with tifffile, which (like napari) ignores the tag
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get(0x0112, 1)
+    except Exception:  # unreadable: the reader itself reports it
+        return 1
+    return int(value) if value in _EXIF_VIEW else 1
+
+
+def orient_like_mask(
+    image: np.ndarray, orientation: int, mask_shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """The (H, W[, C]) ``image`` with EXIF ``orientation``, in the orientation its mask has.
+
+    The readers keep the stored pixels (as napari and tifffile do), while photo viewers and
+    most annotation tools rotate by the tag: a mask may have been drawn on either. The shapes
+    decide for a 90-degree tag on a non-square image; otherwise (flips, 180 degrees, square
+    images) both fit, and guessing could train on a mask upside down: ValueError.
+    """
+    if orientation == 1:
+        return image
+    shown = _EXIF_VIEW[orientation](image)
+    stored_fits, shown_fits = image.shape[:2] == mask_shape, shown.shape[:2] == mask_shape
+    if stored_fits != shown_fits:
+        return np.ascontiguousarray(shown) if shown_fits else image
+    if not stored_fits:
+        return image  # fits neither: the caller's size check reports it
+    raise ValueError(
+        f"{name}: the image carries an EXIF orientation tag ({orientation}), so its mask may "
+        "have been drawn on the stored pixels (as napari shows them) or on the picture as "
+        "photo viewers show it, and both fit: re-save the image without the tag, rotated as "
+        "its mask was drawn (PIL.ImageOps.exif_transpose rotates it as viewers show it)"
+    )

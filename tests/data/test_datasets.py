@@ -633,3 +633,47 @@ def test_grey_level_labels_are_called_so_not_asked_for_256_classes() -> None:
         tally.add("a.png", counts)
     with pytest.raises(DataError, match=r"has label 2 but the model predicts 2 classes"):
         tally.add("b.png", np.array([5, 5, 5]))
+
+
+def _tagged_jpeg(path: Path, stored: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, quality=95, exif=exif)
+
+
+@pytest.mark.parametrize("drawn_on", ["viewer", "stored"])
+def test_exif_rotated_photo_is_paired_as_its_mask_was_drawn(tmp_path: Path, drawn_on: str) -> None:
+    """A phone photo stored 40x60 with orientation 6 shows as 60x40 in photo viewers. A mask
+    drawn there (60x40) was refused as a size mismatch; the image is now turned as the viewer
+    shows it. A mask drawn on the stored pixels (as napari shows them) keeps them."""
+    from PIL import ImageOps
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    stored = np.zeros((40, 60), np.uint8)
+    stored[5:15, 40:55] = 255  # a bright object top right in the stored pixels
+    _tagged_jpeg(root / "images" / "a.jpg", stored, 6)
+    with Image.open(root / "images" / "a.jpg") as img:
+        seen = np.asarray(ImageOps.exif_transpose(img))  # what a photo viewer shows
+    picture = seen if drawn_on == "viewer" else stored
+    Image.fromarray((picture > 127).astype(np.uint8)).save(root / "masks" / "a.png")
+    image, target = FolderDataset(root, train=False, normalize="none")[0]
+    assert tuple(image.shape[-2:]) == picture.shape
+    bright = image[0] > image[0].mean()
+    assert (bright == target.bool()).float().mean() > 0.97  # the mask lies on the object
+
+
+@pytest.mark.parametrize("orientation", [3, 2])
+def test_exif_tag_with_a_shape_that_fits_both_ways_is_refused(
+    tmp_path: Path, orientation: int
+) -> None:
+    """Flipped or turned by 180 degrees, the shapes cannot tell on which picture the mask was
+    drawn: guessing could train on a mask upside down."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    _tagged_jpeg(root / "images" / "a.jpg", np.zeros((40, 60), np.uint8), orientation)
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(root / "masks" / "a.png")
+    with pytest.raises(DataError, match=r"a\.jpg: the image carries an EXIF orientation tag"):
+        FolderDataset(root, train=False)[0]
