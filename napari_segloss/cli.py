@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine.allocator import tune_malloc
-from .engine.events import stopped_text  # dataclasses only: cheap
+from .engine.events import OUT_OF_MEMORY_HINTS, out_of_memory_text, stopped_text  # cheap
 
 if TYPE_CHECKING:
     import numpy as np
@@ -769,10 +769,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
         return 141
-    except (ValueError, OSError) as exc:
-        if args.debug:
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: GPU out of memory only
+        oom = out_of_memory_text(exc, OUT_OF_MEMORY_HINTS.get(args.command, "free the GPU"))
+        if args.debug or not (oom or isinstance(exc, ValueError | OSError)):
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = oom or (str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
         print(f"segloss {args.command}: error: {msg}", file=sys.stderr)

@@ -9,6 +9,8 @@ over event-loop turns so that the window keeps answering.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
@@ -94,14 +96,44 @@ def new_worker(
     value to ``returned``, and ``worker.quit()`` stops it at its next ``yield``. Exceptions go
     to ``errored`` only (not re-raised); store the worker, then ``.start()`` it.
     """
-    worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
+    worker = create_worker(_carry_runtime_errors(fn), _start_thread=False, _ignore_errors=True)
     if returned is not None:
         worker.returned.connect(_while_alive(returned))
     if yielded is not None:
         worker.yielded.connect(_while_alive(yielded))
-    worker.errored.connect(_while_alive(errored))
+    worker.errored.connect(_while_alive(lambda exc: errored(_unwrap(exc))))
     worker.finished.connect(_while_alive(finished))
     return worker
+
+
+class _CarriedRuntimeError(Exception):
+    """A RuntimeError of a generator job, carried past superqt (see _carry_runtime_errors)."""
+
+    def __init__(self, original: RuntimeError) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _carry_runtime_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn``, its RuntimeErrors wrapped when it is a generator function: superqt's generator
+    worker takes one for a deleted Qt object and only warns, emitting neither ``errored`` nor
+    ``finished``, so the panel would stay busy with no message (torch raises RuntimeErrors,
+    e.g. ``torch.OutOfMemoryError`` when the GPU's memory is full)."""
+    if not inspect.isgeneratorfunction(fn):
+        return fn  # a function worker's exceptions all reach ``errored``
+
+    @functools.wraps(fn)
+    def job() -> Generator[Any, Any, Any]:
+        try:
+            return (yield from fn())
+        except RuntimeError as exc:
+            raise _CarriedRuntimeError(exc) from exc
+
+    return job
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    return exc.original if isinstance(exc, _CarriedRuntimeError) else exc
 
 
 def _while_alive(callback: Callable[..., Any]) -> Callable[..., Any]:

@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.data.pairs import mask_labels
+from napari_segloss.engine.events import out_of_memory_text
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
 
@@ -316,7 +317,10 @@ class PredictWidget(QWidget):
 
     def _on_error(self, exc: BaseException) -> None:
         self._compare_after = False
-        self.status.exception(exc, (ValueError, FileNotFoundError))
+        if oom := out_of_memory_text(exc, "lower the tile size, or choose the cpu device"):
+            self.status.error(oom)
+        else:
+            self.status.exception(exc, (ValueError, FileNotFoundError))
 
     # ------------------------------------------------------------------ run a model
     def run_model(self) -> None:

@@ -43,11 +43,13 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.engine.config import DataConfig, ModelConfig, OptimConfig, TrainSection
 from napari_segloss.engine.events import (
+    OUT_OF_MEMORY_HINTS,
     TrainDone,
     TrainEpoch,
     TrainEvent,
     TrainStart,
     TrainStep,
+    out_of_memory_text,
     stopped_text,
 )
 from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder, run_folder
@@ -544,7 +546,8 @@ class TrainWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         self.progress.failed()
         # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
-        self.status.error(f"training failed: {exception_text(exc, (ValueError,))}")
+        text = out_of_memory_text(exc, OUT_OF_MEMORY_HINTS["train"])
+        self.status.error(f"training failed: {text or exception_text(exc, (ValueError,))}")
 
     def _on_finished(self) -> None:
         self._worker = None

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = [
+    "OUT_OF_MEMORY_HINTS",
     "RUN_ACTIONS",
     "RUN_STATUSES",
     "CompareDone",
@@ -49,6 +50,7 @@ __all__ = [
     "TrainEvent",
     "TrainStart",
     "TrainStep",
+    "out_of_memory_text",
     "stopped_text",
 ]
 
@@ -57,6 +59,25 @@ def stopped_text(reason: str) -> str:
     """``"stopped (<reason>)"`` for a stop's reason, or the reason itself when it already says
     so (``"stopped by request after ..."``): never "stopped (stopped by request)"."""
     return reason if reason.startswith("stopped") else f"stopped ({reason})"
+
+
+#: what to lower when a command runs out of GPU memory (``segloss`` and the panels' settings)
+OUT_OF_MEMORY_HINTS = {
+    "train": "lower the batch size (train.batch_size) or the crop / 3D patch, or free the GPU",
+    "compare": "lower the batch size (train.batch_size) or the crop / 3D patch, or free the GPU",
+    "predict": "lower the tile size or the tiles per pass (--tile, --batch-size), or use the CPU",
+}
+
+
+def out_of_memory_text(exc: BaseException, hint: str) -> str | None:
+    """One line for a GPU (CUDA, MPS) out-of-memory error, ending with ``hint`` (what to make
+    smaller); None for any other error. Torch's own message runs on with allocator figures."""
+    text = str(exc).strip()
+    oom = type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, no torch import
+    if not (oom or (isinstance(exc, RuntimeError) and "out of memory" in text)):
+        return None
+    head = ". ".join(text.splitlines()[0].split(". ")[:2]).rstrip(".") if text else ""
+    return f"{head or 'out of memory'}: {hint}"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ order, seeds and RNG state (:mod:`.sampling`), validation and ``eval.json``
 
 Engineering choices:
 
-* **Per-step overhead**: no host sync per step; the loss is read back (``.item()``) only every
-  ``log_every`` steps and at epoch ends. Decoded/resized data is cached, workers are persistent,
+* **Per-step overhead**: no host sync per step (the loss runs with ``validate=False``: the
+  datasets' labels are checked before the first step); the loss is read back (``.item()``)
+  only every ``log_every`` steps and at epoch ends. Decoded/resized data is cached, workers are persistent,
   host->device copies are ``non_blocking`` from pinned memory on CUDA, the model runs
   channels-last and (on CUDA) under bf16 autocast.
 * **Reproducible resume**: see :mod:`.sampling`; resuming gives the same weights as an
@@ -21,8 +22,8 @@ Engineering choices:
 * **One run per directory**: the run directory is locked for the whole run
   (:class:`~.rundir.RunLock`); a resume must ask for the same settings as the saved run.
 * **Stopping**: ``should_stop()`` (the napari Stop button), Ctrl-C/SIGTERM (caught at the next
-  step boundary when training runs in the main thread) and a non-finite loss (or non-finite
-  logits from finite images: the weights diverged; under DDP this raises) all end the run
+  step boundary when training runs in the main thread) and a non-finite loss (seen at the next
+  log step, named by its first step and that batch's files: the weights diverged) all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
   checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Weights are
   checked before each save (a finite loss can have NaN gradients): non-finite ones end the
@@ -252,6 +253,9 @@ def _train_epoch(
     ep_steps, s.partial = int(s.partial[1]), (0.0, 0)
     win_sum = torch.zeros((), device=s.device, dtype=torch.float64)
     win_steps = n_images = 0
+    # this window's losses and batch numbers: which step went non-finite, read only if one did
+    win_losses: list[torch.Tensor] = []
+    win_batches: list[int] = []
     sync_stop = s.info.enabled
     t0 = time.perf_counter()
     for batch, (images, masks) in enumerate(s.loader):
@@ -270,6 +274,8 @@ def _train_epoch(
         s.epoch_step += 1
         n_images += images.shape[0]
         win_sum += loss
+        win_losses.append(loss)
+        win_batches.append(batch)
         win_steps += 1
         ep_steps += 1
         if bar is not None:
@@ -278,7 +284,7 @@ def _train_epoch(
             ep_sum += win_sum
             value = float(all_reduce_sum(win_sum.clone()).item()) / (win_steps * s.info.world_size)
             if not math.isfinite(value):
-                what = f"non-finite loss ({value}) at iteration {s.iteration} (epoch {epoch + 1})"
+                what = _first_non_finite(state, epoch, value, win_losses, win_batches)
                 return _non_finite(state, what, outcome)
             if bar is not None:
                 bar.set_postfix(loss=f"{value:.4f}")
@@ -291,6 +297,8 @@ def _train_epoch(
             )
             win_sum.zero_()
             win_steps = 0
+            win_losses.clear()
+            win_batches.clear()
             if sync_stop and any_true(stop, s.device if s.device.type == "cuda" else "cpu"):
                 return _stop(state, epoch, ep_sum, ep_steps, outcome)
     train_time = time.perf_counter() - t0
@@ -308,6 +316,26 @@ def _train_epoch(
         what = f"non-finite weights after iteration {s.iteration} (epoch {epoch + 1})"
         return _non_finite(state, f"{what}: the training diverged", outcome)
     return train_loss, n_images, train_time
+
+
+def _first_non_finite(
+    state: RunState, epoch: int, value: float, losses: list[torch.Tensor], batches: list[int]
+) -> str:
+    """A non-finite loss at a log step, named by the first step of the window whose own loss
+    was non-finite and its batch's files (the loss does not check its inputs in training)."""
+    s = state
+    flags = torch.isfinite(torch.stack(losses)).tolist() if losses else []
+    if all(flags):  # under DDP: another rank's loss
+        return f"non-finite loss ({value}) at iteration {s.iteration} (epoch {epoch + 1})"
+    i = flags.index(False)
+    names = [
+        s.train_ds.item_name(j) for j in s.sampler.batch_indices(batches[i], s.cfg.train.batch_size)
+    ]
+    return (
+        f"non-finite loss ({value}) at iteration {s.iteration - len(losses) + i + 1} (epoch "
+        f"{epoch + 1}; batch of {', '.join(names)}): the training diverged (e.g. optim.lr too "
+        "high)"
+    )
 
 
 class _Diverged(ValueError):

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from napari_segloss.cli import build_parser, main
+from napari_segloss.engine.events import OUT_OF_MEMORY_HINTS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "training" / "configs"
@@ -710,3 +711,40 @@ def test_evaluate_refuses_two_label_files_of_one_name(
     argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
     rc, _, err = _run(argv, capsys)
     assert rc == 2 and "gt folder: a.jpg and a.png are one name; keep one" in err, err
+
+
+_OOM = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of "
+    "which 1.06 GiB is free. Including non-PyTorch memory, this process has 78.12 GiB memory in "
+    "use. If reserved but unallocated memory is large try setting "
+    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation."
+)
+
+
+def test_gpu_out_of_memory_is_one_line_saying_what_to_lower(
+    write_checkpoint: Callable[..., Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from napari_segloss.engine import inference
+
+    ckpt = write_checkpoint(tmp_path / "m.pt", 3)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError(_OOM)
+
+    monkeypatch.setattr(inference, "predict", full)
+    rc, _, err = _predict(ckpt, tmp_path / "a.png", tmp_path / "out", capsys)
+    _assert_one_line_error(rc, err, "segloss predict: error: CUDA out of memory. Tried to alloca")
+    assert err.strip().endswith("GiB: " + OUT_OF_MEMORY_HINTS["predict"])  # before: a traceback
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(inference, "predict", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # other RuntimeErrors keep their traceback
+        _predict(ckpt, tmp_path / "a.png", tmp_path / "out2", capsys)

@@ -190,7 +190,7 @@ def test_non_finite_logits_name_the_files_of_the_batch(
     done = train(cfg, progress=False)
     assert done.stopped and not done.interrupted
     assert re.match(
-        r"non-finite logits .*iteration 2; batch of .*: the training diverged", done.reason
+        r"non-finite loss .*iteration 2 \(epoch 1; batch of .*: the training diverged", done.reason
     )
     named = [p for p in (squares_root / "images").iterdir() if str(p) in done.reason]
     assert len(named) == 2  # the two files of that batch of 2

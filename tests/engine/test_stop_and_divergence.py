@@ -140,7 +140,7 @@ def test_a_diverging_learning_rate_stops_the_run_instead_of_blaming_the_images(
     cfg = make_cfg(squares_root, out, "optim.lr=1e20", "loss.name=ce", "loss.params={}")
     done = train(cfg, progress=False)  # before: ValueError "logits must be finite" (exit 2)
     assert done.stopped and not done.interrupted
-    assert re.match(r"non-finite logits from finite images \(epoch 1, iteration \d", done.reason)
+    assert re.match(r"non-finite loss \(nan\) at iteration \d+ \(epoch 1; batch of ", done.reason)
     assert "the training diverged (e.g. optim.lr too high)" in done.reason
 
 

@@ -139,6 +139,44 @@ def test_resume_matches_an_uninterrupted_run(
     assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]  # the partial epoch's too
 
 
+def test_the_loss_of_a_training_step_reads_no_value_back_to_the_host(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU each read of a tensor's value (``bool``, ``int``, ``.item()``, ...) stalls the
+    step until the device catches up: the training loss runs without its value checks."""
+    from torch.overrides import TorchFunctionMode
+
+    from napari_segloss.engine import run_state
+
+    syncs = {"item", "__bool__", "__int__", "__float__", "__index__", "tolist", "nonzero"}
+    reads: list[str] = []
+    steps: list[int] = []
+
+    class Reads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if getattr(func, "__name__", "") in syncs:
+                reads.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    class Watched(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            if not logits.requires_grad:  # validation, not a training step
+                return self.inner(logits, target)
+            steps.append(1)
+            with Reads():
+                return self.inner(logits, target)
+
+    real_get_loss = run_state.get_loss
+    monkeypatch.setattr(run_state, "get_loss", lambda name, **p: Watched(real_get_loss(name, **p)))
+    done = train(make_cfg(squares_root, tmp_path / "run", epochs=1), progress=False)
+    assert not done.stopped and len(steps) == 3
+    assert reads == []  # before: __int__ x2 (label range) and __bool__ (finite logits) a step
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     read_csv: Callable[..., Any],
     squares_root: Path,

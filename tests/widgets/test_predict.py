@@ -367,3 +367,25 @@ def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path):
     assert _owned(viewer, "prob:2").name.startswith("p(MYO) ")
     rows = list(csv.DictReader(widget.export_csv(tmp_path / "m.csv").open()))
     assert [(r["class"], r["name"]) for r in rows] == [("1", "RV"), ("2", "MYO"), ("3", "LV")]
+
+
+def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tiny_checkpoint, monkeypatch):
+    import torch
+
+    from napari_segloss.engine import inference
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 ...")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(inference, "iter_predict_image", full)
+    viewer, widget = dock(NAME)
+    widget.image_picker.set_layer(viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True))
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.run_model()
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert widget.status.text() == (  # before: "OutOfMemoryError: CUDA out of memory. Tried ..."
+        "CUDA out of memory. Tried to allocate 8.00 GiB: lower the tile size, or choose the cpu "
+        "device"
+    )

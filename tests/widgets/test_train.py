@@ -394,3 +394,21 @@ def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle, qtbo
     widget.stop()
     wait_idle(widget, timeout=60_000)
     assert widget.last_result is not None and widget.last_result.stopped
+
+
+def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, qtbot, tmp_path, monkeypatch):
+    import torch
+
+    from napari_segloss.engine import prepare
+    from napari_segloss.engine.events import OUT_OF_MEMORY_HINTS
+
+    def full(request):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
+
+    monkeypatch.setattr(prepare, "prepare_run", full)
+    _, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.start()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.is_error and "failed" in widget.progress.text()
+    expected = "CUDA out of memory. Tried to allocate 2.00 GiB: " + OUT_OF_MEMORY_HINTS["train"]
+    assert widget.status.text() == f"training failed: {expected}"  # before: OutOfMemoryError: ..
