@@ -160,7 +160,7 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
     """Notebook 04 shows what the one reader (``read_compare``, also the napari panel's) finds
     in the folder its demo wrote: the same table, and each loss's prediction on each of the 3
     unseen frames with its title; the ``segloss compare`` command it prints is the same
-    comparison (the CLI reuses every run instead of training)."""
+    comparison from any folder (the CLI reuses every run instead of training)."""
     from napari_segloss.cli import main
     from napari_segloss.engine import read_compare
 
@@ -189,7 +189,9 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
         assert not missing, f"notebook 04 does not show the overlay titles {missing}"
 
     command = next(ln for ln in streams.splitlines() if ln.startswith("segloss compare "))
-    monkeypatch.chdir(ROOT)
+    elsewhere = folder.parent / "elsewhere"  # the command needs no repository checkout
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     capsys.readouterr()
     assert main(shlex.split(command)[1:]) == 0
     printed = capsys.readouterr().out
