@@ -166,8 +166,12 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
 
     results = read_compare(folder)
     assert [(r.loss, r.seed, r.status) for r in results.runs] == [
-        (loss, seed, "ok") for loss in ("dice", "pm_dice") for seed in (0, 1)
-    ]
+        (loss, seed, "ok") for loss in ("dice", "ce+pm_dice") for seed in (0, 1)
+    ]  # quick mode keeps what full mode runs: a compound loss, the augmented data pipeline
+    import yaml
+
+    configs = [yaml.safe_load((r.run_dir / "config.yaml").read_text()) for r in results.runs]
+    assert all(c["data"]["augment"] is True for c in configs)
     tables = [
         o["data"]["text/markdown"]
         for c in nb.cells
@@ -183,7 +187,7 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
     ]  # the bundled `kvasir` frames, not the kvasir_train pairs the runs trained on
     for i in range(3):
         cells = results.view(i).cells
-        assert [c.loss for c in cells] == ["dice", "pm_dice"]
+        assert [c.loss for c in cells] == ["dice", "ce+pm_dice"]
         assert all(c.errors is not None and c.errors.shape == (64, 64) for c in cells)
         missing = [c.title for c in cells if c.title not in streams]
         assert not missing, f"notebook 04 does not show the overlay titles {missing}"
