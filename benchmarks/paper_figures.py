@@ -19,7 +19,6 @@ focusing parameter gamma, from the runs ``dice`` (gamma = 0), ``pm_dice:gamma=..
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import math
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_segloss.engine import read_compare
 from napari_segloss.engine.compare import display_name
 from napari_segloss.plotting import plot_curves
 
@@ -52,16 +52,19 @@ def per_image(eval_json: Path, metric: str) -> np.ndarray:
 
 
 def loss_runs(folder: Path) -> dict[str, list[Path]]:
-    """Loss spec -> the eval.json of its finished runs, in grid order (from ``runs.csv``)."""
-    table = folder / "runs.csv"
-    if not table.is_file():
-        raise SystemExit(f"{table}: not found (written when `segloss compare` finishes)")
+    """Loss spec -> the eval.json of its finished runs, in grid order.
+
+    Read with ``read_compare``, which finds each run inside ``folder``: ``runs.csv``'s
+    ``run_dir`` is relative to where `segloss compare` was started, not to the folder.
+    """
+    try:
+        results = read_compare(folder)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     runs: dict[str, list[Path]] = {}
-    with table.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            path = Path(row["run_dir"]) / "eval.json"
-            if row["status"] == "ok" and path.is_file():
-                runs.setdefault(row["loss"], []).append(path)
+    for run in results.runs:
+        if run.status == "ok":
+            runs.setdefault(run.loss, []).append(run.run_dir / "eval.json")
     return runs
 
 

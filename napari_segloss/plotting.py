@@ -332,7 +332,11 @@ def surface_3d(
         raise ValueError("ax must be a 3D axes (projection='3d')")
     fig, ax = _figure_for(ax, figsize=(5.2, 4.4), subplot_kw={"projection": "3d"})
     gx, gy = np.meshgrid(xs, ys)
-    surf = ax.plot_surface(gx, gy, zs, cmap=cmap, linewidth=0, antialiased=True)
+    # matplotlib colours each face by the mean of its corners and scales the colour bar to
+    # those means, which hides the minimum (the trained weights' loss): scale it to z instead
+    finite = zs[np.isfinite(zs)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+    surf = ax.plot_surface(gx, gy, zs, cmap=cmap, vmin=lo, vmax=hi, linewidth=0, antialiased=True)
     cbar = fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
     cbar.set_label(zlabel)
     _label_axes(ax, xlabel, ylabel, title)

@@ -160,14 +160,18 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
     """Notebook 04 shows what the one reader (``read_compare``, also the napari panel's) finds
     in the folder its demo wrote: the same table, and each loss's prediction on each of the 3
     unseen frames with its title; the ``segloss compare`` command it prints is the same
-    comparison (the CLI reuses every run instead of training)."""
+    comparison from any folder (the CLI reuses every run instead of training)."""
     from napari_segloss.cli import main
     from napari_segloss.engine import read_compare
 
     results = read_compare(folder)
     assert [(r.loss, r.seed, r.status) for r in results.runs] == [
-        (loss, seed, "ok") for loss in ("dice", "pm_dice") for seed in (0, 1)
-    ]
+        (loss, seed, "ok") for loss in ("dice", "ce+pm_dice") for seed in (0, 1)
+    ]  # quick mode keeps what full mode runs: a compound loss, the augmented data pipeline
+    import yaml
+
+    configs = [yaml.safe_load((r.run_dir / "config.yaml").read_text()) for r in results.runs]
+    assert all(c["data"]["augment"] is True for c in configs)
     tables = [
         o["data"]["text/markdown"]
         for c in nb.cells
@@ -183,13 +187,15 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
     ]  # the bundled `kvasir` frames, not the kvasir_train pairs the runs trained on
     for i in range(3):
         cells = results.view(i).cells
-        assert [c.loss for c in cells] == ["dice", "pm_dice"]
+        assert [c.loss for c in cells] == ["dice", "ce+pm_dice"]
         assert all(c.errors is not None and c.errors.shape == (64, 64) for c in cells)
         missing = [c.title for c in cells if c.title not in streams]
         assert not missing, f"notebook 04 does not show the overlay titles {missing}"
 
     command = next(ln for ln in streams.splitlines() if ln.startswith("segloss compare "))
-    monkeypatch.chdir(ROOT)
+    elsewhere = folder.parent / "elsewhere"  # the command needs no repository checkout
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     capsys.readouterr()
     assert main(shlex.split(command)[1:]) == 0
     printed = capsys.readouterr().out

@@ -70,26 +70,38 @@ def paper_figures():
 
 
 def _fake_compare(root: Path, dice_by_loss: dict[str, list[float]]) -> Path:
+    """A comparison folder laid out as `segloss compare --output root` writes it, started one
+    folder above ``root``: runs.csv's run_dir is relative to that start folder, not to root."""
     import json
 
+    from napari_segloss.engine.compare_results import run_folder
+    from napari_segloss.engine.loss_spec import LossSpec
+
     lines = ["loss,seed,status,mDice,run_dir,error"]
-    for k, (loss, dices) in enumerate(dice_by_loss.items()):
-        run = root / "runs" / f"run{k}" / "seed0"
+    for loss, dices in dice_by_loss.items():
+        run = run_folder(root, LossSpec.from_any(loss), 0)
         run.mkdir(parents=True)
         per_image = [
             {"name": f"im{i}", "metrics": {"1": {"dice": d, "nsd": d, "precision": d, "recall": d}}}
             for i, d in enumerate(dices)
         ]
-        (run / "eval.json").write_text(json.dumps({"per_image": per_image}))
-        lines.append(f"{loss},0,ok,{100 * sum(dices) / len(dices)},{run},")
-    lines.append(f"ce,1,failed,,{root / 'runs' / 'missing'},boom")
+        mean = sum(dices) / len(dices)  # the per-class summary every eval.json has
+        summary = {"1": {"dice": mean, "nsd": mean, "precision": mean, "recall": mean}}
+        (run / "eval.json").write_text(json.dumps({"per_class": summary, "per_image": per_image}))
+        relative = run.relative_to(root.parent)
+        lines.append(f"{loss},0,ok,{100 * sum(dices) / len(dices)},{relative},")
+    failed = run_folder(root, LossSpec.from_any("ce"), 1)
+    failed.mkdir(parents=True)
+    (failed / "FAILED.txt").write_text("boom\n")
+    lines.append(f"ce,1,failed,,{failed.relative_to(root.parent)},boom")
     (root / "runs.csv").write_text("\n".join(lines) + "\n")
     return root
 
 
-def test_per_image_means_and_ci(paper_figures, tmp_path: Path) -> None:
-    root = _fake_compare(tmp_path, {"ce": [0.5, 0.7, 0.9]})
-    runs = paper_figures.loss_runs(root)
+def test_per_image_means_and_ci(paper_figures, tmp_path: Path, monkeypatch) -> None:
+    root = _fake_compare(tmp_path / "cmp", {"ce": [0.5, 0.7, 0.9]})
+    monkeypatch.chdir(root)  # not the folder the comparison was started from
+    runs = paper_figures.loss_runs(Path("."))
     assert list(runs) == ["ce"] and len(runs["ce"]) == 1  # the failed seed is left out
     values = paper_figures.per_image(runs["ce"][0], "dice")
     assert values.tolist() == pytest.approx([50.0, 70.0, 90.0])

@@ -114,6 +114,9 @@ def test_surface_3d():
     ax = next(a for a in fig.axes if a.name == "3d")
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_zlabel()) == ("d1", "d2", "loss")
     assert ax.get_title() == "PM Dice"
+    # the colour bar spans the surface's values (0 at the minimum .. 2), not the face means
+    cbar = next(a for a in fig.axes if getattr(a, "_colorbar", None) is not None)._colorbar
+    assert (cbar.vmin, cbar.vmax) == (0.0, 2.0)
     _, ax2 = plt.subplots()
     with pytest.raises(ValueError, match="3D axes"):
         surface_3d(x, y, np.zeros((3, 5)), xlabel="a", ylabel="b", title="t", ax=ax2)
