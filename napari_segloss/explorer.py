@@ -34,6 +34,7 @@ __all__ = [
     "LossSpec",
     "Step",
     "check_target_fits",
+    "colour_top",
     "compute_explorer",
     "editable_parameters",
     "interactive_threads",
@@ -209,12 +210,22 @@ def iter_explorer(
             value = float(get_loss("pm_dice", gamma=g)(logits, t))
         res.values.append((f"pm_dice(gamma={g:g})", value))
     if res.contributions:
-        hi = max(
-            float(np.percentile(m, CLIM_PERCENTILE)) if m.size else 0.0
-            for m in res.contributions.values()
-        )
+        hi = max(colour_top(m) for m in res.contributions.values())
         res.clim = (0.0, hi if hi > 0 and math.isfinite(hi) else 1.0)
     return res
+
+
+def colour_top(cmap: np.ndarray) -> float:
+    """Upper colour limit of one contribution map: its ``CLIM_PERCENTILE`` percentile, but
+    never below its mean pixel.
+
+    When fewer than 0.5 % of the pixels carry the loss (a hard prediction wrong on a few
+    pixels: every other pixel's gradient is about 1e-38), the percentile lands among the
+    near-zero pixels: the scale read 0–5e-36 and the whole map was one saturated colour.
+    """
+    if not cmap.size:
+        return 0.0
+    return max(float(np.percentile(cmap, CLIM_PERCENTILE)), float(cmap.mean(dtype=np.float64)))
 
 
 def compute_explorer(
