@@ -37,6 +37,7 @@ __all__ = [
     "colour_top",
     "compute_explorer",
     "editable_parameters",
+    "format_value",
     "interactive_threads",
     "iter_explorer",
     "loss_catalog",
@@ -89,6 +90,15 @@ def interactive_threads(pixels: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def format_value(value: float) -> str:
+    """A loss value as the Loss Explorer's table shows it: four decimals, or three significant
+    digits below 0.001 (a focal loss of 2e-5 read 0.0000, as if the prediction were perfect)."""
+    v = float(value)
+    if v == 0 or not math.isfinite(v) or abs(v) >= 1e-3:
+        return f"{v:.4f}"
+    return f"{v:.3g}"
 
 
 def modulating_title(gamma: float) -> str:

@@ -54,7 +54,6 @@ from ._common import (
     check_same_shape,
     exception_text,
     find_owned,
-    fmt,
     form_page,
     form_row,
     glyph_steps,
@@ -759,7 +758,7 @@ class LossExplorerWidget(QWidget):
         self.table.setRowCount(len(values))
         for r, (label, value) in enumerate(values):
             self.table.setItem(r, 0, QTableWidgetItem(label))
-            item = QTableWidgetItem(fmt(value))
+            item = QTableWidgetItem(_core().format_value(value))
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
 

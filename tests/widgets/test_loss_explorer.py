@@ -846,3 +846,29 @@ def test_closing_napari_while_the_maps_compute_is_harmless(make_napari_viewer, q
     viewer.close()
     qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=60_000)
     qtbot.wait(200)  # the workers' last signals are delivered
+
+
+def test_small_loss_values_keep_their_digits(dock, wait_idle):
+    """A focal loss of about 1e-5 read 0.0000 in the table, as if the prediction were
+    perfect: below 0.001 a value shows three significant digits."""
+    import torch
+
+    from napari_segloss.explorer import probabilities_to_logits
+    from napari_segloss.losses import get_loss
+
+    _, widget, _, mask = _kvasir(dock, wait_idle)
+    widget.set_losses(["focal", "dice"])
+    widget._param_form("focal").widgets["gamma"].value = 5.0
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    texts = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
+             for r in range(widget.table.rowCount())}  # fmt: skip
+    probs = make_whatif(mask, "blur", 3.0, softness=1.5)
+    logits = probabilities_to_logits(torch.from_numpy(probs)[None])
+    target = torch.from_numpy(mask.astype(np.int64))[None]
+    expected = float(get_loss("focal", gamma=5.0)(logits, target))
+    assert 0 < expected < 1e-3
+    shown = texts["focal(gamma=5.0)"]
+    assert shown != "0.0000"
+    assert float(shown) == pytest.approx(expected, rel=5e-3)
+    assert len(texts["dice"].split(".")[1]) == 4  # larger values: four decimals as before
