@@ -44,6 +44,7 @@ __all__ = [
     "modulating_title",
     "probabilities_from_image",
     "probabilities_to_logits",
+    "summary",
 ]
 
 #: arguments every loss shares that make no sense to vary when exploring one prediction
@@ -236,6 +237,18 @@ def colour_top(cmap: np.ndarray) -> float:
     if not cmap.size:
         return 0.0
     return max(float(np.percentile(cmap, CLIM_PERCENTILE)), float(cmap.mean(dtype=np.float64)))
+
+
+def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) -> str:
+    """What the maps of ``res`` show, in one sentence (the Loss Explorer's status line);
+    ``z``: the slice they were computed on, if one."""
+    units = "|dL/dlogits| / its mean, 1 = an average pixel" if relative else "|dL/dlogits|"
+    where = f" (slice {z})" if z is not None else ""
+    return (
+        f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
+        f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+        f"m = |y − p|^γ{where}"
+    )
 
 
 def compute_explorer(

@@ -720,16 +720,7 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, finish])
 
     def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:
-        units = "|dL/dlogits| / its mean, 1 = an average pixel"
-        where = f" (slice {info['z']})" if info["z"] is not None else ""
-        self.status.info(
-            self._noted(
-                f"{len(res.contributions)} contribution map(s) {CONTRIB_MARK} "
-                f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
-                f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-                f"m = |y − p|^γ{where}"
-            )
-        )
+        self.status.info(self._noted(_core().summary(res, info["relative"], info["z"])))
         self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:
