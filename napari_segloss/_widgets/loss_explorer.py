@@ -319,8 +319,11 @@ class LossExplorerWidget(QWidget):
 
         picker.currentIndexChanged.connect(changed)
 
-    def _noted(self, text: str) -> str:
-        """``text`` after the note on a removed input, if any (see _watch)."""
+    def _noted(self, text: str, failed: bool = False) -> str:
+        """``text`` after the note on a removed input, if any (see _watch). ``failed``: no
+        maps were drawn, so those on screen no longer match the panel's settings: say so."""
+        if failed and self.map_layers():
+            text = f"{text}; the maps shown are from the previous update"
         return f"{self._note}. {text}" if self._note else text
 
     def _update_strength_tip(self, *_: Any) -> None:
@@ -565,12 +568,12 @@ class LossExplorerWidget(QWidget):
             job, info = self._collect()
         except MissingInput as exc:
             if explicit:
-                self.status.error(self._noted(str(exc)))
+                self.status.error(self._noted(str(exc), True))
             else:
-                self.status.info(self._noted(f"waiting for inputs: {exc}"))
+                self.status.info(self._noted(f"waiting for inputs: {exc}", True))
             return
         except PanelError as exc:
-            self.status.error(self._noted(str(exc)), notify=explicit)
+            self.status.error(self._noted(str(exc), True), notify=explicit)
             return
         self._explicit = explicit
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
@@ -628,7 +631,7 @@ class LossExplorerWidget(QWidget):
             self.status.exception(exc, notify=True)
             return
         text = exception_text(exc, (ValueError,))  # PanelError, the core's: message alone
-        self.status.error(self._noted(text), notify=getattr(self, "_explicit", True))
+        self.status.error(self._noted(text, True), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
     def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:

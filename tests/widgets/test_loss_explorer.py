@@ -872,3 +872,31 @@ def test_small_loss_values_keep_their_digits(dock, wait_idle):
     assert shown != "0.0000"
     assert float(shown) == pytest.approx(expected, rel=5e-3)
     assert len(texts["dice"].split(".")[1]) == 4  # larger values: four decimals as before
+
+
+def test_an_update_that_fails_says_the_maps_shown_are_from_before(dock, wait_idle):
+    """A failed update leaves the previous maps on screen: the error said only what was
+    wrong, so the maps (and values) looked like those of the new, rejected settings."""
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    before = [ly.name for ly in widget.map_layers()]
+    assert before and not widget.status.is_error
+    viewer.add_image(mask.astype(np.float32) * 255, name="scores")  # not probabilities
+    widget.source.value = "probability image"
+    widget.pred_image_picker.set_layer(viewer.layers["scores"])
+    wait_idle(widget)
+    assert widget.status.is_error
+    text = widget.status.text()
+    assert "expected probabilities in [0, 1]" in text
+    assert "the maps shown are from the previous update" in text
+    assert [ly.name for ly in widget.map_layers()] == before
+
+    widget.source.value = "what-if from ground truth"  # fixed: drawn again, no note left
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert "previous update" not in widget.status.text()
+    widget.set_losses([])  # nothing to draw: a live update that cannot run
+    for row in list(widget.gamma_list.rows):
+        widget.gamma_list.remove(row)
+    wait_idle(widget)
+    assert "tick at least one loss" in widget.status.text()
+    assert "the maps shown are from the previous update" in widget.status.text()
