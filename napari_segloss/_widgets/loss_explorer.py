@@ -355,7 +355,7 @@ class LossExplorerWidget(QWidget):
     def _param_form(self, name: str) -> LossParamForm:
         if name not in self._param_forms:
             catalog = self._catalog or {}
-            form = LossParamForm(name, parameters=lambda n: catalog[n])
+            form = LossParamForm(name, parameters=lambda n: catalog[n], heading=True)
             form.changed.connect(self._schedule)
             self._param_forms[name] = form
             self.param_stack.addWidget(form)

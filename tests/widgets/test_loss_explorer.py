@@ -900,3 +900,15 @@ def test_an_update_that_fails_says_the_maps_shown_are_from_before(dock, wait_idl
     wait_idle(widget)
     assert "tick at least one loss" in widget.status.text()
     assert "the maps shown are from the previous update" in widget.status.text()
+
+
+def test_the_parameter_form_names_its_loss(dock, wait_idle):
+    """The form under the loss list showed fields ("weight  None") without saying which
+    loss they belong to: the selected row's highlight was the only hint."""
+    _, widget, _, _ = _kvasir(dock, wait_idle)
+    for name in ("ce", "focal", "ce+pm_dice"):
+        row = widget.loss_list.findItems(name, loss_explorer.Qt.MatchFlag.MatchExactly)[0]
+        widget.loss_list.setCurrentItem(row)
+        form = widget.param_stack.currentWidget()
+        assert form.heading is not None and form.heading.isVisibleTo(widget)
+        assert form.heading.text() == f"parameters of {name}:"
