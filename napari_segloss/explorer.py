@@ -27,6 +27,7 @@ from .maps import contribution_map, modulating_map
 
 __all__ = [
     "CLIM_PERCENTILE",
+    "FLAT_GRADIENT",
     "PLUMBING_PARAMS",
     "PROB_FLOOR",
     "SUM_TOLERANCE",
@@ -53,6 +54,10 @@ PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
 CLIM_PERCENTILE = 99.5
 #: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)
 SUM_TOLERANCE = 5e-3
+#: a contribution map at most this large everywhere is flat: no pixel drives the loss. A
+#: hard 0/1 prediction (a labels layer) saturates the softmax/sigmoid, so the gradient of a
+#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not)
+FLAT_GRADIENT = 1e-20
 #: up to this many pixels, an interactive computation runs on one CPU thread (see
 #: :func:`interactive_threads`)
 ONE_THREAD_PIXELS = 4_000_000
@@ -172,6 +177,8 @@ class ExplorerResult:
     prediction: np.ndarray | None = None  # probability of the displayed class
     clim: tuple[float, float] = (0.0, 1.0)  # shared colour scale of the contribution maps
     num_classes: int = 2
+    #: labels of the losses whose gradient is zero at every pixel (see FLAT_GRADIENT)
+    flat: list[str] = field(default_factory=list)
 
 
 def iter_explorer(
@@ -205,6 +212,8 @@ def iter_explorer(
         with torch.no_grad():
             res.values.append((spec.label, float(module(logits, t))))
         cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
+        if not float(cmap.max(initial=0.0)) > FLAT_GRADIENT:
+            res.flat.append(spec.label)
         if relative:
             mean = float(cmap.mean())
             cmap = cmap / mean if mean > 0 else cmap
@@ -248,6 +257,12 @@ def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) ->
         f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
         f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
         f"m = |y − p|^γ{where}"
+    ) + (
+        f". {', '.join(res.flat)}: no gradient at any pixel (blank map): a hard 0/1 "
+        "prediction saturates the softmax/sigmoid; a soft one (a network's, or a what-if "
+        "with softness > 0) has a gradient"
+        if res.flat
+        else ""
     )
 
 

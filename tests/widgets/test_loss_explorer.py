@@ -912,3 +912,20 @@ def test_the_parameter_form_names_its_loss(dock, wait_idle):
         form = widget.param_stack.currentWidget()
         assert form.heading is not None and form.heading.isVisibleTo(widget)
         assert form.heading.text() == f"parameters of {name}:"
+
+
+def test_blank_maps_of_a_hard_prediction_are_explained(dock, wait_idle):
+    """A labels layer as prediction is hard (0/1): the softmax/sigmoid is saturated and a
+    region loss's gradient is about 1e-43 at every pixel, so its map was blank (black) with
+    no word why, next to a cross-entropy map that shows the errors."""
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    assert "no gradient" not in widget.status.text()  # what-if: soft
+    viewer.add_labels(np.roll(mask, 5, axis=1), name="shifted")
+    widget.source.value = "labels layer"
+    widget.pred_labels_picker.set_layer(viewer.layers["shifted"])
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    text = widget.status.text()
+    assert "dice: no gradient at any pixel (blank map)" in text
+    assert "hard 0/1 prediction" in text
+    assert text.split(": no gradient")[0].endswith(". dice")  # ce's map is not blank
