@@ -463,7 +463,8 @@ class LossExplorerWidget(QWidget):
             core.check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
             if cls >= k:  # not clipped: class 7 would silently draw the last class
-                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}")
+                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}: "
+                                 f"set 'class' to one of them")  # fmt: skip
             specs = [core.LossSpec(n, p) for n, p in losses]
             steps = core.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
             with core.interactive_threads(target.size):

@@ -929,3 +929,20 @@ def test_blank_maps_of_a_hard_prediction_are_explained(dock, wait_idle):
     assert "dice: no gradient at any pixel (blank map)" in text
     assert "hard 0/1 prediction" in text
     assert text.split(": no gradient")[0].endswith(". dice")  # ce's map is not blank
+
+
+def test_a_class_left_from_other_inputs_says_what_to_change(dock, wait_idle):
+    """Class 3 chosen on a four-class ground truth, then a binary one picked: the error
+    said only "2 classes (0–1), not 3", and every later change failed the same way."""
+    viewer, widget = _acdc_drawn(dock, wait_idle)
+    widget.class_spin.value = 3
+    wait_idle(widget)
+    viewer.add_labels(np.zeros(viewer.layers["heart"].data.shape, np.uint8), name="empty")
+    widget.image_picker.set_layer(None)
+    widget.gt_picker.set_layer(viewer.layers["empty"])
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert "2 classes (0–1), not 3: set 'class' to one of them" in widget.status.text()
+    widget.class_spin.value = 1
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
