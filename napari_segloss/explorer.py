@@ -27,6 +27,7 @@ from .maps import contribution_map, modulating_map
 
 __all__ = [
     "CLIM_PERCENTILE",
+    "FLAT_GRADIENT",
     "PLUMBING_PARAMS",
     "PROB_FLOOR",
     "SUM_TOLERANCE",
@@ -34,14 +35,17 @@ __all__ = [
     "LossSpec",
     "Step",
     "check_target_fits",
+    "colour_top",
     "compute_explorer",
     "editable_parameters",
+    "format_value",
     "interactive_threads",
     "iter_explorer",
     "loss_catalog",
     "modulating_title",
     "probabilities_from_image",
     "probabilities_to_logits",
+    "summary",
 ]
 
 #: arguments every loss shares that make no sense to vary when exploring one prediction
@@ -50,6 +54,10 @@ PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
 CLIM_PERCENTILE = 99.5
 #: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)
 SUM_TOLERANCE = 5e-3
+#: a contribution map at most this large everywhere is flat: no pixel drives the loss. A
+#: hard 0/1 prediction (a labels layer) saturates the softmax/sigmoid, so the gradient of a
+#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not)
+FLAT_GRADIENT = 1e-20
 #: up to this many pixels, an interactive computation runs on one CPU thread (see
 #: :func:`interactive_threads`)
 ONE_THREAD_PIXELS = 4_000_000
@@ -88,6 +96,15 @@ def interactive_threads(pixels: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def format_value(value: float) -> str:
+    """A loss value as the Loss Explorer's table shows it: four decimals, or three significant
+    digits below 0.001 (a focal loss of 2e-5 read 0.0000, as if the prediction were perfect)."""
+    v = float(value)
+    if v == 0 or not math.isfinite(v) or abs(v) >= 1e-3:
+        return f"{v:.4f}"
+    return f"{v:.3g}"
 
 
 def modulating_title(gamma: float) -> str:
@@ -160,6 +177,8 @@ class ExplorerResult:
     prediction: np.ndarray | None = None  # probability of the displayed class
     clim: tuple[float, float] = (0.0, 1.0)  # shared colour scale of the contribution maps
     num_classes: int = 2
+    #: labels of the losses whose gradient is zero at every pixel (see FLAT_GRADIENT)
+    flat: list[str] = field(default_factory=list)
 
 
 def iter_explorer(
@@ -193,6 +212,8 @@ def iter_explorer(
         with torch.no_grad():
             res.values.append((spec.label, float(module(logits, t))))
         cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
+        if not float(cmap.max(initial=0.0)) > FLAT_GRADIENT:
+            res.flat.append(spec.label)
         if relative:
             mean = float(cmap.mean())
             cmap = cmap / mean if mean > 0 else cmap
@@ -209,12 +230,40 @@ def iter_explorer(
             value = float(get_loss("pm_dice", gamma=g)(logits, t))
         res.values.append((f"pm_dice(gamma={g:g})", value))
     if res.contributions:
-        hi = max(
-            float(np.percentile(m, CLIM_PERCENTILE)) if m.size else 0.0
-            for m in res.contributions.values()
-        )
+        hi = max(colour_top(m) for m in res.contributions.values())
         res.clim = (0.0, hi if hi > 0 and math.isfinite(hi) else 1.0)
     return res
+
+
+def colour_top(cmap: np.ndarray) -> float:
+    """Upper colour limit of one contribution map: its ``CLIM_PERCENTILE`` percentile, but
+    never below its mean pixel.
+
+    When fewer than 0.5 % of the pixels carry the loss (a hard prediction wrong on a few
+    pixels: every other pixel's gradient is about 1e-38), the percentile lands among the
+    near-zero pixels: the scale read 0–5e-36 and the whole map was one saturated colour.
+    """
+    if not cmap.size:
+        return 0.0
+    return max(float(np.percentile(cmap, CLIM_PERCENTILE)), float(cmap.mean(dtype=np.float64)))
+
+
+def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) -> str:
+    """What the maps of ``res`` show, in one sentence (the Loss Explorer's status line);
+    ``z``: the slice they were computed on, if one."""
+    units = "|dL/dlogits| / its mean, 1 = an average pixel" if relative else "|dL/dlogits|"
+    where = f" (slice {z})" if z is not None else ""
+    return (
+        f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
+        f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+        f"m = |y − p|^γ{where}"
+    ) + (
+        f". {', '.join(res.flat)}: no gradient at any pixel (blank map): a hard 0/1 "
+        "prediction saturates the softmax/sigmoid; a soft one (a network's, or a what-if "
+        "with softness > 0) has a gradient"
+        if res.flat
+        else ""
+    )
 
 
 def compute_explorer(

@@ -221,3 +221,27 @@ def test_pm_dice_values_of_small_gammas_are_those_of_the_probabilities_given(cla
     assert torch.isfinite(logits).all()
     back = torch.sigmoid(logits) if classes == 2 else torch.softmax(logits, 1)
     torch.testing.assert_close(back[0], torch.from_numpy(probs), atol=1e-7, rtol=0)
+
+
+def test_colour_scale_stays_readable_when_few_pixels_are_wrong():
+    """A hard (one-hot) prediction wrong on fewer than 0.5 % of the pixels: every other
+    pixel's gradient is about 1e-38, so the 99.5th percentile is too; the shared scale read
+    0–5e-36 and the contribution maps were one saturated colour. It reaches at least the
+    mean pixel (1 on relative maps), and the wrong pixels stand out above it."""
+    gt = np.zeros((100, 100), dtype=np.int64)
+    gt[30:70, 30:70] = 1
+    pred = gt.copy()
+    pred[:5, :5] = 1  # 25 of 10 000 pixels wrong
+    probs = pred[None].astype(np.float32)
+    for relative in (True, False):
+        res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("ce")], [], relative=relative)
+        cmap = res.contributions["ce"]
+        assert res.clim[1] >= cmap.mean() > 0
+        assert cmap[:5, :5].min() >= res.clim[1]  # the wrong pixels at the top of the scale
+        assert np.median(cmap) < 1e-6 * res.clim[1]  # the right ones at its bottom
+    # an ordinary soft prediction keeps the percentile
+    soft = np.clip(gt + np.random.default_rng(0).normal(0, 0.2, gt.shape), 0.01, 0.99)
+    res = explorer.compute_explorer(
+        soft[None].astype(np.float32), gt, [explorer.LossSpec("ce")], []
+    )
+    assert res.clim[1] == pytest.approx(np.percentile(res.contributions["ce"], 99.5))

@@ -179,7 +179,8 @@ class LossParamForm(QWidget):
 
     ``parameters`` looks up a loss' parameters by name (default: :func:`registry_parameters`),
     ``describe`` their descriptions, shown as tooltips (default: :func:`registry_help`).
-    ``changed`` is emitted on every edit.
+    ``changed`` is emitted on every edit. ``heading``: a line above the fields naming the
+    loss (where nothing else next to the form says whose parameters they are).
     """
 
     changed = Signal()
@@ -190,6 +191,8 @@ class LossParamForm(QWidget):
         parameters: ParameterSource | None = None,
         parent: QWidget | None = None,
         describe: HelpSource | None = None,
+        *,
+        heading: bool = False,
     ) -> None:
         super().__init__(parent)
         self.name = name
@@ -215,6 +218,9 @@ class LossParamForm(QWidget):
         self.form.changed.connect(lambda *_: self.changed.emit())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        self.heading = QLabel(f"parameters of {name}:", self) if heading else None
+        if self.heading is not None:
+            lay.addWidget(self.heading)
         lay.addWidget(self.form.native)
 
     def _add(self, p: inspect.Parameter, part: str | None = None) -> None:

@@ -54,7 +54,6 @@ from ._common import (
     check_same_shape,
     exception_text,
     find_owned,
-    fmt,
     form_page,
     form_row,
     glyph_steps,
@@ -320,8 +319,11 @@ class LossExplorerWidget(QWidget):
 
         picker.currentIndexChanged.connect(changed)
 
-    def _noted(self, text: str) -> str:
-        """``text`` after the note on a removed input, if any (see _watch)."""
+    def _noted(self, text: str, failed: bool = False) -> str:
+        """``text`` after the note on a removed input, if any (see _watch). ``failed``: no
+        maps were drawn, so those on screen no longer match the panel's settings: say so."""
+        if failed and self.map_layers():
+            text = f"{text}; the maps shown are from the previous update"
         return f"{self._note}. {text}" if self._note else text
 
     def _update_strength_tip(self, *_: Any) -> None:
@@ -353,7 +355,7 @@ class LossExplorerWidget(QWidget):
     def _param_form(self, name: str) -> LossParamForm:
         if name not in self._param_forms:
             catalog = self._catalog or {}
-            form = LossParamForm(name, parameters=lambda n: catalog[n])
+            form = LossParamForm(name, parameters=lambda n: catalog[n], heading=True)
             form.changed.connect(self._schedule)
             self._param_forms[name] = form
             self.param_stack.addWidget(form)
@@ -461,7 +463,8 @@ class LossExplorerWidget(QWidget):
             core.check_target_fits(probs, target)
             k = 2 if probs.shape[0] == 1 else probs.shape[0]
             if cls >= k:  # not clipped: class 7 would silently draw the last class
-                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}")
+                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}: "
+                                 f"set 'class' to one of them")  # fmt: skip
             specs = [core.LossSpec(n, p) for n, p in losses]
             steps = core.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
             with core.interactive_threads(target.size):
@@ -566,12 +569,12 @@ class LossExplorerWidget(QWidget):
             job, info = self._collect()
         except MissingInput as exc:
             if explicit:
-                self.status.error(self._noted(str(exc)))
+                self.status.error(self._noted(str(exc), True))
             else:
-                self.status.info(self._noted(f"waiting for inputs: {exc}"))
+                self.status.info(self._noted(f"waiting for inputs: {exc}", True))
             return
         except PanelError as exc:
-            self.status.error(self._noted(str(exc)), notify=explicit)
+            self.status.error(self._noted(str(exc), True), notify=explicit)
             return
         self._explicit = explicit
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
@@ -629,7 +632,7 @@ class LossExplorerWidget(QWidget):
             self.status.exception(exc, notify=True)
             return
         text = exception_text(exc, (ValueError,))  # PanelError, the core's: message alone
-        self.status.error(self._noted(text), notify=getattr(self, "_explicit", True))
+        self.status.error(self._noted(text, True), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
     def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
@@ -721,16 +724,7 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, finish])
 
     def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:
-        units = "|dL/dlogits| / its mean, 1 = an average pixel"
-        where = f" (slice {info['z']})" if info["z"] is not None else ""
-        self.status.info(
-            self._noted(
-                f"{len(res.contributions)} contribution map(s) {CONTRIB_MARK} "
-                f"({units if info['relative'] else '|dL/dlogits|'}; one shared colour scale "
-                f"0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-                f"m = |y − p|^γ{where}"
-            )
-        )
+        self.status.info(self._noted(_core().summary(res, info["relative"], info["z"])))
         self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:
@@ -759,7 +753,7 @@ class LossExplorerWidget(QWidget):
         self.table.setRowCount(len(values))
         for r, (label, value) in enumerate(values):
             self.table.setItem(r, 0, QTableWidgetItem(label))
-            item = QTableWidgetItem(fmt(value))
+            item = QTableWidgetItem(_core().format_value(value))
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, item)
 

@@ -846,3 +846,103 @@ def test_closing_napari_while_the_maps_compute_is_harmless(make_napari_viewer, q
     viewer.close()
     qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=60_000)
     qtbot.wait(200)  # the workers' last signals are delivered
+
+
+def test_small_loss_values_keep_their_digits(dock, wait_idle):
+    """A focal loss of about 1e-5 read 0.0000 in the table, as if the prediction were
+    perfect: below 0.001 a value shows three significant digits."""
+    import torch
+
+    from napari_segloss.explorer import probabilities_to_logits
+    from napari_segloss.losses import get_loss
+
+    _, widget, _, mask = _kvasir(dock, wait_idle)
+    widget.set_losses(["focal", "dice"])
+    widget._param_form("focal").widgets["gamma"].value = 5.0
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    texts = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text()
+             for r in range(widget.table.rowCount())}  # fmt: skip
+    probs = make_whatif(mask, "blur", 3.0, softness=1.5)
+    logits = probabilities_to_logits(torch.from_numpy(probs)[None])
+    target = torch.from_numpy(mask.astype(np.int64))[None]
+    expected = float(get_loss("focal", gamma=5.0)(logits, target))
+    assert 0 < expected < 1e-3
+    shown = texts["focal(gamma=5.0)"]
+    assert shown != "0.0000"
+    assert float(shown) == pytest.approx(expected, rel=5e-3)
+    assert len(texts["dice"].split(".")[1]) == 4  # larger values: four decimals as before
+
+
+def test_an_update_that_fails_says_the_maps_shown_are_from_before(dock, wait_idle):
+    """A failed update leaves the previous maps on screen: the error said only what was
+    wrong, so the maps (and values) looked like those of the new, rejected settings."""
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    before = [ly.name for ly in widget.map_layers()]
+    assert before and not widget.status.is_error
+    viewer.add_image(mask.astype(np.float32) * 255, name="scores")  # not probabilities
+    widget.source.value = "probability image"
+    widget.pred_image_picker.set_layer(viewer.layers["scores"])
+    wait_idle(widget)
+    assert widget.status.is_error
+    text = widget.status.text()
+    assert "expected probabilities in [0, 1]" in text
+    assert "the maps shown are from the previous update" in text
+    assert [ly.name for ly in widget.map_layers()] == before
+
+    widget.source.value = "what-if from ground truth"  # fixed: drawn again, no note left
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert "previous update" not in widget.status.text()
+    widget.set_losses([])  # nothing to draw: a live update that cannot run
+    for row in list(widget.gamma_list.rows):
+        widget.gamma_list.remove(row)
+    wait_idle(widget)
+    assert "tick at least one loss" in widget.status.text()
+    assert "the maps shown are from the previous update" in widget.status.text()
+
+
+def test_the_parameter_form_names_its_loss(dock, wait_idle):
+    """The form under the loss list showed fields ("weight  None") without saying which
+    loss they belong to: the selected row's highlight was the only hint."""
+    _, widget, _, _ = _kvasir(dock, wait_idle)
+    for name in ("ce", "focal", "ce+pm_dice"):
+        row = widget.loss_list.findItems(name, loss_explorer.Qt.MatchFlag.MatchExactly)[0]
+        widget.loss_list.setCurrentItem(row)
+        form = widget.param_stack.currentWidget()
+        assert form.heading is not None and form.heading.isVisibleTo(widget)
+        assert form.heading.text() == f"parameters of {name}:"
+
+
+def test_blank_maps_of_a_hard_prediction_are_explained(dock, wait_idle):
+    """A labels layer as prediction is hard (0/1): the softmax/sigmoid is saturated and a
+    region loss's gradient is about 1e-43 at every pixel, so its map was blank (black) with
+    no word why, next to a cross-entropy map that shows the errors."""
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    assert "no gradient" not in widget.status.text()  # what-if: soft
+    viewer.add_labels(np.roll(mask, 5, axis=1), name="shifted")
+    widget.source.value = "labels layer"
+    widget.pred_labels_picker.set_layer(viewer.layers["shifted"])
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    text = widget.status.text()
+    assert "dice: no gradient at any pixel (blank map)" in text
+    assert "hard 0/1 prediction" in text
+    assert text.split(": no gradient")[0].endswith(". dice")  # ce's map is not blank
+
+
+def test_a_class_left_from_other_inputs_says_what_to_change(dock, wait_idle):
+    """Class 3 chosen on a four-class ground truth, then a binary one picked: the error
+    said only "2 classes (0–1), not 3", and every later change failed the same way."""
+    viewer, widget = _acdc_drawn(dock, wait_idle)
+    widget.class_spin.value = 3
+    wait_idle(widget)
+    viewer.add_labels(np.zeros(viewer.layers["heart"].data.shape, np.uint8), name="empty")
+    widget.image_picker.set_layer(None)
+    widget.gt_picker.set_layer(viewer.layers["empty"])
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert "2 classes (0–1), not 3: set 'class' to one of them" in widget.status.text()
+    widget.class_spin.value = 1
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
