@@ -52,6 +52,7 @@ class GridView:
         self._barred: dict[str, Layer] = {}  # unique_id -> map layer showing its colour bar
         self._changing = False
         self._face: str | None = None  # the canvas font (see text_width)
+        self._fitted_shape: tuple[int, int] | None = None  # grid (rows, cols) the view fits
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
         # the cells change width with the window and with the number of layers: the titles
         # are fitted again once things settle (not at every pixel of a resize)
@@ -143,9 +144,15 @@ class GridView:
             overlay.visible = True
 
     def refit_titles(self) -> None:
-        """Fit every title to the cells' current width (after a resize or a new layer)."""
+        """Fit every title to the cells' current width (after a resize or a new layer), and
+        the view to the grid when a layer added or removed changed its rows or columns (the
+        cells shrank while the zoom stayed: each showed a corner of its image)."""
         if self._saved is None:
             return
+        shape = self.grid_shape()
+        if self._fitted_shape is not None and shape != self._fitted_shape:
+            self.viewer.reset_view()
+        self._fitted_shape = shape
         width = self.cell_width() - TITLE_MARGIN
         for layer, _, _ in list(self._titled.values()):
             with contextlib.suppress(Exception):  # the layer may be gone
@@ -171,6 +178,14 @@ class GridView:
             self._refit.start()
         except RuntimeError:  # the panel and its timer were deleted (viewer closing)
             self.disconnect()
+
+    def grid_shape(self) -> tuple[int, int]:
+        """The grid's (rows, columns) as napari lays out the current layers."""
+        return tuple(grid_of(self.viewer).actual_shape(self.viewer.layers))  # type: ignore[return-value]
+
+    def fitted(self) -> None:
+        """The view was just fitted to the grid (the panel reset it)."""
+        self._fitted_shape = self.grid_shape()
 
     def cell_width(self) -> float:
         """Width of a grid cell in canvas pixels, as napari lays the grid out."""

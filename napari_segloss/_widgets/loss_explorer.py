@@ -709,6 +709,7 @@ class LossExplorerWidget(QWidget):
             self.grid_view.settle()
             if info["reset"]:
                 self.viewer.reset_view()  # fit the (new) grid of maps
+                self.grid_view.fitted()
             self._fill_table(res.values)
             self._report(res, info)
 

@@ -815,9 +815,12 @@ def test_titles_follow_a_narrower_window_and_a_new_layer(
         )
 
     qtbot.waitUntil(lambda: viewer.canvas.size[1] > 700)
+    zoom = viewer.scene.camera.zoom
     new = viewer.add_image(np.zeros((8, 8)), name="a layer of the user's")
     qtbot.waitUntil(all_fit, timeout=5_000)
     assert new.name_overlay.visible  # its cell says what it shows
+    # the narrower cells are fitted again: the old zoom showed a corner of each image
+    qtbot.waitUntil(lambda: viewer.scene.camera.zoom < 0.9 * zoom, timeout=5_000)
     viewer.window._qt_window.resize(1000, 900)
     qtbot.waitUntil(all_fit, timeout=5_000)
     assert min(ly.name_overlay.font_size for ly in viewer.layers) < 10
