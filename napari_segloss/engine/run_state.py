@@ -199,6 +199,8 @@ class RunState:
             partial_ranks=ranks,
             rng=rng_state(self.generator),
             config=config_to_dict(self.cfg),
+            # float16's loss scale: a resume would start again from 65536 and skip steps
+            scaler=None if self.scaler is None else self.scaler.state_dict(),
         )
         if saved:
             write_metrics_csv(self.paths.metrics, self.history)
@@ -487,6 +489,8 @@ def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
             state.max_iterations,
         )
     set_rng_state(ckpt["rng"], state.generator)
+    if state.scaler is not None and ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
 
 
 def prepare_run(

@@ -194,3 +194,22 @@ def test_a_misspelt_name_is_reported_before_the_data_is_read(
     with pytest.raises(ConfigError, match=re.escape(message)):
         train(make_cfg(squares_root, tmp_path / "run", override), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_float16_loss_scale_survives_a_resume(squares_root: Path, tmp_path: Path) -> None:
+    """float16 AMP's GradScaler was not in checkpoint.pt: a resumed run started its loss
+    scale again from 65536 (and skipped steps finding it again), so a resume was not the
+    run it continued. A CPU GradScaler stands in for the CUDA one."""
+    from napari_segloss.engine.distributed import get_dist_info
+    from napari_segloss.engine.run_state import _restore, prepare_run
+
+    cfg = make_cfg(squares_root, tmp_path / "run")
+    state = prepare_run(cfg, get_dist_info(), torch.device("cpu"))
+    state.scaler = torch.amp.GradScaler("cpu", init_scale=512.0)  # where training brought it
+    state.scaler.scale(torch.ones(()))  # a scaler is lazy: its scale exists once used
+    state.paths.root.mkdir(parents=True)  # train() makes it, with its lock
+    state.save_checkpoint(epoch=1, epoch_step=0)
+    resumed = prepare_run(cfg, get_dist_info(), torch.device("cpu"), resume=True)
+    resumed.scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    _restore(resumed, load_checkpoint(state.paths.checkpoint))
+    assert resumed.scaler.get_scale() == 512.0
