@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU check: one command, under 8 minutes on one GPU. Runs the CUDA tests (tests/test_gpu.py,
-# the AMP inference test), the loss benchmark on CUDA, the training-throughput benchmark (our
-# loop against a plain smp loop) and the loss's share of a training step, and writes every
-# figure to one Markdown file.
+# GPU check: one command, under 8 minutes on one GPU (its steps' time limits add up to 470 s).
+# Runs the CUDA tests (tests/test_gpu.py, the AMP inference test), the loss benchmark on CUDA,
+# the training-throughput benchmark (our loop against a plain smp loop) and the loss's share of
+# a training step, and writes every figure to one Markdown file.
 #
 #   bash scripts/gpu_check.sh [REPORT]     # default REPORT: $OUT/gpu_figures.md, else benchmarks/
 #
@@ -52,13 +52,13 @@ run() {  # run NAME SECONDS COMMAND...: a step with its own time limit; failures
 }
 
 : >"$REPORT.steps"
-run "CUDA tests" 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+run "CUDA tests" 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py \
     tests/engine/test_inference.py -k "cuda or gpu or amp or GPU"
-run "loss benchmark" 120 "$PY" benchmarks/bench_losses.py --device cuda --rounds 20 \
+run "loss benchmark" 100 "$PY" benchmarks/bench_losses.py --device cuda --rounds 20 \
     --losses dice,pm_dice,ce,ce+pm_dice,focal,tversky,unified_focal,topk_dice --out "$REPORT"
-run "training throughput" 150 "$PY" benchmarks/bench_training.py --device cuda --steps 120 \
+run "training throughput" 140 "$PY" benchmarks/bench_training.py --device cuda --steps 120 \
     --repeats 2 --output "$REPORT"
-run "loss share of a step" 60 "$PY" benchmarks/bench_step_share.py --device cuda --batch 32 \
+run "loss share of a step" 50 "$PY" benchmarks/bench_step_share.py --device cuda --batch 32 \
     --amp --rounds 10 --out "$REPORT"
 
 {

@@ -259,3 +259,11 @@ def test_ci_system_packages_cover_qt_and_xvfb_run() -> None:
         if owning and not owning & closure:
             problems.append(f"{soname} (package {'/'.join(sorted(owning))})")
     assert not problems, "scripts/test.sh SYSTEM_PACKAGES lacks: " + "; ".join(problems)
+
+
+def test_gpu_check_fits_its_eight_minutes() -> None:
+    """The device machine lends 10 minutes a call: the GPU check's step limits must add up to
+    under the 8 minutes it promises (they added up to 530 s)."""
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh").read_text()
+    limits = [int(m) for m in re.findall(r'^run "[^"]+" (\d+) ', script, flags=re.M)]
+    assert len(limits) == 4 and sum(limits) <= 480, limits
