@@ -53,6 +53,7 @@ from napari_segloss.engine.events import (
     CompareRunStart,
     CompareStart,
     TrainEpoch,
+    out_of_memory_text,
     stopped_text,
 )
 
@@ -346,6 +347,10 @@ class CompareLossesWidget(QWidget):
             self.status.info(f"finished: {done} run(s) in {event.output}")
 
     def _on_error(self, exc: BaseException) -> None:
+        oom = out_of_memory_text(exc, "lower the batch size or the crop, or free the GPU")
+        if oom is not None:  # one line saying what to lower, not torch's paragraph
+            self.status.error(oom)
+            return
         # the engine's and the panel's messages are ValueErrors: shown without their type
         self.status.exception(exc, (ValueError, FileNotFoundError))
 

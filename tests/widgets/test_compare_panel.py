@@ -497,3 +497,26 @@ def test_results_table_fits_the_dock_without_scrolling(make_napari_viewer, qtbot
     table.sortItems(6, Qt.SortOrder.AscendingOrder)  # a sort arrow in the HD95 header
     qtbot.wait(100)
     fits()
+
+
+def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tmp_path, monkeypatch):
+    """torch's out-of-memory paragraph (allocator figures) becomes one line saying what to
+    lower, as in the Train panel."""
+    import torch
+
+    from napari_segloss._widgets import compare_panel
+
+    def full(request, should_stop):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
+        yield  # a generator, as iter_request is
+
+    monkeypatch.setattr(compare_panel, "iter_request", full)
+    _, widget = dock_ready(dock, wait_idle)
+    configure(widget, tmp_path / "cmp", folder=str(sample_pairs_dir("kvasir_train")))
+    widget.start()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.is_error
+    assert widget.status.text() == (
+        "CUDA out of memory. Tried to allocate 2.00 GiB: lower the batch size or the crop, "
+        "or free the GPU"
+    )
