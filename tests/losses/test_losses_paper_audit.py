@@ -67,6 +67,16 @@ def test_combo_softmax_over_background_and_foreground_is_the_binary_loss(beta: f
     close(ce_only(two, onehot), float(mce))
 
 
+def tversky_complement(c: int, delta: float) -> float:
+    """``1 - mTI_c`` of the 3-class example, with delta on the false negatives."""
+    t = [1.0 if lab == c else 0.0 for lab in YM]
+    p = [row[c] for row in PM]
+    tp = sum(a * b for a, b in zip(t, p, strict=True))
+    fn = sum(a * (1 - b) for a, b in zip(t, p, strict=True))
+    fp = sum((1 - a) * b for a, b in zip(t, p, strict=True))
+    return 1 - (tp + EPS) / (tp + delta * fn + (1 - delta) * fp + EPS)
+
+
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_unified_focal_multiclass_background_is_class_0_only(asymmetric: bool) -> None:
     # Yeung et al. 2022 (CMIG), as the authors' code: mTI = TP / (TP + delta FN + (1 - delta)
@@ -77,12 +87,7 @@ def test_unified_focal_multiclass_background_is_class_0_only(asymmetric: bool) -
     d, g, lam = 0.6, 0.5, 0.3
     ft = 0.0
     for c in range(3):
-        t = [1.0 if lab == c else 0.0 for lab in YM]
-        p = [row[c] for row in PM]
-        tp = sum(a * b for a, b in zip(t, p, strict=True))
-        fn = sum(a * (1 - b) for a, b in zip(t, p, strict=True))
-        fp = sum((1 - a) * b for a, b in zip(t, p, strict=True))
-        r = 1 - (tp + EPS) / (tp + d * fn + (1 - d) * fp + EPS)
+        r = tversky_complement(c, d)
         ft += r if (asymmetric and c == 0) else r ** (1 - g)
     ft /= 3
     fl = 0.0
@@ -104,12 +109,7 @@ def test_mixed_focal_multiclass_eq23() -> None:
     fl /= 4
     ftd = 0.0
     for c in range(3):
-        t = [1.0 if lab == c else 0.0 for lab in YM]
-        p = [row[c] for row in PM]
-        tp = sum(a * b for a, b in zip(t, p, strict=True))
-        fn = sum(a * (1 - b) for a, b in zip(t, p, strict=True))
-        fp = sum((1 - a) * b for a, b in zip(t, p, strict=True))
-        ftd += (1 - (tp + EPS) / (tp + d * fn + (1 - d) * fp + EPS)) ** gd
+        ftd += tversky_complement(c, d) ** gd
     ftd /= 3
     loss = get_loss("mixed_focal", lam=lam, delta=d, gamma_f=gf, gamma_d=gd)(x, y)
     close(loss, lam * fl + (1 - lam) * ftd)
