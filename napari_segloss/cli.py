@@ -475,7 +475,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
         "of an empty prediction, recall of an empty reference) skipped and counted"
         + (
-            "; the 'mean' rows average the per-class means (as the PM-Dice tables do)"
+            "; the 'mean' rows average the foreground classes' means (as the PM-Dice tables do)"
             if any(r["class"] == "mean" for r in table)
             else ""
         )
