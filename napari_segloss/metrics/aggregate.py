@@ -14,8 +14,8 @@ Rows are plain dicts (no pandas needed; ``pandas.DataFrame(rows)`` works when wa
 - With more than one foreground class a ``"class": "mean"`` row per metric gives the macro
   average: the mean over the foreground classes of the per-class means (how the PM-Dice tables
   report mDice, mIoU, mNSD, ..., sec. 3.2: class 0, the background, is listed when evaluated
-  but never averaged in, as in the Compare table); its ``count`` is the number of classes that
-  had a value.
+  but never averaged in, as in the Compare table); its ``std`` is the spread of those class
+  means (not a spread over images) and its ``count`` the number of classes that had a value.
 """
 
 from __future__ import annotations

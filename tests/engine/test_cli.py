@@ -349,9 +349,11 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     # says which spacing the distances are in, with its numbers (not "pixel units")
     assert "NIfTI header spacing (X, Y, Z) = (2.0, 2.0, 5.0)" in summary
     assert "pixel units" not in summary
-    assert (
-        "| mean |" in summary and "the 'mean' rows average the foreground classes' means" in summary
-    )
+    # the 'mean' row's ± is the spread of the class means (1 and 0: population std 0.5), not a
+    # spread over images, and the footer says so (it read "mean ± std over images")
+    assert "| mean | 0.5000 ± 0.5000 |" in summary
+    assert "'mean' rows: mean ± std of the foreground classes' means" in summary
+    assert "population std (ddof=0) over images" in summary
 
 
 def test_evaluate_float_nifti_labels_are_rounded_not_truncated(
