@@ -6,9 +6,9 @@ Usage::
     python benchmarks/paper_figures.py gamma COMPARE_DIR OUT.png [--title T]
 
 ``bars``: mDice, mNSD, mPrec., mRec. per loss (one panel per metric, the best bar in red;
-the runs of all seeds of a loss pooled), with error bars = 95 % confidence interval of the mean over the test images (each
-image's value is its mean over the foreground classes). With one seed this is the only spread
-there is; it says how much the ordering could move with another test set, not with another
+each test image's value averaged over a loss's seeds), with error bars = 95 % confidence
+interval of the mean over the test images (each image's value is its mean over the foreground
+classes). It says how much the ordering could move with another test set, not with another
 training seed.
 
 ``gamma``: the PM-Dice paper's fig. 3 on our data: mean Dice, precision and recall against the
@@ -78,8 +78,19 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 
 def pooled_ci(paths: list[Path], metric: str) -> tuple[float, float]:
-    """:func:`mean_ci` over the test images of all runs in ``paths`` (e.g. one loss's seeds)."""
-    return mean_ci(np.concatenate([per_image(p, metric) for p in paths]))
+    """:func:`mean_ci` over the test images of the runs in ``paths`` (e.g. one loss's seeds).
+
+    Each image's value is first averaged over the seeds that scored it: the image is the unit
+    of the interval, and one image scored by three seeds is one observation, not three (which
+    made the interval sqrt(3) times too narrow).
+    """
+    by_image: dict[str, list[float]] = {}
+    for path in paths:
+        names = [str(item.get("name")) for item in _per_image_metrics(path)]
+        for name, value in zip(names, per_image(path, metric), strict=True):
+            if math.isfinite(value):
+                by_image.setdefault(name, []).append(value)
+    return mean_ci(np.array([np.mean(v) for v in by_image.values()], dtype=float))
 
 
 def bars(folder: Path, out: Path, title: str) -> None:

@@ -128,3 +128,25 @@ def test_bars_and_gamma_sweep_write_pngs(paper_figures, tmp_path: Path) -> None:
         paper_figures.gamma_sweep(
             _fake_compare(tmp_path / "one", {"ce": [0.5]}), tmp_path / "x.png", ""
         )
+
+
+def _eval_json(path: Path, per_image: dict[str, dict[str, float]], metric: str = "dice") -> Path:
+    """An eval.json with per-image values: image name -> {class: value}."""
+    import json
+
+    items = [
+        {"name": name, "metrics": {c: {metric: v} for c, v in classes.items()}}
+        for name, classes in per_image.items()
+    ]
+    path.write_text(json.dumps({"per_image": items}))
+    return path
+
+
+def test_ci_counts_each_test_image_once_across_seeds(paper_figures, tmp_path: Path) -> None:
+    """Three seeds scoring the same three images are three observations, not nine: pooling
+    them gave 1.96 * 17.3 / 3 = 11.3 instead of 1.96 * 20 / sqrt(3) = 22.6."""
+    values = {"a": {"1": 0.5}, "b": {"1": 0.7}, "c": {"1": 0.9}}
+    paths = [_eval_json(tmp_path / f"seed{s}.json", values) for s in range(3)]
+    mean, half = paper_figures.pooled_ci(paths, "dice")
+    assert mean == pytest.approx(70.0)
+    assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
