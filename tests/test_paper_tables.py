@@ -104,8 +104,8 @@ def test_per_image_means_and_ci(paper_figures, tmp_path: Path, monkeypatch) -> N
     runs = paper_figures.loss_runs(Path("."))
     assert list(runs) == ["ce"] and len(runs["ce"]) == 1  # the failed seed is left out
     values = paper_figures.per_image(runs["ce"][0], "dice")
-    assert values.tolist() == pytest.approx([50.0, 70.0, 90.0])
-    mean, half = paper_figures.mean_ci(values)
+    assert values == {"im0": {"1": 50.0}, "im1": {"1": 70.0}, "im2": {"1": pytest.approx(90.0)}}
+    mean, half = paper_figures.table_ci(runs["ce"], "dice")
     assert mean == pytest.approx(70.0)
     assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
 
@@ -147,6 +147,24 @@ def test_ci_counts_each_test_image_once_across_seeds(paper_figures, tmp_path: Pa
     them gave 1.96 * 17.3 / 3 = 11.3 instead of 1.96 * 20 / sqrt(3) = 22.6."""
     values = {"a": {"1": 0.5}, "b": {"1": 0.7}, "c": {"1": 0.9}}
     paths = [_eval_json(tmp_path / f"seed{s}.json", values) for s in range(3)]
-    mean, half = paper_figures.pooled_ci(paths, "dice")
+    mean, half = paper_figures.table_ci(paths, "dice")
     assert mean == pytest.approx(70.0)
     assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
+
+
+def test_bar_is_the_tables_value_with_classes_absent_from_some_images(
+    paper_figures, tmp_path: Path
+) -> None:
+    """results.md's mDice averages each class over the images that have it, then the classes:
+    ((100 + 50) / 2 + 80) / 2 = 77.5. The bars averaged per-image class means instead:
+    (100 + (50 + 80) / 2) / 2 = 82.5, a different number under the same name."""
+    from napari_segloss.engine.compare_results import metrics_from_eval
+
+    a, b = {"1": 1.0}, {"1": 0.5, "2": 0.8}  # class 2 absent from image a (NaN, not listed)
+    path = _eval_json(tmp_path / "e.json", {"a": a, "b": b})
+    mean, half = paper_figures.table_ci([path], "dice")
+    assert mean == pytest.approx(77.5)
+    per_class = {"1": {"dice": 0.75}, "2": {"dice": 0.8}}  # what eval.json's per_class holds
+    assert metrics_from_eval({"per_class": per_class})[0]["mDice"] == pytest.approx(mean)
+    # image shares of the deviation (%): a: (100 - 75) / (2 * 2) = 6.25, b: -6.25 + 0
+    assert half == pytest.approx(1.96 * (2 / 1 * (6.25**2 + 6.25**2)) ** 0.5)
