@@ -168,3 +168,17 @@ def test_bar_is_the_tables_value_with_classes_absent_from_some_images(
     assert metrics_from_eval({"per_class": per_class})[0]["mDice"] == pytest.approx(mean)
     # image shares of the deviation (%): a: (100 - 75) / (2 * 2) = 6.25, b: -6.25 + 0
     assert half == pytest.approx(1.96 * (2 / 1 * (6.25**2 + 6.25**2)) ** 0.5)
+
+
+def test_spearman_uses_average_ranks_for_ties(paper_tables) -> None:
+    """Ties (the paper's ACDC mDice has two) share the mean of their ranks, as Spearman's rho
+    and scipy.stats.spearmanr do; competition ranks gave 0.944 here instead of 0.949."""
+    from scipy.stats import spearmanr
+
+    ours = {"x": 1.0, "y": 1.0, "z": 2.0, "w": 3.0}
+    paper = {"x": 1.0, "y": 2.0, "z": 3.0, "w": 4.0}
+    # ranks (best = 1): ours x, y 3.5, z 2, w 1; paper x 4, y 3, z 2, w 1 -> 4.5 / sqrt(4.5 * 5)
+    assert paper_tables.spearman(ours, paper) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)
+    keys = sorted(ours)
+    expected = spearmanr([ours[k] for k in keys], [paper[k] for k in keys]).statistic
+    assert paper_tables.spearman(ours, paper) == pytest.approx(expected)
