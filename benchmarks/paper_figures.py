@@ -5,11 +5,10 @@ Usage::
     python benchmarks/paper_figures.py bars  COMPARE_DIR OUT.png [--title T]
     python benchmarks/paper_figures.py gamma COMPARE_DIR OUT.png [--title T]
 
-``bars``: mDice, mNSD, mPrec., mRec. per loss (one panel per metric, the best bar in red;
-the runs of all seeds of a loss pooled), with error bars = 95 % confidence interval of the mean over the test images (each
-image's value is its mean over the foreground classes). With one seed this is the only spread
-there is; it says how much the ordering could move with another test set, not with another
-training seed.
+``bars``: mDice, mNSD, mPrec., mRec. per loss (one panel per metric, the best bar in red),
+the values of results.md (means over seeds), with error bars = 95 % confidence interval over
+the test images (:func:`table_ci`). It says how much the ordering could move with another test
+set, not with another training seed.
 
 ``gamma``: the PM-Dice paper's fig. 3 on our data: mean Dice, precision and recall against the
 focusing parameter gamma, from the runs ``dice`` (gamma = 0), ``pm_dice:gamma=...`` and
@@ -40,15 +39,17 @@ def _per_image_metrics(eval_json: Path) -> list[dict]:
     return json.loads(eval_json.read_text())["per_image"]
 
 
-def per_image(eval_json: Path, metric: str) -> np.ndarray:
-    """One value per test image: the mean over its foreground classes (NaN skipped), in %."""
-    values = []
+def per_image(eval_json: Path, metric: str) -> dict[str, dict[str, float]]:
+    """Image name -> foreground class -> ``metric`` in %, finite values only (NaN: undefined)."""
+    out: dict[str, dict[str, float]] = {}
     for item in _per_image_metrics(eval_json):
-        per_class = {k: v for k, v in item["metrics"].items() if k not in ("0", "background")}
-        vals = [float(v.get(metric, math.nan)) for v in per_class.values()]
-        vals = [v for v in vals if math.isfinite(v)]
-        values.append(np.mean(vals) * 100 if vals else math.nan)
-    return np.asarray(values, dtype=float)
+        values = {
+            str(c): float(v.get(metric, math.nan)) * 100
+            for c, v in item["metrics"].items()
+            if c not in ("0", "background")
+        }
+        out[str(item["name"])] = {c: v for c, v in values.items() if math.isfinite(v)}
+    return out
 
 
 def loss_runs(folder: Path) -> dict[str, list[Path]]:
@@ -68,18 +69,38 @@ def loss_runs(folder: Path) -> dict[str, list[Path]]:
     return runs
 
 
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its normal 95 % confidence interval (NaN skipped)."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
+def table_ci(paths: list[Path], metric: str) -> tuple[float, float]:
+    """The results table's value of ``metric`` over the runs in ``paths`` (one loss's seeds) and
+    the half-width of its normal 95 % confidence interval over the test images.
+
+    The value is the table's (results.md): per run, the mean over the foreground classes of each
+    class's mean over the images (NaN skipped), then the mean over the runs; a mean over images
+    of per-image class means differs as soon as a class is absent from some images. The test
+    image is the unit of the interval (an image scored by several seeds is one observation):
+    delta-method standard error ``sqrt(N / (N - 1) * sum_i z_i ** 2)``, ``z_i`` being image
+    ``i``'s share of the value's deviation; with one class and no NaN it is ``s / sqrt(N)``.
+    """
+    runs = []  # per run: class -> image name -> value
+    for path in paths:
+        classes: dict[str, dict[str, float]] = {}
+        for name, values in per_image(path, metric).items():
+            for c, v in values.items():
+                classes.setdefault(c, {})[name] = v
+        if classes:
+            runs.append(classes)
+    if not runs:
         return math.nan, 0.0
-    half = 1.96 * v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else 0.0
-    return float(v.mean()), float(half)
-
-
-def pooled_ci(paths: list[Path], metric: str) -> tuple[float, float]:
-    """:func:`mean_ci` over the test images of all runs in ``paths`` (e.g. one loss's seeds)."""
-    return mean_ci(np.concatenate([per_image(p, metric) for p in paths]))
+    value, share = 0.0, {}
+    for classes in runs:
+        means = {c: float(np.mean(list(v.values()))) for c, v in classes.items()}
+        value += float(np.mean(list(means.values()))) / len(runs)
+        for c, values in classes.items():
+            weight = 1.0 / (len(runs) * len(classes) * len(values))
+            for name, v in values.items():
+                share[name] = share.get(name, 0.0) + weight * (v - means[c])
+    n = len(share)
+    variance = n / (n - 1) * sum(z * z for z in share.values()) if n > 1 else 0.0
+    return value, 1.96 * math.sqrt(variance)
 
 
 def bars(folder: Path, out: Path, title: str) -> None:
@@ -93,7 +114,7 @@ def bars(folder: Path, out: Path, title: str) -> None:
         name = display_name(label)
         means[name], errors[name] = {}, {}
         for metric, column in METRICS:
-            means[name][column], errors[name][column] = pooled_ci(paths, metric)
+            means[name][column], errors[name][column] = table_ci(paths, metric)
     if not means:
         raise SystemExit(f"{folder}: no runs with eval.json under runs/")
     # one panel per metric, one horizontal bar per loss (in grid order, top to bottom)
@@ -134,7 +155,7 @@ def gamma_sweep(folder: Path, out: Path, title: str) -> None:
     gammas = sorted(points)
     curves, lows, highs = {}, {}, {}
     for metric, column in METRICS:
-        stats = [pooled_ci(points[g], metric) for g in gammas]
+        stats = [table_ci(points[g], metric) for g in gammas]
         curves[column] = [s[0] for s in stats]
         lows[column] = [s[0] - s[1] for s in stats]
         highs[column] = [s[0] + s[1] for s in stats]

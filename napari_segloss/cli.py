@@ -472,10 +472,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = to_markdown(table) + (
         f"\nNSD tolerance {args.tolerance} "
         f"({_spacing_note(used, bool(args.spacing))}); "
-        "mean ± std over images; NaN (undefined, 0/0: class absent from both masks, precision "
-        "of an empty prediction, recall of an empty reference) skipped and counted"
-        + (
-            "; the 'mean' rows average the per-class means (as the PM-Dice tables do)"
+        "mean ± population std (ddof=0) over images; NaN (undefined, 0/0: class absent from both "
+        "masks, precision of an empty prediction, recall of an empty reference) skipped, counted"
+        + (  # the mean rows' ± is not over images: say so
+            "; 'mean' rows: mean ± std of the foreground classes' means (PM-Dice tables' mean)"
             if any(r["class"] == "mean" for r in table)
             else ""
         )

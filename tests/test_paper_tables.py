@@ -104,8 +104,8 @@ def test_per_image_means_and_ci(paper_figures, tmp_path: Path, monkeypatch) -> N
     runs = paper_figures.loss_runs(Path("."))
     assert list(runs) == ["ce"] and len(runs["ce"]) == 1  # the failed seed is left out
     values = paper_figures.per_image(runs["ce"][0], "dice")
-    assert values.tolist() == pytest.approx([50.0, 70.0, 90.0])
-    mean, half = paper_figures.mean_ci(values)
+    assert values == {"im0": {"1": 50.0}, "im1": {"1": 70.0}, "im2": {"1": pytest.approx(90.0)}}
+    mean, half = paper_figures.table_ci(runs["ce"], "dice")
     assert mean == pytest.approx(70.0)
     assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
 
@@ -128,3 +128,57 @@ def test_bars_and_gamma_sweep_write_pngs(paper_figures, tmp_path: Path) -> None:
         paper_figures.gamma_sweep(
             _fake_compare(tmp_path / "one", {"ce": [0.5]}), tmp_path / "x.png", ""
         )
+
+
+def _eval_json(path: Path, per_image: dict[str, dict[str, float]], metric: str = "dice") -> Path:
+    """An eval.json with per-image values: image name -> {class: value}."""
+    import json
+
+    items = [
+        {"name": name, "metrics": {c: {metric: v} for c, v in classes.items()}}
+        for name, classes in per_image.items()
+    ]
+    path.write_text(json.dumps({"per_image": items}))
+    return path
+
+
+def test_ci_counts_each_test_image_once_across_seeds(paper_figures, tmp_path: Path) -> None:
+    """Three seeds scoring the same three images are three observations, not nine: pooling
+    them gave 1.96 * 17.3 / 3 = 11.3 instead of 1.96 * 20 / sqrt(3) = 22.6."""
+    values = {"a": {"1": 0.5}, "b": {"1": 0.7}, "c": {"1": 0.9}}
+    paths = [_eval_json(tmp_path / f"seed{s}.json", values) for s in range(3)]
+    mean, half = paper_figures.table_ci(paths, "dice")
+    assert mean == pytest.approx(70.0)
+    assert half == pytest.approx(1.96 * 20.0 / 3**0.5)  # sample std 20 over 3 images
+
+
+def test_bar_is_the_tables_value_with_classes_absent_from_some_images(
+    paper_figures, tmp_path: Path
+) -> None:
+    """results.md's mDice averages each class over the images that have it, then the classes:
+    ((100 + 50) / 2 + 80) / 2 = 77.5. The bars averaged per-image class means instead:
+    (100 + (50 + 80) / 2) / 2 = 82.5, a different number under the same name."""
+    from napari_segloss.engine.compare_results import metrics_from_eval
+
+    a, b = {"1": 1.0}, {"1": 0.5, "2": 0.8}  # class 2 absent from image a (NaN, not listed)
+    path = _eval_json(tmp_path / "e.json", {"a": a, "b": b})
+    mean, half = paper_figures.table_ci([path], "dice")
+    assert mean == pytest.approx(77.5)
+    per_class = {"1": {"dice": 0.75}, "2": {"dice": 0.8}}  # what eval.json's per_class holds
+    assert metrics_from_eval({"per_class": per_class})[0]["mDice"] == pytest.approx(mean)
+    # image shares of the deviation (%): a: (100 - 75) / (2 * 2) = 6.25, b: -6.25 + 0
+    assert half == pytest.approx(1.96 * (2 / 1 * (6.25**2 + 6.25**2)) ** 0.5)
+
+
+def test_spearman_uses_average_ranks_for_ties(paper_tables) -> None:
+    """Ties (the paper's ACDC mDice has two) share the mean of their ranks, as Spearman's rho
+    and scipy.stats.spearmanr do; competition ranks gave 0.944 here instead of 0.949."""
+    from scipy.stats import spearmanr
+
+    ours = {"x": 1.0, "y": 1.0, "z": 2.0, "w": 3.0}
+    paper = {"x": 1.0, "y": 2.0, "z": 3.0, "w": 4.0}
+    # ranks (best = 1): ours x, y 3.5, z 2, w 1; paper x 4, y 3, z 2, w 1 -> 4.5 / sqrt(4.5 * 5)
+    assert paper_tables.spearman(ours, paper) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)
+    keys = sorted(ours)
+    expected = spearmanr([ours[k] for k in keys], [paper[k] for k in keys]).statistic
+    assert paper_tables.spearman(ours, paper) == pytest.approx(expected)

@@ -18,7 +18,8 @@ Layout of a comparison folder ``OUTPUT``::
     .segloss.lock               held while a comparison runs in the folder
 
 The table mirrors tables 1-3 of the PM-Dice paper (Hosseini 2025, section 3.2): one row
-per loss, columns ``mDice mIoU mNSD mPrec. mRec.`` (means over the foreground classes, in %),
+per loss, columns ``mDice mIoU mNSD mPrec. mRec.`` (in %: per class the mean over the held-out
+images, NaN skipped, then the mean over the foreground classes),
 ``mHD95`` (pixels, or the voxel spacing's units; lower is better) and, for multi-class data, the
 Dice of each foreground class; ``mean ± std`` over seeds (sample std, ``ddof=1``; the paper
 reports the mean of 3 runs) and a rank by a chosen metric.
@@ -575,10 +576,12 @@ class CompareResults:
         seeds = sorted({r.seed for r in self.runs})
         lines += [
             "",
-            f"Values in %, mean ± sample std over seeds {seeds} (foreground classes; "
-            "mDice/mIoU/mNSD/mPrec./mRec. as in the PM-Dice paper, tables 1-3); mHD95 in "
-            f"pixels (voxel spacing units for volumes), lower is better. Best mean in bold; "
-            f"rank by {rank_col}.",
+            f"Values in %, mean ± sample std over seeds {seeds} (no ± with one finished run). "
+            "A run's value: each metric per held-out image and foreground class, its mean over "
+            "the images per class (NaN, a class absent from both masks, skipped), then over the "
+            "classes (mDice/mIoU/mNSD/mPrec./mRec. as in the PM-Dice paper, tables 1-3). mHD95 "
+            "in pixels (voxel spacing units for volumes), lower is better; inf when an image "
+            f"has one of its masks empty. Best mean in bold; rank by {rank_col}.",
         ]
         failed = [r for r in self.runs if r.status == "failed"]
         if failed:

@@ -11,9 +11,11 @@ Rows are plain dicts (no pandas needed; ``pandas.DataFrame(rows)`` works when wa
 - ``inf`` (HD95 when exactly one mask is empty) is kept: it is a real failure, so ``mean`` becomes
   ``inf`` and ``inf_count`` says how many; ``median`` stays informative.
 - ``std`` is the population standard deviation (ddof=0), defined for a single value.
-- With more than one class a ``"class": "mean"`` row per metric gives the macro average: the mean
-  over classes of the per-class means (how the PM-Dice tables report mDice, mIoU, mNSD, ...);
-  its ``count`` is the number of classes that had a value.
+- With more than one foreground class a ``"class": "mean"`` row per metric gives the macro
+  average: the mean over the foreground classes of the per-class means (how the PM-Dice tables
+  report mDice, mIoU, mNSD, ..., sec. 3.2: class 0, the background, is listed when evaluated
+  but never averaged in, as in the Compare table); its ``std`` is the spread of those class
+  means (not a spread over images) and its ``count`` the number of classes that had a value.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def aggregate(
     Args:
         results: one ``{class: {metric: value}}`` dict per image.
         class_names: names by class index (sequence or mapping) for the ``name`` column.
-        include_mean: add the macro-average ``"class": "mean"`` rows when there are >= 2 classes.
+        include_mean: add the macro-average ``"class": "mean"`` rows when there are >= 2
+            foreground classes (classes other than 0).
 
     Returns:
         Rows ordered by class then metric (metrics in first-seen order), then the mean rows.
@@ -113,9 +116,10 @@ def aggregate(
                     {"class": c, "name": _class_name(c, class_names), "metric": name}
                     | _stats(values[c][name])
                 )
-    if include_mean and len(values) >= 2:
+    foreground = [c for c in values if c != 0]
+    if include_mean and len(foreground) >= 2:
         for name in metric_order:
-            class_means = [r["mean"] for r in rows if r["metric"] == name]
+            class_means = [r["mean"] for r in rows if r["metric"] == name and r["class"] != 0]
             rows.append({"class": "mean", "name": "mean", "metric": name} | _stats(class_means))
     return rows
 

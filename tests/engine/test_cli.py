@@ -349,7 +349,11 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     # says which spacing the distances are in, with its numbers (not "pixel units")
     assert "NIfTI header spacing (X, Y, Z) = (2.0, 2.0, 5.0)" in summary
     assert "pixel units" not in summary
-    assert "| mean |" in summary and "the 'mean' rows average the per-class means" in summary
+    # the 'mean' row's ± is the spread of the class means (1 and 0: population std 0.5), not a
+    # spread over images, and the footer says so (it read "mean ± std over images")
+    assert "| mean | 0.5000 ± 0.5000 |" in summary
+    assert "'mean' rows: mean ± std of the foreground classes' means" in summary
+    assert "population std (ddof=0) over images" in summary
 
 
 def test_evaluate_float_nifti_labels_are_rounded_not_truncated(
@@ -748,3 +752,25 @@ def test_gpu_out_of_memory_is_one_line_saying_what_to_lower(
     monkeypatch.setattr(inference, "predict", broken)
     with pytest.raises(RuntimeError, match="a bug"):  # other RuntimeErrors keep their traceback
         _predict(ckpt, tmp_path / "a.png", tmp_path / "out2", capsys)
+
+
+def test_evaluate_include_background_mean_row_is_foreground_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--include-background`` lists class 0 but leaves it out of the 'mean' row, which the
+    footer says is the PM-Dice tables' mean (foreground classes): 0.5, not (1 + 1 + 0) / 3."""
+    gt = np.zeros((8, 8), np.uint8)
+    gt[:, :4] = 1
+    gt[:4, 4:] = 2  # background: rows 4-7 of columns 4-7
+    pred = gt.copy()
+    pred[:4, 4:] = 0  # class 2 missed: Dice 0; background Dice 2*16 / (16 + 32) = 2/3
+    for folder, arr in (("g", gt), ("p", pred)):
+        (tmp_path / folder).mkdir()
+        _mask(tmp_path / folder / "a.png", arr)
+    argv = ["evaluate", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]
+    rc, _, err = _run([*argv, "--include-background"], capsys)
+    assert rc == 0, err
+    with (tmp_path / "p" / "summary.csv").open() as fh:
+        summary = {(r["class"], r["metric"]): float(r["mean"]) for r in csv.DictReader(fh)}
+    assert summary[("0", "dice")] == pytest.approx(2 / 3)
+    assert summary[("mean", "dice")] == pytest.approx((1.0 + 0.0) / 2)

@@ -116,6 +116,10 @@ def test_exports(tmp_path: Path) -> None:
     assert csv_lines[1].startswith("ce,CE,2,0,82.0000,2.8284,")
     assert csv_lines[1].endswith(",2,0")  # rank, n_pending
     assert "Rank (mHD95)" in results.to_markdown(rank_by="hd95")
+    # the footer says how a run's value is aggregated (images per class, then classes) and
+    # why a row with one finished seed shows no ±
+    assert "its mean over the images per class (NaN, a class absent from both masks" in md
+    assert "then over the classes" in md and "(no ± with one finished run)" in md
     runs_csv = results.runs_csv().splitlines()
     assert runs_csv[0].startswith("loss,seed,status,mDice")
     assert len(runs_csv) == 7 and ",failed," in runs_csv[-1]

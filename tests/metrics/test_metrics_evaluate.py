@@ -182,3 +182,19 @@ def test_to_markdown_and_csv(tmp_path):
     assert tuple(parsed[0]) == AGGREGATE_COLUMNS
     assert len(parsed) == len(rows)
     assert float(parsed[0]["mean"]) == pytest.approx(0.5)
+
+
+def test_aggregate_mean_row_leaves_the_background_out():
+    """The macro mean is the PM-Dice tables' mDice: foreground classes only (sec. 3.2). With
+    the background evaluated too, it was averaged in: (0.95 + 0.5 + 0.3) / 3, not 0.4."""
+    with_bg = [{0: {"dice": 0.9}, **r} for r in RESULTS[:2]]
+    with_bg[1][0] = {"dice": 1.0}
+    rows = aggregate(with_bg)
+    assert _row(rows, 0, "dice")["mean"] == pytest.approx(0.95)  # still listed
+    m = _row(rows, "mean", "dice")
+    # class 1: (0.5 + 1.0) / 2 = 0.75; class 2: 0.2 (one NaN skipped)
+    assert m["mean"] == pytest.approx((0.75 + 0.2) / 2)
+    assert m["count"] == 2
+    # one foreground class: its own row is the mean, no macro row (binary + background)
+    binary = aggregate([{0: {"dice": 0.9}, 1: {"dice": 0.5}}])
+    assert [r["class"] for r in binary] == [0, 1]
