@@ -25,6 +25,7 @@ from ..data.datasets import SegmentationDataset
 from ..metrics import aggregate, evaluate
 from .checkpoint import load_checkpoint
 from .inference import labels_from_logits, pad_to_multiple, sliding_window_predict
+from .model import output_stride
 from .rundir import write_text_atomic
 
 __all__ = ["EvalSettings", "evaluate_dataset", "summarize", "write_eval", "write_predictions"]
@@ -165,6 +166,7 @@ def _evaluate_volumes(
                 device=s.device,
                 amp=False,  # the autocast above already uses train.amp_dtype
                 accumulate_device=s.device,
+                multiple=output_stride(model),
             )  # it makes CUDA tiles channels-last (3D) itself
         probs = probs.float().clamp(1e-6, 1 - 1e-6)[None]
         logits = torch.logit(probs) if probs.shape[1] == 1 else probs.log()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from .checkpoint import load_model
+from .model import output_stride
 
 __all__ = [
     "GREY_WEIGHTS",
@@ -65,16 +66,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         ) from exc
 
 
-def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+def tile_starts(size: int, tile: int, overlap: float, multiple: int = 1) -> list[int]:
     """Start offsets of tiles of length ``tile`` covering ``[0, size)`` with ``overlap``.
 
     The stride is ``tile * (1 - overlap)`` (at least 1); the last tile is shifted back so that it
     ends exactly at ``size`` instead of running past the edge (no padding for non-multiples).
-    ``size`` must be ``>= tile`` (smaller images are padded by the caller).
+    ``size`` must be ``>= tile`` (smaller images are padded by the caller). ``multiple``: every
+    start is a multiple of it (the stride is rounded down to one, at least ``multiple``), so
+    ``size - tile`` must be one too (the caller pads the end).
     """
     if size < tile:
         raise ValueError(f"size: expected >= tile ({tile}), got {size}")
-    stride = max(1, int(tile * (1.0 - overlap)))
+    if multiple < 1 or (size - tile) % multiple:
+        raise ValueError(f"multiple: expected a positive divisor of size - tile, got {multiple}")
+    stride = max(multiple, int(tile * (1.0 - overlap)) // multiple * multiple)
     starts = list(range(0, size - tile + 1, stride))
     if starts[-1] != size - tile:
         starts.append(size - tile)
@@ -104,13 +109,15 @@ def gaussian_importance_map(tile: Sequence[int], sigma_scale: float = 0.125) -> 
     return _gaussian_importance_map_cached(tuple(int(t) for t in tile), float(sigma_scale))
 
 
-def _validate_tile(tile: Sequence[int] | int, n_spatial: int) -> tuple[int, ...]:
+def _validate_tile(
+    tile: Sequence[int] | int, n_spatial: int, name: str = "tile"
+) -> tuple[int, ...]:
     if isinstance(tile, int):
         tile = (tile,) * n_spatial
     tile = tuple(tile)
     if len(tile) != n_spatial or not all(isinstance(t, int | np.integer) and t > 0 for t in tile):
         raise ValueError(
-            f"tile: expected {n_spatial} positive integers (one per spatial axis), got {tile!r}"
+            f"{name}: expected {n_spatial} positive integers (one per spatial axis), got {tile!r}"
         )
     return tuple(int(t) for t in tile)
 
@@ -170,6 +177,7 @@ def sliding_window_predict(
     amp: bool = True,
     blend: str = "gaussian",
     accumulate_device: str | torch.device | None = None,
+    multiple: Sequence[int] | int = 1,
 ) -> Tensor:
     """Class probabilities of ``model`` on ``image`` computed tile by tile and blended.
 
@@ -180,7 +188,8 @@ def sliding_window_predict(
             already normalised as the model expects.
         tile: tile size per spatial axis (e.g. the training crop); an int means a square/cube
             over an unbatched image's spatial axes. An image smaller than the tile
-            along an axis is zero-padded symmetrically and the padding is cropped away again.
+            along an axis is zero-padded about symmetrically and the padding is cropped away
+            again.
         overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
         batch_size: tiles per forward pass (bounds activation memory).
         device: where the model runs; ``None`` uses the model's parameter device, ``"auto"`` CUDA
@@ -189,6 +198,11 @@ def sliding_window_predict(
         blend: ``"gaussian"`` (smooth weights, default) or ``"constant"`` (plain average).
         accumulate_device: where the ``(K, *spatial)`` accumulators live; default: the image's
             device (CPU for numpy-sourced images, so a huge image never has to fit on the GPU).
+        multiple: the network's output stride per axis (or one for all;
+            :func:`~.model.output_stride`): every window then starts at a multiple of it, the
+            image being zero-padded at the end by less than that, so each tile sees the pixel
+            grid as a whole-image pass (and validation) does. With 1, tiles start anywhere, and
+            a strided network's output differs between such phases.
 
     Returns:
         float32 probabilities ``(K, *spatial)`` or ``(B, K, *spatial)`` matching ``image``'s batching.
@@ -202,10 +216,17 @@ def sliding_window_predict(
     acc_device = image.device if accumulate_device is None else resolve_device(accumulate_device)
 
     spatial = tuple(image.shape[2:])
-    # Pad (symmetrically, with zeros = the mean after normalisation) where the image is smaller
-    # than the tile, so every tile is full-sized and models that need fixed sizes are happy.
-    pads_before = [max(0, t - s) // 2 for s, t in zip(spatial, tile_t, strict=True)]
-    pads_after = [max(0, t - s) - b for s, t, b in zip(spatial, tile_t, pads_before, strict=True)]
+    steps = _validate_tile(multiple, len(tile_t), "multiple")
+    # Pad with zeros (= the mean after normalisation): about symmetrically where the image is
+    # smaller than the tile (every tile full-sized), then at the end so that the last window
+    # starts at a multiple of the stride too; the image keeps the origin's pixel phase.
+    pads_before = [
+        max(0, t - s) // 2 // m * m for s, t, m in zip(spatial, tile_t, steps, strict=True)
+    ]
+    pads_after = [
+        max(t, b + s + (-(b + s - t)) % m) - b - s
+        for s, t, m, b in zip(spatial, tile_t, steps, pads_before, strict=True)
+    ]
     if any(pads_before) or any(pads_after):
         pad_arg: list[int] = []
         for b, a in zip(reversed(pads_before), reversed(pads_after), strict=True):
@@ -213,7 +234,9 @@ def sliding_window_predict(
         image = F.pad(image, pad_arg)
     padded = tuple(image.shape[2:])
 
-    starts = [tile_starts(s, t, float(overlap)) for s, t in zip(padded, tile_t, strict=True)]
+    starts = [
+        tile_starts(s, t, float(overlap), m) for s, t, m in zip(padded, tile_t, steps, strict=True)
+    ]
     windows = [
         tuple(slice(o, o + t) for o, t in zip(origin, tile_t, strict=True))
         for origin in product(*starts)
@@ -646,6 +669,7 @@ def _predict_chw(
         device=device,
         amp=amp,
         accumulate_device="cpu",
+        multiple=output_stride(model),  # tiles on the pixel phase validation ran at
     )
     if tuple(probs.shape[1:]) != spatial:
         probs = _resize(probs, spatial)

@@ -37,6 +37,7 @@ __all__ = [
     "build_model",
     "check_model_names",
     "load_weights_file",
+    "output_stride",
     "spatial_dims_of",
 ]
 
@@ -55,6 +56,17 @@ def _is_weights_path(weights: str) -> bool:
 def spatial_dims_of(arch: str) -> int:
     """3 for the 3D network (``UNet3D``), 2 for every smp architecture."""
     return 3 if str(arch).lower() == UNET3D.lower() else 2
+
+
+def output_stride(model: nn.Module) -> int | tuple[int, ...]:
+    """The network's total downsampling: :class:`~.unet3d.UNet3D`'s ``factor`` per axis, an smp
+    encoder's ``output_stride``, else 1. Strided networks are not shift-invariant: a window
+    whose origin is not a multiple of it sees another pixel phase than a whole-image pass."""
+    factor = getattr(model, "factor", None)
+    if isinstance(factor, tuple | list) and all(isinstance(f, int) and f > 0 for f in factor):
+        return tuple(factor)
+    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
+    return stride if isinstance(stride, int) and stride > 0 else 1
 
 
 def _import_smp() -> Any:

@@ -1,0 +1,116 @@
+"""Tiles on the pixel phase of a whole-image pass: a strided network is not shift-invariant, so
+a window that starts off the output stride's grid predicts other probabilities than validation
+(which runs the whole image, padded at the end) for the same pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_segloss.engine.evaluation import EvalSettings, evaluate_dataset
+from napari_segloss.engine.inference import predict, sliding_window_predict, tile_starts
+from napari_segloss.engine.model import output_stride
+from napari_segloss.engine.unet3d import UNet3D
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
+
+class _Encoder(nn.Module):
+    output_stride = 4  # what smp encoders expose
+
+
+class _Blocks(nn.Module):
+    """Each output pixel is the mean of its 4x4 (or (fz, 4, 4)) input block: exactly the phase
+    dependence of a stride-4 encoder, with no receptive field beyond the block."""
+
+    def __init__(self, dims: int = 2, factor: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.dims = dims
+        self.scale = nn.Parameter(torch.ones(()))
+        if factor is None:
+            self.encoder = _Encoder()
+        else:
+            self.factor = factor  # what UNet3D exposes
+        self.block = factor or (4,) * dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = F.avg_pool2d if self.dims == 2 else F.avg_pool3d
+        pooled = pool(x[:, :1] * self.scale, self.block)
+        return F.interpolate(pooled, scale_factor=self.block, mode="nearest")
+
+
+def _whole(model: nn.Module, x: torch.Tensor, multiple: tuple[int, ...]) -> torch.Tensor:
+    """Validation's rule: the whole image, zero-padded at the end to the output stride."""
+    pad: list[int] = []
+    for s, m in zip(reversed(x.shape[1:]), reversed(multiple), strict=True):
+        pad += [0, (-s) % m]
+    with torch.no_grad():
+        out = torch.sigmoid(model(F.pad(x, pad)[None]))[0]
+    return out[(slice(None), *(slice(0, s) for s in x.shape[1:]))]
+
+
+def test_output_stride_reads_smp_encoders_and_unet3d() -> None:
+    assert output_stride(_Blocks()) == 4
+    assert output_stride(UNet3D(1, 1, channels=4, depth=3, anisotropic_levels=1)) == (2, 4, 4)
+    assert output_stride(nn.Conv2d(1, 1, 1)) == 1
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap"), [(30, 16, 0.25), (37, 16, 0.5), (50, 12, 0)])
+def test_tile_starts_on_the_stride_grid(size: int, tile: int, overlap: float) -> None:
+    padded = tile + -(-(size - tile) // 4) * 4
+    starts = tile_starts(padded, tile, overlap, 4)
+    assert all(s % 4 == 0 for s in starts) and starts[-1] == padded - tile
+    with pytest.raises(ValueError, match="multiple"):
+        tile_starts(padded + 1, tile, overlap, 4)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("shape", [(45, 70), (37, 50), (10, 13), (1, 40), (16, 16)])
+def test_2d_tiles_predict_what_the_whole_image_does(overlap: float, shape: tuple[int, int]) -> None:
+    model = _Blocks()
+    x = torch.randn(1, *shape)
+    # before the fix, the last tile started at 45 - 16 = 29 (not a multiple of 4): 1.0 apart
+    out = sliding_window_predict(model, x, tile=(16, 16), overlap=overlap, multiple=4)
+    torch.testing.assert_close(out, _whole(model, x, (4, 4)), atol=1e-6, rtol=0)
+
+
+def test_predict_tiles_on_the_models_stride() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (45, 70), dtype=np.uint8)
+    meta: dict[str, Any] = {
+        "normalization": {"scale": "uint8", "mean": [0.5], "std": [0.25]},
+        "in_channels": 1,
+        "crop": [16, 16],
+    }
+    model = _Blocks()
+    _, probs = predict(model, image, meta=meta, device="cpu", overlap=0.25)
+    x = torch.from_numpy((image[None] / 255.0 - 0.5) / 0.25).float()
+    np.testing.assert_allclose(probs, _whole(model, x, (4, 4)).numpy(), atol=1e-6)
+
+
+def test_3d_tiles_and_validation_use_the_per_axis_factor() -> None:
+    model = _Blocks(dims=3, factor=(1, 4, 4))
+    vol = torch.randn(1, 7, 30, 41)
+    out = sliding_window_predict(model, vol, tile=(4, 16, 16), overlap=0.5, multiple=(1, 4, 4))
+    torch.testing.assert_close(out, _whole(model, vol, (1, 4, 4)), atol=1e-6, rtol=0)
+
+    class Volumes:  # the slice of NiftiPatchDataset the validation reads
+        spatial_dims = 3
+        patch = (4, 16, 16)
+
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return vol, torch.zeros(vol.shape[1:], dtype=torch.long)
+
+    kept: list[np.ndarray] = []
+    settings = EvalSettings(device=torch.device("cpu"), num_classes=2)
+    evaluate_dataset(model, Volumes(), [0], settings, surface=False, predictions=kept)  # type: ignore[arg-type]
+    expected = (_whole(model, vol, (1, 4, 4))[0] > 0.5).numpy()
+    np.testing.assert_array_equal(kept[0], expected)
