@@ -139,7 +139,9 @@ def modulating_map(
         ``gamma = 0`` gives all ones (``0 ** 0 = 1``: PM Dice reduces to Dice).
     """
     _check_inputs("probs", probs, target, "floating point probabilities (B, C, *spatial)")
-    p = probs.detach().float()
+    # float64 probs stay float64 until the end: a confident p = 1 - 1e-12 rounds to 1 in
+    # float32 and its m (1e-12) to 0
+    p = probs.detach().to(torch.promote_types(probs.dtype, torch.float32))
     if p.numel():
         lo, hi = (float(v) for v in torch.aminmax(p))  # one pass for both bounds
         if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
@@ -149,11 +151,15 @@ def modulating_map(
             )
     b, c = p.shape[:2]
     spatial = tuple(p.shape[2:])
-    y = _target_channels(target.detach().to(p.device), b, c, spatial)
+    y = _target_channels(target.detach().to(p.device), b, c, spatial).to(p.dtype)
     if c == 1:
-        p = torch.cat([1.0 - p, p], dim=1)
-    g = _gamma_tensor(gamma, p.shape[1], p)
-    err = (y - p).abs_()
+        # both classes share |y - p|: the background's |(1 - y) - (1 - p)| computed as
+        # written rounds 1 - p, and is 0 instead of p = 1e-10 on a confident background pixel
+        err = (y[:, 1:] - p).abs_().float()
+        err = torch.cat([err, err], dim=1)
+    else:
+        err = (y - p).abs_().float()
+    g = _gamma_tensor(gamma, err.shape[1], err)
     first = float(g.flatten()[0])
     if bool((g == first).all()):  # one gamma: scalar pow is much cheaper than a broadcast pow
         return err if first == 1.0 else err.pow_(first)

@@ -50,6 +50,36 @@ def test_modulating_map_matches_pm_dice_loss(c, gamma, spatial):
     torch.testing.assert_close(modulating_map(probs, target, gamma), ref)
 
 
+def test_modulating_map_confident_pixels_match_float64():
+    # |y - p| of a confident, right prediction is tiny but not 0: the binary background channel
+    # used to be |(1 - y) - (1 - p)| with 1 - p rounded (0 instead of 1e-10), and float64
+    # probabilities were rounded to float32 before the subtraction (p = 1 - 1e-12 -> m = 0)
+    x = torch.tensor([[[[-23.0, 23.0, -5.0, 4.0]]]], dtype=torch.float64)
+    y = torch.tensor([[[0, 1, 0, 0]]])
+    err = (y[:, None].double() - torch.sigmoid(x)).abs()  # float64 reference, (1, 1, 1, 4)
+    for gamma in (0.5, 1.0, 2.0):
+        expected = (err**gamma).expand(1, 2, 1, 4).float()
+        torch.testing.assert_close(
+            modulating_map(torch.sigmoid(x), y, gamma), expected, rtol=1e-6, atol=0
+        )
+        # float32 probabilities: the background channel is still exact (the foreground's
+        # p = 1 - 1e-10 is 1 in float32 already: that pixel is left out)
+        m32 = modulating_map(torch.sigmoid(x).float(), y, gamma)
+        keep = [0, 2, 3]
+        torch.testing.assert_close(m32[..., keep], expected[..., keep], rtol=1e-6, atol=0)
+    logits = torch.tensor([30.0, 0.0, -2.0], dtype=torch.float64).view(1, 3, 1, 1)
+    probs = torch.softmax(logits, 1)
+    one_hot = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    expected = (one_hot - probs).abs().float()  # 1 - p_0 = 1.1e-13, not 0
+    assert float(expected[0, 0]) > 0
+    torch.testing.assert_close(
+        modulating_map(probs, torch.zeros(1, 1, 1, dtype=torch.long), 1.0),
+        expected,
+        rtol=1e-6,
+        atol=0,
+    )
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     gamma=st.floats(0.0, 5.0),
