@@ -220,7 +220,7 @@ def iter_explorer(
         key = spec.name if names.count(spec.name) == 1 else spec.label
         res.contributions[key] = cmap.astype(np.float32, copy=False)
         res.labels[key] = spec.label
-    # binary: the foreground channel, |y - p| exact for tiny p (the background's 1 - p rounds)
+    # binary: both channels hold the same |y - p|; the foreground one is drawn
     ch = 1 if c == 1 else cls
     for j, g in enumerate(distinct):
         yield Step(len(losses) + j, total, modulating_title(g))
