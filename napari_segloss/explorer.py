@@ -56,7 +56,8 @@ CLIM_PERCENTILE = 99.5
 SUM_TOLERANCE = 5e-3
 #: a contribution map at most this large everywhere is flat: no pixel drives the loss. A
 #: hard 0/1 prediction (a labels layer) saturates the softmax/sigmoid, so the gradient of a
-#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not)
+#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not).
+#: Such a map is returned as zeros
 FLAT_GRADIENT = 1e-20
 #: up to this many pixels, an interactive computation runs on one CPU thread (see
 #: :func:`interactive_threads`)
@@ -214,7 +215,10 @@ def iter_explorer(
         cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
         if not float(cmap.max(initial=0.0)) > FLAT_GRADIENT:
             res.flat.append(spec.label)
-        if relative:
+            # drawn blank, as the status line says: divided by its mean, 1e-38 noise of a
+            # saturated softmax read like a real map (up to 22 x the mean)
+            cmap = np.zeros_like(cmap)
+        elif relative:
             mean = float(cmap.mean())
             cmap = cmap / mean if mean > 0 else cmap
         key = spec.name if names.count(spec.name) == 1 else spec.label
