@@ -212,14 +212,20 @@ def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
 
 
 def _value_map(module: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
-    comps = getattr(module, "components", None)
-    if comps is not None and hasattr(module, "weights"):
-        # Compound: weighted sum of the components' value maps (pixel loss or error).
+    if isinstance(module, CompoundLoss):
+        # weighted sum of the components' value maps (pixel loss or error)
         total = None
-        for w, comp in zip(module.weights, comps, strict=True):
+        for w, comp in zip(module.weights, module.components, strict=True):
             v = w * _value_map(comp, logits, target)
             total = v if total is None else total + v
         return total
+    if not isinstance(module, SegLoss):
+        # its per-pixel loss is unknown here: the error map of a torch CrossEntropyLoss read
+        # 0.43 where its per-pixel CE is 0.56, and 0.95 for 2.94
+        raise ValueError(
+            f'kind="value" needs a loss from get_loss (its per-pixel loss or error map), got '
+            f'{type(module).__name__}; kind="gradient" works for any loss module'
+        )
     if hasattr(module, "pixel_loss"):
         return module.pixel_loss(logits, target)
     return error_map(module, logits, target)
@@ -244,9 +250,15 @@ def contribution_map(
             (a module from ``get_loss`` is differentiated with ``reduction="none"``, another
             module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
             the images of the batch by definition).
-            ``"value"``: the per-pixel loss for pixel-separable losses (``pixel_loss``: ce, focal,
-            topk_ce); for region losses the per-pixel error of :func:`error_map` (the modulated
-            error for pm_dice); for compounds the weighted sum of the components' maps.
+            ``"value"`` (losses from ``get_loss`` only): for pixel-separable losses
+            (``pixel_loss``: ce, focal, topk_ce) the per-pixel loss, whose sum over an image
+            divided by its valid pixels is that image's loss (topk_ce: the CE of the kept
+            pixels, 0 elsewhere; with ``normalize="selected"`` divide by the kept count).
+            A region loss (a ratio of sums) has no per-pixel share: its map is the per-pixel
+            error of :func:`error_map`, which does not add up to the loss and takes none of
+            the loss's settings except pm_dice's modulating term (tversky, generalized_dice,
+            topk_dice, combo, ... give dice's map). Compounds: the weighted sum of the
+            components' maps (a CE in nats plus an error in [0, 1]).
         **params: loss parameters, only with a loss name.
     """
     if kind not in MAP_KINDS:

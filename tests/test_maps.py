@@ -236,3 +236,29 @@ def test_gradient_map_of_a_batch_dice_module_counts_the_batch_loss_once(
     torch.testing.assert_close(contribution_map(module, x, y), expected)
     torch.testing.assert_close(contribution_map(name, x, y, batch_dice=True), expected)
     assert module.reduction == reduction  # the caller's module is left as it was
+
+
+def test_value_map_refuses_a_loss_it_cannot_read():
+    # a torch CrossEntropyLoss is pixel-separable, but its "value" map was the error map
+    # sum_c |y - p| / 2 (0.43 where its per-pixel CE is 0.56), with nothing saying so
+    logits, target = _inputs(3, (4, 4))
+    torch_ce = torch.nn.CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r'kind="value" needs a loss from get_loss'):
+        contribution_map(torch_ce, logits, target, kind="value")
+    # the gradient map works for any module: CE's d/dlogits = (p - y) / N
+    p = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    expected = (p - y).abs().sum(1) / target[0].numel()
+    torch.testing.assert_close(contribution_map(torch_ce, logits, target), expected)
+
+
+def test_value_map_of_region_losses_is_the_error_whatever_their_settings():
+    # as documented: a region loss's value map is error_map, the same for every region loss
+    # but pm_dice (tversky's alpha/beta or the class weights of generalized_dice do not enter)
+    logits, target = _inputs(3, (5, 5))
+    p = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    err = (y - p).abs().sum(1) / 2
+    for name, params in [("tversky", {"alpha": 0.9, "beta": 0.1}), ("generalized_dice", {})]:
+        m = contribution_map(name, logits, target, kind="value", **params)
+        torch.testing.assert_close(m, err)
