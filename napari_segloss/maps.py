@@ -245,7 +245,9 @@ def contribution_map(
             or a loss module from ``get_loss``.
         logits: raw network outputs ``(B, C, *spatial)``, 2D or 3D.
         target: labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
-        kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too).
+        kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too):
+            the gradient training applies, so what a loss detaches stays constant (pm_dice's
+            m, as the paper trains it; the top-k masks), unlike finite differences of the value.
             The per-image loss is differentiated, so a map does not depend on the batch size
             (a module from ``get_loss`` is differentiated with ``reduction="none"``, another
             module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples

@@ -262,3 +262,60 @@ def test_value_map_of_region_losses_is_the_error_whatever_their_settings():
     for name, params in [("tversky", {"alpha": 0.9, "beta": 0.1}), ("generalized_dice", {})]:
         m = contribution_map(name, logits, target, kind="value", **params)
         torch.testing.assert_close(m, err)
+
+
+def _pm_dice_reference(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Sum over images of eq. 5 written out in float64, m = |y - p|^gamma held constant."""
+    x = logits.double()
+    if x.shape[1] == 1:  # binary: [background, foreground]
+        p = torch.cat([torch.sigmoid(-x), torch.sigmoid(x)], 1)
+        y = torch.stack([1 - target, target], 1).double()
+    else:
+        p = torch.softmax(x, 1)
+        y = torch.nn.functional.one_hot(target, x.shape[1]).movedim(-1, 1).double()
+    m = (y - p).detach().abs() ** gamma
+    dims = tuple(range(2, x.ndim))
+    score = (2 * (m * y * p).sum(dims) + 1e-6) / ((m * (y**2 + p**2)).sum(dims) + 1e-6)
+    present = (y.sum(dims) > 0).double()  # eq. 4 text: the classes present in the image
+    return (1 - (score * present).sum(1) / present.sum(1)).sum()
+
+
+@pytest.mark.parametrize(("c", "spatial"), [(1, (7, 6)), (3, (6, 5)), (4, (3, 4, 5))])
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0])
+def test_gradient_map_matches_pm_dice_written_out(c, spatial, gamma):
+    # independent of the losses' code (their hand-written backward of the label sums): the
+    # map is sum_c |d eq. 5 / d logits| with m held constant, as the paper trains it
+    g = torch.Generator().manual_seed(c)
+    logits = 3 * torch.randn(2, c, *spatial, generator=g)
+    target = torch.randint(0, max(c, 2), (2, *spatial), generator=g)
+    x = logits.double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_pm_dice_reference(x, target, gamma), x)
+    expected = grad.abs().sum(1).float()
+    name = "dice" if gamma == 0 else "pm_dice"
+    params = {} if gamma == 0 else {"gamma": gamma}
+    got = contribution_map(name, logits, target, **params)
+    torch.testing.assert_close(got, expected, rtol=2e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(("c", "spatial"), [(1, (7, 6)), (3, (6, 5)), (4, (3, 4, 5))])
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_gradient_map_matches_focal_written_out_with_ignored_pixels(c, spatial, gamma):
+    # eq. 3 per image: -1/N_valid sum_i (1 - p_t)^gamma log p_t, in float64 with autograd
+    g = torch.Generator().manual_seed(10 + c)
+    logits = 3 * torch.randn(2, c, *spatial, generator=g)
+    target = torch.randint(0, max(c, 2), (2, *spatial), generator=g)
+    target[0, 0] = 255
+    valid = (target != 255).double()
+    t = target.clamp_max(max(c, 2) - 1)
+    x = logits.double().requires_grad_(True)
+    if c == 1:
+        p_t = torch.sigmoid(torch.where(t == 1, x[:, 0], -x[:, 0]))
+    else:
+        p_t = torch.softmax(x, 1).gather(1, t[:, None])[:, 0]
+    pixel = -((1 - p_t) ** gamma) * torch.log(p_t) * valid
+    dims = tuple(range(1, pixel.ndim))
+    (grad,) = torch.autograd.grad((pixel.sum(dims) / valid.sum(dims)).sum(), x)
+    expected = grad.abs().sum(1).float()
+    got = contribution_map("focal", logits, target, gamma=gamma, ignore_index=255)
+    torch.testing.assert_close(got, expected, rtol=2e-4, atol=1e-7)
+    assert bool((got[0, 0] == 0).all())
