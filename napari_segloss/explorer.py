@@ -213,7 +213,7 @@ def iter_explorer(
         with torch.no_grad():
             res.values.append((spec.label, float(module(logits, t))))
         cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
-        if not float(cmap.max(initial=0.0)) > FLAT_GRADIENT:
+        if float(cmap.max(initial=0.0)) <= FLAT_GRADIENT:  # NaN: not flat, left visible
             res.flat.append(spec.label)
             # drawn blank, as the status line says: divided by its mean, 1e-38 noise of a
             # saturated softmax read like a real map (up to 22 x the mean)

@@ -267,3 +267,18 @@ def test_a_flat_map_is_drawn_blank_as_the_status_line_says(relative):
     assert res.contributions["ce"].max() > 0
     alone = explorer.compute_explorer(probs, gt, specs[:1], [], relative=relative)
     assert not alone.contributions["dice"].any() and alone.clim == (0.0, 1.0)
+
+
+def test_a_nan_map_is_not_called_flat(monkeypatch):
+    # NaN > FLAT_GRADIENT is False: a broken (NaN) map was reported as "no gradient at any
+    # pixel (blank map)", and is now zeroed as flat maps are; it must stay NaN and unflagged
+    def nan_map(loss, logits, target, kind="gradient"):
+        return torch.full((logits.shape[0], *logits.shape[2:]), float("nan"))
+
+    monkeypatch.setattr(explorer, "contribution_map", nan_map)
+    gt = np.zeros((6, 6), dtype=np.int64)
+    gt[1:4, 1:4] = 1
+    probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
+    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
+    assert res.flat == []
+    assert np.isnan(res.contributions["dice"]).all()
