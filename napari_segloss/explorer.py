@@ -56,7 +56,8 @@ CLIM_PERCENTILE = 99.5
 SUM_TOLERANCE = 5e-3
 #: a contribution map at most this large everywhere is flat: no pixel drives the loss. A
 #: hard 0/1 prediction (a labels layer) saturates the softmax/sigmoid, so the gradient of a
-#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not)
+#: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not).
+#: Such a map is returned as zeros
 FLAT_GRADIENT = 1e-20
 #: up to this many pixels, an interactive computation runs on one CPU thread (see
 #: :func:`interactive_threads`)
@@ -212,15 +213,18 @@ def iter_explorer(
         with torch.no_grad():
             res.values.append((spec.label, float(module(logits, t))))
         cmap = contribution_map(module, logits, t, kind="gradient")[0].detach().float().numpy()
-        if not float(cmap.max(initial=0.0)) > FLAT_GRADIENT:
+        if float(cmap.max(initial=0.0)) <= FLAT_GRADIENT:  # NaN: not flat, left visible
             res.flat.append(spec.label)
-        if relative:
+            # drawn blank, as the status line says: divided by its mean, 1e-38 noise of a
+            # saturated softmax read like a real map (up to 22 x the mean)
+            cmap = np.zeros_like(cmap)
+        elif relative:
             mean = float(cmap.mean())
             cmap = cmap / mean if mean > 0 else cmap
         key = spec.name if names.count(spec.name) == 1 else spec.label
         res.contributions[key] = cmap.astype(np.float32, copy=False)
         res.labels[key] = spec.label
-    # binary: the foreground channel, |y - p| exact for tiny p (the background's 1 - p rounds)
+    # binary: both channels hold the same |y - p|; the foreground one is drawn
     ch = 1 if c == 1 else cls
     for j, g in enumerate(distinct):
         yield Step(len(losses) + j, total, modulating_title(g))

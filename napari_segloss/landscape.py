@@ -438,7 +438,7 @@ def loss_surface(
     All losses are computed from the same forward pass at every grid point (so surfaces of
     different losses share model, data and directions exactly). The model is put in eval mode
     (batch norm uses its running statistics, as in Li et al.'s evaluation) and its weights and
-    train/eval mode are restored afterwards, even on error.
+    the train/eval mode of each submodule are restored afterwards, even on error.
 
     Args:
         model: the trained network.
@@ -480,7 +480,9 @@ def loss_surface(
 
     device = params[0].device if params else torch.device("cpu")
     values = {name: np.empty((betas.size, alphas.size)) for name in losses}
-    was_training = model.training
+    # every submodule's own mode: model.train(True) afterwards would also switch on the
+    # batch norms a fine-tuning run keeps frozen in eval mode
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     total = alphas.size * betas.size
     try:
@@ -503,5 +505,6 @@ def loss_surface(
                     if progress is not None:
                         progress(done, total)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return LossSurface(alphas=alphas, betas=betas, values=values)

@@ -139,7 +139,9 @@ def modulating_map(
         ``gamma = 0`` gives all ones (``0 ** 0 = 1``: PM Dice reduces to Dice).
     """
     _check_inputs("probs", probs, target, "floating point probabilities (B, C, *spatial)")
-    p = probs.detach().float()
+    # float64 probs stay float64 until the end: a confident p = 1 - 1e-12 rounds to 1 in
+    # float32 and its m (1e-12) to 0
+    p = probs.detach().to(torch.promote_types(probs.dtype, torch.float32))
     if p.numel():
         lo, hi = (float(v) for v in torch.aminmax(p))  # one pass for both bounds
         if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
@@ -149,11 +151,15 @@ def modulating_map(
             )
     b, c = p.shape[:2]
     spatial = tuple(p.shape[2:])
-    y = _target_channels(target.detach().to(p.device), b, c, spatial)
+    y = _target_channels(target.detach().to(p.device), b, c, spatial).to(p.dtype)
     if c == 1:
-        p = torch.cat([1.0 - p, p], dim=1)
-    g = _gamma_tensor(gamma, p.shape[1], p)
-    err = (y - p).abs_()
+        # both classes share |y - p|: the background's |(1 - y) - (1 - p)| computed as
+        # written rounds 1 - p, and is 0 instead of p = 1e-10 on a confident background pixel
+        err = (y[:, 1:] - p).abs_().float()
+        err = torch.cat([err, err], dim=1)
+    else:
+        err = (y - p).abs_().float()
+    g = _gamma_tensor(gamma, err.shape[1], err)
     first = float(g.flatten()[0])
     if bool((g == first).all()):  # one gamma: scalar pow is much cheaper than a broadcast pow
         return err if first == 1.0 else err.pow_(first)
@@ -206,14 +212,20 @@ def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
 
 
 def _value_map(module: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
-    comps = getattr(module, "components", None)
-    if comps is not None and hasattr(module, "weights"):
-        # Compound: weighted sum of the components' value maps (pixel loss or error).
+    if isinstance(module, CompoundLoss):
+        # weighted sum of the components' value maps (pixel loss or error)
         total = None
-        for w, comp in zip(module.weights, comps, strict=True):
+        for w, comp in zip(module.weights, module.components, strict=True):
             v = w * _value_map(comp, logits, target)
             total = v if total is None else total + v
         return total
+    if not isinstance(module, SegLoss):
+        # its per-pixel loss is unknown here: the error map of a torch CrossEntropyLoss read
+        # 0.43 where its per-pixel CE is 0.56, and 0.95 for 2.94
+        raise ValueError(
+            f'kind="value" needs a loss from get_loss (its per-pixel loss or error map), got '
+            f'{type(module).__name__}; kind="gradient" works for any loss module'
+        )
     if hasattr(module, "pixel_loss"):
         return module.pixel_loss(logits, target)
     return error_map(module, logits, target)
@@ -233,14 +245,22 @@ def contribution_map(
             or a loss module from ``get_loss``.
         logits: raw network outputs ``(B, C, *spatial)``, 2D or 3D.
         target: labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot ``(B, C, *spatial)``.
-        kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too).
+        kind: ``"gradient"``: ``sum_c |dL/dlogit_c|`` (autograd; every loss, compounds too):
+            the gradient training applies, so what a loss detaches stays constant (pm_dice's
+            m, as the paper trains it; the top-k masks), unlike finite differences of the value.
             The per-image loss is differentiated, so a map does not depend on the batch size
             (a module from ``get_loss`` is differentiated with ``reduction="none"``, another
             module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
             the images of the batch by definition).
-            ``"value"``: the per-pixel loss for pixel-separable losses (``pixel_loss``: ce, focal,
-            topk_ce); for region losses the per-pixel error of :func:`error_map` (the modulated
-            error for pm_dice); for compounds the weighted sum of the components' maps.
+            ``"value"`` (losses from ``get_loss`` only): for pixel-separable losses
+            (``pixel_loss``: ce, focal, topk_ce) the per-pixel loss, whose sum over an image
+            divided by its valid pixels is that image's loss (topk_ce: the CE of the kept
+            pixels, 0 elsewhere; with ``normalize="selected"`` divide by the kept count).
+            A region loss (a ratio of sums) has no per-pixel share: its map is the per-pixel
+            error of :func:`error_map`, which does not add up to the loss and takes none of
+            the loss's settings except pm_dice's modulating term (tversky, generalized_dice,
+            topk_dice, combo, ... give dice's map). Compounds: the weighted sum of the
+            components' maps (a CE in nats plus an error in [0, 1]).
         **params: loss parameters, only with a loss name.
     """
     if kind not in MAP_KINDS:

@@ -245,3 +245,40 @@ def test_colour_scale_stays_readable_when_few_pixels_are_wrong():
         soft[None].astype(np.float32), gt, [explorer.LossSpec("ce")], []
     )
     assert res.clim[1] == pytest.approx(np.percentile(res.contributions["ce"], 99.5))
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_a_flat_map_is_drawn_blank_as_the_status_line_says(relative):
+    # a hard three-class prediction: log(PROB_FLOOR) logits saturate the softmax, and the
+    # Dice gradient is ~1e-38 at every pixel; divided by its mean it read 0-11 ("an average
+    # pixel" = 1) while the status line called the map blank
+    gt = np.zeros((16, 16), dtype=np.int64)
+    gt[4:10, 4:10] = 1
+    gt[11:14, 11:14] = 2
+    pred = np.roll(gt, 1, axis=0)
+    probs = np.stack([(pred == c).astype(np.float32) for c in range(3)])
+    logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
+    raw = contribution_map("dice", logits, torch.from_numpy(gt)[None])
+    assert 0 < float(raw.max()) <= explorer.FLAT_GRADIENT  # flat, yet not exactly 0
+    specs = [explorer.LossSpec("dice"), explorer.LossSpec("ce")]
+    res = explorer.compute_explorer(probs, gt, specs, [], relative=relative)
+    assert res.flat == ["dice"]
+    assert not res.contributions["dice"].any()
+    assert res.contributions["ce"].max() > 0
+    alone = explorer.compute_explorer(probs, gt, specs[:1], [], relative=relative)
+    assert not alone.contributions["dice"].any() and alone.clim == (0.0, 1.0)
+
+
+def test_a_nan_map_is_not_called_flat(monkeypatch):
+    # NaN > FLAT_GRADIENT is False: a broken (NaN) map was reported as "no gradient at any
+    # pixel (blank map)", and is now zeroed as flat maps are; it must stay NaN and unflagged
+    def nan_map(loss, logits, target, kind="gradient"):
+        return torch.full((logits.shape[0], *logits.shape[2:]), float("nan"))
+
+    monkeypatch.setattr(explorer, "contribution_map", nan_map)
+    gt = np.zeros((6, 6), dtype=np.int64)
+    gt[1:4, 1:4] = 1
+    probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
+    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
+    assert res.flat == []
+    assert np.isnan(res.contributions["dice"]).all()

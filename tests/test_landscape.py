@@ -397,3 +397,23 @@ def test_loss_surface_rejects_mismatched_directions():
         loss_surface(
             model, {"bce": bce}, torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2).long(), other, [0]
         )
+
+
+def test_loss_surface_restores_each_submodules_mode():
+    # a fine-tuning model keeps its batch norm frozen (eval) inside a model in train mode;
+    # model.train(True) at the end switched that batch norm back to train mode
+    torch.manual_seed(0)
+    model = TinyNet().train()
+    model.bn.eval()
+    images = torch.randn(2, 3, 8, 8)
+    targets = (torch.rand(2, 8, 8) > 0.5).long()
+    dirs = random_directions(model, seed=0)
+    loss_surface(model, {"bce": bce}, images, targets, dirs, [0.0, 0.5])
+    assert model.training and model.conv.training and not model.bn.training
+
+    def failing(logits, target):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        loss_surface(model, {"bad": failing}, images, targets, dirs, [0.0])
+    assert model.training and model.conv.training and not model.bn.training

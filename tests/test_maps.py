@@ -50,6 +50,36 @@ def test_modulating_map_matches_pm_dice_loss(c, gamma, spatial):
     torch.testing.assert_close(modulating_map(probs, target, gamma), ref)
 
 
+def test_modulating_map_confident_pixels_match_float64():
+    # |y - p| of a confident, right prediction is tiny but not 0: the binary background channel
+    # used to be |(1 - y) - (1 - p)| with 1 - p rounded (0 instead of 1e-10), and float64
+    # probabilities were rounded to float32 before the subtraction (p = 1 - 1e-12 -> m = 0)
+    x = torch.tensor([[[[-23.0, 23.0, -5.0, 4.0]]]], dtype=torch.float64)
+    y = torch.tensor([[[0, 1, 0, 0]]])
+    err = (y[:, None].double() - torch.sigmoid(x)).abs()  # float64 reference, (1, 1, 1, 4)
+    for gamma in (0.5, 1.0, 2.0):
+        expected = (err**gamma).expand(1, 2, 1, 4).float()
+        torch.testing.assert_close(
+            modulating_map(torch.sigmoid(x), y, gamma), expected, rtol=1e-6, atol=0
+        )
+        # float32 probabilities: the background channel is still exact (the foreground's
+        # p = 1 - 1e-10 is 1 in float32 already: that pixel is left out)
+        m32 = modulating_map(torch.sigmoid(x).float(), y, gamma)
+        keep = [0, 2, 3]
+        torch.testing.assert_close(m32[..., keep], expected[..., keep], rtol=1e-6, atol=0)
+    logits = torch.tensor([30.0, 0.0, -2.0], dtype=torch.float64).view(1, 3, 1, 1)
+    probs = torch.softmax(logits, 1)
+    one_hot = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    expected = (one_hot - probs).abs().float()  # 1 - p_0 = 1.1e-13, not 0
+    assert float(expected[0, 0]) > 0
+    torch.testing.assert_close(
+        modulating_map(probs, torch.zeros(1, 1, 1, dtype=torch.long), 1.0),
+        expected,
+        rtol=1e-6,
+        atol=0,
+    )
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     gamma=st.floats(0.0, 5.0),
@@ -206,3 +236,86 @@ def test_gradient_map_of_a_batch_dice_module_counts_the_batch_loss_once(
     torch.testing.assert_close(contribution_map(module, x, y), expected)
     torch.testing.assert_close(contribution_map(name, x, y, batch_dice=True), expected)
     assert module.reduction == reduction  # the caller's module is left as it was
+
+
+def test_value_map_refuses_a_loss_it_cannot_read():
+    # a torch CrossEntropyLoss is pixel-separable, but its "value" map was the error map
+    # sum_c |y - p| / 2 (0.43 where its per-pixel CE is 0.56), with nothing saying so
+    logits, target = _inputs(3, (4, 4))
+    torch_ce = torch.nn.CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r'kind="value" needs a loss from get_loss'):
+        contribution_map(torch_ce, logits, target, kind="value")
+    # the gradient map works for any module: CE's d/dlogits = (p - y) / N
+    p = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    expected = (p - y).abs().sum(1) / target[0].numel()
+    torch.testing.assert_close(contribution_map(torch_ce, logits, target), expected)
+
+
+def test_value_map_of_region_losses_is_the_error_whatever_their_settings():
+    # as documented: a region loss's value map is error_map, the same for every region loss
+    # but pm_dice (tversky's alpha/beta or the class weights of generalized_dice do not enter)
+    logits, target = _inputs(3, (5, 5))
+    p = torch.softmax(logits, 1)
+    y = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    err = (y - p).abs().sum(1) / 2
+    for name, params in [("tversky", {"alpha": 0.9, "beta": 0.1}), ("generalized_dice", {})]:
+        m = contribution_map(name, logits, target, kind="value", **params)
+        torch.testing.assert_close(m, err)
+
+
+def _pm_dice_reference(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Sum over images of eq. 5 written out in float64, m = |y - p|^gamma held constant."""
+    x = logits.double()
+    if x.shape[1] == 1:  # binary: [background, foreground]
+        p = torch.cat([torch.sigmoid(-x), torch.sigmoid(x)], 1)
+        y = torch.stack([1 - target, target], 1).double()
+    else:
+        p = torch.softmax(x, 1)
+        y = torch.nn.functional.one_hot(target, x.shape[1]).movedim(-1, 1).double()
+    m = (y - p).detach().abs() ** gamma
+    dims = tuple(range(2, x.ndim))
+    score = (2 * (m * y * p).sum(dims) + 1e-6) / ((m * (y**2 + p**2)).sum(dims) + 1e-6)
+    present = (y.sum(dims) > 0).double()  # eq. 4 text: the classes present in the image
+    return (1 - (score * present).sum(1) / present.sum(1)).sum()
+
+
+@pytest.mark.parametrize(("c", "spatial"), [(1, (7, 6)), (3, (6, 5)), (4, (3, 4, 5))])
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0])
+def test_gradient_map_matches_pm_dice_written_out(c, spatial, gamma):
+    # independent of the losses' code (their hand-written backward of the label sums): the
+    # map is sum_c |d eq. 5 / d logits| with m held constant, as the paper trains it
+    g = torch.Generator().manual_seed(c)
+    logits = 3 * torch.randn(2, c, *spatial, generator=g)
+    target = torch.randint(0, max(c, 2), (2, *spatial), generator=g)
+    x = logits.double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_pm_dice_reference(x, target, gamma), x)
+    expected = grad.abs().sum(1).float()
+    name = "dice" if gamma == 0 else "pm_dice"
+    params = {} if gamma == 0 else {"gamma": gamma}
+    got = contribution_map(name, logits, target, **params)
+    torch.testing.assert_close(got, expected, rtol=2e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(("c", "spatial"), [(1, (7, 6)), (3, (6, 5)), (4, (3, 4, 5))])
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_gradient_map_matches_focal_written_out_with_ignored_pixels(c, spatial, gamma):
+    # eq. 3 per image: -1/N_valid sum_i (1 - p_t)^gamma log p_t, in float64 with autograd
+    g = torch.Generator().manual_seed(10 + c)
+    logits = 3 * torch.randn(2, c, *spatial, generator=g)
+    target = torch.randint(0, max(c, 2), (2, *spatial), generator=g)
+    target[0, 0] = 255
+    valid = (target != 255).double()
+    t = target.clamp_max(max(c, 2) - 1)
+    x = logits.double().requires_grad_(True)
+    if c == 1:
+        p_t = torch.sigmoid(torch.where(t == 1, x[:, 0], -x[:, 0]))
+    else:
+        p_t = torch.softmax(x, 1).gather(1, t[:, None])[:, 0]
+    pixel = -((1 - p_t) ** gamma) * torch.log(p_t) * valid
+    dims = tuple(range(1, pixel.ndim))
+    (grad,) = torch.autograd.grad((pixel.sum(dims) / valid.sum(dims)).sum(), x)
+    expected = grad.abs().sum(1).float()
+    got = contribution_map("focal", logits, target, gamma=gamma, ignore_index=255)
+    torch.testing.assert_close(got, expected, rtol=2e-4, atol=1e-7)
+    assert bool((got[0, 0] == 0).all())
