@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..data.datasets import SegmentationDataset
 from ..metrics import aggregate, evaluate
@@ -85,23 +86,28 @@ def evaluate_dataset(
     batch_size: int = 1,
     surface: bool = True,
     predictions: list[np.ndarray] | None = None,
+    progress: str | None = None,
 ) -> tuple[float, int, PerImage]:
     """(loss sum, image count, per-image ``metrics.evaluate`` results) over ``indices``.
 
     ``surface=False`` skips the distance metrics (NSD, HD95) for faster validation epochs.
     ``predictions``: a list that receives each image's predicted labels (numpy), in order.
+    ``progress``: the description of a tqdm bar over the images (None: no bar).
     """
     was_training = model.training
     model.eval()
+    # a pass over a validation set can take minutes on a CPU: the training bar stands still
+    bar = tqdm(total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None)
     try:
         if getattr(dataset, "spatial_dims", 2) == 3:
             return _evaluate_volumes(
-                model, dataset, indices, settings, loss_fn, surface, predictions
+                model, dataset, indices, settings, loss_fn, surface, predictions, bar
             )
         return _evaluate_images(
-            model, dataset, indices, settings, loss_fn, batch_size, surface, predictions
+            model, dataset, indices, settings, loss_fn, batch_size, surface, predictions, bar
         )
     finally:
+        bar.close()
         model.train(was_training)
 
 
@@ -114,6 +120,7 @@ def _evaluate_images(
     batch_size: int,
     surface: bool,
     keep: list[np.ndarray] | None,
+    bar: Any,
 ) -> tuple[float, int, PerImage]:
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=0)
     loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
@@ -136,6 +143,7 @@ def _evaluate_images(
             if keep is not None:
                 keep.append(p)
         count += images.shape[0]
+        bar.update(images.shape[0])
     return float(loss_sum.item()), count, results
 
 
@@ -147,6 +155,7 @@ def _evaluate_volumes(
     loss_fn: nn.Module | None,
     surface: bool,
     keep: list[np.ndarray] | None,
+    bar: Any,
 ) -> tuple[float, int, PerImage]:
     """Each whole volume is predicted with 3D sliding windows (``tile = data.patch``, Gaussian
     blending) and scored in 3D at the volume's voxel spacing. The loss is taken on the blended
@@ -186,6 +195,7 @@ def _evaluate_volumes(
                 surface=surface,
             )
         )
+        bar.update(1)
     return float(loss_sum.item()), len(results), results
 
 
@@ -200,15 +210,23 @@ def write_eval(
     settings: EvalSettings,
     class_names: Sequence[str] | None,
     predictions_path: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
-    ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`)."""
+    ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
+    ``progress``: a tqdm bar over the images."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
     preds: list[np.ndarray] | None = [] if predictions_path is not None else None
     loss_sum, count, results = evaluate_dataset(
-        model, dataset, list(range(len(dataset))), settings, loss_fn=loss_fn, predictions=preds
+        model,
+        dataset,
+        list(range(len(dataset))),
+        settings,
+        loss_fn=loss_fn,
+        predictions=preds,
+        progress=f"eval.json: {weights.name} on {split}" if progress else None,
     )
     names = [dataset.item_name(i) for i in range(len(dataset))]
     if predictions_path is not None and preds is not None:

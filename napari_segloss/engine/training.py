@@ -209,12 +209,12 @@ def _run(
                     if state.iteration == outcome.start_iteration:
                         outcome.reason += "; no step ran, nothing was written"
                 break
-            yield _end_epoch(state, epoch, *finished)
+            yield _end_epoch(state, epoch, *finished, show=bar is not None)
     finally:
         if bar is not None:
             bar.close()
     barrier()
-    eval_summary = None if outcome.stopped else _final_eval(state)
+    eval_summary = None if outcome.stopped else _final_eval(state, show=bar is not None)
     barrier()
     paths = state.paths
     yield TrainDone(
@@ -437,9 +437,16 @@ def _non_finite(state: RunState, what: str, outcome: _Outcome) -> None:
 
 
 def _end_epoch(
-    state: RunState, epoch: int, train_loss: float, n_images: int, train_time: float
+    state: RunState,
+    epoch: int,
+    train_loss: float,
+    n_images: int,
+    train_time: float,
+    *,
+    show: bool = False,
 ) -> TrainEpoch:
-    """Validate (when due), record the metrics row, save best/latest weights."""
+    """Validate (when due; ``show``: with a progress bar), record the metrics row, save
+    best/latest weights."""
     s, t = state, state.cfg.train
     row: dict[str, Any] = {
         "epoch": epoch + 1,
@@ -458,6 +465,7 @@ def _end_epoch(
             loss_fn=s.loss_fn,
             batch_size=s.val_batch_size,
             surface=t.val_metrics == "full",
+            progress=f"validation, epoch {epoch + 1}" if show else None,
         )
         gathered = all_gather_objects((loss_sum, count, results))
         val_loss = sum(g[0] for g in gathered) / max(1, sum(g[1] for g in gathered))
@@ -489,7 +497,7 @@ def _end_epoch(
     )
 
 
-def _final_eval(state: RunState) -> dict[str, Any] | None:
+def _final_eval(state: RunState, *, show: bool = False) -> dict[str, Any] | None:
     """Score the best weights on the held-out set (``test``: ``data.test_root``, the split
     file's test list or given held-out data; else ``val``) with every metric and write
     ``eval.json`` (and ``predictions.npz`` when asked) on rank 0."""
@@ -510,4 +518,5 @@ def _final_eval(state: RunState) -> dict[str, Any] | None:
         settings=s.eval_settings,
         class_names=s.cfg.data.class_names,
         predictions_path=s.paths.predictions if s.save_predictions else None,
+        progress=show,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -550,3 +551,24 @@ def test_real_acdc_nifti(acdc_dir: Path) -> None:
     assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2, 3}
     assert spacing == (1.0, 1.0, 1.0)  # identity affine, see the data README
     assert 6 <= labels.shape[2] <= 21
+
+
+def test_read_mask_costs_little_more_than_decoding(tmp_path: Path) -> None:
+    """The colour and grey-level checks of an RGB JPEG mask (every Kvasir-SEG mask) cost a few
+    decodes, not 40-70 (they were most of `segloss train`'s "checking data" pass)."""
+    yy, xx = np.mgrid[:1072, :1344]
+    disc = ((yy - 536) ** 2 + (xx - 672) ** 2 < 480**2).astype(np.uint8) * 255
+    path = _save(tmp_path / "big.jpg", np.dstack([disc] * 3), quality=90)
+
+    def decode() -> None:
+        with Image.open(path) as img:
+            np.asarray(img)
+
+    times: dict[str, list[float]] = {"decode": [], "read": []}
+    for _ in range(7):  # interleaved: both see the same machine load
+        for name, call in (("decode", decode), ("read", lambda: read_mask(path))):
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    ratio = float(np.median(times["read"]) / np.median(times["decode"]))
+    assert ratio < 12, f"read_mask took {ratio:.1f}x the decode of the same JPEG"

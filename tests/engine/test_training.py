@@ -428,3 +428,16 @@ def test_results_do_not_depend_on_num_workers(squares_root: Path, tmp_path: Path
     b = train(make_cfg(squares_root, tmp_path / "w2", epochs=1, num_workers=2), progress=False)
     assert a.iteration == b.iteration == 3
     _assert_same_weights(tmp_path / "w0", tmp_path / "w2")
+
+
+def test_validation_and_eval_show_progress(
+    squares_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training bar stands still while an epoch is validated and eval.json is scored
+    (minutes on a CPU for a real validation set): each pass has its own bar."""
+    cfg = make_cfg(squares_root, tmp_path / "run", epochs=1)
+    list(iter_train(cfg, progress=True))
+    err = capsys.readouterr().err
+    assert "validation, epoch 1" in err and "eval.json: best.pt on val" in err
+    list(iter_train(make_cfg(squares_root, tmp_path / "quiet", epochs=1), progress=False))
+    assert "validation" not in capsys.readouterr().err
