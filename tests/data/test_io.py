@@ -570,5 +570,5 @@ def test_read_mask_costs_little_more_than_decoding(tmp_path: Path) -> None:
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
-    ratio = float(np.median(times["read"]) / np.median(times["decode"]))
+    ratio = min(times["read"]) / min(times["decode"])  # the least-disturbed run of each
     assert ratio < 12, f"read_mask took {ratio:.1f}x the decode of the same JPEG"
