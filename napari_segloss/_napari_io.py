@@ -235,12 +235,7 @@ def read_pair_folder(
                 "labels",
             ),
         ]
-    shapes = sorted({str(im.shape) for im in images})
-    _check_separate_count(
-        root,
-        len(pairs),
-        f"the images have different shapes ({', '.join(shapes[:5])}) and are not resized or padded",
-    )
+    _check_separate_count(root, images)
     layers = []
     for (image_path, mask_path), image, label in zip(pairs, images, labels, strict=True):
         stem = path_stem(image_path)
@@ -253,13 +248,25 @@ def read_pair_folder(
     return layers
 
 
-def _check_separate_count(root: Path, n: int, why: str) -> None:
-    if n > MAX_SEPARATE_PAIRS:
-        raise ValueError(
-            f"folder {str(root)!r} has {n} pairs but {why}; opening more than "
-            f"{MAX_SEPARATE_PAIRS} separate layer pairs is refused. Resize the images to one "
-            "shape first, or open a smaller folder or single files."
-        )
+def _check_separate_count(root: Path, images: list[np.ndarray]) -> None:
+    """Refuse more than :data:`MAX_SEPARATE_PAIRS` unstackable pairs, saying why they do not
+    stack: different shapes, or one shape with mixed bit depths (8-bit files read as uint8,
+    16-bit ones as float32 0..65535: one contrast range would not fit both)."""
+    if len(images) <= MAX_SEPARATE_PAIRS:
+        return
+    shapes = sorted({str(im.shape) for im in images})
+    if len(shapes) > 1:
+        why = f"the images have different shapes ({', '.join(shapes[:5])})"
+        fix = "Resize the images to one shape first"
+    else:
+        depths = sorted({"8-bit" if im.dtype == np.uint8 else "16-bit/float" for im in images})
+        why = f"the images mix bit depths ({' and '.join(depths)}) in one shape {shapes[0]}"
+        fix = "Save all images with one bit depth first"
+    raise ValueError(
+        f"folder {str(root)!r} has {len(images)} pairs but {why} and are not resized, padded "
+        f"or rescaled; opening more than {MAX_SEPARATE_PAIRS} separate layer pairs is refused. "
+        f"{fix}, or open a smaller folder or single files."
+    )
 
 
 def _nifti_pair(image_path: Path, mask_path: Path, name: str | None = None) -> list[LayerData]:

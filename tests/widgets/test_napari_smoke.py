@@ -114,6 +114,18 @@ def test_pair_folder_too_many_different_sizes_refused(tmp_path: Path) -> None:
         read_pair_folder(tmp_path)
 
 
+def test_pair_folder_mixed_bit_depths_says_so(tmp_path: Path) -> None:
+    # one shape, 8-bit and 16-bit images: the refusal must not claim "different shapes"
+    for k in range(MAX_SEPARATE_PAIRS + 1):
+        _pair(tmp_path, f"p{k:02d}", shape=(4, 6), rgb=False)
+    (tmp_path / "images" / "p00.jpg").unlink()
+    Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(tmp_path / "images" / "p00.png")
+    with pytest.raises(ValueError, match=r"mix bit depths \(16-bit/float and 8-bit\)") as err:
+        read_pair_folder(tmp_path)
+    assert "different shapes" not in str(err.value)
+    assert "one bit depth" in str(err.value)
+
+
 def test_pair_folder_unmatched_names_file(tmp_path: Path) -> None:
     _pair(tmp_path, "a")
     Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "images" / "lonely.png")
