@@ -10,7 +10,8 @@ Reader rules (documented in the README):
   Image layer ``(N, H, W[, 3])`` and one Labels layer ``(N, H, W)`` (napari shows a slider). If
   shapes differ, nothing is resized or padded: up to :data:`MAX_SEPARATE_PAIRS` pairs open as
   separate layers named after each file; more than that raises a ``ValueError`` saying so. A
-  folder of NIfTI pairs opens each volume as its own pair of layers (same limit).
+  folder of NIfTI pairs opens each volume as its own pair of layers (same limit). Of separate
+  pairs only the last (top) one is visible, so masks are not drawn over another file's image.
 * **NIfTI** (``.nii``, ``.nii.gz``) — opens as Labels when the file name has a token containing
   ``label``, ``seg`` or ``mask`` or equal to ``gt`` (e.g. ``case_gt.nii.gz``,
   ``patient1_seg.nii``) or the file sits in a ``labels``/``masks`` folder; otherwise as Image.
@@ -205,7 +206,7 @@ def read_pair_folder(
         layers: list[LayerData] = []
         for image_path, mask_path in pairs:
             layers += _nifti_pair(image_path, mask_path)
-        return layers
+        return _show_last_pair(layers)
 
     images = [read_image(p) for p, _ in pairs]
     labels = [read_mask(p) for _, p in pairs]
@@ -245,6 +246,14 @@ def read_pair_folder(
         layers.append(
             (label, _labels_kwargs(f"{stem} mask", (1.0, 1.0), [str(mask_path)], label), "labels")
         )
+    return _show_last_pair(layers)
+
+
+def _show_last_pair(layers: list[LayerData]) -> list[LayerData]:
+    """Hide all but the last (top) image + labels pair: separate pairs share the canvas, so an
+    opaque image would cover the ones below while every mask stays drawn over it."""
+    for _, kwargs, _ in layers[:-2]:
+        kwargs["visible"] = False
     return layers
 
 

@@ -249,6 +249,25 @@ def test_viewer_opens_files_through_reader(make_napari_viewer, tmp_path: Path) -
     assert tuple(viewer.layers["vol labels"].scale) == (3.0, 1.0, 1.0)
 
 
+def test_separate_pairs_show_only_the_top_pair(make_napari_viewer, tmp_path: Path) -> None:
+    # different sizes (2D) and a NIfTI pair folder open as separate pairs on one canvas: a mask
+    # drawn over another file's image would be misleading, so only the last pair is visible
+    _pair(tmp_path / "sizes", "small", shape=(4, 4))
+    _pair(tmp_path / "sizes", "wide", shape=(4, 10), rgb=False)
+    for stem, z in (("p1", 2), ("p2", 3)):
+        _nifti(tmp_path / "vols" / "images" / f"{stem}.nii.gz", np.ones((4, 3, z), np.uint8))
+        _nifti(tmp_path / "vols" / "labels" / f"{stem}.nii.gz", np.ones((4, 3, z), np.uint8))
+    viewer = make_napari_viewer()
+    for folder, top in (
+        ("sizes", {"wide image", "wide mask"}),
+        ("vols", {"p2 image", "p2 labels"}),
+    ):
+        viewer.layers.clear()
+        viewer.open(str(tmp_path / folder), plugin=PLUGIN)
+        assert len(viewer.layers) == 4
+        assert {layer.name for layer in viewer.layers if layer.visible} == top
+
+
 def test_nifti_image_and_labels_with_one_name_get_distinct_names(
     make_napari_viewer, tmp_path: Path
 ) -> None:
