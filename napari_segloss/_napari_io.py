@@ -180,7 +180,8 @@ def read_pair_folder(
 
     Same-shape pairs are stacked (``(N, H, W[, 3])`` + ``(N, H, W)``); differing shapes open as
     separate layers, at most :data:`MAX_SEPARATE_PAIRS` pairs. ``name``/``mask_name`` override the
-    stacked layer names (default ``"<folder> images"`` / ``"<folder> masks"``).
+    stacked layer names (default ``"<folder> images"`` / ``"<folder> masks"``, or
+    ``"<folder> labels"`` for a ``labels/`` sub-folder: the name says which folder it came from).
     """
     root = Path(root)
     masks = _mask_folder(root)
@@ -231,7 +232,7 @@ def read_pair_folder(
             (
                 stacked_labels := np.stack(labels),
                 _labels_kwargs(
-                    mask_name or f"{root.name} masks", scale, mask_paths, stacked_labels
+                    mask_name or f"{root.name} {masks}", scale, mask_paths, stacked_labels
                 ),
                 "labels",
             ),

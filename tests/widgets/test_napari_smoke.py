@@ -249,6 +249,14 @@ def test_viewer_opens_files_through_reader(make_napari_viewer, tmp_path: Path) -
     assert tuple(viewer.layers["vol labels"].scale) == (3.0, 1.0, 1.0)
 
 
+def test_stacked_labels_layer_is_named_after_its_folder(make_napari_viewer, tmp_path) -> None:
+    _pair(tmp_path / "set", "a")
+    (tmp_path / "set" / "masks").rename(tmp_path / "set" / "labels")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "set"), plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["set images", "set labels"]
+
+
 def test_separate_pairs_show_only_the_top_pair(make_napari_viewer, tmp_path: Path) -> None:
     # different sizes (2D) and a NIfTI pair folder open as separate pairs on one canvas: a mask
     # drawn over another file's image would be misleading, so only the last pair is visible
