@@ -405,6 +405,12 @@ def _model_and_loss(
             "data.slices: 3d with arch: UNet3D)"
         )
     _check_divisible(model, train_ds, stats, multiple)
+    patch = getattr(train_ds, "patch", None)
+    if dims == 3 and patch is not None and hasattr(model, "check_input_size"):
+        try:
+            model.check_input_size(patch)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'data.patch': {exc}") from None
     if dims == 3 and hasattr(train_ds, "pad_multiple"):
         # a volume smaller than the patch sits where tiled validation/predict will put it
         stride = output_stride(model)

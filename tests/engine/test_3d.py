@@ -151,6 +151,19 @@ def test_unet3d_anisotropic_levels_keep_z() -> None:
         UNet3D(channels=[2, 4])(torch.zeros(1, 1, 8, 8))
 
 
+def test_one_voxel_deepest_level_is_a_config_error(acdc_root: Path, tmp_path: Path) -> None:
+    # instance norm over one voxel: torch raised at the first step, naming no config key
+    net = UNet3D(1, 2, channels=[4, 8, 16])  # factor (4, 4, 4)
+    with pytest.raises(ValueError, match=r"\[4, 4, 4\] input shrinks to one voxel"):
+        net.check_input_size((4, 4, 4))
+    net.check_input_size((5, 4, 4))  # (2, 1, 1) voxels: fine
+    UNet3D(1, 2, channels=[4, 8, 16], norm="group").check_input_size((4, 4, 4))
+    kwargs = "model.kwargs={channels: [4, 8, 16], anisotropic_levels: 0}"
+    cfg = make_cfg(acdc_root, tmp_path / "x", "data.patch=[4, 4, 4]", kwargs)
+    with pytest.raises(ConfigError, match=r"'data\.patch': a \[4, 4, 4\] input.*fewer levels"):
+        prepare_run(cfg, DistInfo(), torch.device("cpu"))
+
+
 def test_build_model_unet3d(tmp_path: Path) -> None:
     assert "UNet3D" in available_architectures()
     model = build_model(ModelConfig(**{**TINY_3D, "arch": "unet3d", "encoder": "resnet34"}))
