@@ -415,6 +415,25 @@ def test_segloss_predict_3d_checkpoint(
     np.testing.assert_array_equal(probs.argmax(-1), labels)  # same (X, Y, Z) layout
 
 
+def test_validation_predicts_what_segloss_predict_writes(
+    trained: Path, acdc_root: Path, tmp_path: Path
+) -> None:
+    # the scores in metrics.csv / eval.json are those of the files `segloss predict` writes
+    from napari_segloss.engine.evaluation import EvalSettings, evaluate_dataset
+
+    _, val_ds = build_datasets(make_cfg(acdc_root, tmp_path / "unused"))
+    model, _ = load_model(trained / "best.pt", device="cpu")
+    kept: list[np.ndarray] = []
+    settings = EvalSettings(device=torch.device("cpu"), num_classes=4)
+    evaluate_dataset(model, val_ds, [0], settings, surface=False, predictions=kept)
+    src = Path(val_ds.item_name(0))
+    args = ["predict", "--checkpoint", str(trained / "best.pt"), "--input", str(src)]
+    assert main([*args, "--output", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    written = np.asanyarray(nib.load(str(tmp_path / "p" / src.name)).dataobj)
+    np.testing.assert_array_equal(written.transpose(2, 1, 0), kept[0])  # (X, Y, Z) on disk
+    assert len(np.unique(kept[0])) > 1  # not a blank prediction that any path would match
+
+
 def test_predict_3d_with_an_in_plane_tile(trained: Path, acdc_root: Path) -> None:
     # the napari panel passes (tile, tile): a 3D model keeps the training patch depth
     from napari_segloss.data.io import nifti_to_napari, read_nifti
