@@ -8,7 +8,10 @@ as for 2D.
 
 * **Training** (``train=True``): ``len = volumes x patches_per_volume``; item ``i`` is a random
   ``patch`` ``(Z, Y, X)`` of volume ``i % volumes``. Volumes smaller than the patch along an
-  axis are zero-padded symmetrically (label 0 = background). With ``patch_foreground = f`` a
+  axis are zero-padded (label 0 = background), placed where sliding-window inference puts
+  them (:func:`pad_before`: about centred, on the network's stride grid ``pad_multiple``,
+  which the training loop sets), so validation and ``segloss predict`` see such a volume at
+  the position the network was trained on. With ``patch_foreground = f`` a
   patch is, with probability ``f``, centred on a random foreground voxel (label > 0) instead of
   placed uniformly (nnU-Net's foreground oversampling, for small structures).
 * **Augmentation** (training, ``augment=True``): random flips along X (``hflip``), Y
@@ -45,9 +48,17 @@ from .datasets import (
     SegmentationDataset,
 )
 
-__all__ = ["NiftiPatchDataset"]
+__all__ = ["NiftiPatchDataset", "pad_before"]
 
 _AUG_DEFAULT = 0.5  # AugmentConfig's default probability for every 3D flip / rotation
+
+
+def pad_before(size: int, tile: int, multiple: int = 1) -> int:
+    """Zero voxels before an axis of ``size`` padded to ``tile``: half the padding, rounded down
+    to ``multiple`` (the network's stride along the axis, so the image keeps its pixel phase).
+    Shared by the training patches and tiled inference: a strided network trained on a volume
+    at one offset predicts another at a different one (3D with thin Z most of all)."""
+    return max(0, int(tile) - int(size)) // 2 // int(multiple) * int(multiple)
 
 
 def _check_patch(patch: Sequence[int] | None) -> tuple[int, int, int]:
@@ -120,6 +131,9 @@ class NiftiPatchDataset(NiftiSliceDataset):
         # The random patch is the training "crop": the training loop then knows that items
         # depend on their seed (no in-memory batch stacking) and need no common size.
         self.crop = self.patch if self.train else None  # type: ignore[assignment]
+        #: the network's stride per axis (``output_stride``), set by the training loop: where a
+        #: volume smaller than the patch is placed (:func:`pad_before`)
+        self.pad_multiple: tuple[int, int, int] = (1, 1, 1)
         self._foreground: dict[int, np.ndarray] = {}
         self._spacings: dict[int, tuple[float, float, float]] = {}
 
@@ -210,7 +224,10 @@ class NiftiPatchDataset(NiftiSliceDataset):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         spatial, unpadded = tuple(label.shape), label
         pads = [max(0, p - s) for s, p in zip(spatial, self.patch, strict=True)]
-        before = [q // 2 for q in pads]
+        before = [
+            pad_before(s, p, m)
+            for s, p, m in zip(spatial, self.patch, self.pad_multiple, strict=True)
+        ]
         if any(pads):
             pad_arg: list[int] = []
             for b, q in zip(reversed(before), reversed(pads), strict=True):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.patches import pad_before
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from .checkpoint import load_model
 from .model import output_stride
@@ -218,11 +219,10 @@ def sliding_window_predict(
     spatial = tuple(image.shape[2:])
     steps = _validate_tile(multiple, len(tile_t), "multiple")
     # Pad with zeros (= the mean after normalisation): about symmetrically where the image is
-    # smaller than the tile (every tile full-sized), then at the end so that the last window
+    # smaller than the tile (every tile full-sized; 3D training patches place a small volume
+    # at the same offset), then at the end so that the last window
     # starts at a multiple of the stride too; the image keeps the origin's pixel phase.
-    pads_before = [
-        max(0, t - s) // 2 // m * m for s, t, m in zip(spatial, tile_t, steps, strict=True)
-    ]
+    pads_before = [pad_before(s, t, m) for s, t, m in zip(spatial, tile_t, steps, strict=True)]
     pads_after = [
         max(t, b + s + (-(b + s - t)) % m) - b - s
         for s, t, m, b in zip(spatial, tile_t, steps, pads_before, strict=True)

@@ -43,7 +43,7 @@ from .config import (
 )
 from .distributed import DistInfo
 from .evaluation import EvalSettings
-from .model import build_model, check_model_names, spatial_dims_of
+from .model import build_model, check_model_names, output_stride, spatial_dims_of
 from .rundir import RunPaths, write_metrics_csv, write_text_atomic
 from .sampling import (
     EpochSampler,
@@ -405,6 +405,16 @@ def _model_and_loss(
             "data.slices: 3d with arch: UNet3D)"
         )
     _check_divisible(model, train_ds, stats, multiple)
+    patch = getattr(train_ds, "patch", None)
+    if dims == 3 and patch is not None and hasattr(model, "check_input_size"):
+        try:
+            model.check_input_size(patch)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'data.patch': {exc}") from None
+    if dims == 3 and hasattr(train_ds, "pad_multiple"):
+        # a volume smaller than the patch sits where tiled validation/predict will put it
+        stride = output_stride(model)
+        train_ds.pad_multiple = stride if isinstance(stride, tuple) else (stride,) * 3
     return model, loss_fn, multiple
 
 

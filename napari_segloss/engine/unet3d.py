@@ -98,6 +98,7 @@ class UNet3D(nn.Module):
             )
         if int(in_channels) < 1 or int(classes) < 1:
             raise ValueError(f"in_channels and classes must be >= 1, got {in_channels}, {classes}")
+        self.norm = norm
         self.strides = [
             (1, 2, 2) if i < int(anisotropic_levels) else (2, 2, 2) for i in range(len(widths) - 1)
         ]
@@ -135,6 +136,22 @@ class UNet3D(nn.Module):
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"channels must be positive widths, one per level, got {channels!r}")
         return widths
+
+    def bottleneck(self, size: Sequence[int]) -> tuple[int, ...]:
+        """Spatial size ``(Z, Y, X)`` of the deepest level for an input of ``size``."""
+        return tuple(-(-int(s) // f) for s, f in zip(size, self.factor, strict=True))
+
+    def check_input_size(self, size: Sequence[int]) -> None:
+        """``ValueError`` when instance norm would meet a one-voxel deepest level (torch fails
+        there at the first step, naming neither the patch nor the depth)."""
+        deepest = self.bottleneck(size)
+        if self.norm == "instance" and math.prod(deepest) == 1:
+            raise ValueError(
+                f"a {list(size)} input shrinks to one voxel at the deepest of the "
+                f"{len(self.strides) + 1} levels (total downsampling {list(self.factor)}), where "
+                "instance normalisation has nothing to normalise; use a larger patch or fewer "
+                "levels (model.kwargs.channels)"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

@@ -22,8 +22,10 @@ from napari_segloss.data.factory import build_datasets
 from napari_segloss.data.patches import NiftiPatchDataset
 from napari_segloss.engine.checkpoint import load_checkpoint, load_model
 from napari_segloss.engine.config import ConfigError, ModelConfig, load_config
-from napari_segloss.engine.model import available_architectures, build_model
-from napari_segloss.engine.run_state import check_model_fits_data
+from napari_segloss.engine.distributed import DistInfo
+from napari_segloss.engine.inference import sliding_window_predict
+from napari_segloss.engine.model import available_architectures, build_model, output_stride
+from napari_segloss.engine.run_state import check_model_fits_data, prepare_run
 from napari_segloss.engine.training import iter_train, train
 from napari_segloss.engine.unet3d import UNet3D
 from napari_segloss.samples import sample_files
@@ -149,6 +151,19 @@ def test_unet3d_anisotropic_levels_keep_z() -> None:
         UNet3D(channels=[2, 4])(torch.zeros(1, 1, 8, 8))
 
 
+def test_one_voxel_deepest_level_is_a_config_error(acdc_root: Path, tmp_path: Path) -> None:
+    # instance norm over one voxel: torch raised at the first step, naming no config key
+    net = UNet3D(1, 2, channels=[4, 8, 16])  # factor (4, 4, 4)
+    with pytest.raises(ValueError, match=r"\[4, 4, 4\] input shrinks to one voxel"):
+        net.check_input_size((4, 4, 4))
+    net.check_input_size((5, 4, 4))  # (2, 1, 1) voxels: fine
+    UNet3D(1, 2, channels=[4, 8, 16], norm="group").check_input_size((4, 4, 4))
+    kwargs = "model.kwargs={channels: [4, 8, 16], anisotropic_levels: 0}"
+    cfg = make_cfg(acdc_root, tmp_path / "x", "data.patch=[4, 4, 4]", kwargs)
+    with pytest.raises(ConfigError, match=r"'data\.patch': a \[4, 4, 4\] input.*fewer levels"):
+        prepare_run(cfg, DistInfo(), torch.device("cpu"))
+
+
 def test_build_model_unet3d(tmp_path: Path) -> None:
     assert "UNet3D" in available_architectures()
     model = build_model(ModelConfig(**{**TINY_3D, "arch": "unet3d", "encoder": "resnet34"}))
@@ -205,6 +220,45 @@ def test_patch_dataset_pads_small_volumes(tmp_path: Path) -> None:
     assert np.array_equal(np.bincount(label.numpy().ravel(), minlength=3)[1:], counts[1:])
     pad = image[0].numpy() == 0  # zero padding (the scaled image is >= 10/255 inside)
     assert pad.sum() == 4 * 8 * 12 - 3 * 7 * 10
+
+
+class _TileRecorder(torch.nn.Module):
+    """Keeps the tiles tiled inference feeds it; predicts class 0 everywhere."""
+
+    def __init__(self, factor: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.factor, self.w, self.tiles = factor, torch.nn.Parameter(torch.zeros(())), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tiles.append(x.clone())
+        return torch.zeros((x.shape[0], 2, *x.shape[2:])) + self.w
+
+
+def test_small_volumes_sit_where_tiled_inference_puts_them(tmp_path: Path) -> None:
+    # (3, 7, 10) in a (6, 8, 12) patch: half the padding is (1, 0, 1), on a stride-(2, 4, 4)
+    # grid (0, 0, 0). Trained at offset 1 and predicted at 0, a strided network's first
+    # slices came out different (dice 0.62 -> 0.56 on a Z=5 toy set with a Z=8 patch).
+    pair = _synthetic_pair(tmp_path, (10, 7, 3))
+    ds = NiftiPatchDataset([pair], patch=(6, 8, 12), train=True, augment=False)
+    ds.pad_multiple = (2, 4, 4)
+    image, _ = ds[(0, 0)]
+    volume = NiftiPatchDataset([pair], patch=(6, 8, 12))[0][0]
+    model = _TileRecorder((2, 4, 4))
+    sliding_window_predict(model, volume, tile=(6, 8, 12), multiple=output_stride(model))
+    assert len(model.tiles) == 1
+    torch.testing.assert_close(model.tiles[0][0], image, atol=0, rtol=0)
+
+
+def test_training_sets_the_patch_placement_to_the_networks_stride(
+    acdc_root: Path, tmp_path: Path
+) -> None:
+    # ACDC-like: 6 slices, an 8-slice patch, a network that halves Z (the shipped config's case)
+    kwargs = "model.kwargs={channels: [4, 8], anisotropic_levels: 0}"
+    cfg = make_cfg(acdc_root, tmp_path / "x", "data.patch=[8, 32, 32]", kwargs)
+    state = prepare_run(cfg, DistInfo(), torch.device("cpu"))
+    assert state.train_ds.pad_multiple == output_stride(state.model) == (2, 2, 2)  # type: ignore[attr-defined]
+    raw = state.train_ds.with_raw_output()[(0, 5)][0].float()
+    assert raw[0, 0].abs().sum() > 0 and not raw[0, -2:].any()  # (8 - 6) // 2 // 2 * 2 = 0
 
 
 def test_patch_augmentation_is_identical_for_image_and_label(tmp_path: Path) -> None:
@@ -359,6 +413,25 @@ def test_segloss_predict_3d_checkpoint(
     assert probs.shape == (48, 40, 6, 4)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(probs.argmax(-1), labels)  # same (X, Y, Z) layout
+
+
+def test_validation_predicts_what_segloss_predict_writes(
+    trained: Path, acdc_root: Path, tmp_path: Path
+) -> None:
+    # the scores in metrics.csv / eval.json are those of the files `segloss predict` writes
+    from napari_segloss.engine.evaluation import EvalSettings, evaluate_dataset
+
+    _, val_ds = build_datasets(make_cfg(acdc_root, tmp_path / "unused"))
+    model, _ = load_model(trained / "best.pt", device="cpu")
+    kept: list[np.ndarray] = []
+    settings = EvalSettings(device=torch.device("cpu"), num_classes=4)
+    evaluate_dataset(model, val_ds, [0], settings, surface=False, predictions=kept)
+    src = Path(val_ds.item_name(0))
+    args = ["predict", "--checkpoint", str(trained / "best.pt"), "--input", str(src)]
+    assert main([*args, "--output", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    written = np.asanyarray(nib.load(str(tmp_path / "p" / src.name)).dataobj)
+    np.testing.assert_array_equal(written.transpose(2, 1, 0), kept[0])  # (X, Y, Z) on disk
+    assert len(np.unique(kept[0])) > 1  # not a blank prediction that any path would match
 
 
 def test_predict_3d_with_an_in_plane_tile(trained: Path, acdc_root: Path) -> None:
