@@ -214,8 +214,10 @@ def _run(
         if bar is not None:
             bar.close()
     barrier()
+    # Rank 0 alone scores the held-out set; the other ranks must not wait for it in a
+    # collective: a pass longer than the group's timeout (NCCL: 10 min) would kill them, and
+    # torchrun then rank 0, before eval.json is written. Its files are all written by now.
     eval_summary = None if outcome.stopped else _final_eval(state, show=bar is not None)
-    barrier()
     paths = state.paths
     yield TrainDone(
         run_dir=paths.root,

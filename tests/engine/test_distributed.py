@@ -189,3 +189,18 @@ def test_resume_on_another_number_of_processes_follows_the_lr_schedule(
     assert [int(r["iteration"]) for r in two] == [2, 8, 12]
     assert float(one[1]["lr"]) == pytest.approx(lr * poly_lr_factor(4, 6))
     assert float(two[1]["lr"]) == pytest.approx(lr * poly_lr_factor(8, 12))
+
+
+SLOW_EVAL_SCRIPT = Path(__file__).with_name("_dist_slow_eval_script.py")
+
+
+@pytest.mark.slow
+def test_ranks_do_not_wait_for_the_final_evaluation_in_a_collective(
+    write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Rank 0 alone scores the held-out set for eval.json; the other ranks finish without a
+    collective that would time out (and take rank 0 down with them) on a long evaluation."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_squares(data, n=12, hw=(32, 32))
+    _torchrun_two_processes(SLOW_EVAL_SCRIPT, data, out)
+    assert (out / "eval.json").is_file()
