@@ -8,6 +8,7 @@ training code runs in a notebook, the napari panel and on a cluster.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,7 @@ def init_distributed(backend: str | None = None) -> DistInfo:
 
     Returns:
         A :class:`DistInfo`; ``initialized_here`` tells whether this call created the group
-        (then :func:`cleanup_distributed` should destroy it).
+        (it is destroyed when the process exits, or by :func:`cleanup_distributed`).
     """
     if backend is not None and backend not in ("nccl", "gloo", "mpi"):
         raise ValueError(f"backend must be 'nccl', 'gloo', 'mpi' or None, got {backend!r}")
@@ -100,6 +101,10 @@ def init_distributed(backend: str | None = None) -> DistInfo:
         # Each process drives the GPU torchrun assigned to it.
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend=backend)
+    # Kept for the life of the process: a default group destroyed and created again in one
+    # torchrun worker reuses its store keys, so the next training (segloss compare's next loss)
+    # reads the old group's addresses and fails ("Connection refused") or hangs.
+    atexit.register(_destroy_at_exit)
     return DistInfo(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
@@ -109,8 +114,14 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     )
 
 
+def _destroy_at_exit() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cleanup_distributed(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
+    """Destroy the process group if :func:`init_distributed` created it (the training loop
+    leaves it to the end of the process: see :func:`init_distributed`)."""
     if info.initialized_here and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -63,6 +63,7 @@ __all__ = [
     "poly_lr_factor",
     "prepare_run",
     "restored_partial",
+    "resume_position",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class RunState:
             scheduler=self.scheduler.state_dict(),
             epoch_step=epoch_step,
             max_iterations=self.max_iterations,
+            world_size=self.info.world_size,
             best_dice=self.best_or_none,
             history=self.history,
             partial=(sum(r[0] for r in ranks), sum(r[1] for r in ranks)),
@@ -482,22 +484,51 @@ def restored_partial(ckpt: dict[str, Any], info: DistInfo) -> tuple[float, int]:
     return float(loss), int(steps)
 
 
+def resume_position(ckpt: dict[str, Any], info: DistInfo, steps_per_epoch: int) -> tuple[int, int]:
+    """``(epoch_step, iteration)`` where a resumed run continues, in this run's steps.
+
+    DistributedSampler deals one shuffled order out in rank order, so whatever the number of
+    processes a step consumes the next ``batch_size * world_size`` samples of it: a checkpoint
+    written by another world size continues after the samples it saw (rounded down to a whole
+    step here: at most one step's samples are trained on twice). The iteration, which the LR
+    schedule reads, counts this world size's steps: a 1-process checkpoint resumed on 2
+    processes would otherwise sit past ``max_iterations`` and train with a zero LR.
+    """
+    epoch, step = int(ckpt["epoch"]), int(ckpt["epoch_step"])
+    saved_world = int(ckpt.get("world_size", info.world_size))  # absent: older checkpoints
+    if saved_world != info.world_size:
+        step = min(step * saved_world // info.world_size, steps_per_epoch)
+    return step, epoch * steps_per_epoch + step
+
+
 def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
     """Continue a run from its checkpoint: optimiser, schedule, progress and RNG states."""
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
-    state.epoch, state.epoch_step = int(ckpt["epoch"]), int(ckpt["epoch_step"])
-    state.iteration, state.history = int(ckpt["iteration"]), list(ckpt.get("history", []))
+    state.epoch = int(ckpt["epoch"])
+    state.epoch_step, state.iteration = resume_position(ckpt, state.info, state.steps_per_epoch)
+    state.history = list(ckpt.get("history", []))
     best = ckpt.get("best_dice")
     state.best_dice = -math.inf if best is None else float(best)
     state.partial = restored_partial(ckpt, state.info)
-    if int(ckpt.get("max_iterations", state.max_iterations)) != state.max_iterations:
+    saved_it, saved_max = int(ckpt["iteration"]), int(ckpt.get("max_iterations", 0))
+    if (saved_it, saved_max) != (state.iteration, state.max_iterations):
         log.warning(
-            "resume: max_iterations changed from %s to %s (epochs/batch/data changed); the LR "
-            "schedule is recomputed",
-            ckpt.get("max_iterations"),
+            "resume: iteration %s of %s is iteration %s of %s here (train.epochs, the number "
+            "of processes or the data changed); the LR schedule is recomputed",
+            saved_it,
+            saved_max,
+            state.iteration,
             state.max_iterations,
         )
+    # The LR of the next step, from this run's schedule and position (the saved LR belongs to
+    # the saved schedule). LambdaLR's own formula: bit-identical when nothing changed.
+    sched = state.scheduler
+    sched.last_epoch = state.iteration
+    for group, base, factor in zip(
+        state.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(state.iteration)
     set_rng_state(ckpt["rng"], state.generator)
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])

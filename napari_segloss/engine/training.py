@@ -53,7 +53,6 @@ from .distributed import (
     any_true,
     barrier,
     broadcast_buffers,
-    cleanup_distributed,
     init_distributed,
 )
 from .evaluation import evaluate_dataset, summarize, write_eval
@@ -108,29 +107,26 @@ def iter_train(
         cfg = load_config(cfg)
     if resume and init_checkpoint is not None:
         raise ConfigError("pass either resume=True or init_checkpoint, not both")
-    info = init_distributed()
-    try:
-        device = resolve_device(cfg.train.device, info)
-        with (
-            locked(resolve_output(cfg), enabled=info.is_main),
-            determinism(cfg.train.deterministic, device.type == "cuda"),
-            Interrupts() as interrupts,
-        ):
-            state = prepare_run(
-                cfg,
-                info,
-                device,
-                datasets=datasets,
-                init_checkpoint=init_checkpoint,
-                resume=resume,
-                progress=progress,
-                save_predictions=save_predictions,
-            )
-            if state.main:
-                remove_stale_temporaries(state.paths.root)
-            yield from _run(state, interrupts, should_stop, progress)
-    finally:
-        cleanup_distributed(info)
+    info = init_distributed()  # the group stays for the next training in this process
+    device = resolve_device(cfg.train.device, info)
+    with (
+        locked(resolve_output(cfg), enabled=info.is_main),
+        determinism(cfg.train.deterministic, device.type == "cuda"),
+        Interrupts() as interrupts,
+    ):
+        state = prepare_run(
+            cfg,
+            info,
+            device,
+            datasets=datasets,
+            init_checkpoint=init_checkpoint,
+            resume=resume,
+            progress=progress,
+            save_predictions=save_predictions,
+        )
+        if state.main:
+            remove_stale_temporaries(state.paths.root)
+        yield from _run(state, interrupts, should_stop, progress)
 
 
 def train(
@@ -214,8 +210,10 @@ def _run(
         if bar is not None:
             bar.close()
     barrier()
+    # Rank 0 alone scores the held-out set; the other ranks must not wait for it in a
+    # collective: a pass longer than the group's timeout (NCCL: 10 min) would kill them, and
+    # torchrun then rank 0, before eval.json is written. Its files are all written by now.
     eval_summary = None if outcome.stopped else _final_eval(state, show=bar is not None)
-    barrier()
     paths = state.paths
     yield TrainDone(
         run_dir=paths.root,

@@ -4,7 +4,8 @@ Usage: python -m torch.distributed.run --nproc_per_node=2 _dist_train_script.py 
 
 Every rank trains the same tiny config through :func:`napari_segloss.engine.train`, then saves
 its own final weights to ``OUT_DIR/../weights_rank{R}.pt`` (outside the run directory) so the
-test can check that DistributedDataParallel kept the replicas identical.
+test can check that DistributedDataParallel kept the replicas identical. A second training
+in the same processes follows.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def main() -> None:
     if rank == 0:
         ck = load_checkpoint(out / "checkpoint.pt")
         assert all(torch.equal(ck["model"][k], weights[k]) for k in ck["model"])
-    assert not dist.is_initialized()  # train() tore down the group it created
+    # train() keeps the group it created for the process: a second training in this process
+    # (segloss compare's next loss) reuses it; re-creating it read stale store keys and failed
+    assert dist.is_initialized()
+    group = dist.group.WORLD
+    again = train(tiny_config(data_root, out.parent / "again", epochs=1), progress=False)
+    assert not again.stopped, again.reason
+    assert dist.group.WORLD is group
 
 
 if __name__ == "__main__":

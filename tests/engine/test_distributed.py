@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import torch
+from _dist_common import tiny_config
 
+from napari_segloss.engine import train
 from napari_segloss.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -20,7 +22,7 @@ from napari_segloss.engine.distributed import (
     init_distributed,
     is_main_process,
 )
-from napari_segloss.engine.run_state import restored_partial
+from napari_segloss.engine.run_state import poly_lr_factor, restored_partial, resume_position
 
 SCRIPT = Path(__file__).with_name("_dist_train_script.py")
 
@@ -148,3 +150,57 @@ def test_restored_partial_counts_each_step_once() -> None:
     assert [restored_partial(old, DistInfo(r, 2)) for r in (0, 1)] == [(1.5, 3), (0.0, 0)]
     assert restored_partial(old, DistInfo()) == (1.5, 3)
     assert restored_partial({}, DistInfo()) == (0.0, 0)
+
+
+def test_resume_position_counts_the_steps_of_this_world_size() -> None:
+    """A step consumes ``batch_size * world_size`` samples of one global order: another world
+    size continues after the samples seen (whole steps, rounded down) and counts iterations
+    in its own steps (4 per epoch on 1 process, 2 on 2 processes)."""
+    one = {"epoch": 1, "epoch_step": 3, "iteration": 7, "world_size": 1}
+    assert resume_position(one, DistInfo(0, 1), 4) == (3, 7)
+    assert resume_position(one, DistInfo(1, 2), 2) == (1, 3)  # 6 samples seen: 1 step of 4
+    two = {"epoch": 2, "epoch_step": 1, "iteration": 5, "world_size": 2}
+    assert resume_position(two, DistInfo(0, 2), 2) == (1, 5)
+    assert resume_position(two, DistInfo(0, 1), 4) == (2, 10)
+    boundary = {"epoch": 1, "epoch_step": 0, "iteration": 4}  # older checkpoint: no world_size
+    assert resume_position(boundary, DistInfo(0, 2), 2) == (0, 2)
+
+
+WORLD_CHANGE_SCRIPT = Path(__file__).with_name("_dist_world_change_script.py")
+
+
+@pytest.mark.slow
+def test_resume_on_another_number_of_processes_follows_the_lr_schedule(
+    read_csv: Callable[..., Any], write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A 1-process checkpoint resumed on 2 processes (and the reverse) continues the poly
+    schedule of its new step count. The saved iteration counted the other world size's steps:
+    the 1-process run's epoch 1 (4 steps) is all of a 2-process 2-epoch schedule, and the
+    resumed epochs trained with a zero LR."""
+    data, out = tmp_path / "data", tmp_path / "runs"
+    write_squares(data, n=12, hw=(32, 32))  # 9 training images: 4 steps on 1 process, 2 on 2
+    assert not train(tiny_config(data, out / "one", epochs=1), progress=False).stopped
+    _torchrun_two_processes(WORLD_CHANGE_SCRIPT, data, out)
+    done = train(tiny_config(data, out / "two", epochs=3), resume=True, progress=False)
+    assert not done.stopped, done.reason
+    lr = tiny_config(data, out, epochs=1).optim.lr
+    one, two = read_csv(out / "one" / "metrics.csv"), read_csv(out / "two" / "metrics.csv")
+    assert [int(r["iteration"]) for r in one] == [4, 4, 6]
+    assert [int(r["iteration"]) for r in two] == [2, 8, 12]
+    assert float(one[1]["lr"]) == pytest.approx(lr * poly_lr_factor(4, 6))
+    assert float(two[1]["lr"]) == pytest.approx(lr * poly_lr_factor(8, 12))
+
+
+SLOW_EVAL_SCRIPT = Path(__file__).with_name("_dist_slow_eval_script.py")
+
+
+@pytest.mark.slow
+def test_ranks_do_not_wait_for_the_final_evaluation_in_a_collective(
+    write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Rank 0 alone scores the held-out set for eval.json; the other ranks finish without a
+    collective that would time out (and take rank 0 down with them) on a long evaluation."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_squares(data, n=12, hw=(32, 32))
+    _torchrun_two_processes(SLOW_EVAL_SCRIPT, data, out)
+    assert (out / "eval.json").is_file()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from napari_segloss.data.datasets import ArrayDataset, DataError
 from napari_segloss.engine import sampling
@@ -137,6 +138,25 @@ def test_resume_matches_an_uninterrupted_run(
     ra, rb = read_csv(tmp_path / "a" / "metrics.csv"), read_csv(tmp_path / "b" / "metrics.csv")
     assert [r["val_dice"] for r in ra] == [r["val_dice"] for r in rb]
     assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]  # the partial epoch's too
+
+
+def test_a_resume_with_more_epochs_steps_with_the_new_schedule_at_once(
+    squares_root: Path, tmp_path: Path
+) -> None:
+    """The LR saved at the end of a 1-epoch run is the old schedule's last (0): the first step
+    after extending it to 2 epochs must use the new schedule's LR at iteration 3 of 6."""
+    cfg = make_cfg(squares_root, tmp_path / "run", epochs=1)  # 6 training images: 3 steps
+    assert not train(cfg, progress=False).stopped
+    lrs: list[float] = []
+    hook = register_optimizer_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    try:
+        done = train(
+            make_cfg(squares_root, tmp_path / "run", epochs=2), resume=True, progress=False
+        )
+    finally:
+        hook.remove()
+    assert done.iteration == 6
+    assert lrs[0] == pytest.approx(cfg.optim.lr * poly_lr_factor(3, 6))
 
 
 def test_the_loss_of_a_training_step_reads_no_value_back_to_the_host(
