@@ -386,18 +386,22 @@ def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
     return ConfigError(msg)
 
 
-def _model_and_loss(
-    cfg: TrainConfig, train_ds: SegmentationDataset, stats: dict[str, Any]
-) -> tuple[nn.Module, nn.Module, int]:
-    """The model, the loss and the encoder's output stride; checks that they fit the data."""
-    model = build_model(cfg.model)
+def _build_loss(cfg: TrainConfig) -> nn.Module:
+    """The training loss; ConfigError naming ``loss`` when its name or parameters are wrong."""
     try:
         # No value checks in the step: they read the labels' range and the logits' finiteness
         # back to the host (3 GPU syncs a step). The datasets' labels are checked before the
         # first step, and a non-finite loss is caught at the next log step (training.py).
-        loss_fn = get_loss(cfg.loss.name, **{"validate": False, **cfg.loss.params})
+        return get_loss(cfg.loss.name, **{"validate": False, **cfg.loss.params})
     except ValueError as exc:
         raise _loss_error(cfg, exc) from exc
+
+
+def _model_for(
+    cfg: TrainConfig, train_ds: SegmentationDataset, stats: dict[str, Any]
+) -> tuple[nn.Module, int]:
+    """The model and the encoder's output stride; checks that they fit the data."""
+    model = build_model(cfg.model)
     multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
     dims = int(getattr(model, "spatial_dims", 2))
     if dims != int(getattr(train_ds, "spatial_dims", 2)):
@@ -417,7 +421,7 @@ def _model_and_loss(
         # a volume smaller than the patch sits where tiled validation/predict will put it
         stride = output_stride(model)
         train_ds.pad_multiple = stride if isinstance(stride, tuple) else (stride,) * 3
-    return model, loss_fn, multiple
+    return model, multiple
 
 
 def _loader(
@@ -554,14 +558,11 @@ def prepare_run(
     ckpt = check_run_dir(paths, cfg, resume)
     # names first: a typo must not wait for the check of every image
     check_model_names(cfg.model)
-    try:
-        get_loss(cfg.loss.name, **cfg.loss.params)
-    except ValueError as exc:
-        raise _loss_error(cfg, exc) from exc
+    loss_fn = _build_loss(cfg)
     seed_everything(t.seed)
     data = _datasets(cfg, datasets, progress and info.is_main)
     train_ds, val_ds, stats = data.train, data.val, data.stats
-    model, loss_fn, multiple = _model_and_loss(cfg, train_ds, stats)
+    model, multiple = _model_for(cfg, train_ds, stats)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     elif init_checkpoint is not None:
