@@ -17,7 +17,10 @@ Reader rules (documented in the README):
   ``patient1_seg.nii``) or the file sits in a ``labels``/``masks`` folder; otherwise as Image.
   A labels layer whose file name does not say so is named ``"<stem> labels"`` (an image and its
   labels often share a file name). Axes go from file order ``(X, Y, Z)`` to napari order
-  ``(Z, Y, X)``; the header spacing becomes the layer ``scale`` (reversed accordingly).
+  ``(Z, Y, X)``; the header spacing becomes the layer ``scale`` and, for an axis-aligned affine,
+  its origin the ``translate`` (both reversed accordingly; see
+  :func:`~napari_segloss.data.io.nifti_origin` for why not the full affine). The two files of a
+  NIfTI pair folder both take the image's geometry, so they overlay voxel for voxel.
 * Folders that are not pair folders but look like part of one (an ``images/``/``masks/``/
   ``labels/`` sub-folder, a folder with ``images/`` and no masks, a folder of NIfTI files) are
   claimed only to say what the reader expects, instead of a bare "refused the file".
@@ -47,7 +50,7 @@ from .data.io import (
     path_stem,
     read_image,
     read_mask,
-    read_nifti,
+    read_nifti_geometry,
 )
 from .samples import sample_files, sample_pairs_dir
 
@@ -113,17 +116,29 @@ def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
         raise ValueError(f"cannot open {str(path)!r} as labels: {exc}") from None
 
 
-def _image_kwargs(name: str, image: np.ndarray, scale: Sequence[float], paths: list[str]) -> dict:
+def _image_kwargs(
+    name: str,
+    image: np.ndarray,
+    scale: Sequence[float],
+    paths: list[str],
+    translate: Sequence[float] | None = None,
+) -> dict:
     rgb = image.ndim >= 3 and image.shape[-1] == 3 and len(scale) == image.ndim - 1
     kwargs: dict[str, Any] = {"name": name, "rgb": bool(rgb), "metadata": {"paths": paths}}
     if not rgb:
         kwargs["colormap"] = "gray"
     kwargs["scale"] = tuple(float(s) for s in scale)
+    if translate is not None:
+        kwargs["translate"] = tuple(float(t) for t in translate)
     return kwargs
 
 
 def _labels_kwargs(
-    name: str, scale: Sequence[float], paths: list[str], labels: np.ndarray | None = None
+    name: str,
+    scale: Sequence[float],
+    paths: list[str],
+    labels: np.ndarray | None = None,
+    translate: Sequence[float] | None = None,
 ) -> dict:
     kwargs: dict[str, Any] = {
         "name": name,
@@ -131,6 +146,8 @@ def _labels_kwargs(
         "scale": tuple(float(s) for s in scale),
         "metadata": {"paths": paths},
     }
+    if translate is not None:
+        kwargs["translate"] = tuple(float(t) for t in translate)
     if labels is not None and labels.size and int(labels.max()) < len(MASK_COLORS) - 1:
         # a list (napari's cyclic colormap) gives labels 0..3 the colours of the dict; a dict
         # (direct colormap) would cost a numba compile in napari when the first layer opens
@@ -149,12 +166,14 @@ def _labels_name(path: Path) -> str:
 def read_nifti_layers(path: PathLike) -> list[LayerData]:
     """One NIfTI file as a single Image or Labels layer in napari order ``([Z,] Y, X)``."""
     p = Path(path)
-    arr, spacing = read_nifti(p)
+    arr, spacing, origin = read_nifti_geometry(p)
     data, scale = nifti_to_napari(arr, spacing)
+    translate = origin[::-1]  # napari order, like scale
     if is_labels_path(p):
         labels = _as_labels(data, p)
-        return [(labels, _labels_kwargs(_labels_name(p), scale, [str(p)], labels), "labels")]
-    return [(data, _image_kwargs(path_stem(p), data, scale, [str(p)]), "image")]
+        kwargs = _labels_kwargs(_labels_name(p), scale, [str(p)], labels, translate)
+        return [(labels, kwargs, "labels")]
+    return [(data, _image_kwargs(path_stem(p), data, scale, [str(p)], translate), "image")]
 
 
 def _mask_folder(root: Path) -> str | None:
@@ -280,20 +299,22 @@ def _check_separate_count(root: Path, images: list[np.ndarray]) -> None:
 
 
 def _nifti_pair(image_path: Path, mask_path: Path, name: str | None = None) -> list[LayerData]:
-    image, spacing = read_nifti(image_path)
-    label, _ = read_nifti(mask_path)
+    image, spacing, origin = read_nifti_geometry(image_path)
+    label, _, _ = read_nifti_geometry(mask_path)
     if image.shape != label.shape:
         raise ValueError(
             f"volume {str(image_path)!r} has shape {image.shape} but its labels "
             f"{str(mask_path)!r} have shape {label.shape}"
         )
+    # the image's geometry for both: a pair overlays voxel for voxel (as it trains), even when
+    # the labels' header lost the origin or spacing
     image, scale = nifti_to_napari(image, spacing)
     label, _ = nifti_to_napari(_as_labels(label, mask_path), spacing)
+    translate = origin[::-1]
     base = name or path_stem(image_path)
-    return [
-        (image, _image_kwargs(f"{base} image", image, scale, [str(image_path)]), "image"),
-        (label, _labels_kwargs(f"{base} labels", scale, [str(mask_path)], label), "labels"),
-    ]
+    image_kw = _image_kwargs(f"{base} image", image, scale, [str(image_path)], translate)
+    label_kw = _labels_kwargs(f"{base} labels", scale, [str(mask_path)], label, translate)
+    return [(image, image_kw, "image"), (label, label_kw, "labels")]
 
 
 def _read_paths(paths: list[str]) -> list[LayerData]:

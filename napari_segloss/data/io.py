@@ -44,12 +44,14 @@ __all__ = [
     "find_pairs",
     "is_nifti",
     "label_files_by_name",
+    "nifti_origin",
     "nifti_to_napari",
     "orient_like_mask",
     "path_stem",
     "read_image",
     "read_mask",
     "read_nifti",
+    "read_nifti_geometry",
 ]
 
 #: Lower-case suffixes (with the dot) of 2D image files the readers accept.
@@ -439,19 +441,14 @@ def find_pairs(
     return [(image_files[s], mask_files[s]) for s in sorted(image_files)]
 
 
-def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI volume in file axis order ``(X, Y, Z)`` with its voxel spacing.
-
-    The array keeps the on-disk dtype (``uint8`` labels stay ``uint8``) unless the header asks
-    for intensity scaling. Trailing singleton axes beyond the third are dropped (``(X, Y, Z, 1)``
-    is a 3D volume); data that is still 4-D or more raises ``ValueError`` naming the file, since
-    a time/channel axis has no single meaning here. Spacing comes from ``header.get_zooms()``.
-    """
+def _load_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """The array in file order ``(X, Y[, Z])``, its spacing and the header's 4x4 affine."""
     path = _check_file(path, NIFTI_EXTENSIONS, "NIfTI")
     try:
         img = nib.load(str(path))
         arr = np.asanyarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms())
+        affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:
         raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     while arr.ndim > 3 and arr.shape[-1] == 1:
@@ -465,7 +462,50 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     # A zero/negative/NaN zoom is a broken header; 1.0 keeps distances in voxels.
     spacing = tuple(z if np.isfinite(z) and z > 0 else 1.0 for z in spacing)
     spacing = spacing + (1.0,) * (arr.ndim - len(spacing))
-    return np.asarray(arr), spacing
+    return np.asarray(arr), spacing, affine
+
+
+def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI volume in file axis order ``(X, Y, Z)`` with its voxel spacing.
+
+    The array keeps the on-disk dtype (``uint8`` labels stay ``uint8``) unless the header asks
+    for intensity scaling. Trailing singleton axes beyond the third are dropped (``(X, Y, Z, 1)``
+    is a 3D volume); data that is still 4-D or more raises ``ValueError`` naming the file, since
+    a time/channel axis has no single meaning here. Spacing comes from ``header.get_zooms()``.
+    """
+    arr, spacing, _ = _load_nifti(path)
+    return arr, spacing
+
+
+def nifti_origin(affine: np.ndarray, ndim: int = 3) -> tuple[float, ...]:
+    """World position (header units, mm) of voxel 0 along each file axis ``(X, Y[, Z])``, for
+    a layer ``translate``; zeros unless the voxel axes are the world axes (diagonal affine with
+    positive spacing).
+
+    napari places a layer by scale + translate per array axis. That equals the header geometry
+    only for such an affine: with a rotation (oblique cardiac short-axis stacks) or a flip, the
+    origin is not where voxel 0 sits along the array axis, so shifting by it would misplace the
+    volume. The full affine is not passed to napari either: a rotated layer cannot be sliced in
+    2D as acquired, and training and predictions work in voxel order (see :func:`nifti_to_napari`).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or ndim not in (2, 3):
+        raise ValueError(f"affine must be 4x4 and ndim 2 or 3, got {affine.shape} and {ndim}")
+    linear = affine[:3, :3]
+    aligned = np.all(np.isfinite(affine)) and np.all(np.diag(linear) > 0)
+    aligned = aligned and np.count_nonzero(linear - np.diag(np.diag(linear))) == 0
+    if not aligned:
+        return (0.0,) * ndim
+    return tuple(float(v) for v in affine[:ndim, 3])
+
+
+def read_nifti_geometry(
+    path: str | Path,
+) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """:func:`read_nifti` plus :func:`nifti_origin` from the same open: ``(array, spacing,
+    origin)``, all in file axis order ``(X, Y[, Z])``."""
+    arr, spacing, affine = _load_nifti(path)
+    return arr, spacing, nifti_origin(affine, arr.ndim)
 
 
 def nifti_to_napari(

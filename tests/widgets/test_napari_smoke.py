@@ -165,6 +165,80 @@ def test_nifti_reader_orders_axes_and_picks_layer_type(tmp_path: Path) -> None:
     assert ltype == "labels" and kw["name"] == "heart_gt" and data.dtype == np.uint8
 
 
+def _nifti_affine(path: Path, arr: np.ndarray, affine: np.ndarray) -> Path:
+    """A NIfTI file whose header (sform, qform and pixdim) comes from ``affine``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), path)
+    return path
+
+
+#: anisotropic (X, Y, Z) spacing, different on every axis so a swap shows (exact in the
+#: header's float32), and an origin in mm
+_SPACING, _ORIGIN = (0.75, 1.5, 10.0), (-100.0, 50.0, 20.0)
+
+
+def _marked_volume() -> tuple[np.ndarray, tuple[int, int, int]]:
+    arr = np.zeros((5, 4, 3), np.uint8)  # (X, Y, Z)
+    marked = (3, 1, 2)
+    arr[marked] = 2
+    return arr, marked
+
+
+def test_nifti_image_and_labels_files_overlay_in_header_space(tmp_path: Path) -> None:
+    """Two files with one header (image, labels): spacing on the matching napari axes (Z, Y, X)
+    and the origin as translate, so a voxel sits where the header puts it, in both layers. The
+    reader ignored the origin: voxel 0 sat at 0 instead of the header's (-100, 50, 20) mm."""
+    arr, (i, j, k) = _marked_volume()
+    affine = np.diag([*_SPACING, 1.0])
+    affine[:3, 3] = _ORIGIN
+    [(image, ikw, _)] = read_nifti_layers(_nifti_affine(tmp_path / "ct.nii.gz", arr, affine))
+    [(labels, lkw, _)] = read_nifti_layers(_nifti_affine(tmp_path / "ct_seg.nii.gz", arr, affine))
+    for data, kw in ((image, ikw), (labels, lkw)):
+        assert kw["scale"] == (10.0, 1.5, 0.75) and kw["translate"] == (20.0, 50.0, -100.0)
+        assert data[k, j, i] == 2 and data.sum() == 2
+        world = np.asarray(kw["translate"]) + np.asarray(kw["scale"]) * (k, j, i)
+        assert np.allclose(world[::-1], (affine @ (i, j, k, 1))[:3])  # header's (x, y, z) mm
+
+
+@pytest.mark.parametrize("kind", ["oblique", "flipped"])
+def test_nifti_origin_not_used_where_it_would_misplace_the_volume(
+    tmp_path: Path, kind: str
+) -> None:
+    """A rotated or flipped affine: voxel 0 is not at the origin along the array axes, so no
+    translate (a shift by the origin would put the volume somewhere it is not)."""
+    arr, _ = _marked_volume()
+    if kind == "oblique":
+        c, s = np.cos(0.5), np.sin(0.5)
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+        affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag(_SPACING)
+    else:
+        affine = np.diag([-_SPACING[0], -_SPACING[1], _SPACING[2], 1.0])
+    affine[:3, 3] = _ORIGIN
+    [(_, kw, _)] = read_nifti_layers(_nifti_affine(tmp_path / "mr.nii.gz", arr, affine))
+    assert kw["translate"] == (0.0, 0.0, 0.0)
+    assert np.allclose(kw["scale"], (10.0, 1.5, 0.75))
+
+
+def test_nifti_pair_folder_overlays_when_the_labels_header_lost_the_origin(
+    make_napari_viewer, tmp_path: Path
+) -> None:
+    """A pair folder is a voxel-for-voxel pairing (as it trains): both layers take the image's
+    geometry, even when the labels were saved with an identity affine."""
+    arr, (i, j, k) = _marked_volume()
+    affine = np.diag([*_SPACING, 1.0])
+    affine[:3, 3] = _ORIGIN
+    _nifti_affine(tmp_path / "images" / "p1.nii.gz", arr, affine)
+    _nifti_affine(tmp_path / "labels" / "p1.nii.gz", arr, np.eye(4))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path), plugin=PLUGIN)
+    image, labels = viewer.layers["p1 image"], viewer.layers["p1 labels"]
+    assert tuple(image.translate) == (20.0, 50.0, -100.0)
+    assert tuple(labels.scale) == tuple(image.scale) == (10.0, 1.5, 0.75)
+    world = image.data_to_world((k, j, i))
+    assert tuple(np.round(labels.world_to_data(world)).astype(int)) == (k, j, i)
+    assert labels.data[k, j, i] == 2
+
+
 def test_nifti_labels_must_be_integers(tmp_path: Path) -> None:
     seg = _nifti(tmp_path / "x_seg.nii", np.full((2, 2, 2), 0.5, np.float32))
     with pytest.raises(ValueError, match=r"x_seg\.nii.*as labels.*must be integers, found 0\.5"):
