@@ -370,7 +370,19 @@ def read_mask(path: str | Path) -> np.ndarray:
     return arr
 
 
-def _list_files(folder: Path, extensions: Iterable[str], role: str) -> dict[str, Path]:
+#: ``segloss predict --probs`` outputs: probability maps beside the label files, not labels
+_PROBS_SUFFIXES = ("_probs.tif", "_probs.nii.gz")
+
+
+def _list_files(
+    folder: Path, extensions: Iterable[str], role: str, *, skip_probs: bool = False
+) -> dict[str, Path]:
+    """The files of ``folder`` with one of ``extensions`` by :func:`path_stem` (hidden files
+    ignored; ``skip_probs``: ``--probs`` outputs too). ``role`` names the folder in messages.
+
+    ValueError: no such folder, no such file, or two files of one stem (``a.png`` and ``a.jpg``:
+    one would silently stand for the other wherever files are matched by stem).
+    """
     if not folder.is_dir():
         raise ValueError(f"{role} folder not found: {str(folder)!r}")
     extensions = tuple(extensions)
@@ -378,11 +390,13 @@ def _list_files(folder: Path, extensions: Iterable[str], role: str) -> dict[str,
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or not p.is_file() or _suffix(p) not in extensions:
             continue
+        if skip_probs and p.name.endswith(_PROBS_SUFFIXES):
+            continue
         stem = path_stem(p)
         if stem in by_stem:
             raise ValueError(
                 f"{role} folder {str(folder)!r} has two files with the stem {stem!r}: "
-                f"{by_stem[stem].name!r} and {p.name!r}; pairs are matched by stem, keep one"
+                f"{by_stem[stem].name!r} and {p.name!r}; files are matched by stem, keep one"
             )
         by_stem[stem] = p
     if not by_stem:
@@ -532,25 +546,13 @@ def nifti_to_napari(
 
 def label_files_by_name(folder: Path, role: str) -> dict[str, Path]:
     """The label files of ``folder`` (2D masks and NIfTI) by :func:`path_stem`, for pairing
-    predictions with ground truth; ``role`` names the folder in messages.
+    predictions with ground truth; ``role`` names the folder in messages. Probability maps
+    written by ``segloss predict --probs`` are skipped.
 
-    ValueError: no such folder, no label file, or two files of one name (``a.png`` and
+    ValueError: no such folder, no label file, or two files of one stem (``a.png`` and
     ``a.jpg``: one would silently stand for the other).
     """
-    if not folder.is_dir():
-        raise ValueError(f"{role} folder not found: {str(folder)!r}")
-    files: dict[str, Path] = {}
-    for f in sorted(folder.iterdir()):
-        if f.name.startswith(".") or not f.is_file():
-            continue
-        if f.name.endswith(("_probs.tif", "_probs.nii.gz")):
-            continue  # probability maps written by `segloss predict --probs`
-        if f.suffix.lower() in MASK_EXTENSIONS or is_nifti(f):
-            if (twin := files.setdefault(path_stem(f), f)) != f:
-                raise ValueError(f"{role} folder: {twin.name} and {f.name} are one name; keep one")
-    if not files:
-        raise ValueError(f"{role} folder {str(folder)!r} holds no mask files (PNG/JPG/TIFF/NIfTI)")
-    return files
+    return _list_files(folder, (*MASK_EXTENSIONS, *NIFTI_EXTENSIONS), role, skip_probs=True)
 
 
 #: EXIF orientation -> the stored (H, W[, C]) array as photo viewers show it

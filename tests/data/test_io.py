@@ -20,6 +20,7 @@ from napari_segloss.data.io import (
     as_labels,
     find_pairs,
     is_nifti,
+    label_files_by_name,
     nifti_to_napari,
     path_stem,
     read_image,
@@ -403,6 +404,34 @@ def test_find_pairs_duplicate_stem(tmp_path: Path) -> None:
     _touch_image(tmp_path / "masks" / "a.png")
     with pytest.raises(ValueError, match=r"two files with the stem 'a'"):
         find_pairs(tmp_path)
+
+
+def test_label_files_by_name_and_find_pairs_refuse_one_stem_twice_alike(tmp_path: Path) -> None:
+    """One lister for both: `segloss evaluate`'s label folders and find_pairs' folders refuse
+    two files of one stem with one message naming the folder and both files (evaluate said
+    "gt folder: a.jpg and a.png are one name", without the folder's path)."""
+    _touch_image(tmp_path / "images" / "a.png")
+    _touch_image(tmp_path / "images" / "a.jpg")
+    _touch_image(tmp_path / "masks" / "a.png")
+    expected = (
+        f"images folder {str(tmp_path / 'images')!r} has two files with the stem 'a': "
+        "'a.jpg' and 'a.png'; files are matched by stem, keep one"
+    )
+    with pytest.raises(ValueError) as from_pairs:
+        find_pairs(tmp_path)
+    with pytest.raises(ValueError) as from_labels:
+        label_files_by_name(tmp_path / "images", "images")
+    assert str(from_pairs.value) == str(from_labels.value) == expected
+
+
+def test_label_files_by_name_takes_nifti_and_skips_probability_maps(tmp_path: Path) -> None:
+    _touch_image(tmp_path / "a.png")
+    (tmp_path / "b.nii.gz").write_bytes(b"")
+    _touch_image(tmp_path / "c_probs.tif")
+    (tmp_path / "b_probs.nii.gz").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a label file")
+    files = label_files_by_name(tmp_path, "pred")
+    assert files == {"a": tmp_path / "a.png", "b": tmp_path / "b.nii.gz"}
 
 
 def test_find_pairs_root_must_exist(tmp_path: Path) -> None:

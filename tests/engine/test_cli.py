@@ -714,7 +714,9 @@ def test_evaluate_refuses_two_label_files_of_one_name(
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "gt" / "a.jpg")
     argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
     rc, _, err = _run(argv, capsys)
-    assert rc == 2 and "gt folder: a.jpg and a.png are one name; keep one" in err, err
+    gt = str(tmp_path / "gt")
+    expected = f"gt folder {gt!r} has two files with the stem 'a': 'a.jpg' and 'a.png'"
+    assert rc == 2 and expected in err, err
 
 
 _OOM = (
