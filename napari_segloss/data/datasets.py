@@ -41,11 +41,10 @@ from tqdm.auto import tqdm
 from .io import (
     JPEG_MASK_THRESHOLD,
     as_labels,
-    exif_orientation,
     find_pairs,
     nifti_to_napari,
     orient_like_mask,
-    read_image,
+    read_image_and_orientation,
     read_mask,
     read_nifti,
 )
@@ -472,9 +471,9 @@ class FolderDataset(SegmentationDataset):
         image_path, mask_path = self.pairs[index]
         try:
             # keep_dtype: a 16-bit file stays uint16, so messages name its real pixel type
-            raw = read_image(image_path, keep_dtype=True)
+            # one open for the pixels and the EXIF tag (a second open per item cost I/O)
+            raw, orientation = read_image_and_orientation(image_path, keep_dtype=True)
             mask = read_mask(mask_path)
-            orientation = exif_orientation(image_path)
             raw = orient_like_mask(raw, orientation, mask.shape, str(image_path))
             image = to_chw(raw, self.in_channels, name=str(image_path))
         except (ValueError, FileNotFoundError) as exc:

@@ -49,6 +49,7 @@ __all__ = [
     "orient_like_mask",
     "path_stem",
     "read_image",
+    "read_image_and_orientation",
     "read_mask",
     "read_nifti",
     "read_nifti_geometry",
@@ -107,7 +108,14 @@ def _check_file(path: str | Path, allowed: Sequence[str], what: str) -> Path:
 
 
 def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
-    """Decode a 2D raster file to a numpy array without changing its values.
+    """Decode a 2D raster file to a numpy array without changing its values
+    (:func:`_decode` without the EXIF tag)."""
+    return _decode(path, keep_palette=keep_palette)[0]
+
+
+def _decode(path: Path, *, keep_palette: bool, orientation: bool = False) -> tuple[np.ndarray, int]:
+    """Decode a 2D raster file to a numpy array without changing its values, and (with
+    ``orientation``, else 1) its EXIF orientation (:func:`exif_orientation`) from the same open.
 
     Pillow handles PNG/JPEG/BMP; palette images keep their indices when ``keep_palette`` (a palette
     mask stores labels as indices) and become RGB otherwise (a palette photo). TIFF goes through
@@ -116,12 +124,13 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
     """
     try:
         if _suffix(path) in _TIFF_EXTENSIONS:
-            return np.asarray(tifffile.imread(path))
+            return np.asarray(tifffile.imread(path)), 1
         with Image.open(path) as img:
             img.load()
+            tag = _orientation_tag(img) if orientation else 1
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 # Pillow's 16-bit modes convert lossily through "I"; go via numpy explicitly.
-                return np.asarray(img).astype(np.uint16)
+                return np.asarray(img).astype(np.uint16), tag
             if img.mode in ("P", "PA") and (not keep_palette or _grey_palette(img)):
                 # a grey palette stores grey levels (e.g. white index 0, black index 1)
                 img = img.convert(
@@ -136,7 +145,7 @@ def _load_raw(path: Path, *, keep_palette: bool) -> np.ndarray:
                 img = img.convert("RGB")
             # np.array, not np.asarray: Pillow's buffer is read-only, and torch.from_numpy
             # (and in-place edits in notebooks) need a writable array
-            return np.array(img)
+            return np.array(img), tag
     except Exception as exc:  # decoder errors come in many types (OSError, SyntaxError, ...)
         raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -176,17 +185,27 @@ def read_image(path: str | Path, *, keep_dtype: bool = False) -> np.ndarray:
     report the file's real pixel type. An alpha channel is dropped. Raises
     ``FileNotFoundError`` / ``ValueError`` naming the file.
     """
+    return read_image_and_orientation(path, keep_dtype=keep_dtype)[0]
+
+
+def read_image_and_orientation(
+    path: str | Path, *, keep_dtype: bool = False
+) -> tuple[np.ndarray, int]:
+    """:func:`read_image` and :func:`exif_orientation` from one open of the file: the stored
+    pixels (not rotated) and the tag, for callers that orient the image themselves
+    (:func:`orient_like_mask`)."""
     path = _check_file(path, IMAGE_EXTENSIONS, "image")
-    arr = _as_2d_or_rgb(_load_raw(path, keep_palette=False), path)
+    raw, orientation = _decode(path, keep_palette=False, orientation=True)
+    arr = _as_2d_or_rgb(raw, path)
     if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
+        return arr.astype(np.uint8) * 255, orientation
     if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(arr), orientation
     if arr.dtype.kind not in "uif":
         raise ValueError(f"cannot interpret {str(path)!r}: unsupported pixel type {arr.dtype}")
     if keep_dtype and arr.dtype.kind in "ui":
-        return np.ascontiguousarray(arr)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        return np.ascontiguousarray(arr), orientation
+    return np.ascontiguousarray(arr, dtype=np.float32), orientation
 
 
 #: Float labels within this distance of an integer are that integer (resampled or scaled label
@@ -573,8 +592,17 @@ def exif_orientation(path: str | Path) -> int:
         return 1  # read with tifffile, which (like napari) ignores the tag
     try:
         with Image.open(path) as img:
-            value = img.getexif().get(0x0112, 1)
+            return _orientation_tag(img)
     except Exception:  # unreadable: the reader itself reports it
+        return 1
+
+
+def _orientation_tag(img: Image.Image) -> int:
+    """The EXIF orientation of an open image, 1 when absent, unknown or unreadable (a broken
+    EXIF block must not stop a decodable image)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:
         return 1
     return int(value) if value in _EXIF_VIEW else 1
 

@@ -677,3 +677,34 @@ def test_exif_tag_with_a_shape_that_fits_both_ways_is_refused(
     Image.fromarray(np.zeros((40, 60), np.uint8)).save(root / "masks" / "a.png")
     with pytest.raises(DataError, match=r"a\.jpg: the image carries an EXIF orientation tag"):
         FolderDataset(root, train=False)[0]
+
+
+def test_folder_dataset_opens_each_image_once(tmp_path: Path, monkeypatch) -> None:
+    """The EXIF tag is read in the open that decodes the pixels: _read opened every image a
+    second time (exif_orientation) just for the tag. Same pixels, same orientation."""
+    from napari_segloss.data import io
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    stored = np.zeros((40, 60), np.uint8)
+    stored[5:15, 40:55] = 255
+    for stem in ("a", "b"):
+        _tagged_jpeg(root / "images" / f"{stem}.jpg", stored, 6)  # viewers show it 60x40
+        Image.fromarray(np.zeros((60, 40), np.uint8)).save(root / "masks" / f"{stem}.png")
+    dataset = FolderDataset(root, train=False, normalize="none")
+    dataset[0]  # the first item also settles the dataset's normalisation
+    opened: list[str] = []
+    real_open = io.Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(Path(fp).name)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(io.Image, "open", counting_open)
+    image, _ = dataset[1]
+    assert opened == ["b.jpg", "b.png"], opened
+    assert tuple(image.shape[-2:]) == (60, 40)  # still turned as the tag says
+    pixels, orientation = io.read_image_and_orientation(root / "images" / "a.jpg")
+    assert orientation == io.exif_orientation(root / "images" / "a.jpg") == 6
+    assert np.array_equal(pixels, io.read_image(root / "images" / "a.jpg"))
