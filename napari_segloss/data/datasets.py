@@ -319,6 +319,10 @@ class SegmentationDataset(Dataset):
         hit = self._cache.get(index)
         if hit is not None:
             return hit
+        if index == 0:
+            # resolving the normalisation reads item 0 (kept in _raw0): do it first, so the
+            # first access decodes item 0 once, not once here and once more in _scaled
+            _ = self.normalization
         raw, self._raw0 = (
             (self._raw0, None) if index == 0 and self._raw0 is not None else (None, None)
         )
