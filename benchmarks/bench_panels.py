@@ -9,6 +9,9 @@ heartbeat on the main thread, then docks the panel from the manifest. It reports
 * **all maps**: seconds to the first canvas draw after the panel finished drawing every map;
 * **longest stall**: the longest gap between heartbeat ticks minus the tick interval, i.e. the
   longest time the window could not answer (target <= 0.2 s), and how many gaps exceed 0.2 s;
+* Python's full garbage collections after the dock call (count and seconds): each holds the
+  GIL, so each is a stall whichever thread triggers it; unlike the stalls, their count does not
+  depend on the machine's load;
 * the load average of the machine when the run started (the machine may be shared).
 
 For the Train and Predict panels (``--panel train``/``predict``) "first map" and "all maps" are
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import itertools
 import json
 import os
@@ -105,6 +109,33 @@ class Stalls:
         return collections.Counter(inside).most_common(3)
 
 
+class FullCollections:
+    """Python's full (generation 2) garbage collections: each holds the GIL for a walk over
+    every tracked object, so it freezes the window whichever thread triggers it."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []  # (start, seconds)
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.spans.append((self._start, time.perf_counter() - self._start))
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def count(self, since: float) -> int:
+        return sum(t >= since for t, _ in self.spans)
+
+    def seconds(self, since: float) -> float:
+        return round(sum(d for t, d in self.spans if t >= since), 3)
+
+
 def _process(app, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -126,6 +157,7 @@ def child(args: argparse.Namespace) -> dict:
     _process(app, args.settle)  # the sample is drawn, napari is idle
     import_s = time.perf_counter() - t_import
 
+    full_gcs = FullCollections()
     stalls = Stalls(args.stacks)
     stalls.start()
     _process(app, 0.3)
@@ -190,6 +222,7 @@ def child(args: argparse.Namespace) -> dict:
         profiler.disable()
         profiler.dump_stats(args.profile)
     stalls.stop()
+    full_gcs.stop()
     timed = stalls.gaps(marks["open"] - HEARTBEAT_MS / 1000)
     gaps = [g for _, g in timed]
     result = {
@@ -203,6 +236,8 @@ def child(args: argparse.Namespace) -> dict:
         "stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
         "stall_total_s": round(sum(g for g in gaps if g > 0.05), 3),
         "maps": len(owned()),
+        "full_gcs": full_gcs.count(marks["open"]),
+        "full_gc_s": full_gcs.seconds(marks["open"]),
     }
     if args.stacks:
         result["stall_stacks"] = [
@@ -275,15 +310,18 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"        {count:3d} x {key}")
     print()
     print(
-        "| tree | runs | load avg | first map s | all maps s | longest stall s | stalls > 0.2 s |"
+        "| tree | runs | load avg | first map s | all maps s | longest stall s | stalls > 0.2 s "
+        "| full GCs | full GC s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for tree, runs in results.items():
         print(
             f"| {tree} | {len(runs)} | {_summary([r['load'] for r in runs])} "
             f"| {_summary([r['first_s'] for r in runs])} | {_summary([r['all_s'] for r in runs])} "
             f"| {_summary([r['longest_stall_s'] for r in runs])} "
-            f"| {_summary([r['stalls_over_limit'] for r in runs])} |"
+            f"| {_summary([r['stalls_over_limit'] for r in runs])} "
+            f"| {_summary([r['full_gcs'] for r in runs])} "
+            f"| {_summary([r['full_gc_s'] for r in runs])} |"
         )
     print("(median (min-max) over runs)")
 

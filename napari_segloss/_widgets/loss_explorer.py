@@ -70,6 +70,7 @@ from ._common import (
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import GammaList, LossParamForm
+from ._gc import CollectorPause
 from ._grid import GridView
 from ._workers import ProgressRow, TaskQueue, frame_progress, progress_worker
 
@@ -143,6 +144,7 @@ class LossExplorerWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._opening = CollectorPause(self)  # no full collection until the first maps (_gc)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._pending: bool | None = None  # a queued update: None, or whether it was explicit
@@ -624,6 +626,8 @@ class LossExplorerWidget(QWidget):
                 self.status.info("cancelled: some maps are not drawn (Update maps draws them)")
         if self._pending is not None and self._worker is None:
             self.update_maps(explicit=self._pending)
+        if self._worker is None and not self._drawing.active:
+            self._opening.end()  # the first maps are drawn, or cannot be
 
     def _on_error(self, exc: BaseException) -> None:
         if self._catalog is None:
@@ -791,4 +795,5 @@ class LossExplorerWidget(QWidget):
         self.grid_view.disconnect()
         if self._worker is not None:
             self._worker.quit()
+        self._opening.end()
         super().closeEvent(event)

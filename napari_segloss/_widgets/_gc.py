@@ -1,0 +1,78 @@
+"""Keep Python's full garbage collections out of a panel's opening.
+
+A full (generation 2) collection walks every object the collector tracks while holding the GIL,
+so the window freezes whichever thread starts it: a few hundred milliseconds once napari and
+torch are loaded (benchmarks/RESULTS.md). CPython starts one when the objects promoted to the
+oldest generation since the last full collection exceed a quarter of what that one kept. Opening
+the Loss Explorer (torch's import in a worker, the grid, the map layers) makes about three such
+quarters: three freezes in the first seconds, when the user watches the window most.
+
+:class:`CollectorPause` switches the collector off for that burst and then moves everything made
+meanwhile into the oldest generation in one step (``gc.freeze()`` then ``gc.unfreeze()``),
+which CPython does without a walk and without counting it towards the next full collection. The
+objects stay collectable: the next full collection, whenever the program's own activity starts
+it, walks them as usual; cyclic garbage made during the pause waits for that collection (no
+leak, unlike a ``gc.freeze()`` kept in place, which would keep a layer deleted later in memory).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+from qtpy.QtCore import QObject, QTimer
+
+_lock = threading.Lock()
+_paused = 0  # pauses in progress (several panels may open at once)
+_was_enabled = True  # the collector's state before the first of them
+
+
+def pause_collection() -> None:
+    """Switch the cyclic collector off until the matching :func:`resume_collection`."""
+    global _paused, _was_enabled
+    with _lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
+
+
+def resume_collection() -> None:
+    """End one :func:`pause_collection`; after the last, hand what was made to the oldest
+    generation without a walk (see the module docstring) and switch the collector back on."""
+    global _paused
+    with _lock:
+        if _paused == 0:
+            return
+        _paused -= 1
+        if _paused:
+            return
+        gc.freeze()
+        gc.unfreeze()
+        if _was_enabled:
+            gc.enable()
+
+
+class CollectorPause(QObject):
+    """One pause of the collector, from its creation until :meth:`end` (idempotent) or
+    ``limit_s`` seconds at the latest, so that a path that never calls :meth:`end` cannot
+    leave the collector off."""
+
+    def __init__(self, parent: QObject, limit_s: float = 30.0) -> None:
+        super().__init__(parent)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.end)
+        self._timer.start(int(limit_s * 1000))
+        self._active = True
+        pause_collection()
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def end(self) -> None:
+        if self._active:
+            self._active = False
+            self._timer.stop()
+            resume_collection()

@@ -1,0 +1,125 @@
+"""The collector pause of a panel's opening (napari_segloss._widgets._gc)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from napari_segloss._widgets import _gc
+
+
+@pytest.fixture
+def full_collections():
+    """A list that receives one entry per full (generation 2) collection started."""
+    started: list[int] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            started.append(1)
+
+    gc.callbacks.append(on_gc)
+    yield started
+    gc.callbacks.remove(on_gc)
+
+
+def test_pauses_nest_and_restore_the_previous_state():
+    assert gc.isenabled()
+    _gc.pause_collection()
+    _gc.pause_collection()
+    assert not gc.isenabled()
+    _gc.resume_collection()
+    assert not gc.isenabled()  # one pause is still running
+    _gc.resume_collection()
+    assert gc.isenabled()
+    _gc.resume_collection()  # one too many: nothing happens
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _gc.pause_collection()
+        _gc.resume_collection()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def _burst(n: int) -> list:
+    """``n`` new tracked objects that stay alive (as a big import leaves them)."""
+    return [[i] for i in range(n)]
+
+
+def _later_activity() -> None:
+    for _ in range(200):
+        [{"k": i} for i in range(1000)]  # young collections run meanwhile
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_burst_made_in_a_pause_starts_no_full_collection(full_collections, paused):
+    gc.collect()  # the reference point of CPython's "a quarter more" rule
+    n = len(gc.get_objects()) // 2  # twice the quarter that starts a full collection
+    full_collections.clear()
+    if paused:
+        _gc.pause_collection()
+    kept = _burst(n)
+    if paused:
+        _gc.resume_collection()
+    _later_activity()
+    assert len(kept) == n
+    if paused:
+        assert full_collections == []
+    else:  # the control: the same burst without a pause walks the whole heap
+        assert len(full_collections) >= 1
+
+
+def test_garbage_made_in_a_pause_is_still_collected():
+    class Node:
+        pass
+
+    _gc.pause_collection()
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+    ref = weakref.ref(a)
+    _gc.resume_collection()
+    del a, b
+    assert ref() is not None
+    gc.collect()
+    assert ref() is None
+
+
+NAME = "Loss Explorer"
+
+
+def test_explorer_pauses_the_collector_until_its_first_maps(
+    make_napari_viewer, dock, wait_idle, qtbot
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    assert widget._opening.active and not gc.isenabled()
+    wait_idle(widget, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget._opening.active, timeout=10_000)
+    assert gc.isenabled()
+    assert [ly for ly in viewer.layers if ly.name.startswith("PM-Dice m")]
+    # nothing stays out of the collector's reach (a frozen object is never collected)
+    assert gc.get_freeze_count() == 0
+
+
+def test_closing_the_explorer_early_ends_its_pause(make_napari_viewer, dock):
+    viewer = make_napari_viewer()
+    _, widget = dock(NAME, viewer)  # no layers: no maps will come
+    assert not gc.isenabled()
+    widget.close()
+    assert gc.isenabled()
+
+
+def test_a_pause_ends_by_itself_after_its_limit(qtbot):
+    from qtpy.QtCore import QObject
+
+    owner = QObject()
+    pause = _gc.CollectorPause(owner, limit_s=0.05)
+    assert not gc.isenabled()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
+    assert not pause.active
+    pause.end()  # idempotent
+    assert gc.isenabled()
