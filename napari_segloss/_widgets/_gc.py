@@ -5,7 +5,8 @@ so the window freezes whichever thread starts it: a few hundred milliseconds onc
 torch are loaded (benchmarks/RESULTS.md). CPython starts one when the objects promoted to the
 oldest generation since the last full collection exceed a quarter of what that one kept. Opening
 the Loss Explorer (torch's import in a worker, the grid, the map layers) makes about three such
-quarters: three freezes in the first seconds, when the user watches the window most.
+quarters, the Train and Predict panels (torch's import) about two: freezes in the first seconds,
+when the user watches the window most.
 
 :class:`CollectorPause` switches the collector off for that burst and then moves everything made
 meanwhile into the oldest generation in one step (``gc.freeze()`` then ``gc.unfreeze()``),

@@ -70,6 +70,7 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
+from ._gc import CollectorPause
 from ._workers import ProgressRow, frame_progress, new_worker, progress_worker
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ class PredictWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._opening = CollectorPause(self)  # no full collection while torch loads (_gc)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._compare_after = False
@@ -202,7 +204,7 @@ class PredictWidget(QWidget):
             _devices,
             returned=self._on_devices,
             errored=lambda exc: None,  # keep auto/cpu
-            finished=lambda: None,
+            finished=self._opening.end,
         )
         self._devices_worker.start()
 

@@ -72,6 +72,7 @@ from ._common import (
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
+from ._gc import CollectorPause
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
 from ._workers import new_worker
@@ -207,6 +208,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._opening = CollectorPause(self)  # no full collection while torch loads (_gc)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop = threading.Event()
@@ -235,7 +237,7 @@ class TrainWidget(QWidget):
             load_choices,
             returned=self._on_choices,
             errored=self._on_load_error,
-            finished=lambda: None,
+            finished=self._opening.end,
         )
         self._loader.start()
 

@@ -123,3 +123,15 @@ def test_a_pause_ends_by_itself_after_its_limit(qtbot):
     assert not pause.active
     pause.end()  # idempotent
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("name", ["Train / Fine-tune", "Predict & Compare"])
+def test_train_and_predict_panels_pause_the_collector_while_torch_loads(dock, qtbot, name):
+    _, widget = dock(name)
+    assert widget._opening.active and not gc.isenabled()
+    qtbot.waitUntil(lambda: not widget._opening.active, timeout=60_000)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    if name.startswith("Train"):
+        assert widget.ready  # the pause ended when the loss list came
+    else:
+        assert "cpu" in widget.device.choices
