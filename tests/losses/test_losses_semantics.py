@@ -32,6 +32,10 @@ def test_multilabel_ce_divides_by_the_valid_entries_hand_values() -> None:
     valid = t != 255
     ref = F.binary_cross_entropy_with_logits(x[valid], t[valid])
     assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    # the CE terms of the mixtures share the divisor: combo with alpha = 1 is its eq. 17
+    # term, beta (y log p) + (1 - beta)((1 - y) log(1 - p)), half the BCE at beta = 1/2
+    combo = get_loss("combo", alpha=1.0, beta=0.5, mode="multilabel", ignore_index=255)
+    assert float(combo(x, t)) == pytest.approx(expected / 2.0, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ce", "focal", "topk_ce"])
@@ -135,3 +139,54 @@ def test_mixed_losses_sum_counts_the_batch_term_once(name: str) -> None:
     torch.testing.assert_close(total, per_image.sum() + batch_term)  # was + B * batch_term
     none = get_loss(name, batch_dice=True, reduction="none")(x, y)
     torch.testing.assert_close(none, per_image + batch_term)  # "none": broadcast, unchanged
+
+
+# ----- WSDice at non-default settings against eq. 4 written out (float64) -------------------------
+def _wsdice_eq4(x, y, v1, v2, include_background, batch, ignore, eps=1e-6):
+    """WSDice coefficient per image (or batch) of eq. 4: one-vs-rest per class for softmax
+    logits, the foreground alone for one sigmoid channel; ignored pixels weigh 0."""
+    valid = (y != ignore).double()
+    y = torch.where(y == ignore, 0, y)
+    if x.shape[1] == 1:
+        p, t = torch.sigmoid(x.double()), y[:, None].double()
+    else:
+        p, t = torch.softmax(x.double(), 1), F.one_hot(y, x.shape[1]).movedim(-1, 1).double()
+    w = (t * (v2 - v1) + v1) * valid[:, None]
+    g, g_hat = w * (2 * t - 1), w * (2 * p - 1)
+    dims = (0, 2, 3) if batch else (2, 3)
+    coef = (2 * (g_hat * g).sum(dims) + eps) / ((g_hat**2).sum(dims) + (g**2).sum(dims) + eps)
+    if x.shape[1] > 1 and not include_background:
+        coef = coef[..., 1:]
+    return coef.mean(-1).reshape(-1)  # (B,), or (1,) for the batch
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("v1", "v2"), [(0.3, 0.6), (0.0, 1.0), (0.5, 0.5)])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"include_background": False}, {"batch_dice": True}, {"ignore_index": 255}],
+)
+def test_wsdice_and_focal_log_wsdice_match_eq4(channels, v1, v2, settings) -> None:
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, channels, 5, 6, generator=g) * 2
+    y = torch.randint(0, max(channels, 2), (3, 5, 6), generator=g)
+    y[1] = 0
+    if "ignore_index" in settings:
+        y[0, :2, :2] = 255
+    coef = _wsdice_eq4(
+        x,
+        y,
+        v1,
+        v2,
+        settings.get("include_background", True),
+        settings.get("batch_dice", False),
+        255,
+    ).float()
+    got = get_loss("wsdice", v1=v1, v2=v2, reduction="none", **settings)(x, y)
+    torch.testing.assert_close(got, 1.0 - coef, rtol=1e-5, atol=1e-5)
+    # beta * FL - log(max(WSDice, eps)), FL Lin's focal (alpha 0.3, gamma 3.5)
+    ignore = settings.get("ignore_index")
+    focal = get_loss("focal", gamma=3.5, alpha=0.3, reduction="none", ignore_index=ignore)(x, y)
+    expected = 7.0 * focal - torch.log(coef.clamp_min(1e-6))
+    got = get_loss("focal_log_wsdice", v1=v1, v2=v2, reduction="none", **settings)(x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
