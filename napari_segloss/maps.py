@@ -11,6 +11,7 @@ Pure torch; no Qt or napari.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,8 +122,37 @@ def _gamma_tensor(gamma: float | Sequence[float] | Tensor, k: int, ref: Tensor) 
     )
 
 
+def _split_ignored(
+    target: Tensor, ignore_index: int | None, b: int, c: int, spatial: tuple[int, ...]
+) -> tuple[Tensor, Tensor | None]:
+    """``(target with its ignored values set to 0, float validity mask or None)``. As the
+    losses read ``ignore_index``: a label map ignores whole pixels (mask (B, 1, *sp)); a
+    one-hot/soft (B, C, *sp) target ignores the entries that hold it (mask (B, C, *sp)), and
+    there 0 and 1 are target values, not markers."""
+    if ignore_index is None:
+        return target, None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise ValueError(f"ignore_index: expected an int or None, got {ignore_index!r}")
+    one_hot = c >= 2 and tuple(target.shape) == (b, c, *spatial)
+    if one_hot and 0 <= ignore_index <= 1:
+        raise ValueError(
+            f"ignore_index={ignore_index} cannot mark entries of a one-hot/soft target: 0 and 1 "
+            "are target values; use a value outside [0, 1] (e.g. 255) or integer labels"
+        )
+    hit = target == ignore_index
+    kept = torch.where(hit, torch.zeros((), dtype=target.dtype, device=target.device), target)
+    valid = (~hit).float()
+    if not one_hot and valid.numel() == b * math.prod(spatial):
+        valid = valid.reshape(b, 1, *spatial)  # labels: one mask for every channel
+    return kept, valid
+
+
 def modulating_map(
-    probs: Tensor, target: Tensor, gamma: float | Sequence[float] | Tensor = 1.0
+    probs: Tensor,
+    target: Tensor,
+    gamma: float | Sequence[float] | Tensor = 1.0,
+    *,
+    ignore_index: int | None = None,
 ) -> Tensor:
     """PM-Dice modulating term ``m_ic = |y_ic - p_ic|^gamma_c`` (Hosseini 2025, eq. 5, fig. 1).
 
@@ -131,6 +161,10 @@ def modulating_map(
         target: integer labels ``(B, *spatial)`` / ``(B, 1, *spatial)`` or one-hot/soft
             ``(B, C, *spatial)``.
         gamma: focusing parameter >= 0, one number or one per class channel.
+        ignore_index: target value that marks ignored pixels (labels) or entries (one-hot/soft
+            targets; a value in [0, 1] is refused there, it is a target value). They get
+            ``m = 0`` in every channel they cover: the losses leave them out and
+            :func:`contribution_map` (built with the same ``ignore_index``) gives them 0.
 
     Returns:
         float32 ``(B, K, *spatial)`` without gradient (the paper treats m as a hyperparameter).
@@ -151,7 +185,8 @@ def modulating_map(
             )
     b, c = p.shape[:2]
     spatial = tuple(p.shape[2:])
-    y = _target_channels(target.detach().to(p.device), b, c, spatial).to(p.dtype)
+    t, valid = _split_ignored(target.detach().to(p.device), ignore_index, b, c, spatial)
+    y = _target_channels(t, b, c, spatial).to(p.dtype)
     if c == 1:
         # both classes share |y - p|: the background's |(1 - y) - (1 - p)| computed as
         # written rounds 1 - p, and is 0 instead of p = 1e-10 on a confident background pixel
@@ -162,8 +197,10 @@ def modulating_map(
     g = _gamma_tensor(gamma, err.shape[1], err)
     first = float(g.flatten()[0])
     if bool((g == first).all()):  # one gamma: scalar pow is much cheaper than a broadcast pow
-        return err if first == 1.0 else err.pow_(first)
-    return err.pow_(g)
+        m = err if first == 1.0 else err.pow_(first)
+    else:
+        m = err.pow_(g)
+    return m if valid is None else m.mul_(valid)
 
 
 def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:
@@ -199,16 +236,21 @@ def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
     ``sum_c w_c |y_c - p_c| / 2`` over the loss's class channels (binary: ``|y - p|``; in
     [0, 1]: 0 = correct and confident, 1 = confidently wrong). ``w_c = 1`` except for PM Dice,
     where ``w`` is its modulating term ``|y_c - p_c|^gamma_c`` (the modulated error the PM-Dice
-    loss sees, eq. 5). Multilabel: the mean over labels of ``|y_c - p_c|``. Ignored pixels: 0.
+    loss sees, eq. 5). Multilabel: the mean over the (not ignored) labels of ``|y_c - p_c|``.
+    Ignored pixels: 0.
     """
     inp = _prepared(loss, logits, target)
     err = abs_error(inp.target, inp.probs, inp.complement)
     if hasattr(loss, "modulating_term"):
         err = err * loss.modulating_term(inp)
-    out = err.sum(1) / (inp.num_channels if inp.mode == "multilabel" else 2.0)
     if inp.valid is not None:
-        out = out * inp.valid.amax(dim=1)
-    return out
+        # multilabel ignores entries: an ignored label's target reads 0, its error p is no error
+        err = err * inp.valid
+    if inp.mode != "multilabel":
+        return err.sum(1) / 2.0
+    if inp.valid is None or inp.valid.shape[1] == 1:
+        return err.sum(1) / inp.num_channels
+    return err.sum(1) / inp.valid.sum(1).clamp_min(1.0)
 
 
 def _value_map(module: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
@@ -249,12 +291,14 @@ def contribution_map(
             the gradient training applies, so what a loss detaches stays constant (pm_dice's
             m, as the paper trains it; the top-k masks), unlike finite differences of the value.
             The per-image loss is differentiated, so a map does not depend on the batch size
-            (a module from ``get_loss`` is differentiated with ``reduction="none"``, another
-            module with ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples
-            the images of the batch by definition).
+            (a module from ``get_loss`` is differentiated with ``reduction="sum"``: the sum
+            of the per-image losses, a ``batch_dice`` term counted once; another module with
+            ``reduction="mean"`` is rescaled by B; ``batch_dice=True`` couples the images of
+            the batch by definition).
             ``"value"`` (losses from ``get_loss`` only): for pixel-separable losses
             (``pixel_loss``: ce, focal, topk_ce) the per-pixel loss, whose sum over an image
-            divided by its valid pixels is that image's loss (topk_ce: the CE of the kept
+            divided by its valid pixels (multilabel: its valid entries over C) is that image's
+            loss (topk_ce: the CE of the kept
             pixels, 0 elsewhere; with ``normalize="selected"`` divide by the kept count).
             A region loss (a ratio of sums) has no per-pixel share: its map is the per-pixel
             error of :func:`error_map`, which does not add up to the loss and takes none of
@@ -272,11 +316,12 @@ def contribution_map(
         with torch.no_grad():
             return _value_map(module, x, target).detach().float()
     x = x.requires_grad_(True)  # detach() made a new leaf: the caller's tensor is untouched
-    if isinstance(module, SegLoss | CompoundLoss) and module.reduction != "none":
-        # the per-image vector, as with a loss name: a batch_dice loss is one entry, which a
-        # rescaling of the mean by B would count B times
+    if isinstance(module, SegLoss | CompoundLoss) and module.reduction != "sum":
+        # the sum of the per-image losses, each batch_dice term once (the sum of the (B,)
+        # vector of "none" counts it B times next to a per-image CE; a rescaling of the mean
+        # by B would count a batch_dice loss alone B times)
         module = copy.copy(module)  # a shallow copy: the caller's module keeps its reduction
-        module.reduction = "none"
+        module.reduction = "sum"
     with torch.enable_grad():
         out = module(x, target)
         # Sum of per-image losses: image b's gradient is the gradient of its own loss.

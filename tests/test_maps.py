@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -319,3 +320,65 @@ def test_gradient_map_matches_focal_written_out_with_ignored_pixels(c, spatial, 
     got = contribution_map("focal", logits, target, gamma=gamma, ignore_index=255)
     torch.testing.assert_close(got, expected, rtol=2e-4, atol=1e-7)
     assert bool((got[0, 0] == 0).all())
+
+
+# per-image term of a mixture, from an independent loss (weight, name, params)
+_PER_IMAGE_TERM = {
+    "ce+dice": (1.0, "ce", {}),
+    "ce+pm_dice": (1.0, "ce", {}),
+    "combo": (0.5, "combo", {"alpha": 1.0}),
+    "focal_log_wsdice": (7.0, "focal", {"gamma": 3.5, "alpha": 0.3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PER_IMAGE_TERM))
+def test_gradient_map_of_a_batch_dice_mixture_counts_the_batch_term_once(name: str) -> None:
+    # the map differentiates the per-image terms summed over the batch plus the batch term
+    # once; the (B,) vector of "none", summed, counted the batch term B = 3 times
+    g = torch.Generator().manual_seed(6)
+    y = torch.randint(0, 3, (3, 5, 4), generator=g)
+    # logits that lean towards the labels: WSDice > eps, so -log(WSDice) has a gradient
+    x = torch.randn(3, 3, 5, 4, generator=g) + 2.0 * F.one_hot(y, 3).movedim(-1, 1)
+    weight, term, params = _PER_IMAGE_TERM[name]
+    xx = x.clone().requires_grad_(True)
+    per_image = weight * get_loss(term, reduction="none", **params)(xx, y)
+    batch_term = get_loss(name, batch_dice=True)(xx, y) - per_image.mean()
+    (per_image.sum() + batch_term).backward()
+    assert xx.grad is not None
+    expected = xx.grad.abs().sum(1)
+    torch.testing.assert_close(contribution_map(name, x, y, batch_dice=True), expected)
+    module = get_loss(name, batch_dice=True, reduction="none")
+    torch.testing.assert_close(contribution_map(module, x, y), expected)
+
+
+def test_modulating_map_ignore_index_hand_computed():
+    # multiclass labels: the ignored pixel (255) gets m = 0 in every channel, as the losses
+    # leave it out and contribution_map gives it 0
+    p = torch.tensor([[0.7, 0.1], [0.2, 0.3], [0.1, 0.6]]).view(1, 3, 1, 2)
+    labels = torch.tensor([[[0, 255]]])
+    m = modulating_map(p, labels, gamma=2.0, ignore_index=255)
+    expected = torch.tensor([[0.3, 0.0], [0.2, 0.0], [0.1, 0.0]]).view(1, 3, 1, 2) ** 2
+    torch.testing.assert_close(m, expected)
+    assert float(contribution_map("pm_dice", p.log(), labels, ignore_index=255)[0, 0, 1]) == 0.0
+    # binary: the pixel is 0 in both expanded channels
+    pb = torch.tensor([[[[0.9, 0.2]]]])
+    mb = modulating_map(pb, torch.tensor([[[1, 255]]]), gamma=1.0, ignore_index=255)
+    torch.testing.assert_close(mb, torch.tensor([[0.1, 0.0], [0.1, 0.0]]).view(1, 2, 1, 2))
+    # one-hot/soft targets: the entries that hold ignore_index
+    onehot = torch.tensor([[1.0, 255.0], [0.0, 255.0], [0.0, 255.0]]).view(1, 3, 1, 2)
+    torch.testing.assert_close(modulating_map(p, onehot, 2.0, ignore_index=255), expected)
+    with pytest.raises(ValueError, match="ignore_index=1 cannot mark"):
+        modulating_map(p, onehot, ignore_index=1)
+    with pytest.raises(ValueError, match="ignore_index"):
+        modulating_map(p, labels, ignore_index=2.5)
+    with pytest.raises(ValueError, match="labels must be in"):  # still checked without it
+        modulating_map(p, labels)
+
+
+def test_error_map_multilabel_leaves_ignored_entries_out():
+    # one pixel, 2 labels: label 0 y=1 p=0.8 (error 0.2), label 1 ignored (p=0.9, target
+    # read as 0 would add an error of 0.9): the mean over the valid labels is 0.2
+    x = torch.logit(torch.tensor([0.8, 0.9])).view(1, 2, 1, 1)
+    t = torch.tensor([1.0, 255.0]).view(1, 2, 1, 1)
+    loss = get_loss("dice", mode="multilabel", ignore_index=255)
+    torch.testing.assert_close(error_map(loss, x, t), torch.tensor([[[0.2]]]))

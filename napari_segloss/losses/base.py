@@ -86,6 +86,35 @@ def reduce(per_image: Tensor, reduction: str) -> Tensor:
     return per_image
 
 
+def sum_terms(terms: Sequence[Tensor]) -> Tensor:
+    """The per-image vector of a loss given as terms (B,) or (1,): a batch term (1,) is
+    broadcast to every image."""
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def reduce_terms(terms: Sequence[Tensor], reduction: str) -> Tensor:
+    """Reduce a loss that is a sum of terms, each per image (B,) or one per batch (1,), a
+    ``batch_dice`` term.
+
+    "sum" adds the sum over the images of the per-image terms and each batch term once: the
+    same as reducing each term as the loss alone would and adding the results (MONAI's
+    ``DiceCELoss(batch=True, reduction="sum")`` does so), so a compound is the sum of its
+    components whatever the batch size. "mean" is the mean of :func:`sum_terms` (a batch term
+    counts once there too); "none" is :func:`sum_terms` itself."""
+    if len(terms) == 1 or reduction != "sum":
+        return reduce(sum_terms(terms), reduction)
+    images = [t for t in terms if t.numel() != 1]
+    batch = [t for t in terms if t.numel() == 1]  # with B = 1 both kinds land here: same sum
+    total = reduce(sum_terms(images), "sum") if images else None
+    for t in batch:
+        total = t.sum() if total is None else total + t.sum()
+    assert total is not None
+    return total
+
+
 class SegLoss(nn.Module):
     """Common base: argument validation, input preparation and reduction.
 
@@ -95,8 +124,9 @@ class SegLoss(nn.Module):
         reduction: "mean" (default) | "sum" | "none" (per-image vector (B,), or (1,) with
             ``batch_dice=True``), for every loss so compounds can be added. A loss that adds
             a per-image term (CE, focal) to a ``batch_dice`` term (combo, the focal mixtures,
-            compounds) gives (B,) with the batch term in every entry: "sum" is then B times
-            "mean" for both terms, keeping their balance.
+            compounds) gives (B,) with the batch term in every entry for "none"; "mean" and
+            "sum" count the batch term once, as the term alone would (see
+            :func:`reduce_terms`).
         ignore_index: label value whose pixels contribute nothing (``None``: no ignoring).
         validate: run value checks (label range, NaN/Inf logits, soft targets in [0, 1]).
             With ``validate=False`` ``forward`` has no host-device synchronisation.
@@ -138,8 +168,13 @@ class SegLoss(nn.Module):
         """The loss of every image, (B,) float32 ((1,) for a batch-level loss)."""
         raise NotImplementedError
 
+    def loss_terms(self, inp: Prepared) -> tuple[Tensor, ...]:
+        """The loss as a sum of terms, each (B,) per image or (1,) per batch; a loss that
+        mixes a per-image and a ``batch_dice`` term returns both (see :func:`reduce_terms`)."""
+        return (self.per_image(inp),)
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return reduce(self.per_image(self.prepare(logits, target)), self.reduction)
+        return reduce_terms(self.loss_terms(self.prepare(logits, target)), self.reduction)
 
     def extra_repr(self) -> str:
         keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]

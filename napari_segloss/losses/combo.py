@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .base import RegionLoss, check_float, check_float_or_seq
+from .base import RegionLoss, check_float, check_float_or_seq, sum_terms
 from .cross_entropy import focal_per_image
 from .dice import WSDiceLoss
 from .functional import dice_sums, ratio, softmax_label_log_prob
@@ -153,13 +153,16 @@ class ComboLoss(RegionLoss):
             px = px * inp.valid
         return px.sum(1) / (x.shape[1] if inp.mode == "multilabel" else 1)
 
-    def per_image(self, inp: Prepared) -> Tensor:
+    def loss_terms(self, inp: Prepared) -> tuple[Tensor, Tensor]:
         mce = self.weighted_ce(inp).flatten(1).sum(1) / inp.valid_count()
         s = dice_sums(inp, squared=False)
         err, den, y_sum = self.batch_sum(s.err, s.den, s.y_sum)
         dsc = 1.0 - ratio(err, den, self.eps)
         dsc_mean = self.class_mean(dsc, self.class_weights(inp, y_sum))
-        return self.alpha * mce - (1.0 - self.alpha) * dsc_mean
+        return self.alpha * mce, -(1.0 - self.alpha) * dsc_mean
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        return sum_terms(self.loss_terms(inp))
 
 
 @register("focal_log_wsdice")
@@ -193,11 +196,14 @@ class FocalLogWSDiceLoss(WSDiceLoss):
         self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
         self.gamma = check_float("gamma", gamma, 0.0)
 
-    def per_image(self, inp: Prepared) -> Tensor:
+    def loss_terms(self, inp: Prepared) -> tuple[Tensor, Tensor]:
         fl = focal_per_image(inp, self.gamma, self.alpha)
         # -log(max(WSDice, eps)) with WSDice = 1 - r, its complement: log1p(-r) near WSDice = 1
         # (log_prob_from_complement); from r = 1/2 on 1 - r is exact, so the floor is eps
         # itself (a clamp of r at 1 - eps would round in float32)
         r = self.coefficient_complement(inp)
         low = torch.log((1.0 - r).clamp_min(self.eps))
-        return self.beta * fl - log_prob_from_complement(low, r)
+        return self.beta * fl, -log_prob_from_complement(low, r)
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        return sum_terms(self.loss_terms(inp))

@@ -9,7 +9,9 @@ pixels of that image (eq. 1's 1/N); ``reduction="mean"`` then averages the image
 
 Channels: binary logits are expanded to ``[1 - p, p]`` so eq. 1's sum over classes is exactly
 BCE; multilabel logits are one binary problem per channel and the per-channel values are
-averaged over channels (as ``BCEWithLogitsLoss(reduction="mean")`` does). ``log p`` and
+averaged over channels (as ``BCEWithLogitsLoss(reduction="mean")`` does). Multilabel targets
+ignore (pixel, label) entries one by one: an image's loss is then the mean over its valid
+entries (``BCEWithLogitsLoss`` averaged over the non-ignored elements). ``log p`` and
 ``1 - p`` are taken from the logits without cancellation at both ends of (0, 1).
 """
 

@@ -332,7 +332,10 @@ class WSDiceLoss(AllClassesRegionLoss):
 
     Args:
         v1: weight of negatives, in [0, 0.5] (default 0.15, the paper's ChestX-ray8 setting).
-        v2: weight of positives (default ``1 - v1``).
+        v2: weight of positives, in [v1, 1] (default ``1 - v1``). Eq. 4 requires
+            ``0 <= v1 <= v2 <= 1``: ``v2 < v1`` (negatives weighted above positives) is refused.
+            The paper also ties ``v2 = 1 - v1``; another ``v2`` in [v1, 1] is accepted as a
+            generalisation (up to eps only the ratio ``v2 / v1`` matters).
         include_background, batch_dice, eps: see :class:`RegionLoss`.
         mode, reduction, ignore_index, validate: see :class:`SegLoss`.
     """
@@ -352,6 +355,11 @@ class WSDiceLoss(AllClassesRegionLoss):
         )
         self.v1 = check_float("v1", v1, 0.0, 0.5)
         self.v2 = 1.0 - self.v1 if v2 is None else check_float("v2", v2, 0.0, 1.0)
+        if self.v2 < self.v1:
+            raise ValueError(
+                f"v2 (weight of positives) must be >= v1 (weight of negatives): WSDice (Wang et "
+                f"al. 2020, eq. 4) requires 0 <= v1 <= v2 <= 1, got v1={v1!r}, v2={v2!r}"
+            )
 
     def coefficient_complement(self, inp: Prepared) -> Tensor:
         """``1 - mean_c WSDice_c`` per image (B|1,), without cancellation near 1."""

@@ -371,13 +371,22 @@ class Prepared:
 
     # ----- pixel counts ----------------------------------------------------------------
     def valid_count(self) -> Tensor:
-        """Number of valid pixels per image, float32 (B,), at least 1 (avoids 0/0)."""
+        """Divisor of an image's sum of per-pixel values, float32 (B,): its number of valid
+        pixels (at least 1, avoids 0/0).
+
+        Multilabel targets are ignored entry by entry and a pixel's value is the sum over its
+        valid labels divided by ``C`` (:attr:`pix_div`); the divisor is then the number of valid
+        entries over ``C``, so the image's loss is the mean over its valid (pixel, label)
+        entries, as ``binary_cross_entropy_with_logits`` averaged over the non-ignored
+        elements (the number of pixels with some valid label would count an ignored entry
+        as a zero loss)."""
         b = self.logits.shape[0]
         n = self.logits[0, 0].numel()
         if self.valid is None:
             return torch.full((b,), float(n), device=self.logits.device)
-        v = self.valid if self.valid.shape[1] == 1 else self.valid.amax(dim=1, keepdim=True)
-        return v.flatten(1).sum(1).clamp_min(1.0)
+        if self.valid.shape[1] == 1:
+            return self.valid.flatten(1).sum(1).clamp_min(1.0)
+        return self.valid.flatten(1).sum(1).clamp_min(1.0) / self.valid.shape[1]
 
 
 def _interleave(a: Tensor, b: Tensor) -> Tensor:

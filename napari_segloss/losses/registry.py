@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .base import SegLoss, check_choice, reduce
+from .base import SegLoss, check_choice, reduce_terms
 from .inputs import REDUCTIONS
 from .param_docs import parameter_help
 
@@ -35,8 +35,10 @@ class CompoundLoss(nn.Module):
     """Weighted sum ``sum_j w_j L_j`` of registered losses (PM-Dice paper tables 1-3: plain
     sums, all weights 1.0 by default).
 
-    Components run with ``reduction="none"`` and their per-image vectors are added (a
-    ``batch_dice`` component's ``(1,)`` broadcasts over the batch), then reduced. When all
+    The components' terms (per image (B,), or (1,) for a ``batch_dice`` term) are weighted
+    and reduced together (:func:`~.base.reduce_terms`): with "mean" or "sum" the compound is
+    the weighted sum of its components reduced alone (a batch term counts once), with "none"
+    the per-image vector (a batch term broadcast to every image). When all
     components share mode / ignore_index / validate, the inputs are prepared once (softmax,
     complements and the label split are computed once and shared).
 
@@ -88,14 +90,12 @@ class CompoundLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
-        total: Tensor | None = None
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
+        terms: list[Tensor] = []
         for w, c in zip(self.weights, comps, strict=True):
             c_inp = inp if inp is not None else c.prepare(logits, target)
-            v = w * c.per_image(c_inp)
-            total = v if total is None else total + v
-        assert total is not None
-        return reduce(total, self.reduction)
+            terms.extend(w * t for t in c.loss_terms(c_inp))
+        return reduce_terms(terms, self.reduction)
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import RegionLoss, check_float, check_float_or_seq
+from .base import RegionLoss, check_float, check_float_or_seq, sum_terms
 from .cross_entropy import focal_per_image, focal_pixel_loss
 from .functional import TINY, dense_tversky_sums, tversky_complement, tversky_sums
 from .inputs import Prepared
@@ -85,13 +85,16 @@ class MixedFocalLoss(RegionLoss):
         self.gamma_d = check_float("gamma_d", gamma_d, 0.0, None, lo_open=True)
         self.alpha = None if alpha is None else check_float_or_seq("alpha", alpha, 0.0, 1.0)
 
-    def per_image(self, inp: Prepared) -> Tensor:
+    def loss_terms(self, inp: Prepared) -> tuple[Tensor, Tensor]:
         focal = focal_per_image(inp, self.gamma_f, self.alpha)
         tp, fp, fn, y_sum = self.batch_sum(*tversky_sums(inp))
         r = tversky_complement(tp, fp, fn, 1.0 - self.delta, self.delta, self.eps)
         ftl = r.clamp_min(TINY).pow(self.gamma_d)
         ftl = self.class_mean(ftl, self.class_weights(inp, y_sum))
-        return self.lam * focal + (1.0 - self.lam) * ftl
+        return self.lam * focal, (1.0 - self.lam) * ftl
+
+    def per_image(self, inp: Prepared) -> Tensor:
+        return sum_terms(self.loss_terms(inp))
 
 
 class _UnifiedBase(RegionLoss):
@@ -111,6 +114,9 @@ class _UnifiedBase(RegionLoss):
         self.gamma = check_float("gamma", gamma, 0.0, 1.0)
 
     def per_image(self, inp: Prepared) -> Tensor:
+        return sum_terms(self.loss_terms(inp))
+
+    def loss_terms(self, inp: Prepared) -> tuple[Tensor, Tensor]:
         bg = inp.pix_is_background  # (P,)
         # (asymmetric) focal Tversky over the pixel channels
         r, y_sum = _pixel_tversky_complement(self, inp, self.delta)
@@ -123,7 +129,7 @@ class _UnifiedBase(RegionLoss):
         cls_w = bg * (1.0 - self.delta) + (1.0 - bg) * self.delta
         gamma: float | Tensor = self.gamma * bg if self.asymmetric else self.gamma
         fl = focal_pixel_loss(inp, gamma, cls_w).flatten(1).sum(1) / inp.valid_count()
-        return self.weight * fl + (1.0 - self.weight) * ft
+        return self.weight * fl, (1.0 - self.weight) * ft
 
 
 @register("unified_focal")

@@ -1,0 +1,192 @@
+"""Semantics audit: divisors of ignored multilabel entries, WSDice's v1 <= v2, and the "sum"
+reduction of losses that add a per-image term to a batch_dice term."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_segloss.losses import get_loss
+
+LN2 = math.log(2.0)
+
+
+# ----- multilabel CE with ignored entries: mean over the valid entries ---------------------------
+def _multilabel_hand_case() -> tuple[torch.Tensor, torch.Tensor]:
+    # (B=1, C=2, W=2). Entries (label, pixel): (0, 0) x=0 y=1 -> ln 2; (0, 1) x=ln 3 y=1 ->
+    # -ln(3/4) = ln(4/3); (1, 0) ignored; (1, 1) x=0 y=0 -> ln 2
+    x = torch.tensor([[[0.0, math.log(3.0)], [5.0, 0.0]]])
+    t = torch.tensor([[[1.0, 1.0], [255.0, 0.0]]])
+    return x, t
+
+
+def test_multilabel_ce_divides_by_the_valid_entries_hand_values() -> None:
+    x, t = _multilabel_hand_case()
+    expected = (2.0 * LN2 + math.log(4.0 / 3.0)) / 3.0  # 3 valid entries (was / 4: 2 x 2)
+    got = get_loss("ce", mode="multilabel", ignore_index=255)(x, t)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    # the same as torch's BCE averaged over the non-ignored entries
+    valid = t != 255
+    ref = F.binary_cross_entropy_with_logits(x[valid], t[valid])
+    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    # the CE terms of the mixtures share the divisor: combo with alpha = 1 is its eq. 17
+    # term, beta (y log p) + (1 - beta)((1 - y) log(1 - p)), half the BCE at beta = 1/2
+    combo = get_loss("combo", alpha=1.0, beta=0.5, mode="multilabel", ignore_index=255)
+    assert float(combo(x, t)) == pytest.approx(expected / 2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "topk_ce"])
+def test_multilabel_single_valid_entry_is_its_own_bce(name: str) -> None:
+    # C = 3, one pixel, labels 1 and 2 ignored: the loss is label 0's BCE alone, ln 2 at x = 0
+    # (was ln 2 / 3); focal with gamma 0 and topk_ce with k = 100 are CE
+    x = torch.zeros(1, 3, 1)
+    t = torch.tensor([[[1.0], [255.0], [255.0]]])
+    params = {"gamma": 0.0} if name == "focal" else {"k": 100.0} if name == "topk_ce" else {}
+    got = get_loss(name, mode="multilabel", ignore_index=255, **params)(x, t)
+    assert float(got) == pytest.approx(LN2, rel=1e-6)
+
+
+def test_multilabel_ce_per_image_divisor_with_reduction_none() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 4, generator=g)
+    t = torch.randint(0, 2, (2, 3, 4, 4), generator=g).float()
+    t[0, :2, 0, :3] = 255.0  # 6 entries of image 0 ignored, some pixels partly
+    t[1, 2, 1, 1] = 255.0
+    valid = (t != 255).float()
+    bce = F.binary_cross_entropy_with_logits(x, t * valid, reduction="none") * valid
+    expected = bce.flatten(1).sum(1) / valid.flatten(1).sum(1)  # 42 and 47 entries
+    got = get_loss("ce", mode="multilabel", ignore_index=255, reduction="none")(x, t)
+    torch.testing.assert_close(got, expected)
+
+
+# ----- WSDice: eq. 4 requires 0 <= v1 <= v2 <= 1 -------------------------------------------------
+@pytest.mark.parametrize("name", ["wsdice", "focal_log_wsdice"])
+def test_wsdice_refuses_v2_below_v1(name: str) -> None:
+    with pytest.raises(ValueError, match=r"v1 <= v2.*v1=0\.3, v2=0\.2"):
+        get_loss(name, v1=0.3, v2=0.2)
+    # the boundary v1 == v2 is allowed by the paper, and so is v2 != 1 - v1 (generalisation)
+    assert get_loss(name, v1=0.3, v2=0.3).v2 == 0.3
+    assert get_loss(name, v1=0.1, v2=0.6).v2 == 0.6
+
+
+def test_wsdice_non_default_v2_hand_value() -> None:
+    # binary, one image of 2 pixels, p = sigmoid(0) = 1/2 everywhere, y = [1, 0], v1=0.2,
+    # v2=0.6: 2p - 1 = 0 so sum Ghat G = 0 and sum Ghat^2 = 0; sum G^2 = v2^2 + v1^2.
+    # WSDice = eps / (v2^2 + v1^2 + eps); loss = 1 - that
+    x = torch.zeros(1, 1, 2)
+    y = torch.tensor([[1, 0]])
+    eps = 1e-6
+    expected = 1.0 - eps / (0.36 + 0.04 + eps)
+    got = get_loss("wsdice", v1=0.2, v2=0.6, eps=eps)(x, y)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+# ----- reduction="sum" counts a batch_dice term once ---------------------------------------------
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(4, 3, 6, 6, generator=g), torch.randint(0, 3, (4, 6, 6), generator=g)
+
+
+def test_compound_sum_is_the_sum_of_its_components_with_batch_dice() -> None:
+    x, y = _batch()
+    ce = get_loss("ce", reduction="sum")(x, y)
+    dice = get_loss("dice", batch_dice=True, reduction="sum")(x, y)
+    got = get_loss("ce+dice", batch_dice=True, reduction="sum")(x, y)
+    torch.testing.assert_close(got, ce + dice)  # was ce + 4 * dice (B = 4)
+    # "mean" was already the sum of the components' means
+    ce_m = get_loss("ce")(x, y)
+    got_m = get_loss("ce+dice", batch_dice=True)(x, y)
+    torch.testing.assert_close(got_m, ce_m + dice)
+
+
+def test_compound_sum_matches_monai_dice_ce_with_batch() -> None:
+    monai_losses = pytest.importorskip("monai.losses")
+    x, y = _batch()
+    ref = monai_losses.DiceCELoss(
+        softmax=True, to_onehot_y=True, batch=True, reduction="sum", squared_pred=True
+    )(x, y.unsqueeze(1))
+    # MONAI's "sum" sums the CE over the pixels and the batch Dice over the classes (ours
+    # averages both): compare the Dice parts, counted once per batch in both (was B times here)
+    compound = get_loss("ce+dice", batch_dice=True, reduction="sum", skip_absent=False, eps=1e-5)
+    ours = compound(x, y) - get_loss("ce", reduction="sum")(x, y)
+    monai_dice = ref - F.cross_entropy(x, y, reduction="sum")
+    torch.testing.assert_close(ours * x.shape[1], monai_dice, rtol=1e-4, atol=1e-5)
+
+
+# each mixed loss's per-image term, from an independent loss: the mixture with the region term
+# weighted 0, or the focal loss it is built on, times the mixture's weight
+PER_IMAGE_TERM = {
+    "combo": (0.5, "combo", {"alpha": 1.0}),
+    "mixed_focal": (0.5, "focal", {"gamma": 2.0}),
+    "unified_focal": (0.5, "unified_focal", {"weight": 1.0}),
+    "asymmetric_unified_focal": (0.5, "asymmetric_unified_focal", {"weight": 1.0}),
+    "focal_log_wsdice": (7.0, "focal", {"gamma": 3.5, "alpha": 0.3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PER_IMAGE_TERM))
+def test_mixed_losses_sum_counts_the_batch_term_once(name: str) -> None:
+    x, y = _batch()
+    weight, term_name, term_params = PER_IMAGE_TERM[name]
+    per_image = weight * get_loss(term_name, reduction="none", **term_params)(x, y)  # (B,)
+    mean = get_loss(name, batch_dice=True)(x, y)
+    batch_term = mean - per_image.mean()  # "mean" = mean of the per-image term + batch term
+    assert abs(float(batch_term)) > 1e-3  # the check below needs a batch term
+    total = get_loss(name, batch_dice=True, reduction="sum")(x, y)
+    torch.testing.assert_close(total, per_image.sum() + batch_term)  # was + B * batch_term
+    none = get_loss(name, batch_dice=True, reduction="none")(x, y)
+    torch.testing.assert_close(none, per_image + batch_term)  # "none": broadcast, unchanged
+
+
+# ----- WSDice at non-default settings against eq. 4 written out (float64) -------------------------
+def _wsdice_eq4(x, y, v1, v2, include_background, batch, ignore, eps=1e-6):
+    """WSDice coefficient per image (or batch) of eq. 4: one-vs-rest per class for softmax
+    logits, the foreground alone for one sigmoid channel; ignored pixels weigh 0."""
+    valid = (y != ignore).double()
+    y = torch.where(y == ignore, 0, y)
+    if x.shape[1] == 1:
+        p, t = torch.sigmoid(x.double()), y[:, None].double()
+    else:
+        p, t = torch.softmax(x.double(), 1), F.one_hot(y, x.shape[1]).movedim(-1, 1).double()
+    w = (t * (v2 - v1) + v1) * valid[:, None]
+    g, g_hat = w * (2 * t - 1), w * (2 * p - 1)
+    dims = (0, 2, 3) if batch else (2, 3)
+    coef = (2 * (g_hat * g).sum(dims) + eps) / ((g_hat**2).sum(dims) + (g**2).sum(dims) + eps)
+    if x.shape[1] > 1 and not include_background:
+        coef = coef[..., 1:]
+    return coef.mean(-1).reshape(-1)  # (B,), or (1,) for the batch
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("v1", "v2"), [(0.3, 0.6), (0.0, 1.0), (0.5, 0.5)])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"include_background": False}, {"batch_dice": True}, {"ignore_index": 255}],
+)
+def test_wsdice_and_focal_log_wsdice_match_eq4(channels, v1, v2, settings) -> None:
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, channels, 5, 6, generator=g) * 2
+    y = torch.randint(0, max(channels, 2), (3, 5, 6), generator=g)
+    y[1] = 0
+    if "ignore_index" in settings:
+        y[0, :2, :2] = 255
+    coef = _wsdice_eq4(
+        x,
+        y,
+        v1,
+        v2,
+        settings.get("include_background", True),
+        settings.get("batch_dice", False),
+        255,
+    ).float()
+    got = get_loss("wsdice", v1=v1, v2=v2, reduction="none", **settings)(x, y)
+    torch.testing.assert_close(got, 1.0 - coef, rtol=1e-5, atol=1e-5)
+    # beta * FL - log(max(WSDice, eps)), FL Lin's focal (alpha 0.3, gamma 3.5)
+    ignore = settings.get("ignore_index")
+    focal = get_loss("focal", gamma=3.5, alpha=0.3, reduction="none", ignore_index=ignore)(x, y)
+    expected = 7.0 * focal - torch.log(coef.clamp_min(1e-6))
+    got = get_loss("focal_log_wsdice", v1=v1, v2=v2, reduction="none", **settings)(x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
