@@ -158,8 +158,9 @@ def print_done(done: TrainDone, minutes: float) -> None:
     _print_eval_summary(done.run_dir)
 
 
-def start_line(event: TrainStart) -> str:
-    """What ``segloss train`` says once before the first step: data, device, precision, run dir.
+def run_details(event: TrainStart) -> str:
+    """A run's data, steps, device and precision, as the start lines of ``train`` and
+    ``compare`` say them.
 
     ``train.amp: true`` on a machine without CUDA trains in float32 (autocast is CUDA-only
     here); said once here rather than left for the user to infer from the speed.
@@ -172,10 +173,16 @@ def start_line(event: TrainStart) -> str:
         precision += " autocast (train.amp)"
     procs = f" x {event.world_size} processes" if event.world_size > 1 else ""
     return (
-        f"segloss train: {event.train_size} training / {event.val_size} validation item(s), "
-        f"{event.max_iterations} steps{resumed} on {event.device}{procs}, {precision}; "
-        f"run dir {event.run_dir}"
+        f"{event.train_size} training / {event.val_size} validation item(s), "
+        f"{event.max_iterations} steps{resumed} on {event.device}{procs}, {precision}"
     )
+
+
+def start_line(event: TrainStart) -> str:
+    """What ``segloss train`` says once before the first step: data, device, precision, run dir,
+    then each setting adapted to this machine (``TrainStart.notes``) on a line of its own."""
+    line = f"segloss train: {run_details(event)}; run dir {event.run_dir}"
+    return "\n".join([line, *(f"  {note}" for note in event.notes)])
 
 
 def cmd_train(args: argparse.Namespace) -> int:

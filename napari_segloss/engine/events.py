@@ -110,6 +110,9 @@ class TrainStart(_Event):
     precision: str = "float32"
     #: ``train.amp``: True with ``precision == "float32"`` means no CUDA device (autocast is off)
     amp_requested: bool = False
+    #: settings adapted to this machine, one line each (e.g. ``train.num_workers`` lowered to
+    #: the CPU cores available), for the start line
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
