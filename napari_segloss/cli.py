@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .engine.config import TrainConfig
-    from .engine.events import TrainDone, TrainStart
+    from .engine.events import CompareEvent, TrainDone, TrainStart
 
 # Each command imports what it needs when it runs: `segloss --help`, a usage error or a missing
 # config file answer before torch, torchvision, smp or the image readers load, and `segloss
@@ -502,9 +502,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # compare
 
 
+class CompareLog:
+    """What ``segloss compare`` says on stderr while it runs (stdout keeps the table): a line
+    when each run starts and ends (time, held-out mDice), the runs' data, steps and device
+    when they first show or change, and each note (``TrainStart.notes``) once."""
+
+    def __init__(self) -> None:
+        self.details = ""
+        self.notes: set[str] = set()
+
+    def lines(self, event: CompareEvent) -> list[str]:
+        from .engine.compare import compare_log_line
+        from .engine.events import CompareRunProgress, TrainStart
+
+        if isinstance(event, CompareRunProgress) and isinstance(event.event, TrainStart):
+            out = []
+            details = run_details(event.event)
+            if details != self.details:  # the same for every run of a grid, but a resume
+                self.details = details
+                out.append(f"  {details}")
+            out += [f"  {n}" for n in event.event.notes if n not in self.notes]
+            self.notes.update(event.event.notes)
+            return out
+        line = compare_log_line(event)
+        return [line] if line else []
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """A thin consumer of ``engine.compare.iter_compare``: print its log lines, then the table."""
-    from .engine.compare import compare_log_line, iter_compare
+    """A thin consumer of ``engine.compare.iter_compare``: its progress lines on stderr, then
+    the table on stdout."""
+    from .engine.compare import iter_compare
     from .engine.distributed import is_main_process
     from .engine.events import CompareDone
 
@@ -519,10 +546,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         title=args.title or Path(args.config).stem,
         progress=args.progress,
     )
+    log = CompareLog()
     for event in events:
-        line = compare_log_line(event)
-        if line and is_main_process():
-            print(line)
+        for line in log.lines(event) if is_main_process() else []:
+            print(line, file=sys.stderr, flush=True)
         if isinstance(event, CompareDone):
             done = event
     if done is None or not is_main_process():
@@ -739,7 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the tables and runs")
     p.add_argument("--title", help="table title (default: the config's name)")
-    p.add_argument("--progress", action="store_true", help="progress bars for each run")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="per-step progress bars for each run (without it: a line on stderr when each run "
+        "starts and ends)",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(

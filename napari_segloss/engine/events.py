@@ -262,6 +262,8 @@ class CompareRunDone(_Event):
     error: str
     checkpoint: Path | None
     overall: float
+    #: wall-clock seconds this run took here (0 when an earlier comparison's run is reused)
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

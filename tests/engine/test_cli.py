@@ -536,7 +536,7 @@ def test_train_predict_evaluate_compare_end_to_end(
     for name in ("compare.json", "runs.csv", "results.csv"):
         assert (tmp_path / "cmp" / name).is_file(), name
     assert (tmp_path / "cmp" / "runs" / "ce" / "seed0" / "eval.json").is_file()
-    assert "[1/2] ce seed 0: training ->" in out and "2/2 run(s) ok" in out
+    assert "[1/2] ce seed 0: training ->" in err and "2/2 run(s) ok" in out
 
 
 SHARED = REPO / ".." / "shared" / "data"

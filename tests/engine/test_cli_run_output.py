@@ -1,8 +1,10 @@
-"""``train.num_workers`` capped at the CPU cores this process may use, said once in the start
-line instead of torch's warning per loader."""
+"""What ``segloss compare`` and ``segloss train`` say while they run: a line when each run starts
+and ends (stderr, so stdout keeps the table), and ``train.num_workers`` capped at the CPU cores
+this process may use, said once instead of torch's warning per loader."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import yaml
 
 from napari_segloss.cli import main
 from napari_segloss.engine import runtime
+from napari_segloss.engine.compare_results import read_compare
 from napari_segloss.engine.runtime import available_cpus, loader_workers
 from napari_segloss.samples import sample_pairs_dir
 
@@ -58,6 +61,42 @@ def _run_recording_warnings(
     return rc, out, err, [str(w.message) for w in caught]
 
 
+def test_compare_says_each_run_on_stderr_and_caps_the_workers_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requested = available_cpus() + 2  # more workers than this process has cores
+    config = _tiny_config(tmp_path, requested)
+    output = tmp_path / "cmp"
+    argv = ["compare", "--config", str(config), "--losses", "dice", "pm_dice", "--seeds", "0"]
+    rc, out, err, caught = _run_recording_warnings([*argv, "--output", str(output)], capsys)
+    assert rc == 0, err
+
+    # torch's "This DataLoader will create N worker processes in total" warning is gone ...
+    assert not [m for m in caught if TORCH_WORKER_WARNING in m], caught
+    # ... and the start lines say once (not once per run) what was lowered and why
+    note = f"train.num_workers {requested} lowered to {available_cpus()}: this process may use"
+    assert err.count(note) == 1, err
+
+    # stdout: the table and the summary only, ready to pipe; the run lines are on stderr
+    results = (output / "results.md").read_text()
+    assert out.startswith(results), out
+    assert "[1/2]" not in out and "[1/2] dice seed 0: training ->" in err
+    lines = err.splitlines()
+    assert lines[0] == f"[1/2] dice seed 0: training -> {output / 'runs' / 'dice' / 'seed0'}"
+    # the data, steps and device once, under the first run: the same for every run of the grid
+    assert lines[1].startswith("  26 training / 6 validation item(s), 3 steps on cpu, float32")
+    assert err.count("validation item(s)") == 1, err
+    # each run ends with its time and the held-out mDice the table shows
+    runs = {(r.loss, r.seed): r for r in read_compare(output).runs}
+    for n, loss in enumerate(("dice", "pm_dice"), 1):
+        done = [line for line in lines if line.startswith(f"[{n}/2] {loss} seed 0: ok in ")]
+        assert len(done) == 1, err
+        dice = runs[(loss, 0)].metrics["mDice"]
+        assert re.fullmatch(rf".*: ok in \d+ s, held-out mDice {dice:.2f} %", done[0]), done
+    # no per-step bars without --progress
+    assert "it/s" not in err and "s/it" not in err
+
+
 def test_train_start_line_notes_the_lowered_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,3 +139,27 @@ def test_loader_workers_share_the_cores_among_the_machines_processes(
     # more processes than cores: load in each training process, and say so
     workers, note = loader_workers(4, processes=32)
     assert workers == 0 and note.endswith("(data loaded in the training process)")
+
+
+def test_run_end_lines_say_the_time_and_the_score_or_what_went_wrong() -> None:
+    from napari_segloss.engine.compare import compare_log_line
+    from napari_segloss.engine.events import CompareRunDone, CompareRunInfo
+
+    info = CompareRunInfo(3, 6, "pm_dice", "pm_dice", {}, 1, Path("r"), "PM Dice")
+    kw = {"run": info, "metrics": {}, "error": "", "checkpoint": None, "overall": 0.5}
+
+    def line(status: str, seconds: float, action: str = "train", **more: object) -> str | None:
+        return compare_log_line(
+            CompareRunDone(**{**kw, **more}, status=status, action=action, seconds=seconds)
+        )
+
+    ok = line("ok", 4.4, metrics={"mDice": 53.456, "mIoU": 40.0})
+    assert ok == "[4/6] pm_dice seed 1: ok in 4 s, held-out mDice 53.46 %"
+    assert line("ok", 330.0, metrics={"mDice": 53.456}).endswith(
+        "ok in 5.5 min, held-out mDice 53.46 %"
+    )
+    assert line("failed", 12.0, error="ValueError: bad") == (
+        "[4/6] pm_dice seed 1: FAILED after 12 s (ValueError: bad)"
+    )
+    assert line("stopped", 61.0) == "[4/6] pm_dice seed 1: stopped after 61 s"
+    assert line("ok", 0.0, action="reuse", metrics={"mDice": 50.0}) is None  # said at its start
