@@ -90,6 +90,7 @@ from .events import (
     TrainEvent,
     TrainStart,
     TrainStep,
+    duration_text,
     stopped_text,
 )
 from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
@@ -643,11 +644,6 @@ def iter_compare(
             markdown=markdown,
             overall=ctx.overall(),
         )
-
-
-def duration_text(seconds: float) -> str:
-    """``"42 s"`` under two minutes, else ``"3.5 min"``."""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def compare_log_line(event: CompareEvent) -> str | None:

@@ -50,9 +50,16 @@ __all__ = [
     "TrainEvent",
     "TrainStart",
     "TrainStep",
+    "duration_text",
     "out_of_memory_text",
     "stopped_text",
 ]
+
+
+def duration_text(seconds: float) -> str:
+    """How long a run took, as the command lines say it: ``"42 s"`` under two minutes, else
+    ``"3.5 min"``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def stopped_text(reason: str) -> str:

@@ -4,6 +4,7 @@ this process may use, said once instead of torch's warning per loader."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import warnings
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_train_start_line_notes_the_lowered_workers(
         f"{available_cpus()} CPU core(s)"
     )
     assert out.count("num_workers") == 1
+    # a run of seconds says its seconds, not "finished in 0.0 min"
+    assert re.search(r"^segloss train: finished in \d+ s$", out, re.MULTILINE), out
 
 
 def test_loader_workers_share_the_cores_among_the_machines_processes(
@@ -163,3 +166,23 @@ def test_run_end_lines_say_the_time_and_the_score_or_what_went_wrong() -> None:
     )
     assert line("stopped", 61.0) == "[4/6] pm_dice seed 1: stopped after 61 s"
     assert line("ok", 0.0, action="reuse", metrics={"mDice": 50.0}) is None  # said at its start
+
+
+def test_help_tells_a_new_user_where_to_start_and_its_example_runs_as_written() -> None:
+    import shlex
+
+    from napari_segloss.cli import build_parser, prepare_config
+
+    parser = build_parser()
+    top = " ".join(parser.format_help().split())
+    assert "`segloss train --config quickstart`" in top and "`segloss COMMAND --help`" in top
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    compare_help = " ".join(sub.choices["compare"].format_help().split())
+    assert "--losses LOSS [LOSS ...]" in compare_help and "--seeds SEED [SEED ...]" in compare_help
+    example = compare_help.split("on the 3 unseen sample frames: ")[1]
+    args = parser.parse_args(shlex.split(example)[1:])
+    assert (args.command, args.losses, args.seeds) == ("compare", ["dice", "pm_dice"], [0, 1])
+    tree, overrides = prepare_config(args.config, args.overrides)  # a shipped name, data set
+    assert tree["data"]["root"].startswith("bundled:") and overrides == [
+        "data.test_root=bundled:kvasir"
+    ]
