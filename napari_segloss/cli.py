@@ -159,6 +159,10 @@ def print_done(done: TrainDone, minutes: float) -> None:
         print(f"  best checkpoint: {done.best_checkpoint}")
     if done.best_dice is not None:
         print(f"  best validation Dice: {done.best_dice:.4f}")
+    if done.interrupted and done.stopped and done.checkpoint is not None:
+        # Ctrl-C: say how to go on (eval.json comes at the end of a completed run)
+        print("  to continue: the same command with --resume (eval.json follows at the end)")
+        return
     if not done.validated and not done.stopped and not (done.run_dir / "eval.json").is_file():
         print("  no eval.json: nothing held out to score (data.test_root names a held-out folder)")
         return

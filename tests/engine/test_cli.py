@@ -661,6 +661,13 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     assert out.count("checkpoint.pt") == 1  # named once, on its own line
     assert (tmp_path / "runs" / "pm_dice-seed0" / "checkpoint.pt").is_file()
     assert err.strip().endswith("segloss train: interrupted")
+    # it says how to go on, and that works as said
+    assert "to continue: the same command with --resume" in out
+    assert "no eval.json" not in out  # not a missing file: the run is not finished
+    monkeypatch.setattr(training, "train", real_train)
+    rc, out, err = _run([*argv, "--set", "train.epochs=3", "--resume"], capsys)
+    assert rc == 0, err
+    assert "3 steps, resuming at step 2" in out and "segloss train: finished" in out
 
 
 def test_train_stopped_by_a_non_finite_loss_exits_1(
