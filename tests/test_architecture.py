@@ -78,6 +78,13 @@ LAZY_ALLOWED = {
     ("napari_segloss.cli", "napari_segloss.data.io"): CLI_COMMAND,
     ("napari_segloss.cli", "napari_segloss.metrics"): CLI_COMMAND,
     ("napari_segloss.cli", "napari_segloss.engine"): CLI_COMMAND,
+    # predict's and evaluate's file I/O, split out of cli.py under the same rule
+    ("napari_segloss._cli_io", "numpy"): CLI_COMMAND,
+    ("napari_segloss._cli_io", "nibabel"): CLI_COMMAND,
+    ("napari_segloss._cli_io", "tifffile"): CLI_COMMAND,
+    ("napari_segloss._cli_io", "PIL"): CLI_COMMAND,
+    ("napari_segloss._cli_io", "napari_segloss.data.io"): CLI_COMMAND,
+    ("napari_segloss._cli_io", "napari_segloss.engine.inference"): CLI_COMMAND,
 }
 
 
@@ -301,8 +308,8 @@ def test_no_panel_imports_another_panel() -> None:
 
 
 SERVICES = ("maps", "explorer", "whatif", "plotting", "landscape")
-ABOVE_CORE = ("engine", *SERVICES, "cli", "_widgets")
-FRONT_DOORS = ("cli", "_widgets")
+ABOVE_CORE = ("engine", *SERVICES, "cli", "_cli_io", "_widgets")
+FRONT_DOORS = ("cli", "_cli_io", "_widgets")
 #: package (or module) -> what it never imports, at any level
 LAYER_RULES = {
     "napari_segloss.losses": (*ABOVE_CORE, "data", "metrics", "overlay", "samples"),
@@ -313,6 +320,7 @@ LAYER_RULES = {
     "napari_segloss.engine": FRONT_DOORS,
     **{f"napari_segloss.{service}": FRONT_DOORS for service in SERVICES},
     "napari_segloss.cli": ("_widgets",),
+    "napari_segloss._cli_io": ("_widgets",),
 }
 #: the GUI toolkits: only ``_widgets`` may import them
 GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")

@@ -198,5 +198,5 @@ def _check_compare_notebook(nb, folder: Path, streams: str, monkeypatch, capsys)
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
     assert main(shlex.split(command)[1:]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # the run lines; stdout has the table
     assert printed.count("eval.json exists with the same settings, reused") == 4, printed

@@ -10,11 +10,11 @@ Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``chec
 ``safeload`` (tensors-only ``torch.load``), ``inference`` (tiled prediction), ``training`` (the
 loop) with its stages ``run_state`` (set-up), ``sampling`` (order, seeds, RNG state),
 ``evaluation`` (validation, eval.json), ``rundir`` (run directory, lock) and ``events`` (what
-the loop yields), ``runtime`` (device, determinism, signals), ``request`` / ``prepare`` (a
-training request from a panel's form and its datasets), ``distributed``, ``compare`` (losses x
-seeds, one run after another) with ``loss_spec`` (what is compared) and ``compare_results`` (its
-results folder and reader; no torch), ``allocator`` (glibc malloc tuning of the command-line
-entry points).
+the loop yields), ``runtime`` (device, loader workers, determinism, signals), ``request`` /
+``prepare`` (a training request from a panel's form and its datasets), ``distributed``,
+``compare`` (losses x seeds, one run after another) with ``loss_spec`` (what is compared) and
+``compare_results`` (its results folder and reader; no torch), ``allocator`` (glibc malloc
+tuning of the command-line entry points).
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ import contextlib
 import copy
 import json
 import logging
+import math
+import time
 import traceback
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +90,7 @@ from .events import (
     TrainEvent,
     TrainStart,
     TrainStep,
+    duration_text,
     stopped_text,
 )
 from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
@@ -101,6 +104,7 @@ __all__ = [
     "LossSpec",
     "compare_log_line",
     "display_name",
+    "duration_text",
     "iter_compare",
     "metrics_from_eval",
     "parse_loss_spec",
@@ -482,7 +486,7 @@ def _save_heldout(ctx: _Context, cell: _Cell, datasets: tuple | None) -> None:
         log.warning("could not store the held-out images of %s: %s", cell.run.run_dir, exc)
 
 
-def _run_done(cell: _Cell, action: str, ctx: _Context) -> CompareRunDone:
+def _run_done(cell: _Cell, action: str, ctx: _Context, seconds: float = 0.0) -> CompareRunDone:
     run = cell.run
     return CompareRunDone(
         run=cell.info,
@@ -492,6 +496,7 @@ def _run_done(cell: _Cell, action: str, ctx: _Context) -> CompareRunDone:
         error=run.error,
         checkpoint=run.checkpoint if run.status == "ok" else None,
         overall=ctx.overall(),
+        seconds=seconds,
     )
 
 
@@ -499,6 +504,7 @@ def _run_cell(cell: _Cell, ctx: _Context) -> Generator[CompareEvent, None, None]
     """Reuse, resume, retry or train one cell; a failure is recorded, not raised."""
     run, action = cell.run, cell.action
     ctx.fraction = 0.0
+    started = time.perf_counter()
     yield CompareRunStart(run=cell.info, action=action, overall=ctx.overall())
     if action == "reuse":
         if read_eval(run) is not None:
@@ -537,7 +543,7 @@ def _run_cell(cell: _Cell, ctx: _Context) -> Generator[CompareEvent, None, None]
     if run.status != "stopped":
         ctx.finished += 1
     ctx.fraction = 0.0
-    yield _run_done(cell, action, ctx)
+    yield _run_done(cell, action, ctx, time.perf_counter() - started)
 
 
 def iter_compare(
@@ -641,7 +647,8 @@ def iter_compare(
 
 
 def compare_log_line(event: CompareEvent) -> str | None:
-    """The line ``segloss compare`` prints for ``event`` (None: nothing to print)."""
+    """The line ``segloss compare`` prints for ``event`` (None: nothing to print): one when a
+    run starts, one when it ends (its time and held-out mDice), one when the grid stops."""
     if isinstance(event, CompareRunStart | CompareRunDone):
         r = event.run
         tag = f"[{r.index + 1}/{r.total}] {r.loss} seed {r.seed}"
@@ -654,9 +661,13 @@ def compare_log_line(event: CompareEvent) -> str | None:
             return f"{tag}: {verb} -> {r.run_dir}"
         if event.action == "reuse" and event.status == "ok":
             return None
+        took = duration_text(event.seconds)
         if event.status == "failed":
-            return f"{tag}: FAILED ({event.error})"
-        return f"{tag}: {event.status}"
+            return f"{tag}: FAILED after {took} ({event.error})"
+        dice = event.metrics.get("mDice", math.nan)
+        ok = event.status == "ok" and not math.isnan(dice)
+        score = f", held-out mDice {dice:.2f} %" if ok else ""
+        return f"{tag}: {event.status} {'in' if event.status == 'ok' else 'after'} {took}{score}"
     if isinstance(event, CompareDone) and event.stopped:
         return (
             f"comparison {stopped_text(event.reason)}; finished runs are kept in {event.output}, "

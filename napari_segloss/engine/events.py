@@ -50,9 +50,16 @@ __all__ = [
     "TrainEvent",
     "TrainStart",
     "TrainStep",
+    "duration_text",
     "out_of_memory_text",
     "stopped_text",
 ]
+
+
+def duration_text(seconds: float) -> str:
+    """How long a run took, as the command lines say it: ``"42 s"`` under two minutes, else
+    ``"3.5 min"``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def stopped_text(reason: str) -> str:
@@ -110,6 +117,9 @@ class TrainStart(_Event):
     precision: str = "float32"
     #: ``train.amp``: True with ``precision == "float32"`` means no CUDA device (autocast is off)
     amp_requested: bool = False
+    #: settings adapted to this machine, one line each (e.g. ``train.num_workers`` lowered to
+    #: the CPU cores available), for the start line
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,8 @@ class CompareRunDone(_Event):
     error: str
     checkpoint: Path | None
     overall: float
+    #: wall-clock seconds this run took here (0 when an earlier comparison's run is reused)
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

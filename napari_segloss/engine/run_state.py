@@ -45,6 +45,7 @@ from .distributed import DistInfo
 from .evaluation import EvalSettings
 from .model import build_model, check_model_names, output_stride, spatial_dims_of
 from .rundir import RunPaths, write_metrics_csv, write_text_atomic
+from .runtime import loader_workers
 from .sampling import (
     EpochSampler,
     InMemoryBatches,
@@ -127,6 +128,8 @@ class RunState:
     best_dice: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     partial: tuple[float, int] = (0.0, 0)
+    #: what the start line says about settings adapted to this machine (train.num_workers)
+    notes: tuple[str, ...] = ()
     #: True once this run wrote its files (the first checkpoint)
     committed: bool = False
 
@@ -432,23 +435,27 @@ def _loader(
     stats: dict[str, Any],
     drop_last: bool,
     device: torch.device,
-) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Stacked in-memory batches when items are deterministic and fit, else a DataLoader."""
+) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], str]:
+    """Stacked in-memory batches when items are deterministic and fit, else a DataLoader with
+    at most this process's share of the CPU cores as workers; and a note when it had to lower
+    ``train.num_workers`` ("" otherwise)."""
     t = cfg.train
     if deterministic_items(train_ds) and len(stats["sizes"]) == 1:
         fast = InMemoryBatches(train_ds.with_raw_output(), sampler, t.batch_size, drop_last, device)
         if fast.ok:
-            return fast
-    return DataLoader(
+            return fast, ""
+    workers, note = loader_workers(t.num_workers)
+    loader = DataLoader(
         train_ds.with_raw_output(),
         batch_size=t.batch_size,
         sampler=sampler,
-        num_workers=t.num_workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=t.num_workers > 0,
+        persistent_workers=workers > 0,
         drop_last=drop_last,
         generator=generator,
     )
+    return loader, note
 
 
 def _optimizer(
@@ -588,6 +595,7 @@ def prepare_run(
     steps_per_epoch = per_rank // t.batch_size if drop_last else 1
     max_iterations = steps_per_epoch * t.epochs
     optimizer, scheduler = _optimizer(cfg, model, device, max_iterations)
+    loader, workers_note = _loader(cfg, train_ds, sampler, generator, stats, drop_last, device)
     train_model: nn.Module = model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
@@ -622,7 +630,7 @@ def prepare_run(
         scheduler=scheduler,
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         sampler=sampler,
-        loader=_loader(cfg, train_ds, sampler, generator, stats, drop_last, device),
+        loader=loader,
         generator=generator,
         norm_a=norm_a,
         norm_b=norm_b,
@@ -633,6 +641,7 @@ def prepare_run(
         steps_per_epoch=steps_per_epoch,
         max_iterations=max_iterations,
         meta=checkpoint_meta(cfg, train_ds),
+        notes=(workers_note,) if workers_note else (),
     )
     if ckpt is not None:
         _restore(state, ckpt)

@@ -1,4 +1,5 @@
-"""Process-level settings of a training run: the device, determinism flags, Ctrl-C/SIGTERM.
+"""Process-level settings of a training run: the device, data-loading workers, determinism
+flags, Ctrl-C/SIGTERM.
 
 Each is set for the run and restored afterwards, because the napari panel runs training inside
 napari's own process and shares these globals with it.
@@ -19,7 +20,7 @@ import torch
 from .config import ConfigError
 from .distributed import DistInfo
 
-__all__ = ["Interrupts", "determinism", "resolve_device"]
+__all__ = ["Interrupts", "available_cpus", "determinism", "loader_workers", "resolve_device"]
 
 
 def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
@@ -50,6 +51,48 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
             f"config key 'train.device': {device!r} requested but MPS is not available"
         )
     return dev
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (taskset, container or Slurm
+    cpusets), as torch's DataLoader counts them, else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _processes_on_this_machine() -> int:
+    """Training processes sharing this machine's cores: torchrun's ``LOCAL_WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        return 1
+
+
+def loader_workers(requested: int, processes: int | None = None) -> tuple[int, str]:
+    """``train.num_workers`` capped at this process's share of the cores it may run on.
+
+    Worker processes beyond the cores only time-share them, and torch's DataLoader warns (twice
+    per loader) when a process creates more workers than it has cores. Under torchrun each of the
+    machine's ``processes`` (default ``LOCAL_WORLD_SIZE``) starts its own workers, so each gets
+    ``cores // processes``. The number of workers does not change the batches (items are seeded
+    by index), so capping keeps results identical.
+
+    Returns:
+        ``(workers, note)``: the number to use and, when it is lower than ``requested``, one
+        line saying so for the run's start line ("" otherwise).
+    """
+    processes = processes or _processes_on_this_machine()
+    cores = available_cpus()
+    cap = cores // processes
+    if requested <= cap:
+        return requested, ""
+    if processes > 1:
+        share = f" per process: {cores} CPU core(s) shared by {processes} training processes"
+    else:
+        share = f": this process may use {cores} CPU core(s)"
+    where = " (data loaded in the training process)" if cap == 0 else ""
+    return cap, f"train.num_workers {requested} lowered to {cap}{share}{where}"
 
 
 @contextmanager

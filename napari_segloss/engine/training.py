@@ -173,6 +173,7 @@ def _run(
         world_size=state.info.world_size,
         precision=str(state.eval_settings.amp_dtype or torch.float32).removeprefix("torch."),
         amp_requested=cfg.train.amp,
+        notes=state.notes,
     )
     bar = None
     if progress and state.main:

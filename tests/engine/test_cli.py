@@ -536,7 +536,7 @@ def test_train_predict_evaluate_compare_end_to_end(
     for name in ("compare.json", "runs.csv", "results.csv"):
         assert (tmp_path / "cmp" / name).is_file(), name
     assert (tmp_path / "cmp" / "runs" / "ce" / "seed0" / "eval.json").is_file()
-    assert "[1/2] ce seed 0: training ->" in out and "2/2 run(s) ok" in out
+    assert "[1/2] ce seed 0: training ->" in err and "2/2 run(s) ok" in out
 
 
 SHARED = REPO / ".." / "shared" / "data"
@@ -661,6 +661,13 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     assert out.count("checkpoint.pt") == 1  # named once, on its own line
     assert (tmp_path / "runs" / "pm_dice-seed0" / "checkpoint.pt").is_file()
     assert err.strip().endswith("segloss train: interrupted")
+    # it says how to go on, and that works as said
+    assert "to continue: the same command with --resume" in out
+    assert "no eval.json" not in out  # not a missing file: the run is not finished
+    monkeypatch.setattr(training, "train", real_train)
+    rc, out, err = _run([*argv, "--set", "train.epochs=3", "--resume"], capsys)
+    assert rc == 0, err
+    assert "3 steps, resuming at step 2" in out and "segloss train: finished" in out
 
 
 def test_train_stopped_by_a_non_finite_loss_exits_1(

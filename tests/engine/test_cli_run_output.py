@@ -1,0 +1,188 @@
+"""What ``segloss compare`` and ``segloss train`` say while they run: a line when each run starts
+and ends (stderr, so stdout keeps the table), and ``train.num_workers`` capped at the CPU cores
+this process may use, said once instead of torch's warning per loader."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from napari_segloss.cli import main
+from napari_segloss.engine import runtime
+from napari_segloss.engine.compare_results import read_compare
+from napari_segloss.engine.runtime import available_cpus, loader_workers
+from napari_segloss.samples import sample_pairs_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
+TORCH_WORKER_WARNING = "worker processes in total"
+
+
+def _tiny_config(tmp_path: Path, num_workers: int) -> Path:
+    """A tiny U-Net at 64 px for 1 epoch on the bundled pairs, augmented (so batches come from
+    a DataLoader with workers, not the in-memory path)."""
+    cfg = {
+        "data": {
+            "root": str(sample_pairs_dir("kvasir_train")),
+            "val_fraction": 0.2,
+            "size": [64, 64],
+            "augment": True,
+        },
+        "model": {
+            "encoder": "mobilenet_v2",
+            "encoder_weights": None,
+            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+        },
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "num_workers": num_workers,
+            "device": "cpu",
+            "val_metrics": "overlap",
+        },
+        "output": str(tmp_path / "train-run"),
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run_recording_warnings(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err, [str(w.message) for w in caught]
+
+
+def test_compare_says_each_run_on_stderr_and_caps_the_workers_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requested = available_cpus() + 2  # more workers than this process has cores
+    config = _tiny_config(tmp_path, requested)
+    output = tmp_path / "cmp"
+    argv = ["compare", "--config", str(config), "--losses", "dice", "pm_dice", "--seeds", "0"]
+    rc, out, err, caught = _run_recording_warnings([*argv, "--output", str(output)], capsys)
+    assert rc == 0, err
+
+    # torch's "This DataLoader will create N worker processes in total" warning is gone ...
+    assert not [m for m in caught if TORCH_WORKER_WARNING in m], caught
+    # ... and the start lines say once (not once per run) what was lowered and why
+    note = f"train.num_workers {requested} lowered to {available_cpus()}: this process may use"
+    assert err.count(note) == 1, err
+
+    # stdout: the table and the summary only, ready to pipe; the run lines are on stderr
+    results = (output / "results.md").read_text()
+    assert out.startswith(results), out
+    assert "[1/2]" not in out and "[1/2] dice seed 0: training ->" in err
+    lines = err.splitlines()
+    assert lines[0] == f"[1/2] dice seed 0: training -> {output / 'runs' / 'dice' / 'seed0'}"
+    # the data, steps and device once, under the first run: the same for every run of the grid
+    assert lines[1].startswith("  26 training / 6 validation item(s), 3 steps on cpu, float32")
+    assert err.count("validation item(s)") == 1, err
+    # each run ends with its time and the held-out mDice the table shows
+    runs = {(r.loss, r.seed): r for r in read_compare(output).runs}
+    for n, loss in enumerate(("dice", "pm_dice"), 1):
+        done = [line for line in lines if line.startswith(f"[{n}/2] {loss} seed 0: ok in ")]
+        assert len(done) == 1, err
+        dice = runs[(loss, 0)].metrics["mDice"]
+        assert re.fullmatch(rf".*: ok in \d+ s, held-out mDice {dice:.2f} %", done[0]), done
+    # no per-step bars without --progress
+    assert "it/s" not in err and "s/it" not in err
+
+
+def test_train_start_line_notes_the_lowered_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requested = available_cpus() + 1
+    config = _tiny_config(tmp_path, requested)
+    argv = ["train", "--config", str(config), "--no-progress", "--set", "data.limit=8"]
+    rc, out, err, caught = _run_recording_warnings(argv, capsys)
+    assert rc == 0, err
+    assert not [m for m in caught if TORCH_WORKER_WARNING in m], caught
+    first, second = out.splitlines()[:2]
+    assert first.startswith("segloss train: ")
+    assert first.endswith(f"run dir {tmp_path / 'train-run'}")
+    assert second == (
+        f"  train.num_workers {requested} lowered to {available_cpus()}: this process may use "
+        f"{available_cpus()} CPU core(s)"
+    )
+    assert out.count("num_workers") == 1
+    # a run of seconds says its seconds, not "finished in 0.0 min"
+    assert re.search(r"^segloss train: finished in \d+ s$", out, re.MULTILINE), out
+
+
+def test_loader_workers_share_the_cores_among_the_machines_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader_workers(4) == (4, "")  # fits: unchanged, nothing to say
+    assert loader_workers(0) == (0, "")
+    workers, note = loader_workers(20)
+    assert workers == 16 and note == (
+        "train.num_workers 20 lowered to 16: this process may use 16 CPU core(s)"
+    )
+    # torchrun: each of the machine's LOCAL_WORLD_SIZE processes starts its own workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    workers, note = loader_workers(4)
+    assert workers == 2
+    assert note == (
+        "train.num_workers 4 lowered to 2 per process: 16 CPU core(s) shared by 8 training "
+        "processes"
+    )
+    assert loader_workers(2) == (2, "")
+    # more processes than cores: load in each training process, and say so
+    workers, note = loader_workers(4, processes=32)
+    assert workers == 0 and note.endswith("(data loaded in the training process)")
+
+
+def test_run_end_lines_say_the_time_and_the_score_or_what_went_wrong() -> None:
+    from napari_segloss.engine.compare import compare_log_line
+    from napari_segloss.engine.events import CompareRunDone, CompareRunInfo
+
+    info = CompareRunInfo(3, 6, "pm_dice", "pm_dice", {}, 1, Path("r"), "PM Dice")
+    kw = {"run": info, "metrics": {}, "error": "", "checkpoint": None, "overall": 0.5}
+
+    def line(status: str, seconds: float, action: str = "train", **more: object) -> str | None:
+        return compare_log_line(
+            CompareRunDone(**{**kw, **more}, status=status, action=action, seconds=seconds)
+        )
+
+    ok = line("ok", 4.4, metrics={"mDice": 53.456, "mIoU": 40.0})
+    assert ok == "[4/6] pm_dice seed 1: ok in 4 s, held-out mDice 53.46 %"
+    assert line("ok", 330.0, metrics={"mDice": 53.456}).endswith(
+        "ok in 5.5 min, held-out mDice 53.46 %"
+    )
+    assert line("failed", 12.0, error="ValueError: bad") == (
+        "[4/6] pm_dice seed 1: FAILED after 12 s (ValueError: bad)"
+    )
+    assert line("stopped", 61.0) == "[4/6] pm_dice seed 1: stopped after 61 s"
+    assert line("ok", 0.0, action="reuse", metrics={"mDice": 50.0}) is None  # said at its start
+
+
+def test_help_tells_a_new_user_where_to_start_and_its_example_runs_as_written() -> None:
+    import shlex
+
+    from napari_segloss.cli import build_parser, prepare_config
+
+    parser = build_parser()
+    top = " ".join(parser.format_help().split())
+    assert "`segloss train --config quickstart`" in top and "`segloss COMMAND --help`" in top
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    compare_help = " ".join(sub.choices["compare"].format_help().split())
+    assert "--losses LOSS [LOSS ...]" in compare_help and "--seeds SEED [SEED ...]" in compare_help
+    example = compare_help.split("on the 3 unseen sample frames: ")[1]
+    args = parser.parse_args(shlex.split(example)[1:])
+    assert (args.command, args.losses, args.seeds) == ("compare", ["dice", "pm_dice"], [0, 1])
+    tree, overrides = prepare_config(args.config, args.overrides)  # a shipped name, data set
+    assert tree["data"]["root"].startswith("bundled:") and overrides == [
+        "data.test_root=bundled:kvasir"
+    ]
