@@ -222,10 +222,11 @@ def _run(
         except EvaluationStopped:
             # the checkpoint holds every step; a resume of the finished run writes eval.json
             outcome.stopped = True
+            n, epochs = state.max_iterations, cfg.train.epochs
             outcome.reason = (
-                f"{interrupts.reason or 'stopped by request'} during the final evaluation "
-                f"after all {state.max_iterations} steps: eval.json was not written (resume "
-                "the run to write it)"
+                f"{interrupts.reason or 'stopped by request'} after {n} of {n} steps "
+                f"({epochs} of {epochs} epochs done), during the final evaluation: eval.json "
+                "was not written (resume the run to write it)"
             )
     paths = state.paths
     yield TrainDone(
@@ -253,15 +254,16 @@ def _stop_reason(
 ) -> str:
     """Why a stop request ended the run, with the counts done as progress bars show them
     ("at iteration 15 (epoch 16)" read as a contradiction of "step 15/30"); ``trained``: the
-    epoch's steps were all done and its validation was stopped. TrainDone.checkpoint names the
+    epoch's steps were all done and its validation was stopped (said after the counts: the
+    reason starts "stopped by request after N of M steps" whenever it stopped). TrainDone.checkpoint names the
     checkpoint, so the reason does not repeat it."""
     reason = interrupts.reason or "stopped by request"
-    if trained is not None:
-        reason += f" during the validation of epoch {epoch + 1}"
     reason += (
         f" after {state.iteration} of {state.max_iterations} steps "
         f"({epoch} of {state.cfg.train.epochs} epochs done)"
     )
+    if trained is not None:
+        reason += f", during the validation of epoch {epoch + 1}"
     if state.iteration == outcome.start_iteration:
         return reason + "; no step ran, nothing was written"
     if trained is not None:

@@ -257,7 +257,8 @@ def test_sigterm_during_validation_saves_the_last_step_at_once_and_resume_finish
     output = proc.communicate(timeout=120)[0]
     took = time.monotonic() - sent
     assert proc.returncode == 130, output  # as a SIGTERM between steps
-    assert "during the validation of epoch 1 after 4 of 8 steps" in output, output
+    said = "after 4 of 8 steps (0 of 2 epochs done), during the validation of epoch 1;"
+    assert said in output, output
     assert _scored(ready) <= 2, output  # of 8 (2 s each): stopped at the next batch
     assert took < 10, f"{took:.1f} s from SIGTERM to exit"
     ck = load_checkpoint(out / "checkpoint.pt")
@@ -286,7 +287,7 @@ def test_a_stop_during_the_final_evaluation_ends_it_and_resume_writes_eval_json(
     done = train(make_cfg(squares_root, out), progress=False)
     assert calls["n"] == 3  # before: both held-out images scored and eval.json written
     assert done.stopped and done.interrupted and done.iteration == 3
-    assert "during the final evaluation after all 3 steps" in done.reason
+    assert "after 3 of 3 steps (1 of 1 epochs done), during the final evaluation:" in done.reason
     assert not (out / "eval.json").exists()
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # every step is on disk
     monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
