@@ -15,8 +15,8 @@ step.
 
 Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends with a one-line
 ``segloss <command>: error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
-Ctrl-C (or SIGTERM) stops ``train`` and ``compare`` after the current step with a resumable
-checkpoint and exit code 130; a training stopped by a non-finite loss exits with 1.
+Ctrl-C (or SIGTERM) stops ``train`` and ``compare`` after the current step (or validation batch)
+with a resumable checkpoint and exit code 130; a training stopped by a non-finite loss exits with 1.
 
 Config conveniences handled here (so that YAML files stay portable):
 
@@ -226,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0
     print_done(done, (time.perf_counter() - start) / 60)  # says where the checkpoint is
-    if done.interrupted and not done.stopped:  # it came during the last validation / eval
+    if done.interrupted and not done.stopped:  # during eval.json's last batch or its writing
         print("segloss train: the Ctrl-C came after the last step: the run finished anyway")
     elif done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
         raise KeyboardInterrupt  # as for compare (the conventional code for SIGINT)

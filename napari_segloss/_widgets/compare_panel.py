@@ -301,7 +301,9 @@ class CompareLossesWidget(QWidget):
         if self._worker is not None:
             self._stop.set()
             self.stop_button.setEnabled(False)
-            self.status.info("stopping after the current step; finished runs are kept…")
+            self.status.info(
+                "stopping after the current step or validation batch; finished runs are kept…"
+            )
 
     def _on_event(self, event: CompareEvent) -> None:
         self.overall.setValue(round(1000 * event.overall))

@@ -6,8 +6,8 @@ The forms are magicgui widgets built from the config models (``TrainSection.epoc
 generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_run`:
 data, model, config) and runs :func:`napari_segloss.engine.training.iter_train`, whose typed
 events move the panel's own progress bar (steps, epoch, time left), napari's activity progress
-and the live plot. Stop (or Cancel in napari's activity dock) ends training at the next step;
-the model trained so far is saved. Finished checkpoints are registered in
+and the live plot. Stop (or Cancel in napari's activity dock) ends training at the next step,
+or at the next batch of a validation or the final evaluation; the model trained so far is saved. Finished checkpoints are registered in
 :data:`._state.CHECKPOINTS`, so the Predict & Compare panel offers them at once.
 
 torch is imported in the workers only (the loss list and the GPUs are loaded in one when the
@@ -340,7 +340,9 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(False)  # until the loss list is loaded
         self.stop_button = QPushButton("Stop", self)
         self.stop_button.setEnabled(False)
-        self.stop_button.setToolTip("end training after the current step; the model is saved")
+        self.stop_button.setToolTip(
+            "end training after the current step (or validation batch); the model is saved"
+        )
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         row.addWidget(self.start_button)
@@ -481,11 +483,12 @@ class TrainWidget(QWidget):
         self._worker.start()
 
     def stop(self) -> None:
-        """Ask the engine to stop at the next step (it saves what it has)."""
+        """Ask the engine to stop at the next step or validation batch (it saves what it
+        has)."""
         if self.busy and not self._stop.is_set():
             self._stop.set()
             self.stop_button.setEnabled(False)
-            self.status.info("stopping after the current step…")
+            self.status.info("stopping after the current step or validation batch…")
 
     def _on_event(self, ev: TrainEvent) -> None:
         if isinstance(ev, TrainStart):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo",
+    "StopVote",
     "all_gather_objects",
     "all_reduce_sum",
     "any_true",
@@ -177,3 +179,46 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
         return
     for buf in module.buffers():
         dist.broadcast(buf, src)
+
+
+class StopVote:
+    """A stop request agreed on by every rank at the same point of a loop whose ranks run
+    different numbers of iterations (sharded validation: rank 0 may hold one image more).
+
+    Call the vote before each of this rank's iterations: True means every rank stops there.
+    After this rank's last iteration call :meth:`finish`, which keeps voting until every rank
+    is done, so each rank joins every round (a rank that skipped one would hang the others in
+    the collective). In a single process it is ``want_stop`` itself, with no synchronisation.
+    """
+
+    def __init__(self, want_stop: Callable[[], bool], device: torch.device | str = "cpu") -> None:
+        self._want_stop = want_stop
+        self._device = device
+        self.stopped = False
+
+    def _round(self, more: bool) -> tuple[bool, bool]:
+        """One collective round: (a rank wants to stop, a rank has iterations left)."""
+        flags = torch.tensor(
+            [1.0 if self._want_stop() else 0.0, 1.0 if more else 0.0], device=self._device
+        )
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, left = flags.tolist()
+        self.stopped = stop > 0
+        return self.stopped, left > 0
+
+    def __call__(self) -> bool:
+        """Before one of this rank's iterations: True when every rank stops now."""
+        if not _active():
+            self.stopped = bool(self._want_stop())
+            return self.stopped
+        return self._round(more=True)[0]
+
+    def finish(self) -> bool:
+        """After this rank's last iteration: vote until all ranks are done; True when the
+        others stopped meanwhile (this rank's results are then dropped with theirs)."""
+        if not _active():
+            return False
+        while True:
+            stop, left = self._round(more=False)
+            if stop or not left:
+                return stop

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,22 @@ from .inference import labels_from_logits, pad_to_multiple, sliding_window_predi
 from .model import output_stride
 from .rundir import write_text_atomic
 
-__all__ = ["EvalSettings", "evaluate_dataset", "summarize", "write_eval", "write_predictions"]
+__all__ = [
+    "EvalSettings",
+    "EvaluationStopped",
+    "evaluate_dataset",
+    "summarize",
+    "write_eval",
+    "write_predictions",
+]
 
 PerImage = list[dict[int, dict[str, float]]]
+
+
+class EvaluationStopped(Exception):
+    """``should_stop`` asked a scoring pass to end before its last image; nothing was
+    written. A pass over a large held-out set outlasts the grace period between a scheduler's
+    (or torchrun's) SIGTERM and its SIGKILL, so it is stopped between batches, not waited for."""
 
 
 @dataclass(frozen=True)
@@ -87,24 +100,28 @@ def evaluate_dataset(
     surface: bool = True,
     predictions: list[np.ndarray] | None = None,
     progress: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, int, PerImage]:
     """(loss sum, image count, per-image ``metrics.evaluate`` results) over ``indices``.
 
     ``surface=False`` skips the distance metrics (NSD, HD95) for faster validation epochs.
     ``predictions``: a list that receives each image's predicted labels (numpy), in order.
     ``progress``: the description of a tqdm bar over the images (None: no bar).
+    ``should_stop``: called before each batch (each volume in 3D); True raises
+    :class:`EvaluationStopped` (e.g. a :class:`~.distributed.StopVote`).
     """
     was_training = model.training
     model.eval()
     # a pass over a validation set can take minutes on a CPU: the training bar stands still
     bar = tqdm(total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None)
     try:
+        stop = should_stop or (lambda: False)
         if getattr(dataset, "spatial_dims", 2) == 3:
             return _evaluate_volumes(
-                model, dataset, indices, settings, loss_fn, surface, predictions, bar
+                model, dataset, indices, settings, loss_fn, surface, predictions, bar, stop
             )
         return _evaluate_images(
-            model, dataset, indices, settings, loss_fn, batch_size, surface, predictions, bar
+            model, dataset, indices, settings, loss_fn, batch_size, surface, predictions, bar, stop
         )
     finally:
         bar.close()
@@ -121,12 +138,15 @@ def _evaluate_images(
     surface: bool,
     keep: list[np.ndarray] | None,
     bar: Any,
+    should_stop: Callable[[], bool],
 ) -> tuple[float, int, PerImage]:
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=0)
     loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
     results: PerImage = []
     count = 0
     for images, masks in loader:
+        if should_stop():
+            raise EvaluationStopped(f"stopped after {count} of {len(indices)} image(s)")
         images = images.to(s.device, non_blocking=True)
         masks = masks.to(s.device, non_blocking=True)
         images, (h, w) = pad_to_multiple(images, s.multiple)
@@ -156,6 +176,7 @@ def _evaluate_volumes(
     surface: bool,
     keep: list[np.ndarray] | None,
     bar: Any,
+    should_stop: Callable[[], bool],
 ) -> tuple[float, int, PerImage]:
     """Each whole volume is predicted with 3D sliding windows (``tile = data.patch``, Gaussian
     blending) and scored in 3D at the volume's voxel spacing. The loss is taken on the blended
@@ -166,6 +187,8 @@ def _evaluate_volumes(
     loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
     results: PerImage = []
     for i in indices:
+        if should_stop():
+            raise EvaluationStopped(f"stopped after {len(results)} of {len(indices)} volume(s)")
         image, mask = dataset[i]
         with s.autocast():
             probs = sliding_window_predict(
@@ -211,10 +234,12 @@ def write_eval(
     class_names: Sequence[str] | None,
     predictions_path: Path | None = None,
     progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
-    ``progress``: a tqdm bar over the images."""
+    ``progress``: a tqdm bar over the images. ``should_stop``: see :func:`evaluate_dataset`
+    (:class:`EvaluationStopped` is raised before anything is written)."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
@@ -227,6 +252,7 @@ def write_eval(
         loss_fn=loss_fn,
         predictions=preds,
         progress=f"eval.json: {weights.name} on {split}" if progress else None,
+        should_stop=should_stop,
     )
     names = [dataset.item_name(i) for i in range(len(dataset))]
     if predictions_path is not None and preds is not None:

@@ -119,7 +119,8 @@ def determinism(deterministic: bool, cuda: bool) -> Iterator[None]:
 
 
 class Interrupts:
-    """Turn SIGINT/SIGTERM into a flag checked between steps (main thread only).
+    """Turn SIGINT/SIGTERM into a flag checked between steps and between validation or
+    evaluation batches (main thread only).
 
     A second Ctrl-C falls through to Python's default handler (immediate KeyboardInterrupt).
     """
@@ -138,9 +139,8 @@ class Interrupts:
             raise KeyboardInterrupt
         self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
         print(
-            f"\nsegloss: {self.reason}; stopping after the current step and saving a checkpoint "
-            "(during the last validation or the final evaluation: once it ends; press Ctrl-C "
-            "again to abort at once)",
+            f"\nsegloss: {self.reason}; stopping after the current step (or validation batch) "
+            "and saving a checkpoint (press Ctrl-C again to abort at once)",
             file=sys.stderr,
         )
 

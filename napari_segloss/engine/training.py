@@ -25,7 +25,11 @@ Engineering choices:
   step boundary when training runs in the main thread) and a non-finite loss (seen at the next
   log step, named by its first step and that batch's files: the weights diverged) all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
-  checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Weights are
+  checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Validation and the
+  final evaluation are stopped between batches too, not waited for: torchrun and schedulers
+  (SLURM) kill the processes a grace period after SIGTERM, and a long pass would outlast it.
+  A stopped validation is dropped and runs again on resume; a stopped final evaluation writes
+  no eval.json (resuming the finished run writes it). Weights are
   checked before each save (a finite loss can have NaN gradients): non-finite ones end the
   run the same way and are never written.
 * **Distributed**: under ``torchrun`` the model is wrapped in DistributedDataParallel, the
@@ -48,6 +52,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, TrainConfig, load_config, resolve_output
 from .distributed import (
+    StopVote,
     all_gather_objects,
     all_reduce_sum,
     any_true,
@@ -55,7 +60,7 @@ from .distributed import (
     broadcast_buffers,
     init_distributed,
 )
-from .evaluation import evaluate_dataset, summarize, write_eval
+from .evaluation import EvaluationStopped, evaluate_dataset, summarize, write_eval
 from .events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
 from .run_state import Datasets, RunState, poly_lr_factor, prepare_run
 from .rundir import locked, remove_stale_temporaries
@@ -85,7 +90,8 @@ def iter_train(
 
     Args:
         cfg: a :class:`TrainConfig` (or anything :func:`load_config` takes).
-        should_stop: called between steps; True ends training after saving a checkpoint.
+        should_stop: called between steps and between validation (and final evaluation)
+            batches; True ends training after saving a checkpoint.
         datasets: ``(train_ds, val_ds)`` or ``(train_ds, val_ds, heldout_ds)`` to use instead
             of ``data.factory.build_datasets`` (e.g. napari layers via
             ``data.factory.build_array_datasets``); ``val_ds`` may be None (no validation),
@@ -190,23 +196,19 @@ def _run(
 
     outcome = _Outcome(start_iteration=state.iteration)
     state.train_model.train()
+    # validation is stopped between batches, at the same batch on every rank
+    vote = StopVote(want_stop, state.device if state.device.type == "cuda" else "cpu")
     try:
         for epoch in range(state.epoch, cfg.train.epochs):
             finished = yield from _train_epoch(state, epoch, want_stop, bar, outcome)
-            if finished is None:
+            ended = None
+            if finished is not None:
+                ended = _end_epoch(state, epoch, finished, vote, outcome, show=bar is not None)
+            if ended is None:
                 if outcome.reason == "completed":  # a stop request, not a non-finite loss
-                    # Counts done, as progress bars show them ("at iteration 15 (epoch 16)"
-                    # read as a contradiction of "step 15/30"); TrainDone.checkpoint names
-                    # the checkpoint, so the reason does not repeat it.
-                    outcome.reason = interrupts.reason or "stopped by request"
-                    outcome.reason += (
-                        f" after {state.iteration} of {state.max_iterations} steps "
-                        f"({epoch} of {cfg.train.epochs} epochs done)"
-                    )
-                    if state.iteration == outcome.start_iteration:
-                        outcome.reason += "; no step ran, nothing was written"
+                    outcome.reason = _stop_reason(state, epoch, interrupts, outcome, finished)
                 break
-            yield _end_epoch(state, epoch, *finished, show=bar is not None)
+            yield ended
     finally:
         if bar is not None:
             bar.close()
@@ -214,7 +216,19 @@ def _run(
     # Rank 0 alone scores the held-out set; the other ranks must not wait for it in a
     # collective: a pass longer than the group's timeout (NCCL: 10 min) would kill them, and
     # torchrun then rank 0, before eval.json is written. Its files are all written by now.
-    eval_summary = None if outcome.stopped else _final_eval(state, show=bar is not None)
+    eval_summary = None
+    if not outcome.stopped:
+        try:
+            eval_summary = _final_eval(state, want_stop, show=bar is not None)
+        except EvaluationStopped:
+            # the checkpoint holds every step; a resume of the finished run writes eval.json
+            outcome.stopped = True
+            n, epochs = state.max_iterations, cfg.train.epochs
+            outcome.reason = (
+                f"{interrupts.reason or 'stopped by request'} after {n} of {n} steps "
+                f"({epochs} of {epochs} epochs done), during the final evaluation: eval.json "
+                "was not written (resume the run to write it)"
+            )
     paths = state.paths
     yield TrainDone(
         run_dir=paths.root,
@@ -232,17 +246,55 @@ def _run(
     )
 
 
+def _stop_reason(
+    state: RunState,
+    epoch: int,
+    interrupts: Interrupts,
+    outcome: _Outcome,
+    trained: _Trained | None,
+) -> str:
+    """Why a stop request ended the run, with the counts done as progress bars show them
+    ("at iteration 15 (epoch 16)" read as a contradiction of "step 15/30"); ``trained``: the
+    epoch's steps were all done and its validation was stopped (said after the counts: the
+    reason starts "stopped by request after N of M steps" whenever it stopped). TrainDone.checkpoint names the
+    checkpoint, so the reason does not repeat it."""
+    reason = interrupts.reason or "stopped by request"
+    reason += (
+        f" after {state.iteration} of {state.max_iterations} steps "
+        f"({epoch} of {state.cfg.train.epochs} epochs done)"
+    )
+    if trained is not None:
+        reason += f", during the validation of epoch {epoch + 1}"
+    if state.iteration == outcome.start_iteration:
+        return reason + "; no step ran, nothing was written"
+    if trained is not None:
+        reason += "; the validation runs again on resume"
+    return reason
+
+
+@dataclass
+class _Trained:
+    """An epoch whose steps all ran: its mean train loss, the images and seconds this process
+    trained, and this rank's loss sum and steps (what a stop during its validation saves)."""
+
+    train_loss: float
+    images: int
+    seconds: float
+    loss_sum: torch.Tensor
+    steps: int
+
+
 def _train_epoch(
     state: RunState,
     epoch: int,
     want_stop: Callable[[], bool],
     bar: Any,
     outcome: _Outcome,
-) -> Generator[TrainStep, None, tuple[float, int, float] | None]:
+) -> Generator[TrainStep, None, _Trained | None]:
     """One epoch's steps, yielding :class:`TrainStep` events.
 
-    Returns ``(mean train loss, images seen, seconds)``, or None when the run stopped (a stop
-    request: a checkpoint is saved; a non-finite loss: ``outcome.reason`` says so).
+    Returns what the epoch trained, or None when the run stopped (a stop request: a
+    checkpoint is saved; a non-finite loss: ``outcome.reason`` says so).
     """
     t, s = state.cfg.train, state
     s.sampler.set_epoch(epoch)
@@ -314,7 +366,7 @@ def _train_epoch(
     if not _finite_weights(s.model):  # a finite loss with NaN/Inf gradients: nothing to save
         what = f"non-finite weights after iteration {s.iteration} (epoch {epoch + 1})"
         return _non_finite(state, f"{what}: the training diverged", outcome)
-    return train_loss, n_images, train_time
+    return _Trained(train_loss, n_images, train_time, ep_sum, ep_steps)
 
 
 def _first_non_finite(
@@ -402,7 +454,7 @@ def _stop(
     """A stop request mid-epoch: save a resumable checkpoint with the epoch's partial loss.
 
     Collective under DDP (every rank gets here at the same log step, see ``any_true`` in
-    :func:`_train_epoch`): rank 0 writes every rank's partial sums, not only its own, so the
+    :func:`_train_epoch`, or at the same validation batch, see :class:`StopVote`): rank 0 writes every rank's partial sums, not only its own, so the
     resumed epoch's train loss counts each step once.
 
     A stop before this process took a step (Ctrl-C while the data loads) writes nothing: the
@@ -435,40 +487,63 @@ def _non_finite(state: RunState, what: str, outcome: _Outcome) -> None:
     return None
 
 
-def _end_epoch(
-    state: RunState,
-    epoch: int,
-    train_loss: float,
-    n_images: int,
-    train_time: float,
-    *,
-    show: bool = False,
-) -> TrainEpoch:
-    """Validate (when due; ``show``: with a progress bar), record the metrics row, save
-    best/latest weights."""
+def _validate(
+    state: RunState, epoch: int, vote: StopVote, *, show: bool
+) -> tuple[float, dict[str, Any]] | None:
+    """Score the validation split (sharded over ranks, gathered): ``(loss, summary)``, or None
+    when a stop request ended it (between batches, at the same batch on every rank)."""
     s, t = state, state.cfg.train
-    row: dict[str, Any] = {
-        "epoch": epoch + 1,
-        "iteration": s.iteration,
-        "lr": s.lr(),
-        "train_loss": train_loss,
-    }
-    summary: dict[str, Any] = {}
-    val_loss = val_dice = None
-    if s.val_ds is not None and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs):
+    try:
         loss_sum, count, results = evaluate_dataset(
             s.model,
-            s.val_ds,
+            s.val_ds,  # type: ignore[arg-type]  # the caller checked it
             s.val_indices,
             s.eval_settings,
             loss_fn=s.loss_fn,
             batch_size=s.val_batch_size,
             surface=t.val_metrics == "full",
             progress=f"validation, epoch {epoch + 1}" if show else None,
+            should_stop=vote,
         )
-        gathered = all_gather_objects((loss_sum, count, results))
-        val_loss = sum(g[0] for g in gathered) / max(1, sum(g[1] for g in gathered))
-        summary = summarize([r for g in gathered for r in g[2]], s.cfg.data.class_names)
+    except EvaluationStopped:
+        return None
+    if vote.finish():  # another rank stopped before its last batch
+        return None
+    gathered = all_gather_objects((loss_sum, count, results))
+    val_loss = sum(g[0] for g in gathered) / max(1, sum(g[1] for g in gathered))
+    return val_loss, summarize([r for g in gathered for r in g[2]], s.cfg.data.class_names)
+
+
+def _end_epoch(
+    state: RunState,
+    epoch: int,
+    trained: _Trained,
+    vote: StopVote,
+    outcome: _Outcome,
+    *,
+    show: bool = False,
+) -> TrainEpoch | None:
+    """Validate (when due; ``show``: with a progress bar), record the metrics row, save
+    best/latest weights.
+
+    A stop request during the validation ends it and saves the checkpoint of the epoch's last
+    step (as a stop after that step would): no partial validation reaches metrics.csv or the
+    choice of best.pt; the resumed run validates the epoch again. Returns None then.
+    """
+    s, t = state, state.cfg.train
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "iteration": s.iteration,
+        "lr": s.lr(),
+        "train_loss": trained.train_loss,
+    }
+    summary: dict[str, Any] = {}
+    val_loss = val_dice = None
+    if s.val_ds is not None and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs):
+        validated = _validate(state, epoch, vote, show=show)
+        if validated is None:
+            return _stop(state, epoch, trained.loss_sum, trained.steps, outcome)
+        val_loss, summary = validated
         val_dice = summary["mean"].get("dice")
         row["val_loss"] = val_loss
         for k, v in summary["mean"].items():
@@ -476,8 +551,9 @@ def _end_epoch(
         if len(summary["per_class"]) > 1:
             for c, vals in summary["per_class"].items():
                 row[f"dice_{c}"] = vals.get("dice")
-    row["epoch_time_s"] = round(train_time, 3)
-    row["train_images_per_s"] = round(n_images * s.info.world_size / max(train_time, 1e-9), 2)
+    seconds = trained.seconds
+    row["epoch_time_s"] = round(seconds, 3)
+    row["train_images_per_s"] = round(trained.images * s.info.world_size / max(seconds, 1e-9), 2)
     s.history.append(row)
     improved = val_dice is not None and math.isfinite(val_dice) and val_dice > s.best_dice
     if improved:
@@ -489,17 +565,21 @@ def _end_epoch(
     return TrainEpoch(
         epoch=epoch + 1,
         iteration=s.iteration,
-        train_loss=train_loss,
+        train_loss=trained.train_loss,
         val_loss=val_loss,
         val_dice=val_dice,
         metrics=summary,
     )
 
 
-def _final_eval(state: RunState, *, show: bool = False) -> dict[str, Any] | None:
+def _final_eval(
+    state: RunState, want_stop: Callable[[], bool], *, show: bool = False
+) -> dict[str, Any] | None:
     """Score the best weights on the held-out set (``test``: ``data.test_root``, the split
     file's test list or given held-out data; else ``val``) with every metric and write
-    ``eval.json`` (and ``predictions.npz`` when asked) on rank 0."""
+    ``eval.json`` (and ``predictions.npz`` when asked) on rank 0. A stop request ends it
+    between batches (:class:`~.evaluation.EvaluationStopped`) with nothing written: rank 0
+    scores alone, so no other rank has to agree."""
     s = state
     if not s.main:
         return None
@@ -518,4 +598,5 @@ def _final_eval(state: RunState, *, show: bool = False) -> dict[str, Any] | None
         class_names=s.cfg.data.class_names,
         predictions_path=s.paths.predictions if s.save_predictions else None,
         progress=show,
+        should_stop=want_stop,
     )

@@ -19,6 +19,7 @@ from _dist_common import tiny_config
 
 from napari_segloss.engine import train
 from napari_segloss.engine.checkpoint import load_checkpoint
+from napari_segloss.engine.events import TrainEpoch
 
 #: 12 images, val_fraction 0.25 -> 9 training images -> 5 per rank (padded), batch 2: 2 steps
 STEPS_PER_EPOCH = 2
@@ -37,13 +38,15 @@ def main() -> None:
         return tiny_config(data_root, out / name, epochs=3)
 
     assert not train(cfg("straight"), progress=False).stopped
-    calls = {"n": 0}
+    epochs_done = {"n": 0}
 
-    def should_stop() -> bool:
-        calls["n"] += 1
-        return rank == 1 and calls["n"] >= STOP_AFTER
+    def count_epochs(event: object) -> None:
+        epochs_done["n"] += isinstance(event, TrainEpoch)
 
-    first = train(cfg("resumed"), should_stop=should_stop, progress=False)
+    def should_stop() -> bool:  # asked before step 3, once epoch 1 (and its validation) ended
+        return rank == 1 and epochs_done["n"] * STEPS_PER_EPOCH >= STOP_AFTER - 1
+
+    first = train(cfg("resumed"), should_stop=should_stop, on_event=count_epochs, progress=False)
     assert first.stopped and first.iteration == STOP_AFTER, first.reason
     if rank == 0:
         ck = load_checkpoint(out / "resumed" / "checkpoint.pt")

@@ -4,7 +4,8 @@ hook between steps, to hold a run at a known point or kill it there.
 Usage: python _train_hook_script.py CONFIG.yaml [--pause READY GO] [--kill-at N]
 
 ``--pause READY GO``: before the first step, create the file READY and wait until GO exists.
-``--kill-at N``: at the N-th step boundary, SIGKILL this process (no cleanup of any kind runs).
+``--kill-at N``: at the N-th call of the ``should_stop`` hook (made before each step and each
+validation batch), SIGKILL this process (no cleanup of any kind runs).
 Prints the final event's ``reason`` and exits 0 when training completes.
 """
 

@@ -652,7 +652,8 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     )
     _tiny_folder(tmp_path / "data")
     argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
-    rc, out, err = _run([*argv, "--set", "train.epochs=3"], capsys)  # one step per epoch
+    # one step per epoch, validation at the last only: the hook's first calls are the steps
+    rc, out, err = _run([*argv, "--set", "train.epochs=3", "--set", "train.val_every=3"], capsys)
     assert rc == 130, err
     assert (
         "segloss train: stopped (interrupted (Ctrl-C) after 2 of 3 steps (2 of 3 epochs done)"
@@ -684,8 +685,9 @@ def test_train_stopped_by_a_non_finite_loss_exits_1(
 def test_a_ctrl_c_during_the_final_evaluation_reports_the_finished_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Ctrl-C after the last step (the final validation or evaluation runs to its end) left
-    a finished run: not "finished" followed by "interrupted" and exit 130."""
+    """A Ctrl-C too late to stop the final evaluation (during its last batch, or while
+    eval.json is written) left a finished run: not "finished" followed by "interrupted" and
+    exit 130."""
     from napari_segloss.engine import training
 
     done = _done(tmp_path, interrupted=True)  # completed, with the interrupt flag set

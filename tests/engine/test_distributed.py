@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import torch
 from _dist_common import tiny_config
 
 from napari_segloss.engine import train
+from napari_segloss.engine.checkpoint import load_checkpoint
+from napari_segloss.engine.config import config_to_dict, config_yaml, load_config
 from napari_segloss.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -204,3 +208,48 @@ def test_ranks_do_not_wait_for_the_final_evaluation_in_a_collective(
     write_squares(data, n=12, hw=(32, 32))
     _torchrun_two_processes(SLOW_EVAL_SCRIPT, data, out)
     assert (out / "eval.json").is_file()
+
+
+SLOW_VAL_SCRIPT = Path(__file__).with_name("_slow_val_script.py")
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_during_validation_stops_every_rank_at_the_same_batch(
+    write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """torchrun forwards SIGTERM and kills its workers 30 s later: a validation longer than
+    that ended with no checkpoint (before: killed, nothing saved). Every rank now stops at the
+    same validation batch (one that skipped a collective would hang the others) and rank 0
+    saves the last step. Epoch 1's validation runs to its end on shards of 3 and 2 images."""
+    data, out, ready = tmp_path / "data", tmp_path / "run", tmp_path / "ready"
+    write_squares(data, n=20, hw=(32, 32))  # 15 training images: 8 per rank, 4 steps
+    config = tmp_path / "config.yaml"
+    cfg = load_config(config_to_dict(tiny_config(data, out, epochs=2)), ["train.val_batch_size=1"])
+    config.write_text(config_yaml(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    # from each rank's 4th image on (epoch 2's validation), 3 s an image
+    cmd += [str(SLOW_VAL_SCRIPT), str(ready), "3", "3", "--config", str(config), "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    rank0 = ready.with_name("ready.0")
+    deadline = time.monotonic() + 150
+    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rank0.exists(), proc.communicate()[0][-3000:]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    took = time.monotonic() - sent
+    said = "after 8 of 8 steps (1 of 2 epochs done), during the validation of epoch 2;"
+    assert said in output, output[-3000:]
+    assert took < 15, f"{took:.1f} s from SIGTERM to exit"
+    scored = (tmp_path / "ready.0.scored").read_text().split()
+    assert len(scored) <= 5, scored  # 3 in epoch 1, then at most 2 of epoch 2's 3 (3 s each)
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (1, 4, 8)
+    assert len(ck["history"]) == 1 and len(ck["partial_ranks"]) == 2
+    assert not (out / "eval.json").exists()

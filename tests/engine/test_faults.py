@@ -120,8 +120,8 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(
     straight = train(load_config(config_file(tmp_path, squares_root, "straight")), progress=False)
     assert not straight.stopped
     config = config_file(tmp_path, squares_root, "killed")
-    # 3 steps per epoch: the 5th step boundary is in the middle of epoch 2
-    killed = start(str(config), "--kill-at", "5")
+    # 3 steps per epoch and 1 validation batch: the 6th call is before step 5, mid-epoch 2
+    killed = start(str(config), "--kill-at", "6")
     killed.communicate(timeout=300)
     assert killed.returncode == -9
     run = tmp_path / "killed"

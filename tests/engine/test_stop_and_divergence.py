@@ -8,6 +8,9 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import torch
 
 from napari_segloss.engine import training
 from napari_segloss.engine.checkpoint import load_checkpoint, save_checkpoint
-from napari_segloss.engine.config import load_config
+from napari_segloss.engine.config import config_yaml, load_config
 from napari_segloss.engine.training import train
 
 TINY_MODEL = {
@@ -213,3 +216,80 @@ def test_the_float16_loss_scale_survives_a_resume(squares_root: Path, tmp_path: 
     resumed.scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)
     _restore(resumed, load_checkpoint(state.paths.checkpoint))
     assert resumed.scaler.get_scale() == 512.0
+
+
+SLOW_VAL_SCRIPT = Path(__file__).with_name("_slow_val_script.py")
+
+
+def _scored(ready: Path) -> int:
+    """How many images the slow script's process scored (validation and eval.json)."""
+    scored = ready.with_name(f"{ready.name}.scored")
+    return len(scored.read_text().split()) if scored.is_file() else 0
+
+
+def test_sigterm_during_validation_saves_the_last_step_at_once_and_resume_finishes(
+    write_squares: Any, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM (SLURM: SIGKILL after a grace period) during a long validation:
+    the run stops at the next validation batch with the checkpoint of its last step instead of
+    scoring the whole split first (before: every image, then the next epoch's first step)."""
+    data = write_squares(tmp_path / "data", n=16, hw=(32, 32))
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    # 8 training images, batch 2: 4 steps per epoch; 8 validation images, one per batch
+    cfg = make_cfg(data, out, "data.val_fraction=0.5", "train.val_batch_size=1", "train.epochs=2")
+    config = tmp_path / "config.yaml"
+    config.write_text(config_yaml(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    args = [str(ready), "0", "2", "--config", str(config), "--no-progress"]  # 2 s an image
+    proc = subprocess.Popen(
+        [sys.executable, str(SLOW_VAL_SCRIPT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), proc.communicate()[0]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, output  # as a SIGTERM between steps
+    said = "after 4 of 8 steps (0 of 2 epochs done), during the validation of epoch 1;"
+    assert said in output, output
+    assert _scored(ready) <= 2, output  # of 8 (2 s each): stopped at the next batch
+    assert took < 10, f"{took:.1f} s from SIGTERM to exit"
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert (ck["epoch"], ck["epoch_step"], ck["iteration"], ck["history"]) == (0, 4, 4, [])
+    assert not (out / "best.pt").exists()  # no partial validation selected weights
+    done = train(cfg, resume=True, progress=False)
+    assert not done.stopped and done.iteration == 8 and done.epochs == 2
+    assert (out / "eval.json").is_file()
+
+
+def test_a_stop_during_the_final_evaluation_ends_it_and_resume_writes_eval_json(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_segloss.engine import evaluation
+
+    real_evaluate, calls = evaluation.evaluate, {"n": 0}
+
+    def ctrl_c_at_the_first_held_out_image(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # 2 validation images, then eval.json's first (batch 1)
+            signal.raise_signal(signal.SIGINT)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", ctrl_c_at_the_first_held_out_image)
+    out = tmp_path / "run"
+    done = train(make_cfg(squares_root, out), progress=False)
+    assert calls["n"] == 3  # before: both held-out images scored and eval.json written
+    assert done.stopped and done.interrupted and done.iteration == 3
+    assert "after 3 of 3 steps (1 of 1 epochs done), during the final evaluation:" in done.reason
+    assert not (out / "eval.json").exists()
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # every step is on disk
+    monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
+    done = train(make_cfg(squares_root, out), resume=True, progress=False)
+    assert not done.stopped and done.iteration == 3 and (out / "eval.json").is_file()

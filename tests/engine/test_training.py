@@ -104,31 +104,39 @@ def _assert_same_weights(run_a: Path, run_b: Path) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("stop_after", [3, 4])  # at the epoch boundary / mid-epoch
+@pytest.mark.parametrize(
+    ("stop_at", "saved"),
+    [
+        ((TrainEpoch, 3), (1, 0)),  # at the epoch boundary, after epoch 1's validation
+        ((TrainStep, 3), (0, 3)),  # during epoch 1's validation: it runs again on resume
+        ((TrainStep, 4), (1, 1)),  # mid-epoch
+    ],
+)
 def test_resume_matches_an_uninterrupted_run(
-    read_csv: Callable[..., Any], squares_root: Path, tmp_path: Path, stop_after: int
+    read_csv: Callable[..., Any],
+    squares_root: Path,
+    tmp_path: Path,
+    stop_at: tuple[type, int],
+    saved: tuple[int, int],
 ) -> None:
     straight = train(make_cfg(squares_root, tmp_path / "a"), progress=False)
     assert not straight.stopped
-    calls = {"n": 0}
+    stop = {"now": False}
 
-    def should_stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] > stop_after
+    def press_stop(event: Any) -> None:  # the Stop button, pressed once ``stop_at`` was seen
+        stop["now"] |= isinstance(event, stop_at[0]) and event.iteration == stop_at[1]
 
     cfg = make_cfg(squares_root, tmp_path / "b")
-    first = train(cfg, should_stop=should_stop, progress=False)
+    first = train(cfg, should_stop=lambda: stop["now"], on_event=press_stop, progress=False)
     assert first.stopped and "stopped by request" in first.reason
+    assert ("during the validation of epoch 1" in first.reason) == (saved == (0, 3))
     assert not first.interrupted  # the Stop button is not Ctrl-C
-    assert first.iteration == stop_after
+    assert first.iteration == stop_at[1]
     ck = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
-    assert (ck["iteration"], ck["epoch"], ck["epoch_step"]) == (
-        stop_after,
-        stop_after // 3,
-        stop_after % 3,
-    )
-    # metrics.csv is truthful: only completed epochs
-    assert len(read_csv(tmp_path / "b" / "metrics.csv")) == stop_after // 3
+    assert (ck["iteration"], ck["epoch"], ck["epoch_step"]) == (stop_at[1], *saved)
+    # metrics.csv and best.pt are truthful: only completed (validated) epochs
+    assert len(read_csv(tmp_path / "b" / "metrics.csv")) == saved[0]
+    assert (tmp_path / "b" / "best.pt").is_file() == (saved[0] > 0)
     second = train(cfg, resume=True, progress=False)
     assert not second.stopped and second.iteration == 6
     a, b = _weights(tmp_path / "a" / "checkpoint.pt"), _weights(tmp_path / "b" / "checkpoint.pt")
@@ -138,6 +146,8 @@ def test_resume_matches_an_uninterrupted_run(
     ra, rb = read_csv(tmp_path / "a" / "metrics.csv"), read_csv(tmp_path / "b" / "metrics.csv")
     assert [r["val_dice"] for r in ra] == [r["val_dice"] for r in rb]
     assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]  # the partial epoch's too
+    best_a, best_b = (load_checkpoint(tmp_path / r / "best.pt") for r in ("a", "b"))
+    assert (best_a["epoch"], best_a["val_dice"]) == (best_b["epoch"], best_b["val_dice"])
 
 
 def test_a_resume_with_more_epochs_steps_with_the_new_schedule_at_once(

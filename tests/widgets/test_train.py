@@ -3,6 +3,8 @@ napari's activity), Stop, and messages for bad selections."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,14 @@ from napari_segloss.samples import load_sample
 NAME = "Train / Fine-tune"
 
 
-def _setup(dock, qtbot, tmp_path, *, epochs: int):
+def _setup(dock, qtbot, tmp_path, *, epochs: int, frames: int = 1):
+    """The panel on the Kvasir sample (``frames`` > 1: a stack of its flipped copies)."""
     image, mask = load_sample("kvasir", 0)
+    if frames > 1:
+        flips = [(slice(None), slice(None)), (slice(None), slice(None, None, -1))]
+        flips += [(slice(None, None, -1), f[1]) for f in flips]
+        image = np.stack([image[flips[i % 4]] for i in range(frames)])
+        mask = np.stack([mask[flips[i % 4]] for i in range(frames)])
     viewer, widget = dock(NAME)
     viewer.add_image(image, name="frame")
     viewer.add_labels(mask, name="polyp")
@@ -194,6 +202,39 @@ def test_stop_mid_training_keeps_the_model(dock, wait_idle, tmp_path, qtbot, how
     assert widget.progress.value() == done.iteration < widget.progress.maximum()
     assert f"stopped at step {done.iteration}/" in bar
     assert _activity_bar(viewer) is None  # napari's activity entry is closed
+
+
+def test_stop_during_validation_ends_it_at_the_next_batch(
+    dock, wait_idle, tmp_path, qtbot, monkeypatch
+):
+    """Stop pressed while a long validation runs: the run ends at the next validation image
+    with the last step saved, instead of scoring the whole split first."""
+    # torch-importing modules are imported by the tests that train, as in the rest of the file
+    from napari_segloss.engine import evaluation
+    from napari_segloss.engine.checkpoint import load_checkpoint
+
+    real_evaluate, scored, validating = evaluation.evaluate, [], threading.Event()
+
+    def slow_evaluate(*args, **kwargs):  # in the worker thread
+        validating.set()
+        time.sleep(0.5)
+        scored.append(1)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", slow_evaluate)
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2, frames=8)
+    widget.val_fraction.value = 0.5  # 4 validation frames, one a batch (batch size 1)
+    widget.start()
+    qtbot.waitUntil(lambda: validating.is_set() or not widget.busy, timeout=120_000)
+    assert widget.busy, widget.status.text()
+    widget.stop_button.click()
+    wait_idle(widget, timeout=60_000)
+    done = widget.last_result
+    assert done is not None and done.stopped and done.epochs == 0
+    assert len(scored) <= 2  # of 4: before, all of them, then epoch 2's first step
+    assert "during the validation of epoch 1" in widget.status.text(), widget.status.text()
+    ck = load_checkpoint(done.checkpoint)
+    assert (ck["epoch"], ck["iteration"]) == (0, done.iteration) and ck["epoch_step"] > 0
 
 
 def test_closing_the_panel_stops_training(dock, wait_idle, tmp_path, qtbot):
