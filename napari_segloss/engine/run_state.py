@@ -627,7 +627,13 @@ def prepare_run(
         norm_a=norm_a,
         norm_b=norm_b,
         eval_settings=EvalSettings(
-            device, max(cfg.model.classes, 2), amp_dtype, t.channels_last, multiple
+            device,
+            max(cfg.model.classes, 2),
+            amp_dtype,
+            t.channels_last,
+            multiple,
+            # the crop checkpoint_meta records: predict tiles huge 2D images with it too
+            tile=getattr(train_ds, "crop", None) if dims == 2 else None,
         ),
         memory_format=memory_format,
         steps_per_epoch=steps_per_epoch,
