@@ -197,3 +197,37 @@ def test_validation_and_predict_take_the_same_pass(
     tiled, _ = predict(model, image, meta=meta, device="cpu", tile="crop")
     whole = tiling.inference_window(image.shape, (32, 32)) is None
     assert whole == (limit is None) and (whole != np.array_equal(tiled, labels))
+
+
+@pytest.mark.parametrize(
+    ("model", "ok", "bad"),
+    [  # smp U-Nets pad themselves (no size check); these architectures need multiples
+        ({"arch": "PSPNet", "encoder": "resnet18"}, (24, 16), (20, 24)),  # stride 8
+        ({"arch": "DeepLabV3Plus", "encoder": "resnet18"}, (16, 32), (24, 24)),  # stride 16
+        ({"arch": "FPN", "encoder": "resnet18"}, (32, 32), (16, 16)),  # stride 32
+    ],
+)
+def test_training_checks_sizes_against_the_stride_tiling_uses(
+    squares_root: Path, tmp_path: Path, model: dict[str, Any], ok: tuple, bad: tuple
+) -> None:
+    # one stride for the training size check, validation padding, tiles and 3D placement
+    from napari_segloss.engine.config import ConfigError
+    from napari_segloss.engine.distributed import DistInfo
+    from napari_segloss.engine.run_state import prepare_run
+
+    def cfg(crop: tuple) -> Any:
+        return load_config(
+            {
+                "data": {"root": str(squares_root), "size": [40, 40], "crop": list(crop)},
+                "model": {"kwargs": {}, **model},
+                "train": {"epochs": 1, "batch_size": 2, "num_workers": 0},
+                "output": str(tmp_path / f"run{crop}"),
+            }
+        )
+
+    state = prepare_run(cfg(ok), DistInfo(), torch.device("cpu"))
+    stride = output_stride(state.model)
+    assert stride == state.eval_settings.multiple == state.model.encoder.output_stride
+    assert all(s % stride == 0 for s in ok) and any(s % stride for s in bad)
+    with pytest.raises(ConfigError, match=rf"must be divisible by {stride} "):
+        prepare_run(cfg(bad), DistInfo(), torch.device("cpu"))
