@@ -237,10 +237,13 @@ def write_eval(
     class_names: Sequence[str] | None,
     predictions_path: Path | None = None,
     progress: bool = False,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
-    ``progress``: a tqdm bar over the images."""
+    ``progress``: a tqdm bar over the images. ``batch_size``: 2D images per forward pass (they
+    must share one size; the training run passes validation's batch size, so eval.json of the
+    best weights repeats that epoch's validation pass)."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
@@ -251,6 +254,7 @@ def write_eval(
         list(range(len(dataset))),
         settings,
         loss_fn=loss_fn,
+        batch_size=batch_size,
         predictions=preds,
         progress=f"eval.json: {weights.name} on {split}" if progress else None,
     )

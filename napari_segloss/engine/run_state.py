@@ -103,6 +103,8 @@ class RunState:
     val_batch_size: int
     #: the held-out set eval.json scores (None: the validation split)
     test_ds: SegmentationDataset | None
+    #: images per forward pass on ``test_ds`` (``val_batch_size``'s rule)
+    test_batch_size: int
     #: write the held-out predictions (``predictions.npz``) with eval.json
     save_predictions: bool
     model: nn.Module
@@ -340,6 +342,7 @@ class _Data:
     test: SegmentationDataset | None
     stats: dict[str, Any]
     val_batch_size: int
+    test_batch_size: int
 
 
 def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
@@ -364,7 +367,9 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
         need_uniform_size=need_uniform,
         progress=show,
     )
-    val_bs = 1
+    # images of one size are scored in batches (train.val_batch_size, else batch_size), others
+    # one by one: whole images of many sizes cannot be stacked
+    val_bs = test_bs = 1
     if val_ds is not None and len(val_ds) > 0:
         val_stats = val_ds.validate(
             num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
@@ -374,8 +379,12 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
     else:
         val_ds = None
     if test_ds is not None:
-        test_ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show)
-    return _Data(train_ds, val_ds, test_ds, stats, val_bs)
+        test_stats = test_ds.validate(
+            num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
+        )
+        if len(test_stats["sizes"]) == 1:
+            test_bs = t.val_batch_size or t.batch_size
+    return _Data(train_ds, val_ds, test_ds, stats, val_bs, test_bs)
 
 
 def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
@@ -619,6 +628,7 @@ def prepare_run(
         val_indices=[] if val_ds is None else list(range(info.rank, len(val_ds), info.world_size)),
         val_batch_size=data.val_batch_size,
         test_ds=data.test,
+        test_batch_size=data.test_batch_size,
         save_predictions=save_predictions,
         model=model,
         train_model=train_model,
