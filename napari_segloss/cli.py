@@ -255,8 +255,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     tile = tuple(args.tile) if args.tile else None
+    if tile and "crop" in tile and len(tile) > 1:
+        raise CLIError(f"--tile: give 'crop' alone or sizes alone, got {tile}")
     kw: dict[str, Any] = {
-        "meta": meta, "tile": tile, "overlap": args.overlap, "device": device,
+        "meta": meta, "tile": "crop" if tile == ("crop",) else tile, "overlap": args.overlap,
+        "device": device,
         "batch_size": args.batch_size, "amp": not args.no_amp,
         "resize": False if args.no_resize else None,
     }  # fmt: skip
@@ -472,6 +475,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tile_arg(value: str) -> int | str:
+    """One ``--tile`` value: a positive size or ``crop``."""
+    if value == "crop" or (value.isdigit() and int(value) > 0):
+        return value if value == "crop" else int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive size or 'crop', got {value!r}")
+
+
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
     """The options of ``segloss predict``."""
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint .pt file")
@@ -488,7 +498,13 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--probs", action="store_true", help="also write float32 probabilities")
     p.add_argument(
-        "--tile", type=int, nargs="+", metavar="N", help="tile size (default: training crop)"
+        "--tile",
+        type=_tile_arg,
+        nargs="+",
+        metavar="N",
+        help="tile size per axis, or 'crop' (the training crop or patch); default: as the run's "
+        "validation and eval.json: 2D images whole (tiles of the crop above 2048 x 2048 "
+        "pixels), 3D volumes in patches",
     )
     p.add_argument(
         "--overlap",

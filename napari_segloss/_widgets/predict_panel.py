@@ -1,8 +1,8 @@
 """Predict & Compare panel: run a checkpoint, show errors in colour, tabulate metrics.
 
 * Run a checkpoint on the current image
-  (:func:`napari_segloss.engine.inference.iter_predict_image`: frame by frame, tiled, the
-  checkpoint's own normalisation), adding the labels and the class probabilities, both hidden
+  (:func:`napari_segloss.engine.inference.iter_predict_image`: frame by frame, as the
+  training run's validation ran, with the checkpoint's own normalisation), adding the labels and the class probabilities, both hidden
   at first (one click on their eye shows them).
 * Compare a prediction Labels layer with a ground truth (a model output or any two Labels
   layers): an error overlay (:func:`napari_segloss.overlay.error_labels`: FP red, FN blue, TP
@@ -220,7 +220,8 @@ class PredictWidget(QWidget):
             min=0,
             max=4096,
             step=32,
-            tooltip="tile edge in pixels; 0 = auto (the checkpoint's training size)",
+            tooltip="tile edge in pixels; 0 = auto, as the training run's validation: the whole "
+            "image (tiles of the training crop above 2048 x 2048 pixels; 3D: the patch)",
         )
         self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")

@@ -7,7 +7,8 @@ cheap; the main entry points are re-exported here on first access::
     from napari_segloss.engine import iter_compare, read_compare
 
 Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``checkpoint``,
-``safeload`` (tensors-only ``torch.load``), ``inference`` (tiled prediction), ``training`` (the
+``safeload`` (tensors-only ``torch.load``), ``inference`` (prediction) over ``tiling`` (the
+whole-image and sliding-window passes validation shares), ``training`` (the
 loop) with its stages ``run_state`` (set-up), ``sampling`` (order, seeds, RNG state),
 ``evaluation`` (validation, eval.json), ``rundir`` (run directory, lock) and ``events`` (what
 the loop yields), ``runtime`` (device, loader workers, determinism, signals), ``request`` /
@@ -80,6 +81,7 @@ _SUBMODULES = {
     "runtime",
     "safeload",
     "sampling",
+    "tiling",
     "training",
     "unet3d",
 }

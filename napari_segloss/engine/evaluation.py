@@ -1,9 +1,12 @@
 """Validation during training and the final ``eval.json``: model outputs scored per image.
 
-2D images are run whole (padded to the encoder's stride, as the PM-Dice paper evaluates the
-resized image); 3D volumes with :func:`~.inference.sliding_window_predict` (``tile = patch``).
-Labels come from :func:`~.inference.labels_from_logits`, the rule ``segloss predict`` applies,
-and every image is scored with :func:`napari_segloss.metrics.evaluate`.
+Each input is run as :func:`~.tiling.inference_window` says, the rule ``segloss predict``
+follows too: 2D images whole (padded to the encoder's stride, as the PM-Dice paper evaluates
+the resized image; tiled with the training crop only above
+:data:`~.tiling.WHOLE_IMAGE_MAX_PIXELS`), 3D volumes with
+:func:`~.tiling.sliding_window_predict` (``tile = patch``). Labels come from
+:func:`~.tiling.labels_from_logits`, and every image is scored with
+:func:`napari_segloss.metrics.evaluate`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ from tqdm.auto import tqdm
 from ..data.datasets import SegmentationDataset
 from ..metrics import aggregate, evaluate
 from .checkpoint import load_checkpoint
-from .inference import labels_from_logits, pad_to_multiple, sliding_window_predict
 from .model import output_stride
 from .rundir import write_text_atomic
+from .tiling import (
+    inference_window,
+    labels_from_logits,
+    sliding_window_predict,
+    whole_image_logits,
+)
 
 __all__ = [
     "EvalSettings",
@@ -57,6 +65,9 @@ class EvalSettings:
     channels_last: bool = False
     #: spatial sizes must be multiples of this (the encoder's output stride)
     multiple: int = 32
+    #: the training crop: 2D images too large for one pass are tiled with it
+    #: (:func:`~.tiling.inference_window`, as ``segloss predict`` does)
+    tile: tuple[int, ...] | None = None
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(
@@ -149,12 +160,14 @@ def _evaluate_images(
             raise EvaluationStopped(f"stopped after {count} of {len(indices)} image(s)")
         images = images.to(s.device, non_blocking=True)
         masks = masks.to(s.device, non_blocking=True)
-        images, (h, w) = pad_to_multiple(images, s.multiple)
-        if s.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        window = inference_window(images.shape[2:], s.tile)
         with s.autocast():
-            logits = model(images)
-        logits = logits[..., :h, :w].float()
+            if window is None:
+                logits = whole_image_logits(
+                    model, images, s.multiple, channels_last=s.channels_last
+                )
+            else:
+                logits = _as_logits(_tiled(model, images, window, s))
         if loss_fn is not None:
             loss_sum += loss_fn(logits, masks).double() * images.shape[0]
         preds = labels_from_logits(logits).cpu().numpy()
@@ -191,17 +204,7 @@ def _evaluate_volumes(
             raise EvaluationStopped(f"stopped after {len(results)} of {len(indices)} volume(s)")
         image, mask = dataset[i]
         with s.autocast():
-            probs = sliding_window_predict(
-                model,
-                image.to(s.device),
-                tile=patch,
-                device=s.device,
-                amp=False,  # the autocast above already uses train.amp_dtype
-                accumulate_device=s.device,
-                multiple=output_stride(model),
-            )  # it makes CUDA tiles channels-last (3D) itself
-        probs = probs.float().clamp(1e-6, 1 - 1e-6)[None]
-        logits = torch.logit(probs) if probs.shape[1] == 1 else probs.log()
+            logits = _as_logits(_tiled(model, image.to(s.device)[None], patch, s))
         mask = mask.to(s.device)[None]
         if loss_fn is not None:
             loss_sum += loss_fn(logits, mask).double()
@@ -222,6 +225,29 @@ def _evaluate_volumes(
     return float(loss_sum.item()), len(results), results
 
 
+def _tiled(
+    model: nn.Module, images: torch.Tensor, tile: tuple[int, ...], s: EvalSettings
+) -> torch.Tensor:
+    """Blended probabilities ``(B, K, *spatial)`` of :func:`~.tiling.sliding_window_predict`
+    on the network's stride grid, under the caller's autocast."""
+    return sliding_window_predict(
+        model,
+        images,
+        tile=tile,
+        device=s.device,
+        amp=False,  # the caller's autocast already uses train.amp_dtype
+        accumulate_device=s.device,
+        multiple=output_stride(model),
+    )  # it makes CUDA tiles channels-last itself
+
+
+def _as_logits(probs: torch.Tensor) -> torch.Tensor:
+    """Blended probabilities as logits (``logit p`` for sigmoid, ``log p`` for softmax): the
+    closest whole-image equivalent for the loss, with the same labels."""
+    probs = probs.float().clamp(1e-6, 1 - 1e-6)
+    return torch.logit(probs) if probs.shape[1] == 1 else probs.log()
+
+
 def write_eval(
     path: Path,
     dataset: SegmentationDataset,
@@ -235,11 +261,14 @@ def write_eval(
     predictions_path: Path | None = None,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
     ``progress``: a tqdm bar over the images. ``should_stop``: see :func:`evaluate_dataset`
-    (:class:`EvaluationStopped` is raised before anything is written)."""
+    (:class:`EvaluationStopped` is raised before anything is written). ``batch_size``: 2D
+    images per forward pass (they must share one size; the training run passes validation's
+    batch size, so eval.json of the best weights repeats that epoch's validation pass)."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
@@ -250,6 +279,7 @@ def write_eval(
         list(range(len(dataset))),
         settings,
         loss_fn=loss_fn,
+        batch_size=batch_size,
         predictions=preds,
         progress=f"eval.json: {weights.name} on {split}" if progress else None,
         should_stop=should_stop,

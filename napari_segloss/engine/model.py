@@ -61,7 +61,12 @@ def spatial_dims_of(arch: str) -> int:
 def output_stride(model: nn.Module) -> int | tuple[int, ...]:
     """The network's total downsampling: :class:`~.unet3d.UNet3D`'s ``factor`` per axis, an smp
     encoder's ``output_stride``, else 1. Strided networks are not shift-invariant: a window
-    whose origin is not a multiple of it sees another pixel phase than a whole-image pass."""
+    whose origin is not a multiple of it sees another pixel phase than a whole-image pass.
+
+    The one rule for the stride: training checks its input sizes against it, and validation,
+    tiling and the 3D patch placement follow it. A network that declares none is taken to
+    take any size (1): guessing smp's 32 would refuse sizes it may well accept, and its first
+    step names a size it cannot take."""
     factor = getattr(model, "factor", None)
     if isinstance(factor, tuple | list) and all(isinstance(f, int) and f > 0 for f in factor):
         return tuple(factor)

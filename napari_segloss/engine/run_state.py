@@ -104,6 +104,8 @@ class RunState:
     val_batch_size: int
     #: the held-out set eval.json scores (None: the validation split)
     test_ds: SegmentationDataset | None
+    #: images per forward pass on ``test_ds`` (``val_batch_size``'s rule)
+    test_batch_size: int
     #: write the held-out predictions (``predictions.npz``) with eval.json
     save_predictions: bool
     model: nn.Module
@@ -283,9 +285,13 @@ def check_run_dir(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict[str, 
 
 
 def _check_divisible(
-    model: nn.Module, train_ds: SegmentationDataset, stats: dict[str, Any], multiple: int
+    model: nn.Module,
+    train_ds: SegmentationDataset,
+    stats: dict[str, Any],
+    multiple: int | tuple[int, ...],
 ) -> None:
-    """Training inputs must fit the encoder's output stride (smp raises mid-run otherwise)."""
+    """Training inputs must fit the network's output stride (:func:`~.model.output_stride`,
+    per axis or one for all; smp raises mid-run otherwise)."""
     if not getattr(model, "requires_divisible_input_shape", True):
         return
     crop, size = getattr(train_ds, "crop", None), getattr(train_ds, "size", None)
@@ -293,8 +299,9 @@ def _check_divisible(
         ("data.crop", [crop]) if crop else ("data.size", [size] if size else stats["sizes"])
     )
     for hw in sizes:
-        if hw and any(int(v) % multiple for v in hw):
-            fixed = [-(-int(v) // multiple) * multiple for v in hw]
+        steps = multiple if isinstance(multiple, tuple) else (multiple,) * len(hw or ())
+        if hw and any(int(v) % m for v, m in zip(hw, steps, strict=True)):
+            fixed = [-(-int(v) // m) * m for v, m in zip(hw, steps, strict=True)]
             raise ConfigError(
                 f"config key {key!r}: training size {list(hw)} must be divisible by {multiple} "
                 f"(the encoder's output stride); e.g. use {fixed}"
@@ -338,6 +345,7 @@ class _Data:
     test: SegmentationDataset | None
     stats: dict[str, Any]
     val_batch_size: int
+    test_batch_size: int
 
 
 def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
@@ -362,7 +370,9 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
         need_uniform_size=need_uniform,
         progress=show,
     )
-    val_bs = 1
+    # images of one size are scored in batches (train.val_batch_size, else batch_size), others
+    # one by one: whole images of many sizes cannot be stacked
+    val_bs = test_bs = 1
     if val_ds is not None and len(val_ds) > 0:
         val_stats = val_ds.validate(
             num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
@@ -372,8 +382,12 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
     else:
         val_ds = None
     if test_ds is not None:
-        test_ds.validate(num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show)
-    return _Data(train_ds, val_ds, test_ds, stats, val_bs)
+        test_stats = test_ds.validate(
+            num_classes=num_classes, in_channels=cfg.model.in_channels, progress=show
+        )
+        if len(test_stats["sizes"]) == 1:
+            test_bs = t.val_batch_size or t.batch_size
+    return _Data(train_ds, val_ds, test_ds, stats, val_bs, test_bs)
 
 
 def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
@@ -402,10 +416,11 @@ def _build_loss(cfg: TrainConfig) -> nn.Module:
 
 def _model_for(
     cfg: TrainConfig, train_ds: SegmentationDataset, stats: dict[str, Any]
-) -> tuple[nn.Module, int]:
-    """The model and the encoder's output stride; checks that they fit the data."""
+) -> tuple[nn.Module, int | tuple[int, ...]]:
+    """The model and its output stride (the one rule tiling and placement use); checks
+    that they fit the data."""
     model = build_model(cfg.model)
-    multiple = int(getattr(getattr(model, "encoder", None), "output_stride", 32))
+    stride = output_stride(model)
     dims = int(getattr(model, "spatial_dims", 2))
     if dims != int(getattr(train_ds, "spatial_dims", 2)):
         raise ConfigError(
@@ -413,7 +428,7 @@ def _model_for(
             f"data is {getattr(train_ds, 'spatial_dims', 2)}D (3D patches: data.kind: nifti, "
             "data.slices: 3d with arch: UNet3D)"
         )
-    _check_divisible(model, train_ds, stats, multiple)
+    _check_divisible(model, train_ds, stats, stride)
     patch = getattr(train_ds, "patch", None)
     if dims == 3 and patch is not None and hasattr(model, "check_input_size"):
         try:
@@ -422,9 +437,8 @@ def _model_for(
             raise ConfigError(f"config key 'data.patch': {exc}") from None
     if dims == 3 and hasattr(train_ds, "pad_multiple"):
         # a volume smaller than the patch sits where tiled validation/predict will put it
-        stride = output_stride(model)
         train_ds.pad_multiple = stride if isinstance(stride, tuple) else (stride,) * 3
-    return model, multiple
+    return model, stride
 
 
 def _loader(
@@ -569,7 +583,7 @@ def prepare_run(
     seed_everything(t.seed)
     data = _datasets(cfg, datasets, progress and info.is_main)
     train_ds, val_ds, stats = data.train, data.val, data.stats
-    model, multiple = _model_for(cfg, train_ds, stats)
+    model, stride = _model_for(cfg, train_ds, stats)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     elif init_checkpoint is not None:
@@ -622,6 +636,7 @@ def prepare_run(
         val_indices=[] if val_ds is None else list(range(info.rank, len(val_ds), info.world_size)),
         val_batch_size=data.val_batch_size,
         test_ds=data.test,
+        test_batch_size=data.test_batch_size,
         save_predictions=save_predictions,
         model=model,
         train_model=train_model,
@@ -635,7 +650,14 @@ def prepare_run(
         norm_a=norm_a,
         norm_b=norm_b,
         eval_settings=EvalSettings(
-            device, max(cfg.model.classes, 2), amp_dtype, t.channels_last, multiple
+            device,
+            max(cfg.model.classes, 2),
+            amp_dtype,
+            t.channels_last,
+            # 2D whole-image padding; 3D validation tiles on output_stride(model) per axis
+            stride if isinstance(stride, int) else 1,
+            # the crop checkpoint_meta records: predict tiles huge 2D images with it too
+            tile=getattr(train_ds, "crop", None) if dims == 2 else None,
         ),
         memory_format=memory_format,
         steps_per_epoch=steps_per_epoch,

@@ -583,7 +583,11 @@ def _final_eval(
     s = state
     if not s.main:
         return None
-    eval_ds, split = (s.test_ds, "test") if s.test_ds is not None else (s.val_ds, "val")
+    eval_ds, split, batch_size = (
+        (s.test_ds, "test", s.test_batch_size)
+        if s.test_ds is not None
+        else (s.val_ds, "val", s.val_batch_size)
+    )
     if eval_ds is None or len(eval_ds) == 0:
         return None
     weights = s.paths.best if s.paths.best.is_file() else s.paths.checkpoint
@@ -599,4 +603,5 @@ def _final_eval(
         predictions_path=s.paths.predictions if s.save_predictions else None,
         progress=show,
         should_stop=want_stop,
+        batch_size=batch_size,
     )

@@ -785,3 +785,36 @@ def test_evaluate_include_background_mean_row_is_foreground_only(
         summary = {(r["class"], r["metric"]): float(r["mean"]) for r in csv.DictReader(fh)}
     assert summary[("0", "dice")] == pytest.approx(2 / 3)
     assert summary[("mean", "dice")] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_predict_tile_crop_keeps_the_training_crop_tiling(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the default runs the image whole, as validation does; --tile crop is the former default
+    from napari_segloss.engine.checkpoint import load_model
+    from napari_segloss.engine.inference import predict
+
+    ckpt = write_checkpoint(tmp_path / "m.pt", 1)  # crop 32
+    image = np.random.default_rng(3).integers(0, 256, (52, 70), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    model, meta = load_model(ckpt)
+    for extra, tile in (
+        ((), None),
+        (("--tile", "crop"), "crop"),
+        (("--tile", "32", "32"), (32, 32)),
+    ):
+        out = tmp_path / f"out{len(extra)}{tile}"
+        rc, _, err = _predict(ckpt, tmp_path / "a.png", out, capsys, *extra)
+        assert rc == 0, err
+        expected, _ = predict(model, image, meta=meta, device="cpu", tile=tile)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), expected)
+    whole, _ = predict(model, image, meta=meta, device="cpu")
+    assert not np.array_equal(whole, predict(model, image, meta=meta, tile="crop")[0])
+    rc, _, err = _predict(ckpt, tmp_path / "a.png", tmp_path / "x", capsys, "--tile", "crop", "32")
+    _assert_one_line_error(rc, err, "--tile", "'crop' alone")
+    with pytest.raises(SystemExit) as usage:
+        _predict(ckpt, tmp_path / "a.png", tmp_path / "x", capsys, "--tile", "big")
+    assert usage.value.code == 2
+    assert "expected a positive size or 'crop', got 'big'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tile: expected None, 'crop'"):
+        predict(model, image, meta=meta, tile="whole")

@@ -237,9 +237,13 @@ def test_predict_rgb_binary_threshold_and_shapes() -> None:
 def test_predict_resizes_to_training_size_and_back() -> None:
     model = _Recorder(1, 3)
     img = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
-    labels, probs = predict(model, img, meta={"size": [32, 32], "crop": [16, 16]}, device="cpu")
+    meta = {"size": [32, 32], "crop": [16, 16]}
+    labels, probs = predict(model, img, meta=meta, device="cpu")
     assert labels.shape == (50, 70) and probs.shape == (3, 50, 70)
-    assert all(c[2:] == (16, 16) for c in model.calls)  # tiles at the training crop
+    assert model.calls == [(1, 1, 32, 32)]  # the whole resized image, as validation runs it
+    model.calls.clear()
+    predict(model, img, meta=meta, device="cpu", tile="crop")
+    assert model.calls and all(c[2:] == (16, 16) for c in model.calls)  # the training crop
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(labels, probs.argmax(0))
 

@@ -471,3 +471,35 @@ def test_validation_and_eval_show_progress(
     assert "validation, epoch 1" in err and "eval.json: best.pt on val" in err
     list(iter_train(make_cfg(squares_root, tmp_path / "quiet", epochs=1), progress=False))
     assert "validation" not in capsys.readouterr().err
+
+
+def test_eval_json_batches_its_forward_passes_as_validation(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # eval.json ran one image per forward pass; it now takes validation's batches, so it
+    # repeats the best epoch's validation pass, with the same per-image metrics
+    from napari_segloss.data.factory import build_datasets
+    from napari_segloss.engine import evaluation
+
+    batches: list[int] = []
+    whole = evaluation.whole_image_logits
+
+    def spy(model: torch.nn.Module, images: torch.Tensor, *args: Any, **kw: Any) -> Any:
+        batches.append(images.shape[0])
+        return whole(model, images, *args, **kw)
+
+    monkeypatch.setattr(evaluation, "whole_image_logits", spy)
+    cfg = make_cfg(squares_root, tmp_path / "run", "train.val_batch_size=2", epochs=1)
+    done = list(iter_train(cfg, progress=False))[-1]
+    assert batches == [2, 2]  # epoch 1's validation, then eval.json: both images in one pass
+    ev = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert isinstance(done, TrainDone) and ev["mean"]["dice"] == done.best_dice  # exactly
+    model, _ = load_model(tmp_path / "run" / "best.pt")
+    _, val_ds = build_datasets(cfg)
+    settings = evaluation.EvalSettings(torch.device("cpu"), 2, multiple=8)
+    per_image = {
+        bs: evaluation.evaluate_dataset(model, val_ds, [0, 1], settings, batch_size=bs)[2]
+        for bs in (1, 2)
+    }
+    assert per_image[1] == per_image[2]  # every metric of every image
+    assert [{int(c): m for c, m in r["metrics"].items()} for r in ev["per_image"]] == per_image[2]
