@@ -653,7 +653,8 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     _tiny_folder(tmp_path / "data")
     argv = ["train", "--config", str(_tiny_config(tmp_path)), "--no-progress"]
     # one step per epoch, validation at the last only: the hook's first calls are the steps
-    rc, out, err = _run([*argv, "--set", "train.epochs=3", "--set", "train.val_every=3"], capsys)
+    argv += ["--set", "train.epochs=3", "--set", "train.val_every=3"]
+    rc, out, err = _run(argv, capsys)
     assert rc == 130, err
     assert (
         "segloss train: stopped (interrupted (Ctrl-C) after 2 of 3 steps (2 of 3 epochs done)"
@@ -666,7 +667,7 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     assert "to continue: the same command with --resume" in out
     assert "no eval.json" not in out  # not a missing file: the run is not finished
     monkeypatch.setattr(training, "train", real_train)
-    rc, out, err = _run([*argv, "--set", "train.epochs=3", "--resume"], capsys)
+    rc, out, err = _run([*argv, "--resume"], capsys)  # "the same command", as said
     assert rc == 0, err
     assert "3 steps, resuming at step 2" in out and "segloss train: finished" in out
 

@@ -284,12 +284,13 @@ def test_a_stop_during_the_final_evaluation_ends_it_and_resume_writes_eval_json(
 
     monkeypatch.setattr(evaluation, "evaluate", ctrl_c_at_the_first_held_out_image)
     out = tmp_path / "run"
-    done = train(make_cfg(squares_root, out), progress=False)
+    one_per_pass = "train.val_batch_size=1"  # eval.json's batches are validation's
+    done = train(make_cfg(squares_root, out, one_per_pass), progress=False)
     assert calls["n"] == 3  # before: both held-out images scored and eval.json written
     assert done.stopped and done.interrupted and done.iteration == 3
     assert "after 3 of 3 steps (1 of 1 epochs done), during the final evaluation:" in done.reason
     assert not (out / "eval.json").exists()
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1  # every step is on disk
     monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
-    done = train(make_cfg(squares_root, out), resume=True, progress=False)
+    done = train(make_cfg(squares_root, out, one_per_pass), resume=True, progress=False)
     assert not done.stopped and done.iteration == 3 and (out / "eval.json").is_file()
