@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data.datasets import SegmentationDataset
 from ..metrics import aggregate, evaluate
+from ..progress import progress_bar
 from .checkpoint import load_checkpoint
 from .inference import labels_from_logits, pad_to_multiple, sliding_window_predict
 from .model import output_stride
@@ -92,12 +92,14 @@ def evaluate_dataset(
 
     ``surface=False`` skips the distance metrics (NSD, HD95) for faster validation epochs.
     ``predictions``: a list that receives each image's predicted labels (numpy), in order.
-    ``progress``: the description of a tqdm bar over the images (None: no bar).
+    ``progress``: the description of a progress bar over the images (None: no bar).
     """
     was_training = model.training
     model.eval()
     # a pass over a validation set can take minutes on a CPU: the training bar stands still
-    bar = tqdm(total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None)
+    bar = progress_bar(
+        total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None
+    )
     try:
         if getattr(dataset, "spatial_dims", 2) == 3:
             return _evaluate_volumes(
@@ -214,7 +216,7 @@ def write_eval(
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
-    ``progress``: a tqdm bar over the images."""
+    ``progress``: a progress bar over the images."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)

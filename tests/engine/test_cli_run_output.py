@@ -5,13 +5,17 @@ this process may use, said once instead of torch's warning per loader."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
+from napari_segloss import progress
 from napari_segloss.cli import main
 from napari_segloss.engine import runtime
 from napari_segloss.engine.compare_results import read_compare
@@ -21,6 +25,7 @@ from napari_segloss.samples import sample_pairs_dir
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 TORCH_WORKER_WARNING = "worker processes in total"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny_config(tmp_path: Path, num_workers: int) -> Path:
@@ -186,3 +191,41 @@ def test_help_tells_a_new_user_where_to_start_and_its_example_runs_as_written() 
     assert tree["data"]["root"].startswith("bundled:") and overrides == [
         "data.test_root=bundled:kvasir"
     ]
+
+
+def test_train_logs_to_a_file_without_escape_codes(tmp_path: Path) -> None:
+    """``segloss train ... 2> log``: tqdm's nested validation bar wrote cursor-up codes
+    (ESC[A) and every redraw a carriage return into the file; now plain lines."""
+    config = _tiny_config(tmp_path, 0)  # epochs: 1, validated inside the training bar
+    log = tmp_path / "train.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout, not another install
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_segloss.cli", "train", "--threads", "1",
+             "--config", str(config), "--set", "data.limit=8"],
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=env, timeout=300,
+        )  # fmt: skip
+    text = log.read_bytes().decode()  # carriage returns kept
+    assert proc.returncode == 0, text
+    assert "\x1b" not in text and "\r" not in text, repr(text)
+    # the training bar's last state, once, on its own line
+    assert re.search(r"^train pm_dice: 100% (\d+)/\1 \[.*loss=[\d.]+\]$", text, re.MULTILINE), text
+
+
+def test_compare_progress_in_a_log_has_plain_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``segloss compare --progress`` with stderr not a terminal (here: captured): the per-step
+    and nested validation reports are lines, with no escape codes between them."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)  # a line per update: nested bars too
+    config = _tiny_config(tmp_path, 0)
+    argv = ["compare", "--config", str(config), "--losses", "dice", "--seeds", "0", "--progress"]
+    rc, _, err, _ = _run_recording_warnings(
+        [*argv, "--set", "data.limit=8", "--output", str(tmp_path / "cmp")], capsys
+    )
+    assert rc == 0, err
+    assert "\x1b" not in err and "\r" not in err, repr(err)
+    lines = err.splitlines()
+    assert any(s.startswith("train dice: 100% ") for s in lines), err
+    assert any(s.startswith("validation, epoch 1: 100% ") for s in lines), err
+    assert lines[-1].startswith("[1/1] dice seed 0: ok in ")
