@@ -106,22 +106,24 @@ def test_compare_says_each_run_on_stderr_and_caps_the_workers_once(
 def test_train_start_line_notes_the_lowered_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The start line and its notes go to stderr, as compare's run lines do: stdout holds the
+    end summary only (`segloss train ... > summary.txt`)."""
     requested = available_cpus() + 1
     config = _tiny_config(tmp_path, requested)
     argv = ["train", "--config", str(config), "--no-progress", "--set", "data.limit=8"]
     rc, out, err, caught = _run_recording_warnings(argv, capsys)
     assert rc == 0, err
     assert not [m for m in caught if TORCH_WORKER_WARNING in m], caught
-    first, second = out.splitlines()[:2]
+    first, second = err.splitlines()[:2]
     assert first.startswith("segloss train: ")
     assert first.endswith(f"run dir {tmp_path / 'train-run'}")
     assert second == (
         f"  train.num_workers {requested} lowered to {available_cpus()}: this process may use "
         f"{available_cpus()} CPU core(s)"
     )
-    assert out.count("num_workers") == 1
+    assert err.count("num_workers") == 1 and "num_workers" not in out
     # a run of seconds says its seconds, not "finished in 0.0 min"
-    assert re.search(r"^segloss train: finished in \d+ s$", out, re.MULTILINE), out
+    assert re.match(r"segloss train: finished in \d+ s\n", out), out
 
 
 def test_loader_workers_share_the_cores_among_the_machines_processes(
