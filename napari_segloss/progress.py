@@ -1,7 +1,7 @@
 """Progress bars that read well where they land: a terminal, a notebook or a log file.
 
 :func:`progress_bar` gives tqdm's bar in a terminal (stderr is a TTY) and in a Jupyter kernel
-(``tqdm.auto``'s widget). Anywhere else (``segloss train ... 2> log``, a CI log, a batch job)
+(``tqdm.auto``: a widget, or a text bar that Jupyter redraws in place). Anywhere else (``segloss train ... 2> log``, a CI log, a batch job)
 tqdm's redrawn line fills the file with carriage returns, and a bar nested under another (the
 validation pass under the training bar) writes cursor-movement escape codes (``ESC[A``); there
 it gives a :class:`LogProgress` instead: a plain line (no bar, no escape codes) at most every
@@ -35,10 +35,13 @@ def is_terminal(stream: IO[str] | None = None) -> bool:
 
 
 def _in_notebook() -> bool:
-    # tqdm.auto chose through tqdm.autonotebook, which picks the widget bar only inside a Jupyter
-    # kernel (read from sys.modules: importing it again outside tqdm.auto warns)
-    chosen = getattr(sys.modules.get("tqdm.autonotebook"), "tqdm", std_tqdm)
-    return chosen is not std_tqdm
+    """Inside a Jupyter kernel, as ``tqdm.autonotebook`` tells it: tqdm.auto draws a widget
+    there, or without ipywidgets a text bar whose carriage returns Jupyter renders in place."""
+    ipython = sys.modules.get("IPython")  # not imported: not a kernel (and no import cost)
+    try:
+        return "IPKernelApp" in ipython.get_ipython().config  # type: ignore[union-attr]
+    except AttributeError:  # no IPython, or get_ipython() is None outside IPython
+        return False
 
 
 class LogProgress:

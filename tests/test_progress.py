@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import sys
+import types
 
 import pytest
 from tqdm.std import tqdm
@@ -66,3 +68,17 @@ def test_a_transient_bar_stays_silent_unless_it_lasted(monkeypatch: pytest.Monke
     ]
     LogProgress(total=1, disable=True, file=log).close()
     assert log.getvalue().count("\n") == 2
+
+
+def test_a_jupyter_kernel_keeps_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel's stderr is no terminal, but Jupyter draws tqdm (a widget, or without
+    ipywidgets a text bar redrawn in place): keep it there."""
+    shell = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    bar = progress_bar(total=1, file=io.StringIO())
+    assert isinstance(bar, tqdm)
+    bar.close()
+    shell.config = {"TerminalIPythonApp": {}}  # IPython in a terminal: as any program
+    assert isinstance(progress_bar(total=1, file=io.StringIO()), LogProgress)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    assert isinstance(progress_bar(total=1, file=io.StringIO()), LogProgress)
