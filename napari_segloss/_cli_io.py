@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,7 +137,10 @@ def read_input(
                     neginf=fill_nonfinite,
                 )  # fmt: skip
                 if report:
-                    print(f"  {path.name}: replaced {bad} NaN/Inf value(s) with {fill_nonfinite}")
+                    print(  # a diagnostic, with predict's per-file lines: stderr
+                        f"  {path.name}: replaced {bad} NaN/Inf value(s) with {fill_nonfinite}",
+                        file=sys.stderr,
+                    )
         array = check_image(
             array,
             in_channels=int(meta.get("in_channels") or 3),

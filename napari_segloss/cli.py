@@ -13,6 +13,12 @@ On Linux/glibc the command keeps freed memory for reuse (``engine.allocator.tune
 ``SEGLOSS_MALLOC_TUNING=0`` turns it off): large CPU tensors then stop page-faulting on every
 step.
 
+Output follows the usual split: stdout carries what a command produced (``train``'s end
+summary, the tables of ``evaluate`` and ``compare``, the closing line of each command, the
+``configs`` listing), stderr what it says while it works (start lines and the settings adapted
+to this machine, a line per run or per file, progress bars, notes, errors), so ``> FILE`` or a
+pipe keeps the results and the terminal still shows the progress.
+
 Bad input (an invalid config key, a missing file, an unreadable checkpoint) ends with a one-line
 ``segloss <command>: error: ...`` on stderr and exit code 2; ``--debug`` shows the traceback.
 Ctrl-C (or SIGTERM) stops ``train`` and ``compare`` after the current step (or validation batch)
@@ -190,10 +196,17 @@ def run_details(event: TrainStart) -> str:
 
 
 def start_line(event: TrainStart) -> str:
-    """What ``segloss train`` says once before the first step: data, device, precision, run dir,
-    then each setting adapted to this machine (``TrainStart.notes``) on a line of its own."""
+    """What ``segloss train`` says on stderr before the first step: data, device, precision,
+    run dir, then each setting adapted to this machine (``TrainStart.notes``) on a line of its
+    own."""
     line = f"segloss train: {run_details(event)}; run dir {event.run_dir}"
     return "\n".join([line, *(f"  {note}" for note in event.notes)])
+
+
+def _say(text: str) -> None:
+    """A progress or diagnostic line: stderr, flushed, so that it lands before the bars that
+    follow and does not mix into the results on stdout."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -213,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def on_event(event: object) -> None:
         if isinstance(event, TrainStart) and is_main_process():
-            print(start_line(event), flush=True)  # before the progress bar starts drawing
+            _say(start_line(event))  # before the progress bar starts drawing
 
     start = time.perf_counter()
     done = train(
@@ -227,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print_done(done, (time.perf_counter() - start) / 60)  # says where the checkpoint is
     if done.interrupted and not done.stopped:  # during eval.json's last batch or its writing
-        print("segloss train: the Ctrl-C came after the last step: the run finished anyway")
+        _say("segloss train: the Ctrl-C came after the last step: the run finished anyway")
     elif done.interrupted:  # Ctrl-C / SIGTERM: main() prints "interrupted" and returns 130,
         raise KeyboardInterrupt  # as for compare (the conventional code for SIGINT)
     return 1 if done.stopped else 0  # stopped otherwise: a non-finite loss
@@ -271,7 +284,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             out, path, labels, probs if args.probs else None, img=img, meta=meta, fmt=args.format
         )
         fg = float((labels > 0).mean()) * 100
-        print(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %)")
+        _say(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %)")
     print(f"segloss predict: wrote {len(files)} label file(s) to {out}")
     return 0
 
@@ -392,7 +405,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     log = CompareLog()
     for event in events:
         for line in log.lines(event) if is_main_process() else []:
-            print(line, file=sys.stderr, flush=True)
+            _say(line)
         if isinstance(event, CompareDone):
             done = event
     if done is None or not is_main_process():

@@ -13,7 +13,8 @@
   services (``maps``, ``explorer``, ``whatif``, ``plotting``, ``landscape``), ``cli`` or
   ``_widgets``, ``losses`` nothing from ``data`` or ``metrics``, ``metrics`` and ``overlay``
   nothing from ``losses``; ``engine`` and the services nothing from ``cli`` or ``_widgets``;
-  ``cli`` nothing from ``_widgets``.
+  ``cli`` nothing from ``_widgets``; ``progress`` (the bars of ``data`` and ``engine``) nothing
+  from the package.
 """
 
 from __future__ import annotations
@@ -317,6 +318,8 @@ LAYER_RULES = {
     "napari_segloss.overlay": (*ABOVE_CORE, "losses"),
     "napari_segloss.data": ABOVE_CORE,
     "napari_segloss.samples": ABOVE_CORE,
+    # the progress bars of data and engine: a leaf, below everything that uses it
+    "napari_segloss.progress": (*ABOVE_CORE, "losses", "metrics", "overlay", "data", "samples"),
     "napari_segloss.engine": FRONT_DOORS,
     **{f"napari_segloss.{service}": FRONT_DOORS for service in SERVICES},
     "napari_segloss.cli": ("_widgets",),

@@ -126,6 +126,17 @@ def run_training(request: TrainRequest, stop: threading.Event) -> Iterator[Train
         release_gpu_memory()
 
 
+def start_notes(ev: TrainStart) -> list[str]:
+    """What the panel says under its status when training starts: the settings the engine
+    adapted to this machine (``TrainStart.notes``, as ``segloss train`` prints them) and, when
+    mixed precision was asked for (device auto) but there is no CUDA, that it trains in
+    float32 (``segloss train`` says it in its start line)."""
+    notes = list(ev.notes)
+    if ev.amp_requested and ev.precision == "float32":  # TrainStart.amp_requested's meaning
+        notes.insert(0, f"mixed precision runs on CUDA only: training in float32 on {ev.device}")
+    return notes
+
+
 def format_duration(seconds: float) -> str:
     """``"42 s"``, ``"3:07"`` (minutes), ``"1:02:03"`` (hours)."""
     s = max(0, round(seconds))
@@ -226,6 +237,10 @@ class TrainWidget(QWidget):
         root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
+        # the start's notes stay for the whole run (the status line changes every epoch)
+        self.notes = StatusLabel(self)
+        self.notes.hide()
+        root.addWidget(self.notes)
         self.plot = LivePlot(self)
         self.plot.setMinimumHeight(200)
         root.addWidget(self.plot)
@@ -467,6 +482,7 @@ class TrainWidget(QWidget):
             return
         self._stop.clear()
         self.plot.clear()
+        self._show_notes([])  # the previous run's
         self.last_result = None
         self.progress.preparing(request.epochs)
         self._worker = new_worker(
@@ -500,9 +516,14 @@ class TrainWidget(QWidget):
         elif isinstance(ev, TrainDone):
             self._on_done(ev)
 
+    def _show_notes(self, notes: list[str]) -> None:
+        self.notes.info("\n".join(f"note: {n}" for n in notes))
+        self.notes.setVisible(bool(notes))
+
     def _on_start(self, ev: TrainStart) -> None:
         self.progress.started(ev)
         self.status.info(f"training on {ev.device} → {ev.run_dir}")
+        self._show_notes(start_notes(ev))
         self._activity = StoppableProgress(
             total=max(ev.max_iterations, 1), desc="segloss training", cancel_callback=self.stop
         )

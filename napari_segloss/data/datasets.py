@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchvision import tv_tensors
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .io import (
     JPEG_MASK_THRESHOLD,
     as_labels,
@@ -400,7 +400,7 @@ class SegmentationDataset(Dataset):
         with ThreadPoolExecutor(max_workers=workers) as pool:
             iterator = pool.map(scan, range(n))
             if progress:
-                iterator = tqdm(iterator, total=n, desc="checking data", leave=False)
+                iterator = progress_bar(iterator, total=n, desc="checking data", leave=False)
             results = list(iterator)
         tally = LabelTally(num_classes, hint=" (1 for binary masks {0,1}, K for labels 0..K-1)")
         sizes: set[tuple[int, ...]] = set()

@@ -39,8 +39,8 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .datasets import (
     DataError,
     LabelTally,
@@ -308,7 +308,7 @@ class NiftiPatchDataset(NiftiSliceDataset):
         _ = self.normalization
         volumes: Any = range(self.num_volumes)
         if progress:
-            volumes = tqdm(volumes, desc="checking volumes", leave=False)
+            volumes = progress_bar(volumes, desc="checking volumes", leave=False)
         tally = LabelTally(num_classes, what="label volume")
         shapes: set[tuple[int, ...]] = set()
         for v in volumes:

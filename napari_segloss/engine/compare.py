@@ -580,7 +580,7 @@ def iter_compare(
         should_stop: polled between training steps; True ends the current run at the next step
             (resumable checkpoint), keeps every finished run and ends the comparison.
         title: the table's title in results.md.
-        progress: tqdm progress bars for each run.
+        progress: progress bars for each run.
         save_predictions: store each run's held-out predictions for the overlays.
         train_fn: what trains one run (default :func:`~.training.iter_train`; same signature).
 

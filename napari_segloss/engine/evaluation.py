@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data.datasets import SegmentationDataset
 from ..metrics import aggregate, evaluate
+from ..progress import progress_bar
 from .checkpoint import load_checkpoint
 from .model import output_stride
 from .rundir import write_text_atomic
@@ -117,14 +117,16 @@ def evaluate_dataset(
 
     ``surface=False`` skips the distance metrics (NSD, HD95) for faster validation epochs.
     ``predictions``: a list that receives each image's predicted labels (numpy), in order.
-    ``progress``: the description of a tqdm bar over the images (None: no bar).
+    ``progress``: the description of a progress bar over the images (None: no bar).
     ``should_stop``: called before each batch (each volume in 3D); True raises
     :class:`EvaluationStopped` (e.g. a :class:`~.distributed.StopVote`).
     """
     was_training = model.training
     model.eval()
     # a pass over a validation set can take minutes on a CPU: the training bar stands still
-    bar = tqdm(total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None)
+    bar = progress_bar(
+        total=len(indices), desc=progress, unit="img", leave=False, disable=progress is None
+    )
     try:
         stop = should_stop or (lambda: False)
         if getattr(dataset, "spatial_dims", 2) == 3:
@@ -265,7 +267,7 @@ def write_eval(
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
-    ``progress``: a tqdm bar over the images. ``should_stop``: see :func:`evaluate_dataset`
+    ``progress``: a progress bar over the images. ``should_stop``: see :func:`evaluate_dataset`
     (:class:`EvaluationStopped` is raised before anything is written). ``batch_size``: 2D
     images per forward pass (they must share one size; the training run passes validation's
     batch size, so eval.json of the best weights repeats that epoch's validation pass)."""

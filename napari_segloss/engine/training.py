@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .config import ConfigError, TrainConfig, load_config, resolve_output
 from .distributed import (
     StopVote,
@@ -99,7 +99,7 @@ def iter_train(
         init_checkpoint: fine-tune: start from these weights (same architecture required).
         resume: continue the run in ``cfg.output`` from its ``checkpoint.pt``; its saved config
             must match ``cfg`` except for ``config.RESUME_KEYS`` (e.g. ``train.epochs``).
-        progress: show a tqdm progress bar (rank 0).
+        progress: show a progress bar (rank 0; ``progress.progress_bar``).
         save_predictions: write the predicted labels of the images eval.json scores to
             ``predictions.npz`` in the run directory (what ``segloss compare`` overlays draw).
 
@@ -183,7 +183,7 @@ def _run(
     )
     bar = None
     if progress and state.main:
-        bar = tqdm(
+        bar = progress_bar(
             total=state.max_iterations,
             initial=state.iteration,
             desc=f"train {cfg.loss.name}",

@@ -402,7 +402,7 @@ def test_segloss_predict_3d_checkpoint(
     out = tmp_path / "pred"
     args = ["predict", "--checkpoint", str(trained / "best.pt"), "--input", str(src)]
     assert main([*args, "--output", str(out), "--device", "cpu", "--probs"]) == 0
-    assert "patient1_frame01.nii.gz" in capsys.readouterr().out
+    assert "patient1_frame01.nii.gz" in capsys.readouterr().err  # the per-file line
     ref = nib.load(str(src))
     pred = nib.load(str(out / "patient1_frame01.nii.gz"))
     assert pred.shape == ref.shape == (48, 40, 6)

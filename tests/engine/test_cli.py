@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -189,7 +190,9 @@ def test_predict_writes_png_tif_probs_matching_inference(
     np.testing.assert_array_equal(labels_a, ref_labels)
     np.testing.assert_allclose(probs_a, ref_probs, atol=1e-6)
     assert tifffile.imread(out / "b.tif").shape == (20, 24)
-    assert "wrote 2 label file(s)" in stdout
+    # a line per file while it works on stderr; stdout: what it wrote, once
+    assert stdout == f"segloss predict: wrote 2 label file(s) to {out}\n"
+    assert re.search(r"^\[1/2\] a\.png -> a\.png \(foreground [\d.]+ %\)$", err, re.MULTILINE)
 
 
 def test_predict_nifti_volume_keeps_file_axes_and_affine(
@@ -599,8 +602,9 @@ def test_predict_to_grey_and_fill_nonfinite_are_explicit_and_reported(
         ckpt_mm, tmp_path / "scan.nii.gz", tmp_path / "o2", capsys, "--fill-nonfinite", "0"
     )
     assert rc == 0, err
-    assert "scan.nii.gz: replaced 4 NaN/Inf value(s) with 0.0" in out
-    assert out.count("replaced") == 1
+    # a diagnostic, on stderr with the per-file lines
+    assert "scan.nii.gz: replaced 4 NaN/Inf value(s) with 0.0" in err
+    assert err.count("replaced") == 1 and "replaced" not in out
     assert nib.load(str(tmp_path / "o2" / "scan.nii.gz")).shape == (12, 10, 3)
 
 
@@ -669,7 +673,7 @@ def test_interrupted_train_exits_130_and_says_where_the_checkpoint_is(
     monkeypatch.setattr(training, "train", real_train)
     rc, out, err = _run([*argv, "--resume"], capsys)  # "the same command", as said
     assert rc == 0, err
-    assert "3 steps, resuming at step 2" in out and "segloss train: finished" in out
+    assert "3 steps, resuming at step 2" in err and "segloss train: finished" in out
 
 
 def test_train_stopped_by_a_non_finite_loss_exits_1(
@@ -695,7 +699,8 @@ def test_a_ctrl_c_during_the_final_evaluation_reports_the_finished_run(
     monkeypatch.setattr(training, "train", lambda cfg, **kw: done)
     rc, out, err = _run(["train", "--config", str(_tiny_config(tmp_path))], capsys)
     assert rc == 0, err
-    assert "the run finished anyway" in out and "interrupted" not in err
+    assert "the run finished anyway" in err and "interrupted" not in err
+    assert "segloss train: finished" in out and "anyway" not in out  # results vs diagnostics
 
 
 def test_train_without_validation_does_not_call_the_weights_best(

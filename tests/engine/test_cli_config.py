@@ -159,10 +159,11 @@ def test_train_says_once_that_amp_runs_float32_without_cuda(
         ["train", "--config", "quickstart", "--no-progress", "--set", *overrides], capsys
     )
     assert rc == 0, err
-    first = out.splitlines()[0]
+    first = err.splitlines()[0]  # the start line: stderr, with the other progress lines
     assert first.startswith("segloss train: ") and f"run dir {out_dir}" in first
     assert "on cpu, float32 (train.amp is on, but mixed precision runs on CUDA only)" in first
-    assert out.count("mixed precision") == 1  # once, not per step or epoch
+    assert err.count("mixed precision") == 1  # once, not per step or epoch
+    assert "mixed precision" not in out
     assert f"best checkpoint: {out_dir / 'best.pt'}" in out  # where the results are
 
 

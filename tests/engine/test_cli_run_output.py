@@ -5,13 +5,17 @@ this process may use, said once instead of torch's warning per loader."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
+from napari_segloss import progress
 from napari_segloss.cli import main
 from napari_segloss.engine import runtime
 from napari_segloss.engine.compare_results import read_compare
@@ -21,6 +25,7 @@ from napari_segloss.samples import sample_pairs_dir
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 TORCH_WORKER_WARNING = "worker processes in total"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny_config(tmp_path: Path, num_workers: int) -> Path:
@@ -101,22 +106,24 @@ def test_compare_says_each_run_on_stderr_and_caps_the_workers_once(
 def test_train_start_line_notes_the_lowered_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The start line and its notes go to stderr, as compare's run lines do: stdout holds the
+    end summary only (`segloss train ... > summary.txt`)."""
     requested = available_cpus() + 1
     config = _tiny_config(tmp_path, requested)
     argv = ["train", "--config", str(config), "--no-progress", "--set", "data.limit=8"]
     rc, out, err, caught = _run_recording_warnings(argv, capsys)
     assert rc == 0, err
     assert not [m for m in caught if TORCH_WORKER_WARNING in m], caught
-    first, second = out.splitlines()[:2]
+    first, second = err.splitlines()[:2]
     assert first.startswith("segloss train: ")
     assert first.endswith(f"run dir {tmp_path / 'train-run'}")
     assert second == (
         f"  train.num_workers {requested} lowered to {available_cpus()}: this process may use "
         f"{available_cpus()} CPU core(s)"
     )
-    assert out.count("num_workers") == 1
+    assert err.count("num_workers") == 1 and "num_workers" not in out
     # a run of seconds says its seconds, not "finished in 0.0 min"
-    assert re.search(r"^segloss train: finished in \d+ s$", out, re.MULTILINE), out
+    assert re.match(r"segloss train: finished in \d+ s\n", out), out
 
 
 def test_loader_workers_share_the_cores_among_the_machines_processes(
@@ -186,3 +193,41 @@ def test_help_tells_a_new_user_where_to_start_and_its_example_runs_as_written() 
     assert tree["data"]["root"].startswith("bundled:") and overrides == [
         "data.test_root=bundled:kvasir"
     ]
+
+
+def test_train_logs_to_a_file_without_escape_codes(tmp_path: Path) -> None:
+    """``segloss train ... 2> log``: tqdm's nested validation bar wrote cursor-up codes
+    (ESC[A) and every redraw a carriage return into the file; now plain lines."""
+    config = _tiny_config(tmp_path, 0)  # epochs: 1, validated inside the training bar
+    log = tmp_path / "train.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout, not another install
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_segloss.cli", "train", "--threads", "1",
+             "--config", str(config), "--set", "data.limit=8"],
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=env, timeout=300,
+        )  # fmt: skip
+    text = log.read_bytes().decode()  # carriage returns kept
+    assert proc.returncode == 0, text
+    assert "\x1b" not in text and "\r" not in text, repr(text)
+    # the training bar's last state, once, on its own line
+    assert re.search(r"^train pm_dice: 100% (\d+)/\1 \[.*loss=[\d.]+\]$", text, re.MULTILINE), text
+
+
+def test_compare_progress_in_a_log_has_plain_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``segloss compare --progress`` with stderr not a terminal (here: captured): the per-step
+    and nested validation reports are lines, with no escape codes between them."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)  # a line per update: nested bars too
+    config = _tiny_config(tmp_path, 0)
+    argv = ["compare", "--config", str(config), "--losses", "dice", "--seeds", "0", "--progress"]
+    rc, _, err, _ = _run_recording_warnings(
+        [*argv, "--set", "data.limit=8", "--output", str(tmp_path / "cmp")], capsys
+    )
+    assert rc == 0, err
+    assert "\x1b" not in err and "\r" not in err, repr(err)
+    lines = err.splitlines()
+    assert any(s.startswith("train dice: 100% ") for s in lines), err
+    assert any(s.startswith("validation, epoch 1: 100% ") for s in lines), err
+    assert lines[-1].startswith("[1/1] dice seed 0: ok in ")

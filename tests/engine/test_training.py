@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from napari_segloss import progress
 from napari_segloss.data.datasets import ArrayDataset, DataError
 from napari_segloss.engine import sampling
 from napari_segloss.engine.checkpoint import CheckpointError, load_checkpoint, load_model
@@ -461,10 +462,16 @@ def test_results_do_not_depend_on_num_workers(squares_root: Path, tmp_path: Path
 
 
 def test_validation_and_eval_show_progress(
-    squares_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    squares_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The training bar stands still while an epoch is validated and eval.json is scored
     (minutes on a CPU for a real validation set): each pass has its own bar."""
+    # captured stderr is no terminal: plain lines, here one per update (a log gets one every
+    # progress.LOG_INTERVAL_S seconds, so short passes say nothing)
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
     cfg = make_cfg(squares_root, tmp_path / "run", epochs=1)
     list(iter_train(cfg, progress=True))
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ from napari.utils import progress as napari_progress
 
 from napari_segloss._widgets._state import CHECKPOINTS
 from napari_segloss._widgets.train_panel import eta_seconds, format_duration
-from napari_segloss.engine.events import TrainDone
+from napari_segloss.engine.events import TrainDone, TrainStart
 from napari_segloss.samples import load_sample
 
 NAME = "Train / Fine-tune"
@@ -161,6 +161,47 @@ def test_training_without_validation_says_so(dock, wait_idle, qtbot, tmp_path):
     assert not widget.status.is_error, widget.status.text()
     assert not widget.last_result.validated
     assert "no validation (best.pt holds the last weights)" in widget.status.text()
+
+
+def test_the_start_notes_stay_under_the_status(dock, wait_idle, qtbot, tmp_path, monkeypatch):
+    """What the engine adapted to this machine (``TrainStart.notes``) and mixed precision off
+    without CUDA: ``segloss train`` prints them, the panel said neither. Now a line each under
+    the status (which changes every epoch), until the next Start."""
+    import dataclasses
+
+    import torch
+
+    from napari_segloss._widgets import train_panel
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # device auto: the CPU
+    note = "train.num_workers 4 lowered to 2: this process may use 2 CPU core(s)"
+    real = train_panel.run_training
+
+    def with_a_note(request, stop):  # the panel loads in-memory layers: no worker to lower
+        for ev in real(request, stop):
+            if isinstance(ev, TrainStart) and request.device == "auto":
+                ev = dataclasses.replace(ev, notes=(*ev.notes, note))
+            yield ev
+
+    monkeypatch.setattr(train_panel, "run_training", with_a_note)
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2)
+    widget.device.value = "auto"  # asks for mixed precision
+    assert widget.notes.isHidden()
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.status.text().startswith("finished: 2 epoch(s)")
+    assert not widget.notes.isHidden()
+    assert widget.notes.text().splitlines() == [
+        "note: mixed precision runs on CUDA only: training in float32 on cpu",
+        f"note: {note}",
+    ]
+    widget.device.value = "cpu"  # nothing to note: the previous run's notes go at Start
+    widget.epochs.value = 1
+    widget.start()
+    assert widget.notes.isHidden()
+    wait_idle(widget, timeout=120_000)
+    assert widget.notes.isHidden() and widget.notes.text() == ""
 
 
 def _activity_bar(viewer):
