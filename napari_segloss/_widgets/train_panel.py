@@ -243,6 +243,9 @@ class TrainWidget(QWidget):
         root.addWidget(self.notes)
         self.plot = LivePlot(self)
         self.plot.setMinimumHeight(200)
+        # shown from the first Start: an empty plot says nothing, and its first paint (a
+        # matplotlib figure) would freeze the window while the panel opens
+        self.plot.setVisible(False)
         root.addWidget(self.plot)
         root.addStretch(1)
         tab_in_layout_order(self)
@@ -482,6 +485,7 @@ class TrainWidget(QWidget):
             return
         self._stop.clear()
         self.plot.clear()
+        self.plot.setVisible(True)
         self._show_notes([])  # the previous run's
         self.last_result = None
         self.progress.preparing(request.epochs)

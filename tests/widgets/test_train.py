@@ -62,8 +62,11 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2)
     widget.param_form("pm_dice").editors["gamma"].setText("2.0")
     n_layers = len(viewer.layers)
+    # no empty plot (and no matplotlib paint) until a run starts
+    assert widget.plot.isHidden()
     widget.start()
     assert widget.busy and not widget.start_button.isEnabled()
+    assert not widget.plot.isHidden()
     wait_idle(widget, timeout=120_000)
     assert not widget.status.is_error, widget.status.text()
 
