@@ -126,11 +126,12 @@ def _to_probabilities(logits: Tensor) -> Tensor:
 
 
 def labels_from_logits(logits: Tensor) -> Tensor:
-    """Integer labels ``(B, *spatial)`` uint8 from logits ``(B, K, *spatial)``: ``logit > 0``
-    (probability > 0.5) for one channel, the argmax for several (as :func:`predict` does)."""
+    """Integer labels ``(B, *spatial)`` from logits ``(B, K, *spatial)``: ``logit > 0``
+    (probability > 0.5) for one channel, the argmax for several (as :func:`predict` does);
+    uint8 up to 256 classes, int32 above (uint8 would wrap class 256 to 0)."""
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).to(torch.uint8)
-    return logits.argmax(1).to(torch.uint8)
+    return logits.argmax(1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:

@@ -436,3 +436,21 @@ def test_rgb_to_grey_uses_bt601_weights() -> None:
 def test_check_image_refusals(image: np.ndarray, meta: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         predict(_pointwise(meta["in_channels"], 2), image, meta=meta, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("classes", "dtype"), [(1, torch.uint8), (256, torch.uint8), (300, torch.int32)]
+)
+def test_labels_from_logits_keep_every_class(classes: int, dtype: torch.dtype) -> None:
+    from napari_segloss.engine.tiling import labels_from_logits
+
+    logits = torch.zeros(1, classes, 2, 2)
+    if classes == 1:
+        logits[0, 0, 0, 0] = 1.0  # probability > 0.5: foreground
+        expected = [[1, 0], [0, 0]]
+    else:
+        logits[0, classes - 1, 0, 0] = 5.0  # the last class wins at one pixel
+        expected = [[classes - 1, 0], [0, 0]]
+    labels = labels_from_logits(logits)
+    assert labels.dtype == dtype
+    assert labels[0].tolist() == expected  # class 299 in uint8 would read 43
