@@ -129,7 +129,8 @@ class TopKCELoss(PixelLoss):
     """TopK CE (PM-Dice paper eq. 2): per image, the k % of valid pixels with the highest CE
     values are kept, summed and divided by N (all valid pixels), literally as eq. 2 writes it.
 
-    ``normalize="selected"`` divides by the number of kept pixels instead (nnU-Net TopKLoss).
+    ``normalize="selected"`` divides by the number of kept pixels instead (nnU-Net TopKLoss;
+    multilabel with ignored entries: by the kept pixels' valid entries / C, the mean over them).
     The number kept is ``ceil(k/100 * n_valid)``; selection uses an unsorted ``torch.topk`` with
     a static ``K = ceil(k/100 * N)`` (N pixels per image) and an exact per-image count on those
     (:func:`~napari_segloss.losses.topk.topk_rows`), so no full sort and no host-device
@@ -178,9 +179,15 @@ class TopKCELoss(PixelLoss):
         ce = self._ce(inp)
         keep, count = self._keep(inp, ce)
         s = (ce * keep).sum(1)
-        if self.normalize == "selected":
-            return s / count.clamp_min(1.0)
-        return s / inp.valid_count()
+        if self.normalize != "selected":
+            return s / inp.valid_count()
+        if inp.valid is not None and inp.valid.shape[1] > 1:
+            # multilabel entries are ignored one by one and a pixel's value is the sum over
+            # its valid labels / C: divide by the selected pixels' valid entries / C, so the
+            # loss is the mean over the selected valid entries (as valid_count does for all)
+            entries = (inp.valid.flatten(2).mean(1) * keep).sum(1)  # at least 1/C if any
+            return s / entries.clamp_min(1.0 / inp.valid.shape[1])
+        return s / count.clamp_min(1.0)
 
     def pixel_map(self, inp: Prepared) -> Tensor:
         """CE values of the selected pixels (0 elsewhere), shape (B, *spatial)."""

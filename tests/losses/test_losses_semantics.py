@@ -23,6 +23,26 @@ def _multilabel_hand_case() -> tuple[torch.Tensor, torch.Tensor]:
     return x, t
 
 
+def test_multilabel_topk_ce_selected_divides_by_the_selected_valid_entries() -> None:
+    # k = 100 keeps every pixel: "selected" and "pixels" both average the 3 valid entries
+    x, t = _multilabel_hand_case()
+    expected = (2.0 * LN2 + math.log(4.0 / 3.0)) / 3.0
+    for normalize in ("pixels", "selected"):
+        loss = get_loss(
+            "topk_ce", k=100.0, normalize=normalize, mode="multilabel", ignore_index=255
+        )
+        assert float(loss(x, t)) == pytest.approx(expected, rel=1e-6), normalize
+    # k = 50 keeps pixel 1, the higher pixel value ((ln 4/3 + ln 2) / 2 against pixel 0's
+    # ln 2 / 2: a pixel's value is the sum over its valid labels / C): its 2 entries' mean
+    selected = get_loss(
+        "topk_ce", k=50.0, normalize="selected", mode="multilabel", ignore_index=255
+    )
+    assert float(selected(x, t)) == pytest.approx((math.log(4.0 / 3.0) + LN2) / 2.0, rel=1e-6)
+    # a selected pixel with one valid label of two: that entry's CE, not half of it
+    t_one = torch.tensor([[[1.0, 255.0], [255.0, 255.0]]])
+    assert float(selected(x, t_one)) == pytest.approx(LN2, rel=1e-6)
+
+
 def test_multilabel_ce_divides_by_the_valid_entries_hand_values() -> None:
     x, t = _multilabel_hand_case()
     expected = (2.0 * LN2 + math.log(4.0 / 3.0)) / 3.0  # 3 valid entries (was / 4: 2 x 2)
