@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _sample_config import sample_config
 
 from napari_segloss import progress
 from napari_segloss.cli import main
 from napari_segloss.engine import runtime
 from napari_segloss.engine.compare_results import read_compare
 from napari_segloss.engine.runtime import available_cpus, loader_workers
-from napari_segloss.samples import sample_pairs_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
@@ -31,27 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 def _tiny_config(tmp_path: Path, num_workers: int) -> Path:
     """A tiny U-Net at 64 px for 1 epoch on the bundled pairs, augmented (so batches come from
     a DataLoader with workers, not the in-memory path)."""
-    cfg = {
-        "data": {
-            "root": str(sample_pairs_dir("kvasir_train")),
-            "val_fraction": 0.2,
-            "size": [64, 64],
-            "augment": True,
-        },
-        "model": {
-            "encoder": "mobilenet_v2",
-            "encoder_weights": None,
-            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
-        },
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "num_workers": num_workers,
-            "device": "cpu",
-            "val_metrics": "overlap",
-        },
-        "output": str(tmp_path / "train-run"),
-    }
+    cfg = sample_config(batch_size=8, num_workers=num_workers, augment=True)
+    cfg["output"] = str(tmp_path / "train-run")
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _sample_config import sample_config
 from PIL import Image
 
 from napari_segloss.cli import main
@@ -38,7 +39,7 @@ from napari_segloss.engine.events import (
 )
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
-from napari_segloss.samples import sample_files, sample_pairs_dir
+from napari_segloss.samples import sample_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
@@ -47,29 +48,10 @@ LOSSES: list[Any] = ["dice", {"name": "pm_dice", "params": {"gamma": 2.0}}]
 
 def base_config(**data: Any) -> dict[str, Any]:
     """A tiny U-Net on 64 px images for 1 epoch: what every test here trains."""
-    return {
-        "data": {
-            "root": str(sample_pairs_dir("kvasir_train")),
-            "val_fraction": 0.2,
-            "size": [64, 64],
-            "augment": False,
-            **data,
-        },
-        "model": {
-            "encoder": "mobilenet_v2",
-            "encoder_weights": None,
-            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]},
-        },
-        "optim": {"lr": 1.0e-3},
-        "train": {
-            "epochs": 1,
-            "batch_size": 4,
-            "num_workers": 0,
-            "device": "cpu",
-            "log_every": 1,
-            "val_metrics": "overlap",
-        },
-    }
+    cfg = sample_config(**data)
+    cfg["optim"] = {"lr": 1.0e-3}
+    cfg["train"]["log_every"] = 1
+    return cfg
 
 
 def arrays(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
