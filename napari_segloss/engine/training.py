@@ -552,8 +552,11 @@ def _end_epoch(
             for c, vals in summary["per_class"].items():
                 row[f"dice_{c}"] = vals.get("dice")
     seconds = trained.seconds
-    row["epoch_time_s"] = round(seconds, 3)
-    row["train_images_per_s"] = round(trained.images * s.info.world_size / max(seconds, 1e-9), 2)
+    if trained.images:  # empty when every step of the epoch ran before a resume (not 0.0)
+        row["epoch_time_s"] = round(seconds, 3)
+        row["train_images_per_s"] = round(
+            trained.images * s.info.world_size / max(seconds, 1e-9), 2
+        )
     s.history.append(row)
     improved = val_dice is not None and math.isfinite(val_dice) and val_dice > s.best_dice
     if improved:

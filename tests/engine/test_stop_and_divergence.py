@@ -3,6 +3,7 @@ run's files (CPU, tiny model, seconds)."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -267,6 +268,11 @@ def test_sigterm_during_validation_saves_the_last_step_at_once_and_resume_finish
     done = train(cfg, resume=True, progress=False)
     assert not done.stopped and done.iteration == 8 and done.epochs == 2
     assert (out / "eval.json").is_file()
+    # epoch 1's steps ran in the stopped process: its timing columns stay empty, not 0.0
+    with (out / "metrics.csv").open(newline="") as f:
+        first = next(csv.DictReader(f))
+    assert "epoch_time_s" in first and first["epoch"] == "1"
+    assert first["epoch_time_s"] == first["train_images_per_s"] == ""
 
 
 def test_a_stop_during_the_final_evaluation_ends_it_and_resume_writes_eval_json(
