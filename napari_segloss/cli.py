@@ -584,9 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "predict", parents=[common], help="segment images with a checkpoint (tiled inference)",
-        description="Segment images or NIfTI volumes with a checkpoint alone (tiled inference); "
-        "writes one label file per input (and probabilities with --probs).",
+        "predict", parents=[common], help="segment images with a checkpoint, as its run's validation did",
+        description="Segment images or NIfTI volumes with a checkpoint alone, run as the "
+        "training run's validation ran them (see --tile); writes one label file per input (and "
+        "probabilities with --probs).",
     )  # fmt: skip
     _add_predict_args(p)
     p.set_defaults(func=cmd_predict)

@@ -10,8 +10,8 @@ behind ``segloss compare`` (same checks, messages, results folder and resume rul
   as the other panels, e.g. PM Dice at several γ as separate rows); seeds, epochs, size,
   model, device and an output folder.
 * **Runs**: the runs train one after another in a thread worker, a progress bar per run and
-  one overall, live validation Dice; Stop ends the current run at its next step (resumable)
-  and keeps every finished run. Re-opening the folder fills the panel from it, shows what is
+  one overall, live validation Dice; Stop ends the current run at its next step or
+  validation batch (resumable) and keeps every finished run. Re-opening the folder fills the panel from it, shows what is
   done and Start resumes the rest.
 * **Results**: the paper-shaped table (mean ± std over seeds, rank by a chosen metric;
   sortable; CSV and Markdown export), the best loss highlighted and its checkpoint offered to

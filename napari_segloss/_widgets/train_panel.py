@@ -6,9 +6,11 @@ The forms are magicgui widgets built from the config models (``TrainSection.epoc
 generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_run`:
 data, model, config) and runs :func:`napari_segloss.engine.training.iter_train`, whose typed
 events move the panel's own progress bar (steps, epoch, time left), napari's activity progress
-and the live plot. Stop (or Cancel in napari's activity dock) ends training at the next step,
-or at the next batch of a validation or the final evaluation; the model trained so far is saved. Finished checkpoints are registered in
-:data:`._state.CHECKPOINTS`, so the Predict & Compare panel offers them at once.
+and the live plot (hidden until the first Start). The start's notes (:func:`start_notes`: what
+the run adapted to this machine) stay under the status for the whole run. Stop (or Cancel in
+napari's activity dock) ends training at the next step, or at the next batch of a validation
+or the final evaluation; the model trained so far is saved. Finished checkpoints are
+registered in :data:`._state.CHECKPOINTS`, so the Predict & Compare panel offers them at once.
 
 torch is imported in the workers only (the loss list and the GPUs are loaded in one when the
 panel opens), so opening the panel never freezes the window.
