@@ -54,26 +54,23 @@ def resume_collection() -> None:
             gc.enable()
 
 
-class CollectorPause(QObject):
-    """One pause of the collector, from its creation until :meth:`end` (idempotent) or
-    ``limit_s`` seconds at the latest, so that a path that never calls :meth:`end` cannot
-    leave the collector off."""
+class CollectorPause:
+    """One pause of the collector, from its creation until :meth:`end` (idempotent), the
+    owner's destruction or ``limit_s`` seconds at the latest, whichever comes first: a panel
+    that fails while opening or is deleted before its loader reports cannot leave the collector
+    off (the timer is not the owner's child, so it fires after the owner is gone)."""
 
-    def __init__(self, parent: QObject, limit_s: float = 30.0) -> None:
-        super().__init__(parent)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self.end)
-        self._timer.start(int(limit_s * 1000))
+    def __init__(self, owner: QObject, limit_s: float = 30.0) -> None:
         self._active = True
         pause_collection()
+        QTimer.singleShot(int(limit_s * 1000), self.end)
+        owner.destroyed.connect(self.end)
 
     @property
     def active(self) -> bool:
         return self._active
 
-    def end(self) -> None:
+    def end(self, *_: object) -> None:
         if self._active:
             self._active = False
-            self._timer.stop()
             resume_collection()

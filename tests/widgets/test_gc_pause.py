@@ -125,6 +125,18 @@ def test_a_pause_ends_by_itself_after_its_limit(qtbot):
     assert gc.isenabled()
 
 
+def test_a_pause_ends_with_its_owner(qtbot):
+    """A panel deleted (or failing in its constructor) before its pause ended."""
+    from qtpy.QtCore import QObject
+
+    owner = QObject()
+    pause = _gc.CollectorPause(owner, limit_s=60.0)
+    assert not gc.isenabled()
+    owner.deleteLater()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
+    assert not pause.active
+
+
 @pytest.mark.parametrize("name", ["Train / Fine-tune", "Predict & Compare"])
 def test_train_and_predict_panels_pause_the_collector_while_torch_loads(dock, qtbot, name):
     _, widget = dock(name)
