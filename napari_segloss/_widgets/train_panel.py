@@ -584,6 +584,8 @@ class TrainWidget(QWidget):
         # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
         text = out_of_memory_text(exc, OUT_OF_MEMORY_HINTS["train"])
         self.status.error(f"training failed: {text or exception_text(exc, (ValueError,))}")
+        # refused before its first step: no empty plot under the message
+        self.plot.setVisible(bool(self.plot.steps))
 
     def _on_finished(self) -> None:
         self._worker = None

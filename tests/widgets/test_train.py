@@ -359,6 +359,7 @@ def test_engine_refusal_is_shown_and_the_bar_says_failed(dock, wait_idle, qtbot,
     )
     assert "failed" in widget.progress.text()
     assert widget.start_button.isEnabled()
+    assert widget.plot.isHidden()  # nothing was trained: no empty plot under the message
 
 
 def test_forms_come_from_the_config_models(dock, qtbot):
