@@ -173,6 +173,26 @@ def config_widget(
     return widget
 
 
+class SizeSpinBox(FloatSpinBox):
+    """A whole number of pixels whose minimum reads as a word (``special``: "native", "auto
+    (as validation)"), as ``QSpinBox.setSpecialValueText`` shows it. magicgui's ``SpinBox``
+    (superqt's ``QLargeIntSpinBox``) draws the bare number instead, so this is its
+    ``FloatSpinBox`` (a ``QDoubleSpinBox``) without decimals; ``value`` is an ``int``."""
+
+    def __init__(self, *, special: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.native.setDecimals(0)
+        self.native.setSpecialValueText(special)
+
+    @property
+    def value(self) -> int:
+        return round(FloatSpinBox.value.fget(self))
+
+    @value.setter
+    def value(self, value: float) -> None:
+        FloatSpinBox.value.fset(self, value)
+
+
 class LossParamForm(QWidget):
     """The parameters of one loss as a magicgui form; :meth:`values` gives what differs from
     the defaults (so ``get_loss(name, **form.values())`` and labels stay short).

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap
 from qtpy.QtCore import Qt
@@ -70,6 +70,7 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
+from ._forms import SizeSpinBox
 from ._gc import CollectorPause
 from ._workers import ProgressRow, frame_progress, new_worker, progress_worker
 
@@ -86,6 +87,19 @@ METRIC_HELP = {
     "hd95": "95th-percentile Hausdorff distance, in the ground-truth layer's scale units "
     "(pixels at scale 1, mm for a NIfTI volume opened with its spacing); lower is better",
 }
+#: the tile box at 0: the inference the training run's validation (and eval.json) scored
+TILE_AUTO_TEXT = "auto (as validation)"
+TILE_TOOLTIP = (
+    "auto: as the training run's validation and eval.json ran, so the mask is the one the run "
+    "was scored on: a 2D image whole (in tiles of the training crop only above 2048 x 2048 "
+    "pixels), a 3D volume in tiles of the training patch.\n"
+    "A size (pixels) cuts every image into tiles of that edge, blended where they overlap "
+    "(the training crop's size tiles as segloss predict --tile crop does)."
+)
+OVERLAP_TOOLTIP = (
+    "fraction of a tile shared with its neighbour; used only when the image is cut into tiles "
+    "(not by a 2D image run whole)"
+)
 #: probabilities when shown: transparent at 0 so the image is not tinted, opaque yellow at 1
 PROBABILITY_COLORMAP = Colormap(
     colors=[[1.0, 0.85, 0.0, 0.0], [1.0, 0.55, 0.0, 0.55], [1.0, 1.0, 0.3, 0.9]],
@@ -214,16 +228,14 @@ class PredictWidget(QWidget):
         form = QFormLayout(box)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.ckpt_picker = CheckpointPicker()
-        self.tile = SpinBox(
-            label="tile (0 = auto)",
-            value=0,
-            min=0,
-            max=4096,
-            step=32,
-            tooltip="tile edge in pixels; 0 = auto, as the training run's validation: the whole "
-            "image (tiles of the training crop above 2048 x 2048 pixels; 3D: the patch)",
+        # 0 reads as what it does: the mask the training run's validation scored
+        self.tile = SizeSpinBox(
+            special=TILE_AUTO_TEXT, label="tiles", value=0, min=0, max=4096, step=32,
+            tooltip=TILE_TOOLTIP,
+        )  # fmt: skip
+        self.overlap = FloatSpinBox(
+            label="overlap", value=0.25, min=0.0, max=0.9, step=0.05, tooltip=OVERLAP_TOOLTIP
         )
-        self.overlap = FloatSpinBox(label="overlap", value=0.25, min=0.0, max=0.9, step=0.05)
         self.device = ComboBox(label="device", choices=["auto", "cpu"], value="auto")
         self.run_button = QPushButton("Run model", box)
         self.run_button.clicked.connect(self.run_model)

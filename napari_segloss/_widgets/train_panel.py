@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, FileEdit, SpinBox
+from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
 from qtpy.QtWidgets import (
@@ -73,7 +73,14 @@ from ._common import (
     tab_in_layout_order,
 )
 from ._compat import guard_triton, preload_torch_libraries
-from ._forms import ARCHS, ENCODERS, LossParamForm, config_widget, load_loss_catalog
+from ._forms import (
+    ARCHS,
+    ENCODERS,
+    LossParamForm,
+    SizeSpinBox,
+    config_widget,
+    load_loss_catalog,
+)
 from ._gc import CollectorPause
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
@@ -284,11 +291,10 @@ class TrainWidget(QWidget):
             lambda value: self.data_stack.setCurrentIndex(SOURCES.index(value))
         )
         form.addRow(self.data_stack)
-        self.image_size = SpinBox(
-            label="size", value=256, min=0, max=2048, step=32,
+        self.image_size = SizeSpinBox(
+            special="native", label="size", value=256, min=0, max=2048, step=32,
             tooltip="resize images to size x size for training (0: native size)",
         )  # fmt: skip
-        self.image_size.native.setSpecialValueText("native")
         self.val_fraction = config_widget(
             DataConfig, "val_fraction", label="validation", value=0.2, max=0.9, step=0.05,
             tooltip="share of the frames (or files) kept for validation; one image: itself",
@@ -580,6 +586,8 @@ class TrainWidget(QWidget):
         # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
         text = out_of_memory_text(exc, OUT_OF_MEMORY_HINTS["train"])
         self.status.error(f"training failed: {text or exception_text(exc, (ValueError,))}")
+        # refused before its first step: no empty plot under the message
+        self.plot.setVisible(bool(self.plot.steps))
 
     def _on_finished(self) -> None:
         self._worker = None

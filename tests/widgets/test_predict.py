@@ -268,6 +268,25 @@ def test_compare_defaults_to_two_different_layers(dock, make_napari_viewer):
     assert widget.gt_picker.layer().name == "kvasir mask"
 
 
+def test_tile_option_says_what_auto_does(dock, qtbot):
+    """0 tiles runs as the training run's validation did (a 2D image whole): the box says so
+    in words, readable at the dock's default width, and the tooltips tell the rest."""
+    viewer, widget = dock(NAME)
+    viewer.window._qt_window.show()
+    qtbot.waitExposed(widget)
+    qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=60_000)
+    box = widget.tile.native
+    line = box.lineEdit()
+    assert widget.tile.value == 0
+    assert line.text() == "auto (as validation)"
+    assert line.fontMetrics().horizontalAdvance(line.text()) < line.width()
+    tip = box.toolTip()
+    assert "validation" in tip and "2D image whole" in tip and "--tile crop" in tip
+    assert "only when the image is cut into tiles" in widget.overlap.native.toolTip()
+    widget.tile.value = 128  # a size reads as a size
+    assert line.text() == "128"
+
+
 def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle, qtbot):
     gt = np.zeros((10, 10), dtype=np.uint8)
     gt[2:6, 2:6] = 1

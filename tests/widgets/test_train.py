@@ -100,6 +100,18 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
 
 
+def test_size_zero_reads_native(dock, qtbot, tmp_path):
+    """The size box at 0 says "native" (not a bare 0) and asks for no resize; a size is a
+    whole number of pixels."""
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    line = widget.image_size.native.lineEdit()
+    assert line.text() == "64"
+    assert widget.request().size == 64 and isinstance(widget.request().size, int)
+    widget.image_size.value = 0
+    assert line.text() == "native"
+    assert widget.request().size is None
+
+
 def test_fine_tune_from_checkpoint(dock, wait_idle, qtbot, tmp_path, tiny_checkpoint):
     from napari_segloss.engine.checkpoint import load_checkpoint
     from napari_segloss.engine.prepare import prepare_run
@@ -347,6 +359,7 @@ def test_engine_refusal_is_shown_and_the_bar_says_failed(dock, wait_idle, qtbot,
     )
     assert "failed" in widget.progress.text()
     assert widget.start_button.isEnabled()
+    assert widget.plot.isHidden()  # nothing was trained: no empty plot under the message
 
 
 def test_forms_come_from_the_config_models(dock, qtbot):
