@@ -137,13 +137,11 @@ def run_training(request: TrainRequest, stop: threading.Event) -> Iterator[Train
 
 def start_notes(ev: TrainStart) -> list[str]:
     """What the panel says under its status when training starts: the settings the engine
-    adapted to this machine (``TrainStart.notes``, as ``segloss train`` prints them) and, when
-    mixed precision was asked for (device auto) but there is no CUDA, that it trains in
-    float32 (``segloss train`` says it in its start line)."""
-    notes = list(ev.notes)
-    if ev.amp_requested and ev.precision == "float32":  # TrainStart.amp_requested's meaning
-        notes.insert(0, f"mixed precision runs on CUDA only: training in float32 on {ev.device}")
-    return notes
+    adapted to this machine (``TrainStart.notes``, as ``segloss train`` prints them). Not that
+    mixed precision is off without CUDA, which ``segloss train`` says for a config's
+    ``train.amp``: the panel has no such setting (it asks for mixed precision on any device but
+    the CPU), so on a machine without a GPU that note would be about nothing the user chose."""
+    return list(ev.notes)
 
 
 def format_duration(seconds: float) -> str:
