@@ -118,7 +118,8 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _to_probabilities(logits: Tensor) -> Tensor:
+def probabilities_from_logits(logits: Tensor) -> Tensor:
+    """float32 class probabilities: sigmoid for one channel, softmax over several."""
     logits = logits.float()
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
@@ -309,7 +310,7 @@ def _blend_windows(
                 f"model: expected output shape ({len(chunk)}, K, *{tile_t}), "
                 f"got {tuple(logits.shape)}"
             )
-        probs = _to_probabilities(logits).to(acc_device)
+        probs = probabilities_from_logits(logits).to(acc_device)
         if acc is None:
             acc = torch.zeros(
                 (probs.shape[1], *image.shape[1:]), dtype=torch.float32, device=acc_device
@@ -376,8 +377,3 @@ def whole_image_logits(
             f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
         )
     return logits[..., :h, :w].float()
-
-
-def probabilities_from_logits(logits: Tensor) -> Tensor:
-    """float32 class probabilities: sigmoid for one channel, softmax over several."""
-    return _to_probabilities(logits)
