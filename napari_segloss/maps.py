@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .losses import CompoundLoss, SegLoss, get_loss, prepare
 from .losses.functional import abs_error
+from .losses.inputs import mask_ignored
 
 __all__ = ["MAP_KINDS", "contribution_map", "error_map", "modulating_map"]
 
@@ -139,9 +140,7 @@ def _split_ignored(
             f"ignore_index={ignore_index} cannot mark entries of a one-hot/soft target: 0 and 1 "
             "are target values; use a value outside [0, 1] (e.g. 255) or integer labels"
         )
-    hit = target == ignore_index
-    kept = torch.where(hit, torch.zeros((), dtype=target.dtype, device=target.device), target)
-    valid = (~hit).float()
+    kept, valid = mask_ignored(target, ignore_index)
     if not one_hot and valid.numel() == b * math.prod(spatial):
         valid = valid.reshape(b, 1, *spatial)  # labels: one mask for every channel
     return kept, valid

@@ -410,6 +410,13 @@ def resolve_mode(mode: str, num_channels: int) -> str:
     return mode
 
 
+def mask_ignored(t: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """``(t with the entries equal to ignore_index set to 0, float 0/1 mask of the others)``,
+    from one comparison."""
+    hit = t == ignore_index
+    return torch.where(hit, torch.zeros((), dtype=t.dtype, device=t.device), t), (~hit).float()
+
+
 def prepare(
     logits: Tensor,
     target: Tensor,
@@ -455,8 +462,7 @@ def prepare(
             )
         t = target.reshape(b, 1, *spatial)
         if ignore_index is not None:
-            valid = (t != ignore_index).float()
-            t = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
+            t, valid = mask_ignored(t, ignore_index)
         if not t.is_floating_point():  # hard 0/1 labels: keep them as labels
             if validate:
                 _check_labels(t, 2, None, "for binary (1-channel) logits")
@@ -483,8 +489,7 @@ def prepare(
             _check_finite(x)
         t = t.unsqueeze(1)
         if ignore_index is not None:
-            valid = (t != ignore_index).float()
-            t = torch.where(t != ignore_index, t, torch.zeros((), dtype=t.dtype, device=t.device))
+            t, valid = mask_ignored(t, ignore_index)
         return Prepared(x, None, valid, eff, labels=t)
     else:
         if tshape != onehot_shape:
@@ -506,13 +511,10 @@ def prepare(
                 "outside [0, 1] (e.g. 255) or integer labels (B, *spatial)"
             )
         if ignore_index is not None:
-            hit = t == ignore_index
-            if eff == "multilabel":
-                valid = (~hit).float()
-            else:  # a pixel whose channels carry ignore_index is ignored as a whole
-                valid = (~hit.any(dim=1, keepdim=True)).float()
-            y = torch.where(hit, torch.zeros((), dtype=t.dtype, device=t.device), t).float()
-            y = y * valid
+            kept, valid = mask_ignored(t, ignore_index)
+            if eff != "multilabel":  # a pixel whose channels carry ignore_index is ignored whole
+                valid = valid.amin(dim=1, keepdim=True)
+            y = kept.float() * valid
         else:
             y = t.float()
         if validate:
