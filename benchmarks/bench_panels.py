@@ -24,6 +24,7 @@ Usage (under a display; headless: ``xvfb-run -a -s "-screen 0 1920x1200x24"``)::
     python benchmarks/bench_panels.py --runs 4 --trees /tmp/before /work/wt/widgets  # A/B, interleaved
     python benchmarks/bench_panels.py --runs 1 --profile /tmp/open.prof  # cProfile of the main thread
     python benchmarks/bench_panels.py --runs 1 --stacks  # main-thread stacks sampled during stalls
+    python benchmarks/bench_panels.py --runs 3 --interact  # then what a user does next (Explorer)
 
 ``--trees`` puts each source tree first on ``PYTHONPATH`` of its child processes and alternates
 them run by run, so that before/after figures share the machine's state.
@@ -218,6 +219,7 @@ def child(args: argparse.Namespace) -> dict:
         if "all" in marks:
             break
     _process(app, 1.0)  # stalls right after the last map count too
+    after = interact(app, state["widget"], stalls) if args.interact else {}  # Explorer only
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -239,6 +241,7 @@ def child(args: argparse.Namespace) -> dict:
         "full_gcs": full_gcs.count(marks["open"]),
         "full_gc_s": full_gcs.seconds(marks["open"]),
     }
+    result.update(after)
     if args.stacks:
         result["stall_stacks"] = [
             (round(t - marks["open"], 2), round(g, 3), stalls.explain(t, g))
@@ -252,6 +255,34 @@ def child(args: argparse.Namespace) -> dict:
 PLUGIN_TAG = "napari_segloss"  # the metadata key the panels put on the layers they own
 
 
+def interact(app, widget, stalls: Stalls) -> dict:
+    """What a user does next in the Loss Explorer, each step once the panel is idle again:
+    tick one more loss (a new map, a grid of one more cell), add a γ, untick and tick the
+    grid. Returns the longest stall and the count over the limit from the first step on."""
+
+    def settle() -> None:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and widget.busy:
+            _process(app, 0.05)
+        _process(app, 0.5)
+
+    start = time.perf_counter()
+    steps = [
+        lambda: widget.set_losses([*widget.selected_losses(), "focal"]),
+        lambda: widget.gamma_list.add(),
+        lambda: setattr(widget.grid_check, "value", False),
+        lambda: setattr(widget.grid_check, "value", True),
+    ]
+    for step in steps:
+        step()
+        settle()
+    gaps = [g for _, g in stalls.gaps(start)]
+    return {
+        "then_longest_stall_s": round(max(gaps, default=0.0), 3),
+        "then_stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
+    }
+
+
 # --------------------------------------------------------------------------- parent process
 def run_child(tree: Path, args: argparse.Namespace, profile: str | None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--panel", args.panel]
@@ -260,6 +291,8 @@ def run_child(tree: Path, args: argparse.Namespace, profile: str | None) -> dict
         cmd += ["--profile", profile]
     if args.stacks:
         cmd.append("--stacks")
+    if args.interact:
+        cmd.append("--interact")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]),
@@ -289,8 +322,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--profile", help="cProfile output of the main thread (one run: --runs 1)")
     parser.add_argument("--stacks", action="store_true", help="sample main-thread stacks in stalls")
+    parser.add_argument(
+        "--interact",
+        action="store_true",
+        help="Explorer: then tick a loss, add a γ, toggle the grid (see interact)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.interact and args.panel != "explorer":
+        parser.error("--interact: only for the Loss Explorer")
     if args.child:
         print(json.dumps(child(args)), flush=True)
         return
@@ -324,6 +364,14 @@ def main(argv: list[str] | None = None) -> None:
             f"| {_summary([r['full_gc_s'] for r in runs])} |"
         )
     print("(median (min-max) over runs)")
+    if args.interact:
+        print("\nthen (tick a loss, add a γ, grid off and on):")
+        print("| tree | longest stall s | stalls > 0.2 s |\n|---|---:|---:|")
+        for tree, runs in results.items():
+            print(
+                f"| {tree} | {_summary([r['then_longest_stall_s'] for r in runs])} "
+                f"| {_summary([r['then_stalls_over_limit'] for r in runs])} |"
+            )
 
 
 if __name__ == "__main__":

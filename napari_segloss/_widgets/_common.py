@@ -556,14 +556,17 @@ def glyph_steps(
         with warnings.catch_warnings():  # napari warns plugins off its private attributes
             warnings.simplefilter("ignore", FutureWarning)
             info = viewer.window._qt_viewer.canvas._font_info  # private: no public handle
-        font = info.font_manager.get_font(info.face, False, False)
+        manager, face = info.font_manager, info.face
     except Exception:  # another napari: nothing to warm, nothing broken
         return []
     chars = list(dict.fromkeys(c for text in texts for c in f"{text} "))
+    fonts: list[Any] = []  # the font, looked up by the first task (its first use loads filters)
 
     def load(batch: list[str]) -> None:
+        if not fonts:
+            fonts.append(manager.get_font(face, False, False))
         for char in batch:
-            font[char]
+            fonts[0][char]
 
     return [lambda b=chars[i : i + per_step]: load(b) for i in range(0, len(chars), per_step)]
 

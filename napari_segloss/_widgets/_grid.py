@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFont, QFontMetricsF, QGuiApplication
+from qtpy.QtWidgets import QWidget
 
 from ._common import camera_of, grid_of
+from ._workers import Pause
 
 if TYPE_CHECKING:
     import napari
@@ -30,6 +33,57 @@ _GRID_FIELDS = ("enabled", "stride", "shape", "spacing")
 TITLE_FONT_SIZES = (10, 9, 8, 7)
 #: room a title leaves in its cell: napari's overlay offset on the left, a little on the right
 TITLE_MARGIN = 14.0
+#: how long the canvas may wait for its first paint after the grid's cells were built (see
+#: :class:`HeldPaint`), and how long a task queue then waits for that paint
+PAINT_LATER_MS = 20
+
+
+def canvas_widget(viewer: napari.Viewer) -> QWidget | None:
+    """napari's OpenGL canvas widget; None when this napari hides it elsewhere."""
+    try:
+        with warnings.catch_warnings():  # napari warns plugins off its private attributes
+            warnings.simplefilter("ignore", FutureWarning)
+            widget = viewer.window._qt_viewer.canvas.native  # private: no public handle
+    except Exception:
+        return None
+    return widget if isinstance(widget, QWidget) else None
+
+
+class HeldPaint:
+    """The canvas's paint held back across an event-loop turn.
+
+    Turning the grid on builds a vispy view and two cameras per cell (Python), and the first
+    draw of the new views compiles their shaders (software OpenGL compiles at the first draw):
+    in one turn they froze the window for as long as both. :meth:`hold` stops the canvas's
+    paints; :meth:`release` (a task of a queue, or a timer after ``PAINT_LATER_MS`` at the
+    latest) lets the paint come in a turn of its own. Best effort: without the canvas widget
+    nothing is held.
+    """
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        self.viewer = viewer
+        self._widget: QWidget | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """No canvas paint from this block until :meth:`release`."""
+        widget = canvas_widget(self.viewer) if self._widget is None else None
+        if widget is not None and widget.updatesEnabled():
+            widget.setUpdatesEnabled(False)
+            self._widget = widget
+            QTimer.singleShot(PAINT_LATER_MS, self.release)
+        yield
+
+    def release(self) -> Pause | None:
+        """Let the held paint come; a :class:`Pause` for a task queue's next task (so that
+        the paint does not share its turn), None when nothing was held."""
+        widget, self._widget = self._widget, None
+        if widget is None:
+            return None
+        with contextlib.suppress(RuntimeError):  # the viewer was closed meanwhile
+            widget.setUpdatesEnabled(True)
+            widget.update()
+        return Pause(PAINT_LATER_MS)
 
 
 class GridView:
@@ -53,6 +107,7 @@ class GridView:
         self._changing = False
         self._face: str | None = None  # the canvas font (see text_width)
         self._fitted_shape: tuple[int, int] | None = None  # grid (rows, cols) the view fits
+        self.held_paint = HeldPaint(viewer)  # the first paint of new cells (see show)
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
         # the cells change width with the window and with the number of layers: the titles
         # are fitted again once things settle (not at every pixel of a resize)
@@ -72,6 +127,9 @@ class GridView:
     def show(self, cells: int | None = None) -> bool:
         """Turn the grid on (remembering the user's layout); True when the view changed.
 
+        The canvas paints the new cells a turn later: a task queue runs ``held_paint.release``
+        as the task after this one (see :class:`HeldPaint`).
+
         ``cells``: how many grid cells there will be. The grid's shape is then fixed for that
         many until :meth:`settle`, so that adding the layers one by one does not re-lay out
         (and redraw) every cell at each addition.
@@ -83,7 +141,8 @@ class GridView:
             fields["shape"] = (math.ceil(cells / cols), cols)
         if self._saved is not None and grid.enabled:
             if fields and tuple(grid.shape) != fields["shape"]:
-                self._set_grid(**fields)
+                with self.held_paint.hold():  # a new shape builds every cell again
+                    self._set_grid(**fields)
             return False
         camera = camera_of(self.viewer)
         self._saved = {
@@ -91,7 +150,8 @@ class GridView:
             "camera": {"center": tuple(camera.center), "zoom": float(camera.zoom)},
         }
         self._set_grid(**{"stride": 1, "shape": (-1, -1), "spacing": GRID_SPACING, **fields})
-        self._set_grid(enabled=True)
+        with self.held_paint.hold():
+            self._set_grid(enabled=True)
         return True
 
     def settle(self) -> None:

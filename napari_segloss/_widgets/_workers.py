@@ -13,6 +13,7 @@ import functools
 import inspect
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from napari.qt.threading import create_worker
@@ -191,6 +192,14 @@ def frame_progress(
         yield done, total, f"{what} {min(done + 1, total)}/{total}"
 
 
+@dataclass(frozen=True)
+class Pause:
+    """What a :class:`TaskQueue` task returns to make the next task wait ``ms`` milliseconds
+    (e.g. for a paint it held back: see ``_grid.paint_later``)."""
+
+    ms: int
+
+
 class TaskQueue:
     """Small main-thread tasks run one per event-loop turn, so that the window repaints and
     answers between them (adding a napari layer and its first draw take up to ~0.2 s each;
@@ -198,6 +207,7 @@ class TaskQueue:
 
     ``done()`` runs after the last task (and on :meth:`cancel`); a task's exception stops
     the queue and goes to ``errored``. ``progress(done, total)`` is called after each task.
+    A task that returns a :class:`Pause` delays the next one.
     """
 
     def __init__(
@@ -244,8 +254,11 @@ class TaskQueue:
         if not self._tasks:  # cancelled meanwhile
             return
         task = self._tasks.popleft()
+        wait = 0
         try:
-            task()
+            result = task()
+            if isinstance(result, Pause):
+                wait = result.ms
         except Exception as exc:  # shown by the panel; the queue must not stay half-run
             self._tasks.clear()
             self._errored(exc)
@@ -253,6 +266,6 @@ class TaskQueue:
         if self._progress is not None and self._tasks:
             self._progress(*self._count)
         if self._tasks:
-            self._timer.start()
+            self._timer.start(wait)
         else:
             self._done()

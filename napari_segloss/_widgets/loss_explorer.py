@@ -717,7 +717,7 @@ class LossExplorerWidget(QWidget):
             self._fill_table(res.values)
             self._report(res, info)
 
-        steps: list[Callable[[], Any]] = [prepare]
+        steps: list[Callable[[], Any]] = [prepare, self.grid_view.held_paint.release]
         if exists:
             steps.append(lambda: put([w for w in wanted if w[0] in exists]))
         steps += [lambda w=w: put([w]) for w in wanted if w[0] in new]
@@ -752,7 +752,9 @@ class LossExplorerWidget(QWidget):
         # the glyphs of the titles and colour-bar ticks to come, a few per turn (see
         # glyph_steps), so that the first draw of the titles has none left to render
         texts = [ly.name for ly in inputs] + [*self.selected_losses(), *_EXPECTED_TEXT]
-        self._drawing.run([*glyph_steps(self.viewer, texts), titles])
+        self._drawing.run(
+            [self.grid_view.held_paint.release, *glyph_steps(self.viewer, texts), titles]
+        )
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))
@@ -763,9 +765,8 @@ class LossExplorerWidget(QWidget):
             self.table.setItem(r, 1, item)
 
     def _user_layers(self) -> list[Any]:
-        """The layers titled besides the maps: the inputs and every other layer of the user
-        (e.g. the previous inputs). Each visible layer takes a grid cell, so each one says
-        what it shows; hiding a layer takes it out of the grid."""
+        """The layers titled besides the maps (the inputs, any other layer of the user): each
+        visible layer takes a grid cell, so each one says what it shows."""
         return [ly for ly in self.viewer.layers if not is_owned(ly, PANEL)]
 
     def map_layers(self) -> list[Any]:

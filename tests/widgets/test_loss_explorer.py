@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_segloss._widgets import _common, _workers, loss_explorer
+from napari_segloss._widgets import _common, _grid, _workers, loss_explorer
 from napari_segloss._widgets._common import TAG, camera_of, grid_of, is_owned
 from napari_segloss.explorer import modulating_title
 from napari_segloss.samples import load_sample
@@ -349,6 +349,33 @@ def test_grid_the_user_had_on_stays_on(dock, wait_idle, make_napari_viewer):
     assert grid.stride == 1  # one map per cell while the panel shows them
     widget.grid_check.value = False
     assert grid.enabled and grid.stride == 2
+
+
+def test_grid_cells_are_built_and_drawn_in_separate_event_loop_turns(qtbot, make_napari_viewer):
+    """Building the grid's cells and their first draw in one turn froze the window for their
+    sum; the paint is held back for one turn, then always allowed again."""
+    viewer = make_napari_viewer(show=True)  # a hidden window never paints
+    image, mask = load_sample("kvasir", 0)
+    viewer.add_image(image, name="polyp")
+    viewer.add_labels(mask, name="truth")
+    canvas = _grid.canvas_widget(viewer)
+    assert canvas is not None and canvas.updatesEnabled()
+    draws: list[int] = []
+    viewer.window._qt_viewer.canvas._scene_canvas.events.draw.connect(lambda event: draws.append(1))
+    view = _grid.GridView(viewer, lambda enabled: None)
+    assert view.show(cells=6)
+    assert grid_of(viewer).enabled and not canvas.updatesEnabled()
+    drawn_before = len(draws)
+    qtbot.waitUntil(canvas.updatesEnabled, timeout=2000)
+    qtbot.waitUntil(lambda: len(draws) > drawn_before, timeout=2000)
+    # a change of shape builds every cell again: held back the same way, until a task queue
+    # releases it (the next task then waits for the paint)
+    view.show(cells=12)
+    assert tuple(grid_of(viewer).shape) == (3, 4) and not canvas.updatesEnabled()
+    assert view.held_paint.release() == _workers.Pause(_grid.PAINT_LATER_MS)
+    assert canvas.updatesEnabled() and view.held_paint.release() is None
+    view.restore()
+    assert not grid_of(viewer).enabled and canvas.updatesEnabled()
 
 
 # ------------------------------------------------------------------------ issue 17, point 5

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from napari_segloss._widgets._workers import new_worker
+import pytest
+from qtpy.QtWidgets import QWidget
+
+from napari_segloss._widgets._workers import Pause, TaskQueue, new_worker
 
 
 class _Oom(RuntimeError):  # what torch.OutOfMemoryError is
@@ -35,3 +38,28 @@ def test_a_runtime_error_of_the_job_reaches_errored_and_finished(qtbot, generato
     errors = [s for s in seen if isinstance(s, BaseException)]
     assert len(errors) == 1 and type(errors[0]) is _Oom  # the job's own exception
     assert seen[-1] == "finished"
+
+
+def test_a_task_queue_runs_one_task_per_turn_and_waits_after_a_pause(qtbot):
+    """Each task gets a turn of its own; a task returning a Pause delays the next one (e.g. for
+    a canvas paint it let come), any other return value does not."""
+    parent = QWidget()
+    ran: list[tuple[str, float]] = []
+    done: list[bool] = []
+
+    def task(name: str, result: object = None):
+        def run() -> object:
+            ran.append((name, time.perf_counter()))
+            return result
+
+        return run
+
+    queue = TaskQueue(parent, done=lambda: done.append(True), errored=pytest.fail)
+    queue.run([task("a", 7), task("b", Pause(150)), task("c")])
+    assert ran == []  # nothing runs inside run(): the caller's turn stays short
+    qtbot.waitUntil(lambda: done == [True], timeout=5000)
+    names = [name for name, _ in ran]
+    times = dict(ran)
+    assert names == ["a", "b", "c"]
+    assert times["c"] - times["b"] >= 0.14
+    assert times["b"] - times["a"] < 0.14  # an int is no pause
