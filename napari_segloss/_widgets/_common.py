@@ -24,15 +24,18 @@ from napari.utils.colormaps import CyclicLabelColormap
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QScrollArea,
     QStackedWidget,
+    QTableWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -87,6 +90,7 @@ def upsert_layer(
     *,
     name: str,
     like: Layer | None = None,
+    index: int | None = None,
     **props: Any,
 ) -> Layer:
     """Create or update the panel-owned layer identified by ``(panel, key)``.
@@ -95,6 +99,7 @@ def upsert_layer(
     is aligned with the user's data.  Properties in ``props`` (colormap, contrast_limits,
     opacity, visible, ...) are given to a new layer and re-applied to an existing one where
     they differ (each change makes napari redraw, so unchanged ones are left alone).
+    ``index``: where a new layer goes in the layer list (default: on top).
     """
     geometry: dict[str, Any] = {}
     if like is not None and like.ndim == np.ndim(data):
@@ -105,9 +110,15 @@ def upsert_layer(
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
-        adder = viewer.add_image if kind == "image" else viewer.add_labels
         meta = {TAG: {"panel": panel, "key": key}}
-        return adder(data, name=name, metadata=meta, **geometry, **props)
+        if index is None:
+            adder = viewer.add_image if kind == "image" else viewer.add_labels
+            return adder(data, name=name, metadata=meta, **geometry, **props)
+        layer = (Image if kind == "image" else Labels)(
+            data, name=name, metadata=meta, **geometry, **props
+        )
+        viewer.layers.insert(index, layer)
+        return layer
     layer.data = data
     for attr, value in {"name": name, **geometry, **props}.items():
         if not _same_value(getattr(layer, attr), value):
@@ -166,6 +177,24 @@ def stack_on_top(viewer: napari.Viewer, layers: Sequence[Layer]) -> None:
     # (IndexError: pop index out of range).
     for layer in layers:
         viewer.layers.move(index_of(viewer, layer), n)
+
+
+def insertion_index(viewer: napari.Viewer, order: Sequence[Layer | None], position: int) -> int:
+    """Where the layer of ``order[position]`` goes so that the layers of ``order`` present in
+    the list keep that order: just above the nearest one before it, else just below the nearest
+    one after it, else on top. ``None`` marks layers not in the list.
+
+    Inserting there moves no other layer. Appending on top and then moving the layers into
+    order made napari rebuild the scene once per move, and each layer that changes grid cell
+    costs a first draw of its visuals in the new cell.
+    """
+    for layer in reversed(order[:position]):
+        if layer is not None and (i := index_of(viewer, layer)) >= 0:
+            return i + 1
+    for layer in order[position + 1 :]:
+        if layer is not None and (i := index_of(viewer, layer)) >= 0:
+            return i
+    return len(viewer.layers)
 
 
 def rename_layers(renames: Sequence[tuple[Layer, str]]) -> None:
@@ -408,6 +437,15 @@ def tab_in_layout_order(panel: QWidget) -> None:
     visit(panel)
     for a, b in itertools.pairwise(chain):
         QWidget.setTabOrder(a, b)
+
+
+def read_only_table(parent: QWidget, columns: int, min_height: int) -> QTableWidget:
+    """An empty table of results the user reads (no editing), first column stretched."""
+    table = QTableWidget(0, columns, parent)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setMinimumHeight(min_height)
+    return table
 
 
 def form_row(form: QFormLayout, widget: ValueWidget) -> None:

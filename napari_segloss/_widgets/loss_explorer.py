@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QStackedWidget,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -58,8 +57,10 @@ from ._common import (
     form_row,
     glyph_steps,
     image_array,
+    insertion_index,
     is_owned,
     labels_array,
+    read_only_table,
     remove_owned,
     rename_layers,
     require_layer,
@@ -144,7 +145,8 @@ class LossExplorerWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._opening = CollectorPause(self)  # no full collection until the first maps (_gc)
+        # no full collection from an update's start until its maps are drawn (_gc)
+        self._gc_pause = CollectorPause(self)
         self.viewer = napari_viewer
         self._worker: Any = None
         self._pending: bool | None = None  # a queued update: None, or whether it was explicit
@@ -177,12 +179,10 @@ class LossExplorerWidget(QWidget):
         root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
-        self.table = QTableWidget(0, 2, self)
+        self.table = read_only_table(self, 2, min_height=140)
         self.table.setHorizontalHeaderLabels(["loss", "value"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
         self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(140)
         root.addWidget(self.table)
         root.addStretch(1)
         self.grid_view = GridView(
@@ -281,15 +281,8 @@ class LossExplorerWidget(QWidget):
             lambda *_: self.source_stack.setCurrentIndex(SOURCES.index(self.source.value))
         )
         self.whatif_kind.changed.connect(self._update_strength_tip)
-        for w in (
-            self.source,
-            self.whatif_kind,
-            self.whatif_strength,
-            self.whatif_softness,
-            self.class_spin,
-            self.scope,
-            self.relative_check,
-        ):
+        whatif = (self.whatif_kind, self.whatif_strength, self.whatif_softness)
+        for w in (self.source, *whatif, self.class_spin, self.scope, self.relative_check):
             w.changed.connect(self._schedule)
         for picker, what in (
             (self.image_picker, "image"),  # optional: "(none)" when no image is left
@@ -579,6 +572,8 @@ class LossExplorerWidget(QWidget):
             self.status.error(self._noted(str(exc), True), notify=explicit)
             return
         self._explicit = explicit
+        if not self._gc_pause.active:
+            self._gc_pause = CollectorPause(self)
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
 
     def _start(self, job: Job, on_done: Callable[[Any], Any], message: str) -> None:
@@ -627,7 +622,7 @@ class LossExplorerWidget(QWidget):
         if self._pending is not None and self._worker is None:
             self.update_maps(explicit=self._pending)
         if self._worker is None and not self._drawing.active:
-            self._opening.end()  # the first maps are drawn, or cannot be
+            self._gc_pause.end()  # the maps are drawn, or cannot be
 
     def _on_error(self, exc: BaseException) -> None:
         if self._catalog is None:
@@ -702,9 +697,10 @@ class LossExplorerWidget(QWidget):
 
         def put(items: list[Wanted]) -> None:
             for key, arr, name, props in items:
-                placed[key] = upsert_layer(
-                    self.viewer, PANEL, key, "image", arr, name=name, like=info["gt_layer"], **props
-                )
+                order = [placed.get(k) or find_owned(self.viewer, PANEL, k) for k, *_ in wanted]
+                at = insertion_index(self.viewer, order, [k for k, *_ in wanted].index(key))
+                placed[key] = upsert_layer(self.viewer, PANEL, key, "image", arr, name=name,
+                                           like=info["gt_layer"], index=at, **props)  # fmt: skip
 
         def finish() -> None:
             stack_on_top(self.viewer, in_order())
@@ -796,5 +792,5 @@ class LossExplorerWidget(QWidget):
         self.grid_view.disconnect()
         if self._worker is not None:
             self._worker.quit()
-        self._opening.end()
+        self._gc_pause.end()
         super().closeEvent(event)

@@ -30,14 +30,12 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -62,6 +60,7 @@ from ._common import (
     image_array,
     is_owned,
     labels_array,
+    read_only_table,
     release_gpu_memory,
     require_layer,
     same_layer,
@@ -196,11 +195,8 @@ class PredictWidget(QWidget):
         root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
-        self.table = QTableWidget(0, 0, self)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table = read_only_table(self, 0, min_height=120)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(120)
         root.addWidget(self.table)
         row = QHBoxLayout()
         self.export_button = QPushButton("Export CSV…", self)

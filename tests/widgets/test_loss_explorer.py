@@ -142,6 +142,28 @@ def test_progress_says_loading_until_the_maps_are_drawn(make_napari_viewer, dock
     assert any(t.startswith("drawing the maps") for _, t in texts)  # then it does say so
 
 
+@pytest.mark.parametrize(
+    ("present", "position", "expected"),
+    [
+        ((True, True, False, True), 2, 3),  # above the one before it
+        ((False, False, False, True), 0, 1),  # below the one after it
+        ((False, False, False, False), 1, 1),  # none there: on top
+        ((True, False, True, False), 3, 3),  # after the last one present
+    ],
+)
+def test_insertion_index_keeps_the_order_without_moving_layers(
+    make_napari_viewer, present, position, expected
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 4)), name="user")
+    order: list = []
+    for i, here in enumerate(present):
+        layer = viewer.add_image(np.zeros((4, 4)), name=f"map{i}") if here else None
+        order.append(layer)
+    # layer list: user, then the present maps in order (indices 1, 2, ...)
+    assert _common.insertion_index(viewer, order, position) == expected
+
+
 def test_glyph_steps_load_each_character_once_in_small_batches(make_napari_viewer):
     viewer = make_napari_viewer()
     font = _canvas_font(viewer)
@@ -188,9 +210,13 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     clims = {tuple(ly.contrast_limits) for ly in _owned(viewer, "contrib:")}
     assert len(clims) == 1
 
-    # a loss ticked later lands with the losses, before the γ maps
+    # a loss ticked later lands with the losses, before the γ maps: inserted there (each move
+    # of a layer rebuilt napari's scene, and every layer it passed changed grid cell)
+    moves: list[object] = []
+    viewer.layers.events.moved.connect(moves.append)
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
+    assert moves == []
     names = [ly.name for ly in widget.map_layers()]
     assert names[1:4] == [f"{n} |∂L/∂z|" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
