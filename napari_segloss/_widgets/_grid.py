@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from psygnal import EmitLoopError
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFont, QFontMetricsF, QGuiApplication
 from qtpy.QtWidgets import QWidget
@@ -84,6 +85,24 @@ class HeldPaint:
             widget.setUpdatesEnabled(True)
             widget.update()
         return Pause(PAINT_LATER_MS)
+
+
+def _show_colorbar(layer: Layer) -> None:
+    """``layer.colorbar.visible = True``, also for a bar hidden while napari rebuilt the grid.
+
+    napari moves a hidden overlay into its new cell only once it is shown again, after the
+    overlay's own visual has laid out its ticks; a colour bar hidden before a rebuild (grid off,
+    a loss ticked, grid on) still hangs in a cell of the old grid, which has no canvas, and
+    vispy fails (``TypeError`` on the canvas's dpi). Hiding the layer makes napari close that
+    visual; showing it again builds a new one in the right cell.
+    """
+    try:
+        layer.colorbar.visible = True
+    except EmitLoopError:
+        if not layer.colorbar.visible:
+            raise
+        layer.visible = False
+        layer.visible = True
 
 
 class GridView:
@@ -269,7 +288,7 @@ class GridView:
             bar.size = COLORBAR_SIZE
             bar.position = "bottom_right"
             bar.box = False
-            bar.visible = True
+            _show_colorbar(layer)
             self._barred[layer.unique_id] = layer
 
     def _set_grid(self, **fields: Any) -> None:

@@ -365,6 +365,29 @@ def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_n
     assert not grid.enabled
 
 
+@pytest.mark.parametrize("button", ["panel", "napari"])
+def test_colour_bars_come_back_after_the_grid_was_rebuilt_while_off(
+    dock, wait_idle, make_napari_viewer, button
+):
+    """Grid off, a loss ticked (one more cell), grid on: napari left the hidden colour bars in
+    the old grid's cells, and showing them raised TypeError in vispy (no canvas dpi)."""
+    viewer = _polyp_viewer(make_napari_viewer)
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    widget.grid_check.value = False
+    widget.set_losses([*widget.selected_losses(), "focal"])
+    wait_idle(widget)
+    assert not grid_of(viewer).enabled
+    if button == "panel":
+        widget.grid_check.value = True
+    else:
+        grid_of(viewer).enabled = True
+    maps = widget.map_layers()
+    assert len(maps) == 8 and widget.grid_check.value
+    assert all(ly.colorbar.visible and ly.visible for ly in maps)
+    viewer.window._qt_viewer.canvas.on_draw(None)  # draws every cell (it raised before)
+
+
 def test_grid_the_user_had_on_stays_on(dock, wait_idle, make_napari_viewer):
     viewer = _polyp_viewer(make_napari_viewer)
     grid = grid_of(viewer)
