@@ -770,14 +770,15 @@ class LossExplorerWidget(QWidget):
         return [ly for ly in self.viewer.layers if is_owned(ly, PANEL)]
 
     def _on_grid_check(self, on: bool) -> None:
+        """The grid, titles and colour bars change in turns of their own (see TaskQueue)."""
+        view = self.grid_view
         if not on:
-            self.grid_view.restore()
-            return
-        layers = self.map_layers()
-        if layers:
-            self.grid_view.show()
-            self.grid_view.decorate(layers, self._user_layers())
-            self.viewer.reset_view()
+            self._drawing.run([*view.decorate_steps([], []), view.restore])
+        elif layers := self.map_layers():
+            decorate = view.decorate_steps(layers, self._user_layers())
+            self._drawing.run(
+                [view.show, view.held_paint.release, *decorate, self.viewer.reset_view]
+            )
 
     def _on_user_grid(self, enabled: bool) -> None:
         """napari's own grid button was used: the check box follows."""

@@ -346,6 +346,7 @@ def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_n
     assert grid.enabled and camera_of(viewer).zoom != pytest.approx(3.0)
 
     widget.grid_check.value = False
+    wait_idle(widget)  # the grid changes in turns of its own
     assert not grid.enabled
     assert grid.spacing == 0.0 and tuple(grid.shape) == (-1, -1)
     assert camera_of(viewer).zoom == pytest.approx(3.0)
@@ -354,6 +355,7 @@ def test_grid_toggle_both_ways_restores_the_users_layout(dock, wait_idle, make_n
     assert not viewer.layers["polyp"].name_overlay.visible
 
     widget.grid_check.value = True
+    wait_idle(widget)  # the grid changes in turns of its own
     assert grid.enabled
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
 
@@ -375,11 +377,13 @@ def test_colour_bars_come_back_after_the_grid_was_rebuilt_while_off(
     _, widget = dock(NAME, viewer)
     wait_idle(widget, timeout=60_000)
     widget.grid_check.value = False
+    wait_idle(widget)  # the grid changes in turns of its own
     widget.set_losses([*widget.selected_losses(), "focal"])
     wait_idle(widget)
     assert not grid_of(viewer).enabled
     if button == "panel":
         widget.grid_check.value = True
+        wait_idle(widget)  # the grid changes in turns of its own
     else:
         grid_of(viewer).enabled = True
     maps = widget.map_layers()
@@ -397,6 +401,7 @@ def test_grid_the_user_had_on_stays_on(dock, wait_idle, make_napari_viewer):
     wait_idle(widget)
     assert grid.stride == 1  # one map per cell while the panel shows them
     widget.grid_check.value = False
+    wait_idle(widget)  # the grid changes in turns of its own
     assert grid.enabled and grid.stride == 2
 
 
@@ -839,6 +844,7 @@ def test_previous_inputs_keep_their_titles_in_the_grid(make_napari_viewer, dock,
     untitled = [ly.name for ly in viewer.layers if ly.visible and not ly.name_overlay.visible]
     assert untitled == []
     widget.grid_check.value = False  # the user's title settings come back
+    wait_idle(widget)  # the grid changes in turns of its own
     assert not any(ly.name_overlay.visible for ly in viewer.layers)
 
 
@@ -864,6 +870,7 @@ def test_titles_fit_their_cells(make_napari_viewer, dock, wait_idle, qtbot):
     assert sizes["dice |∂L/∂z|"] == 10  # only the titles that need it shrink
     assert sizes["tversky(alpha=0.9) |∂L/∂z|"] < 10
     widget.grid_check.value = False  # the user's font sizes come back
+    wait_idle(widget)  # the grid changes in turns of its own
     assert {ly.name_overlay.font_size for ly in viewer.layers} == {10}
 
 
