@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from napari_segloss.engine.compare_results import MANIFEST
 
 from ._common import PanelError
 from ._compat import preload_torch_libraries
+from ._gc import pause_collection, resume_collection
 
 if TYPE_CHECKING:
     from napari_segloss.engine.events import CompareEvent
@@ -159,23 +159,13 @@ def quiet_imports() -> Iterator[None]:
     millions of long-lived objects that every full cyclic garbage collection walks, 0.3-1 s
     with the GIL held (measured while the panel loads and at random moments of a training).
     No collection runs during the imports (they make next to no garbage), and what exists then
-    is moved out of the collector's reach (``gc.freeze``), so a full collection walks only what
-    was made since. The panel gives it back (:func:`release_frozen`) when it closes: a frozen
-    object that becomes cyclic garbage (a napari layer removed meanwhile) is collected only
-    after that."""
-    enabled = gc.isenabled()
-    gc.disable()
+    stays out of the collector's reach until the panel closes (``_gc.resume_collection``
+    with ``keep_frozen``; :func:`release_frozen`)."""
+    pause_collection()
     try:
         yield
     finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-def release_frozen() -> None:
-    """Undo :func:`quiet_imports`' ``gc.freeze``: everything is visible to the collector again."""
-    gc.unfreeze()
+        resume_collection(keep_frozen=True)
 
 
 def warm_up() -> list[str]:

@@ -26,6 +26,7 @@ from qtpy.QtCore import QObject, QTimer
 _lock = threading.Lock()
 _paused = 0  # pauses in progress (several panels may open at once)
 _was_enabled = True  # the collector's state before the first of them
+_keep_frozen = False  # what the pauses made stays frozen until release_frozen (see below)
 
 
 def pause_collection() -> None:
@@ -38,20 +39,39 @@ def pause_collection() -> None:
         _paused += 1
 
 
-def resume_collection() -> None:
+def resume_collection(keep_frozen: bool = False) -> None:
     """End one :func:`pause_collection`; after the last, hand what was made to the oldest
-    generation without a walk (see the module docstring) and switch the collector back on."""
-    global _paused
+    generation without a walk (see the module docstring) and switch the collector back on.
+
+    ``keep_frozen``: everything that exists then stays out of the collector's reach
+    (``gc.freeze``) until :func:`release_frozen`, so that full collections walk only what is
+    made later (the Compare panel, after importing napari's, torch's and smp's millions of
+    long-lived objects). Pauses ending meanwhile keep theirs frozen too.
+    """
+    global _paused, _keep_frozen
     with _lock:
         if _paused == 0:
             return
         _paused -= 1
+        _keep_frozen = _keep_frozen or keep_frozen
         if _paused:
             return
         gc.freeze()
-        gc.unfreeze()
+        if not _keep_frozen:
+            gc.unfreeze()
         if _was_enabled:
             gc.enable()
+
+
+def release_frozen() -> None:
+    """End ``keep_frozen``: everything frozen is visible to the collector again (a frozen
+    object that became cyclic garbage, e.g. a removed napari layer, is collected only after
+    this)."""
+    global _keep_frozen
+    with _lock:
+        _keep_frozen = False
+        if _paused == 0:  # else the last pause's end unfreezes
+            gc.unfreeze()
 
 
 class CollectorPause:

@@ -70,12 +70,12 @@ from ._compare_form import CompareSetupForm
 from ._compare_setup import (
     iter_request,
     quiet_imports,
-    release_frozen,
     saved_settings,
     warm_up,
 )
 from ._compare_view import OverlayGrid, ResultsTable, RunsTable, column_header, short_name
 from ._compat import guard_triton, preload_torch_libraries
+from ._gc import release_frozen
 from ._state import CHECKPOINTS
 from ._workers import TaskQueue, new_worker
 
@@ -115,6 +115,7 @@ class CompareLossesWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.destroyed.connect(lambda *_: release_frozen())  # what quiet_imports keeps frozen
         self.viewer = napari_viewer
         self._worker: Any = None  # the comparison
         self._loader: Any = None  # reading results / an image view
@@ -555,6 +556,7 @@ class CompareLossesWidget(QWidget):
     def changeEvent(self, event: Any) -> None:
         if left_the_window(self, event):  # napari's close button: no closeEvent follows
             self._stop.set()
+            release_frozen()
         super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:

@@ -156,3 +156,48 @@ def test_train_and_predict_panels_pause_the_collector_while_torch_loads(dock, qt
         assert widget.ready  # the pause ended when the loss list came
     else:
         assert "cpu" in widget.device.choices
+
+
+def test_a_kept_freeze_survives_other_pauses_until_it_is_released():
+    """The Compare panel keeps what its imports left frozen until it closes; a pause of another
+    panel ending meanwhile unfroze it all (its own end did gc.unfreeze())."""
+    assert gc.get_freeze_count() == 0
+    try:
+        _gc.pause_collection()  # the Compare panel's imports
+        _gc.resume_collection(keep_frozen=True)
+        kept = gc.get_freeze_count()
+        assert kept > 0 and gc.isenabled()
+        _gc.pause_collection()  # an Explorer update starts and ends
+        made = _burst(1000)
+        _gc.resume_collection()
+        assert gc.get_freeze_count() >= kept + len(made)  # frozen with the rest
+        assert gc.isenabled()
+    finally:
+        _gc.release_frozen()  # the Compare panel closes
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_release_during_a_pause_leaves_the_unfreeze_to_the_pause():
+    try:
+        _gc.pause_collection()
+        _gc.resume_collection(keep_frozen=True)
+        _gc.pause_collection()
+        _gc.release_frozen()
+        assert not gc.isenabled()
+    finally:
+        _gc.resume_collection()
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_the_compare_panel_keeps_its_imports_frozen_until_it_is_closed(
+    make_napari_viewer, dock, wait_idle, qtbot
+):
+    viewer = make_napari_viewer()
+    _, widget = dock("Compare Losses", viewer)
+    wait_idle(widget, timeout=120_000)  # its loss list loaded (torch imported, kept frozen)
+    assert gc.get_freeze_count() > 0 and gc.isenabled()
+    _gc.pause_collection()  # another panel's pause ending meanwhile keeps it frozen
+    _gc.resume_collection()
+    assert gc.get_freeze_count() > 0
+    viewer.window.remove_dock_widget(widget.parent())  # napari's close button
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5_000)
