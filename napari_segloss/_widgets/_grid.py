@@ -238,6 +238,12 @@ class GridView:
             self._fit(layer, width)
             overlay.visible = True
 
+    def add_title_then_paint(self, layer: Layer) -> Pause:
+        """:meth:`add_titles` for one layer, as a task that leaves the next turn to the paint
+        (a title's first paint builds its text shaders)."""
+        self.add_titles([layer])
+        return Pause(PAINT_LATER_MS)
+
     def refit_titles(self) -> None:
         """Fit every title to the cells' current width (after a resize or a new layer), and
         the view to the grid when a layer added or removed changed its rows or columns (the

@@ -740,17 +740,13 @@ class LossExplorerWidget(QWidget):
         if self.grid_view.show(cells):
             self.viewer.reset_view()
         inputs = self._user_layers()
-
-        def titles() -> None:
-            self.grid_view.add_titles(inputs)
-            QTimer.singleShot(0, self._arranged.set)  # after that draw
-
+        # one title per task, each with a turn for its first paint (its text shaders)
+        titles = [lambda ly=ly: self.grid_view.add_title_then_paint(ly) for ly in inputs]
         # the glyphs of the titles and colour-bar ticks to come, a few per turn (see
         # glyph_steps), so that the first draw of the titles has none left to render
         texts = [ly.name for ly in inputs] + [*self.selected_losses(), *_EXPECTED_TEXT]
-        self._drawing.run(
-            [self.grid_view.held_paint.release, *glyph_steps(self.viewer, texts), titles]
-        )
+        steps = [self.grid_view.held_paint.release, *glyph_steps(self.viewer, texts), *titles]
+        self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set)])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))
