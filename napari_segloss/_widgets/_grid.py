@@ -199,8 +199,8 @@ class GridView:
         self, maps: Sequence[Layer], inputs: Sequence[Layer]
     ) -> list[Callable[[], None]]:
         """:meth:`decorate` as tasks for a task queue, one title or colour bar each (napari
-        places every overlay of the grid again at each change: 20 of them in one turn froze
-        the window for 0.2 s)."""
+        places every overlay of the grid again at each change: a grid's worth of them in one
+        turn froze the window)."""
         wanted = [*inputs, *maps]
         keep_titles = {ly.unique_id for ly in wanted}
         keep_bars = {ly.unique_id for ly in maps}
