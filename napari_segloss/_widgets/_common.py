@@ -114,6 +114,8 @@ def upsert_layer(
         if index is None:
             adder = viewer.add_image if kind == "image" else viewer.add_labels
             return adder(data, name=name, metadata=meta, **geometry, **props)
+        if kind == "image":  # viewer.add_image's default, so that both paths give one layer
+            props = {"blending": "translucent_no_depth", **props}
         layer = (Image if kind == "image" else Labels)(
             data, name=name, metadata=meta, **geometry, **props
         )

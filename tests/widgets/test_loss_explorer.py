@@ -217,6 +217,8 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
     assert moves == []
+    # inserted as viewer.add_image would have added it
+    assert {ly.blending for ly in widget.map_layers()} == {"translucent_no_depth"}
     names = [ly.name for ly in widget.map_layers()]
     assert names[1:4] == [f"{n} |∂L/∂z|" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
