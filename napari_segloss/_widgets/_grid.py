@@ -238,6 +238,21 @@ class GridView:
             self._fit(layer, width)
             overlay.visible = True
 
+    def hide_overlays(self, layers: Iterable[Layer]) -> None:
+        """Hide the titles and colour bars of ``layers`` for a while (the layers are about to
+        move one cell on; :meth:`add_titles` and :meth:`add_colorbars` show them again).
+
+        A visual that changes cell is built again at the next paint; hidden overlays stay
+        where they were, so that paint builds only the maps' own visuals and each overlay
+        follows in a turn of its own. Only while the grid keeps its cells: a colour bar hidden
+        across a rebuild of the grid is left behind (see ``_show_colorbar``).
+        """
+        for layer in layers:
+            if layer.unique_id in self._titled:
+                layer.name_overlay.visible = False
+            if layer.unique_id in self._barred:
+                layer.colorbar.visible = False
+
     def add_title_then_paint(self, layer: Layer) -> Pause:
         """:meth:`add_titles` for one layer, as a task that leaves the next turn to the paint
         (a title's first paint builds its text shaders)."""

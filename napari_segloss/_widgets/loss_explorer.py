@@ -699,6 +699,8 @@ class LossExplorerWidget(QWidget):
             for key, arr, name, props in items:
                 order = [placed.get(k) or find_owned(self.viewer, PANEL, k) for k, *_ in wanted]
                 at = insertion_index(self.viewer, order, [k for k, *_ in wanted].index(key))
+                if grid and key in new:  # the layers above move one cell on: see hide_overlays
+                    self.grid_view.hide_overlays(list(self.viewer.layers)[at:])
                 placed[key] = upsert_layer(self.viewer, PANEL, key, "image", arr, name=name,
                                            like=info["gt_layer"], index=at, **props)  # fmt: skip
 
@@ -717,9 +719,9 @@ class LossExplorerWidget(QWidget):
         if exists:
             steps.append(lambda: put([w for w in wanted if w[0] in exists]))
         steps += [lambda w=w: put([w]) for w in wanted if w[0] in new]
-        if grid:
-            steps += [lambda k=k: self.grid_view.add_titles([placed[k]]) for k in new]
-            steps += [lambda k=k: self.grid_view.add_colorbars([placed[k]]) for k in new]
+        if grid:  # new maps and those hidden while they moved (no change for the others)
+            steps += [lambda k=k: self.grid_view.add_titles([placed[k]]) for k, *_ in wanted]
+            steps += [lambda k=k: self.grid_view.add_colorbars([placed[k]]) for k, *_ in wanted]
         self.progress.start("drawing the maps…")
         self._drawing_maps = True
         self._drawing.run([*steps, finish])

@@ -214,9 +214,15 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     # of a layer rebuilt napari's scene, and every layer it passed changed grid cell)
     moves: list[object] = []
     viewer.layers.events.moved.connect(moves.append)
+    # the γ maps move one cell on: their titles and colour bars are hidden meanwhile (their
+    # visuals would be built again in the new cell at the same paint), then come back
+    shown: list[bool] = []
+    for ly in _owned(viewer, "gamma:"):
+        ly.colorbar.events.visible.connect(shown.append)
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
     assert moves == []
+    assert shown.count(False) == 4 and shown[-4:] == [True] * 4
     # inserted as viewer.add_image would have added it
     assert {ly.blending for ly in widget.map_layers()} == {"translucent_no_depth"}
     names = [ly.name for ly in widget.map_layers()]
