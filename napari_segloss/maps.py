@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import CompoundLoss, SegLoss, get_loss, prepare
+from .losses.base import check_optional_int
 from .losses.functional import abs_error
 from .losses.inputs import mask_ignored
 
@@ -130,10 +131,9 @@ def _split_ignored(
     losses read ``ignore_index``: a label map ignores whole pixels (mask (B, 1, *sp)); a
     one-hot/soft (B, C, *sp) target ignores the entries that hold it (mask (B, C, *sp)), and
     there 0 and 1 are target values, not markers."""
+    check_optional_int("ignore_index", ignore_index)
     if ignore_index is None:
         return target, None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"ignore_index: expected an int or None, got {ignore_index!r}")
     one_hot = c >= 2 and tuple(target.shape) == (b, c, *spatial)
     if one_hot and 0 <= ignore_index <= 1:
         raise ValueError(

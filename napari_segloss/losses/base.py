@@ -30,6 +30,12 @@ def check_bool(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a bool, got {value!r}")
 
 
+def check_optional_int(name: str, value: object) -> None:
+    """ValueError unless ``value`` is an int (not a bool) or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be an int or None, got {value!r}")
+
+
 def check_float(
     name: str,
     value: object,
@@ -148,10 +154,7 @@ class SegLoss(nn.Module):
         super().__init__()
         check_choice("mode", mode, MODES)
         check_choice("reduction", reduction, REDUCTIONS)
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-        ):
-            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        check_optional_int("ignore_index", ignore_index)
         check_bool("validate", validate)
         self.mode = mode
         self.reduction = reduction
