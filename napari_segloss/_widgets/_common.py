@@ -442,7 +442,7 @@ def tab_in_layout_order(panel: QWidget) -> None:
 
 
 def read_only_table(parent: QWidget, columns: int, min_height: int) -> QTableWidget:
-    """An empty table of results the user reads (no editing), first column stretched."""
+    """An empty table of results the user reads (no editing), its columns stretched."""
     table = QTableWidget(0, columns, parent)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

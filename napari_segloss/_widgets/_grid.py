@@ -37,6 +37,8 @@ TITLE_MARGIN = 14.0
 #: how long the canvas may wait for its first paint after the grid's cells were built (see
 #: :class:`HeldPaint`), and how long a task queue then waits for that paint
 PAINT_LATER_MS = 20
+#: what a task that let a paint come returns: the next task waits for that paint
+AFTER_PAINT = Pause(PAINT_LATER_MS)
 
 
 def canvas_widget(viewer: napari.Viewer) -> QWidget | None:
@@ -84,7 +86,7 @@ class HeldPaint:
         with contextlib.suppress(RuntimeError):  # the viewer was closed meanwhile
             widget.setUpdatesEnabled(True)
             widget.update()
-        return Pause(PAINT_LATER_MS)
+        return AFTER_PAINT
 
 
 def _show_colorbar(layer: Layer) -> None:
@@ -257,7 +259,7 @@ class GridView:
         """:meth:`add_titles` for one layer, as a task that leaves the next turn to the paint
         (a title's first paint builds its text shaders)."""
         self.add_titles([layer])
-        return Pause(PAINT_LATER_MS)
+        return AFTER_PAINT
 
     def refit_titles(self) -> None:
         """Fit every title to the cells' current width (after a resize or a new layer), and

@@ -195,7 +195,7 @@ def frame_progress(
 @dataclass(frozen=True)
 class Pause:
     """What a :class:`TaskQueue` task returns to make the next task wait ``ms`` milliseconds
-    (e.g. for a paint it held back: see ``_grid.paint_later``)."""
+    (e.g. for a paint it let come: see ``_grid.HeldPaint``)."""
 
     ms: int
 

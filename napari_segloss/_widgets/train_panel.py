@@ -6,7 +6,7 @@ The forms are magicgui widgets built from the config models (``TrainSection.epoc
 generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_run`:
 data, model, config) and runs :func:`napari_segloss.engine.training.iter_train`, whose typed
 events move the panel's own progress bar (steps, epoch, time left), napari's activity progress
-and the live plot (hidden until the first Start). The start's notes (:func:`start_notes`: what
+and the live plot (hidden until the first Start). The start's notes (``TrainStart.notes``: what
 the run adapted to this machine) stay under the status for the whole run. Stop (or Cancel in
 napari's activity dock) ends training at the next step, or at the next batch of a validation
 or the final evaluation; the model trained so far is saved. Finished checkpoints are
@@ -133,15 +133,6 @@ def run_training(request: TrainRequest, stop: threading.Event) -> Iterator[Train
         )
     finally:
         release_gpu_memory()
-
-
-def start_notes(ev: TrainStart) -> list[str]:
-    """What the panel says under its status when training starts: the settings the engine
-    adapted to this machine (``TrainStart.notes``, as ``segloss train`` prints them). Not that
-    mixed precision is off without CUDA, which ``segloss train`` says for a config's
-    ``train.amp``: the panel has no such setting (it asks for mixed precision on any device but
-    the CPU), so on a machine without a GPU that note would be about nothing the user chose."""
-    return list(ev.notes)
 
 
 def format_duration(seconds: float) -> str:
@@ -533,7 +524,9 @@ class TrainWidget(QWidget):
     def _on_start(self, ev: TrainStart) -> None:
         self.progress.started(ev)
         self.status.info(f"training on {ev.device} → {ev.run_dir}")
-        self._show_notes(start_notes(ev))
+        # what the engine adapted to this machine, as segloss train prints it (not segloss
+        # train's mixed-precision note, which is about a config setting the panel has not)
+        self._show_notes(list(ev.notes))
         self._activity = StoppableProgress(
             total=max(ev.max_iterations, 1), desc="segloss training", cancel_callback=self.stop
         )
