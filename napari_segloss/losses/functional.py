@@ -222,23 +222,23 @@ class _LabelDiceSums(torch.autograd.Function):
         if label_mask is not None:
             m.mul_(label_mask)
         t = _off_label_terms(lp.off_label, exponent, off_mask)
-        off_sum = t.sum(-1)
-        # the per-label terms as one (B, V, N) tensor, summed per class in one call
+        # err: the label terms m q^s go into t's label entries (0 there), so one dense sum
+        # per class adds both kinds of terms
+        t.view(-1).index_copy_(0, lp.entry, (m * power(q, sq)).view(-1))
+        err = t.sum(-1)
+        # den = err + 2 sum m p_y over the labelled pixels: at the label m (1 + p_y^s) -
+        # m q^s = 2 m p_y with q = 1 - p_y, a sum of non-negative terms
         ones = torch.ones_like(q) if lp.valid is None else lp.valid
-        rows = [m * power(q, sq), m * (1.0 + power(py, sq)), ones]
-        if overlap:
-            rows.append(2.0 * m * py)
-        sums = class_sums_rows(lp.labels, torch.cat(rows, 1), k)
-        err = sums[:, 0] + off_sum
-        den = sums[:, 1] + off_sum
+        sums = class_sums_rows(lp.labels, torch.cat([(2.0 * m).mul_(py), ones], 1), k)
+        den = err + sums[:, 0]
         ctx.mark_non_differentiable(sums)
         ctx.save_for_backward(probs, m, off_mask, *lp)
         # t is consumed in place by the first backward, so it is kept outside
         # save_for_backward (whose version check would refuse a second backward, which
         # rebuilds it)
         ctx.t, ctx.exponent, ctx.sq, ctx.binary = t, exponent, sq, x.shape[1] == 1
-        both = sums[:, 3] if overlap else None
-        return err, den, sums[:, 2], both
+        both = sums[:, 0] if overlap else None
+        return err, den, sums[:, 1], both
 
     @staticmethod
     @once_differentiable  # m is a constant of eq. 5; no double backward through this path
@@ -249,7 +249,7 @@ class _LabelDiceSums(torch.autograd.Function):
         pg, ctx.t = ctx.t, None
         if pg is None:  # a second backward (retain_graph=True)
             pg = _off_label_terms(lp.off_label, ctx.exponent, off_mask)
-        # off the label: p dL/dp = s dL/dT t (t is 0 at the label entries)
+        # off the label: p dL/dp = s dL/dT t (the label entries are written below)
         pg.mul_((sq * (g_err + g_den)).unsqueeze(-1))
         # at the label: p_y dL/dp_y with dq/dp_y = -1
         # the (B, K) incoming gradients at each pixel's class (1-D index_select: several
