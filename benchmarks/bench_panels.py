@@ -258,13 +258,17 @@ PLUGIN_TAG = "napari_segloss"  # the metadata key the panels put on the layers t
 def interact(app, widget, stalls: Stalls) -> dict:
     """What a user does next in the Loss Explorer, each step once the panel is idle again:
     tick one more loss (a new map, a grid of one more cell), add a γ, untick and tick the
-    grid. Returns the longest stall and the count over the limit from the first step on."""
+    grid. Returns the longest stall and the count over the limit from the first step on, and
+    how long each step took until the panel was idle again."""
 
-    def settle() -> None:
-        end = time.monotonic() + 60
+    def settle() -> float:
+        t0 = time.monotonic()
+        end = t0 + 60
         while time.monotonic() < end and widget.busy:
             _process(app, 0.05)
+        took = time.monotonic() - t0
         _process(app, 0.5)
+        return took
 
     start = time.perf_counter()
     steps = [
@@ -273,13 +277,17 @@ def interact(app, widget, stalls: Stalls) -> dict:
         lambda: setattr(widget.grid_check, "value", False),
         lambda: setattr(widget.grid_check, "value", True),
     ]
+    took = []
     for step in steps:
         step()
-        settle()
+        took.append(round(settle(), 3))
     gaps = [g for _, g in stalls.gaps(start)]
     return {
         "then_longest_stall_s": round(max(gaps, default=0.0), 3),
         "then_stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
+        "then_tick_s": took[0],
+        "then_gamma_s": took[1],
+        "then_grid_on_s": took[3],
     }
 
 
@@ -366,11 +374,19 @@ def main(argv: list[str] | None = None) -> None:
     print("(median (min-max) over runs)")
     if args.interact:
         print("\nthen (tick a loss, add a γ, grid off and on):")
-        print("| tree | longest stall s | stalls > 0.2 s |\n|---|---:|---:|")
+        print(
+            "| tree | longest stall s | stalls > 0.2 s | tick: drawn in s | γ: drawn in s "
+            "| grid on: done in s |\n|---|---:|---:|---:|---:|---:|"
+        )
         for tree, runs in results.items():
             print(
                 f"| {tree} | {_summary([r['then_longest_stall_s'] for r in runs])} "
-                f"| {_summary([r['then_stalls_over_limit'] for r in runs])} |"
+                f"| {_summary([r['then_stalls_over_limit'] for r in runs])} "
+                + " ".join(
+                    f"| {_summary([r.get(k) for r in runs])}"
+                    for k in ("then_tick_s", "then_gamma_s", "then_grid_on_s")
+                )
+                + " |"
             )
 
 

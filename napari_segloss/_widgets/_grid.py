@@ -129,6 +129,8 @@ class GridView:
         self._face: str | None = None  # the canvas font (see text_width)
         self._fitted_shape: tuple[int, int] | None = None  # grid (rows, cols) the view fits
         self.held_paint = HeldPaint(viewer)  # the first paint of new cells (see show)
+        self._hidden: list[Layer] = []  # layers hidden while the grid grows (see _regrow)
+        self._new_shape: dict[str, Any] | None = None  # the grid fields _regrow will set
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
         # the cells change width with the window and with the number of layers: the titles
         # are fitted again once things settle (not at every pixel of a resize)
@@ -162,8 +164,7 @@ class GridView:
             fields["shape"] = (math.ceil(cells / cols), cols)
         if self._saved is not None and grid.enabled:
             if fields and tuple(grid.shape) != fields["shape"]:
-                with self.held_paint.hold():  # a new shape builds every cell again
-                    self._set_grid(**fields)
+                self._regrow(fields)
             return False
         camera = camera_of(self.viewer)
         self._saved = {
@@ -175,6 +176,61 @@ class GridView:
             self._set_grid(enabled=True)
         return True
 
+    def _regrow(self, fields: dict[str, Any]) -> None:
+        """A new grid shape, built and shown over several turns (:meth:`reveal_steps`).
+
+        napari builds every cell again for a new shape, and the next paint builds every
+        visual's shaders again in its new cell, titles and colour bars included: one freeze
+        for the whole grid. Hidden layers take no cell, so all but the first are hidden here
+        (from the top, in the cells of the current shape: the layers below keep theirs), with
+        their titles and colour bars; the new shape is built in the next turn, and each layer
+        shown again lands in the next cell while the others stay.
+        """
+        if self.grid_shape() == fields["shape"]:  # the same cells: nothing is built again
+            self._set_grid(**fields)
+            return
+        later = [ly for ly in self.viewer.layers if ly.visible][1:]  # none: one napari cell
+        self._set_grid(shape=self.grid_shape())  # hiding must not re-lay out the cells
+        self.hide_overlays(later)
+        for layer in reversed(later):
+            layer.visible = False
+        self._hidden.extend(later)
+        self._new_shape = fields
+
+    def reveal_steps(self) -> list[Callable[[], Pause | None]]:
+        """Tasks that finish :meth:`_regrow`: build the new cells, let their first paint come,
+        then show the hidden layers one per turn in layer order, each followed by a turn for
+        its first paint (their titles and colour bars are the caller's: :meth:`add_titles`,
+        :meth:`add_colorbars`); none when the grid did not grow."""
+        if self._new_shape is None:
+            return []
+        return [
+            self._build_new_shape,
+            self.held_paint.release,
+            *([self._reveal_next] * len(self._hidden)),
+        ]
+
+    def _build_new_shape(self) -> None:
+        fields, self._new_shape = self._new_shape, None
+        if fields is not None:
+            with self.held_paint.hold():
+                self._set_grid(**fields)
+
+    def _reveal_next(self) -> Pause:
+        if self._hidden:
+            with contextlib.suppress(Exception):  # the layer may have been deleted
+                self._hidden.pop(0).visible = True
+        return AFTER_PAINT
+
+    def reveal_all(self) -> None:
+        """Show at once the layers still hidden by :meth:`_regrow` (the reveal was cut
+        short: a cancelled drawing, the grid turned off)."""
+        fields, self._new_shape = self._new_shape, None
+        if fields is not None:
+            self._set_grid(**fields)
+        while self._hidden:
+            self._reveal_next()
+
     def settle(self) -> None:
         """Back to an automatic grid shape (layers the user adds or hides get their cells)."""
         if self._saved is not None and tuple(grid_of(self.viewer).shape) != (-1, -1):
@@ -182,6 +238,7 @@ class GridView:
 
     def restore(self) -> None:
         """Put back the grid settings, camera and layer titles the user had before."""
+        self.reveal_all()
         self.decorate([], [])
         saved, self._saved = self._saved, None
         if saved is None:

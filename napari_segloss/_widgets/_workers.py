@@ -224,6 +224,7 @@ class TaskQueue:
         self._progress = progress
         self._count = (0, 0)  # (tasks run, tasks queued) since the queue was last empty
         self.cancelled = False
+        self._in_task = False  # a task is running (run_next then queues ahead)
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -242,6 +243,15 @@ class TaskQueue:
         if self._tasks:
             self._timer.start()
 
+    def run_next(self, tasks: Iterable[Callable[[], Any]]) -> None:
+        """Queue ``tasks`` ahead of those waiting: called from a task, they run next."""
+        tasks = list(tasks)
+        if not self._tasks and not self._in_task:  # idle: as run() would start them
+            self.run(tasks)
+            return
+        self._tasks.extendleft(reversed(tasks))
+        self._count = (self._count[0], self._count[1] + len(tasks))
+
     def cancel(self) -> None:
         """Drop the tasks not run yet, then call ``done`` (not from inside a task)."""
         if self._tasks:
@@ -255,6 +265,7 @@ class TaskQueue:
             return
         task = self._tasks.popleft()
         wait = 0
+        self._in_task = True
         try:
             result = task()
             if isinstance(result, Pause):
@@ -262,6 +273,8 @@ class TaskQueue:
         except Exception as exc:  # shown by the panel; the queue must not stay half-run
             self._tasks.clear()
             self._errored(exc)
+        finally:
+            self._in_task = False
         self._count = (self._count[0] + 1, self._count[1])
         if self._progress is not None and self._tasks:
             self._progress(*self._count)

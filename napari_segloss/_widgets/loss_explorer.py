@@ -612,6 +612,7 @@ class LossExplorerWidget(QWidget):
 
     def _after_drawing(self) -> None:
         self._drawing_maps = False
+        self.grid_view.reveal_all()  # a cancelled drawing leaves no layer hidden
         self._arranged.set()  # nothing left to arrange (also when cancelled): torch may load
         if self._worker is None:
             self.progress.stop()
@@ -691,9 +692,8 @@ class LossExplorerWidget(QWidget):
                            if k in exists])  # fmt: skip
             cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(new)
             shown = grid and self.grid_view.show(cells)
+            self._drawing.run_next(self.grid_view.reveal_steps())  # a grid grown anew
             info["reset"] = shown or bool(new)
-            if grid:
-                self.grid_view.add_titles(self._user_layers())
 
         def put(items: list[Wanted]) -> None:
             for key, arr, name, props in items:
@@ -719,7 +719,9 @@ class LossExplorerWidget(QWidget):
         if exists:
             steps.append(lambda: put([w for w in wanted if w[0] in exists]))
         steps += [lambda w=w: put([w]) for w in wanted if w[0] in new]
-        if grid:  # new maps and those hidden while they moved (no change for the others)
+        if grid:  # the inputs, new maps and layers whose titles were hidden while they moved
+            # (no change for the others; see hide_overlays and GridView._regrow)
+            steps += [lambda ly=ly: self.grid_view.add_titles([ly]) for ly in self._user_layers()]
             steps += [lambda k=k: self.grid_view.add_titles([placed[k]]) for k, *_ in wanted]
             steps += [lambda k=k: self.grid_view.add_colorbars([placed[k]]) for k, *_ in wanted]
         self.progress.start("drawing the maps…")

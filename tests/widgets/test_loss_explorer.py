@@ -219,8 +219,18 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     shown: list[bool] = []
     for ly in _owned(viewer, "gamma:"):
         ly.colorbar.events.visible.connect(shown.append)
+    # the grid grows (3 x 3 -> 3 x 4): the layers above the first are hidden while napari
+    # builds the new cells, then shown again one by one (each first paint builds its visual)
+    hidden: list[str] = []
+    before = [ly.name for ly in viewer.layers]
+    for ly in viewer.layers:
+        ly.events.visible.connect(lambda e, ly=ly: None if ly.visible else hidden.append(ly.name))
     widget.set_losses(["ce", "dice", "focal"])
     wait_idle(widget)
+    assert hidden == before[:0:-1]  # from the top
+    assert all(ly.visible for ly in viewer.layers)
+    assert viewer.layers["polyp"].name_overlay.visible
+    assert viewer.layers["truth"].name_overlay.visible
     assert moves == []
     assert shown.count(False) == 4 and shown[-4:] == [True] * 4
     # inserted as viewer.add_image would have added it
@@ -229,6 +239,22 @@ def test_every_map_has_a_title_a_colorbar_and_a_stable_place(dock, wait_idle):
     assert names[1:4] == [f"{n} |∂L/∂z|" for n in ("ce", "dice", "focal")]
     assert names[4:] == GAMMA_NAMES
     assert all(ly.name_overlay.visible and ly.colorbar.visible for ly in widget.map_layers())
+
+
+def test_cancelled_while_the_grid_grows_leaves_no_layer_hidden(dock, wait_idle, qtbot):
+    # the layers hidden while napari builds a larger grid (see GridView._regrow) come back
+    # when the drawing stops early, in a grid with one cell per layer
+    viewer, widget, _, _ = _kvasir(dock, wait_idle)
+    viewer.add_image(np.zeros((8, 8)), name="mine, hidden", visible=False)
+    widget.set_losses(["ce", "dice", "focal"])  # 9 -> 10 visible layers: 3 x 3 -> 3 x 4
+    qtbot.waitUntil(lambda: not viewer.layers["truth"].visible, timeout=60_000)
+    widget.cancel()
+    wait_idle(widget)
+    assert "cancelled" in widget.status.text()
+    assert [ly.name for ly in viewer.layers if not ly.visible] == ["mine, hidden"]
+    grid = grid_of(viewer)
+    cells = [grid.position(i, viewer.layers) for i, ly in enumerate(viewer.layers) if ly.visible]
+    assert len(set(cells)) == len(cells)
 
 
 def test_a_hidden_user_layer_takes_no_cell(dock, wait_idle):
@@ -430,14 +456,27 @@ def test_grid_cells_are_built_and_drawn_in_separate_event_loop_turns(qtbot, make
     drawn_before = len(draws)
     qtbot.waitUntil(canvas.updatesEnabled, timeout=2000)
     qtbot.waitUntil(lambda: len(draws) > drawn_before, timeout=2000)
-    # a change of shape builds every cell again: held back the same way, until a task queue
-    # releases it (the next task then waits for the paint)
+    # a change of shape builds every cell again, and their first paint every visual: all
+    # layers but the first are hidden (they take no cell), the cells are built in the next
+    # task with the paint held back the same way, then each layer comes back in a task of
+    # its own (each next task waits for the paint)
     view.show(cells=12)
+    assert viewer.layers["polyp"].visible and not viewer.layers["truth"].visible
+    assert tuple(grid_of(viewer).shape) == (2, 3) and canvas.updatesEnabled()
+    build, release, *reveals = view.reveal_steps()
+    assert len(reveals) == 1
+    build()
     assert tuple(grid_of(viewer).shape) == (3, 4) and not canvas.updatesEnabled()
-    assert view.held_paint.release() == _workers.Pause(_grid.PAINT_LATER_MS)
+    assert release() == _workers.Pause(_grid.PAINT_LATER_MS)
     assert canvas.updatesEnabled() and view.held_paint.release() is None
+    assert reveals[0]() == _workers.Pause(_grid.PAINT_LATER_MS)
+    assert viewer.layers["truth"].visible and view.reveal_steps() == []
+    # a reveal cut short (the grid turned off meanwhile) shows every layer again
+    view.show(cells=2)
+    assert not viewer.layers["truth"].visible
     view.restore()
     assert not grid_of(viewer).enabled and canvas.updatesEnabled()
+    assert viewer.layers["truth"].visible and view.reveal_steps() == []
 
 
 # ------------------------------------------------------------------------ issue 17, point 5

@@ -63,3 +63,31 @@ def test_a_task_queue_runs_one_task_per_turn_and_waits_after_a_pause(qtbot):
     assert names == ["a", "b", "c"]
     assert times["c"] - times["b"] >= 0.14
     assert times["b"] - times["a"] < 0.14  # an int is no pause
+
+
+def test_tasks_queued_from_a_task_with_run_next_run_before_those_waiting(qtbot):
+    parent = QWidget()
+    ran: list[str] = []
+    progress: list[tuple[int, int]] = []
+    done: list[bool] = []
+    queue = TaskQueue(
+        parent,
+        done=lambda: done.append(True),
+        errored=pytest.fail,
+        progress=lambda *count: progress.append(count),
+    )
+
+    def first() -> None:
+        ran.append("first")
+        queue.run_next([lambda: ran.append("x"), lambda: ran.append("y")])
+
+    queue.run([first, lambda: ran.append("last")])
+    qtbot.waitUntil(lambda: done == [True], timeout=5000)
+    assert ran == ["first", "x", "y", "last"]
+    assert progress == [(1, 4), (2, 4), (3, 4)]  # the total counts the tasks added
+    # outside a task, on an idle queue: they start as run() would start them
+    progress.clear()
+    queue.run_next([lambda: ran.append("alone"), lambda: ran.append("then")])
+    assert ran[-1] == "last"  # nothing runs inside run_next() either
+    qtbot.waitUntil(lambda: done == [True, True], timeout=5000)
+    assert ran[-2:] == ["alone", "then"] and progress == [(1, 2)]
