@@ -25,6 +25,8 @@ Usage (under a display; headless: ``xvfb-run -a -s "-screen 0 1920x1200x24"``)::
     python benchmarks/bench_panels.py --runs 1 --profile /tmp/open.prof  # cProfile of the main thread
     python benchmarks/bench_panels.py --runs 1 --stacks  # main-thread stacks sampled during stalls
     python benchmarks/bench_panels.py --runs 3 --interact  # then what a user does next (Explorer)
+    python benchmarks/bench_panels.py --panel predict --runs 3 --interact  # run a checkpoint
+    python benchmarks/bench_panels.py --panel train --runs 3 --interact --timeout 300  # train
 
 ``--trees`` puts each source tree first on ``PYTHONPATH`` of its child processes and alternates
 them run by run, so that before/after figures share the machine's state.
@@ -41,6 +43,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -219,7 +222,9 @@ def child(args: argparse.Namespace) -> dict:
         if "all" in marks:
             break
     _process(app, 1.0)  # stalls right after the last map count too
-    after = interact(app, state["widget"], stalls) if args.interact else {}  # Explorer only
+    after = {}
+    if args.interact:
+        after = INTERACTIONS[args.panel](app, viewer, state["widget"], stalls, args)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -255,21 +260,33 @@ def child(args: argparse.Namespace) -> dict:
 PLUGIN_TAG = "napari_segloss"  # the metadata key the panels put on the layers they own
 
 
-def interact(app, widget, stalls: Stalls) -> dict:
+def _settle(app, widget, timeout: float = 60.0) -> float:
+    """Seconds until the panel is idle again (then half a second more of events)."""
+    t0 = time.monotonic()
+    end = t0 + timeout
+    while time.monotonic() < end and widget.busy:
+        _process(app, 0.05)
+    took = time.monotonic() - t0
+    _process(app, 0.5)
+    return took
+
+
+def _after(stalls: Stalls, start: float) -> dict:
+    """The stall figures from ``start`` on, the gap under way at ``start`` included (the
+    first action's own call may freeze the window)."""
+    before = [t for t in stalls.ticks if t < start]
+    gaps = [g for _, g in stalls.gaps(before[-1] if before else start)]
+    return {
+        "then_longest_stall_s": round(max(gaps, default=0.0), 3),
+        "then_stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
+    }
+
+
+def interact_explorer(app, viewer, widget, stalls: Stalls, args) -> dict:
     """What a user does next in the Loss Explorer, each step once the panel is idle again:
     tick one more loss (a new map, a grid of one more cell), add a γ, untick and tick the
     grid. Returns the longest stall and the count over the limit from the first step on, and
     how long each step took until the panel was idle again."""
-
-    def settle() -> float:
-        t0 = time.monotonic()
-        end = t0 + 60
-        while time.monotonic() < end and widget.busy:
-            _process(app, 0.05)
-        took = time.monotonic() - t0
-        _process(app, 0.5)
-        return took
-
     start = time.perf_counter()
     steps = [
         lambda: widget.set_losses([*widget.selected_losses(), "focal"]),
@@ -280,15 +297,60 @@ def interact(app, widget, stalls: Stalls) -> dict:
     took = []
     for step in steps:
         step()
-        took.append(round(settle(), 3))
-    gaps = [g for _, g in stalls.gaps(start)]
+        took.append(round(_settle(app, widget), 3))
     return {
-        "then_longest_stall_s": round(max(gaps, default=0.0), 3),
-        "then_stalls_over_limit": sum(g > STALL_LIMIT_S for g in gaps),
+        **_after(stalls, start),
         "then_tick_s": took[0],
         "then_gamma_s": took[1],
         "then_grid_on_s": took[3],
     }
+
+
+def _sample_layers(viewer) -> tuple:
+    image = next(ly for ly in viewer.layers if getattr(ly, "rgb", False))
+    mask = next(ly for ly in viewer.layers if ly is not image)
+    return image, mask
+
+
+def interact_predict(app, viewer, widget, stalls: Stalls, args) -> dict:
+    """Run a checkpoint (``--checkpoint``) on the sample's 3 frames on the CPU: the panel
+    predicts, adds its layers and compares with the masks."""
+    start = time.perf_counter()
+    image, mask = _sample_layers(viewer)
+    widget.image_picker.set_layer(image)
+    widget.gt_picker.set_layer(mask)
+    widget.ckpt_picker.set_path(Path(args.checkpoint))
+    widget.device.value = "cpu"
+    widget.run_model()
+    took = _settle(app, widget, args.timeout)
+    if widget.status.is_error:
+        raise RuntimeError(widget.status.text())
+    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+
+
+def interact_train(app, viewer, widget, stalls: Stalls, args) -> dict:
+    """Train 2 epochs of a U-Net (resnet18, random weights) on the sample's 3 frames at 128
+    pixels on the CPU, with the live plot and progress bar (the form's choices count as part
+    of it: each is a user's click)."""
+    start = time.perf_counter()
+    image, mask = _sample_layers(viewer)
+    widget.image_picker.set_layer(image)
+    widget.mask_picker.set_layer(mask)
+    widget.arch.value = "Unet"
+    widget.encoder.value = "resnet18"
+    widget.image_size.value = 128
+    widget.epochs.value = 2
+    widget.batch_size.value = 2
+    widget.device.value = "cpu"
+    widget.runs_folder.value = Path(args.runs_folder)
+    widget.start()
+    took = _settle(app, widget, args.timeout)
+    if widget.status.is_error:
+        raise RuntimeError(widget.status.text())
+    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+
+
+INTERACTIONS = {"explorer": interact_explorer, "predict": interact_predict, "train": interact_train}
 
 
 # --------------------------------------------------------------------------- parent process
@@ -301,6 +363,9 @@ def run_child(tree: Path, args: argparse.Namespace, profile: str | None) -> dict
         cmd.append("--stacks")
     if args.interact:
         cmd.append("--interact")
+    for name in ("checkpoint", "runs_folder"):
+        if getattr(args, name):
+            cmd += [f"--{name.replace('_', '-')}", getattr(args, name)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]),
@@ -310,6 +375,24 @@ def run_child(tree: Path, args: argparse.Namespace, profile: str | None) -> dict
     if out.returncode or not lines:
         raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def _random_checkpoint(folder: Path) -> Path:
+    """A U-Net (resnet18, smp's default decoder, random weights) for the RGB sample, saved in
+    the engine's checkpoint format: what the quickstart trains, without the training."""
+    import torch
+
+    from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from napari_segloss.engine.config import ModelConfig
+    from napari_segloss.engine.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="Unet", encoder="resnet18", in_channels=3, classes=1)
+    meta = {"format": CHECKPOINT_FORMAT, "arch": "Unet", "encoder": "resnet18",
+            "in_channels": 3, "classes": 1, "model_kwargs": {}, "num_classes": 2}  # fmt: skip
+    path = folder / "random_unet.pt"
+    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
+    return path
 
 
 def _summary(values: list[float | None]) -> str:
@@ -333,15 +416,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--interact",
         action="store_true",
-        help="Explorer: then tick a loss, add a γ, toggle the grid (see interact)",
+        help="then what a user does next: Explorer: tick a loss, add a γ, toggle the grid; "
+        "Predict: run a checkpoint on the sample; Train: train 2 epochs (see interact_*)",
     )
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # made for --panel predict
+    parser.add_argument("--runs-folder", help=argparse.SUPPRESS)  # for --panel train
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.interact and args.panel != "explorer":
-        parser.error("--interact: only for the Loss Explorer")
     if args.child:
         print(json.dumps(child(args)), flush=True)
         return
+    if args.interact and args.panel == "predict" and not args.checkpoint:
+        args.checkpoint = str(_random_checkpoint(Path(tempfile.mkdtemp())))
+    if args.interact and args.panel == "train" and not args.runs_folder:
+        args.runs_folder = tempfile.mkdtemp()
 
     results: dict[Path, list[dict]] = {tree: [] for tree in args.trees}
     print(f"panel: {PANELS[args.panel]}; {os.cpu_count()} CPU cores; heartbeat {HEARTBEAT_MS} ms")
@@ -372,7 +460,17 @@ def main(argv: list[str] | None = None) -> None:
             f"| {_summary([r['full_gc_s'] for r in runs])} |"
         )
     print("(median (min-max) over runs)")
-    if args.interact:
+    if args.interact and args.panel != "explorer":
+        what = "run the checkpoint" if args.panel == "predict" else "train 2 epochs"
+        print(f"\nthen ({what}):")
+        print("| tree | longest stall s | stalls > 0.2 s | done in s |\n|---|---:|---:|---:|")
+        for tree, runs in results.items():
+            print(
+                f"| {tree} | {_summary([r['then_longest_stall_s'] for r in runs])} "
+                f"| {_summary([r['then_stalls_over_limit'] for r in runs])} "
+                f"| {_summary([r['then_run_s'] for r in runs])} |"
+            )
+    elif args.interact:
         print("\nthen (tick a loss, add a γ, grid off and on):")
         print(
             "| tree | longest stall s | stalls > 0.2 s | tick: drawn in s | γ: drawn in s "

@@ -6,6 +6,7 @@ import math
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from qtpy.QtCore import QTimer
 
 #: napari's dark theme, so the plot does not glare inside the dock
 _BG = "#262930"
@@ -16,8 +17,12 @@ class LivePlot(FigureCanvasQTAgg):
     """Loss (per step and per epoch, train and validation) and validation mean Dice per epoch.
 
     Data are kept as plain lists (``steps``, ``epochs``) so tests can read what is drawn.
-    Redraws use ``draw_idle`` so a burst of steps costs one repaint.
+    The lines follow them at most every ``REDRAW_MS`` (and at :meth:`flush`): each draw of the
+    figure (its constrained layout and text) holds the main thread, and a fast run makes
+    several steps per event-loop turn.
     """
+
+    REDRAW_MS = 500
 
     def __init__(self, parent: object = None) -> None:
         fig = Figure(figsize=(4.0, 2.6), dpi=90, facecolor=_BG, layout="constrained")
@@ -26,6 +31,10 @@ class LivePlot(FigureCanvasQTAgg):
             self.setParent(parent)
         self.ax_loss = fig.add_subplot(1, 2, 1)
         self.ax_dice = fig.add_subplot(1, 2, 2)
+        self._redraw = QTimer(self)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(self.REDRAW_MS)
+        self._redraw.timeout.connect(self.flush)
         self.clear()
 
     def _style(self) -> None:
@@ -51,26 +60,36 @@ class LivePlot(FigureCanvasQTAgg):
         leg = self.ax_loss.legend(fontsize=6, facecolor=_BG, edgecolor=_FG, loc="upper right")
         for text in leg.get_texts():
             text.set_color(_FG)
-        self.draw_idle()
+        self._redraw.stop()
+        if self.isVisible():  # a hidden plot is drawn when shown (no second draw then)
+            self.draw_idle()
 
     def add_step(self, epoch_float: float, loss: float) -> None:
         if math.isfinite(loss):
             self.steps.append((epoch_float, loss))
-            self._l_step.set_data(*zip(*self.steps, strict=True))
-            self._rescale()
+            self._redraw_soon()
 
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float, val_dice: float) -> None:
         self.epochs.append(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice}
         )
+        self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
+        if not self._redraw.isActive():
+            self._redraw.start()
+
+    def flush(self) -> None:
+        """Draw the data received so far now (the end of a run)."""
+        self._redraw.stop()
+        if self.steps:
+            self._l_step.set_data(*zip(*self.steps, strict=True))
         x = [e["epoch"] for e in self.epochs]
         self._l_train.set_data(x, [e["train_loss"] for e in self.epochs])
         self._l_val.set_data(x, [e["val_loss"] for e in self.epochs])
         self._l_dice.set_data(x, [e["val_dice"] for e in self.epochs])
-        self._rescale()
-
-    def _rescale(self) -> None:
         for ax in (self.ax_loss, self.ax_dice):
             ax.relim(visible_only=True)
             ax.autoscale_view(scaley=ax is self.ax_loss)
-        self.draw_idle()
+        if self.isVisible():  # else drawn when shown
+            self.draw_idle()

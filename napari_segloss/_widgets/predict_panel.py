@@ -71,7 +71,7 @@ from ._common import (
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import SizeSpinBox
 from ._gc import CollectorPause
-from ._workers import ProgressRow, frame_progress, new_worker, progress_worker
+from ._workers import ProgressRow, TaskQueue, frame_progress, new_worker, progress_worker
 
 if TYPE_CHECKING:
     import napari
@@ -183,6 +183,12 @@ class PredictWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._compare_after = False
+        # no full collection from Run until its layers are drawn: the worker's imports of
+        # smp and timm would start some, each freezing the window (_gc)
+        self._run_pause: CollectorPause | None = None
+        # the probability layers, one per event-loop turn after the prediction's (each new
+        # layer builds its napari controls and visual: about 0.1 s)
+        self._drawing = TaskQueue(self, done=self._end_run_pause, errored=self._on_error)
         self.metrics: dict[int, dict[str, float]] = {}
         self._metrics_source = ""
         self._metrics_layers: tuple[str, ...] = ()  # unique ids of the compared layers
@@ -294,10 +300,17 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ running work
     @property
     def busy(self) -> bool:
-        return self._worker is not None or self._compare_after
+        return self._worker is not None or self._compare_after or self._drawing.active
+
+    def _end_run_pause(self) -> None:
+        """The collector back on once nothing runs or waits to be drawn."""
+        if self._worker is None and not self._drawing.active and self._run_pause is not None:
+            self._run_pause.end()
 
     def _start(self, fn: Any, on_done: Any, message: str) -> None:
         self.status.info(message)
+        if self._run_pause is None or not self._run_pause.active:
+            self._run_pause = CollectorPause(self)
         self.run_button.setEnabled(False)
         self.compare_button.setEnabled(False)
         self._worker = progress_worker(
@@ -325,6 +338,7 @@ class PredictWidget(QWidget):
         if self._compare_after:
             self._compare_after = False
             self.compare()
+        self._end_run_pause()  # unless a comparison follows or layers wait to be drawn
 
     def _on_error(self, exc: BaseException) -> None:
         self._compare_after = False
@@ -375,7 +389,8 @@ class PredictWidget(QWidget):
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV)
         pred_layer.metadata["class_names"] = list(class_names) if class_names else None
         channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
-        for c in channels:
+
+        def add_probability(c: int) -> None:
             cls = class_name(c, class_names) or f"class {c}"
             title = f"probability [{name}]" if probs.shape[0] == 1 else f"p({cls}) [{name}]"
             upsert_layer(
@@ -383,6 +398,8 @@ class PredictWidget(QWidget):
                 name=title, like=like, colormap=PROBABILITY_COLORMAP, contrast_limits=(0.0, 1.0),
                 blending="translucent", opacity=1.0, visible=False,
             )  # fmt: skip
+
+        self._drawing.run([lambda c=c: add_probability(c) for c in channels])
         like.visible = True
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
@@ -527,5 +544,7 @@ class PredictWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        if self._run_pause is not None:
+            self._run_pause.end()
         release_gpu_memory()
         super().closeEvent(event)

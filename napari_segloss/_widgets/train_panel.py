@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCompleter,
     QFormLayout,
@@ -222,6 +223,15 @@ class TrainWidget(QWidget):
         self._worker: Any = None
         self._stop = threading.Event()
         self._activity: StoppableProgress | None = None
+        # no full collection from Start to the first step: the worker imports smp and timm
+        # and builds the model, which would start some, each freezing the window (_gc)
+        self._start_pause: CollectorPause | None = None
+        # the latest step, shown at the next event-loop turn (see _on_step)
+        self._pending_step: TrainStep | None = None
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._show_step)
         self._catalog: Catalog | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self.last_result: TrainDone | None = None
@@ -486,6 +496,7 @@ class TrainWidget(QWidget):
         self._show_notes([])  # the previous run's
         self.last_result = None
         self.progress.preparing(request.epochs)
+        self._start_pause = CollectorPause(self)
         self._worker = new_worker(
             functools.partial(run_training, request, self._stop),  # a generator function
             yielded=self._on_event,
@@ -532,9 +543,26 @@ class TrainWidget(QWidget):
         )
         self._activity.update(ev.iteration)
 
+    def _end_start_pause(self) -> None:
+        if self._start_pause is not None:
+            self._start_pause.end()
+
     def _on_step(self, ev: TrainStep) -> None:
+        """Every step's loss goes to the plot (which redraws when idle); the bars show the
+        latest step at the next turn. ``QProgressBar.setValue`` repaints at once, and a
+        repaint in napari's window composes its OpenGL canvas: both bars at every step froze
+        the window for up to 0.2 s in a row (benchmarks/RESULTS.md)."""
+        self._end_start_pause()
         per_epoch = ev.max_iterations / max(self.progress.epochs, 1) or 1.0
         self.plot.add_step(ev.iteration / per_epoch, ev.loss)
+        self._pending_step = ev
+        if not self._step_timer.isActive():
+            self._step_timer.start()
+
+    def _show_step(self) -> None:
+        ev, self._pending_step = self._pending_step, None
+        if ev is None:
+            return
         self.progress.stepped(ev)
         if self._activity is not None and ev.iteration > self._activity.n:
             # last: napari's bar processes Qt events while it repaints (later events may run)
@@ -550,6 +578,7 @@ class TrainWidget(QWidget):
         )
 
     def _on_done(self, ev: TrainDone) -> None:
+        self._show_step()  # a step still waiting for its turn comes first
         self.last_result = ev
         self.progress.finished(ev)
         # Predict & Compare gets the weights the status reports (best val Dice), as segloss
@@ -582,6 +611,8 @@ class TrainWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        self._end_start_pause()  # refused or failed before its first step
+        self.plot.flush()  # the last steps and epoch, not REDRAW_MS later
         if self._activity is not None:
             self._activity.close()
             self._activity = None
@@ -598,5 +629,6 @@ class TrainWidget(QWidget):
         with contextlib.suppress(Exception):
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self._stop.set()
+        self._end_start_pause()
         release_gpu_memory()
         super().closeEvent(event)

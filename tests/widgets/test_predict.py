@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import gc
 
 import numpy as np
 import pytest
 from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
 
 from napari_segloss._widgets._common import TAG, is_owned
 from napari_segloss.overlay import ERROR_COLORS, FN, FP, TN, TP
@@ -107,9 +109,24 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert widget.ckpt_picker.combo.toolTip() == str(tiny_checkpoint)
     widget.tile.value = 128  # tiled: 273 x 320 frames in 128-px tiles
     widget.device.value = "cpu"
+    # the probability layer comes in an event-loop turn after the prediction's (each new
+    # layer builds napari's controls and visual: both in one turn froze the window)
+    turns: list[str] = []
+    heartbeat = QTimer()  # ticks once per pass of the event loop
+    heartbeat.setInterval(0)
+    heartbeat.timeout.connect(lambda: turns.append("tick") if turns[-1:] != ["tick"] else None)
+    viewer.layers.events.inserted.connect(lambda event: turns.append(event.value.name))
+    heartbeat.start()
     widget.run_model()
+    # no full collection from Run until the layers are drawn (the worker imports smp)
+    assert not gc.isenabled()
     wait_idle(widget)  # prediction (frame by frame), then the automatic comparison
     assert not widget.status.is_error, widget.status.text()
+    assert gc.isenabled()
+    heartbeat.stop()
+    added = [t for t in turns if t != "tick"]
+    assert [t.split(" [")[0] for t in added[:2]] == ["prediction", "probability"]
+    assert turns[turns.index(added[0]) + 1] == "tick"  # the loop ran in between
 
     pred = _owned(viewer, "prediction")
     prob = _owned(viewer, "prob:1")

@@ -3,6 +3,7 @@ napari's activity), Stop, and messages for bad selections."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -67,8 +68,11 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     widget.start()
     assert widget.busy and not widget.start_button.isEnabled()
     assert not widget.plot.isHidden()
+    # no full collection while the worker imports smp and builds the model (_gc)
+    assert not gc.isenabled()
     wait_idle(widget, timeout=120_000)
     assert not widget.status.is_error, widget.status.text()
+    assert gc.isenabled()
 
     done = widget.last_result
     assert isinstance(done, TrainDone) and not done.stopped
@@ -87,9 +91,11 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     assert values[-1] == done.iteration and len(set(values)) >= 2, values
     assert values == sorted(values)
     assert not any(p.desc == "segloss training" for p in napari_progress._all_instances)
-    # live plot got the step losses and the epoch points
+    # live plot got the step losses and the epoch points, and draws them all at the end
     assert len(widget.plot.steps) >= 2
     assert [e["epoch"] for e in widget.plot.epochs] == [1, 2]
+    assert len(widget.plot._l_step.get_xdata()) == len(widget.plot.steps)
+    assert list(widget.plot._l_dice.get_xdata()) == [1, 2]
     assert 0.0 <= widget.plot.epochs[0]["val_dice"] <= 1.0
     # the best weights shared with the Predict panel at once
     best = Path(done.best_checkpoint).resolve()
@@ -507,3 +513,48 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, qtbot, tmp_path, 
     assert widget.status.is_error and "failed" in widget.progress.text()
     expected = "CUDA out of memory. Tried to allocate 2.00 GiB: " + OUT_OF_MEMORY_HINTS["train"]
     assert widget.status.text() == f"training failed: {expected}"  # before: OutOfMemoryError: ..
+
+
+def test_the_live_plot_redraws_at_most_every_interval(qtbot):
+    """A fast run makes several steps per event-loop turn: the lines follow the data once per
+    REDRAW_MS (each draw holds the main thread), and at once on flush."""
+    from napari_segloss._widgets._plot import LivePlot
+
+    plot = LivePlot()
+    qtbot.addWidget(plot)
+    plot.show()
+    draws: list[object] = []
+    plot.mpl_connect("draw_event", draws.append)
+    for i in range(50):
+        plot.add_step(i / 50, 1.0 - i / 100)
+    assert len(plot._l_step.get_xdata()) == 0  # not yet: one redraw for the whole burst
+    qtbot.waitUntil(lambda: len(plot._l_step.get_xdata()) == 50, timeout=3 * plot.REDRAW_MS)
+    qtbot.waitUntil(lambda: len(draws) >= 1, timeout=2000)
+    n = len(draws)
+    plot.add_epoch(1, 0.5, 0.6, 0.7)
+    plot.flush()
+    assert list(plot._l_dice.get_ydata()) == [0.7]
+    qtbot.wait(plot.REDRAW_MS + 200)
+    assert len(draws) == n + 1  # the flush's draw; the timer it stopped drew nothing more
+
+
+def test_steps_show_on_the_bars_at_the_next_turn_latest_first(dock, qtbot, tmp_path):
+    """``QProgressBar.setValue`` repaints at once: a burst of step events moves the panel's
+    bar and napari's activity bar once, to the latest step, in a turn of their own."""
+    from napari_segloss.engine.events import TrainStep
+
+    _, widget = dock(NAME)
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)  # the loss list loads in a worker
+    start = TrainStart(
+        run_dir=tmp_path, max_iterations=10, device="cpu", epoch=0, iteration=0,
+        train_size=4, val_size=1,
+    )  # fmt: skip
+    widget.progress.preparing(2)
+    widget._on_start(start)
+    for i in (1, 2, 3):
+        widget._on_step(TrainStep(epoch=1, iteration=i, max_iterations=10, loss=0.5, lr=1e-3))
+    assert widget.progress.value() == 0 and widget._activity.n == 0
+    qtbot.waitUntil(lambda: widget.progress.value() == 3, timeout=2000)
+    assert widget._activity.n == 3
+    assert len(widget.plot.steps) == 3  # every step's loss is kept for the plot
+    widget._on_finished()
