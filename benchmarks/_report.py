@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -56,3 +59,28 @@ def allocator_line() -> str:
     keys = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
     tuned = [f"{k}={os.environ[k]}" for k in keys if k in os.environ]
     return "malloc: " + (", ".join(tuned) if tuned else "glibc defaults")
+
+
+def interleaved_rounds(
+    calls: dict[str, Callable[[], object]],
+    rounds: int,
+    *,
+    warmup: int = 2,
+    after: Callable[[], object] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of each call in every round after ``warmup`` rounds. A round runs every call
+    once in a shuffled order, so that load changes on a shared machine hit all of them alike;
+    ``after`` runs after each call, untimed (e.g. dropping a gradient)."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for r in range(rounds + warmup):
+        order = list(calls)
+        random.shuffle(order)
+        for k in order:
+            t0 = time.perf_counter()
+            calls[k]()
+            dt = time.perf_counter() - t0
+            if after is not None:
+                after()
+            if r >= warmup:
+                times[k].append(dt)
+    return times

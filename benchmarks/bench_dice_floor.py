@@ -25,14 +25,12 @@ forward+backward with exact complements can come near 1.25x MONAI on this machin
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from _report import emit, machine_line
+from _report import emit, interleaved_rounds, machine_line
 from monai.losses import DiceLoss as MonaiDiceLoss
 
 from napari_segloss.engine.allocator import tune_malloc
@@ -98,17 +96,7 @@ def main() -> None:
         "pm_dice, forward": no_grad(lambda: ours(x, y)),
         "minimal exact forward": no_grad(lambda: minimal_exact_forward(x, y)),
     }
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for r in range(args.rounds + 2):  # 2 warm-up rounds
-        order = list(calls)
-        random.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            calls[k]()
-            dt = time.perf_counter() - t0
-            x.grad = None
-            if r >= 2:
-                times[k].append(dt)
+    times = interleaved_rounds(calls, args.rounds, after=lambda: setattr(x, "grad", None))
     ref = statistics.median(times["MONAI DiceLoss, forward+backward"])
     lines = [
         f"## Dice with exact complements: a lower bound, {SHAPE}",

@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import random
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 
 import torch
-from _report import emit, machine_line
+from _report import emit, interleaved_rounds, machine_line
 from monai.losses import DiceLoss as MonaiDiceLoss
 
 from napari_segloss.losses import get_loss
@@ -78,13 +76,13 @@ def main() -> None:
         y = torch.randint(0, max(args.classes, 2), (b, *spatial), generator=g)
         binary = args.classes == 1
         monai = MonaiDiceLoss(sigmoid=binary, softmax=not binary, to_onehot_y=not binary)
-        calls = {"MONAI DiceLoss": lambda: monai(x, y.unsqueeze(1))}
+        calls = {"MONAI DiceLoss": lambda: monai(x, y.unsqueeze(1)).backward()}
         checks = []
         for n in names:
             new_loss = get_loss(n, validate=False)
             old_loss = old.get_loss(n, validate=False)
-            calls[f"new {n}"] = lambda f=new_loss: f(x, y)
-            calls[f"old {n}"] = lambda f=old_loss: f(x, y)
+            calls[f"new {n}"] = lambda f=new_loss: f(x, y).backward()
+            calls[f"old {n}"] = lambda f=old_loss: f(x, y).backward()
             (g_new,) = torch.autograd.grad(v_new := new_loss(x, y), x)
             (g_old,) = torch.autograd.grad(v_old := old_loss(x, y), x)
             checks.append(
@@ -92,17 +90,7 @@ def main() -> None:
                 f"{float((g_new - g_old).abs().max()):.1e} (max |gradient| "
                 f"{float(g_new.abs().max()):.1e})"
             )
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        for r in range(args.rounds + 2):  # 2 warm-up rounds
-            order = list(calls)
-            random.shuffle(order)
-            for k in order:
-                t0 = time.perf_counter()
-                calls[k]().backward()
-                dt = time.perf_counter() - t0
-                x.grad = None
-                if r >= 2:
-                    times[k].append(dt)
+        times = interleaved_rounds(calls, args.rounds, after=lambda: setattr(x, "grad", None))
 
     def med(v: list[float]) -> float:
         return sorted(v)[len(v) // 2]
