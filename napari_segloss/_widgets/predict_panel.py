@@ -187,7 +187,7 @@ class PredictWidget(QWidget):
         # smp and timm would start some, each freezing the window (_gc)
         self._run_pause: CollectorPause | None = None
         # the probability layers, one per event-loop turn after the prediction's (each new
-        # layer builds its napari controls and visual: about 0.1 s)
+        # layer builds its napari controls and visual; together they froze the window)
         self._drawing = TaskQueue(self, done=self._end_run_pause, errored=self._on_error)
         self.metrics: dict[int, dict[str, float]] = {}
         self._metrics_source = ""

@@ -548,10 +548,10 @@ class TrainWidget(QWidget):
             self._start_pause.end()
 
     def _on_step(self, ev: TrainStep) -> None:
-        """Every step's loss goes to the plot (which redraws when idle); the bars show the
+        """Every step's loss goes to the plot (see ``LivePlot.REDRAW_MS``); the bars show the
         latest step at the next turn. ``QProgressBar.setValue`` repaints at once, and a
-        repaint in napari's window composes its OpenGL canvas: both bars at every step froze
-        the window for up to 0.2 s in a row (benchmarks/RESULTS.md)."""
+        repaint in napari's window composes its OpenGL canvas: both bars at every step, in the
+        turn that received it, froze the window (benchmarks/RESULTS.md)."""
         self._end_start_pause()
         per_epoch = ev.max_iterations / max(self.progress.epochs, 1) or 1.0
         self.plot.add_step(ev.iteration / per_epoch, ev.loss)
@@ -602,6 +602,7 @@ class TrainWidget(QWidget):
             self._activity.update(self._activity.total - self._activity.n)
 
     def _on_error(self, exc: BaseException) -> None:
+        self._show_step()  # before "failed", which a later step would overwrite
         self.progress.failed()
         # the engine's input errors (ConfigError, DataError, ...) are ValueErrors that say it all
         text = out_of_memory_text(exc, OUT_OF_MEMORY_HINTS["train"])
@@ -612,6 +613,8 @@ class TrainWidget(QWidget):
     def _on_finished(self) -> None:
         self._worker = None
         self._end_start_pause()  # refused or failed before its first step
+        self._step_timer.stop()  # shown by _on_done / _on_error, or dropped (a stop)
+        self._pending_step = None
         self.plot.flush()  # the last steps and epoch, not REDRAW_MS later
         if self._activity is not None:
             self._activity.close()

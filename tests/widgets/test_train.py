@@ -557,4 +557,9 @@ def test_steps_show_on_the_bars_at_the_next_turn_latest_first(dock, qtbot, tmp_p
     qtbot.waitUntil(lambda: widget.progress.value() == 3, timeout=2000)
     assert widget._activity.n == 3
     assert len(widget.plot.steps) == 3  # every step's loss is kept for the plot
+    # a step still waiting when the run fails is shown first: "failed" stays
+    widget._on_step(TrainStep(epoch=1, iteration=4, max_iterations=10, loss=0.5, lr=1e-3))
+    widget._on_error(ValueError("the data ran out"))
     widget._on_finished()
+    qtbot.wait(50)
+    assert widget.progress.value() == 4 and "failed" in widget.progress.text()
