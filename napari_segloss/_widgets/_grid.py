@@ -19,7 +19,7 @@ from qtpy.QtGui import QFont, QFontMetricsF, QGuiApplication
 from qtpy.QtWidgets import QWidget
 
 from ._common import camera_of, grid_of
-from ._workers import Pause
+from ._workers import Pause, one_shot_timer
 
 if TYPE_CHECKING:
     import napari
@@ -134,10 +134,7 @@ class GridView:
         grid_of(viewer).events.enabled.connect(self._on_grid_enabled)
         # the cells change width with the window and with the number of layers: the titles
         # are fitted again once things settle (not at every pixel of a resize)
-        self._refit = QTimer()
-        self._refit.setSingleShot(True)
-        self._refit.setInterval(150)
-        self._refit.timeout.connect(self.refit_titles)
+        self._refit = one_shot_timer(None, 150, self.refit_titles)
         viewer.canvas.events.size.connect(self._layout_changed)
         viewer.layers.events.inserted.connect(self._layout_changed)
         viewer.layers.events.removed.connect(self._layout_changed)
@@ -210,10 +207,10 @@ class GridView:
             *([self._reveal_next] * len(self._hidden)),
         ]
 
-    def _build_new_shape(self) -> None:
+    def _build_new_shape(self, hold_paint: bool = True) -> None:
         fields, self._new_shape = self._new_shape, None
         if fields is not None:
-            with self.held_paint.hold():
+            with self.held_paint.hold() if hold_paint else contextlib.nullcontext():
                 self._set_grid(**fields)
 
     def _reveal_next(self) -> Pause:
@@ -225,9 +222,7 @@ class GridView:
     def reveal_all(self) -> None:
         """Show at once the layers still hidden by :meth:`_regrow` (the reveal was cut
         short: a cancelled drawing, the grid turned off)."""
-        fields, self._new_shape = self._new_shape, None
-        if fields is not None:
-            self._set_grid(**fields)
+        self._build_new_shape(hold_paint=False)
         while self._hidden:
             self._reveal_next()
 

@@ -6,7 +6,8 @@ import math
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QTimer
+
+from ._workers import one_shot_timer
 
 #: napari's dark theme, so the plot does not glare inside the dock
 _BG = "#262930"
@@ -31,10 +32,7 @@ class LivePlot(FigureCanvasQTAgg):
             self.setParent(parent)
         self.ax_loss = fig.add_subplot(1, 2, 1)
         self.ax_dice = fig.add_subplot(1, 2, 2)
-        self._redraw = QTimer(self)
-        self._redraw.setSingleShot(True)
-        self._redraw.setInterval(self.REDRAW_MS)
-        self._redraw.timeout.connect(self.flush)
+        self._redraw = one_shot_timer(self, self.REDRAW_MS, self.flush)
         self.clear()
 
     def _style(self) -> None:

@@ -17,8 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+
+
+def one_shot_timer(parent: QObject | None, ms: int, slot: Callable[[], Any]) -> QTimer:
+    """A single-shot ``QTimer`` of ``ms`` milliseconds calling ``slot``, not started: the
+    panels' debounces and "at the next turn" updates (``ms = 0``)."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(ms)
+    timer.timeout.connect(slot)
+    return timer
 
 
 class ProgressRow(QWidget):
@@ -45,15 +55,9 @@ class ProgressRow(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.bar, 1)
         lay.addWidget(self.cancel)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(self.SHOW_AFTER_MS)
-        self._timer.timeout.connect(self.show)
+        self._timer = one_shot_timer(self, self.SHOW_AFTER_MS, self.show)
         self._latest: tuple[int, int, str] = (0, 0, "")
-        self._step_timer = QTimer(self)
-        self._step_timer.setSingleShot(True)
-        self._step_timer.setInterval(0)
-        self._step_timer.timeout.connect(self._show_step)
+        self._step_timer = one_shot_timer(self, 0, self._show_step)
         self.hide()
 
     def start(self, text: str) -> None:
@@ -225,10 +229,7 @@ class TaskQueue:
         self._count = (0, 0)  # (tasks run, tasks queued) since the queue was last empty
         self.cancelled = False
         self._in_task = False  # a task is running (run_next then queues ahead)
-        self._timer = QTimer(parent)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(0)
-        self._timer.timeout.connect(self._run_one)
+        self._timer = one_shot_timer(parent, 0, self._run_one)
 
     @property
     def active(self) -> bool:

@@ -73,7 +73,7 @@ from ._compat import guard_triton, preload_torch_libraries
 from ._forms import GammaList, LossParamForm
 from ._gc import CollectorPause
 from ._grid import GridView
-from ._workers import ProgressRow, TaskQueue, frame_progress, progress_worker
+from ._workers import ProgressRow, TaskQueue, frame_progress, one_shot_timer, progress_worker
 
 if TYPE_CHECKING:
     import inspect
@@ -156,10 +156,9 @@ class LossExplorerWidget(QWidget):
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self._note = ""  # an input layer was removed and its picker changed (see _watch)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(self.DEBOUNCE_MS)
-        self._timer.timeout.connect(lambda: self.update_maps(explicit=False))
+        self._timer = one_shot_timer(
+            self, self.DEBOUNCE_MS, lambda: self.update_maps(explicit=False)
+        )
         self._explicit = True
         self._drawing = TaskQueue(
             self, done=self._after_drawing, errored=self._on_error, progress=self._on_drawn

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image, Labels
 from napari.utils import cancelable_progress
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCompleter,
     QFormLayout,
@@ -85,7 +84,7 @@ from ._forms import (
 from ._gc import CollectorPause
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
-from ._workers import new_worker
+from ._workers import new_worker, one_shot_timer
 
 if TYPE_CHECKING:
     import inspect
@@ -228,10 +227,7 @@ class TrainWidget(QWidget):
         self._start_pause: CollectorPause | None = None
         # the latest step, shown at the next event-loop turn (see _on_step)
         self._pending_step: TrainStep | None = None
-        self._step_timer = QTimer(self)
-        self._step_timer.setSingleShot(True)
-        self._step_timer.setInterval(0)
-        self._step_timer.timeout.connect(self._show_step)
+        self._step_timer = one_shot_timer(self, 0, self._show_step)
         self._catalog: Catalog | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self.last_result: TrainDone | None = None
