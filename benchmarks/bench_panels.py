@@ -14,9 +14,9 @@ heartbeat on the main thread, then docks the panel from the manifest. It reports
   depend on the machine's load;
 * the load average of the machine when the run started (the machine may be shared).
 
-For the Train and Predict panels (``--panel train``/``predict``) "first map" and "all maps" are
-the time until the panel is ready (its loss list or device list loaded) and the stall figures
-are the same.
+For the Train, Predict and Compare panels (``--panel train``/``predict``/``compare``) "first
+map" and "all maps" are the time until the panel is ready (its loss list or device list loaded)
+and the stall figures are the same.
 
 Usage (under a display; headless: ``xvfb-run -a -s "-screen 0 1920x1200x24"``)::
 
@@ -27,6 +27,7 @@ Usage (under a display; headless: ``xvfb-run -a -s "-screen 0 1920x1200x24"``)::
     python benchmarks/bench_panels.py --runs 3 --interact  # then what a user does next (Explorer)
     python benchmarks/bench_panels.py --panel predict --runs 3 --interact  # run a checkpoint
     python benchmarks/bench_panels.py --panel train --runs 3 --interact --timeout 300  # train
+    python benchmarks/bench_panels.py --panel compare --runs 3 --interact --timeout 300  # 2 losses
 
 ``--trees`` puts each source tree first on ``PYTHONPATH`` of its child processes and alternates
 them run by run, so that before/after figures share the machine's state.
@@ -50,7 +51,12 @@ import traceback
 from pathlib import Path
 
 PLUGIN = "napari-segloss"
-PANELS = {"explorer": "Loss Explorer", "train": "Train / Fine-tune", "predict": "Predict & Compare"}
+PANELS = {
+    "explorer": "Loss Explorer",
+    "train": "Train / Fine-tune",
+    "predict": "Predict & Compare",
+    "compare": "Compare Losses",
+}
 HEARTBEAT_MS = 10
 STALL_LIMIT_S = 0.2
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +187,8 @@ def child(args: argparse.Namespace) -> dict:
             return bool(owned()) and not widget.busy
         if args.panel == "train":
             return bool(getattr(widget, "ready", True)) and not widget.busy
+        if args.panel == "compare":  # its loss list and the engine are loaded
+            return widget.setup.add_button.isEnabled() and not widget.busy
         return widget._devices_worker is None or not widget._devices_worker.is_running
 
     def on_draw(event=None) -> None:
@@ -350,7 +358,38 @@ def interact_train(app, viewer, widget, stalls: Stalls, args) -> dict:
     return {**_after(stalls, start), "then_run_s": round(took, 3)}
 
 
-INTERACTIONS = {"explorer": interact_explorer, "predict": interact_predict, "train": interact_train}
+def interact_compare(app, viewer, widget, stalls: Stalls, args) -> dict:
+    """Compare Dice and PM Dice (γ = 2), 1 seed, 2 epochs each, on the bundled training pairs
+    at 64 pixels on the CPU (a small U-Net), scored on the sample: the panel trains one run after
+    the other, fills its tables and draws the comparison grid."""
+    from napari_segloss.samples import sample_pairs_dir
+
+    start = time.perf_counter()
+    s = widget.setup
+    s.source_combo.setCurrentText("folder")
+    s.folder_edit.setText(str(sample_pairs_dir("kvasir_train")))
+    s.encoder_combo.setCurrentText("resnet18")
+    s.size_spin.setValue(64)
+    s.epochs_spin.setValue(2)
+    s.device_combo.setCurrentText("cpu")
+    # a folder of its own: a comparison finds the runs of an earlier one and reuses them
+    s.output_edit.setText(tempfile.mkdtemp(prefix="compare-", dir=args.runs_folder))
+    s.score_combo.setCurrentText("held-out folder")
+    s.heldout_edit.setText("bundled:kvasir")
+    widget.set_losses(["dice", {"name": "pm_dice", "params": {"gamma": 2.0}}])
+    widget.start()
+    took = _settle(app, widget, args.timeout)
+    if widget.status.is_error:
+        raise RuntimeError(widget.status.text())
+    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+
+
+INTERACTIONS = {
+    "explorer": interact_explorer,
+    "predict": interact_predict,
+    "train": interact_train,
+    "compare": interact_compare,
+}
 
 
 # --------------------------------------------------------------------------- parent process
@@ -417,10 +456,11 @@ def main(argv: list[str] | None = None) -> None:
         "--interact",
         action="store_true",
         help="then what a user does next: Explorer: tick a loss, add a γ, toggle the grid; "
-        "Predict: run a checkpoint on the sample; Train: train 2 epochs (see interact_*)",
+        "Predict: run a checkpoint on the sample; Train: train 2 epochs; Compare: compare 2 "
+        "losses (see interact_*)",
     )
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # made for --panel predict
-    parser.add_argument("--runs-folder", help=argparse.SUPPRESS)  # for --panel train
+    parser.add_argument("--runs-folder", help=argparse.SUPPRESS)  # for --panel train/compare
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -428,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.interact and args.panel == "predict" and not args.checkpoint:
         args.checkpoint = str(_random_checkpoint(Path(tempfile.mkdtemp())))
-    if args.interact and args.panel == "train" and not args.runs_folder:
+    if args.interact and args.panel in ("train", "compare") and not args.runs_folder:
         args.runs_folder = tempfile.mkdtemp()
 
     results: dict[Path, list[dict]] = {tree: [] for tree in args.trees}
@@ -461,7 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("(median (min-max) over runs)")
     if args.interact and args.panel != "explorer":
-        what = "run the checkpoint" if args.panel == "predict" else "train 2 epochs"
+        what = {"predict": "run the checkpoint", "train": "train 2 epochs"}.get(
+            args.panel, "compare 2 losses"
+        )
         print(f"\nthen ({what}):")
         print("| tree | longest stall s | stalls > 0.2 s | done in s |\n|---|---:|---:|---:|")
         for tree, runs in results.items():

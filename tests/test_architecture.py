@@ -13,8 +13,8 @@
   services (``maps``, ``explorer``, ``whatif``, ``plotting``, ``landscape``), ``cli`` or
   ``_widgets``, ``losses`` nothing from ``data`` or ``metrics``, ``metrics`` and ``overlay``
   nothing from ``losses``; ``engine`` and the services nothing from ``cli`` or ``_widgets``;
-  ``cli`` nothing from ``_widgets``; ``progress`` (the bars of ``data`` and ``engine``) nothing
-  from the package.
+  ``cli`` nothing from ``_widgets``; ``progress`` and ``cpus`` (the bars and the core count of
+  ``data`` and ``engine``) nothing from the package.
 """
 
 from __future__ import annotations
@@ -318,8 +318,9 @@ LAYER_RULES = {
     "napari_segloss.overlay": (*ABOVE_CORE, "losses"),
     "napari_segloss.data": ABOVE_CORE,
     "napari_segloss.samples": ABOVE_CORE,
-    # the progress bars of data and engine: a leaf, below everything that uses it
+    # the progress bars and core count of data and engine: leaves, below everything using them
     "napari_segloss.progress": (*ABOVE_CORE, "losses", "metrics", "overlay", "data", "samples"),
+    "napari_segloss.cpus": (*ABOVE_CORE, "losses", "metrics", "overlay", "data", "samples"),
     "napari_segloss.engine": FRONT_DOORS,
     **{f"napari_segloss.{service}": FRONT_DOORS for service in SERVICES},
     "napari_segloss.cli": ("_widgets",),

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,29 @@ def find_owned(viewer: napari.Viewer, panel: str, key: str) -> Layer | None:
     return None
 
 
+@contextlib.contextmanager
+def unselected_insert(viewer: napari.Viewer) -> Iterator[None]:
+    """Layers inserted meanwhile are not selected: the user's selection and layer controls
+    stay as they were.
+
+    napari selects each inserted layer, and showing its controls for the first time lays out
+    and paints a new panel (0.05-0.1 s each): a panel adding several layers froze the window
+    once per layer for controls nobody had asked to see. Best effort: the switch is a private
+    attribute of napari's layer list; without it layers are selected as napari does.
+    """
+    layers = viewer.layers
+    layers = getattr(layers, "__wrapped__", layers)  # a plugin's viewer is a public-only proxy
+    before = getattr(layers, "_activate_on_insert", None)
+    if not isinstance(before, bool):
+        yield
+        return
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = before
+
+
 def upsert_layer(
     viewer: napari.Viewer,
     panel: str,
@@ -111,15 +134,13 @@ def upsert_layer(
         layer = None
     if layer is None:
         meta = {TAG: {"panel": panel, "key": key}}
-        if index is None:
-            adder = viewer.add_image if kind == "image" else viewer.add_labels
-            return adder(data, name=name, metadata=meta, **geometry, **props)
-        if kind == "image":  # viewer.add_image's default, so that both paths give one layer
+        if kind == "image":  # viewer.add_image's default
             props = {"blending": "translucent_no_depth", **props}
         layer = (Image if kind == "image" else Labels)(
             data, name=name, metadata=meta, **geometry, **props
         )
-        viewer.layers.insert(index, layer)
+        with unselected_insert(viewer):
+            viewer.layers.insert(len(viewer.layers) if index is None else index, layer)
         return layer
     layer.data = data
     for attr, value in {"name": name, **geometry, **props}.items():

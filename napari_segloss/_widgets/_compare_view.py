@@ -52,6 +52,7 @@ from ._common import (
     camera_of,
     error_colormap,
     find_owned,
+    glyph_steps,
     grid_of,
     index_of,
     is_owned,
@@ -452,7 +453,9 @@ class OverlayGrid:
         for c in reversed(cells):
             if c[0] in new:
                 steps += [lambda c=c: put_image(c[0], c[2]), lambda c=c: put_labels(*c)]
-        # New titles one per turn too: the first draw of a title renders its glyphs (~0.1 s)
+        # New titles one per turn too, their glyphs loaded a few per turn ahead (the first
+        # draw of a title renders its new glyphs: ~0.1 s each title)
+        steps += glyph_steps(self.viewer, [title for _, _, title, _ in cells])
         first = 1 if new else len(cells)
         steps += [lambda k=k: titles(k) for k in range(first, len(cells) + 1)]
         return [*steps, finish]

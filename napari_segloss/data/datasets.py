@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchvision import tv_tensors
 
+from ..cpus import available_cpus
 from ..progress import progress_bar
 from .io import (
     JPEG_MASK_THRESHOLD,
@@ -395,7 +395,7 @@ class SegmentationDataset(Dataset):
             counts = np.bincount(mask.numpy().ravel(), minlength=1)
             return int(image.shape[0]), tuple(image.shape[-2:]), counts
 
-        workers = workers or min(8, os.cpu_count() or 1)
+        workers = workers or min(8, available_cpus())
         iterator: Any
         with ThreadPoolExecutor(max_workers=workers) as pool:
             iterator = pool.map(scan, range(n))

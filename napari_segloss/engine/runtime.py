@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..cpus import available_cpus
 from .config import ConfigError
 from .distributed import DistInfo
 
@@ -51,14 +52,6 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
             f"config key 'train.device': {device!r} requested but MPS is not available"
         )
     return dev
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on: its affinity mask (taskset, container or Slurm
-    cpusets), as torch's DataLoader counts them, else every core of the machine."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _processes_on_this_machine() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,29 @@ def test_validate_requires_a_common_size_for_batches(tmp_path: Path) -> None:
         FolderDataset(root).validate(need_uniform_size=True)
     stats = FolderDataset(root, size=(16, 16)).validate(need_uniform_size=True)
     assert stats["sizes"] == [(16, 16)] and stats["count"] == 3
+
+
+def test_validate_reads_with_the_cores_this_process_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's reading threads follow the affinity mask (taskset, cgroups), not every core
+    of the machine (os.cpu_count)."""
+    import napari_segloss.data.datasets as datasets
+
+    pools: list[int] = []
+
+    class Recording(datasets.ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(datasets, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    root = write_folder(tmp_path / "d", n=2)
+    FolderDataset(root).validate()
+    assert pools == [3 if hasattr(os, "sched_getaffinity") else 8]
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,24 @@ from qtpy.QtCore import Qt, QTimer
 
 from napari_segloss._widgets._common import PanelError, find_owned, grid_of, is_owned
 from napari_segloss._widgets._compare_setup import layer_pairs, parse_overrides, parse_seeds
-from napari_segloss._widgets._compare_view import GRID_STRIDE, PANEL, two_lines
+from napari_segloss._widgets._compare_view import (
+    BEST_MARK,
+    GRID_STRIDE,
+    PANEL,
+    OverlayGrid,
+    two_lines,
+)
 from napari_segloss._widgets._state import CHECKPOINTS
 from napari_segloss.cli import main
 from napari_segloss.data.io import read_image, read_mask
 from napari_segloss.engine.compare import iter_compare
-from napari_segloss.engine.compare_results import METRICS, TableRow, read_compare
+from napari_segloss.engine.compare_results import (
+    METRICS,
+    ImageView,
+    OverlayCell,
+    TableRow,
+    read_compare,
+)
 from napari_segloss.engine.events import (
     CompareDone,
     CompareRunProgress,
@@ -520,3 +532,48 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tmp_path, monkeyp
         "CUDA out of memory. Tried to allocate 2.00 GiB: lower the batch size or the crop, "
         "or free the GPU"
     )
+
+
+def _fake_view(names: list[str]) -> ImageView:
+    """A held-out 24x32 RGB image with its truth and one error map per loss name."""
+    rng = np.random.default_rng(0)
+    truth = (rng.random((24, 32)) > 0.5).astype(np.uint8)
+    errors = (truth * 2).astype(np.uint8)
+    cells = [
+        OverlayCell(name, name, {}, 0, Path("."), truth, errors, 0.5, f"{name} · Dice 0.500")
+        for name in names
+    ]
+    image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    return ImageView(index=0, name="frame ʬ", seed=0, split="test", n_images=1, image=image,
+                     ground_truth=truth, cells=cells)  # fmt: skip
+
+
+def test_overlays_load_title_glyphs_ahead_and_leave_the_selection(make_napari_viewer):
+    """The comparison grid: every title's glyphs are rendered before its first draw (a title
+    drawn with new glyphs froze the window for 0.1-0.3 s), and adding the overlays neither
+    selects them nor changes the layer controls the user had (napari selects each inserted
+    layer, and showing new controls froze the window once per layer)."""
+    viewer = make_napari_viewer()
+    mine = viewer.add_image(np.zeros((24, 32)), name="my image")
+    viewer.layers.selection.active = mine
+    grid = OverlayGrid(viewer, lambda enabled: None)
+    font = viewer.window._qt_viewer.canvas._font_info
+    font = font.font_manager.get_font(font.face, False, False)
+    missing: list[str] = []
+    decorate = grid.grid_view.decorate
+
+    def checked(maps, others):
+        missing.extend(c for ly in [*maps, *others] for c in ly.name if c not in font._glyphs)
+        decorate(maps, others)
+
+    grid.grid_view.decorate = checked
+    view = _fake_view(["dice ʭ", "pm_dice ʮ"])  # characters no other test renders
+    for step in grid.draw_steps(view, best="dice ʭ", grid=True):
+        step()
+    titled = [ly.name for ly in grid.titled]
+    assert len(titled) == 3 and "ʭ" in titled[1] and titled[1].startswith(BEST_MARK)
+    assert missing == []
+    assert list(viewer.layers.selection) == [mine] and viewer.layers.selection.active is mine
+    # napari's own behaviour is back for layers added afterwards
+    added = viewer.add_image(np.zeros((24, 32)), name="added later")
+    assert viewer.layers.selection.active is added
