@@ -114,6 +114,7 @@ def upsert_layer(
     name: str,
     like: Layer | None = None,
     index: int | None = None,
+    select: bool = False,
     **props: Any,
 ) -> Layer:
     """Create or update the panel-owned layer identified by ``(panel, key)``.
@@ -122,7 +123,9 @@ def upsert_layer(
     is aligned with the user's data.  Properties in ``props`` (colormap, contrast_limits,
     opacity, visible, ...) are given to a new layer and re-applied to an existing one where
     they differ (each change makes napari redraw, so unchanged ones are left alone).
-    ``index``: where a new layer goes in the layer list (default: on top).
+    ``index``: where a new layer goes in the layer list (default: on top). ``select``: a new
+    layer is selected, as napari does (for the one result a user will adjust); otherwise the
+    selection stays as it was (:func:`unselected_insert`: maps added by the dozen).
     """
     geometry: dict[str, Any] = {}
     if like is not None and like.ndim == np.ndim(data):
@@ -139,7 +142,7 @@ def upsert_layer(
         layer = (Image if kind == "image" else Labels)(
             data, name=name, metadata=meta, **geometry, **props
         )
-        with unselected_insert(viewer):
+        with contextlib.nullcontext() if select else unselected_insert(viewer):
             viewer.layers.insert(len(viewer.layers) if index is None else index, layer)
         return layer
     layer.data = data

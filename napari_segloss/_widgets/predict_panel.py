@@ -385,6 +385,7 @@ class PredictWidget(QWidget):
         pred_layer = upsert_layer(
             self.viewer, PANEL, "prediction", "labels", labels,
             name=f"prediction [{name}]", like=like, visible=not will_compare,
+            select=not will_compare,  # the result shown, unless its error overlay follows
         )  # fmt: skip
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV)
         pred_layer.metadata["class_names"] = list(class_names) if class_names else None
@@ -451,6 +452,7 @@ class PredictWidget(QWidget):
             self.viewer, PANEL, "errors", "labels", errors,
             name=f"errors {pred_layer.name} vs {gt_layer.name}", like=gt_layer,
             colormap=error_colormap(), opacity=1.0, blending="translucent", visible=True,
+            select=True,  # the result shown: its controls (opacity) at hand
         )  # fmt: skip
         # Only the overlay over the image: layers under or over it would tint its colours.
         hidden = [ly for ly in (pred_layer, gt_layer) if ly.visible]

@@ -147,6 +147,9 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert _visible(viewer) == {img_layer.name, errors.name}
     assert viewer.layers.index(errors) > viewer.layers.index(img_layer)
     assert not pred.visible and not prob.visible and not gt_layer.visible
+    # the overlay is selected (its opacity at hand in the layer controls), as napari selects a
+    # layer a user adds; the hidden layers did not take the selection on the way
+    assert list(viewer.layers.selection) == [errors]
     # probabilities, when shown, do not tint the image where p = 0
     assert prob.blending == "translucent"
     assert prob.colormap.map(np.array([0.0]))[0][3] == 0
