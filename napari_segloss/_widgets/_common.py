@@ -87,8 +87,8 @@ def unselected_insert(viewer: napari.Viewer) -> Iterator[None]:
     stay as they were.
 
     napari selects each inserted layer, and showing its controls for the first time lays out
-    and paints a new panel (0.05-0.1 s each): a panel adding several layers froze the window
-    once per layer for controls nobody had asked to see. Best effort: the switch is a private
+    and paints a new panel: a panel adding several layers froze the window once per layer for
+    controls nobody had asked to see (benchmarks/RESULTS.md, stop 29). Best effort: the switch is a private
     attribute of napari's layer list; without it layers are selected as napari does.
     """
     layers = viewer.layers

@@ -454,7 +454,7 @@ class OverlayGrid:
             if c[0] in new:
                 steps += [lambda c=c: put_image(c[0], c[2]), lambda c=c: put_labels(*c)]
         # New titles one per turn too, their glyphs loaded a few per turn ahead (the first
-        # draw of a title renders its new glyphs: ~0.1 s each title)
+        # draw of a title renders its new glyphs, all in that draw)
         steps += glyph_steps(self.viewer, [title for _, _, title, _ in cells])
         first = 1 if new else len(cells)
         steps += [lambda k=k: titles(k) for k in range(first, len(cells) + 1)]
