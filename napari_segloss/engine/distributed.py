@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo",
+    "StepStopVote",
     "StopVote",
     "all_gather_objects",
     "all_reduce_sum",
@@ -222,3 +223,53 @@ class StopVote:
             stop, left = self._round(more=False)
             if stop or not left:
                 return stop
+
+
+class StepStopVote:
+    """A stop request agreed on by every rank at the same training step (ranks take the same
+    number of steps per epoch).
+
+    :meth:`before_step` comes before each step, :meth:`at_log_step` at each log step; True means
+    every rank stops there. In a single process the request is honoured before the next step.
+
+    * **gloo** (CPU processes, where a step can take seconds): each :meth:`before_step` starts an
+      asynchronous all-reduce of this rank's request and returns the one started a step
+      earlier, done by then. A request stops every rank one step later, with no wait per
+      step. torchrun and schedulers kill the workers some 30 s after their SIGTERM: ten slow
+      steps to the next log step could outlast that, and the checkpoint was lost.
+    * **NCCL**: the ranks agree at log steps, where they synchronise anyway; reading a flag each
+      step would make the CPU wait for the GPU every step. GPU steps are short.
+
+    Call :meth:`finish` after the last step of a loop that ended without a stop.
+    """
+
+    def __init__(self, want_stop: Callable[[], bool], device: torch.device | str = "cpu") -> None:
+        self._want_stop = want_stop
+        self._device = device
+        self._pending: tuple[Any, torch.Tensor] | None = None
+        self._every_step = _active() and dist.get_backend() == "gloo"
+
+    def before_step(self) -> bool:
+        if not _active():
+            return bool(self._want_stop())
+        if not self._every_step:
+            return False
+        if self.finish():
+            return True
+        flag = torch.tensor([1.0 if self._want_stop() else 0.0])
+        self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
+        return False
+
+    def at_log_step(self) -> bool:
+        if not _active() or self._every_step:
+            return False
+        return any_true(self._want_stop(), self._device)
+
+    def finish(self) -> bool:
+        """Wait for the round started by the last :meth:`before_step` (every rank started it):
+        True when a rank asked to stop."""
+        if self._pending is None:
+            return False
+        (work, flag), self._pending = self._pending, None
+        work.wait()
+        return bool(flag.item() > 0)

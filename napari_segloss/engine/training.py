@@ -22,7 +22,8 @@ Engineering choices:
 * **One run per directory**: the run directory is locked for the whole run
   (:class:`~.rundir.RunLock`); a resume must ask for the same settings as the saved run.
 * **Stopping**: ``should_stop()`` (the napari Stop button), Ctrl-C/SIGTERM (caught at the next
-  step boundary when training runs in the main thread) and a non-finite loss (seen at the next
+  step boundary when training runs in the main thread; under DDP every rank stops at the same
+  step, see :class:`~.distributed.StepStopVote`) and a non-finite loss (seen at the next
   log step, named by its first step and that batch's files: the weights diverged) all end the run
   with ``TrainDone(stopped=True, reason=...)``. Cancels and interrupts save a resumable
   checkpoint first; a non-finite loss keeps the last good checkpoint on disk. Validation and the
@@ -52,10 +53,10 @@ import torch
 from ..progress import progress_bar
 from .config import ConfigError, TrainConfig, load_config, resolve_output
 from .distributed import (
+    StepStopVote,
     StopVote,
     all_gather_objects,
     all_reduce_sum,
-    any_true,
     barrier,
     broadcast_buffers,
     init_distributed,
@@ -307,13 +308,11 @@ def _train_epoch(
     # this window's losses and batch numbers: which step went non-finite, read only if one did
     win_losses: list[torch.Tensor] = []
     win_batches: list[int] = []
-    sync_stop = s.info.enabled
+    # Cooperative stop between steps; under DDP every rank stops at the same step
+    vote = StepStopVote(want_stop, s.device if s.device.type == "cuda" else "cpu")
     t0 = time.perf_counter()
     for batch, (images, masks) in enumerate(s.loader):
-        # Cooperative stop between steps: the local check is free; under DDP ranks agree on it
-        # only at log steps (where they synchronise anyway) to avoid a per-step sync.
-        stop = want_stop()
-        if stop and not sync_stop:
+        if vote.before_step():
             return _stop(state, epoch, ep_sum + win_sum, ep_steps, outcome)
         try:
             loss = _step(state, images, masks, epoch, batch)
@@ -335,6 +334,7 @@ def _train_epoch(
             ep_sum += win_sum
             value = float(all_reduce_sum(win_sum.clone()).item()) / (win_steps * s.info.world_size)
             if not math.isfinite(value):
+                vote.finish()  # every rank started that round
                 what = _first_non_finite(state, epoch, value, win_losses, win_batches)
                 return _non_finite(state, what, outcome)
             if bar is not None:
@@ -350,8 +350,11 @@ def _train_epoch(
             win_steps = 0
             win_losses.clear()
             win_batches.clear()
-            if sync_stop and any_true(stop, s.device if s.device.type == "cuda" else "cpu"):
+            if vote.at_log_step():
                 return _stop(state, epoch, ep_sum, ep_steps, outcome)
+    # Every rank started that last round. A request it carries is honoured by the validation's
+    # StopVote (or the next epoch's first steps), which spread the asking rank's wish again.
+    vote.finish()
     train_time = time.perf_counter() - t0
     broadcast_buffers(s.model)
     # Steps are summed too: a run resumed on another number of processes restores the
@@ -453,8 +456,8 @@ def _stop(
 ) -> None:
     """A stop request mid-epoch: save a resumable checkpoint with the epoch's partial loss.
 
-    Collective under DDP (every rank gets here at the same log step, see ``any_true`` in
-    :func:`_train_epoch`, or at the same validation batch, see :class:`StopVote`): rank 0 writes every rank's partial sums, not only its own, so the
+    Collective under DDP (every rank gets here at the same step, see :class:`StepStopVote`,
+    or at the same validation batch, see :class:`StopVote`): rank 0 writes every rank's partial sums, not only its own, so the
     resumed epoch's train loss counts each step once.
 
     A stop before this process took a step (Ctrl-C while the data loads) writes nothing: the

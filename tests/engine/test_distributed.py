@@ -20,6 +20,7 @@ from napari_segloss.engine.checkpoint import load_checkpoint
 from napari_segloss.engine.config import config_to_dict, config_yaml, load_config
 from napari_segloss.engine.distributed import (
     DistInfo,
+    StepStopVote,
     all_gather_objects,
     any_true,
     get_dist_info,
@@ -63,6 +64,11 @@ def test_single_process_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not torch.distributed.is_initialized()
     assert any_true(True) and not any_true(False)
     assert all_gather_objects({"a": 1}) == [{"a": 1}]
+    asked = {"stop": False}
+    vote = StepStopVote(lambda: asked["stop"])
+    assert not vote.before_step()
+    asked["stop"] = True  # honoured before the next step, with nothing to wait for
+    assert vote.before_step() and not vote.at_log_step() and not vote.finish()
 
 
 def test_bad_backend_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,3 +259,44 @@ def test_sigterm_to_torchrun_during_validation_stops_every_rank_at_the_same_batc
     assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (1, 4, 8)
     assert len(ck["history"]) == 1 and len(ck["partial_ranks"]) == 2
     assert not (out / "eval.json").exists()
+
+
+SLOW_STEP_SCRIPT = Path(__file__).with_name("_slow_step_script.py")
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_between_log_steps_stops_every_rank_at_the_next_step(
+    write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """On CPU processes (gloo) a stop request is agreed on at every step, one step late, not
+    only at log steps: with slow steps, the next log step could come after torchrun's SIGKILL
+    (30 s after its SIGTERM) and the checkpoint was lost. Every rank stops at the same step and
+    rank 0 saves it (before: at the epoch's last step, the next log step here)."""
+    data, out, ready = tmp_path / "data", tmp_path / "run", tmp_path / "ready"
+    write_squares(data, n=36, hw=(32, 32))  # 27 training images: 14 per rank, 7 steps an epoch
+    config = tmp_path / "config.yaml"
+    cfg = load_config(config_to_dict(tiny_config(data, out, epochs=1)), ["train.log_every=100"])
+    config.write_text(config_yaml(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    # from each rank's 4th step on, 2 s a step; SIGTERM during the 4th
+    cmd += [str(SLOW_STEP_SCRIPT), str(ready), "3", "2", "--config", str(config), "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    rank0 = ready.with_name("ready.0")
+    deadline = time.monotonic() + 150
+    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rank0.exists(), proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert "after 5 of 7 steps" in output, output[-3000:]
+    # the 4th step under way, then the 5th (its round had started before the request)
+    started = [len(ready.with_name(f"ready.{r}.steps").read_text().split()) for r in (0, 1)]
+    assert started == [5, 5]
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (0, 5, 5)
+    assert len(ck["partial_ranks"]) == 2
