@@ -79,16 +79,39 @@ def test_bad_backend_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         get_dist_info()
 
 
-def _torchrun_two_processes(script: Path, *args: Path) -> None:
+def _torchrun_command(script: Path, *args: Path | str) -> tuple[list[str], dict[str, str]]:
     """``torchrun --standalone --nproc_per_node=2 script args`` on CPU (gloo), one thread per
-    process, with no distributed variables inherited; fails the test on a non-zero exit."""
+    process, with no distributed variables inherited: (command, environment)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += [str(script), *map(str, args)]
+    return [*cmd, str(script), *map(str, args)], env
+
+
+def _torchrun_two_processes(script: Path, *args: Path) -> None:
+    """:func:`_torchrun_command` run to its end; fails the test on a non-zero exit."""
+    cmd, env = _torchrun_command(script, *args)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> tuple[str, float]:
+    """:func:`_torchrun_command` of ``script MODE READY args``, sent SIGTERM (as a scheduler
+    would) once rank 0 has created ``READY.0``: (output, seconds from the signal to the exit)."""
+    cmd, env = _torchrun_command(script, mode, ready, *args)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    rank0 = ready.with_name(f"{ready.name}.0")
+    deadline = time.monotonic() + 150
+    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rank0.exists(), proc.communicate()[0][-3000:]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    return output, time.monotonic() - sent
 
 
 @pytest.mark.slow
@@ -216,7 +239,7 @@ def test_ranks_do_not_wait_for_the_final_evaluation_in_a_collective(
     assert (out / "eval.json").is_file()
 
 
-SLOW_VAL_SCRIPT = Path(__file__).with_name("_slow_val_script.py")
+SLOW_SCRIPT = Path(__file__).with_name("_slow_train_script.py")
 
 
 @pytest.mark.slow
@@ -232,36 +255,18 @@ def test_sigterm_to_torchrun_during_validation_stops_every_rank_at_the_same_batc
     config = tmp_path / "config.yaml"
     cfg = load_config(config_to_dict(tiny_config(data, out, epochs=2)), ["train.val_batch_size=1"])
     config.write_text(config_yaml(cfg))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # from each rank's 4th image on (epoch 2's validation), 3 s an image
-    cmd += [str(SLOW_VAL_SCRIPT), str(ready), "3", "3", "--config", str(config), "--no-progress"]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    rank0 = ready.with_name("ready.0")
-    deadline = time.monotonic() + 150
-    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rank0.exists(), proc.communicate()[0][-3000:]
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=120)[0]
-    took = time.monotonic() - sent
+    args = ("3", "3", "--config", str(config), "--no-progress")
+    output, took = _torchrun_then_sigterm(SLOW_SCRIPT, "scoring", ready, *args)
     said = "after 8 of 8 steps (1 of 2 epochs done), during the validation of epoch 2;"
     assert said in output, output[-3000:]
     assert took < 15, f"{took:.1f} s from SIGTERM to exit"
-    scored = (tmp_path / "ready.0.scored").read_text().split()
+    scored = (tmp_path / "ready.0.log").read_text().split()
     assert len(scored) <= 5, scored  # 3 in epoch 1, then at most 2 of epoch 2's 3 (3 s each)
     ck = load_checkpoint(out / "checkpoint.pt")
     assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (1, 4, 8)
     assert len(ck["history"]) == 1 and len(ck["partial_ranks"]) == 2
     assert not (out / "eval.json").exists()
-
-
-SLOW_STEP_SCRIPT = Path(__file__).with_name("_slow_step_script.py")
 
 
 @pytest.mark.slow
@@ -277,25 +282,12 @@ def test_sigterm_to_torchrun_between_log_steps_stops_every_rank_at_the_next_step
     config = tmp_path / "config.yaml"
     cfg = load_config(config_to_dict(tiny_config(data, out, epochs=1)), ["train.log_every=100"])
     config.write_text(config_yaml(cfg))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # from each rank's 4th step on, 2 s a step; SIGTERM during the 4th
-    cmd += [str(SLOW_STEP_SCRIPT), str(ready), "3", "2", "--config", str(config), "--no-progress"]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    rank0 = ready.with_name("ready.0")
-    deadline = time.monotonic() + 150
-    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rank0.exists(), proc.communicate()[0][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=120)[0]
+    args = ("3", "2", "--config", str(config), "--no-progress")
+    output, _ = _torchrun_then_sigterm(SLOW_SCRIPT, "steps", ready, *args)
     assert "after 5 of 7 steps" in output, output[-3000:]
     # the 4th step under way, then the 5th (its round had started before the request)
-    started = [len(ready.with_name(f"ready.{r}.steps").read_text().split()) for r in (0, 1)]
+    started = [len(ready.with_name(f"ready.{r}.log").read_text().split()) for r in (0, 1)]
     assert started == [5, 5]
     ck = load_checkpoint(out / "checkpoint.pt")
     assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (0, 5, 5)

@@ -219,12 +219,12 @@ def test_the_float16_loss_scale_survives_a_resume(squares_root: Path, tmp_path: 
     assert resumed.scaler.get_scale() == 512.0
 
 
-SLOW_VAL_SCRIPT = Path(__file__).with_name("_slow_val_script.py")
+SLOW_SCRIPT = Path(__file__).with_name("_slow_train_script.py")
 
 
 def _scored(ready: Path) -> int:
     """How many images the slow script's process scored (validation and eval.json)."""
-    scored = ready.with_name(f"{ready.name}.scored")
+    scored = ready.with_name(f"{ready.name}.log")
     return len(scored.read_text().split()) if scored.is_file() else 0
 
 
@@ -243,7 +243,7 @@ def test_sigterm_during_validation_saves_the_last_step_at_once_and_resume_finish
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     args = [str(ready), "0", "2", "--config", str(config), "--no-progress"]  # 2 s an image
     proc = subprocess.Popen(
-        [sys.executable, str(SLOW_VAL_SCRIPT), *args],
+        [sys.executable, str(SLOW_SCRIPT), "scoring", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
