@@ -320,6 +320,15 @@ def _sample_layers(viewer) -> tuple:
     return image, mask
 
 
+def _run_to_idle(app, widget, stalls: Stalls, start: float, args) -> dict:
+    """After a panel's main action (started at ``start``): wait until it is idle, fail on an
+    error it shows, and return the stall figures and how long it took."""
+    took = _settle(app, widget, args.timeout)
+    if widget.status.is_error:
+        raise RuntimeError(widget.status.text())
+    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+
+
 def interact_predict(app, viewer, widget, stalls: Stalls, args) -> dict:
     """Run a checkpoint (``--checkpoint``) on the sample's 3 frames on the CPU: the panel
     predicts, adds its layers and compares with the masks."""
@@ -330,10 +339,7 @@ def interact_predict(app, viewer, widget, stalls: Stalls, args) -> dict:
     widget.ckpt_picker.set_path(Path(args.checkpoint))
     widget.device.value = "cpu"
     widget.run_model()
-    took = _settle(app, widget, args.timeout)
-    if widget.status.is_error:
-        raise RuntimeError(widget.status.text())
-    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+    return _run_to_idle(app, widget, stalls, start, args)
 
 
 def interact_train(app, viewer, widget, stalls: Stalls, args) -> dict:
@@ -352,10 +358,7 @@ def interact_train(app, viewer, widget, stalls: Stalls, args) -> dict:
     widget.device.value = "cpu"
     widget.runs_folder.value = Path(args.runs_folder)
     widget.start()
-    took = _settle(app, widget, args.timeout)
-    if widget.status.is_error:
-        raise RuntimeError(widget.status.text())
-    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+    return _run_to_idle(app, widget, stalls, start, args)
 
 
 def interact_compare(app, viewer, widget, stalls: Stalls, args) -> dict:
@@ -378,10 +381,7 @@ def interact_compare(app, viewer, widget, stalls: Stalls, args) -> dict:
     s.heldout_edit.setText("bundled:kvasir")
     widget.set_losses(["dice", {"name": "pm_dice", "params": {"gamma": 2.0}}])
     widget.start()
-    took = _settle(app, widget, args.timeout)
-    if widget.status.is_error:
-        raise RuntimeError(widget.status.text())
-    return {**_after(stalls, start), "then_run_s": round(took, 3)}
+    return _run_to_idle(app, widget, stalls, start, args)
 
 
 INTERACTIONS = {

@@ -88,8 +88,9 @@ def unselected_insert(viewer: napari.Viewer) -> Iterator[None]:
 
     napari selects each inserted layer, and showing its controls for the first time lays out
     and paints a new panel: a panel adding several layers froze the window once per layer for
-    controls nobody had asked to see (benchmarks/RESULTS.md, stop 29). Best effort: the switch is a private
-    attribute of napari's layer list; without it layers are selected as napari does.
+    controls nobody had asked to see (benchmarks/RESULTS.md, stop 29). Best effort: the switch
+    is a private attribute of napari's layer list; without it layers are selected as napari
+    does.
     """
     layers = viewer.layers
     layers = getattr(layers, "__wrapped__", layers)  # a plugin's viewer is a public-only proxy

@@ -457,8 +457,8 @@ def _stop(
     """A stop request mid-epoch: save a resumable checkpoint with the epoch's partial loss.
 
     Collective under DDP (every rank gets here at the same step, see :class:`StepStopVote`,
-    or at the same validation batch, see :class:`StopVote`): rank 0 writes every rank's partial sums, not only its own, so the
-    resumed epoch's train loss counts each step once.
+    or at the same validation batch, see :class:`StopVote`): rank 0 writes every rank's
+    partial sums, not only its own, so the resumed epoch's train loss counts each step once.
 
     A stop before this process took a step (Ctrl-C while the data loads) writes nothing: the
     disk already holds the latest state, and a first write would replace an overwritten run's
