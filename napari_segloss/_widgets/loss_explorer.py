@@ -90,10 +90,11 @@ CONTRIB_COLORMAP = "inferno"
 MODULATING_COLORMAP = "viridis"
 #: what the titles of contribution maps add to the loss's name (see _wanted)
 CONTRIB_MARK = "|∂L/∂z|"
-#: words of the map titles and colour-bar ticks other than loss names, and the characters
-#: napari measures a text's line height with (see _pre_arrange)
+#: words of the map titles and colour-bar ticks other than loss names (see _pre_arrange)
 _EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
-                  "0123456789.e-+", "ÅÉÑŐjqy")  # fmt: skip
+                  "0123456789.e-+")  # fmt: skip
+#: the characters vispy measures every text's line height with, at its first draw
+_LINE_HEIGHT_TEXT = "ÅÉÑŐjgpqy"
 
 #: progress of a computation: (steps done, steps in total, what is being computed)
 Progress = tuple[int, int, str]
@@ -743,13 +744,17 @@ class LossExplorerWidget(QWidget):
         if self.grid_view.show(cells):
             self.viewer.reset_view()
         inputs = self._user_layers()
+        names = [ly.name for ly in inputs]
         # one title per task, each with a turn for its first paint (its text shaders)
         titles = [lambda ly=ly: self.grid_view.add_title_then_paint(ly) for ly in inputs]
-        # the glyphs of the titles and colour-bar ticks to come, a few per turn (see
-        # glyph_steps), so that the first draw of the titles has none left to render
-        texts = [ly.name for ly in inputs] + [*self.selected_losses(), *_EXPECTED_TEXT]
-        steps = [self.grid_view.held_paint.release, *glyph_steps(self.viewer, texts), *titles]
-        self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set)])
+        # glyphs are rendered ahead, a few per turn (see glyph_steps), so that no title's
+        # first draw renders any. torch's import waits for the inputs' titles (see
+        # _load_catalog), not for the glyphs of the maps' titles and colour-bar ticks: those
+        # load while it runs, so that the first maps come earlier.
+        now = glyph_steps(self.viewer, [*names, _LINE_HEIGHT_TEXT])
+        later = glyph_steps(self.viewer, [*self.selected_losses(), *_EXPECTED_TEXT])
+        steps = [self.grid_view.held_paint.release, *now, *titles]
+        self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
         self.table.setRowCount(len(values))

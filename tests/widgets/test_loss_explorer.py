@@ -124,6 +124,36 @@ def test_title_glyphs_are_rendered_before_the_titles_show(
     assert missing == []
 
 
+def test_torch_loads_once_the_input_titles_are_up_not_after_every_glyph(
+    make_napari_viewer, dock, wait_idle
+):
+    # the loss loader waits for the grid arranged on opening; the glyphs of the maps' titles
+    # and colour bars are not part of that wait (they load while torch imports)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segloss", "kvasir")
+    font = _canvas_font(viewer)
+    assert "∂" not in font._glyphs
+    _, widget = dock(NAME, viewer)
+    arranged = widget._arranged
+    seen: list[tuple[set[str], list[str], bool]] = []
+    set_event = arranged.set
+
+    def recorded():
+        if not seen:
+            titled = [ly.name for ly in viewer.layers if ly.name_overlay.visible]
+            seen.append((set(font._glyphs), titled, widget.ready))
+        set_event()
+
+    arranged.set = recorded
+    wait_idle(widget, timeout=60_000)
+    glyphs, titles, ready = seen[0]
+    # the inputs' titles were drawn with their glyphs, and those vispy measures lines with
+    assert set("kvasir image mask") | set(loss_explorer._LINE_HEIGHT_TEXT) <= glyphs
+    assert titles == ["kvasir image", "kvasir mask"] and not ready
+    assert "∂" not in glyphs  # "ce |∂L/∂z|": loaded later, while torch imports
+    assert "∂" in font._glyphs  # and before that title showed (see the test above)
+
+
 def test_progress_says_loading_until_the_maps_are_drawn(make_napari_viewer, dock, wait_idle):
     # the grid arranged on opening is not "drawing the maps" (a full bar while torch loads)
     viewer = make_napari_viewer()
