@@ -528,10 +528,12 @@ def prepare(
 def _check_finite(x: Tensor) -> None:
     if x.numel() == 0:
         return
-    # min and max are NaN/inf exactly when some element is: one read pass, no boolean copy
-    lo, hi = torch.aminmax(x)
-    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-        n_bad = int((~torch.isfinite(x)).sum())
+    # the sum is finite when every element is, unless it overflowed (then the elements are
+    # counted): one read pass, the cheapest one, no boolean copy
+    if bool(torch.isfinite(x.sum())):
+        return
+    n_bad = int((~torch.isfinite(x)).sum())
+    if n_bad:
         raise ValueError(f"logits must be finite, got {n_bad} NaN/Inf values")
 
 
@@ -540,7 +542,7 @@ def _check_labels(t: Tensor, c: int, ignore_index: int | None, what: str = "") -
         t = torch.where(t == ignore_index, torch.zeros((), dtype=t.dtype, device=t.device), t)
     if t.numel() == 0:
         return
-    lo, hi = int(t.min()), int(t.max())
+    lo, hi = (int(v) for v in torch.aminmax(t))
     if lo < 0 or hi >= c:
         extra = f" (or ignore_index={ignore_index})" if ignore_index is not None else ""
         what = what or f"for {c}-channel logits"

@@ -95,6 +95,25 @@ def test_bad_arguments(name: str, params: dict, match: str) -> None:
         get_loss(name, **params)
 
 
+@pytest.mark.parametrize(
+    ("values", "n_bad"),
+    [([float("-inf")], 1), ([float("inf"), float("-inf")], 2), ([float("nan"), 1e38], 1)],
+)
+def test_every_kind_of_non_finite_logit_is_refused(values: list[float], n_bad: int) -> None:
+    x = torch.zeros(1, 2, 2, 2)
+    x.view(-1)[: len(values)] = torch.tensor(values)
+    with pytest.raises(ValueError, match=f"logits must be finite, got {n_bad} NaN/Inf"):
+        get_loss("pm_dice")(x, torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_finite_logits_whose_sum_overflows_are_accepted() -> None:
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0] = 3e38  # four of them: their float32 sum is inf
+    assert not torch.isfinite(x.sum())
+    value = get_loss("pm_dice")(x, torch.zeros(1, 2, 2, dtype=torch.long))
+    assert torch.isfinite(value)
+
+
 @pytest.mark.parametrize("name", ["ce", "dice", "pm_dice", "tversky", "ce+pm_dice"])
 def test_bad_inputs(name: str) -> None:
     loss = get_loss(name)
