@@ -744,14 +744,12 @@ class LossExplorerWidget(QWidget):
         if self.grid_view.show(cells):
             self.viewer.reset_view()
         inputs = self._user_layers()
-        names = [ly.name for ly in inputs]
         # one title per task, each with a turn for its first paint (its text shaders)
         titles = [lambda ly=ly: self.grid_view.add_title_then_paint(ly) for ly in inputs]
-        # glyphs are rendered ahead, a few per turn (see glyph_steps), so that no title's
-        # first draw renders any. torch's import waits for the inputs' titles (see
-        # _load_catalog), not for the glyphs of the maps' titles and colour-bar ticks: those
-        # load while it runs, so that the first maps come earlier.
-        now = glyph_steps(self.viewer, [*names, _LINE_HEIGHT_TEXT])
+        # glyphs rendered ahead, a few per turn (see glyph_steps): no title's first draw renders
+        # any. torch's import waits for the inputs' titles only (see _load_catalog); the glyphs
+        # of the maps' titles and colour-bar ticks load while it runs
+        now = glyph_steps(self.viewer, [*(ly.name for ly in inputs), _LINE_HEIGHT_TEXT])
         later = glyph_steps(self.viewer, [*self.selected_losses(), *_EXPECTED_TEXT])
         steps = [self.grid_view.held_paint.release, *now, *titles]
         self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
