@@ -98,16 +98,20 @@ def _torchrun_two_processes(script: Path, *args: Path) -> None:
 
 def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> tuple[str, float]:
     """:func:`_torchrun_command` of ``script MODE READY args``, sent SIGTERM (as a scheduler
-    would) once rank 0 has created ``READY.0``: (output, seconds from the signal to the exit)."""
+    would) once both ranks have created ``READY.<rank>`` (each is inside its first slow call;
+    signalled when only rank 0 was, a lagging rank 1 could carry the request into the vote
+    of the step before): (output, seconds from the signal to the exit)."""
     cmd, env = _torchrun_command(script, mode, ready, *args)
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    rank0 = ready.with_name(f"{ready.name}.0")
+    ranks = [ready.with_name(f"{ready.name}.{rank}") for rank in (0, 1)]
     deadline = time.monotonic() + 150
-    while not rank0.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not all(r.exists() for r in ranks) and proc.poll() is None:
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.05)
-    assert rank0.exists(), proc.communicate()[0][-3000:]
+    assert all(r.exists() for r in ranks), proc.communicate()[0][-3000:]
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=120)[0]
