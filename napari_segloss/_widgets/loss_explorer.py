@@ -750,7 +750,7 @@ class LossExplorerWidget(QWidget):
         # any. torch's import waits for the inputs' titles only (see _load_catalog); the glyphs
         # of the maps' titles and colour-bar ticks load while it runs
         now = glyph_steps(self.viewer, [*(ly.name for ly in inputs), _LINE_HEIGHT_TEXT])
-        later = glyph_steps(self.viewer, [*self.selected_losses(), *_EXPECTED_TEXT])
+        later = glyph_steps(self.viewer, [*DEFAULT_LOSSES, *_EXPECTED_TEXT])
         steps = [self.grid_view.held_paint.release, *now, *titles]
         self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
 
