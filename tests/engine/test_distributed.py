@@ -107,9 +107,9 @@ def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> 
     )
     ranks = [ready.with_name(f"{ready.name}.{rank}") for rank in (0, 1)]
     deadline = time.monotonic() + 150
-    while not all(r.exists() for r in ranks) and proc.poll() is None:
-        if time.monotonic() > deadline:
-            break
+    while (
+        not all(r.exists() for r in ranks) and proc.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     assert all(r.exists() for r in ranks), proc.communicate()[0][-3000:]
     sent = time.monotonic()
