@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QScrollArea,
     QStackedWidget,
     QTableWidget,
+    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -473,6 +474,56 @@ def read_only_table(parent: QWidget, columns: int, min_height: int) -> QTableWid
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setMinimumHeight(min_height)
     return table
+
+
+class ValuesTable(QTableWidget):
+    """Read-only ``(name, value)`` rows, exactly as tall as its header and rows: a short table
+    of values inside a scrolling panel reads at a glance, with no scroll bar of its own."""
+
+    def __init__(self, parent: QWidget, headers: tuple[str, str], tooltip: str = "") -> None:
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(list(headers))
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.verticalHeader().setVisible(False)
+        rows = self.verticalHeader()
+        rows.setDefaultSectionSize(min(rows.defaultSectionSize(), self.fontMetrics().height() + 8))
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setToolTip(tooltip)
+        self.show_values([])
+
+    def show_values(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Replace the rows (values right-aligned) and fit the height to them."""
+        self.setRowCount(len(rows))
+        for r, (name, value) in enumerate(rows):
+            self.setItem(r, 0, QTableWidgetItem(name))
+            item = QTableWidgetItem(value)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.setItem(r, 1, item)
+        height = self.horizontalHeader().sizeHint().height() + 2 * self.frameWidth()
+        self.setFixedHeight(height + sum(self.rowHeight(r) for r in range(len(rows))))
+
+
+class PageStack(QStackedWidget):
+    """A stack of pages as tall as the page it shows. Qt's ``QStackedWidget`` takes the height
+    of its tallest page, which left a gap under every shorter page (a loss with one parameter
+    got the room of one with ten)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.currentChanged.connect(lambda _: self.updateGeometry())
+
+    def sizeHint(self) -> QSize:
+        page = self.currentWidget()
+        hint = super().sizeHint()
+        return hint if page is None else QSize(hint.width(), page.sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:
+        page = self.currentWidget()
+        hint = super().minimumSizeHint()
+        return hint if page is None else QSize(hint.width(), page.minimumSizeHint().height())
 
 
 def form_row(form: QFormLayout, widget: ValueWidget) -> None:

@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -38,6 +37,7 @@ from napari_segloss.engine.loss_spec import LossSpec
 
 from ._common import (
     LayerPicker,
+    PageStack,
     PanelError,
     StatusLabel,
     form_page,
@@ -126,7 +126,7 @@ class CompareSetupForm(QWidget):
         self.source_combo = QComboBox(box)
         self.source_combo.addItems(SOURCES)
         form.addRow("train on", self.source_combo)
-        self.source_stack = QStackedWidget(box)
+        self.source_stack = PageStack(box)
         f = form_page(self.source_stack)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.mask_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
@@ -146,7 +146,7 @@ class CompareSetupForm(QWidget):
         self.score_combo.addItems(SCORE_ON)
         self.score_combo.setToolTip("what the table and the overlays score each run on")
         form.addRow("score on", self.score_combo)
-        self.score_stack = QStackedWidget(box)
+        self.score_stack = PageStack(box)
         self.score_stack.addWidget(QWidget())
         f = form_page(self.score_stack)
         self.heldout_image_picker = LayerPicker(self.viewer, (Image,))
@@ -188,7 +188,7 @@ class CompareSetupForm(QWidget):
         row.addWidget(self.add_button)
         row.addWidget(self.remove_button)
         lay.addLayout(row)
-        self.param_stack = QStackedWidget(box)
+        self.param_stack = PageStack(box)
         lay.addWidget(self.param_stack)
         self.add_button.clicked.connect(self.add_loss)
         self.remove_button.clicked.connect(self._remove_selected)

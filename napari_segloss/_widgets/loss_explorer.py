@@ -27,13 +27,10 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QStackedWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -48,8 +45,10 @@ from napari_segloss.whatif import (
 from ._common import (
     CheckpointPicker,
     LayerPicker,
+    PageStack,
     PanelError,
     StatusLabel,
+    ValuesTable,
     check_same_shape,
     exception_text,
     find_owned,
@@ -60,7 +59,6 @@ from ._common import (
     insertion_index,
     is_owned,
     labels_array,
-    read_only_table,
     remove_owned,
     rename_layers,
     require_layer,
@@ -179,11 +177,6 @@ class LossExplorerWidget(QWidget):
         root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
-        self.table = read_only_table(self, 2, min_height=140)
-        self.table.setHorizontalHeaderLabels(["loss", "value"])
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
-        self.table.verticalHeader().setVisible(False)
-        root.addWidget(self.table)
         root.addStretch(1)
         self.grid_view = GridView(
             self.viewer, self._on_user_grid, lambda ly: not is_owned(ly, PANEL)
@@ -207,7 +200,7 @@ class LossExplorerWidget(QWidget):
         form.addRow("ground truth", self.gt_picker)
         self.source = ComboBox(label="prediction", choices=SOURCES, value=SOURCES[0])
         form_row(form, self.source)
-        self.source_stack = QStackedWidget(box)
+        self.source_stack = PageStack(box)
         f = form_page(self.source_stack)
         self.whatif_kind = ComboBox(label="change", choices=list(WHATIF_KINDS), value="blur")
         self.whatif_strength = FloatSpinBox(label="strength", value=3.0, min=0.0, max=100.0)
@@ -248,9 +241,13 @@ class LossExplorerWidget(QWidget):
         self.loss_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.loss_list.setMaximumHeight(130)
         self.loss_list.addItem("loading the losses…")
-        self.param_stack = QStackedWidget(box)
+        self.param_stack = PageStack(box)
         lay.addWidget(QLabel("tick losses to draw; select one to edit its parameters", box))
         lay.addWidget(self.loss_list)
+        # the values under the list that ticks them, in view as the panel opens
+        self.table = ValuesTable(box, ("loss", "value"), "each ticked loss of the prediction "
+                                 "against the ground truth; PM Dice at each γ below")  # fmt: skip
+        lay.addWidget(self.table)
         lay.addWidget(self.param_stack)
         self.relative_check = CheckBox(
             text="contribution relative to the mean pixel",
@@ -755,12 +752,7 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
-        self.table.setRowCount(len(values))
-        for r, (label, value) in enumerate(values):
-            self.table.setItem(r, 0, QTableWidgetItem(label))
-            item = QTableWidgetItem(_core().format_value(value))
-            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            self.table.setItem(r, 1, item)
+        self.table.show_values([(label, _core().format_value(v)) for label, v in values])
 
     def _user_layers(self) -> list[Any]:
         """The layers titled besides the maps (the inputs, any other layer of the user): each

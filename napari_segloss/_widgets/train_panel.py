@@ -38,7 +38,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QProgressBar,
     QPushButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -59,6 +58,7 @@ from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder,
 from ._common import (
     CheckpointPicker,
     LayerPicker,
+    PageStack,
     PanelError,
     StatusLabel,
     device_choices,
@@ -269,7 +269,7 @@ class TrainWidget(QWidget):
         form = QFormLayout(box)
         self.source = ComboBox(label="from", choices=SOURCES, value=SOURCES[0])
         form_row(form, self.source)
-        self.data_stack = QStackedWidget(box)
+        self.data_stack = PageStack(box)
         f = form_page(self.data_stack)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.mask_picker = LayerPicker(self.viewer, (Labels,))
@@ -303,7 +303,7 @@ class TrainWidget(QWidget):
         form = QFormLayout(box)
         self.start_from = ComboBox(label="start from", choices=STARTS, value=STARTS[0])
         form_row(form, self.start_from)
-        self.model_stack = QStackedWidget(box)
+        self.model_stack = PageStack(box)
         f = form_page(self.model_stack)
         self.arch = config_widget(
             ModelConfig, "arch", label="architecture", widget_type="ComboBox", choices=ARCHS
@@ -332,7 +332,7 @@ class TrainWidget(QWidget):
         self.loss.enabled = False  # until the loss list is loaded
         form_row(form, self.loss)
         lay.addLayout(form)
-        self.loss_params = QStackedWidget(box)
+        self.loss_params = PageStack(box)
         lay.addWidget(self.loss_params)
         self.loss.changed.connect(self._show_loss_params)
         return box

@@ -9,6 +9,7 @@ panel scrolls inside its share, and every label keeps the room its text needs.
 from __future__ import annotations
 
 import pytest
+from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication, QLabel
 
 from napari_segloss._widgets._common import PanelScrollArea
@@ -109,6 +110,58 @@ def test_four_docked_panels_scroll_instead_of_growing_the_window(make_napari_vie
         assert not _clipped_labels(panel), (name, _clipped_labels(panel))
     # four docks this small are taller than their share: at least one of them scrolls
     assert any(p.findChild(PanelScrollArea).verticalScrollBar().isVisible() for p in panels)
+
+
+def _page_gap(stack) -> int:
+    """How much taller a stack of forms is than the page it shows."""
+    return stack.height() - stack.currentWidget().sizeHint().height()
+
+
+def test_a_loss_with_few_parameters_leaves_no_gap_under_its_form(make_napari_viewer, qtbot):
+    """A stack of parameter forms is as tall as the form it shows: Qt's stack took the height
+    of its tallest page, so one parameter (ce: weight) sat above 200 px of empty panel."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train / Fine-tune")
+    qtbot.waitUntil(lambda: explorer.ready and train.ready, timeout=60_000)
+    stacks = {"explorer": explorer.param_stack, "train": train.loss_params}
+    heights = {}
+    for loss in ("ce+pm_dice", "ce"):
+        [item] = explorer.loss_list.findItems(loss, Qt.MatchFlag.MatchExactly)
+        explorer.loss_list.setCurrentItem(item)
+        train.loss.value = loss
+        _settle(qtbot)
+        for name, stack in stacks.items():
+            assert abs(_page_gap(stack)) <= 2, (name, loss, _page_gap(stack))
+            heights[name, loss] = stack.height()
+    for name in stacks:  # the compound's nine parameters against ce's one
+        assert heights[name, "ce"] < heights[name, "ce+pm_dice"] - 150, heights
+
+
+def test_the_explorer_values_are_in_view_when_its_first_maps_come(
+    make_napari_viewer, qtbot, wait_idle
+):
+    """The loss values sit under the list that ticks the losses, each row shown (no scroll bar
+    of the table's own), without scrolling the panel of a laptop-sized window: they were at
+    the panel's foot, below its fold."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    viewer.open_sample(PLUGIN, "kvasir")
+    _, explorer = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss Explorer")
+    wait_idle(explorer, timeout=60_000)
+    _settle(qtbot)
+    table = explorer.table
+    assert table.rowCount() == 2 + 4  # ce, dice and PM Dice at the four γ
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    assert table.viewport().height() >= rows
+    assert table.verticalScrollBar().maximum() == 0
+    area = explorer.findChild(PanelScrollArea)
+    assert area.verticalScrollBar().value() == 0
+    bottom = table.mapTo(area.viewport(), QPoint(0, table.height())).y()
+    assert 0 < bottom <= area.viewport().height(), (bottom, area.viewport().height())
+    above = explorer.param_stack.mapTo(area.viewport(), QPoint(0, 0)).y()
+    assert bottom <= above  # before the parameters of the selected loss
 
 
 def _tab_chain(panel, wanted) -> list[str]:
