@@ -541,6 +541,33 @@ def form_page(stack: QStackedWidget) -> QFormLayout:
     return form
 
 
+def align_label_columns(box: QWidget) -> None:
+    """Give the labels of every form in ``box`` (its own and those of its stacked pages) the
+    width of the widest, so that all its fields start at one x: each form sized its label
+    column alone, and a page's fields started left or right of the fields around it. Measured
+    again whenever the box is shown or restyled (napari's style sets the font at the show)."""
+    box.installEventFilter(_LabelColumns(box))
+
+
+class _LabelColumns(QObject):
+    """The event filter of :func:`align_label_columns`."""
+
+    EVENTS = (QEvent.Type.Show, QEvent.Type.StyleChange, QEvent.Type.FontChange)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in self.EVENTS and isinstance(watched, QWidget):
+            labels = []
+            for form in watched.findChildren(QFormLayout):
+                for row in range(form.rowCount()):
+                    item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+                    if item is not None and item.widget() is not None:
+                        labels.append(item.widget())
+            width = max((label.sizeHint().width() for label in labels), default=0)
+            for label in labels:
+                label.setMinimumWidth(width)
+        return False
+
+
 class StatusLabel(QLabel):
     """A word-wrapped status line: neutral text, or a red error."""
 

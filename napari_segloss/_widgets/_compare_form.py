@@ -40,6 +40,7 @@ from ._common import (
     PageStack,
     PanelError,
     StatusLabel,
+    align_label_columns,
     form_page,
     image_and_mask,
     tab_in_layout_order,
@@ -166,6 +167,7 @@ class CompareSetupForm(QWidget):
         self.val_spin.setValue(0.2)
         self.val_spin.setToolTip("fraction held back for validation (best epoch, live Dice)")
         form.addRow("validation fraction", self.val_spin)
+        align_label_columns(box)
         return box
 
     def _losses_box(self, parent: QWidget) -> QGroupBox:

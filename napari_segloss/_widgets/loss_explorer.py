@@ -49,6 +49,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     ValuesTable,
+    align_label_columns,
     check_same_shape,
     exception_text,
     find_owned,
@@ -232,6 +233,7 @@ class LossExplorerWidget(QWidget):
         form_row(form, self.class_spin)
         form_row(form, self.scope)
         self._update_strength_tip()
+        align_label_columns(box)
         return box
 
     def _losses_box(self) -> QGroupBox:

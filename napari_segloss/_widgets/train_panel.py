@@ -61,6 +61,7 @@ from ._common import (
     PageStack,
     PanelError,
     StatusLabel,
+    align_label_columns,
     device_choices,
     exception_text,
     form_page,
@@ -296,6 +297,7 @@ class TrainWidget(QWidget):
         )  # fmt: skip
         form_row(form, self.image_size)
         form_row(form, self.val_fraction)
+        align_label_columns(box)
         return box
 
     def _model_box(self) -> QGroupBox:
@@ -322,6 +324,7 @@ class TrainWidget(QWidget):
             lambda value: self.model_stack.setCurrentIndex(STARTS.index(value))
         )
         form.addRow(self.model_stack)
+        align_label_columns(box)
         return box
 
     def _loss_box(self) -> QGroupBox:

@@ -164,6 +164,38 @@ def test_the_explorer_values_are_in_view_when_its_first_maps_come(
     assert bottom <= above  # before the parameters of the selected loss
 
 
+def _field_x(widget) -> int:
+    box = widget.parentWidget()
+    while type(box).__name__ != "QGroupBox":
+        box = box.parentWidget()
+    return widget.mapTo(box, QPoint(0, 0)).x()
+
+
+def test_the_fields_of_a_box_start_at_one_x(make_napari_viewer, qtbot):
+    """The rows of a stacked page (what-if settings, folder, held-out data, new model) line up
+    with the rows around it: each form sized its label column alone, and the page's fields
+    started left or right of the others (27 px left in the Explorer's data box)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    names = ["Loss Explorer", "Train / Fine-tune", "Compare Losses"]
+    explorer, train, compare = (viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in names)
+    qtbot.waitUntil(lambda: explorer.ready and train.ready and not compare.busy, timeout=60_000)
+    train.source.value = "folder"
+    _settle(qtbot)
+    setup = compare.setup
+    columns = {
+        "explorer data": [explorer.image_picker, explorer.source.native,
+                          explorer.whatif_kind.native, explorer.class_spin.native],
+        "train data": [train.source.native, train.folder.native, train.folder_kind.native,
+                       train.image_size.native],
+        "train model": [train.start_from.native, train.arch.native, train.encoder.native],
+        "compare data": [setup.source_combo, setup.image_picker, setup.val_spin],
+    }  # fmt: skip
+    for box, fields in columns.items():
+        xs = [_field_x(w) for w in fields]
+        assert max(xs) - min(xs) <= 1, (box, xs)
+
+
 def _tab_chain(panel, wanted) -> list[str]:
     """The names of ``wanted`` (name -> widget) in the order Tab visits them in ``panel``."""
     by_id = {id(w): name for name, w in wanted.items()}
