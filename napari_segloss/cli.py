@@ -1,9 +1,11 @@
-"""The ``segloss`` command: ``train``, ``predict``, ``evaluate``, ``compare`` and ``configs``.
+"""The ``segloss`` command: ``train``, ``predict``, ``evaluate``, ``compare``, ``configs`` and
+``losses``.
 
 Examples::
 
     segloss train --config quickstart --set train.epochs=2   # a shipped config, by name
     segloss configs                                          # lists them; NAME prints one
+    segloss losses pm_dice                    # its parameters and a config's loss: section
     segloss predict --checkpoint runs/quickstart/best.pt --input img.jpg DIR/ --output preds/
     segloss evaluate --pred preds/ --gt data/masks --tolerance 2
     segloss compare --config training/configs/kvasir_pm_dice.yaml --losses ce dice pm_dice \\
@@ -56,6 +58,7 @@ from ._cli_io import (
     write_per_image_csv,
     write_prediction,
 )
+from ._cli_losses import add_losses_parser
 from .engine.allocator import tune_malloc
 from .engine.events import (  # cheap
     OUT_OF_MEMORY_HINTS,
@@ -548,6 +551,19 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_configs_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "configs",
+        parents=[common],
+        help="list the shipped example configs, or print one to copy and edit",
+        description="Without NAME: list the example configs shipped with the package (usable "
+        "as --config NAME). With NAME: print that config, e.g. `segloss configs kvasir_pm_dice "
+        "> mine.yaml` to start your own.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a shipped config to print")
+    p.set_defaults(func=cmd_configs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``segloss`` argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -555,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, predict, evaluate and compare segmentation losses (napari-segloss).",
         epilog="New here? `segloss train --config quickstart` trains a small U-Net on Kvasir-SEG "
         "pairs bundled with the package (no download; minutes on a CPU); `segloss configs` lists "
-        "the shipped configs; `segloss COMMAND --help` shows a command's options. "
+        "the shipped configs, `segloss losses` the losses; `segloss COMMAND --help` shows a "
+        "command's options. "
         "On Linux the command keeps freed memory for reuse (glibc malloc): large CPU "
         "tensors, such as big 3D patches, stop page-faulting on every step. "
         "SEGLOSS_MALLOC_TUNING=0 turns it off.",
@@ -657,16 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser(
-        "configs",
-        parents=[common],
-        help="list the shipped example configs, or print one to copy and edit",
-        description="Without NAME: list the example configs shipped with the package (usable "
-        "as --config NAME). With NAME: print that config, e.g. `segloss configs kvasir_pm_dice "
-        "> mine.yaml` to start your own.",
-    )
-    p.add_argument("name", nargs="?", metavar="NAME", help="a shipped config to print")
-    p.set_defaults(func=cmd_configs)
+    _add_configs_parser(sub, common)
+    add_losses_parser(sub, common)
     return parser
 
 

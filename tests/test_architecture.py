@@ -79,6 +79,7 @@ LAZY_ALLOWED = {
     ("napari_segloss.cli", "napari_segloss.data.io"): CLI_COMMAND,
     ("napari_segloss.cli", "napari_segloss.metrics"): CLI_COMMAND,
     ("napari_segloss.cli", "napari_segloss.engine"): CLI_COMMAND,
+    ("napari_segloss._cli_losses", "napari_segloss"): CLI_COMMAND,  # `segloss losses`
     # predict's and evaluate's file I/O, split out of cli.py under the same rule
     ("napari_segloss._cli_io", "numpy"): CLI_COMMAND,
     ("napari_segloss._cli_io", "nibabel"): CLI_COMMAND,

@@ -134,6 +134,7 @@ def _cli_modules(argv: list[str], cwd: str | None = None) -> tuple[object, list[
         (["evaluate", "--help"], 0),
         (["compare", "--help"], 0),
         (["configs"], 0),  # lists the shipped configs: YAML only
+        (["losses", "--help"], 0),
         (["train", "--config", "no_such_name"], 2),  # not a file, not a shipped name
         ([], 2),  # no command
         (["train"], 2),  # --config missing

@@ -35,16 +35,7 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.engine.loss_spec import LossSpec
 
-from ._common import (
-    LayerPicker,
-    PageStack,
-    PanelError,
-    StatusLabel,
-    align_label_columns,
-    form_page,
-    image_and_mask,
-    tab_in_layout_order,
-)
+from ._common import LayerPicker, PanelError, StatusLabel, image_and_mask
 from ._compare_setup import (
     CompareRequest,
     Pairs,
@@ -57,7 +48,8 @@ from ._compare_setup import (
     parse_seeds,
     section,
 )
-from ._forms import ARCHS, ENCODERS, LossParamForm, registry_parameters
+from ._forms import ARCHS, ENCODERS, LossParamForm, describe_loss_items, registry_parameters
+from ._layout import PageStack, align_label_columns, form_page, tab_in_layout_order
 
 if TYPE_CHECKING:
     import inspect
@@ -268,6 +260,7 @@ class CompareSetupForm(QWidget):
         self.loss_combo.blockSignals(True)
         self.loss_combo.clear()
         self.loss_combo.addItems(list(self._catalog))
+        describe_loss_items(self.loss_combo)
         self.loss_combo.setCurrentText("pm_dice")
         self.loss_combo.blockSignals(False)
         self.loss_combo.setEnabled(True)

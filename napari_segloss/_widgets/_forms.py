@@ -33,7 +33,14 @@ from magicgui.widgets.bases import ValueWidget
 from psygnal import Signal
 from pydantic import BaseModel
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QLabeledDoubleSlider
 
 from ._common import PanelError
@@ -78,6 +85,24 @@ def registry_help(name: str) -> Mapping[str, str]:
     from napari_segloss.losses import loss_parameter_help  # see above
 
     return loss_parameter_help(name)
+
+
+def loss_tooltip(name: str) -> str:
+    """What loss ``name`` computes (title, paper, formula) wrapped for a tooltip, "" for a
+    name the registry does not know (a compound being typed). Read once the catalog is
+    loaded, as :func:`registry_help`."""
+    from napari_segloss.losses import loss_description  # see registry_help
+
+    try:
+        return textwrap.fill(loss_description(name)[1], 72)
+    except ValueError:
+        return ""
+
+
+def describe_loss_items(combo: QComboBox) -> None:
+    """Each loss name of ``combo`` shows what the loss computes when hovered in its list."""
+    for i in range(combo.count()):
+        combo.setItemData(i, loss_tooltip(combo.itemText(i)), Qt.ItemDataRole.ToolTipRole)
 
 
 def load_loss_catalog() -> dict[str, dict[str, inspect.Parameter]]:

@@ -57,15 +57,7 @@ from napari_segloss.engine.events import (
     stopped_text,
 )
 
-from ._common import (
-    PanelError,
-    StatusLabel,
-    device_choices,
-    left_the_window,
-    release_gpu_memory,
-    scrollable,
-    tab_in_layout_order,
-)
+from ._common import PanelError, StatusLabel, device_choices, left_the_window, release_gpu_memory
 from ._compare_form import CompareSetupForm
 from ._compare_setup import (
     iter_request,
@@ -76,6 +68,7 @@ from ._compare_setup import (
 from ._compare_view import OverlayGrid, ResultsTable, RunsTable, column_header, short_name
 from ._compat import guard_triton, preload_torch_libraries
 from ._gc import release_frozen
+from ._layout import scrollable, tab_in_layout_order
 from ._state import CHECKPOINTS
 from ._workers import TaskQueue, new_worker
 

@@ -45,16 +45,11 @@ from napari_segloss.whatif import (
 from ._common import (
     CheckpointPicker,
     LayerPicker,
-    PageStack,
     PanelError,
     StatusLabel,
-    ValuesTable,
-    align_label_columns,
     check_same_shape,
     exception_text,
     find_owned,
-    form_page,
-    form_row,
     glyph_steps,
     image_array,
     insertion_index,
@@ -63,15 +58,15 @@ from ._common import (
     remove_owned,
     rename_layers,
     require_layer,
-    scrollable,
     spatial_shape,
     stack_on_top,
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
-from ._forms import GammaList, LossParamForm
+from ._forms import GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
 from ._grid import GridView
+from ._layout import PageStack, ValuesTable, align_label_columns, form_page, form_row, scrollable
 from ._workers import ProgressRow, TaskQueue, frame_progress, one_shot_timer, progress_worker
 
 if TYPE_CHECKING:
@@ -332,6 +327,7 @@ class LossExplorerWidget(QWidget):
         self.loss_list.clear()
         for name in catalog:
             item = QListWidgetItem(name, self.loss_list)
+            item.setToolTip(loss_tooltip(name))
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             ticked = name in DEFAULT_LOSSES
             item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)

@@ -56,21 +56,18 @@ from ._common import (
     device_choices,
     error_colormap,
     fmt,
-    form_row,
     image_array,
     is_owned,
     labels_array,
-    read_only_table,
     release_gpu_memory,
     require_layer,
     same_layer,
-    scrollable,
-    tab_in_layout_order,
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import SizeSpinBox
 from ._gc import CollectorPause
+from ._layout import form_row, read_only_table, scrollable, tab_in_layout_order
 from ._workers import ProgressRow, TaskQueue, frame_progress, new_worker, progress_worker
 
 if TYPE_CHECKING:

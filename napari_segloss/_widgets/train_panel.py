@@ -58,20 +58,13 @@ from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder,
 from ._common import (
     CheckpointPicker,
     LayerPicker,
-    PageStack,
     PanelError,
     StatusLabel,
-    align_label_columns,
     device_choices,
     exception_text,
-    form_page,
-    form_row,
     image_and_mask,
     left_the_window,
     release_gpu_memory,
-    scroll_to,
-    scrollable,
-    tab_in_layout_order,
 )
 from ._compat import guard_triton, preload_torch_libraries
 from ._forms import (
@@ -80,9 +73,20 @@ from ._forms import (
     LossParamForm,
     SizeSpinBox,
     config_widget,
+    describe_loss_items,
     load_loss_catalog,
+    loss_tooltip,
 )
 from ._gc import CollectorPause
+from ._layout import (
+    PageStack,
+    align_label_columns,
+    form_page,
+    form_row,
+    scroll_to,
+    scrollable,
+    tab_in_layout_order,
+)
 from ._plot import LivePlot
 from ._state import CHECKPOINTS
 from ._workers import new_worker, one_shot_timer
@@ -381,6 +385,7 @@ class TrainWidget(QWidget):
         with self.loss.changed.blocked():
             self.loss.choices = list(catalog)
             self.loss.value = DEFAULT_LOSS if DEFAULT_LOSS in catalog else next(iter(catalog))
+        describe_loss_items(self.loss.native)
         self.loss.enabled = True
         self._show_loss_params(self.loss.value)
         self.start_button.setEnabled(True)
@@ -404,6 +409,7 @@ class TrainWidget(QWidget):
     def _show_loss_params(self, name: str) -> None:
         if name and self._catalog is not None:
             self.loss_params.setCurrentWidget(self.param_form(name))
+            self.loss.tooltip = loss_tooltip(name)
 
     @property
     def ready(self) -> bool:

@@ -100,3 +100,31 @@ def parameter_help(cls: type, names: Iterable[str]) -> dict[str, str]:
         return ""
 
     return {name: lookup(cls, name, set()) for name in names}
+
+
+#: longest title :func:`class_summary` keeps whole (a longer one loses its trailing aside)
+TITLE_CHARS = 100
+
+
+def class_summary(cls: type) -> tuple[str, str]:
+    """``(title, paragraph)`` of a loss class in plain words, from its docstring's first
+    paragraph: the title is that paragraph up to its formula (the first ``": "`` outside
+    brackets and quotes) or its end, e.g. "Focal Tversky loss (Abraham & Khan 2019; Yeung et
+    al. 2021 eq. 14)"; the paragraph is the whole of it, formula included."""
+    doc = inspect.cleandoc(vars(cls).get("__doc__") or "")
+    paragraph = _plain(doc.split("\n\n")[0])
+    depth, quoted, end = 0, False, len(paragraph)
+    for i, ch in enumerate(paragraph):
+        if ch == '"':
+            quoted = not quoted
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == ":" and not depth and not quoted and paragraph[i + 1 : i + 2] == " ":
+            end = i
+            break
+    title = paragraph[:end].rstrip(". ")
+    if len(title) > TITLE_CHARS and " (" in title:  # keep the name and the first reference
+        title = title[: title.rindex(" (", 0, TITLE_CHARS)]
+    return title, paragraph

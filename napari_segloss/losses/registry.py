@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .base import SegLoss, check_choice, reduce_terms
 from .inputs import REDUCTIONS
-from .param_docs import parameter_help
+from .param_docs import class_summary, parameter_help
 
 #: every row of the PM-Dice paper's tables 1-3 that is a sum of two losses
 PAPER_COMPOUNDS: tuple[str, ...] = (
@@ -191,6 +191,24 @@ def loss_parameter_help(name: str) -> dict[str, str]:
             part: f"the {part} term's parameters (a dict)" for part in params if part != "weights"
         }
     return parameter_help(_resolve(name), params)
+
+
+def loss_description(name: str) -> tuple[str, str]:
+    """``(title, text)``: what the loss ``name`` is, in plain words from its docstring (see
+    :func:`~napari_segloss.losses.param_docs.class_summary`), e.g. ``("Focal Tversky loss
+    (Abraham & Khan 2019; Yeung et al. 2021 eq. 14)", "... : mean_c (1 - TI_c)^gamma.")``.
+    A compound ``"a+b"`` is the weighted sum of its terms, each term's title in ``text``.
+
+    Raises:
+        ValueError: unknown name (with close matches).
+    """
+    if not isinstance(name, str) or "+" not in name:
+        loss_parameters(name)  # the same checks and messages as everywhere else
+        return class_summary(_resolve(name))
+    parts = [_canonical(part) for part in name.split("+")]
+    title = "weighted sum of " + " and ".join(parts)
+    terms = [f"{part}: {class_summary(_resolve(part))[0]}" for part in parts]
+    return title, f"{title} (weights: one per term, default 1 each). " + "; ".join(terms) + "."
 
 
 def _canonical(name: str) -> str:

@@ -145,6 +145,63 @@ def test_configs_command_lists_and_prints(capsys: pytest.CaptureFixture[str]) ->
     assert rc == 2 and "did you mean 'kvasir_pm_dice'?" in err and not out
 
 
+def test_losses_command_lists_every_loss_with_its_paper(capsys: pytest.CaptureFixture[str]) -> None:
+    from napari_segloss.losses import list_losses
+
+    rc, out, _ = _run(["losses"], capsys)
+    assert rc == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert list(rows) == list_losses()
+    assert (
+        "Focal Tversky loss (Abraham & Khan 2019; Yeung et al. 2021 eq. 14)"
+        in rows["focal_tversky"]
+    )
+    assert "arXiv:2506.15744" in rows["pm_dice"]
+    assert rows["ce+pm_dice"].endswith("weighted sum of ce and pm_dice")
+
+
+@pytest.mark.parametrize("name", ["pm_dice", "focal_tversky", "ce+pm_dice", "gdl"])
+def test_losses_command_prints_a_config_section_that_trains(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`segloss losses NAME`: what it computes, each parameter with its default and meaning,
+    and a loss: section that, pasted into the quickstart, is a valid config whose loss builds
+    with exactly the defaults."""
+    import yaml
+
+    from napari_segloss.engine.config import SHIPPED_CONFIGS_DIR
+    from napari_segloss.losses import get_loss, loss_parameters
+
+    rc, out, _ = _run(["losses", name], capsys)
+    assert rc == 0
+    head, section = out.split("in a config (the defaults):\n")
+    assert "parameters (loss.params)" in head
+    loss = yaml.safe_load(section)["loss"]
+    assert loss["name"] == name
+    tree = yaml.safe_load((SHIPPED_CONFIGS_DIR / "quickstart.yaml").read_text()) | {"loss": loss}
+    cfg = load_config(tree)
+    assert cfg.loss.name == name
+    get_loss(cfg.loss.name, **cfg.loss.params)
+    if "+" not in name:
+        defaults = {k: p.default for k, p in loss_parameters(name).items()}
+        for key, value in loss["params"].items():
+            assert value == (list(defaults[key]) if isinstance(defaults[key], tuple)
+                             else defaults[key]), key  # fmt: skip
+        assert "mode" not in loss["params"] and "(and mode, reduction" in head
+
+
+def test_losses_command_describes_a_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _run(["losses", "pm_dice"], capsys)
+    assert rc == 0
+    gamma = next(line for line in out.splitlines() if line.strip().startswith("gamma "))
+    assert gamma.split()[1] == "1.0" and "one value per class channel" in out
+    assert "eps: 1.0e-06" in out  # YAML 1.1 reads 1e-06 as a string: written as a float
+    rc, out, _ = _run(["losses", "pm_dice", "--all"], capsys)
+    assert rc == 0 and "ignore_index" in out.split("in a config")[0]
+    rc, out, err = _run(["losses", "pmdice"], capsys)
+    assert rc == 2 and not out and "did you mean 'pm_dice'" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------------------ train start line
 
 

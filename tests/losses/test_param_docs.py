@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from napari_segloss.losses import list_losses, loss_parameter_help, loss_parameters
-from napari_segloss.losses.param_docs import args_section, parameter_help
+from napari_segloss.losses import (
+    list_losses,
+    loss_description,
+    loss_parameter_help,
+    loss_parameters,
+)
+from napari_segloss.losses.param_docs import TITLE_CHARS, args_section, parameter_help
 
 DOC = """Summary line.
 
@@ -76,3 +81,44 @@ def test_examples_say_what_the_parameter_does() -> None:
     assert "one value per class" in loss_parameter_help("pm_dice")["gamma"]
     with pytest.raises(ValueError, match="unknown loss name"):
         loss_parameter_help("pm_dise")
+
+
+# ----------------------------------------------------------------------------- loss titles
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        ("focal_tversky", "Focal Tversky loss (Abraham & Khan 2019; Yeung et al. 2021 eq. 14)"),
+        ("ce", "Cross-entropy (PM-Dice paper eq. 1)"),
+        ("gdl", "Generalized Dice loss (Sudre et al. 2017)"),  # an alias
+        # a colon inside brackets and quotes is not the formula's
+        ("topk_dice", 'TopK Dice (Hosseini, BMVC 2024; "TopK Dice [42]" in the PM-Dice tables)'),
+        # over 100 characters: the trailing aside goes, the name and first reference stay
+        (
+            "focal_dice_zhao",
+            "Focal Dice of Zhao et al. 2020 (ICDM) as the PM-Dice paper describes it",
+        ),
+        ("ce+pm_dice", "weighted sum of ce and pm_dice"),
+    ],
+)
+def test_loss_description_titles(name: str, title: str) -> None:
+    assert loss_description(name)[0] == title
+
+
+@pytest.mark.parametrize("name", list_losses(include_aliases=True))
+def test_every_loss_has_a_plain_title_and_text(name: str) -> None:
+    title, text = loss_description(name)
+    assert 10 <= len(title) <= TITLE_CHARS, title
+    for markup in ("``", ":class:", ":func:", "\n"):
+        assert markup not in title + text, (markup, text)
+    if "+" in name:
+        assert all(part in text for part in name.split("+"))
+    else:
+        assert text.startswith(title), (title, text)
+        assert len(text) > len(title)  # the formula or what the loss does follows
+
+
+def test_loss_description_of_an_unknown_name_suggests_one() -> None:
+    with pytest.raises(ValueError, match="did you mean 'pm_dice'"):
+        loss_description("pmdice")
+    with pytest.raises(ValueError, match="unknown loss name 'foo'"):
+        loss_description("ce+foo")

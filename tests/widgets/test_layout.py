@@ -12,7 +12,7 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication, QLabel
 
-from napari_segloss._widgets._common import PanelScrollArea
+from napari_segloss._widgets._layout import PanelScrollArea
 
 WINDOW = (1400, 950)  # a laptop-sized napari window
 PLUGIN = "napari-segloss"
