@@ -30,6 +30,7 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -65,7 +66,6 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
-from ._forms import SizeSpinBox
 from ._gc import CollectorPause
 from ._layout import form_row, read_only_table, scrollable, tab_in_layout_order
 from ._workers import ProgressRow, TaskQueue, frame_progress, new_worker, progress_worker
@@ -83,14 +83,19 @@ METRIC_HELP = {
     "hd95": "95th-percentile Hausdorff distance, in the ground-truth layer's scale units "
     "(pixels at scale 1, mm for a NIfTI volume opened with its spacing); lower is better",
 }
-#: the tile box at 0: the inference the training run's validation (and eval.json) scored
+#: the tile choices that are not a size: what the training run's validation (and eval.json)
+#: scored, and the training crop (``segloss predict --tile crop``)
 TILE_AUTO_TEXT = "auto (as validation)"
+TILE_CROP_TEXT = "training crop"
+#: smallest tile typed in (the networks downsample by 32)
+TILE_MIN = 32
 TILE_TOOLTIP = (
     "auto: as the training run's validation and eval.json ran, so the mask is the one the run "
     "was scored on: a 2D image whole (in tiles of the training crop only above 2048 x 2048 "
     "pixels), a 3D volume in tiles of the training patch.\n"
-    "A size (pixels) cuts every image into tiles of that edge, blended where they overlap "
-    "(the training crop's size tiles as segloss predict --tile crop does)."
+    "training crop: tiles of the crop (or patch) the model was trained on, as segloss predict "
+    "--tile crop.\n"
+    "Or type a size (pixels): tiles of that edge, blended where they overlap."
 )
 OVERLAP_TOOLTIP = (
     "fraction of a tile shared with its neighbour; used only when the image is cut into tiles "
@@ -171,6 +176,38 @@ def class_label(c: int, names: Sequence[str] | None) -> str:
     return f"{c} {name}" if name else f"class {c}"
 
 
+class TileChoice(QComboBox):
+    """How an image is cut for the model: auto (as validation), the training crop, or a size
+    typed in. :attr:`value` is 0, ``"crop"`` or the size (what ``iter_predict_image`` takes)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.addItems([TILE_AUTO_TEXT, TILE_CROP_TEXT, "256", "512"])
+        self.setToolTip(TILE_TOOLTIP)
+
+    @property
+    def value(self) -> int | str:
+        """0 (auto), ``"crop"`` or a size; PanelError for text that is none of them."""
+        text = self.currentText().strip()
+        if text in ("", TILE_AUTO_TEXT):
+            return 0
+        if text == TILE_CROP_TEXT:
+            return "crop"
+        if not text.isdigit() or int(text) < TILE_MIN:
+            raise PanelError(
+                f"tiles: {text!r} is not a choice; pick {TILE_AUTO_TEXT!r} or "
+                f"{TILE_CROP_TEXT!r}, or type a size of at least {TILE_MIN} pixels"
+            )
+        return int(text)
+
+    @value.setter
+    def value(self, value: int | str) -> None:
+        texts = {0: TILE_AUTO_TEXT, "crop": TILE_CROP_TEXT}
+        self.setCurrentText(texts.get(value, str(value)))
+
+
 class PredictWidget(QWidget):
     """The "Predict & Compare" dock widget (see module docstring)."""
 
@@ -227,11 +264,7 @@ class PredictWidget(QWidget):
         form = QFormLayout(box)
         self.image_picker = LayerPicker(self.viewer, (Image,))
         self.ckpt_picker = CheckpointPicker()
-        # 0 reads as what it does: the mask the training run's validation scored
-        self.tile = SizeSpinBox(
-            special=TILE_AUTO_TEXT, label="tiles", value=0, min=0, max=4096, step=32,
-            tooltip=TILE_TOOLTIP,
-        )  # fmt: skip
+        self.tile = TileChoice(box)
         self.overlap = FloatSpinBox(
             label="overlap", value=0.25, min=0.0, max=0.9, step=0.05, tooltip=OVERLAP_TOOLTIP
         )
@@ -240,7 +273,8 @@ class PredictWidget(QWidget):
         self.run_button.clicked.connect(self.run_model)
         form.addRow("image", self.image_picker)
         form.addRow("checkpoint", self.ckpt_picker)
-        for w in (self.tile, self.overlap, self.device):
+        form.addRow("tiles", self.tile)
+        for w in (self.overlap, self.device):
             form_row(form, w)
         form.addRow(self.run_button)
         return box
@@ -352,12 +386,13 @@ class PredictWidget(QWidget):
         try:
             layer = require_layer(self.image_picker.layer(), "image")
             path = self.ckpt_picker.require()
+            tile = self.tile.value
         except PanelError as exc:
             self.status.error(str(exc))
             return
         image = image_array(layer)
         rgb = bool(layer.rgb)
-        kw = {"tile": self.tile.value, "overlap": self.overlap.value, "device": self.device.value}
+        kw = {"tile": tile, "overlap": self.overlap.value, "device": self.device.value}
 
         def job() -> Generator[tuple[int, int, str], None, tuple[Any, ...]]:
             yield 0, 0, f"loading {path.name}…"

@@ -452,7 +452,7 @@ def iter_predict_image(
     image: np.ndarray,
     *,
     rgb: bool,
-    tile: int = 0,
+    tile: int | str = 0,
     overlap: float = 0.25,
     device: str = "auto",
     meta_out: dict[str, Any] | None = None,
@@ -460,14 +460,15 @@ def iter_predict_image(
     """:func:`predict_image` one frame at a time: yields ``(frames done, frames)`` before each
     frame and returns ``(labels, probs)`` (``StopIteration.value``), so a caller can show
     progress and stop between frames. The checkpoint is loaded once; ``meta_out``, when
-    given, receives its meta (class names, normalisation, ...)."""
+    given, receives its meta (class names, normalisation, ...). ``tile``: 0 runs as validation
+    did, ``"crop"`` tiles with the training crop, a size tiles with squares of that edge."""
     dev = resolve_device(device)
     model, meta = load_model(Path(checkpoint), device=str(dev))
     if meta_out is not None:
         meta_out.update(meta)
     kw: dict[str, Any] = {
         "meta": meta,
-        "tile": (tile, tile) if tile else None,
+        "tile": "crop" if tile == "crop" else (tile, tile) if tile else None,
         "overlap": overlap,
         "device": dev,
         "amp": dev.type == "cuda",  # CPU autocast is slower than float32 for these models
@@ -498,7 +499,7 @@ def predict_image(
     image: np.ndarray,
     *,
     rgb: bool,
-    tile: int = 0,
+    tile: int | str = 0,
     overlap: float = 0.25,
     device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -506,7 +507,8 @@ def predict_image(
 
     A stack of RGB frames ``(N, Y, X, 3)`` (e.g. the ``kvasir`` sample) is predicted frame by
     frame; a grey volume ``(Z, Y, X)`` is sliced by :func:`predict` itself. ``tile`` is the
-    tile edge in pixels (0: as validation ran, :func:`predict`'s default). Mixed precision
+    tile edge in pixels (0: as validation ran, :func:`predict`'s default; ``"crop"``: the
+    training crop). Mixed precision
     only on GPUs.
     """
     steps = iter_predict_image(

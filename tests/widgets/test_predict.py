@@ -289,13 +289,13 @@ def test_compare_defaults_to_two_different_layers(dock, make_napari_viewer):
 
 
 def test_tile_option_says_what_auto_does(dock, qtbot):
-    """0 tiles runs as the training run's validation did (a 2D image whole): the box says so
-    in words, readable at the dock's default width, and the tooltips tell the rest."""
+    """Auto runs as the training run's validation did (a 2D image whole): the box says so in
+    words, readable at the dock's default width, and the tooltips tell the rest."""
     viewer, widget = dock(NAME)
     viewer.window._qt_window.show()
     qtbot.waitExposed(widget)
     qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=60_000)
-    box = widget.tile.native
+    box = widget.tile
     line = box.lineEdit()
     assert widget.tile.value == 0
     assert line.text() == "auto (as validation)"
@@ -304,7 +304,54 @@ def test_tile_option_says_what_auto_does(dock, qtbot):
     assert "validation" in tip and "2D image whole" in tip and "--tile crop" in tip
     assert "only when the image is cut into tiles" in widget.overlap.native.toolTip()
     widget.tile.value = 128  # a size reads as a size
-    assert line.text() == "128"
+    assert line.text() == "128" and widget.tile.value == 128
+    box.setCurrentIndex(box.findText("training crop"))
+    assert widget.tile.value == "crop"
+
+
+@pytest.mark.parametrize("typed", ["big", "16", "-64", "2.5"])
+def test_a_tile_that_is_no_size_is_refused_before_any_work(dock, tiny_checkpoint, typed):
+    viewer, widget = dock(NAME)
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="img")
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.tile.setEditText(typed)
+    widget.run_model()
+    assert not widget.busy
+    assert widget.status.is_error
+    assert f"tiles: {typed!r} is not a choice" in widget.status.text()
+    assert "at least 32 pixels" in widget.status.text()
+
+
+def test_training_crop_tiles_as_segloss_predict_tile_crop(
+    dock, wait_idle, tiny_checkpoint, tmp_path
+):
+    """ "training crop" gives what the engine gives with tile="crop" (the CLI's --tile crop),
+    and differs from a whole-image run when the crop is smaller than the image."""
+    import torch
+
+    from napari_segloss.engine.inference import predict_image
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["meta"]["crop"] = [64, 64]
+    path = tmp_path / "crop64.pt"
+    torch.save(ckpt, path)
+    image = np.random.default_rng(0).integers(0, 255, (96, 160, 3), dtype=np.uint8)
+    viewer, widget = dock(NAME)
+    layer = viewer.add_image(image, rgb=True, name="img")
+    widget.image_picker.set_layer(layer)
+    widget.ckpt_picker.set_path(path)
+    widget.device.value = "cpu"
+    widget.tile.value = "crop"
+    widget.run_model()
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    labels = _owned(viewer, "prediction").data
+    probs = _owned(viewer, "prob:1").data
+    want_labels, want_probs = predict_image(path, image, rgb=True, tile="crop", device="cpu")
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_allclose(probs, want_probs[-1], atol=1e-6)  # p(class 1)
+    _, whole = predict_image(path, image, rgb=True, device="cpu")
+    assert not np.allclose(whole[-1], want_probs[-1], atol=1e-4)  # tiling made a difference
 
 
 def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle, qtbot):
