@@ -144,8 +144,9 @@ class ValuesTable(QTableWidget):
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.verticalHeader().setVisible(False)
         rows = self.verticalHeader()
+        rows.setVisible(False)
+        # compact rows: napari's style leaves about 30 px for one line of text
         rows.setDefaultSectionSize(min(rows.defaultSectionSize(), self.fontMetrics().height() + 8))
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
