@@ -207,6 +207,11 @@ class TileChoice(QComboBox):
         texts = {0: TILE_AUTO_TEXT, "crop": TILE_CROP_TEXT}
         self.setCurrentText(texts.get(value, str(value)))
 
+    @property
+    def native(self) -> QComboBox:
+        """Itself: ``tile.native`` worked when the row was a magicgui spin box."""
+        return self
+
 
 class PredictWidget(QWidget):
     """The "Predict & Compare" dock widget (see module docstring)."""

@@ -296,6 +296,7 @@ def test_tile_option_says_what_auto_does(dock, qtbot):
     qtbot.waitExposed(widget)
     qtbot.waitUntil(lambda: not widget._devices_worker.is_running, timeout=60_000)
     box = widget.tile
+    assert box.native is box  # as when the row was a magicgui widget
     line = box.lineEdit()
     assert widget.tile.value == 0
     assert line.text() == "auto (as validation)"
