@@ -20,8 +20,6 @@ from ._cli_io import CLIError
 __all__ = ["add_losses_parser", "cmd_losses"]
 
 WIDTH = 92  # wrapped text, in characters
-#: the ``get_loss`` parameters every loss shares (how to read the target, what to return)
-PLUMBING = ("mode", "reduction", "ignore_index", "validate")
 
 
 def add_losses_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -61,7 +59,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     name = args.name.strip().lower()
     print(textwrap.fill(f"{name}: {text}", WIDTH, subsequent_indent="  ", break_on_hyphens=False))
-    shown = {k: p for k, p in params.items() if args.all or k not in PLUMBING}
+    shown = {k: p for k, p in params.items() if args.all or k not in losses.SHARED_PARAMS}
     print("\nparameters (loss.params): name, default, meaning")
     rows = [(k, _yaml_value(p.default), helps.get(k, "")) for k, p in shown.items()]
     key_w = max(len(k) for k, _, _ in rows)
@@ -73,14 +71,15 @@ def cmd_losses(args: argparse.Namespace) -> int:
         terms = ", ".join(f"`segloss losses {k}`" for k in params if k != "weights")
         print(f"  (each term's own parameters: {terms})")
     elif not args.all:
-        print(f"  (and {', '.join(PLUMBING)}, as every loss: --all describes them)")
+        print(f"  (and {', '.join(losses.SHARED_PARAMS)}, as every loss: --all describes them)")
     print("\nin a config (the defaults):")
     print(_config_section(losses, name, params))
     return 0
 
 
-def _editable_defaults(params: dict[str, inspect.Parameter]) -> dict[str, Any]:
-    return {k: p.default for k, p in params.items() if k not in PLUMBING}
+def _own_defaults(losses: Any, params: dict[str, inspect.Parameter]) -> dict[str, Any]:
+    """The defaults of a loss's own parameters (not :data:`~napari_segloss.losses.SHARED_PARAMS`)."""
+    return {k: p.default for k, p in params.items() if k not in losses.SHARED_PARAMS}
 
 
 def _config_section(losses: Any, name: str, params: dict[str, inspect.Parameter]) -> str:
@@ -88,9 +87,9 @@ def _config_section(losses: Any, name: str, params: dict[str, inspect.Parameter]
     if "+" in name:
         parts = [p for p in params if p != "weights"]
         values: dict[str, Any] = {"weights": [1.0] * len(parts)}
-        values |= {part: _editable_defaults(losses.loss_parameters(part)) for part in parts}
+        values |= {part: _own_defaults(losses, losses.loss_parameters(part)) for part in parts}
     else:
-        values = _editable_defaults(params)
+        values = _own_defaults(losses, params)
     section = {"loss": {"name": name, "params": _plain(values)}}
     return yaml.safe_dump(section, sort_keys=False, default_flow_style=False).rstrip()
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .losses import get_loss, list_losses, loss_parameters
+from .losses import SHARED_PARAMS, get_loss, list_losses, loss_parameters
 from .maps import contribution_map, modulating_map
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: arguments every loss shares that make no sense to vary when exploring one prediction
-PLUMBING_PARAMS = frozenset({"mode", "reduction", "ignore_index", "validate"})
+PLUMBING_PARAMS = frozenset(SHARED_PARAMS)
 #: contribution maps share one upper contrast limit: this percentile over all of them
 CLIM_PERCENTILE = 99.5
 #: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)

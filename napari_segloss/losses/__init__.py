@@ -32,6 +32,7 @@ from .dice import (
 from .inputs import Prepared, prepare
 from .registry import (
     PAPER_COMPOUNDS,
+    SHARED_PARAMS,
     CompoundLoss,
     UnknownParameterError,
     accepted_params,
@@ -47,6 +48,7 @@ from .unified_focal import AsymmetricUnifiedFocalLoss, MixedFocalLoss, UnifiedFo
 
 __all__ = [
     "PAPER_COMPOUNDS",
+    "SHARED_PARAMS",
     "AllClassesRegionLoss",
     "AsymmetricUnifiedFocalLoss",
     "ComboLoss",

@@ -155,6 +155,16 @@ def accepted_params(cls: type[nn.Module]) -> list[str]:
     return list(class_parameters(cls))
 
 
+#: the parameters every loss takes from :class:`SegLoss` (how to read the target, what to
+#: return); forms and ``segloss losses`` set them apart from a loss's own
+SHARED_PARAMS: tuple[str, ...] = tuple(class_parameters(SegLoss))
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"loss name must be a non-empty string, got {name!r}")
+
+
 def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
     """The keyword parameters of the loss ``name`` with defaults and annotations: what
     ``get_loss(name, **params)`` accepts (forms and docs read them from here).
@@ -165,8 +175,7 @@ def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
     Raises:
         ValueError: unknown name (with close matches).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"loss name must be a non-empty string, got {name!r}")
+    _check_name(name)
     if "+" in name:
         kw = inspect.Parameter.KEYWORD_ONLY
         out = {"weights": inspect.Parameter("weights", kw, default=None)}
@@ -202,8 +211,8 @@ def loss_description(name: str) -> tuple[str, str]:
     Raises:
         ValueError: unknown name (with close matches).
     """
-    if not isinstance(name, str) or "+" not in name:
-        loss_parameters(name)  # the same checks and messages as everywhere else
+    _check_name(name)
+    if "+" not in name:
         return class_summary(_resolve(name))
     parts = [_canonical(part) for part in name.split("+")]
     title = "weighted sum of " + " and ".join(parts)
