@@ -67,6 +67,10 @@ GAMMA_RANGE = (0.0, 10.0)
 GAMMA_PROPOSALS = (0.5, 1.0, 2.0, 3.0, 5.0, 0.0, 1.5, 4.0, 7.0, 10.0)
 
 
+#: characters per line of a tooltip (Qt shows plain-text tooltips unwrapped)
+TOOLTIP_WIDTH = 72
+
+
 def registry_parameters(name: str) -> Mapping[str, inspect.Parameter]:
     """The editable parameters of loss ``name`` from the registry.
 
@@ -94,7 +98,7 @@ def loss_tooltip(name: str) -> str:
     from napari_segloss.losses import loss_description  # see registry_help
 
     try:
-        return textwrap.fill(loss_description(name)[1], 72)
+        return textwrap.fill(loss_description(name)[1], TOOLTIP_WIDTH)
     except ValueError:
         return ""
 
@@ -272,7 +276,7 @@ class LossParamForm(QWidget):
         key = f"{part}__{p.name}" if part else p.name
         w = parameter_widget(p, name=key, label=f"{part}: {p.name}" if part else p.name)
         # Qt shows a plain-text tooltip on one line: wrap it
-        about = textwrap.fill(self._help(part or self.name).get(p.name, ""), 72)
+        about = textwrap.fill(self._help(part or self.name).get(p.name, ""), TOOLTIP_WIDTH)
         if about:
             w.tooltip = f"{about}\n({w.tooltip})" if w.tooltip else about
         self.form.append(w)
