@@ -48,7 +48,14 @@ from ._compare_setup import (
     parse_seeds,
     section,
 )
-from ._forms import ARCHS, ENCODERS, LossParamForm, describe_loss_items, registry_parameters
+from ._forms import (
+    ARCHS,
+    ENCODERS,
+    LossParamForm,
+    describe_loss_items,
+    loss_tooltip,
+    registry_parameters,
+)
 from ._layout import PageStack, align_label_columns, form_page, tab_in_layout_order
 
 if TYPE_CHECKING:
@@ -265,6 +272,8 @@ class CompareSetupForm(QWidget):
         self.loss_combo.blockSignals(False)
         self.loss_combo.setEnabled(True)
         self.add_button.setEnabled(True)
+        for i in range(self.loss_list.count()):  # rows listed before the catalog came
+            self._describe_row(self.loss_list.item(i))
         self._show_form()
 
     def set_architectures(self, names: Sequence[str]) -> None:
@@ -321,8 +330,15 @@ class CompareSetupForm(QWidget):
     def _add_row(self, spec: dict[str, Any]) -> None:
         loss = LossSpec.from_any(spec)
         item = QListWidgetItem(loss.title, self.loss_list)
-        item.setToolTip(f"{loss.label} (run folder runs/{loss.folder})")
         item.setData(Qt.ItemDataRole.UserRole, dict(spec))
+        self._describe_row(item)
+
+    def _describe_row(self, item: QListWidgetItem) -> None:
+        """The row's tooltip: its run folder, and what the loss computes once the catalog
+        (and with it the registry) is loaded."""
+        loss = LossSpec.from_any(item.data(Qt.ItemDataRole.UserRole))
+        about = loss_tooltip(loss.name) if self._catalog is not None else ""
+        item.setToolTip(f"{loss.label} (run folder runs/{loss.folder})\n{about}".strip())
 
     def _remove_selected(self) -> None:
         for item in self.loss_list.selectedItems():

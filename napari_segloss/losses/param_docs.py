@@ -18,11 +18,12 @@ _ARGS_AS = re.compile(r"^Args as :class:`~?(?:[\w.]+\.)?(\w+)`")
 _ENTRY = re.compile(r"^(?P<names>[a-z_]\w*(?:\s*,\s*[a-z_]\w*)*):\s+(?P<text>.*)$")
 _REFERENCE = re.compile(r"^see :class:`~?(?:[\w.]+\.)?(\w+)`")
 _ROLE = re.compile(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`")
+_BULLET = re.compile(r"^\s*[*-]\s+", re.MULTILINE)
 
 
 def _plain(text: str) -> str:
-    """Docstring markup to plain words: ``x`` -> x, :class:`~a.B` -> B."""
-    return " ".join(_ROLE.sub(r"\1", text).replace("``", "").split())
+    """Docstring markup to plain words: ``x`` -> x, **x** -> x, :class:`~a.B` -> B."""
+    return " ".join(_ROLE.sub(r"\1", text).replace("``", "").replace("**", "").split())
 
 
 def _split_inline(names: list[str], text: str, known: set[str]) -> list[tuple[list[str], str]]:
@@ -111,8 +112,12 @@ def class_summary(cls: type) -> tuple[str, str]:
     paragraph: the title is that paragraph up to its formula (the first ``": "`` outside
     brackets and quotes) or its end, e.g. "Focal Tversky loss (Abraham & Khan 2019; Yeung et
     al. 2021 eq. 14)"; the paragraph is the whole of it, formula included."""
-    doc = inspect.cleandoc(vars(cls).get("__doc__") or "")
-    paragraph = _plain(doc.split("\n\n")[0])
+    blocks = inspect.cleandoc(vars(cls).get("__doc__") or "").split("\n\n")
+    paragraph = _plain(blocks[0])
+    for block in blocks[1:]:  # "... with" / "...:" goes on in a list: take it in
+        if not paragraph.endswith((" with", ":")):
+            break
+        paragraph += " " + _plain(_BULLET.sub("", block))
     depth, quoted, end = 0, False, len(paragraph)
     for i, ch in enumerate(paragraph):
         if ch == '"':

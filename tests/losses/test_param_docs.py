@@ -108,13 +108,22 @@ def test_loss_description_titles(name: str, title: str) -> None:
 def test_every_loss_has_a_plain_title_and_text(name: str) -> None:
     title, text = loss_description(name)
     assert 10 <= len(title) <= TITLE_CHARS, title
-    for markup in ("``", ":class:", ":func:", "\n"):
+    for markup in ("``", "**", ":class:", ":func:", "\n"):
         assert markup not in title + text, (markup, text)
+    # a sentence that goes on in a list ("L = ... with" + bullets) is read to its end
+    assert not text.endswith((" with", ":")), text
     if "+" in name:
         assert all(part in text for part in name.split("+"))
     else:
         assert text.startswith(title), (title, text)
         assert len(text) > len(title)  # the formula or what the loss does follows
+
+
+def test_loss_description_takes_in_the_list_its_formula_continues_in() -> None:
+    text = loss_description("unified_focal")[1]
+    assert "L_mF + (1 - weight) * L_mFT with L_mFT = mean_c (1 - mTI_c)^(1 - gamma)" in text
+    assert text.endswith("and delta for every foreground class.")
+    assert "*" not in text.replace(" * ", "")  # no bullet or emphasis marks left
 
 
 def test_loss_description_of_an_unknown_name_suggests_one() -> None:

@@ -33,3 +33,16 @@ def test_every_loss_list_of_the_panels_describes_its_losses(make_napari_viewer, 
     assert train.loss.tooltip.startswith("Cosine Tversky loss (Yeung et al. 2021 eq. 15)")
     # wrapped: Qt shows a plain-text tooltip on one line
     assert max(len(line) for line in tips[train.loss.native]["generalized_dice"].split("\n")) <= 72
+
+    # Compare Losses: its rows (the defaults, listed before the catalog came, and one added)
+    rows = compare.setup.loss_list
+    compare.setup.loss_combo.setCurrentText("focal_tversky")
+    assert compare.setup.add_loss() is not None
+    tips = [rows.item(i).toolTip() for i in range(rows.count())]
+    assert [t.split("\n")[0] for t in tips] == [
+        "dice (run folder runs/dice)",
+        "pm_dice (run folder runs/pm_dice)",
+        "focal_tversky (run folder runs/focal_tversky)",
+    ]
+    assert tips[1].split("\n", 1)[1].startswith("Pixel-wise Modulated Dice loss, PM-Dice paper")
+    assert "(1 - TI_c)^gamma" in tips[2]
