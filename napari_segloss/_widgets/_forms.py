@@ -275,6 +275,10 @@ class LossParamForm(QWidget):
     def _add(self, p: inspect.Parameter, part: str | None = None) -> None:
         key = f"{part}__{p.name}" if part else p.name
         w = parameter_widget(p, name=key, label=f"{part}: {p.name}" if part else p.name)
+        if part and isinstance(w, CheckBox):
+            # magicgui writes a check box's text with spaces for underscores: keep the loss's
+            # name as the fields above it spell it ("pm_dice: batch dice", not "pm dice: ...")
+            w.native.setText(f"{part}: {p.name.replace('_', ' ')}")
         # Qt shows a plain-text tooltip on one line: wrap it
         about = textwrap.fill(self._help(part or self.name).get(p.name, ""), TOOLTIP_WIDTH)
         if about:

@@ -697,6 +697,9 @@ def test_loss_parameters_form_is_magicgui_from_the_registry(dock, wait_idle):
 
     compound = widget._param_form("ce+pm_dice")
     assert isinstance(compound.widgets["weight__ce"], FloatSpinBox)
+    # every field names its term as the loss list does: "pm_dice: ...", check boxes included
+    assert compound.widgets["pm_dice__gamma"].label == "pm_dice: gamma"
+    assert compound.widgets["pm_dice__batch_dice"].native.text() == "pm_dice: batch dice"
     compound.widgets["weight__pm_dice"].value = 2.0
     compound.widgets["pm_dice__gamma"].value = "3.0"
     assert compound.values() == {"weights": (1.0, 2.0), "pm_dice": {"gamma": 3.0}}
