@@ -135,7 +135,8 @@ class SegLoss(nn.Module):
             :func:`reduce_terms`).
         ignore_index: label value whose pixels contribute nothing (``None``: no ignoring).
         validate: run value checks (label range, NaN/Inf logits, soft targets in [0, 1]).
-            With ``validate=False`` ``forward`` has no host-device synchronisation.
+            With ``validate=False`` ``forward`` has no host-device synchronisation, and
+            ``torch.compile(..., fullgraph=True)`` traces it (the checks read values back).
     """
 
     #: losses with a per-pixel value (``pixel_loss``) set this to True

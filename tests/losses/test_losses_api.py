@@ -228,6 +228,19 @@ def test_torch_compile_smoke() -> None:
         torch.testing.assert_close(compiled(x, y), loss(x, y))
 
 
+def test_torch_compile_of_a_validating_loss_breaks_only_the_full_graph() -> None:
+    # the README: the default checks read values back, so fullgraph=True refuses them, and
+    # without it the loss compiles in pieces with the same value and checks
+    x, y = xy(3)
+    loss = get_loss("pm_dice")
+    torch.testing.assert_close(torch.compile(loss, backend="eager")(x, y), loss(x, y))
+    with pytest.raises(ValueError, match="target labels must be in"):
+        torch.compile(loss, backend="eager")(x, y + 10)
+    torch._dynamo.reset()  # else the pieces compiled above are reused
+    with pytest.raises(torch._dynamo.exc.UserError):
+        torch.compile(get_loss("pm_dice"), backend="eager", fullgraph=True)(x, y)
+
+
 @pytest.mark.parametrize("name", ["pm_dice", "topk_dice", "combo"])
 def test_torch_compile_traces_the_hand_written_backwards(name: str) -> None:
     # aot_eager traces forward and backward as graphs: the label split, the complements and
