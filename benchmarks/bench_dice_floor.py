@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_dice_floor.py                  # glibc malloc defaults
     python benchmarks/bench_dice_floor.py --tune-malloc    # as `segloss` runs (engine/allocator)
+    python benchmarks/bench_dice_floor.py --compile        # also pm_dice through torch.compile
 
 Issue 15 asks PM Dice forward+backward to take at most 1.25x MONAI's ``DiceLoss(softmax=True,
 to_onehot_y=True)``, and also asks ``1 - p`` of a confident prediction to keep its float32
@@ -16,7 +17,10 @@ same interleaved rounds on (8, 4, 256, 256) float32 logits with integer labels:
   passes over the (B, K, N) tensor as we could (softmax; a copy with each pixel's label entry
   zeroed, whose class sum is ``1 - p_y``; its cube in place with the label terms written in;
   one sum per class) and no autograd bookkeeping at all. Its value is checked against
-  ``pm_dice`` before timing.
+  ``pm_dice`` before timing;
+* with ``--compile``: ``pm_dice`` through ``torch.compile(fullgraph=True)`` (inductor, which
+  generates C++ for the CPU), forward+backward; its compile time (the first call) is reported,
+  and its value and gradient are checked against the eager loss.
 
 If the minimal forward alone already costs about as much as MONAI's forward+backward, no
 forward+backward with exact complements can come near 1.25x MONAI on this machine.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -63,12 +68,34 @@ def minimal_exact_forward(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return (err / (den + EPS)).mean()
 
 
+def compile_checked(loss, x: torch.Tensor, y: torch.Tensor) -> tuple[object, str]:
+    """``torch.compile(loss)``, its first call timed (the compile) and its value and gradient
+    checked against the eager loss; returns it and a sentence for the report."""
+    compiled = torch.compile(loss, fullgraph=True)
+    t0 = time.perf_counter()
+    value = compiled(x, y)
+    value.backward()
+    took = time.perf_counter() - t0
+    grad, x.grad = x.grad, None
+    loss(x, y).backward()
+    value_err = abs(float(value) - float(loss(x, y)))
+    grad_err = float((grad - x.grad).abs().max())
+    x.grad = None
+    if value_err > 1e-5 or grad_err > 1e-6:
+        sys.exit(f"compiled pm_dice differs: value by {value_err:.2e}, gradient by {grad_err:.2e}")
+    return compiled, (
+        f" torch.compile: first call (the compile) {took:.1f} s; value within {value_err:.1e},"
+        f" gradient within {grad_err:.1e} of the eager loss."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds (median)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--tune-malloc", action="store_true", help="keep freed memory (as segloss)")
     ap.add_argument("--out", type=Path, help="append the Markdown report here")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(pm_dice)")
     args = ap.parse_args()
     tuned = tune_malloc() if args.tune_malloc else False
     torch.set_num_threads(args.threads)
@@ -96,13 +123,18 @@ def main() -> None:
         "pm_dice, forward": no_grad(lambda: ours(x, y)),
         "minimal exact forward": no_grad(lambda: minimal_exact_forward(x, y)),
     }
+    compiled_note = ""
+    if args.compile:
+        compiled, compiled_note = compile_checked(ours, x, y)
+        calls["pm_dice compiled, forward+backward"] = lambda: compiled(x, y).backward()
     times = interleaved_rounds(calls, args.rounds, after=lambda: setattr(x, "grad", None))
     ref = statistics.median(times["MONAI DiceLoss, forward+backward"])
     lines = [
         f"## Dice with exact complements: a lower bound, {SHAPE}",
         "",
         f"{machine_line()}; malloc {'tuned' if tuned else 'defaults'}. Median of {args.rounds} "
-        f"interleaved rounds. Values: pm_dice {want:.7f}, minimal forward {got:.7f}. Command: "
+        f"interleaved rounds. Values: pm_dice {want:.7f}, minimal forward {got:.7f}.{compiled_note}"
+        " Command: "
         f"`python benchmarks/bench_dice_floor.py {' '.join(sys.argv[1:])}`",
         "",
         "| call | ms | x MONAI forward+backward |",
