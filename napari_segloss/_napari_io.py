@@ -52,7 +52,7 @@ from .data.io import (
     read_mask,
     read_nifti_geometry,
 )
-from .samples import sample_files, sample_pairs_dir
+from .samples import sample_class_names, sample_files, sample_pairs_dir
 
 __all__ = [
     "MASK_COLORS",
@@ -377,16 +377,39 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerD
     return lambda _path=None, **_: _read_paths(paths)
 
 
+def class_names_kwargs(names: Sequence[str]) -> dict[str, Any]:
+    """Layer kwargs that name the classes of a Labels layer (by label value, background
+    first): ``metadata["class_names"]``, which the panels read (table heads, a run trained on
+    the layer), and a ``class`` feature, which napari's status bar shows under the cursor."""
+    return {
+        "metadata": {"class_names": list(names)},
+        "features": {"index": np.arange(len(names)), "class": list(names)},
+    }
+
+
+def _with_class_names(layers: list[LayerData], sample: str) -> list[LayerData]:
+    named = class_names_kwargs(sample_class_names(sample))
+    out = []
+    for data, kwargs, kind in layers:
+        if kind == "labels":
+            metadata = {**kwargs.get("metadata", {}), **named["metadata"]}
+            kwargs = {**kwargs, "metadata": metadata, "features": named["features"]}
+        out.append((data, kwargs, kind))
+    return out
+
+
 def kvasir_sample() -> list[LayerData]:
     """napari sample ``kvasir``: the 3 shipped Kvasir-SEG pairs stacked, polyps of 11 %, 2.4 % and
-    44 % of the frame; layers ``kvasir image`` (3, 273, 320, 3) and ``kvasir mask`` {0, 1}."""
-    return read_pair_folder(
+    44 % of the frame; layers ``kvasir image`` (3, 273, 320, 3) and ``kvasir mask`` {0, 1}
+    (classes background, polyp)."""
+    layers = read_pair_folder(
         sample_pairs_dir("kvasir"), name="kvasir image", mask_name="kvasir mask"
     )
+    return _with_class_names(layers, "kvasir")
 
 
 def acdc_sample() -> list[LayerData]:
     """napari sample ``acdc``: one ACDC cine-MRI volume (Z, Y, X); layers ``acdc image`` and
-    ``acdc labels`` (0 background, 1 RV, 2 MYO, 3 LV)."""
+    ``acdc labels`` (0 background, 1 RV, 2 MYO, 3 LV, named in the layer)."""
     image_path, label_path = sample_files("acdc")[0]
-    return _nifti_pair(image_path, label_path, name="acdc")
+    return _with_class_names(_nifti_pair(image_path, label_path, name="acdc"), "acdc")

@@ -439,6 +439,15 @@ def spatial_shape(layer: Layer) -> tuple[int, ...]:
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
+def layer_class_names(layer: Layer | None) -> tuple[str, ...] | None:
+    """The class names a Labels layer carries (``metadata["class_names"]``, by label value,
+    background first; set by the samples, a prediction, or you), or None."""
+    names = getattr(layer, "metadata", {}).get("class_names") if layer is not None else None
+    if isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
 def image_and_mask(
     image_picker: LayerPicker, mask_picker: LayerPicker, what: str = "", *, need_mask: bool = True
 ) -> tuple[Layer, np.ndarray, np.ndarray | None]:

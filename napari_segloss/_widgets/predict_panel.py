@@ -47,6 +47,7 @@ from napari_segloss.engine.events import out_of_memory_text
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
 
+from .._napari_io import class_names_kwargs
 from ._common import (
     TAG,
     CheckpointPicker,
@@ -60,6 +61,7 @@ from ._common import (
     image_array,
     is_owned,
     labels_array,
+    layer_class_names,
     release_gpu_memory,
     require_layer,
     same_layer,
@@ -424,8 +426,11 @@ class PredictWidget(QWidget):
             name=f"prediction [{name}]", like=like, visible=not will_compare,
             select=not will_compare,  # the result shown, unless its error overlay follows
         )  # fmt: skip
-        # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV)
-        pred_layer.metadata["class_names"] = list(class_names) if class_names else None
+        # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV),
+        # and so does the status bar under the cursor
+        named = class_names_kwargs(class_names or [])
+        pred_layer.metadata["class_names"] = named["metadata"]["class_names"] or None
+        pred_layer.features = named["features"] if class_names else {}
         channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
 
         def add_probability(c: int) -> None:
@@ -473,7 +478,7 @@ class PredictWidget(QWidget):
             "names": (pred_layer.name, gt_layer.name),
         }
         self._compare_info = {"gt": gt_layer, "pred": pred_layer}
-        names = pred_layer.metadata.get("class_names") or gt_layer.metadata.get("class_names")
+        names = layer_class_names(pred_layer) or layer_class_names(gt_layer)
         self._class_names = list(names) if names else None
 
         def job() -> Generator[tuple[int, int, str], None, tuple[np.ndarray, dict]]:

@@ -63,6 +63,7 @@ from ._common import (
     device_choices,
     exception_text,
     image_and_mask,
+    layer_class_names,
     left_the_window,
     release_gpu_memory,
 )
@@ -464,7 +465,10 @@ class TrainWidget(QWidget):
         assert mask is not None  # need_mask: refused above otherwise
         mask_layer = self.mask_picker.layer()
         name = mask_layer.name if mask_layer is not None else "mask"
-        return LayerData(image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name)
+        names = layer_class_names(mask_layer)  # the run's metrics and checkpoint name them
+        return LayerData(
+            image=image, mask=mask, rgb=bool(layer.rgb), mask_name=name, class_names=names
+        )
 
     def _on_layer_removed(self, event: Any) -> None:
         """Say what the pickers picked instead of a removed layer: a silent jump to another

@@ -39,12 +39,14 @@ VAL_FRACTION = 0.2
 class LayerData:
     """An image (2D, a stack of frames, or an RGB image/stack when ``rgb``) and its integer
     mask of the same spatial shape, e.g. the data of two napari layers. ``mask_name`` names
-    the mask in messages (its layer)."""
+    the mask in messages (its layer); ``class_names`` (by label value, background first) go
+    to the run's ``data.class_names``, its metrics and its checkpoint."""
 
     image: np.ndarray
     mask: np.ndarray
     rgb: bool = False
     mask_name: str = "mask"
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def build_config(request: TrainRequest, model: Mapping[str, Any]) -> TrainConfig
         data["size"] = [request.size, request.size]
     if request.layers is not None:
         data.update(kind="folder", root=str(request.output.parent / "napari-layers"))
+        if request.layers.class_names:
+            data["class_names"] = list(request.layers.class_names)
     else:
         data.update(kind=request.folder_kind, root=str(Path(request.folder).expanduser()))
         data["masks"] = masks_folder(request.folder_kind)

@@ -26,7 +26,14 @@ from ..data.io import (
     read_nifti,
 )
 
-__all__ = ["SAMPLES_DIR", "list_samples", "load_sample", "sample_files", "sample_pairs_dir"]
+__all__ = [
+    "SAMPLES_DIR",
+    "list_samples",
+    "load_sample",
+    "sample_class_names",
+    "sample_files",
+    "sample_pairs_dir",
+]
 
 #: Folder holding the shipped sample data (inside the installed package).
 SAMPLES_DIR: Path = Path(__file__).resolve().parent
@@ -37,6 +44,21 @@ _LAYOUT: dict[str, tuple[str, str, str, bool]] = {
     "kvasir": ("kvasir", "images", "masks", False),
     "kvasir_train": ("kvasir_train", "images", "masks", False),
 }
+
+
+#: each sample's class names, indexed by label value (background first), as ``data.class_names``
+_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "acdc": ("background", "RV", "MYO", "LV"),
+    "kvasir": ("background", "polyp"),
+    "kvasir_train": ("background", "polyp"),
+}
+
+
+def sample_class_names(name: str) -> list[str]:
+    """The class names of sample ``name`` by label value, background first: ``["background",
+    "RV", "MYO", "LV"]`` for ``acdc`` (what a config's ``data.class_names`` takes)."""
+    _check_name(name)
+    return list(_CLASS_NAMES[name])
 
 
 def list_samples() -> list[str]:

@@ -14,6 +14,7 @@ from napari_segloss.samples import (
     SAMPLES_DIR,
     list_samples,
     load_sample,
+    sample_class_names,
     sample_files,
     sample_pairs_dir,
 )
@@ -25,6 +26,17 @@ KVASIR_FOREGROUND = [0.111, 0.024, 0.436]
 
 def test_list_samples() -> None:
     assert list_samples() == ["acdc", "kvasir", "kvasir_train"]
+
+
+def test_sample_class_names_by_label_value() -> None:
+    assert sample_class_names("acdc") == ["background", "RV", "MYO", "LV"]
+    assert sample_class_names("kvasir") == sample_class_names("kvasir_train")
+    assert sample_class_names("kvasir") == ["background", "polyp"]
+    for name in list_samples():  # a name for every label the sample's masks hold
+        _, mask = load_sample(name)
+        assert int(mask.max()) < len(sample_class_names(name))
+    with pytest.raises(ValueError, match="name must be one of"):
+        sample_class_names("acdc2")
 
 
 def test_kvasir_train_is_disjoint_from_the_kvasir_frames() -> None:

@@ -49,6 +49,12 @@ def test_build_config_from_layers_and_from_a_folder(tmp_path):
     assert cfg.data.size == (64, 64) and cfg.loss.params == {"pm_dice": {"gamma": 2.0}}
     assert cfg.train.num_workers == 0 and cfg.train.amp is False and cfg.train.epochs == 3
     assert cfg.optim.lr == 1e-3 and cfg.output == tmp_path / "run"
+    assert cfg.data.class_names is None  # layers without names
+    named = TrainRequest(
+        output=tmp_path / "run",
+        layers=LayerData(np.zeros((8, 8)), np.zeros((8, 8), np.uint8), class_names=("bg", "RV")),
+    )
+    assert build_config(named, new_model_section(named, 1, 2)).data.class_names == ["bg", "RV"]
     folder = TrainRequest(output=tmp_path / "r2", folder=tmp_path, folder_kind="nifti", size=None)
     cfg = build_config(folder, new_model_section(folder, 1, 4))
     assert cfg.data.kind == "nifti" and cfg.data.masks == "labels" and cfg.data.size is None

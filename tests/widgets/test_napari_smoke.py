@@ -279,6 +279,12 @@ def test_sample_functions_return_layer_data() -> None:
     assert (ikw["name"], lkw["name"]) == ("acdc image", "acdc labels")
     assert image.shape == labels.shape == (6, 216, 256)
     assert set(np.unique(labels)) == {0, 1, 2, 3}
+    # the classes are named in the layer: the panels read the metadata, napari's status bar
+    # the "class" feature under the cursor
+    assert mkw["metadata"]["class_names"] == ["background", "polyp"]
+    assert lkw["metadata"]["class_names"] == ["background", "RV", "MYO", "LV"]
+    assert list(lkw["features"]["class"]) == lkw["metadata"]["class_names"]
+    assert lkw["metadata"]["paths"]  # kept beside the names
 
 
 # ------------------------------------------------------------------------- npe2 + real viewer
@@ -297,7 +303,12 @@ def test_manifest_discovered_by_npe2() -> None:
 def test_viewer_opens_samples(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "kvasir")
-    viewer.open_sample(PLUGIN, "acdc")
+    _, acdc = viewer.open_sample(PLUGIN, "acdc")
+    z, y, x = np.argwhere(acdc.data == 2)[0]  # a MYO voxel: the status bar names its class
+    status = acdc.get_status(
+        acdc.data_to_world((z, y, x)), view_direction=None, dims_displayed=[1, 2], world=True
+    )
+    assert status["value"] == "2; class: MYO"
     layers = {layer.name: layer for layer in viewer.layers}
     assert list(layers) == ["kvasir image", "kvasir mask", "acdc image", "acdc labels"]
     assert type(layers["kvasir image"]).__name__ == "Image" and layers["kvasir image"].rgb

@@ -452,8 +452,28 @@ def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path):
         "3 LV",
     ]
     assert _owned(viewer, "prob:2").name.startswith("p(MYO) ")
+    pred = _owned(viewer, "prediction")  # the status bar names the class under the cursor
+    assert list(pred.features["class"]) == names
     rows = list(csv.DictReader(widget.export_csv(tmp_path / "m.csv").open()))
     assert [(r["class"], r["name"]) for r in rows] == [("1", "RV"), ("2", "MYO"), ("3", "LV")]
+
+
+def test_the_ground_truths_class_names_head_the_table(dock, wait_idle, tmp_path):
+    # a checkpoint without names, scored against the acdc sample, whose labels name RV, MYO, LV
+    viewer, widget = dock(NAME)
+    image, labels = viewer.open_sample("napari-segloss", "acdc")
+    widget.image_picker.set_layer(image)
+    widget.gt_picker.set_layer(labels)
+    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "unnamed.pt"))
+    widget.device.value = "cpu"
+    widget.run_model()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    t = widget.table
+    heads = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+    assert heads == ["1 RV", "2 MYO", "3 LV"]
+    pred = _owned(viewer, "prediction")
+    assert pred.metadata["class_names"] is None and pred.features.empty
 
 
 def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tiny_checkpoint, monkeypatch):

@@ -62,6 +62,8 @@ def activity_values():
 def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_values):
     viewer, widget = _setup(dock, qtbot, tmp_path, epochs=2)
     widget.param_form("pm_dice").editors["gamma"].setText("2.0")
+    # a mask layer that names its classes (as the samples do): the run keeps the names
+    viewer.layers["polyp"].metadata["class_names"] = ["background", "polyp"]
     n_layers = len(viewer.layers)
     # no empty plot (and no matplotlib paint) until a run starts
     assert widget.plot.isHidden()
@@ -81,6 +83,10 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     run_dir = Path(done.run_dir)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.yaml").is_file()
     assert "gamma: 2.0" in (run_dir / "config.yaml").read_text()
+    from napari_segloss.engine.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(ckpt)["meta"]
+    assert meta["class_names"] == ["background", "polyp"]  # for Predict's table and CSV
     # the panel's own bar: at its maximum (every step of both epochs) when training ends
     bar = widget.progress
     assert bar.maximum() == done.iteration > 0
