@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SEPARATE_PAIRS",
     "READER_EXPECTS",
     "acdc_sample",
+    "class_names_kwargs",
     "folder_problem",
     "get_reader",
     "is_labels_path",

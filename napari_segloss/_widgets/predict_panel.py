@@ -428,9 +428,13 @@ class PredictWidget(QWidget):
         )  # fmt: skip
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV),
         # and so does the status bar under the cursor
-        named = class_names_kwargs(class_names or [])
-        pred_layer.metadata["class_names"] = named["metadata"]["class_names"] or None
-        pred_layer.features = named["features"] if class_names else {}
+        if class_names:
+            named = class_names_kwargs(class_names)
+            pred_layer.metadata.update(named["metadata"])
+            pred_layer.features = named["features"]
+        else:
+            pred_layer.metadata["class_names"] = None
+            pred_layer.features = {}
         channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
 
         def add_probability(c: int) -> None:
