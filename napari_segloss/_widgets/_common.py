@@ -448,6 +448,17 @@ def layer_class_names(layer: Layer | None) -> tuple[str, ...] | None:
     return None
 
 
+def class_name(c: int, names: Sequence[str] | None) -> str | None:
+    """Class ``c``'s name from ``class_names`` (a checkpoint's or a layer's; None without)."""
+    return names[c] if names and 0 <= c < len(names) else None
+
+
+def class_label(c: int, names: Sequence[str] | None) -> str:
+    """A class as the tables head it: ``"2 MYO"`` with names, else ``"class 2"``."""
+    name = class_name(c, names)
+    return f"{c} {name}" if name else f"class {c}"
+
+
 def image_and_mask(
     image_picker: LayerPicker, mask_picker: LayerPicker, what: str = "", *, need_mask: bool = True
 ) -> tuple[Layer, np.ndarray, np.ndarray | None]:

@@ -48,6 +48,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     check_same_shape,
+    class_name,
     exception_text,
     find_owned,
     glyph_steps,
@@ -55,6 +56,7 @@ from ._common import (
     insertion_index,
     is_owned,
     labels_array,
+    layer_class_names,
     remove_owned,
     rename_layers,
     require_layer,
@@ -647,9 +649,9 @@ class LossExplorerWidget(QWidget):
         wanted: list[Wanted] = []
         if res.prediction is not None:
             props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
-            wanted.append(
-                ("prediction", place(res.prediction), f"prediction p(class {cls})", props)
-            )
+            named = class_name(cls, layer_class_names(info["gt_layer"])) or f"class {cls}"
+            title = f"prediction p({named})"
+            wanted.append(("prediction", place(res.prediction), title, props))
         for name, arr in res.contributions.items():
             # short: a grid cell is narrow, and loss labels with parameters are long (the
             # status line says what |∂L/∂z| is, and its units)
@@ -745,7 +747,8 @@ class LossExplorerWidget(QWidget):
         # any. torch's import waits for the inputs' titles only (see _load_catalog); the glyphs
         # of the maps' titles and colour-bar ticks load while it runs
         now = glyph_steps(self.viewer, [*(ly.name for ly in inputs), _LINE_HEIGHT_TEXT])
-        later = glyph_steps(self.viewer, [*DEFAULT_LOSSES, *_EXPECTED_TEXT])
+        names = layer_class_names(gt) or ()  # the prediction's title names its class
+        later = glyph_steps(self.viewer, [*DEFAULT_LOSSES, *_EXPECTED_TEXT, *names])
         steps = [self.grid_view.held_paint.release, *now, *titles]
         self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
 

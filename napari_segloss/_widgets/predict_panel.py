@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,8 @@ from ._common import (
     PanelError,
     StatusLabel,
     check_same_shape,
+    class_label,
+    class_name,
     device_choices,
     error_colormap,
     fmt,
@@ -165,17 +167,6 @@ def check_labels_fit(pred_labels: list[int], gt_labels: list[int], names: tuple[
             "pixel counts as an error. Relabel one layer so that a class has the same label in "
             "both (a binary mask: mask > 0)"
         )
-
-
-def class_name(c: int, names: Sequence[str] | None) -> str | None:
-    """Class ``c``'s name from a checkpoint's ``class_names`` (None without one)."""
-    return names[c] if names and 0 <= c < len(names) else None
-
-
-def class_label(c: int, names: Sequence[str] | None) -> str:
-    """A class as the table heads it: ``"2 MYO"`` with names, else ``"class 2"``."""
-    name = class_name(c, names)
-    return f"{c} {name}" if name else f"class {c}"
 
 
 class TileChoice(QComboBox):

@@ -898,6 +898,17 @@ def test_a_removed_input_layer_is_named_with_its_replacement(make_napari_viewer,
     assert widget.status.text().startswith("ground truth 'other truth' was removed; pick")
 
 
+def test_the_prediction_map_names_its_class_as_the_ground_truth_does(dock, wait_idle):
+    # the acdc sample's labels name their classes (1 RV, 2 MYO, 3 LV)
+    viewer, widget = dock(NAME)
+    viewer.open_sample("napari-segloss", "acdc")
+    wait_idle(widget, timeout=60_000)
+    assert widget.map_layers()[0].name == "prediction p(RV)"
+    widget.class_spin.value = 3
+    wait_idle(widget)
+    assert widget.map_layers()[0].name == "prediction p(LV)"
+
+
 def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
     _, widget = _acdc_drawn(dock, wait_idle)
     assert widget.class_spin.max == 3  # classes 0-3
