@@ -27,5 +27,15 @@ __all__ = sorted(_PANELS)
 
 def __getattr__(name: str) -> Any:
     if name in _PANELS:
-        return getattr(importlib.import_module(f"{__name__}.{_PANELS[name]}"), name)
+        # napari's manifest names the panels here, so their import (Qt, napari and magicgui
+        # modules) runs with the collector paused, as the panel's opening does after it (see
+        # _gc): a full collection falling in it froze the dock call for 0.13 s
+        from ._gc import pause_collection, resume_collection
+
+        pause_collection()
+        try:
+            module = importlib.import_module(f"{__name__}.{_PANELS[name]}")
+        finally:
+            resume_collection()
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -201,3 +201,30 @@ def test_the_compare_panel_keeps_its_imports_frozen_until_it_is_closed(
     assert gc.get_freeze_count() > 0
     viewer.window.remove_dock_widget(widget.parent())  # napari's close button
     qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5_000)
+
+
+def test_the_manifests_panels_are_imported_with_the_collector_paused():
+    # napari's manifest names each panel through the package, whose __getattr__ imports the
+    # panel's module in a pause: a fresh interpreter records the collector's state at that import
+    import subprocess
+    import sys
+    import textwrap
+
+    probe = textwrap.dedent(
+        """
+        import gc, sys
+        seen = {}
+
+        class Spy:
+            def find_spec(self, name, path, target=None):
+                if name.startswith("napari_segloss._widgets.") and name.endswith("_panel"):
+                    seen[name] = gc.isenabled()
+
+        sys.meta_path.insert(0, Spy())
+        import napari_segloss._widgets as widgets
+        widgets.PredictWidget
+        print(seen.get("napari_segloss._widgets.predict_panel"), gc.isenabled())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]

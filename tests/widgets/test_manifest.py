@@ -12,6 +12,7 @@ EXPECTED = {
     "Loss Explorer": "LossExplorerWidget",
     "Train / Fine-tune": "TrainWidget",
     "Predict & Compare": "PredictWidget",
+    "Compare Losses": "CompareLossesWidget",
 }
 
 
