@@ -281,12 +281,18 @@ def panel_modules() -> set[str]:
     out = set()
     for widget in manifest["contributions"]["widgets"]:
         module, _, attr = commands[widget["command"]].partition(":")
-        # the command may point at a package that re-exports the class: find its module
+        # the command may point at a package that re-exports the class (an import) or
+        # imports it on access (its ``_PANELS`` table: class -> submodule): find its module
         tree = ast.parse(MODULES[module].read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 if any((a.asname or a.name) == attr for a in node.names):
                     module = resolve(module, node)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                if any(isinstance(t, ast.Name) and t.id == "_PANELS" for t in node.targets):
+                    table = {ast.literal_eval(k): ast.literal_eval(v)
+                             for k, v in zip(node.value.keys, node.value.values, strict=True)}  # fmt: skip
+                    module = f"{module}.{table[attr]}" if attr in table else module
         out.add(module)
     return out
 

@@ -1,8 +1,8 @@
 """napari dock widgets (Qt): thin panels over the core; long work runs in thread workers.
 
-The manifest (``napari.yaml``) points at the panel modules; each panel class takes the viewer
-as ``napari_viewer``. The panels are independent: opening one imports only its own module
-(the names below are resolved on first access).
+The manifest (``napari.yaml``) names the panel classes through this package; each takes the
+viewer as ``napari_viewer``. The panels are independent: opening one imports only its own module
+(the names below are resolved on first access, with the garbage collector paused).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from ._compat import guard_triton
+from ._gc import pause_collection, resume_collection
 
 # Before anything can import torch._dynamo (see _compat): a crash here would take napari down.
 guard_triton()
@@ -30,8 +31,6 @@ def __getattr__(name: str) -> Any:
         # napari's manifest names the panels here, so their import (Qt, napari and magicgui
         # modules) runs with the collector paused, as the panel's opening does after it (see
         # _gc): a full collection falling in it froze the dock call for 0.13 s
-        from ._gc import pause_collection, resume_collection
-
         pause_collection()
         try:
             module = importlib.import_module(f"{__name__}.{_PANELS[name]}")
