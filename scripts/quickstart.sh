@@ -46,7 +46,7 @@ echo ">>> segmenting the 3 bundled kvasir frames (not seen in training): $SAMPLE
 segloss predict --checkpoint "$RUN_DIR/best.pt" --input "$SAMPLES/images" --output "$RUN_DIR/predictions" --probs --threads "$THREADS"
 
 echo ">>> scoring them against their masks"
-segloss evaluate --pred "$RUN_DIR/predictions" --gt "$SAMPLES/masks" --threads "$THREADS"
+segloss evaluate --pred "$RUN_DIR/predictions" --gt "$SAMPLES/masks" --class-names polyp --threads "$THREADS"
 
 echo
 echo "Done. Outputs:"
