@@ -77,8 +77,9 @@ def compile_checked(loss, x: torch.Tensor, y: torch.Tensor) -> tuple[object, str
     value.backward()
     took = time.perf_counter() - t0
     grad, x.grad = x.grad, None
-    loss(x, y).backward()
-    value_err = abs(float(value) - float(loss(x, y)))
+    eager = loss(x, y)
+    eager.backward()
+    value_err = abs(float(value) - float(eager))
     grad_err = float((grad - x.grad).abs().max())
     x.grad = None
     if value_err > 1e-5 or grad_err > 1e-6:
