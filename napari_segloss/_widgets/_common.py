@@ -453,6 +453,11 @@ def class_name(c: int, names: Sequence[str] | None) -> str | None:
     return names[c] if names and 0 <= c < len(names) else None
 
 
+def class_title(c: int, names: Sequence[str] | None) -> str:
+    """A class as titles name it: ``"MYO"`` with names, else ``"class 2"``."""
+    return class_name(c, names) or f"class {c}"
+
+
 def class_label(c: int, names: Sequence[str] | None) -> str:
     """A class as the tables head it: ``"2 MYO"`` with names, else ``"class 2"``."""
     name = class_name(c, names)

@@ -48,7 +48,7 @@ from ._common import (
     PanelError,
     StatusLabel,
     check_same_shape,
-    class_name,
+    class_title,
     exception_text,
     find_owned,
     glyph_steps,
@@ -649,9 +649,8 @@ class LossExplorerWidget(QWidget):
         wanted: list[Wanted] = []
         if res.prediction is not None:
             props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
-            named = class_name(cls, layer_class_names(info["gt_layer"])) or f"class {cls}"
-            title = f"prediction p({named})"
-            wanted.append(("prediction", place(res.prediction), title, props))
+            named = class_title(cls, layer_class_names(info["gt_layer"]))
+            wanted.append(("prediction", place(res.prediction), f"prediction p({named})", props))
         for name, arr in res.contributions.items():
             # short: a grid cell is narrow, and loss labels with parameters are long (the
             # status line says what |∂L/∂z| is, and its units)

@@ -57,6 +57,7 @@ from ._common import (
     check_same_shape,
     class_label,
     class_name,
+    class_title,
     device_choices,
     error_colormap,
     fmt,
@@ -429,7 +430,7 @@ class PredictWidget(QWidget):
         channels = [1] if probs.shape[0] == 1 else range(1, probs.shape[0])
 
         def add_probability(c: int) -> None:
-            cls = class_name(c, class_names) or f"class {c}"
+            cls = class_title(c, class_names)
             title = f"probability [{name}]" if probs.shape[0] == 1 else f"p({cls}) [{name}]"
             upsert_layer(
                 self.viewer, PANEL, f"prob:{c}", "image", probs[0 if probs.shape[0] == 1 else c],
