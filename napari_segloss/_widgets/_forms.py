@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from magicgui.widgets import (
@@ -202,16 +202,14 @@ def config_widget(
     return widget
 
 
-class SizeSpinBox(FloatSpinBox):
-    """A whole number of pixels whose minimum reads as a word (``special``: "native", "auto
-    (as validation)"), as ``QSpinBox.setSpecialValueText`` shows it. magicgui's ``SpinBox``
-    (superqt's ``QLargeIntSpinBox``) draws the bare number instead, so this is its
-    ``FloatSpinBox`` (a ``QDoubleSpinBox``) without decimals; ``value`` is an ``int``."""
+class WholeSpinBox(FloatSpinBox):
+    """magicgui's ``FloatSpinBox`` (a ``QDoubleSpinBox``) without decimals; ``value`` is an
+    ``int``. Unlike magicgui's ``SpinBox`` (superqt's ``QLargeIntSpinBox``) it has Qt's special
+    value text and suffix, which the two boxes below use."""
 
-    def __init__(self, *, special: str, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.native.setDecimals(0)
-        self.native.setSpecialValueText(special)
 
     @property
     def value(self) -> int:
@@ -220,6 +218,35 @@ class SizeSpinBox(FloatSpinBox):
     @value.setter
     def value(self, value: float) -> None:
         FloatSpinBox.value.fset(self, value)
+
+
+class SizeSpinBox(WholeSpinBox):
+    """A whole number of pixels whose minimum reads as a word (``special``: "native", "auto
+    (as validation)"), as ``QSpinBox.setSpecialValueText`` shows it."""
+
+    def __init__(self, *, special: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.native.setSpecialValueText(special)
+
+
+class ClassSpinBox(WholeSpinBox):
+    """A class index that names its class next to the number (``1  RV``) once
+    :meth:`set_names` gave the names (a Labels layer's ``class_names``); typing reads the
+    number alone."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._names: tuple[str, ...] = ()
+        self.native.valueChanged.connect(self._name_value)
+
+    def set_names(self, names: Sequence[str] | None) -> None:
+        """Name the classes (by index, background first); None or () shows numbers alone."""
+        self._names = tuple(names or ())
+        self._name_value()
+
+    def _name_value(self, *_: object) -> None:
+        c = self.value
+        self.native.setSuffix(f"  {self._names[c]}" if 0 <= c < len(self._names) else "")
 
 
 class LossParamForm(QWidget):

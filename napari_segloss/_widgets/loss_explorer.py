@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -65,7 +65,7 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton, preload_torch_libraries
-from ._forms import GammaList, LossParamForm, loss_tooltip
+from ._forms import ClassSpinBox, GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
 from ._grid import GridView
 from ._layout import PageStack, ValuesTable, align_label_columns, form_page, form_row, scrollable
@@ -219,7 +219,7 @@ class LossExplorerWidget(QWidget):
         self.ckpt_picker = CheckpointPicker()
         self.source_stack.addWidget(self.ckpt_picker)
         form.addRow(self.source_stack)
-        self.class_spin = SpinBox(
+        self.class_spin = ClassSpinBox(
             label="class", value=1, min=0, max=255, tooltip="class whose maps are drawn"
         )
         self.scope = ComboBox(
@@ -673,6 +673,7 @@ class LossExplorerWidget(QWidget):
         self._last_result = res
         with self.class_spin.changed.blocked():  # the arrows stop at the last class
             self.class_spin.max = max(res.num_classes - 1, 1)
+        self.class_spin.set_names(layer_class_names(info["gt_layer"]))
         wanted = self._wanted(res, info)
         grid = self.grid_check.value
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}

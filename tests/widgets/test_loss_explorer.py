@@ -904,9 +904,15 @@ def test_the_prediction_map_names_its_class_as_the_ground_truth_does(dock, wait_
     viewer.open_sample("napari-segloss", "acdc")
     wait_idle(widget, timeout=60_000)
     assert widget.map_layers()[0].name == "prediction p(RV)"
+    assert widget.class_spin.native.text() == "1  RV"  # the box names the class too
     widget.class_spin.value = 3
     wait_idle(widget)
     assert widget.map_layers()[0].name == "prediction p(LV)"
+    assert widget.class_spin.native.text() == "3  LV"
+    widget.class_spin.native.lineEdit().setText("2")  # typed: the number alone is read
+    widget.class_spin.native.interpretText()
+    assert widget.class_spin.value == 2
+    assert widget.class_spin.native.text() == "2  MYO"
 
 
 def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
@@ -917,6 +923,7 @@ def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
     assert widget.map_layers()[0].name == "prediction p(class 3)"
+    assert widget.class_spin.native.text() == "3"  # unnamed classes: the number alone
     widget.class_spin.max = 255  # a class beyond the inputs' (e.g. from other inputs)
     widget.class_spin.value = 7
     wait_idle(widget)
