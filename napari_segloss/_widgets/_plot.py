@@ -6,6 +6,7 @@ import math
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._workers import one_shot_timer
 
@@ -43,6 +44,7 @@ class LivePlot(FigureCanvasQTAgg):
             for spine in ax.spines.values():
                 spine.set_color(_FG)
             ax.set_xlabel("epoch", color=_FG, fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "0.95 1.00 1.05"
 
     def clear(self) -> None:
         self.steps: list[tuple[float, float]] = []  # (fractional epoch, loss)
@@ -55,7 +57,17 @@ class LivePlot(FigureCanvasQTAgg):
         (self._l_val,) = self.ax_loss.plot([], [], "s-", color="#ff9f40", ms=3, label="val")
         (self._l_dice,) = self.ax_dice.plot([], [], "o-", color="#59d46b", ms=3)
         self.ax_dice.set_ylim(0, 1)
-        leg = self.ax_loss.legend(fontsize=6, facecolor=_BG, edgecolor=_FG, loc="upper right")
+        # under the plots, not in them: a legend inside hid the first epoch's points
+        fig = self.figure
+        fig.legends.clear()
+        leg = fig.legend(
+            handles=[self._l_step, self._l_train, self._l_val],
+            loc="outside lower center",
+            ncols=3,
+            fontsize=6,
+            facecolor=_BG,
+            edgecolor=_BG,
+        )
         for text in leg.get_texts():
             text.set_color(_FG)
         self._redraw.stop()
@@ -86,8 +98,11 @@ class LivePlot(FigureCanvasQTAgg):
         self._l_train.set_data(x, [e["train_loss"] for e in self.epochs])
         self._l_val.set_data(x, [e["val_loss"] for e in self.epochs])
         self._l_dice.set_data(x, [e["val_dice"] for e in self.epochs])
+        # both plots span the run from its start (epoch 0), whole epochs as ticks
+        last = max([1.0, *x, *(step[0] for step in self.steps)])
         for ax in (self.ax_loss, self.ax_dice):
             ax.relim(visible_only=True)
             ax.autoscale_view(scaley=ax is self.ax_loss)
+            ax.set_xlim(-0.04 * last, 1.04 * last)
         if self.isVisible():  # else drawn when shown
             self.draw_idle()

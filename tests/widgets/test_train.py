@@ -544,6 +544,33 @@ def test_the_live_plot_redraws_at_most_every_interval(qtbot):
     assert len(draws) == n + 1  # the flush's draw; the timer it stopped drew nothing more
 
 
+def test_the_live_plot_shows_a_one_epoch_run_whole(qtbot):
+    """One epoch: the validation point is not under the legend (before: the legend sat in the
+    loss plot's upper right, where a first val loss above the train loss lands), and the epoch
+    axis reads whole epochs from 0 (before: "0.95 1.00 1.05")."""
+    from napari_segloss._widgets._plot import LivePlot
+
+    plot = LivePlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 260)
+    plot.show()
+    for i in range(1, 9):
+        plot.add_step(i / 8, 0.97 - i / 100)
+    plot.add_epoch(1, 0.69, 0.9588, 0.6)
+    plot.flush()
+    plot.draw()
+    renderer = plot.figure.canvas.get_renderer()
+    (legend,) = plot.figure.legends
+    for ax in (plot.ax_loss, plot.ax_dice):
+        assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+        lo, hi = ax.get_xlim()
+        assert lo <= 0 < 1 < hi
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    lo, hi = plot.ax_loss.get_ylim()
+    assert lo < 0.69 and 0.9588 < hi
+
+
 def test_steps_show_on_the_bars_at_the_next_turn_latest_first(dock, qtbot, tmp_path):
     """``QProgressBar.setValue`` repaints at once: a burst of step events moves the panel's
     bar and napari's activity bar once, to the latest step, in a turn of their own."""
