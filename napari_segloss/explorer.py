@@ -54,6 +54,8 @@ PLUMBING_PARAMS = frozenset(SHARED_PARAMS)
 CLIM_PERCENTILE = 99.5
 #: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)
 SUM_TOLERANCE = 5e-3
+#: a probability this close to 0 or 1 is certain (a hard prediction)
+_HARD = 1e-6
 #: a contribution map at most this large everywhere is flat: no pixel drives the loss. A
 #: hard 0/1 prediction (a labels layer) saturates the softmax/sigmoid, so the gradient of a
 #: region loss is about 1e-43 at every pixel, right or wrong (cross-entropy's is not).
@@ -180,6 +182,8 @@ class ExplorerResult:
     num_classes: int = 2
     #: labels of the losses whose gradient is zero at every pixel (see FLAT_GRADIENT)
     flat: list[str] = field(default_factory=list)
+    #: every pixel predicts the same class with certainty (no edge that softness could blur)
+    uniform: bool = False
 
 
 def iter_explorer(
@@ -207,6 +211,9 @@ def iter_explorer(
     res.prediction = (p[0, 0] if c == 1 else p[0, cls]).numpy().copy()
     if c == 1 and cls == 0:
         res.prediction = 1.0 - res.prediction
+    flat_p = p.flatten(2)  # (1, C, pixels)
+    hard = bool(((flat_p <= _HARD) | (flat_p >= 1 - _HARD)).all())
+    res.uniform = hard and bool((flat_p.amax(-1) - flat_p.amin(-1) <= _HARD).all())
     for i, spec in enumerate(losses):
         yield Step(i, total, spec.label)
         module = spec.build()
@@ -256,17 +263,20 @@ def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) ->
     """What the maps of ``res`` show, in one sentence (the Loss Explorer's status line);
     ``z``: the slice they were computed on, if one."""
     units = "|dL/dlogits| / its mean, 1 = an average pixel" if relative else "|dL/dlogits|"
+    why = (
+        "the prediction is one class at every pixel with certainty (e.g. a what-if that "
+        "removed every object), which saturates the softmax/sigmoid and has no edge to soften"
+        if res.uniform
+        else "a hard 0/1 prediction saturates the softmax/sigmoid; a soft one (a network's, "
+        "or a what-if with softness > 0) has a gradient"
+    )
     where = f" (slice {z})" if z is not None else ""
     return (
         f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
         f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
         f"m = |y − p|^γ{where}"
     ) + (
-        f". {', '.join(res.flat)}: no gradient at any pixel (blank map): a hard 0/1 "
-        "prediction saturates the softmax/sigmoid; a soft one (a network's, or a what-if "
-        "with softness > 0) has a gradient"
-        if res.flat
-        else ""
+        f". {', '.join(res.flat)}: no gradient at any pixel (blank map): " + why if res.flat else ""
     )
 
 

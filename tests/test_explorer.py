@@ -269,6 +269,23 @@ def test_a_flat_map_is_drawn_blank_as_the_status_line_says(relative):
     assert not alone.contributions["dice"].any() and alone.clim == (0.0, 1.0)
 
 
+def test_a_prediction_with_every_object_removed_is_not_told_to_soften():
+    # the only object removed by the what-if: p = 0 everywhere whatever the softness, and the
+    # status line advised "a what-if with softness > 0" while softness was 1.5
+    from napari_segloss.whatif import make_whatif
+
+    gt = np.zeros((16, 16), dtype=np.int64)
+    gt[4:10, 4:10] = 1
+    probs = make_whatif(gt, "remove small object", 1, softness=1.5, num_classes=2)
+    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
+    assert res.uniform and res.flat == ["dice"]
+    text = explorer.summary(res)
+    assert "softness > 0" not in text
+    assert "one class at every pixel with certainty" in text
+    soft = make_whatif(gt, "erode", 1, softness=1.5, num_classes=2)
+    assert not explorer.compute_explorer(soft, gt, [explorer.LossSpec("dice")], []).uniform
+
+
 def test_a_nan_map_is_not_called_flat(monkeypatch):
     # NaN > FLAT_GRADIENT is False: a broken (NaN) map was reported as "no gradient at any
     # pixel (blank map)", and is now zeroed as flat maps are; it must stay NaN and unflagged
