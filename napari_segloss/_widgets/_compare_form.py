@@ -10,6 +10,7 @@ shows the messages ``segloss compare`` prints.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,6 +196,7 @@ class CompareSetupForm(QWidget):
         self.remove_button.clicked.connect(self._remove_selected)
         self.loss_combo.currentIndexChanged.connect(lambda *_: self._show_form())
         self.loss_combo.lineEdit().editingFinished.connect(self._show_form)
+        self.loss_list.currentItemChanged.connect(self._show_row)
         return box
 
     def _training_box(self, parent: QWidget) -> QGroupBox:
@@ -304,6 +306,18 @@ class CompareSetupForm(QWidget):
         except (ValueError, TypeError):
             return  # an unknown name: Add says so
         self.param_stack.setCurrentWidget(self._form(name))
+
+    def _show_row(self, item: QListWidgetItem | None, *_: object) -> None:
+        """A row picked in the list: its loss and parameters in the form under it (to check
+        them, or to add a variant of them as a new row)."""
+        if item is None or self._catalog is None:
+            return
+        spec = item.data(Qt.ItemDataRole.UserRole)
+        self.loss_combo.setCurrentText(spec["name"])
+        self._show_form()
+        with contextlib.suppress(ValueError, TypeError):  # a name the registry lacks: no form
+            self._parameters(spec["name"])
+            self._form(spec["name"]).set_values(spec.get("params") or {})
 
     def add_loss(self) -> dict[str, Any] | None:
         """Add the combo's loss with its form's parameters as a row (None: refused, the status

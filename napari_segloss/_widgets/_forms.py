@@ -154,6 +154,14 @@ def _read(widget: Widget, what: str) -> Any:
         ) from None
 
 
+def _write(widget: Widget, value: Any) -> None:
+    """Show ``value`` in a field made by :func:`parameter_widget`."""
+    if isinstance(widget, LiteralEvalLineEdit):
+        widget.native.setText(repr(tuple(value) if isinstance(value, list) else value))
+    else:
+        widget.value = value
+
+
 def field_bounds(model: type[BaseModel], field: str) -> dict[str, float]:
     """``min``/``max`` options from a pydantic field's constraints (``ge``, ``gt``, ``le``,
     ``lt``); a strict bound of a float field becomes the nearest value a spin box can hold."""
@@ -346,6 +354,18 @@ class LossParamForm(QWidget):
     def editors(self) -> dict[str, QWidget]:
         """The Qt editor inside each of :attr:`widgets` (what a person types into)."""
         return {key: w.native for key, w in self.widgets.items()}
+
+    def set_values(self, params: Mapping[str, Any]) -> None:
+        """Show ``params`` as :meth:`values` gives them (a row of a loss list); the fields
+        they do not name go back to their defaults."""
+        for key, (w, pname, part) in self._fields.items():
+            given = params if part is None else params.get(part) or {}
+            _write(w, given.get(pname, self.defaults[key]))
+        weights = params.get("weights") or [1.0] * len(self._weights)
+        if isinstance(weights, Mapping):  # {"ce": 0.5, "pm_dice": 1.0}
+            weights = [weights.get(part, 1.0) for part in self._weights]
+        for w, weight in zip(self._weights.values(), weights, strict=False):
+            w.value = float(weight)
 
     def values(self) -> dict[str, Any]:
         """Parameters that differ from the defaults; a compound gives ``weights`` (all of

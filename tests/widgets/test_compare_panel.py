@@ -390,6 +390,34 @@ def test_no_mask_layer_gives_the_engine_message(dock, wait_idle, tmp_path):
     assert not output.exists()
 
 
+def test_a_picked_row_shows_its_loss_and_parameters_in_the_form(dock, wait_idle):
+    """Picking "PM Dice (gamma=2)" left the form at whatever was last shown (pm_dice, γ 1.0):
+    the form now shows the row's loss and parameters, defaults for the rest."""
+    _, widget = dock_ready(dock, wait_idle)
+    s = widget.setup
+    widget.set_losses([
+        "dice",
+        {"name": "pm_dice", "params": {"gamma": 2.0}},
+        {"name": "ce+pm_dice", "params": {"weights": [0.5, 1.0], "pm_dice": {"gamma": 0.5}}},
+        {"name": "pm_dice", "params": {"gamma": [0.5, 3.0]}},
+    ])  # fmt: skip
+    s.loss_list.setCurrentRow(1)
+    assert s.loss_combo.currentText() == "pm_dice"
+    form = s.param_stack.currentWidget()
+    assert form.name == "pm_dice" and form.editors["gamma"].text() == "2.0"
+    assert form.values() == {"gamma": 2.0}
+    s.loss_list.setCurrentRow(2)
+    form = s.param_stack.currentWidget()
+    assert form.name == "ce+pm_dice"
+    assert form.values() == {"weights": (0.5, 1.0), "pm_dice": {"gamma": 0.5}}
+    s.loss_list.setCurrentRow(3)  # back to pm_dice: its own γ, not the row before's
+    assert s.param_stack.currentWidget().values() == {"gamma": (0.5, 3.0)}
+    s.loss_list.setCurrentRow(0)
+    assert s.loss_combo.currentText() == "dice"
+    assert s.param_stack.currentWidget().values() == {}
+    assert s.add_loss() is None and "already listed" in widget.status.text()
+
+
 def test_loss_rows_from_the_forms(dock, wait_idle, tmp_path):
     """PM Dice at two γ as separate rows, a typed compound, refusals; the request."""
     _, widget = dock_ready(dock, wait_idle)
