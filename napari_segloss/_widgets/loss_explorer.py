@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -57,6 +57,7 @@ from ._common import (
     is_owned,
     labels_array,
     layer_class_names,
+    left_the_window,
     remove_owned,
     rename_layers,
     require_layer,
@@ -153,6 +154,7 @@ class LossExplorerWidget(QWidget):
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self._note = ""  # an input layer was removed and its picker changed (see _watch)
+        self._closed = False  # closed with napari's X (see _leave_viewer)
         self._timer = one_shot_timer(
             self, self.DEBOUNCE_MS, lambda: self.update_maps(explicit=False)
         )
@@ -220,7 +222,12 @@ class LossExplorerWidget(QWidget):
         self.source_stack.addWidget(self.ckpt_picker)
         form.addRow(self.source_stack)
         self.class_spin = ClassSpinBox(
-            label="class", value=1, min=0, max=255, tooltip="class whose maps are drawn"
+            label="class",
+            value=1,
+            min=0,
+            max=255,
+            tooltip="class whose prediction and PM-Dice modulating maps are drawn; a loss's "
+            "contribution map sums |∂L/∂z| over every class",
         )
         self.scope = ComboBox(
             label="3D scope",
@@ -380,7 +387,7 @@ class LossExplorerWidget(QWidget):
 
     # ---------------------------------------------------------------- scheduling
     def _schedule(self, *_: Any) -> None:
-        if self.live_check.value:
+        if self.live_check.value and not self._closed:
             self._timer.start()
 
     def _on_step(self, event: Any = None) -> None:
@@ -670,6 +677,8 @@ class LossExplorerWidget(QWidget):
         builds more than a few shaders and the window answers in between. All new maps come
         first, then their titles, then their colour bars.
         """
+        if self._closed:  # a result that came after the panel was closed
+            return
         self._last_result = res
         with self.class_spin.changed.blocked():  # the arrows stop at the last class
             self.class_spin.max = max(res.num_classes - 1, 1)
@@ -781,6 +790,27 @@ class LossExplorerWidget(QWidget):
             self.grid_check.value = enabled
         if enabled and self.map_layers():
             self.grid_view.decorate(self.map_layers(), self._user_layers())
+
+    def changeEvent(self, event: Any) -> None:
+        if left_the_window(self, event):  # napari's close button: no closeEvent follows
+            self._leave_viewer()
+        elif event.type() == QEvent.Type.ParentChange:  # docked again
+            self._closed = False
+        super().changeEvent(event)
+
+    def _leave_viewer(self) -> None:
+        """Closed with napari's X (the panel lives on, out of the window): no map is drawn
+        any more, the user's grid, camera and titles come back, and the maps are hidden; they
+        stay in the layer list, so nothing computed is lost. Before, the grid stayed on and
+        the maps covered every later layer (the Predict panel's overlay had a cell apart)."""
+        self._closed = True
+        self._timer.stop()
+        if self._worker is not None:
+            self._worker.quit()
+        self._drawing.cancel()
+        self.grid_view.restore()
+        for layer in self.map_layers():
+            layer.visible = False
 
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):

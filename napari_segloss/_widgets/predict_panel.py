@@ -61,6 +61,7 @@ from ._common import (
     device_choices,
     error_colormap,
     fmt,
+    grid_of,
     image_array,
     is_owned,
     labels_array,
@@ -207,6 +208,15 @@ class TileChoice(QComboBox):
         return self
 
 
+def _largest_label(layer: Layer) -> int:
+    """A Labels layer's largest label (15 when its data is not in memory: reading a lazy
+    array whole to list the overlay's classes would stall the panel)."""
+    data = layer.data
+    if not isinstance(data, np.ndarray):
+        return 15
+    return int(data.max()) if data.size else 0
+
+
 class PredictWidget(QWidget):
     """The "Predict & Compare" dock widget (see module docstring)."""
 
@@ -287,13 +297,15 @@ class PredictWidget(QWidget):
         )
         self.gt_picker = LayerPicker(self.viewer, (Labels,), allow_none=True)
         self.pred_picker.refresh()  # now that the ground truth picker exists
-        classes = [("any foreground", None), *((f"class {c}", c) for c in range(1, 16))]
         self.overlay_class = ComboBox(
             label="overlay class",
-            choices=classes,
+            choices=[("any foreground", None)],
             value=None,
             tooltip="which class the error overlay shows (multi-class data)",
         )
+        for picker in (self.pred_picker, self.gt_picker):
+            picker.currentIndexChanged.connect(self._list_overlay_classes)
+        self._list_overlay_classes()
         self.tolerance = FloatSpinBox(
             label="NSD tolerance",
             value=1.0,
@@ -311,6 +323,19 @@ class PredictWidget(QWidget):
         form.addRow(self.background_check.native)
         form.addRow(self.compare_button)
         return box
+
+    def _list_overlay_classes(self, *_: object) -> None:
+        """The overlay's class choices: the labels of the compared layers, named as they name
+        them (``2 MYO``); before, "class 1" to "class 15" whatever the data."""
+        layers = [ly for ly in (self.gt_picker.layer(), self.pred_picker.layer()) if ly]
+        names = next(filter(None, map(layer_class_names, layers)), None)
+        top = max([1, len(names or ()) - 1, *map(_largest_label, layers)])
+        keep = self.overlay_class.value
+        self.overlay_class.choices = [
+            ("any foreground", None),
+            *((class_label(c, names), c) for c in range(1, top + 1)),
+        ]
+        self.overlay_class.value = keep if keep is None or keep <= top else None
 
     def _default_pred(self, candidates: list[Layer]) -> Layer | None:
         ours = [ly for ly in candidates if is_owned(ly, PANEL)]
@@ -442,6 +467,7 @@ class PredictWidget(QWidget):
         like.visible = True
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
+        self._list_overlay_classes()  # the layer's data and names may be new
         fg = float((labels > 0).mean()) * 100
         self.status.info(
             f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground; the prediction "
@@ -492,24 +518,40 @@ class PredictWidget(QWidget):
             colormap=error_colormap(), opacity=1.0, blending="translucent", visible=True,
             select=True,  # the result shown: its controls (opacity) at hand
         )  # fmt: skip
-        # Only the overlay over the image: layers under or over it would tint its colours.
-        hidden = [ly for ly in (pred_layer, gt_layer) if ly.visible]
-        for layer in hidden:
-            layer.visible = False
-        for layer in self.viewer.layers:
-            if is_owned(layer, PANEL) and layer.metadata[TAG]["key"].startswith("prob:"):
-                layer.visible = False
+        note = self._show_overlay_alone(pred_layer, gt_layer)
         self.metrics = metrics
         self._metrics_source = f"{pred_layer.name} vs {gt_layer.name}"
         self._metrics_layers = (pred_layer.unique_id, gt_layer.unique_id)
         self._fill_table()
         counts = np.bincount(errors.ravel(), minlength=4)
-        note = f"; hid {', '.join(repr(ly.name) for ly in hidden)}" if hidden else ""
         self.status.info(
             f"{self._metrics_source}: TP {counts[1]} (green), FP {counts[2]} (red), "
             f"FN {counts[3]} (blue) px{note}"
         )
         self.export_button.setEnabled(True)
+
+    def _show_overlay_alone(self, pred_layer: Layer, gt_layer: Layer) -> str:
+        """Only the overlay over the image: the compared layers, this panel's probabilities
+        and other panels' maps (the Loss Explorer's) under or over it would tint or cover its
+        colours, and napari's grid (the Explorer's side by side) would give it a cell of its
+        own, away from the image. Returns what the status line says was changed."""
+        hidden = [ly for ly in (pred_layer, gt_layer) if ly.visible]
+        for layer in hidden:
+            layer.visible = False
+        maps = 0
+        for layer in self.viewer.layers:
+            if not is_owned(layer, PANEL):
+                if is_owned(layer) and layer.visible:
+                    layer.visible, maps = False, maps + 1
+            elif layer.metadata[TAG]["key"].startswith("prob:"):
+                layer.visible = False
+        parts = [", ".join(repr(ly.name) for ly in hidden)] if hidden else []
+        parts += [f"{maps} map layer{'s' * (maps != 1)} of other panels"] if maps else []
+        note = f"; hid {' and '.join(parts)}" if parts else ""
+        if grid_of(self.viewer).enabled:
+            grid_of(self.viewer).enabled = False
+            note += "; grid view off (the overlay lies over the image)"
+        return note
 
     def _fill_table(self) -> None:
         """One column per class, one row per metric: fits the dock's width."""

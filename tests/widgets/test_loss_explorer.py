@@ -915,6 +915,25 @@ def test_the_prediction_map_names_its_class_as_the_ground_truth_does(dock, wait_
     assert widget.class_spin.native.text() == "2  MYO"
 
 
+def test_closing_the_panel_gives_the_viewer_back(make_napari_viewer, dock, wait_idle, qtbot):
+    """napari's X only takes the panel out of its dock (no closeEvent): the grid it turned on
+    went on showing its maps, which covered every layer added later. Now the user's layout
+    comes back, the maps are hidden (kept) and nothing is drawn any more."""
+    viewer, widget = _kvasir_sample_drawn(make_napari_viewer, dock, wait_idle)
+    maps = widget.map_layers()
+    assert grid_of(viewer).enabled and maps
+    widget.parent().title.close_button.click()  # the dock's "x"
+    assert widget.parent() is None
+    assert not grid_of(viewer).enabled
+    assert all(ly in viewer.layers and not ly.visible for ly in maps)
+    viewer.add_labels(viewer.layers["kvasir mask"].data, name="another mask")
+    widget.gt_picker.set_layer(viewer.layers["another mask"])  # would redraw when docked
+    qtbot.wait(2 * widget.DEBOUNCE_MS)
+    wait_idle(widget)
+    assert not grid_of(viewer).enabled
+    assert all(not ly.visible for ly in widget.map_layers())
+
+
 def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):
     _, widget = _acdc_drawn(dock, wait_idle)
     assert widget.class_spin.max == 3  # classes 0-3

@@ -10,7 +10,7 @@ import pytest
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
-from napari_segloss._widgets._common import TAG, is_owned
+from napari_segloss._widgets._common import TAG, grid_of, is_owned
 from napari_segloss.overlay import ERROR_COLORS, FN, FP, TN, TP
 
 NAME = "Predict & Compare"
@@ -93,6 +93,57 @@ def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
     # user layers untouched
     np.testing.assert_array_equal(gt_layer.data, gt)
     np.testing.assert_array_equal(pred_layer.data, pred)
+
+
+def test_the_overlay_lies_over_the_image_with_the_loss_explorer_open(dock, wait_idle):
+    """The Loss Explorer turns napari's grid on and draws its maps: the overlay had a cell of
+    its own on black, away from the image, and the maps would cover it without the grid."""
+    viewer, explorer = dock("Loss Explorer")
+    viewer.open_sample("napari-segloss", "kvasir")
+    wait_idle(explorer, timeout=60_000)
+    assert grid_of(viewer).enabled and explorer.map_layers()
+    _, widget = dock(NAME, viewer)
+    mask = viewer.layers["kvasir mask"]
+    shifted = viewer.add_labels(np.roll(mask.data, 15, -1), name="shifted")
+    widget.pred_picker.set_layer(shifted)
+    widget.gt_picker.set_layer(mask)
+    widget.compare()
+    wait_idle(widget)
+    assert not grid_of(viewer).enabled
+    errors = _owned(viewer, "errors")
+    assert _visible(viewer) == {"kvasir image", errors.name}
+    assert all(not ly.visible for ly in explorer.map_layers())  # hidden, not removed
+    n = len(explorer.map_layers())
+    assert widget.status.text().endswith(
+        f"hid 'shifted', 'kvasir mask' and {n} map layers of other panels; "
+        "grid view off (the overlay lies over the image)"
+    )
+    assert not explorer.grid_check.value  # the Explorer's check box follows the grid
+
+
+def test_the_overlay_class_choices_follow_the_compared_layers(dock, wait_idle):
+    """The choices were "class 1" to "class 15" whatever the data; now the labels of the
+    compared layers, named as the ACDC sample names them, and the overlay shows the one picked."""
+    viewer, widget = dock(NAME)
+    viewer.open_sample("napari-segloss", "acdc")
+    truth = viewer.layers["acdc labels"]
+    guess = viewer.add_labels(np.roll(truth.data, 2, -1), name="guess")
+    widget.pred_picker.set_layer(guess)
+    widget.gt_picker.set_layer(truth)
+    choices = [widget.overlay_class.native.itemText(i)
+               for i in range(widget.overlay_class.native.count())]  # fmt: skip
+    assert choices == ["any foreground", "1 RV", "2 MYO", "3 LV"]
+    widget.overlay_class.value = 2
+    widget.compare()
+    wait_idle(widget)
+    errors = _owned(viewer, "errors").data
+    mine = (truth.data == 2) | (guess.data == 2)
+    assert errors[mine].any() and not errors[~mine].any()  # MYO's errors alone
+    plain = viewer.add_labels((truth.data > 0).astype(np.uint8), name="plain")
+    widget.gt_picker.set_layer(plain)
+    widget.pred_picker.set_layer(plain)
+    assert widget.overlay_class.native.count() == 2  # "any foreground", "class 1"
+    assert widget.overlay_class.value is None  # class 2 is gone
 
 
 def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_checkpoint):
