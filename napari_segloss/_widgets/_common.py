@@ -399,10 +399,16 @@ def exception_text(exc: BaseException, expected: tuple[type[BaseException], ...]
     return str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
 
 
-def require_layer(layer: Layer | None, what: str) -> Layer:
-    if layer is None:
-        raise PanelError(f"{what}: no layer selected (open or add one in the layer list)")
-    return layer
+def require_layer(source: LayerPicker | Layer | None, what: str) -> Layer:
+    """The layer a picker (or a variable) holds; PanelError when none, which says whether
+    the viewer has one to pick."""
+    picker = source if isinstance(source, LayerPicker) else None
+    layer = picker.layer() if picker is not None else source
+    if layer is not None:
+        return layer
+    if picker is not None and picker.candidates():
+        raise PanelError(f"{what}: '(none)' is selected; pick a layer in its list")
+    raise PanelError(f"{what}: no layer selected (open or add one in the layer list)")
 
 
 def check_same_shape(a: Any, b: Any, what_a: str, what_b: str) -> None:
@@ -470,10 +476,10 @@ def image_and_mask(
     """``(image layer, its data, mask data or None)`` of two pickers, checked: an image
     picked, a mask too when ``need_mask``, and the mask of the image's spatial shape.
     ``what`` prefixes the names in the messages (``"held-out "``)."""
-    layer = require_layer(image_picker.layer(), f"{what}image")
+    layer = require_layer(image_picker, f"{what}image")
     mask_layer = mask_picker.layer()
     if need_mask:
-        mask_layer = require_layer(mask_layer, f"{what}mask")
+        mask_layer = require_layer(mask_picker, f"{what}mask")
     mask = None
     if mask_layer is not None:
         mask = labels_array(mask_layer, f"{what}mask")

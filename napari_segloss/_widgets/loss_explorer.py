@@ -509,7 +509,7 @@ class LossExplorerWidget(QWidget):
 
     def _full_prediction_job(self, gt: np.ndarray, image_layer: Any) -> Job:
         if self.source.value == SOURCES[1]:
-            layer = require_layer(self.pred_image_picker.layer(), "prediction (probability image)")
+            layer = require_layer(self.pred_image_picker, "prediction (probability image)")
             data = image_array(layer)
 
             def from_image() -> Generator[Progress, None, np.ndarray]:
@@ -518,7 +518,7 @@ class LossExplorerWidget(QWidget):
 
             return from_image
         if self.source.value == SOURCES[2]:
-            layer = require_layer(self.pred_labels_picker.layer(), "prediction (labels layer)")
+            layer = require_layer(self.pred_labels_picker, "prediction (labels layer)")
             pred = labels_array(layer, "prediction")
             check_same_shape(gt, pred, "the ground truth", "prediction")
             k = max(int(gt.max(initial=0)), int(pred.max(initial=0))) + 1

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QPushButton,
     QTableWidgetItem,
     QVBoxLayout,
@@ -244,6 +245,10 @@ class PredictWidget(QWidget):
         root.addWidget(self.progress)
         self.status = StatusLabel(self)
         root.addWidget(self.status)
+        # which comparison the table holds: the status line moves on (a refused compare)
+        self.table_caption = QLabel(self)
+        self.table_caption.setWordWrap(True)
+        root.addWidget(self.table_caption)
         self.table = read_only_table(self, 0, min_height=120)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         root.addWidget(self.table)
@@ -408,7 +413,7 @@ class PredictWidget(QWidget):
             return
         guard_triton()  # before the worker imports the engine (see _compat)
         try:
-            layer = require_layer(self.image_picker.layer(), "image")
+            layer = require_layer(self.image_picker, "image")
             path = self.ckpt_picker.require()
             tile = self.tile.value
         except PanelError as exc:
@@ -481,8 +486,8 @@ class PredictWidget(QWidget):
         if self._worker is not None:
             return
         try:
-            pred_layer = require_layer(self.pred_picker.layer(), "prediction")
-            gt_layer = require_layer(self.gt_picker.layer(), "ground truth")
+            pred_layer = require_layer(self.pred_picker, "prediction")
+            gt_layer = require_layer(self.gt_picker, "ground truth")
             if same_layer(pred_layer, gt_layer):
                 raise PanelError("ground truth: pick a different layer from the prediction")
             pred = labels_array(pred_layer, "prediction")
@@ -556,6 +561,7 @@ class PredictWidget(QWidget):
     def _fill_table(self) -> None:
         """One column per class, one row per metric: fits the dock's width."""
         classes = sorted(self.metrics)
+        self.table_caption.setText(f"metrics of {self._metrics_source}" if classes else "")
         self.table.clear()
         self.table.setColumnCount(len(classes))
         self.table.setRowCount(len(METRIC_COLUMNS) if classes else 0)

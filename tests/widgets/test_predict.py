@@ -85,6 +85,11 @@ def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
         widget.metrics[1]["nsd"], abs=1e-4
     )  # table shows the core's value
 
+    assert widget.table_caption.text() == "metrics of guess vs truth"
+    widget.gt_picker.set_layer(None)  # a refused compare: the table and its caption stay
+    widget.compare()
+    wait_idle(widget)
+    assert widget.status.is_error and widget.table_caption.text() == "metrics of guess vs truth"
     out = widget.export_csv(tmp_path / "m.csv")
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1 and rows[0]["class"] == "1"
@@ -221,7 +226,9 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
         ("missing_file", "checkpoint: expected an existing .pt file"),
         ("no_image", "image: no layer selected"),
         ("shape_mismatch", "expected the same shape"),
-        ("no_gt", "ground truth: no layer selected"),
+        # "(none)" picked while Labels layers exist: said "no layer selected (open or add one
+        # in the layer list)", as if there were none
+        ("no_gt", "ground truth: '(none)' is selected; pick a layer in its list"),
     ],
 )
 def test_bad_selections_show_a_message(dock, wait_idle, tmp_path, setup, message):
@@ -429,7 +436,7 @@ def test_metrics_table_fits_the_dock_and_clears_with_its_layers(dock, wait_idle,
             assert fm.horizontalAdvance(table.item(i, j).text()) < header.sectionSize(j)
 
     viewer.layers.remove(pred_layer)
-    assert table.rowCount() == 0 and widget.metrics == {}
+    assert table.rowCount() == 0 and widget.metrics == {} and widget.table_caption.text() == ""
     assert not widget.export_button.isEnabled()
     assert "metrics cleared" in widget.status.text()
 
