@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 #: gap between grid cells, as a fraction of a cell (room for the titles)
 GRID_SPACING = 0.08
 COLORBAR_SIZE = (14.0, 110.0)
+#: canvas pixels a colour bar takes on its cell's right (napari's offset, the bar, its tick
+#: labels) and the gap left of the image once the image moves left to make that room
+COLORBAR_ROOM = 56.0
+CELL_PAD = 6.0
 _GRID_FIELDS = ("enabled", "stride", "shape", "spacing")
 #: title font sizes tried, largest first (napari's default is 10): a title shrinks to fit its
 #: cell, down to the smallest, still readable, size
@@ -321,7 +325,7 @@ class GridView:
             return
         shape = self.grid_shape()
         if self._fitted_shape is not None and shape != self._fitted_shape:
-            self.viewer.reset_view()
+            self.fit_view()
         self._fitted_shape = shape
         width = self.cell_width() - TITLE_MARGIN
         for layer, _, _ in list(self._titled.values()):
@@ -348,6 +352,30 @@ class GridView:
             self._refit.start()
         except RuntimeError:  # the panel and its timer were deleted (viewer closing)
             self.disconnect()
+
+    def fit_view(self) -> None:
+        """``viewer.reset_view()``, then, while the grid is the panel's, room for the colour
+        bars: a map as wide as its cell had its bottom-right corner under the bar and its
+        tick labels (napari draws a cell's overlays over its layer). The images shrink just
+        enough and move to the cells' left."""
+        self.viewer.reset_view()
+        if self._saved is None:
+            return
+        cell_w = self.cell_width()
+        extent = self.viewer.layers.extent
+        axis = self.viewer.dims.displayed[-1]
+        left = float(extent.world[0][axis] - extent.step[axis] / 2)
+        width = float(extent.world[1][axis] - extent.world[0][axis] + extent.step[axis])
+        camera = camera_of(self.viewer)
+        if width <= 0 or cell_w - width * camera.zoom >= 2 * COLORBAR_ROOM:
+            return  # centred, the image already leaves the room on its right
+        zoom = min(camera.zoom, (cell_w - COLORBAR_ROOM - CELL_PAD) / width)
+        if zoom <= 0:
+            return
+        center = list(camera.center)
+        center[-1] = left + (cell_w / 2 - CELL_PAD) / zoom  # the image's left edge at CELL_PAD
+        camera.zoom = zoom
+        camera.center = tuple(center)
 
     def grid_shape(self) -> tuple[int, int]:
         """The grid's (rows, columns) as napari lays out the current layers."""

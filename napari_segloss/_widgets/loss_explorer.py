@@ -716,7 +716,7 @@ class LossExplorerWidget(QWidget):
                 self.grid_view.decorate(in_order(), self._user_layers())
             self.grid_view.settle()
             if info["reset"]:
-                self.viewer.reset_view()  # fit the (new) grid of maps
+                self.grid_view.fit_view()  # fit the (new) grid of maps
                 self.grid_view.fitted()
             self._fill_table(res.values)
             self._report(res, info)
@@ -748,7 +748,7 @@ class LossExplorerWidget(QWidget):
         expected = 1 + len(DEFAULT_LOSSES) + len(self.gamma_list.distinct())
         cells = sum(bool(ly.visible) for ly in self.viewer.layers) + expected
         if self.grid_view.show(cells):
-            self.viewer.reset_view()
+            self.grid_view.fit_view()
         inputs = self._user_layers()
         # one title per task, each with a turn for its first paint (its text shaders)
         titles = [lambda ly=ly: self.grid_view.add_title_then_paint(ly) for ly in inputs]
@@ -780,9 +780,7 @@ class LossExplorerWidget(QWidget):
             self._drawing.run([*view.decorate_steps([], []), view.restore])
         elif layers := self.map_layers():
             decorate = view.decorate_steps(layers, self._user_layers())
-            self._drawing.run(
-                [view.show, view.held_paint.release, *decorate, self.viewer.reset_view]
-            )
+            self._drawing.run([view.show, view.held_paint.release, *decorate, view.fit_view])
 
     def _on_user_grid(self, enabled: bool) -> None:
         """napari's own grid button was used: the check box follows."""

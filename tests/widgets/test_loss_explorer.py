@@ -1027,6 +1027,36 @@ def test_titles_follow_a_narrower_window_and_a_new_layer(
     wait_idle(widget)  # the new layer scheduled a redraw: let it end before the viewer closes
 
 
+def test_colour_bars_sit_beside_the_maps_not_on_them(make_napari_viewer, dock, wait_idle, qtbot):
+    """In a laptop-sized window a Kvasir map filled its cell's width, so its colour bar and
+    tick labels covered its bottom-right corner. The view leaves the bar its room."""
+    from napari_segloss._widgets._grid import CELL_PAD, COLORBAR_ROOM
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-segloss", "kvasir")
+    _, widget = dock(NAME, viewer)
+    wait_idle(widget, timeout=60_000)
+    qtbot.waitUntil(lambda: viewer.canvas.size[1] > 600)
+    cell = widget.grid_view.cell_width()
+    viewer.reset_view()  # napari's fit: the image centred, as wide as the cell allows
+    assert 320 * camera_of(viewer).zoom > cell - 2 * COLORBAR_ROOM  # the bar would cover it
+    widget.grid_view.fit_view()  # what the panel does after drawing, at this canvas size
+
+    def margins() -> tuple[float, float]:  # screen pixels left and right of the image
+        cell = widget.grid_view.cell_width()
+        camera, extent = camera_of(viewer), viewer.layers.extent
+        lo = extent.world[0][-1] - extent.step[-1] / 2
+        hi = extent.world[1][-1] + extent.step[-1] / 2
+        x = [cell / 2 + (v - camera.center[-1]) * camera.zoom for v in (lo, hi)]
+        return x[0], cell - x[1]
+
+    left, right = margins()
+    assert left >= 0 and right >= COLORBAR_ROOM - 0.5, (left, right)
+    assert left + right < COLORBAR_ROOM + CELL_PAD + 1  # no smaller than it has to be
+    assert all(ly.colorbar.visible for ly in widget.map_layers()[1:])
+
+
 def test_the_optional_image_removed_leaves_none(dock, wait_idle):
     viewer, widget, _, _ = _kvasir(dock, wait_idle)
     viewer.layers.remove("polyp")  # the only image: the what-if source needs none
