@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "RESUME_KEYS",
@@ -253,13 +260,28 @@ class TrainConfig(BaseModel):
     # Placeholders {loss}, {seed}, {arch}, {encoder} are filled in by resolve_output().
     output: Path = Path("runs/{loss}-seed{seed}")
 
+    @model_validator(mode="after")
+    def _one_name_per_label(self) -> TrainConfig:
+        # Names are looked up by label value: one too few (background left out, as
+        # `segloss evaluate --class-names` takes them) named every class after the next one.
+        names, n = self.data.class_names, max(self.model.classes, 2)
+        if names is not None and len(names) != n:
+            raise ValueError(
+                f"data.class_names: expected {n} names, one per label 0-{n - 1} with the "
+                f"background first (model.classes {self.model.classes}"
+                f"{', binary' if self.model.classes == 1 else ''}), got {len(names)}: {names}"
+            )
+        return self
+
 
 def _format_error(err: ValidationError, prefix: str = "") -> str:
     """Collapse pydantic's multi-line report into one line per problem, joined by '; '."""
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        key = f"{prefix}{key}"
+        if not e["loc"]:  # a check across sections: its message names the keys
+            parts.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
+        key = f"{prefix}{'.'.join(str(p) for p in e['loc'])}"
         if e["type"] == "extra_forbidden":
             parts.append(f"config key {key!r}: unknown key{_did_you_mean(e['loc'], prefix)}")
             continue

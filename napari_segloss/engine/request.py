@@ -139,8 +139,9 @@ def build_config(request: TrainRequest, model: Mapping[str, Any]) -> TrainConfig
         data["size"] = [request.size, request.size]
     if request.layers is not None:
         data.update(kind="folder", root=str(request.output.parent / "napari-layers"))
-        if request.layers.class_names:
-            data["class_names"] = list(request.layers.class_names)
+        names = request.layers.class_names or ()
+        if len(names) >= max(int(model["classes"]), 2):  # a layer may name absent labels too
+            data["class_names"] = list(names[: max(int(model["classes"]), 2)])
     else:
         data.update(kind=request.folder_kind, root=str(Path(request.folder).expanduser()))
         data["masks"] = masks_folder(request.folder_kind)

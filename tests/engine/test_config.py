@@ -191,6 +191,20 @@ def test_overrides_do_not_mutate_the_source_dict() -> None:
             [],
             ["'data.crop'", "data.crop [96, 96] with data.size [64, 128]"],
         ),
+        (  # the background left out (as evaluate --class-names takes them): RV read as MYO
+            {"data": {"root": "x", "class_names": ["RV", "MYO", "LV"]}, "model": {"classes": 4}},
+            [],
+            [
+                "data.class_names: expected 4 names, one per label 0-3 with the background first",
+                "got 3: ['RV', 'MYO', 'LV']",
+            ],
+        ),
+        (  # binary: background and foreground
+            {"data": {"root": "x", "class_names": ["polyp"]}},
+            [],
+            ["data.class_names: expected 2 names", "(model.classes 1, binary)"],
+        ),
+        ({"data": {"root": "x"}}, ["data.class_names=[bg, polyp, x]"], ["got 3"]),
     ],
 )
 def test_bad_configs_give_one_line_naming_the_key(

@@ -55,6 +55,13 @@ def test_build_config_from_layers_and_from_a_folder(tmp_path):
         layers=LayerData(np.zeros((8, 8)), np.zeros((8, 8), np.uint8), class_names=("bg", "RV")),
     )
     assert build_config(named, new_model_section(named, 1, 2)).data.class_names == ["bg", "RV"]
+    # a layer naming labels its mask lacks (ACDC's names, labels 0-2 drawn): the first three;
+    # one naming too few: none (data.class_names must name every label)
+    acdc = ("background", "RV", "MYO", "LV")
+    for names, classes, expected in ((acdc, 3, ["background", "RV", "MYO"]), (("bg",), 2, None)):
+        layers = LayerData(np.zeros((8, 8)), np.zeros((8, 8), np.uint8), class_names=names)
+        req = TrainRequest(output=tmp_path / "run", layers=layers)
+        assert build_config(req, new_model_section(req, 1, classes)).data.class_names == expected
     folder = TrainRequest(output=tmp_path / "r2", folder=tmp_path, folder_kind="nifti", size=None)
     cfg = build_config(folder, new_model_section(folder, 1, 4))
     assert cfg.data.kind == "nifti" and cfg.data.masks == "labels" and cfg.data.size is None
