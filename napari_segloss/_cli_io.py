@@ -156,6 +156,52 @@ def read_input(
     return array, img
 
 
+def prediction_paths(
+    out: Path, source: Path, *, nifti: bool, fmt: str = "auto", probs: bool = False
+) -> list[Path]:
+    """The files :func:`write_prediction` writes for ``source``: its labels first, then its
+    probabilities when ``probs``."""
+    from .data.io import path_stem
+
+    stem = path_stem(source)
+    if nifti:
+        return [out / f"{stem}.nii.gz", *([out / f"{stem}_probs.nii.gz"] if probs else [])]
+    ext = (
+        fmt if fmt != "auto" else (".tif" if source.suffix.lower() in (".tif", ".tiff") else ".png")
+    )
+    label_path = out / f"{stem}{ext if ext.startswith('.') else '.' + ext}"
+    return [label_path, *([out / f"{stem}_probs.tif"] if probs else [])]
+
+
+def check_prediction_paths(
+    out: Path, sources: Sequence[Path], *, fmt: str = "auto", probs: bool = False
+) -> None:
+    """CLIError before anything is written when ``out`` is a file, when two inputs would
+    write the same file (``a.jpg`` and ``a.png`` both give ``a.png``: the first one was
+    lost while the count said both were written), or when an output would overwrite an input
+    (``--output`` the input folder: the images were replaced by their label maps)."""
+    from .data.io import is_nifti
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--output: expected a folder, {str(out)!r} is a file")
+    inputs = {p.resolve(): p for p in sources}
+    written: dict[Path, Path] = {}
+    for source in sources:
+        for path in prediction_paths(out, source, nifti=is_nifti(source), fmt=fmt, probs=probs):
+            key = path.resolve()
+            if key in inputs:
+                raise CLIError(
+                    f"--output: the prediction of {str(source)!r} would overwrite the input "
+                    f"{str(inputs[key])!r}; choose another output folder"
+                )
+            if key in written:
+                raise CLIError(
+                    f"--output: {str(written[key])!r} and {str(source)!r} would both be written "
+                    f"to {str(path)!r}; predict them into separate folders or rename one"
+                )
+            written[key] = source
+
+
 def write_prediction(
     out: Path,
     source: Path,
@@ -170,29 +216,22 @@ def write_prediction(
 
     A NIfTI input (``img``, its nibabel image) gives NIfTI outputs in its file axis order and
     geometry; a 2D image gives ``fmt`` (``png``, ``tif``; ``auto``: TIFF for TIFF inputs, else
-    PNG) and a float32 TIFF of probabilities.
+    PNG) and a float32 TIFF of probabilities. The paths are :func:`prediction_paths`'.
     """
     import numpy as np
     import tifffile
 
-    from .data.io import path_stem
-
-    stem = path_stem(source)
+    paths = prediction_paths(out, source, nifti=img is not None, fmt=fmt, probs=probs is not None)
     if img is not None:
-        label_path = out / f"{stem}.nii.gz"
-        write_nifti(label_path, labels.transpose(2, 1, 0).astype(np.uint8), img)
+        write_nifti(paths[0], labels.transpose(2, 1, 0).astype(np.uint8), img)
         if probs is not None:  # (Z, K, Y, X), or (K, Z, Y, X) from a 3D network -> (X, Y, Z, K)
             axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
-            write_nifti(out / f"{stem}_probs.nii.gz", probs.transpose(axes), img)
-        return label_path
-    ext = (
-        fmt if fmt != "auto" else (".tif" if source.suffix.lower() in (".tif", ".tiff") else ".png")
-    )
-    label_path = out / f"{stem}{ext if ext.startswith('.') else '.' + ext}"
-    write_2d(label_path, labels)
+            write_nifti(paths[1], probs.transpose(axes), img)
+        return paths[0]
+    write_2d(paths[0], labels)
     if probs is not None:
-        tifffile.imwrite(out / f"{stem}_probs.tif", probs.astype(np.float32))
-    return label_path
+        tifffile.imwrite(paths[1], probs.astype(np.float32))
+    return paths[0]
 
 
 def read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:

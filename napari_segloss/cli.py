@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cli_io import (
     CLIError,
+    check_prediction_paths,
     expand_inputs,
     read_input,
     read_label_pairs,
@@ -255,9 +256,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
+    if ckpt.is_dir():
+        inside = ", ".join(sorted(p.name for p in ckpt.glob("*.pt"))) or "none"
+        raise CLIError(
+            f"--checkpoint: {str(ckpt)!r} is a folder; give the .pt file in it ({inside})"
+        )
     if not ckpt.is_file():
         raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
     files = expand_inputs(args.input)
+    out = Path(args.output)
+    check_prediction_paths(out, files, fmt=args.format, probs=args.probs)
     from .engine.checkpoint import load_model
     from .engine.inference import predict, resolve_device
 
@@ -268,7 +276,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     checks = {"fill_nonfinite": args.fill_nonfinite, "to_grey": args.to_grey}
     for path in files:
         read_input(path, meta, **checks)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     tile = tuple(args.tile) if args.tile else None
     if tile and "crop" in tile and len(tile) > 1:
@@ -287,7 +294,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             out, path, labels, probs if args.probs else None, img=img, meta=meta, fmt=args.format
         )
         fg = float((labels > 0).mean()) * 100
-        _say(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %)")
+        # as the training datasets read grey images; said, since it may be a wrong file
+        grey = img is None and array.ndim == 2 and int(meta.get("in_channels") or 3) == 3
+        note = "; a grey image, repeated to the model's 3 colour channels" if grey else ""
+        _say(f"[{n}/{len(files)}] {path.name} -> {label_path.name} (foreground {fg:.1f} %{note})")
     print(f"segloss predict: wrote {len(files)} label file(s) to {out}")
     return 0
 

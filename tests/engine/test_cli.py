@@ -195,6 +195,62 @@ def test_predict_writes_png_tif_probs_matching_inference(
     assert re.search(r"^\[1/2\] a\.png -> a\.png \(foreground [\d.]+ %\)$", err, re.MULTILINE)
 
 
+def test_predict_refuses_outputs_that_overwrite_inputs_or_each_other(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--output`` the input folder replaced the images by their label maps; ``a.jpg`` and
+    ``a.png`` both wrote ``a.png`` while the count said 2 files. Now refused, nothing written."""
+    ckpt = write_checkpoint(tmp_path / "model_3_2.pt", 3, 2, normalization=IMAGENET)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(inputs / "a.png")
+    Image.fromarray(rgb).save(inputs / "a.jpg")
+    before = {p.name: p.read_bytes() for p in inputs.iterdir()}
+    rc, _, err = _predict(ckpt, inputs / "a.png", inputs, capsys)
+    assert rc == 2
+    assert f"the prediction of '{inputs / 'a.png'}' would overwrite the input" in err
+    rc, _, err = _predict(ckpt, inputs, tmp_path / "out", capsys)
+    assert rc == 2 and "would both be written to" in err and "a.jpg" in err
+    assert not (tmp_path / "out").exists()
+    assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before
+    rc, _, err = _predict(ckpt, inputs / "a.jpg", ckpt, capsys)  # --output an existing file
+    assert rc == 2 and f"--output: expected a folder, '{ckpt}' is a file" in err
+    rc, _, err = _predict(tmp_path, inputs / "a.jpg", tmp_path / "o", capsys)  # a run folder
+    assert rc == 2 and "is a folder; give the .pt file in it (model_3_2.pt)" in err
+
+
+def test_predict_says_when_a_grey_image_feeds_a_colour_model(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Repeated to 3 channels as the training datasets read grey images (not refused), but
+    said: it may be a wrong file (a mask folder given as the images)."""
+    ckpt = write_checkpoint(tmp_path / "model_3_2.pt", 3, 2, normalization=IMAGENET)
+    grey = np.random.default_rng(0).integers(0, 256, (20, 24), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "colour.png")
+    rc, _, err = _predict(ckpt, tmp_path / "grey.png", tmp_path / "o", capsys)
+    assert rc == 0 and "a grey image, repeated to the model's 3 colour channels" in err
+    rc, _, err = _predict(ckpt, tmp_path / "colour.png", tmp_path / "o", capsys)
+    assert rc == 0 and "grey" not in err
+
+
+def test_predict_on_a_missing_gpu_is_one_line(
+    write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    ckpt = write_checkpoint(tmp_path / "model_3_2.pt", 3, 2, normalization=IMAGENET)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    rc, _, err = _predict(ckpt, tmp_path / "x.png", tmp_path / "o", capsys, "--device", "cuda")
+    assert rc == 2  # before: a traceback ending in "Found no NVIDIA driver on your system"
+    assert err.strip() == (
+        "segloss predict: error: device 'cuda': CUDA is not available here (use auto or cpu)"
+    )
+
+
 def test_predict_nifti_volume_keeps_file_axes_and_affine(
     write_checkpoint: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
