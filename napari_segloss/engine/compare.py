@@ -345,6 +345,45 @@ def _refuse_drift(cells: Sequence[_Cell], output: Path) -> None:
         )
 
 
+#: the files a comparison writes at its folder's top (see compare_results)
+_TABLE_FILES = (MANIFEST, "results.md", "results.csv", "runs.csv")
+
+
+def _refuse_shrink(cells: Sequence[_Cell], seeds: Sequence[int], output: Path) -> None:
+    """ValueError before anything is written when ``output``'s tables would lose runs: a
+    comparison there with losses or seeds this one leaves out (its tables held only the
+    subset afterwards, and ``read_compare`` saw no more), or files of the same names that no
+    comparison wrote (the user's own ``results.md``)."""
+    manifest = output / MANIFEST
+    if not manifest.is_file():
+        if not (output / "runs").is_dir():  # folders from before compare.json had runs/
+            foreign = [name for name in _TABLE_FILES if (output / name).exists()]
+            if foreign:
+                raise ValueError(
+                    f"output {str(output)!r} is not a comparison folder, but holds "
+                    f"{', '.join(foreign)}, which a comparison would overwrite; give a new "
+                    "or empty folder"
+                )
+        return
+    try:
+        before = json.loads(manifest.read_text())
+        old_losses = [str(loss["label"]) for loss in before.get("losses", [])]
+        old_seeds = [int(seed) for seed in before.get("seeds", [])]
+    except (ValueError, KeyError, TypeError, OSError):
+        return  # unreadable: the run folders decide, as before (_refuse_drift)
+    labels = {c.spec.label for c in cells}
+    lost_losses = [label for label in old_losses if label not in labels]
+    lost_seeds = [seed for seed in old_seeds if seed not in set(seeds)]
+    if lost_losses or lost_seeds:
+        left = [*lost_losses, *(f"seed {seed}" for seed in lost_seeds)]
+        raise ValueError(
+            f"output {str(output)!r} holds a comparison of losses {', '.join(old_losses)} "
+            f"and seeds {', '.join(map(str, old_seeds))}; this one leaves out "
+            f"{', '.join(left)}, whose rows its tables would lose. Name them too (new losses "
+            "and seeds are added), or use another output folder"
+        )
+
+
 def _action(run_dir: Path) -> str:
     return {"failed": "retry", "ok": "reuse", "stopped": "resume"}.get(run_status(run_dir), "train")
 
@@ -610,6 +649,7 @@ def iter_compare(
     specs = _specs(cells)
     seeds = [int(s) for s in seeds]
     with RunLock(output, what="comparison"):
+        _refuse_shrink(cells, seeds, output)
         _refuse_drift(cells, output)
         (output / "runs").mkdir(parents=True, exist_ok=True)
         _write_manifest(output, cells, seeds, title, heldout_source)

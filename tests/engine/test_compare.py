@@ -230,8 +230,8 @@ def test_rerun_with_other_settings_is_refused_before_anything_runs(tmp_path: Pat
     (tmp_path / "runs" / "ce" / "seed0" / "config.yaml").unlink()
     with pytest.raises(ValueError, match=r"no config\.yaml"):
         run_compare(
-            BASE, ["ce"], [0], tmp_path, ["train.epochs=2"], train_fn=_fake_train(calls),
-            log=lambda s: None,
+            BASE, ["ce", "pm_dice"], [0, 1], tmp_path, ["train.epochs=2"],
+            train_fn=_fake_train(calls), log=lambda s: None,
         )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from napari_segloss.engine.events import (
     TrainStart,
     TrainStep,
 )
+from napari_segloss.engine.loss_spec import LossSpec
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
 from napari_segloss.samples import sample_files
@@ -244,6 +245,40 @@ def test_stop_during_the_second_run_keeps_the_first_and_a_rerun_resumes(tmp_path
     heldout[1][0][0, 0] = 1 - heldout[1][0][0, 0]
     with pytest.raises(ValueError, match=r"data\.test_root: saved 'layers:"):
         collect(iter_compare(base_config(), LOSSES, [0], output, data=data, heldout=heldout))
+
+
+def test_a_subset_of_the_grid_is_refused_a_superset_extends_it(
+    finished: tuple[Path, list[Any], float], tmp_path: Path
+) -> None:
+    """Re-run with one loss of two in the same folder: its tables held that loss alone and
+    read_compare saw no more (the other run's folder stayed, unlisted). Refused, nothing
+    written; a grid that keeps every loss and seed and adds one goes on."""
+    output = tmp_path / "out"
+    shutil.copytree(finished[0], output)
+    before = tree(output)
+    cfg = base_config(test_root="bundled:kvasir")
+    with pytest.raises(ValueError, match="leaves out") as info:
+        collect(iter_compare(cfg, LOSSES[:1], [0], output))
+    assert f"this one leaves out {LossSpec.from_any(LOSSES[1]).label}" in str(info.value)
+    with pytest.raises(ValueError, match="leaves out seed 0"):
+        collect(iter_compare(cfg, LOSSES, [1], output))
+    assert tree(output) == before
+
+    def quick(cfg: Any, **_: Any) -> Any:  # the added seed's runs: no need to train them
+        yield TrainDone(
+            run_dir=Path(cfg.output), checkpoint=None, best_checkpoint=None, best_dice=None,
+            stopped=True, reason="stopped by request", interrupted=False, epochs=0, iteration=0,
+        )  # fmt: skip
+
+    events = collect(iter_compare(cfg, LOSSES, [0, 1], output, train_fn=quick))
+    assert events[0].actions == ("reuse", "train", "reuse", "train")
+
+
+def test_a_folder_with_files_a_comparison_writes_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "results.md").write_text("my own notes")
+    with pytest.raises(ValueError, match=r"is not a comparison folder, but holds results\.md"):
+        collect(iter_compare(base_config(), ["dice"], [0], tmp_path))
+    assert (tmp_path / "results.md").read_text() == "my own notes"
 
 
 def test_a_non_finite_loss_fails_that_run_and_the_grid_goes_on(tmp_path: Path) -> None:
