@@ -94,7 +94,7 @@ from .events import (
     stopped_text,
 )
 from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
-from .run_state import check_model_fits_data
+from .run_state import check_loss_fits, check_model_fits_data
 from .rundir import RunLock, write_text_atomic
 from .training import iter_train
 
@@ -246,6 +246,12 @@ def _plan(
                 run_dir=run_dir,
                 display=spec.display,
             )
+            if seed == seeds[0]:  # before any run: a loss that cannot fit fails at its step
+                try:
+                    check_loss_fits(cfg)
+                except ValueError as exc:
+                    why = str(exc).removeprefix("config key 'loss': ")
+                    raise ValueError(f"losses: {spec.label!r}: {why}") from None
             cells.append(_Cell(info, spec, cfg, CompareRun(spec.label, seed, run_dir)))
     return cells
 

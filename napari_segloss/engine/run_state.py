@@ -404,12 +404,35 @@ def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
 
 
 def _build_loss(cfg: TrainConfig) -> nn.Module:
-    """The training loss; ConfigError naming ``loss`` when its name or parameters are wrong."""
+    """The training loss; ConfigError naming ``loss`` when its name or parameters are wrong,
+    or do not fit the model's outputs (see :func:`check_loss_fits`)."""
     try:
         # No value checks in the step: they read the labels' range and the logits' finiteness
         # back to the host (3 GPU syncs a step). The datasets' labels are checked before the
         # first step, and a non-finite loss is caught at the next log step (training.py).
-        return get_loss(cfg.loss.name, **{"validate": False, **cfg.loss.params})
+        loss = get_loss(cfg.loss.name, **{"validate": False, **cfg.loss.params})
+    except ValueError as exc:
+        raise _loss_error(cfg, exc) from exc
+    check_loss_fits(cfg, loss)
+    return loss
+
+
+def check_loss_fits(cfg: TrainConfig, loss: nn.Module | None = None) -> None:
+    """ConfigError naming ``loss`` now, not at the first step, when the loss does not fit the
+    model's ``model.classes`` outputs: a per-class parameter of another length
+    (``pm_dice`` ``gamma: [1, 2, 3]`` for 4 classes, ``ce`` ``weight``). One forward on a
+    4-pixel zero input, on the CPU."""
+    try:
+        loss = loss if loss is not None else get_loss(cfg.loss.name, **cfg.loss.params)
+        channels = cfg.model.classes
+        spatial = (2,) * (3 if cfg.data.slices == "3d" else 2)
+        logits = torch.zeros(1, channels, *spatial)
+        if getattr(loss, "mode", "auto") == "multilabel":
+            target = torch.zeros(1, channels, *spatial)
+        else:
+            target = torch.zeros(1, *spatial, dtype=torch.long)
+        with torch.no_grad():
+            loss(logits, target)
     except ValueError as exc:
         raise _loss_error(cfg, exc) from exc
 

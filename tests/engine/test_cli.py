@@ -140,6 +140,35 @@ def test_bad_input_gives_one_line_and_exit_2(
     _assert_one_line_error(rc, err, f"segloss {argv[0]}: error:", *needles)
 
 
+def test_a_per_class_parameter_of_another_length_is_refused_before_any_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found at the first training step before: in compare after every earlier loss's runs
+    had trained, in train after the data were checked and the progress bar drawn."""
+    quick = str(CONFIGS / "quickstart.yaml")
+    rc, _, err = _run(
+        ["train", "--config", quick, "--set", "loss.params.gamma=[1,2,3]",
+         f"output={tmp_path / 'run'}"],
+        capsys,
+    )  # fmt: skip
+    _assert_one_line_error(
+        rc, err, "config key 'loss': gamma has 3 values but the loss sees 2 class channels"
+    )
+    rc, _, err = _run(
+        ["compare", "--config", quick, "--losses", "dice", "pm_dice:gamma=[1,2,3]",
+         "--seeds", "0", "--output", str(tmp_path / "cmp")],
+        capsys,
+    )  # fmt: skip
+    _assert_one_line_error(rc, err, "losses: 'pm_dice:gamma=[1,2,3]': gamma has 3 values")
+    rc, _, err = _run(
+        ["train", "--config", quick, "--set", "loss.name=ce", "loss.params={weight: [1, 2, 3]}",
+         f"output={tmp_path / 'run'}"],
+        capsys,
+    )  # fmt: skip
+    _assert_one_line_error(rc, err, "config key 'loss': weight")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cmp").exists()
+
+
 def test_corrupt_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a checkpoint")
