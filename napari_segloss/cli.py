@@ -309,6 +309,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import aggregate, evaluate, to_csv, to_markdown
 
+    if args.num_classes is not None and args.num_classes < 2:  # was taken as 2, silently
+        raise CLIError(
+            f"--num-classes: expected 2 or more (it counts the background: 2 for binary "
+            f"masks), got {args.num_classes}"
+        )
     pairs, unused = read_label_pairs(args.pred, args.gt)
     num_classes = args.num_classes or int(max(max(p.max(), g.max()) for _, p, g, _ in pairs)) + 1
     named = len(args.class_names or [])
@@ -636,7 +641,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
     )
-    p.add_argument("--num-classes", type=int, help="default: max label + 1")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="labels 0 to N-1, background included (default: max label + 1)",
+    )
     p.add_argument(
         "--include-background", action="store_true", help="also score class 0 (background)"
     )

@@ -261,6 +261,14 @@ def check_run_dir(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict[str, 
             f"{str(paths.checkpoint)!r} has no optimizer state: it cannot be resumed"
         )
     check_compatible(ckpt["meta"], cfg.model, paths.checkpoint)
+    done, step = int(ckpt.get("epoch", 0)), int(ckpt.get("epoch_step", 0))
+    if (done, step) > (cfg.train.epochs, 0):  # else "iteration 48 of 48 is ... 48 of 24 here"
+        part = " and part of the next" if step else ""
+        raise ConfigError(
+            f"resume: {str(paths.root)!r} has already trained {done} epochs{part}, more than "
+            f"train.epochs={cfg.train.epochs}; give train.epochs above {done} to train on, or "
+            "use its checkpoint as it is"
+        )
     saved = ckpt.get("config")
     if isinstance(saved, dict):
         try:

@@ -473,6 +473,9 @@ def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixtur
     # a name more than --num-classes holds is refused, not silently dropped
     rc, _, err = _run([*argv, "--num-classes", "2", "--class-names", "polyp", "extra"], capsys)
     _assert_one_line_error(rc, err, "--class-names", "2 names for 1 class")
+    for n in ("0", "1"):  # taken as 2 before, silently
+        rc, _, err = _run([*argv, "--num-classes", n], capsys)
+        _assert_one_line_error(rc, err, "--num-classes: expected 2 or more", f"got {n}")
     # without --num-classes, a named class absent from every mask is still reported
     rc, _, err = _run([*argv, "--class-names", "polyp", "adenoma"], capsys)
     assert rc == 0, err

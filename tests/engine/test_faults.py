@@ -162,6 +162,13 @@ def test_resume_with_a_changed_key_is_refused_and_extending_epochs_is_not(
     longer = train(load_config(config, ["train.epochs=2", "train.num_workers=1"]), resume=True)
     assert not longer.stopped and longer.epochs == 2
     assert load_config(tmp_path / "run" / "config.yaml").train.epochs == 2  # says what ran
+    # fewer epochs than trained: "iteration 8 of 8 is iteration 8 of 4 here", then "finished"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(
+        ValueError, match=r"has already trained 2 epochs, more than train\.epochs=1"
+    ):
+        next(iter_train(load_config(config), resume=True, progress=False))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
 
 
 def test_non_finite_logits_name_the_files_of_the_batch(
