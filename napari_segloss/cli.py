@@ -255,6 +255,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.overlap < 1.0:  # checked by predict() too, but only once per file
+        raise CLIError(f"--overlap: expected a fraction in [0, 1), got {args.overlap}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     ckpt = Path(args.checkpoint)
     if ckpt.is_dir():
         inside = ", ".join(sorted(p.name for p in ckpt.glob("*.pt"))) or "none"
@@ -289,7 +293,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for n, path in enumerate(files, 1):
         array, img = read_input(path, meta, **checks, report=True)
         # checked (and converted) by read_input; a NIfTI volume is a stack of grey slices
-        labels, probs = predict(model, array, rgb=False if img is not None else None, **kw)
+        try:
+            labels, probs = predict(model, array, rgb=False if img is not None else None, **kw)
+        except ValueError as exc:  # e.g. a 2D image for a 3D model: name the file
+            raise CLIError(f"input {str(path)!r}: {exc}") from None
         label_path = write_prediction(
             out, path, labels, probs if args.probs else None, img=img, meta=meta, fmt=args.format
         )

@@ -235,9 +235,12 @@ def _pairs_for(cfg: DatasetsConfig, key: str = "data.root") -> tuple[Pairs, Path
     for sub_key, sub in (("images", d.images), ("masks", d.masks)):
         if not (root / sub).is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            # the root is more likely wrong than data.images (one level too deep, e.g.
+            # data.test_root=.../kvasir-seg/images): name both keys
             raise DataError(
-                f"config key 'data.{sub_key}': folder {str(root / sub)!r} not found "
-                f"(sub-folders of {key}: {', '.join(found) or 'none'})"
+                f"config key {key!r}: {str(root)!r} has no {sub!r} folder (data.{sub_key}); "
+                f"its sub-folders: {', '.join(found) or 'none'}. {key} is the folder holding "
+                f"{d.images}/ and {d.masks}/"
             )
     try:
         pairs = find_pairs(root, d.images, d.masks, nifti=d.kind == "nifti")

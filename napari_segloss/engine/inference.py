@@ -314,11 +314,14 @@ def predict(
         )
     if isinstance(tile, str) and tile != "crop":
         raise ValueError(f"tile: expected None, 'crop' or sizes per axis, got {tile!r}")
+    # checked whatever the tiling (the whole image ignored them, so a typo passed unseen)
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     image_np = np.asarray(image_np)
     if image_np.ndim not in (2, 3, 4) or image_np.size == 0:
-        raise ValueError(
-            f"image_np: expected a non-empty 2D or 3D array, got shape {image_np.shape}"
-        )
+        raise ValueError(f"image: expected a non-empty 2D or 3D array, got shape {image_np.shape}")
     run_device = resolve_device(device)
     model = model.to(run_device)
     in_channels = int(_meta_get(meta, "in_channels", default=_model_in_channels(model)))
@@ -336,7 +339,7 @@ def predict(
         chw, is_stack = (image_np[None] if image_np.ndim == 3 else image_np), False
         if chw.ndim != 4 or chw.shape[0] != in_channels:
             raise ValueError(
-                f"image_np: expected a volume (Z, Y, X) or ({in_channels}, Z, Y, X) for this 3D "
+                f"image: expected a volume (Z, Y, X) or ({in_channels}, Z, Y, X) for this 3D "
                 f"model, got shape {image_np.shape}"
             )
         if tile is not None and not isinstance(tile, str) and len(tile) == 2:

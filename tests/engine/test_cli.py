@@ -247,6 +247,14 @@ def test_predict_refuses_outputs_that_overwrite_inputs_or_each_other(
     assert rc == 2 and f"--output: expected a folder, '{ckpt}' is a file" in err
     rc, _, err = _predict(tmp_path, inputs / "a.jpg", tmp_path / "o", capsys)  # a run folder
     assert rc == 2 and "is a folder; give the .pt file in it (model_3_2.pt)" in err
+    rc, _, err = _predict(ckpt, inputs / "a.jpg", tmp_path / "o", capsys, "--overlap", "1")
+    _assert_one_line_error(rc, err, "--overlap: expected a fraction in [0, 1), got 1.0")
+    assert not (tmp_path / "o").exists()  # refused whether or not --tile is given
+    volume_model = write_checkpoint(tmp_path / "v.pt", 1, 2, spatial_dims=3)
+    grey = inputs / "grey.png"
+    Image.fromarray(rgb[..., 0]).save(grey)
+    rc, _, err = _predict(volume_model, grey, tmp_path / "o", capsys)
+    _assert_one_line_error(rc, err, f"input '{grey}': image: expected a volume (Z, Y, X)")
 
 
 def test_predict_says_when_a_grey_image_feeds_a_colour_model(

@@ -40,7 +40,7 @@ from napari_segloss.engine.events import (
 from napari_segloss.engine.loss_spec import LossSpec
 from napari_segloss.metrics import evaluate
 from napari_segloss.overlay import error_labels
-from napari_segloss.samples import sample_files
+from napari_segloss.samples import sample_files, sample_pairs_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
@@ -338,7 +338,20 @@ FOLDER_CASES = [
     ("compound with an unknown part", ["ce+nope"], None, {}, "unknown loss name 'nope'"),
     ("duplicate loss", ["pm_dice:gamma=2", "pm_dice:gamma=2.0"], None, {}, "same loss"),
     ("empty folder", ["dice"], empty_folder, {}, "contains no files with extension"),
-    ("images without a masks folder", ["dice"], images_only, {}, "config key 'data.masks'"),
+    (
+        "images without a masks folder",
+        ["dice"],
+        images_only,
+        {},
+        "has no 'masks' folder (data.masks); its sub-folders: images",
+    ),
+    (  # one level too deep: the root key is named (it said 'data.images')
+        "held-out root one level too deep",
+        ["dice"],
+        None,
+        {"test_root": str(sample_pairs_dir("kvasir") / "images")},
+        "config key 'data.test_root':",
+    ),
     ("nothing to score on", ["dice"], None, {"val_fraction": 0.0}, "no run could be scored"),
     ("held-out folder missing", ["dice"], None, {"test_root": "/no/such"}, "'data.test_root'"),
     ("bad held-out mask", ["dice"], bad_heldout_mask, {}, "mask has label 2"),

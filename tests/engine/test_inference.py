@@ -261,13 +261,24 @@ def test_predict_grey_volume_slice_by_slice() -> None:
     ("image", "match"),
     [
         (np.zeros((4, 5, 6, 7)), "image"),
-        (np.zeros((0, 5)), "image_np"),
+        (np.zeros((0, 5)), "image: expected a non-empty"),
         (np.zeros((8, 8, 4), dtype=np.uint8), "image"),  # RGBA into an RGB model
     ],
 )
 def test_predict_bad_image(image: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         predict(_pointwise(3, 2), image, meta={"in_channels": 3}, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"overlap": 1.0}, r"overlap: expected a fraction in \[0, 1\)"),
+     ({"batch_size": 0}, "batch_size: expected a positive integer")],
+)  # fmt: skip
+def test_tiling_arguments_are_checked_without_tiles(kw: dict, match: str) -> None:
+    # the whole image used neither, so a bad value passed unseen until --tile was given
+    with pytest.raises(ValueError, match=match):
+        predict(_pointwise(3, 2), np.zeros((8, 8, 3), np.uint8), device="cpu", **kw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for the AMP path")
