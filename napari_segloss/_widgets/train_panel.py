@@ -357,7 +357,14 @@ class TrainWidget(QWidget):
             TrainSection, "device", widget_type="ComboBox", choices=["auto", "cpu"]
         )
         self.runs_folder = FileEdit(mode="d", label="runs folder", value=DEFAULT_RUNS_DIR)
-        self.runs_folder.tooltip = "each run writes a time-stamped folder here"
+
+        # the box shows the path's end: the whole of it on hover
+        def tip(*_: object) -> None:
+            where = self.runs_folder.value
+            self.runs_folder.tooltip = f"each run writes a time-stamped folder here:\n{where}"
+
+        self.runs_folder.changed.connect(tip)
+        tip()
         self.runs_folder.choose_btn.text = "Browse…"
         for w in (self.epochs, self.batch_size, self.lr, self.device, self.runs_folder):
             form_row(form, w)

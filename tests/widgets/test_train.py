@@ -521,6 +521,14 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, qtbot, tmp_path, 
     assert widget.status.text() == f"training failed: {expected}"  # before: OutOfMemoryError: ..
 
 
+def test_the_runs_folder_shows_its_whole_path_on_hover(dock, tmp_path):
+    # the box shows the end of a long path ("t/napari-segloss-runs")
+    _, widget = dock(NAME)
+    assert widget.runs_folder.tooltip.endswith(str(Path.home() / "napari-segloss-runs"))
+    widget.runs_folder.value = tmp_path / "somewhere" / "runs"
+    assert widget.runs_folder.tooltip.endswith(str(tmp_path / "somewhere" / "runs"))
+
+
 def test_the_live_plot_redraws_at_most_every_interval(qtbot):
     """A fast run makes several steps per event-loop turn: the lines follow the data once per
     REDRAW_MS (each draw holds the main thread), and at once on flush."""
