@@ -136,6 +136,15 @@ class MissingInput(PanelError):
     """An input that is not there yet (live updates wait quietly for it)."""
 
 
+def _show_maps_hidden_together(maps: list[Any]) -> None:
+    """Show ``maps`` again when every one is hidden: they were hidden together (the panel
+    closed, the Predict panel's overlay shown) and the grid is wanted back. A map the user
+    hid alone stays hidden."""
+    if maps and not any(layer.visible for layer in maps):
+        for layer in maps:
+            layer.visible = True
+
+
 class LossExplorerWidget(QWidget):
     """The "Loss Explorer" dock widget (see module docstring)."""
 
@@ -696,6 +705,8 @@ class LossExplorerWidget(QWidget):
             remove_owned(self.viewer, PANEL, [w[0] for w in wanted])
             rename_layers([(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted
                            if k in exists])  # fmt: skip
+            if grid:
+                _show_maps_hidden_together(self.map_layers())
             cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(new)
             shown = grid and self.grid_view.show(cells)
             self._drawing.run_next(self.grid_view.reveal_steps())  # a grid grown anew
@@ -779,6 +790,7 @@ class LossExplorerWidget(QWidget):
         if not on:
             self._drawing.run([*view.decorate_steps([], []), view.restore])
         elif layers := self.map_layers():
+            _show_maps_hidden_together(layers)
             decorate = view.decorate_steps(layers, self._user_layers())
             self._drawing.run([view.show, view.held_paint.release, *decorate, view.fit_view])
 

@@ -932,6 +932,10 @@ def test_closing_the_panel_gives_the_viewer_back(make_napari_viewer, dock, wait_
     wait_idle(widget)
     assert not grid_of(viewer).enabled
     assert all(not ly.visible for ly in widget.map_layers())
+    _, again = dock(NAME, viewer)  # opened again: a new panel, drawing into the same maps
+    wait_idle(again, timeout=60_000)
+    assert again is not widget and grid_of(viewer).enabled
+    assert again.map_layers() and all(ly.visible for ly in again.map_layers())
 
 
 def test_class_spin_box_follows_the_classes_of_the_inputs(dock, wait_idle):

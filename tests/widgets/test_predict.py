@@ -124,6 +124,9 @@ def test_the_overlay_lies_over_the_image_with_the_loss_explorer_open(dock, wait_
         "grid view off (the overlay lies over the image)"
     )
     assert not explorer.grid_check.value  # the Explorer's check box follows the grid
+    explorer.grid_check.value = True  # the maps back, side by side
+    wait_idle(explorer)
+    assert grid_of(viewer).enabled and all(ly.visible for ly in explorer.map_layers())
 
 
 def test_the_overlay_class_choices_follow_the_compared_layers(dock, wait_idle):
