@@ -101,6 +101,8 @@ def disk_target(
     Returns:
         Boolean array of ``shape``.
     """
+    if np.ndim(shape) != 1:  # disk_target(64, 0.1): a bare TypeError before
+        raise ValueError(f"shape must be (H, W) or (D, H, W), got {shape!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")

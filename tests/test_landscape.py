@@ -175,6 +175,9 @@ def test_disk_target_rejects_bad_arguments():
         disk_target((4, 4), 1.2)
     with pytest.raises(ValueError, match="shape must be 2 or 3"):
         disk_target((4,), 0.5)
+    with pytest.raises(ValueError, match=r"shape must be \(H, W\) or \(D, H, W\), got 64"):
+        disk_target(64, 0.1)  # a bare TypeError before
+    assert disk_target(np.array([8, 8]), 0.25).shape == (8, 8)
 
 
 @pytest.mark.parametrize(

@@ -433,7 +433,7 @@ def prepare(
         )
     if logits.ndim < 3:
         raise ValueError(
-            f"logits must have shape (B, C, *spatial) with 1-3 spatial dims, got shape {_shape(logits)}"
+            f"logits must have shape (B, C, *spatial) with one or more spatial dims, got shape {_shape(logits)}"
         )
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}")

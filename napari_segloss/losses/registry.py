@@ -337,6 +337,14 @@ def _build_compound(name: str, params: Mapping[str, Any]) -> CompoundLoss:
         own = per.get(cname, {})
         if "reduction" in own:
             raise ValueError(f"set reduction on the compound, not on component {cname!r}")
+        # every term reads the same labels, one way (SegLoss's defaults: None, "auto")
+        for key, default in (("ignore_index", None), ("mode", "auto")):
+            if key in own and own[key] != shared.get(key, default):
+                raise ValueError(
+                    f"compound {name!r}: give {key} to the compound, not to component "
+                    f"{cname!r} alone (get_loss({name!r}, {key}={own[key]!r}); in a config: "
+                    f"params: {{{key}: {own[key]!r}}}): every term reads the same labels"
+                )
         kw.update(own)
         kw["reduction"] = "none"
         comps.append(_build(cname, kw))

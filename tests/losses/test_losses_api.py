@@ -265,6 +265,16 @@ def test_compound_shared_parameters_with_one_meaning_go_to_every_term() -> None:
     assert pm.gamma == 2.0
 
 
+@pytest.mark.parametrize(("key", "value"), [("ignore_index", 255), ("mode", "multiclass")])
+def test_compound_label_reading_is_set_on_the_compound_not_one_term(key: str, value: object):
+    # ce alone ignoring 255 made the dice term refuse the labels: "target labels must be in
+    # [0, 2] ..., got values in [0, 255]", which blamed the data
+    with pytest.raises(ValueError, match=f"give {key} to the compound, not to component 'ce'"):
+        get_loss("ce+dice", ce={key: value})
+    loss = get_loss("ce+dice", **{key: value}, ce={key: value})  # the same: accepted
+    assert all(getattr(c, key) == value for c in loss.components)
+
+
 @pytest.mark.parametrize(
     ("name", "param", "term"),
     [("focal+pm_dice", "gamma", "pm_dice"), ("focal+tversky", "alpha", "tversky"),
