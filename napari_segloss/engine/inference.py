@@ -239,6 +239,11 @@ def check_image(
     _check_8bit(image, scale)
     colour = image.ndim == 3 and image.shape[-1] in (3, 4) if rgb is None else bool(rgb)
     if spatial_dims != 2:
+        if image.ndim < 3:  # found before any file is written (segloss predict checks first)
+            raise ValueError(
+                f"image of shape {image.shape} is 2D, but the checkpoint's model is a 3D "
+                "network for volumes (Z, Y, X); use a 2D model"
+            )
         if colour and in_channels == 1:  # else (H, W, 3) is read as H slices of W x 3 voxels
             raise ValueError(
                 f"image of shape {image.shape} is a colour image, but the checkpoint's model is "

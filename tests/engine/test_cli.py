@@ -254,7 +254,8 @@ def test_predict_refuses_outputs_that_overwrite_inputs_or_each_other(
     grey = inputs / "grey.png"
     Image.fromarray(rgb[..., 0]).save(grey)
     rc, _, err = _predict(volume_model, grey, tmp_path / "o", capsys)
-    _assert_one_line_error(rc, err, f"input '{grey}': image: expected a volume (Z, Y, X)")
+    _assert_one_line_error(rc, err, f"input '{grey}': image of shape (20, 24) is 2D, but")
+    assert not (tmp_path / "o").exists()  # found by the checks before anything is written
 
 
 def test_predict_says_when_a_grey_image_feeds_a_colour_model(
