@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 __all__ = [
     "METRIC_KEYS",
     "CLIError",
+    "check_prediction_paths",
     "expand_inputs",
     "read_input",
     "read_label_pairs",
+    "prediction_paths",
     "read_labels",
     "spacing_note",
     "write_2d",

@@ -54,8 +54,8 @@ LAZY_ALLOWED = {
     ("napari_segloss._widgets._forms", "napari_segloss.losses"): (
         "parameter tooltips, read once the loss catalog (and so torch) is loaded"
     ),
-    ("napari_segloss._widgets.loss_explorer", "napari_segloss.explorer"): TORCH_IN_WORKER,
-    ("napari_segloss._widgets.loss_explorer", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._explorer_jobs", "napari_segloss.explorer"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._explorer_jobs", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.predict_panel", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.compare_panel", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.compare"): TORCH_IN_WORKER,

@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Generator, Sequence
-from types import ModuleType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,11 +36,10 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.whatif import (
     WHATIF_KINDS,
-    labels_to_probabilities,
-    make_whatif,
     num_classes_of,
 )
 
+from . import _explorer_jobs as jobs
 from ._common import (
     CheckpointPicker,
     LayerPicker,
@@ -65,12 +63,12 @@ from ._common import (
     stack_on_top,
     upsert_layer,
 )
-from ._compat import guard_triton, preload_torch_libraries
+from ._compat import guard_triton
 from ._forms import ClassSpinBox, GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
 from ._grid import GridView
 from ._layout import PageStack, ValuesTable, align_label_columns, form_page, form_row, scrollable
-from ._workers import ProgressRow, TaskQueue, frame_progress, one_shot_timer, progress_worker
+from ._workers import ProgressRow, TaskQueue, one_shot_timer, progress_worker
 
 if TYPE_CHECKING:
     import inspect
@@ -93,43 +91,8 @@ _EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits
 #: the characters vispy measures every text's line height with, at its first draw
 _LINE_HEIGHT_TEXT = "ÅÉÑŐjgpqy"
 
-#: progress of a computation: (steps done, steps in total, what is being computed)
-Progress = tuple[int, int, str]
 #: a map layer to draw: (key, data, name, layer properties)
 Wanted = tuple[str, np.ndarray, str, dict[str, Any]]
-Job = Callable[[], Generator[Progress, None, Any]]
-
-
-def _core() -> ModuleType:
-    """:mod:`napari_segloss.explorer`, imported on first call. It imports torch: the panel
-    calls this first in a thread worker, never on the main thread before that."""
-    from napari_segloss import explorer  # heavy (torch): see the module docstring
-
-    return explorer
-
-
-def _inference() -> ModuleType:
-    """:mod:`napari_segloss.engine.inference` (torch, models), imported in a worker."""
-    from napari_segloss.engine import inference  # heavy (torch, smp): see _core
-
-    return inference
-
-
-#: longest wait of the loss loader for the grid arranged on the main thread (seconds)
-ARRANGE_WAIT_S = 5.0
-
-
-def _load_catalog(
-    arranged: threading.Event,
-) -> Generator[Progress, None, dict[str, dict[str, inspect.Parameter]]]:
-    """The loss catalog (imports torch). torch's libraries are mapped first without the GIL
-    (see _compat) while the window arranges the grid; the Python part of the import holds
-    the GIL most of the time, so it waits until the grid is arranged (``arranged``): both at
-    once would make each take about twice as long, and the window freeze longer."""
-    yield 0, 0, "loading PyTorch and the losses…"
-    preload_torch_libraries()
-    arranged.wait(ARRANGE_WAIT_S)
-    return _core().loss_catalog()
 
 
 class MissingInput(PanelError):
@@ -193,11 +156,11 @@ class LossExplorerWidget(QWidget):
         self._connect()
         self._arranged = threading.Event()
         self._start(
-            functools.partial(_load_catalog, self._arranged),
+            functools.partial(jobs.load_catalog, self._arranged),
             self._on_catalog,
             "loading PyTorch and the losses…",
         )
-        self._drawing.run([self._pre_arrange])  # while torch loads (see _load_catalog)
+        self._drawing.run([self._pre_arrange])  # while torch loads (see jobs.load_catalog)
 
     # ---------------------------------------------------------------- building the panel
     def _data_box(self) -> QGroupBox:
@@ -437,7 +400,7 @@ class LossExplorerWidget(QWidget):
         return self._catalog is not None
 
     # ---------------------------------------------------------------- the update itself
-    def _collect(self) -> tuple[Job, dict[str, Any]]:
+    def _collect(self) -> tuple[jobs.Job, dict[str, Any]]:
         """Read the widgets (main thread): the worker's job and what drawing its result needs."""
         gt_layer = self.gt_picker.layer()
         if gt_layer is None:
@@ -461,23 +424,11 @@ class LossExplorerWidget(QWidget):
         )
         self._z_index = z
         make_probs = self._prediction_job(gt, image_layer, z)
+        target = gt if z is None else gt[z]
         cls, relative = self.class_spin.value, self.relative_check.value
-        gammas = list(gamma_uids)
-
-        def job() -> Generator[Progress, None, ExplorerResult]:
-            core = _core()
-            probs = yield from make_probs()  # already restricted to slice z when z is set
-            target = gt if z is None else gt[z]
-            core.check_target_fits(probs, target)
-            k = 2 if probs.shape[0] == 1 else probs.shape[0]
-            if cls >= k:  # not clipped: class 7 would silently draw the last class
-                raise PanelError(f"class: these inputs have {k} classes (0–{k - 1}), not {cls}: "
-                                 f"set 'class' to one of them")  # fmt: skip
-            specs = [core.LossSpec(n, p) for n, p in losses]
-            steps = core.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
-            with core.interactive_threads(target.size):
-                return (yield from steps)
-
+        job = jobs.explorer_job(
+            make_probs, target, losses, list(gamma_uids), cls, relative, PanelError
+        )
         info = {
             "z": z,
             "shape": gt.shape,
@@ -489,72 +440,33 @@ class LossExplorerWidget(QWidget):
         }
         return job, info
 
-    def _prediction_job(self, gt: np.ndarray, image_layer: Any, z: int | None) -> Job:
+    def _prediction_job(self, gt: np.ndarray, image_layer: Any, z: int | None) -> jobs.Job:
         """A generator function (run in the worker) returning ``(C, *spatial)`` probabilities
         of the whole ground truth, or of slice ``z`` only when ``z`` is set."""
         if self.source.value == SOURCES[0]:
-            kind = self.whatif_kind.value
-            strength, softness = self.whatif_strength.value, self.whatif_softness.value
             k = num_classes_of(gt)  # from the whole volume: same channels on every slice
-            region = gt if z is None else gt[z]
-
-            def whatif() -> Generator[Progress, None, np.ndarray]:
-                yield 0, 1, "what-if prediction"
-                # In-plane: napari stacks are often frames or thick-slice volumes (see whatif).
-                return make_whatif(
-                    region, kind, strength, softness=softness, num_classes=k, in_plane=True
-                )
-
-            return whatif
+            return jobs.whatif_job(
+                gt if z is None else gt[z], self.whatif_kind.value,
+                self.whatif_strength.value, self.whatif_softness.value, k,
+            )  # fmt: skip
         full = self._full_prediction_job(gt, image_layer)
-        if z is None:
-            return full
+        return full if z is None else jobs.slice_job(full, z)
 
-        def one_slice() -> Generator[Progress, None, np.ndarray]:
-            probs = yield from full()
-            return probs[:, z]
-
-        return one_slice
-
-    def _full_prediction_job(self, gt: np.ndarray, image_layer: Any) -> Job:
+    def _full_prediction_job(self, gt: np.ndarray, image_layer: Any) -> jobs.Job:
         if self.source.value == SOURCES[1]:
             layer = require_layer(self.pred_image_picker, "prediction (probability image)")
-            data = image_array(layer)
-
-            def from_image() -> Generator[Progress, None, np.ndarray]:
-                yield 0, 1, "reading the probabilities"
-                return _core().probabilities_from_image(data, gt.shape)
-
-            return from_image
+            return jobs.probability_image_job(image_array(layer), gt.shape)
         if self.source.value == SOURCES[2]:
             layer = require_layer(self.pred_labels_picker, "prediction (labels layer)")
             pred = labels_array(layer, "prediction")
             check_same_shape(gt, pred, "the ground truth", "prediction")
             k = max(int(gt.max(initial=0)), int(pred.max(initial=0))) + 1
-
-            def from_labels() -> Generator[Progress, None, np.ndarray]:
-                yield 0, 1, "one-hot prediction"
-                return labels_to_probabilities(pred, max(k, 2))
-
-            return from_labels
+            return jobs.labels_job(pred, max(k, 2))
         path = self.ckpt_picker.require()
         image_layer = require_layer(image_layer, "image (the checkpoint needs it)")
         image = image_array(image_layer)
         key = (str(path), path.stat().st_mtime, image_layer.unique_id, image.shape)
-        cache = self._ckpt_cache
-        rgb = bool(image_layer.rgb)
-
-        def run_model() -> Generator[Progress, None, np.ndarray]:
-            if key not in cache:
-                frames = _inference().iter_predict_image(path, image, rgb=rgb)
-                _, probs = yield from frame_progress(
-                    frames, "predicting with the checkpoint, frame"
-                )
-                cache.clear()  # keep one prediction: slider moves re-use it
-                cache[key] = probs
-            return cache[key]
-
-        return run_model
+        return jobs.checkpoint_job(path, image, bool(image_layer.rgb), key, self._ckpt_cache)
 
     def update_maps(self, explicit: bool = True) -> None:
         """Recompute now, or as soon as the running work stops (it is cancelled when it is an
@@ -589,7 +501,7 @@ class LossExplorerWidget(QWidget):
             self._gc_pause = CollectorPause(self)
         self._start(job, lambda res: self._apply(res, info), "computing the maps…")
 
-    def _start(self, job: Job, on_done: Callable[[Any], Any], message: str) -> None:
+    def _start(self, job: jobs.Job, on_done: Callable[[Any], Any], message: str) -> None:
         self.status.info(message)
         self._worker = progress_worker(
             self.progress,
@@ -673,7 +585,7 @@ class LossExplorerWidget(QWidget):
             title = f"{res.labels[name]} {CONTRIB_MARK}"
             wanted.append((f"contrib:{name}", place(arr), title, c_props))
         for g, arr in res.modulating:
-            title = _core().modulating_title(g)
+            title = jobs.core().modulating_title(g)
             wanted.append((f"gamma:{info['gamma_uids'].get(g)}", place(arr), title, m_props))
         return wanted
 
@@ -746,7 +658,7 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, finish])
 
     def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:
-        self.status.info(self._noted(_core().summary(res, info["relative"], info["z"])))
+        self.status.info(self._noted(jobs.core().summary(res, info["relative"], info["z"])))
         self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:
@@ -764,7 +676,7 @@ class LossExplorerWidget(QWidget):
         # one title per task, each with a turn for its first paint (its text shaders)
         titles = [lambda ly=ly: self.grid_view.add_title_then_paint(ly) for ly in inputs]
         # glyphs rendered ahead, a few per turn (see glyph_steps): no title's first draw renders
-        # any. torch's import waits for the inputs' titles only (see _load_catalog); the glyphs
+        # any. torch's import waits for the inputs' titles only (see jobs.load_catalog); the glyphs
         # of the maps' titles and colour-bar ticks load while it runs
         now = glyph_steps(self.viewer, [*(ly.name for ly in inputs), _LINE_HEIGHT_TEXT])
         names = layer_class_names(gt) or ()  # the prediction's title names its class
@@ -773,7 +685,7 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, lambda: QTimer.singleShot(0, self._arranged.set), *later])
 
     def _fill_table(self, values: list[tuple[str, float]]) -> None:
-        self.table.show_values([(label, _core().format_value(v)) for label, v in values])
+        self.table.show_values([(label, jobs.core().format_value(v)) for label, v in values])
 
     def _user_layers(self) -> list[Any]:
         """The layers titled besides the maps (the inputs, any other layer of the user): each

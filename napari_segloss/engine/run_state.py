@@ -58,6 +58,7 @@ from .sampling import (
 __all__ = [
     "Datasets",
     "RunState",
+    "check_loss_fits",
     "check_model_fits_data",
     "check_run_dir",
     "checkpoint_meta",

@@ -219,7 +219,10 @@ def test_validate_reads_with_the_cores_this_process_may_use(
     ("layout", "match"),
     [
         ("no_root", r"'data\.root'.*folder not found"),
-        ("no_masks_dir", r"'data\.masks'.*labels"),
+        (
+            "no_masks_dir",
+            r"'data\.root'.*no 'masks' folder \(data\.masks\); its sub-folders: images, labels",
+        ),
         ("empty", r"contains no files"),
         ("unmatched", r"without a mask.*extra\.png"),
     ],

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_segloss._widgets import _common, _grid, _workers, loss_explorer
+from napari_segloss._widgets import _common, _explorer_jobs, _grid, _workers, loss_explorer
 from napari_segloss._widgets._common import TAG, camera_of, grid_of, is_owned
 from napari_segloss.explorer import modulating_title
 from napari_segloss.samples import load_sample
@@ -554,7 +554,7 @@ def test_long_work_shows_progress_and_can_be_cancelled(
 ):
     viewer, widget, _, mask = _kvasir(dock, wait_idle)
     fake = _SlowFrames(make_whatif(mask, "blur", 2.0))
-    monkeypatch.setattr(loss_explorer, "_inference", lambda: fake)
+    monkeypatch.setattr(_explorer_jobs, "inference", lambda: fake)
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"not read: the stand-in does the predicting")
     widget.ckpt_picker.set_path(ckpt)
