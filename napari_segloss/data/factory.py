@@ -134,8 +134,8 @@ def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, li
                 f"config key 'data.split_file': {str(path)!r} must contain train.txt and val.txt "
                 "(or test.txt)"
             )
-        if "val" not in out:
-            out["val"] = out["test"]
+        # train.txt + test.txt alone: the validation split is drawn from train.txt (see
+        # _split_pairs); test.txt stays held out (it chose best.pt, then was scored as unseen)
         return out
     if path.suffix in (".json", ".yaml", ".yml"):
         try:
@@ -148,6 +148,12 @@ def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, li
             raise DataError(
                 f"config key 'data.split_file': {str(path)!r} must map 'train' and 'val' to id lists"
             )
+        for key in ("train", "val", "test"):  # a string would be read as a list of letters
+            if key in loaded and not isinstance(loaded[key], list):
+                raise DataError(
+                    f"config key 'data.split_file': {str(path)!r}: {key!r} must be a list of "
+                    f"ids, got {type(loaded[key]).__name__} {loaded[key]!r}"
+                )
         return {k: [str(x) for x in v] for k, v in loaded.items() if k in ("train", "val", "test")}
     return {"val": _read_ids(path)}
 
@@ -155,34 +161,64 @@ def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, li
 def _split_pairs(pairs: Pairs, cfg: DatasetsConfig, root: Path) -> dict[str, Pairs]:
     by_id = {path_stem(img): (img, msk) for img, msk in pairs}
     d = cfg.data
-    if d.split_file is not None:
-        split = read_split(d.split_file, root)
-        if "train" not in split:  # a plain .txt of validation ids
-            val_set = set(split["val"])
-            split["train"] = [k for k in sorted(by_id) if k not in val_set]
-        out = {}
-        for name, ids in split.items():
-            missing = [i for i in ids if i not in by_id]
-            if missing:
+    group = _group_key(getattr(d, "split_group", None), list(by_id), _set_by_user(d))
+    if d.split_file is None:
+        train, val = split_ids(list(by_id), d.val_fraction, cfg.train.seed, d.limit, group=group)
+        return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
+    split = read_split(d.split_file, root)
+    if "train" not in split:  # a plain .txt of validation ids
+        val_set = set(split["val"])
+        split["train"] = [k for k in sorted(by_id) if k not in val_set]
+    for name, ids in split.items():
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataError(
+                f"config key 'data.split_file': {len(missing)} id(s) of the {name} split have "
+                f"no image/mask pair under {str(root)!r} (e.g. {missing[0]!r})"
+            )
+    _refuse_shared_ids(split)
+    if "val" not in split:  # train.txt + test.txt: validation drawn from train.txt
+        split["train"], split["val"] = split_ids(
+            split["train"], d.val_fraction, cfg.train.seed, group=group
+        )
+    return {name: [by_id[i] for i in (ids[: d.limit] if d.limit else ids)]
+            for name, ids in split.items()}  # fmt: skip
+
+
+def _refuse_shared_ids(split: dict[str, list[str]]) -> None:
+    """DataError when an id sits in two splits of a split file (a volume trained on and
+    validated, or tested, on)."""
+    names = list(split)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = sorted(set(split[a]) & set(split[b]))
+            if shared:
                 raise DataError(
-                    f"config key 'data.split_file': {len(missing)} id(s) of the {name} split have "
-                    f"no image/mask pair under {str(root)!r} (e.g. {missing[0]!r})"
+                    f"config key 'data.split_file': {len(shared)} id(s) are in both the {a} and "
+                    f"the {b} split (e.g. {shared[0]!r}); each id belongs to one split"
                 )
-            chosen = ids[: d.limit] if d.limit else ids
-            out[name] = [by_id[i] for i in chosen]
-        return out
-    group = getattr(d, "split_group", None)
-    train, val = split_ids(
-        list(by_id), d.val_fraction, cfg.train.seed, d.limit, group=_group_key(group)
-    )
-    return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
 
 
-def _group_key(pattern: str | None) -> Callable[[str], str] | None:
-    """``id -> subject`` of ``data.split_group`` (an id that does not match is its own)."""
+def _set_by_user(data: Any) -> bool:
+    """Whether ``data.split_group`` was given (a config's own default is not)."""
+    return "split_group" in getattr(data, "model_fields_set", set())
+
+
+def _group_key(
+    pattern: str | None, ids: Sequence[str] = (), given: bool = False
+) -> Callable[[str], str] | None:
+    """``id -> subject`` of ``data.split_group`` (an id that does not match is its own).
+    A pattern the user ``given`` that matches none of ``ids`` is refused: a typo (a missing
+    ``+``) split file by file, the very leak the grouping prevents."""
     if pattern is None:
         return None
     regex = re.compile(pattern)
+    if given and ids and not any(regex.fullmatch(i) for i in ids):
+        raise DataError(
+            f"config key 'data.split_group': {pattern!r} matches none of the {len(ids)} file "
+            f"name(s) (e.g. {sorted(ids)[0]!r}; the whole name must match); fix it, or set "
+            "data.split_group=null to split file by file"
+        )
 
     def key(stem: str) -> str:
         match = regex.fullmatch(stem)

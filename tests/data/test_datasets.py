@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +286,55 @@ def test_read_split_yaml(tmp_path: Path) -> None:
     assert read_split(f) == {"train": ["a", "b"], "val": ["c"]}
     with pytest.raises(DataError, match="not found"):
         read_split(tmp_path / "missing")
+
+
+def test_a_split_of_train_and_test_draws_its_validation_from_train(tmp_path: Path) -> None:
+    """train.txt + test.txt: test.txt served as the validation split, chose best.pt, and was
+    then scored as held out. Now validation comes from train.txt (data.val_fraction)."""
+    root = write_folder(tmp_path / "d", n=8)
+    splits = tmp_path / "s"
+    splits.mkdir()
+    (splits / "train.txt").write_text("".join(f"case{i:02d}\n" for i in range(6)))
+    (splits / "test.txt").write_text("case06\ncase07\n")
+    cfg = cfg_for(root, split_file=str(splits), val_fraction=0.34)
+    tr, va = build_datasets(cfg)
+    train_ids = {p[0].stem for p in tr.pairs}
+    val_ids = {p[0].stem for p in va.pairs}
+    assert len(val_ids) == 2 and len(train_ids) == 4
+    assert train_ids | val_ids == {f"case{i:02d}" for i in range(6)}  # test never validates
+    te = build_test_dataset(cfg)
+    assert [p[0].stem for p in te.pairs] == ["case06", "case07"]
+
+
+def test_an_id_in_two_splits_is_refused(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4)
+    f = tmp_path / "s.yaml"
+    f.write_text("train: [case00, case01, case02]\nval: [case02, case03]\n")
+    with pytest.raises(DataError, match=r"1 id\(s\) are in both the train and the val split "
+                       r"\(e\.g\. 'case02'\)"):  # fmt: skip
+        build_datasets(cfg_for(root, split_file=str(f)))
+    f.write_text("train: case00\nval: [case03]\n")  # read as the ids 'c', 'a', 's', ...
+    with pytest.raises(DataError, match=r"'train' must be a list of ids, got str 'case00'"):
+        build_datasets(cfg_for(root, split_file=str(f)))
+
+
+def test_a_split_group_that_matches_no_name_is_refused(tmp_path: Path) -> None:
+    # "(.+)_frame\d" (a "+" left out) matched no name: the split went file by file, and the
+    # frames of one patient sat on both sides
+    root = tmp_path / "d"
+    write_folder(root, n=4)
+    for i, path in enumerate(sorted((root / "images").iterdir())):
+        for sub in ("images", "masks"):
+            (root / sub / path.name).rename(
+                root / sub / f"patient{i // 2}_frame{i % 2 + 1:02d}.png"
+            )
+    typo = r"(.+)_frame\d"
+    with pytest.raises(DataError, match=re.escape(f"'data.split_group': {typo!r} matches none")):
+        build_datasets(cfg_for(root, split_group=typo, val_fraction=0.5))
+    tr, va = build_datasets(cfg_for(root, split_group=r"(.+)_frame\d+", val_fraction=0.5))
+    assert {p[0].stem[:8] for p in tr.pairs}.isdisjoint({p[0].stem[:8] for p in va.pairs})
+    kvasir_like = write_folder(tmp_path / "k", n=4)  # the default pattern, unset: no refusal
+    assert len(build_datasets(cfg_for(kvasir_like))[0]) == 3
 
 
 def test_missing_split_file_says_how_to_do_without(tmp_path: Path) -> None:
