@@ -276,15 +276,28 @@ def read_label_pairs(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[Lab
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CLIError(f"{len(missing)} prediction(s) without a ground truth in {gt_dir}: {shown}")
+    import numpy as np
+
     pairs: list[LabelPair] = []
+    other_spacing: list[str] = []
     for stem in sorted(preds):
-        pred, _ = read_labels(preds[stem])
+        pred, pred_spacing = read_labels(preds[stem])
         gt, gt_spacing = read_labels(gts[stem])
         if pred.shape != gt.shape:
             raise CLIError(
                 f"{stem}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
             )
+        if (pred_spacing and gt_spacing and len(pred_spacing) == len(gt_spacing)
+                and not np.allclose(pred_spacing, gt_spacing, rtol=1e-3)):  # fmt: skip
+            other_spacing.append(f"{stem} {tuple(pred_spacing)} vs {tuple(gt_spacing)}")
         pairs.append((stem, pred, gt, gt_spacing))
+    if other_spacing:  # the same labels give other distances (HD95, NSD) in another spacing
+        print(  # a diagnostic: stderr
+            f"segloss evaluate: note: {len(other_spacing)} prediction header(s) give another "
+            f"voxel spacing than the ground truth's, which the distances use (e.g. "
+            f"{other_spacing[0]})",
+            file=sys.stderr,
+        )
     return pairs, len(set(gts) - set(preds))
 
 

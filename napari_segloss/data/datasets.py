@@ -555,9 +555,16 @@ class NiftiSliceDataset(SegmentationDataset):
         img_path, lbl_path = self.pairs[v]
         try:
             image, spacing = read_nifti(img_path)
-            label, _ = read_nifti(lbl_path)
+            label, label_spacing = read_nifti(lbl_path)
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc
+        if len(spacing) == len(label_spacing) and not np.allclose(spacing, label_spacing, 1e-3):
+            # segloss evaluate reads the label's header: the same masks, other distances
+            log.warning(
+                "%s: its labels %s give another voxel spacing (%s vs %s); the distances of "
+                "eval.json (HD95, NSD) use the image's",
+                img_path, lbl_path, tuple(spacing), tuple(label_spacing),
+            )  # fmt: skip
         check_finite(image, str(img_path))  # the whole volume: its count, not one slice's
         if image.ndim == 2:
             image, label = image[..., None], label[..., None]

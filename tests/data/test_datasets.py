@@ -416,6 +416,23 @@ def test_nifti_slices_in_napari_order(tmp_path: Path) -> None:
         ds.validate(num_classes=3)
 
 
+def test_nifti_labels_with_another_spacing_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # eval.json measures distances in the image's spacing, segloss evaluate in the label's
+    import nibabel as nib
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    _write_nifti(tmp_path / "images" / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.diag([1.5, 1.5, 10.0, 1.0])),
+             str(tmp_path / "labels" / "a.nii.gz"))  # fmt: skip
+    ds = NiftiSliceDataset([(tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")])
+    with caplog.at_level("WARNING"):
+        ds[0]
+    assert "give another voxel spacing ((1.0, 1.0, 1.0) vs (1.5, 1.5, 10.0))" in caplog.text
+
+
 def test_nifti_shape_mismatch(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

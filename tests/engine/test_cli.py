@@ -443,6 +443,13 @@ def test_evaluate_multiclass_nifti_uses_header_spacing(
     assert float(rows["2"]["dice"]) == pytest.approx(0.0)
     summary = (tmp_path / "pred" / "summary.md").read_text()
     assert "B" in summary
+    assert "note" not in err  # the headers agree
+    # a prediction written with another header: the ground truth's spacing is used, and said
+    nib.save(nib.Nifti1Image(pred, np.eye(4)), str(tmp_path / "pred" / "v.nii.gz"))
+    rc, _, err = _run(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")],
+                      capsys)  # fmt: skip
+    assert rc == 0 and "1 prediction header(s) give another voxel spacing than the ground " in err
+    assert "v (1.0, 1.0, 1.0) vs (2.0, 2.0, 5.0)" in err
     # says which spacing the distances are in, with its numbers (not "pixel units")
     assert "NIfTI header spacing (X, Y, Z) = (2.0, 2.0, 5.0)" in summary
     assert "pixel units" not in summary
