@@ -200,8 +200,11 @@ def _refuse_shared_ids(split: dict[str, list[str]]) -> None:
 
 
 def _set_by_user(data: Any) -> bool:
-    """Whether ``data.split_group`` was given (a config's own default is not)."""
-    return "split_group" in getattr(data, "model_fields_set", set())
+    """Whether ``data.split_group`` is another pattern than the default (ACDC's naming, which
+    other data do not follow: no refusal for them). Not ``model_fields_set``: a config saved
+    and read again (a comparison's runs, a resume) sets every key."""
+    field = getattr(type(data), "model_fields", {}).get("split_group")
+    return field is not None and data.split_group != field.default
 
 
 def _group_key(
