@@ -569,8 +569,8 @@ def _restore(state: RunState, ckpt: dict[str, Any]) -> None:
     state.best_dice = -math.inf if best is None else float(best)
     state.partial = restored_partial(ckpt, state.info)
     saved_it, saved_max = int(ckpt["iteration"]), int(ckpt.get("max_iterations", 0))
-    if (saved_it, saved_max) != (state.iteration, state.max_iterations):
-        log.warning(
+    if (saved_it, saved_max) != (state.iteration, state.max_iterations) and state.info.is_main:
+        log.warning(  # once, not once per process
             "resume: iteration %s of %s is iteration %s of %s here (train.epochs, the number "
             "of processes or the data changed); the LR schedule is recomputed",
             saved_it,

@@ -89,11 +89,13 @@ def _torchrun_command(script: Path, *args: Path | str) -> tuple[list[str], dict[
     return [*cmd, str(script), *map(str, args)], env
 
 
-def _torchrun_two_processes(script: Path, *args: Path) -> None:
-    """:func:`_torchrun_command` run to its end; fails the test on a non-zero exit."""
+def _torchrun_two_processes(script: Path, *args: Path) -> str:
+    """:func:`_torchrun_command` run to its end; fails the test on a non-zero exit. Returns
+    what the processes printed (stdout and stderr)."""
     cmd, env = _torchrun_command(script, *args)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> tuple[str, float]:
@@ -217,7 +219,8 @@ def test_resume_on_another_number_of_processes_follows_the_lr_schedule(
     data, out = tmp_path / "data", tmp_path / "runs"
     write_squares(data, n=12, hw=(32, 32))  # 9 training images: 4 steps on 1 process, 2 on 2
     assert not train(tiny_config(data, out / "one", epochs=1), progress=False).stopped
-    _torchrun_two_processes(WORLD_CHANGE_SCRIPT, data, out)
+    printed = _torchrun_two_processes(WORLD_CHANGE_SCRIPT, data, out)
+    assert printed.count("the LR schedule is recomputed") == 1  # rank 0 says it, once
     done = train(tiny_config(data, out / "two", epochs=3), resume=True, progress=False)
     assert not done.stopped, done.reason
     lr = tiny_config(data, out, epochs=1).optim.lr
