@@ -109,8 +109,9 @@ def _read_ids(path: Path) -> list[str]:
 
 
 def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, list[str]]:
-    """Read a split: a folder with ``train.txt``/``val.txt`` (optional ``test.txt``), a ``.txt``
-    listing the validation ids (the rest train), or a ``.json``/``.yaml`` mapping
+    """Read a split: a folder with ``train.txt``/``val.txt`` (optional ``test.txt``; without
+    ``val.txt`` no ``"val"`` key: the validation split is then drawn from ``train.txt``), a
+    ``.txt`` listing the validation ids (the rest train), or a ``.json``/``.yaml`` mapping
     ``{"train": [...], "val": [...], "test": [...]}``. Ids are file stems (``patient001_frame01``).
     """
     path = Path(split_file).expanduser()
