@@ -1,4 +1,5 @@
-"""The work the Loss Explorer runs in its thread worker, as generator functions (no Qt).
+"""The work the Loss Explorer runs in its thread worker, as generator functions that touch
+no Qt object.
 
 Each ``*_job`` returns a :data:`Job`: a function whose generator yields :data:`Progress`
 and returns its result, which the panel hands to ``progress_worker``. The core imports torch
@@ -18,6 +19,7 @@ import numpy as np
 
 from napari_segloss.whatif import labels_to_probabilities, make_whatif
 
+from ._common import PanelError
 from ._compat import preload_torch_libraries
 from ._workers import frame_progress
 
@@ -141,10 +143,9 @@ def explorer_job(
     gammas: list[float],
     cls: int,
     relative: bool,
-    refuse: Callable[[str], Exception],
 ) -> Callable[[], Generator[Progress, None, ExplorerResult]]:
     """The maps of ``losses`` and ``gammas`` for the prediction ``make_probs`` makes against
-    ``target``; ``refuse(message)`` is the error a class beyond the inputs' raises."""
+    ``target``; a class beyond the inputs' raises :class:`PanelError`."""
 
     def job() -> Generator[Progress, None, ExplorerResult]:
         explorer = core()
@@ -152,7 +153,7 @@ def explorer_job(
         explorer.check_target_fits(probs, target)
         k = 2 if probs.shape[0] == 1 else probs.shape[0]
         if cls >= k:  # not clipped: class 7 would silently draw the last class
-            raise refuse(
+            raise PanelError(
                 f"class: these inputs have {k} classes (0–{k - 1}), not {cls}: set 'class' to "
                 "one of them"
             )

@@ -426,9 +426,7 @@ class LossExplorerWidget(QWidget):
         make_probs = self._prediction_job(gt, image_layer, z)
         target = gt if z is None else gt[z]
         cls, relative = self.class_spin.value, self.relative_check.value
-        job = jobs.explorer_job(
-            make_probs, target, losses, list(gamma_uids), cls, relative, PanelError
-        )
+        job = jobs.explorer_job(make_probs, target, losses, list(gamma_uids), cls, relative)
         info = {
             "z": z,
             "shape": gt.shape,

@@ -162,7 +162,7 @@ def read_split(split_file: Path | str, root: Path | None = None) -> dict[str, li
 def _split_pairs(pairs: Pairs, cfg: DatasetsConfig, root: Path) -> dict[str, Pairs]:
     by_id = {path_stem(img): (img, msk) for img, msk in pairs}
     d = cfg.data
-    group = _group_key(getattr(d, "split_group", None), list(by_id), _set_by_user(d))
+    group = _group_key(getattr(d, "split_group", None), list(by_id), _custom_split_group(d))
     if d.split_file is None:
         train, val = split_ids(list(by_id), d.val_fraction, cfg.train.seed, d.limit, group=group)
         return {"train": [by_id[i] for i in train], "val": [by_id[i] for i in val]}
@@ -200,7 +200,7 @@ def _refuse_shared_ids(split: dict[str, list[str]]) -> None:
                 )
 
 
-def _set_by_user(data: Any) -> bool:
+def _custom_split_group(data: Any) -> bool:
     """Whether ``data.split_group`` is another pattern than the default (ACDC's naming, which
     other data do not follow: no refusal for them). Not ``model_fields_set``: a config saved
     and read again (a comparison's runs, a resume) sets every key."""

@@ -377,9 +377,9 @@ def _refuse_shrink(cells: Sequence[_Cell], seeds: Sequence[int], output: Path) -
         old_seeds = [int(seed) for seed in before.get("seeds", [])]
     except (ValueError, KeyError, TypeError, OSError):
         return  # unreadable: the run folders decide, as before (_refuse_drift)
-    labels = {c.spec.label for c in cells}
+    labels, kept_seeds = {c.spec.label for c in cells}, set(seeds)
     lost_losses = [label for label in old_losses if label not in labels]
-    lost_seeds = [seed for seed in old_seeds if seed not in set(seeds)]
+    lost_seeds = [seed for seed in old_seeds if seed not in kept_seeds]
     if lost_losses or lost_seeds:
         left = [*lost_losses, *(f"seed {seed}" for seed in lost_seeds)]
         raise ValueError(

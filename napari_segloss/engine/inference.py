@@ -28,6 +28,7 @@ from .checkpoint import load_model
 from .model import output_stride
 from .tiling import (
     WHOLE_IMAGE_MAX_PIXELS,
+    check_window_args,
     gaussian_importance_map,
     inference_window,
     labels_from_logits,
@@ -320,10 +321,7 @@ def predict(
     if isinstance(tile, str) and tile != "crop":
         raise ValueError(f"tile: expected None, 'crop' or sizes per axis, got {tile!r}")
     # checked whatever the tiling (the whole image ignored them, so a typo passed unseen)
-    if not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    check_window_args(overlap, batch_size)
     image_np = np.asarray(image_np)
     if image_np.ndim not in (2, 3, 4) or image_np.size == 0:
         raise ValueError(f"image: expected a non-empty 2D or 3D array, got shape {image_np.shape}")

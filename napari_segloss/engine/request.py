@@ -139,9 +139,9 @@ def build_config(request: TrainRequest, model: Mapping[str, Any]) -> TrainConfig
         data["size"] = [request.size, request.size]
     if request.layers is not None:
         data.update(kind="folder", root=str(request.output.parent / "napari-layers"))
-        names = request.layers.class_names or ()
-        if len(names) >= max(int(model["classes"]), 2):  # a layer may name absent labels too
-            data["class_names"] = list(names[: max(int(model["classes"]), 2)])
+        names, labels = request.layers.class_names or (), max(int(model["classes"]), 2)
+        if len(names) >= labels:  # a layer may name absent labels too
+            data["class_names"] = list(names[:labels])
     else:
         data.update(kind=request.folder_kind, root=str(Path(request.folder).expanduser()))
         data["masks"] = masks_folder(request.folder_kind)

@@ -29,6 +29,7 @@ from ..data.patches import pad_before
 
 __all__ = [
     "WHOLE_IMAGE_MAX_PIXELS",
+    "check_window_args",
     "gaussian_importance_map",
     "inference_window",
     "labels_from_logits",
@@ -260,6 +261,14 @@ def sliding_window_predict(
     return result if batched else result[0]
 
 
+def check_window_args(overlap: float, batch_size: int) -> None:
+    """ValueError for an ``overlap`` outside [0, 1) or a ``batch_size`` below 1."""
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+
 def _window_args(
     image: Tensor, tile: Sequence[int] | int, overlap: float, batch_size: int, blend: str
 ) -> tuple[bool, Tensor, tuple[int, ...]]:
@@ -275,10 +284,7 @@ def _window_args(
             f"image: expected shape (C, *spatial) or (B, C, *spatial) with {n_spatial} spatial "
             f"axes for tile {tile_t}, got shape {tuple(image.shape)}"
         )
-    if not 0.0 <= float(overlap) < 1.0:
-        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    check_window_args(overlap, batch_size)
     if blend not in ("gaussian", "constant"):
         raise ValueError(f"blend: expected 'gaussian' or 'constant', got {blend!r}")
     batched = image.dim() == n_spatial + 2
