@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from .checkpoint import load_model
+from .devices import resolve_device
 from .model import output_stride
 from .tiling import (
     WHOLE_IMAGE_MAX_PIXELS,
@@ -34,7 +35,6 @@ from .tiling import (
     labels_from_logits,
     pad_to_multiple,
     probabilities_from_logits,
-    resolve_device,
     sliding_window_predict,
     tile_starts,
     whole_image_logits,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..cpus import available_cpus
+from . import devices
 from .config import ConfigError
 from .distributed import DistInfo
 
@@ -25,33 +26,12 @@ __all__ = ["Interrupts", "available_cpus", "determinism", "loader_workers", "res
 
 
 def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` -> this rank's CUDA device, else MPS, else CPU; validates explicit choices."""
-    local = info.local_rank if info is not None else 0
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"config key 'train.device': {device!r} requested but CUDA is not available "
-                "(use auto or cpu)"
-            )
-        if dev.index is None:
-            dev = torch.device("cuda", local % torch.cuda.device_count())
-        elif dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"config key 'train.device': {device!r} but only {torch.cuda.device_count()} "
-                "CUDA device(s) exist"
-            )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            f"config key 'train.device': {device!r} requested but MPS is not available"
-        )
-    return dev
+    """The training device (:func:`.devices.resolve_device` for this rank); ConfigError naming
+    ``train.device`` when it is not usable here."""
+    try:
+        return devices.resolve_device(device, info.local_rank if info is not None else 0)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'train.device': {exc}") from None
 
 
 def _processes_on_this_machine() -> int:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.patches import pad_before
+from .devices import resolve_device
 
 __all__ = [
     "WHOLE_IMAGE_MAX_PIXELS",
@@ -35,31 +36,10 @@ __all__ = [
     "labels_from_logits",
     "pad_to_multiple",
     "probabilities_from_logits",
-    "resolve_device",
     "sliding_window_predict",
     "tile_starts",
     "whole_image_logits",
 ]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Turn ``"auto"``/``None`` into CUDA when available, else CPU; pass others through."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from exc
-    # checked here, not at the first tensor moved: "Found no NVIDIA driver" came as a traceback
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: CUDA is not available here (use auto or cpu)")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise ValueError(
-            f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) exist"
-        )
-    return dev
 
 
 def tile_starts(size: int, tile: int, overlap: float, multiple: int = 1) -> list[int]:

@@ -1,0 +1,77 @@
+"""The one device rule shared by training (ConfigError naming ``train.device``) and prediction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_segloss.engine import devices, runtime
+from napari_segloss.engine.config import ConfigError
+from napari_segloss.engine.distributed import DistInfo
+
+
+def _no_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+
+
+def _two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+@pytest.mark.parametrize("setting", ["auto", None, "cpu", torch.device("cpu")])
+def test_cpu_when_nothing_else(monkeypatch: pytest.MonkeyPatch, setting: object) -> None:
+    _no_accelerators(monkeypatch)
+    assert devices.resolve_device(setting) == torch.device("cpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "local_rank", "expected"),
+    [("auto", 0, "cuda:0"), ("auto", 3, "cuda:1"), ("cuda", 1, "cuda:1"), ("cuda:1", 0, "cuda:1")],
+)
+def test_cuda_follows_the_local_rank(
+    monkeypatch: pytest.MonkeyPatch, setting: str, local_rank: int, expected: str
+) -> None:
+    _two_gpus(monkeypatch)
+    assert devices.resolve_device(setting, local_rank) == torch.device(expected)
+
+
+def test_auto_prefers_mps_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.resolve_device("auto") == torch.device("mps")
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ("gpu", ["'gpu'", "'cuda:N'"]),
+        ("cuda", ["'cuda'", "CUDA is not available"]),
+        ("cuda:0", ["'cuda:0'", "CUDA is not available"]),
+        ("mps", ["'mps'", "MPS is not available"]),
+    ],
+)
+def test_refusals_say_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, setting: str, words: list[str]
+) -> None:
+    _no_accelerators(monkeypatch)
+    with pytest.raises(ValueError) as err:
+        devices.resolve_device(setting)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_index_past_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_gpus(monkeypatch)
+    with pytest.raises(ValueError, match=r"'cuda:2': only 2 CUDA device\(s\) exist"):
+        devices.resolve_device("cuda:2")
+
+
+def test_training_names_its_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_accelerators(monkeypatch)
+    with pytest.raises(ConfigError, match=r"config key 'train.device': device 'cuda'"):
+        runtime.resolve_device("cuda")
+    _two_gpus(monkeypatch)
+    info = DistInfo(rank=1, local_rank=1, world_size=2)
+    assert runtime.resolve_device("auto", info) == torch.device("cuda", 1)
