@@ -185,8 +185,9 @@ class RunsTable(QTableWidget):
                 self._set(row, 3, f"training on {inner.device}")
             elif isinstance(inner, TrainEpoch) and inner.val_dice is not None:
                 self.val_dice[row].append(float(inner.val_dice))
-                history = " → ".join(f"{d:.3f}" for d in self.val_dice[row][-3:])
-                self._set(row, 2, f"{inner.val_dice:.3f}", f"epochs … {history}")
+                # in % as the results table and the "done" status beside it
+                history = " → ".join(f"{100 * d:.1f}" for d in self.val_dice[row][-3:])
+                self._set(row, 2, f"{100 * inner.val_dice:.1f} %", f"epochs … {history} (%)")
                 self._set(row, 3, f"epoch {inner.epoch}")
         elif isinstance(event, CompareRunDone):
             if event.status == "ok":

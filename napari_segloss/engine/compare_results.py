@@ -666,7 +666,8 @@ class CompareResults:
             note = "" if pred is not None else "no predictions.npz for this image"
         if pred is not None:
             errors = error_labels(pred, gt)
-        shown = "-" if math.isnan(dice) else f"{dice:.3f}"
+        # in % as the results table; "loss" keeps "Dice loss · Dice 59.7 %" unambiguous
+        shown = "-" if math.isnan(dice) else f"{100 * dice:.1f} %"
         return OverlayCell(
             loss=spec.label,
             display=spec.display,
@@ -676,7 +677,7 @@ class CompareResults:
             prediction=pred,
             errors=errors,
             dice=dice,
-            title=f"{spec.title} · Dice {shown}",
+            title=f"{spec.title} loss · Dice {shown}",
             note=note,
         )
 

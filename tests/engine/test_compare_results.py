@@ -183,7 +183,7 @@ def test_view_reads_stored_images_and_predictions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(view.image, images[0])
     ce, dice = view.cells
     np.testing.assert_array_equal(ce.errors, [[2, 1], [3, 1]])  # FP, TP / FN, TP
-    assert ce.dice == 0.5 and ce.title == "CE · Dice 0.500"
+    assert ce.dice == 0.5 and ce.title == "CE loss · Dice 50.0 %"
     assert dice.prediction is None and dice.errors is None and "no predictions.npz" in dice.note
     assert dice.dice == 0.5  # the Dice is in eval.json even without stored predictions
     assert results.image_names() == names

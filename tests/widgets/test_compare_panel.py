@@ -140,6 +140,9 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     # runs: progress bars full, live validation Dice per run
     assert [bar.value() for bar in widget.runs_table.bars] == [1000, 1000]
     assert all(len(d) == 1 and 0 <= d[0] <= 1 for d in widget.runs_table.val_dice)
+    # in % as the "done · mDice 59.7 %" beside it and the results table
+    shown = widget.runs_table.item(0, 2).text()
+    assert shown == f"{100 * widget.runs_table.val_dice[0][0]:.1f} %", shown
     assert widget.runs_table.status_of(1).startswith("done · mDice")
     # the table: one row per loss, mean of each metric, rank; the best highlighted
     table = widget.results_table
@@ -191,7 +194,10 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     assert len(overlays) == 2 and all(ly.name_overlay.visible for ly in overlays)
     for layer, cell in zip(overlays, view.cells, strict=True):
         np.testing.assert_array_equal(layer.data, cell.errors)
-        assert f"Dice {cell.dice:.3f}" in layer.name and cell.display.split(" (")[0] in layer.name
+        assert (
+            f"loss · Dice {100 * cell.dice:.1f} %" in layer.name
+            and cell.display.split(" (")[0] in layer.name
+        )
     starred = [ly.name for ly in overlays if ly.name.startswith("★ ")]
     assert len(starred) == 1 and by_hd95.display.split(" (")[0] in starred[0]
     owned = [ly for ly in viewer.layers if is_owned(ly, PANEL)]
@@ -205,7 +211,7 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     for cell in view2.cells:
         layer = find_owned(viewer, PANEL, f"errors:{cell.loss}")
         np.testing.assert_array_equal(layer.data, cell.errors)
-        assert f"Dice {cell.dice:.3f}" in layer.name
+        assert f"loss · Dice {100 * cell.dice:.1f} %" in layer.name
     assert len([ly for ly in viewer.layers if is_owned(ly, PANEL)]) == 6
 
     # exports
