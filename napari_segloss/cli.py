@@ -313,6 +313,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # evaluate
 
 
+def _split_class_names(names: Sequence[str] | None) -> tuple[str, list[str]]:
+    """``(label 0's name, names of labels 1, 2, ...)``: a leading "background" (or "bg") is
+    label 0's, as in ``data.class_names``, so the config's list can be pasted as it is
+    (before, it shifted every name one class up, silently)."""
+    names = list(names or [])
+    if names and names[0].lower() in ("background", "bg"):
+        return names[0], names[1:]
+    return "background", names
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import aggregate, evaluate, to_csv, to_markdown
 
@@ -323,14 +333,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     pairs, unused = read_label_pairs(args.pred, args.gt)
     num_classes = args.num_classes or int(max(max(p.max(), g.max()) for _, p, g, _ in pairs)) + 1
-    named = len(args.class_names or [])
+    background, foreground = _split_class_names(args.class_names)
+    named = len(foreground)
     if not args.num_classes:  # a named class may be absent from every mask: still reported
         num_classes = max(num_classes, named + 1)
     num_classes = max(num_classes, 2)
     if named > num_classes - 1:
         raise CLIError(
             f"--class-names: got {named} names for {num_classes - 1} class(es) (--num-classes "
-            f"{num_classes} counts the background): {' '.join(args.class_names)}"
+            f"{num_classes} counts the background): {' '.join(foreground)}"
         )
     results: list[dict[int, dict[str, float]]] = []
     used: list[tuple[float, ...] | None] = []
@@ -353,9 +364,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_per_image_csv(
         out / "per_image.csv", [(p[0], r) for p, r in zip(pairs, results, strict=True)]
     )
-    names = {i + 1: name for i, name in enumerate(args.class_names or [])}
+    names = {i + 1: name for i, name in enumerate(foreground)}
     if args.include_background:
-        names[0] = "background"
+        names[0] = background
     table = aggregate(results, class_names=names or None)
     to_csv(table, out / "summary.csv")
     text = to_markdown(table) + (
@@ -656,7 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--include-background", action="store_true", help="also score class 0 (background)"
     )
-    p.add_argument("--class-names", nargs="+", help="names of classes 1, 2, ...")
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        help="names of classes 1, 2, ... (a leading 'background' names class 0, as in "
+        "data.class_names)",
+    )
     p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
     p.set_defaults(func=cmd_evaluate)
 

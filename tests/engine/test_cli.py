@@ -497,6 +497,15 @@ def test_evaluate_class_names_count(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 0, err
     summary = (tmp_path / "p" / "summary.md").read_text()
     assert "polyp" in summary and "adenoma" in summary
+    # data.class_names pasted with its background first: class 1 is still the polyp (it was
+    # named "background", every name one class up)
+    rc, _, err = _run([*argv, "--class-names", "background", "polyp"], capsys)
+    assert rc == 0, err
+    with (tmp_path / "p" / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["class"], r["name"]) for r in rows} == {("1", "polyp")}, rows
+    rc, _, err = _run([*argv, "--num-classes", "2", "--class-names", "BG", "polyp"], capsys)
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("problem", ["no_gt", "shape", "spacing"])
