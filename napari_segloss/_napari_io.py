@@ -55,6 +55,7 @@ from .data.io import (
 from .samples import sample_class_names, sample_files, sample_pairs_dir
 
 __all__ = [
+    "FRAMES_KEY",
     "MASK_COLORS",
     "MAX_SEPARATE_PAIRS",
     "READER_EXPECTS",
@@ -67,6 +68,10 @@ __all__ = [
     "read_nifti_layers",
     "read_pair_folder",
 ]
+
+#: layer metadata key: True for a stack of unrelated 2D frames (a folder of same-size images),
+#: which the Predict & Compare panel scores frame by frame, not as one 3D volume
+FRAMES_KEY = "frames"
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike[str]
@@ -243,20 +248,14 @@ def read_pair_folder(
         stacked = np.stack(images)
         spatial = stacked.ndim - (1 if images[0].ndim == 3 else 0)
         scale = (1.0,) * spatial
-        return [
-            (
-                stacked,
-                _image_kwargs(name or f"{root.name} images", stacked, scale, image_paths),
-                "image",
-            ),
-            (
-                stacked_labels := np.stack(labels),
-                _labels_kwargs(
-                    mask_name or f"{root.name} {masks}", scale, mask_paths, stacked_labels
-                ),
-                "labels",
-            ),
-        ]
+        image_kw = _image_kwargs(name or f"{root.name} images", stacked, scale, image_paths)
+        stacked_labels = np.stack(labels)
+        label_kw = _labels_kwargs(
+            mask_name or f"{root.name} {masks}", scale, mask_paths, stacked_labels
+        )
+        for kw in (image_kw, label_kw):  # unrelated 2D images, not the slices of a volume
+            kw["metadata"][FRAMES_KEY] = True
+        return [(stacked, image_kw, "image"), (stacked_labels, label_kw, "labels")]
     _check_separate_count(root, images)
     layers = []
     for (image_path, mask_path), image, label in zip(pairs, images, labels, strict=True):

@@ -45,10 +45,10 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.data.pairs import mask_labels
 from napari_segloss.engine.events import out_of_memory_text
-from napari_segloss.metrics import evaluate
+from napari_segloss.metrics import evaluate, evaluate_frames
 from napari_segloss.overlay import error_labels
 
-from .._napari_io import class_names_kwargs
+from .._napari_io import FRAMES_KEY, class_names_kwargs
 from ._common import (
     TAG,
     CheckpointPicker,
@@ -83,6 +83,13 @@ if TYPE_CHECKING:
 
 PANEL = "predict"
 METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
+FRAMES_TOOLTIP = (
+    "on: a 3D stack holds unrelated 2D images (a folder of images, the kvasir sample): each "
+    "frame is scored on its own and the table shows the mean over frames, as segloss evaluate "
+    "reports a folder. off: one 3D volume (Dice over all its voxels, distances across slices "
+    "in the layer's scale). Ticked for stacks the plugin's reader made from a folder"
+)
+
 #: the distance metrics are in the ground-truth layer's scale units (its voxel spacing)
 METRIC_HELP = {
     "nsd": "normalised surface Dice: share of the boundaries within the NSD tolerance "
@@ -138,21 +145,26 @@ def compare_job(
     foreground: int | None,
     include_background: bool = False,
     names: tuple[str, str] = ("prediction", "ground truth"),
+    frames: bool = False,
 ) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
     """Error labels and per-class metrics (what the Compare worker runs); ``names`` (of the
-    prediction and ground truth layers) are for the message of labels that do not fit."""
+    prediction and ground truth layers) are for the message of labels that do not fit.
+    ``frames``: a 3D stack holds unrelated 2D frames, scored one by one and averaged
+    (:func:`~napari_segloss.metrics.evaluate_frames`), not as one volume."""
     pred_labels, gt_labels = mask_labels(pred), mask_labels(gt)
     check_labels_fit(pred_labels, gt_labels, names)
     errors = error_labels(pred, gt, foreground=foreground)
     k = max([*pred_labels, *gt_labels], default=0) + 1
-    metrics = evaluate(
-        pred,
-        gt,
-        num_classes=max(k, 2),
-        spacing=spacing,
-        tolerance=tolerance,
-        include_background=include_background,
-    )
+    kw = {
+        "num_classes": max(k, 2),
+        "tolerance": tolerance,
+        "include_background": include_background,
+    }
+    if frames and gt.ndim == 3:
+        in_plane = None if spacing is None else spacing[-2:]
+        metrics = evaluate_frames(pred, gt, spacing=in_plane, **kw)
+    else:
+        metrics = evaluate(pred, gt, spacing=spacing, **kw)
     # A class in neither layer (labels 2..8 of {0, 1, 9}) is a column of nan: not a result.
     present = set(pred_labels) | set(gt_labels) | {0}
     return errors, {c: m for c, m in metrics.items() if c in present}
@@ -319,6 +331,11 @@ class PredictWidget(QWidget):
             tooltip="NSD tolerance in the layer's physical units (its scale)",
         )
         self.background_check = CheckBox(text="include background class", value=False)
+        self.frames_check = CheckBox(text="score each frame as a 2D image", value=False)
+        self.frames_check.tooltip = FRAMES_TOOLTIP
+        for picker in (self.pred_picker, self.gt_picker):
+            picker.currentIndexChanged.connect(self._suggest_frames)
+        self._suggest_frames()
         self.compare_button = QPushButton("Compare", box)
         self.compare_button.clicked.connect(self.compare)
         form.addRow("prediction", self.pred_picker)
@@ -326,6 +343,7 @@ class PredictWidget(QWidget):
         form_row(form, self.overlay_class)
         form_row(form, self.tolerance)
         form.addRow(self.background_check.native)
+        form.addRow(self.frames_check.native)
         form.addRow(self.compare_button)
         return box
 
@@ -341,6 +359,14 @@ class PredictWidget(QWidget):
             *((class_label(c, names), c) for c in range(1, top + 1)),
         ]
         self.overlay_class.value = keep if keep is None or keep <= top else None
+
+    def _suggest_frames(self, *_: object) -> None:
+        """Tick "each frame a 2D image" for layers the reader stacked from a folder of images
+        (the ``kvasir`` sample) and predictions made on them; only a 3D stack can be either."""
+        layers = [ly for ly in (self.gt_picker.layer(), self.pred_picker.layer()) if ly]
+        stacks = [ly for ly in layers if ly.data.ndim == 3]
+        self.frames_check.enabled = bool(stacks)
+        self.frames_check.value = any(ly.metadata.get(FRAMES_KEY) for ly in stacks)
 
     def _default_pred(self, candidates: list[Layer]) -> Layer | None:
         ours = [ly for ly in candidates if is_owned(ly, PANEL)]
@@ -448,6 +474,8 @@ class PredictWidget(QWidget):
             name=f"prediction [{name}]", like=like, visible=not will_compare,
             select=not will_compare,  # the result shown, unless its error overlay follows
         )  # fmt: skip
+        # frames in, frames out: Compare scores them one by one (see FRAMES_TOOLTIP)
+        pred_layer.metadata[FRAMES_KEY] = bool(like.metadata.get(FRAMES_KEY))
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV),
         # and so does the status bar under the cursor
         if class_names:
@@ -473,6 +501,7 @@ class PredictWidget(QWidget):
         self.pred_picker.refresh()
         self.pred_picker.set_layer(pred_layer)
         self._list_overlay_classes()  # the layer's data and names may be new
+        self._suggest_frames()
         fg = float((labels > 0).mean()) * 100
         self.status.info(
             f"prediction: {probs.shape[0]} channel(s), {fg:.1f} % foreground; the prediction "
@@ -503,8 +532,9 @@ class PredictWidget(QWidget):
             "foreground": self.overlay_class.value,
             "include_background": self.background_check.value,
             "names": (pred_layer.name, gt_layer.name),
+            "frames": self.frames_check.value and gt.ndim == 3,
         }
-        self._compare_info = {"gt": gt_layer, "pred": pred_layer}
+        self._compare_info = {"gt": gt_layer, "pred": pred_layer, "frames": kw["frames"]}
         names = layer_class_names(pred_layer) or layer_class_names(gt_layer)
         self._class_names = list(names) if names else None
 
@@ -526,6 +556,8 @@ class PredictWidget(QWidget):
         note = self._show_overlay_alone(pred_layer, gt_layer)
         self.metrics = metrics
         self._metrics_source = f"{pred_layer.name} vs {gt_layer.name}"
+        if self._compare_info["frames"]:
+            self._metrics_source += f", mean over {errors.shape[0]} frames"
         self._metrics_layers = (pred_layer.unique_id, gt_layer.unique_id)
         self._fill_table()
         counts = np.bincount(errors.ravel(), minlength=4)

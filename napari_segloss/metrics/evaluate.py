@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .aggregate import aggregate
 from .inputs import (
     as_labels,
     check_same_shape,
@@ -25,7 +26,7 @@ from .surface import nsd_of_masks, percentile_hausdorff
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METRICS", "evaluate", "evaluate_batch"]
+__all__ = ["METRICS", "evaluate", "evaluate_batch", "evaluate_frames"]
 
 METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "nsd", "hd95")
 
@@ -99,3 +100,28 @@ def evaluate_batch(
         )
         kwargs["num_classes"] = max(top + 1, 2)
     return [evaluate(x, y, **kwargs) for x, y in zip(pred_list, gt_list, strict=True)]
+
+
+def evaluate_frames(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, **kwargs: Any
+) -> dict[int, dict[str, float]]:
+    """Per-class metrics of a stack of unrelated 2D frames ``(N, H, W)``: :func:`evaluate` of
+    each frame, then the mean over the frames (NaN skipped, ``inf`` kept: the ``mean`` column of
+    :func:`aggregate`, what ``segloss evaluate`` reports for a folder of images).
+
+    Scoring such a stack as one volume pools the Dice over the frames and measures distances
+    across them: a frame's whole mask becomes a boundary facing the next frame's.
+
+    Args:
+        pred, gt: integer labels, same shape ``(N, H, W)``.
+        kwargs: as :func:`evaluate`; ``spacing`` is per frame (2 values or a scalar).
+    """
+    p, g = as_labels(pred, "pred"), as_labels(gt, "gt")
+    check_same_shape(p, g, "pred", "gt")
+    if p.ndim != 3:
+        raise ValueError(f"pred: expected a stack of 2D frames (N, H, W), got shape {p.shape}")
+    rows = aggregate(evaluate_batch(p, g, **kwargs), include_mean=False)
+    out: dict[int, dict[str, float]] = {}
+    for row in rows:
+        out.setdefault(int(row["class"]), {})[row["metric"]] = row["mean"]
+    return out

@@ -16,6 +16,7 @@ from napari_segloss.metrics import (
     aggregate,
     evaluate,
     evaluate_batch,
+    evaluate_frames,
     hausdorff_distance,
     surface_dice,
     to_csv,
@@ -198,3 +199,27 @@ def test_aggregate_mean_row_leaves_the_background_out():
     # one foreground class: its own row is the mean, no macro row (binary + background)
     binary = aggregate([{0: {"dice": 0.9}, 1: {"dice": 0.5}}])
     assert [r["class"] for r in binary] == [0, 1]
+
+
+def test_evaluate_frames_is_the_mean_of_its_frames() -> None:
+    """A stack of unrelated 2D frames: per frame, then the mean (NaN skipped, inf kept)."""
+    gt = np.zeros((3, 12, 12), np.uint8)
+    gt[0, 2:6, 2:6] = 1
+    gt[1, 4:10, 3:9] = 1
+    pred = np.roll(gt, 2, axis=2)  # each square shifted 2 px: HD95 2 in frames 0 and 1
+    pred[2, 0, 0] = 1  # frame 2: empty truth, one false positive -> Dice 0, HD95 inf
+    out = evaluate_frames(pred, gt, spacing=(1.0, 1.0), tolerance=1.0)
+    frames = [
+        evaluate(p, g, num_classes=2, spacing=1.0, tolerance=1.0)[1]
+        for p, g in zip(pred, gt, strict=True)
+    ]
+    for key in ("dice", "iou", "recall", "nsd"):
+        assert out[1][key] == pytest.approx(np.nanmean([f[key] for f in frames]))
+    assert frames[0]["hd95"] == 2.0 and out[1]["hd95"] == math.inf
+    assert out[1]["recall"] == pytest.approx(np.mean([frames[0]["recall"], frames[1]["recall"]]))
+    # the volume reading differs: the distances run across the frames
+    assert evaluate(pred[:2], gt[:2], spacing=1.0)[1]["dice"] != pytest.approx(
+        np.mean([frames[0]["dice"], frames[1]["dice"]])
+    )
+    with pytest.raises(ValueError, match=r"stack of 2D frames \(N, H, W\), got shape \(12, 12\)"):
+        evaluate_frames(gt[0], gt[0])

@@ -11,6 +11,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
 from napari_segloss._widgets._common import TAG, grid_of, is_owned
+from napari_segloss.metrics import evaluate, evaluate_frames
 from napari_segloss.overlay import ERROR_COLORS, FN, FP, TN, TP
 
 NAME = "Predict & Compare"
@@ -129,6 +130,44 @@ def test_the_overlay_lies_over_the_image_with_the_loss_explorer_open(dock, wait_
     assert grid_of(viewer).enabled and all(ly.visible for ly in explorer.map_layers())
 
 
+def test_a_stack_of_frames_is_scored_frame_by_frame(dock, wait_idle):
+    """The kvasir sample is 3 unrelated frames: scored as one volume, every polyp shifted by
+    6 px read HD95 0 and NSD 0.98 (each frame's mask faced the next frame's), Dice pooled."""
+    viewer, widget = dock(NAME)
+    viewer.open_sample("napari-segloss", "kvasir")
+    mask = viewer.layers["kvasir mask"]
+    shifted = viewer.add_labels(np.roll(mask.data, 6, axis=1), name="shifted")
+    widget.pred_picker.set_layer(shifted)
+    widget.gt_picker.set_layer(mask)
+    assert widget.frames_check.value and widget.frames_check.enabled  # the reader's stack
+    widget.tolerance.value = 2.0
+    widget.compare()
+    wait_idle(widget)
+    per_frame = [
+        evaluate(p, g, tolerance=2.0)[1] for p, g in zip(shifted.data, mask.data, strict=True)
+    ]
+    table = _table(widget)[1]
+    assert table["hd95"] == pytest.approx(6.0)
+    for key in ("dice", "nsd", "hd95"):
+        assert table[key] == pytest.approx(np.mean([m[key] for m in per_frame]), abs=1e-4)
+    assert widget.table_caption.text() == "metrics of shifted vs kvasir mask, mean over 3 frames"
+    # unticked: one volume, as for a NIfTI scan (the caption says nothing of frames)
+    widget.frames_check.value = False
+    widget.compare()
+    wait_idle(widget)
+    volume = evaluate(shifted.data, mask.data, tolerance=2.0, spacing=(1.0, 1.0, 1.0))[1]
+    assert _table(widget)[1]["hd95"] == pytest.approx(volume["hd95"], abs=1e-4)
+    assert widget.table_caption.text() == "metrics of shifted vs kvasir mask"
+    # a volume from elsewhere (no reader mark) is not ticked; a 2D pair cannot be either
+    widget.gt_picker.set_layer(viewer.add_labels(mask.data.copy(), name="volume"))
+    assert widget.pred_picker.layer() is shifted and "frames" not in shifted.metadata
+    assert not widget.frames_check.value and widget.frames_check.enabled
+    flat = viewer.add_labels(mask.data[0], name="flat")
+    widget.gt_picker.set_layer(flat)
+    widget.pred_picker.set_layer(viewer.add_labels(mask.data[1], name="flat2"))
+    assert not widget.frames_check.enabled
+
+
 def test_the_overlay_class_choices_follow_the_compared_layers(dock, wait_idle):
     """The choices were "class 1" to "class 15" whatever the data; now the labels of the
     compared layers, named as the ACDC sample names them, and the overlay shows the one picked."""
@@ -202,6 +241,11 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert np.array_equal(e == 3, (pred.data == 0) & (mask == 1))
     assert set(_table(widget)) == {1}
     assert widget.pred_picker.layer().unique_id == pred.unique_id
+    # the 3 frames scored one by one (they were pooled into one volume, distances across them)
+    assert pred.metadata["frames"] and widget.frames_check.value
+    assert widget.table_caption.text().endswith(", mean over 3 frames")
+    expected = evaluate_frames(pred.data, mask, tolerance=widget.tolerance.value)
+    assert _table(widget)[1]["dice"] == pytest.approx(expected[1]["dice"], abs=1e-4)
     # after Predict: the error overlay over the image, nothing else; one click shows the rest
     assert _visible(viewer) == {img_layer.name, errors.name}
     assert viewer.layers.index(errors) > viewer.layers.index(img_layer)
