@@ -29,9 +29,14 @@ from .registry import register
 _COMPLEMENT_FLOOR = -math.expm1(-1e-7)
 
 
-def _log_complement(q: Tensor) -> Tensor:
-    """``log(1 - p)`` from the complement ``q``, floored (no gradient where floored)."""
-    return torch.log(q.clamp_min(_COMPLEMENT_FLOOR))
+def _log_complement(p: Tensor, q: Tensor) -> Tensor:
+    """``log(1 - p)``: ``log1p(-p)`` for ``p <= 1/2`` (``q`` rounds to 1 below ``p`` ~ 6e-8 and
+    its log to 0), else the log of the complement ``q``, floored (no gradient where floored)."""
+    # each branch clamped to its own range: the unused one stays finite, so its zero weight in
+    # the backward of torch.where gives 0 (not 0 * inf = nan)
+    far = torch.log1p(-p.clamp_max(0.5))
+    near = torch.log(q.clamp(_COMPLEMENT_FLOOR, 0.5))
+    return torch.where(q >= 0.5, far, near)
 
 
 def _label_beta(labels: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
@@ -59,7 +64,7 @@ class _LabelComboCE(torch.autograd.Function):
     def forward(ctx, x, probs, complement, lp, beta):  # type: ignore[override]
         log_py = softmax_label_log_prob(x, lp)
         floored = complement.clamp_min(_COMPLEMENT_FLOOR)
-        log_q = torch.log(floored)
+        log_q = _log_complement(probs, complement)
         log_q.view(-1).index_fill_(0, lp.entry, 0.0)  # the label's own term is log p_y
         log_q[:, 0].zero_()  # background is no eq. 17 problem of its own
         beta_y = _label_beta(lp.labels, beta, log_py.dtype)
@@ -145,7 +150,8 @@ class ComboLoss(RegionLoss):
         fg = slice(None) if inp.mode == "multilabel" else slice(1, None)
         y = inp.target[:, fg]
         if inp.mode == "multiclass":
-            log_p, log_q = inp.pix_logp[:, fg], _log_complement(inp.complement[:, fg])
+            log_p = inp.pix_logp[:, fg]
+            log_q = _log_complement(inp.probs[:, fg], inp.complement[:, fg])
         else:
             log_p, log_q = log_sigmoid(x), log_sigmoid(-x)
         px = -(b * y * log_p + (1.0 - b) * (1.0 - y) * log_q)

@@ -263,13 +263,21 @@ class _LabelDiceSums(torch.autograd.Function):
         if g_b is not None:
             at_label = at_label + 2.0 * g_b
         at_label = at_label.mul_(m).mul_(py)
-        pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
         # softmax backward dL/dx = p g - p sum_k p g; for binary logits [0, x] the second
         # channel's share, p_0 (p_1 g_1) - p_1 (p_0 g_0), without the cancellation
         if ctx.binary:
+            pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
             grad = probs[:, :1] * pg[:, 1:] - probs[:, 1:] * pg[:, :1]
-        else:
-            grad = pg.addcmul_(probs, pg.sum(1, keepdim=True), value=-1.0)
+            return grad, *([None] * 7)
+        # the off-label share of sum p g (the forward left its label terms in t's label entries)
+        pg.view(-1).index_fill_(0, lp.entry, 0.0)
+        off_sum = pg.sum(1, keepdim=True)
+        pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
+        grad = pg.addcmul_(probs, off_sum + at_label, value=-1.0)
+        # at the label p_y g_y (1 - p_y) - p_y sum_(c != y) p_c g_c, with 1 - p_y the other
+        # classes' share: p g - p sum p g cancels to 0 there once p_y rounds to 1
+        exact = at_label.mul_(q).addcmul_(py, off_sum, value=-1.0)
+        grad.view(-1).index_copy_(0, lp.entry, exact.view(-1))
         return grad, *([None] * 7)
 
 

@@ -295,3 +295,43 @@ def test_log_sigmoid_matches_float64_to_float32_precision() -> None:
     xg = x.clone().requires_grad_(True)
     log_sigmoid(xg).sum().backward()
     torch.testing.assert_close(xg.grad, torch.sigmoid(-x), rtol=0, atol=0)
+
+
+# ----- gradients of saturated predictions -----------------------------------------------------
+SATURATING = [
+    "dice",
+    "pm_dice",
+    "generalized_dice",
+    "log_dice",
+    "focal_dice",
+    "topk_dice",
+    "focal_dice_zhao",
+    "combo",
+    "ce+pm_dice",
+]
+
+
+@pytest.mark.parametrize("name", SATURATING)
+@pytest.mark.parametrize("margin", [15.0, 20.0])
+def test_integer_labels_keep_the_gradient_of_a_saturated_image(name: str, margin: float) -> None:
+    """Every pixel right with p_y rounding to 1 in float32: the label path's softmax backward
+    ``p g - p sum p g`` cancelled to 0 at the labelled logit (81 % of log_dice's gradient lost),
+    and combo's ``log(1 - p_c)`` read ``log(q_c) = 0``. Reference: float64 one-hot, where
+    ``1 - p_y`` ~ 1e-9 keeps 7 digits."""
+    labels = torch.tensor([[[0, 1, 2, 0, 1, 2], [2, 2, 1, 0, 0, 1]]])
+    onehot_t = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1)
+    # margins differ by pixel: TopK selections have no ties to break differently
+    margins = margin + 0.25 * torch.arange(12.0).view(1, 1, 2, 6)
+    x = margins * onehot_t.float() + torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+    x32 = x.clone().requires_grad_(True)
+    loss32 = get_loss(name)(x32, labels)
+    loss32.backward()
+    x64 = x.double().requires_grad_(True)
+    loss64 = get_loss(name)(x64, onehot_t.double())
+    loss64.backward()
+    assert loss32.item() == pytest.approx(loss64.item(), rel=1e-5, abs=1e-12)
+    scale = float(x64.grad.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4 * scale)
+    # softmax gradients sum to 0 over the classes at each pixel (up to float32 rounding)
+    assert float(x32.grad.sum(1).abs().max()) <= 1e-4 * scale
