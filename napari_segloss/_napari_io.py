@@ -65,6 +65,7 @@ __all__ = [
     "get_reader",
     "is_labels_path",
     "kvasir_sample",
+    "mask_colormap",
     "read_nifti_layers",
     "read_pair_folder",
 ]
@@ -154,11 +155,20 @@ def _labels_kwargs(
     }
     if translate is not None:
         kwargs["translate"] = tuple(float(t) for t in translate)
-    if labels is not None and labels.size and int(labels.max()) < len(MASK_COLORS) - 1:
-        # a list (napari's cyclic colormap) gives labels 0..3 the colours of the dict; a dict
-        # (direct colormap) would cost a numba compile in napari when the first layer opens
-        kwargs["colormap"] = [MASK_COLORS[label] for label in range(len(MASK_COLORS) - 1)]
+    colormap = mask_colormap(labels)
+    if colormap is not None:
+        kwargs["colormap"] = colormap
     return kwargs
+
+
+def mask_colormap(labels: np.ndarray | None) -> list[tuple[float, ...]] | None:
+    """The colours of :data:`MASK_COLORS` for labels 0-3 (None for more labels: napari's own
+    cycle): masks and the predictions compared with them colour a class alike."""
+    if labels is None or not labels.size or int(labels.max()) >= len(MASK_COLORS) - 1:
+        return None
+    # a list (napari's cyclic colormap) gives labels 0..3 the colours of the dict; a dict
+    # (direct colormap) would cost a numba compile in napari when the first layer opens
+    return [MASK_COLORS[label] for label in range(len(MASK_COLORS) - 1)]
 
 
 def _labels_name(path: Path) -> str:

@@ -584,6 +584,36 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted label files")
+    p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth label files")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        help="spacing per axis in the files' axis order: X Y Z for NIfTI (default: the header's "
+        "zooms), rows columns for 2D images (default: 1, pixel units)",
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="labels 0 to N-1, background included (default: max label + 1)",
+    )
+    p.add_argument(
+        "--include-background", action="store_true", help="also score class 0 (background)"
+    )
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        help="names of classes 1, 2, ... (a leading 'background' names class 0, as in "
+        "data.class_names)",
+    )
+    p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
+
+
 def _add_configs_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "configs",
@@ -647,33 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-class Dice, IoU, precision, recall, NSD and HD95 of label files against "
         "ground-truth files of the same names; writes a CSV and a Markdown table.",
     )  # fmt: skip
-    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted label files")
-    p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth label files")
-    p.add_argument(
-        "--spacing",
-        type=float,
-        nargs="+",
-        help="spacing per axis in the files' axis order: X Y Z for NIfTI (default: the header's "
-        "zooms), rows columns for 2D images (default: 1, pixel units)",
-    )
-    p.add_argument(
-        "--tolerance", type=float, default=1.0, help="NSD tolerance (physical units; default: 1)"
-    )
-    p.add_argument(
-        "--num-classes",
-        type=int,
-        help="labels 0 to N-1, background included (default: max label + 1)",
-    )
-    p.add_argument(
-        "--include-background", action="store_true", help="also score class 0 (background)"
-    )
-    p.add_argument(
-        "--class-names",
-        nargs="+",
-        help="names of classes 1, 2, ... (a leading 'background' names class 0, as in "
-        "data.class_names)",
-    )
-    p.add_argument("--output", metavar="DIR", help="where the CSV/Markdown go (default: --pred)")
+    _add_evaluate_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

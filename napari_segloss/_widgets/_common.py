@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_segloss.overlay import ERROR_COLORS
+from napari_segloss.overlay import ERROR_CLASS_NAMES, ERROR_COLORS
 
 from ._state import CHECKPOINTS
 
@@ -492,6 +492,18 @@ def error_colormap() -> CyclicLabelColormap:
     of ``error_labels``: cyclic, as a direct colormap would cost a numba compile in napari on
     the main thread when the first overlay is drawn."""
     return CyclicLabelColormap(colors=[ERROR_COLORS[label] for label in range(4)])
+
+
+def error_layer_props() -> dict[str, Any]:
+    """Layer properties of an ``error_labels`` overlay: its colours, translucent over the
+    image, and an ``error`` feature that napari's status bar shows under the cursor
+    ("error: false positive"; it showed the bare code, 2)."""
+    return {
+        "colormap": error_colormap(),
+        "opacity": 1.0,
+        "blending": "translucent",
+        "features": {"index": np.arange(4), "error": [ERROR_CLASS_NAMES[c] for c in range(4)]},
+    }
 
 
 def camera_of(viewer: napari.Viewer) -> Any:

@@ -50,7 +50,7 @@ from napari_segloss.engine.events import (
 
 from ._common import (
     camera_of,
-    error_colormap,
+    error_layer_props,
     find_owned,
     glyph_steps,
     grid_of,
@@ -393,7 +393,7 @@ class OverlayGrid:
         if binary:
             truth_props["colormap"] = _truth_colormap()
         cells = [("truth", gt, f"ground truth · {short_name(view.name)}", truth_props)]
-        errors_props = {"colormap": error_colormap(), "opacity": 1.0, "blending": "translucent"}
+        errors_props = error_layer_props()
         for cell in view.cells:
             title = (BEST_MARK if cell.loss == best else "") + compact(cell.title)
             if cell.note:

@@ -41,6 +41,7 @@ from napari_segloss.whatif import (
 
 from . import _explorer_jobs as jobs
 from ._common import (
+    TAG,
     CheckpointPicker,
     LayerPicker,
     PanelError,
@@ -59,6 +60,7 @@ from ._common import (
     remove_owned,
     rename_layers,
     require_layer,
+    same_layer,
     spatial_shape,
     stack_on_top,
     upsert_layer,
@@ -74,10 +76,20 @@ if TYPE_CHECKING:
     import inspect
 
     import napari
+    from napari.layers import Layer
 
     from napari_segloss.explorer import ExplorerResult
 
 PANEL = "loss_explorer"
+
+
+def _input_or_output(layer: Layer, output_key: str) -> bool:
+    """A user's layer, or another panel's output whose key starts with ``output_key``."""
+    if not is_owned(layer):
+        return True
+    return not is_owned(layer, PANEL) and layer.metadata[TAG]["key"].startswith(output_key)
+
+
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 5.0)
 DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
@@ -186,9 +198,16 @@ class LossExplorerWidget(QWidget):
         )
         for w in (self.whatif_kind, self.whatif_strength, self.whatif_softness):
             form_row(f, w)
-        self.pred_image_picker = LayerPicker(self.viewer, (Image,), filter=lambda ly: not ly.rgb)
+        # the Predict panel's outputs are predictions too (its errors overlay is not)
+        self.pred_image_picker = LayerPicker(
+            self.viewer, (Image,), include_owned=True,
+            filter=lambda ly: not ly.rgb and _input_or_output(ly, "prob:"),
+        )  # fmt: skip
         self.source_stack.addWidget(self.pred_image_picker)
-        self.pred_labels_picker = LayerPicker(self.viewer, (Labels,))
+        self.pred_labels_picker = LayerPicker(
+            self.viewer, (Labels,), include_owned=True,
+            filter=lambda ly: _input_or_output(ly, "prediction"), default=self._default_pred,
+        )  # fmt: skip
         self.source_stack.addWidget(self.pred_labels_picker)
         self.ckpt_picker = CheckpointPicker()
         self.source_stack.addWidget(self.ckpt_picker)
@@ -271,6 +290,23 @@ class LossExplorerWidget(QWidget):
         self.loss_list.itemChanged.connect(self._schedule)
         self.loss_list.currentItemChanged.connect(self._show_params)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.layers.events.inserted.connect(self._repick_prediction)
+        self.gt_picker.currentIndexChanged.connect(self._repick_prediction)
+
+    def _repick_prediction(self, *_: Any) -> None:
+        """The labels prediction moves off the ground truth once another Labels layer exists
+        (a Predict panel's prediction first): with only the ground truth open it was the one
+        choice, and it stayed there when a prediction came."""
+        try:
+            picked, gt = self.pred_labels_picker.layer(), self.gt_picker.layer()
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.layers.events.inserted.disconnect(self._repick_prediction)
+            return
+        if gt is not None and same_layer(picked, gt):
+            other = self._default_pred(self.pred_labels_picker.candidates())
+            if other is not None and not same_layer(other, gt):
+                self.pred_labels_picker.set_layer(other)
 
     def _watch(self, picker: LayerPicker, what: str) -> None:
         """Any change of ``picker`` schedules a redraw. A picker whose layer was removed falls
@@ -450,12 +486,25 @@ class LossExplorerWidget(QWidget):
         full = self._full_prediction_job(gt, image_layer)
         return full if z is None else jobs.slice_job(full, z)
 
+    def _default_pred(self, candidates: list[Layer]) -> Layer | None:
+        """A Labels layer other than the ground truth, a Predict panel's prediction first."""
+        gt_picker = getattr(self, "gt_picker", None)
+        gt = gt_picker.layer() if gt_picker is not None else None
+        others = [ly for ly in candidates if not same_layer(ly, gt)]
+        ours = [ly for ly in others if is_owned(ly)]
+        return (ours or others or candidates or [None])[0]
+
     def _full_prediction_job(self, gt: np.ndarray, image_layer: Any) -> jobs.Job:
         if self.source.value == SOURCES[1]:
             layer = require_layer(self.pred_image_picker, "prediction (probability image)")
             return jobs.probability_image_job(image_array(layer), gt.shape)
         if self.source.value == SOURCES[2]:
             layer = require_layer(self.pred_labels_picker, "prediction (labels layer)")
+            if same_layer(layer, self.gt_picker.layer()):  # every loss 0, and no word why
+                raise PanelError(
+                    f"prediction (labels layer): {layer.name!r} is the ground truth itself; "
+                    "pick another Labels layer (e.g. a prediction of Predict & Compare)"
+                )
             pred = labels_array(layer, "prediction")
             check_same_shape(gt, pred, "the ground truth", "prediction")
             k = max(int(gt.max(initial=0)), int(pred.max(initial=0))) + 1
@@ -735,6 +784,8 @@ class LossExplorerWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.dims.events.current_step.disconnect(self._on_step)
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.inserted.disconnect(self._repick_prediction)
         self.grid_view.disconnect()
         if self._worker is not None:
             self._worker.quit()

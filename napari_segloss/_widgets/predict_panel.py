@@ -48,7 +48,7 @@ from napari_segloss.engine.events import out_of_memory_text
 from napari_segloss.metrics import evaluate, evaluate_frames
 from napari_segloss.overlay import error_labels
 
-from .._napari_io import FRAMES_KEY, class_names_kwargs
+from .._napari_io import FRAMES_KEY, class_names_kwargs, mask_colormap
 from ._common import (
     TAG,
     CheckpointPicker,
@@ -60,7 +60,7 @@ from ._common import (
     class_name,
     class_title,
     device_choices,
-    error_colormap,
+    error_layer_props,
     fmt,
     grid_of,
     image_array,
@@ -474,6 +474,9 @@ class PredictWidget(QWidget):
             name=f"prediction [{name}]", like=like, visible=not will_compare,
             select=not will_compare,  # the result shown, unless its error overlay follows
         )  # fmt: skip
+        colormap = mask_colormap(labels)  # a class in the colour of the masks the reader opens
+        if colormap is not None:
+            pred_layer.colormap = colormap
         # frames in, frames out: Compare scores them one by one (see FRAMES_TOOLTIP)
         pred_layer.metadata[FRAMES_KEY] = bool(like.metadata.get(FRAMES_KEY))
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV),
@@ -550,7 +553,7 @@ class PredictWidget(QWidget):
         upsert_layer(
             self.viewer, PANEL, "errors", "labels", errors,
             name=f"errors {pred_layer.name} vs {gt_layer.name}", like=gt_layer,
-            colormap=error_colormap(), opacity=1.0, blending="translucent", visible=True,
+            **error_layer_props(), visible=True,
             select=True,  # the result shown: its controls (opacity) at hand
         )  # fmt: skip
         note = self._show_overlay_alone(pred_layer, gt_layer)

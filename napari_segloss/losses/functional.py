@@ -222,14 +222,14 @@ class _LabelDiceSums(torch.autograd.Function):
         if label_mask is not None:
             m.mul_(label_mask)
         t = _off_label_terms(lp.off_label, exponent, off_mask)
-        # err: the label terms m q^s go into t's label entries (0 there), so one dense sum
-        # per class adds both kinds of terms
-        t.view(-1).index_copy_(0, lp.entry, (m * power(q, sq)).view(-1))
-        err = t.sum(-1)
+        # err: the off-label terms (t is 0 at the label entries, which the backward relies
+        # on) plus the label terms m q^s, summed per class with the other label rows
         # den = err + 2 sum m p_y over the labelled pixels: at the label m (1 + p_y^s) -
         # m q^s = 2 m p_y with q = 1 - p_y, a sum of non-negative terms
         ones = torch.ones_like(q) if lp.valid is None else lp.valid
-        sums = class_sums_rows(lp.labels, torch.cat([(2.0 * m).mul_(py), ones], 1), k)
+        rows = torch.cat([(2.0 * m).mul_(py), m * power(q, sq), ones], 1)
+        sums = class_sums_rows(lp.labels, rows, k)
+        err = t.sum(-1).add_(sums[:, 1])
         den = err + sums[:, 0]
         ctx.mark_non_differentiable(sums)
         ctx.save_for_backward(probs, m, off_mask, *lp)
@@ -238,7 +238,7 @@ class _LabelDiceSums(torch.autograd.Function):
         # rebuilds it)
         ctx.t, ctx.exponent, ctx.sq, ctx.binary = t, exponent, sq, x.shape[1] == 1
         both = sums[:, 0] if overlap else None
-        return err, den, sums[:, 1], both
+        return err, den, sums[:, 2], both
 
     @staticmethod
     @once_differentiable  # m is a constant of eq. 5; no double backward through this path
@@ -269,10 +269,7 @@ class _LabelDiceSums(torch.autograd.Function):
             pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
             grad = probs[:, :1] * pg[:, 1:] - probs[:, 1:] * pg[:, :1]
             return grad, *([None] * 7)
-        # the off-label share of sum p g (the forward left its label terms in t's label entries)
-        pg.view(-1).index_fill_(0, lp.entry, 0.0)
-        off_sum = pg.sum(1, keepdim=True)
-        pg.view(-1).index_copy_(0, lp.entry, at_label.view(-1))
+        off_sum = pg.sum(1, keepdim=True)  # pg is still 0 at the label entries
         grad = pg.addcmul_(probs, off_sum + at_label, value=-1.0)
         # at the label p_y g_y (1 - p_y) - p_y sum_(c != y) p_c g_c, with 1 - p_y the other
         # classes' share: p g - p sum p g cancels to 0 there once p_y rounds to 1

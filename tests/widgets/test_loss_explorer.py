@@ -1183,3 +1183,30 @@ def test_a_class_left_from_other_inputs_says_what_to_change(dock, wait_idle):
     widget.class_spin.value = 1
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
+
+
+def test_a_labels_prediction_is_never_the_ground_truth_itself(dock, wait_idle):
+    """With only the ground truth open, "labels layer" took it as the prediction, and kept it
+    when a prediction came: every loss 0, blank maps, and a hint about hard 0/1 predictions.
+    The Predict panel's prediction was not even offered (other panels' layers were left out)."""
+    viewer, widget, _, mask = _kvasir(dock, wait_idle)
+    widget.source.value = "labels layer"
+    assert widget.pred_labels_picker.layer() is viewer.layers["truth"]  # the one choice
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert "'truth' is the ground truth itself; pick another Labels layer" in (widget.status.text())
+    # another panel's prediction: offered, and taken in place of the ground truth
+    viewer.add_labels(np.zeros_like(mask), name="errors",
+                      metadata={TAG: {"panel": "predict", "key": "errors"}})  # fmt: skip
+    picker = widget.pred_labels_picker
+    assert picker.layer() is viewer.layers["truth"]  # an errors overlay is no prediction
+    predicted = viewer.add_labels(np.roll(mask, 5, axis=1), name="prediction [run/best]",
+                                  metadata={TAG: {"panel": "predict", "key": "prediction"}})  # fmt: skip
+    assert [picker.itemText(i) for i in range(picker.count())] == [
+        "truth",
+        "prediction [run/best]",
+    ]
+    assert picker.layer() is predicted
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert "no gradient at any pixel" in widget.status.text()  # a hard prediction, said

@@ -68,6 +68,9 @@ def test_compare_two_labels_layers_hand_computed(dock, wait_idle, tmp_path):
     expected[3:6, 2:6] = 1  # TP
     expected[6, 2:6] = 2  # FP: predicted, not in truth
     expected[2, 2:6] = 3  # FN: missed
+    # the status bar names the error under the cursor (it showed the bare code "2")
+    status = errors.get_status((6.0, 3.0), world=True)
+    assert "false positive" in str(status), status
     np.testing.assert_array_equal(errors.data, expected)
     # FP red, FN blue, TP translucent green, TN transparent (PM-Dice paper fig. 5)
     for value in (TN, TP, FP, FN):
@@ -241,6 +244,8 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert np.array_equal(e == 3, (pred.data == 0) & (mask == 1))
     assert set(_table(widget)) == {1}
     assert widget.pred_picker.layer().unique_id == pred.unique_id
+    # a class in the mask's colour (napari's default gave class 1 a dark brown)
+    np.testing.assert_allclose(pred.get_color(1), gt_layer.get_color(1))
     # the 3 frames scored one by one (they were pooled into one volume, distances across them)
     assert pred.metadata["frames"] and widget.frames_check.value
     assert widget.table_caption.text().endswith(", mean over 3 frames")
