@@ -494,6 +494,30 @@ def error_colormap() -> CyclicLabelColormap:
     return CyclicLabelColormap(colors=[ERROR_COLORS[label] for label in range(4)])
 
 
+def geometry_note(layer: Layer | None, reference: Layer | None) -> str:
+    """A note when ``layer`` and ``reference`` lie differently in napari's world (scale or
+    translate differ, e.g. an image opened with its NIfTI header and labels without): napari
+    draws them apart and a slice of one is another slice of the other; "" when they agree."""
+    if layer is None or reference is None:
+        return ""
+    n = min(layer.ndim, reference.ndim)
+    parts = []
+    for attr in ("scale", "translate"):
+        a, b = np.asarray(getattr(layer, attr))[-n:], np.asarray(getattr(reference, attr))[-n:]
+        if not np.allclose(a, b):
+            parts.append(f"{attr} {_axes(a)} vs {_axes(b)}")
+    if not parts:
+        return ""
+    return (
+        f"{layer.name!r} and {reference.name!r} do not lie alike ({'; '.join(parts)}): napari "
+        f"draws them apart; results are placed and measured as {reference.name!r}"
+    )
+
+
+def _axes(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
 def error_layer_props() -> dict[str, Any]:
     """Layer properties of an ``error_labels`` overlay: its colours, translucent over the
     image, and an ``error`` feature that napari's status bar shows under the cursor

@@ -50,6 +50,7 @@ from ._common import (
     class_title,
     exception_text,
     find_owned,
+    geometry_note,
     glyph_steps,
     image_array,
     insertion_index,
@@ -705,7 +706,10 @@ class LossExplorerWidget(QWidget):
         self._drawing.run([*steps, finish])
 
     def _report(self, res: ExplorerResult, info: dict[str, Any]) -> None:
-        self.status.info(self._noted(jobs.core().summary(res, info["relative"], info["z"])))
+        text = jobs.core().summary(res, info["relative"], info["z"])
+        if note := geometry_note(self.image_picker.layer(), self.gt_picker.layer()):
+            text = f"{text}. Note: {note}"
+        self.status.info(self._noted(text))
         self._note = ""  # said once, with the maps it concerns
 
     def _pre_arrange(self) -> None:

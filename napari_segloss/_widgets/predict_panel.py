@@ -62,6 +62,7 @@ from ._common import (
     device_choices,
     error_layer_props,
     fmt,
+    geometry_note,
     grid_of,
     image_array,
     is_owned,
@@ -564,9 +565,11 @@ class PredictWidget(QWidget):
         self._metrics_layers = (pred_layer.unique_id, gt_layer.unique_id)
         self._fill_table()
         counts = np.bincount(errors.ravel(), minlength=4)
+        apart = [geometry_note(ly, gt_layer) for ly in (pred_layer, self.image_picker.layer())]
+        apart_text = "".join(f". Note: {n}" for n in apart if n)
         self.status.info(
             f"{self._metrics_source}: TP {counts[1]} (green), FP {counts[2]} (red), "
-            f"FN {counts[3]} (blue) px{note}"
+            f"FN {counts[3]} (blue) px{note}{apart_text}"
         )
         self.export_button.setEnabled(True)
 

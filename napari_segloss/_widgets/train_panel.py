@@ -55,6 +55,7 @@ from napari_segloss.engine.events import (
 )
 from napari_segloss.engine.request import LayerData, TrainRequest, masks_folder, run_folder
 
+from .._napari_io import FRAMES_KEY
 from ._common import (
     CheckpointPicker,
     LayerPicker,
@@ -227,6 +228,7 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self._worker: Any = None
         self._stop = threading.Event()
+        self._panel_notes: list[str] = []  # the panel's own notes on the run (_volume_note)
         self._activity: StoppableProgress | None = None
         # no full collection from Start to the first step: the worker imports smp and timm
         # and builds the model, which would start some, each freezing the window (_gc)
@@ -509,7 +511,8 @@ class TrainWidget(QWidget):
         self._stop.clear()
         self.plot.clear()
         self.plot.setVisible(True)
-        self._show_notes([])  # the previous run's
+        self._panel_notes = self._volume_note(request)
+        self._show_notes(self._panel_notes)  # not the previous run's
         self.last_result = None
         self.progress.preparing(request.epochs)
         self._start_pause = CollectorPause(self)
@@ -525,6 +528,21 @@ class TrainWidget(QWidget):
         self.status.info(f"preparing: {model}, loss {request.loss}…")
         scroll_to(self.status)  # the progress bar and the status, just under Start
         self._worker.start()
+
+    def _volume_note(self, request: TrainRequest) -> list[str]:
+        """What happens to a grey volume (not a stack of frames the reader made): its slices
+        become 2D images; nothing said so before."""
+        layers = request.layers
+        image_layer = self.image_picker.layer()
+        if layers is None or layers.rgb or layers.image.ndim != 3 or image_layer is None:
+            return []
+        if image_layer.metadata.get(FRAMES_KEY):
+            return []
+        return [
+            f"the volume's {layers.image.shape[0]} slices are trained as 2D images by a 2D "
+            "network; for a 3D network use segloss train with a 3D config "
+            "(segloss configs acdc_3d_patches)"
+        ]
 
     def stop(self) -> None:
         """Ask the engine to stop at the next step or validation batch (it saves what it
@@ -553,7 +571,7 @@ class TrainWidget(QWidget):
         self.status.info(f"training on {ev.device} → {ev.run_dir}")
         # what the engine adapted to this machine, as segloss train prints it (not segloss
         # train's mixed-precision note, which is about a config setting the panel has not)
-        self._show_notes(list(ev.notes))
+        self._show_notes([*ev.notes, *self._panel_notes])
         self._activity = StoppableProgress(
             total=max(ev.max_iterations, 1), desc="segloss training", cancel_callback=self.stop
         )

@@ -25,7 +25,8 @@ from ..data.pairs import (
     split_frames,
 )
 from .checkpoint import load_checkpoint, model_config_from_meta
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+from .model import spatial_dims_of
 from .request import (
     TrainRequest,
     build_config,
@@ -62,6 +63,18 @@ def array_datasets(
     return train_ds, val_ds
 
 
+def _refuse_3d_network(checkpoint: Path, arch: str) -> None:
+    """The panel trains 2D networks (on images, frames or the slices of a volume); a 3D
+    checkpoint failed later with a config-key message about data.slices, a key the panel
+    has no control for."""
+    if spatial_dims_of(arch) == 3:
+        raise ConfigError(
+            f"checkpoint {Path(checkpoint).name!r} is a 3D network ({arch}); this panel trains 2D "
+            "networks (a volume's slices as 2D images). Fine-tune it on NIfTI volumes with "
+            f"segloss train --config <its run folder>/config.yaml --init-checkpoint {Path(checkpoint)}"
+        )
+
+
 def prepare_run(request: TrainRequest) -> PreparedRun:
     """The config, datasets and initial weights of ``request`` (see the module docstring).
 
@@ -85,6 +98,7 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
     if request.checkpoint is not None:
         meta = load_checkpoint(request.checkpoint).get("meta", {})
         ckpt_model = model_config_from_meta(meta)
+        _refuse_3d_network(request.checkpoint, ckpt_model.arch)
         if labels is not None:
             check_mask_labels(labels, mask_layer, ckpt_model.classes)
         model = checkpoint_model_section(ckpt_model, in_channels, classes)

@@ -94,3 +94,30 @@ def _clean_registry():
     CHECKPOINTS.clear()
     yield
     CHECKPOINTS.clear()
+
+
+def _build_3d_checkpoint(path, class_names=None):
+    """A random-weight grey 3D checkpoint (UNet3D, 4 classes) in the engine's format."""
+    from napari_segloss._widgets._compat import guard_triton
+
+    guard_triton()  # a viewer may already have loaded Mesa's LLVM (see _compat)
+    from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from napari_segloss.engine.config import ModelConfig
+    from napari_segloss.engine.model import build_model
+
+    kwargs = {"channels": [4, 8], "anisotropic_levels": 1}
+    cfg = ModelConfig(arch="UNet3D", encoder="none", in_channels=1, classes=4, kwargs=kwargs)
+    meta = {
+        "format": CHECKPOINT_FORMAT, "arch": "UNet3D", "encoder": "none", "in_channels": 1,
+        "classes": 4, "model_kwargs": kwargs, "spatial_dims": 3, "patch": [4, 32, 32],
+        "num_classes": 4, "normalization": {"scale": "uint8", "mean": [0.0], "std": [1.0]},
+        "class_names": class_names,
+    }  # fmt: skip
+    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
+    return path
+
+
+@pytest.fixture
+def tiny_3d_checkpoint() -> Callable[..., Path]:
+    """``tiny_3d_checkpoint(path, class_names=None)`` writes a random-weight UNet3D checkpoint."""
+    return _build_3d_checkpoint

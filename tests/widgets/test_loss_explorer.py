@@ -1210,3 +1210,23 @@ def test_a_labels_prediction_is_never_the_ground_truth_itself(dock, wait_idle):
     wait_idle(widget)
     assert not widget.status.is_error, widget.status.text()
     assert "no gradient at any pixel" in widget.status.text()  # a hard prediction, said
+
+
+def test_layers_that_lie_apart_are_noted(dock, wait_idle):
+    """An image opened with its NIfTI header (spacing, origin) and labels without: napari drew
+    them apart, the maps followed the labels, and nothing said why the cells looked empty."""
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri", scale=(10.0, 1.5, 1.5), translate=(5.0, 0.0, 0.0))
+    viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert (
+        "Note: 'mri' and 'heart' do not lie alike (scale (10, 1.5, 1.5) vs (1, 1, 1); "
+        "translate (5, 0, 0) vs (0, 0, 0)): napari draws them apart; results are placed and "
+        "measured as 'heart'"
+    ) in widget.status.text()
+    viewer.layers["mri"].scale, viewer.layers["mri"].translate = (1, 1, 1), (0, 0, 0)
+    widget.update_maps()
+    wait_idle(widget)
+    assert "do not lie alike" not in widget.status.text()

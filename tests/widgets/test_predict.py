@@ -322,34 +322,13 @@ def test_rgb_checkpoint_on_a_grey_volume_says_so(dock, wait_idle, tiny_checkpoin
     assert "expects 3-channel (RGB) images" in text and "is a grey volume" in text
 
 
-def _tiny_3d_checkpoint(path, class_names=None):
-    """A random-weight grey 3D checkpoint (UNet3D, 4 classes) in the engine's format."""
-    from napari_segloss._widgets._compat import guard_triton
-
-    guard_triton()  # a viewer may already have loaded Mesa's LLVM (see _compat)
-    from napari_segloss.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-    from napari_segloss.engine.config import ModelConfig
-    from napari_segloss.engine.model import build_model
-
-    kwargs = {"channels": [4, 8], "anisotropic_levels": 1}
-    cfg = ModelConfig(arch="UNet3D", encoder="none", in_channels=1, classes=4, kwargs=kwargs)
-    meta = {
-        "format": CHECKPOINT_FORMAT, "arch": "UNet3D", "encoder": "none", "in_channels": 1,
-        "classes": 4, "model_kwargs": kwargs, "spatial_dims": 3, "patch": [4, 32, 32],
-        "num_classes": 4, "normalization": {"scale": "uint8", "mean": [0.0], "std": [1.0]},
-        "class_names": class_names,
-    }  # fmt: skip
-    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": meta})
-    return path
-
-
-def test_grey_3d_checkpoint_on_colour_frames_says_so(dock, wait_idle, tmp_path):
+def test_grey_3d_checkpoint_on_colour_frames_says_so(dock, wait_idle, tmp_path, tiny_3d_checkpoint):
     """A 3D model of grey volumes run on the RGB kvasir frames: refused with a message, not
     each (H, W, 3) frame read as a volume of H slices of W x 3 voxels (a 4D "prediction")."""
     viewer, widget = dock(NAME)
     image, _ = viewer.open_sample("napari-segloss", "kvasir")
     widget.image_picker.set_layer(image)
-    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "grey3d.pt"))
+    widget.ckpt_picker.set_path(tiny_3d_checkpoint(tmp_path / "grey3d.pt"))
     widget.device.value = "cpu"
     widget.run_model()
     wait_idle(widget, timeout=60_000)
@@ -543,14 +522,14 @@ def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle):
     assert "is now" not in widget.status.text()
 
 
-def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path):
+def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path, tiny_3d_checkpoint):
     # an ACDC checkpoint carries [background, RV, MYO, LV]: the table read "class 1/2/3"
     viewer, widget = dock(NAME)
     image, labels = viewer.open_sample("napari-segloss", "acdc")
     widget.image_picker.set_layer(image)
     widget.gt_picker.set_layer(labels)
     names = ["background", "RV", "MYO", "LV"]
-    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "acdc3d.pt", names))
+    widget.ckpt_picker.set_path(tiny_3d_checkpoint(tmp_path / "acdc3d.pt", names))
     widget.device.value = "cpu"
     widget.run_model()
     wait_idle(widget, timeout=120_000)  # prediction, then the automatic comparison
@@ -568,13 +547,15 @@ def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path):
     assert [(r["class"], r["name"]) for r in rows] == [("1", "RV"), ("2", "MYO"), ("3", "LV")]
 
 
-def test_the_ground_truths_class_names_head_the_table(dock, wait_idle, tmp_path):
+def test_the_ground_truths_class_names_head_the_table(
+    dock, wait_idle, tmp_path, tiny_3d_checkpoint
+):
     # a checkpoint without names, scored against the acdc sample, whose labels name RV, MYO, LV
     viewer, widget = dock(NAME)
     image, labels = viewer.open_sample("napari-segloss", "acdc")
     widget.image_picker.set_layer(image)
     widget.gt_picker.set_layer(labels)
-    widget.ckpt_picker.set_path(_tiny_3d_checkpoint(tmp_path / "unnamed.pt"))
+    widget.ckpt_picker.set_path(tiny_3d_checkpoint(tmp_path / "unnamed.pt"))
     widget.device.value = "cpu"
     widget.run_model()
     wait_idle(widget, timeout=120_000)
@@ -605,4 +586,24 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tiny_checkpoint, 
     assert widget.status.text() == (  # before: "OutOfMemoryError: CUDA out of memory. Tried ..."
         "CUDA out of memory. Tried to allocate 8.00 GiB: lower the tile size, or choose the cpu "
         "device"
+    )
+
+
+def test_a_prediction_that_lies_apart_from_the_truth_is_noted(dock, wait_idle):
+    """A prediction layer at another scale than the ground truth: the overlay (placed as the
+    truth) was not over the prediction's image, and the distances were in the truth's units,
+    without a word."""
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[3:8, 3:8] = 1
+    viewer, widget = dock(NAME)
+    gt_layer = viewer.add_labels(gt, name="truth")
+    pred_layer = viewer.add_labels(gt.copy(), name="guess", scale=(2.0, 2.0))
+    widget.pred_picker.set_layer(pred_layer)
+    widget.gt_picker.set_layer(gt_layer)
+    widget.compare()
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.status.text().endswith(
+        "Note: 'guess' and 'truth' do not lie alike (scale (2, 2) vs (1, 1)): napari draws them "
+        "apart; results are placed and measured as 'truth'"
     )

@@ -604,3 +604,45 @@ def test_steps_show_on_the_bars_at_the_next_turn_latest_first(dock, qtbot, tmp_p
     widget._on_finished()
     qtbot.wait(50)
     assert widget.progress.value() == 4 and "failed" in widget.progress.text()
+
+
+def test_a_grey_volume_is_said_to_train_as_slices(dock, wait_idle, qtbot, tmp_path):
+    """The panel trains 2D networks: a volume's slices become 2D images, which it did without
+    a word (a 3D user expected a 3D network)."""
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    widget.arch.value, widget.encoder.value = "Unet", "resnet18"
+    widget.image_size.value, widget.epochs.value, widget.batch_size.value = 64, 1, 2
+    widget.device.value = "cpu"
+    widget.runs_folder.value = tmp_path / "runs"
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert not widget.notes.isHidden()
+    assert (
+        f"note: the volume's {image.shape[0]} slices are trained as 2D images by a 2D network"
+        in widget.notes.text()
+    )
+
+
+def test_a_3d_checkpoint_is_refused_with_what_to_run(dock, qtbot, tmp_path, tiny_3d_checkpoint):
+    """Fine-tuning a UNet3D checkpoint failed in the worker with a message about data.slices,
+    a config key the panel has no control for."""
+    from napari_segloss.engine.prepare import prepare_run
+
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
+    widget.start_from.value = "fine-tune checkpoint"
+    ckpt = tiny_3d_checkpoint(tmp_path / "unet3d.pt")
+    widget.ckpt_picker.set_path(ckpt)
+    with pytest.raises(ValueError) as err:
+        prepare_run(widget.request())
+    text = str(err.value)
+    assert "checkpoint 'unet3d.pt' is a 3D network (UNet3D); this panel trains 2D networks" in text
+    assert f"segloss train --config <its run folder>/config.yaml --init-checkpoint {ckpt}" in text
