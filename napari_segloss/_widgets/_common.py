@@ -63,6 +63,14 @@ def is_owned(layer: Layer, panel: str | None = None) -> bool:
     return isinstance(tag, dict) and (panel is None or tag.get("panel") == panel)
 
 
+def input_or_output(layer: Layer, panel: str, output_key: str) -> bool:
+    """A user's layer, or another panel's (not ``panel``'s) output whose key starts with
+    ``output_key``: what an input picker offers."""
+    if not is_owned(layer):
+        return True
+    return not is_owned(layer, panel) and layer.metadata[TAG]["key"].startswith(output_key)
+
+
 def find_owned(viewer: napari.Viewer, panel: str, key: str) -> Layer | None:
     for layer in viewer.layers:
         if is_owned(layer, panel) and layer.metadata[TAG].get("key") == key:

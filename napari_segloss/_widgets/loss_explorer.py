@@ -41,7 +41,6 @@ from napari_segloss.whatif import (
 
 from . import _explorer_jobs as jobs
 from ._common import (
-    TAG,
     CheckpointPicker,
     LayerPicker,
     PanelError,
@@ -53,6 +52,7 @@ from ._common import (
     geometry_note,
     glyph_steps,
     image_array,
+    input_or_output,
     insertion_index,
     is_owned,
     labels_array,
@@ -82,13 +82,6 @@ if TYPE_CHECKING:
     from napari_segloss.explorer import ExplorerResult
 
 PANEL = "loss_explorer"
-
-
-def _input_or_output(layer: Layer, output_key: str) -> bool:
-    """A user's layer, or another panel's output whose key starts with ``output_key``."""
-    if not is_owned(layer):
-        return True
-    return not is_owned(layer, PANEL) and layer.metadata[TAG]["key"].startswith(output_key)
 
 
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 5.0)
@@ -139,6 +132,7 @@ class LossExplorerWidget(QWidget):
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self._note = ""  # an input layer was removed and its picker changed (see _watch)
+        self._slice_moved = False  # the slice changed while the maps were hidden (_on_step)
         self._closed = False  # closed with napari's X (see _leave_viewer)
         self._timer = one_shot_timer(
             self, self.DEBOUNCE_MS, lambda: self.update_maps(explicit=False)
@@ -202,12 +196,12 @@ class LossExplorerWidget(QWidget):
         # the Predict panel's outputs are predictions too (its errors overlay is not)
         self.pred_image_picker = LayerPicker(
             self.viewer, (Image,), include_owned=True,
-            filter=lambda ly: not ly.rgb and _input_or_output(ly, "prob:"),
+            filter=lambda ly: not ly.rgb and input_or_output(ly, PANEL, "prob:"),
         )  # fmt: skip
         self.source_stack.addWidget(self.pred_image_picker)
         self.pred_labels_picker = LayerPicker(
             self.viewer, (Labels,), include_owned=True,
-            filter=lambda ly: _input_or_output(ly, "prediction"), default=self._default_pred,
+            filter=lambda ly: input_or_output(ly, PANEL, "prediction"), default=self._default_pred,
         )  # fmt: skip
         self.source_stack.addWidget(self.pred_labels_picker)
         self.ckpt_picker = CheckpointPicker()
@@ -409,7 +403,10 @@ class LossExplorerWidget(QWidget):
             return
         if gt is None or gt.ndim != 3 or self.scope.value != "current slice":
             return
-        if self._current_z(gt) != self._z_index:
+        maps = self.map_layers()
+        if maps and not any(ly.visible for ly in maps):  # hidden (Predict's overlay): later
+            self._slice_moved = True
+        elif self._current_z(gt) != self._z_index:
             self._schedule()
 
     def _current_z(self, gt: Any) -> int:
@@ -756,6 +753,9 @@ class LossExplorerWidget(QWidget):
             _show_maps_hidden_together(layers)
             decorate = view.decorate_steps(layers, self._user_layers())
             self._drawing.run([view.show, view.held_paint.release, *decorate, view.fit_view])
+            if self._slice_moved:  # while the maps were hidden: now they are seen
+                self._slice_moved = False
+                self._schedule()
 
     def _on_user_grid(self, enabled: bool) -> None:
         """napari's own grid button was used: the check box follows."""

@@ -1230,3 +1230,22 @@ def test_layers_that_lie_apart_are_noted(dock, wait_idle):
     widget.update_maps()
     wait_idle(widget)
     assert "do not lie alike" not in widget.status.text()
+
+
+def test_hidden_maps_wait_for_the_slice_until_they_are_shown(dock, wait_idle):
+    """Predict & Compare hides the maps and turns the grid off; each slice move still
+    recomputed them, unseen, while the status spoke of maps no longer on screen."""
+    viewer, widget = _acdc_drawn(dock, wait_idle)
+    drawn = widget._z_index
+    for layer in widget.map_layers():
+        layer.visible = False
+    widget.grid_check.value = False
+    wait_idle(widget)
+    other = (drawn + 2) % viewer.layers["heart"].data.shape[0]
+    viewer.dims.set_current_step(0, other)
+    assert not widget.busy and widget._z_index == drawn  # nothing computed for hidden maps
+    widget.grid_check.value = True  # the maps back: for the slice on screen now
+    wait_idle(widget)
+    assert widget._z_index == other
+    assert all(layer.visible for layer in widget.map_layers())
+    assert f"(slice {other})" in widget.status.text()
