@@ -96,9 +96,12 @@ class Interrupts:
     evaluation batches (main thread only).
 
     A second Ctrl-C falls through to Python's default handler (immediate KeyboardInterrupt).
+    ``announce``: print what happens (rank 0 only under torchrun: Ctrl-C reaches every rank,
+    and each said it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce
         self.reason: str | None = None
         self._old: dict[int, Any] = {}
         self._pid = os.getpid()
@@ -111,6 +114,8 @@ class Interrupts:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        if not self.announce:
+            return
         print(
             f"\nsegloss: {self.reason}; stopping after the current step (or validation batch) "
             "and saving a checkpoint (press Ctrl-C again to abort at once)",

@@ -119,7 +119,7 @@ def iter_train(
     with (
         locked(resolve_output(cfg), enabled=info.is_main),
         determinism(cfg.train.deterministic, device.type == "cuda"),
-        Interrupts() as interrupts,
+        Interrupts(announce=info.is_main) as interrupts,
     ):
         state = prepare_run(
             cfg,

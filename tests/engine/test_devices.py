@@ -1,4 +1,5 @@
-"""The one device rule shared by training (ConfigError naming ``train.device``) and prediction."""
+"""The one device rule shared by training (ConfigError naming ``train.device``) and prediction,
+and the process settings of a run (runtime)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,17 @@ def test_training_names_its_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
     _two_gpus(monkeypatch)
     info = DistInfo(rank=1, local_rank=1, world_size=2)
     assert runtime.resolve_device("auto", info) == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_ctrl_c_is_announced_by_rank_0_only(
+    announce: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under torchrun Ctrl-C reaches every rank, and each printed the same two lines."""
+    import signal
+
+    with runtime.Interrupts(announce=announce) as interrupts:
+        interrupts._handler(signal.SIGINT, None)
+    assert interrupts.reason == "interrupted (Ctrl-C)"  # every rank stops, at the same step
+    said = "stopping after the current step" in capsys.readouterr().err
+    assert said is announce
