@@ -35,8 +35,16 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.engine.loss_spec import LossSpec
+from napari_segloss.engine.request import class_names_for
 
-from ._common import LayerPicker, PanelError, StatusLabel, image_and_mask
+from ._common import (
+    LayerPicker,
+    PanelError,
+    StatusLabel,
+    image_and_mask,
+    layer_class_names,
+    same_layer,
+)
 from ._compare_setup import (
     CompareRequest,
     Pairs,
@@ -417,12 +425,23 @@ class CompareSetupForm(QWidget):
         if self.source_combo.currentText() == "layers":
             data, channels, top = self._layer_data(self.image_picker, self.mask_picker, "")
             if score == "held-out layers":
+                if same_layer(self.heldout_image_picker.layer(), self.image_picker.layer()):
+                    raise PanelError(
+                        "held-out image: it is the training image; the scores would be on "
+                        "data the models trained on. Pick other layers, or score on the "
+                        "validation split"
+                    )
                 heldout, _, h_top = self._layer_data(
                     self.heldout_image_picker, self.heldout_mask_picker, "held-out "
                 )
                 top = max(top, h_top)
             values["data"]["kind"] = "folder"
             values["model"].update(in_channels=channels, classes=classes_for(top))
+            # the table's columns name the classes as the mask layer does ("Dice RV"); a
+            # comparison saved without names keeps none, so that Start still resumes it
+            names = class_names_for(layer_class_names(self.mask_picker.layer()), classes_for(top))
+            if names and (saved is None or section(saved.base, "data", "class_names")):
+                values["data"]["class_names"] = names
         else:
             root = self.folder_edit.text().strip()
             if not root:

@@ -48,6 +48,7 @@ from napari_segloss.engine.events import (
     TrainStart,
 )
 
+from .._napari_io import mask_colormap
 from ._common import (
     camera_of,
     error_layer_props,
@@ -392,6 +393,8 @@ class OverlayGrid:
         truth_props: dict[str, Any] = {"opacity": 1.0}
         if binary:
             truth_props["colormap"] = _truth_colormap()
+        elif (colormap := mask_colormap(gt)) is not None:  # the reader's colours, not napari's
+            truth_props["colormap"] = colormap  # dark red and blue beside the FP / FN legend
         cells = [("truth", gt, f"ground truth · {short_name(view.name)}", truth_props)]
         errors_props = error_layer_props()
         for cell in view.cells:

@@ -60,6 +60,7 @@ from napari_segloss.engine.events import (
 from ._common import PanelError, StatusLabel, device_choices, left_the_window, release_gpu_memory
 from ._compare_form import CompareSetupForm
 from ._compare_setup import (
+    CompareRequest,
     iter_request,
     quiet_imports,
     saved_settings,
@@ -100,6 +101,16 @@ def _load_catalog() -> tuple[dict[str, dict[str, inspect.Parameter]], list[str]]
         return loss_catalog(), device_choices()
 
 
+def _about(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` is an OS error on ``folder``, a file in it or a folder above it
+    (read-only, under a file, no permission)."""
+    if not isinstance(exc, OSError) or not exc.filename:
+        return False
+    path = Path(exc.filename).expanduser().absolute()
+    folder = folder.expanduser().absolute()
+    return path == folder or folder in path.parents or path in folder.parents
+
+
 class CompareLossesWidget(QWidget):
     """The "Compare Losses" dock widget (see module docstring)."""
 
@@ -119,6 +130,7 @@ class CompareLossesWidget(QWidget):
         self.view: ImageView | None = None
         self.last_start: CompareStart | None = None
         self.last_done: CompareDone | None = None
+        self._request: CompareRequest | None = None  # the last one started
         self.overlays = OverlayGrid(self.viewer, self._on_user_grid)
         self._drawing = TaskQueue(self, done=self._after_drawing, errored=self._on_error)
 
@@ -347,6 +359,13 @@ class CompareLossesWidget(QWidget):
         if oom is not None:  # one line saying what to lower, not torch's paragraph
             self.status.error(oom)
             return
+        output = self._request.output if self._request is not None else None
+        if output is not None and _about(exc, output):  # not an OS error's raw repr
+            self.status.error(
+                f"output folder {str(output)!r}: cannot write {exc.filename!r} "
+                f"({exc.strerror}); pick a folder you can write to"
+            )
+            return
         # the engine's and the panel's messages are ValueErrors: shown without their type
         self.status.exception(exc, (ValueError, FileNotFoundError))
 
@@ -425,7 +444,8 @@ class CompareLossesWidget(QWidget):
             self.tabs.setCurrentIndex(2)
             done = sum(r.status == "ok" for r in results.runs)
             rest = len(results.runs) - done
-            if self._worker is None and not self.status.is_error and self.last_done is None:
+            # also over an error: a refused Start concerned the folder shown before
+            if self._worker is None and self.last_done is None:
                 more = f"; Start resumes the other {rest}" if rest else ""
                 self.status.info(f"{done} of {len(results.runs)} run(s) finished in "
                                  f"{results.output}{more}")  # fmt: skip

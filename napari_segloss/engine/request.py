@@ -12,7 +12,7 @@ heavy work happens in its thread worker.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ __all__ = [
     "TrainRequest",
     "build_config",
     "checkpoint_model_section",
+    "class_names_for",
     "masks_folder",
     "new_model_section",
     "run_folder",
@@ -33,6 +34,15 @@ __all__ = [
 
 #: validation share of the frames of a layer (or of a folder's pairs)
 VAL_FRACTION = 0.2
+
+
+def class_names_for(names: Sequence[str] | None, classes: int) -> list[str] | None:
+    """``data.class_names`` for a model of ``classes`` output channels from a layer's names
+    (background first), or None when they do not name every label (a layer may name absent
+    labels too: the extra names are dropped)."""
+    labels = max(int(classes), 2)  # one channel: binary, two labels
+    names = tuple(names or ())
+    return list(names[:labels]) if len(names) >= labels else None
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,9 @@ def build_config(request: TrainRequest, model: Mapping[str, Any]) -> TrainConfig
         data["size"] = [request.size, request.size]
     if request.layers is not None:
         data.update(kind="folder", root=str(request.output.parent / "napari-layers"))
-        names, labels = request.layers.class_names or (), max(int(model["classes"]), 2)
-        if len(names) >= labels:  # a layer may name absent labels too
-            data["class_names"] = list(names[:labels])
+        names = class_names_for(request.layers.class_names, int(model["classes"]))
+        if names is not None:
+            data["class_names"] = names
     else:
         data.update(kind=request.folder_kind, root=str(Path(request.folder).expanduser()))
         data["masks"] = masks_folder(request.folder_kind)

@@ -311,8 +311,11 @@ def test_stop_in_the_second_run_then_reopen_resumes(dock, wait_idle, tmp_path, q
     assert "(run stopped)" in pm.name and not pm.data.any()
     viewer.close()
 
-    # a new session: the same layers, the folder opened again
+    # a new session: the same layers, the folder opened again (after a refused Start, whose
+    # red message stayed over the folder's "1 of 2 run(s) finished")
     viewer, widget = dock_ready(dock, wait_idle)
+    widget.start()
+    assert widget.status.is_error
     layers = _add_layers(viewer)
     assert widget.open_folder(output)
     wait_idle(widget, timeout=60_000)
@@ -611,3 +614,61 @@ def test_overlays_load_title_glyphs_ahead_and_leave_the_selection(make_napari_vi
     # napari's own behaviour is back for layers added afterwards
     added = viewer.add_image(np.zeros((24, 32)), name="added later")
     assert viewer.layers.selection.active is added
+
+
+def test_acdc_layers_name_their_classes_and_are_no_held_out_data(dock, wait_idle, tmp_path):
+    """The table's per-class columns read "Dice class 1" for the acdc sample, whose mask layer
+    names RV, MYO, LV; and "held-out layers", left on the training layers, scored the models
+    on the data they trained on, reported as held-out."""
+    viewer, widget = dock_ready(dock, wait_idle)
+    viewer.open_sample("napari-segloss", "acdc")
+    configure(widget, tmp_path / "out")
+    request = widget.setup.build_request()
+    assert request.base["data"]["class_names"] == ["background", "RV", "MYO", "LV"]
+    widget.setup.score_combo.setCurrentText("held-out layers")
+    assert widget.setup.heldout_image_picker.layer() is viewer.layers["acdc image"]
+    widget.start()
+    assert widget.status.is_error
+    assert widget.status.text().startswith(
+        "held-out image: it is the training image; the scores would be on data the models "
+        "trained on"
+    )
+    assert widget._worker is None and not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(dock, wait_idle, tmp_path):
+    """It read "NotADirectoryError: [Errno 20] Not a directory: '.../afile/cmp'"."""
+    viewer, widget = dock_ready(dock, wait_idle)
+    viewer.open_sample("napari-segloss", "kvasir")
+    (tmp_path / "afile").write_text("not a folder")
+    output = tmp_path / "afile" / "cmp"
+    configure(widget, output)
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert widget.status.is_error
+    text = widget.status.text()
+    assert text.startswith(f"output folder {str(output)!r}: cannot write "), text
+    assert "pick a folder you can write to" in text and "Errno" not in text
+
+
+def test_a_multi_class_truth_cell_has_the_masks_colours(make_napari_viewer):
+    """napari's default colours gave RV dark red and LV blue, beside the FP red / FN blue
+    legend of the error cells; the cells name the error under the cursor too."""
+    from napari_segloss._napari_io import MASK_COLORS
+
+    viewer = make_napari_viewer()
+    view = _fake_view(["dice"])
+    view.ground_truth[:4, :4] = 3
+    grid = OverlayGrid(viewer, lambda enabled: None)
+    for step in grid.draw_steps(view, best=None, grid=True):
+        step()
+    truth = find_owned(viewer, PANEL, "truth")
+    for label in (1, 3):
+        np.testing.assert_allclose(truth.get_color(label), MASK_COLORS[label])
+    errors = find_owned(viewer, PANEL, "errors:dice")
+    assert list(errors.features["error"]) == [
+        "true negative",
+        "true positive",
+        "false positive",
+        "false negative",
+    ]
