@@ -236,7 +236,9 @@ def column_tooltip(column: str) -> str:
             + seeds
         )
     if column.startswith("Dice "):
-        return f"Dice of class {column[5:]} over the held-out images, in %" + seeds
+        name = column[5:]  # "RV", or "class 1" for classes without names
+        named = name if name.startswith("class ") else f"class {name}"
+        return f"Dice of {named} over the held-out images, in %" + seeds
     name = _COLUMN_NAMES.get(column, column)
     return (
         f"{name}, mean over the foreground classes and held-out images, in %; higher is better"

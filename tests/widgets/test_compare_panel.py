@@ -25,6 +25,7 @@ from napari_segloss._widgets._compare_view import (
     GRID_STRIDE,
     PANEL,
     OverlayGrid,
+    column_tooltip,
     two_lines,
 )
 from napari_segloss._widgets._state import CHECKPOINTS
@@ -672,3 +673,11 @@ def test_a_multi_class_truth_cell_has_the_masks_colours(make_napari_viewer):
         "false positive",
         "false negative",
     ]
+
+
+@pytest.mark.parametrize(
+    ("column", "start"),
+    [("Dice RV", "Dice of class RV over"), ("Dice class 1", "Dice of class 1 over")],
+)
+def test_per_class_tooltips_name_the_class_once(column: str, start: str) -> None:
+    assert column_tooltip(column).startswith(start)  # read "Dice of class class 1"
