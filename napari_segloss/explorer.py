@@ -24,6 +24,7 @@ import torch
 
 from .losses import SHARED_PARAMS, get_loss, list_losses, loss_parameters
 from .maps import contribution_map, modulating_map
+from .metrics.inputs import as_labels
 
 __all__ = [
     "CLIM_PERCENTILE",
@@ -186,6 +187,25 @@ class ExplorerResult:
     uniform: bool = False
 
 
+def _checked_inputs(
+    probs: Any, target: Any, losses: Sequence[LossSpec], gammas: Any
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """``(labels, (C, *spatial) probabilities, gammas)``; ValueError for what the maps would
+    silently misread: a (H, W) map taken as (C, N), a float mask truncated, a loss name."""
+    labels = as_labels(target, "target")
+    probs = probabilities_from_image(probs, labels.shape)
+    bad = [spec for spec in losses if not isinstance(spec, LossSpec)]
+    if bad:
+        raise ValueError(
+            f"losses: expected LossSpec items such as LossSpec('pm_dice', {{'gamma': 2.0}}), "
+            f"got {bad[0]!r}"
+        )
+    try:
+        return labels, probs, [float(g) for g in gammas]
+    except (TypeError, ValueError):
+        raise ValueError(f"gammas: expected a list of numbers, got {gammas!r}") from None
+
+
 def iter_explorer(
     probs: np.ndarray,
     target: np.ndarray,
@@ -197,6 +217,7 @@ def iter_explorer(
 ) -> Generator[Step, None, ExplorerResult]:
     """:func:`compute_explorer` one loss or gamma at a time: yields a :class:`Step` before each
     and returns the :class:`ExplorerResult` (``StopIteration.value``)."""
+    target, probs, gammas = _checked_inputs(probs, target, losses, gammas)
     p = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]
     t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))[None]
     c = p.shape[1]
@@ -292,7 +313,8 @@ def compute_explorer(
     """Contribution maps, modulating maps and loss values for one prediction.
 
     Args:
-        probs: ``(C, *spatial)`` probabilities, ``C == 1`` binary (foreground), else softmax.
+        probs: ``(C, *spatial)`` probabilities, ``C == 1`` binary (foreground), else softmax
+            (summing to 1); a ``(*spatial)`` array is a binary foreground probability.
         target: integer ground truth ``(*spatial)``.
         losses: losses whose gradient contribution maps and values are computed.
         gammas: PM-Dice focusing parameters; one modulating map ``|y - p|^gamma`` (eq. 5) of
@@ -302,7 +324,8 @@ def compute_explorer(
             maps of losses with different scales can share one colour scale.
 
     Raises:
-        ValueError: ``cls`` out of range, or a loss rejected its parameters.
+        ValueError: ``cls`` out of range, probabilities or labels of another shape, outside
+            [0, 1] or fractional, or a loss rejected its parameters.
     """
     steps = iter_explorer(probs, target, losses, gammas, cls=cls, relative=relative)
     while True:

@@ -199,6 +199,11 @@ def controlled_prediction(
     mask = _binary_target(target)
     fn_fraction = _check_fraction(fn_fraction, "fn_fraction")
     confidence = _check_probability(confidence, "confidence")
+    if confidence < 0.5:  # every pixel's prediction flipped: an "error-free" one all wrong
+        raise ValueError(
+            f"confidence must be in [0.5, 1) (the probability of the predicted class), got "
+            f"{confidence!r}"
+        )
     if fp_reference not in ("foreground", "background"):
         raise ValueError(f"fp_reference must be 'foreground' or 'background', got {fp_reference!r}")
     if order not in ("boundary", "random"):

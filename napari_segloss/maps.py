@@ -238,6 +238,10 @@ def error_map(loss: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
     loss sees, eq. 5). Multilabel: the mean over the (not ignored) labels of ``|y_c - p_c|``.
     Ignored pixels: 0.
     """
+    if not isinstance(loss, nn.Module):  # a name gave the plain error, PM Dice's m dropped
+        raise ValueError(
+            f"loss: expected a loss module such as get_loss('pm_dice', gamma=2.0), got {loss!r}"
+        )
     inp = _prepared(loss, logits, target)
     err = abs_error(inp.target, inp.probs, inp.complement)
     if hasattr(loss, "modulating_term"):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from napari_segloss import explorer
+from napari_segloss.explorer import LossSpec, compute_explorer
 from napari_segloss.losses import get_loss, list_losses, loss_parameters
 from napari_segloss.maps import contribution_map, modulating_map
 
@@ -299,3 +300,28 @@ def test_a_nan_map_is_not_called_flat(monkeypatch):
     res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
     assert res.flat == []
     assert np.isnan(res.contributions["dice"]).all()
+
+
+def test_inputs_that_would_be_misread_are_refused_or_read_right() -> None:
+    """A (H, W) foreground map was read as (C=H, N=W): "69 classes", pm_dice 0.881 for 0.119;
+    a float mask was truncated; a loss name failed with an AttributeError."""
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:9, 4:12] = 1
+    fg = np.where(mask == 1, 0.8, 0.1).astype(np.float32)
+    specs = [LossSpec("pm_dice")]
+    flat = compute_explorer(fg, mask, specs, [2.0])
+    channel = compute_explorer(fg[None], mask, specs, [2.0])
+    assert flat.num_classes == 2
+    assert dict(flat.values)["pm_dice"] == pytest.approx(dict(channel.values)["pm_dice"])
+    with pytest.raises(
+        ValueError, match=r"target: expected integer labels, got a float array with non-integral"
+    ):
+        compute_explorer(fg, mask * 0.5, specs, [2.0])
+    with pytest.raises(ValueError, match=r"expected probabilities of shape \(12, 16\)"):
+        compute_explorer(fg[:, :8], mask, specs, [2.0])
+    with pytest.raises(ValueError, match="must sum to 1"):
+        compute_explorer(np.stack([fg, fg]), mask, specs, [2.0])
+    with pytest.raises(ValueError, match=r"losses: expected LossSpec items .* got 'dice'"):
+        compute_explorer(fg, mask, ["dice"], [1.0])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="gammas: expected a list of numbers, got 1"):
+        compute_explorer(fg, mask, specs, 1)  # type: ignore[arg-type]

@@ -135,6 +135,8 @@ def test_controlled_prediction_3d():
         ({"fp_fraction": 4.0}, "only 300 background pixels"),
         ({"fp_fraction": 1.5, "fp_reference": "background"}, "fp_fraction must be a number in"),
         ({"confidence": 1.0}, "confidence must be strictly between 0 and 1"),
+        # 0.3 flipped every pixel: an "error-free" prediction wrong everywhere
+        ({"confidence": 0.3}, r"confidence must be in \[0.5, 1\)"),
         ({"fp_reference": "image"}, "fp_reference must be"),
         ({"order": "spiral"}, "order must be"),
     ],

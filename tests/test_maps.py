@@ -382,3 +382,11 @@ def test_error_map_multilabel_leaves_ignored_entries_out():
     t = torch.tensor([1.0, 255.0]).view(1, 2, 1, 1)
     loss = get_loss("dice", mode="multilabel", ignore_index=255)
     torch.testing.assert_close(error_map(loss, x, t), torch.tensor([[[0.2]]]))
+
+
+@pytest.mark.parametrize("loss", ["pm_dice", "pmdice", 3])
+def test_error_map_refuses_what_is_not_a_loss(loss: object) -> None:
+    """A name returned the plain Dice error map: PM Dice's modulating term silently dropped."""
+    logits, target = torch.randn(1, 2, 8, 8), torch.randint(0, 2, (1, 8, 8))
+    with pytest.raises(ValueError, match="loss: expected a loss module such as get_loss"):
+        error_map(loss, logits, target)  # type: ignore[arg-type]

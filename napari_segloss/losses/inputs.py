@@ -519,6 +519,8 @@ def prepare(
             y = t.float()
         if validate:
             _check_soft(y, valid, "one-hot/soft target")
+            if eff == "multiclass":
+                _check_sums(y, valid)
 
     if validate:
         _check_finite(x)
@@ -548,6 +550,25 @@ def _check_labels(t: Tensor, c: int, ignore_index: int | None, what: str = "") -
         what = what or f"for {c}-channel logits"
         raise ValueError(
             f"target labels must be in [0, {c - 1}]{extra} {what}, got values in [{lo}, {hi}]"
+        )
+
+
+def _check_sums(y: Tensor, valid: Tensor | None) -> None:
+    """A softmax target sums to 1 over its channels at every kept pixel: a binary mask
+    ``(B, H, W)`` next to batch-less logits ``(C, H, W)`` read as ``(B, C, W)`` passed the
+    [0, 1] check and gave a loss of nothing in particular."""
+    if y.numel() == 0:
+        return
+    sums = y.sum(1)
+    if valid is not None:  # ignored pixels are 0 in every channel
+        sums = torch.where(valid[:, 0] > 0, sums, torch.ones_like(sums))
+    lo, hi = (float(v) for v in torch.aminmax(sums))
+    if abs(lo - 1.0) > 1e-3 or abs(hi - 1.0) > 1e-3:
+        raise ValueError(
+            f"one-hot/soft target of {y.shape[1]}-channel softmax logits must sum to 1 over "
+            f"its channels at every pixel, got sums in [{lo:g}, {hi:g}]: logits (B, C, "
+            "*spatial) need labels (B, *spatial) or a one-hot target (B, C, *spatial); for a "
+            "binary mask and a batch of one, add the batch axis: logits[None]"
         )
 
 

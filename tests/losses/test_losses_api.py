@@ -302,3 +302,19 @@ def test_parameters_no_loss_takes_raise_unknown_parameter_error(name: str, param
 
     with pytest.raises(UnknownParameterError):
         get_loss(name, **params)
+
+
+@pytest.mark.parametrize("name", ["dice", "pm_dice", "ce", "ce+pm_dice"])
+def test_a_softmax_target_that_does_not_sum_to_one_is_refused(name: str) -> None:
+    """Batch-less binary logits (1, 16, 16) with a 0/1 mask (1, 16, 16) were read as 16
+    classes over 16 pixels with a 'one-hot' target: loss 0.877 instead of 0.370, no error."""
+    logits = torch.randn(1, 16, 16)
+    mask = torch.randint(0, 2, (1, 16, 16))
+    with pytest.raises(ValueError, match="must sum to 1 over its channels at every pixel"):
+        get_loss(name)(logits, mask)
+    get_loss(name)(logits[None], mask)  # the batch axis added: a binary mask, accepted
+    # soft targets that do sum to 1, and ignored pixels (0 in every channel), pass
+    soft = torch.softmax(torch.randn(2, 3, 4, 4), 1)
+    get_loss(name)(torch.randn(2, 3, 4, 4), soft)
+    soft[0, :, 0, 0] = 255.0
+    get_loss(name, ignore_index=255)(torch.randn(2, 3, 4, 4), soft)

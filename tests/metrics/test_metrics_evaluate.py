@@ -223,3 +223,17 @@ def test_evaluate_frames_is_the_mean_of_its_frames() -> None:
     )
     with pytest.raises(ValueError, match=r"stack of 2D frames \(N, H, W\), got shape \(12, 12\)"):
         evaluate_frames(gt[0], gt[0])
+
+
+def test_a_one_slice_stack_is_scored_as_its_2d_image() -> None:
+    """argmax(1) of a batch of one is (1, H, W): scored as a slab one voxel deep, the eroded
+    mask's NSD read 0.97 (its top and bottom faces were boundary) instead of 0."""
+    from scipy import ndimage
+
+    gt = np.zeros((40, 40), np.uint8)
+    gt[8:32, 8:32] = 1
+    pred = ndimage.binary_erosion(gt, iterations=3).astype(np.uint8)
+    flat = evaluate(pred, gt, tolerance=1.0)[1]
+    assert flat["nsd"] == 0.0 and flat["hd95"] > 3.0
+    stacked = evaluate(pred[None], gt[None], tolerance=1.0, spacing=(5.0, 1.0, 1.0))[1]
+    assert stacked == flat  # the slice spacing of a one-slice stack plays no part
