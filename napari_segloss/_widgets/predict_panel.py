@@ -567,9 +567,10 @@ class PredictWidget(QWidget):
         counts = np.bincount(errors.ravel(), minlength=4)
         apart = [geometry_note(ly, gt_layer) for ly in (pred_layer, self.image_picker.layer())]
         apart_text = "".join(f". Note: {n}" for n in apart if n)
+        where = f" in all {errors.shape[0]} frames" if self._compare_info["frames"] else ""
         self.status.info(
-            f"{self._metrics_source}: TP {counts[1]} (green), FP {counts[2]} (red), "
-            f"FN {counts[3]} (blue) px{note}{apart_text}"
+            f"{pred_layer.name} vs {gt_layer.name}: TP {counts[1]} (green), FP {counts[2]} "
+            f"(red), FN {counts[3]} (blue) px{where}{note}{apart_text}"
         )
         self.export_button.setEnabled(True)
 

@@ -154,6 +154,8 @@ def test_a_stack_of_frames_is_scored_frame_by_frame(dock, wait_idle):
     for key in ("dice", "nsd", "hd95"):
         assert table[key] == pytest.approx(np.mean([m[key] for m in per_frame]), abs=1e-4)
     assert widget.table_caption.text() == "metrics of shifted vs kvasir mask, mean over 3 frames"
+    # the counts are totals, and the status says over what
+    assert "(blue) px in all 3 frames" in widget.status.text()
     # unticked: one volume, as for a NIfTI scan (the caption says nothing of frames)
     widget.frames_check.value = False
     widget.compare()
