@@ -169,7 +169,10 @@ def test_per_image_predictions_and_overlays(finished: tuple[Path, list[Any], flo
         np.testing.assert_array_equal(cell.errors, error_labels(cell.prediction, view.ground_truth))
         # the stored prediction is the one eval.json scored: its Dice is the per-image Dice
         assert cell.dice == pytest.approx(evaluate(cell.prediction, view.ground_truth)[1]["dice"])
-        assert cell.title.endswith(f"Dice {cell.dice:.3f}") and cell.display in cell.title
+        assert (
+            cell.title.endswith(f"loss · Dice {100 * cell.dice:.1f} %")
+            and cell.display in cell.title
+        )
     assert view.cells[0].dice == pytest.approx(eval_json["per_image"][2]["metrics"]["1"]["dice"])
     assert results.view(-1).index == 2
     with pytest.raises(IndexError, match="3 held-out images"):
