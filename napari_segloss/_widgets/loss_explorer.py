@@ -46,7 +46,6 @@ from ._common import (
     PanelError,
     StatusLabel,
     check_same_shape,
-    class_title,
     exception_text,
     find_owned,
     geometry_note,
@@ -67,6 +66,10 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton
+from ._explorer_layers import (
+    Wanted,
+    wanted_layers,
+)
 from ._forms import ClassSpinBox, GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
 from ._grid import GridView
@@ -87,18 +90,11 @@ PANEL = "loss_explorer"
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 5.0)
 DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
-CONTRIB_COLORMAP = "inferno"
-MODULATING_COLORMAP = "viridis"
-#: what the titles of contribution maps add to the loss's name (see _wanted)
-CONTRIB_MARK = "|∂L/∂z|"
 #: words of the map titles and colour-bar ticks other than loss names (see _pre_arrange)
 _EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits|", "PM-Dice m, γ = 0.5",
                   "0123456789.e-+")  # fmt: skip
 #: the characters vispy measures every text's line height with, at its first draw
 _LINE_HEIGHT_TEXT = "ÅÉÑŐjgpqy"
-
-#: a map layer to draw: (key, data, name, layer properties)
-Wanted = tuple[str, np.ndarray, str, dict[str, Any]]
 
 
 class MissingInput(PanelError):
@@ -285,6 +281,7 @@ class LossExplorerWidget(QWidget):
         self.loss_list.itemChanged.connect(self._schedule)
         self.loss_list.currentItemChanged.connect(self._show_params)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.dims.events.ndisplay.connect(self._on_ndisplay)  # the status's 3D note
         self.viewer.layers.events.inserted.connect(self._repick_prediction)
         self.gt_picker.currentIndexChanged.connect(self._repick_prediction)
 
@@ -392,6 +389,13 @@ class LossExplorerWidget(QWidget):
     def _schedule(self, *_: Any) -> None:
         if self.live_check.value and not self._closed:
             self._timer.start()
+
+    def _on_ndisplay(self, event: Any = None) -> None:
+        try:
+            self._schedule()
+        except RuntimeError:  # the panel was closed and deleted: stop listening
+            with contextlib.suppress(Exception):
+                self.viewer.dims.events.ndisplay.disconnect(self._on_ndisplay)
 
     def _on_step(self, event: Any = None) -> None:
         # Only a slice change matters, and only when showing one slice of a volume.
@@ -605,35 +609,6 @@ class LossExplorerWidget(QWidget):
         self.status.error(self._noted(text, True), notify=getattr(self, "_explicit", True))
 
     # ---------------------------------------------------------------- drawing the result
-    def _wanted(self, res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
-        """The map layers of ``res`` in grid order: prediction, losses, ascending γ."""
-        z, shape = info["z"], info["shape"]
-        cls = min(info["cls"], res.num_classes - 1)
-
-        def place(arr: np.ndarray) -> np.ndarray:
-            if z is None:
-                return arr
-            full = np.zeros(shape, dtype=np.float32)
-            full[z] = arr
-            return full
-
-        c_props = {"colormap": CONTRIB_COLORMAP, "contrast_limits": res.clim}
-        m_props = {"colormap": MODULATING_COLORMAP, "contrast_limits": (0.0, 1.0)}
-        wanted: list[Wanted] = []
-        if res.prediction is not None:
-            props = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
-            named = class_title(cls, layer_class_names(info["gt_layer"]))
-            wanted.append(("prediction", place(res.prediction), f"prediction p({named})", props))
-        for name, arr in res.contributions.items():
-            # short: a grid cell is narrow, and loss labels with parameters are long (the
-            # status line says what |∂L/∂z| is, and its units)
-            title = f"{res.labels[name]} {CONTRIB_MARK}"
-            wanted.append((f"contrib:{name}", place(arr), title, c_props))
-        for g, arr in res.modulating:
-            title = jobs.core().modulating_title(g)
-            wanted.append((f"gamma:{info['gamma_uids'].get(g)}", place(arr), title, m_props))
-        return wanted
-
     def _apply(self, res: ExplorerResult, info: dict[str, Any]) -> None:
         """Draw ``res`` as layers, one small step per event-loop turn (see TaskQueue).
 
@@ -649,7 +624,7 @@ class LossExplorerWidget(QWidget):
         with self.class_spin.changed.blocked():  # the arrows stop at the last class
             self.class_spin.max = max(res.num_classes - 1, 1)
         self.class_spin.set_names(layer_class_names(info["gt_layer"]))
-        wanted = self._wanted(res, info)
+        wanted = wanted_layers(res, info)
         grid = self.grid_check.value
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
         new = [w[0] for w in wanted if w[0] not in exists]
@@ -706,6 +681,9 @@ class LossExplorerWidget(QWidget):
         text = jobs.core().summary(res, info["relative"], info["z"])
         if note := geometry_note(self.image_picker.layer(), self.gt_picker.layer()):
             text = f"{text}. Note: {note}"
+        if info["z"] is not None and self.viewer.dims.ndisplay == 3:  # a slab in a 3D view
+            text += ". In napari's 3D view the maps are of that slice only: set '3D scope' to "
+            text += "'whole volume' to see them through the volume"
         self.status.info(self._noted(text))
         self._note = ""  # said once, with the maps it concerns
 
@@ -788,6 +766,8 @@ class LossExplorerWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         with contextlib.suppress(Exception):
             self.viewer.dims.events.current_step.disconnect(self._on_step)
+        with contextlib.suppress(Exception):
+            self.viewer.dims.events.ndisplay.disconnect(self._on_ndisplay)
         with contextlib.suppress(Exception):
             self.viewer.layers.events.inserted.disconnect(self._repick_prediction)
         self.grid_view.disconnect()

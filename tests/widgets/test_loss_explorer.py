@@ -1249,3 +1249,18 @@ def test_hidden_maps_wait_for_the_slice_until_they_are_shown(dock, wait_idle):
     assert widget._z_index == other
     assert all(layer.visible for layer in widget.map_layers())
     assert f"(slice {other})" in widget.status.text()
+
+
+def test_the_3d_view_says_the_maps_are_of_one_slice(dock, wait_idle):
+    """In napari's 3D view the maps of 'current slice' are one slab while the image renders
+    whole, and nothing pointed to '3D scope: whole volume'."""
+    viewer, widget = _acdc_drawn(dock, wait_idle)
+    assert "3D view" not in widget.status.text()
+    viewer.dims.ndisplay = 3
+    wait_idle(widget)
+    assert "In napari's 3D view the maps are of that slice only: set '3D scope' to 'whole " in (
+        widget.status.text()
+    )
+    widget.scope.value = "whole volume"
+    wait_idle(widget, timeout=60_000)
+    assert "3D view" not in widget.status.text()
