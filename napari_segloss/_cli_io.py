@@ -268,7 +268,7 @@ def read_label_pairs(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[Lab
 
     Raises ``CLIError`` for a prediction without a ground truth or of another shape.
     """
-    from .data.io import label_files_by_name
+    from .data.io import label_files_by_name, spacings_differ
 
     preds = label_files_by_name(Path(pred_dir), "pred")
     gts = label_files_by_name(Path(gt_dir), "gt")
@@ -276,8 +276,6 @@ def read_label_pairs(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[Lab
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise CLIError(f"{len(missing)} prediction(s) without a ground truth in {gt_dir}: {shown}")
-    import numpy as np
-
     pairs: list[LabelPair] = []
     other_spacing: list[str] = []
     for stem in sorted(preds):
@@ -287,8 +285,7 @@ def read_label_pairs(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[Lab
             raise CLIError(
                 f"{stem}: prediction shape {pred.shape} differs from ground truth {gt.shape}"
             )
-        if (pred_spacing and gt_spacing and len(pred_spacing) == len(gt_spacing)
-                and not np.allclose(pred_spacing, gt_spacing, rtol=1e-3)):  # fmt: skip
+        if spacings_differ(pred_spacing, gt_spacing):
             other_spacing.append(f"{stem} {tuple(pred_spacing)} vs {tuple(gt_spacing)}")
         pairs.append((stem, pred, gt, gt_spacing))
     if other_spacing:  # the same labels give other distances (HD95, NSD) in another spacing

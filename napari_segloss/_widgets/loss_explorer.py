@@ -125,6 +125,7 @@ class LossExplorerWidget(QWidget):
         self._catalog: dict[str, dict[str, inspect.Parameter]] | None = None
         self._ckpt_cache: dict[tuple, np.ndarray] = {}
         self._last_result: ExplorerResult | None = None
+        self._last_info: dict[str, Any] = {}  # what _apply drew it with (see _report)
         self._z_index: int | None = None
         self._param_forms: dict[str, LossParamForm] = {}
         self._note = ""  # an input layer was removed and its picker changed (see _watch)
@@ -391,8 +392,11 @@ class LossExplorerWidget(QWidget):
             self._timer.start()
 
     def _on_ndisplay(self, event: Any = None) -> None:
+        """2D <-> 3D view: the status's 3D note follows, from the maps on screen (nothing to
+        recompute), unless work is running or an error is shown."""
         try:
-            self._schedule()
+            if self._last_result is not None and not self.busy and not self.status.is_error:
+                self._report(self._last_result, self._last_info)
         except RuntimeError:  # the panel was closed and deleted: stop listening
             with contextlib.suppress(Exception):
                 self.viewer.dims.events.ndisplay.disconnect(self._on_ndisplay)
@@ -620,7 +624,7 @@ class LossExplorerWidget(QWidget):
         """
         if self._closed:  # a result that came after the panel was closed
             return
-        self._last_result = res
+        self._last_result, self._last_info = res, info
         with self.class_spin.changed.blocked():  # the arrows stop at the last class
             self.class_spin.max = max(res.num_classes - 1, 1)
         self.class_spin.set_names(layer_class_names(info["gt_layer"]))

@@ -470,14 +470,13 @@ class PredictWidget(QWidget):
         )
         will_compare = self.gt_picker.layer() is not None
         # Hidden when an error overlay follows: it says more and must not be tinted by them.
+        colormap = mask_colormap(labels)  # a class in the colour of the masks the reader opens
         pred_layer = upsert_layer(
             self.viewer, PANEL, "prediction", "labels", labels,
             name=f"prediction [{name}]", like=like, visible=not will_compare,
             select=not will_compare,  # the result shown, unless its error overlay follows
+            **({} if colormap is None else {"colormap": colormap}),
         )  # fmt: skip
-        colormap = mask_colormap(labels)  # a class in the colour of the masks the reader opens
-        if colormap is not None:
-            pred_layer.colormap = colormap
         # frames in, frames out: Compare scores them one by one (see FRAMES_TOOLTIP)
         pred_layer.metadata[FRAMES_KEY] = bool(like.metadata.get(FRAMES_KEY))
         # the table and the CSV name the classes as the checkpoint does (ACDC: RV, MYO, LV),

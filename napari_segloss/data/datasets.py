@@ -47,6 +47,7 @@ from .io import (
     read_image_and_orientation,
     read_mask,
     read_nifti,
+    spacings_differ,
 )
 from .transforms import Normalization, build_transform, default_normalization, resize_pair, to_chw
 
@@ -558,7 +559,7 @@ class NiftiSliceDataset(SegmentationDataset):
             label, label_spacing = read_nifti(lbl_path)
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc
-        if len(spacing) == len(label_spacing) and not np.allclose(spacing, label_spacing, 1e-3):
+        if spacings_differ(spacing, label_spacing):
             # segloss evaluate reads the label's header: the same masks, other distances
             log.warning(
                 "%s: its labels %s give another voxel spacing (%s vs %s); the distances of "
