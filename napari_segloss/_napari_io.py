@@ -48,7 +48,7 @@ from .data.io import (
     is_nifti,
     nifti_to_napari,
     path_stem,
-    read_image,
+    read_image_like_mask,
     read_mask,
     read_nifti_geometry,
 )
@@ -224,9 +224,15 @@ def read_pair_folder(
         raise ValueError(
             f"folder {str(root)!r} must contain 'images/' and 'masks/' (or 'labels/') sub-folders"
         )
-    volumetric = not _folder_has(root / "images", IMAGE_EXTENSIONS) and _folder_has(
-        root / "images", NIFTI_EXTENSIONS
+    flat, volumes = (
+        _folder_has(root / "images", ext) for ext in (IMAGE_EXTENSIONS, NIFTI_EXTENSIONS)
     )
+    if flat and volumes:
+        raise ValueError(
+            f"folder {str(root / 'images')!r} holds both NIfTI volumes and 2D image files; "
+            "the reader opens one kind: move the other files out"
+        )
+    volumetric = volumes
     pairs = find_pairs(root, "images", masks, nifti=volumetric)
 
     if volumetric:
@@ -244,8 +250,11 @@ def read_pair_folder(
             layers += _nifti_pair(image_path, mask_path)
         return _show_last_pair(layers)
 
-    images = [read_image(p) for p, _ in pairs]
     labels = [read_mask(p) for _, p in pairs]
+    # oriented as its mask was drawn (an EXIF tag), as training reads the pair
+    images = [
+        read_image_like_mask(p, label.shape) for (p, _), label in zip(pairs, labels, strict=True)
+    ]
     for (image_path, mask_path), image, label in zip(pairs, images, labels, strict=True):
         if image.shape[:2] != label.shape:
             raise ValueError(

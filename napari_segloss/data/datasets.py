@@ -43,8 +43,7 @@ from .io import (
     as_labels,
     find_pairs,
     nifti_to_napari,
-    orient_like_mask,
-    read_image_and_orientation,
+    read_image_like_mask,
     read_mask,
     read_nifti,
     spacings_differ,
@@ -475,11 +474,9 @@ class FolderDataset(SegmentationDataset):
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
         try:
-            # keep_dtype: a 16-bit file stays uint16, so messages name its real pixel type
-            # one open for the pixels and the EXIF tag (a second open per item cost I/O)
-            raw, orientation = read_image_and_orientation(image_path, keep_dtype=True)
             mask = read_mask(mask_path)
-            raw = orient_like_mask(raw, orientation, mask.shape, str(image_path))
+            # keep_dtype: a 16-bit file stays uint16, so messages name its real pixel type
+            raw = read_image_like_mask(image_path, mask.shape, keep_dtype=True)
             image = to_chw(raw, self.in_channels, name=str(image_path))
         except (ValueError, FileNotFoundError) as exc:
             raise DataError(str(exc)) from exc

@@ -50,6 +50,7 @@ __all__ = [
     "path_stem",
     "read_image",
     "read_image_and_orientation",
+    "read_image_like_mask",
     "read_mask",
     "read_nifti",
     "read_nifti_geometry",
@@ -123,9 +124,11 @@ def _decode(path: Path, *, keep_palette: bool, orientation: bool = False) -> tup
     tifffile so 16-bit and float TIFFs survive. Any decoding failure is re-raised as a ValueError
     naming the file.
     """
+    if _suffix(path) == ".png":
+        _refuse_16bit_colour_png(path)
     try:
         if _suffix(path) in _TIFF_EXTENSIONS:
-            return np.asarray(tifffile.imread(path)), 1
+            return _read_tiff(path), 1
         with Image.open(path) as img:
             img.load()
             tag = _orientation_tag(img) if orientation else 1
@@ -149,6 +152,41 @@ def _decode(path: Path, *, keep_palette: bool, orientation: bool = False) -> tup
             return np.array(img), tag
     except Exception as exc:  # decoder errors come in many types (OSError, SyntaxError, ...)
         raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """The first series of a TIFF file, channels last: a planar RGB page (tifffile's axes
+    ``SYX``) becomes ``(H, W, 3)``, and leading length-1 axes (``(1, H, W)`` from a mask saved
+    with a leading axis) are dropped."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        arr = np.asarray(series.asarray())
+        if series.axes.startswith("S") and arr.ndim == 3:
+            arr = np.moveaxis(arr, 0, -1)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+#: PNG colour types with 3 colour channels (RGB, RGB + alpha), from the file's header
+_PNG_COLOUR_TYPES = (2, 6)
+
+
+def _refuse_16bit_colour_png(path: Path) -> None:
+    """Refuse a 16-bit RGB(A) PNG: Pillow decodes it to 8 bits per channel (the high bytes),
+    which would silently drop its precision. The bit depth and colour type are bytes 24 and 25
+    of a PNG file (its IHDR chunk)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return  # the decoder names the file and the error
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        if head[24] == 16 and head[25] in _PNG_COLOUR_TYPES:
+            raise ValueError(
+                f"{str(path)!r} is a 16-bit colour PNG, which this reader would cut to 8 bits "
+                "per channel; save it as a 16-bit TIFF (or an 8-bit PNG)"
+            )
 
 
 def _grey_palette(img: Image.Image) -> bool:
@@ -249,6 +287,8 @@ def _alpha_to_mask(arr: np.ndarray) -> np.ndarray:
     under them. When the colour is one constant and only alpha varies, alpha is the mask.
     """
     colour, alpha = arr[..., :-1], arr[..., -1]
+    if alpha.size and alpha.max() == 0:  # fully transparent: an empty overlay
+        return np.zeros(alpha.shape, arr.dtype)
     if alpha.min() == alpha.max():
         return colour[..., 0] if colour.shape[-1] == 1 else colour
     flat = colour.reshape(-1, colour.shape[-1])
@@ -294,7 +334,9 @@ def _check_colours(
     ``top``: ``rgb``'s maximum over channels when the caller has it already.
     """
     top = _channel_max(rgb) if top is None else top
-    fg = top > JPEG_MASK_THRESHOLD
+    # lossless: every non-black pixel (dark colour-coded classes too); JPEG: the foreground
+    # the threshold will keep, not the compression noise near black
+    fg = top > (JPEG_MASK_THRESHOLD if lossy else 0)
     if lossy and fg.shape[0] >= 5 and fg.shape[1] >= 5:
         # JPEG blurs colour along edges: compare colours away from them only
         inner = _all_in_window(fg)
@@ -612,6 +654,16 @@ def _orientation_tag(img: Image.Image) -> int:
     except Exception:
         return 1
     return int(value) if value in _EXIF_VIEW else 1
+
+
+def read_image_like_mask(
+    path: str | Path, mask_shape: tuple[int, ...], *, keep_dtype: bool = False
+) -> np.ndarray:
+    """:func:`read_image` in the orientation of its mask of ``mask_shape`` (an EXIF tag
+    decides, see :func:`orient_like_mask`): the one rule of the datasets and the napari
+    reader."""
+    raw, orientation = read_image_and_orientation(path, keep_dtype=keep_dtype)
+    return orient_like_mask(raw, orientation, mask_shape, str(path))
 
 
 def orient_like_mask(

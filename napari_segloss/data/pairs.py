@@ -9,6 +9,7 @@ model exists.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,11 +115,16 @@ def split_frames(
 @dataclass(frozen=True)
 class FolderSummary:
     """What :func:`inspect_folder` read: image/mask pairs found, input channels of the first
-    image, and the model classes of the probed masks."""
+    image, and the labels of every mask (ascending) with the model classes they need."""
 
     pairs: int
     in_channels: int
     classes: int
+    labels: tuple[int, ...] = ()
+
+
+def _labels_of(mask_path: Path, nifti: bool) -> list[int]:
+    return mask_labels(read_nifti(mask_path)[0] if nifti else read_mask(mask_path))
 
 
 def inspect_folder(
@@ -127,24 +133,28 @@ def inspect_folder(
     *,
     images: str = "images",
     masks: str = "masks",
-    probe: int = 8,
+    workers: int = 2,
 ) -> FolderSummary:
-    """Read the first ``probe`` pairs of a training folder (``kind`` ``"folder"``: 2D images,
-    ``"nifti"``: NIfTI volumes, grey) so that a new model fits the data.
+    """Read a training folder (``kind`` ``"folder"``: 2D images, ``"nifti"``: NIfTI volumes,
+    grey) so that a new model fits the data: the first image's channels and the labels of
+    every mask (a class that only a later mask holds still gets its output channel).
 
     Raises:
         ValueError: naming the folder and what was wrong (missing, unmatched or unreadable files).
     """
     root = Path(root).expanduser()
+    nifti = kind == "nifti"
     try:
-        pairs = find_pairs(root, images, masks, nifti=kind == "nifti")
-        if kind == "nifti":
-            in_channels = 1
-            top = max(int(read_nifti(m)[0].max()) for _, m in pairs[:probe])
-        else:
-            first = read_image(pairs[0][0])
-            in_channels = 3 if first.ndim == 3 else 1
-            top = max(int(read_mask(m).max()) for _, m in pairs[:probe])
+        pairs = find_pairs(root, images, masks, nifti=nifti)
+        in_channels = 1 if nifti or read_image(pairs[0][0]).ndim == 2 else 3
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # decoding releases the GIL
+            found = set().union(*pool.map(lambda pair: _labels_of(pair[1], nifti), pairs))
     except (OSError, ValueError) as exc:
         raise ValueError(f"folder {str(root)!r}: {exc}") from None
-    return FolderSummary(pairs=len(pairs), in_channels=in_channels, classes=model_classes(top))
+    labels = tuple(sorted(found))
+    return FolderSummary(
+        pairs=len(pairs),
+        in_channels=in_channels,
+        classes=model_classes(max(labels, default=0)),
+        labels=labels,
+    )

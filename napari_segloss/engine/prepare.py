@@ -95,6 +95,7 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
             request.folder, request.folder_kind, masks=masks_folder(request.folder_kind)
         )
         in_channels, classes = summary.in_channels, summary.classes
+        labels, mask_layer = list(summary.labels), f"the masks of folder {str(request.folder)!r}"
     if request.checkpoint is not None:
         meta = load_checkpoint(request.checkpoint).get("meta", {})
         ckpt_model = model_config_from_meta(meta)

@@ -796,9 +796,9 @@ def test_folder_dataset_opens_each_image_once(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(io.Image, "open", counting_open)
     dataset = FolderDataset(root, train=False, normalize="none")
     dataset[0]  # item 0 also settles the normalisation: it was decoded twice for that
-    assert opened == ["a.jpg", "a.png"], opened
+    assert opened == ["a.png", "a.jpg"], opened
     image, _ = dataset[1]
-    assert opened[2:] == ["b.jpg", "b.png"], opened
+    assert opened[2:] == ["b.png", "b.jpg"], opened
     assert tuple(image.shape[-2:]) == (60, 40)  # still turned as the tag says
     pixels, orientation = io.read_image_and_orientation(root / "images" / "a.jpg")
     assert orientation == io.exif_orientation(root / "images" / "a.jpg") == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -275,6 +276,64 @@ def test_read_mask_transparent_pixels_are_background(tmp_path: Path) -> None:
     alpha_only = np.zeros((64, 80, 4), np.uint8)  # black everywhere, the object opaque
     alpha_only[_disc(), 3] = 255
     assert np.array_equal(read_mask(_save(tmp_path / "a.png", alpha_only)), _disc())
+
+
+def test_read_mask_fully_transparent_is_empty(tmp_path: Path) -> None:
+    """An empty overlay (white, alpha 0 everywhere) read as all foreground."""
+    rgba = np.zeros((16, 20, 4), np.uint8)
+    rgba[..., :3] = 255
+    assert not read_mask(_save(tmp_path / "e.png", rgba)).any()
+
+
+@pytest.mark.parametrize("level", [100, 40])
+def test_read_mask_refuses_dark_colour_coded_classes(tmp_path: Path, level: int) -> None:
+    """Dark red = class 1, dark green = class 2 were merged into one label (the colour check
+    looked only at pixels brighter than 127)."""
+    rgb = np.zeros((64, 80, 3), np.uint8)
+    rgb[_disc()] = (level, 0, 0)
+    rgb[_disc(centre=(10, 12), r2=50)] = (0, level, 0)
+    with pytest.raises(ValueError, match=r"2 foreground colours"):
+        read_mask(_save(tmp_path / "c.png", rgb))
+    grey = np.zeros((64, 80, 3), np.uint8)  # an RGB label map: R = G = B = label
+    grey[_disc()] = 1
+    grey[_disc(centre=(10, 12), r2=50)] = 2
+    assert sorted(np.unique(read_mask(_save(tmp_path / "g.png", grey)))) == [0, 1, 2]
+
+
+def _png_rgb16(path: Path, rgb: np.ndarray) -> Path:
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    h, w, _ = rgb.shape
+    rows = b"".join(b"\x00" + rgb[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([16, 2, 0, 0, 0])
+    png = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png)
+    return path
+
+
+def test_16bit_colour_png_is_refused_not_cut_to_8_bits(tmp_path: Path) -> None:
+    rgb = np.arange(5 * 6 * 3, dtype=np.uint16).reshape(5, 6, 3) * 700
+    path = _png_rgb16(tmp_path / "deep.png", rgb)
+    assert Image.open(path).mode == "RGB"  # what Pillow makes of it: 8 bits per channel
+    for read in (read_image, read_mask):
+        with pytest.raises(ValueError, match=r"deep\.png.*16-bit colour PNG.*TIFF"):
+            read(path)
+
+
+def test_planar_rgb_tiff_and_leading_singleton_axis(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    planar = tmp_path / "planar.tif"
+    tifffile.imwrite(planar, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    assert np.array_equal(read_image(planar), rgb)
+    mask = (rgb[..., 0] > 127).astype(np.uint8)
+    lead = tmp_path / "lead.tif"
+    tifffile.imwrite(lead, mask[None], photometric="minisblack")
+    assert np.array_equal(read_mask(lead), mask)
+    assert np.array_equal(read_image(lead), mask)
 
 
 def test_read_mask_grey_palette_reads_grey_levels(tmp_path: Path) -> None:

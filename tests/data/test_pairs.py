@@ -63,6 +63,7 @@ def test_inspect_a_grey_label_folder_and_its_errors(tmp_path):
         Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
     summary = inspect_folder(tmp_path)
     assert (summary.pairs, summary.in_channels, summary.classes) == (2, 1, 4)
+    assert summary.labels == (0, 2, 3)  # every mask's labels
     (tmp_path / "masks" / "b.png").unlink()
     with pytest.raises(ValueError, match=r"folder .*: unmatched image/mask files.*b\.png"):
         inspect_folder(tmp_path)

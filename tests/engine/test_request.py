@@ -114,3 +114,35 @@ def test_prepare_refuses_a_checkpoint_that_does_not_fit(tmp_path):
         output=tmp_path / "run", layers=LayerData(np.zeros((8, 8)), np.zeros((8, 8), np.uint8))
     )
     assert prepare_run(grey).config.model.in_channels == 1
+
+
+def _label_folder(root: Path, masks: list[list[int]]) -> Path:
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i, labels in enumerate(masks):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "images" / f"{i:02d}.png")
+        mask = np.zeros((8, 8), np.uint8)
+        mask.flat[: len(labels)] = labels
+        Image.fromarray(mask).save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+def test_prepare_folder_reads_every_mask_for_the_classes(tmp_path):
+    """The classes of a new model came from the first 8 masks: a class first seen in the 10th
+    mask failed at the data check with 'set model.classes', which the panel has no control for."""
+    from napari_segloss.engine.prepare import prepare_run
+
+    root = _label_folder(tmp_path / "data", [[0, 1]] * 9 + [[0, 1, 2]])
+    run = prepare_run(TrainRequest(output=tmp_path / "run", folder=root))
+    assert run.config.model.classes == 3
+
+
+def test_prepare_folder_refuses_label_gaps_as_for_a_layer(tmp_path):
+    """Masks {0, 2, 5} built a 6-class model from a folder but were refused from a layer."""
+    from napari_segloss.engine.prepare import prepare_run
+
+    root = _label_folder(tmp_path / "data", [[0, 2], [0, 5]])
+    with pytest.raises(ValueError, match=r"masks of folder .*labels \{0, 2, 5\}.*relabel"):
+        prepare_run(TrainRequest(output=tmp_path / "run", folder=root))

@@ -137,7 +137,7 @@ def test_pair_folder_unreadable_file_names_it(tmp_path: Path) -> None:
     _pair(tmp_path, "a")
     (tmp_path / "images" / "b.png").write_bytes(b"not an image")
     (tmp_path / "masks" / "b.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"cannot read .*images/b\.png"):
+    with pytest.raises(ValueError, match=r"cannot read .*(images|masks)/b\.png"):
         read_pair_folder(tmp_path)
 
 
@@ -145,6 +145,28 @@ def test_pair_folder_mask_shape_mismatch(tmp_path: Path) -> None:
     _pair(tmp_path, "a", shape=(6, 8))
     Image.fromarray(np.zeros((5, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
     with pytest.raises(ValueError, match=r"a\.jpg.*\(6, 8\).*a\.png.*\(5, 8\)"):
+        read_pair_folder(tmp_path)
+
+
+def test_pair_folder_orients_an_exif_tagged_photo_as_training_does(tmp_path: Path) -> None:
+    """A photo stored 40x60 with EXIF orientation 6 and its mask drawn on the rotated view
+    (60x40) trained, but the reader refused the pair for its sizes."""
+    stored = np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(stored).save(tmp_path / "images" / "a.jpg", quality=95, exif=exif)
+    Image.fromarray(np.zeros((60, 40), np.uint8)).save(tmp_path / "masks" / "a.png")
+    (image, *_), (labels, *_) = read_pair_folder(tmp_path)
+    assert image.shape == (1, 60, 40, 3) and labels.shape == (1, 60, 40)
+
+
+def test_pair_folder_of_volumes_with_a_stray_2d_file_says_so(tmp_path: Path) -> None:
+    _nifti(tmp_path / "images" / "p1.nii.gz", np.ones((4, 3, 2), np.uint8))
+    _nifti(tmp_path / "labels" / "p1.nii.gz", np.ones((4, 3, 2), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "images" / "preview.png")
+    with pytest.raises(ValueError, match=r"both NIfTI volumes and 2D image files"):
         read_pair_folder(tmp_path)
 
 
