@@ -278,6 +278,13 @@ class LayerPicker(QComboBox):
             with contextlib.suppress(Exception):
                 ev.disconnect(self.refresh)
 
+    def unpickable_images(self) -> list[str]:
+        """Names of the Image layers that look like masks (grey, integer, few values), for a
+        picker that lists only Labels layers: napari's own reader opens a mask file as one."""
+        if self._types != (Labels,):
+            return []
+        return [ly.name for ly in self._viewer.layers if _looks_like_a_mask(ly)]
+
     def candidates(self) -> list[Layer]:
         out = []
         for layer in self._viewer.layers:
@@ -407,6 +414,17 @@ def exception_text(exc: BaseException, expected: tuple[type[BaseException], ...]
     return str(exc) if isinstance(exc, expected) else f"{type(exc).__name__}: {exc}"
 
 
+def _looks_like_a_mask(layer: Layer, most_values: int = 16) -> bool:
+    if not isinstance(layer, Image) or layer.rgb or is_owned(layer):
+        return False
+    data = layer.data[-1] if layer.multiscale else layer.data
+    if np.dtype(data.dtype).kind not in "uib":
+        return False
+    step = max(1, round((np.prod(data.shape) / 1e6) ** (1 / data.ndim)))  # ~1e6 values read
+    sample = np.asarray(data[(slice(None, None, step),) * data.ndim])
+    return 2 <= len(np.unique(sample)) <= most_values  # a blank image is no sign
+
+
 def require_layer(source: LayerPicker | Layer | None, what: str) -> Layer:
     """The layer a picker (or a variable) holds; PanelError when none, which says whether
     the viewer has one to pick."""
@@ -416,6 +434,12 @@ def require_layer(source: LayerPicker | Layer | None, what: str) -> Layer:
         return layer
     if picker is not None and picker.candidates():
         raise PanelError(f"{what}: '(none)' is selected; pick a layer in its list")
+    images = picker.unpickable_images() if picker is not None else []
+    if images:  # napari's own reader opens a mask file as an Image layer
+        raise PanelError(
+            f"{what}: no Labels layer to pick; a mask opened as an image ({images[-1]!r}?) "
+            "becomes one with a right-click on it in the layer list › Convert to Labels"
+        )
     raise PanelError(f"{what}: no layer selected (open or add one in the layer list)")
 
 
@@ -608,11 +632,21 @@ def fmt(value: float) -> str:
     return f"{float(value):.4f}"
 
 
-class CheckpointPicker(QWidget):
-    """An editable combo of this session's checkpoints (Train panel results) plus Browse."""
+def counted(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: ``n`` and ``noun``, plural unless ``n == 1``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+
+class CheckpointPicker(QWidget):
+    """An editable combo of this session's checkpoints (Train panel results) plus Browse.
+
+    ``follow_new``: a newly trained checkpoint becomes the selection at once (the model to
+    run); otherwise only when none is chosen (the model to fine-tune stays as picked).
+    """
+
+    def __init__(self, parent: QWidget | None = None, *, follow_new: bool = True) -> None:
         super().__init__(parent)
+        self.follow_new = follow_new
         self.combo = QComboBox(self)
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -647,8 +681,8 @@ class CheckpointPicker(QWidget):
             self.combo.addItem(str(p))
         self.combo.blockSignals(False)
         latest = str(paths[0]) if paths else None
-        if latest is not None and latest != self._last_latest:
-            # A newly trained checkpoint becomes the selection at once.
+        new = latest is not None and latest != self._last_latest
+        if new and (self.follow_new or not text.strip()):
             self.combo.setCurrentIndex(0)
         else:
             self.combo.setEditText(text)

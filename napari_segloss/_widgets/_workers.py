@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject, Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+
+log = logging.getLogger(__name__)
 
 
 def one_shot_timer(parent: QObject | None, ms: int, slot: Callable[[], Any]) -> QTimer:
@@ -101,7 +104,13 @@ def new_worker(
     value to ``returned``, and ``worker.quit()`` stops it at its next ``yield``. Exceptions go
     to ``errored`` only (not re-raised); store the worker, then ``.start()`` it.
     """
-    worker = create_worker(_carry_runtime_errors(fn), _start_thread=False, _ignore_errors=True)
+    generator = inspect.isgeneratorfunction(fn)
+    job, close = _generator_job(fn) if generator else (fn, None)
+    worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+    if close is not None:
+        # in the worker's thread, as it stops: napari quits every worker when it closes and
+        # waits for them while the main thread's event loop no longer runs
+        worker.aborted.connect(close, Qt.ConnectionType.DirectConnection)
     if returned is not None:
         worker.returned.connect(_while_alive(returned))
     if yielded is not None:
@@ -112,29 +121,45 @@ def new_worker(
 
 
 class _CarriedRuntimeError(Exception):
-    """A RuntimeError of a generator job, carried past superqt (see _carry_runtime_errors)."""
+    """A RuntimeError of a generator job, carried past superqt (see _generator_job)."""
 
     def __init__(self, original: RuntimeError) -> None:
         super().__init__(str(original))
         self.original = original
 
 
-def _carry_runtime_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn``, its RuntimeErrors wrapped when it is a generator function: superqt's generator
-    worker takes one for a deleted Qt object and only warns, emitting neither ``errored`` nor
-    ``finished``, so the panel would stay busy with no message (torch raises RuntimeErrors,
-    e.g. ``torch.OutOfMemoryError`` when the GPU's memory is full)."""
-    if not inspect.isgeneratorfunction(fn):
-        return fn  # a function worker's exceptions all reach ``errored``
+def _generator_job(
+    fn: Callable[[], Generator[Any, Any, Any]],
+) -> tuple[Callable[[], Generator[Any, Any, Any]], Callable[[], None]]:
+    """``(job, close)``: the generator function ``fn`` for superqt's worker, with two mends.
+
+    * ``job`` wraps ``fn``'s RuntimeErrors: superqt's generator worker takes one for a
+      deleted Qt object and only warns, emitting neither ``errored`` nor ``finished``, so the
+      panel would stay busy with no message (torch raises RuntimeErrors, e.g.
+      ``torch.OutOfMemoryError`` when the GPU's memory is full).
+    * ``close()`` closes ``fn``'s generator, for a worker aborted by ``quit()``: superqt
+      leaves it suspended, so its ``finally`` and ``with`` blocks never ran (a training run
+      kept its run folder's lock, and a folder that nothing was written to).
+    """
+    running: list[Generator[Any, Any, Any]] = []
 
     @functools.wraps(fn)
     def job() -> Generator[Any, Any, Any]:
+        gen = fn()
+        running.append(gen)
         try:
-            return (yield from fn())
+            return (yield from gen)
         except RuntimeError as exc:
             raise _CarriedRuntimeError(exc) from exc
 
-    return job
+    def close() -> None:
+        for gen in running:
+            try:
+                gen.close()
+            except Exception:  # a worker's thread must not raise out of a signal
+                log.exception("closing an aborted job")
+
+    return job, close
 
 
 def _unwrap(exc: BaseException) -> BaseException:

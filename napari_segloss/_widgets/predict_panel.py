@@ -408,8 +408,12 @@ class PredictWidget(QWidget):
             errored=self._on_error,
             finished=self._on_finished,
         )
-        self._worker.aborted.connect(lambda: self.status.info("cancelled"))
+        self._worker.aborted.connect(self._on_aborted)
         self._worker.start()
+
+    def _on_aborted(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the viewer was closed: the panel is gone
+            self.status.info("cancelled")
 
     def cancel(self) -> None:
         """Stop the running prediction between two frames (nothing is added)."""
@@ -424,7 +428,10 @@ class PredictWidget(QWidget):
         self.compare_button.setEnabled(True)
         if self._compare_after:
             self._compare_after = False
-            self.compare()
+            if self._drawing.active:  # after the probability layers: the overlay lies on top
+                self._drawing.run([self.compare])
+            else:
+                self.compare()
         self._end_run_pause()  # unless a comparison follows or layers wait to be drawn
 
     def _on_error(self, exc: BaseException) -> None:
@@ -635,10 +642,15 @@ class PredictWidget(QWidget):
             self.status.info(f"layer {removed.name!r} was removed: {'; '.join(notes)}")
 
     def _replaced_picks(self) -> list[str]:
-        """What the compare pickers picked instead of a removed layer: a silent jump to
-        another Labels layer would make the next Compare run against it unnoticed."""
+        """What the pickers picked instead of a removed layer: a silent jump to another
+        layer would make the next Run or Compare use it unnoticed."""
         notes = []
-        for picker, what in ((self.pred_picker, "prediction"), (self.gt_picker, "ground truth")):
+        pickers = (
+            (self.image_picker, "image"),
+            (self.pred_picker, "prediction"),
+            (self.gt_picker, "ground truth"),
+        )
+        for picker, what in pickers:
             picker.refresh()  # whichever of the layer list's callbacks runs first
             if picker.take_lost() is not None:
                 new = picker.layer()
@@ -662,6 +674,8 @@ class PredictWidget(QWidget):
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
         if path:
+            if not Path(path).suffix:  # Qt's dialog adds no suffix of the filter on Linux
+                path += ".csv"
             try:
                 self.status.info(f"metrics written to {self.export_csv(path)}")
             except (OSError, PanelError) as exc:

@@ -61,6 +61,7 @@ from ._common import (
     LayerPicker,
     PanelError,
     StatusLabel,
+    counted,
     device_choices,
     exception_text,
     image_and_mask,
@@ -211,11 +212,12 @@ class TrainProgress(QProgressBar):
             self.setFormat(f"stopped at step %v/%m ({ev.epochs} of {self.epochs} epochs done)")
             return
         self.setValue(self.maximum())
-        self.setFormat(f"done: {ev.epochs} epoch(s), %m steps")
+        self.setFormat(f"done: {counted(ev.epochs, 'epoch')}, {counted(self.maximum(), 'step')}")
 
     def failed(self) -> None:
-        if self.maximum() == 0:
+        if self.maximum() == 0:  # failed while preparing (a busy bar)
             self.setRange(0, 1)
+            self.setValue(0)  # Qt draws no text for the value -1 a busy bar leaves
         self.setFormat("failed (see the message below)")
 
 
@@ -325,8 +327,9 @@ class TrainWidget(QWidget):
         )  # fmt: skip
         for w in (self.arch, self.encoder, self.encoder_weights):
             form_row(f, w)
-        self.ckpt_picker = CheckpointPicker()
-        self.model_stack.addWidget(self.ckpt_picker)
+        # a run's new checkpoint is offered in the list, not put in place of the one to tune
+        self.ckpt_picker = CheckpointPicker(follow_new=False)
+        form_page(self.model_stack).addRow("checkpoint", self.ckpt_picker)
         self.start_from.changed.connect(
             lambda value: self.model_stack.setCurrentIndex(STARTS.index(value))
         )
@@ -620,13 +623,17 @@ class TrainWidget(QWidget):
         offered = ev.best_checkpoint or ev.checkpoint
         if offered is not None:
             CHECKPOINTS.add(offered)
-        done = f"finished: {ev.epochs} epoch(s), {ev.iteration} steps"
+        done = f"finished: {counted(ev.epochs, 'epoch')}, {counted(ev.iteration, 'step')}"
         what = stopped_text(ev.reason) if ev.stopped else done
         best = f", best val Dice {ev.best_dice:.4f}" if ev.best_dice is not None else ""
         if not ev.validated:  # as segloss train says it: nothing chose these weights
             best = ", no validation (best.pt holds the last weights)"
-        saved = f"; checkpoint {offered}" if offered is not None else "; nothing saved"
+        # a stop before any step says "nothing was written" already
+        saved = f"; checkpoint {offered}" if offered is not None else ""
+        if offered is None and not ev.stopped:
+            saved = "; nothing saved"
         self.status.info(f"{what}{best}{saved}")
+        self.plot.setVisible(bool(self.plot.steps))  # stopped before its first step: no axes
         scroll_to(self.status)  # the result, where the user may have scrolled away from
         if (
             self._activity is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import time
 
 import numpy as np
 import pytest
@@ -522,10 +523,49 @@ def test_a_removed_layer_replaced_in_a_picker_is_announced(dock, wait_idle):
     viewer.add_labels(np.zeros_like(gt), name="unused")
     viewer.layers.remove("unused")
     assert "is now" not in widget.status.text()
+    # the image to run the model on too (it moved to another image silently)
+    viewer.add_image(np.zeros((12, 12)), name="frame B")
+    widget.image_picker.set_layer(viewer.add_image(np.ones((12, 12)), name="frame A"))
+    viewer.layers.remove("frame A")
+    assert "image is now 'frame B'" in widget.status.text(), widget.status.text()
 
 
-def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path, tiny_3d_checkpoint):
+def test_export_dialog_adds_csv_and_a_closed_panel_ignores_a_late_cancel(
+    dock, wait_idle, tmp_path, monkeypatch
+):
+    from qtpy import sip
+    from qtpy.QtWidgets import QFileDialog
+
+    gt = np.zeros((12, 12), dtype=np.uint8)
+    gt[2:8, 2:8] = 1
+    viewer, widget = dock(NAME)
+    _compare(viewer, widget, wait_idle, gt, np.roll(gt, 1, axis=0))
+    typed = str(tmp_path / "metrics_typed")  # a name typed without its suffix
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (typed, "CSV (*.csv)"))
+    widget._export_dialog()
+    assert (
+        tmp_path / "metrics_typed.csv"
+    ).is_file() and "metrics_typed.csv" in widget.status.text()
+    # a worker's 'aborted' arriving after the viewer was closed (the panel deleted) raised
+    # "wrapped C/C++ object ... has been deleted" in another viewer's window
+    sip.delete(widget.status)
+    widget._on_aborted()
+
+
+def test_the_checkpoints_class_names_head_the_table(
+    dock, wait_idle, tmp_path, tiny_3d_checkpoint, monkeypatch
+):
     # an ACDC checkpoint carries [background, RV, MYO, LV]: the table read "class 1/2/3"
+    from napari_segloss._widgets import predict_panel
+
+    real_upsert = predict_panel.upsert_layer
+
+    def slow_probability_layers(viewer, panel, key, *args, **kwargs):
+        if key.startswith("prob:"):  # a slow first draw: the comparison ends meanwhile
+            time.sleep(0.3)
+        return real_upsert(viewer, panel, key, *args, **kwargs)
+
+    monkeypatch.setattr(predict_panel, "upsert_layer", slow_probability_layers)
     viewer, widget = dock(NAME)
     image, labels = viewer.open_sample("napari-segloss", "acdc")
     widget.image_picker.set_layer(image)
@@ -543,6 +583,11 @@ def test_the_checkpoints_class_names_head_the_table(dock, wait_idle, tmp_path, t
         "3 LV",
     ]
     assert _owned(viewer, "prob:2").name.startswith("p(MYO) ")
+    # the overlay above every probability layer (the comparison ended before the last
+    # probability layer was added: shown, it tinted the overlay)
+    errors = viewer.layers.index(_owned(viewer, "errors"))
+    probs = [viewer.layers.index(ly) for ly in viewer.layers if ly.name.startswith("p(")]
+    assert len(probs) == 3 and errors > max(probs), [ly.name for ly in viewer.layers]
     pred = _owned(viewer, "prediction")  # the status bar names the class under the cursor
     assert list(pred.features["class"]) == names
     rows = list(csv.DictReader(widget.export_csv(tmp_path / "m.csv").open()))

@@ -91,7 +91,7 @@ def test_one_epoch_on_kvasir_layers(dock, wait_idle, tmp_path, qtbot, activity_v
     bar = widget.progress
     assert bar.maximum() == done.iteration > 0
     assert bar.value() == bar.maximum()
-    assert "done: 2 epoch(s)" in bar.text()
+    assert bar.text() == f"done: 2 epochs, {done.iteration} steps"
     # napari's activity progress advanced step by step to the total, then closed
     values = activity_values["segloss training"]
     assert values[-1] == done.iteration and len(set(values)) >= 2, values
@@ -217,7 +217,7 @@ def test_the_start_notes_stay_under_the_status(dock, wait_idle, qtbot, tmp_path,
     widget.start()
     wait_idle(widget, timeout=120_000)
     assert not widget.status.is_error, widget.status.text()
-    assert widget.status.text().startswith("finished: 2 epoch(s)")
+    assert widget.status.text().startswith("finished: 2 epochs, ")
     assert not widget.notes.isHidden()
     assert widget.notes.text().splitlines() == [f"note: {note}"]
     widget.device.value = "cpu"  # nothing to note: the previous run's notes go at Start
@@ -320,6 +320,8 @@ def test_closing_the_panel_stops_training(dock, wait_idle, tmp_path, qtbot):
     ("setup", "message"),
     [
         ("no_mask", "mask: no layer selected"),
+        # napari's reader opens mask.png as an Image layer: the mask seemed to be there
+        ("mask_as_image", "mask: no Labels layer to pick; a mask opened as an image ('mask.png'?)"),
         ("shape_mismatch", "expected the same shape"),
         ("no_folder", "folder: expected an existing folder"),
         ("no_checkpoint", "checkpoint: none chosen"),
@@ -329,7 +331,11 @@ def test_closing_the_panel_stops_training(dock, wait_idle, tmp_path, qtbot):
 def test_bad_selections_show_a_message(dock, qtbot, tmp_path, setup, message):
     viewer, widget = dock(NAME)
     viewer.add_image(np.zeros((32, 32), dtype=np.uint8), name="img")
-    if setup != "no_mask":
+    if setup == "mask_as_image":
+        viewer.add_image(
+            np.repeat([0, 255], 16 * 32).astype(np.uint8).reshape(32, 32), name="mask.png"
+        )
+    elif setup != "no_mask":
         shape = (32, 33) if setup == "shape_mismatch" else (32, 32)
         viewer.add_labels(np.zeros(shape, dtype=np.uint8), name="mask")
     qtbot.waitUntil(lambda: widget.ready, timeout=60_000)
@@ -646,3 +652,50 @@ def test_a_3d_checkpoint_is_refused_with_what_to_run(dock, qtbot, tmp_path, tiny
     text = str(err.value)
     assert "checkpoint 'unet3d.pt' is a 3D network (UNet3D); this panel trains 2D networks" in text
     assert f"segloss train --config <its run folder>/config.yaml --init-checkpoint {ckpt}" in text
+
+
+def test_a_run_leaves_the_checkpoint_to_tune_and_a_later_failure_still_says_so(
+    dock, wait_idle, qtbot, tmp_path, tiny_checkpoint
+):
+    """After a fine-tuning run the picker held the new run's best.pt (a second Start tuned the
+    tuned model); a refusal after a finished run left the bar blank (no 'failed')."""
+    _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.start_from.value = "fine-tune checkpoint"
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.start()
+    wait_idle(widget, timeout=120_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert widget.status.text().startswith("finished: 1 epoch, 1 step, "), widget.status.text()
+    assert widget.progress.text() == "done: 1 epoch, 1 step"
+    assert widget.ckpt_picker.path() == tiny_checkpoint  # the new best.pt is in the list only
+    bad = tmp_path / "not-a-checkpoint.pt"
+    bad.write_bytes(b"nonsense")
+    widget.ckpt_picker.set_path(bad)
+    widget.start()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.is_error and widget.progress.text() == "failed (see the message below)"
+
+
+def test_a_stop_before_the_first_step_shows_no_empty_plot(
+    dock, wait_idle, qtbot, tmp_path, monkeypatch
+):
+    from napari_segloss.engine import prepare
+
+    real_prepare, preparing, go = prepare.prepare_run, threading.Event(), threading.Event()
+
+    def slow_prepare(request):  # in the worker: Stop is pressed meanwhile
+        preparing.set()
+        go.wait(30)
+        return real_prepare(request)
+
+    monkeypatch.setattr(prepare, "prepare_run", slow_prepare)
+    _, widget = _setup(dock, qtbot, tmp_path, epochs=1)
+    widget.start()
+    qtbot.waitUntil(preparing.is_set, timeout=30_000)
+    widget.stop_button.click()
+    go.set()
+    wait_idle(widget, timeout=60_000)
+    text = widget.status.text()
+    assert widget.last_result.stopped and "no step ran, nothing was written" in text, text
+    assert "nothing saved" not in text  # said once
+    assert widget.plot.isHidden()

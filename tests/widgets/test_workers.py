@@ -91,3 +91,28 @@ def test_tasks_queued_from_a_task_with_run_next_run_before_those_waiting(qtbot):
     assert ran[-1] == "last"  # nothing runs inside run_next() either
     qtbot.waitUntil(lambda: done == [True, True], timeout=5000)
     assert ran[-2:] == ["alone", "then"] and progress == [(1, 2)]
+
+
+def test_a_quit_worker_closes_its_job_so_that_it_releases_what_it_holds(qtbot, tmp_path):
+    """superqt leaves an aborted job's generator suspended: a training run quit by napari's
+    exit kept its run folder's lock, in a folder that nothing else was written to. The job is
+    now closed in the worker's thread, while the main thread waits without an event loop (as
+    napari waits for its workers when it quits)."""
+    from napari_segloss.engine.rundir import LOCK_NAME, locked
+
+    run_dir = tmp_path / "run"
+
+    def job():
+        with locked(run_dir):
+            while True:
+                yield 0
+                time.sleep(0.01)
+
+    worker = new_worker(job, errored=lambda exc: None, finished=lambda: None)
+    worker.start()
+    qtbot.waitUntil(lambda: (run_dir / LOCK_NAME).exists(), timeout=10_000)
+    worker.quit()
+    deadline = time.monotonic() + 10
+    while run_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # no Qt events processed here
+    assert not run_dir.exists()  # the lock released, the empty folder removed
