@@ -730,13 +730,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_malloc()  # large CPU tensors reuse freed memory (see engine/allocator.py)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: expected a positive integer, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: expected a positive integer, got {args.threads}")
     try:
+        if args.threads is not None:
+            import torch  # a second or two: a Ctrl-C meanwhile is an interrupt like any other
+
+            torch.set_num_threads(args.threads)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
         return code

@@ -11,6 +11,7 @@ no trace and an overwritten run is replaced only once the new one has a checkpoi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -44,7 +45,7 @@ from .config import (
 from .distributed import DistInfo
 from .evaluation import EvalSettings
 from .model import build_model, check_model_names, output_stride, spatial_dims_of
-from .rundir import RunPaths, write_metrics_csv, write_text_atomic
+from .rundir import PENDING_SUFFIX, RunPaths, write_metrics_csv, write_text_atomic
 from .runtime import loader_workers
 from .sampling import (
     EpochSampler,
@@ -61,7 +62,9 @@ __all__ = [
     "check_loss_fits",
     "check_model_fits_data",
     "check_run_dir",
+    "check_same_items",
     "checkpoint_meta",
+    "data_items",
     "poly_lr_factor",
     "prepare_run",
     "restored_partial",
@@ -135,6 +138,10 @@ class RunState:
     notes: tuple[str, ...] = ()
     #: True once this run wrote its files (the first checkpoint)
     committed: bool = False
+    #: files saved before the first checkpoint, kept aside until it is written (see _save)
+    pending: list[tuple[Path, Path]] = field(default_factory=list)
+    #: what the split holds (:func:`data_items`), saved in checkpoints and checked on resume
+    items: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -153,9 +160,8 @@ class RunState:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _commit(self) -> None:
-        """First write of this run: replace an overwritten run's files, write config.yaml."""
-        if self.committed:
-            return
+        """This run's first checkpoint is written aside: replace an overwritten run's files
+        with this run's (the checkpoint first), then write config.yaml."""
         if not self.resume and (old := self.paths.existing()):
             # train.overwrite: nothing of the old run may remain; say what went
             log.warning(
@@ -164,15 +170,21 @@ class RunState:
                 ", ".join(old),
             )
             self.paths.remove_run_files()
+        for aside, path in reversed(self.pending):  # the checkpoint was saved last
+            aside.replace(path)
+        self.pending.clear()
         write_text_atomic(self.paths.config, config_yaml(self.cfg))
         self.committed = True
 
     def _save(self, path: Path, epoch: int, **fields: Any) -> bool:
         """Write a checkpoint of the weights at ``epoch`` with ``fields`` (rank 0 only: False
-        elsewhere)."""
+        elsewhere).
+
+        Until this run's first ``checkpoint.pt`` the files go aside (``<name>.pending``,
+        removed as stale temporaries if the run dies): a run killed before it can be resumed
+        leaves the folder as it was, an overwritten run included."""
         if not self.main:
             return False
-        self._commit()
         payload = {
             "meta": self.meta,
             "model": self.model.state_dict(),
@@ -180,7 +192,14 @@ class RunState:
             "iteration": self.iteration,
             **fields,
         }
-        save_checkpoint(path, payload)
+        if self.committed:
+            save_checkpoint(path, payload)
+            return True
+        aside = path.with_name(f"{path.name}{PENDING_SUFFIX}")
+        save_checkpoint(aside, payload)
+        self.pending.append((aside, path))
+        if path == self.paths.checkpoint:
+            self._commit()
         return True
 
     def save_checkpoint(
@@ -207,6 +226,7 @@ class RunState:
             partial_ranks=ranks,
             rng=rng_state(self.generator),
             config=config_to_dict(self.cfg),
+            data_items=self.items,
             # float16's loss scale: a resume would start again from 65536 and skip steps
             scaler=None if self.scaler is None else self.scaler.state_dict(),
         )
@@ -248,14 +268,25 @@ def check_run_dir(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict[str, 
     if not resume:
         existing = paths.existing()
         if existing and not cfg.train.overwrite:
+            resumable = paths.checkpoint.is_file()
             raise ConfigError(
                 f"config key 'output': {str(paths.root)!r} already holds a run "
-                f"({', '.join(existing)}); resume it (--resume), choose another output or set "
-                "train.overwrite=true"
+                f"({', '.join(existing)}); "
+                + ("resume it (--resume), " if resumable else "it has no checkpoint to resume; ")
+                + "choose another output or set train.overwrite=true"
             )
         return None
     if not paths.checkpoint.is_file():
-        raise ConfigError(f"resume: no checkpoint to resume from at {str(paths.checkpoint)!r}")
+        left = paths.existing()
+        hint = (
+            f" ({str(paths.root)!r} holds {', '.join(left)}: start it again with "
+            "train.overwrite=true)"
+            if left
+            else ""
+        )
+        raise ConfigError(
+            f"resume: no checkpoint to resume from at {str(paths.checkpoint)!r}{hint}"
+        )
     ckpt = load_checkpoint(paths.checkpoint)
     if "optimizer" not in ckpt:
         raise CheckpointError(
@@ -315,6 +346,34 @@ def _check_divisible(
                 f"config key {key!r}: training size {list(hw)} must be divisible by {multiple} "
                 f"(the encoder's output stride); e.g. use {fixed}"
             )
+
+
+def data_items(train_ds: SegmentationDataset, val_ds: SegmentationDataset | None) -> dict[str, Any]:
+    """The items of each split, as counts and a digest of their file names (without folders:
+    a moved data folder is the same data), so that a resume can tell that the data changed."""
+    out: dict[str, Any] = {}
+    for split, ds in (("train", train_ds), ("val", val_ds)):
+        names = [] if ds is None else [Path(ds.item_name(i)).name for i in range(len(ds))]
+        digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:16]
+        out[split] = {"count": len(names), "digest": digest}
+    return out
+
+
+def check_same_items(ckpt: dict[str, Any], items: dict[str, Any], paths: RunPaths) -> None:
+    """Refuse a resume on data that changed: files added or removed move images between the
+    training and validation splits, so validation would score images the run trained on."""
+    saved = ckpt.get("data_items")
+    if not saved or saved == items:  # checkpoints before this check carry none
+        return
+    counts = ", ".join(
+        f"{split} {saved[split]['count']} -> {items[split]['count']}" for split in ("train", "val")
+    )
+    raise ConfigError(
+        f"resume: the data changed since the run in {str(paths.root)!r} started (items: "
+        f"{counts}; or files renamed): resuming would mix two splits, validation then scoring "
+        "images the run trained on. Start a new run (another output, or "
+        f"train.overwrite=true), or fine-tune its weights: --init-checkpoint {paths.checkpoint}"
+    )
 
 
 def checkpoint_meta(cfg: TrainConfig, train_ds: SegmentationDataset) -> dict[str, Any]:
@@ -615,6 +674,9 @@ def prepare_run(
     seed_everything(t.seed)
     data = _datasets(cfg, datasets, progress and info.is_main)
     train_ds, val_ds, stats = data.train, data.val, data.stats
+    items = data_items(train_ds, val_ds)
+    if ckpt is not None:
+        check_same_items(ckpt, items, paths)
     model, stride = _model_for(cfg, train_ds, stats)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -662,6 +724,7 @@ def prepare_run(
         info=info,
         paths=paths,
         resume=resume,
+        items=items,
         from_config=datasets is None,
         train_ds=train_ds,
         val_ds=val_ds,

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "LOCK_NAME",
+    "PENDING_SUFFIX",
     "RUN_FILES",
     "RunDirBusy",
     "RunLock",
@@ -62,6 +63,8 @@ RUN_FILES = (
     "eval.json",
     "predictions.npz",
 )
+#: a run file saved before the run's first checkpoint waits as ``<name>.pending`` (run_state)
+PENDING_SUFFIX = ".pending"
 #: metrics.csv columns present in every row (more follow with validation)
 BASE_COLUMNS = ("epoch", "iteration", "lr", "train_loss")
 
@@ -116,13 +119,16 @@ def write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
 
 
 def remove_stale_temporaries(root: Path) -> list[str]:
-    """Delete temporaries of interrupted writes (``.<run file>.*tmp``); returns their names.
+    """Delete temporaries of interrupted writes (``.<run file>.*tmp``) and the files of a run
+    killed before its first checkpoint (``<run file>.pending``); returns their names.
 
     Call it only while holding the directory's lock: then no live writer owns them.
     """
     removed = []
     for name in RUN_FILES:
-        for tmp in root.glob(f".{name}*.tmp"):
+        for tmp in [*root.glob(f".{name}*.tmp"), root / f"{name}{PENDING_SUFFIX}"]:
+            if not tmp.exists():
+                continue
             tmp.unlink(missing_ok=True)
             removed.append(tmp.name)
     if removed:

@@ -57,7 +57,7 @@ from .distributed import (
     StopVote,
     all_gather_objects,
     all_reduce_sum,
-    barrier,
+    any_true,
     broadcast_buffers,
     init_distributed,
 )
@@ -213,7 +213,14 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
-    barrier()
+    # a signal to one process of a torchrun job stops every rank (the vote): each reports it
+    # as the interrupt it is, not as a Stop request (rank 0's exit code and resume hint)
+    device = state.device if state.device.type == "cuda" else "cpu"
+    interrupted = any_true(interrupts.reason is not None, device)
+    if interrupted and interrupts.reason is None and outcome.stopped:
+        outcome.reason = outcome.reason.replace(
+            "stopped by request", "interrupted on another process", 1
+        )
     # Rank 0 alone scores the held-out set; the other ranks must not wait for it in a
     # collective: a pass longer than the group's timeout (NCCL: 10 min) would kill them, and
     # torchrun then rank 0, before eval.json is written. Its files are all written by now.
@@ -231,15 +238,17 @@ def _run(
                 "was not written (resume the run to write it)"
             )
     paths = state.paths
+    ours = state.committed or state.resume
     yield TrainDone(
         run_dir=paths.root,
-        checkpoint=paths.checkpoint if paths.checkpoint.is_file() else None,
-        best_checkpoint=paths.best if paths.best.is_file() else None,
+        # this run's files only: a stop before its first save leaves an overwritten run's
+        checkpoint=paths.checkpoint if ours and paths.checkpoint.is_file() else None,
+        best_checkpoint=paths.best if ours and paths.best.is_file() else None,
         best_dice=state.best_or_none,
         stopped=outcome.stopped,
         reason=outcome.reason,
         # Ctrl-C / SIGTERM (not the Stop button): callers running several trainings stop too
-        interrupted=interrupts.reason is not None,
+        interrupted=interrupted or interrupts.reason is not None,  # during eval.json too
         epochs=len(state.history),
         iteration=state.iteration,
         eval=eval_summary,

@@ -6,7 +6,7 @@ Usage: python _slow_train_script.py {steps,scoring} READY SKIP SECONDS [segloss 
 
 ``steps`` slows the training steps, ``scoring`` each image scored (validation and eval.json).
 After the first SKIP of them in this process each takes SECONDS longer, and the first slow one
-creates the file READY (``READY.<rank>`` under torchrun). Each one done appends a line to
+creates the file READY (``READY.<rank>`` under torchrun) holding its process id. Each one done appends a line to
 READY.log (``READY.<rank>.log``). Exits with the exit code of ``segloss train``.
 """
 
@@ -46,7 +46,7 @@ def main() -> int:
     def slow(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] > skip:
-            ready.touch()
+            ready.write_text(str(os.getpid()))  # this process, for a signal to it alone
             time.sleep(seconds)
         with log.open("a") as fh:
             fh.write(f"{calls['n']}\n")

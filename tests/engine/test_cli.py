@@ -937,3 +937,42 @@ def test_predict_tile_crop_keeps_the_training_crop_tiling(
     assert "expected a positive size or 'crop', got 'big'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="tile: expected None, 'crop'"):
         predict(model, image, meta=meta, tile="whole")
+
+
+def test_ctrl_c_while_threads_are_set_up_is_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--threads`` imports torch (a second or two) before the command runs: a Ctrl-C then
+    printed a traceback instead of "interrupted" and exit code 130."""
+    import torch
+
+    real, calls = torch.set_num_threads, []
+
+    def ctrl_c(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 1:  # the CLI's call; fixtures' teardown sets threads back
+            raise KeyboardInterrupt
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", ctrl_c)
+    assert main(["losses", "--threads", "1"]) == 130
+    assert capsys.readouterr().err.strip() == "segloss losses: interrupted"
+
+
+def test_a_folder_with_run_files_but_no_checkpoint_says_how_to_start_again(
+    squares_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from napari_segloss.engine.config import config_yaml, load_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = tmp_path / "c.yaml"
+    cfg = load_config({"data": {"root": str(squares_root), "size": [32, 32]}, "output": str(out)})
+    config.write_text(config_yaml(cfg))
+    (out / "config.yaml").write_text(config_yaml(cfg))  # a run that never wrote checkpoint.pt
+    assert main(["train", "--config", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "it has no checkpoint to resume; choose another output or set train.overwrite" in err
+    assert main(["train", "--config", str(config), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint to resume from" in err and "start it again with train.overwrite" in err

@@ -98,7 +98,9 @@ def _torchrun_two_processes(script: Path, *args: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> tuple[str, float]:
+def _torchrun_then_sigterm(
+    script: Path, mode: str, ready: Path, *args: str, rank_1_only: bool = False
+) -> tuple[str, float]:
     """:func:`_torchrun_command` of ``script MODE READY args``, sent SIGTERM (as a scheduler
     would) once both ranks have created ``READY.<rank>`` (each is inside its first slow call;
     signalled when only rank 0 was, a lagging rank 1 could carry the request into the vote
@@ -115,7 +117,10 @@ def _torchrun_then_sigterm(script: Path, mode: str, ready: Path, *args: str) -> 
         time.sleep(0.05)
     assert all(r.exists() for r in ranks), proc.communicate()[0][-3000:]
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    if rank_1_only:  # e.g. a user's kill of one worker process
+        os.kill(int(ranks[1].read_text()), signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=120)[0]
     return output, time.monotonic() - sent
 
@@ -299,3 +304,23 @@ def test_sigterm_to_torchrun_between_log_steps_stops_every_rank_at_the_next_step
     ck = load_checkpoint(out / "checkpoint.pt")
     assert (ck["epoch"], ck["epoch_step"], ck["iteration"]) == (0, 5, 5)
     assert len(ck["partial_ranks"]) == 2
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_is_reported_as_an_interrupt_by_rank_0(
+    write_squares: Callable[..., Any], tmp_path: Path
+) -> None:
+    """SIGTERM to rank 1 alone stops every rank at the same step; rank 0 said "stopped by
+    request" with no resume hint and exited 1, the code of a non-finite loss."""
+    data, out, ready = tmp_path / "data", tmp_path / "run", tmp_path / "ready"
+    write_squares(data, n=36, hw=(32, 32))
+    config = tmp_path / "config.yaml"
+    cfg = load_config(config_to_dict(tiny_config(data, out, epochs=1)), ["train.log_every=100"])
+    config.write_text(config_yaml(cfg))
+    args = ("3", "2", "--config", str(config), "--no-progress")
+    output, _ = _torchrun_then_sigterm(SLOW_SCRIPT, "steps", ready, *args, rank_1_only=True)
+    assert "segloss train: stopped (interrupted on another process after " in output, output[-3000:]
+    assert "to continue: the same command with --resume" in output, output[-3000:]
+    assert "segloss train: interrupted\n" in output  # main()'s line for exit code 130
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert len(ck["partial_ranks"]) == 2 and ck["epoch_step"] > 0

@@ -68,6 +68,8 @@ def test_ctrl_c_while_the_data_loads_writes_nothing(
     assert done.stopped and done.interrupted and done.iteration == 0
     assert _files(old) == before  # best.pt, eval.json, metrics.csv of the old run intact
     assert "nothing was written" in done.reason
+    # the old run's checkpoints are not this run's: no "--resume" pointing at them
+    assert done.checkpoint is None and done.best_checkpoint is None
     # a new output folder: no untrained "run" left that a rerun would have to overwrite
     new = tmp_path / "new"
     done = train(make_cfg(squares_root, new), progress=False)
@@ -300,3 +302,66 @@ def test_a_stop_during_the_final_evaluation_ends_it_and_resume_writes_eval_json(
     monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
     done = train(make_cfg(squares_root, out, one_per_pass), resume=True, progress=False)
     assert not done.stopped and done.iteration == 3 and (out / "eval.json").is_file()
+
+
+class _Killed(BaseException):
+    """What a kill -9 at this point would leave: the process ends inside the write."""
+
+
+def test_a_run_killed_at_its_first_checkpoint_leaves_the_folder_as_it_was(
+    squares_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """best.pt is saved before checkpoint.pt at an epoch's end. A run killed between the two
+    had already replaced an overwritten run's files (README: "only once the new one has a
+    checkpoint"), and a new folder then held config.yaml and best.pt: neither resumable nor
+    restartable without train.overwrite."""
+    from napari_segloss.engine import run_state
+
+    old = tmp_path / "old"
+    train(make_cfg(squares_root, old), progress=False)
+    before = _files(old)
+    real_save = run_state.save_checkpoint
+
+    def killed_at_the_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+        if Path(path).name.startswith("checkpoint.pt"):
+            raise _Killed
+        return real_save(path, payload)
+
+    monkeypatch.setattr(run_state, "save_checkpoint", killed_at_the_checkpoint)
+    new = tmp_path / "new"
+    for out, overrides in ((old, ["train.overwrite=true"]), (new, [])):
+        with pytest.raises(_Killed):
+            train(make_cfg(squares_root, out, *overrides), progress=False)
+    left = {n: b for n, b in _files(old).items() if not n.endswith(".pending")}
+    assert left == before  # the overwritten run whole
+    assert sorted(_files(new)) == ["best.pt.pending"]  # nothing that counts as a run
+    monkeypatch.setattr(run_state, "save_checkpoint", real_save)
+    done = train(make_cfg(squares_root, new), progress=False)  # no train.overwrite needed
+    assert not done.stopped
+    assert sorted(_files(new)) == [
+        "best.pt",
+        "checkpoint.pt",
+        "config.yaml",
+        "eval.json",
+        "metrics.csv",
+    ]
+
+
+def test_resume_on_changed_data_is_refused(
+    write_squares: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One image added to the folder between a stop and its resume moved images between the
+    splits without a word: validation then scored images the run had trained on."""
+    from napari_segloss.engine.config import ConfigError
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_squares(data, n=8, hw=(40, 40))
+    train(make_cfg(data, out), progress=False)
+    # the same data: the resume goes on
+    assert not train(make_cfg(data, out, "train.epochs=2"), resume=True, progress=False).stopped
+    write_squares(tmp_path / "extra", n=1, hw=(40, 40))
+    for sub in ("images", "masks"):
+        for f in (tmp_path / "extra" / sub).iterdir():
+            f.rename(data / sub / f"z{f.name}")
+    with pytest.raises(ConfigError, match=r"the data changed .*train 6 -> 7.*--init-checkpoint"):
+        train(make_cfg(data, out, "train.epochs=3"), resume=True, progress=False)
