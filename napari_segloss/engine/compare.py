@@ -94,7 +94,7 @@ from .events import (
     stopped_text,
 )
 from .loss_spec import LossSpec, display_name, parse_loss_spec, parse_value
-from .run_state import check_loss_fits, check_model_fits_data
+from .run_state import check_loss_fits, check_model_fits_data, data_items, items_changed
 from .rundir import RunLock, write_text_atomic
 from .training import iter_train
 
@@ -322,7 +322,7 @@ def _check_data(cfg: TrainConfig, arrays: _Arrays | None) -> dict[str, str]:
     return {"split": split, "source": source}
 
 
-def _drift(cell: _Cell) -> str | None:
+def _drift(cell: _Cell, items: dict[str, dict[str, Any]]) -> str | None:
     """Why the saved run of ``cell`` cannot be reused or resumed (None: it can, or none exists)."""
     run_dir = cell.run.run_dir
     if (run_dir / "FAILED.txt").is_file():
@@ -337,11 +337,41 @@ def _drift(cell: _Cell) -> str | None:
         diffs = config_differences(saved, cell.cfg, ignore=RUNTIME_KEYS)
     except (yaml.YAMLError, ValueError) as exc:
         return f"{saved_path}: unreadable ({str(exc).splitlines()[0]})"
+    if not diffs and (changed := _data_changed(cell, items)):
+        diffs = [f"the data changed since it ran ({changed})"]
     return f"{run_dir}: " + "; ".join(diffs) if diffs else None
 
 
+def _data_changed(cell: _Cell, items: dict[str, dict[str, Any]]) -> str:
+    """How the data of ``cell``'s finished run (its eval.json's ``data_items``) differs from
+    what the folders hold now ("" when it does not, or cannot tell): the config names a
+    folder, not its files. A stopped run's resume makes the same check itself. ``items``
+    caches the current splits per data section and seed."""
+    eval_path = cell.run.run_dir / "eval.json"
+    root = str(cell.cfg.data.root)
+    if not eval_path.is_file() or root.startswith(LAYERS_PREFIX):  # arrays: fingerprinted
+        return ""
+    try:
+        saved = json.loads(eval_path.read_text()).get("data_items")
+    except (ValueError, OSError, AttributeError):
+        return ""
+    if not saved:  # written before eval.json recorded it
+        return ""
+    key = json.dumps([cell.cfg.data.model_dump(mode="json"), cell.cfg.train.seed], sort_keys=True)
+    if key not in items:
+        try:
+            train_ds, val_ds = build_datasets(cell.cfg)
+            test_ds = build_test_dataset(cell.cfg)
+        except (DataError, ValueError, OSError):
+            return ""  # the run itself will say what is wrong
+        heldout = test_ds if test_ds is not None else (val_ds if len(val_ds) else None)
+        items[key] = data_items(train_ds, val_ds, heldout)
+    return items_changed(saved, items[key])
+
+
 def _refuse_drift(cells: Sequence[_Cell], output: Path) -> None:
-    conflicts = [why for cell in cells if (why := _drift(cell)) is not None]
+    items: dict[str, dict[str, Any]] = {}  # the current splits, per data section and seed
+    conflicts = [why for cell in cells if (why := _drift(cell, items)) is not None]
     if conflicts:
         raise ValueError(
             f"{len(conflicts)} run(s) in {str(output)!r} were made with other settings, so "

@@ -264,13 +264,16 @@ def write_eval(
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
     batch_size: int = 1,
+    data_items: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on ``dataset`` with every metric; write ``eval.json`` and, when
     ``predictions_path`` is given, the predicted labels there (:func:`write_predictions`).
     ``progress``: a progress bar over the images. ``should_stop``: see :func:`evaluate_dataset`
     (:class:`EvaluationStopped` is raised before anything is written). ``batch_size``: 2D
     images per forward pass (they must share one size; the training run passes validation's
-    batch size, so eval.json of the best weights repeats that epoch's validation pass)."""
+    batch size, so eval.json of the best weights repeats that epoch's validation pass).
+    ``data_items``: what the run's splits held (``run_state.data_items``), recorded so that a
+    comparison reuses the result only on the same data."""
     state = load_checkpoint(weights, map_location=settings.device)["model"]
     model = copy.deepcopy(model)  # leave the caller's (final) weights untouched
     model.load_state_dict(state)
@@ -302,6 +305,7 @@ def write_eval(
         "nan_count": summary["nan_count"],
         # what HD95 (and the NSD tolerance) are measured in: 3D volumes use their header spacing
         "distance_units": "voxel spacing" if hasattr(dataset, "spacing") else "pixels",
+        "data_items": data_items,
         "per_image": [
             {"name": names[i], "metrics": {str(c): v for c, v in r.items()}}
             for i, r in enumerate(results)

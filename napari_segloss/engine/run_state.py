@@ -65,6 +65,7 @@ __all__ = [
     "check_same_items",
     "checkpoint_meta",
     "data_items",
+    "items_changed",
     "poly_lr_factor",
     "prepare_run",
     "restored_partial",
@@ -348,29 +349,42 @@ def _check_divisible(
             )
 
 
-def data_items(train_ds: SegmentationDataset, val_ds: SegmentationDataset | None) -> dict[str, Any]:
-    """The items of each split, as counts and a digest of their file names (without folders:
-    a moved data folder is the same data), so that a resume can tell that the data changed."""
+def data_items(
+    train_ds: SegmentationDataset,
+    val_ds: SegmentationDataset | None,
+    heldout: SegmentationDataset | None = None,
+) -> dict[str, Any]:
+    """The items of each split (and of ``heldout``, the set eval.json scores, when given), as
+    counts and a digest of their file names (without folders: a moved data folder is the same
+    data), so that a resume or a comparison's reuse can tell that the data changed."""
     out: dict[str, Any] = {}
-    for split, ds in (("train", train_ds), ("val", val_ds)):
+    splits = [("train", train_ds), ("val", val_ds)]
+    for split, ds in splits + ([("heldout", heldout)] if heldout is not None else []):
         names = [] if ds is None else [Path(ds.item_name(i)).name for i in range(len(ds))]
         digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:16]
         out[split] = {"count": len(names), "digest": digest}
     return out
 
 
+def items_changed(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """How the splits of :func:`data_items` ``saved`` differ from ``now`` ("" when they do
+    not), compared over the splits ``now`` has: "items: train 6 -> 7, ..."."""
+    changed = [k for k in now if k in saved and saved[k] != now[k]]
+    if not changed:
+        return ""
+    counts = ", ".join(f"{k} {saved[k]['count']} -> {now[k]['count']}" for k in changed)
+    return f"items: {counts}; or files renamed"
+
+
 def check_same_items(ckpt: dict[str, Any], items: dict[str, Any], paths: RunPaths) -> None:
     """Refuse a resume on data that changed: files added or removed move images between the
     training and validation splits, so validation would score images the run trained on."""
     saved = ckpt.get("data_items")
-    if not saved or saved == items:  # checkpoints before this check carry none
+    if not saved or not (changes := items_changed(saved, items)):  # older checkpoints: none
         return
-    counts = ", ".join(
-        f"{split} {saved[split]['count']} -> {items[split]['count']}" for split in ("train", "val")
-    )
     raise ConfigError(
-        f"resume: the data changed since the run in {str(paths.root)!r} started (items: "
-        f"{counts}; or files renamed): resuming would mix two splits, validation then scoring "
+        f"resume: the data changed since the run in {str(paths.root)!r} started ({changes}): "
+        "resuming would mix two splits, validation then scoring "
         "images the run trained on. Start a new run (another output, or "
         f"train.overwrite=true), or fine-tune its weights: --init-checkpoint {paths.checkpoint}"
     )

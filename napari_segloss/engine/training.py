@@ -63,7 +63,7 @@ from .distributed import (
 )
 from .evaluation import EvaluationStopped, evaluate_dataset, summarize, write_eval
 from .events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
-from .run_state import Datasets, RunState, poly_lr_factor, prepare_run
+from .run_state import Datasets, RunState, data_items, poly_lr_factor, prepare_run
 from .rundir import locked, remove_stale_temporaries
 from .runtime import Interrupts, determinism, resolve_device
 from .sampling import EpochSampler
@@ -619,4 +619,5 @@ def _final_eval(
         progress=show,
         should_stop=want_stop,
         batch_size=batch_size,
+        data_items=data_items(s.train_ds, s.val_ds, eval_ds),
     )

@@ -326,3 +326,35 @@ def test_ctrl_c_in_a_run_stops_the_whole_grid(tmp_path: Path) -> None:
         )  # fmt: skip
     assert len(calls) == 1
     assert "run the same command again to resume" in logs[-1]
+
+
+def test_reuse_after_the_data_folder_changed_is_refused(tmp_path: Path) -> None:
+    """The config names a folder, not its files: with one image removed, a re-run reused the
+    finished runs, scored on the old split, beside runs trained on the new one."""
+    import shutil
+
+    from napari_segloss.data.factory import build_datasets
+    from napari_segloss.engine.run_state import data_items
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_pairs_dir("kvasir_train"), data)
+    base = {**BASE, "data": {"kind": "folder", "root": str(data)}}
+
+    def train(cfg: Any, resume: bool = False) -> None:
+        _fake_train([])(cfg, resume)
+        eval_path = Path(cfg.output) / "eval.json"
+        record = json.loads(eval_path.read_text())
+        train_ds, val_ds = build_datasets(cfg)  # what a real run records
+        record["data_items"] = data_items(train_ds, val_ds, val_ds)
+        eval_path.write_text(json.dumps(record))
+
+    run_compare(base, ["ce"], [0], tmp_path / "out", train_fn=train, log=lambda s: None)
+    calls: list[Any] = []
+    run_compare(base, ["ce"], [0], tmp_path / "out", train_fn=_fake_train(calls), log=print)
+    assert calls == []  # the same data: reused
+    first = sorted((data / "images").iterdir())[0]
+    first.unlink()
+    next((data / "masks").glob(f"{first.stem}.*")).unlink()
+    with pytest.raises(ValueError, match=r"the data changed since it ran \(items: train 29 -> 28"):
+        run_compare(base, ["ce"], [0], tmp_path / "out", train_fn=_fake_train(calls), log=print)
+    assert calls == []
