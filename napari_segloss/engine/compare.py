@@ -339,7 +339,18 @@ def _drift(cell: _Cell, items: dict[str, dict[str, Any]]) -> str | None:
         return f"{saved_path}: unreadable ({str(exc).splitlines()[0]})"
     if not diffs and (changed := _data_changed(cell, items)):
         diffs = [f"the data changed since it ran ({changed})"]
+    diffs = [_layers_said(d) for d in diffs]
     return f"{run_dir}: " + "; ".join(diffs) if diffs else None
+
+
+def _layers_said(diff: str) -> str:
+    """A ``data.root``/``data.test_root`` difference between two sets of napari layers in
+    words: their fingerprints alone ("saved 'layers:3f2a…'") tell a person nothing."""
+    key, _, rest = diff.partition(": saved ")
+    if key in ("data.root", "data.test_root") and rest.count(repr(LAYERS_PREFIX)[:-1]) == 2:
+        what = "training" if key == "data.root" else "held-out"
+        return f"{key}: made on other {what} layers (images or masks) than those picked now"
+    return diff
 
 
 def _data_changed(cell: _Cell, items: dict[str, dict[str, Any]]) -> str:

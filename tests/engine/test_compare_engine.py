@@ -244,9 +244,11 @@ def test_stop_during_the_second_run_keeps_the_first_and_a_rerun_resumes(tmp_path
     view = read_compare(output).view(0)
     assert view.name == "heldout[0]" and view.image.shape == (64, 64, 3)
     assert all(c.prediction is not None for c in view.cells)
-    # other held-out arrays are other settings: refused, naming the key
+    # other held-out arrays are other settings: refused, in words (the fingerprints alone,
+    # "saved 'layers:3f2a…', requested 'layers:…'", told a person nothing)
     heldout[1][0][0, 0] = 1 - heldout[1][0][0, 0]
-    with pytest.raises(ValueError, match=r"data\.test_root: saved 'layers:"):
+    said = r"data\.test_root: made on other held-out layers \(images or masks\) than those"
+    with pytest.raises(ValueError, match=said):
         collect(iter_compare(base_config(), LOSSES, [0], output, data=data, heldout=heldout))
 
 
