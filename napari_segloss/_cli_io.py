@@ -224,8 +224,12 @@ def write_prediction(
     import tifffile
 
     paths = prediction_paths(out, source, nifti=img is not None, fmt=fmt, probs=probs is not None)
+    # uint8 up to 256 classes, else uint16 (a cast to uint8 wrapped labels modulo 256, and
+    # PNG has no 32-bit integer mode)
+    small = int(labels.max(initial=0)) < 256
+    labels = labels.astype(np.uint8 if small else np.uint16, copy=False)
     if img is not None:
-        write_nifti(paths[0], labels.transpose(2, 1, 0).astype(np.uint8), img)
+        write_nifti(paths[0], labels.transpose(2, 1, 0), img)
         if probs is not None:  # (Z, K, Y, X), or (K, Z, Y, X) from a 3D network -> (X, Y, Z, K)
             axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
             write_nifti(paths[1], probs.transpose(axes), img)

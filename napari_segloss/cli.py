@@ -280,7 +280,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     checks = {"fill_nonfinite": args.fill_nonfinite, "to_grey": args.to_grey}
     for path in files:
         read_input(path, meta, **checks)
-    out.mkdir(parents=True, exist_ok=True)
     tile = tuple(args.tile) if args.tile else None
     if tile and "crop" in tile and len(tile) > 1:
         raise CLIError(f"--tile: give 'crop' alone or sizes alone, got {tile}")
@@ -297,6 +296,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             labels, probs = predict(model, array, rgb=False if img is not None else None, **kw)
         except ValueError as exc:  # e.g. a 2D image for a 3D model: name the file
             raise CLIError(f"input {str(path)!r}: {exc}") from None
+        # made at the first write: a refusal of the first prediction (e.g. tile sizes that
+        # do not fit the model) leaves no empty folder
+        out.mkdir(parents=True, exist_ok=True)
         label_path = write_prediction(
             out, path, labels, probs if args.probs else None, img=img, meta=meta, fmt=args.format
         )

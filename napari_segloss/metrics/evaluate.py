@@ -45,8 +45,9 @@ def evaluate(
 
     Args:
         pred: predicted integer labels (H, W) or (D, H, W), numpy or torch. Float arrays are
-            accepted only with integral values (probability maps are rejected). A (1, H, W)
-            array (one slice, or ``argmax`` of a batch of one) is scored as the 2D image it
+            accepted only with integral values (probability maps are rejected). A 3D array
+            one voxel deep along any axis ((1, H, W): one slice, or ``argmax`` of a batch of
+            one; (X, Y, 1): a one-slice NIfTI in file order) is scored as the 2D image it
             holds: as a slab one voxel deep, its top and bottom faces would count as boundary
             (NSD 0.97 for an eroded mask whose 2D NSD is 0).
         gt: reference labels, same shape.
@@ -68,8 +69,10 @@ def evaluate(
     check_same_shape(p, g, "pred", "gt")
     check_spatial_ndim(p, "pred")
     sp = check_spacing(spacing, p.ndim)
-    if p.ndim == 3 and p.shape[0] == 1:  # the 2D image it holds (see the docstring)
-        p, g, sp = p[0], g[0], sp[1:]
+    if p.ndim == 3 and 1 in p.shape:  # the 2D image it holds (see the docstring)
+        axis = p.shape.index(1)
+        p, g = p.squeeze(axis), g.squeeze(axis)
+        sp = sp[:axis] + sp[axis + 1 :]
     tol = check_tolerance(tolerance)
     top = max(int(p.max()), int(g.max())) if p.size else 0
     k = max(top + 1, 2) if num_classes is None else check_num_classes(num_classes)

@@ -931,6 +931,10 @@ def test_predict_tile_crop_keeps_the_training_crop_tiling(
     assert not np.array_equal(whole, predict(model, image, meta=meta, tile="crop")[0])
     rc, _, err = _predict(ckpt, tmp_path / "a.png", tmp_path / "x", capsys, "--tile", "crop", "32")
     _assert_one_line_error(rc, err, "--tile", "'crop' alone")
+    # refused before anything is written: no empty output folder (README, Errors)
+    rc, _, err = _predict(ckpt, tmp_path / "a.png", tmp_path / "y", capsys, "--tile", "32")
+    assert rc == 2 and "tile" in err, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     with pytest.raises(SystemExit) as usage:
         _predict(ckpt, tmp_path / "a.png", tmp_path / "x", capsys, "--tile", "big")
     assert usage.value.code == 2
@@ -976,3 +980,27 @@ def test_a_folder_with_run_files_but_no_checkpoint_says_how_to_start_again(
     assert main(["train", "--config", str(config), "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint to resume from" in err and "start it again with train.overwrite" in err
+
+
+def test_predictions_of_more_than_256_classes_keep_their_labels(tmp_path: Path) -> None:
+    """Labels of a 300-class model were cast to uint8 in NIfTI (wrapped modulo 256) and could
+    not be written as PNG at all ("cannot write mode I as PNG")."""
+    import nibabel as nib
+
+    from napari_segloss._cli_io import write_prediction
+
+    labels = np.arange(4 * 5 * 3, dtype=np.int32).reshape(3, 5, 4) * 5  # (Z, Y, X), up to 295
+    volume = nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), np.eye(4))
+    for sub in ("n", "p", "s"):
+        (tmp_path / sub).mkdir()
+    path = write_prediction(
+        tmp_path / "n", tmp_path / "v.nii.gz", labels, None, img=volume, meta={}
+    )
+    saved = np.asarray(nib.load(path).dataobj)
+    assert saved.dtype == np.uint16 and np.array_equal(saved, labels.transpose(2, 1, 0))
+    flat = labels[0]
+    path = write_prediction(tmp_path / "p", tmp_path / "a.png", flat, None, img=None, meta={})
+    assert np.array_equal(np.asarray(Image.open(path)), flat)
+    small = (flat % 3).astype(np.uint8)  # up to 256 classes: uint8 as before
+    path = write_prediction(tmp_path / "s", tmp_path / "a.png", small, None, img=None, meta={})
+    assert np.asarray(Image.open(path)).dtype == np.uint8

@@ -237,3 +237,9 @@ def test_a_one_slice_stack_is_scored_as_its_2d_image() -> None:
     assert flat["nsd"] == 0.0 and flat["hd95"] > 3.0
     stacked = evaluate(pred[None], gt[None], tolerance=1.0, spacing=(5.0, 1.0, 1.0))[1]
     assert stacked == flat  # the slice spacing of a one-slice stack plays no part
+    # a one-slice NIfTI in file order (X, Y, 1), as segloss evaluate reads it and segloss
+    # predict writes it: scored as a slab, NSD read 0.83 and HD95 3.0
+    last = evaluate(pred[..., None], gt[..., None], tolerance=1.0, spacing=(1.0, 1.0, 5.0))[1]
+    assert last == flat
+    middle = evaluate(pred[:, None], gt[:, None], tolerance=1.0, spacing=(1.0, 7.0, 1.0))[1]
+    assert middle == flat
