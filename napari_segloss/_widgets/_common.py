@@ -21,7 +21,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.colormaps import CyclicLabelColormap
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -464,6 +464,36 @@ def labels_array(layer: Layer, what: str) -> np.ndarray:
     return arr
 
 
+def move_off(
+    picker: LayerPicker, avoid: Layer | None, default: Callable[[list[Layer]], Layer | None]
+) -> None:
+    """Move ``picker`` off the layer ``avoid`` (an input it must not equal) to ``default``'s
+    pick among its candidates, when that is another layer."""
+    if avoid is not None and same_layer(picker.layer(), avoid):
+        other = default(picker.candidates())
+        if other is not None and not same_layer(other, avoid):
+            picker.set_layer(other)
+
+
+def default_probabilities(candidates: list[Layer], image: Layer | None) -> Layer | None:
+    """The probability image a picker starts with: not the input ``image`` itself (a scan is
+    no probability map), a floating-point layer first."""
+    others = [ly for ly in candidates if not same_layer(ly, image)]
+    floats = [ly for ly in others if np.dtype(ly.data.dtype).kind == "f"]
+    return (floats or others or candidates or [None])[0]
+
+
+def binary_from_255(labels: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+    """``(labels, note)``: a Labels array holding only 0 and 255 (a binary mask saved as 0/255,
+    e.g. an image layer converted to Labels) as 0/1 with a note saying so, as the file readers
+    read such masks; any other array as it is, with no note (it would be 256 classes)."""
+    if not labels.size or int(labels.max()) != 255 or not np.all((labels == 0) | (labels == 255)):
+        return labels, ""
+    return (labels == 255).astype(
+        np.uint8
+    ), f"{name!r} holds 0/255: read as a binary mask (1 = 255)"
+
+
 def image_array(layer: Layer) -> np.ndarray:
     data = layer.data
     if getattr(layer, "multiscale", False):
@@ -642,11 +672,16 @@ class CheckpointPicker(QWidget):
 
     ``follow_new``: a newly trained checkpoint becomes the selection at once (the model to
     run); otherwise only when none is chosen (the model to fine-tune stays as picked).
+    ``changed`` is emitted when another path is chosen: from the list, by Browse, or typed
+    (when the typing ends), not at each key.
     """
+
+    changed = Signal()
 
     def __init__(self, parent: QWidget | None = None, *, follow_new: bool = True) -> None:
         super().__init__(parent)
         self.follow_new = follow_new
+        self._said = ""  # the path of the last ``changed``
         self.combo = QComboBox(self)
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -657,6 +692,8 @@ class CheckpointPicker(QWidget):
         self.combo.setMinimumContentsLength(12)
         # a long path shows its end only: the whole path on hover
         self.combo.currentTextChanged.connect(self.combo.setToolTip)
+        self.combo.activated.connect(self._changed)
+        self.combo.lineEdit().editingFinished.connect(self._changed)
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         lay = QHBoxLayout(self)
@@ -684,9 +721,16 @@ class CheckpointPicker(QWidget):
         new = latest is not None and latest != self._last_latest
         if new and (self.follow_new or not text.strip()):
             self.combo.setCurrentIndex(0)
+            self._changed()
         else:
             self.combo.setEditText(text)
         self._last_latest = latest
+
+    def _changed(self, *_: Any) -> None:
+        text = self.combo.currentText().strip()
+        if text != self._said:
+            self._said = text
+            self.changed.emit()
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -697,6 +741,7 @@ class CheckpointPicker(QWidget):
 
     def set_path(self, path: str | Path) -> None:
         self.combo.setEditText(str(path))
+        self._changed()
 
     def path(self) -> Path | None:
         text = self.combo.currentText().strip()

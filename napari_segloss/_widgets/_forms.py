@@ -141,11 +141,14 @@ def parameter_widget(p: inspect.Parameter, *, name: str | None = None, label: st
     if p.annotation in ("str", str) and isinstance(default, str):
         return LineEdit(value=default, **kw)
     w = LiteralEvalLineEdit(value=repr(default), **kw)
-    w.tooltip = "a Python literal: 0.5, (1.0, 2.0), None"
+    w.tooltip = f"a Python literal: 0.5, (1.0, 2.0), None; empty: the default, {default!r}"
+    w.default_value = default  # what an emptied field means (_read)
     return w
 
 
 def _read(widget: Widget, what: str) -> Any:
+    if isinstance(widget, LiteralEvalLineEdit) and not widget.native.text().strip():
+        return getattr(widget, "default_value", None)
     try:
         return widget.value
     except (ValueError, SyntaxError, TypeError):

@@ -45,7 +45,9 @@ from ._common import (
     LayerPicker,
     PanelError,
     StatusLabel,
+    binary_from_255,
     check_same_shape,
+    default_probabilities,
     exception_text,
     find_owned,
     geometry_note,
@@ -57,6 +59,7 @@ from ._common import (
     labels_array,
     layer_class_names,
     left_the_window,
+    move_off,
     remove_owned,
     rename_layers,
     require_layer,
@@ -194,6 +197,7 @@ class LossExplorerWidget(QWidget):
         self.pred_image_picker = LayerPicker(
             self.viewer, (Image,), include_owned=True,
             filter=lambda ly: not ly.rgb and input_or_output(ly, PANEL, "prob:"),
+            default=lambda c: default_probabilities(c, self.image_picker.layer()),
         )  # fmt: skip
         self.source_stack.addWidget(self.pred_image_picker)
         self.pred_labels_picker = LayerPicker(
@@ -285,21 +289,20 @@ class LossExplorerWidget(QWidget):
         self.viewer.dims.events.ndisplay.connect(self._on_ndisplay)  # the status's 3D note
         self.viewer.layers.events.inserted.connect(self._repick_prediction)
         self.gt_picker.currentIndexChanged.connect(self._repick_prediction)
+        self.ckpt_picker.changed.connect(lambda: self._schedule() if self._from_ckpt else None)
 
     def _repick_prediction(self, *_: Any) -> None:
         """The labels prediction moves off the ground truth once another Labels layer exists
-        (a Predict panel's prediction first): with only the ground truth open it was the one
-        choice, and it stayed there when a prediction came."""
+        (a Predict panel's prediction first), the probability image off the input image once
+        another image does: with only the input open it was the one choice, and it stayed."""
         try:
-            picked, gt = self.pred_labels_picker.layer(), self.gt_picker.layer()
+            gt, image = self.gt_picker.layer(), self.image_picker.layer()
         except RuntimeError:  # the panel was closed and deleted: stop listening
             with contextlib.suppress(Exception):
                 self.viewer.layers.events.inserted.disconnect(self._repick_prediction)
             return
-        if gt is not None and same_layer(picked, gt):
-            other = self._default_pred(self.pred_labels_picker.candidates())
-            if other is not None and not same_layer(other, gt):
-                self.pred_labels_picker.set_layer(other)
+        move_off(self.pred_labels_picker, gt, self._default_pred)
+        move_off(self.pred_image_picker, image, lambda c: default_probabilities(c, image))
 
     def _watch(self, picker: LayerPicker, what: str) -> None:
         """Any change of ``picker`` schedules a redraw. A picker whose layer was removed falls
@@ -317,6 +320,13 @@ class LossExplorerWidget(QWidget):
             self._schedule()
 
         picker.currentIndexChanged.connect(changed)
+
+    def _labels(self, layer: Any, what: str) -> np.ndarray:
+        """A Labels layer's array, 0/255 read as 0/1 (noted in the status with the maps)."""
+        labels, note = binary_from_255(labels_array(layer, what), layer.name)
+        if note and note not in self._note:
+            self._note = f"{self._note}; {note}" if self._note else note
+        return labels
 
     def _noted(self, text: str, failed: bool = False) -> str:
         """``text`` after the note on a removed input, if any (see _watch). ``failed``: no
@@ -387,6 +397,10 @@ class LossExplorerWidget(QWidget):
         return self.gamma_list.values()
 
     # ---------------------------------------------------------------- scheduling
+    @property
+    def _from_ckpt(self) -> bool:
+        return self.source.value == SOURCES[3]
+
     def _schedule(self, *_: Any) -> None:
         if self.live_check.value and not self._closed:
             self._timer.start()
@@ -450,7 +464,7 @@ class LossExplorerWidget(QWidget):
                 "ground truth: no layer selected (open or add a Labels layer, e.g. "
                 "File > Open Sample > napari-segloss)"
             )
-        gt = labels_array(gt_layer, "ground truth")
+        gt = self._labels(gt_layer, "ground truth")
         image_layer = self.image_picker.layer()
         if image_layer is not None:
             check_same_shape(gt, spatial_shape(image_layer), "the ground truth", "image")
@@ -511,7 +525,7 @@ class LossExplorerWidget(QWidget):
                     f"prediction (labels layer): {layer.name!r} is the ground truth itself; "
                     "pick another Labels layer (e.g. a prediction of Predict & Compare)"
                 )
-            pred = labels_array(layer, "prediction")
+            pred = self._labels(layer, "prediction")
             check_same_shape(gt, pred, "the ground truth", "prediction")
             k = max(int(gt.max(initial=0)), int(pred.max(initial=0))) + 1
             return jobs.labels_job(pred, max(k, 2))

@@ -1264,3 +1264,54 @@ def test_the_3d_view_says_the_maps_are_of_one_slice(dock, wait_idle):
     widget.scope.value = "whole volume"
     wait_idle(widget, timeout=60_000)
     assert "3D view" not in widget.status.text()
+
+
+def test_a_checkpoint_chosen_after_the_source_redraws_the_maps(dock, wait_idle, tiny_checkpoint):
+    """The checkpoint picker was connected to nothing: with the source on 'checkpoint', a
+    path chosen (Browse, the list) left the old error and maps until the slider moved."""
+    _viewer, widget, _image, _mask = _kvasir(dock, wait_idle)
+    widget.set_losses(["dice"])
+    widget.source.value = "checkpoint"
+    wait_idle(widget)
+    assert "checkpoint: none chosen" in widget.status.text()
+    widget.ckpt_picker.set_path(tiny_checkpoint)  # what Browse does
+    assert widget.busy  # scheduled at once
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    assert len(widget._ckpt_cache) == 1
+
+
+def test_a_0_255_mask_is_read_as_binary_with_a_note(dock, wait_idle):
+    """A mask converted from an image layer holds 0/255: read as 256 classes, class 1 was
+    empty and every map blank (the file readers read such masks as 0/1)."""
+    image, mask = load_sample("kvasir", 0)
+    viewer, widget = dock(NAME)
+    viewer.add_image(image, name="polyp")
+    viewer.add_labels(mask.astype(np.uint8) * 255, name="mask.png")
+    wait_idle(widget, timeout=60_000)
+    assert not widget.status.is_error, widget.status.text()
+    assert "'mask.png' holds 0/255: read as a binary mask (1 = 255)" in widget.status.text()
+    assert widget.class_spin.max == 1
+    assert _owned(viewer, "gamma:")[0].data.max() > 0  # the maps show the polyp
+
+
+def test_the_probability_picker_moves_off_the_input_image(dock, wait_idle):
+    """With only the scan open, the probability picker took it and kept it when a softmax
+    layer came: 'expected probabilities in [0, 1], got values in [0, 255]'."""
+    image, labels = load_sample("acdc")
+    viewer, widget = dock(NAME)
+    scan = viewer.add_image(image, name="mri")
+    viewer.add_labels(labels, name="heart")
+    wait_idle(widget, timeout=60_000)
+    assert widget.pred_image_picker.layer() is scan
+    probs = np.stack([(labels == c).astype(np.float32) for c in range(4)])
+    soft = viewer.add_image(probs * 0.9 + 0.025, name="softmax")
+    assert widget.pred_image_picker.layer() is soft
+
+
+def test_an_emptied_parameter_field_means_its_default(dock, wait_idle):
+    _viewer, widget, _image, _mask = _kvasir(dock, wait_idle)
+    form = widget._param_form("ce")
+    assert "weight" in form.editors, list(form.editors)
+    form.editors["weight"].setText("")  # was "expected a number or Python literal, got ''"
+    assert form.values() == {}  # the default, None
