@@ -254,10 +254,13 @@ def iter_explorer(
         res.labels[key] = spec.label
     # binary: both channels hold the same |y - p|; the foreground one is drawn
     ch = 1 if c == 1 else cls
+    ticked = {_plain_pm_dice_gamma(spec) for spec in losses} - {None}
     for j, g in enumerate(distinct):
         yield Step(len(losses) + j, total, modulating_title(g))
         m = modulating_map(p, t, g)[0, ch].detach().float().numpy()
         res.modulating.append((g, m.astype(np.float32, copy=False)))
+        if g in ticked:  # the same loss is ticked: its value is listed once
+            continue
         with torch.no_grad():
             value = float(get_loss("pm_dice", gamma=g)(logits, t))
         res.values.append((f"pm_dice(gamma={g:g})", value))
@@ -265,6 +268,14 @@ def iter_explorer(
         hi = max(colour_top(m) for m in res.contributions.values())
         res.clim = (0.0, hi if hi > 0 and math.isfinite(hi) else 1.0)
     return res
+
+
+def _plain_pm_dice_gamma(spec: LossSpec) -> float | None:
+    """The γ of ``spec`` when it is PM Dice with a γ and default parameters otherwise (the loss
+    a γ-list entry computes), else None."""
+    gamma = spec.params.get("gamma") if spec.name == "pm_dice" else None
+    plain = set(spec.params) == {"gamma"} and isinstance(gamma, int | float)
+    return float(gamma) if plain and not isinstance(gamma, bool) else None
 
 
 def colour_top(cmap: np.ndarray) -> float:

@@ -325,3 +325,14 @@ def test_inputs_that_would_be_misread_are_refused_or_read_right() -> None:
         compute_explorer(fg, mask, ["dice"], [1.0])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="gammas: expected a list of numbers, got 1"):
         compute_explorer(fg, mask, specs, 1)  # type: ignore[arg-type]
+
+
+def test_a_ticked_pm_dice_and_its_gamma_in_the_list_make_one_value_row() -> None:
+    """pm_dice ticked with gamma 2 and γ = 2 in the list gave two identical rows."""
+    gt = np.array([[0, 1, 1], [0, 1, 0]])
+    probs = np.stack([1 - gt * 0.7 - 0.1, gt * 0.7 + 0.1]).astype(np.float32)
+    specs = [explorer.LossSpec("pm_dice", {"gamma": 2.0})]
+    res = explorer.compute_explorer(probs, gt, specs, [1.0, 2.0], cls=1)
+    labels = [label for label, _ in res.values]
+    assert labels == ["pm_dice(gamma=2.0)", "pm_dice(gamma=1)"], labels
+    assert len(res.modulating) == 2  # both γ maps are still drawn
