@@ -677,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", parents=[common], help="metrics of predicted label files against ground truth",
         description="Per-class Dice, IoU, precision, recall, NSD and HD95 of label files against "
-        "ground-truth files of the same names; writes a CSV and a Markdown table.",
+        "ground-truth files of the same names; writes per_image.csv, summary.csv and summary.md.",
     )  # fmt: skip
     _add_evaluate_args(p)
     p.set_defaults(func=cmd_evaluate)

@@ -3,7 +3,7 @@
 # this same script through .ci/run).
 #
 #   bash scripts/test.sh                      # whole suite
-#   bash scripts/test.sh tests/test_io.py -x  # extra arguments go to pytest
+#   bash scripts/test.sh tests/data/test_io.py -x  # extra arguments go to pytest
 #
 # Steps: system libraries for a headless Qt/napari (only when root and apt-get exists), a .venv
 # (created if missing), `pip install -e ".[dev,qt]"`, an import check of
