@@ -26,6 +26,7 @@ NIfTI files are returned in file axis order ``(X, Y, Z)`` with the voxel spacing
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -70,6 +71,8 @@ _TIFF_EXTENSIONS = (".tif", ".tiff")
 #: 0 or near 255. A {0, 1} mask saved as JPEG therefore reads as empty.
 JPEG_MASK_THRESHOLD = 127
 _MAX_LISTED = 10  # how many unmatched names an error message spells out
+
+log = logging.getLogger(__name__)
 
 
 def _suffix(path: Path) -> str:
@@ -461,11 +464,28 @@ def _list_files(
                 f"{by_stem[stem].name!r} and {p.name!r}; files are matched by stem, keep one"
             )
         by_stem[stem] = p
+    nested = _nested_with(folder, extensions)
     if not by_stem:
+        inside = f" (only in its sub-folders {nested}, which are not read)" if nested else ""
         raise ValueError(
-            f"{role} folder {str(folder)!r} contains no files with extension {', '.join(extensions)}"
+            f"{role} folder {str(folder)!r} contains no files with extension "
+            f"{', '.join(extensions)}{inside}"
         )
+    if nested:  # files are matched at the top level only: say what is left out
+        log.warning("%s folder %s: its sub-folders %s are not read", role, folder, nested)
     return by_stem
+
+
+def _nested_with(folder: Path, extensions: tuple[str, ...], limit: int = 3) -> str:
+    """The sub-folders of ``folder`` (a few, quoted) that hold files with ``extensions``."""
+    found = [
+        d.name
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+        and any(f.is_file() and _suffix(f) in extensions for f in d.rglob("*"))
+    ]  # fmt: skip
+    shown = ", ".join(repr(n) for n in found[:limit])
+    return shown + (", ..." if len(found) > limit else "")
 
 
 def _names(stems: Iterable[str], files: dict[str, Path]) -> str:

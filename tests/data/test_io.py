@@ -457,6 +457,21 @@ def test_find_pairs_empty_folder(tmp_path: Path) -> None:
         find_pairs(tmp_path)
 
 
+def test_find_pairs_says_which_sub_folders_it_does_not_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files in sub-folders were skipped without a word (only the top level is matched)."""
+    _touch_image(tmp_path / "images" / "case1" / "a.png")
+    _touch_image(tmp_path / "masks" / "case1" / "a.png")
+    with pytest.raises(ValueError, match=r"only in its sub-folders 'case1', which are not read"):
+        find_pairs(tmp_path)
+    _touch_image(tmp_path / "images" / "b.png")
+    _touch_image(tmp_path / "masks" / "b.png")
+    with caplog.at_level("WARNING"):
+        assert [a.name for a, _ in find_pairs(tmp_path)] == ["b.png"]
+    assert "its sub-folders 'case1' are not read" in caplog.text
+
+
 def test_find_pairs_duplicate_stem(tmp_path: Path) -> None:
     _touch_image(tmp_path / "images" / "a.png")
     _touch_image(tmp_path / "images" / "a.jpg")
