@@ -146,11 +146,17 @@ class LossSpec:
 
     @property
     def label(self) -> str:
-        """``name`` or ``name(p=v, ...)``: the title of its map and its row in the table."""
+        """``name`` or ``name(p=v, ...)``: the title of its map and its row in the table, short
+        enough for a grid cell: ``ce+pm_dice(weights=(0.5, 1), pm_dice.gamma=2)``."""
         if not self.params:
             return self.name
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.name}({args})"
+        args = []
+        for k, v in self.params.items():
+            if isinstance(v, dict):  # a compound's term: its parameters as term.key=value
+                args += [f"{k}.{kk}={_shown(vv)}" for kk, vv in v.items()]
+            else:
+                args.append(f"{k}={_shown(v)}")
+        return f"{self.name}({', '.join(args)})"
 
     def build(self) -> torch.nn.Module:
         """The loss module; ``ValueError`` naming the loss when a parameter is rejected."""
@@ -158,6 +164,17 @@ class LossSpec:
             return get_loss(self.name, **self.params)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.name}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    """A parameter value in a label: floats as ``%g`` (``2`` for ``2.0``), sequences of them
+    in brackets, anything else as ``repr``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_shown(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
 
 
 class Step(NamedTuple):

@@ -85,16 +85,16 @@ def test_iter_explorer_yields_one_step_per_loss_and_gamma_then_the_result():
     assert [(s.done, s.total) for s in seen] == [(0, 4), (1, 4), (2, 4), (3, 4)]
     assert [s.what for s in seen] == [
         "dice",
-        "focal(gamma=3.0)",
+        "focal(gamma=3)",
         explorer.modulating_title(0.5),
         explorer.modulating_title(2.0),
     ]
-    assert res.labels == {"dice": "dice", "focal": "focal(gamma=3.0)"}
+    assert res.labels == {"dice": "dice", "focal": "focal(gamma=3)"}
     values = dict(res.values)
     p = torch.from_numpy(probs)[None]
     logits = explorer.probabilities_to_logits(p)  # what the explorer feeds every loss
     target = torch.from_numpy(gt)[None]
-    assert values["focal(gamma=3.0)"] == pytest.approx(
+    assert values["focal(gamma=3)"] == pytest.approx(
         float(get_loss("focal", gamma=3.0)(logits, target)), rel=1e-6
     )
     expected = modulating_map(p, target, 0.5)
@@ -114,7 +114,7 @@ def test_compute_explorer_keeps_one_map_per_spec_when_a_loss_repeats():
     res = explorer.compute_explorer(probs, gt, specs, [], relative=False)
     assert res.labels == {
         "pm_dice(gamma=0.5)": "pm_dice(gamma=0.5)",
-        "pm_dice(gamma=3.0)": "pm_dice(gamma=3.0)",
+        "pm_dice(gamma=3)": "pm_dice(gamma=3)",
         "dice": "dice",
     }
     logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
@@ -334,5 +334,5 @@ def test_a_ticked_pm_dice_and_its_gamma_in_the_list_make_one_value_row() -> None
     specs = [explorer.LossSpec("pm_dice", {"gamma": 2.0})]
     res = explorer.compute_explorer(probs, gt, specs, [1.0, 2.0], cls=1)
     labels = [label for label, _ in res.values]
-    assert labels == ["pm_dice(gamma=2.0)", "pm_dice(gamma=1)"], labels
+    assert labels == ["pm_dice(gamma=2)", "pm_dice(gamma=1)"], labels
     assert len(res.modulating) == 2  # both γ maps are still drawn

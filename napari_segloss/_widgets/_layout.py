@@ -157,7 +157,9 @@ class ValuesTable(QTableWidget):
         """Replace the rows (values right-aligned) and fit the height to them."""
         self.setRowCount(len(rows))
         for r, (name, value) in enumerate(rows):
-            self.setItem(r, 0, QTableWidgetItem(name))
+            item = QTableWidgetItem(name)
+            item.setToolTip(name)  # a long label is elided in its column
+            self.setItem(r, 0, item)
             item = QTableWidgetItem(value)
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.setItem(r, 1, item)
