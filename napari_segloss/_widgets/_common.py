@@ -415,6 +415,8 @@ def exception_text(exc: BaseException, expected: tuple[type[BaseException], ...]
 
 
 def _looks_like_a_mask(layer: Layer, most_values: int = 16) -> bool:
+    """A grey integer Image layer with 2 to ``most_values`` values (in a sample of about a
+    million pixels): a mask file that napari's own reader opened as an image."""
     if not isinstance(layer, Image) or layer.rgb or is_owned(layer):
         return False
     data = layer.data[-1] if layer.multiscale else layer.data
@@ -489,9 +491,8 @@ def binary_from_255(labels: np.ndarray, name: str) -> tuple[np.ndarray, str]:
     read such masks; any other array as it is, with no note (it would be 256 classes)."""
     if not labels.size or int(labels.max()) != 255 or not np.all((labels == 0) | (labels == 255)):
         return labels, ""
-    return (labels == 255).astype(
-        np.uint8
-    ), f"{name!r} holds 0/255: read as a binary mask (1 = 255)"
+    note = f"{name!r} holds 0/255: read as a binary mask (1 = 255)"
+    return (labels == 255).astype(np.uint8), note
 
 
 def image_array(layer: Layer) -> np.ndarray:
