@@ -224,15 +224,14 @@ def read_pair_folder(
         raise ValueError(
             f"folder {str(root)!r} must contain 'images/' and 'masks/' (or 'labels/') sub-folders"
         )
-    flat, volumes = (
+    flat, volumetric = (
         _folder_has(root / "images", ext) for ext in (IMAGE_EXTENSIONS, NIFTI_EXTENSIONS)
     )
-    if flat and volumes:
+    if flat and volumetric:
         raise ValueError(
             f"folder {str(root / 'images')!r} holds both NIfTI volumes and 2D image files; "
             "the reader opens one kind: move the other files out"
         )
-    volumetric = volumes
     pairs = find_pairs(root, "images", masks, nifti=volumetric)
 
     if volumetric:

@@ -45,6 +45,7 @@ __all__ = [
     "build_eval_dataset",
     "build_test_dataset",
     "dataset_settings",
+    "eval_split",
     "read_split",
     "resolve_root",
     "split_ids",
@@ -424,7 +425,14 @@ def build_eval_dataset(cfg: DatasetsConfig) -> tuple[SegmentationDataset | None,
     """``(dataset, split)`` that eval.json scores for ``cfg``: the held-out set
     (:func:`build_test_dataset`, ``"test"``) or else the validation split (``"val"``)."""
     train_ds, val_ds = build_datasets(cfg)
-    test_ds = build_test_dataset(cfg, train_ds.normalization)
+    return eval_split(val_ds, build_test_dataset(cfg, train_ds.normalization))
+
+
+def eval_split(
+    val_ds: SegmentationDataset, test_ds: SegmentationDataset | None
+) -> tuple[SegmentationDataset | None, str]:
+    """``(dataset, split)`` that eval.json scores: the held-out set ``test_ds`` (``"test"``)
+    or else the validation split (``"val"``; None when it is empty)."""
     if test_ds is not None:
         return test_ds, "test"
     return (val_ds if len(val_ds) else None), "val"

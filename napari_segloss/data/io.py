@@ -452,7 +452,10 @@ def _list_files(
         raise ValueError(f"{role} folder not found: {str(folder)!r}")
     extensions = tuple(extensions)
     by_stem: dict[str, Path] = {}
+    subfolders: list[Path] = []
     for p in sorted(folder.iterdir()):
+        if not p.name.startswith(".") and p.is_dir():
+            subfolders.append(p)
         if p.name.startswith(".") or not p.is_file() or _suffix(p) not in extensions:
             continue
         if skip_probs and p.name.endswith(_PROBS_SUFFIXES):
@@ -464,7 +467,7 @@ def _list_files(
                 f"{by_stem[stem].name!r} and {p.name!r}; files are matched by stem, keep one"
             )
         by_stem[stem] = p
-    nested = _nested_with(folder, extensions)
+    nested = _nested_with(subfolders, extensions)
     if not by_stem:
         inside = f" (only in its sub-folders {nested}, which are not read)" if nested else ""
         raise ValueError(
@@ -476,14 +479,13 @@ def _list_files(
     return by_stem
 
 
-def _nested_with(folder: Path, extensions: tuple[str, ...], limit: int = 3) -> str:
-    """The sub-folders of ``folder`` (a few, quoted) that hold files with ``extensions``."""
+def _nested_with(subfolders: Sequence[Path], extensions: tuple[str, ...], limit: int = 3) -> str:
+    """Those of ``subfolders`` (a few, quoted) that hold files with ``extensions``."""
     found = [
         d.name
-        for d in sorted(folder.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-        and any(f.is_file() and _suffix(f) in extensions for f in d.rglob("*"))
-    ]  # fmt: skip
+        for d in subfolders
+        if any(f.is_file() and _suffix(f) in extensions for f in d.rglob("*"))
+    ]
     shown = ", ".join(repr(n) for n in found[:limit])
     return shown + (", ..." if len(found) > limit else "")
 

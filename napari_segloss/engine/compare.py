@@ -51,6 +51,7 @@ from ..data.factory import (
     build_datasets,
     build_eval_dataset,
     build_test_dataset,
+    eval_split,
     unpack_array_pairs,
 )
 from ..losses import get_loss
@@ -372,11 +373,10 @@ def _data_changed(cell: _Cell, items: dict[str, dict[str, Any]]) -> str:
     if key not in items:
         try:
             train_ds, val_ds = build_datasets(cell.cfg)
-            test_ds = build_test_dataset(cell.cfg)
+            heldout, _ = eval_split(val_ds, build_test_dataset(cell.cfg))
         except (DataError, ValueError, OSError):
             return ""  # the run itself will say what is wrong
-        heldout = test_ds if test_ds is not None else (val_ds if len(val_ds) else None)
-        items[key] = data_items(train_ds, val_ds, heldout)
+        items[key] = data_items(train_ds, val_ds, heldout)  # as the run's eval.json has them
     return items_changed(saved, items[key])
 
 

@@ -82,30 +82,30 @@ def prepare_run(request: TrainRequest) -> PreparedRun:
         ValueError (``ConfigError``, ``CheckpointError``, ``DataError``): naming the folder,
         checkpoint or key that was wrong.
     """
-    frames, labels, mask_layer = None, None, ""
+    frames, labels, labels_of = None, None, ""
     if request.layers is not None:
         layers = request.layers
         frames = layer_frames(layers.image, layers.mask, rgb=layers.rgb)
         in_channels = 3 if layers.rgb else 1
         # all labels, not just the highest: {0, 9} must not become 10 classes (see check)
-        labels, mask_layer = mask_labels(layers.mask), f"layer {layers.mask_name!r}"
+        labels, labels_of = mask_labels(layers.mask), f"layer {layers.mask_name!r}"
         classes = model_classes(max(labels, default=0))
     else:
         summary = inspect_folder(
             request.folder, request.folder_kind, masks=masks_folder(request.folder_kind)
         )
         in_channels, classes = summary.in_channels, summary.classes
-        labels, mask_layer = list(summary.labels), f"the masks of folder {str(request.folder)!r}"
+        labels, labels_of = list(summary.labels), f"the masks of folder {str(request.folder)!r}"
     if request.checkpoint is not None:
         meta = load_checkpoint(request.checkpoint).get("meta", {})
         ckpt_model = model_config_from_meta(meta)
         _refuse_3d_network(request.checkpoint, ckpt_model.arch)
         if labels is not None:
-            check_mask_labels(labels, mask_layer, ckpt_model.classes)
+            check_mask_labels(labels, labels_of, ckpt_model.classes)
         model = checkpoint_model_section(ckpt_model, in_channels, classes)
     else:
         if labels is not None:
-            check_mask_labels(labels, mask_layer)
+            check_mask_labels(labels, labels_of)
         model = new_model_section(request, in_channels, classes)
     cfg = build_config(request, model)
     datasets = None

@@ -70,6 +70,7 @@ __all__ = [
     "prepare_run",
     "restored_partial",
     "resume_position",
+    "split_items",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,11 @@ class RunState:
     @property
     def device(self) -> torch.device:
         return self.eval_settings.device
+
+    @property
+    def vote_device(self) -> torch.device | str:
+        """Where the stop votes' collectives run: the GPU under NCCL, else the CPU (gloo)."""
+        return self.device if self.device.type == "cuda" else "cpu"
 
     @property
     def main(self) -> bool:
@@ -349,25 +355,28 @@ def _check_divisible(
             )
 
 
+def split_items(ds: SegmentationDataset | None) -> dict[str, Any]:
+    """What one split holds: its count and a digest of its file names (without folders: a
+    moved data folder is the same data), so that a resume or a comparison's reuse can tell
+    that the data changed."""
+    names = [] if ds is None else [Path(ds.item_name(i)).name for i in range(len(ds))]
+    digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:16]
+    return {"count": len(names), "digest": digest}
+
+
 def data_items(
     train_ds: SegmentationDataset,
     val_ds: SegmentationDataset | None,
     heldout: SegmentationDataset | None = None,
 ) -> dict[str, Any]:
-    """The items of each split (and of ``heldout``, the set eval.json scores, when given), as
-    counts and a digest of their file names (without folders: a moved data folder is the same
-    data), so that a resume or a comparison's reuse can tell that the data changed."""
-    out: dict[str, Any] = {}
-    splits = [("train", train_ds), ("val", val_ds)]
-    for split, ds in splits + ([("heldout", heldout)] if heldout is not None else []):
-        names = [] if ds is None else [Path(ds.item_name(i)).name for i in range(len(ds))]
-        digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:16]
-        out[split] = {"count": len(names), "digest": digest}
-    return out
+    """:func:`split_items` of the training and validation splits, and of ``heldout`` (the set
+    eval.json scores) when given."""
+    out = {"train": split_items(train_ds), "val": split_items(val_ds)}
+    return out if heldout is None else {**out, "heldout": split_items(heldout)}
 
 
 def items_changed(saved: dict[str, Any], now: dict[str, Any]) -> str:
-    """How the splits of :func:`data_items` ``saved`` differ from ``now`` ("" when they do
+    """How the splits of :func:`split_items` ``saved`` differ from ``now`` ("" when they do
     not), compared over the splits ``now`` has: "items: train 6 -> 7, ..."."""
     changed = [k for k in now if k in saved and saved[k] != now[k]]
     if not changed:

@@ -63,7 +63,7 @@ from .distributed import (
 )
 from .evaluation import EvaluationStopped, evaluate_dataset, summarize, write_eval
 from .events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
-from .run_state import Datasets, RunState, data_items, poly_lr_factor, prepare_run
+from .run_state import Datasets, RunState, poly_lr_factor, prepare_run, split_items
 from .rundir import locked, remove_stale_temporaries
 from .runtime import Interrupts, determinism, resolve_device
 from .sampling import EpochSampler
@@ -198,7 +198,7 @@ def _run(
     outcome = _Outcome(start_iteration=state.iteration)
     state.train_model.train()
     # validation is stopped between batches, at the same batch on every rank
-    vote = StopVote(want_stop, state.device if state.device.type == "cuda" else "cpu")
+    vote = StopVote(want_stop, state.vote_device)
     try:
         for epoch in range(state.epoch, cfg.train.epochs):
             finished = yield from _train_epoch(state, epoch, want_stop, bar, outcome)
@@ -215,8 +215,7 @@ def _run(
             bar.close()
     # a signal to one process of a torchrun job stops every rank (the vote): each reports it
     # as the interrupt it is, not as a Stop request (rank 0's exit code and resume hint)
-    device = state.device if state.device.type == "cuda" else "cpu"
-    interrupted = any_true(interrupts.reason is not None, device)
+    interrupted = any_true(interrupts.reason is not None, state.vote_device)
     if interrupted and interrupts.reason is None and outcome.stopped:
         outcome.reason = outcome.reason.replace(
             "stopped by request", "interrupted on another process", 1
@@ -318,7 +317,7 @@ def _train_epoch(
     win_losses: list[torch.Tensor] = []
     win_batches: list[int] = []
     # Cooperative stop between steps; under DDP every rank stops at the same step
-    vote = StepStopVote(want_stop, s.device if s.device.type == "cuda" else "cpu")
+    vote = StepStopVote(want_stop, s.vote_device)
     t0 = time.perf_counter()
     for batch, (images, masks) in enumerate(s.loader):
         if vote.before_step():
@@ -619,5 +618,5 @@ def _final_eval(
         progress=show,
         should_stop=want_stop,
         batch_size=batch_size,
-        data_items=data_items(s.train_ds, s.val_ds, eval_ds),
+        data_items={**s.items, "heldout": split_items(eval_ds)},  # s.items: train and val
     )
