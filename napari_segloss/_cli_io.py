@@ -70,13 +70,24 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return files
 
 
-def write_2d(path: Path, array: np.ndarray) -> None:
-    """A 2D label (or probability) array as TIFF (``.tif``/``.tiff``) or another PIL format."""
+def write_2d(path: Path, array: np.ndarray, orientation: int = 1) -> None:
+    """A 2D label (or probability) array as TIFF (``.tif``/``.tiff``) or another PIL format.
+
+    ``orientation``: the EXIF orientation tag of the input photo, written into the output
+    (TIFF tag 274, a PNG's eXIf chunk) so that photo viewers, which turn the photo by its tag,
+    turn its labels alike; the pixels stay in the stored orientation, as napari and our readers
+    show both.
+    """
     import tifffile
     from PIL import Image
 
     if path.suffix in (".tif", ".tiff"):
-        tifffile.imwrite(path, array)
+        tags = [(274, "H", 1, orientation, True)] if orientation != 1 else None
+        tifffile.imwrite(path, array, extratags=tags)
+    elif orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(array).save(path, exif=exif)
     else:
         Image.fromarray(array).save(path)
 
@@ -223,6 +234,8 @@ def write_prediction(
     import numpy as np
     import tifffile
 
+    from .data.io import exif_orientation
+
     paths = prediction_paths(out, source, nifti=img is not None, fmt=fmt, probs=probs is not None)
     # uint8 up to 256 classes, else uint16 (a cast to uint8 wrapped labels modulo 256, and
     # PNG has no 32-bit integer mode)
@@ -234,9 +247,11 @@ def write_prediction(
             axes = (3, 2, 1, 0) if int(meta.get("spatial_dims") or 2) == 3 else (3, 2, 0, 1)
             write_nifti(paths[1], probs.transpose(axes), img)
         return paths[0]
-    write_2d(paths[0], labels)
-    if probs is not None:
-        tifffile.imwrite(paths[1], probs.astype(np.float32))
+    orientation = exif_orientation(source)  # 1 for TIFF inputs (read without the tag)
+    write_2d(paths[0], labels, orientation)
+    if probs is not None:  # (K, H, W): the tag turns each plane as viewers turn the photo
+        tags = [(274, "H", 1, orientation, True)] if orientation != 1 else None
+        tifffile.imwrite(paths[1], probs.astype(np.float32), extratags=tags)
     return paths[0]
 
 

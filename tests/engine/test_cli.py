@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from napari_segloss.cli import build_parser, main
 from napari_segloss.engine.events import OUT_OF_MEMORY_HINTS
@@ -1004,3 +1004,36 @@ def test_predictions_of_more_than_256_classes_keep_their_labels(tmp_path: Path) 
     small = (flat % 3).astype(np.uint8)  # up to 256 classes: uint8 as before
     path = write_prediction(tmp_path / "s", tmp_path / "a.png", small, None, img=None, meta={})
     assert np.asarray(Image.open(path)).dtype == np.uint8
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_predictions_of_a_tagged_photo_carry_its_orientation(tmp_path: Path, fmt: str) -> None:
+    """The labels of an EXIF-tagged photo were written without the tag: photo viewers turned
+    the photo and not its labels, so the two no longer overlaid."""
+    import tifffile
+
+    from napari_segloss._cli_io import write_prediction
+    from napari_segloss.data.io import exif_orientation, read_mask
+
+    photo = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn it 90 degrees clockwise
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(photo, exif=exif)
+    labels = np.zeros((4, 6), np.uint8)
+    labels[0, :2] = 1  # the stored top-left corner
+    probs = np.stack([1.0 - labels, labels]).astype(np.float32)
+    out = tmp_path / "out"
+    out.mkdir()
+    path = write_prediction(out, photo, labels, probs, img=None, meta={}, fmt=fmt)
+    assert np.array_equal(read_mask(path), labels)  # stored pixels, as napari shows them
+    if fmt == "tif":  # our readers (tifffile) ignore a TIFF's tag: check that it is there
+        with tifffile.TiffFile(path) as tif:
+            assert tif.pages[0].tags["Orientation"].value == 6
+    else:
+        assert exif_orientation(path) == 6
+        with Image.open(path) as label_img, Image.open(photo) as photo_img:
+            turned = np.asarray(ImageOps.exif_transpose(label_img))
+            assert turned.shape == np.asarray(ImageOps.exif_transpose(photo_img)).shape[:2]
+            assert turned[0, -1] == 1  # turned with the photo: the corner is now top-right
+    with tifffile.TiffFile(out / "photo_probs.tif") as tif:
+        assert tif.pages[0].tags["Orientation"].value == 6
