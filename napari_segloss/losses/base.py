@@ -10,8 +10,10 @@ and the class mean.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,9 +32,19 @@ def check_bool(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a bool, got {value!r}")
 
 
+def _as_scalar(value: object) -> object:
+    """A one-element 0-d tensor or numpy array as its Python number (``alpha=torch.tensor(0.25)``
+    is a scalar, not a list of one per-class value); anything else unchanged."""
+    if isinstance(value, Tensor | np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def check_optional_int(name: str, value: object) -> None:
-    """ValueError unless ``value`` is an int (not a bool) or None."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    """ValueError unless ``value`` is an integer (Python or numpy, not a bool) or None."""
+    if value is not None and (
+        isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral)
+    ):
         raise ValueError(f"{name} must be an int or None, got {value!r}")
 
 
@@ -45,8 +57,10 @@ def check_float(
     lo_open: bool = False,
     hi_open: bool = False,
 ) -> float:
-    """Validate a real number in [lo, hi] (open ends optional) and return it as float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """Validate a real number in [lo, hi] (open ends optional) and return it as float. numpy
+    numbers and 0-d tensors count as numbers (values read from arrays or configs)."""
+    value = _as_scalar(value)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     v = float(value)
     lo_bad = lo is not None and (v <= lo if lo_open else v < lo)
@@ -65,9 +79,13 @@ def check_float(
 def check_float_or_seq(
     name: str, value: object, lo: float | None = None, hi: float | None = None
 ) -> float | tuple[float, ...]:
-    """A float, or a non-empty sequence of floats (one per class), each in [lo, hi]."""
+    """A float, or a non-empty sequence of floats (one per class), each in [lo, hi]; a 0-d
+    tensor or array is a float, a 1-d one a sequence."""
+    value = _as_scalar(value)
     if isinstance(value, Tensor):
         value = value.detach().cpu().flatten().tolist()
+    elif isinstance(value, np.ndarray):
+        value = value.ravel().tolist()
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) == 0:
             raise ValueError(f"{name} must be a float or a non-empty sequence, got {value!r}")
@@ -83,9 +101,13 @@ def check_per_class(name: str, value: object) -> tuple[float, ...]:
     return v
 
 
-def reduce(per_image: Tensor, reduction: str) -> Tensor:
-    """Apply ``reduction`` ("mean", "sum" or "none") to a per-image loss vector."""
+def reduce(per_image: Tensor, reduction: str, scored: Tensor | None = None) -> Tensor:
+    """Apply ``reduction`` ("mean", "sum" or "none") to a per-image loss vector. ``scored``:
+    0/1 (B,) of the images that have a loss (:meth:`.inputs.Prepared.scored_images`), the
+    only ones "mean" averages over (0 when there is none)."""
     if reduction == "mean":
+        if scored is not None:
+            return (per_image * scored).sum() / scored.sum().clamp_min(1.0)
         return per_image.mean()
     if reduction == "sum":
         return per_image.sum()
@@ -101,7 +123,7 @@ def sum_terms(terms: Sequence[Tensor]) -> Tensor:
     return total
 
 
-def reduce_terms(terms: Sequence[Tensor], reduction: str) -> Tensor:
+def reduce_terms(terms: Sequence[Tensor], reduction: str, scored: Tensor | None = None) -> Tensor:
     """Reduce a loss that is a sum of terms, each per image (B,) or one per batch (1,), a
     ``batch_dice`` term.
 
@@ -109,9 +131,10 @@ def reduce_terms(terms: Sequence[Tensor], reduction: str) -> Tensor:
     same as reducing each term as the loss alone would and adding the results (MONAI's
     ``DiceCELoss(batch=True, reduction="sum")`` does so), so a compound is the sum of its
     components whatever the batch size. "mean" is the mean of :func:`sum_terms` (a batch term
-    counts once there too); "none" is :func:`sum_terms` itself."""
+    counts once there too), over the ``scored`` images (see :func:`reduce`); "none" is
+    :func:`sum_terms` itself (0 for a fully ignored image)."""
     if len(terms) == 1 or reduction != "sum":
-        return reduce(sum_terms(terms), reduction)
+        return reduce(sum_terms(terms), reduction, scored)
     images = [t for t in terms if t.numel() != 1]
     batch = [t for t in terms if t.numel() == 1]  # with B = 1 both kinds land here: same sum
     total = reduce(sum_terms(images), "sum") if images else None
@@ -128,7 +151,8 @@ class SegLoss(nn.Module):
         mode: "auto" (C == 1 binary, C >= 2 multiclass softmax), "binary", "multiclass" or
             "multilabel" (sigmoid per channel, each channel its own binary problem).
         reduction: "mean" (default) | "sum" | "none" (per-image vector (B,), or (1,) with
-            ``batch_dice=True``), for every loss so compounds can be added. A loss that adds
+            ``batch_dice=True``), for every loss so compounds can be added. "mean" leaves out
+            an image whose pixels are all ``ignore_index`` (it has no loss; "none" gives it 0). A loss that adds
             a per-image term (CE, focal) to a ``batch_dice`` term (combo, the focal mixtures,
             compounds) gives (B,) with the batch term in every entry for "none"; "mean" and
             "sum" count the batch term once, as the term alone would (see
@@ -136,7 +160,14 @@ class SegLoss(nn.Module):
         ignore_index: label value whose pixels contribute nothing (``None``: no ignoring).
         validate: run value checks (label range, NaN/Inf logits, soft targets in [0, 1]).
             With ``validate=False`` ``forward`` has no host-device synchronisation, and
-            ``torch.compile(..., fullgraph=True)`` traces it (the checks read values back).
+            ``torch.compile(..., fullgraph=True)`` traces it (the checks read values back);
+            labels must then be in range (the training data path checks the masks when it
+            reads them): an out-of-range label gives an IndexError or a wrong value.
+
+    Every loss computes in float32, whatever the logits' dtype (float16, bfloat16 and
+    float64 alike) and returns float32: half-precision sums
+    overflow, and the precision of ``1 - p`` comes from the other classes' share rather than
+    from wider floats. ``gradcheck`` therefore needs a float32 step (``eps=1e-3``).
     """
 
     #: losses with a per-pixel value (``pixel_loss``) set this to True
@@ -159,7 +190,7 @@ class SegLoss(nn.Module):
         check_bool("validate", validate)
         self.mode = mode
         self.reduction = reduction
-        self.ignore_index = ignore_index
+        self.ignore_index = None if ignore_index is None else int(ignore_index)  # type: ignore[call-overload]
         self.validate = validate
 
     def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
@@ -178,7 +209,8 @@ class SegLoss(nn.Module):
         return (self.per_image(inp),)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return reduce_terms(self.loss_terms(self.prepare(logits, target)), self.reduction)
+        inp = self.prepare(logits, target)
+        return reduce_terms(self.loss_terms(inp), self.reduction, inp.scored_images())
 
     def extra_repr(self) -> str:
         keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]

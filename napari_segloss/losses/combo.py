@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .base import RegionLoss, check_float, check_float_or_seq, sum_terms
 from .cross_entropy import focal_per_image
@@ -18,6 +17,7 @@ from .inputs import (
     LabelProbs,
     Prepared,
     at_least,
+    first_order_only,
     log_prob_from_complement,
     log_sigmoid,
     other_share,
@@ -76,7 +76,7 @@ class _LabelComboCE(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, g_out):  # type: ignore[override]
         probs, complement, floored, *saved = ctx.saved_tensors
         lp = LabelProbs(*saved)

@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .binary import binary_dice_sums, binary_tversky_sums, binary_wsdice_sums
 from .inputs import (
     LabelProbs,
     Prepared,
     at_least,
+    first_order_only,
     log_prob_from_complement,
     log_sigmoid,
     power,
@@ -241,7 +241,7 @@ class _LabelDiceSums(torch.autograd.Function):
         return err, den, sums[:, 2], both
 
     @staticmethod
-    @once_differentiable  # m is a constant of eq. 5; no double backward through this path
+    @first_order_only  # m is a constant of eq. 5; no double backward through this path
     def backward(ctx, g_err, g_den, _g_counts, g_both):  # type: ignore[override]
         probs, m, off_mask, *saved = ctx.saved_tensors
         lp = LabelProbs(*saved)
@@ -451,7 +451,7 @@ class _SoftmaxLabelFocal(torch.autograd.Function):
         return -log_p * scale
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, g_out):  # type: ignore[override]
         probs, log_p, scale, *saved = ctx.saved_tensors
         lp = LabelProbs(*saved)

@@ -26,6 +26,7 @@ run only when ``validate=True``; they are the only code here that synchronises w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -107,6 +108,30 @@ def log1p(z: Tensor) -> Tensor:
     return torch.log(u) - ((u - 1.0) - z) / u
 
 
+SECOND_ORDER_HELP = (
+    "this loss's gradient on integer labels is written by hand and is first-order only: "
+    "double backward (create_graph=True, e.g. a gradient penalty) would silently miss its "
+    "second-order terms. Pass a one-hot target (F.one_hot(labels, C).movedim(-1, 1).float()) "
+    "for plain autograd"
+)
+
+
+def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """``once_differentiable`` that also refuses ``create_graph=True``: when the incoming
+    gradient is a constant (a mean of per-pixel values), ``once_differentiable`` returns a
+    gradient that silently does not depend on the logits, and a gradient penalty built on it
+    added nothing."""
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def guarded(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():  # only under create_graph=True
+            raise RuntimeError(SECOND_ORDER_HELP)
+        return inner(ctx, *grads)
+
+    return guarded
+
+
 class _LogSigmoid(torch.autograd.Function):
     """``log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))`` from vectorised operations (torch's
     CPU ``log_sigmoid`` kernel is scalar code); the gradient is ``sigmoid(-x)``."""
@@ -117,9 +142,10 @@ class _LogSigmoid(torch.autograd.Function):
         return x.clamp_max(0.0).sub_(log1p(torch.exp(-x.abs())))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, g):  # type: ignore[override]
         (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable through x
+            return torch.sigmoid(-x) * g
         return torch.sigmoid(-x).mul_(g)
 
 
@@ -370,6 +396,15 @@ class Prepared:
         return bg
 
     # ----- pixel counts ----------------------------------------------------------------
+    def scored_images(self) -> Tensor | None:
+        """Float 0/1 (B,): the images with at least one valid pixel (None without
+        ``ignore_index``). A fully ignored image has no loss to give: the batch mean leaves it
+        out, as ``cross_entropy(ignore_index=...)`` averages over the kept pixels only, instead
+        of counting a 0 that scaled the other images' loss and gradients down."""
+        if self.valid is None:
+            return None
+        return self.valid.flatten(1).amax(1)
+
     def valid_count(self) -> Tensor:
         """Divisor of an image's sum of per-pixel values, float32 (B,): its number of valid
         pixels (at least 1, avoids 0/0).
@@ -559,7 +594,7 @@ def _check_sums(y: Tensor, valid: Tensor | None) -> None:
     [0, 1] check and gave a loss of nothing in particular."""
     if y.numel() == 0:
         return
-    sums = y.sum(1)
+    sums = y.detach().sum(1)
     if valid is not None:  # ignored pixels are 0 in every channel
         sums = torch.where(valid[:, 0] > 0, sums, torch.ones_like(sums))
     lo, hi = (float(v) for v in torch.aminmax(sums))
@@ -575,8 +610,8 @@ def _check_sums(y: Tensor, valid: Tensor | None) -> None:
 def _check_soft(y: Tensor, valid: Tensor | None, what: str) -> None:
     if y.numel() == 0:
         return
-    if not bool(torch.isfinite(y).all()):
+    if not bool(torch.isfinite(y.detach()).all()):
         raise ValueError(f"{what} must be finite, got NaN/Inf values")
-    lo, hi = float(y.min()), float(y.max())
+    lo, hi = (float(v) for v in torch.aminmax(y.detach()))  # a target may require grad
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{what} values must be in [0, 1], got values in [{lo:g}, {hi:g}]")

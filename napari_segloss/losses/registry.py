@@ -8,9 +8,10 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from .base import SegLoss, check_choice, reduce_terms
+from .base import SegLoss, check_choice, check_float, reduce_terms
 from .inputs import REDUCTIONS
 from .param_docs import class_summary, parameter_help
 
@@ -71,11 +72,8 @@ class CompoundLoss(nn.Module):
             raise ValueError(
                 f"weights needs one value per component ({len(components)}), got {len(weights)}"
             )
-        ws = []
-        for i, w in enumerate(weights):
-            if isinstance(w, bool) or not isinstance(w, int | float):
-                raise ValueError(f"weights[{i}] must be a real number, got {w!r}")
-            ws.append(float(w))
+        # finite and >= 0: a NaN weight made every loss NaN, a negative one maximised its term
+        ws = [check_float(f"weights[{i}]", w, 0.0) for i, w in enumerate(weights)]
         check_choice("reduction", reduction, REDUCTIONS)
         self.components = nn.ModuleList(components)
         self.weights = tuple(ws)
@@ -92,13 +90,26 @@ class CompoundLoss(nn.Module):
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
         terms: list[Tensor] = []
+        scored: list[Tensor | None] = []
         for w, c in zip(self.weights, comps, strict=True):
             c_inp = inp if inp is not None else c.prepare(logits, target)
             terms.extend(w * t for t in c.loss_terms(c_inp))
-        return reduce_terms(terms, self.reduction)
+            scored.append(c_inp.scored_images())
+        return reduce_terms(terms, self.reduction, _scored_by_any(scored))
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"
+
+
+def _scored_by_any(scored: Sequence[Tensor | None]) -> Tensor | None:
+    """The images some component scores (``None``: a component without ``ignore_index``
+    scores every image)."""
+    if any(s is None for s in scored):
+        return None
+    out = scored[0]
+    for s in scored[1:]:
+        out = torch.maximum(out, s)  # type: ignore[arg-type]
+    return out
 
 
 _REGISTRY: dict[str, type[SegLoss]] = {}

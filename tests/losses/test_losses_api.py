@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -318,3 +320,40 @@ def test_a_softmax_target_that_does_not_sum_to_one_is_refused(name: str) -> None
     get_loss(name)(torch.randn(2, 3, 4, 4), soft)
     soft[0, :, 0, 0] = 255.0
     get_loss(name, ignore_index=255)(torch.randn(2, 3, 4, 4), soft)
+
+
+def test_numpy_numbers_and_zero_d_tensors_are_numbers() -> None:
+    """alpha=torch.tensor(0.25) was read as a list of one per-class value (refused only at
+    the forward), and numpy numbers from arrays or configs were refused."""
+    import numpy as np
+
+    x, y = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    want = get_loss("focal", alpha=0.25, gamma=2.0)(x, y)
+    for alpha, gamma in [(torch.tensor(0.25), np.float32(2)), (np.float64(0.25), np.int64(2))]:
+        assert torch.equal(get_loss("focal", alpha=alpha, gamma=gamma)(x, y), want)
+    per_class = get_loss("focal", alpha=[0.2, 0.3, 0.5])(x, y)
+    assert torch.equal(get_loss("focal", alpha=np.array([0.2, 0.3, 0.5]))(x, y), per_class)
+    assert get_loss("ce", ignore_index=np.int64(255)).ignore_index == 255
+    with pytest.raises(ValueError, match="gamma must be a real number"):
+        get_loss("focal", gamma=np.bool_(True))
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [((math.nan, 1.0), "finite"), ((math.inf, 1.0), "finite"), ((-1.0, 1.0), r"\[0, inf\]")],
+)
+def test_compound_weights_must_be_finite_and_not_negative(weights, message) -> None:
+    """A NaN weight made the whole loss NaN with no word."""
+    with pytest.raises(ValueError, match=rf"weights\[0\] must be .*{message}"):
+        get_loss("ce+dice", weights=weights)
+
+
+def test_a_target_that_requires_grad_is_checked_without_a_warning() -> None:
+    import warnings
+
+    x = torch.randn(2, 3, 4, 4)
+    soft = torch.softmax(torch.randn(2, 3, 4, 4), 1).requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_loss("ce")(x, soft).backward()
+    assert soft.grad is not None

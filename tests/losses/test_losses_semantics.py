@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_segloss.losses import get_loss
+from napari_segloss.losses import get_loss, list_losses
 
 LN2 = math.log(2.0)
 
@@ -210,3 +210,74 @@ def test_wsdice_and_focal_log_wsdice_match_eq4(channels, v1, v2, settings) -> No
     expected = 7.0 * focal - torch.log(coef.clamp_min(1e-6))
     got = get_loss("focal_log_wsdice", v1=v1, v2=v2, reduction="none", **settings)(x, y)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+# ----- a fully ignored image has no loss: "mean" leaves it out -----------------------------------
+@pytest.mark.parametrize("name", sorted({*list_losses(), "ce+dice", "ce+pm_dice"}))
+@pytest.mark.parametrize("mode", ["multiclass", "binary"])
+def test_a_fully_ignored_image_leaves_the_batch_mean(name: str, mode: str) -> None:
+    """It gave 0 and counted: the loss and the gradients of the other images were scaled by
+    the share of images with valid pixels (ce 0.99 where cross_entropy gives 1.98)."""
+    gen = torch.Generator().manual_seed(0)
+    channels, classes = (3, 3) if mode == "multiclass" else (1, 2)
+    x = torch.randn(2, channels, 8, 8, generator=gen) * 2.0
+    y = torch.randint(0, classes, (2, 8, 8), generator=gen)
+    ignored = y.clone()
+    ignored[1] = 255
+    xg = x.clone().requires_grad_(True)
+    got = get_loss(name, ignore_index=255)(xg, ignored)
+    got.backward()
+    first = x[:1].clone().requires_grad_(True)
+    alone = get_loss(name)(first, y[:1])
+    alone.backward()
+    assert float(got.detach()) == pytest.approx(float(alone.detach()), rel=1e-5, abs=1e-7)
+    assert torch.allclose(xg.grad[:1], first.grad, rtol=1e-4, atol=1e-7)
+    assert float(xg.grad[1].abs().max()) == 0.0
+    # "none" keeps the per-image vector: 0 for the ignored image; "sum" adds it
+    none = get_loss(name, ignore_index=255, reduction="none")(x, ignored)
+    assert float(none[-1]) == 0.0
+
+
+def test_a_batch_with_every_pixel_ignored_gives_zero_and_a_gradient() -> None:
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = get_loss("ce+pm_dice", ignore_index=255)(x, torch.full((2, 4, 4), 255))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and float(x.grad.abs().max()) == 0.0
+
+
+# ----- double backward: refused where the gradient is written by hand, exact elsewhere ---------
+def _penalty_grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), x)
+    return gg
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "topk_ce", "pm_dice", "combo"])
+def test_double_backward_on_integer_labels_is_refused(name: str) -> None:
+    """ce's hand-written backward gave a gradient that did not depend on the logits under
+    create_graph=True: a gradient penalty built on it ran and added nothing."""
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    y = torch.randint(0, 3, (2, 6, 6))
+    with pytest.raises(RuntimeError, match=r"first-order only.*one-hot target"):
+        torch.autograd.grad(get_loss(name)(x, y), x, create_graph=True)
+    # a plain backward is unaffected
+    get_loss(name)(x, y).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_double_backward_through_one_hot_and_binary_targets_matches_torch() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 6, 6), generator=gen)
+    onehot = F.one_hot(y, 3).movedim(-1, 1).float()
+    ours, ref = x.float().requires_grad_(True), x.clone().requires_grad_(True)
+    got = _penalty_grad(get_loss("ce")(ours, onehot), ours)
+    want = _penalty_grad(F.cross_entropy(ref, y), ref)
+    assert torch.allclose(got.double(), want, rtol=1e-3, atol=1e-6)
+    xb = torch.randn(2, 1, 6, 6, generator=gen, dtype=torch.float64)
+    yb = torch.randint(0, 2, (2, 1, 6, 6), generator=gen).double()
+    ours, ref = xb.float().requires_grad_(True), xb.clone().requires_grad_(True)
+    got = _penalty_grad(get_loss("ce")(ours, yb.float()), ours)
+    want = _penalty_grad(F.binary_cross_entropy_with_logits(ref, yb), ref)
+    assert float(want.abs().max()) > 0
+    assert torch.allclose(got.double(), want, rtol=1e-3, atol=1e-6)
