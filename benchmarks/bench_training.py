@@ -3,7 +3,7 @@
 Both loops train the same model (smp U-Net), with the same loss (registry name), batch size,
 optimizer (Adam + poly LR stepped per iteration) and the same in-memory uint8 images, in the same
 process, alternating A/B/A/B so that machine noise hits both. The plain loop is what one would
-write by hand: pre-normalised tensors, ``model.train()``, forward, loss, backward, step, with
+write by hand: uint8 tensors on the device normalised per batch, ``model.train()``, forward, loss, backward, step, with
 channels-last and bf16 autocast on CUDA like ours. Ours goes through ``ArrayDataset`` +
 DataLoader + its sampler, tqdm off, ``log_every`` steps between host syncs.
 
@@ -51,7 +51,7 @@ def _config(args: argparse.Namespace, out: Path) -> dict:
             "device": args.device,
             "num_workers": args.num_workers,
             "channels_last": True,
-            "deterministic": False,
+            "deterministic": args.deterministic,
             "log_every": args.log_every,
             "overwrite": True,
         },
@@ -125,23 +125,24 @@ def run_ours(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) ->
 
 
 def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    device = torch.device(_device(args))
     torch.manual_seed(0)
     model = smp.create_model(
         "Unet", encoder_name=args.encoder, encoder_weights=None, in_channels=3, classes=args.classes
     )
     model.to(device).to(memory_format=torch.channels_last).train()
-    loss_fn = get_loss(args.loss)
+    loss_fn = get_loss(args.loss, validate=False)  # as our loop builds it: no host reads
     opt_kw = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4, **opt_kw)
     n_steps = len(images) // args.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / n_steps) ** 0.9)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    x_all = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    y_all = torch.from_numpy(masks).long()
-    if device.type == "cuda":
-        x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
+    # uint8 on the device, normalised per batch there, as our in-memory path does (a gather
+    # from host memory made the plain loop copy pageable float32 batches every step)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
+    y_all = torch.from_numpy(masks).to(device)
+    mean, std = mean.to(device), std.to(device)
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -154,9 +155,9 @@ def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -
         busy.__enter__()
     t_start = time.perf_counter()
     for it in range(n_steps):
-        idx = perm[it * args.batch_size : (it + 1) * args.batch_size]
-        x = x_all[idx].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        y = y_all[idx].to(device, non_blocking=True)
+        idx = perm[it * args.batch_size : (it + 1) * args.batch_size].to(device)
+        x = ((x_all[idx].float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+        y = y_all[idx].long()
         with autocast:
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -170,6 +171,15 @@ def run_plain(args: argparse.Namespace, images: np.ndarray, masks: np.ndarray) -
         busy.__exit__()
     total = time.perf_counter() - t_start
     return _throughput(args, marks, total, busy)
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The device both loops use; a CUDA request without CUDA is an error, not the CPU."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_training: --device cuda, but no CUDA device is visible")
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return args.device
 
 
 def main() -> None:
@@ -187,10 +197,19 @@ def main() -> None:
     p.add_argument("--num-workers", type=int, default=2 if cuda else 0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="our loop with train.deterministic: true, the config's default (deterministic "
+        "algorithms, no cuDNN autotuning); the plain loop stays autotuned",
+    )
     p.add_argument("--output", type=Path, help="append the Markdown table to this file")
     args = p.parse_args()
     if args.warmup is None:
         args.warmup = args.log_every
+    if args.steps <= args.warmup:
+        p.error(f"--steps ({args.steps}) must exceed the warm-up ({args.warmup} iterations)")
+    _device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if cuda and args.device != "cpu":
@@ -220,9 +239,10 @@ def main() -> None:
         k: statistics.median(x["img_s"] for x in v) for k, v in (("ours", ours), ("plain", plain))
     }
     ratios = [o["img_s"] / p_["img_s"] for o, p_ in zip(ours, plain, strict=True)]
-    dev = "cuda" if cuda and args.device != "cpu" else "cpu"
+    dev = _device(args)
+    mode = ", ours deterministic (the config default)" if args.deterministic else ""
     lines = [
-        f"### Training throughput: iter_train vs plain smp loop ({dev})",
+        f"### Training throughput: iter_train vs plain smp loop ({dev}{mode})",
         "",
         f"{machine_line()}. Unet-{args.encoder}, {args.classes} output channel(s), loss {args.loss}, "
         f"{args.size}x{args.size}, batch {args.batch_size}, {args.steps} steps/run "

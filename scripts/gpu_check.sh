@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU check: one command, under 8 minutes on one GPU (its steps' time limits add up to 470 s).
+# GPU check: one command, under 8 minutes on one GPU (its steps' time limits add up to 450 s).
 # Runs the CUDA tests (tests/test_gpu.py, the AMP inference test), the loss benchmark on CUDA,
-# the training-throughput benchmark (our loop against a plain smp loop) and the loss's share of
-# a training step, and writes every figure to one Markdown file.
+# the training-throughput benchmark (our loop against a plain smp loop; then 4 classes with the
+# config's default train.deterministic: true, which turns cuDNN autotuning off and sends index
+# scatters through sort-based kernels) and the loss's share of a training step, and writes every
+# figure to one Markdown file.
 #
 #   bash scripts/gpu_check.sh [REPORT]     # default REPORT: $OUT/gpu_figures.md, else benchmarks/
 #
@@ -52,12 +54,15 @@ run() {  # run NAME SECONDS COMMAND...: a step with its own time limit; failures
 }
 
 : >"$REPORT.steps"
-run "CUDA tests" 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py \
+run "CUDA tests" 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py \
     tests/engine/test_inference.py -k "cuda or gpu or amp or GPU"
-run "loss benchmark" 100 "$PY" benchmarks/bench_losses.py --device cuda --rounds 20 \
+run "loss benchmark" 80 "$PY" benchmarks/bench_losses.py --device cuda --rounds 20 \
     --losses dice,pm_dice,ce,ce+pm_dice,focal,tversky,unified_focal,topk_dice --out "$REPORT"
-run "training throughput" 140 "$PY" benchmarks/bench_training.py --device cuda --steps 120 \
+run "training throughput" 110 "$PY" benchmarks/bench_training.py --device cuda --steps 120 \
     --repeats 2 --output "$REPORT"
+run "training throughput, deterministic, 4 classes" 60 "$PY" benchmarks/bench_training.py \
+    --device cuda --steps 80 --repeats 1 --deterministic --classes 4 --loss ce+pm_dice \
+    --output "$REPORT"
 run "loss share of a step" 50 "$PY" benchmarks/bench_step_share.py --device cuda --batch 32 \
     --amp --rounds 10 --out "$REPORT"
 
@@ -67,7 +72,7 @@ run "loss share of a step" 50 "$PY" benchmarks/bench_step_share.py --device cuda
     echo
     cat "$REPORT.steps"
     echo
-    echo "CUDA test summary: $(grep -E '(passed|failed|error)' "$LOG" | grep -E '^[0-9=]' | tail -1)"
+    echo "CUDA test summary: $(grep -E '(passed|failed|error|skipped)' "$LOG" | grep -E '^[0-9=]' | tail -1)"
 } >>"$REPORT"
 rm -f "$REPORT.steps"
 echo "report: $REPORT"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["autocast_dtype", "resolve_device"]
 
 
 def _mps_available() -> bool:
@@ -49,3 +49,20 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
     if dev.type == "mps" and not _mps_available():
         raise ValueError(f"device {str(device)!r}: MPS is not available here (use auto or cpu)")
     return dev
+
+
+def autocast_dtype(device: torch.device, setting: str) -> tuple[torch.dtype, str | None]:
+    """The autocast dtype for ``train.amp_dtype`` on a CUDA ``device``, and a note when it
+    differs: a GPU without native bfloat16 (compute capability below 8.0: T4, V100, RTX 20xx)
+    gets float16 with a loss scaler, since torch emulates bfloat16 there, slower than float16
+    (``torch.cuda.is_bf16_supported()`` reports the emulation as support)."""
+    if setting != "bfloat16":
+        return torch.float16, None
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return torch.bfloat16, None
+    name = torch.cuda.get_device_name(device)
+    return torch.float16, (
+        f"mixed precision in float16 with a loss scaler: {name} (compute capability "
+        f"{major}.{minor}) has no native bfloat16 (train.amp_dtype)"
+    )

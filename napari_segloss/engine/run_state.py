@@ -42,6 +42,7 @@ from .config import (
     config_yaml,
     resolve_output,
 )
+from .devices import autocast_dtype
 from .distributed import DistInfo
 from .evaluation import EvalSettings
 from .model import build_model, check_model_names, output_stride, spatial_dims_of
@@ -714,10 +715,9 @@ def prepare_run(
     model.to(device)
     if t.channels_last:
         model.to(memory_format=memory_format)
-    use_amp = t.amp and device.type == "cuda"
-    amp_dtype = (
-        (torch.bfloat16 if t.amp_dtype == "bfloat16" else torch.float16) if use_amp else None
-    )
+    amp_dtype, amp_note = None, None
+    if t.amp and device.type == "cuda":
+        amp_dtype, amp_note = autocast_dtype(device, t.amp_dtype)
     generator = torch.Generator()
     generator.manual_seed(t.seed)
     sampler = EpochSampler(train_ds, seed=t.seed, rank=info.rank, world_size=info.world_size)
@@ -781,7 +781,7 @@ def prepare_run(
         steps_per_epoch=steps_per_epoch,
         max_iterations=max_iterations,
         meta=checkpoint_meta(cfg, train_ds),
-        notes=(workers_note,) if workers_note else (),
+        notes=tuple(n for n in (workers_note, amp_note) if n),
     )
     if ckpt is not None:
         _restore(state, ckpt)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.patches import pad_before
-from .devices import resolve_device
+from .devices import autocast_dtype, resolve_device
 
 __all__ = [
     "WHOLE_IMAGE_MAX_PIXELS",
@@ -99,12 +99,11 @@ def _validate_tile(
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    # AMP only on CUDA: bf16 where supported (no overflow, no scaler needed), else fp16.
+    # AMP only on CUDA: bf16 where the GPU has it natively (no overflow), else fp16.
     # CPU autocast is slower than float32 for convolutions on most CPUs, so it stays off.
     if not amp or device.type != "cuda":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=autocast_dtype(device, "bfloat16")[0])
 
 
 def probabilities_from_logits(logits: Tensor) -> Tensor:

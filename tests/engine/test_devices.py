@@ -90,3 +90,30 @@ def test_ctrl_c_is_announced_by_rank_0_only(
     assert interrupts.reason == "interrupted (Ctrl-C)"  # every rank stops, at the same step
     said = "stopping after the current step" in capsys.readouterr().err
     assert said is announce
+
+
+@pytest.mark.parametrize(
+    ("capability", "setting", "want", "noted"),
+    [
+        ((7, 5), "bfloat16", torch.float16, True),  # T4: bf16 is emulated, slower than fp16
+        ((7, 0), "bfloat16", torch.float16, True),  # V100
+        ((8, 0), "bfloat16", torch.bfloat16, False),  # A100
+        ((9, 0), "bfloat16", torch.bfloat16, False),  # H100
+        ((7, 5), "float16", torch.float16, False),
+        ((9, 0), "float16", torch.float16, False),
+    ],
+)
+def test_autocast_dtype_avoids_emulated_bfloat16(
+    monkeypatch: pytest.MonkeyPatch, capability, setting, want, noted
+) -> None:
+    """bf16 autocast was used on every GPU: torch.cuda.is_bf16_supported() counts the
+    emulation on compute capability < 8.0, where it is slower than fp16."""
+    from napari_segloss.engine.devices import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    dtype, note = autocast_dtype(torch.device("cuda", 0), setting)
+    assert dtype == want
+    assert (note is not None) == noted
+    if noted:
+        assert "float16" in note and "Tesla T4" in note and "train.amp_dtype" in note
