@@ -30,6 +30,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from .maps import probabilities_to_logits
+
 __all__ = [
     "LossSurface",
     "as_logits",
@@ -264,11 +266,15 @@ def soft_boundary_prediction(
     return ((1.0 - confidence) + (2.0 * confidence - 1.0) * sig).astype(np.float32)
 
 
-def as_logits(probs: np.ndarray | torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def as_logits(probs: np.ndarray | torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Foreground probabilities ``(*spatial)`` -> binary logits ``(1, 1, *spatial)`` float32.
 
     The losses take raw network outputs; ``logit(p)`` is the output a sigmoid network would
-    need to produce ``p``. ``p`` is clamped to ``[eps, 1 - eps]`` so 0/1 give finite logits.
+    need to produce ``p``. Exactly 0 and 1 become finite logits as in the Loss Explorer
+    (:func:`~napari_segloss.maps.probabilities_to_logits`: the smallest normal float32 and its
+    complement), so both give the same loss values for a hard prediction; ``eps`` clamps ``p``
+    to ``[eps, 1 - eps]`` instead (a floor of 1e-6 turns PM Dice's ``m = 0`` of a confidently
+    right pixel into ``1e-6^gamma``: 0.9855 instead of 1.0 for an eroded 0/1 mask, gamma 0.5).
     """
     p = torch.as_tensor(np.asarray(probs) if not isinstance(probs, torch.Tensor) else probs)
     if p.ndim not in (2, 3):
@@ -276,6 +282,8 @@ def as_logits(probs: np.ndarray | torch.Tensor, eps: float = 1e-6) -> torch.Tens
     p = p.to(torch.float32)
     if torch.any((p < 0) | (p > 1)) or torch.isnan(p).any():
         raise ValueError("probs must be probabilities in [0, 1]")
+    if eps is None:
+        return probabilities_to_logits(p[None, None])
     return torch.logit(p.clamp(eps, 1 - eps))[None, None]
 
 

@@ -120,20 +120,24 @@ def erode_labels(labels: np.ndarray, iterations: int) -> np.ndarray:
 def dilate_labels(labels: np.ndarray, iterations: int) -> np.ndarray:
     """Grow every foreground class by ``iterations`` pixels into the background only.
 
-    Growth never overwrites another foreground class; where two classes compete for a
-    background pixel the lower class id wins (deterministic).
+    All classes grow together, one pixel a step, each only through background: a class never
+    overwrites another nor reaches past it (growing each class alone by ``iterations`` made
+    class 1 appear beyond a thin class 2). A background pixel that two classes reach in the
+    same step goes to the lower class id (deterministic).
     """
     arr = _check_labels(labels)
     n = _check_iterations(iterations)
-    if n == 0:
-        return arr.copy()
     out = arr.copy()
-    for c in np.unique(arr)[::-1]:
-        if c == 0:
-            continue
-        grown = ndi.binary_dilation(arr == c, structure=_ball(arr.ndim), iterations=n)
-        # Reverse order so that lower ids are written last and win ties.
-        out[grown & (arr == 0)] = c
+    classes = [c for c in np.unique(arr)[::-1] if c != 0]  # lower ids written last: they win
+    ball = _ball(arr.ndim)
+    for _ in range(n):
+        free = out == 0
+        if not classes or not free.any():
+            break
+        step = out.copy()
+        for c in classes:
+            step[ndi.binary_dilation(out == c, structure=ball) & free] = c
+        out = step
     return out
 
 

@@ -216,8 +216,10 @@ def test_pm_dice_values_of_small_gammas_are_those_of_the_probabilities_given(cla
     for g, value in [(0.25, res.values[0][1]), (0.5, res.values[1][1]), (1.0, res.values[2][1])]:
         assert value == pytest.approx(_pm_dice_of(probs, gt, g), rel=5e-4), g
         m = res.modulating[[0.25, 0.5, 1.0].index(g)][1]
-        p1 = probs[0] if classes == 2 else probs[1]
-        np.testing.assert_allclose(m, np.abs((gt == 1) - p1) ** g, atol=1e-6)
+        p1 = (probs[0] if classes == 2 else probs[1]).astype(np.float64)
+        # 1 - p1 in float64, from the other classes' share as the losses take it
+        q1 = 1.0 - p1 if classes == 2 else np.delete(probs, 1, axis=0).astype(np.float64).sum(0)
+        np.testing.assert_allclose(m, np.where(gt == 1, q1, p1) ** g, atol=1e-6)
     logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
     assert torch.isfinite(logits).all()
     back = torch.sigmoid(logits) if classes == 2 else torch.softmax(logits, 1)

@@ -422,3 +422,23 @@ def test_loss_surface_restores_each_submodules_mode():
     with pytest.raises(RuntimeError, match="boom"):
         loss_surface(model, {"bad": failing}, images, targets, dirs, [0.0])
     assert model.training and model.conv.training and not model.bn.training
+
+
+def test_hard_probabilities_give_the_loss_explorer_values() -> None:
+    """A 0/1 prediction: the 1e-6 clamp of as_logits gave PM Dice (gamma 0.5) 0.9855 where the
+    Loss Explorer, from the same probabilities, gives the exact 1.0."""
+    from napari_segloss.losses import get_loss
+    from napari_segloss.maps import probabilities_to_logits
+
+    target = np.zeros((15, 17), dtype=np.int64)
+    target[4:11, 5:12] = 1
+    pred = np.zeros((15, 17), dtype=np.float32)
+    pred[5:10, 6:11] = 1.0  # eroded by one pixel
+    logits = as_logits(pred)
+    explorer_logits = probabilities_to_logits(torch.from_numpy(pred)[None, None])
+    assert torch.equal(logits, explorer_logits)
+    loss = get_loss("pm_dice", gamma=0.5)
+    y = torch.from_numpy(target)[None]
+    assert float(loss(logits, y)) == pytest.approx(float(loss(explorer_logits, y)))
+    clamped = float(loss(as_logits(pred, eps=1e-6), y))
+    assert abs(clamped - float(loss(logits, y))) > 1e-3  # what the old floor changed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,7 +73,11 @@ def test_modulating_map_confident_pixels_match_float64():
     logits = torch.tensor([30.0, 0.0, -2.0], dtype=torch.float64).view(1, 3, 1, 1)
     probs = torch.softmax(logits, 1)
     one_hot = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
-    expected = (one_hot - probs).abs().float()  # 1 - p_0 = 1.1e-13, not 0
+    expected = (one_hot - probs).abs()
+    # 1 - p_0 = 1.1e-13, not 0: the other classes' share (the float64 subtraction itself is
+    # only good to 1e-3 of it)
+    expected[:, 0] = probs[:, 1:].sum(1)
+    expected = expected.float()
     assert float(expected[0, 0]) > 0
     torch.testing.assert_close(
         modulating_map(probs, torch.zeros(1, 1, 1, dtype=torch.long), 1.0),
@@ -390,3 +396,20 @@ def test_error_map_refuses_what_is_not_a_loss(loss: object) -> None:
     logits, target = torch.randn(1, 2, 8, 8), torch.randint(0, 2, (1, 8, 8))
     with pytest.raises(ValueError, match="loss: expected a loss module such as get_loss"):
         error_map(loss, logits, target)  # type: ignore[arg-type]
+
+
+def test_modulating_map_takes_the_softmax_complement_from_the_other_classes():
+    """A right pixel at logit margin 35 over 3 classes: p_0 is 1.0 in float32, so |y - p|
+    by subtraction gave m = 0 where the loss's own m is (2e-35)^0.1 = 0.032."""
+    logits = torch.tensor([35.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    target = torch.zeros(1, 1, 1, dtype=torch.long)
+    loss = get_loss("pm_dice", gamma=0.1)
+    m = modulating_map(torch.softmax(logits, 1), target, 0.1)
+    exact = (2.0 * math.exp(-35.0)) ** 0.1
+    assert float(m[0, 0]) == pytest.approx(exact, rel=1e-5)
+    torch.testing.assert_close(m, loss.modulating_term(loss.prepare(logits, target)))
+    # probabilities that are not a softmax output keep |y - p| as given
+    loose = torch.tensor([0.5, 0.4, 0.4]).view(1, 3, 1, 1)
+    torch.testing.assert_close(
+        modulating_map(loose, target, 1.0)[0, :, 0, 0], torch.tensor([0.5, 0.4, 0.4])
+    )

@@ -201,3 +201,21 @@ def test_in_plane_does_not_leak_across_slices():
     assert p2d.shape == (1, 3, 9, 9)
     assert p2d[0, 0].sum() == 0 and p2d[0, 2].sum() == 0
     np.testing.assert_allclose(p2d[:, 1], whatif.make_whatif(a[1], "dilate", 2, softness=1.0))
+
+
+def test_dilation_grows_through_background_only() -> None:
+    """Class 1 grew past a thin class 2 into the background beyond it ([1,1,1,2,1,1,2,0]):
+    each class was dilated alone by n and the lower id written over everything it reached."""
+    labels = np.array([[0, 0, 1, 2, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(whatif.dilate_labels(labels, 3), [[1, 1, 1, 2, 2, 2, 2, 0]])
+    # two classes reaching a pixel in the same step: the lower id takes it
+    np.testing.assert_array_equal(whatif.dilate_labels(np.array([[2, 0, 1]]), 1), [[2, 1, 1]])
+    # a single class grows as a plain dilation by n
+    one = np.zeros((9, 9), dtype=np.int64)
+    one[4, 4] = 1
+    from scipy import ndimage as ndi
+
+    want = ndi.binary_dilation(
+        one == 1, structure=ndi.generate_binary_structure(2, 1), iterations=3
+    )
+    assert (whatif.dilate_labels(one, 3) == 1).sum() == want.sum()

@@ -149,6 +149,30 @@ class _LogSigmoid(torch.autograd.Function):
         return torch.sigmoid(-x).mul_(g)
 
 
+class _SigmoidPair(torch.autograd.Function):
+    """``(sigmoid(x), sigmoid(-x))`` with the gradient ``p q`` from both exact halves:
+    autograd's ``sigmoid`` backward forms ``p (1 - p)``, 0 in float32 once ``p`` rounds to 1
+    (logit 17 and more), so a confidently wrong pixel got a gradient 1e9 times too small, and
+    the smallest of the image instead of the largest."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        p, q = torch.sigmoid(x), torch.sigmoid(-x)
+        ctx.save_for_backward(p, q)
+        return p, q
+
+    @staticmethod
+    def backward(ctx, g_p, g_q):  # type: ignore[override]
+        p, q = ctx.saved_tensors  # differentiable: create_graph=True works through it
+        g = g_p if g_q is None else (-g_q if g_p is None else g_p - g_q)
+        return p * q * g
+
+
+def sigmoid_pair(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sigmoid(x), sigmoid(-x))``, each exact, with an exact gradient (:class:`_SigmoidPair`)."""
+    return _SigmoidPair.apply(x)
+
+
 def log_sigmoid(x: Tensor) -> Tensor:
     """``log(sigmoid(x))``, accurate for any float32 ``x`` (``-exp(-x)`` for large ``x``)."""
     return _LogSigmoid.apply(x)
@@ -285,11 +309,21 @@ class Prepared:
     @cached_property
     def probs(self) -> Tensor:
         x = self.logits
+        if self.mode == "multiclass" and x.shape[1] == 2:
+            # softmax of two logits as sigmoids of their difference: autograd's softmax
+            # backward p g - p sum p g cancels to 0 once a p rounds to 1, sigmoid_pair's
+            # gradient p q keeps both halves exact
+            p1, p0 = sigmoid_pair(x[:, 1:] - x[:, :1])
+            return torch.cat([p0, p1], dim=1)
         if self.mode == "multiclass":
             return torch.softmax(x, dim=1)
         if self.mode == "binary":
-            return torch.cat([torch.sigmoid(-x), torch.sigmoid(x)], dim=1)
-        return torch.sigmoid(x)
+            return torch.cat(sigmoid_pair(x)[::-1], dim=1)
+        return self._sigmoids[0]
+
+    @cached_property
+    def _sigmoids(self) -> tuple[Tensor, Tensor]:
+        return sigmoid_pair(self.logits)
 
     @cached_property
     def complement(self) -> Tensor:
@@ -298,7 +332,7 @@ class Prepared:
             return other_share(self.probs)
         if self.mode == "binary":
             return self.probs.flip(1)
-        return torch.sigmoid(-self.logits)
+        return self._sigmoids[1]
 
     @cached_property
     def binary(self) -> BinaryParts:
@@ -306,7 +340,7 @@ class Prepared:
         assert self.mode == "binary"
         x = self.logits
         y = self.labels.float() if self.labels is not None else self.target[:, 1:]
-        return BinaryParts(y, torch.sigmoid(x), torch.sigmoid(-x), self.valid)
+        return BinaryParts(y, *sigmoid_pair(x), self.valid)
 
     @cached_property
     def label_probs(self) -> LabelProbs:

@@ -335,3 +335,38 @@ def test_integer_labels_keep_the_gradient_of_a_saturated_image(name: str, margin
     torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-4 * scale)
     # softmax gradients sum to 0 over the classes at each pixel (up to float32 rounding)
     assert float(x32.grad.sum(1).abs().max()) <= 1e-4 * scale
+
+
+def _pm_dice_float64(probs: torch.Tensor, onehot: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Eq. 5 in float64, every class present: mean over classes of sum m (y - p)^2 /
+    (sum m (y^2 + p^2) + eps), ``m = |y - p|^gamma`` detached."""
+    m = (onehot - probs).abs().detach() ** gamma
+    err = (m * (onehot - probs) ** 2).flatten(2).sum(-1)
+    den = (m * (onehot**2 + probs**2)).flatten(2).sum(-1)
+    return (err / (den + 1e-6)).mean()
+
+
+@pytest.mark.parametrize(("name", "gamma"), [("dice", 0.0), ("pm_dice", 2.0), ("pm_dice", 0.5)])
+def test_a_confidently_wrong_pixel_keeps_the_largest_gradient(name: str, gamma: float) -> None:
+    """Logits of +-20 with one false positive. Binary: autograd's sigmoid backward
+    ``p (1 - p)`` was 0 once p rounded to 1, and the wrong pixel's gradient was 1e9 times too
+    small, the smallest of the image. Two softmax classes: the off-label channel of the
+    wrong pixel got 0 (``p g - p sum p g`` cancelled) instead of minus the label's."""
+    params = {"gamma": gamma} if name == "pm_dice" else {}
+    y = torch.tensor([1, 1, 0, 0]).view(1, 1, 4)
+    x = torch.tensor([20.0, 20.0, -20.0, 20.0]).view(1, 1, 1, 4)  # pixel 3: false positive
+    binary = x.clone().requires_grad_(True)
+    get_loss(name, **params)(binary, y).backward()
+    x64 = x.double().requires_grad_(True)
+    p64 = torch.cat([torch.sigmoid(-x64), torch.sigmoid(x64)], 1)
+    onehot = torch.nn.functional.one_hot(y, 2).movedim(-1, 1).double()
+    _pm_dice_float64(p64, onehot, gamma).backward()
+    torch.testing.assert_close(binary.grad.double(), x64.grad, rtol=1e-4, atol=0)
+    assert int(binary.grad.abs().argmax()) == 3
+    # the same pixels as two softmax logits [0, x], labels and one-hot alike
+    two = torch.cat([torch.zeros_like(x), x], 1)
+    for target in (y, onehot.float()):
+        z = two.clone().requires_grad_(True)
+        get_loss(name, **params)(z, target).backward()
+        torch.testing.assert_close(z.grad[:, 1].double(), x64.grad[:, 0], rtol=1e-4, atol=0)
+        torch.testing.assert_close(z.grad[:, 0], -z.grad[:, 1], rtol=0, atol=0)
