@@ -168,6 +168,26 @@ class _SigmoidPair(torch.autograd.Function):
         return p * q * g
 
 
+class _TwoClassSoftmax(torch.autograd.Function):
+    """``softmax(x, 1)`` of two channels with the gradient ``p_0 p_1 (g_1 - g_0)`` (minus it
+    for channel 0): autograd's ``p g - p sum p g`` cancels to 0 once a confidently wrong
+    ``p`` rounds to 1, where both ``p_0`` and ``p_1`` are still exact."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        p = torch.softmax(x, dim=1)
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (p,) = ctx.saved_tensors  # differentiable: create_graph=True works through it
+        p0, p1 = p.unbind(1)
+        g0, g1 = g.unbind(1)
+        d = p0 * p1 * (g1 - g0)
+        return torch.stack([-d, d], dim=1)
+
+
 def sigmoid_pair(x: Tensor) -> tuple[Tensor, Tensor]:
     """``(sigmoid(x), sigmoid(-x))``, each exact, with an exact gradient (:class:`_SigmoidPair`)."""
     return _SigmoidPair.apply(x)
@@ -310,11 +330,7 @@ class Prepared:
     def probs(self) -> Tensor:
         x = self.logits
         if self.mode == "multiclass" and x.shape[1] == 2:
-            # softmax of two logits as sigmoids of their difference: autograd's softmax
-            # backward p g - p sum p g cancels to 0 once a p rounds to 1, sigmoid_pair's
-            # gradient p q keeps both halves exact
-            p1, p0 = sigmoid_pair(x[:, 1:] - x[:, :1])
-            return torch.cat([p0, p1], dim=1)
+            return _TwoClassSoftmax.apply(x)
         if self.mode == "multiclass":
             return torch.softmax(x, dim=1)
         if self.mode == "binary":
