@@ -6,8 +6,8 @@ several focusing parameters next to how much each pixel drives each chosen loss
 (:func:`napari_segloss.maps.contribution_map`), plus the scalar loss values.
 
 Qt-free and napari-free: the napari panel runs :func:`iter_explorer` in a thread worker (it
-yields :class:`Step` progress and can be stopped between steps), and a notebook calls
-:func:`compute_explorer`.
+yields :class:`Step` progress and can be stopped between steps); :func:`compute_explorer`
+runs it to the end, for scripts and notebooks.
 """
 
 from __future__ import annotations

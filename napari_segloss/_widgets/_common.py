@@ -33,6 +33,12 @@ from qtpy.QtWidgets import (
 
 from napari_segloss.overlay import ERROR_CLASS_NAMES, ERROR_COLORS
 
+# re-exported: the panels import them from here
+from ._names import PanelError as PanelError
+from ._names import class_label as class_label
+from ._names import class_name as class_name
+from ._names import class_title as class_title
+from ._names import layer_class_names as layer_class_names
 from ._state import CHECKPOINTS
 
 if TYPE_CHECKING:
@@ -40,10 +46,6 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 TAG = "napari_segloss"
-
-
-class PanelError(ValueError):
-    """A bad selection or input in a panel; shown to the user as a message, not a traceback."""
 
 
 def same_layer(a: Layer | None, b: Layer | None) -> bool:
@@ -506,31 +508,6 @@ def spatial_shape(layer: Layer) -> tuple[int, ...]:
     """Shape without the RGB(A) channel axis of an ``rgb`` Image layer."""
     shape = tuple(image_array(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
-
-
-def layer_class_names(layer: Layer | None) -> tuple[str, ...] | None:
-    """The class names a Labels layer carries (``metadata["class_names"]``, by label value,
-    background first; set by the samples, a prediction, or you), or None."""
-    names = getattr(layer, "metadata", {}).get("class_names") if layer is not None else None
-    if isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names):
-        return tuple(names)
-    return None
-
-
-def class_name(c: int, names: Sequence[str] | None) -> str | None:
-    """Class ``c``'s name from ``class_names`` (a checkpoint's or a layer's; None without)."""
-    return names[c] if names and 0 <= c < len(names) else None
-
-
-def class_title(c: int, names: Sequence[str] | None) -> str:
-    """A class as titles name it: ``"MYO"`` with names, else ``"class 2"``."""
-    return class_name(c, names) or f"class {c}"
-
-
-def class_label(c: int, names: Sequence[str] | None) -> str:
-    """A class as the tables head it: ``"2 MYO"`` with names, else ``"class 2"``."""
-    name = class_name(c, names)
-    return f"{c} {name}" if name else f"class {c}"
 
 
 def image_and_mask(

@@ -1,4 +1,5 @@
-"""What the Compare Losses panel hands to the engine, and what it reads back (no Qt).
+"""What the Compare Losses panel hands to the engine, and what it reads back (no Qt object
+is touched here: it runs in thread workers).
 
 The panel collects its widgets into a :class:`CompareRequest` on the main thread;
 :func:`iter_request` runs it in a thread worker through
@@ -27,9 +28,9 @@ import yaml
 from napari_segloss.data.io import find_pairs, read_image, read_mask, read_nifti
 from napari_segloss.engine.compare_results import MANIFEST
 
-from ._common import PanelError
 from ._compat import preload_torch_libraries
 from ._gc import pause_collection, resume_collection
+from ._names import PanelError
 
 if TYPE_CHECKING:
     from napari_segloss.engine.events import CompareEvent

@@ -19,8 +19,8 @@ import numpy as np
 
 from napari_segloss.whatif import labels_to_probabilities, make_whatif
 
-from ._common import PanelError
 from ._compat import preload_torch_libraries
+from ._names import PanelError
 from ._workers import frame_progress
 
 if TYPE_CHECKING:

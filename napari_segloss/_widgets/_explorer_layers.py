@@ -1,5 +1,5 @@
 """The Loss Explorer's map layers: what each result is drawn as (data, title, colours), one
-list in grid order; no Qt, no napari."""
+list in grid order; plain data, no Qt or napari object is touched (the panel adds the layers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _explorer_jobs as jobs
-from ._common import class_title, layer_class_names
+from ._names import class_title, layer_class_names
 
 if TYPE_CHECKING:
     from napari_segloss.explorer import ExplorerResult

@@ -252,9 +252,6 @@ class SegmentationDataset(Dataset):
         """Raw ``(image (C, H, W), mask (H, W))`` numpy arrays of item ``index``."""
         raise NotImplementedError
 
-    def _raw_dtype(self) -> np.dtype:
-        return self._read(0)[0].dtype
-
     # -- normalisation ----------------------------------------------------------------------
     @property
     def normalization(self) -> Normalization:

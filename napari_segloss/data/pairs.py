@@ -97,7 +97,9 @@ def layer_frames(image: np.ndarray, mask: np.ndarray, *, rgb: bool) -> Frames:
 def split_frames(
     images: Sequence[np.ndarray], masks: Sequence[np.ndarray], val_fraction: float
 ) -> tuple[Frames, Frames]:
-    """``(train, validation)``: the last ``val_fraction`` of the pairs (at least one) validate.
+    """``(train, validation)``: the last ``val_fraction`` of the pairs (at least one) validate;
+    ``val_fraction = 0``: none (the validation lists are empty), as ``data.val_fraction: 0``
+    does for folders.
 
     A single pair is used for both: fine-tuning on the image in view, validation then measures
     the fit.
@@ -106,6 +108,8 @@ def split_frames(
     n = len(images)
     if n == 0:
         raise ValueError("expected at least one image/mask pair, got none")
+    if val_fraction <= 0:  # held one frame out while the run's config.yaml said 0
+        return (images, masks), ([], [])
     if n == 1:
         return (images, masks), (images, masks)
     n_val = min(n - 1, max(1, round(n * val_fraction)))

@@ -34,7 +34,6 @@ __all__ = [
     "SmoothElastic",
     "build_transform",
     "default_normalization",
-    "normalize_image",
     "resize_pair",
     "to_chw",
 ]
@@ -93,7 +92,7 @@ class Normalization:
     def device_affine(
         self, dtype: torch.dtype, device: torch.device | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(a, b)`` of shape ``(1, C, 1, 1)`` with ``standardize(scaled x) == x * a + b`` for a
+        """``(a, b)`` of shape ``(1, C, 1, 1)`` with ``(scaled x - mean) / std == x * a + b`` for a
         batch ``x`` as the dataset caches it (uint8 when ``scale == "uint8"``, else scaled float).
         """
         mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -113,15 +112,6 @@ class Normalization:
                 return np.zeros_like(arr)
             return (arr - np.float32(lo)) / np.float32(hi - lo)
         return arr.astype(np.float32)
-
-    def standardize(self, chw: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` per channel of a float ``(C, *spatial)`` or ``(B, C, ...)`` tensor."""
-        c_axis = chw.ndim - 3 if chw.ndim in (3, 4) else 0
-        shape = [1] * chw.ndim
-        shape[c_axis] = self.channels
-        mean = torch.tensor(self.mean, dtype=chw.dtype, device=chw.device).view(shape)
-        std = torch.tensor(self.std, dtype=chw.dtype, device=chw.device).view(shape)
-        return (chw - mean) / std
 
 
 def default_normalization(
@@ -160,19 +150,6 @@ def to_chw(image: np.ndarray, in_channels: int | None = None, *, name: str = "im
                 f"{name} has {image.shape[0]} channel(s) but model.in_channels={in_channels}"
             )
     return np.ascontiguousarray(image)
-
-
-def normalize_image(
-    image: np.ndarray, normalization: Normalization | dict[str, Any], in_channels: int | None = None
-) -> torch.Tensor:
-    """Raw 2D image (numpy, as read from disk or a napari layer) -> normalised float32 (C, H, W)."""
-    norm = (
-        normalization
-        if isinstance(normalization, Normalization)
-        else Normalization.from_meta(normalization)
-    )
-    chw = to_chw(image, in_channels if in_channels is not None else norm.channels)
-    return norm.standardize(torch.from_numpy(norm.scale_array(chw)))
 
 
 def resize_pair(

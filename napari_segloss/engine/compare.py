@@ -67,7 +67,6 @@ from .compare_results import (
     read_eval,
     run_folder,
     run_status,
-    summarise,
     write_heldout,
     write_tables,
 )
@@ -110,7 +109,6 @@ __all__ = [
     "metrics_from_eval",
     "parse_loss_spec",
     "run_compare",
-    "summarise",
     "write_tables",
 ]
 

@@ -70,7 +70,6 @@ __all__ = [
     "read_eval",
     "run_folder",
     "run_status",
-    "summarise",
     "write_heldout",
     "write_tables",
 ]
@@ -754,24 +753,7 @@ def read_compare(output: Path | str) -> CompareResults:
     return CompareResults(output, runs, losses, seeds, title, heldout)
 
 
-# -- the pre-generator API (kept for scripts and notebooks) -------------------------------------
-
-
-def summarise(runs: Sequence[CompareRun]) -> list[dict[str, Any]]:
-    """One row per loss (grid order): ``n_ok``, ``n_failed`` and ``<col>_mean``/``<col>_std``."""
-    results = CompareResults(Path("."), runs)
-    out = []
-    for row in results.table():
-        entry: dict[str, Any] = {
-            "loss": row.loss,
-            "name": row.name,
-            "n_ok": row.n_ok,
-            "n_failed": row.n_failed,
-        }
-        for c in results.columns:
-            entry[f"{c}_mean"], entry[f"{c}_std"] = row.mean[c], row.std[c]
-        out.append(entry)
-    return out
+# -- writing a results folder from runs alone ------------------------------------------------
 
 
 def write_tables(output: str | Path, runs: Sequence[CompareRun], *, title: str = "") -> str:

@@ -91,7 +91,7 @@ def normalise_image(
     ``scale`` in ``uint8`` (/255), ``minmax`` (this array's min..max to 0..1: for a stack of
     slices that is per volume, as the NIfTI dataset does in training) or ``none``; then
     per-channel ``(x - mean) / std``). Without it: integer images /255, float images as they are,
-    ImageNet mean/std for 3 channels, identity otherwise (the datasets' defaults).
+    ImageNet mean/std for 3 channels, identity otherwise.
     """
     norm = meta.get("normalization")
     if channel_axis not in (0, 1):

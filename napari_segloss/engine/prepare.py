@@ -53,12 +53,14 @@ class PreparedRun:
 
 def array_datasets(
     cfg: TrainConfig, train: Frames, val: Frames
-) -> tuple[ArrayDataset, ArrayDataset]:
+) -> tuple[ArrayDataset, ArrayDataset | None]:
     """``(train, validation)`` :class:`ArrayDataset` with the settings ``build_datasets`` gives
     folder data (resize, crop, augmentation, caching); validation reuses the training
-    normalisation."""
+    normalisation (None without validation frames)."""
     common = dataset_settings(cfg)
     train_ds = ArrayDataset(*train, train=True, **common)
+    if not val[0]:
+        return train_ds, None
     val_ds = ArrayDataset(*val, train=False, normalization=train_ds.normalization, **common)
     return train_ds, val_ds
 

@@ -28,8 +28,9 @@ PAPER_COMPOUNDS: tuple[str, ...] = (
 
 
 class UnknownParameterError(ValueError):
-    """A parameter that the loss (or, in a compound, none of its terms) accepts: callers that
-    take parameters from elsewhere (a config's ``loss.params``) can say where it came from."""
+    """A parameter that the loss does not accept (in a compound: none of its terms does);
+    callers that take parameters from elsewhere (a config's ``loss.params``) can say where it
+    came from."""
 
 
 class CompoundLoss(nn.Module):

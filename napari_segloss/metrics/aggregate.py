@@ -1,4 +1,4 @@
-"""Aggregate per-image metric dicts into one table (used by the CLI, the notebooks and the napari panel).
+"""Aggregate per-image metric dicts into one table (used by the CLI and the napari panels).
 
 Rows are plain dicts (no pandas needed; ``pandas.DataFrame(rows)`` works when wanted)::
 

@@ -38,8 +38,12 @@ def test_split_frames():
     (ti, tm), (vi, vm) = split_frames(images, masks, 0.2)
     assert [int(a[0, 0]) for a in ti] == [0, 1, 2, 3] and [int(a[0, 0]) for a in vi] == [4]
     assert len(tm) == 4 and len(vm) == 1
-    (ti, _), (vi, _) = split_frames(images, masks, 0.0)
-    assert len(vi) == 1  # at least one frame validates
+    (ti, _), (vi, vm) = split_frames(images, masks, 0.0)
+    # none validates, as data.val_fraction: 0 says for folders (one frame was held out while
+    # the run's config.yaml recorded 0)
+    assert len(ti) == 5 and vi == [] and vm == []
+    (ti, _), (vi, _) = split_frames(images[:1], masks[:1], 0.0)
+    assert len(ti) == 1 and vi == []
     (ti, _), (vi, _) = split_frames(images[:2], masks[:2], 0.9)
     assert len(ti) == 1  # at least one frame trains
     (ti, _), (vi, _) = split_frames(images[:1], masks[:1], 0.2)

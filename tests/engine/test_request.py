@@ -95,6 +95,18 @@ def test_prepare_layers_and_folder(tmp_path):
     assert (len(train_ds), len(val_ds)) == (2, 1)  # the last frame validates
     assert run.config.model.in_channels == 3 and run.config.model.classes == 1
     assert tuple(val_ds[0][0].shape) == (3, 32, 32)  # resized to size x size, channels first
+    # validation 0: every frame trains and none validates, as config.yaml records
+    no_val = prepare_run(
+        TrainRequest(
+            output=tmp_path / "nv",
+            layers=LayerData(frames, masks, rgb=True),
+            size=32,
+            encoder="resnet18",
+            val_fraction=0.0,
+        )
+    )
+    assert no_val.config.data.val_fraction == 0.0
+    assert len(no_val.datasets[0]) == 3 and no_val.datasets[1] is None
     folder = TrainRequest(output=tmp_path / "f", folder=sample_pairs_dir("kvasir_train"))
     run = prepare_run(folder)
     assert run.datasets is None and run.init_checkpoint is None
