@@ -39,7 +39,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 
 from ..overlay import error_labels
 from .loss_spec import LossSpec, display_name
+from .rundir import write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -269,10 +269,7 @@ def write_heldout(
         arrays[f"image_{i}"] = np.asarray(image)
         arrays[f"gt_{i}"] = np.asarray(gt, dtype=np.uint8 if gt.max(initial=0) < 256 else np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..metrics import aggregate, evaluate
 from ..progress import progress_bar
 from .checkpoint import load_checkpoint
 from .model import output_stride
-from .rundir import write_text_atomic
+from .rundir import write_atomic, write_text_atomic
 from .tiling import (
     inference_window,
     labels_from_logits,
@@ -330,7 +329,4 @@ def write_predictions(
     for i, pred in enumerate(predictions):
         dtype = np.uint8 if int(pred.max(initial=0)) < 256 else np.uint16
         arrays[f"pred_{i}"] = np.asarray(pred, dtype=dtype)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))

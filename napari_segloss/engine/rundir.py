@@ -25,9 +25,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 try:  # POSIX
     import fcntl
@@ -46,6 +46,7 @@ __all__ = [
     "RunPaths",
     "locked",
     "remove_stale_temporaries",
+    "write_atomic",
     "write_metrics_csv",
     "write_text_atomic",
 ]
@@ -96,11 +97,24 @@ class RunPaths:
             (self.root / name).unlink(missing_ok=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: readers never see half."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename:
+    readers never see half a file, and a failure (disk full, Ctrl-C) leaves neither a half
+    file nor the temporary one. (Checkpoints add an fsync: ``checkpoint.save_checkpoint``.)"""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
+    data = text.encode("utf-8")
+    write_atomic(path, lambda fh: fh.write(data))
 
 
 def write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:

@@ -105,3 +105,21 @@ def test_metrics_csv_of_an_empty_history_has_a_header(tmp_path: Path) -> None:
     write_metrics_csv(tmp_path / "metrics.csv", [{"epoch": 1, "val_dice": 0.5, "lr": 1e-3}])
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["epoch,iteration,lr,train_loss,val_dice", "1,,0.001,,0.5"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """eval.json, metrics.csv and the npz files left their ``.<name>.tmp`` behind when the
+    write failed (disk full, Ctrl-C)."""
+    from napari_segloss.engine.rundir import write_atomic, write_text_atomic
+
+    path = tmp_path / "eval.json"
+    write_text_atomic(path, "old")
+
+    def half_then_fail(fh) -> None:
+        fh.write(b"half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]

@@ -654,3 +654,14 @@ def test_a_prediction_that_lies_apart_from_the_truth_is_noted(dock, wait_idle):
         "Note: 'guess' and 'truth' do not lie alike (scale (2, 2) vs (1, 1)): napari draws them "
         "apart; results are placed and measured as 'truth'"
     )
+
+
+def test_metric_columns_are_those_evaluate_computes() -> None:
+    """The panel's table and per_image.csv name the metrics in copies of metrics.METRICS
+    (kept so that opening a panel or the CLI does not import scikit-image): they must not
+    drift."""
+    from napari_segloss._cli_io import METRIC_KEYS
+    from napari_segloss._widgets.predict_panel import METRIC_COLUMNS
+    from napari_segloss.metrics.evaluate import METRICS
+
+    assert METRIC_COLUMNS == METRIC_KEYS == METRICS
