@@ -419,8 +419,7 @@ def summarize_rows(
     ``rows`` are e.g. ``csv.DictReader`` rows (one per run: loss x seed); values are parsed as
     floats and NaN / empty cells (failed runs, undefined metrics) are skipped, and so is an
     infinite value (a run's HD95 when one image had an empty mask: bars cannot be drawn to
-    infinity; the comparison table reports it as inf, and ``counts`` minus the values used
-    tells how many were left out). The std of a single value is 0.
+    infinity; the comparison table reports it as inf). The std of a single value is 0.
 
     Returns:
         ``(means, stds, counts)``: ``means[group_value][metric]``, the same for ``stds``, and the
