@@ -427,11 +427,7 @@ def _predict_chw(
     if tuple(probs.shape[1:]) != spatial:
         probs = _resize(probs, spatial)
         scores, cut = probs, 0.5
-    k = int(probs.shape[0])
-    if k == 1:
-        labels = (scores[0] > cut).numpy().astype(np.uint8)
-    else:
-        labels = scores.argmax(0).numpy().astype(np.uint8 if k <= 256 else np.int32)
+    labels = labels_from_logits(scores[None], cut)[0].numpy()
     return labels, probs.numpy().astype(np.float32, copy=False)
 
 

@@ -114,12 +114,13 @@ def probabilities_from_logits(logits: Tensor) -> Tensor:
     return torch.softmax(logits, dim=1)
 
 
-def labels_from_logits(logits: Tensor) -> Tensor:
-    """Integer labels ``(B, *spatial)`` from logits ``(B, K, *spatial)``: ``logit > 0``
-    (probability > 0.5) for one channel, the argmax for several (as :func:`predict` does);
-    uint8 up to 256 classes, int32 above (uint8 would wrap class 256 to 0)."""
+def labels_from_logits(logits: Tensor, threshold: float = 0.0) -> Tensor:
+    """Integer labels ``(B, *spatial)`` from scores ``(B, K, *spatial)``: ``score >
+    threshold`` for one channel (logits: 0, probabilities: 0.5), the argmax for several; uint8
+    up to 256 classes, int32 above (uint8 would wrap class 256 to 0). The one rule of
+    validation, eval.json and ``predict``."""
     if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).to(torch.uint8)
+        return (logits[:, 0] > threshold).to(torch.uint8)
     return logits.argmax(1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32)
 
 
