@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from .losses import SHARED_PARAMS, get_loss, list_losses, loss_parameters
-from .maps import PROB_FLOOR, contribution_map, modulating_map, probabilities_to_logits
+from .maps import (
+    PROB_FLOOR,
+    SOFTMAX_SUM_TOLERANCE,
+    contribution_map,
+    modulating_map,
+    probabilities_to_logits,
+)
 from .metrics.inputs import as_labels
 
 __all__ = [
@@ -54,7 +60,7 @@ PLUMBING_PARAMS = frozenset(SHARED_PARAMS)
 #: contribution maps share one upper contrast limit: this percentile over all of them
 CLIM_PERCENTILE = 99.5
 #: how far the class probabilities of a pixel may sum from 1 (float16 softmax, tiled blending)
-SUM_TOLERANCE = 5e-3
+SUM_TOLERANCE = SOFTMAX_SUM_TOLERANCE  # the one rule, shared with maps.modulating_map
 #: a probability this close to 0 or 1 is certain (a hard prediction)
 _HARD = 1e-6
 #: a contribution map at most this large everywhere is flat: no pixel drives the loss. A

@@ -26,6 +26,7 @@ from .losses.inputs import mask_ignored, other_share
 __all__ = [
     "MAP_KINDS",
     "PROB_FLOOR",
+    "SOFTMAX_SUM_TOLERANCE",
     "contribution_map",
     "error_map",
     "modulating_map",
@@ -233,12 +234,19 @@ def probabilities_to_logits(probs: torch.Tensor) -> torch.Tensor:
 def _softmax_error(y: Tensor, p: Tensor) -> Tensor:
     """``|y - p|`` of softmax probabilities with ``1 - p`` from the other channels' share, as
     the losses take it: a confident ``p = 1 - 2e-35`` is 1.0 in float32, and ``m = 0`` where
-    PM Dice's own ``m`` is ``(2e-35)^gamma``. Probabilities that do not sum to 1 over the
-    channels (not a softmax output) keep the subtraction."""
-    sums = p.sum(1)
-    if bool(((sums - 1.0).abs() <= 1e-3).all()):
-        return abs_error(y, p, other_share(p))
-    return (y - p).abs_()
+    PM Dice's own ``m`` is ``(2e-35)^gamma``. Each pixel is taken as the losses see it once
+    turned into logits (:func:`probabilities_to_logits`, then softmax): divided by its sum.
+    A pixel whose channels do not sum to 1 within ``SOFTMAX_SUM_TOLERANCE`` (not a softmax
+    output) keeps the plain subtraction."""
+    sums = p.sum(1, keepdim=True)
+    exact = abs_error(y, p / sums, other_share(p) / sums)
+    plain = (y - p).abs_()
+    return torch.where((sums - 1.0).abs() <= SOFTMAX_SUM_TOLERANCE, exact, plain)
+
+
+#: how far from 1 a pixel's probabilities may sum and still be read as a softmax output (the
+#: Loss Explorer accepts probability images within the same tolerance)
+SOFTMAX_SUM_TOLERANCE = 5e-3
 
 
 def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:

@@ -413,3 +413,17 @@ def test_modulating_map_takes_the_softmax_complement_from_the_other_classes():
     torch.testing.assert_close(
         modulating_map(loose, target, 1.0)[0, :, 0, 0], torch.tensor([0.5, 0.4, 0.4])
     )
+
+
+def test_modulating_map_is_exact_per_pixel_within_the_explorers_tolerance():
+    """A pixel summing to 1.003 (within the Loss Explorer's tolerance) switched every pixel to
+    the subtraction: a confident right pixel's m was 0 where the loss's is 1.4e-4."""
+    from napari_segloss.explorer import probabilities_to_logits
+
+    probs = torch.tensor([[1.0, 1e-8, 1e-8], [0.5, 0.3, 0.203]]).T.reshape(1, 3, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    m = modulating_map(probs, target, 0.5)
+    loss = get_loss("pm_dice", gamma=0.5)
+    want = loss.modulating_term(loss.prepare(probabilities_to_logits(probs), target))
+    assert float(m[0, 0, 0, 0]) == pytest.approx(math.sqrt(2e-8), rel=1e-3)
+    torch.testing.assert_close(m, want, rtol=1e-5, atol=1e-7)

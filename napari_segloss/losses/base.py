@@ -152,7 +152,8 @@ class SegLoss(nn.Module):
             "multilabel" (sigmoid per channel, each channel its own binary problem).
         reduction: "mean" (default) | "sum" | "none" (per-image vector (B,), or (1,) with
             ``batch_dice=True``), for every loss so compounds can be added. "mean" leaves out
-            an image whose pixels are all ``ignore_index`` (it has no loss; "none" gives it 0). A loss that adds
+            an image whose pixels are all ``ignore_index`` (it has no loss of its own; "none"
+            gives it 0, plus a ``batch_dice`` term where the loss has one). A loss that adds
             a per-image term (CE, focal) to a ``batch_dice`` term (combo, the focal mixtures,
             compounds) gives (B,) with the batch term in every entry for "none"; "mean" and
             "sum" count the batch term once, as the term alone would (see

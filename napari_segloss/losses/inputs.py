@@ -144,8 +144,8 @@ class _LogSigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiable through x
-            return torch.sigmoid(-x) * g
+        if torch.is_grad_enabled():  # create_graph=True: differentiable through x, exactly
+            return sigmoid_pair(x)[1] * g  # (autograd's sigmoid backward rounds 1 - q to 0)
         return torch.sigmoid(-x).mul_(g)
 
 

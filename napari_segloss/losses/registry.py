@@ -8,10 +8,9 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from .base import SegLoss, check_choice, check_float, reduce_terms
+from .base import SegLoss, check_choice, check_float, reduce_terms, sum_terms
 from .inputs import REDUCTIONS
 from .param_docs import class_summary, parameter_help
 
@@ -91,26 +90,19 @@ class CompoundLoss(nn.Module):
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
         terms: list[Tensor] = []
-        scored: list[Tensor | None] = []
+        means: list[Tensor] = []
         for w, c in zip(self.weights, comps, strict=True):
             c_inp = inp if inp is not None else c.prepare(logits, target)
-            terms.extend(w * t for t in c.loss_terms(c_inp))
-            scored.append(c_inp.scored_images())
-        return reduce_terms(terms, self.reduction, _scored_by_any(scored))
+            c_terms = [w * t for t in c.loss_terms(c_inp)]
+            terms.extend(c_terms)
+            if self.reduction == "mean":  # each over the images it scores (its ignore_index)
+                means.append(reduce_terms(c_terms, "mean", c_inp.scored_images()))
+        if means:
+            return sum_terms(means)
+        return reduce_terms(terms, self.reduction)
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"
-
-
-def _scored_by_any(scored: Sequence[Tensor | None]) -> Tensor | None:
-    """The images some component scores (``None``: a component without ``ignore_index``
-    scores every image)."""
-    if any(s is None for s in scored):
-        return None
-    out = scored[0]
-    for s in scored[1:]:
-        out = torch.maximum(out, s)  # type: ignore[arg-type]
-    return out
 
 
 _REGISTRY: dict[str, type[SegLoss]] = {}

@@ -281,3 +281,29 @@ def test_double_backward_through_one_hot_and_binary_targets_matches_torch() -> N
     want = _penalty_grad(F.binary_cross_entropy_with_logits(ref, yb), ref)
     assert float(want.abs().max()) > 0
     assert torch.allclose(got.double(), want, rtol=1e-3, atol=1e-6)
+
+
+def test_compound_parts_with_their_own_ignore_index_each_average_their_images() -> None:
+    """ce ignoring label 2 next to a dice that ignores nothing: image 1 (all 2) counted in
+    ce's mean as a 0 because dice scores it (1.36 instead of 2.18)."""
+    from napari_segloss.losses import CompoundLoss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, generator=gen)
+    y = torch.randint(0, 3, (2, 4, 4), generator=gen)
+    y[1] = 2
+    ce, dice = get_loss("ce", ignore_index=2), get_loss("dice")
+    both = CompoundLoss([ce, dice])(x, y)
+    assert float(both) == pytest.approx(float(ce(x, y)) + float(dice(x, y)), rel=1e-6)
+    assert float(ce(x, y)) == pytest.approx(float(ce(x[:1], y[:1])), rel=1e-6)
+
+
+def test_double_backward_of_a_saturated_binary_pixel_matches_float64() -> None:
+    """Under create_graph the log-sigmoid's gradient sigmoid(-x) was differentiated by
+    autograd as q (1 - q): 0 at logit -20 where the exact second derivative is -p q."""
+    x = torch.tensor([-20.0, -17.0, 3.0, 12.0]).view(1, 1, 1, 4)
+    y = torch.tensor([1, 1, 0, 1]).view(1, 1, 4)
+    ours, ref = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+    got = _penalty_grad(get_loss("ce")(ours, y), ours)
+    want = _penalty_grad(F.binary_cross_entropy_with_logits(ref, y[:, None].double()), ref)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=0)
