@@ -187,6 +187,8 @@ class ExplorerResult:
     flat: list[str] = field(default_factory=list)
     #: every pixel predicts the same class with certainty (no edge that softness could blur)
     uniform: bool = False
+    #: every probability is 0 or 1 (a labels layer, a what-if without softness)
+    hard: bool = False
 
 
 def _checked_inputs(
@@ -235,8 +237,8 @@ def iter_explorer(
     if c == 1 and cls == 0:
         res.prediction = 1.0 - res.prediction
     flat_p = p.flatten(2)  # (1, C, pixels)
-    hard = bool(((flat_p <= _HARD) | (flat_p >= 1 - _HARD)).all())
-    res.uniform = hard and bool((flat_p.amax(-1) - flat_p.amin(-1) <= _HARD).all())
+    res.hard = bool(((flat_p <= _HARD) | (flat_p >= 1 - _HARD)).all())
+    res.uniform = res.hard and bool((flat_p.amax(-1) - flat_p.amin(-1) <= _HARD).all())
     for i, spec in enumerate(losses):
         yield Step(i, total, spec.label)
         module = spec.build()
@@ -306,12 +308,27 @@ def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) ->
     )
     where = f" (slice {z})" if z is not None else ""
     return (
-        f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
-        f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-        f"m = |y − p|^γ{where}"
-    ) + (
-        f". {', '.join(res.flat)}: no gradient at any pixel (blank map): " + why if res.flat else ""
+        (
+            f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
+            f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
+            f"m = |y − p|^γ{where}"
+        )
+        + (
+            f". {', '.join(res.flat)}: no gradient at any pixel (blank map): " + why
+            if res.flat
+            else ""
+        )
+        + (_HARD_VALUES if res.hard and not res.uniform else "")
     )
+
+
+#: what the values of a hard 0/1 prediction mean (they look broken otherwise: PM Dice 1.0 at
+#: every gamma, cross-entropy in the tens)
+_HARD_VALUES = (
+    ". A hard 0/1 prediction: m is 0 on right pixels and 1 on wrong ones, so every class with a "
+    "wrong pixel scores 1 in PM Dice whatever γ (binary: 1 as soon as one pixel is wrong), and "
+    f"a wrong pixel's cross-entropy is −ln {PROB_FLOOR:.2g} = {-math.log(PROB_FLOOR):.1f}"
+)
 
 
 def compute_explorer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import subprocess
 import sys
 
@@ -338,3 +339,20 @@ def test_a_ticked_pm_dice_and_its_gamma_in_the_list_make_one_value_row() -> None
     labels = [label for label, _ in res.values]
     assert labels == ["pm_dice(gamma=2)", "pm_dice(gamma=1)"], labels
     assert len(res.modulating) == 2  # both γ maps are still drawn
+
+
+def test_the_values_of_a_hard_prediction_are_explained():
+    """A labels layer as the prediction: PM Dice read 1.0000 at every gamma and ce 64, with
+    nothing saying why (they are right: m is 0 or 1, and p = 0 is floored at 1.2e-38)."""
+    gt = np.zeros((20, 20), np.int64)
+    gt[5:15, 5:15] = 1
+    hard = np.zeros((20, 20), np.float32)
+    hard[6:15, 5:15] = 1.0  # one row of the square missed: 10 of 400 pixels wrong
+    res = explorer.compute_explorer(hard, gt, [explorer.LossSpec("ce")], [0.5, 2.0])
+    values = dict(res.values)
+    assert values["pm_dice(gamma=0.5)"] == pytest.approx(1.0, abs=1e-6)
+    assert values["ce"] == pytest.approx(10 / 400 * -math.log(explorer.PROB_FLOOR), rel=1e-4)
+    said = explorer.summary(res)
+    assert "A hard 0/1 prediction" in said and "87.3" in said
+    soft = explorer.compute_explorer(np.clip(hard, 0.1, 0.9), gt, [explorer.LossSpec("ce")], [2.0])
+    assert "hard 0/1" not in explorer.summary(soft)

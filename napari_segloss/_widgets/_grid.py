@@ -45,6 +45,15 @@ PAINT_LATER_MS = 20
 AFTER_PAINT = Pause(PAINT_LATER_MS)
 
 
+def show_maps_hidden_together(maps: list[Any]) -> None:
+    """Show ``maps`` again when every one is hidden: they were hidden together (the panel
+    closed, the Predict panel's overlay shown) and the grid is wanted back. A map the user
+    hid alone stays hidden."""
+    if maps and not any(layer.visible for layer in maps):
+        for layer in maps:
+            layer.visible = True
+
+
 def canvas_widget(viewer: napari.Viewer) -> QWidget | None:
     """napari's OpenGL canvas widget; None when this napari hides it elsewhere."""
     try:

@@ -55,8 +55,13 @@ class LivePlot(FigureCanvasQTAgg):
         (self._l_step,) = self.ax_loss.plot([], [], color="#7f7f7f", lw=0.8, label="train (step)")
         (self._l_train,) = self.ax_loss.plot([], [], "o-", color="#4fa3ff", ms=3, label="train")
         (self._l_val,) = self.ax_loss.plot([], [], "s-", color="#ff9f40", ms=3, label="val")
-        (self._l_dice,) = self.ax_dice.plot([], [], "o-", color="#59d46b", ms=3)
+        # validation's colour and marker, as the legend names them
+        (self._l_dice,) = self.ax_dice.plot([], [], "s-", color="#ff9f40", ms=3)
         self.ax_dice.set_ylim(0, 1)
+        self._no_val = self.ax_dice.text(
+            0.5, 0.5, "", transform=self.ax_dice.transAxes, ha="center", va="center",
+            color=_FG, fontsize=7,
+        )  # fmt: skip
         # under the plots, not in them: a legend inside hid the first epoch's points
         fig = self.figure
         fig.legends.clear()
@@ -98,11 +103,13 @@ class LivePlot(FigureCanvasQTAgg):
         self._l_train.set_data(x, [e["train_loss"] for e in self.epochs])
         self._l_val.set_data(x, [e["val_loss"] for e in self.epochs])
         self._l_dice.set_data(x, [e["val_dice"] for e in self.epochs])
+        no_val = bool(self.epochs) and not any(math.isfinite(e["val_dice"]) for e in self.epochs)
+        self._no_val.set_text("no validation\n(validation 0)" if no_val else "")
         # both plots span the run from its start (epoch 0), whole epochs as ticks
         last = max([1.0, *x, *(step[0] for step in self.steps)])
         for ax in (self.ax_loss, self.ax_dice):
             ax.relim(visible_only=True)
             ax.autoscale_view(scaley=ax is self.ax_loss)
-            ax.set_xlim(-0.04 * last, 1.04 * last)
+            ax.set_xlim(-0.06 * last, 1.06 * last)  # the last epoch's markers whole
         if self.isVisible():  # else drawn when shown
             self.draw_idle()

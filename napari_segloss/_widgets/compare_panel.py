@@ -220,6 +220,9 @@ class CompareLossesWidget(QWidget):
         self.results_table = ResultsTable(page)
         self.results_table.setMinimumHeight(110)
         lay.addWidget(self.results_table)
+        self.evidence_note = QLabel(page)  # what the numbers rest on (images, size, seeds)
+        self.evidence_note.setWordWrap(True)
+        lay.addWidget(self.evidence_note)
         self.offer_button = QPushButton("Use in Predict && Compare", page)
         self.offer_button.setToolTip(
             "offer the selected loss' best checkpoint to Predict & Compare"
@@ -476,6 +479,7 @@ class CompareLossesWidget(QWidget):
             return
         rank_by = self.rank_combo.currentData()
         self.results_table.fill(self.results, rank_by)
+        self.evidence_note.setText(self.results.evidence())
         best = self.results.best(rank_by)
         if best is not None and best.checkpoint is not None:
             CHECKPOINTS.add(best.checkpoint)  # Predict & Compare selects it at once

@@ -69,13 +69,10 @@ from ._common import (
     upsert_layer,
 )
 from ._compat import guard_triton
-from ._explorer_layers import (
-    Wanted,
-    wanted_layers,
-)
+from ._explorer_layers import Wanted, wanted_layers
 from ._forms import ClassSpinBox, GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
-from ._grid import GridView
+from ._grid import GridView, show_maps_hidden_together
 from ._layout import PageStack, ValuesTable, align_label_columns, form_page, form_row, scrollable
 from ._workers import ProgressRow, TaskQueue, one_shot_timer, progress_worker
 
@@ -89,7 +86,6 @@ if TYPE_CHECKING:
 
 PANEL = "loss_explorer"
 
-
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0, 5.0)
 DEFAULT_LOSSES = ("dice", "ce")
 SOURCES = ("what-if from ground truth", "probability image", "labels layer", "checkpoint")
@@ -100,17 +96,12 @@ _EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits
 _LINE_HEIGHT_TEXT = "ÅÉÑŐjgpqy"
 
 
+#: what a live update that cannot run says first when maps are shown
+_STALE = "the maps shown are from the previous inputs:"
+
+
 class MissingInput(PanelError):
     """An input that is not there yet (live updates wait quietly for it)."""
-
-
-def _show_maps_hidden_together(maps: list[Any]) -> None:
-    """Show ``maps`` again when every one is hidden: they were hidden together (the panel
-    closed, the Predict panel's overlay shown) and the grid is wanted back. A map the user
-    hid alone stays hidden."""
-    if maps and not any(layer.visible for layer in maps):
-        for layer in maps:
-            layer.visible = True
 
 
 class LossExplorerWidget(QWidget):
@@ -256,7 +247,8 @@ class LossExplorerWidget(QWidget):
         self.grid_check = CheckBox(
             text="side by side (grid)",
             value=True,
-            tooltip="one titled grid cell per map; untick to get your previous layout back",
+            tooltip="one titled grid cell per map; untick for your previous grid and view (the "
+            "maps stay, as layers: hide them with their eye)",
         )
         self.update_button = QPushButton("Update maps", self)
         self.update_button.clicked.connect(lambda: self.update_maps(explicit=True))
@@ -557,11 +549,17 @@ class LossExplorerWidget(QWidget):
         except MissingInput as exc:
             if explicit:
                 self.status.error(self._noted(str(exc), True))
+            elif self.map_layers():  # the maps shown no longer match the form: say so
+                self.status.error(self._noted(f"{_STALE} waiting for inputs: {exc}", True))
             else:
                 self.status.info(self._noted(f"waiting for inputs: {exc}", True))
             return
         except PanelError as exc:
-            self.status.error(self._noted(str(exc), True), notify=explicit)
+            stale = not explicit and bool(self.map_layers())
+            text = f"{_STALE} {exc}" if stale else str(exc)
+            # a live change that cannot be drawn over maps still shown pops up (the status
+            # line may be scrolled away), or the old maps would pass for new
+            self.status.error(self._noted(text, True), notify=explicit or stale)
             return
         self._explicit = explicit
         if not self._gc_pause.active:
@@ -643,7 +641,7 @@ class LossExplorerWidget(QWidget):
             self.class_spin.max = max(res.num_classes - 1, 1)
         self.class_spin.set_names(layer_class_names(info["gt_layer"]))
         wanted = wanted_layers(res, info)
-        grid = self.grid_check.value
+        grid, explicit = self.grid_check.value, self._explicit
         exists = {w[0] for w in wanted if find_owned(self.viewer, PANEL, w[0]) is not None}
         new = [w[0] for w in wanted if w[0] not in exists]
         placed: dict[str, Any] = {}  # key -> layer, as they are drawn
@@ -655,8 +653,8 @@ class LossExplorerWidget(QWidget):
             remove_owned(self.viewer, PANEL, [w[0] for w in wanted])
             rename_layers([(find_owned(self.viewer, PANEL, k), n) for k, _, n, _ in wanted
                            if k in exists])  # fmt: skip
-            if grid:
-                _show_maps_hidden_together(self.map_layers())
+            if grid or explicit:  # Update maps shows maps that Predict's overlay hid
+                show_maps_hidden_together(self.map_layers())
             cells = sum(bool(ly.visible) for ly in self.viewer.layers) + len(new)
             shown = grid and self.grid_view.show(cells)
             self._drawing.run_next(self.grid_view.reveal_steps())  # a grid grown anew
@@ -746,7 +744,7 @@ class LossExplorerWidget(QWidget):
         if not on:
             self._drawing.run([*view.decorate_steps([], []), view.restore])
         elif layers := self.map_layers():
-            _show_maps_hidden_together(layers)
+            show_maps_hidden_together(layers)
             decorate = view.decorate_steps(layers, self._user_layers())
             self._drawing.run([view.show, view.held_paint.release, *decorate, view.fit_view])
             if self._slice_moved:  # while the maps were hidden: now they are seen

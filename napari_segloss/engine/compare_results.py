@@ -233,6 +233,17 @@ def run_status(run_dir: Path) -> str:
     return "pending"
 
 
+def _config_size(run_dir: Path) -> list[int] | None:
+    """``data.size`` of a run's config.yaml (None: unreadable, or images kept at their size)."""
+    import yaml
+
+    try:
+        size = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {})["data"]["size"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return [int(v) for v in size] if isinstance(size, list) and size else None
+
+
 def read_eval(run: CompareRun) -> dict[str, Any] | None:
     """Read ``run``'s eval.json into ``run.metrics`` (status ``ok``); an unreadable one makes
     the run ``failed``. Returns the payload (None when unreadable)."""
@@ -595,6 +606,27 @@ class CompareResults:
         self.runs_csv(self.output / "runs.csv")
         self.to_csv(self.output / "results.csv", rank_by)
         return self.to_markdown(self.output / "results.md", rank_by)
+
+    def evidence(self) -> str:
+        """What each number of the table rests on, in words: the images a run was scored on
+        (from its eval.json), the size they were scored at (``data.size`` of its
+        config.yaml: distances are in its pixels) and the seeds; a warning when one image
+        or one seed cannot tell losses apart. Empty without a finished run."""
+        done = [r for r in self.runs if r.status == "ok"]
+        data = self._eval(done[0]) if done else None
+        if data is None:
+            return ""
+        n, split = int(data.get("num_images") or 0), str(data.get("split") or "validation")
+        text = f"each run scored on {n} {split} image{'' if n == 1 else 's'}"
+        size = _config_size(done[0].run_dir)
+        units = str(data.get("distance_units") or "pixels")
+        if size is not None:
+            text += f" resized to data.size {size} (HD95 in {units} of that size)"
+        seeds = len({r.seed for r in done})
+        text += f", {seeds} seed{'' if seeds == 1 else 's'}"
+        if n < 5 or seeds < 2:
+            text += ": too little to rank losses (add images or seeds)"
+        return text
 
     # -- overlays
     def _eval(self, run: CompareRun) -> dict[str, Any] | None:

@@ -158,6 +158,9 @@ def test_two_losses_on_kvasir_train(dock, wait_idle, tmp_path, qtbot):
     best = results.best("mDice")
     best_row = table.displayed_losses().index(best.loss)
     assert table.item(best_row, 0).text().startswith("★ ") and table.item(best_row, 0).font().bold()
+    # under the table: what the numbers rest on (one seed here: too little to rank)
+    assert widget.evidence_note.text() == results.evidence()
+    assert "1 seed: too little to rank losses" in widget.evidence_note.text()
     # sortable: by mDice, highest first
     table.sortItems(1, Qt.SortOrder.DescendingOrder)
     by_dice = sorted(rows, key=lambda row: -row.mean["mDice"])

@@ -1317,3 +1317,27 @@ def test_an_emptied_parameter_field_means_its_default(dock, wait_idle):
     assert "weight" in form.editors, list(form.editors)
     form.editors["weight"].setText("")  # was "expected a number or Python literal, got ''"
     assert form.values() == {}  # the default, None
+
+
+def test_a_live_change_that_cannot_be_drawn_says_the_maps_are_old(dock, wait_idle, warnings_shown):
+    """With maps drawn, switching the prediction to 'labels layer' with no such layer left the
+    old what-if maps and values on screen with a note below the fold: they passed for new."""
+    _viewer, widget, _image, _mask = _kvasir(dock, wait_idle)
+    assert widget.map_layers() and not widget.status.is_error
+    widget.source.value = "labels layer"
+    wait_idle(widget)
+    assert widget.status.is_error
+    assert widget.status.text().startswith("the maps shown are from the previous inputs:")
+
+
+def test_update_maps_shows_the_maps_the_predict_overlay_hid(dock, wait_idle):
+    """Predict & Compare hides the maps and turns the grid off; Update maps recomputed them
+    and left them hidden, showing nothing new."""
+    _viewer, widget, _image, _mask = _kvasir(dock, wait_idle)
+    for layer in widget.map_layers():
+        layer.visible = False
+    widget.grid_check.value = False
+    wait_idle(widget)
+    widget.update_maps()
+    wait_idle(widget)
+    assert widget.map_layers() and all(layer.visible for layer in widget.map_layers())

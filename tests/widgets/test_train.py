@@ -4,6 +4,7 @@ napari's activity), Stop, and messages for bad selections."""
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from pathlib import Path
@@ -699,3 +700,20 @@ def test_a_stop_before_the_first_step_shows_no_empty_plot(
     assert widget.last_result.stopped and "no step ran, nothing was written" in text, text
     assert "nothing saved" not in text  # said once
     assert widget.plot.isHidden()
+
+
+def test_the_live_plot_says_there_is_no_validation(qtbot):
+    """Validation 0: the 'val mean Dice' axes stayed empty with nothing saying why; the
+    validation Dice was green while the legend's validation is orange."""
+    from napari_segloss._widgets._plot import LivePlot
+
+    plot = LivePlot()
+    qtbot.addWidget(plot)
+    plot.add_epoch(1, 0.5, math.nan, math.nan)
+    plot.flush()
+    assert plot._no_val.get_text() == "no validation\n(validation 0)"
+    assert plot._l_dice.get_color() == plot._l_val.get_color()
+    plot.clear()
+    plot.add_epoch(1, 0.5, 0.6, 0.7)
+    plot.flush()
+    assert plot._no_val.get_text() == ""
