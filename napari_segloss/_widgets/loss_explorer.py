@@ -96,10 +96,6 @@ _EXPECTED_TEXT = ("prediction p(class 1)", "|∂L/∂z| contribution |dL/dlogits
 _LINE_HEIGHT_TEXT = "ÅÉÑŐjgpqy"
 
 
-#: what a live update that cannot run says first when maps are shown
-_STALE = "the maps shown are from the previous inputs:"
-
-
 class MissingInput(PanelError):
     """An input that is not there yet (live updates wait quietly for it)."""
 
@@ -547,19 +543,17 @@ class LossExplorerWidget(QWidget):
         try:
             job, info = self._collect()
         except MissingInput as exc:
-            if explicit:
-                self.status.error(self._noted(str(exc), True))
-            elif self.map_layers():  # the maps shown no longer match the form: say so
-                self.status.error(self._noted(f"{_STALE} waiting for inputs: {exc}", True))
+            text = self._noted(str(exc) if explicit else f"waiting for inputs: {exc}", True)
+            if explicit or self.map_layers():  # red once maps are shown: they are out of date
+                self.status.error(text, notify=explicit)
             else:
-                self.status.info(self._noted(f"waiting for inputs: {exc}", True))
+                self.status.info(text)
             return
         except PanelError as exc:
-            stale = not explicit and bool(self.map_layers())
-            text = f"{_STALE} {exc}" if stale else str(exc)
-            # a live change that cannot be drawn over maps still shown pops up (the status
+            # a live change that cannot be drawn over maps still shown pops up too (the status
             # line may be scrolled away), or the old maps would pass for new
-            self.status.error(self._noted(text, True), notify=explicit or stale)
+            stale = bool(self.map_layers())
+            self.status.error(self._noted(str(exc), True), notify=explicit or stale)
             return
         self._explicit = explicit
         if not self._gc_pause.active:

@@ -616,7 +616,8 @@ class CompareResults:
         data = self._eval(done[0]) if done else None
         if data is None:
             return ""
-        n, split = int(data.get("num_images") or 0), str(data.get("split") or "validation")
+        n, split = int(data.get("num_images") or 0), str(data.get("split") or "val")
+        split = {"val": "validation"}.get(split, split)
         text = f"each run scored on {n} {split} image{'' if n == 1 else 's'}"
         size = _config_size(done[0].run_dir)
         units = str(data.get("distance_units") or "pixels")

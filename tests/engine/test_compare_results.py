@@ -242,7 +242,7 @@ def test_evidence_says_what_the_table_rests_on(tmp_path: Path) -> None:
     assert read_compare(root).evidence().startswith("each run scored on 0 test images")
     for run_dir in (root / "runs").glob("*/seed*"):
         data = json.loads((run_dir / "eval.json").read_text())
-        data.update(num_images=1, split="validation", distance_units="pixels")
+        data.update(num_images=1, split="val", distance_units="pixels")
         (run_dir / "eval.json").write_text(json.dumps(data))
         (run_dir / "config.yaml").write_text("data:\n  size: [64, 64]\n")
     said = read_compare(root).evidence()
