@@ -307,11 +307,14 @@ def summary(res: ExplorerResult, relative: bool = True, z: int | None = None) ->
         "or a what-if with softness > 0) has a gradient"
     )
     where = f" (slice {z})" if z is not None else ""
+    # several classes: the class box picks the prediction and m maps, not the contributions
+    classes = f" summed over the {res.num_classes} classes" if res.num_classes > 2 else ""
+    of_class = " of the class picked" if res.num_classes > 2 else ""
     return (
         (
-            f"{len(res.contributions)} contribution map(s) |∂L/∂z| ({units}; one shared colour "
-            f"scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice modulating map(s) "
-            f"m = |y − p|^γ{where}"
+            f"{len(res.contributions)} contribution map(s) |∂L/∂z|{classes} ({units}; one "
+            f"shared colour scale 0–{res.clim[1]:.3g}) and {len(res.modulating)} PM-Dice "
+            f"modulating map(s) m = |y − p|^γ{of_class}{where}"
         )
         + (
             f". {', '.join(res.flat)}: no gradient at any pixel (blank map): " + why

@@ -356,3 +356,16 @@ def test_the_values_of_a_hard_prediction_are_explained():
     assert "A hard 0/1 prediction" in said and "87.3" in said
     soft = explorer.compute_explorer(np.clip(hard, 0.1, 0.9), gt, [explorer.LossSpec("ce")], [2.0])
     assert "hard 0/1" not in explorer.summary(soft)
+
+
+def test_the_summary_says_what_follows_the_class_box():
+    """With several classes the class box changed the prediction and m maps, while the
+    contribution maps (over every class) and the values stayed: nothing visible said so."""
+    gt = np.zeros((12, 12), np.int64)
+    gt[2:6, 2:6], gt[6:10, 6:10] = 1, 2
+    probs = np.full((3, 12, 12), 1 / 3, np.float32)
+    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("ce")], [2.0], cls=2)
+    said = explorer.summary(res)
+    assert "|∂L/∂z| summed over the 3 classes" in said and "of the class picked" in said
+    binary = explorer.compute_explorer(probs[1] * 0 + 0.5, gt.clip(0, 1), [], [2.0])
+    assert "summed over" not in explorer.summary(binary)
