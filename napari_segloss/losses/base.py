@@ -165,10 +165,10 @@ class SegLoss(nn.Module):
             labels must then be in range (the training data path checks the masks when it
             reads them): an out-of-range label gives an IndexError or a wrong value.
 
-    Every loss computes in float32, whatever the logits' dtype (float16, bfloat16 and
-    float64 alike) and returns float32: half-precision sums
-    overflow, and the precision of ``1 - p`` comes from the other classes' share rather than
-    from wider floats. ``gradcheck`` therefore needs a float32 step (``eps=1e-3``).
+    Every loss computes in float32, whatever the logits' dtype (float16, bfloat16 and float64
+    alike), and returns float32: half-precision sums overflow, and the precision of ``1 - p``
+    comes from the other classes' share rather than from wider floats. ``gradcheck`` therefore
+    needs a float32 step (``eps=1e-3``).
     """
 
     #: losses with a per-pixel value (``pixel_loss``) set this to True
