@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from ..overlay import error_labels
 from .loss_spec import LossSpec, display_name
@@ -235,8 +236,6 @@ def run_status(run_dir: Path) -> str:
 
 def _config_size(run_dir: Path) -> list[int] | None:
     """``data.size`` of a run's config.yaml (None: unreadable, or images kept at their size)."""
-    import yaml
-
     try:
         size = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {})["data"]["size"]
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
