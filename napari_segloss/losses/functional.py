@@ -270,18 +270,17 @@ class _LabelDiceSums(torch.autograd.Function):
             grad = probs[:, :1] * pg[:, 1:] - probs[:, 1:] * pg[:, :1]
             return grad, *([None] * 7)
         off_sum = pg.sum(1, keepdim=True)  # pg is still 0 at the label entries
-        if probs.shape[1] == 2:
-            # two classes: the other channel's gradient is minus the label's (softmax
-            # gradients sum to 0 over the channels); p g - p sum p g cancels to 0 there
-            # once a confidently wrong p rounds to 1
-            exact = at_label.mul_(q).addcmul_(py, off_sum, value=-1.0)
-            grad = pg.copy_(exact.neg().expand_as(pg))
-            grad.view(-1).index_copy_(0, lp.entry, exact.view(-1))
-            return grad, *([None] * 7)
-        grad = pg.addcmul_(probs, off_sum + at_label, value=-1.0)
+        two = probs.shape[1] == 2
+        # (read before the in-place exact below; two classes do not need it)
+        grad = pg if two else pg.addcmul_(probs, off_sum + at_label, value=-1.0)
         # at the label p_y g_y (1 - p_y) - p_y sum_(c != y) p_c g_c, with 1 - p_y the other
         # classes' share: p g - p sum p g cancels to 0 there once p_y rounds to 1
         exact = at_label.mul_(q).addcmul_(py, off_sum, value=-1.0)
+        if two:
+            # the other channel's gradient is minus the label's (softmax gradients sum to 0
+            # over the channels): p g - p sum p g cancels to 0 there too once a confidently
+            # wrong p rounds to 1
+            grad.copy_(exact.neg().expand_as(pg))
         grad.view(-1).index_copy_(0, lp.entry, exact.view(-1))
         return grad, *([None] * 7)
 

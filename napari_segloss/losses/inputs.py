@@ -334,11 +334,12 @@ class Prepared:
         if self.mode == "multiclass":
             return torch.softmax(x, dim=1)
         if self.mode == "binary":
-            return torch.cat(sigmoid_pair(x)[::-1], dim=1)
+            return torch.cat(self._sigmoids[::-1], dim=1)
         return self._sigmoids[0]
 
     @cached_property
     def _sigmoids(self) -> tuple[Tensor, Tensor]:
+        """``(sigmoid(x), sigmoid(-x))`` of binary and multilabel logits, once per call."""
         return sigmoid_pair(self.logits)
 
     @cached_property
@@ -354,9 +355,8 @@ class Prepared:
     def binary(self) -> BinaryParts:
         """The single channel of binary logits (see :class:`BinaryParts`)."""
         assert self.mode == "binary"
-        x = self.logits
         y = self.labels.float() if self.labels is not None else self.target[:, 1:]
-        return BinaryParts(y, *sigmoid_pair(x), self.valid)
+        return BinaryParts(y, *self._sigmoids, self.valid)
 
     @cached_property
     def label_probs(self) -> LabelProbs:
