@@ -231,6 +231,11 @@ def probabilities_to_logits(probs: torch.Tensor) -> torch.Tensor:
     return torch.log(p.clamp_min(PROB_FLOOR))
 
 
+#: how far from 1 a pixel's probabilities may sum and still be read as a softmax output (the
+#: Loss Explorer accepts probability images within the same tolerance)
+SOFTMAX_SUM_TOLERANCE = 5e-3
+
+
 def _softmax_error(y: Tensor, p: Tensor) -> Tensor:
     """``|y - p|`` of softmax probabilities with ``1 - p`` from the other channels' share, as
     the losses take it: a confident ``p = 1 - 2e-35`` is 1.0 in float32, and ``m = 0`` where
@@ -242,11 +247,6 @@ def _softmax_error(y: Tensor, p: Tensor) -> Tensor:
     exact = abs_error(y, p / sums, other_share(p) / sums)
     plain = (y - p).abs_()
     return torch.where((sums - 1.0).abs() <= SOFTMAX_SUM_TOLERANCE, exact, plain)
-
-
-#: how far from 1 a pixel's probabilities may sum and still be read as a softmax output (the
-#: Loss Explorer accepts probability images within the same tolerance)
-SOFTMAX_SUM_TOLERANCE = 5e-3
 
 
 def _resolve_loss(loss: str | nn.Module, params: dict[str, Any]) -> nn.Module:

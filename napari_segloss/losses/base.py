@@ -103,7 +103,7 @@ def check_per_class(name: str, value: object) -> tuple[float, ...]:
 
 def reduce(per_image: Tensor, reduction: str, scored: Tensor | None = None) -> Tensor:
     """Apply ``reduction`` ("mean", "sum" or "none") to a per-image loss vector. ``scored``:
-    0/1 (B,) of the images that have a loss (:meth:`.inputs.Prepared.scored_images`), the
+    0/1 (B,) of the images that have a loss (:attr:`.inputs.Prepared.scored_images`), the
     only ones "mean" averages over (0 when there is none)."""
     if reduction == "mean":
         if scored is not None:
@@ -211,7 +211,7 @@ class SegLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         inp = self.prepare(logits, target)
-        return reduce_terms(self.loss_terms(inp), self.reduction, inp.scored_images())
+        return reduce_terms(self.loss_terms(inp), self.reduction, inp.scored_images)
 
     def extra_repr(self) -> str:
         keys = [k for k in self.__dict__ if not k.startswith("_") and k != "training"]

@@ -446,6 +446,7 @@ class Prepared:
         return bg
 
     # ----- pixel counts ----------------------------------------------------------------
+    @cached_property
     def scored_images(self) -> Tensor | None:
         """Float 0/1 (B,): the images with at least one valid pixel (None without
         ``ignore_index``). A fully ignored image has no loss to give: the batch mean leaves it

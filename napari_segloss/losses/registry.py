@@ -89,17 +89,13 @@ class CompoundLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         comps: list[SegLoss] = list(self.components)  # type: ignore[arg-type]
         inp = comps[0].prepare(logits, target) if self._shared_prepare else None
-        terms: list[Tensor] = []
-        means: list[Tensor] = []
+        parts: list[tuple[list[Tensor], Tensor | None]] = []  # (weighted terms, scored)
         for w, c in zip(self.weights, comps, strict=True):
             c_inp = inp if inp is not None else c.prepare(logits, target)
-            c_terms = [w * t for t in c.loss_terms(c_inp)]
-            terms.extend(c_terms)
-            if self.reduction == "mean":  # each over the images it scores (its ignore_index)
-                means.append(reduce_terms(c_terms, "mean", c_inp.scored_images()))
-        if means:
-            return sum_terms(means)
-        return reduce_terms(terms, self.reduction)
+            parts.append(([w * t for t in c.loss_terms(c_inp)], c_inp.scored_images))
+        if self.reduction == "mean":  # each part over the images it scores (its ignore_index)
+            return sum_terms([reduce_terms(terms, "mean", scored) for terms, scored in parts])
+        return reduce_terms([t for terms, _ in parts for t in terms], self.reduction)
 
     def extra_repr(self) -> str:
         return f"names={self.names}, weights={self.weights}, reduction={self.reduction!r}"
