@@ -82,14 +82,18 @@ def write_2d(path: Path, array: np.ndarray, orientation: int = 1) -> None:
     from PIL import Image
 
     if path.suffix in (".tif", ".tiff"):
-        tags = [(274, "H", 1, orientation, True)] if orientation != 1 else None
-        tifffile.imwrite(path, array, extratags=tags)
+        tifffile.imwrite(path, array, extratags=_orientation_tags(orientation))
     elif orientation != 1:
         exif = Image.Exif()
         exif[0x0112] = orientation
         Image.fromarray(array).save(path, exif=exif)
     else:
         Image.fromarray(array).save(path)
+
+
+def _orientation_tags(orientation: int) -> list[tuple[int, str, int, int, bool]] | None:
+    """tifffile's ``extratags`` for an EXIF orientation (TIFF tag 274); None for 1 (stored)."""
+    return [(274, "H", 1, orientation, True)] if orientation != 1 else None
 
 
 def write_nifti(path: Path, array: np.ndarray, like: Any) -> None:
@@ -250,8 +254,9 @@ def write_prediction(
     orientation = exif_orientation(source)  # 1 for TIFF inputs (read without the tag)
     write_2d(paths[0], labels, orientation)
     if probs is not None:  # (K, H, W): the tag turns each plane as viewers turn the photo
-        tags = [(274, "H", 1, orientation, True)] if orientation != 1 else None
-        tifffile.imwrite(paths[1], probs.astype(np.float32), extratags=tags)
+        tifffile.imwrite(
+            paths[1], probs.astype(np.float32), extratags=_orientation_tags(orientation)
+        )
     return paths[0]
 
 
