@@ -11,9 +11,9 @@ Modules: ``config`` (YAML + pydantic), ``model`` / ``unet3d`` (networks), ``chec
 whole-image and sliding-window passes validation shares), ``training`` (the
 loop) with its stages ``run_state`` (set-up), ``sampling`` (order, seeds, RNG state),
 ``evaluation`` (validation, eval.json), ``rundir`` (run directory, lock) and ``events`` (what
-the loop yields), ``devices`` (the device rule and the autocast dtype), ``runtime`` (loader workers,
-determinism, signals), ``request`` /
-``prepare`` (a training request from a panel's form and its datasets), ``distributed``,
+the loop yields), ``devices`` (the device rule and the autocast dtype), ``runtime`` (loader
+workers, determinism, signals), ``request`` / ``prepare`` (a training request from a panel's
+form and its datasets), ``distributed``,
 ``compare`` (losses x seeds, one run after another) with ``loss_spec`` (what is compared) and
 ``compare_results`` (its results folder and reader; no torch), ``allocator`` (glibc malloc
 tuning of the command-line entry points).
