@@ -18,7 +18,7 @@ Mask conventions (the reason this module exists):
   and is kept as is (e.g. ACDC-style ``0..3``). Palette PNGs keep their palette indices as labels
   (VOC style), unless the palette is grey: then the grey values are read as from a grey PNG.
 * Floating-point labels within ``1e-3`` of an integer (``0.99999`` from resampling or header
-  scaling) are rounded; other fractions are refused (:func:`as_labels`).
+  scaling) are rounded; other fractions are refused (:func:`integer_labels`).
 
 NIfTI files are returned in file axis order ``(X, Y, Z)`` with the voxel spacing from the header;
 :func:`nifti_to_napari` converts to napari's ``(Z, Y, X)`` order (and reversed spacing as ``scale``).
@@ -40,9 +40,9 @@ __all__ = [
     "JPEG_MASK_THRESHOLD",
     "MASK_EXTENSIONS",
     "NIFTI_EXTENSIONS",
-    "as_labels",
     "exif_orientation",
     "find_pairs",
+    "integer_labels",
     "is_nifti",
     "label_files_by_name",
     "nifti_origin",
@@ -158,16 +158,18 @@ def _decode(path: Path, *, keep_palette: bool, orientation: bool = False) -> tup
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    """The first series of a TIFF file, channels last: a planar RGB page (tifffile's axes
-    ``SYX``) becomes ``(H, W, 3)``, and leading length-1 axes (``(1, H, W)`` from a mask saved
-    with a leading axis) are dropped."""
+    """The first series of a TIFF file, channels last: leading length-1 axes (``(1, H, W)``
+    from a mask saved with a leading axis) are dropped, and a channels-first page, planar RGB
+    (tifffile's axes ``SYX``) or an ImageJ/Fiji composite (``CYX``), becomes ``(H, W, C)``."""
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        arr = np.asarray(series.asarray())
-        if series.axes.startswith("S") and arr.ndim == 3:
-            arr = np.moveaxis(arr, 0, -1)
+        arr, axes = np.asarray(series.asarray()), series.axes
+    if len(axes) != arr.ndim:  # not expected from tifffile; then trust the shape alone
+        axes = "?" * arr.ndim
     while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
+        arr, axes = arr[0], axes[1:]
+    if arr.ndim == 3 and axes[0] in "SC":
+        arr = np.moveaxis(arr, 0, -1)
     return arr
 
 
@@ -255,7 +257,7 @@ def read_image_and_orientation(
 LABEL_ROUNDING = 1e-3
 
 
-def as_labels(arr: np.ndarray, name: str | Path) -> np.ndarray:
+def integer_labels(arr: np.ndarray, name: str | Path) -> np.ndarray:
     """Non-negative integer labels of a label array: ``uint8`` when they fit, else ``int64``.
 
     Floats within :data:`LABEL_ROUNDING` of an integer are rounded (a cast would turn ``0.99999``
@@ -424,7 +426,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         full = np.iinfo(arr.dtype).max  # a 16-bit binary mask (e.g. saved by ImageJ)
         if arr.size and arr.max() == full and np.all(np.isin(np.unique(arr), (0, full))):
             return (arr == full).astype(np.uint8)
-    arr = as_labels(arr, f"mask {path}")
+    arr = integer_labels(arr, f"mask {path}")
     if arr.dtype != np.uint8:
         raise ValueError(
             f"mask {str(path)!r} has labels in [{arr.min()}, {arr.max()}]; expected 0..255"

@@ -18,8 +18,8 @@ from napari_segloss.data.io import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     NIFTI_EXTENSIONS,
-    as_labels,
     find_pairs,
+    integer_labels,
     is_nifti,
     label_files_by_name,
     nifti_to_napari,
@@ -336,6 +336,23 @@ def test_planar_rgb_tiff_and_leading_singleton_axis(tmp_path: Path) -> None:
     assert np.array_equal(read_image(lead), mask)
 
 
+def test_imagej_composite_tiff_reads_channels_last(tmp_path: Path) -> None:
+    """Fiji saves an RGB composite as an ImageJ hyperstack with axes CYX (channels first); it
+    was refused as a (3, H, W) stack. A single-channel hyperstack (CYX, C = 1) is a 2D image."""
+    rgb = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    composite = tmp_path / "composite.tif"
+    tifffile.imwrite(composite, np.moveaxis(rgb, -1, 0), imagej=True, metadata={"axes": "CYX"})
+    assert tifffile.TiffFile(composite).series[0].axes == "CYX"
+    assert np.array_equal(read_image(composite), rgb)
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, rgb[None, ..., 0], imagej=True, metadata={"axes": "CYX"})
+    assert np.array_equal(read_image(grey), rgb[..., 0])
+    stack = tmp_path / "stack.tif"  # Z slices are not channels: still refused
+    tifffile.imwrite(stack, np.moveaxis(rgb, -1, 0), imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ValueError, match=r"got \(3, 20, 30\)"):
+        read_image(stack)
+
+
 def test_read_mask_grey_palette_reads_grey_levels(tmp_path: Path) -> None:
     """A palette PNG whose index 0 is white (Pillow's adaptive palette of a 0/255 mask) was
     read inverted; a grey palette now reads its grey levels, a colour palette its indices."""
@@ -358,13 +375,13 @@ def test_read_mask_rounds_near_integer_floats(tmp_path: Path) -> None:
 
 
 def test_as_labels() -> None:
-    out = as_labels(np.array([0.0, 0.99999, 2.0004]), "x")
+    out = integer_labels(np.array([0.0, 0.99999, 2.0004]), "x")
     assert out.dtype == np.uint8 and out.tolist() == [0, 1, 2]
-    assert as_labels(np.array([0, 300], np.int32), "x").dtype == np.int64
+    assert integer_labels(np.array([0, 300], np.int32), "x").dtype == np.int64
     with pytest.raises(ValueError, match=r"'vol\.nii'.*found 0\.5.*nearest neighbour"):
-        as_labels(np.array([0.0, 0.5]), "vol.nii")
+        integer_labels(np.array([0.0, 0.5]), "vol.nii")
     with pytest.raises(ValueError, match="found nan"):
-        as_labels(np.array([0.0, np.nan]), "x")
+        integer_labels(np.array([0.0, np.nan]), "x")
 
 
 @settings(
