@@ -264,12 +264,12 @@ def read_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """An int64 label array and, for NIfTI, the header's spacing (None for 2D images)."""
     import numpy as np
 
-    from .data.io import as_labels, is_nifti, read_mask, read_nifti
+    from .data.io import integer_labels, is_nifti, read_mask, read_nifti
 
     if is_nifti(path):
         arr, spacing = read_nifti(path)
-        # as_labels, not astype: a float 0.99999 (resampled labels) is 1, not 0
-        return as_labels(arr, path).astype(np.int64), spacing
+        # integer_labels, not astype: a float 0.99999 (resampled labels) is 1, not 0
+        return integer_labels(arr, path).astype(np.int64), spacing
     return read_mask(path).astype(np.int64), None
 
 

@@ -43,8 +43,8 @@ import numpy as np
 from .data.io import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
-    as_labels,
     find_pairs,
+    integer_labels,
     is_nifti,
     nifti_to_napari,
     path_stem,
@@ -113,12 +113,12 @@ def is_labels_path(path: PathLike) -> bool:
 
 
 def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Integer labels for a napari Labels layer (:func:`~napari_segloss.data.io.as_labels`:
+    """Integer labels for a napari Labels layer (:func:`~napari_segloss.data.io.integer_labels`:
     0.99999 is 1); fractional values mean it is not a label map."""
     if arr.dtype.kind in "ui":
         return arr
     try:
-        return as_labels(arr, path)
+        return integer_labels(arr, path)
     except ValueError as exc:
         raise ValueError(f"cannot open {str(path)!r} as labels: {exc}") from None
 

@@ -38,8 +38,8 @@ __all__ = [
     "PLUMBING_PARAMS",
     "PROB_FLOOR",
     "SUM_TOLERANCE",
+    "ExplorerLoss",
     "ExplorerResult",
-    "LossSpec",
     "Step",
     "check_target_fits",
     "colour_top",
@@ -123,7 +123,7 @@ def modulating_title(gamma: float) -> str:
 
 
 @dataclass
-class LossSpec:
+class ExplorerLoss:
     """One loss to draw: registry ``name`` and the ``params`` that differ from its defaults."""
 
     name: str
@@ -174,9 +174,9 @@ class Step(NamedTuple):
 class ExplorerResult:
     """Maps (all ``(*spatial)`` float32) and values of one prediction."""
 
-    #: loss name -> map; keyed by ``LossSpec.label`` instead when two specs share a name
+    #: loss name -> map; keyed by ``ExplorerLoss.label`` instead when two specs share a name
     contributions: dict[str, np.ndarray] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)  # same keys -> LossSpec.label
+    labels: dict[str, str] = field(default_factory=dict)  # same keys -> ExplorerLoss.label
     #: (gamma, map), one per distinct gamma, ascending
     modulating: list[tuple[float, np.ndarray]] = field(default_factory=list)
     values: list[tuple[str, float]] = field(default_factory=list)  # (label, loss value)
@@ -192,16 +192,16 @@ class ExplorerResult:
 
 
 def _checked_inputs(
-    probs: Any, target: Any, losses: Sequence[LossSpec], gammas: Any
+    probs: Any, target: Any, losses: Sequence[ExplorerLoss], gammas: Any
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """``(labels, (C, *spatial) probabilities, gammas)``; ValueError for what the maps would
     silently misread: a (H, W) map taken as (C, N), a float mask truncated, a loss name."""
     labels = as_labels(target, "target")
     probs = probabilities_from_image(probs, labels.shape)
-    bad = [spec for spec in losses if not isinstance(spec, LossSpec)]
+    bad = [spec for spec in losses if not isinstance(spec, ExplorerLoss)]
     if bad:
         raise ValueError(
-            f"losses: expected LossSpec items such as LossSpec('pm_dice', {{'gamma': 2.0}}), "
+            f"losses: expected ExplorerLoss items such as ExplorerLoss('pm_dice', {{'gamma': 2.0}}), "
             f"got {bad[0]!r}"
         )
     try:
@@ -213,7 +213,7 @@ def _checked_inputs(
 def iter_explorer(
     probs: np.ndarray,
     target: np.ndarray,
-    losses: Sequence[LossSpec],
+    losses: Sequence[ExplorerLoss],
     gammas: Sequence[float],
     *,
     cls: int = 1,
@@ -274,7 +274,7 @@ def iter_explorer(
     return res
 
 
-def _plain_pm_dice_gamma(spec: LossSpec) -> float | None:
+def _plain_pm_dice_gamma(spec: ExplorerLoss) -> float | None:
     """The γ of ``spec`` when it is PM Dice with a γ and default parameters otherwise (the loss
     a γ-list entry computes), else None."""
     gamma = spec.params.get("gamma") if spec.name == "pm_dice" else None
@@ -337,7 +337,7 @@ _HARD_VALUES = (
 def compute_explorer(
     probs: np.ndarray,
     target: np.ndarray,
-    losses: Sequence[LossSpec],
+    losses: Sequence[ExplorerLoss],
     gammas: Sequence[float],
     *,
     cls: int = 1,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from napari_segloss import explorer
-from napari_segloss.explorer import LossSpec, compute_explorer
+from napari_segloss.explorer import ExplorerLoss, compute_explorer
 from napari_segloss.losses import get_loss, list_losses, loss_parameters
 from napari_segloss.maps import contribution_map, modulating_map
 
@@ -31,7 +31,7 @@ import numpy as np
 from napari_segloss import explorer
 gt = np.zeros((8, 8), dtype=np.int64); gt[2:6, 2:6] = 1
 probs = np.where(gt == 1, 0.8, 0.1).astype(np.float32)[None]
-res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [1.0, 2.0])
+res = explorer.compute_explorer(probs, gt, [explorer.ExplorerLoss("dice")], [1.0, 2.0])
 print(sorted(res.contributions), [g for g, _ in res.modulating], len(explorer.loss_catalog()))
 print(sorted({{m.split(".")[0] for m in sys.modules}} & set(blocked)))
 """
@@ -74,7 +74,7 @@ def test_iter_explorer_yields_one_step_per_loss_and_gamma_then_the_result():
     gt = np.zeros((6, 6), dtype=np.int64)
     gt[1:4, 1:4] = 1
     probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
-    specs = [explorer.LossSpec("dice"), explorer.LossSpec("focal", {"gamma": 3.0})]
+    specs = [explorer.ExplorerLoss("dice"), explorer.ExplorerLoss("focal", {"gamma": 3.0})]
     steps = explorer.iter_explorer(probs, gt, specs, [2.0, 0.5, 2.0])
     seen = []
     while True:
@@ -108,9 +108,9 @@ def test_compute_explorer_keeps_one_map_per_spec_when_a_loss_repeats():
     gt[3:9, 3:9] = 1
     probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
     specs = [
-        explorer.LossSpec("pm_dice", {"gamma": 0.5}),
-        explorer.LossSpec("pm_dice", {"gamma": 3.0}),
-        explorer.LossSpec("dice"),
+        explorer.ExplorerLoss("pm_dice", {"gamma": 0.5}),
+        explorer.ExplorerLoss("pm_dice", {"gamma": 3.0}),
+        explorer.ExplorerLoss("dice"),
     ]
     res = explorer.compute_explorer(probs, gt, specs, [], relative=False)
     assert res.labels == {
@@ -238,7 +238,9 @@ def test_colour_scale_stays_readable_when_few_pixels_are_wrong():
     pred[:5, :5] = 1  # 25 of 10 000 pixels wrong
     probs = pred[None].astype(np.float32)
     for relative in (True, False):
-        res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("ce")], [], relative=relative)
+        res = explorer.compute_explorer(
+            probs, gt, [explorer.ExplorerLoss("ce")], [], relative=relative
+        )
         cmap = res.contributions["ce"]
         assert res.clim[1] >= cmap.mean() > 0
         assert cmap[:5, :5].min() >= res.clim[1]  # the wrong pixels at the top of the scale
@@ -246,7 +248,7 @@ def test_colour_scale_stays_readable_when_few_pixels_are_wrong():
     # an ordinary soft prediction keeps the percentile
     soft = np.clip(gt + np.random.default_rng(0).normal(0, 0.2, gt.shape), 0.01, 0.99)
     res = explorer.compute_explorer(
-        soft[None].astype(np.float32), gt, [explorer.LossSpec("ce")], []
+        soft[None].astype(np.float32), gt, [explorer.ExplorerLoss("ce")], []
     )
     assert res.clim[1] == pytest.approx(np.percentile(res.contributions["ce"], 99.5))
 
@@ -264,7 +266,7 @@ def test_a_flat_map_is_drawn_blank_as_the_status_line_says(relative):
     logits = explorer.probabilities_to_logits(torch.from_numpy(probs)[None])
     raw = contribution_map("dice", logits, torch.from_numpy(gt)[None])
     assert 0 < float(raw.max()) <= explorer.FLAT_GRADIENT  # flat, yet not exactly 0
-    specs = [explorer.LossSpec("dice"), explorer.LossSpec("ce")]
+    specs = [explorer.ExplorerLoss("dice"), explorer.ExplorerLoss("ce")]
     res = explorer.compute_explorer(probs, gt, specs, [], relative=relative)
     assert res.flat == ["dice"]
     assert not res.contributions["dice"].any()
@@ -281,13 +283,13 @@ def test_a_prediction_with_every_object_removed_is_not_told_to_soften():
     gt = np.zeros((16, 16), dtype=np.int64)
     gt[4:10, 4:10] = 1
     probs = make_whatif(gt, "remove small object", 1, softness=1.5, num_classes=2)
-    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
+    res = explorer.compute_explorer(probs, gt, [explorer.ExplorerLoss("dice")], [])
     assert res.uniform and res.flat == ["dice"]
     text = explorer.summary(res)
     assert "softness > 0" not in text
     assert "one class at every pixel with certainty" in text
     soft = make_whatif(gt, "erode", 1, softness=1.5, num_classes=2)
-    assert not explorer.compute_explorer(soft, gt, [explorer.LossSpec("dice")], []).uniform
+    assert not explorer.compute_explorer(soft, gt, [explorer.ExplorerLoss("dice")], []).uniform
 
 
 def test_a_nan_map_is_not_called_flat(monkeypatch):
@@ -300,7 +302,7 @@ def test_a_nan_map_is_not_called_flat(monkeypatch):
     gt = np.zeros((6, 6), dtype=np.int64)
     gt[1:4, 1:4] = 1
     probs = np.where(gt == 1, 0.7, 0.2).astype(np.float32)[None]
-    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("dice")], [])
+    res = explorer.compute_explorer(probs, gt, [explorer.ExplorerLoss("dice")], [])
     assert res.flat == []
     assert np.isnan(res.contributions["dice"]).all()
 
@@ -311,7 +313,7 @@ def test_inputs_that_would_be_misread_are_refused_or_read_right() -> None:
     mask = np.zeros((12, 16), np.uint8)
     mask[3:9, 4:12] = 1
     fg = np.where(mask == 1, 0.8, 0.1).astype(np.float32)
-    specs = [LossSpec("pm_dice")]
+    specs = [ExplorerLoss("pm_dice")]
     flat = compute_explorer(fg, mask, specs, [2.0])
     channel = compute_explorer(fg[None], mask, specs, [2.0])
     assert flat.num_classes == 2
@@ -324,7 +326,7 @@ def test_inputs_that_would_be_misread_are_refused_or_read_right() -> None:
         compute_explorer(fg[:, :8], mask, specs, [2.0])
     with pytest.raises(ValueError, match="must sum to 1"):
         compute_explorer(np.stack([fg, fg]), mask, specs, [2.0])
-    with pytest.raises(ValueError, match=r"losses: expected LossSpec items .* got 'dice'"):
+    with pytest.raises(ValueError, match=r"losses: expected ExplorerLoss items .* got 'dice'"):
         compute_explorer(fg, mask, ["dice"], [1.0])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="gammas: expected a list of numbers, got 1"):
         compute_explorer(fg, mask, specs, 1)  # type: ignore[arg-type]
@@ -334,7 +336,7 @@ def test_a_ticked_pm_dice_and_its_gamma_in_the_list_make_one_value_row() -> None
     """pm_dice ticked with gamma 2 and γ = 2 in the list gave two identical rows."""
     gt = np.array([[0, 1, 1], [0, 1, 0]])
     probs = np.stack([1 - gt * 0.7 - 0.1, gt * 0.7 + 0.1]).astype(np.float32)
-    specs = [explorer.LossSpec("pm_dice", {"gamma": 2.0})]
+    specs = [explorer.ExplorerLoss("pm_dice", {"gamma": 2.0})]
     res = explorer.compute_explorer(probs, gt, specs, [1.0, 2.0], cls=1)
     labels = [label for label, _ in res.values]
     assert labels == ["pm_dice(gamma=2)", "pm_dice(gamma=1)"], labels
@@ -348,13 +350,15 @@ def test_the_values_of_a_hard_prediction_are_explained():
     gt[5:15, 5:15] = 1
     hard = np.zeros((20, 20), np.float32)
     hard[6:15, 5:15] = 1.0  # one row of the square missed: 10 of 400 pixels wrong
-    res = explorer.compute_explorer(hard, gt, [explorer.LossSpec("ce")], [0.5, 2.0])
+    res = explorer.compute_explorer(hard, gt, [explorer.ExplorerLoss("ce")], [0.5, 2.0])
     values = dict(res.values)
     assert values["pm_dice(gamma=0.5)"] == pytest.approx(1.0, abs=1e-6)
     assert values["ce"] == pytest.approx(10 / 400 * -math.log(explorer.PROB_FLOOR), rel=1e-4)
     said = explorer.summary(res)
     assert "A hard 0/1 prediction" in said and "87.3" in said
-    soft = explorer.compute_explorer(np.clip(hard, 0.1, 0.9), gt, [explorer.LossSpec("ce")], [2.0])
+    soft = explorer.compute_explorer(
+        np.clip(hard, 0.1, 0.9), gt, [explorer.ExplorerLoss("ce")], [2.0]
+    )
     assert "hard 0/1" not in explorer.summary(soft)
 
 
@@ -364,7 +368,7 @@ def test_the_summary_says_what_follows_the_class_box():
     gt = np.zeros((12, 12), np.int64)
     gt[2:6, 2:6], gt[6:10, 6:10] = 1, 2
     probs = np.full((3, 12, 12), 1 / 3, np.float32)
-    res = explorer.compute_explorer(probs, gt, [explorer.LossSpec("ce")], [2.0], cls=2)
+    res = explorer.compute_explorer(probs, gt, [explorer.ExplorerLoss("ce")], [2.0], cls=2)
     said = explorer.summary(res)
     assert "|∂L/∂z| summed over the 3 classes" in said and "of the class picked" in said
     binary = explorer.compute_explorer(probs[1] * 0 + 0.5, gt.clip(0, 1), [], [2.0])

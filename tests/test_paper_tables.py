@@ -74,12 +74,12 @@ def _fake_compare(root: Path, dice_by_loss: dict[str, list[float]]) -> Path:
     folder above ``root``: runs.csv's run_dir is relative to that start folder, not to root."""
     import json
 
-    from napari_segloss.engine.compare_results import run_folder
+    from napari_segloss.engine.compare_results import compare_run_folder
     from napari_segloss.engine.loss_spec import LossSpec
 
     lines = ["loss,seed,status,mDice,run_dir,error"]
     for loss, dices in dice_by_loss.items():
-        run = run_folder(root, LossSpec.from_any(loss), 0)
+        run = compare_run_folder(root, LossSpec.from_any(loss), 0)
         run.mkdir(parents=True)
         per_image = [
             {"name": f"im{i}", "metrics": {"1": {"dice": d, "nsd": d, "precision": d, "recall": d}}}
@@ -90,7 +90,7 @@ def _fake_compare(root: Path, dice_by_loss: dict[str, list[float]]) -> Path:
         (run / "eval.json").write_text(json.dumps({"per_class": summary, "per_image": per_image}))
         relative = run.relative_to(root.parent)
         lines.append(f"{loss},0,ok,{100 * sum(dices) / len(dices)},{relative},")
-    failed = run_folder(root, LossSpec.from_any("ce"), 1)
+    failed = compare_run_folder(root, LossSpec.from_any("ce"), 1)
     failed.mkdir(parents=True)
     (failed / "FAILED.txt").write_text("boom\n")
     lines.append(f"ce,1,failed,,{failed.relative_to(root.parent)},boom")

@@ -157,7 +157,7 @@ def explorer_job(
                 f"class: these inputs have {k} classes (0–{k - 1}), not {cls}: set 'class' to "
                 "one of them"
             )
-        specs = [explorer.LossSpec(n, p) for n, p in losses]
+        specs = [explorer.ExplorerLoss(n, p) for n, p in losses]
         steps = explorer.iter_explorer(probs, target, specs, gammas, cls=cls, relative=relative)
         with explorer.interactive_threads(target.size):
             return (yield from steps)

@@ -3,7 +3,7 @@
 The forms are magicgui widgets built from the config models (``TrainSection.epochs``,
 ``OptimConfig.lr``, ...) and the shared loss-parameter form. Start turns them into a
 :class:`napari_segloss.engine.request.TrainRequest` (main thread, plain values); a napari
-generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_run`:
+generator worker then prepares the run (:func:`napari_segloss.engine.prepare.prepare_request`:
 data, model, config) and runs :func:`napari_segloss.engine.training.iter_train`, whose typed
 events move the panel's own progress bar (steps, epoch, time left), napari's activity progress
 and the live plot (hidden until the first Start). The start's notes (``TrainStart.notes``: what
@@ -131,7 +131,7 @@ def run_training(request: TrainRequest, stop: threading.Event) -> Iterator[Train
     """Prepare ``request`` and train it, yielding the engine's events (the worker's job)."""
     preload_torch_libraries()
     try:
-        run = _prepare().prepare_run(request)
+        run = _prepare().prepare_request(request)
         yield from _training().iter_train(
             run.config,
             should_stop=stop.is_set,

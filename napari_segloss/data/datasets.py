@@ -40,8 +40,8 @@ from ..cpus import available_cpus
 from ..progress import progress_bar
 from .io import (
     JPEG_MASK_THRESHOLD,
-    as_labels,
     find_pairs,
+    integer_labels,
     nifti_to_napari,
     read_image_like_mask,
     read_mask,
@@ -566,7 +566,7 @@ class NiftiSliceDataset(SegmentationDataset):
         image, _ = nifti_to_napari(image, spacing)
         label, _ = nifti_to_napari(label, spacing)
         try:
-            label = as_labels(label, lbl_path)  # 0.99999 from resampling is label 1
+            label = integer_labels(label, lbl_path)  # 0.99999 from resampling is label 1
         except ValueError as exc:
             raise DataError(str(exc)) from exc
         if label.max() > 255:

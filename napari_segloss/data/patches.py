@@ -272,13 +272,8 @@ class NiftiPatchDataset(NiftiSliceDataset):
 
     def _standardize(self, image: torch.Tensor) -> torch.Tensor:
         """Scaled volume -> float32 network input: uint8 /255, then ``(x - mean) / std``."""
-        x = image.float()
-        if image.dtype == torch.uint8:
-            x = x / 255.0
-        norm = self.normalization
-        mean = torch.tensor(norm.mean, dtype=torch.float32).view(-1, 1, 1, 1)
-        std = torch.tensor(norm.std, dtype=torch.float32).view(-1, 1, 1, 1)
-        return (x - mean) / std
+        scale, shift = self.normalization.device_affine(image.dtype, image.device)
+        return image.float() * scale.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(

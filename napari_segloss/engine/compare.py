@@ -61,11 +61,11 @@ from .compare_results import (
     METRIC_COLUMNS,
     CompareResults,
     CompareRun,
+    compare_run_folder,
     heldout_path,
     metrics_from_eval,
     read_compare,
     read_eval,
-    run_folder,
     run_status,
     write_heldout,
     write_tables,
@@ -221,7 +221,7 @@ def _plan(
     cells: list[_Cell] = []
     for spec in specs:
         for seed in (int(s) for s in seeds):
-            run_dir = run_folder(output, spec, seed)
+            run_dir = compare_run_folder(output, spec, seed)
             # The loss goes into the tree, not through "key=value" YAML: YAML 1.1 would read a
             # float such as 1e-05 back as a string.
             tree = copy.deepcopy(base_dict)

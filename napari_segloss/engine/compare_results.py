@@ -64,12 +64,12 @@ __all__ = [
     "Metric",
     "OverlayCell",
     "TableRow",
+    "compare_run_folder",
     "display_name",
     "heldout_path",
     "metrics_from_eval",
     "read_compare",
     "read_eval",
-    "run_folder",
     "run_status",
     "write_heldout",
     "write_tables",
@@ -106,7 +106,7 @@ METRICS: tuple[Metric, ...] = (
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = tuple((m.key, m.column) for m in METRICS)
 
 
-def run_folder(output: Path, spec: LossSpec, seed: int) -> Path:
+def compare_run_folder(output: Path, spec: LossSpec, seed: int) -> Path:
     """The folder of one run of a comparison: ``output/runs/<loss folder>/seed<k>``."""
     return Path(output) / "runs" / spec.folder / f"seed{seed}"
 
@@ -676,7 +676,7 @@ class CompareResults:
         self, spec: LossSpec, seed: int, index: int, names: list[str], gt: np.ndarray
     ) -> OverlayCell:
         run = next((r for r in self.runs if r.loss == spec.label and r.seed == seed), None)
-        run_dir = run.run_dir if run else run_folder(self.output, spec, seed)
+        run_dir = run.run_dir if run else compare_run_folder(self.output, spec, seed)
         pred = errors = None
         dice, note = math.nan, ""
         data = self._eval(run) if run is not None and run.status == "ok" else None
@@ -772,7 +772,7 @@ def read_compare(output: Path | str) -> CompareResults:
         for seed in seeds:
             if not manifest.is_file() and (spec.label, seed) not in errors:
                 continue
-            run = CompareRun(spec.label, seed, run_folder(output, spec, seed))
+            run = CompareRun(spec.label, seed, compare_run_folder(output, spec, seed))
             run.status = run_status(run.run_dir)
             if run.status == "ok":
                 read_eval(run)

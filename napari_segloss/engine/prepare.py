@@ -2,7 +2,7 @@
 (fitted to the data, or read from the checkpoint to fine-tune), the validated config and, for
 in-memory data, the datasets.
 
-Reads files and imports torch: the napari Train panel calls :func:`prepare_run` in its thread
+Reads files and imports torch: the napari Train panel calls :func:`prepare_request` in its thread
 worker, then passes the result to :func:`~.training.iter_train`.
 """
 
@@ -35,7 +35,7 @@ from .request import (
     new_model_section,
 )
 
-__all__ = ["PreparedRun", "array_datasets", "prepare_run"]
+__all__ = ["PreparedRun", "array_datasets", "prepare_request"]
 
 Frames = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
 
@@ -77,7 +77,7 @@ def _refuse_3d_network(checkpoint: Path, arch: str) -> None:
         )
 
 
-def prepare_run(request: TrainRequest) -> PreparedRun:
+def prepare_request(request: TrainRequest) -> PreparedRun:
     """The config, datasets and initial weights of ``request`` (see the module docstring).
 
     Raises:

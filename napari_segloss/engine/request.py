@@ -4,7 +4,7 @@ the validated :class:`~.config.TrainConfig` it becomes.
 :class:`TrainRequest` holds plain values: the data (arrays of napari layers, or a folder), the
 model (a new one, or a checkpoint to fine-tune), the loss and the loop settings.
 :func:`build_config` turns it into a ``TrainConfig`` once the model section is known, which
-needs the data or the checkpoint: :func:`napari_segloss.engine.prepare.prepare_run` reads those
+needs the data or the checkpoint: :func:`napari_segloss.engine.prepare.prepare_request` reads those
 (torch). This module is torch-free, so the panel builds a request on the main thread and the
 heavy work happens in its thread worker.
 """

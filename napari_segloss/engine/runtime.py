@@ -22,10 +22,10 @@ from . import devices
 from .config import ConfigError
 from .distributed import DistInfo
 
-__all__ = ["Interrupts", "available_cpus", "determinism", "loader_workers", "resolve_device"]
+__all__ = ["Interrupts", "available_cpus", "determinism", "loader_workers", "training_device"]
 
 
-def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
+def training_device(device: str, info: DistInfo | None = None) -> torch.device:
     """The training device (:func:`.devices.resolve_device` for this rank); ConfigError naming
     ``train.device`` when it is not usable here."""
     try:

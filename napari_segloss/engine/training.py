@@ -65,10 +65,10 @@ from .evaluation import EvaluationStopped, evaluate_dataset, summarize, write_ev
 from .events import TrainDone, TrainEpoch, TrainEvent, TrainStart, TrainStep
 from .run_state import Datasets, RunState, poly_lr_factor, prepare_run, split_items
 from .rundir import locked, remove_stale_temporaries
-from .runtime import Interrupts, determinism, resolve_device
+from .runtime import Interrupts, determinism, training_device
 from .sampling import EpochSampler
 
-__all__ = ["EpochSampler", "iter_train", "poly_lr_factor", "resolve_device", "train"]
+__all__ = ["EpochSampler", "iter_train", "poly_lr_factor", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def iter_train(
     if resume and init_checkpoint is not None:
         raise ConfigError("pass either resume=True or init_checkpoint, not both")
     info = init_distributed()  # the group stays for the next training in this process
-    device = resolve_device(cfg.train.device, info)
+    device = training_device(cfg.train.device, info)
     with (
         locked(resolve_output(cfg), enabled=info.is_main),
         determinism(cfg.train.deterministic, device.type == "cuda"),

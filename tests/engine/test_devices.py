@@ -72,10 +72,10 @@ def test_index_past_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_training_names_its_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_accelerators(monkeypatch)
     with pytest.raises(ConfigError, match=r"config key 'train.device': device 'cuda'"):
-        runtime.resolve_device("cuda")
+        runtime.training_device("cuda")
     _two_gpus(monkeypatch)
     info = DistInfo(rank=1, local_rank=1, world_size=2)
-    assert runtime.resolve_device("auto", info) == torch.device("cuda", 1)
+    assert runtime.training_device("auto", info) == torch.device("cuda", 1)
 
 
 @pytest.mark.parametrize("announce", [True, False])

@@ -79,7 +79,7 @@ def test_checkpoint_model_section_checks_the_data():
 
 
 def test_prepare_layers_and_folder(tmp_path):
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)  # three RGB frames
@@ -90,13 +90,13 @@ def test_prepare_layers_and_folder(tmp_path):
         size=32,
         encoder="resnet18",
     )
-    run = prepare_run(stack)
+    run = prepare_request(stack)
     train_ds, val_ds = run.datasets
     assert (len(train_ds), len(val_ds)) == (2, 1)  # the last frame validates
     assert run.config.model.in_channels == 3 and run.config.model.classes == 1
     assert tuple(val_ds[0][0].shape) == (3, 32, 32)  # resized to size x size, channels first
     # validation 0: every frame trains and none validates, as config.yaml records
-    no_val = prepare_run(
+    no_val = prepare_request(
         TrainRequest(
             output=tmp_path / "nv",
             layers=LayerData(frames, masks, rgb=True),
@@ -108,24 +108,24 @@ def test_prepare_layers_and_folder(tmp_path):
     assert no_val.config.data.val_fraction == 0.0
     assert len(no_val.datasets[0]) == 3 and no_val.datasets[1] is None
     folder = TrainRequest(output=tmp_path / "f", folder=sample_pairs_dir("kvasir_train"))
-    run = prepare_run(folder)
+    run = prepare_request(folder)
     assert run.datasets is None and run.init_checkpoint is None
     assert run.config.data.root == sample_pairs_dir("kvasir_train")
 
 
 def test_prepare_refuses_a_checkpoint_that_does_not_fit(tmp_path):
     from napari_segloss.engine.checkpoint import CheckpointError
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     req = TrainRequest(output=tmp_path / "run", layers=_layers(), checkpoint=bad)
     with pytest.raises(CheckpointError, match=r"bad\.pt"):
-        prepare_run(req)
+        prepare_request(req)
     grey = TrainRequest(
         output=tmp_path / "run", layers=LayerData(np.zeros((8, 8)), np.zeros((8, 8), np.uint8))
     )
-    assert prepare_run(grey).config.model.in_channels == 1
+    assert prepare_request(grey).config.model.in_channels == 1
 
 
 def _label_folder(root: Path, masks: list[list[int]]) -> Path:
@@ -144,17 +144,17 @@ def _label_folder(root: Path, masks: list[list[int]]) -> Path:
 def test_prepare_folder_reads_every_mask_for_the_classes(tmp_path):
     """The classes of a new model came from the first 8 masks: a class first seen in the 10th
     mask failed at the data check with 'set model.classes', which the panel has no control for."""
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     root = _label_folder(tmp_path / "data", [[0, 1]] * 9 + [[0, 1, 2]])
-    run = prepare_run(TrainRequest(output=tmp_path / "run", folder=root))
+    run = prepare_request(TrainRequest(output=tmp_path / "run", folder=root))
     assert run.config.model.classes == 3
 
 
 def test_prepare_folder_refuses_label_gaps_as_for_a_layer(tmp_path):
     """Masks {0, 2, 5} built a 6-class model from a folder but were refused from a layer."""
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     root = _label_folder(tmp_path / "data", [[0, 2], [0, 5]])
     with pytest.raises(ValueError, match=r"masks of folder .*labels \{0, 2, 5\}.*relabel"):
-        prepare_run(TrainRequest(output=tmp_path / "run", folder=root))
+        prepare_request(TrainRequest(output=tmp_path / "run", folder=root))

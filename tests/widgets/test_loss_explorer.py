@@ -784,13 +784,13 @@ def test_panels_do_not_import_each_other_and_open_without_torch(modules_after_im
 
 
 def test_compute_explorer_relative_maps_and_classes():
-    from napari_segloss.explorer import LossSpec, compute_explorer
+    from napari_segloss.explorer import ExplorerLoss, compute_explorer
 
     gt = np.array([[0, 1, 2], [0, 2, 2]])
     probs = np.full((3, 2, 3), 0.2, dtype=np.float32)
     for c in range(3):
         probs[c][gt == c] = 0.6  # the true class gets 0.6, the two others 0.2 each
-    specs = [LossSpec("dice"), LossSpec("ce")]
+    specs = [ExplorerLoss("dice"), ExplorerLoss("ce")]
     res = compute_explorer(probs, gt, specs, [2.0, 2.0], cls=2, relative=True)
     assert [g for g, _ in res.modulating] == [2.0]  # one map per distinct γ
     for m in res.contributions.values():
@@ -805,7 +805,7 @@ def test_compute_explorer_relative_maps_and_classes():
     with pytest.raises(ValueError, match="class: expected 0 to 2, got 3"):
         compute_explorer(probs, gt, specs, [1.0], cls=3)
     with pytest.raises(ValueError, match=r"dice: .*unknown parameter"):
-        compute_explorer(probs, gt, [LossSpec("dice", {"nope": 1})], [], cls=1)
+        compute_explorer(probs, gt, [ExplorerLoss("dice", {"nope": 1})], [], cls=1)
 
 
 # ------------------------------------------------------------------------ new-user audit

@@ -127,12 +127,12 @@ def test_size_zero_reads_native(dock, qtbot, tmp_path):
 
 def test_fine_tune_from_checkpoint(dock, wait_idle, qtbot, tmp_path, tiny_checkpoint):
     from napari_segloss.engine.checkpoint import load_checkpoint
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     _viewer, widget = _setup(dock, qtbot, tmp_path, epochs=1)
     widget.start_from.value = "fine-tune checkpoint"
     widget.ckpt_picker.set_path(tiny_checkpoint)
-    run = prepare_run(widget.request())
+    run = prepare_request(widget.request())
     assert run.init_checkpoint == tiny_checkpoint
     # the architecture comes from the checkpoint, not from the (ignored) new-model widgets
     assert run.config.model.encoder == "resnet18" and run.config.model.kwargs["encoder_depth"] == 3
@@ -519,7 +519,7 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, qtbot, tmp_path, 
     def full(request):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
 
-    monkeypatch.setattr(prepare, "prepare_run", full)
+    monkeypatch.setattr(prepare, "prepare_request", full)
     _, widget = _setup(dock, qtbot, tmp_path, epochs=1)
     widget.start()
     wait_idle(widget, timeout=60_000)
@@ -638,7 +638,7 @@ def test_a_grey_volume_is_said_to_train_as_slices(dock, wait_idle, qtbot, tmp_pa
 def test_a_3d_checkpoint_is_refused_with_what_to_run(dock, qtbot, tmp_path, tiny_3d_checkpoint):
     """Fine-tuning a UNet3D checkpoint failed in the worker with a message about data.slices,
     a config key the panel has no control for."""
-    from napari_segloss.engine.prepare import prepare_run
+    from napari_segloss.engine.prepare import prepare_request
 
     image, labels = load_sample("acdc")
     viewer, widget = dock(NAME)
@@ -649,7 +649,7 @@ def test_a_3d_checkpoint_is_refused_with_what_to_run(dock, qtbot, tmp_path, tiny
     ckpt = tiny_3d_checkpoint(tmp_path / "unet3d.pt")
     widget.ckpt_picker.set_path(ckpt)
     with pytest.raises(ValueError) as err:
-        prepare_run(widget.request())
+        prepare_request(widget.request())
     text = str(err.value)
     assert "checkpoint 'unet3d.pt' is a 3D network (UNet3D); this panel trains 2D networks" in text
     assert f"segloss train --config <its run folder>/config.yaml --init-checkpoint {ckpt}" in text
@@ -682,14 +682,14 @@ def test_a_stop_before_the_first_step_shows_no_empty_plot(
 ):
     from napari_segloss.engine import prepare
 
-    real_prepare, preparing, go = prepare.prepare_run, threading.Event(), threading.Event()
+    real_prepare, preparing, go = prepare.prepare_request, threading.Event(), threading.Event()
 
     def slow_prepare(request):  # in the worker: Stop is pressed meanwhile
         preparing.set()
         go.wait(30)
         return real_prepare(request)
 
-    monkeypatch.setattr(prepare, "prepare_run", slow_prepare)
+    monkeypatch.setattr(prepare, "prepare_request", slow_prepare)
     _, widget = _setup(dock, qtbot, tmp_path, epochs=1)
     widget.start()
     qtbot.waitUntil(preparing.is_set, timeout=30_000)
