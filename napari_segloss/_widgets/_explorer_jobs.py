@@ -21,7 +21,7 @@ from napari_segloss.whatif import labels_to_probabilities, make_whatif
 
 from ._compat import preload_torch_libraries
 from ._names import PanelError
-from ._workers import frame_progress
+from ._workers import ModelSlot, frame_progress
 
 if TYPE_CHECKING:
     import inspect
@@ -110,14 +110,19 @@ def labels_job(pred: np.ndarray, k: int) -> Job:
 
 
 def checkpoint_job(
-    path: Path, image: np.ndarray, rgb: bool, key: tuple, cache: dict[tuple, np.ndarray]
+    path: Path,
+    image: np.ndarray,
+    rgb: bool,
+    key: tuple,
+    cache: dict[tuple, np.ndarray],
+    models: ModelSlot,
 ) -> Job:
     """A checkpoint's probabilities of ``image``, frame by frame; ``cache`` keeps the last
-    one under ``key`` (slider moves re-use it)."""
+    one under ``key`` (slider moves re-use it), ``models`` the loaded checkpoint."""
 
     def run_model() -> Generator[Progress, None, np.ndarray]:
         if key not in cache:
-            frames = inference().iter_predict_image(path, image, rgb=rgb)
+            frames = inference().iter_predict_image(path, image, rgb=rgb, models=models.get())
             _, probs = yield from frame_progress(frames, "predicting with the checkpoint, frame")
             cache.clear()
             cache[key] = probs

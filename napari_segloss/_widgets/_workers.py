@@ -207,6 +207,22 @@ def progress_worker(
     )
 
 
+class ModelSlot:
+    """A panel's :class:`~napari_segloss.engine.checkpoint.ModelCache` (the last checkpoint it
+    ran, kept for the next run), made on first use: in a worker, because it imports torch,
+    which opening a panel does not."""
+
+    def __init__(self) -> None:
+        self._cache: Any = None
+
+    def get(self) -> Any:
+        if self._cache is None:
+            from napari_segloss.engine.checkpoint import ModelCache  # heavy: torch
+
+            self._cache = ModelCache()
+        return self._cache
+
+
 def frame_progress(
     steps: Iterator[tuple[int, int]], what: str
 ) -> Generator[tuple[int, int, str], None, Any]:

@@ -74,7 +74,7 @@ from ._forms import ClassSpinBox, GammaList, LossParamForm, loss_tooltip
 from ._gc import CollectorPause
 from ._grid import GridView, show_maps_hidden_together
 from ._layout import PageStack, ValuesTable, align_label_columns, form_page, form_row, scrollable
-from ._workers import ProgressRow, TaskQueue, one_shot_timer, progress_worker
+from ._workers import ModelSlot, ProgressRow, TaskQueue, one_shot_timer, progress_worker
 
 if TYPE_CHECKING:
     import inspect
@@ -114,6 +114,7 @@ class LossExplorerWidget(QWidget):
         self._pending: bool | None = None  # a queued update: None, or whether it was explicit
         self._catalog: dict[str, dict[str, inspect.Parameter]] | None = None
         self._ckpt_cache: dict[tuple, np.ndarray] = {}
+        self._models = ModelSlot()
         self._last_result: ExplorerResult | None = None
         self._last_info: dict[str, Any] = {}  # what _apply drew it with (see _report)
         self._z_index: int | None = None
@@ -521,7 +522,9 @@ class LossExplorerWidget(QWidget):
         image_layer = require_layer(image_layer, "image (the checkpoint needs it)")
         image = image_array(image_layer)
         key = (str(path), path.stat().st_mtime, image_layer.unique_id, image.shape)
-        return jobs.checkpoint_job(path, image, bool(image_layer.rgb), key, self._ckpt_cache)
+        return jobs.checkpoint_job(
+            path, image, bool(image_layer.rgb), key, self._ckpt_cache, self._models
+        )
 
     def update_maps(self, explicit: bool = True) -> None:
         """Recompute now, or as soon as the running work stops (it is cancelled when it is an

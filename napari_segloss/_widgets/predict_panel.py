@@ -76,7 +76,14 @@ from ._common import (
 from ._compat import guard_triton, preload_torch_libraries
 from ._gc import CollectorPause
 from ._layout import form_row, read_only_table, scrollable, tab_in_layout_order
-from ._workers import ProgressRow, TaskQueue, frame_progress, new_worker, progress_worker
+from ._workers import (
+    ModelSlot,
+    ProgressRow,
+    TaskQueue,
+    frame_progress,
+    new_worker,
+    progress_worker,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -237,6 +244,7 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._opening = CollectorPause(self)  # no full collection while torch loads (_gc)
+        self._models = ModelSlot()  # a second run of one checkpoint skips loading it
         self.viewer = napari_viewer
         self._worker: Any = None
         self._compare_after = False
@@ -460,7 +468,9 @@ class PredictWidget(QWidget):
         def job() -> Generator[tuple[int, int, str], None, tuple[Any, ...]]:
             yield 0, 0, f"loading {path.name}…"
             meta: dict[str, Any] = {}
-            frames = _inference().iter_predict_image(path, image, rgb=rgb, meta_out=meta, **kw)
+            frames = _inference().iter_predict_image(
+                path, image, rgb=rgb, meta_out=meta, models=self._models.get(), **kw
+            )
             labels, probs = yield from frame_progress(frames, "predicting")
             return labels, probs, meta.get("class_names")
 

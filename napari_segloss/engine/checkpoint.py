@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .safeload import safe_torch_load
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "ModelCache",
     "check_compatible",
     "load_checkpoint",
     "load_model",
@@ -166,3 +168,44 @@ def load_model(
         ) from exc
     model.to(device).eval()
     return model, meta
+
+
+class ModelCache:
+    """The last model :func:`load_model` built, kept for the next load of the same file.
+
+    A panel that runs one checkpoint again and again (a new image, another tile size) then
+    skips reading the file and rebuilding the network. The file counts as the same while its
+    resolved path, size and modification time are; a retrained ``best.pt`` is loaded afresh.
+    One model at a time, on the device it was asked for; thread-safe. Callers must not
+    change the model they get (it is in eval mode, as :func:`load_model` returns it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._loaded: tuple[nn.Module, dict[str, Any]] | None = None
+
+    def load(
+        self, path: Path | str, device: str | torch.device = "cpu"
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """:func:`load_model` of ``path`` on ``device``, from the cache when it holds it."""
+        try:
+            resolved = Path(path).expanduser().resolve()
+            stat = resolved.stat()
+        except OSError:
+            return load_model(path, device)  # load_model says what is wrong with the path
+        # save_checkpoint replaces the file: a new inode and modification time
+        file_id = (str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (*file_id, str(torch.device(device)))
+        with self._lock:
+            if self._key != key or self._loaded is None:
+                self._key, self._loaded = None, None  # free the old model before the new one
+                self._loaded = load_model(path, device)
+                self._key = key
+            model, meta = self._loaded
+            return model, dict(meta)
+
+    def clear(self) -> None:
+        """Drop the kept model (e.g. to free GPU memory)."""
+        with self._lock:
+            self._key, self._loaded = None, None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalization
-from .checkpoint import load_model
+from .checkpoint import ModelCache, load_model
 from .devices import resolve_device
 from .model import output_stride
 from .tiling import (
@@ -458,14 +458,20 @@ def iter_predict_image(
     overlap: float = 0.25,
     device: str = "auto",
     meta_out: dict[str, Any] | None = None,
+    models: ModelCache | None = None,
 ) -> Iterator[tuple[int, int]]:
     """:func:`predict_image` one frame at a time: yields ``(frames done, frames)`` before each
     frame and returns ``(labels, probs)`` (``StopIteration.value``), so a caller can show
     progress and stop between frames. The checkpoint is loaded once; ``meta_out``, when
     given, receives its meta (class names, normalisation, ...). ``tile``: 0 runs as validation
-    did, ``"crop"`` tiles with the training crop, a size tiles with squares of that edge."""
+    did, ``"crop"`` tiles with the training crop, a size tiles with squares of that edge.
+    ``models``: a :class:`~.checkpoint.ModelCache` to take the model from and leave it in
+    (panels keep one); without it the model is loaded now and freed at the end."""
     dev = resolve_device(device)
-    model, meta = load_model(Path(checkpoint), device=str(dev))
+    if models is not None:
+        model, meta = models.load(Path(checkpoint), device=dev)
+    else:
+        model, meta = load_model(Path(checkpoint), device=str(dev))
     if meta_out is not None:
         meta_out.update(meta)
     kw: dict[str, Any] = {

@@ -9,6 +9,7 @@ import torch
 
 from napari_segloss.engine.checkpoint import (
     CheckpointError,
+    ModelCache,
     check_compatible,
     load_checkpoint,
     load_model,
@@ -149,6 +150,31 @@ def test_load_model_rebuilds_from_meta_alone(tmp_path: Path) -> None:
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x))
+
+
+def test_model_cache_keeps_one_model_until_the_file_changes(tmp_path: Path) -> None:
+    """A panel re-running one checkpoint skips loading it; a retrained file is loaded again."""
+    cfg = tiny(in_channels=1, classes=3)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "meta": _meta(cfg)})
+    cache = ModelCache()
+    first, meta = cache.load(path)
+    meta["classes"] = 99  # the caller's copy: the cached meta stays as the file has it
+    again, meta_again = cache.load(tmp_path / "." / "best.pt")  # another spelling, same file
+    assert again is first and meta_again["classes"] == 3
+    torch.manual_seed(1)
+    retrained = build_model(cfg).eval()
+    save_checkpoint(path, {"model": retrained.state_dict(), "meta": _meta(cfg)})
+    reloaded, _ = cache.load(path)
+    assert reloaded is not first
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x), retrained(x))
+    assert cache.load(path, "cpu")[0] is reloaded  # the default device is the CPU
+    cache.clear()
+    assert cache.load(path)[0] is not reloaded
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*gone\.pt"):
+        cache.load(tmp_path / "gone.pt")
 
 
 @pytest.mark.parametrize(

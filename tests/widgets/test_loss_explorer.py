@@ -539,7 +539,7 @@ class _SlowFrames:
         self.probs = probs
         self.frames_run = 0
 
-    def iter_predict_image(self, path, image, *, rgb):
+    def iter_predict_image(self, path, image, *, rgb, models=None):
         n = 8
         for i in range(n):
             yield i, n

@@ -636,6 +636,30 @@ def test_gpu_out_of_memory_says_what_to_lower(dock, wait_idle, tiny_checkpoint, 
     )
 
 
+def test_a_second_run_of_one_checkpoint_does_not_load_it_again(
+    dock, wait_idle, tiny_checkpoint, monkeypatch
+):
+    from napari_segloss.engine import checkpoint
+
+    loads: list[str] = []
+    real_load = checkpoint.load_model
+
+    def counting_load(path, device="cpu"):
+        loads.append(str(path))
+        return real_load(path, device)
+
+    monkeypatch.setattr(checkpoint, "load_model", counting_load)
+    viewer, widget = dock(NAME)
+    widget.image_picker.set_layer(viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True))
+    widget.ckpt_picker.set_path(tiny_checkpoint)
+    widget.device.value = "cpu"
+    for _ in range(2):
+        widget.run_model()
+        wait_idle(widget)
+        assert not widget.status.is_error, widget.status.text()
+    assert loads == [str(tiny_checkpoint)]
+
+
 def test_a_prediction_that_lies_apart_from_the_truth_is_noted(dock, wait_idle):
     """A prediction layer at another scale than the ground truth: the overlay (placed as the
     truth) was not over the prediction's image, and the distances were in the truth's units,
