@@ -18,6 +18,7 @@ __all__ = [
     "CONTRIB_MARK",
     "MODULATING_COLORMAP",
     "Wanted",
+    "contribution_title",
     "wanted_layers",
 ]
 
@@ -28,6 +29,20 @@ CONTRIB_MARK = "|∂L/∂z|"
 
 #: a map layer to draw: (key, data, name, layer properties)
 Wanted = tuple[str, np.ndarray, str, dict[str, Any]]
+
+
+def contribution_title(name: str, label: str) -> str:
+    """The title of loss ``name``'s contribution map: ``"dice |∂L/∂z|"``, and the parameters
+    of its ``label`` after the mark: ``"ce+pm_dice |∂L/∂z| (weights=(0.5, 1))"``.
+
+    Short: a grid cell is narrow (the status line says what |∂L/∂z| is, and its units). A
+    title too wide for its cell at the smallest font is cut at the cell's right edge: the
+    parameters (listed in the values table too) go first, never the mark. After the label,
+    a compound's long parameter list took the mark away, which said the map is a gradient.
+    """
+    params = label[len(name) :] if label.startswith(name) else ""
+    head = name if params else label
+    return f"{head} {CONTRIB_MARK} {params}" if params else f"{head} {CONTRIB_MARK}"
 
 
 def wanted_layers(res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
@@ -50,9 +65,7 @@ def wanted_layers(res: ExplorerResult, info: dict[str, Any]) -> list[Wanted]:
         named = class_title(cls, layer_class_names(info["gt_layer"]))
         wanted.append(("prediction", place(res.prediction), f"prediction p({named})", props))
     for name, arr in res.contributions.items():
-        # short: a grid cell is narrow, and loss labels with parameters are long (the
-        # status line says what |∂L/∂z| is, and its units)
-        title = f"{res.labels[name]} {CONTRIB_MARK}"
+        title = contribution_title(name, res.labels[name])
         wanted.append((f"contrib:{name}", place(arr), title, c_props))
     for g, arr in res.modulating:
         title = jobs.core().modulating_title(g)

@@ -439,11 +439,15 @@ class GammaList(QWidget):
         return fresh[0] if fresh else min(GAMMA_RANGE[1], max(taken) + 0.5)
 
     def add(self, value: float | None = None, *, notify: bool = True) -> _GammaRow:
+        """A new row, placed among the others in ascending order (before the first larger
+        value), as the maps are: "add γ" proposes 3, then 0, then 1.5, and appended rows read
+        0.5 1 2 5 3 0 1.5. Rows keep their places while their sliders move."""
         row = _GammaRow(self.proposal() if value is None else value, next(self._uids), self)
         row.slider.valueChanged.connect(lambda *_: self.changed.emit())
         row.remove.clicked.connect(lambda: self.remove(row))
-        self.rows.append(row)
-        self._layout.insertWidget(self._layout.count() - 1, row)
+        at = next((i for i, r in enumerate(self.rows) if r.value() > row.value()), len(self.rows))
+        self.rows.insert(at, row)
+        self._layout.insertWidget(at, row)  # the rows come first, "add γ" last
         if notify:
             self.changed.emit()
         return row

@@ -29,9 +29,17 @@ if TYPE_CHECKING:
 GRID_SPACING = 0.08
 COLORBAR_SIZE = (14.0, 110.0)
 #: canvas pixels a colour bar takes on its cell's right (napari's offset, the bar, its tick
-#: labels) and the gap left of the image once the image moves left to make that room
+#: labels) at the least, and the gap left of the image once the image moves left to make that
+#: room; the room grows with the widest tick label of the maps shown (see colorbar_room)
 COLORBAR_ROOM = 56.0
 CELL_PAD = 6.0
+#: what napari's colour bar adds to its tick labels' width: its tick length (napari's
+#: default, kept by add_colorbars) and vispy's margin between ticks and labels, in pixels
+COLORBAR_TICKS = 5.0 + 12.0
+#: pixels left between a map's right edge and its colour bar
+COLORBAR_GAP = 8.0
+#: font size of the colour bars' tick labels (napari's default, kept by add_colorbars)
+COLORBAR_FONT_SIZE = 10
 _GRID_FIELDS = ("enabled", "stride", "shape", "spacing")
 #: title font sizes tried, largest first (napari's default is 10): a title shrinks to fit its
 #: cell, down to the smallest, still readable, size
@@ -376,15 +384,39 @@ class GridView:
         left = float(extent.world[0][axis] - extent.step[axis] / 2)
         width = float(extent.world[1][axis] - extent.world[0][axis] + extent.step[axis])
         camera = camera_of(self.viewer)
-        if width <= 0 or cell_w - width * camera.zoom >= 2 * COLORBAR_ROOM:
+        room = self.colorbar_room()
+        if width <= 0 or cell_w - width * camera.zoom >= 2 * room:
             return  # centred, the image already leaves the room on its right
-        zoom = min(camera.zoom, (cell_w - COLORBAR_ROOM - CELL_PAD) / width)
+        zoom = min(camera.zoom, (cell_w - room - CELL_PAD) / width)
         if zoom <= 0:
             return
         center = list(camera.center)
         center[-1] = left + (cell_w / 2 - CELL_PAD) / zoom  # the image's left edge at CELL_PAD
         camera.zoom = zoom
         camera.center = tuple(center)
+
+    def colorbar_room(self) -> float:
+        """Canvas pixels the colour bars take on their cells' right, and a gap: napari's
+        overlay padding, the bar, its ticks and its widest tick label. A fixed 56 px left
+        the 0-1 bars of the PM-Dice maps over the maps' right edge: their "0.5" is wider
+        than the "80" of a contribution map."""
+        widest = max((self._tick_label_width(ly) for ly in self._barred.values()), default=0.0)
+        try:
+            pad = float(self.viewer.canvas.overlay_tiling.padding[0])
+        except Exception:  # a napari without overlay tiling: its fixed offset
+            pad = 10.0
+        room = pad + COLORBAR_SIZE[0] + COLORBAR_TICKS + widest + COLORBAR_GAP
+        return max(COLORBAR_ROOM, room)
+
+    def _tick_label_width(self, layer: Layer) -> float:
+        """The widest tick label a colour bar of ``layer`` may show: its contrast limits and
+        their middle, with three significant digits (vispy's ticks are rounder: no narrower)."""
+        try:
+            lo, hi = (float(v) for v in layer.contrast_limits)
+        except Exception:  # the layer may be gone
+            return 0.0
+        labels = [f"{v:.3g}" for v in (lo, hi, (lo + hi) / 2)]
+        return max(self.text_width(t, COLORBAR_FONT_SIZE) for t in labels)
 
     def grid_shape(self) -> tuple[int, int]:
         """The grid's (rows, columns) as napari lays out the current layers."""
