@@ -35,6 +35,7 @@ from napari_segloss.overlay import ERROR_CLASS_NAMES, ERROR_COLORS
 
 # re-exported: the panels import them from here
 from ._names import PanelError as PanelError
+from ._names import checkpoint_labels
 from ._names import class_label as class_label
 from ._names import class_name as class_name
 from ._names import class_title as class_title
@@ -668,8 +669,8 @@ class CheckpointPicker(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.combo.setMinimumContentsLength(12)
-        # a long path shows its end only: the whole path on hover
-        self.combo.currentTextChanged.connect(self.combo.setToolTip)
+        # the entries name their runs (see checkpoint_labels): the whole path on hover
+        self.combo.currentTextChanged.connect(self._show_path)
         self.combo.activated.connect(self._changed)
         self.combo.lineEdit().editingFinished.connect(self._changed)
         browse = QPushButton("Browse…", self)
@@ -689,12 +690,17 @@ class CheckpointPicker(QWidget):
         except RuntimeError:  # the Qt widget was deleted (panel closed): stop listening
             self._registry.changed.disconnect(self.refresh)
             return
+        chosen = self.path()
         paths = self._registry.paths()
         self.combo.blockSignals(True)
         self.combo.clear()
-        for p in paths:
-            self.combo.addItem(str(p))
+        for p, label in zip(paths, checkpoint_labels(paths), strict=True):
+            self.combo.addItem(label, str(p))
+            self.combo.setItemData(self.combo.count() - 1, str(p), Qt.ItemDataRole.ToolTipRole)
         self.combo.blockSignals(False)
+        # a list entry chosen before keeps its path (its label may have changed)
+        at = self.combo.findData(str(chosen)) if chosen is not None else -1
+        text = self.combo.itemText(at) if at >= 0 else text
         latest = str(paths[0]) if paths else None
         new = latest is not None and latest != self._last_latest
         if new and (self.follow_new or not text.strip()):
@@ -705,10 +711,18 @@ class CheckpointPicker(QWidget):
         self._last_latest = latest
 
     def _changed(self, *_: Any) -> None:
-        text = self.combo.currentText().strip()
+        path = self.path()
+        text = str(path) if path is not None else ""
         if text != self._said:
             self._said = text
             self.changed.emit()
+
+    def _show_path(self, text: str) -> None:
+        """The whole path on hover; a list entry shown from its start (its run's name)."""
+        path = self.path()
+        self.combo.setToolTip(str(path) if path is not None else "")
+        if self.combo.findText(text) >= 0:
+            self.combo.lineEdit().setCursorPosition(0)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -718,11 +732,18 @@ class CheckpointPicker(QWidget):
             self.set_path(path)
 
     def set_path(self, path: str | Path) -> None:
-        self.combo.setEditText(str(path))
+        at = self.combo.findData(str(Path(path).expanduser().resolve()))
+        if at >= 0:  # a listed checkpoint: its entry
+            self.combo.setCurrentIndex(at)
+        self.combo.setEditText(self.combo.itemText(at) if at >= 0 else str(path))
         self._changed()
 
     def path(self) -> Path | None:
+        """The chosen checkpoint: a list entry's path, or the path typed or browsed."""
         text = self.combo.currentText().strip()
+        at = self.combo.findText(text) if text else -1
+        if at >= 0:
+            return Path(self.combo.itemData(at))
         return Path(text).expanduser() if text else None
 
     def require(self) -> Path:

@@ -76,6 +76,7 @@ from ._common import (
 from ._compat import guard_triton, preload_torch_libraries
 from ._gc import CollectorPause
 from ._layout import form_row, read_only_table, scrollable, tab_in_layout_order
+from ._names import run_name
 from ._workers import (
     ModelSlot,
     ProgressRow,
@@ -90,6 +91,8 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 PANEL = "predict"
+#: what this panel's prediction layers are named with, before the run's name (see run_name)
+PRED_PREFIX = "pred "
 METRIC_COLUMNS = ("dice", "iou", "precision", "recall", "nsd", "hd95")
 FRAMES_TOOLTIP = (
     "on: a 3D stack holds unrelated 2D images (a folder of images, the kvasir sample): each "
@@ -227,6 +230,16 @@ class TileChoice(QComboBox):
     def native(self) -> QComboBox:
         """Itself: ``tile.native`` worked when the row was a magicgui spin box."""
         return self
+
+
+def errors_name(pred: Layer) -> str:
+    """The errors overlay's layer name: ``"errors dice/seed0"`` for this panel's prediction
+    ``"pred dice/seed0"``, ``"errors <name>"`` for any other Labels layer (the status line and
+    the metrics' title name the ground truth too)."""
+    name = pred.name
+    if is_owned(pred, PANEL) and name.startswith(PRED_PREFIX):
+        name = name[len(PRED_PREFIX) :]
+    return f"errors {name}"
 
 
 def _largest_label(layer: Layer) -> int:
@@ -481,16 +494,16 @@ class PredictWidget(QWidget):
         labels, probs, class_names = out
         like = self._run_info["layer"]
         path = Path(self._run_info["path"])
-        # Engine runs save checkpoint.pt / best.pt: the run folder says which model it is.
-        name = (
-            f"{path.parent.name}/{path.stem}" if path.stem in ("checkpoint", "best") else path.stem
-        )
+        # short names, distinct in the layer list: the run (run_name: its folder, a compare
+        # run's loss and seed); "prediction [seed0/best]" told no compare run from another,
+        # and its errors overlay, named after it and the ground truth, was cut in the middle
+        name = run_name(path)
         will_compare = self.gt_picker.layer() is not None
         # Hidden when an error overlay follows: it says more and must not be tinted by them.
         colormap = mask_colormap(labels)  # a class in the colour of the masks the reader opens
         pred_layer = upsert_layer(
             self.viewer, PANEL, "prediction", "labels", labels,
-            name=f"prediction [{name}]", like=like, visible=not will_compare,
+            name=f"{PRED_PREFIX}{name}", like=like, visible=not will_compare,
             select=not will_compare,  # the result shown, unless its error overlay follows
             **({} if colormap is None else {"colormap": colormap}),
         )  # fmt: skip
@@ -509,7 +522,7 @@ class PredictWidget(QWidget):
 
         def add_probability(c: int) -> None:
             cls = class_title(c, class_names)
-            title = f"probability [{name}]" if probs.shape[0] == 1 else f"p({cls}) [{name}]"
+            title = f"prob {name}" if probs.shape[0] == 1 else f"p({cls}) {name}"
             upsert_layer(
                 self.viewer, PANEL, f"prob:{c}", "image", probs[0 if probs.shape[0] == 1 else c],
                 name=title, like=like, colormap=PROBABILITY_COLORMAP, contrast_limits=(0.0, 1.0),
@@ -569,7 +582,7 @@ class PredictWidget(QWidget):
         gt_layer, pred_layer = self._compare_info["gt"], self._compare_info["pred"]
         upsert_layer(
             self.viewer, PANEL, "errors", "labels", errors,
-            name=f"errors {pred_layer.name} vs {gt_layer.name}", like=gt_layer,
+            name=errors_name(pred_layer), like=gt_layer,
             **error_layer_props(), visible=True,
             select=True,  # the result shown: its controls (opacity) at hand
         )  # fmt: skip

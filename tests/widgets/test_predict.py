@@ -229,7 +229,7 @@ def test_run_checkpoint_on_kvasir_sample_then_compare(dock, wait_idle, tiny_chec
     assert gc.isenabled()
     heartbeat.stop()
     added = [t for t in turns if t != "tick"]
-    assert [t.split(" [")[0] for t in added[:2]] == ["prediction", "probability"]
+    assert added[:2] == ["pred tiny", "prob tiny"]
     assert turns[turns.index(added[0]) + 1] == "tick"  # the loop ran in between
 
     pred = _owned(viewer, "prediction")
@@ -689,3 +689,84 @@ def test_metric_columns_are_those_evaluate_computes() -> None:
     from napari_segloss.metrics.evaluate import METRICS
 
     assert METRIC_COLUMNS == METRIC_KEYS == METRICS
+
+
+def _runs(tmp_path, checkpoint, losses=("dice", "ce+pm_dice")):
+    """``best.pt`` of two compare runs (runs/<loss>/seed0) with their metrics.csv: the
+    same file and folder names, only the loss folders tell them apart."""
+    import shutil
+
+    paths = []
+    for i, loss in enumerate(losses):
+        run = tmp_path / "runs" / loss / "seed0"
+        run.mkdir(parents=True)
+        shutil.copy(checkpoint, run / "best.pt")
+        (run / "metrics.csv").write_text(
+            "epoch,iteration,lr,train_loss,val_loss,val_dice\n"
+            f"1,5,0.001,0.9,0.8,0.4\n2,10,0.001,0.7,0.6,0.6{i}\n3,15,0.001,0.6,0.7,0.5\n"
+        )
+        paths.append(run / "best.pt")
+    return paths
+
+
+def test_checkpoint_entries_name_their_runs(dock, tmp_path, tiny_checkpoint):
+    """Runs of a comparison all save best.pt in a seed0 folder: the list showed their paths,
+    cut to the same ``/tmp/…eed0/best.pt``. Each entry names its run, the epoch and the
+    validation Dice of its weights; its path is the tooltip, and the path the picker gives."""
+    from qtpy.QtCore import Qt
+
+    from napari_segloss._widgets._state import CHECKPOINTS
+
+    dice, compound = _runs(tmp_path, tiny_checkpoint)
+    CHECKPOINTS.add(dice)
+    CHECKPOINTS.add(compound)
+    _, widget = dock(NAME)
+    combo = widget.ckpt_picker.combo
+    entries = [combo.itemText(i) for i in range(combo.count())]
+    assert entries == [
+        "ce+pm_dice/seed0 (epoch 2, val dice 0.610)",
+        "dice/seed0 (epoch 2, val dice 0.600)",
+    ]
+    tips = [combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())]
+    assert tips == [str(compound.resolve()), str(dice.resolve())]
+    assert widget.ckpt_picker.path() == compound.resolve()  # the newest, chosen at once
+    combo.setCurrentIndex(1)
+    assert widget.ckpt_picker.path() == dice.resolve()
+    assert combo.toolTip() == str(dice.resolve())
+    widget.ckpt_picker.set_path(compound)  # a listed path shows as its entry
+    assert combo.currentText() == entries[0]
+    widget.ckpt_picker.set_path(tmp_path / "other.pt")  # any other path as typed
+    assert widget.ckpt_picker.path() == tmp_path / "other.pt"
+
+
+def test_layer_names_are_short_and_name_the_run(dock, wait_idle, tmp_path, tiny_checkpoint):
+    """The name "errors prediction [seed0/best] vs kvasir mask" was cut in the layer list, and
+    "seed0/best" named every compare run alike. The names are short and name the run."""
+    viewer, widget = dock(NAME)
+    rng = np.random.default_rng(0)
+    image = viewer.add_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), rgb=True)
+    truth = np.zeros((64, 64), dtype=np.uint8)
+    truth[16:40, 16:40] = 1
+    gt = viewer.add_labels(truth, name="truth")
+    _, compound = _runs(tmp_path, tiny_checkpoint)
+    widget.image_picker.set_layer(image)
+    widget.gt_picker.set_layer(gt)
+    widget.ckpt_picker.set_path(compound)
+    widget.device.value = "cpu"
+    widget.run_model()
+    wait_idle(widget)
+    assert not widget.status.is_error, widget.status.text()
+    names = [_owned(viewer, k).name for k in ("prediction", "prob:1", "errors")]
+    assert names == ["pred ce+pm_dice/seed0", "prob ce+pm_dice/seed0", "errors ce+pm_dice/seed0"]
+    # as wide as the layer list shows without eliding (its names are bold)
+    from qtpy.QtGui import QFont, QFontMetrics
+
+    font = QFont(viewer.window._qt_window.font())
+    font.setBold(True)
+    assert max(QFontMetrics(font).horizontalAdvance(n) for n in names) < 200
+    # another Labels layer compared keeps its own name in its overlay's
+    guess = viewer.add_labels(np.roll(truth, 3, axis=0), name="guess")
+    widget.pred_picker.set_layer(guess)
+    widget.compare()
+    wait_idle(widget)
+    assert _owned(viewer, "errors").name == "errors guess"
