@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -258,7 +259,10 @@ class CompareSetupForm(QWidget):
             ("more settings", self.more_edit),
         ):
             form.addRow(label, widget)
-        form.addRow("output folder", self._folder_row(self.output_edit, "Comparison folder"))
+        # a row of its own under its label: beside it, at the dock's default width, the
+        # path showed a dozen characters ("'napari-segloss-compare" and no folder above it)
+        form.addRow(QLabel("output folder", box))
+        form.addRow(self._folder_row(self.output_edit, "Comparison folder"))
         return box
 
     def _show_score_page(self, index: int) -> None:

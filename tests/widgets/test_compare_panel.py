@@ -684,3 +684,18 @@ def test_a_multi_class_truth_cell_has_the_masks_colours(make_napari_viewer):
 )
 def test_per_class_tooltips_name_the_class_once(column: str, start: str) -> None:
     assert column_tooltip(column).startswith(start)  # read "Dice of class class 1"
+
+
+def test_the_output_folder_shows_whole_at_the_default_dock_width(
+    make_napari_viewer, dock, wait_idle, qtbot
+):
+    """Beside its label, with Browse, the output folder showed "'napari-segloss-compare" at
+    the dock's default width: no folder above it. It has a row of its own under its label."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    _, widget = dock_ready(dock, wait_idle, viewer)
+    edit = widget.setup.output_edit
+    qtbot.waitUntil(lambda: edit.isVisible() and edit.width() > 50)
+    qtbot.wait(50)  # the dock's layout settles
+    text = edit.fontMetrics().horizontalAdvance(edit.text())
+    assert text < edit.contentsRect().width() - 8, (text, edit.width())
