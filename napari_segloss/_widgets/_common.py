@@ -646,6 +646,16 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+class _WideListCombo(QComboBox):
+    """A combo box whose open list is as wide as its entries: a list as narrow as the box
+    cut their middles (where a checkpoint's seed and epoch are)."""
+
+    def showPopup(self) -> None:
+        view = self.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 2 * view.frameWidth() + 8)
+        super().showPopup()
+
+
 class CheckpointPicker(QWidget):
     """An editable combo of this session's checkpoints (Train panel results) plus Browse.
 
@@ -661,7 +671,7 @@ class CheckpointPicker(QWidget):
         super().__init__(parent)
         self.follow_new = follow_new
         self._said = ""  # the path of the last ``changed``
-        self.combo = QComboBox(self)
+        self.combo = _WideListCombo(self)
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.combo.lineEdit().setPlaceholderText("checkpoint .pt (train one or browse)")
@@ -709,6 +719,7 @@ class CheckpointPicker(QWidget):
         else:
             self.combo.setEditText(text)
         self._last_latest = latest
+        self._show_path(self.combo.currentText())  # the box shows its entry from the start
 
     def _changed(self, *_: Any) -> None:
         path = self.path()

@@ -729,6 +729,10 @@ def test_checkpoint_entries_name_their_runs(dock, tmp_path, tiny_checkpoint):
     ]
     tips = [combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())]
     assert tips == [str(compound.resolve()), str(dice.resolve())]
+    combo.showPopup()  # the open list shows its entries whole (not cut in the middle)
+    assert combo.view().width() >= combo.view().sizeHintForColumn(0)
+    combo.hidePopup()
+    assert combo.lineEdit().cursorPosition() == 0  # the box shows the run's name
     assert widget.ckpt_picker.path() == compound.resolve()  # the newest, chosen at once
     combo.setCurrentIndex(1)
     assert widget.ckpt_picker.path() == dice.resolve()
