@@ -205,7 +205,11 @@ class GridView:
         shown again lands in the next cell while the others stay.
         """
         if self.grid_shape() == fields["shape"]:  # the same cells: nothing is built again
-            self._set_grid(**fields)
+            # An automatic grid already of this shape keeps it while layers are added (its
+            # shape only grows with their number); setting it costs a re-layout of every cell
+            # now and another at settle(), for nothing.
+            if tuple(grid_of(self.viewer).shape) != (-1, -1):
+                self._set_grid(**fields)
             return
         later = [ly for ly in self.viewer.layers if ly.visible][1:]  # none: one napari cell
         self._set_grid(shape=self.grid_shape())  # hiding must not re-lay out the cells
