@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,6 +416,12 @@ def _finite_weights(model: torch.nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
+#: the start of torch's warning when the scheduler steps after an optimiser step was skipped
+_SKIPPED_STEP_WARNING = re.escape(
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+)
+
+
 def _step(
     state: RunState, images: torch.Tensor, masks: torch.Tensor, epoch: int, batch: int
 ) -> torch.Tensor:
@@ -452,10 +460,16 @@ def _step(
         s.scaler.scale(loss).backward()
         s.scaler.step(s.optimizer)
         s.scaler.update()
+        with warnings.catch_warnings():
+            # A step the scaler skipped (its first steps, inf gradients) still counts: the
+            # poly schedule is a function of the iteration, as resume restores it. torch
+            # warns then that the schedule's first value was skipped.
+            warnings.filterwarnings("ignore", _SKIPPED_STEP_WARNING, UserWarning)
+            s.scheduler.step()
     else:
         loss.backward()
         s.optimizer.step()
-    s.scheduler.step()
+        s.scheduler.step()
     return loss.detach()
 
 

@@ -510,3 +510,38 @@ def test_eval_json_batches_its_forward_passes_as_validation(
     }
     assert per_image[1] == per_image[2]  # every metric of every image
     assert [{int(c): m for c, m in r["metrics"].items()} for r in ev["per_image"]] == per_image[2]
+
+
+def test_a_step_the_grad_scaler_skips_moves_the_schedule_without_a_warning() -> None:
+    """fp16 training (GPUs before compute capability 8): GradScaler skips the optimiser step
+    when the scaled gradients overflow (always in its first steps). The poly schedule still
+    moves on (it is a function of the iteration, as resume restores it), and torch's warning
+    that the schedule's first value was skipped is not shown to the user."""
+    import warnings
+    from types import SimpleNamespace
+
+    from napari_segloss.engine.training import _step
+
+    model = torch.nn.Conv2d(1, 1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: poly_lr_factor(i, 10))
+    before = [p.detach().clone() for p in model.parameters()]
+    state = SimpleNamespace(
+        cfg=SimpleNamespace(train=SimpleNamespace(channels_last=False, batch_size=1)),
+        device=torch.device("cpu"),
+        norm_a=torch.ones(1, 1, 1, 1),
+        norm_b=torch.zeros(1, 1, 1, 1),
+        eval_settings=SimpleNamespace(amp_dtype=None),
+        train_model=model,
+        loss_fn=lambda logits, masks: logits.sum() * torch.tensor(float("inf")),
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler("cpu"),
+        scheduler=scheduler,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _step(state, torch.ones(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 0, 0)
+    assert [str(w.message) for w in caught] == []
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert state.scaler.get_scale() < 65536.0  # the step was skipped
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(poly_lr_factor(1, 10))
