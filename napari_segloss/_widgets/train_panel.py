@@ -302,7 +302,8 @@ class TrainWidget(QWidget):
         )  # fmt: skip
         self.val_fraction = config_widget(
             DataConfig, "val_fraction", label="validation", value=0.2, max=0.9, step=0.05,
-            tooltip="share of the frames (or files) kept for validation; one image: itself",
+            tooltip="share kept for validation: the last frames of the layers' stack, or files "
+            "of a folder drawn with the seed; 0: no validation; a single image: itself",
         )  # fmt: skip
         form_row(form, self.image_size)
         form_row(form, self.val_fraction)
