@@ -57,6 +57,7 @@ LAZY_ALLOWED = {
     ("napari_segloss._widgets._explorer_jobs", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets._explorer_jobs", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.predict_panel", "napari_segloss.engine.inference"): TORCH_IN_WORKER,
+    ("napari_segloss._widgets._workers", "napari_segloss.engine.checkpoint"): TORCH_IN_WORKER,
     ("napari_segloss._widgets.compare_panel", "napari_segloss.explorer"): TORCH_IN_WORKER,
     ("napari_segloss._widgets._compare_setup", "napari_segloss.engine.compare"): TORCH_IN_WORKER,
     ("napari_segloss._widgets._compare_setup", "napari_segloss.data.factory"): TORCH_IN_WORKER,

@@ -1351,7 +1351,7 @@ def test_update_maps_with_the_same_maps_leaves_the_grid_shape_alone(dock, wait_i
     and freed it again at the end: two re-layouts of every cell (about 0.9 s of frozen window
     on the acdc sample) for nothing."""
     viewer, widget, _image, _mask = _kvasir(dock, wait_idle)
-    grid = viewer.grid
+    grid = grid_of(viewer)
     assert grid.enabled and tuple(grid.shape) == (-1, -1)
     shapes: list[tuple[int, int]] = []
     grid.events.shape.connect(lambda event: shapes.append(tuple(event.value)))
