@@ -7,9 +7,10 @@
 #
 # Steps: system libraries for a headless Qt/napari (only when root and apt-get exists), a .venv
 # (created if missing), `pip install -e ".[dev,qt]"`, an import check of
-# segmentation-models-pytorch, then `xvfb-run -a python -m pytest -q` and `ruff`.
+# segmentation-models-pytorch, then `xvfb-run -a python -m pytest -q -n auto` and `ruff`.
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (default ./.venv),
-# SEGLOSS_SKIP_INSTALL=1 (reuse the venv as is, e.g. for a quick re-run).
+# SEGLOSS_SKIP_INSTALL=1 (reuse the venv as is, e.g. for a quick re-run), SEGLOSS_TEST_WORKERS
+# (pytest-xdist workers, default one per usable core, at most 4; 0: no workers).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,11 +67,16 @@ ruff check . && ruff format --check .
 ruff_rc=$?
 
 step "running the test suite"
+# One pytest-xdist worker per core (at most 4: each holds its own napari viewers); the panel
+# tests are single-threaded Python and Qt, so a second core halves the suite's time.
+# SEGLOSS_TEST_WORKERS=0 runs everything in this process (e.g. for pdb).
+cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WORKERS=(-n "${SEGLOSS_TEST_WORKERS:-$((cores < 4 ? cores : 4))}")
 if command -v xvfb-run >/dev/null 2>&1; then
-    xvfb-run -a python -m pytest -q "$@"
+    xvfb-run -a python -m pytest -q "${WORKERS[@]}" "$@"
 else
     echo "xvfb-run not found: running Qt offscreen (napari viewer tests may fail or skip)"
-    QT_QPA_PLATFORM=offscreen python -m pytest -q "$@"
+    QT_QPA_PLATFORM=offscreen python -m pytest -q "${WORKERS[@]}" "$@"
 fi
 tests_rc=$?
 

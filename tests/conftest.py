@@ -21,6 +21,20 @@ SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 os.environ.setdefault("SEGLOSS_MALLOC_TUNING", "0")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``scripts/test.sh`` starts one worker per core), each worker's torch gets its
+    share of the cores: two workers on two cores with torch's default of two threads each
+    would oversubscribe them, and small torch ops then run 10-100x slower."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    import torch  # lazily: a plain single-process session keeps torch's own default
+
+    from napari_segloss.cpus import available_cpus
+
+    torch.set_num_threads(max(1, available_cpus() // int(workers)))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (where ``pyproject.toml`` and ``napari.yaml`` live)."""
