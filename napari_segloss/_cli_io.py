@@ -191,16 +191,27 @@ def prediction_paths(
 
 
 def check_prediction_paths(
-    out: Path, sources: Sequence[Path], *, fmt: str = "auto", probs: bool = False
+    out: Path,
+    sources: Sequence[Path],
+    *,
+    fmt: str = "auto",
+    probs: bool = False,
+    input_folders: Sequence[Path] = (),
 ) -> None:
-    """CLIError before anything is written when ``out`` is a file, when two inputs would
-    write the same file (``a.jpg`` and ``a.png`` both give ``a.png``: the first one was
-    lost while the count said both were written), or when an output would overwrite an input
-    (``--output`` the input folder: the images were replaced by their label maps)."""
+    """CLIError before anything is written when ``out`` is a file, when ``out`` is one of the
+    ``input_folders`` (JPEG frames got ``.png`` label maps beside them: the folder then held
+    two files per stem and no longer read as an image folder), when two inputs would write the
+    same file (``a.jpg`` and ``a.png`` both give ``a.png``: the first one was lost while the
+    count said both were written), or when an output would overwrite an input."""
     from .data.io import is_nifti
 
     if out.exists() and not out.is_dir():
         raise CLIError(f"--output: expected a folder, {str(out)!r} is a file")
+    if out.exists() and any(out.samefile(folder) for folder in input_folders):
+        raise CLIError(
+            f"--output: {str(out)!r} is an input folder; label maps written there would lie "
+            "among the images it holds (two files per name); choose another output folder"
+        )
     inputs = {p.resolve(): p for p in sources}
     written: dict[Path, Path] = {}
     for source in sources:

@@ -269,7 +269,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"checkpoint not found: {str(ckpt)!r}")
     files = expand_inputs(args.input)
     out = Path(args.output)
-    check_prediction_paths(out, files, fmt=args.format, probs=args.probs)
+    folders = [Path(item) for item in args.input if Path(item).is_dir()]
+    check_prediction_paths(out, files, fmt=args.format, probs=args.probs, input_folders=folders)
     from .engine.checkpoint import load_model
     from .engine.inference import predict, resolve_device
 

@@ -239,6 +239,14 @@ def test_predict_refuses_outputs_that_overwrite_inputs_or_each_other(
     rc, _, err = _predict(ckpt, inputs / "a.png", inputs, capsys)
     assert rc == 2
     assert f"the prediction of '{inputs / 'a.png'}' would overwrite the input" in err
+    # a folder of JPEG frames predicted into itself: no file overwritten, but a.png beside
+    # a.jpg left a folder that no longer reads as images
+    (tmp_path / "jpegs").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "jpegs" / "b.jpg")
+    same = tmp_path / "in" / ".." / "jpegs"  # the folder, spelled another way
+    rc, _, err = _predict(ckpt, tmp_path / "jpegs", same, capsys)
+    _assert_one_line_error(rc, err, f"--output: '{same}' is an input folder")
+    assert [p.name for p in (tmp_path / "jpegs").iterdir()] == ["b.jpg"]
     rc, _, err = _predict(ckpt, inputs, tmp_path / "out", capsys)
     assert rc == 2 and "would both be written to" in err and "a.jpg" in err
     assert not (tmp_path / "out").exists()
