@@ -32,6 +32,7 @@ import copy
 import json
 import logging
 import math
+import re
 import time
 import traceback
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -249,7 +250,7 @@ def _plan(
                 try:
                     check_loss_fits(cfg)
                 except ValueError as exc:
-                    why = str(exc).removeprefix("config key 'loss': ")
+                    why = re.sub(r"^config key 'loss[.a-z]*': ", "", str(exc))
                     raise ValueError(f"losses: {spec.label!r}: {why}") from None
             cells.append(_Cell(info, spec, cfg, CompareRun(spec.label, seed, run_dir)))
     return cells

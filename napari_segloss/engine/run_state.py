@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import SegmentationDataset
 from ..data.factory import build_datasets, build_test_dataset
-from ..losses import UnknownParameterError, get_loss
+from ..losses import LossParameterError, UnknownLossError, get_loss
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -484,13 +484,19 @@ def _datasets(cfg: TrainConfig, datasets: Datasets | None, show: bool) -> _Data:
 
 def _loss_error(cfg: TrainConfig, exc: ValueError) -> ConfigError:
     """The loss's own message, naming the config key. The losses package knows no configs, so
-    the hint that a parameter comes from ``loss.params`` (typically kept from the config's
-    loss after ``loss.name`` was switched) is added here."""
-    msg = f"config key 'loss': {exc}"
-    if cfg.loss.params and isinstance(exc, UnknownParameterError):
+    the hint that parameters come from ``loss.params`` (typically the config's, kept after
+    ``--set loss.name=`` switched the loss) is added here, with the overrides that replace
+    them (``loss.params.KEY=`` alone would add to the old ones)."""
+    if isinstance(exc, UnknownLossError):
+        return ConfigError(f"config key 'loss.name': {exc}")
+    if not isinstance(exc, LossParameterError):
+        return ConfigError(f"config key 'loss': {exc}")
+    msg = f"config key 'loss.params': {exc}"
+    if cfg.loss.params:
         msg += (
             f"; these come from loss.params ({cfg.loss.params}): for another loss.name drop them "
-            "(loss.params={}) or set the parameters of the new loss"
+            "(loss.params={}) or set the parameters of the new loss (on the command line "
+            "--set 'loss.params={}' loss.params.KEY=VALUE ..., in this order)"
         )
     return ConfigError(msg)
 

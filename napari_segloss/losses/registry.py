@@ -26,10 +26,18 @@ PAPER_COMPOUNDS: tuple[str, ...] = (
 )
 
 
-class UnknownParameterError(ValueError):
-    """A parameter that the loss does not accept (in a compound: none of its terms does);
-    callers that take parameters from elsewhere (a config's ``loss.params``) can say where it
-    came from."""
+class UnknownLossError(ValueError):
+    """A loss name that is not registered (the message lists close matches)."""
+
+
+class LossParameterError(ValueError):
+    """Parameters the loss cannot take as given: unknown to it (:class:`UnknownParameterError`)
+    or, in a compound, meaning different things in two terms. Callers that take parameters
+    from elsewhere (a config's ``loss.params``) can say where they came from."""
+
+
+class UnknownParameterError(LossParameterError):
+    """A parameter that the loss does not accept (in a compound: none of its terms does)."""
 
 
 class CompoundLoss(nn.Module):
@@ -235,7 +243,7 @@ def _resolve(name: str) -> type[SegLoss]:
     known = sorted(set(_REGISTRY) | set(_ALIASES))
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown loss name {name!r}{hint} (known: {', '.join(known)})")
+    raise UnknownLossError(f"unknown loss name {name!r}{hint} (known: {', '.join(known)})")
 
 
 def _build(name: str, params: Mapping[str, Any]) -> SegLoss:
@@ -243,8 +251,11 @@ def _build(name: str, params: Mapping[str, Any]) -> SegLoss:
     ok = accepted_params(cls)
     bad = [k for k in params if k not in ok]
     if bad:
+        close = [m for k in bad for m in difflib.get_close_matches(k, ok, n=1, cutoff=0.6)]
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownParameterError(
-            f"loss {name!r} got unknown parameter(s) {bad}; accepted parameters: {', '.join(ok)}"
+            f"loss {name!r} got unknown parameter(s) {bad}{hint}; accepted parameters: "
+            f"{', '.join(ok)}"
         )
     return cls(**params)
 
@@ -299,7 +310,7 @@ def _check_unambiguous(
         }
         if len(set(owners.values())) > 1:
             example = next(reversed(owners))
-            raise ValueError(
+            raise LossParameterError(
                 f"compound {name!r}: parameter {key!r} means different things in "
                 f"{' and '.join(owners)}; give it to one term, e.g. "
                 f"{example}={{{key!r}: {value!r}}} (in a config: "

@@ -269,3 +269,22 @@ def test_every_command_and_option_explains_itself() -> None:
         assert parser.description, f"segloss {name} --help has no description"
         bare = [a.dest for a in parser._actions if not a.help]
         assert not bare, f"segloss {name}: options without help: {bare}"
+
+
+def test_the_overrides_a_switched_loss_error_names_replace_the_configs_params() -> None:
+    """``--set loss.name=focal+pm_dice`` on the quickstart config keeps its flat PM Dice
+    ``gamma``; the error says to replace the params, and doing as it says builds the loss."""
+    from napari_segloss.engine.config import ConfigError
+    from napari_segloss.engine.run_state import check_loss_fits
+
+    quick = CONFIGS / "quickstart.yaml"
+    with pytest.raises(ConfigError) as refused:
+        check_loss_fits(load_config(quick, ["loss.name=focal+pm_dice"]))
+    message = str(refused.value)
+    assert message.startswith("config key 'loss.params': compound 'focal+pm_dice': parameter")
+    assert "these come from loss.params ({'gamma': 1.0, 'eps': 1e-06})" in message
+    assert "--set 'loss.params={}' loss.params.KEY=VALUE" in message
+    fixed = ["loss.name=focal+pm_dice", "loss.params={}", "loss.params.pm_dice.gamma=1.0"]
+    cfg = load_config(quick, fixed)
+    check_loss_fits(cfg)
+    assert cfg.loss.params == {"pm_dice": {"gamma": 1.0}}

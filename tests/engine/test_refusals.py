@@ -311,14 +311,23 @@ def train_wrong_type(w: W) -> tuple[list[str], list[str]]:
 
 @case
 def train_unknown_loss(w: W) -> tuple[list[str], list[str]]:
-    return w.train(None, "loss.name=pm_dicee"), ["'loss'", "pm_dicee"]
+    return w.train(None, "loss.name=pm_dicee"), ["'loss.name'", "pm_dicee"]
 
 
 @case
 def train_loss_switched_keeps_the_old_loss_params(w: W) -> tuple[list[str], list[str]]:
     # the config's pm_dice gamma means nothing to ce: the message says where it comes from
-    frags = ["'loss'", "'ce' got unknown parameter(s) ['gamma']", "these come from loss.params"]
-    return w.train(None, "loss.name=ce"), [*frags, "drop them (loss.params={})"]
+    frags = ["'loss.params'", "'ce' got unknown parameter(s) ['gamma']", "come from loss.params"]
+    return w.train(None, "loss.name=ce"), [*frags, "--set 'loss.params={}' loss.params.KEY="]
+
+
+@case
+def train_compound_switched_keeps_the_old_loss_params(w: W) -> tuple[list[str], list[str]]:
+    # focal and pm_dice both have a gamma: the config's flat one belongs to neither term alone;
+    # loss.params.pm_dice.gamma=1 alone added to it and failed the same way
+    frags = ["'loss.params'", "'gamma' means different things", "come from loss.params"]
+    argv = w.train(None, "loss.name=focal+pm_dice", "loss.params.pm_dice.gamma=1")
+    return argv, [*frags, "--set 'loss.params={}' loss.params.KEY="]
 
 
 @case

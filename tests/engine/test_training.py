@@ -287,9 +287,13 @@ def test_fine_tune_and_array_datasets(squares_root: Path, tmp_path: Path) -> Non
         (
             ["model.classes=3", "loss.name=pm_dicee"],
             ConfigError,
-            r"'loss'.*unknown loss name 'pm_dicee'",
+            r"'loss.name'.*unknown loss name 'pm_dicee'",
         ),
-        (["model.classes=3", "loss.params.gama=2"], ConfigError, r"'loss'.*gama"),
+        (
+            ["model.classes=3", "loss.params.gama=2"],
+            ConfigError,
+            r"'loss.params'.*\['gama'\]; did you mean 'gamma'\?",
+        ),
         (
             ["model.classes=3", "model.in_channels=1"],
             DataError,

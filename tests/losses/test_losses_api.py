@@ -357,3 +357,14 @@ def test_a_target_that_requires_grad_is_checked_without_a_warning() -> None:
         warnings.simplefilter("error")
         get_loss("ce")(x, soft).backward()
     assert soft.grad is not None
+
+
+def test_a_misspelt_parameter_or_name_gets_a_suggestion() -> None:
+    from napari_segloss.losses import UnknownLossError, UnknownParameterError
+
+    with pytest.raises(UnknownParameterError, match=r"\['gama'\]; did you mean 'gamma'\?"):
+        get_loss("pm_dice", gama=2.0)
+    with pytest.raises(UnknownLossError, match="did you mean 'pm_dice'"):
+        get_loss("pmdice")
+    with pytest.raises(ValueError, match="did you mean 'pm_dice'"):  # still a ValueError
+        get_loss("pmdice")
