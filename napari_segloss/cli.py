@@ -148,6 +148,9 @@ def _print_eval_summary(run_dir: Path) -> None:
         "voxel spacing": "in the volumes' spacing units, usually mm",
         "pixels": "in pixels",
     }.get(data.get("distance_units", ""), "in pixels or spacing units")
+    size = data.get("scored_size")
+    if size and data.get("distance_units") == "pixels":  # not comparable with `evaluate`'s
+        units = f"in pixels of the {size[0]}x{size[1]} images resized to data.size"
     print(f"  {split} (% except mHD95, {units}): {text}")
     print(f"  per-class metrics: {path}")
 
@@ -678,7 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", parents=[common], help="metrics of predicted label files against ground truth",
         description="Per-class Dice, IoU, precision, recall, NSD and HD95 of label files against "
-        "ground-truth files of the same names; writes per_image.csv, summary.csv and summary.md.",
+        "ground-truth files of the same names, at the files' own size (a run's eval.json "
+        "scores at data.size, so its HD95 pixels differ); writes per_image.csv, summary.csv and "
+        "summary.md.",
     )  # fmt: skip
     _add_evaluate_args(p)
     p.set_defaults(func=cmd_evaluate)

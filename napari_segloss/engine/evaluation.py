@@ -304,6 +304,9 @@ def write_eval(
         "nan_count": summary["nan_count"],
         # what HD95 (and the NSD tolerance) are measured in: 3D volumes use their header spacing
         "distance_units": "voxel spacing" if hasattr(dataset, "spacing") else "pixels",
+        # [H, W] the 2D images were resized to before scoring (data.size): the pixels of
+        # HD95 and of the NSD tolerance are those, not the files' (None: scored as read)
+        "scored_size": list(size) if (size := getattr(dataset, "size", None)) else None,
         "data_items": data_items,
         "per_image": [
             {"name": names[i], "metrics": {str(c): v for c, v in r.items()}}

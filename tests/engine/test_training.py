@@ -91,6 +91,7 @@ def test_end_to_end_run_directory(
     assert set(ev["mean"]) == {"dice", "iou", "precision", "recall", "nsd", "hd95"}
     assert ev["mean"]["dice"] == pytest.approx(best)  # eval.json re-scores best.pt on val
     assert ev["distance_units"] == "pixels"  # 2D images: HD95 in pixels
+    assert ev["scored_size"] == [32, 32]  # ... of data.size, the size the images were scored at
     assert load_config(out / "config.yaml").model.encoder == "tu-resnet10t"
 
 
