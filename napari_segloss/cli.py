@@ -198,7 +198,8 @@ def run_details(event: TrainStart) -> str:
     procs = f" x {event.world_size} processes" if event.world_size > 1 else ""
     return (
         f"{event.train_size} training / {event.val_size} validation item(s), "
-        f"{event.max_iterations} steps{resumed} on {event.device}{procs}, {precision}"
+        f"{event.max_iterations} step{'' if event.max_iterations == 1 else 's'}{resumed} on "
+        f"{event.device}{procs}, {precision}"
     )
 
 

@@ -362,11 +362,26 @@ def _check_colours(
     if len(major) > 1:
         pixels = rgb[fg].astype(np.float32)
         shown = ", ".join(str(tuple(int(v) for v in pixels[codes == c][0])) for c in major[:4])
+        photo = (
+            "; its many colours cover most pixels, as in a photo: is this an image given as a "
+            "mask (the images folder as the masks or --gt)?"
+            if _looks_like_a_photo(rgb, top)
+            else ""
+        )
         raise ValueError(
             f"mask {str(path)!r} has {len(major)} foreground colours ({shown}): colour-coded "
             "classes cannot be read as one mask; save a label map instead (0 background, "
-            "1, 2, ... one value per class, grey PNG or TIFF)"
+            f"1, 2, ... one value per class, grey PNG or TIFF){photo}"
         )
+
+
+def _looks_like_a_photo(rgb: np.ndarray, top: np.ndarray) -> bool:
+    """Most pixels coloured, in thousands of colours: a photo passed as a mask (colour-coded
+    classes are a few flat colours, mostly on a black background, even after JPEG)."""
+    if np.count_nonzero(top) < 0.75 * top.size:
+        return False
+    packed = rgb[..., :3].astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    return len(np.unique(packed)) > 4096
 
 
 def _check_jpeg_mask(arr: np.ndarray, path: Path) -> None:

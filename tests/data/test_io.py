@@ -260,11 +260,23 @@ def test_read_mask_refuses_colour_coded_classes(tmp_path: Path, ext: str, qualit
     rgb[_disc()] = (255, 0, 0)
     rgb[_disc(centre=(10, 12), r2=50)] = (0, 255, 0)
     kwargs = {"quality": quality} if quality else {}
-    with pytest.raises(ValueError, match=r"2 foreground colours.*label map"):
+    with pytest.raises(ValueError, match=r"2 foreground colours.*label map") as refused:
         read_mask(_save(tmp_path / f"c{ext}", rgb, **kwargs))
+    assert "photo" not in str(refused.value)  # flat colours on black: not taken for a photo
     one = np.zeros((64, 80, 3), np.uint8)
     one[_disc()] = (255, 255, 0)  # one colour, JPEG-blurred edges: still a binary mask
     assert np.array_equal(read_mask(_save(tmp_path / f"y{ext}", one, **kwargs)), _disc())
+
+
+def test_a_photo_read_as_a_mask_is_named_as_such() -> None:
+    """`segloss evaluate --gt images/` said only 'colour-coded classes' of a Kvasir photo."""
+    from napari_segloss.samples import sample_pairs_dir
+
+    photo = sorted((sample_pairs_dir("kvasir") / "images").glob("*.jpg"))[0]
+    with pytest.raises(
+        ValueError, match=r"foreground colours.*as in a photo: is this an image given as a"
+    ):
+        read_mask(photo)
 
 
 def test_read_mask_transparent_pixels_are_background(tmp_path: Path) -> None:

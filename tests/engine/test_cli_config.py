@@ -233,6 +233,8 @@ def test_start_line_names_autocast_and_resume() -> None:
     assert "on cuda:0, bfloat16 autocast (train.amp)" in start_line(gpu)
     resumed = TrainStart(**{**base, "iteration": 4}, device="cpu", train_size=4, val_size=0)
     assert "10 steps, resuming at step 4 on cpu, float32;" in start_line(resumed)
+    one = TrainStart(**{**base, "max_iterations": 1}, device="cpu", train_size=1, val_size=0)
+    assert "1 step on cpu" in start_line(one)  # not "1 steps"
 
 
 def test_output_into_a_closed_pipe_ends_quietly() -> None:
