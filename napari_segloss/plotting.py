@@ -466,6 +466,7 @@ def bar_with_errors(
     ax: Axes | None = None,
     log: bool = False,
     annotate: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> Figure:
     """Grouped bar chart: one group per inner key (e.g. metric), one bar colour per outer key.
 
@@ -474,6 +475,8 @@ def bar_with_errors(
         errors: same layout, drawn as error bars (e.g. std over seeds); optional.
         log: logarithmic y axis.
         annotate: write the value over every bar.
+        bounds: the range the values can take (``(0, 100)`` for %): error bars stop there
+            (mean + std of a bounded score can pass its bound, the score itself cannot).
     """
     if not means:
         raise ValueError("means must hold at least one series")
@@ -492,6 +495,10 @@ def bar_with_errors(
         errs = None
         if errors is not None:
             errs = np.array([errors.get(s, {}).get(c, 0.0) for c in categories], dtype=float)
+            if bounds is not None:  # (2, N): below and above each bar, cut at the bounds
+                below = np.clip(np.minimum(errs, vals - bounds[0]), 0.0, None)
+                above = np.clip(np.minimum(errs, bounds[1] - vals), 0.0, None)
+                errs = np.stack([below, above])
         pos = centres - 0.4 + width * (k + 0.5)
         bars = ax.bar(pos, vals, width, yerr=errs, capsize=3, label=s)
         if annotate:
