@@ -31,6 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .overlay import ERROR_COLORS, error_labels
 
@@ -337,10 +338,10 @@ def surface_3d(
     finite = zs[np.isfinite(zs)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
     surf = ax.plot_surface(gx, gy, zs, cmap=cmap, vmin=lo, vmax=hi, linewidth=0, antialiased=True)
-    cbar = fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.1)
+    cbar = fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.16)  # room for the z label
     cbar.set_label(zlabel)
     _label_axes(ax, xlabel, ylabel, title)
-    ax.set_zlabel(zlabel)
+    ax.set_zlabel(zlabel, labelpad=10)  # clear of the tick labels (3D axes set it too close)
     return fig
 
 
@@ -403,6 +404,8 @@ def plot_curves(
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
     if logx:
         ax.set_xscale("log")
+    elif np.all(np.mod(xs, 1) == 0):  # steps, epochs: no tick at step 2.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if logy:
         ax.set_yscale("log")
     _label_axes(ax, xlabel, ylabel + (" (normalised to max 1)" if normalize else ""), title)

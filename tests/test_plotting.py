@@ -201,6 +201,17 @@ def test_bar_with_errors_stops_error_bars_at_the_bounds():
     assert spans == [(5.0, 15.0), (20.74, 100.0)]
 
 
+def test_curves_over_steps_have_whole_step_ticks():
+    # notebook 03's 10-step training curves had ticks at steps 2.5, 7.5
+    for steps in (4, 20):  # matplotlib's own choice: 0.5 ... 4.5, and 0, 2.5, 5 ... 22.5
+        fig = plot_curves(np.arange(1, steps + 1), {"dice": np.linspace(1, 0, steps)},
+                          xlabel="step", ylabel="loss", title="t")  # fmt: skip
+        ticks = fig.axes[0].get_xticks()
+        assert len(ticks) >= 3 and np.all(np.mod(ticks, 1) == 0), ticks
+    fig = plot_curves(np.linspace(0, 1, 5), {"a": np.ones(5)}, xlabel="x", ylabel="y", title="t")
+    assert np.any(np.mod(fig.axes[0].get_xticks(), 1) != 0)  # fractions keep fractional ticks
+
+
 def test_overlay_errors_colours():
     overlay = pytest.importorskip("napari_segloss.overlay")
     image = np.zeros((4, 4, 3), dtype=np.uint8)
