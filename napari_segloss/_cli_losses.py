@@ -50,6 +50,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
         for name in names:
             print(f"  {name:<{width}}  {losses.loss_description(name)[0]}")
         print("Any a+b of these names is their weighted sum (loss.params: weights, a, b).")
+        aliases = ", ".join(f"{a}={n}" for a, n in losses.loss_aliases().items())
+        print(textwrap.fill(f"Other names accepted: {aliases}.", WIDTH))
         return 0
     try:
         text = losses.loss_description(args.name)[1]

@@ -141,6 +141,12 @@ def list_losses(include_aliases: bool = False) -> list[str]:
     return sorted(names) + list(PAPER_COMPOUNDS)
 
 
+def loss_aliases() -> dict[str, str]:
+    """Other names :func:`get_loss` accepts, each with the loss it stands for
+    (``{"bce": "ce", ...}``), sorted."""
+    return dict(sorted(_ALIASES.items()))
+
+
 def class_parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
     """Keyword parameters of ``cls`` with their defaults and annotations, walking the
     ``**kwargs`` chain of its bases (a subclass's default wins); parameters the class fixes

@@ -146,7 +146,7 @@ def test_configs_command_lists_and_prints(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_losses_command_lists_every_loss_with_its_paper(capsys: pytest.CaptureFixture[str]) -> None:
-    from napari_segloss.losses import list_losses
+    from napari_segloss.losses import get_loss, list_losses
 
     rc, out, _ = _run(["losses"], capsys)
     assert rc == 0
@@ -158,6 +158,14 @@ def test_losses_command_lists_every_loss_with_its_paper(capsys: pytest.CaptureFi
     )
     assert "arXiv:2506.15744" in rows["pm_dice"]
     assert rows["ce+pm_dice"].endswith("weighted sum of ce and pm_dice")
+    # every name an unknown-name error lists as known is explained here too
+    with pytest.raises(ValueError, match=r"\(known: ") as unknown:
+        get_loss("nope")
+    known = str(unknown.value).split("(known: ")[1].rstrip(")").split(", ")
+    said = " ".join(out.split())
+    for name in known:
+        assert name in rows or f" {name}=" in said, name
+    assert "Other names accepted: bce=ce, cross_entropy=ce," in said
 
 
 @pytest.mark.parametrize("name", ["pm_dice", "focal_tversky", "ce+pm_dice", "gdl"])
