@@ -7,7 +7,7 @@
 #
 # Steps: system libraries for a headless Qt/napari (only when root and apt-get exists), a .venv
 # (created if missing), `pip install -e ".[dev,qt]"`, an import check of
-# segmentation-models-pytorch, then `xvfb-run -a python -m pytest -q -n auto` and `ruff`.
+# segmentation-models-pytorch, then `ruff` and `xvfb-run -a python -m pytest -q -n <cores>`.
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (default ./.venv),
 # SEGLOSS_SKIP_INSTALL=1 (reuse the venv as is, e.g. for a quick re-run), SEGLOSS_TEST_WORKERS
 # (pytest-xdist workers, default one per usable core, at most 4; 0: no workers).

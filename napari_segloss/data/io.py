@@ -380,7 +380,7 @@ def _looks_like_a_photo(rgb: np.ndarray, top: np.ndarray) -> bool:
     classes are a few flat colours, mostly on a black background, even after JPEG)."""
     if np.count_nonzero(top) < 0.75 * top.size:
         return False
-    packed = rgb[..., :3].astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], np.int32)
+    packed = rgb[..., :3].astype(np.int64) @ np.array([1 << 32, 1 << 16, 1], np.int64)
     return len(np.unique(packed)) > 4096
 
 
