@@ -32,7 +32,6 @@ import copy
 import json
 import logging
 import math
-import re
 import time
 import traceback
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -249,8 +248,8 @@ def _plan(
             if seed == seeds[0]:  # before any run: a loss that cannot fit fails at its step
                 try:
                     check_loss_fits(cfg)
-                except ValueError as exc:
-                    why = re.sub(r"^config key 'loss[.a-z]*': ", "", str(exc))
+                except ValueError as exc:  # the loss's own words, not the config key's
+                    why = str(exc.__cause__ or exc)
                     raise ValueError(f"losses: {spec.label!r}: {why}") from None
             cells.append(_Cell(info, spec, cfg, CompareRun(spec.label, seed, run_dir)))
     return cells
