@@ -22,9 +22,9 @@ os.environ.setdefault("SEGLOSS_MALLOC_TUNING", "0")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (``scripts/test.sh`` starts one worker per core), each worker's torch gets its
-    share of the cores: two workers on two cores with torch's default of two threads each
-    would oversubscribe them, and small torch ops then run 10-100x slower."""
+    """Under pytest-xdist (``scripts/test.sh`` starts one worker per core), each worker's
+    torch gets its share of the cores: two workers on two cores with torch's default of two
+    threads each would oversubscribe them, and small torch ops then run 10-100x slower."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is None:
         return
